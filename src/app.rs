@@ -1,0 +1,95 @@
+//! Process layout: bind the listeners, wire the gateway, run until told to
+//! stop. Used by `serve`, `demo` and the integration tests alike.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::{Gateway, server};
+use crate::revocation::Revocations;
+
+/// A running gateway.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub registry: Registry,
+    pub revocations: Arc<Revocations>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Bind every listener and start serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let registry = Registry::new();
+    let apps: Vec<String> = config.manifest.applications.iter().map(|a| a.application.clone()).collect();
+    let metrics = Arc::new(Metrics::register(&registry, &apps)?);
+    let revocations = Arc::new(Revocations::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let proxy_listener = bind(config.listeners.proxy).await?;
+    let admin_listener = match config.listeners.admin {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let proxy_addr =
+        proxy_listener.local_addr().map_err(|source| StartError::Bind { addr: config.listeners.proxy, source })?;
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if !config.enforce {
+        tracing::warn!("enforcement is OFF: every request is forwarded unchecked (for measurements only)");
+    }
+    let limits = config.server.clone();
+    let gateway = Arc::new(Gateway::new(config, metrics, revocations.clone()));
+
+    let mut rx = stop_rx.clone();
+    tasks.push(tokio::spawn(server::run(proxy_listener, gateway, limits, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    })));
+    if let Some(listener) = admin_listener {
+        let app = admin::app(AdminState { registry: registry.clone(), ready: ready.clone() });
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            });
+            if let Err(e) = served.await {
+                tracing::warn!(error = %e, "admin listener failed");
+            }
+        }));
+    }
+    // Config and keys were loaded before we got here, and the proxy listens.
+    ready.store(true, Ordering::Release);
+    tracing::info!(proxy = %proxy_addr, admin = ?admin_addr, "narrowgate is serving");
+    Ok(Running { proxy_addr, admin_addr, registry, revocations, stop, tasks })
+}
+
+impl Running {
+    /// Stop accepting, drain open connections, and wait for the listeners.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `narrowgate demo`: the gateway on `config/demo.yaml`, a built-in echo
+//! upstream, throwaway keys in a temporary directory, and ready-made tokens
+//! and curl lines. Ctrl-C stops it and removes the keys.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::echo::EchoUpstream;
+use crate::policy::{AccessRule, MethodGroupRule, MethodRule, Pattern, ResourceRule};
+use crate::token::claims::{Claims, Role, TokenKind, WireRule};
+use crate::token::keys::{self, SigningKey, random_id};
+use crate::token::{now_unix, sign};
+
+/// The demo manifest, built in so `narrowgate demo` runs from anywhere.
+const DEMO_YAML: &str = include_str!("../../config/demo.yaml");
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Proxy listen address (default from config/demo.yaml).
+    #[arg(long)]
+    proxy: Option<SocketAddr>,
+    /// Admin listen address (default from config/demo.yaml).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let generated = keys::generate(jsonwebtoken::Algorithm::ES256)?;
+    std::fs::create_dir_all(dir.path().join("keys"))?;
+    std::fs::write(dir.path().join("keys/demo.pub.pem"), &generated.public_pem)?;
+    let signing = SigningKey::from_pem(generated.private_pem.as_bytes(), "demo")?;
+    let mut config = Config::from_yaml(DEMO_YAML, dir.path()).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    if let Some(p) = args.proxy {
+        config.listeners.proxy = p;
+    }
+    if let Some(a) = args.admin {
+        config.listeners.admin = Some(a);
+    }
+
+    super::runtime()?.block_on(async move {
+        let echo = EchoUpstream::start("127.0.0.1:0".parse()?).await?;
+        config.upstream.addresses = vec![echo.addr.to_string().parse()?];
+        let running = crate::app::start(config).await?;
+        let proxy = format!("http://{}", running.proxy_addr);
+        let now = now_unix();
+        let admin = sign::sign(&demo_claims("demo-admin", Role::Admin, true, vec![AccessRule::everything()], now, 12 * 3600), &signing)?;
+        let narrowed = sign::sign(&demo_claims("demo-web-app", Role::User, false, narrowed_rules(), now, 3600), &signing)?;
+        let expired = sign::sign(&demo_claims("demo-old", Role::User, false, narrowed_rules(), now - 7200, 3600), &signing)?;
+        println!("# narrowgate demo: proxy {proxy}, admin http://{}, echo upstream {}", running.admin_addr.map_or("-".into(), |a| a.to_string()), echo.addr);
+        println!("export NG_PROXY={proxy}");
+        println!("export NG_ADMIN_TOKEN={admin}");
+        println!("export NG_NARROWED_TOKEN={narrowed}");
+        println!("export NG_EXPIRED_TOKEN={expired}");
+        println!();
+        println!("# allowed: the narrowed token may read account demo-account-1");
+        println!("curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_PROXY/users/current/accounts/demo-account-1");
+        println!("# denied, 403 resource_not_allowed: another account");
+        println!("curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_PROXY/users/current/accounts/other-account");
+        println!("# denied, 403 insufficient_scope: trading needs the dealing scope");
+        println!("curl -s -X POST -H \"auth-token: $NG_NARROWED_TOKEN\" $NG_PROXY/mt-manager/accounts/demo-account-1/trade");
+        println!("# denied, 401 expired");
+        println!("curl -s -H \"Authorization: Bearer $NG_EXPIRED_TOKEN\" $NG_PROXY/users/current/accounts/demo-account-1");
+        println!("# the admin token may do anything");
+        println!("curl -s -X POST -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" $NG_PROXY/mt-manager/accounts/demo-account-1/trade");
+        println!("# see a token's claims:  narrowgate token inspect $NG_NARROWED_TOKEN");
+        println!("# metrics:               curl -s http://{}/metrics", running.admin_addr.map_or("-".into(), |a| a.to_string()));
+        println!("# Ctrl-C stops the demo.");
+        super::shutdown_signal().await;
+        running.shutdown().await;
+        drop(echo);
+        Ok::<_, anyhow::Error>(())
+    })?;
+    drop(dir);
+    Ok(())
+}
+
+/// What the demo's web-app token may do: read account demo-account-1 in the
+/// account API, and call mt-manager methods on it with the `public` scope.
+fn narrowed_rules() -> Vec<AccessRule> {
+    let account = vec![ResourceRule {
+        entity: Pattern::parse("account"),
+        owner: "$USER_ID$".into(),
+        id: Pattern::parse("demo-account-1"),
+    }];
+    vec![
+        AccessRule {
+            id: "trading-account-management-api".into(),
+            application: Pattern::parse("trading-account-management-api"),
+            service: Pattern::parse("rest"),
+            method_groups: vec![MethodGroupRule {
+                group: Pattern::Any,
+                methods: vec![MethodRule { method: Pattern::Any, scopes: None }],
+            }],
+            roles: vec![Pattern::parse("reader")],
+            resources: account.clone(),
+        },
+        AccessRule {
+            id: "mt-manager-api".into(),
+            application: Pattern::parse("mt-manager-api"),
+            service: Pattern::Any,
+            method_groups: vec![MethodGroupRule {
+                group: Pattern::parse("mt-manager"),
+                methods: vec![MethodRule { method: Pattern::Any, scopes: Some(vec![Pattern::parse("public")]) }],
+            }],
+            roles: vec![Pattern::parse("reader"), Pattern::parse("writer")],
+            resources: account,
+        },
+    ]
+}
+
+fn demo_claims(sub: &str, role: Role, master: bool, rules: Vec<AccessRule>, start: u64, ttl: u64) -> Claims {
+    Claims {
+        iss: "narrowgate".into(),
+        sub: sub.into(),
+        aud: None,
+        exp: Some(start + ttl),
+        nbf: Some(start),
+        iat: start,
+        jti: random_id(16).unwrap_or_else(|_| sub.to_string()),
+        name: Some(sub.into()),
+        kind: TokenKind::Access,
+        role,
+        master,
+        access_rules: rules.iter().map(WireRule::from_rule).collect(),
+        lineage: vec![],
+    }
+}

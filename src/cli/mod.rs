@@ -1,0 +1,122 @@
+//! The subcommands: `serve`, `check-config`, `keys generate`, `token sign`,
+//! `token inspect`, `demo`.
+
+mod demo;
+mod keys;
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "narrowgate", version, about = "An enforcement gateway for bearer-token access rules")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate config files; lists every problem and exits non-zero on any.
+    CheckConfig {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Token tools for operators and tests.
+    Token {
+        #[command(subcommand)]
+        command: Box<token::TokenCommand>,
+    },
+    /// Run the gateway on config/demo.yaml with a built-in echo upstream and
+    /// throwaway keys, and print tokens and curl lines to try.
+    Demo(demo::DemoArgs),
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::CheckConfig { files } => return check_config(&files),
+        Command::Keys { command } => keys::run(command),
+        Command::Token { command } => token::run(*command),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    runtime()?.block_on(async move {
+        let running = crate::app::start(config).await?;
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+fn check_config(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for f in files {
+        match Config::load(f) {
+            Ok(c) => println!(
+                "{}: ok ({} applications, {} routes, {} keys)",
+                f.display(),
+                c.manifest.applications.len(),
+                c.manifest.routes.len(),
+                c.keys.keys.len()
+            ),
+            Err(e) => {
+                failed = true;
+                eprint!("{}: {e}", f.display());
+            }
+        }
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,226 @@
+//! The file format: a serde mirror of the YAML, kept apart from the
+//! validated model in `config::Config`. Unknown keys are errors everywhere.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Top-level keys; each section is deserialized on its own so that problems
+/// in several sections are all reported.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "listeners",
+    "upstream",
+    "server",
+    "trusted_proxies",
+    "issuers",
+    "credentials",
+    "forwarding",
+    "cache",
+    "unmatched",
+    "enforcement",
+    "applications",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersFile {
+    pub proxy: String,
+    #[serde(default)]
+    pub admin: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    #[serde(default)]
+    pub read_timeout: Option<String>,
+    #[serde(default)]
+    pub pool_idle_timeout: Option<String>,
+    #[serde(default)]
+    pub pool_max_idle: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    #[serde(default)]
+    pub header_read_timeout: Option<String>,
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_headers: Option<usize>,
+    #[serde(default)]
+    pub max_token_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerFile {
+    pub name: String,
+    pub issuer: String,
+    #[serde(default)]
+    pub audience: Vec<String>,
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub clock_skew: Option<String>,
+    #[serde(default)]
+    pub allow_missing_exp: bool,
+    #[serde(default)]
+    pub keys: Vec<KeyFile>,
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    #[serde(default)]
+    pub kid: Option<String>,
+    pub algorithm: String,
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CredentialFile {
+    Bearer,
+    Header { name: String },
+    Query { name: String },
+    Cookie { name: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingFile {
+    #[serde(default)]
+    pub forward_credential: bool,
+    #[serde(default)]
+    pub request_id_header: Option<String>,
+    #[serde(default)]
+    pub identity_headers: Option<IdentityHeadersFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeadersFile {
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub token_id: Option<String>,
+    #[serde(default)]
+    pub application: Option<String>,
+    #[serde(default)]
+    pub roles: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    #[serde(default)]
+    pub capacity: Option<usize>,
+    #[serde(default)]
+    pub max_ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationFile {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub application: String,
+    #[serde(default)]
+    pub description: String,
+    pub services: Vec<ServiceFile>,
+    #[serde(default)]
+    pub method_groups: Vec<MethodGroupFile>,
+    #[serde(default)]
+    pub roles: Vec<RoleSetFile>,
+    #[serde(default)]
+    pub entities: Vec<EntityFile>,
+    #[serde(default)]
+    pub entity_composition_description: Option<String>,
+    /// Routes are deserialized one by one, for per-route error reporting.
+    #[serde(default)]
+    pub routes: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    pub service: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodGroupFile {
+    pub group: String,
+    #[serde(default)]
+    pub description: String,
+    pub methods: Vec<MethodFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodFile {
+    pub method: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSetFile {
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityFile {
+    pub entity: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub id_description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// `METHOD /path/{param}`.
+    pub route: String,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub resource: Option<ResourceFile>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceFile {
+    pub entity: String,
+    /// `"{param}"`: the path parameter holding the id.
+    pub id: String,
+}

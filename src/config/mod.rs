@@ -1,0 +1,752 @@
+//! Config: the YAML file → a validated [`Config`].
+//!
+//! Two layers: `file` mirrors the YAML (serde, unknown keys rejected), and
+//! this module turns it into strong types — socket addresses, durations,
+//! header names, loaded keys, compiled routes. Every problem is collected and
+//! reported at once with its path (`applications[0].routes[2].resource.id:
+//! …`). Loading reads key files but binds nothing and spawns nothing.
+
+pub mod duration;
+pub mod file;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use http::uri::Authority;
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::policy::manifest::{
+    Application, EntityDef, MethodDef, MethodGroupDef, ResourceSpec, RoleSetDef, Route, RouteAccess, ServiceDef,
+};
+use crate::policy::router::PathPattern;
+use crate::policy::{Manifest, Router};
+use crate::token::keys::{self, IssuerPolicy, KeySet, VerificationKey, is_hmac, parse_algorithm};
+use crate::token::verify::DEFAULT_MAX_TOKEN_BYTES;
+pub use duration::parse_duration;
+use file::*;
+
+/// Every problem found in a config file, each prefixed with its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} problem(s) in the config:", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The validated config.
+#[derive(Debug)]
+pub struct Config {
+    pub listeners: Listeners,
+    pub upstream: UpstreamConfig,
+    pub server: ServerConfig,
+    pub trusted_proxies: Vec<IpNet>,
+    pub keys: KeySet,
+    pub max_token_bytes: usize,
+    pub credentials: Vec<CredentialSource>,
+    pub forwarding: Forwarding,
+    pub cache: CacheConfig,
+    pub unmatched: Unmatched,
+    /// `false` only for measuring the proxy without enforcement.
+    pub enforce: bool,
+    pub manifest: Manifest,
+    pub router: Router,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    pub proxy: SocketAddr,
+    pub admin: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub addresses: Vec<Authority>,
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream to send its response head.
+    pub read_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// Where a credential may come from, in the configured order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    Bearer,
+    Header(HeaderName),
+    Query(String),
+    Cookie(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    pub forward_credential: bool,
+    pub request_id: HeaderName,
+    pub identity: IdentityHeaders,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub subject: HeaderName,
+    pub token_id: HeaderName,
+    pub application: HeaderName,
+    pub roles: HeaderName,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub capacity: usize,
+    pub max_ttl: Duration,
+}
+
+/// What a request matching no route gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// 403 `no_matching_route`.
+    Deny,
+    /// 404 `no_matching_route`.
+    NotFound,
+}
+
+/// Collects errors with their paths.
+#[derive(Default)]
+struct Errors(Vec<String>);
+
+impl Errors {
+    fn push(&mut self, path: &str, msg: impl std::fmt::Display) {
+        self.0.push(format!("{path}: {msg}"));
+    }
+}
+
+/// Deserialize one section, reporting a failure with its full path.
+fn section<T: DeserializeOwned>(v: &Value, path: &str, errs: &mut Errors) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner == "." || inner.is_empty() {
+                path.to_string()
+            } else if inner.starts_with('[') {
+                format!("{path}{inner}")
+            } else {
+                format!("{path}.{inner}")
+            };
+            errs.push(&full, e.into_inner());
+            None
+        }
+    }
+}
+
+fn duration_or(v: &Option<String>, default: Duration, path: &str, errs: &mut Errors) -> Duration {
+    match v {
+        None => default,
+        Some(s) => parse_duration(s).unwrap_or_else(|e| {
+            errs.push(path, e);
+            default
+        }),
+    }
+}
+
+fn header_name(s: &str, path: &str, errs: &mut Errors) -> Option<HeaderName> {
+    match HeaderName::from_bytes(s.as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            errs.push(path, format!("{s:?} is not a valid header name"));
+            None
+        }
+    }
+}
+
+impl Config {
+    /// Load and validate a config file. Relative key paths are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        Config::from_yaml(&text, &base)
+    }
+
+    /// Validate YAML text; `base` is the directory relative paths start from.
+    pub fn from_yaml(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
+        let root: Value = serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![format!("YAML: {e}")]))?;
+        let mut errs = Errors::default();
+        let Value::Object(top) = root else {
+            return Err(ConfigErrors(vec!["(root): must be a mapping".into()]));
+        };
+        for key in top.keys() {
+            if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+                errs.push(key, format!("unknown key (expected one of: {})", TOP_LEVEL_KEYS.join(", ")));
+            }
+        }
+        let get = |k: &str| top.get(k).cloned().unwrap_or(Value::Null);
+        let required = |k: &str, errs: &mut Errors| {
+            let v = get(k);
+            if v.is_null() {
+                errs.push(k, "is required");
+            }
+            v
+        };
+
+        let listeners = section::<ListenersFile>(&required("listeners", &mut errs), "listeners", &mut errs)
+            .and_then(|l| build_listeners(l, &mut errs));
+        let upstream = section::<UpstreamFile>(&required("upstream", &mut errs), "upstream", &mut errs)
+            .and_then(|u| build_upstream(u, &mut errs));
+        let server_file = match get("server") {
+            Value::Null => Some(ServerFile::default()),
+            v => section::<ServerFile>(&v, "server", &mut errs),
+        }
+        .unwrap_or_default();
+        let server = ServerConfig {
+            header_read_timeout: duration_or(
+                &server_file.header_read_timeout,
+                Duration::from_secs(10),
+                "server.header_read_timeout",
+                &mut errs,
+            ),
+            idle_timeout: duration_or(
+                &server_file.idle_timeout,
+                Duration::from_secs(60),
+                "server.idle_timeout",
+                &mut errs,
+            ),
+            max_header_bytes: server_file.max_header_bytes.unwrap_or(16 * 1024),
+            max_headers: server_file.max_headers.unwrap_or(64),
+        };
+        if server.max_header_bytes < 8192 {
+            errs.push("server.max_header_bytes", "must be at least 8192");
+        }
+        if server.max_headers == 0 {
+            errs.push("server.max_headers", "must be at least 1");
+        }
+        let max_token_bytes = server_file.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+
+        let trusted_proxies = match get("trusted_proxies") {
+            Value::Null => Vec::new(),
+            v => section::<Vec<String>>(&v, "trusted_proxies", &mut errs)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| parse_cidr(s).map_err(|e| errs.push(&format!("trusted_proxies[{i}]"), e)).ok())
+                .collect(),
+        };
+
+        let mut keyset = KeySet::default();
+        match required("issuers", &mut errs) {
+            Value::Array(items) => {
+                if items.is_empty() {
+                    errs.push("issuers", "at least one issuer is required");
+                }
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("issuers[{i}]");
+                    if let Some(f) = section::<IssuerFile>(item, &path, &mut errs) {
+                        build_issuer(f, &path, base, &mut keyset, &mut errs);
+                    }
+                }
+            }
+            Value::Null => {}
+            _ => errs.push("issuers", "must be a list"),
+        }
+
+        let credentials = match get("credentials") {
+            Value::Null => {
+                vec![CredentialSource::Bearer, CredentialSource::Header(HeaderName::from_static("auth-token"))]
+            }
+            v => build_credentials(
+                section::<Vec<CredentialFile>>(&v, "credentials", &mut errs).unwrap_or_default(),
+                &mut errs,
+            ),
+        };
+
+        let forwarding_file = match get("forwarding") {
+            Value::Null => Some(ForwardingFile::default()),
+            v => section::<ForwardingFile>(&v, "forwarding", &mut errs),
+        }
+        .unwrap_or_default();
+        let forwarding = build_forwarding(forwarding_file, &mut errs);
+
+        let cache_file = match get("cache") {
+            Value::Null => Some(CacheFile::default()),
+            v => section::<CacheFile>(&v, "cache", &mut errs),
+        }
+        .unwrap_or_default();
+        let cache = CacheConfig {
+            capacity: cache_file.capacity.unwrap_or(100_000),
+            max_ttl: duration_or(&cache_file.max_ttl, Duration::from_secs(300), "cache.max_ttl", &mut errs),
+        };
+
+        let unmatched = match get("unmatched") {
+            Value::Null => Unmatched::Deny,
+            Value::String(s) if s == "deny" => Unmatched::Deny,
+            Value::String(s) if s == "not_found" => Unmatched::NotFound,
+            other => {
+                errs.push("unmatched", format!("{other} is not one of: deny, not_found"));
+                Unmatched::Deny
+            }
+        };
+        let enforce = match get("enforcement") {
+            Value::Null => true,
+            Value::Bool(b) => b,
+            other => {
+                errs.push("enforcement", format!("{other} is not a boolean"));
+                true
+            }
+        };
+
+        let manifest = match required("applications", &mut errs) {
+            Value::Array(items) => build_manifest(&items, &mut errs),
+            Value::Null => Manifest::default(),
+            _ => {
+                errs.push("applications", "must be a list");
+                Manifest::default()
+            }
+        };
+        let router = match Router::build(&manifest.routes) {
+            Ok(r) => Some(r),
+            Err(list) => {
+                for (a, b, msg) in list {
+                    let (pa, pb) = (route_path(&manifest, a), route_path(&manifest, b));
+                    if a == b {
+                        errs.push(&pa, msg);
+                    } else {
+                        errs.push(&pb, format!("{msg} at {pa}: one request could match both"));
+                    }
+                }
+                None
+            }
+        };
+
+        match (listeners, upstream, router) {
+            (Some(listeners), Some(upstream), Some(router)) if errs.0.is_empty() => Ok(Config {
+                listeners,
+                upstream,
+                server,
+                trusted_proxies,
+                keys: keyset,
+                max_token_bytes,
+                credentials,
+                forwarding,
+                cache,
+                unmatched,
+                enforce,
+                manifest,
+                router,
+            }),
+            _ => Err(ConfigErrors(errs.0)),
+        }
+    }
+}
+
+/// `applications[i].routes[j]` for the route at this index.
+fn route_path(manifest: &Manifest, index: usize) -> String {
+    let Some(route) = manifest.routes.get(index) else { return format!("routes[{index}]") };
+    let within = manifest.routes[..index].iter().filter(|r| r.app_index == route.app_index).count();
+    format!("applications[{}].routes[{within}] ({})", route.app_index, route.template)
+}
+
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net);
+    }
+    s.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| format!("{s:?} is not an IP address or CIDR range"))
+}
+
+fn socket_addr(s: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> {
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(path, format!("{s:?} is not an address like 127.0.0.1:8080"));
+            None
+        }
+    }
+}
+
+fn build_listeners(f: ListenersFile, errs: &mut Errors) -> Option<Listeners> {
+    let proxy = socket_addr(&f.proxy, "listeners.proxy", errs);
+    let admin = f.admin.as_deref().map(|a| socket_addr(a, "listeners.admin", errs));
+    Some(Listeners { proxy: proxy?, admin: admin.flatten() })
+}
+
+fn build_upstream(f: UpstreamFile, errs: &mut Errors) -> Option<UpstreamConfig> {
+    if f.addresses.is_empty() {
+        errs.push("upstream.addresses", "at least one address is required");
+    }
+    let mut addresses = Vec::new();
+    for (i, a) in f.addresses.iter().enumerate() {
+        match a.parse::<Authority>() {
+            Ok(auth) if auth.port_u16().is_some() && !a.contains('@') => addresses.push(auth),
+            _ => errs.push(&format!("upstream.addresses[{i}]"), format!("{a:?} is not host:port")),
+        }
+    }
+    Some(UpstreamConfig {
+        addresses,
+        connect_timeout: duration_or(&f.connect_timeout, Duration::from_secs(2), "upstream.connect_timeout", errs),
+        read_timeout: duration_or(&f.read_timeout, Duration::from_secs(30), "upstream.read_timeout", errs),
+        pool_idle_timeout: duration_or(
+            &f.pool_idle_timeout,
+            Duration::from_secs(90),
+            "upstream.pool_idle_timeout",
+            errs,
+        ),
+        pool_max_idle: f.pool_max_idle.unwrap_or(256),
+    })
+}
+
+fn build_issuer(f: IssuerFile, path: &str, base: &Path, keyset: &mut KeySet, errs: &mut Errors) {
+    let mut algorithms = Vec::new();
+    for (i, a) in f.algorithms.iter().enumerate() {
+        match parse_algorithm(a) {
+            Some(alg) => algorithms.push(alg),
+            None => errs.push(&format!("{path}.algorithms[{i}]"), format!("{a:?} is not a supported algorithm")),
+        }
+    }
+    if f.algorithms.is_empty() {
+        errs.push(&format!("{path}.algorithms"), "list the algorithms this issuer signs with");
+    }
+    if f.issuer.is_empty() {
+        errs.push(&format!("{path}.issuer"), "must not be empty");
+    }
+    let skew = duration_or(&f.clock_skew, Duration::from_secs(30), &format!("{path}.clock_skew"), errs);
+    if skew > Duration::from_secs(300) {
+        errs.push(&format!("{path}.clock_skew"), "must be at most 5m");
+    }
+    let issuer = keyset.add_issuer(IssuerPolicy {
+        name: f.name.clone(),
+        issuer: f.issuer.clone(),
+        audience: f.audience.clone(),
+        clock_skew_secs: skew.as_secs(),
+        allow_missing_exp: f.allow_missing_exp,
+    });
+    if f.keys.is_empty() && f.jwks_file.is_none() {
+        errs.push(path, "needs keys or a jwks_file");
+    }
+    for (i, k) in f.keys.iter().enumerate() {
+        let kpath = format!("{path}.keys[{i}]");
+        let Some(alg) = parse_algorithm(&k.algorithm) else {
+            errs.push(&format!("{kpath}.algorithm"), format!("{:?} is not a supported algorithm", k.algorithm));
+            continue;
+        };
+        if !algorithms.contains(&alg) {
+            errs.push(&format!("{kpath}.algorithm"), format!("{} is not among the issuer's algorithms", k.algorithm));
+            continue;
+        }
+        // HMAC keys come only from secret_file, public keys only from
+        // public_key_file: the file a key comes from decides its type.
+        let file = match (is_hmac(alg), &k.public_key_file, &k.secret_file) {
+            (false, Some(p), None) => p,
+            (true, None, Some(s)) => s,
+            (false, _, _) => {
+                errs.push(&kpath, format!("{} keys need public_key_file (and no secret_file)", k.algorithm));
+                continue;
+            }
+            (true, _, _) => {
+                errs.push(&kpath, format!("{} keys need secret_file (and no public_key_file)", k.algorithm));
+                continue;
+            }
+        };
+        match keys::load_decoding_key(&base.join(file), alg) {
+            Ok(key) => {
+                if let Err(e) = keyset.add_key(VerificationKey { kid: k.kid.clone(), algorithm: alg, key, issuer }) {
+                    errs.push(&format!("{kpath}.kid"), e);
+                }
+            }
+            Err(e) => errs.push(&kpath, e),
+        }
+    }
+    if let Some(jwks) = &f.jwks_file {
+        let jpath = format!("{path}.jwks_file");
+        match std::fs::read_to_string(base.join(jwks)) {
+            Err(e) => errs.push(&jpath, format!("cannot read {jwks:?}: {e}")),
+            Ok(text) => match keys::keys_from_jwks(&text, &algorithms, issuer) {
+                Ok(list) => {
+                    for key in list {
+                        if let Err(e) = keyset.add_key(key) {
+                            errs.push(&jpath, e);
+                        }
+                    }
+                }
+                Err(e) => errs.push(&jpath, e),
+            },
+        }
+    }
+}
+
+fn build_credentials(list: Vec<CredentialFile>, errs: &mut Errors) -> Vec<CredentialSource> {
+    let mut out = Vec::new();
+    for (i, c) in list.into_iter().enumerate() {
+        let path = format!("credentials[{i}]");
+        let src = match c {
+            CredentialFile::Bearer => Some(CredentialSource::Bearer),
+            CredentialFile::Header { name } => {
+                let h = header_name(&name, &format!("{path}.name"), errs);
+                if h.as_ref() == Some(&http::header::AUTHORIZATION) {
+                    errs.push(&format!("{path}.name"), "use `source: bearer` for the Authorization header");
+                }
+                h.map(CredentialSource::Header)
+            }
+            CredentialFile::Query { name } if !name.is_empty() => Some(CredentialSource::Query(name)),
+            CredentialFile::Cookie { name } if !name.is_empty() => Some(CredentialSource::Cookie(name)),
+            _ => {
+                errs.push(&format!("{path}.name"), "must not be empty");
+                None
+            }
+        };
+        if let Some(src) = src {
+            if out.contains(&src) {
+                errs.push(&path, "listed twice");
+            }
+            out.push(src);
+        }
+    }
+    if out.is_empty() {
+        errs.push("credentials", "at least one credential source is required");
+    }
+    out
+}
+
+fn build_forwarding(f: ForwardingFile, errs: &mut Errors) -> Forwarding {
+    let ih = f.identity_headers.unwrap_or_default();
+    let mut name = |v: &Option<String>, default: &'static str, path: &str| -> HeaderName {
+        let h = match v {
+            None => HeaderName::from_static(default),
+            Some(s) => header_name(s, path, errs).unwrap_or_else(|| HeaderName::from_static(default)),
+        };
+        if crate::proxy::headers::is_reserved(&h) {
+            errs.push(path, format!("{h} is a header the gateway manages itself"));
+        }
+        h
+    };
+    let identity = IdentityHeaders {
+        subject: name(&ih.subject, "x-narrowgate-subject", "forwarding.identity_headers.subject"),
+        token_id: name(&ih.token_id, "x-narrowgate-token-id", "forwarding.identity_headers.token_id"),
+        application: name(&ih.application, "x-narrowgate-application", "forwarding.identity_headers.application"),
+        roles: name(&ih.roles, "x-narrowgate-roles", "forwarding.identity_headers.roles"),
+    };
+    let request_id = match &f.request_id_header {
+        None => HeaderName::from_static("x-request-id"),
+        Some(s) => {
+            header_name(s, "forwarding.request_id_header", errs).unwrap_or(HeaderName::from_static("x-request-id"))
+        }
+    };
+    Forwarding { forward_credential: f.forward_credential, request_id, identity }
+}
+
+fn build_manifest(items: &[Value], errs: &mut Errors) -> Manifest {
+    let mut manifest = Manifest::default();
+    let mut seen_apps = std::collections::HashSet::new();
+    for (ai, item) in items.iter().enumerate() {
+        let apath = format!("applications[{ai}]");
+        let Some(app) = section::<ApplicationFile>(item, &apath, errs) else { continue };
+        if !seen_apps.insert(app.application.clone()) {
+            errs.push(&format!("{apath}.application"), format!("{:?} is declared twice", app.application));
+        }
+        if app.application.is_empty() || app.application.contains([':', '*']) {
+            errs.push(&format!("{apath}.application"), "must be a non-empty name without ':' or '*'");
+        }
+        if app.services.is_empty() {
+            errs.push(&format!("{apath}.services"), "at least one service is required");
+        }
+        let app_index = manifest.applications.len();
+        for (ri, rv) in app.routes.iter().enumerate() {
+            let rpath = format!("{apath}.routes[{ri}]");
+            if let Some(rf) = section::<RouteFile>(rv, &rpath, errs)
+                && let Some(route) = build_route(&app, app_index, rf, &rpath, errs)
+            {
+                manifest.routes.push(route);
+            }
+        }
+        manifest.applications.push(Application {
+            id: app.id.clone().unwrap_or_else(|| app.application.clone()),
+            application: app.application.clone(),
+            description: app.description.clone(),
+            services: app
+                .services
+                .iter()
+                .map(|s| ServiceDef { service: s.service.clone(), description: s.description.clone() })
+                .collect(),
+            method_groups: app
+                .method_groups
+                .iter()
+                .map(|g| MethodGroupDef {
+                    group: g.group.clone(),
+                    description: g.description.clone(),
+                    methods: g
+                        .methods
+                        .iter()
+                        .map(|m| MethodDef {
+                            method: m.method.clone(),
+                            description: m.description.clone(),
+                            scopes: m.scopes.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            roles: app
+                .roles
+                .iter()
+                .map(|r| RoleSetDef { roles: r.roles.clone(), description: r.description.clone() })
+                .collect(),
+            entities: app
+                .entities
+                .iter()
+                .map(|e| EntityDef {
+                    entity: e.entity.clone(),
+                    description: e.description.clone(),
+                    id_description: e.id_description.clone(),
+                })
+                .collect(),
+            entity_composition_description: app.entity_composition_description.clone(),
+        });
+    }
+    manifest
+}
+
+fn build_route(app: &ApplicationFile, app_index: usize, f: RouteFile, path: &str, errs: &mut Errors) -> Option<Route> {
+    let before = errs.0.len();
+    let Some((method_str, route_path)) = f.route.split_once(' ') else {
+        errs.push(&format!("{path}.route"), format!("{:?} must be `METHOD /path`", f.route));
+        return None;
+    };
+    let method = match http::Method::from_bytes(method_str.as_bytes()) {
+        Ok(m) if method_str.bytes().all(|b| b.is_ascii_uppercase()) => Some(m),
+        _ => {
+            errs.push(&format!("{path}.route"), format!("{method_str:?} is not an HTTP method"));
+            None
+        }
+    };
+    let pattern = match PathPattern::parse(route_path.trim()) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            errs.push(&format!("{path}.route"), e);
+            None
+        }
+    };
+    let service = match (&f.service, app.services.as_slice()) {
+        (Some(s), _) => {
+            if !app.services.iter().any(|d| d.service == *s) {
+                errs.push(&format!("{path}.service"), format!("unknown service {s:?} of {:?}", app.application));
+            }
+            s.clone()
+        }
+        (None, [only]) => only.service.clone(),
+        (None, _) => {
+            errs.push(&format!("{path}.service"), "required: the application has several services");
+            String::new()
+        }
+    };
+    let access = if f.public {
+        for (field, set) in [
+            ("group", f.group.is_some()),
+            ("method", f.method.is_some()),
+            ("resource", f.resource.is_some()),
+            ("roles", !f.roles.is_empty()),
+            ("scopes", !f.scopes.is_empty()),
+        ] {
+            if set {
+                errs.push(&format!("{path}.{field}"), "a public route checks no token; remove it or drop `public`");
+            }
+        }
+        RouteAccess::Public
+    } else {
+        let group = f.group.clone().unwrap_or_default();
+        let method_name = f.method.clone().unwrap_or_default();
+        let group_def = app.method_groups.iter().find(|g| g.group == group);
+        let method_def = group_def.and_then(|g| g.methods.iter().find(|m| m.method == method_name));
+        match (&f.group, group_def) {
+            (None, _) => errs.push(&format!("{path}.group"), "required (or mark the route public)"),
+            (Some(g), None) => errs.push(&format!("{path}.group"), format!("unknown method group {g:?}")),
+            _ => {}
+        }
+        match (&f.method, method_def) {
+            (None, _) => errs.push(&format!("{path}.method"), "required (or mark the route public)"),
+            (Some(m), None) if group_def.is_some() => {
+                errs.push(&format!("{path}.method"), format!("unknown method {m:?} in group {group:?}"))
+            }
+            _ => {}
+        }
+        if let Some(def) = method_def {
+            for (i, s) in f.scopes.iter().enumerate() {
+                if !def.scopes.contains(s) {
+                    errs.push(
+                        &format!("{path}.scopes[{i}]"),
+                        format!("{s:?} is not a scope of method {method_name:?}"),
+                    );
+                }
+            }
+        }
+        if f.roles.is_empty() {
+            errs.push(&format!("{path}.roles"), "list the roles that may call this route");
+        }
+        for (i, r) in f.roles.iter().enumerate() {
+            if !app.roles.iter().any(|set| set.roles.contains(r)) {
+                errs.push(&format!("{path}.roles[{i}]"), format!("unknown role {r:?} of {:?}", app.application));
+            }
+        }
+        let resource = f.resource.as_ref().and_then(|res| {
+            if !app.entities.iter().any(|e| e.entity == res.entity) {
+                errs.push(&format!("{path}.resource.entity"), format!("unknown entity {:?}", res.entity));
+            }
+            let param = res.id.strip_prefix('{').and_then(|s| s.strip_suffix('}'));
+            let index = match (param, &pattern) {
+                (Some(p), Some(pat)) => {
+                    let idx = pat.params.iter().position(|n| n == p);
+                    if idx.is_none() {
+                        errs.push(&format!("{path}.resource.id"), format!("unknown path parameter {p:?}"));
+                    }
+                    idx
+                }
+                (None, _) => {
+                    errs.push(
+                        &format!("{path}.resource.id"),
+                        format!("{:?} must name a path parameter as \"{{name}}\"", res.id),
+                    );
+                    None
+                }
+                _ => None,
+            };
+            index.map(|param_index| ResourceSpec {
+                entity: res.entity.as_str().into(),
+                param: param.unwrap_or_default().into(),
+                param_index,
+            })
+        });
+        RouteAccess::Protected {
+            group: group.into(),
+            method: method_name.into(),
+            scopes: f.scopes.iter().map(|s| s.as_str().into()).collect(),
+            roles: f.roles.iter().map(|s| s.as_str().into()).collect(),
+            resource,
+        }
+    };
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(Route {
+        template: format!("{} {}", method_str, route_path.trim()).into(),
+        method: method?,
+        path: route_path.trim().into(),
+        app_index,
+        application: app.application.as_str().into(),
+        service: service.into(),
+        access,
+    })
+}

@@ -1,0 +1,124 @@
+//! Prometheus metrics, registered into a registry passed in (never the
+//! global one). Label values come from closed sets only: decision, reason
+//! code, application name from the manifest, upstream error kind.
+//!
+//! Counter handles are resolved once at start and indexed on the request
+//! path, so recording a request is a few atomic adds, no label hashing.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::reason::Reason;
+
+/// Kinds of upstream failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    Connect,
+    Timeout,
+    Other,
+}
+
+impl UpstreamError {
+    const ALL: [UpstreamError; 3] = [UpstreamError::Connect, UpstreamError::Timeout, UpstreamError::Other];
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Other => "other",
+        }
+    }
+}
+
+/// The decision label a reason falls under.
+pub fn decision_label(reason: Reason) -> &'static str {
+    match reason {
+        r if r.is_allow() => "allow",
+        Reason::UpstreamUnavailable | Reason::UpstreamTimeout | Reason::KeysUnavailable => "error",
+        _ => "deny",
+    }
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    /// `[reason][application]`, the last application slot being "none".
+    requests: Vec<Vec<IntCounter>>,
+    /// Per decision label: allow, deny, error.
+    durations: [Histogram; 3],
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    upstream_errors: Vec<IntCounter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Register the gateway's collectors for these applications.
+    pub fn register(registry: &Registry, applications: &[String]) -> prometheus::Result<Metrics> {
+        let requests_vec = IntCounterVec::new(
+            Opts::new("narrowgate_requests_total", "Requests by decision, reason and application."),
+            &["decision", "reason", "application"],
+        )?;
+        registry.register(Box::new(requests_vec.clone()))?;
+        let mut requests = Vec::with_capacity(Reason::ALL.len());
+        for reason in Reason::ALL {
+            let mut per_app = Vec::with_capacity(applications.len() + 1);
+            for app in applications.iter().map(String::as_str).chain(std::iter::once("none")) {
+                per_app.push(requests_vec.with_label_values(&[decision_label(reason), reason.code(), app]));
+            }
+            requests.push(per_app);
+        }
+        let hist = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "narrowgate_request_duration_seconds",
+                "Time from request head to response head, by decision.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["decision"],
+        )?;
+        registry.register(Box::new(hist.clone()))?;
+        let durations =
+            [hist.with_label_values(&["allow"]), hist.with_label_values(&["deny"]), hist.with_label_values(&["error"])];
+        let cache = IntCounterVec::new(
+            Opts::new("narrowgate_token_cache_total", "Verified-token cache lookups."),
+            &["result"],
+        )?;
+        registry.register(Box::new(cache.clone()))?;
+        let upstream_vec = IntCounterVec::new(
+            Opts::new("narrowgate_upstream_errors_total", "Failed upstream exchanges by kind."),
+            &["kind"],
+        )?;
+        registry.register(Box::new(upstream_vec.clone()))?;
+        Ok(Metrics {
+            requests,
+            durations,
+            cache_hits: cache.with_label_values(&["hit"]),
+            cache_misses: cache.with_label_values(&["miss"]),
+            upstream_errors: UpstreamError::ALL.iter().map(|k| upstream_vec.with_label_values(&[k.label()])).collect(),
+        })
+    }
+
+    /// Record one request; `app` indexes the manifest's applications, `None`
+    /// when no route matched.
+    pub fn observe(&self, reason: Reason, app: Option<usize>, seconds: f64) {
+        if let Some(per_app) = self.requests.get(reason.index()) {
+            let slot = app.filter(|a| *a < per_app.len() - 1).unwrap_or(per_app.len() - 1);
+            per_app[slot].inc();
+        }
+        let d = match decision_label(reason) {
+            "allow" => 0,
+            "deny" => 1,
+            _ => 2,
+        };
+        self.durations[d].observe(seconds);
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamError) {
+        let i = UpstreamError::ALL.iter().position(|k| *k == kind).unwrap_or(2);
+        self.upstream_errors[i].inc();
+    }
+}

@@ -1,0 +1,136 @@
+//! The manifest: applications with their services, method groups, methods,
+//! scopes, entities and roles, and the routes that map HTTP requests onto
+//! them. Built and validated by `config`; read-only afterwards.
+
+use serde::Serialize;
+
+use super::rules::RouteFacts;
+
+/// The validated manifest.
+#[derive(Clone, Debug, Default)]
+pub struct Manifest {
+    pub applications: Vec<Application>,
+    pub routes: Vec<Route>,
+}
+
+/// One application, in MetaApi's access-rule-manifest shape.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Application {
+    pub id: String,
+    pub application: String,
+    pub description: String,
+    pub services: Vec<ServiceDef>,
+    pub method_groups: Vec<MethodGroupDef>,
+    pub roles: Vec<RoleSetDef>,
+    pub entities: Vec<EntityDef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_composition_description: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceDef {
+    pub service: String,
+    pub description: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MethodGroupDef {
+    pub group: String,
+    pub description: String,
+    pub methods: Vec<MethodDef>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MethodDef {
+    pub method: String,
+    pub description: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RoleSetDef {
+    pub roles: Vec<String>,
+    pub description: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntityDef {
+    pub entity: String,
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_description: Option<String>,
+}
+
+/// The resource a route touches: an entity and the path parameter that holds
+/// its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceSpec {
+    pub entity: Box<str>,
+    /// Name of the path parameter, as written in the route.
+    pub param: Box<str>,
+    /// Position of that parameter among the route's parameters.
+    pub param_index: usize,
+}
+
+/// What calling a route requires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteAccess {
+    /// No token is checked.
+    Public,
+    Protected {
+        group: Box<str>,
+        method: Box<str>,
+        scopes: Vec<Box<str>>,
+        roles: Vec<Box<str>>,
+        resource: Option<ResourceSpec>,
+    },
+}
+
+/// One compiled route.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// `METHOD /path/{param}` as written; a closed-set metric label.
+    pub template: Box<str>,
+    pub method: http::Method,
+    pub path: Box<str>,
+    /// Index of the owning application in [`Manifest::applications`].
+    pub app_index: usize,
+    pub application: Box<str>,
+    pub service: Box<str>,
+    pub access: RouteAccess,
+}
+
+impl Route {
+    /// The facts rules are evaluated against; `None` for a public route.
+    pub fn facts<'a>(&'a self, resource_id: Option<&'a str>) -> Option<RouteFacts<'a>> {
+        match &self.access {
+            RouteAccess::Public => None,
+            RouteAccess::Protected { group, method, scopes, roles, resource } => Some(RouteFacts {
+                application: &self.application,
+                service: &self.service,
+                group,
+                method,
+                scopes,
+                roles,
+                resource: match (resource, resource_id) {
+                    (Some(spec), Some(id)) => Some((&spec.entity, id)),
+                    // A resource route always has its parameter when matched;
+                    // if it somehow did not, evaluate as touching an unknown
+                    // resource, which only a full wildcard covers.
+                    (Some(spec), None) => Some((&spec.entity, "")),
+                    (None, _) => None,
+                },
+            }),
+        }
+    }
+
+    pub fn resource(&self) -> Option<&ResourceSpec> {
+        match &self.access {
+            RouteAccess::Protected { resource, .. } => resource.as_ref(),
+            RouteAccess::Public => None,
+        }
+    }
+}

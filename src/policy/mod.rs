@@ -1,0 +1,15 @@
+//! Policy: the manifest, access rules, their evaluation, and route matching.
+//!
+//! Plain data and pure functions. Nothing here knows about sockets, hyper or
+//! axum, so it can be tested and benchmarked alone. A denial is a value
+//! ([`Decision::Deny`]), never an `Err`.
+
+pub mod manifest;
+pub mod router;
+pub mod rules;
+
+pub use manifest::{Manifest, ResourceSpec, Route, RouteAccess};
+pub use router::{RouteMatch, Router};
+pub use rules::{
+    AccessRule, Decision, Denial, MethodGroupRule, MethodRule, Pattern, ResourceRule, RouteFacts, evaluate,
+};

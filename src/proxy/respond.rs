@@ -1,0 +1,106 @@
+//! The one place decisions and failures become HTTP responses.
+//!
+//! Bodies are JSON with the stable reason code; they never contain internal
+//! error text, tokens or keys. 401s carry `WWW-Authenticate: Bearer` as RFC
+//! 6750 describes.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use serde::Serialize;
+
+use crate::policy::Denial;
+use crate::reason::Reason;
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'static str,
+    message: &'static str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    missing_roles: &'a [Box<str>],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    missing_scopes: &'a [Box<str>],
+}
+
+fn message(reason: Reason) -> &'static str {
+    match reason {
+        Reason::MissingToken => "a bearer token is required",
+        Reason::InvalidToken => "the token is not valid",
+        Reason::Expired => "the token has expired",
+        Reason::NotYetValid => "the token is not valid yet",
+        Reason::TokenTooLarge => "the token is too large",
+        Reason::Revoked => "the token has been revoked",
+        Reason::ConflictingCredentials => "the request carries more than one credential",
+        Reason::NoMatchingRoute => "no route matches this request",
+        Reason::ApplicationNotAllowed => "the token does not grant this application",
+        Reason::ServiceNotAllowed => "the token does not grant this service",
+        Reason::MethodNotGranted => "the token does not grant this method",
+        Reason::ResourceNotAllowed => "the token does not grant this resource",
+        Reason::InsufficientRole => "the token has none of the roles this route requires",
+        Reason::InsufficientScope => "the token lacks scopes this route requires",
+        Reason::AmbiguousPath => "the request path is ambiguous",
+        Reason::BadRequest => "the request is malformed",
+        Reason::MethodOverride => "method override headers are not accepted",
+        Reason::UpgradeNotAllowed => "this route does not accept protocol upgrades",
+        Reason::UpstreamUnavailable => "the upstream is unavailable",
+        Reason::UpstreamTimeout => "the upstream did not answer in time",
+        Reason::KeysUnavailable => "no verification keys are available",
+        Reason::Allowed | Reason::Public | Reason::NotEnforced => "",
+    }
+}
+
+/// A JSON error response for `reason`, with what was missing if known.
+pub fn error_response(
+    reason: Reason,
+    denial: Option<&Denial>,
+    status_override: Option<StatusCode>,
+) -> Response<Full<Bytes>> {
+    let (roles, scopes): (&[Box<str>], &[Box<str>]) = match denial {
+        Some(d) => (&d.missing_roles, &d.missing_scopes),
+        None => (&[], &[]),
+    };
+    let body =
+        ErrorBody { error: reason.code(), message: message(reason), missing_roles: roles, missing_scopes: scopes };
+    // Serializing this struct cannot fail; fall back to a fixed body anyway.
+    let json = serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"error":"internal"}"#.to_vec());
+    let status =
+        status_override.or_else(|| StatusCode::from_u16(reason.status()).ok()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut resp = Response::new(Full::new(Bytes::from(json)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(v) = www_authenticate(reason, scopes) {
+        resp.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+fn www_authenticate(reason: Reason, scopes: &[Box<str>]) -> Option<HeaderValue> {
+    let fixed = match reason {
+        // RFC 6750 §3.1: no error code when the request had no credential.
+        Reason::MissingToken => r#"Bearer realm="narrowgate""#,
+        Reason::InvalidToken | Reason::TokenTooLarge => {
+            r#"Bearer realm="narrowgate", error="invalid_token", error_description="the token is not valid""#
+        }
+        Reason::Expired => {
+            r#"Bearer realm="narrowgate", error="invalid_token", error_description="the token has expired""#
+        }
+        Reason::NotYetValid => {
+            r#"Bearer realm="narrowgate", error="invalid_token", error_description="the token is not valid yet""#
+        }
+        Reason::Revoked => {
+            r#"Bearer realm="narrowgate", error="invalid_token", error_description="the token has been revoked""#
+        }
+        Reason::ConflictingCredentials => r#"Bearer realm="narrowgate", error="invalid_request""#,
+        Reason::InsufficientScope => {
+            let list: Vec<&str> = scopes.iter().map(|s| &**s).collect();
+            return HeaderValue::from_str(&format!(
+                r#"Bearer realm="narrowgate", error="insufficient_scope", scope="{}""#,
+                list.join(" ")
+            ))
+            .ok();
+        }
+        _ => return None,
+    };
+    Some(HeaderValue::from_static(fixed))
+}

@@ -1,0 +1,72 @@
+//! The verified-token cache.
+//!
+//! Bounded (TinyUFO: TinyLFU admission, S3-FIFO eviction), keyed by the whole
+//! token: TinyUFO stores only a 64-bit hash, so each entry keeps the token
+//! and a hit is confirmed by comparing it, never by hash alone. Entries
+//! expire no later than the token. It caches grants, never decisions:
+//! revocation and evaluation run on every request.
+
+use std::sync::Arc;
+
+use tinyufo::TinyUfo;
+
+use super::grant::Grant;
+
+struct Entry {
+    token: Box<str>,
+    grant: Arc<Grant>,
+    /// Unix seconds after which the entry must not be used.
+    fresh_until: u64,
+}
+
+/// A bounded cache of verified grants.
+pub struct GrantCache {
+    inner: TinyUfo<u64, Arc<Entry>>,
+    hasher: ahash::RandomState,
+    max_ttl_secs: u64,
+}
+
+impl std::fmt::Debug for GrantCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantCache").field("max_ttl_secs", &self.max_ttl_secs).finish_non_exhaustive()
+    }
+}
+
+impl GrantCache {
+    /// A cache of at most `capacity` grants, each kept at most `max_ttl_secs`.
+    pub fn new(capacity: usize, max_ttl_secs: u64) -> Self {
+        let capacity = capacity.max(1);
+        GrantCache { inner: TinyUfo::new(capacity, capacity), hasher: ahash::RandomState::new(), max_ttl_secs }
+    }
+
+    #[inline]
+    fn key(&self, token: &str) -> u64 {
+        self.hasher.hash_one(token)
+    }
+
+    /// The cached grant for exactly this token, if fresh at `now`.
+    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Grant>> {
+        let key = self.key(token);
+        let entry = self.inner.get(&key)?;
+        if *entry.token != *token {
+            // A 64-bit hash collision: treat as a miss.
+            return None;
+        }
+        if now >= entry.fresh_until {
+            self.inner.remove(&key);
+            return None;
+        }
+        Some(entry.grant.clone())
+    }
+
+    /// Cache a grant verified at `now`.
+    pub fn put(&self, token: &str, grant: Arc<Grant>, now: u64) {
+        let ttl_end = now.saturating_add(self.max_ttl_secs);
+        let fresh_until = grant.expires_at.map_or(ttl_end, |exp| exp.min(ttl_end));
+        if fresh_until <= now {
+            return;
+        }
+        let entry = Arc::new(Entry { token: token.into(), grant, fresh_until });
+        self.inner.put(self.key(token), entry, 1);
+    }
+}

@@ -1,0 +1,188 @@
+//! The claims of narrowgate tokens, as they travel in a JWT payload.
+//!
+//! `accessRules` is MetaApi's detailed shape, except that resources are
+//! strings `entity:owner:id`, so MetaApi's client-side
+//! `are_token_resources_narrowed_down` works on narrowgate tokens.
+//! `lineage` lists the ids of the token's ancestors, root first, so that
+//! revoking any ancestor rejects the token.
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{AccessRule, MethodGroupRule, MethodRule, Pattern, ResourceRule};
+
+/// What a token is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// An access token minted by an admin (or bootstrap, or redemption).
+    #[default]
+    Access,
+    /// A child narrowed from another token.
+    Narrowed,
+    /// A single-use registration token.
+    Registration,
+}
+
+/// What the holder may do to other tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    User,
+    Admin,
+}
+
+/// The payload of a narrowgate JWT.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    pub iat: u64,
+    pub jti: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub kind: TokenKind,
+    pub role: Role,
+    pub master: bool,
+    #[serde(rename = "accessRules")]
+    pub access_rules: Vec<WireRule>,
+    #[serde(default)]
+    pub lineage: Vec<String>,
+}
+
+/// An access rule in the payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WireRule {
+    #[serde(default)]
+    pub id: String,
+    pub application: String,
+    pub service: String,
+    pub method_groups: Vec<WireMethodGroup>,
+    pub roles: Vec<String>,
+    /// `entity:owner:id` strings.
+    pub resources: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireMethodGroup {
+    pub group: String,
+    pub methods: Vec<WireMethod>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireMethod {
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+impl WireRule {
+    /// Compile into an [`AccessRule`]; `None` if a resource string is
+    /// malformed (the token is then rejected, never partly honoured).
+    pub fn compile(&self) -> Option<AccessRule> {
+        let resources = self.resources.iter().map(|r| ResourceRule::parse(r)).collect::<Option<Vec<_>>>()?;
+        let nonempty = |s: &str| !s.is_empty();
+        if !nonempty(&self.application) || !nonempty(&self.service) {
+            return None;
+        }
+        Some(AccessRule {
+            id: self.id.as_str().into(),
+            application: Pattern::parse(&self.application),
+            service: Pattern::parse(&self.service),
+            method_groups: self
+                .method_groups
+                .iter()
+                .map(|g| MethodGroupRule {
+                    group: Pattern::parse(&g.group),
+                    methods: g
+                        .methods
+                        .iter()
+                        .map(|m| MethodRule {
+                            method: Pattern::parse(&m.method),
+                            scopes: m.scopes.as_ref().map(|s| s.iter().map(|x| Pattern::parse(x)).collect()),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            roles: self.roles.iter().map(|r| Pattern::parse(r)).collect(),
+            resources,
+        })
+    }
+
+    /// The wire form of a compiled rule.
+    pub fn from_rule(rule: &AccessRule) -> WireRule {
+        WireRule {
+            id: rule.id.to_string(),
+            application: rule.application.as_str().to_string(),
+            service: rule.service.as_str().to_string(),
+            method_groups: rule
+                .method_groups
+                .iter()
+                .map(|g| WireMethodGroup {
+                    group: g.group.as_str().to_string(),
+                    methods: g
+                        .methods
+                        .iter()
+                        .map(|m| WireMethod {
+                            method: m.method.as_str().to_string(),
+                            scopes: m.scopes.as_ref().map(|s| s.iter().map(|p| p.as_str().to_string()).collect()),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            roles: rule.roles.iter().map(|r| r.as_str().to_string()).collect(),
+            resources: rule.resources.iter().map(|r| r.to_wire()).collect(),
+        }
+    }
+}
+
+/// Whether any rule's resources are narrowed down: MetaApi's client-side
+/// check, `some resource does not match ^\*:\S*:\*$`.
+pub fn are_resources_narrowed_down(rules: &[WireRule]) -> bool {
+    rules.iter().flat_map(|r| r.resources.iter()).any(|res| {
+        let wide = res.len() >= 4
+            && res.starts_with("*:")
+            && res.ends_with(":*")
+            && !res[2..res.len() - 2].chars().any(char::is_whitespace);
+        !wide
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrowed_down_check_matches_metaapi() {
+        let rule = |res: &[&str]| WireRule {
+            id: "x".into(),
+            application: "*".into(),
+            service: "*".into(),
+            method_groups: vec![],
+            roles: vec![],
+            resources: res.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(!are_resources_narrowed_down(&[rule(&["*:$USER_ID$:*"])]));
+        assert!(!are_resources_narrowed_down(&[rule(&["*::*"])]));
+        assert!(are_resources_narrowed_down(&[rule(&["account:$USER_ID$:a1"])]));
+        assert!(are_resources_narrowed_down(&[rule(&["*:$USER_ID$:*"]), rule(&["account:$USER_ID$:*"])]));
+        assert!(are_resources_narrowed_down(&[rule(&["*:a b:*"])]));
+    }
+
+    #[test]
+    fn rules_round_trip_through_the_wire_form() {
+        let rule = AccessRule::everything();
+        let wire = WireRule::from_rule(&rule);
+        assert_eq!(wire.compile(), Some(rule));
+    }
+}

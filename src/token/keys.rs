@@ -1,0 +1,307 @@
+//! Verification and signing keys.
+//!
+//! Every verification key is pinned to one algorithm and built with the typed
+//! constructor for that algorithm's key type, so an RSA or EC public key can
+//! never be used as an HMAC secret (the classic `alg` confusion). Keys are
+//! loaded when the config is; verification does no I/O.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{self as sig, KeyPair};
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+
+/// Errors loading or generating keys. Messages name files and kids, never
+/// key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{what} is not a valid {alg:?} key")]
+    Invalid { what: String, alg: Algorithm },
+    #[error("{0}")]
+    Jwks(String),
+    #[error("unsupported algorithm {0}")]
+    Unsupported(String),
+    #[error("key generation failed")]
+    Generate,
+}
+
+/// What one issuer's tokens must satisfy besides a valid signature.
+#[derive(Clone, Debug)]
+pub struct IssuerPolicy {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// The expected `iss`.
+    pub issuer: String,
+    /// Accepted audiences; empty means tokens must carry no `aud`.
+    pub audience: Vec<String>,
+    pub clock_skew_secs: u64,
+    pub allow_missing_exp: bool,
+}
+
+/// One verification key.
+#[derive(Clone)]
+pub struct VerificationKey {
+    pub kid: Option<String>,
+    pub algorithm: Algorithm,
+    pub key: DecodingKey,
+    /// Index of the issuer in [`KeySet::issuers`].
+    pub issuer: usize,
+}
+
+impl std::fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerificationKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every issuer and key the gateway trusts.
+#[derive(Clone, Debug, Default)]
+pub struct KeySet {
+    pub issuers: Vec<IssuerPolicy>,
+    pub keys: Vec<VerificationKey>,
+    by_kid: HashMap<String, usize>,
+}
+
+impl KeySet {
+    pub fn add_issuer(&mut self, policy: IssuerPolicy) -> usize {
+        self.issuers.push(policy);
+        self.issuers.len() - 1
+    }
+
+    /// Add a key; a duplicate kid is refused (key selection must be unique).
+    pub fn add_key(&mut self, key: VerificationKey) -> Result<(), String> {
+        if let Some(kid) = &key.kid {
+            if self.by_kid.contains_key(kid) {
+                return Err(format!("kid {kid:?} is used by more than one key"));
+            }
+            self.by_kid.insert(kid.clone(), self.keys.len());
+        }
+        self.keys.push(key);
+        Ok(())
+    }
+
+    /// The key a token names by `kid`; without a `kid`, the only key there is.
+    pub fn find(&self, kid: Option<&str>) -> Option<&VerificationKey> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid).map(|&i| &self.keys[i]),
+            None if self.keys.len() == 1 => self.keys.first(),
+            None => None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Parse an algorithm name as written in config or a JWT header.
+pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
+    Some(match name {
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        _ => return None,
+    })
+}
+
+pub fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|source| KeyError::Read { path: path.display().to_string(), source })
+}
+
+/// Load a public key (or, for HS*, a secret) with the constructor its
+/// algorithm calls for.
+pub fn load_decoding_key(path: &Path, alg: Algorithm) -> Result<DecodingKey, KeyError> {
+    let bytes = read(path)?;
+    let invalid = || KeyError::Invalid { what: path.display().to_string(), alg };
+    match alg {
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&bytes).map_err(|_| invalid()),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(&bytes).map_err(|_| invalid()),
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => DecodingKey::from_rsa_pem(&bytes).map_err(|_| invalid()),
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+            // A PEM file is never an HMAC secret.
+            if bytes.starts_with(b"-----BEGIN") || bytes.len() < 32 {
+                return Err(invalid());
+            }
+            Ok(DecodingKey::from_secret(&bytes))
+        }
+        _ => Err(KeyError::Unsupported(format!("{alg:?}"))),
+    }
+}
+
+/// Keys of a JWKS document. Each key needs a `kid`; its algorithm comes from
+/// its `alg`, else from the issuer's single allowed algorithm of the right
+/// type. Symmetric (`oct`) keys are refused: a JWKS is public.
+pub fn keys_from_jwks(json: &str, allowed: &[Algorithm], issuer: usize) -> Result<Vec<VerificationKey>, KeyError> {
+    let set: JwkSet = serde_json::from_str(json).map_err(|e| KeyError::Jwks(format!("not a JWKS document: {e}")))?;
+    let mut out = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let kid = jwk.common.key_id.clone().ok_or_else(|| KeyError::Jwks(format!("keys[{i}] has no kid")))?;
+        let family_ok = |a: &Algorithm| match &jwk.algorithm {
+            AlgorithmParameters::EllipticCurve(_) => matches!(a, Algorithm::ES256 | Algorithm::ES384),
+            AlgorithmParameters::OctetKeyPair(_) => *a == Algorithm::EdDSA,
+            AlgorithmParameters::RSA(_) => matches!(
+                a,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            ),
+            _ => false,
+        };
+        if !matches!(
+            jwk.algorithm,
+            AlgorithmParameters::EllipticCurve(_) | AlgorithmParameters::OctetKeyPair(_) | AlgorithmParameters::RSA(_)
+        ) {
+            return Err(KeyError::Jwks(format!("key {kid:?} is symmetric; a JWKS may only hold public keys")));
+        }
+        let alg = match jwk.common.key_algorithm {
+            Some(ka) => {
+                key_algorithm(ka).ok_or_else(|| KeyError::Jwks(format!("key {kid:?} has an unsupported alg")))?
+            }
+            None => {
+                let fitting: Vec<_> = allowed.iter().filter(|a| family_ok(a)).collect();
+                match fitting.as_slice() {
+                    [one] => **one,
+                    _ => return Err(KeyError::Jwks(format!("key {kid:?} has no alg and the issuer allows several"))),
+                }
+            }
+        };
+        if !family_ok(&alg) {
+            return Err(KeyError::Jwks(format!("key {kid:?}: alg {alg:?} does not fit its key type")));
+        }
+        if !allowed.contains(&alg) {
+            return Err(KeyError::Jwks(format!("key {kid:?}: alg {alg:?} is not among the issuer's algorithms")));
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| KeyError::Jwks(format!("key {kid:?} is malformed")))?;
+        out.push(VerificationKey { kid: Some(kid), algorithm: alg, key, issuer });
+    }
+    Ok(out)
+}
+
+fn key_algorithm(ka: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match ka {
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        _ => return None,
+    })
+}
+
+/// A private key narrowgate signs with.
+pub struct SigningKey {
+    pub kid: String,
+    pub algorithm: Algorithm,
+    key: EncodingKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Load a PKCS#8 PEM private key; its algorithm (ES256, ES384, EdDSA) is
+    /// read from the key itself.
+    pub fn from_pem_file(path: &Path, kid: &str) -> Result<Self, KeyError> {
+        let bytes = read(path)?;
+        Self::from_pem(&bytes, kid)
+            .map_err(|_| KeyError::Invalid { what: path.display().to_string(), alg: Algorithm::ES256 })
+    }
+
+    pub fn from_pem(pem_bytes: &[u8], kid: &str) -> Result<Self, KeyError> {
+        let invalid = || KeyError::Invalid { what: format!("private key {kid:?}"), alg: Algorithm::ES256 };
+        let parsed = pem::parse(pem_bytes).map_err(|_| invalid())?;
+        let der = parsed.contents();
+        let (algorithm, key) = if sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, der).is_ok() {
+            (Algorithm::ES256, EncodingKey::from_ec_der(der))
+        } else if sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_FIXED_SIGNING, der).is_ok() {
+            (Algorithm::ES384, EncodingKey::from_ec_der(der))
+        } else if sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).is_ok() {
+            (Algorithm::EdDSA, EncodingKey::from_ed_der(der))
+        } else {
+            return Err(invalid());
+        };
+        Ok(SigningKey { kid: kid.to_string(), algorithm, key })
+    }
+
+    pub fn encoding_key(&self) -> &EncodingKey {
+        &self.key
+    }
+}
+
+/// A freshly generated key pair, PEM-encoded.
+pub struct GeneratedKey {
+    pub kid: String,
+    pub algorithm: Algorithm,
+    pub private_pem: String,
+    pub public_pem: String,
+}
+
+/// Generate an ES256 or EdDSA key pair with a random kid.
+pub fn generate(alg: Algorithm) -> Result<GeneratedKey, KeyError> {
+    let (private_der, public_der): (Vec<u8>, Vec<u8>) = match alg {
+        Algorithm::ES256 => {
+            let kp =
+                sig::EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| KeyError::Generate)?;
+            let private = kp.to_pkcs8v1().map_err(|_| KeyError::Generate)?;
+            let public = kp.public_key().as_der().map_err(|_| KeyError::Generate)?;
+            (private.as_ref().to_vec(), public.as_ref().to_vec())
+        }
+        Algorithm::EdDSA => {
+            let kp = sig::Ed25519KeyPair::generate().map_err(|_| KeyError::Generate)?;
+            let private = kp.to_pkcs8v1().map_err(|_| KeyError::Generate)?;
+            let public = kp.public_key().as_der().map_err(|_| KeyError::Generate)?;
+            (private.as_ref().to_vec(), public.as_ref().to_vec())
+        }
+        other => return Err(KeyError::Unsupported(format!("{other:?}"))),
+    };
+    let kid = random_id(8)?;
+    Ok(GeneratedKey {
+        kid,
+        algorithm: alg,
+        private_pem: pem::encode(&pem::Pem::new("PRIVATE KEY", private_der)),
+        public_pem: pem::encode(&pem::Pem::new("PUBLIC KEY", public_der)),
+    })
+}
+
+/// `n` random bytes as lower-case hex.
+pub fn random_id(n: usize) -> Result<String, KeyError> {
+    let mut buf = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut buf).map_err(|_| KeyError::Generate)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,30 @@
+//! Tokens: the claims narrowgate issues, keys, signing, and verification of
+//! a presented token into a [`Grant`].
+//!
+//! No I/O on the request path: keys are loaded at config time, verification
+//! is pure CPU, and successful verifications are cached in [`GrantCache`].
+//! Nothing here logs or returns a token or a key.
+
+pub mod cache;
+pub mod claims;
+pub mod encoding;
+pub mod grant;
+pub mod keys;
+pub mod sign;
+pub mod verify;
+
+pub use cache::GrantCache;
+pub use claims::{Claims, Role, TokenKind, WireRule};
+pub use grant::Grant;
+pub use keys::{IssuerPolicy, KeySet, SigningKey};
+pub use verify::{Verifier, VerifyError};
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        // A clock before 1970 is broken; 0 makes every token look not yet
+        // valid or expired-checked against 0, which fails closed for exp.
+        .unwrap_or(0)
+}

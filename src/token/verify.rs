@@ -1,0 +1,270 @@
+//! Verification: a presented JWT → a [`Grant`], or a reason it is refused.
+//!
+//! The checks, in order: size; three segments of strict base64url; a header
+//! whose `alg` is exactly the one pinned to the key its `kid` selects, with no
+//! `crit`; the signature (aws-lc-rs through jsonwebtoken's typed keys); then
+//! the claims, each checked for its JSON type as well as its value — `iss`
+//! must be a string equal to the issuer's, `aud` a string or an array of
+//! strings, `exp`/`nbf`/`iat` numbers — with bounded clock skew.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::claims::{Role, TokenKind, WireRule};
+use super::encoding::b64_decode;
+use super::grant::{Grant, IdentityValues};
+use super::keys::{KeySet, parse_algorithm};
+use crate::reason::Reason;
+
+/// Why a token was refused. Logged by variant; never carries token bytes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("token exceeds the size limit")]
+    TooLarge,
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("algorithm is not accepted")]
+    Algorithm,
+    #[error("no key for this token")]
+    UnknownKey,
+    #[error("header carries critical extensions")]
+    Critical,
+    #[error("signature does not verify")]
+    Signature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token has no expiry")]
+    MissingExpiry,
+    #[error("issuer does not match")]
+    Issuer,
+    #[error("audience does not match")]
+    Audience,
+    #[error("claim {0} has the wrong type or value")]
+    Claim(&'static str),
+    #[error("no verification keys are loaded")]
+    NoKeys,
+}
+
+impl VerifyError {
+    pub fn reason(&self) -> Reason {
+        match self {
+            VerifyError::TooLarge => Reason::TokenTooLarge,
+            VerifyError::Expired => Reason::Expired,
+            VerifyError::NotYetValid => Reason::NotYetValid,
+            VerifyError::NoKeys => Reason::KeysUnavailable,
+            _ => Reason::InvalidToken,
+        }
+    }
+}
+
+/// Default upper bound on a token's length.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Verifies tokens against a [`KeySet`].
+#[derive(Clone, Debug)]
+pub struct Verifier {
+    keys: KeySet,
+    max_token_bytes: usize,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<Value>,
+    /// RFC 7797 unencoded payloads are not supported.
+    #[serde(default)]
+    b64: Option<Value>,
+}
+
+/// Registered claims kept as raw JSON so their types can be checked; the
+/// narrowgate claims are typed. Unknown claims are ignored (external
+/// issuers add their own); a duplicated claim fails to parse.
+#[derive(Deserialize)]
+struct RawClaims {
+    #[serde(default)]
+    iss: Option<Value>,
+    #[serde(default)]
+    sub: Option<Value>,
+    #[serde(default)]
+    aud: Option<Value>,
+    #[serde(default)]
+    exp: Option<Value>,
+    #[serde(default)]
+    nbf: Option<Value>,
+    #[serde(default)]
+    iat: Option<Value>,
+    #[serde(default)]
+    jti: Option<Value>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    kind: Option<TokenKind>,
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
+    master: Option<bool>,
+    #[serde(default, rename = "accessRules")]
+    access_rules: Option<Vec<WireRule>>,
+    #[serde(default)]
+    lineage: Option<Vec<String>>,
+}
+
+impl Verifier {
+    pub fn new(keys: KeySet, max_token_bytes: usize) -> Self {
+        Verifier { keys, max_token_bytes }
+    }
+
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    /// Verify `token` at time `now` (Unix seconds).
+    pub fn verify(&self, token: &str, now: u64) -> Result<Grant, VerifyError> {
+        if token.len() > self.max_token_bytes {
+            return Err(VerifyError::TooLarge);
+        }
+        if self.keys.is_empty() {
+            // Cannot decide: 503, not 401.
+            return Err(VerifyError::NoKeys);
+        }
+        let mut parts = token.split('.');
+        let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(VerifyError::Malformed);
+        };
+        if s64.is_empty() {
+            return Err(VerifyError::Malformed);
+        }
+        let header_bytes = b64_decode(h64).ok_or(VerifyError::Malformed)?;
+        let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| VerifyError::Malformed)?;
+        if header.crit.is_some() {
+            // We implement no header extension, so any `crit` must be refused
+            // (RFC 7515 §4.1.11).
+            return Err(VerifyError::Critical);
+        }
+        if header.b64.is_some() {
+            return Err(VerifyError::Critical);
+        }
+        // "none", "None", and anything unknown stop here.
+        let alg = parse_algorithm(&header.alg).ok_or(VerifyError::Algorithm)?;
+        let key = self.keys.find(header.kid.as_deref()).ok_or(VerifyError::UnknownKey)?;
+        if key.algorithm != alg {
+            // The algorithm is pinned per key: an HS256 token aimed at an EC
+            // or RSA key's bytes is refused here, before any crypto.
+            return Err(VerifyError::Algorithm);
+        }
+        let signing_input_len = h64.len() + 1 + p64.len();
+        let signing_input = &token.as_bytes()[..signing_input_len];
+        match jsonwebtoken::crypto::verify(s64, signing_input, &key.key, alg) {
+            Ok(true) => {}
+            _ => return Err(VerifyError::Signature),
+        }
+
+        let payload = b64_decode(p64).ok_or(VerifyError::Malformed)?;
+        let raw: RawClaims = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
+        let policy = self.keys.issuers.get(key.issuer).ok_or(VerifyError::UnknownKey)?;
+        let skew = policy.clock_skew_secs;
+
+        let iss = string_claim(&raw.iss, "iss")?.ok_or(VerifyError::Issuer)?;
+        if iss != policy.issuer {
+            return Err(VerifyError::Issuer);
+        }
+        check_audience(&raw.aud, &policy.audience)?;
+        let exp = time_claim(&raw.exp, "exp")?;
+        let nbf = time_claim(&raw.nbf, "nbf")?;
+        let iat = time_claim(&raw.iat, "iat")?;
+        match exp {
+            Some(exp) if now > exp.saturating_add(skew) => return Err(VerifyError::Expired),
+            Some(_) => {}
+            None if policy.allow_missing_exp => {}
+            None => return Err(VerifyError::MissingExpiry),
+        }
+        if let Some(nbf) = nbf
+            && nbf > now.saturating_add(skew)
+        {
+            return Err(VerifyError::NotYetValid);
+        }
+        let subject = string_claim(&raw.sub, "sub")?.ok_or(VerifyError::Claim("sub"))?;
+        let token_id = match string_claim(&raw.jti, "jti")? {
+            Some(jti) if !jti.is_empty() => jti.to_string(),
+            Some(_) => return Err(VerifyError::Claim("jti")),
+            // Without a jti, derive a stable id from header and payload (not
+            // the signature, which ECDSA lets an attacker re-encode).
+            None => fingerprint(signing_input),
+        };
+        let rules = raw
+            .access_rules
+            .unwrap_or_default()
+            .iter()
+            .map(WireRule::compile)
+            .collect::<Option<Vec<_>>>()
+            .ok_or(VerifyError::Claim("accessRules"))?;
+        let headers = IdentityValues::build(subject, &token_id, &rules).ok_or(VerifyError::Claim("sub"))?;
+        Ok(Grant {
+            token_id: token_id.into(),
+            subject: subject.into(),
+            issuer: iss.into(),
+            name: raw.name.map(Into::into),
+            kind: raw.kind.unwrap_or_default(),
+            role: raw.role.unwrap_or_default(),
+            master: raw.master.unwrap_or(false),
+            rules,
+            issued_at: iat,
+            not_before: nbf,
+            expires_at: exp,
+            lineage: raw.lineage.unwrap_or_default().into_iter().map(Into::into).collect(),
+            headers,
+        })
+    }
+}
+
+fn string_claim<'a>(v: &'a Option<Value>, name: &'static str) -> Result<Option<&'a str>, VerifyError> {
+    match v {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(VerifyError::Claim(name)),
+    }
+}
+
+/// A NumericDate: a non-negative finite JSON number, fractions truncated.
+fn time_claim(v: &Option<Value>, name: &'static str) -> Result<Option<u64>, VerifyError> {
+    match v {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(u) = n.as_u64() {
+                return Ok(Some(u));
+            }
+            match n.as_f64() {
+                Some(f) if f.is_finite() && (0.0..1.0e15).contains(&f) => Ok(Some(f as u64)),
+                _ => Err(VerifyError::Claim(name)),
+            }
+        }
+        Some(_) => Err(VerifyError::Claim(name)),
+    }
+}
+
+fn check_audience(aud: &Option<Value>, expected: &[String]) -> Result<(), VerifyError> {
+    let present: Vec<&str> = match aud {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => {
+            items.iter().map(|v| v.as_str().ok_or(VerifyError::Claim("aud"))).collect::<Result<_, _>>()?
+        }
+        Some(_) => return Err(VerifyError::Claim("aud")),
+    };
+    if expected.is_empty() {
+        // RFC 7519 §4.1.3: a token meant for some audience is not for us
+        // unless we are configured to be that audience.
+        return if present.is_empty() { Ok(()) } else { Err(VerifyError::Audience) };
+    }
+    if present.iter().any(|a| expected.iter().any(|e| e == a)) { Ok(()) } else { Err(VerifyError::Audience) }
+}
+
+fn fingerprint(bytes: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
