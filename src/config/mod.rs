@@ -312,19 +312,19 @@ impl Config {
             }
         };
 
-        let manifest = match required("applications", &mut errs) {
+        let (manifest, route_paths) = match required("applications", &mut errs) {
             Value::Array(items) => build_manifest(&items, &mut errs),
-            Value::Null => Manifest::default(),
+            Value::Null => (Manifest::default(), Vec::new()),
             _ => {
                 errs.push("applications", "must be a list");
-                Manifest::default()
+                (Manifest::default(), Vec::new())
             }
         };
         let router = match Router::build(&manifest.routes) {
             Ok(r) => Some(r),
             Err(list) => {
                 for (a, b, msg) in list {
-                    let (pa, pb) = (route_path(&manifest, a), route_path(&manifest, b));
+                    let (pa, pb) = (route_path(&manifest, &route_paths, a), route_path(&manifest, &route_paths, b));
                     if a == b {
                         errs.push(&pa, msg);
                     } else {
@@ -356,11 +356,12 @@ impl Config {
     }
 }
 
-/// `applications[i].routes[j]` for the route at this index.
-fn route_path(manifest: &Manifest, index: usize) -> String {
-    let Some(route) = manifest.routes.get(index) else { return format!("routes[{index}]") };
-    let within = manifest.routes[..index].iter().filter(|r| r.app_index == route.app_index).count();
-    format!("applications[{}].routes[{within}] ({})", route.app_index, route.template)
+/// `applications[i].routes[j] (TEMPLATE)` for the compiled route at `index`.
+fn route_path(manifest: &Manifest, paths: &[String], index: usize) -> String {
+    match (paths.get(index), manifest.routes.get(index)) {
+        (Some(p), Some(r)) => format!("{p} ({})", r.template),
+        _ => format!("routes[{index}]"),
+    }
 }
 
 fn parse_cidr(s: &str) -> Result<IpNet, String> {
@@ -550,8 +551,10 @@ fn build_forwarding(f: ForwardingFile, errs: &mut Errors) -> Forwarding {
     Forwarding { forward_credential: f.forward_credential, request_id, identity }
 }
 
-fn build_manifest(items: &[Value], errs: &mut Errors) -> Manifest {
+/// The manifest, and for each compiled route the path it came from.
+fn build_manifest(items: &[Value], errs: &mut Errors) -> (Manifest, Vec<String>) {
     let mut manifest = Manifest::default();
+    let mut paths = Vec::new();
     let mut seen_apps = std::collections::HashSet::new();
     for (ai, item) in items.iter().enumerate() {
         let apath = format!("applications[{ai}]");
@@ -572,6 +575,7 @@ fn build_manifest(items: &[Value], errs: &mut Errors) -> Manifest {
                 && let Some(route) = build_route(&app, app_index, rf, &rpath, errs)
             {
                 manifest.routes.push(route);
+                paths.push(rpath.clone());
             }
         }
         manifest.applications.push(Application {
@@ -617,7 +621,7 @@ fn build_manifest(items: &[Value], errs: &mut Errors) -> Manifest {
             entity_composition_description: app.entity_composition_description.clone(),
         });
     }
-    manifest
+    (manifest, paths)
 }
 
 fn build_route(app: &ApplicationFile, app_index: usize, f: RouteFile, path: &str, errs: &mut Errors) -> Option<Route> {
@@ -749,4 +753,153 @@ fn build_route(app: &ApplicationFile, app_index: usize, f: RouteFile, path: &str
         service: service.into(),
         access,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let k = keys::generate(jsonwebtoken::Algorithm::ES256).expect("key");
+        std::fs::write(dir.path().join("k.pub.pem"), k.public_pem).expect("write");
+        std::fs::write(dir.path().join("secret"), "0123456789abcdef0123456789abcdef").expect("write");
+        dir
+    }
+
+    const GOOD: &str = r#"
+listeners: { proxy: "127.0.0.1:0", admin: "127.0.0.1:0" }
+upstream: { addresses: ["127.0.0.1:3000"] }
+issuers:
+  - name: ng
+    issuer: narrowgate
+    algorithms: [ES256]
+    keys: [{ kid: k1, algorithm: ES256, public_key_file: k.pub.pem }]
+applications:
+  - application: trading-account-management-api
+    services: [{ service: rest }]
+    method_groups:
+      - group: account-management
+        methods: [{ method: getAccount }, { method: trade, scopes: [dealing] }]
+    roles: [{ roles: [reader, writer] }]
+    entities: [{ entity: account }]
+    routes:
+      - route: GET /users/current/accounts/{accountId}
+        group: account-management
+        method: getAccount
+        resource: { entity: account, id: "{accountId}" }
+        roles: [reader]
+      - route: GET /health
+        public: true
+"#;
+
+    #[test]
+    fn a_good_config_loads() {
+        let dir = key_dir();
+        let c = Config::from_yaml(GOOD, dir.path()).expect("valid");
+        assert_eq!(c.manifest.routes.len(), 2);
+        assert_eq!(c.keys.keys.len(), 1);
+        assert_eq!(
+            c.credentials,
+            vec![CredentialSource::Bearer, CredentialSource::Header(HeaderName::from_static("auth-token"))]
+        );
+        assert_eq!(c.unmatched, Unmatched::Deny);
+        assert!(c.enforce);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_path() {
+        let dir = key_dir();
+        let bad = r#"
+listeners: { proxy: "localhost:eighty" }
+upstream: { addresses: ["127.0.0.1:3000"], read_timeout: "soon" }
+colour: blue
+issuers:
+  - name: ng
+    issuer: narrowgate
+    algorithms: [ES256, HS256, XX999]
+    keys:
+      - { kid: k1, algorithm: ES256, public_key_file: missing.pem }
+      - { kid: k2, algorithm: HS256, public_key_file: k.pub.pem }
+cache: { capacity: 10, max_tll: 5m }
+applications:
+  - application: trading-account-management-api
+    services: [{ service: rest }]
+    method_groups:
+      - group: account-management
+        methods: [{ method: getAccount }]
+    roles: [{ roles: [reader] }]
+    entities: [{ entity: account }]
+    routes:
+      - route: GET /users/current/accounts/{accountId}
+        group: account-management
+        method: getAccount
+        resource: { entity: account, id: "{acountId}" }
+        roles: [reader]
+      - route: GET /users/current/accounts/{id}
+        group: account-management
+        method: getAccount
+        roles: [admin]
+        colour: red
+      - route: GET /users/current/accounts/{x}
+        group: account-management
+        method: getAccount
+        scopes: [dealing]
+        roles: [reader]
+      - route: GET /users/current/accounts/current
+        group: account-management
+        method: getAccount
+        roles: [reader]
+      - route: GET /users/current/accounts/{accountId}
+        group: account-management
+        method: getAccount
+        roles: [reader]
+"#;
+        let errs = Config::from_yaml(bad, dir.path()).expect_err("invalid").0;
+        let expect = [
+            "colour: unknown key",
+            "listeners.proxy: \"localhost:eighty\" is not an address",
+            "upstream.read_timeout: \"soon\"",
+            "issuers[0].algorithms[2]: \"XX999\" is not a supported algorithm",
+            "issuers[0].keys[0]: cannot read",
+            "issuers[0].keys[1]: HS256 keys need secret_file",
+            "cache.max_tll: unknown field",
+            "applications[0].routes[0].resource.id: unknown path parameter \"acountId\"",
+            "applications[0].routes[1].colour: unknown field",
+            "applications[0].routes[2].scopes[0]: \"dealing\" is not a scope of method \"getAccount\"",
+            "applications[0].routes[4] (GET /users/current/accounts/{accountId}): overlaps route \"GET /users/current/accounts/current\" at applications[0].routes[3]",
+        ];
+        for want in expect {
+            assert!(errs.iter().any(|e| e.starts_with(want)), "missing {want:?} in:\n{}", errs.join("\n"));
+        }
+    }
+
+    #[test]
+    fn public_routes_take_no_access_fields() {
+        let dir = key_dir();
+        let text = GOOD.replace("        public: true", "        public: true\n        roles: [reader]");
+        let errs = Config::from_yaml(&text, dir.path()).expect_err("invalid").0;
+        assert!(errs.iter().any(|e| e.starts_with("applications[0].routes[1].roles: a public route")), "{errs:?}");
+    }
+
+    #[test]
+    fn hmac_secrets_only_from_secret_files() {
+        let dir = key_dir();
+        let text = GOOD.replace("algorithms: [ES256]", "algorithms: [HS256]").replace(
+            "{ kid: k1, algorithm: ES256, public_key_file: k.pub.pem }",
+            "{ kid: k1, algorithm: HS256, secret_file: k.pub.pem }",
+        );
+        let errs = Config::from_yaml(&text, dir.path()).expect_err("a PEM file is no HMAC secret").0;
+        assert!(errs.iter().any(|e| e.contains("not a valid HS256 key")), "{errs:?}");
+        let ok = text.replace("secret_file: k.pub.pem", "secret_file: secret");
+        assert!(Config::from_yaml(&ok, dir.path()).is_ok());
+    }
+
+    #[test]
+    fn broken_yaml_is_an_error_not_a_panic() {
+        let dir = key_dir();
+        for text in ["", "[1, 2", "listeners: [", "- a\n- b", "\u{0}"] {
+            assert!(Config::from_yaml(text, dir.path()).is_err(), "{text:?}");
+        }
+    }
 }

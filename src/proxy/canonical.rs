@@ -246,3 +246,111 @@ pub fn decode_segment(seg: &str) -> Cow<'_, str> {
         Err(_) => Cow::Borrowed(seg),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Case {
+        input: &'static str,
+        want: Result<&'static str, PathError>,
+    }
+
+    #[test]
+    fn canonicalization_table() {
+        let cases = [
+            Case { input: "/", want: Ok("/") },
+            Case { input: "/a/b", want: Ok("/a/b") },
+            Case { input: "/a/b/", want: Ok("/a/b/") },
+            Case { input: "/a//b", want: Ok("/a/b") },
+            Case { input: "//a///b//", want: Ok("/a/b/") },
+            Case { input: "/a/./b", want: Ok("/a/b") },
+            Case { input: "/a/b/.", want: Ok("/a/b/") },
+            Case { input: "/a/b/../c", want: Ok("/a/c") },
+            Case { input: "/a/b/..", want: Ok("/a/") },
+            Case { input: "/a/%2e%2e/c", want: Ok("/c") },
+            Case { input: "/a/%2E/c", want: Ok("/a/c") },
+            Case { input: "/%61%62c", want: Ok("/abc") },
+            Case { input: "/a%7eb", want: Ok("/a~b") },
+            Case { input: "/a%20b", want: Ok("/a%20b") },
+            Case { input: "/a%3fb", want: Ok("/a%3Fb") },
+            Case { input: "/caf%C3%A9", want: Ok("/caf%C3%A9") },
+            Case { input: "/..", want: Err(PathError::AboveRoot) },
+            Case { input: "/a/../../b", want: Err(PathError::AboveRoot) },
+            Case { input: "/%2e%2e/etc", want: Err(PathError::AboveRoot) },
+            Case { input: "/a%2Fb", want: Err(PathError::EncodedSeparator) },
+            Case { input: "/a%2fb", want: Err(PathError::EncodedSeparator) },
+            Case { input: "/a%5Cb", want: Err(PathError::EncodedSeparator) },
+            Case { input: "/a\\b", want: Err(PathError::Backslash) },
+            Case { input: "/a;jsessionid=x", want: Err(PathError::Semicolon) },
+            Case { input: "/a%3Bb", want: Err(PathError::Semicolon) },
+            Case { input: "/a%00b", want: Err(PathError::ControlCharacter) },
+            Case { input: "/a%0d%0ab", want: Err(PathError::ControlCharacter) },
+            Case { input: "/a b", want: Err(PathError::ControlCharacter) },
+            Case { input: "/caf\u{e9}", want: Err(PathError::NonAscii) },
+            Case { input: "/a\u{ff0e}\u{ff0e}/b", want: Err(PathError::NonAscii) },
+            Case { input: "/a%EF%BC%8E%EF%BC%8E/b", want: Err(PathError::FullWidth) },
+            Case { input: "/a%EF%BC%8Fb", want: Err(PathError::FullWidth) },
+            Case { input: "/a%C3", want: Err(PathError::InvalidUtf8) },
+            Case { input: "/a%C3%28", want: Err(PathError::InvalidUtf8) },
+            Case { input: "/a%", want: Err(PathError::BadEscape) },
+            Case { input: "/a%2", want: Err(PathError::BadEscape) },
+            Case { input: "/a%zz", want: Err(PathError::BadEscape) },
+            Case { input: "a/b", want: Err(PathError::NotOriginForm) },
+            Case { input: "*", want: Err(PathError::NotOriginForm) },
+            Case { input: "", want: Err(PathError::NotOriginForm) },
+        ];
+        for c in cases {
+            let got = canonicalize(c.input).map(|p| p.into_owned());
+            assert_eq!(got, c.want.map(str::to_string), "input {:?}", c.input);
+        }
+    }
+
+    #[test]
+    fn clean_paths_are_not_copied() {
+        assert!(matches!(canonicalize("/users/current/accounts/abc-1"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(canonicalize("/a%20b/"), Ok(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn segments_decode_for_resource_ids() {
+        assert_eq!(decode_segment("abc"), "abc");
+        assert_eq!(decode_segment("a%20b"), "a b");
+        assert_eq!(decode_segment("caf%C3%A9"), "café");
+    }
+
+    fn path_strategy() -> impl Strategy<Value = String> {
+        let atom = prop_oneof![
+            Just("/".to_string()),
+            Just(".".to_string()),
+            Just("..".to_string()),
+            Just("%2e".to_string()),
+            Just("%2E".to_string()),
+            Just("%41".to_string()),
+            Just("%7e".to_string()),
+            Just("%20".to_string()),
+            Just("%3f".to_string()),
+            Just("%C3%A9".to_string()),
+            "[a-zA-Z0-9_~-]{1,4}",
+        ];
+        proptest::collection::vec(atom, 0..12).prop_map(|parts| format!("/{}", parts.concat()))
+    }
+
+    proptest! {
+        #[test]
+        fn canonicalization_is_idempotent(path in path_strategy()) {
+            if let Ok(once) = canonicalize(&path) {
+                let twice = canonicalize(&once).map(|p| p.into_owned());
+                prop_assert_eq!(twice, Ok(once.clone().into_owned()));
+                prop_assert!(!once.contains("//"));
+                prop_assert!(!once.split('/').any(|s| s == "." || s == ".."));
+            }
+        }
+
+        #[test]
+        fn canonicalization_never_panics(path in "\\PC{0,40}") {
+            let _ = canonicalize(&path);
+        }
+    }
+}

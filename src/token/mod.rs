@@ -11,6 +11,8 @@ pub mod encoding;
 pub mod grant;
 pub mod keys;
 pub mod sign;
+#[doc(hidden)]
+pub mod testkit;
 pub mod verify;
 
 pub use cache::GrantCache;

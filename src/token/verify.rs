@@ -268,3 +268,251 @@ fn fingerprint(bytes: &[u8]) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::testkit::{self, TestKey, payload, rule, sign_raw, unsigned};
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    use serde_json::json;
+
+    const NOW: u64 = 1_800_000_000;
+
+    struct Case {
+        name: &'static str,
+        token: String,
+        want: Result<(), VerifyError>,
+    }
+
+    fn with(mut p: Value, key: &str, v: Value) -> Value {
+        p[key] = v;
+        p
+    }
+
+    fn without(mut p: Value, key: &str) -> Value {
+        p.as_object_mut().expect("object").remove(key);
+        p
+    }
+
+    #[test]
+    fn verification_table() {
+        let es = TestKey::es256("es");
+        let ed = TestKey::eddsa("ed");
+        let rs = TestKey::rs256("rs");
+        let stranger = TestKey::es256("es"); // same kid, different key
+        let verifier = Verifier::new(testkit::keyset(&[&es, &ed, &rs], testkit::issuer_policy()), 8192);
+        let good = payload("alice", NOW, 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
+        let es_header = es.header();
+
+        let cases = vec![
+            Case { name: "valid ES256", token: es.sign(&good), want: Ok(()) },
+            Case { name: "valid EdDSA", token: ed.sign(&good), want: Ok(()) },
+            Case { name: "valid RS256", token: rs.sign(&good), want: Ok(()) },
+            Case {
+                name: "alg none",
+                token: unsigned(&json!({"alg": "none", "kid": "es"}), &good),
+                want: Err(VerifyError::Malformed),
+            },
+            Case {
+                name: "alg none with a signature segment",
+                token: format!("{}x", unsigned(&json!({"alg": "none", "kid": "es"}), &good)),
+                want: Err(VerifyError::Algorithm),
+            },
+            Case {
+                name: "alg None",
+                token: format!("{}x", unsigned(&json!({"alg": "None", "kid": "es"}), &good)),
+                want: Err(VerifyError::Algorithm),
+            },
+            Case {
+                name: "HS256 signed with the EC public key",
+                token: sign_raw(
+                    &json!({"alg": "HS256", "kid": "es"}),
+                    &good,
+                    &EncodingKey::from_secret(&es.public),
+                    Algorithm::HS256,
+                ),
+                want: Err(VerifyError::Algorithm),
+            },
+            Case {
+                name: "HS256 signed with the RSA public key",
+                token: sign_raw(
+                    &json!({"alg": "HS256", "kid": "rs"}),
+                    &good,
+                    &EncodingKey::from_secret(&rs.public),
+                    Algorithm::HS256,
+                ),
+                want: Err(VerifyError::Algorithm),
+            },
+            Case {
+                name: "ES256 header on the EdDSA key",
+                token: sign_raw(&json!({"alg": "ES256", "kid": "ed"}), &good, &es.encoding, Algorithm::ES256),
+                want: Err(VerifyError::Algorithm),
+            },
+            Case { name: "signed by an unknown key", token: stranger.sign(&good), want: Err(VerifyError::Signature) },
+            Case {
+                name: "unknown kid",
+                token: sign_raw(&json!({"alg": "ES256", "kid": "nope"}), &good, &es.encoding, Algorithm::ES256),
+                want: Err(VerifyError::UnknownKey),
+            },
+            Case {
+                name: "no kid with several keys",
+                token: sign_raw(&json!({"alg": "ES256"}), &good, &es.encoding, Algorithm::ES256),
+                want: Err(VerifyError::UnknownKey),
+            },
+            Case {
+                name: "expired",
+                token: es.sign(&with(good.clone(), "exp", json!(NOW - 31))),
+                want: Err(VerifyError::Expired),
+            },
+            Case {
+                name: "expired within skew",
+                token: es.sign(&with(good.clone(), "exp", json!(NOW - 29))),
+                want: Ok(()),
+            },
+            Case {
+                name: "nbf in the future",
+                token: es.sign(&with(good.clone(), "nbf", json!(NOW + 120))),
+                want: Err(VerifyError::NotYetValid),
+            },
+            Case {
+                name: "no exp",
+                token: es.sign(&without(good.clone(), "exp")),
+                want: Err(VerifyError::MissingExpiry),
+            },
+            Case {
+                name: "exp as a string",
+                token: es.sign(&with(good.clone(), "exp", json!("1900000000"))),
+                want: Err(VerifyError::Claim("exp")),
+            },
+            Case {
+                name: "wrong iss",
+                token: es.sign(&with(good.clone(), "iss", json!("someone-else"))),
+                want: Err(VerifyError::Issuer),
+            },
+            Case {
+                name: "iss as an array",
+                token: es.sign(&with(good.clone(), "iss", json!(["narrowgate"]))),
+                want: Err(VerifyError::Claim("iss")),
+            },
+            Case { name: "no iss", token: es.sign(&without(good.clone(), "iss")), want: Err(VerifyError::Issuer) },
+            Case {
+                name: "aud present but none expected",
+                token: es.sign(&with(good.clone(), "aud", json!("api"))),
+                want: Err(VerifyError::Audience),
+            },
+            Case {
+                name: "aud of the wrong type",
+                token: es.sign(&with(good.clone(), "aud", json!(42))),
+                want: Err(VerifyError::Claim("aud")),
+            },
+            Case {
+                name: "aud array holding a non-string",
+                token: es.sign(&with(good.clone(), "aud", json!(["api", 7]))),
+                want: Err(VerifyError::Claim("aud")),
+            },
+            Case {
+                name: "unknown crit",
+                token: sign_raw(
+                    &json!({"alg": "ES256", "kid": "es", "crit": ["exp-ext"], "exp-ext": 1}),
+                    &good,
+                    &es.encoding,
+                    Algorithm::ES256,
+                ),
+                want: Err(VerifyError::Critical),
+            },
+            Case {
+                name: "b64 false",
+                token: sign_raw(
+                    &json!({"alg": "ES256", "kid": "es", "b64": false}),
+                    &good,
+                    &es.encoding,
+                    Algorithm::ES256,
+                ),
+                want: Err(VerifyError::Critical),
+            },
+            Case { name: "too large", token: "a".repeat(9000), want: Err(VerifyError::TooLarge) },
+            Case { name: "two segments", token: "abc.def".into(), want: Err(VerifyError::Malformed) },
+            Case { name: "five segments (JWE)", token: "a.b.c.d.e".into(), want: Err(VerifyError::Malformed) },
+            Case { name: "header not base64", token: "!!!.abc.def".into(), want: Err(VerifyError::Malformed) },
+            Case {
+                name: "payload tampered",
+                token: {
+                    let t = es.sign(&good);
+                    let other = es.sign(&with(good.clone(), "sub", json!("mallory")));
+                    let p: Vec<&str> = t.split('.').collect();
+                    let q: Vec<&str> = other.split('.').collect();
+                    format!("{}.{}.{}", p[0], q[1], p[2])
+                },
+                want: Err(VerifyError::Signature),
+            },
+            Case {
+                name: "malformed resource string",
+                token: es.sign(&with(good.clone(), "accessRules", json!([rule("*", &["*"], &["account"])]))),
+                want: Err(VerifyError::Claim("accessRules")),
+            },
+            Case {
+                name: "accessRules of the wrong shape",
+                token: es.sign(&with(good.clone(), "accessRules", json!({"application": "*"}))),
+                want: Err(VerifyError::Malformed),
+            },
+            Case {
+                name: "sub with a newline",
+                token: es.sign(&with(good.clone(), "sub", json!("a\nb"))),
+                want: Err(VerifyError::Claim("sub")),
+            },
+        ];
+        for c in cases {
+            let got = verifier.verify(&c.token, NOW).map(|_| ());
+            assert_eq!(got, c.want, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn audience_and_missing_exp_follow_the_issuer_policy() {
+        let es = TestKey::es256("es");
+        let mut policy = testkit::issuer_policy();
+        policy.audience = vec!["trading".into()];
+        policy.allow_missing_exp = true;
+        let verifier = Verifier::new(testkit::keyset(&[&es], policy), 8192);
+        let good = payload("alice", NOW, 3600, json!([]));
+        let no_exp = without(with(good.clone(), "aud", json!(["other", "trading"])), "exp");
+        let grant = verifier.verify(&es.sign(&no_exp), NOW).expect("accepted");
+        assert_eq!(grant.expires_at, None);
+        assert_eq!(
+            verifier.verify(&es.sign(&with(good.clone(), "aud", json!("other"))), NOW).err(),
+            Some(VerifyError::Audience)
+        );
+        assert_eq!(verifier.verify(&es.sign(&good), NOW).err(), Some(VerifyError::Audience));
+        // With a single key, a token without kid selects it.
+        let t =
+            sign_raw(&json!({"alg": "ES256"}), &with(good, "aud", json!("trading")), &es.encoding, Algorithm::ES256);
+        assert!(verifier.verify(&t, NOW).is_ok());
+    }
+
+    #[test]
+    fn grant_carries_the_claims() {
+        let es = TestKey::es256("es");
+        let verifier = Verifier::new(testkit::keyset(&[&es], testkit::issuer_policy()), 8192);
+        let mut p = payload("alice", NOW, 3600, json!([rule("metastats-api", &["reader"], &["account:$USER_ID$:a1"])]));
+        p["lineage"] = json!(["root", "parent"]);
+        p["kind"] = json!("narrowed");
+        let g = verifier.verify(&es.sign(&p), NOW).expect("valid");
+        assert_eq!(&*g.subject, "alice");
+        assert_eq!(g.kind, TokenKind::Narrowed);
+        assert_eq!(g.lineage.len(), 2);
+        assert_eq!(g.rules.len(), 1);
+        assert_eq!(g.headers.rule_roles[0], "reader");
+        assert_eq!(g.expires_at, Some(NOW + 3600));
+    }
+
+    #[test]
+    fn missing_jti_gets_a_stable_id_independent_of_the_signature() {
+        let es = TestKey::es256("es");
+        let verifier = Verifier::new(testkit::keyset(&[&es], testkit::issuer_policy()), 8192);
+        let p = without(payload("alice", NOW, 3600, json!([])), "jti");
+        // ECDSA signatures are randomized: two signatures, one id.
+        let a = verifier.verify(&es.sign(&p), NOW).expect("valid");
+        let b = verifier.verify(&es.sign(&p), NOW).expect("valid");
+        assert_eq!(a.token_id, b.token_id);
+    }
+}
