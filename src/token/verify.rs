@@ -302,7 +302,6 @@ mod tests {
         let stranger = TestKey::es256("es"); // same kid, different key
         let verifier = Verifier::new(testkit::keyset(&[&es, &ed, &rs], testkit::issuer_policy()), 8192);
         let good = payload("alice", NOW, 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
-        let es_header = es.header();
 
         let cases = vec![
             Case { name: "valid ES256", token: es.sign(&good), want: Ok(()) },
