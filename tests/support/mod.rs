@@ -1,0 +1,207 @@
+//! Test harness: a real echo upstream and the real gateway on loopback with
+//! ephemeral ports, a raw HTTP/1.1 client (so tests control every byte of
+//! the request), and token minting with a test key.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use narrowgate::app::{self, Running};
+use narrowgate::config::Config;
+use narrowgate::echo::{EchoUpstream, Received};
+use narrowgate::token::now_unix;
+use narrowgate::token::testkit::{TestKey, payload};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const DEMO_YAML: &str = include_str!("../../config/demo.yaml");
+
+pub struct Harness {
+    pub echo: EchoUpstream,
+    pub gateway: Option<Running>,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub key: TestKey,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// The gateway on config/demo.yaml.
+    pub async fn start() -> Harness {
+        Harness::start_with(|y| y, |_| {}).await
+    }
+
+    /// The gateway on config/demo.yaml after `edit_yaml`, with `edit_config`
+    /// applied to the loaded config.
+    pub async fn start_with(edit_yaml: impl Fn(String) -> String, edit_config: impl Fn(&mut Config)) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = TestKey::es256("demo");
+        std::fs::create_dir_all(dir.path().join("keys")).expect("mkdir");
+        std::fs::write(dir.path().join("keys/demo.pub.pem"), &key.public).expect("write key");
+        let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo upstream");
+        let mut config = Config::from_yaml(&edit_yaml(DEMO_YAML.to_string()), dir.path()).expect("demo config");
+        config.listeners.proxy = "127.0.0.1:0".parse().expect("addr");
+        config.listeners.admin = Some("127.0.0.1:0".parse().expect("addr"));
+        config.upstream.addresses = vec![echo.addr.to_string().parse().expect("authority")];
+        edit_config(&mut config);
+        let running = app::start(config).await.expect("gateway starts");
+        let proxy = running.proxy_addr;
+        let admin = running.admin_addr.expect("admin listener");
+        Harness { echo, gateway: Some(running), proxy, admin, key, _dir: dir }
+    }
+
+    /// A token for `sub` with these access rules, valid for an hour.
+    pub fn token(&self, sub: &str, rules: Value) -> String {
+        self.key.sign(&payload(sub, now_unix(), 3600, rules))
+    }
+
+    /// Sign an arbitrary payload with the gateway's trusted key.
+    pub fn sign(&self, payload: &Value) -> String {
+        self.key.sign(payload)
+    }
+
+    /// Send raw request bytes to the proxy and read the whole response.
+    pub async fn raw(&self, request: &[u8]) -> Response {
+        send_raw(self.proxy, request).await
+    }
+
+    /// `METHOD target` with headers; adds Host and `Connection: close`.
+    pub async fn request(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
+        self.raw(build_request(method, target, headers).as_bytes()).await
+    }
+
+    pub async fn get(&self, target: &str, headers: &[(&str, &str)]) -> Response {
+        self.request("GET", target, headers).await
+    }
+
+    /// What the upstream received since the last call, clearing it.
+    pub fn upstream_received(&self) -> Vec<Received> {
+        let r = self.echo.received();
+        self.echo.clear();
+        r
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Response {
+        send_raw(self.admin, build_request("GET", path, &[]).as_bytes()).await
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+    }
+}
+
+pub fn build_request(method: &str, target: &str, headers: &[(&str, &str)]) -> String {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: gateway.test\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    req
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The `error` code of a JSON error body.
+    pub fn reason(&self) -> String {
+        self.json()["error"].as_str().unwrap_or("").to_string()
+    }
+}
+
+pub async fn send_raw(addr: SocketAddr, request: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if is_complete(&buf) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    parse_response(&buf)
+}
+
+/// Whether `buf` holds a whole response (so keep-alive peers need not close).
+fn is_complete(buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let body = &buf[end + 4..];
+    if head.starts_with("http/1.1 101") {
+        return true;
+    }
+    if let Some(len) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
+        return len.trim().parse::<usize>().is_ok_and(|n| body.len() >= n);
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    false
+}
+
+/// Parse one HTTP/1.1 response (content-length, chunked, or to EOF).
+pub fn parse_response(buf: &[u8]) -> Response {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Response { status: 0, headers: vec![], body: String::from_utf8_lossy(buf).into_owned() };
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let rest = &buf[end + 4..];
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+    Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = pos + 2;
+        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
+}
+
+/// Poll `f` until it returns `Some`, failing after `deadline`.
+pub async fn eventually<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "condition not met within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
