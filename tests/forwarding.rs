@@ -1,0 +1,264 @@
+//! Forwarding: header hygiene, credentials never reaching the upstream,
+//! X-Forwarded-* trust, keep-alive, upgrades, timeouts and upstream failures.
+
+mod support;
+
+use std::time::Duration;
+
+use narrowgate::token::testkit::rule;
+use serde_json::{Value, json};
+use support::{Harness, eventually, parse_response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn web_rules() -> Value {
+    json!([
+        rule("trading-account-management-api", &["reader", "writer"], &["account:$USER_ID$:a1"]),
+        rule("mt-manager-api", &["reader"], &["account:$USER_ID$:a1"]),
+    ])
+}
+
+#[tokio::test]
+async fn client_headers_cannot_forge_identity_or_survive_hop_by_hop() {
+    let h = Harness::start().await;
+    let token = h.token("web", web_rules());
+    let auth = format!("Bearer {token}");
+    let resp = h
+        .get(
+            "/users/current/accounts/a1",
+            &[
+                ("Authorization", &auth),
+                ("X-Narrowgate-Subject", "root"),
+                ("x_narrowgate_roles", "admin"),
+                ("X-NARROWGATE-Anything", "1"),
+                ("Connection", "keep-alive, x-custom-hop, x-narrowgate-subject, x-forwarded-for, x-request-id"),
+                ("X-Custom-Hop", "drop-me"),
+                ("Keep-Alive", "timeout=5"),
+                ("TE", "trailers"),
+                ("Proxy-Authorization", "Basic eDp5"),
+                ("X-Forwarded-For", "6.6.6.6"),
+                ("X-Forwarded-Host", "evil.test"),
+                ("Forwarded", "for=6.6.6.6"),
+                ("X-Request-Id", "client-chosen"),
+                ("X-Keep-Me", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let seen = h.upstream_received();
+    assert_eq!(seen.len(), 1);
+    let got = &seen[0];
+    // The gateway's identity headers, not the client's, and exactly one each.
+    assert_eq!(got.header("x-narrowgate-subject"), Some("web"));
+    assert_eq!(got.headers.iter().filter(|(n, _)| n == "x-narrowgate-subject").count(), 1);
+    assert_eq!(got.header("x-narrowgate-roles"), Some("reader,writer"));
+    for absent in [
+        "x_narrowgate_roles",
+        "x-narrowgate-anything",
+        "x-custom-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "forwarded",
+        "authorization",
+    ] {
+        assert_eq!(got.header(absent), None, "{absent} reached the upstream");
+    }
+    // Connection named x-forwarded-for and x-request-id; the gateway's own
+    // values are still there.
+    assert_eq!(got.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(got.header("x-forwarded-host"), Some("gateway.test"));
+    let rid = got.header("x-request-id").expect("request id");
+    assert_ne!(rid, "client-chosen");
+    assert_eq!(resp.header("x-request-id"), Some(rid));
+    assert_eq!(got.header("x-keep-me"), Some("yes"));
+    assert!(!format!("{:?}", got.headers).contains(&token), "the token reached the upstream");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_keeps_its_forwarded_headers() {
+    let h =
+        Harness::start_with(|y| y.replace("trusted_proxies: []", "trusted_proxies: [\"127.0.0.0/8\"]"), |_| {}).await;
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    let resp = h
+        .get(
+            "/users/current/accounts/a1",
+            &[
+                ("Authorization", &auth),
+                ("X-Forwarded-For", "203.0.113.9"),
+                ("X-Forwarded-Host", "api.example"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Request-Id", "edge-42"),
+                ("X-Narrowgate-Subject", "root"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    let got = &h.upstream_received()[0];
+    assert_eq!(got.header("x-forwarded-for"), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(got.header("x-forwarded-host"), Some("api.example"));
+    assert_eq!(got.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(got.header("x-request-id"), Some("edge-42"));
+    // Trust covers forwarding headers, never identity.
+    assert_eq!(got.header("x-narrowgate-subject"), Some("web"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn query_and_cookie_credentials_are_removed_before_forwarding() {
+    let h = Harness::start_with(
+        |y| {
+            y.replace(
+                "  - source: header\n    name: auth-token\n",
+                "  - source: header\n    name: auth-token\n  - source: query\n    name: access_token\n  - source: cookie\n    name: ng_token\n",
+            )
+        },
+        |_| {},
+    )
+    .await;
+    let token = h.token("web", web_rules());
+    let resp = h.get(&format!("/users/current/accounts/a1?x=1&access_token={token}&y=2"), &[]).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let resp = h.get("/users/current/accounts/a1", &[("Cookie", &format!("a=1; ng_token={token}; b=2"))]).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let seen = h.upstream_received();
+    assert_eq!(seen[0].target, "/users/current/accounts/a1?x=1&y=2");
+    assert_eq!(seen[1].target, "/users/current/accounts/a1");
+    assert_eq!(seen[1].header("cookie"), Some("a=1; b=2"));
+    assert!(!format!("{seen:?}").contains(&token));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_credential_is_forwarded_only_when_configured() {
+    let h = Harness::start_with(|y| y.replace("forward_credential: false", "forward_credential: true"), |_| {}).await;
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await.status, 200);
+    assert_eq!(h.upstream_received()[0].header("authorization"), Some(auth.as_str()));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn keep_alive_serves_several_requests_and_bodies_stream_through() {
+    let h = Harness::start().await;
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    let mut stream = TcpStream::connect(h.proxy).await.expect("connect");
+    for i in 0..3 {
+        let body = format!("{{\"n\":{i}}}");
+        let req = format!(
+            "PUT /users/current/accounts/a1 HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let resp = loop {
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "connection closed after {i} responses");
+            buf.extend_from_slice(&chunk[..n]);
+            let r = parse_response(&buf);
+            if r.status != 0 && r.header("content-length").and_then(|l| l.parse::<usize>().ok()) == Some(r.body.len()) {
+                break r;
+            }
+        };
+        assert_eq!(resp.status, 200, "request {i}");
+    }
+    let seen = h.upstream_received();
+    assert_eq!(seen.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(), [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":2}"#]);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through() {
+    let h = Harness::start().await;
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    let mut stream = TcpStream::connect(h.proxy).await.expect("connect");
+    let req = format!(
+        "GET /mt-manager/accounts/a1/stream HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: {auth}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed during handshake");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let resp = parse_response(&buf);
+    assert_eq!(resp.status, 101, "{}", String::from_utf8_lossy(&buf));
+    assert_eq!(resp.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    let seen = h.upstream_received();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("upgrade"), Some("websocket"));
+    assert_eq!(seen[0].header("x-narrowgate-subject"), Some("web"));
+    assert_eq!(seen[0].header("authorization"), None);
+    // Bytes now flow both ways through the tunnel.
+    stream.write_all(b"ping through the gateway").await.expect("write");
+    let mut echoed = vec![0u8; 24];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed)).await.expect("in time").expect("read");
+    assert_eq!(&echoed, b"ping through the gateway");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_failures_get_json_502_and_504() {
+    // A port that nothing listens on.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let h =
+        Harness::start_with(|y| y, |c| c.upstream.addresses = vec![free.to_string().parse().expect("authority")]).await;
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    let resp = h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await;
+    assert_eq!((resp.status, resp.reason().as_str()), (502, "upstream_unavailable"));
+    assert_eq!(resp.json()["message"], "the upstream is unavailable");
+    assert!(!resp.body.contains("refused") && !resp.body.contains("127.0.0.1"), "internal text leaked: {}", resp.body);
+    h.shutdown().await;
+
+    let h = Harness::start_with(|y| y.replace("read_timeout: 30s", "read_timeout: 200ms"), |_| {}).await;
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    let resp = h.get("/users/current/accounts/a1", &[("Authorization", &auth), ("x-echo-delay-ms", "2000")]).await;
+    assert_eq!((resp.status, resp.reason().as_str()), (504, "upstream_timeout"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_and_slow_connections_are_closed() {
+    let h = Harness::start_with(
+        |y| {
+            y.replace("header_read_timeout: 10s", "header_read_timeout: 300ms")
+                .replace("idle_timeout: 60s", "idle_timeout: 300ms")
+        },
+        |_| {},
+    )
+    .await;
+    // Idle: connect and say nothing.
+    let mut idle = TcpStream::connect(h.proxy).await.expect("connect");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "idle connection got {n:?}");
+    // Slow headers: half a request head, then silence.
+    let mut slow = TcpStream::connect(h.proxy).await.expect("connect");
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut out)).await;
+    assert!(r.is_ok(), "slow-header connection still open");
+    assert!(h.upstream_received().is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn header_limits_are_enforced() {
+    let h = Harness::start().await;
+    let many: Vec<(String, String)> = (0..100).map(|i| (format!("x-h{i}"), "v".to_string())).collect();
+    let refs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let resp = h.get("/health", &refs).await;
+    assert!(resp.status == 431 || resp.status == 400, "status {}", resp.status);
+    let big = "v".repeat(20_000);
+    let resp = h.get("/health", &[("x-big", &big)]).await;
+    assert!(resp.status == 431 || resp.status == 400 || resp.status == 0, "status {}", resp.status);
+    assert!(h.upstream_received().is_empty());
+    // Within the limits the same route works.
+    assert_eq!(h.get("/health", &[]).await.status, 200);
+    eventually(Duration::from_secs(2), || (h.upstream_received().len() == 1).then_some(())).await;
+    h.shutdown().await;
+}
