@@ -1,0 +1,152 @@
+//! Criterion benches of the request path's pieces: verification per
+//! algorithm, the cache-hit path, rule evaluation by rule count, route
+//! matching by route count, and all decision phases together.
+//! Results and the machine are recorded in benches/README.md.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use narrowgate::config::Config;
+use narrowgate::metrics::Metrics;
+use narrowgate::policy::manifest::{ResourceSpec, Route, RouteAccess};
+use narrowgate::policy::{AccessRule, Decision, Router, evaluate};
+use narrowgate::proxy::Gateway;
+use narrowgate::revocation::Revocations;
+use narrowgate::token::testkit::{self, TestKey, payload, rule};
+use narrowgate::token::{GrantCache, Verifier, now_unix};
+use serde_json::json;
+
+fn bench_verify(c: &mut Criterion) {
+    let keys = [TestKey::es256("es"), TestKey::eddsa("ed"), TestKey::rs256("rs"), TestKey::hs256("hs", &[7u8; 32])];
+    let refs: Vec<&TestKey> = keys.iter().collect();
+    let verifier = Verifier::new(testkit::keyset(&refs, testkit::issuer_policy()), 8192);
+    let now = now_unix();
+    let p = payload("alice", now, 3600, json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])]));
+    let mut group = c.benchmark_group("verify");
+    for key in &keys {
+        let token = key.sign(&p);
+        assert!(verifier.verify(&token, now).is_ok());
+        group.bench_function(testkit::alg_name(key.alg), |b| b.iter(|| verifier.verify(black_box(&token), now)));
+    }
+    group.finish();
+}
+
+fn facts_route() -> Route {
+    Route {
+        template: "GET /users/current/accounts/{accountId}".into(),
+        method: http::Method::GET,
+        path: "/users/current/accounts/{accountId}".into(),
+        app_index: 0,
+        application: "trading-account-management-api".into(),
+        service: "rest".into(),
+        access: RouteAccess::Protected {
+            group: "account-management".into(),
+            method: "getAccount".into(),
+            scopes: vec![],
+            roles: vec!["reader".into(), "writer".into()],
+            resource: Some(ResourceSpec { entity: "account".into(), param: "accountId".into(), param_index: 0 }),
+        },
+    }
+}
+
+fn bench_cache_hit(c: &mut Criterion) {
+    let key = TestKey::es256("es");
+    let verifier = Verifier::new(testkit::keyset(&[&key], testkit::issuer_policy()), 8192);
+    let now = now_unix();
+    let token =
+        key.sign(&payload("alice", now, 3600, json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])])));
+    let cache = GrantCache::new(100_000, 300);
+    cache.put(&token, Arc::new(verifier.verify(&token, now).expect("valid")), now);
+    let revocations = Revocations::default();
+    let route = facts_route();
+    c.bench_function("cache_hit/verify+revocation+evaluate", |b| {
+        b.iter(|| {
+            let grant = cache.get(black_box(&token), now).expect("cached");
+            assert!(!revocations.rejects(&grant));
+            let facts = route.facts(Some("a1")).expect("protected");
+            matches!(evaluate(&grant.rules, &facts), Decision::Allow { .. })
+        })
+    });
+}
+
+fn bench_evaluate(c: &mut Criterion) {
+    let route = facts_route();
+    let facts = route.facts(Some("a1")).expect("protected");
+    let mut group = c.benchmark_group("evaluate");
+    for n in [10usize, 100, 1000] {
+        // n-1 rules that miss late (right application, wrong resource), then
+        // the one that allows.
+        let mut rules: Vec<AccessRule> = (0..n - 1)
+            .map(|i| {
+                let w = narrowgate::token::WireRule {
+                    id: format!("r{i}"),
+                    application: "trading-account-management-api".into(),
+                    service: "*".into(),
+                    method_groups: vec![narrowgate::token::claims::WireMethodGroup {
+                        group: "*".into(),
+                        methods: vec![narrowgate::token::claims::WireMethod { method: "*".into(), scopes: None }],
+                    }],
+                    roles: vec!["reader".into()],
+                    resources: vec![format!("account:$USER_ID$:other-{i}")],
+                };
+                w.compile().expect("rule")
+            })
+            .collect();
+        rules.push(AccessRule::everything());
+        group.bench_with_input(BenchmarkId::from_parameter(n), &rules, |b, rules| {
+            b.iter(|| evaluate(black_box(rules), &facts))
+        });
+    }
+    group.finish();
+}
+
+fn bench_route_match(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route_match");
+    for n in [10usize, 10_000] {
+        let routes: Vec<Route> = (0..n)
+            .map(|i| {
+                let mut r = facts_route();
+                r.path = format!("/svc{i}/accounts/{{accountId}}").into();
+                r.template = format!("GET {}", r.path).into();
+                r
+            })
+            .collect();
+        let router = Router::build(&routes).expect("router");
+        let path = format!("/svc{}/accounts/a1", n / 2);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &path, |b, path| {
+            b.iter(|| router.at(&routes, &http::Method::GET, black_box(path)).expect("match").route)
+        });
+    }
+    group.finish();
+}
+
+/// Phases 1–6 of a real gateway built from config/demo.yaml, on a cached token.
+fn bench_decide(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::es256("demo");
+    std::fs::create_dir_all(dir.path().join("keys")).expect("mkdir");
+    std::fs::write(dir.path().join("keys/demo.pub.pem"), &key.public).expect("write");
+    let config = Config::from_yaml(include_str!("../config/demo.yaml"), dir.path()).expect("config");
+    let registry = prometheus::Registry::new();
+    let apps: Vec<String> = config.manifest.applications.iter().map(|a| a.application.clone()).collect();
+    let metrics = Arc::new(Metrics::register(&registry, &apps).expect("metrics"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let _guard = rt.enter();
+    let gateway = Gateway::new(config, metrics, Arc::new(Revocations::default()));
+    let now = now_unix();
+    let token =
+        key.sign(&payload("alice", now, 3600, json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])])));
+    let req = http::Request::builder()
+        .uri("/users/current/accounts/a1")
+        .header("host", "gateway.test")
+        .header("authorization", format!("Bearer {token}"))
+        .header("user-agent", "bench")
+        .body(())
+        .expect("request");
+    assert!(gateway.decide(&req, now).is_ok());
+    c.bench_function("decide/all_phases_cache_hit", |b| b.iter(|| gateway.decide(black_box(&req), now).is_ok()));
+}
+
+criterion_group!(benches, bench_verify, bench_cache_hit, bench_evaluate, bench_route_match, bench_decide);
+criterion_main!(benches);
