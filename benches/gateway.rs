@@ -22,7 +22,12 @@ fn bench_verify(c: &mut Criterion) {
     let refs: Vec<&TestKey> = keys.iter().collect();
     let verifier = Verifier::new(testkit::keyset(&refs, testkit::issuer_policy()), 8192);
     let now = now_unix();
-    let p = payload("alice", now, 3600, json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])]));
+    let p = payload(
+        "alice",
+        now,
+        3600,
+        json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])]),
+    );
     let mut group = c.benchmark_group("verify");
     for key in &keys {
         let token = key.sign(&p);
@@ -54,8 +59,12 @@ fn bench_cache_hit(c: &mut Criterion) {
     let key = TestKey::es256("es");
     let verifier = Verifier::new(testkit::keyset(&[&key], testkit::issuer_policy()), 8192);
     let now = now_unix();
-    let token =
-        key.sign(&payload("alice", now, 3600, json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])])));
+    let token = key.sign(&payload(
+        "alice",
+        now,
+        3600,
+        json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])]),
+    ));
     let cache = GrantCache::new(100_000, 300);
     cache.put(&token, Arc::new(verifier.verify(&token, now).expect("valid")), now);
     let revocations = Revocations::default();
@@ -135,8 +144,12 @@ fn bench_decide(c: &mut Criterion) {
     let _guard = rt.enter();
     let gateway = Gateway::new(config, metrics, Arc::new(Revocations::default()));
     let now = now_unix();
-    let token =
-        key.sign(&payload("alice", now, 3600, json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])])));
+    let token = key.sign(&payload(
+        "alice",
+        now,
+        3600,
+        json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])]),
+    ));
     let req = http::Request::builder()
         .uri("/users/current/accounts/a1")
         .header("host", "gateway.test")

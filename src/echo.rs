@@ -25,6 +25,8 @@ use tokio::task::JoinHandle;
 /// One request as the upstream received it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Received {
+    /// The connection's peer address: which pooled connection carried it.
+    pub peer: String,
     pub method: String,
     /// The request target exactly as received (path and query).
     pub target: String,
@@ -55,10 +57,10 @@ impl EchoUpstream {
         let rec = received.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, peer)) = listener.accept().await else { continue };
                 let rec = rec.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, rec.clone()));
+                    let svc = service_fn(move |req| handle(req, peer.to_string(), rec.clone()));
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
                 });
             }
@@ -87,6 +89,7 @@ impl Drop for EchoUpstream {
 
 async fn handle(
     mut req: Request<Incoming>,
+    peer: String,
     rec: Arc<Mutex<Vec<Received>>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let delay = req.headers().get("x-echo-delay-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -104,7 +107,7 @@ async fn handle(
         Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
         Err(_) => String::new(),
     };
-    let entry = Received { method, target, headers, body };
+    let entry = Received { peer, method, target, headers, body };
     let json = serde_json::to_vec(&entry).unwrap_or_default();
     if let Ok(mut v) = rec.lock() {
         v.push(entry);

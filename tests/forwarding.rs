@@ -170,6 +170,20 @@ async fn keep_alive_serves_several_requests_and_bodies_stream_through() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_pooled_and_reused() {
+    let h = Harness::start().await;
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    for _ in 0..5 {
+        assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await.status, 200);
+    }
+    let seen = h.upstream_received();
+    assert_eq!(seen.len(), 5);
+    let peers: std::collections::HashSet<&str> = seen.iter().map(|r| r.peer.as_str()).collect();
+    assert_eq!(peers.len(), 1, "sequential requests should share one upstream connection: {peers:?}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn websocket_upgrades_pass_through() {
     let h = Harness::start().await;
     let auth = format!("Bearer {}", h.token("web", web_rules()));

@@ -40,7 +40,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         config.listeners.admin = Some(a);
     }
 
-    super::runtime()?.block_on(async move {
+    super::runtime(config.server.worker_threads)?.block_on(async move {
         let echo = EchoUpstream::start("127.0.0.1:0".parse()?).await?;
         config.upstream.addresses = vec![echo.addr.to_string().parse()?];
         let running = crate::app::start(config).await?;

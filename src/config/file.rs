@@ -55,6 +55,8 @@ pub struct ServerFile {
     pub max_headers: Option<usize>,
     #[serde(default)]
     pub max_token_bytes: Option<usize>,
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

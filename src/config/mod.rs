@@ -82,6 +82,9 @@ pub struct UpstreamConfig {
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// Runtime threads: 1 runs everything on one thread (a sidecar's usual
+    /// share, and the cheapest per request); 0 means one per core.
+    pub worker_threads: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
@@ -217,6 +220,7 @@ impl Config {
         }
         .unwrap_or_default();
         let server = ServerConfig {
+            worker_threads: server_file.worker_threads.unwrap_or(0),
             header_read_timeout: duration_or(
                 &server_file.header_read_timeout,
                 Duration::from_secs(10),

@@ -10,6 +10,7 @@
 //! the request id, and the identity headers from the grant.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 use crate::config::{CredentialSource, Forwarding};
 
@@ -32,18 +33,7 @@ pub fn is_reserved(name: &HeaderName) -> bool {
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 and the common non-standard ones).
 pub fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    HOP_BY_HOP.contains(&name)
 }
 
 /// Compare a lower-case header name with `want`, treating `_` as `-`.
@@ -73,6 +63,40 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
 }
 
+/// Header names listed in `Connection`, other than the hop-by-hop ones that
+/// are removed anyway (so the usual `Connection: keep-alive` costs nothing).
+fn connection_listed(headers: &HeaderMap, out: &mut SmallVec<[HeaderName; 4]>) {
+    for v in headers.get_all(header::CONNECTION) {
+        let Ok(s) = v.to_str() else { continue };
+        for token in s.split(',') {
+            let token = token.trim();
+            if token.is_empty() || token.eq_ignore_ascii_case("close") || is_hop_by_hop_ci(token) {
+                continue;
+            }
+            // from_bytes lower-cases.
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                out.push(name);
+            }
+        }
+    }
+}
+
+fn is_hop_by_hop_ci(token: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(token))
+}
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Remove everything that must not reach the upstream. `upgrade` keeps the
 /// `Upgrade` header and re-adds `Connection: upgrade`.
 pub fn strip_inbound(
@@ -83,17 +107,8 @@ pub fn strip_inbound(
     upgrade: bool,
 ) {
     let upgrade_value = if upgrade { headers.get(header::UPGRADE).cloned() } else { None };
-    // Names listed in Connection are hop-by-hop for this request.
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for v in headers.get_all(header::CONNECTION) {
-        if let Ok(s) = v.to_str() {
-            for token in s.split(',') {
-                if let Ok(name) = HeaderName::from_bytes(token.trim().to_ascii_lowercase().as_bytes()) {
-                    doomed.push(name);
-                }
-            }
-        }
-    }
+    let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
+    connection_listed(headers, &mut doomed);
     let id = &fwd.identity;
     for name in headers.keys() {
         let n = name.as_str();
@@ -200,25 +215,14 @@ pub fn strip_query_param(query: &str, param: &str) -> Option<String> {
 /// Remove hop-by-hop headers from an upstream response (keeping the
 /// `Upgrade`/`Connection` pair of a 101).
 pub fn strip_response(headers: &mut HeaderMap, switching: bool) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for v in headers.get_all(header::CONNECTION) {
-        if let Ok(s) = v.to_str() {
-            for token in s.split(',') {
-                if let Ok(name) = HeaderName::from_bytes(token.trim().to_ascii_lowercase().as_bytes()) {
-                    doomed.push(name);
-                }
-            }
-        }
-    }
+    let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
+    connection_listed(headers, &mut doomed);
     for name in headers.keys() {
-        if is_hop_by_hop(name.as_str()) {
+        if is_hop_by_hop(name.as_str()) && !(switching && (name == header::UPGRADE || name == header::CONNECTION)) {
             doomed.push(name.clone());
         }
     }
     for name in doomed {
-        if switching && (name == header::UPGRADE || name == header::CONNECTION) {
-            continue;
-        }
         headers.remove(name);
     }
 }

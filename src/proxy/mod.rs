@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -43,7 +43,7 @@ use crate::token::{Grant, GrantCache, Verifier, now_unix};
 use credential::CredentialError;
 
 /// Response bodies: the upstream's, streamed, or one of ours.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<upstream::UpstreamBody, Full<Bytes>>;
 
 /// Per-connection facts, computed once per connection.
 #[derive(Debug, Clone)]
@@ -101,8 +101,13 @@ struct RequestIds {
 
 impl RequestIds {
     fn next(&self) -> HeaderValue {
+        use std::fmt::Write;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix)).unwrap_or(HeaderValue::from_static("0"))
+        let mut s = String::with_capacity(self.prefix.len() + 17);
+        s.push_str(&self.prefix);
+        let _ = write!(s, "-{n:x}");
+        // Hex digits and '-' only: always a valid header value.
+        HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap_or(HeaderValue::from_static("0"))
     }
 }
 
@@ -368,7 +373,7 @@ impl Gateway {
         Ok(resp.map(Either::Left))
     }
 
-    /// `http://<upstream><canonical path>?<query without the credential>`.
+    /// `<canonical path>?<query without the credential>`.
     fn upstream_uri(&self, uri: &Uri, permit: &Permit) -> Result<Uri, http::Error> {
         let query = uri.query();
         let stripped_query = match (&self.query_credential, query) {
@@ -387,7 +392,8 @@ impl Gateway {
             };
             PathAndQuery::try_from(s)?
         };
-        Uri::builder().scheme(Scheme::HTTP).authority(self.upstream.pick()).path_and_query(pq).build()
+        // Origin-form: the upstream connection is chosen by the pool.
+        Uri::builder().path_and_query(pq).build()
     }
 }
 

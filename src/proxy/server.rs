@@ -5,10 +5,10 @@
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,20 +20,20 @@ use tokio::sync::{mpsc, watch};
 use super::{ConnInfo, Gateway};
 use crate::config::ServerConfig;
 
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    base().elapsed().as_millis() as u64
-}
-
-/// When a connection last moved bytes, and how many requests are in flight.
+/// Whether a connection moved bytes, and how many requests are in flight.
+/// A counter, not a clock: reading the time on every read and write costs
+/// more than the whole idle check.
 #[derive(Default)]
 struct Activity {
-    last_ms: AtomicU64,
+    ticks: AtomicU64,
     in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self) {
+        // One writer (the connection's task): a plain load and store.
+        self.ticks.store(self.ticks.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
 }
 
 /// A stream that records activity on every read and write.
@@ -44,7 +44,7 @@ struct Tracked {
 
 impl Tracked {
     fn touch(&self) {
-        self.activity.last_ms.store(now_ms(), Ordering::Relaxed);
+        self.activity.touch();
     }
 }
 
@@ -90,17 +90,24 @@ impl AsyncWrite for Tracked {
 }
 
 /// Resolves when the connection has had no request in flight and moved no
-/// bytes for `idle`.
+/// bytes for `idle` (checked in quarters, so it closes within 1.25 × idle).
 async fn idle_watch(activity: Arc<Activity>, idle: Duration) {
-    let idle_ms = idle.as_millis() as u64;
+    const SLICES: u32 = 4;
+    let slice = (idle / SLICES).max(Duration::from_millis(5));
+    let mut quiet = 0;
+    let mut seen = activity.ticks.load(Ordering::Relaxed);
     loop {
-        let last = activity.last_ms.load(Ordering::Relaxed);
-        let quiet = now_ms().saturating_sub(last);
-        if quiet >= idle_ms && activity.in_flight.load(Ordering::Relaxed) == 0 {
-            return;
+        tokio::time::sleep(slice).await;
+        let now = activity.ticks.load(Ordering::Relaxed);
+        if now == seen && activity.in_flight.load(Ordering::Relaxed) == 0 {
+            quiet += 1;
+            if quiet >= SLICES {
+                return;
+            }
+        } else {
+            quiet = 0;
+            seen = now;
         }
-        let wait = idle_ms.saturating_sub(quiet).max(idle_ms / 4).max(10);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
     }
 }
 
@@ -140,7 +147,6 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let info = Arc::new(ConnInfo::new(peer, gateway.trusted_proxies()));
         let activity = Arc::new(Activity::default());
-        activity.last_ms.store(now_ms(), Ordering::Relaxed);
         let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
         let gw = gateway.clone();
         let act = activity.clone();
@@ -152,7 +158,7 @@ pub async fn run(
                 act.in_flight.fetch_add(1, Ordering::Relaxed);
                 let resp = gw.handle(req, &info).await;
                 act.in_flight.fetch_sub(1, Ordering::Relaxed);
-                act.last_ms.store(now_ms(), Ordering::Relaxed);
+                act.touch();
                 Ok::<_, Infallible>(resp)
             }
         });

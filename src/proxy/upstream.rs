@@ -1,67 +1,210 @@
-//! The upstream side: a pooled HTTP/1.1 client, round-robin over the
-//! configured addresses, with connect and response-head timeouts.
+//! The upstream side: a lean pool of HTTP/1.1 connections per upstream
+//! address, round robin over the addresses, with connect and response-head
+//! timeouts.
+//!
+//! hyper-util's general-purpose client costs a task spawn, a hash map and
+//! two lock round trips per request; a proxy with a handful of fixed
+//! upstreams needs none of that. Here a request takes an idle connection
+//! (or dials one), sends, and the connection goes back to the pool when the
+//! response body has been read to its end — never earlier, so no request
+//! ever waits behind another's body. The pool's lock is held only to push
+//! or pop, never across an await.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::Authority;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
 use crate::metrics::UpstreamError;
 
+type Sender = http1::SendRequest<Incoming>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// One upstream address and its idle connections.
+struct Target {
+    authority: Authority,
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl Target {
+    fn take(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < self.idle_timeout && entry.sender.is_ready() {
+                return Some(entry.sender);
+            }
+            // Expired or closed: dropping it closes the connection.
+        }
+        None
+    }
+
+    fn give_back(&self, sender: Sender) {
+        if !sender.is_ready() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(Idle { sender, since: Instant::now() });
+        }
+    }
+}
+
 pub struct Upstream {
-    client: Client<HttpConnector, Incoming>,
-    authorities: Vec<Authority>,
+    targets: Vec<Arc<Target>>,
     next: AtomicUsize,
+    connect_timeout: Duration,
     read_timeout: Duration,
 }
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("authorities", &self.authorities).finish_non_exhaustive()
+        let addrs: Vec<&Authority> = self.targets.iter().map(|t| &t.authority).collect();
+        f.debug_struct("Upstream").field("addresses", &addrs).finish_non_exhaustive()
+    }
+}
+
+/// The upstream's response body; returns its connection to the pool once
+/// read to the end. Dropped early, the connection is closed instead.
+pub struct UpstreamBody {
+    inner: Incoming,
+    give_back: Option<(Sender, Arc<Target>)>,
+}
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        if let Some((sender, target)) = self.give_back.take() {
+            target.give_back(sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
+            // An error means the connection is unusable: drop it.
+            Poll::Ready(Some(Err(_))) => self.give_back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
 impl Upstream {
     pub fn new(cfg: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let targets = cfg
+            .addresses
+            .iter()
+            .map(|a| {
+                Arc::new(Target {
+                    authority: a.clone(),
+                    idle: Mutex::new(Vec::new()),
+                    max_idle: cfg.pool_max_idle,
+                    idle_timeout: cfg.pool_idle_timeout,
+                })
+            })
+            .collect();
         Upstream {
-            client,
-            authorities: cfg.addresses.clone(),
+            targets,
             next: AtomicUsize::new(0),
+            connect_timeout: cfg.connect_timeout,
             read_timeout: cfg.read_timeout,
         }
     }
 
-    /// The next upstream address, round robin.
-    pub fn pick(&self) -> Authority {
-        let n = self.authorities.len().max(1);
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        // Config validation guarantees at least one address.
-        self.authorities.get(i).cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1:1"))
+    /// The next upstream, round robin.
+    fn pick(&self) -> Option<&Arc<Target>> {
+        let n = self.targets.len();
+        if n == 0 {
+            return None;
+        }
+        self.targets.get(self.next.fetch_add(1, Ordering::Relaxed) % n)
     }
 
-    /// Send a request whose URI is already absolute; wait at most the read
-    /// timeout for the response head.
-    pub async fn send(&self, req: http::Request<Incoming>) -> Result<http::Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.read_timeout, self.client.request(req)).await {
+    /// Send `req` (origin-form URI, Host already set) to the next upstream;
+    /// wait at most the read timeout for the response head.
+    pub async fn send(&self, req: http::Request<Incoming>) -> Result<http::Response<UpstreamBody>, UpstreamError> {
+        let target = self.pick().ok_or(UpstreamError::Connect)?.clone();
+        match tokio::time::timeout(self.read_timeout, self.exchange(&target, req)).await {
             Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect),
-            Ok(Err(_)) => Err(UpstreamError::Other),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(r) => r,
         }
+    }
+
+    async fn exchange(
+        &self,
+        target: &Arc<Target>,
+        mut req: http::Request<Incoming>,
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
+        // A pooled connection may have been closed by the upstream while
+        // idle; if the request was not sent on it, try once more on a new one.
+        let mut pooled = target.take();
+        loop {
+            let reused = pooled.is_some();
+            let mut sender = match pooled.take() {
+                Some(s) => s,
+                None => self.connect(target).await?,
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let upgraded = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                    // An upgraded connection belongs to the tunnel now.
+                    let give_back = (!upgraded).then(|| (sender, target.clone()));
+                    return Ok(resp.map(|inner| UpstreamBody { inner, give_back }));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(UpstreamError::Other),
+                },
+            }
+        }
+    }
+
+    async fn connect(&self, target: &Target) -> Result<Sender, UpstreamError> {
+        let addr = target.authority.as_str();
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) | Err(_) => return Err(UpstreamError::Connect),
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake::<_, Incoming>(TokioIo::new(stream))
+            .await
+            .map_err(|_| UpstreamError::Connect)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 }

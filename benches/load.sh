@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Load test: wrk at 64 connections against an nginx origin directly, through
+# nginx as a plain reverse proxy, through narrowgate with enforcement off,
+# and through narrowgate enforcing (one token; a pool of 1,000 tokens).
+# The proxy under test and the origin are pinned to core 0, wrk to core 1.
+# Reports req/s, p50/p99 latency and the proxy's CPU time per request, read
+# from /proc/PID/stat. Loopback only; every run is bounded in time.
+#
+#   benches/load.sh [DURATION_SECONDS]     (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+CONNS=64
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y $2" >&2; exit 1; }; }
+need wrk wrk
+need nginx nginx-light
+need taskset util-linux
+
+cargo build --release --quiet
+NG=./target/release/narrowgate
+TICK=$(getconf CLK_TCK)
+
+ORIGIN=127.0.0.1:18080
+NGINX_PROXY=127.0.0.1:18081
+NG_OFF=127.0.0.1:18082
+NG_ON=127.0.0.1:18083
+
+# --- origin and nginx reverse proxy (one worker each) -----------------------
+nginx_conf() { # name listen body
+  mkdir -p "$work/$1"
+  cat > "$work/$1/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log crit;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream origin { server $ORIGIN; keepalive 128; }
+  server {
+    listen $2 reuseport backlog=4096;
+    keepalive_requests 1000000;
+    location / { $3 }
+  }
+}
+CONF
+}
+nginx_conf origin "$ORIGIN" 'default_type application/json; return 200 "{\"ok\":true}\n";'
+nginx_conf proxy "$NGINX_PROXY" 'proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";'
+taskset -c 0 nginx -c "$work/origin/nginx.conf" -p "$work/origin" & pids+=($!)
+taskset -c 0 nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" & pids+=($!)
+
+# --- narrowgate configs, keys and tokens -------------------------------------
+kid=$($NG keys generate --alg es256 --out "$work/keys" | awk '/^kid:/{print $2}')
+ng_conf() { # file listen enforcement
+  cat > "$1" <<CONF
+listeners: { proxy: "$2" }
+upstream: { addresses: ["$ORIGIN"], pool_max_idle: 256 }
+server: { worker_threads: 1 }
+enforcement: $3
+issuers:
+  - name: bench
+    issuer: narrowgate
+    algorithms: [ES256]
+    keys: [{ kid: "$kid", algorithm: ES256, public_key_file: keys/$kid.pub.pem }]
+applications:
+  - application: trading-account-management-api
+    services: [{ service: rest }]
+    method_groups: [{ group: account-management, methods: [{ method: getAccount }] }]
+    roles: [{ roles: [reader, writer] }]
+    entities: [{ entity: account }]
+    routes:
+      - route: GET /users/current/accounts/{accountId}
+        group: account-management
+        method: getAccount
+        resource: { entity: account, id: "{accountId}" }
+        roles: [reader]
+CONF
+}
+ng_conf "$work/off.yaml" "$NG_OFF" false
+ng_conf "$work/on.yaml" "$NG_ON" true
+sign() {
+  $NG token sign --key "$work/keys/$kid.pem" --kid "$kid" --sub "$1" --ttl 2h \
+    --application trading-account-management-api --grant-role reader --resource account:a1
+}
+sign bench-user > "$work/token"
+echo "minting 1000 tokens..." >&2
+for i in $(seq 1 1000); do sign "user-$i"; done > "$work/tokens"
+
+taskset -c 0 $NG serve --config "$work/off.yaml" 2>"$work/off.log" & ng_off=$!; pids+=($ng_off)
+taskset -c 0 $NG serve --config "$work/on.yaml" 2>"$work/on.log" & ng_on=$!; pids+=($ng_on)
+
+cat > "$work/one.lua" <<LUA
+local f = io.open("$work/token"); local t = f:read("*l"); f:close()
+wrk.headers["Authorization"] = "Bearer " .. t
+LUA
+cat > "$work/pool.lua" <<LUA
+local tokens = {}
+for line in io.lines("$work/tokens") do tokens[#tokens + 1] = line end
+local i = 0
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", nil, { ["Authorization"] = "Bearer " .. tokens[i] })
+end
+LUA
+
+wait_up() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://$1/" && return 0; sleep 0.1; done; echo "$1 did not come up" >&2; exit 1; }
+for a in $ORIGIN $NGINX_PROXY $NG_OFF $NG_ON; do wait_up "$a"; done
+
+# nginx runs a master and a worker: sum the CPU of the pid and its children.
+cpu_ticks() {
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo $total
+}
+
+printf '| %-34s | %9s | %8s | %8s | %14s |\n' "target" "req/s" "p50" "p99" "proxy CPU/req"
+printf '|%s|%s|%s|%s|%s|\n' "------------------------------------" "-----------" "----------" "----------" "----------------"
+run() { # label url pid lua
+  local label=$1 url=$2 pid=$3 lua=${4:-}
+  local args=(-t1 -c"$CONNS" -d"${DUR}s" --latency)
+  [ -n "$lua" ] && args+=(-s "$lua")
+  taskset -c 1 wrk "${args[@]}" "$url" > /dev/null 2>&1 || true   # warm-up run, short
+  local before after out reqs
+  before=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0 )
+  out=$(taskset -c 1 wrk "${args[@]}" "$url")
+  after=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0 )
+  reqs=$(echo "$out" | awk '/requests in/{print $1}')
+  local rps p50 p99 non2xx cpu
+  rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
+  p50=$(echo "$out" | awk '$1=="50%"{print $2}')
+  p99=$(echo "$out" | awk '$1=="99%"{print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/{print $5}')
+  if [ -n "$pid" ]; then
+    cpu=$(awk -v a="$before" -v b="$after" -v t="$TICK" -v n="$reqs" 'BEGIN{printf "%.2f us", (b-a)/t*1e6/n}')
+  else
+    cpu="-"
+  fi
+  printf '| %-34s | %9s | %8s | %8s | %14s |%s\n' "$label" "$rps" "$p50" "$p99" "$cpu" "${non2xx:+ non-2xx: $non2xx}"
+}
+PATH_A1=/users/current/accounts/a1
+nginx_proxy_master=$(cat "$work/proxy/nginx.pid")
+run "nginx origin, direct"               "http://$ORIGIN$PATH_A1" ""
+run "nginx reverse proxy"                "http://$NGINX_PROXY$PATH_A1" "$nginx_proxy_master"
+run "narrowgate, enforcement off"        "http://$NG_OFF$PATH_A1" "$ng_off"
+run "narrowgate enforcing, one token"    "http://$NG_ON$PATH_A1" "$ng_on" "$work/one.lua"
+run "narrowgate enforcing, 1000 tokens"  "http://$NG_ON$PATH_A1" "$ng_on" "$work/pool.lua"
