@@ -70,3 +70,42 @@ impl GrantCache {
         self.inner.put(self.key(token), entry, 1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::testkit::{self, TestKey, payload};
+    use crate::token::verify::Verifier;
+
+    #[test]
+    fn entries_expire_no_later_than_the_token() {
+        let key = TestKey::es256("k");
+        let verifier = Verifier::new(testkit::keyset(&[&key], testkit::issuer_policy()), 8192);
+        let now = 1_800_000_000;
+        let token = key.sign(&payload("a", now, 10, serde_json::json!([])));
+        let grant = Arc::new(verifier.verify(&token, now).expect("valid"));
+        let cache = GrantCache::new(16, 300);
+        cache.put(&token, grant, now);
+        assert!(cache.get(&token, now + 9).is_some());
+        assert!(cache.get(&token, now + 10).is_none(), "served past the token's exp");
+        assert!(cache.get(&token, now + 9).is_none(), "an expired entry is removed");
+    }
+
+    #[test]
+    fn entries_live_at_most_the_max_ttl_and_match_the_whole_token() {
+        let key = TestKey::es256("k");
+        let verifier = Verifier::new(testkit::keyset(&[&key], testkit::issuer_policy()), 8192);
+        let now = 1_800_000_000;
+        let token = key.sign(&payload("a", now, 3600, serde_json::json!([])));
+        let cache = GrantCache::new(16, 60);
+        cache.put(&token, Arc::new(verifier.verify(&token, now).expect("valid")), now);
+        assert!(cache.get(&token, now + 59).is_some());
+        assert!(cache.get(&token, now + 60).is_none());
+        cache.put(&token, Arc::new(verifier.verify(&token, now).expect("valid")), now);
+        // A different token (here: one character changed) is a miss.
+        let mut other = token.clone();
+        other.pop();
+        other.push('A');
+        assert!(cache.get(&other, now).is_none());
+    }
+}

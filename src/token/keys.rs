@@ -305,3 +305,49 @@ pub fn random_id(n: usize) -> Result<String, KeyError> {
     aws_lc_rs::rand::fill(&mut buf).map_err(|_| KeyError::Generate)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::jwk::Jwk;
+
+    fn jwk_json(alg: Algorithm, kid: Option<&str>, with_alg: bool) -> serde_json::Value {
+        let g = generate(alg).expect("key");
+        let enc = match alg {
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(g.private_pem.as_bytes()),
+            _ => EncodingKey::from_ec_pem(g.private_pem.as_bytes()),
+        }
+        .expect("encoding key");
+        let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&enc, alg).expect("jwk")).expect("json");
+        match kid {
+            Some(k) => jwk["kid"] = k.into(),
+            None => {
+                jwk.as_object_mut().expect("object").remove("kid");
+            }
+        }
+        if !with_alg {
+            jwk.as_object_mut().expect("object").remove("alg");
+        }
+        jwk
+    }
+
+    #[test]
+    fn jwks_keys_need_a_kid_a_fitting_alg_and_no_secrets() {
+        let es = jwk_json(Algorithm::ES256, Some("a"), true);
+        let ed = jwk_json(Algorithm::EdDSA, Some("b"), false);
+        let set = serde_json::json!({ "keys": [es, ed] }).to_string();
+        let keys = keys_from_jwks(&set, &[Algorithm::ES256, Algorithm::EdDSA], 0).expect("valid jwks");
+        assert_eq!(
+            keys.iter().map(|k| (k.kid.as_deref(), k.algorithm)).collect::<Vec<_>>(),
+            [(Some("a"), Algorithm::ES256), (Some("b"), Algorithm::EdDSA)]
+        );
+
+        let no_kid = serde_json::json!({ "keys": [jwk_json(Algorithm::ES256, None, true)] }).to_string();
+        assert!(keys_from_jwks(&no_kid, &[Algorithm::ES256], 0).is_err());
+        let not_allowed = serde_json::json!({ "keys": [jwk_json(Algorithm::ES256, Some("a"), true)] }).to_string();
+        assert!(keys_from_jwks(&not_allowed, &[Algorithm::EdDSA], 0).is_err());
+        let secret = serde_json::json!({ "keys": [{ "kty": "oct", "kid": "s", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0", "alg": "HS256" }] });
+        assert!(keys_from_jwks(&secret.to_string(), &[Algorithm::HS256], 0).is_err());
+        assert!(keys_from_jwks("not json", &[Algorithm::ES256], 0).is_err());
+    }
+}
