@@ -159,6 +159,31 @@ fn bench_decide(c: &mut Criterion) {
         .expect("request");
     assert!(gateway.decide(&req, now).is_ok());
     c.bench_function("decide/all_phases_cache_hit", |b| b.iter(|| gateway.decide(black_box(&req), now).is_ok()));
+
+    // A thousand distinct cached tokens, taken in turn: the cache's working
+    // set no longer fits the CPU caches.
+    let reqs: Vec<http::Request<()>> = (0..1000)
+        .map(|i| {
+            let rules = json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])]);
+            let token = key.sign(&payload(&format!("user-{i}"), now, 3600, rules));
+            http::Request::builder()
+                .uri("/users/current/accounts/a1")
+                .header("host", "gateway.test")
+                .header("authorization", format!("Bearer {token}"))
+                .body(())
+                .expect("request")
+        })
+        .collect();
+    for r in &reqs {
+        assert!(gateway.decide(r, now).is_ok());
+    }
+    let mut i = 0;
+    c.bench_function("decide/all_phases_cache_hit_1000_tokens", |b| {
+        b.iter(|| {
+            i = (i + 1) % reqs.len();
+            gateway.decide(black_box(&reqs[i]), now).is_ok()
+        })
+    });
 }
 
 criterion_group!(benches, bench_verify, bench_cache_hit, bench_evaluate, bench_route_match, bench_decide);

@@ -6,10 +6,13 @@
 # Reports req/s, p50/p99 latency and the proxy's CPU time per request, read
 # from /proc/PID/stat. Loopback only; every run is bounded in time.
 #
-#   benches/load.sh [DURATION_SECONDS]     (default 10)
+#   benches/load.sh [DURATION_SECONDS] [ROUNDS]     (defaults 10 and 1)
+#
+# The machine is shared and noisy: run several rounds and compare medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
+ROUNDS=${2:-1}
 CONNS=64
 work=$(mktemp -d)
 pids=()
@@ -61,9 +64,9 @@ taskset -c 0 nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" & pids+=($!)
 
 # --- narrowgate configs, keys and tokens -------------------------------------
 kid=$($NG keys generate --alg es256 --out "$work/keys" | awk '/^kid:/{print $2}')
-ng_conf() { # file listen enforcement
+ng_conf() { # file listen enforcement admin
   cat > "$1" <<CONF
-listeners: { proxy: "$2" }
+listeners: { proxy: "$2", admin: "$4" }
 upstream: { addresses: ["$ORIGIN"], pool_max_idle: 256 }
 server: { worker_threads: 1 }
 enforcement: $3
@@ -86,8 +89,8 @@ applications:
         roles: [reader]
 CONF
 }
-ng_conf "$work/off.yaml" "$NG_OFF" false
-ng_conf "$work/on.yaml" "$NG_ON" true
+ng_conf "$work/off.yaml" "$NG_OFF" false 127.0.0.1:18092
+ng_conf "$work/on.yaml" "$NG_ON" true 127.0.0.1:18093
 sign() {
   $NG token sign --key "$work/keys/$kid.pem" --kid "$kid" --sub "$1" --ttl 2h \
     --application trading-account-management-api --grant-role reader --resource account:a1
@@ -131,7 +134,7 @@ run() { # label url pid lua
   local label=$1 url=$2 pid=$3 lua=${4:-}
   local args=(-t1 -c"$CONNS" -d"${DUR}s" --latency)
   [ -n "$lua" ] && args+=(-s "$lua")
-  taskset -c 1 wrk "${args[@]}" "$url" > /dev/null 2>&1 || true   # warm-up run, short
+  taskset -c 1 wrk -t1 -c"$CONNS" -d2s ${lua:+-s "$lua"} "$url" > /dev/null 2>&1 || true   # warm-up
   local before after out reqs
   before=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0 )
   out=$(taskset -c 1 wrk "${args[@]}" "$url")
@@ -151,8 +154,12 @@ run() { # label url pid lua
 }
 PATH_A1=/users/current/accounts/a1
 nginx_proxy_master=$(cat "$work/proxy/nginx.pid")
-run "nginx origin, direct"               "http://$ORIGIN$PATH_A1" ""
-run "nginx reverse proxy"                "http://$NGINX_PROXY$PATH_A1" "$nginx_proxy_master"
-run "narrowgate, enforcement off"        "http://$NG_OFF$PATH_A1" "$ng_off"
-run "narrowgate enforcing, one token"    "http://$NG_ON$PATH_A1" "$ng_on" "$work/one.lua"
-run "narrowgate enforcing, 1000 tokens"  "http://$NG_ON$PATH_A1" "$ng_on" "$work/pool.lua"
+for round in $(seq 1 "$ROUNDS"); do
+  run "nginx origin, direct"               "http://$ORIGIN$PATH_A1" ""
+  run "nginx reverse proxy"                "http://$NGINX_PROXY$PATH_A1" "$nginx_proxy_master"
+  run "narrowgate, enforcement off"        "http://$NG_OFF$PATH_A1" "$ng_off"
+  run "narrowgate enforcing, one token"    "http://$NG_ON$PATH_A1" "$ng_on" "$work/one.lua"
+  run "narrowgate enforcing, 1000 tokens"  "http://$NG_ON$PATH_A1" "$ng_on" "$work/pool.lua"
+done
+echo
+echo "enforcing gateway's token cache: $(curl -s http://127.0.0.1:18093/metrics | grep '^narrowgate_token_cache_total' | tr '\n' ' ')"

@@ -210,6 +210,8 @@ impl Gateway {
         let route = route.and_then(|r| self.routes.get(r)).map_or("-", |r| &*r.template);
         if reason.is_allow() {
             tracing::debug!(reason = reason.code(), route, request_id = ?request_id, "allowed");
+        } else if matches!(reason, Reason::UpstreamUnavailable | Reason::UpstreamTimeout) {
+            tracing::warn!(reason = reason.code(), route, request_id = ?request_id, "upstream failed");
         } else {
             tracing::info!(reason = reason.code(), route, request_id = ?request_id, status = resp.status().as_u16(), "denied");
         }
