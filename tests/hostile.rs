@@ -236,3 +236,23 @@ fn ws_request(target: &str, headers: &[(&str, &str)]) -> String {
     req.push_str("\r\n");
     req
 }
+
+#[tokio::test]
+async fn ambiguous_message_framing_never_reaches_the_upstream_desynchronized() {
+    let h = Harness::start().await;
+    let web = format!("Bearer {}", h.token("web", web_rules()));
+    // Content-Length and chunked together, with a smuggled request hidden in
+    // the body; then conflicting Content-Lengths.
+    let smuggle = format!(
+        "PUT /users/current/accounts/a1 HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: {web}\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /users/current/accounts/a2 HTTP/1.1\r\nHost: gateway.test\r\n\r\n"
+    );
+    let resp = h.raw(smuggle.as_bytes()).await;
+    assert_eq!(resp.status, 400, "both framings must be refused");
+    let two_lengths = format!(
+        "PUT /users/current/accounts/a1 HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: {web}\r\nContent-Length: 3\r\nContent-Length: 40\r\nConnection: close\r\n\r\nabc"
+    );
+    let resp = h.raw(two_lengths.as_bytes()).await;
+    assert_eq!(resp.status, 400);
+    assert!(h.upstream_received().is_empty(), "a request with ambiguous framing reached the upstream");
+    h.shutdown().await;
+}
