@@ -276,3 +276,46 @@ async fn header_limits_are_enforced() {
     eventually(Duration::from_secs(2), || (h.upstream_received().len() == 1).then_some(())).await;
     h.shutdown().await;
 }
+
+/// An upstream that answers one request per connection with keep-alive
+/// advertised, then closes the connection shortly after, as servers with a
+/// short idle timeout do. Counts connections.
+async fn closing_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok").await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
+    let (addr, conns) = closing_upstream().await;
+    let h = Harness::start_with(|y| y, |c| c.upstream.addresses = vec![addr.to_string().parse().expect("authority")]).await;
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    for i in 0..3 {
+        let resp = h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await;
+        assert_eq!((resp.status, resp.body.as_str()), (200, "ok"), "request {i}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
+    h.shutdown().await;
+}
