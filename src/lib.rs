@@ -32,6 +32,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod echo;
+pub mod http_names;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

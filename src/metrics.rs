@@ -109,10 +109,10 @@ impl Metrics {
             let slot = app.filter(|a| *a < per_app.len() - 1).unwrap_or(per_app.len() - 1);
             per_app[slot].inc();
         }
-        let d = match decision_label(reason) {
-            "allow" => 0,
-            "deny" => 1,
-            _ => 2,
+        let d = match reason {
+            r if r.is_allow() => 0,
+            Reason::UpstreamUnavailable | Reason::UpstreamTimeout | Reason::KeysUnavailable => 2,
+            _ => 1,
         };
         self.durations[d].observe(seconds);
     }

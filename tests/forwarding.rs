@@ -309,7 +309,8 @@ async fn closing_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
     let (addr, conns) = closing_upstream().await;
-    let h = Harness::start_with(|y| y, |c| c.upstream.addresses = vec![addr.to_string().parse().expect("authority")]).await;
+    let h =
+        Harness::start_with(|y| y, |c| c.upstream.addresses = vec![addr.to_string().parse().expect("authority")]).await;
     let auth = format!("Bearer {}", h.token("web", web_rules()));
     for i in 0..3 {
         let resp = h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await;

@@ -535,7 +535,7 @@ fn build_forwarding(f: ForwardingFile, errs: &mut Errors) -> Forwarding {
             None => HeaderName::from_static(default),
             Some(s) => header_name(s, path, errs).unwrap_or_else(|| HeaderName::from_static(default)),
         };
-        if crate::proxy::headers::is_reserved(&h) {
+        if crate::http_names::is_reserved(&h) {
             errs.push(path, format!("{h} is a header the gateway manages itself"));
         }
         h

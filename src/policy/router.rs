@@ -66,9 +66,10 @@ impl PathPattern {
             } else if part.contains(['{', '}']) {
                 return Err(format!("segment {part:?} must be wholly static or one {{parameter}}"));
             } else {
-                match crate::proxy::canonical::canonicalize(&format!("/{part}")) {
-                    Ok(c) if c == format!("/{part}") || part.is_empty() => {}
-                    _ => return Err(format!("segment {part:?} is not in canonical form")),
+                if !is_canonical_segment(part) {
+                    return Err(format!(
+                        "segment {part:?} is not in canonical form (no '.', '..', '%', ';' or '\\' segments)"
+                    ));
                 }
                 segments.push(Segment::Static(part.to_string()));
             }
@@ -127,6 +128,35 @@ impl PathPattern {
             _ => None,
         }
     }
+}
+
+/// Whether a static route segment is already what canonicalization would
+/// produce, so it can match a canonical request path: no dot segments, no
+/// escapes, nothing the canonicalizer refuses.
+fn is_canonical_segment(seg: &str) -> bool {
+    seg != "."
+        && seg != ".."
+        && seg.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b'='
+                        | b':'
+                        | b'@'
+                )
+        })
 }
 
 impl Router {

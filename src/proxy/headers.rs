@@ -12,6 +12,8 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
+use crate::http_names::HOP_BY_HOP;
+
 use crate::config::{CredentialSource, Forwarding};
 
 /// Headers the gateway sets itself; config may not name them as identity
@@ -84,18 +86,6 @@ fn connection_listed(headers: &HeaderMap, out: &mut SmallVec<[HeaderName; 4]>) {
 fn is_hop_by_hop_ci(token: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(token))
 }
-
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// Remove everything that must not reach the upstream. `upgrade` keeps the
 /// `Upgrade` header and re-adds `Connection: upgrade`.
