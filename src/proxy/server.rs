@@ -129,7 +129,8 @@ pub async fn run(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes)
         .max_headers(limits.max_headers)
-        .keep_alive(true);
+        .keep_alive(true)
+        .writev(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

@@ -197,6 +197,7 @@ impl Upstream {
         };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
+            .writev(false)
             .handshake::<_, Incoming>(TokioIo::new(stream))
             .await
             .map_err(|_| UpstreamError::Connect)?;
