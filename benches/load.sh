@@ -155,9 +155,11 @@ run() { # label url pid lua
 PATH_A1=/users/current/accounts/a1
 nginx_proxy_master=$(cat "$work/proxy/nginx.pid")
 for round in $(seq 1 "$ROUNDS"); do
+  # Every proxied run sends the same request bytes, bearer token included,
+  # so the rows differ only in what the proxy does with them.
   run "nginx origin, direct"               "http://$ORIGIN$PATH_A1" ""
-  run "nginx reverse proxy"                "http://$NGINX_PROXY$PATH_A1" "$nginx_proxy_master"
-  run "narrowgate, enforcement off"        "http://$NG_OFF$PATH_A1" "$ng_off"
+  run "nginx reverse proxy"                "http://$NGINX_PROXY$PATH_A1" "$nginx_proxy_master" "$work/one.lua"
+  run "narrowgate, enforcement off"        "http://$NG_OFF$PATH_A1" "$ng_off" "$work/one.lua"
   run "narrowgate enforcing, one token"    "http://$NG_ON$PATH_A1" "$ng_on" "$work/one.lua"
   run "narrowgate enforcing, 1000 tokens"  "http://$NG_ON$PATH_A1" "$ng_on" "$work/pool.lua"
 done

@@ -900,6 +900,32 @@ applications:
     }
 
     #[test]
+    fn external_issuers_load_keys_from_a_jwks_file() {
+        let dir = key_dir();
+        let g = keys::generate(jsonwebtoken::Algorithm::EdDSA).expect("key");
+        let enc = jsonwebtoken::EncodingKey::from_ed_pem(g.private_pem.as_bytes()).expect("enc");
+        let mut jwk = serde_json::to_value(
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, jsonwebtoken::Algorithm::EdDSA).expect("jwk"),
+        )
+        .expect("json");
+        jwk["kid"] = "idp-1".into();
+        std::fs::write(dir.path().join("idp.jwks.json"), serde_json::json!({ "keys": [jwk] }).to_string())
+            .expect("write");
+        let text = GOOD.replace(
+            "applications:",
+            "  - name: idp\n    issuer: https://idp.example\n    audience: [trading]\n    algorithms: [EdDSA]\n    jwks_file: idp.jwks.json\napplications:",
+        );
+        let c = Config::from_yaml(&text, dir.path()).expect("valid");
+        assert_eq!(c.keys.issuers.len(), 2);
+        let key = c.keys.find(Some("idp-1")).expect("jwks key loaded");
+        assert_eq!((key.algorithm, key.issuer), (jsonwebtoken::Algorithm::EdDSA, 1));
+        assert_eq!(c.keys.issuers[1].audience, ["trading"]);
+        let dup = text.replace("kid: k1", "kid: idp-1");
+        let errs = Config::from_yaml(&dup, dir.path()).expect_err("duplicate kid").0;
+        assert!(errs.iter().any(|e| e.contains("kid \"idp-1\" is used by more than one key")), "{errs:?}");
+    }
+
+    #[test]
     fn broken_yaml_is_an_error_not_a_panic() {
         let dir = key_dir();
         for text in ["", "[1, 2", "listeners: [", "- a\n- b", "\u{0}"] {
