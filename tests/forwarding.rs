@@ -281,18 +281,22 @@ async fn header_limits_are_enforced() {
     h.shutdown().await;
 }
 
+type Counter = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
 /// An upstream that answers one request per connection with keep-alive
-/// advertised, then closes the connection shortly after, as servers with a
-/// short idle timeout do. Counts connections.
-async fn closing_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// advertised, then closes the connection, as servers with a short idle
+/// timeout do. Counts connections opened and closed.
+async fn closing_upstream() -> (std::net::SocketAddr, Counter, Counter) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let conns = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = conns.clone();
+    let conns = Counter::new(AtomicUsize::new(0));
+    let closed = Counter::new(AtomicUsize::new(0));
+    let (opened, done) = (conns.clone(), closed.clone());
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
+            opened.fetch_add(1, Ordering::SeqCst);
+            let done = done.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut got = Vec::new();
@@ -303,24 +307,29 @@ async fn closing_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::
                     }
                 }
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok").await;
-                tokio::time::sleep(Duration::from_millis(30)).await;
+                drop(s);
+                done.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    (addr, conns)
+    (addr, conns, closed)
 }
 
 #[tokio::test]
 async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
-    let (addr, conns) = closing_upstream().await;
+    use std::sync::atomic::Ordering;
+    let (addr, conns, closed) = closing_upstream().await;
     let h =
         Harness::start_with(|y| y, |c| c.upstream.addresses = vec![addr.to_string().parse().expect("authority")]).await;
     let auth = format!("Bearer {}", h.token("web", web_rules()));
     for i in 0..3 {
         let resp = h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await;
         assert_eq!((resp.status, resp.body.as_str()), (200, "ok"), "request {i}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        eventually(Duration::from_secs(5), || (closed.load(Ordering::SeqCst) > i).then_some(())).await;
+        // The upstream has closed; the gateway learns it when its connection
+        // task reads the FIN, which nothing outside the pool can observe.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
     h.shutdown().await;
 }
