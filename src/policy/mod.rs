@@ -5,6 +5,7 @@
 //! ([`Decision::Deny`]), never an `Err`.
 
 pub mod manifest;
+pub mod narrow;
 pub mod router;
 pub mod rules;
 

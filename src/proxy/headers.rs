@@ -12,26 +12,8 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
-use crate::http_names::HOP_BY_HOP;
-
 use crate::config::{CredentialSource, Forwarding};
-
-/// Headers the gateway sets itself; config may not name them as identity
-/// headers.
-pub fn is_reserved(name: &HeaderName) -> bool {
-    is_hop_by_hop(name.as_str())
-        || matches!(
-            name.as_str(),
-            "host"
-                | "authorization"
-                | "cookie"
-                | "content-length"
-                | "x-forwarded-for"
-                | "x-forwarded-proto"
-                | "x-forwarded-host"
-                | "forwarded"
-        )
-}
+use crate::http_names::HOP_BY_HOP;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 and the common non-standard ones).
 pub fn is_hop_by_hop(name: &str) -> bool {
