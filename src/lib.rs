@@ -38,5 +38,6 @@ pub mod policy;
 pub mod proxy;
 pub mod reason;
 pub mod revocation;
+pub mod store;
 pub mod telemetry;
 pub mod token;

@@ -1,0 +1,287 @@
+//! The store: issued-token records, reference-token hashes, registration
+//! tokens and revocations — the source of truth behind the token service.
+//!
+//! One [`TokenStore`] trait, two implementations run by the same test suite:
+//! [`SqliteStore`] (embedded default: a file, migrations at start, WAL) and
+//! [`PgStore`] (several replicas sharing one database). Both share their
+//! queries in `sql` over sqlx's `Any` driver; what differs — connecting,
+//! migrations, notifications — lives in each. The request path never calls
+//! the store: revocations and reference tokens are mirrored in memory.
+//! Secrets are never stored, only their SHA-256.
+
+mod postgres;
+mod sql;
+mod sqlite;
+#[doc(hidden)]
+pub mod testsuite;
+
+use std::future::Future;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use crate::token::{Role, TokenKind};
+
+/// Failures of the store. Messages are for operators; they never contain
+/// secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique name or id is taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The store could not be reached or answered with an error.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be read back.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict("a token with this name or id".into())
+            }
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Why a registration token could not be redeemed.
+#[derive(Debug, thiserror::Error)]
+pub enum RedeemError {
+    #[error("unknown registration token")]
+    Unknown,
+    #[error("registration token already used")]
+    Used,
+    #[error("registration token expired")]
+    Expired,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How a token is presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenForm {
+    Jwt,
+    /// An opaque secret; the store keeps its hash.
+    Reference,
+}
+
+impl TokenForm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenForm::Jwt => "jwt",
+            TokenForm::Reference => "reference",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "jwt" => Some(TokenForm::Jwt),
+            "reference" => Some(TokenForm::Reference),
+            _ => None,
+        }
+    }
+}
+
+/// An issued token, as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The `jti`.
+    pub id: String,
+    /// Unique when present.
+    pub name: Option<String>,
+    pub description: String,
+    pub kind: TokenKind,
+    pub role: Role,
+    pub master: bool,
+    pub application: Option<String>,
+    pub subject: String,
+    /// JSON: the access rules (or tenant permissions) the token grants.
+    pub grants: String,
+    pub form: TokenForm,
+    /// SHA-256 of a reference token's secret.
+    pub secret_hash: Option<Vec<u8>>,
+    pub not_before: Option<i64>,
+    /// `None`: never expires.
+    pub expires_at: Option<i64>,
+    pub parent_id: Option<String>,
+    /// Ancestor ids, root first.
+    pub lineage: Vec<String>,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A single-use registration token, as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationRecord {
+    pub id: String,
+    pub secret_hash: Vec<u8>,
+    /// Name of the access token it yields.
+    pub name: String,
+    pub role: Role,
+    /// Lifetime of the access token it yields; `None`: never expires.
+    pub lifetime_secs: Option<i64>,
+    /// Its own expiry.
+    pub expires_at: i64,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+    pub used_at: Option<i64>,
+    pub redeemed_token: Option<String>,
+}
+
+/// Which tokens to list, and which page.
+#[derive(Clone, Debug, Default)]
+pub struct TokenFilter {
+    pub name: Option<String>,
+    pub application: Option<String>,
+    pub kind: Option<TokenKind>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// The store's operations. Every implementation passes `testsuite`.
+pub trait TokenStore: Send + Sync + 'static {
+    /// Record a new token; a taken id or name is a [`StoreError::Conflict`].
+    fn insert_token(&self, token: &TokenRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn token(&self, id: &str) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+    fn token_by_name(&self, name: &str) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+    /// Tokens matching the filter, oldest first; registration tokens are
+    /// never listed.
+    fn list_tokens(&self, filter: &TokenFilter) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
+    /// Revoke a token; `false` if unknown or already revoked. Its
+    /// descendants carry it in their lineage and are rejected with it.
+    fn revoke(&self, id: &str, at: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Every revoked token id: the mirror's full resync.
+    fn revoked_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Unrevoked reference tokens: the mirror's full resync.
+    fn reference_tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
+    fn count_tokens(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    fn insert_registration(&self, reg: &RegistrationRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Atomically mark the registration token with this secret hash used and
+    /// record the token `build` makes from it. Of any number of concurrent
+    /// redeems exactly one succeeds.
+    fn redeem<F>(
+        &self,
+        secret_hash: &[u8],
+        now: i64,
+        build: F,
+    ) -> impl Future<Output = Result<TokenRecord, RedeemError>> + Send
+    where
+        F: FnOnce(&RegistrationRecord) -> TokenRecord + Send;
+}
+
+/// Implement [`TokenStore`] for a store type by delegating every operation
+/// to its `core` (the shared queries); each store adds only what differs.
+macro_rules! delegate_token_store {
+    ($store:ty) => {
+        impl $crate::store::TokenStore for $store {
+            fn insert_token(
+                &self,
+                token: &$crate::store::TokenRecord,
+            ) -> impl std::future::Future<Output = Result<(), $crate::store::StoreError>> + Send {
+                self.core.insert_token(token)
+            }
+            fn token(
+                &self,
+                id: &str,
+            ) -> impl std::future::Future<Output = Result<Option<$crate::store::TokenRecord>, $crate::store::StoreError>> + Send
+            {
+                self.core.token(id)
+            }
+            fn token_by_name(
+                &self,
+                name: &str,
+            ) -> impl std::future::Future<Output = Result<Option<$crate::store::TokenRecord>, $crate::store::StoreError>> + Send
+            {
+                self.core.token_by_name(name)
+            }
+            fn list_tokens(
+                &self,
+                filter: &$crate::store::TokenFilter,
+            ) -> impl std::future::Future<Output = Result<Vec<$crate::store::TokenRecord>, $crate::store::StoreError>> + Send
+            {
+                self.core.list_tokens(filter)
+            }
+            fn revoke(
+                &self,
+                id: &str,
+                at: i64,
+            ) -> impl std::future::Future<Output = Result<bool, $crate::store::StoreError>> + Send {
+                self.revoke_and_announce(id, at)
+            }
+            fn revoked_ids(
+                &self,
+            ) -> impl std::future::Future<Output = Result<Vec<String>, $crate::store::StoreError>> + Send {
+                self.core.revoked_ids()
+            }
+            fn reference_tokens(
+                &self,
+            ) -> impl std::future::Future<Output = Result<Vec<$crate::store::TokenRecord>, $crate::store::StoreError>> + Send
+            {
+                self.core.reference_tokens()
+            }
+            fn count_tokens(&self) -> impl std::future::Future<Output = Result<i64, $crate::store::StoreError>> + Send {
+                self.core.count_tokens()
+            }
+            fn insert_registration(
+                &self,
+                reg: &$crate::store::RegistrationRecord,
+            ) -> impl std::future::Future<Output = Result<(), $crate::store::StoreError>> + Send {
+                self.core.insert_registration(reg)
+            }
+            fn redeem<F>(
+                &self,
+                secret_hash: &[u8],
+                now: i64,
+                build: F,
+            ) -> impl std::future::Future<Output = Result<$crate::store::TokenRecord, $crate::store::RedeemError>> + Send
+            where
+                F: FnOnce(&$crate::store::RegistrationRecord) -> $crate::store::TokenRecord + Send,
+            {
+                self.core.redeem(secret_hash, now, build)
+            }
+        }
+    };
+}
+pub(crate) use delegate_token_store;
+
+/// SHA-256 of a secret, as stored.
+pub fn hash_secret(secret: &str) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes()).as_ref().to_vec()
+}
+
+pub(crate) fn kind_str(k: TokenKind) -> &'static str {
+    match k {
+        TokenKind::Access => "access",
+        TokenKind::Narrowed => "narrowed",
+        TokenKind::Registration => "registration",
+    }
+}
+
+pub(crate) fn parse_kind(s: &str) -> Option<TokenKind> {
+    Some(match s {
+        "access" => TokenKind::Access,
+        "narrowed" => TokenKind::Narrowed,
+        "registration" => TokenKind::Registration,
+        _ => return None,
+    })
+}
+
+pub(crate) fn role_str(r: Role) -> &'static str {
+    match r {
+        Role::User => "user",
+        Role::Admin => "admin",
+    }
+}
+
+pub(crate) fn parse_role(s: &str) -> Option<Role> {
+    Some(match s {
+        "user" => Role::User,
+        "admin" => Role::Admin,
+        _ => return None,
+    })
+}

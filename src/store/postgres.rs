@@ -1,0 +1,70 @@
+//! PostgreSQL, for several gateway replicas sharing one database.
+//! Revocations are announced with NOTIFY on [`REVOCATION_CHANNEL`] so every
+//! replica's mirror hears them at once; a periodic full resync heals a
+//! missed notification.
+
+use std::time::Duration;
+
+use sqlx::pool::PoolOptions;
+
+use super::StoreError;
+use super::sql::SqlCore;
+
+/// The NOTIFY channel revocations are announced on; the payload is the id.
+pub const REVOCATION_CHANNEL: &str = "narrowgate_revocations";
+
+/// A PostgreSQL-backed [`TokenStore`](super::TokenStore).
+#[derive(Clone)]
+pub struct PgStore {
+    core: SqlCore,
+    /// May hold a password: never printed.
+    url: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connect to `url` (`postgres://…`) and migrate.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let pool = PoolOptions::<sqlx::Any>::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(PgStore { core: SqlCore { pool }, url: url.to_string() })
+    }
+
+    /// The connection URL, for listeners (LISTEN needs its own connection).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn close(&self) {
+        self.core.pool.close().await;
+    }
+
+    /// Revoke, then announce it to every replica in the same transaction
+    /// (NOTIFY is delivered on commit).
+    async fn revoke_and_announce(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        let mut tx = self.core.pool.begin().await?;
+        let done = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let revoked = done.rows_affected() == 1;
+        if revoked {
+            sqlx::query("SELECT pg_notify($1, $2)").bind(REVOCATION_CHANNEL).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
+    }
+}
+
+super::delegate_token_store!(PgStore);

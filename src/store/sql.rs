@@ -1,0 +1,247 @@
+//! The queries both stores share, over sqlx's `Any` driver. Placeholders are
+//! `$1…$n` in order of first use, which SQLite and PostgreSQL both accept;
+//! booleans are stored as integers so both decode alike.
+
+use sqlx::AnyPool;
+use sqlx::any::AnyRow;
+use sqlx::{Row, Transaction};
+
+use super::{
+    RedeemError, RegistrationRecord, StoreError, TokenFilter, TokenForm, TokenRecord, kind_str, parse_kind, parse_role,
+    role_str,
+};
+
+// Column lists as macros so every statement is a `&'static str` (sqlx only
+// takes dynamic SQL through an explicit audit).
+macro_rules! token_columns {
+    () => {
+        "id, name, description, kind, role, master, application, subject, grants, form, secret_hash, \
+         not_before, expires_at, parent_id, lineage, created_by, created_at, revoked_at"
+    };
+}
+
+macro_rules! reg_columns {
+    () => {
+        "id, secret_hash, name, role, lifetime_secs, expires_at, created_by, created_at, used_at, redeemed_token"
+    };
+}
+
+/// The shared implementation.
+#[derive(Clone, Debug)]
+pub(crate) struct SqlCore {
+    pub pool: AnyPool,
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let role: String = row.try_get("role")?;
+    let form: String = row.try_get("form")?;
+    let lineage: String = row.try_get("lineage")?;
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        kind: parse_kind(&kind).ok_or_else(|| corrupt("kind"))?,
+        role: parse_role(&role).ok_or_else(|| corrupt("role"))?,
+        master: row.try_get::<i64, _>("master")? != 0,
+        application: row.try_get("application")?,
+        subject: row.try_get("subject")?,
+        grants: row.try_get("grants")?,
+        form: TokenForm::parse(&form).ok_or_else(|| corrupt("form"))?,
+        secret_hash: row.try_get("secret_hash")?,
+        not_before: row.try_get("not_before")?,
+        expires_at: row.try_get("expires_at")?,
+        parent_id: row.try_get("parent_id")?,
+        lineage: serde_json::from_str(&lineage).map_err(|_| corrupt("lineage"))?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn registration_from_row(row: &AnyRow) -> Result<RegistrationRecord, StoreError> {
+    let role: String = row.try_get("role")?;
+    Ok(RegistrationRecord {
+        id: row.try_get("id")?,
+        secret_hash: row.try_get("secret_hash")?,
+        name: row.try_get("name")?,
+        role: parse_role(&role).ok_or_else(|| corrupt("role"))?,
+        lifetime_secs: row.try_get("lifetime_secs")?,
+        expires_at: row.try_get("expires_at")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        used_at: row.try_get("used_at")?,
+        redeemed_token: row.try_get("redeemed_token")?,
+    })
+}
+
+async fn insert_token_in<'c, E>(exec: E, t: &TokenRecord) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let lineage = serde_json::to_string(&t.lineage).map_err(|_| corrupt("lineage"))?;
+    sqlx::query(concat!(
+        "INSERT INTO tokens (",
+        token_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    ))
+    .bind(&t.id)
+    .bind(&t.name)
+    .bind(&t.description)
+    .bind(kind_str(t.kind))
+    .bind(role_str(t.role))
+    .bind(i64::from(t.master))
+    .bind(&t.application)
+    .bind(&t.subject)
+    .bind(&t.grants)
+    .bind(t.form.as_str())
+    .bind(&t.secret_hash)
+    .bind(t.not_before)
+    .bind(t.expires_at)
+    .bind(&t.parent_id)
+    .bind(lineage)
+    .bind(&t.created_by)
+    .bind(t.created_at)
+    .bind(t.revoked_at)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+impl SqlCore {
+    pub async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        insert_token_in(&self.pool, t).await
+    }
+
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    pub async fn token_by_name(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    pub async fn list_tokens(&self, f: &TokenFilter) -> Result<Vec<TokenRecord>, StoreError> {
+        let limit = if f.limit == 0 { 100 } else { f.limit.min(1000) };
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens \
+             WHERE ($1 IS NULL OR name = $1) AND ($2 IS NULL OR application = $2) AND ($3 IS NULL OR kind = $3) \
+             ORDER BY created_at, id LIMIT $4 OFFSET $5"
+        ))
+        .bind(&f.name)
+        .bind(&f.application)
+        .bind(f.kind.map(kind_str))
+        .bind(i64::from(limit))
+        .bind(i64::from(f.offset))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    pub async fn revoke(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn revoked_ids(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM tokens WHERE revoked_at IS NOT NULL").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| r.try_get::<String, _>("id").map_err(StoreError::from)).collect()
+    }
+
+    pub async fn reference_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens WHERE form = 'reference' AND revoked_at IS NULL ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    pub async fn count_tokens(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM tokens").fetch_one(&self.pool).await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
+    pub async fn insert_registration(&self, r: &RegistrationRecord) -> Result<(), StoreError> {
+        sqlx::query(concat!(
+            "INSERT INTO registration_tokens (",
+            reg_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(&r.id)
+        .bind(&r.secret_hash)
+        .bind(&r.name)
+        .bind(role_str(r.role))
+        .bind(r.lifetime_secs)
+        .bind(r.expires_at)
+        .bind(&r.created_by)
+        .bind(r.created_at)
+        .bind(r.used_at)
+        .bind(&r.redeemed_token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// One transaction: a conditional UPDATE claims the registration token
+    /// (only one concurrent claimant can match `used_at IS NULL`), then the
+    /// new token is inserted and linked. Any failure rolls both back.
+    pub async fn redeem<F>(&self, secret_hash: &[u8], now: i64, build: F) -> Result<TokenRecord, RedeemError>
+    where
+        F: FnOnce(&RegistrationRecord) -> TokenRecord + Send,
+    {
+        let mut tx: Transaction<'_, sqlx::Any> = self.pool.begin().await.map_err(StoreError::from)?;
+        let claimed = sqlx::query(concat!("UPDATE registration_tokens SET used_at = $1 WHERE secret_hash = $2 AND used_at IS NULL AND expires_at > $1 \
+             RETURNING ", reg_columns!()))
+        .bind(now)
+        .bind(secret_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        let Some(row) = claimed else {
+            // Tell the caller why, from what is there.
+            let existing =
+                sqlx::query(concat!("SELECT ", reg_columns!(), " FROM registration_tokens WHERE secret_hash = $1"))
+                    .bind(secret_hash)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+            return Err(match existing.as_ref().map(registration_from_row).transpose()? {
+                None => RedeemError::Unknown,
+                Some(r) if r.used_at.is_some() => RedeemError::Used,
+                Some(_) => RedeemError::Expired,
+            });
+        };
+        let reg = registration_from_row(&row)?;
+        let token = build(&reg);
+        insert_token_in(&mut *tx, &token).await?;
+        sqlx::query("UPDATE registration_tokens SET redeemed_token = $1 WHERE id = $2")
+            .bind(&token.id)
+            .bind(&reg.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(token)
+    }
+}

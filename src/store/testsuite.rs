@@ -1,0 +1,186 @@
+//! The store test suite: every [`TokenStore`] implementation must pass it.
+//! Run from `tests/store.rs` against SQLite and PostgreSQL alike.
+
+use std::sync::Arc;
+
+use super::*;
+
+fn token(id: &str, name: Option<&str>, app: Option<&str>, kind: TokenKind, created_at: i64) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        name: name.map(Into::into),
+        description: format!("token {id}"),
+        kind,
+        role: Role::User,
+        master: false,
+        application: app.map(Into::into),
+        subject: format!("sub-{id}"),
+        grants: r#"[{"application":"*"}]"#.into(),
+        form: TokenForm::Jwt,
+        secret_hash: None,
+        not_before: Some(created_at),
+        expires_at: Some(created_at + 3600),
+        parent_id: None,
+        lineage: vec![],
+        created_by: Some("admin".into()),
+        created_at,
+        revoked_at: None,
+    }
+}
+
+fn registration(id: &str, secret: &str, expires_at: i64) -> RegistrationRecord {
+    RegistrationRecord {
+        id: id.into(),
+        secret_hash: hash_secret(secret),
+        name: format!("from-{id}"),
+        role: Role::Admin,
+        lifetime_secs: None,
+        expires_at,
+        created_by: Some("admin".into()),
+        created_at: 1000,
+        used_at: None,
+        redeemed_token: None,
+    }
+}
+
+fn redeemed(reg: &RegistrationRecord, id: &str, now: i64) -> TokenRecord {
+    let mut t = token(id, Some(&reg.name), None, TokenKind::Access, now);
+    t.role = reg.role;
+    t.expires_at = reg.lifetime_secs.map(|l| now + l);
+    t.created_by = reg.created_by.clone();
+    t
+}
+
+/// Records go in and come back out unchanged; names and ids are unique.
+pub async fn records_round_trip<S: TokenStore>(s: &S) {
+    let mut t = token("t1", Some("first"), Some("metastats-api"), TokenKind::Access, 100);
+    t.master = true;
+    t.role = Role::Admin;
+    t.lineage = vec!["root".into(), "parent".into()];
+    t.form = TokenForm::Reference;
+    t.secret_hash = Some(hash_secret("ng_secret"));
+    t.expires_at = None;
+    s.insert_token(&t).await.expect("insert");
+    assert_eq!(s.token("t1").await.expect("get"), Some(t.clone()));
+    assert_eq!(s.token_by_name("first").await.expect("by name"), Some(t.clone()));
+    assert_eq!(s.token("nope").await.expect("get"), None);
+    let dup_name = token("t2", Some("first"), None, TokenKind::Access, 101);
+    assert!(matches!(s.insert_token(&dup_name).await, Err(StoreError::Conflict(_))));
+    let dup_id = token("t1", Some("other"), None, TokenKind::Access, 101);
+    assert!(matches!(s.insert_token(&dup_id).await, Err(StoreError::Conflict(_))));
+    // Unnamed tokens may be many.
+    s.insert_token(&token("u1", None, None, TokenKind::Narrowed, 102)).await.expect("unnamed");
+    s.insert_token(&token("u2", None, None, TokenKind::Narrowed, 103)).await.expect("unnamed");
+    assert_eq!(s.count_tokens().await.expect("count"), 3);
+}
+
+/// Filters and pages.
+pub async fn listing_filters_and_pages<S: TokenStore>(s: &S) {
+    for i in 0..5 {
+        let app = if i % 2 == 0 { "a" } else { "b" };
+        s.insert_token(&token(&format!("l{i}"), Some(&format!("list-{i}")), Some(app), TokenKind::Access, 200 + i))
+            .await
+            .expect("insert");
+    }
+    s.insert_token(&token("ln", None, Some("a"), TokenKind::Narrowed, 300)).await.expect("insert");
+    let ids = |v: Vec<TokenRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let all = ids(s.list_tokens(&TokenFilter::default()).await.expect("list"));
+    assert_eq!(all, ["l0", "l1", "l2", "l3", "l4", "ln"]);
+    let a =
+        ids(s.list_tokens(&TokenFilter { application: Some("a".into()), ..Default::default() }).await.expect("list"));
+    assert_eq!(a, ["l0", "l2", "l4", "ln"]);
+    let narrowed = TokenFilter { kind: Some(TokenKind::Narrowed), ..Default::default() };
+    assert_eq!(ids(s.list_tokens(&narrowed).await.expect("list")), ["ln"]);
+    let named = TokenFilter { name: Some("list-3".into()), ..Default::default() };
+    assert_eq!(ids(s.list_tokens(&named).await.expect("list")), ["l3"]);
+    let page2 = TokenFilter { limit: 2, offset: 2, ..Default::default() };
+    assert_eq!(ids(s.list_tokens(&page2).await.expect("list")), ["l2", "l3"]);
+}
+
+/// Revocation marks once; the mirror's resync sees it.
+pub async fn revocation_is_recorded<S: TokenStore>(s: &S) {
+    s.insert_token(&token("r1", None, None, TokenKind::Access, 400)).await.expect("insert");
+    let mut reference = token("r2", None, None, TokenKind::Access, 401);
+    reference.form = TokenForm::Reference;
+    reference.secret_hash = Some(hash_secret("ng_r2"));
+    s.insert_token(&reference).await.expect("insert");
+    assert_eq!(s.reference_tokens().await.expect("refs").len(), 1);
+    assert!(s.revoke("r1", 500).await.expect("revoke"));
+    assert!(!s.revoke("r1", 501).await.expect("again"), "a second revoke changes nothing");
+    assert!(!s.revoke("missing", 502).await.expect("unknown"));
+    assert!(s.revoke("r2", 503).await.expect("revoke"));
+    let mut revoked = s.revoked_ids().await.expect("ids");
+    revoked.sort();
+    assert_eq!(revoked, ["r1", "r2"]);
+    assert_eq!(s.token("r1").await.expect("get").and_then(|t| t.revoked_at), Some(500));
+    assert!(s.reference_tokens().await.expect("refs").is_empty(), "a revoked reference token is not mirrored");
+}
+
+/// Redeeming: once, not after expiry, not unknown secrets.
+pub async fn registration_tokens_redeem_once<S: TokenStore>(s: &S) {
+    s.insert_registration(&registration("g1", "reg-secret-1", 2000)).await.expect("insert");
+    s.insert_registration(&registration("g2", "reg-secret-2", 1500)).await.expect("insert");
+    let t = s.redeem(&hash_secret("reg-secret-1"), 1600, |r| redeemed(r, "from-g1", 1600)).await.expect("redeem");
+    assert_eq!((t.name.as_deref(), t.role, t.expires_at), (Some("from-g1"), Role::Admin, None));
+    assert_eq!(s.token("from-g1").await.expect("get"), Some(t));
+    assert!(matches!(
+        s.redeem(&hash_secret("reg-secret-1"), 1601, |r| redeemed(r, "x", 1601)).await,
+        Err(RedeemError::Used)
+    ));
+    assert!(matches!(
+        s.redeem(&hash_secret("reg-secret-2"), 1600, |r| redeemed(r, "y", 1600)).await,
+        Err(RedeemError::Expired)
+    ));
+    assert!(matches!(
+        s.redeem(&hash_secret("nope"), 1600, |r| redeemed(r, "z", 1600)).await,
+        Err(RedeemError::Unknown)
+    ));
+    assert_eq!(s.token("x").await.expect("get"), None, "a failed redeem issues nothing");
+    // Registration tokens are never listed.
+    assert!(s.list_tokens(&TokenFilter::default()).await.expect("list").iter().all(|t| t.id != "g1" && t.id != "g2"));
+}
+
+/// A redeem whose token cannot be recorded leaves the registration unused.
+pub async fn a_failed_redeem_rolls_back<S: TokenStore>(s: &S) {
+    s.insert_token(&token("taken", Some("from-g3"), None, TokenKind::Access, 1)).await.expect("insert");
+    s.insert_registration(&registration("g3", "reg-secret-3", 5000)).await.expect("insert");
+    let clash = s.redeem(&hash_secret("reg-secret-3"), 1700, |r| redeemed(r, "new-id", 1700)).await;
+    assert!(matches!(clash, Err(RedeemError::Store(StoreError::Conflict(_)))), "{clash:?}");
+    // Still redeemable: the claim was rolled back with the failed insert.
+    let ok = s
+        .redeem(&hash_secret("reg-secret-3"), 1701, |r| {
+            let mut t = redeemed(r, "new-id", 1701);
+            t.name = Some("from-g3-second".into());
+            t
+        })
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+/// Of `n` concurrent redeems of one registration token exactly one wins.
+pub async fn concurrent_redeems_yield_one_token<S: TokenStore>(s: Arc<S>, n: usize) {
+    s.insert_registration(&registration("race", "reg-race", i64::MAX)).await.expect("insert");
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.redeem(&hash_secret("reg-race"), 2000, move |r| {
+                let mut t = redeemed(r, &format!("race-{i}"), 2000);
+                t.name = Some(format!("race-winner-{i}"));
+                t
+            })
+            .await
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok(_) => won += 1,
+            Err(RedeemError::Used) => {}
+            Err(e) => panic!("unexpected redeem failure: {e}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one redeem may win");
+    let issued = s.list_tokens(&TokenFilter::default()).await.expect("list");
+    assert_eq!(issued.iter().filter(|t| t.id.starts_with("race-")).count(), 1);
+}
