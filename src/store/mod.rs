@@ -249,6 +249,18 @@ macro_rules! delegate_token_store {
 }
 pub(crate) use delegate_token_store;
 
+/// Load every revocation into the in-memory set (which only grows).
+pub async fn resync_revocations<S: TokenStore>(
+    store: &S,
+    revocations: &crate::revocation::Revocations,
+) -> Result<usize, StoreError> {
+    let ids = store.revoked_ids().await?;
+    for id in &ids {
+        revocations.revoke(id);
+    }
+    Ok(ids.len())
+}
+
 /// SHA-256 of a secret, as stored.
 pub fn hash_secret(secret: &str) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes()).as_ref().to_vec()
