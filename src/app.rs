@@ -11,10 +11,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, server};
 use crate::revocation::Revocations;
+use crate::store::Store;
 
 /// A running gateway.
 pub struct Running {
@@ -22,8 +23,11 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     pub registry: Registry,
     pub revocations: Arc<Revocations>,
+    pub store: Option<Store>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Endless background loops, aborted at shutdown.
+    background: Vec<JoinHandle<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -47,6 +53,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+
+    // The store first: a gateway that cannot load its revocations must not
+    // serve (fail closed), and readiness means they are loaded.
+    let mut background = Vec::new();
+    let store = match &config.store {
+        Some(cfg) => {
+            let store = Store::open(cfg).await?;
+            let every = match cfg {
+                StoreConfig::Sqlite { resync_interval, .. } | StoreConfig::Postgres { resync_interval, .. } => {
+                    *resync_interval
+                }
+            };
+            background.push(store.mirror_revocations(revocations.clone(), every).await?);
+            Some(store)
+        }
+        None => None,
+    };
 
     let proxy_listener = bind(config.listeners.proxy).await?;
     let admin_listener = match config.listeners.admin {
@@ -81,12 +104,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Config and keys were loaded before we got here, and the proxy listens.
     ready.store(true, Ordering::Release);
     tracing::info!(proxy = %proxy_addr, admin = ?admin_addr, "narrowgate is serving");
-    Ok(Running { proxy_addr, admin_addr, registry, revocations, stop, tasks })
+    Ok(Running { proxy_addr, admin_addr, registry, revocations, store, stop, tasks, background })
 }
 
 impl Running {
     /// Stop accepting, drain open connections, and wait for the listeners.
     pub async fn shutdown(self) {
+        for b in &self.background {
+            b.abort();
+        }
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;

@@ -39,3 +39,102 @@ async fn revoking_a_token_or_an_ancestor_rejects_it_even_when_cached() {
     assert_eq!(h.upstream_received().len(), 1);
     h.shutdown().await;
 }
+
+fn stored(jti: &str) -> narrowgate::store::TokenRecord {
+    narrowgate::store::TokenRecord {
+        id: jti.into(),
+        name: None,
+        description: String::new(),
+        kind: narrowgate::token::TokenKind::Access,
+        role: narrowgate::token::Role::User,
+        master: false,
+        application: None,
+        subject: "alice".into(),
+        grants: "[]".into(),
+        form: narrowgate::store::TokenForm::Jwt,
+        secret_hash: None,
+        not_before: None,
+        expires_at: None,
+        parent_id: None,
+        lineage: vec![],
+        created_by: None,
+        created_at: 0,
+        revoked_at: None,
+    }
+}
+
+fn token_with_jti(h: &Harness, jti: &str) -> String {
+    let mut p = payload("alice", now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
+    p["jti"] = json!(jti);
+    format!("Bearer {}", h.sign(&p))
+}
+
+/// Revocations recorded in the SQLite store are in force from the start.
+#[tokio::test]
+async fn revocations_in_the_sqlite_store_are_enforced_after_a_restart() {
+    use narrowgate::store::{SqliteStore, TokenStore};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("data/narrowgate.db");
+    {
+        let store = SqliteStore::open(&path).await.expect("open");
+        store.insert_token(&stored("gone")).await.expect("insert");
+        store.insert_token(&stored("kept")).await.expect("insert");
+        assert!(store.revoke("gone", 1).await.expect("revoke"));
+        store.close().await;
+    }
+    let p = path.clone();
+    let h = Harness::start_with(
+        |y| y,
+        move |c| {
+            c.store = Some(narrowgate::config::StoreConfig::Sqlite {
+                path: p.clone(),
+                resync_interval: std::time::Duration::from_secs(30),
+            })
+        },
+    )
+    .await;
+    let gone = h.get("/users/current/accounts/a1", &[("Authorization", &token_with_jti(&h, "gone"))]).await;
+    assert_eq!((gone.status, gone.reason().as_str()), (401, "revoked"));
+    let kept = h.get("/users/current/accounts/a1", &[("Authorization", &token_with_jti(&h, "kept"))]).await;
+    assert_eq!(kept.status, 200);
+    assert_eq!(h.upstream_received().len(), 1);
+    h.shutdown().await;
+}
+
+/// Two gateways sharing one PostgreSQL: a revocation made through one is
+/// enforced by the other's proxy within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_through_one_gateway_is_enforced_by_another_within_a_second() {
+    use narrowgate::store::{Store, TokenStore};
+    use std::time::{Duration, Instant};
+    let url = support::fresh_postgres_database().await;
+    let store_config = move || narrowgate::config::StoreConfig::Postgres {
+        url: url.clone(),
+        resync_interval: Duration::from_secs(30),
+    };
+    let cfg_a = store_config.clone();
+    let a = Harness::start_with(|y| y, move |c| c.store = Some(cfg_a())).await;
+    let b = Harness::start_with(|y| y, move |c| c.store = Some(store_config())).await;
+    let Some(Store::Postgres(store_a)) = a.gateway.as_ref().and_then(|g| g.store.clone()) else {
+        panic!("gateway a has no PostgreSQL store");
+    };
+    store_a.insert_token(&stored("shared-1")).await.expect("insert");
+    // Gateway b trusts a different key: sign with b's.
+    let token = token_with_jti(&b, "shared-1");
+    assert_eq!(b.get("/users/current/accounts/a1", &[("Authorization", &token)]).await.status, 200);
+
+    let start = Instant::now();
+    assert!(store_a.revoke("shared-1", 1).await.expect("revoke"));
+    loop {
+        let resp = b.get("/users/current/accounts/a1", &[("Authorization", &token)]).await;
+        if resp.status == 401 {
+            assert_eq!(resp.reason(), "revoked");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "gateway b still accepts the token after 1 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("revocation enforced by the other gateway after {:?}", start.elapsed());
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -4,6 +4,8 @@
 //! `NARROWGATE_TEST_PG_URL`; without it these tests fail, loudly, rather than
 //! being skipped.
 
+mod support;
+
 use std::sync::Arc;
 
 use narrowgate::store::{PgStore, SqliteStore, TokenStore, testsuite};
@@ -16,15 +18,7 @@ async fn sqlite() -> (tempfile::TempDir, SqliteStore) {
 
 /// A fresh database on the test server for one test.
 async fn postgres() -> PgStore {
-    let url = std::env::var("NARROWGATE_TEST_PG_URL")
-        .expect("NARROWGATE_TEST_PG_URL is not set: .ci/run starts PostgreSQL and sets it (see README)");
-    let db = format!("ng_test_{}", narrowgate::token::keys::random_id(6).expect("id"));
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&url).await.expect("connect to the test PostgreSQL server");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin).await.expect("create database");
-    admin.close().await;
-    let base = url.rsplit_once('/').map(|(b, _)| b).expect("url with a database");
-    PgStore::open(&format!("{base}/{db}")).await.expect("open postgres")
+    PgStore::open(&support::fresh_postgres_database().await).await.expect("open postgres")
 }
 
 macro_rules! suite {

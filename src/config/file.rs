@@ -18,6 +18,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "unmatched",
     "enforcement",
     "applications",
+    "store",
 ];
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +130,23 @@ pub struct CacheFile {
     pub capacity: Option<usize>,
     #[serde(default)]
     pub max_ttl: Option<String>,
+}
+
+/// Where tokens, registration tokens and revocations are kept.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreFile {
+    Sqlite {
+        #[serde(default)]
+        path: Option<String>,
+        #[serde(default)]
+        resync_interval: Option<String>,
+    },
+    Postgres {
+        url: String,
+        #[serde(default)]
+        resync_interval: Option<String>,
+    },
 }
 
 #[derive(Debug, Deserialize)]

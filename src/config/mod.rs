@@ -60,6 +60,8 @@ pub struct Config {
     pub unmatched: Unmatched,
     /// `false` only for measuring the proxy without enforcement.
     pub enforce: bool,
+    /// `None`: no store (an enforce-only gateway without a revocation feed).
+    pub store: Option<StoreConfig>,
     pub manifest: Manifest,
     pub router: Router,
 }
@@ -119,6 +121,27 @@ pub struct IdentityHeaders {
 pub struct CacheConfig {
     pub capacity: usize,
     pub max_ttl: Duration,
+}
+
+/// The token store and how often its revocations are fully resynced.
+#[derive(Clone)]
+pub enum StoreConfig {
+    Sqlite { path: PathBuf, resync_interval: Duration },
+    Postgres { url: String, resync_interval: Duration },
+}
+
+impl std::fmt::Debug for StoreConfig {
+    // The PostgreSQL URL may hold a password: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Sqlite { path, resync_interval } => {
+                f.debug_struct("Sqlite").field("path", path).field("resync_interval", resync_interval).finish()
+            }
+            StoreConfig::Postgres { resync_interval, .. } => {
+                f.debug_struct("Postgres").field("resync_interval", resync_interval).finish_non_exhaustive()
+            }
+        }
+    }
 }
 
 /// What a request matching no route gets.
@@ -316,6 +339,11 @@ impl Config {
             }
         };
 
+        let store = match get("store") {
+            Value::Null => None,
+            v => section::<StoreFile>(&v, "store", &mut errs).map(|f| build_store(f, base, &mut errs)),
+        };
+
         let (manifest, route_paths) = match required("applications", &mut errs) {
             Value::Array(items) => build_manifest(&items, &mut errs),
             Value::Null => (Manifest::default(), Vec::new()),
@@ -352,6 +380,7 @@ impl Config {
                 cache,
                 unmatched,
                 enforce,
+                store,
                 manifest,
                 router,
             }),
@@ -491,6 +520,29 @@ fn build_issuer(f: IssuerFile, path: &str, base: &Path, keyset: &mut KeySet, err
                 }
                 Err(e) => errs.push(&jpath, e),
             },
+        }
+    }
+}
+
+fn build_store(f: StoreFile, base: &Path, errs: &mut Errors) -> StoreConfig {
+    let resync = |v: &Option<String>, errs: &mut Errors| {
+        let d = duration_or(v, Duration::from_secs(30), "store.resync_interval", errs);
+        if d < Duration::from_millis(100) {
+            errs.push("store.resync_interval", "must be at least 100ms");
+        }
+        d
+    };
+    match f {
+        StoreFile::Sqlite { path, resync_interval } => StoreConfig::Sqlite {
+            path: base.join(path.as_deref().unwrap_or("data/narrowgate.db")),
+            resync_interval: resync(&resync_interval, errs),
+        },
+        StoreFile::Postgres { url, resync_interval } => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                // Not echoing the value: it may hold a password.
+                errs.push("store.postgres.url", "must be a postgres:// or postgresql:// URL");
+            }
+            StoreConfig::Postgres { url, resync_interval: resync(&resync_interval, errs) }
         }
     }
 }
@@ -923,6 +975,32 @@ applications:
         let dup = text.replace("kid: k1", "kid: idp-1");
         let errs = Config::from_yaml(&dup, dir.path()).expect_err("duplicate kid").0;
         assert!(errs.iter().any(|e| e.contains("kid \"idp-1\" is used by more than one key")), "{errs:?}");
+    }
+
+    #[test]
+    fn the_store_section_is_validated() {
+        let dir = key_dir();
+        let with = |store: &str| GOOD.replace("applications:", &format!("store: {store}\napplications:"));
+        let c = Config::from_yaml(&with("{ sqlite: {} }"), dir.path()).expect("valid");
+        match c.store {
+            Some(StoreConfig::Sqlite { path, resync_interval }) => {
+                assert_eq!(path, dir.path().join("data/narrowgate.db"));
+                assert_eq!(resync_interval, Duration::from_secs(30));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Config::from_yaml(GOOD, dir.path()).expect("valid").store.is_none());
+        let secret_url = "mysql://user:hunter2@db/ng";
+        let errs = Config::from_yaml(&with(&format!("{{ postgres: {{ url: \"{secret_url}\" }} }}")), dir.path())
+            .expect_err("not postgres")
+            .0;
+        assert!(errs.iter().any(|e| e.starts_with("store.postgres.url:")), "{errs:?}");
+        assert!(!errs.join("\n").contains("hunter2"), "the URL's password was echoed");
+        let errs =
+            Config::from_yaml(&with("{ sqlite: { resync_interval: 1ms } }"), dir.path()).expect_err("too short").0;
+        assert!(errs.iter().any(|e| e.starts_with("store.resync_interval")), "{errs:?}");
+        let errs = Config::from_yaml(&with("{ redis: {} }"), dir.path()).expect_err("unknown").0;
+        assert!(errs.iter().any(|e| e.starts_with("store")), "{errs:?}");
     }
 
     #[test]

@@ -249,6 +249,42 @@ macro_rules! delegate_token_store {
 }
 pub(crate) use delegate_token_store;
 
+/// The configured store, whichever it is.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Store {
+    /// Open (and migrate) the configured store.
+    pub async fn open(config: &crate::config::StoreConfig) -> Result<Store, StoreError> {
+        Ok(match config {
+            crate::config::StoreConfig::Sqlite { path, .. } => Store::Sqlite(SqliteStore::open(path).await?),
+            crate::config::StoreConfig::Postgres { url, .. } => Store::Postgres(PgStore::open(url).await?),
+        })
+    }
+
+    /// Load every revocation now, then keep `revocations` current in the
+    /// background.
+    pub async fn mirror_revocations(
+        &self,
+        revocations: std::sync::Arc<crate::revocation::Revocations>,
+        resync_every: std::time::Duration,
+    ) -> Result<tokio::task::JoinHandle<()>, StoreError> {
+        Ok(match self {
+            Store::Sqlite(s) => {
+                resync_revocations(s, &revocations).await?;
+                s.follow_revocations(revocations, resync_every)
+            }
+            Store::Postgres(s) => {
+                resync_revocations(s, &revocations).await?;
+                s.follow_revocations(revocations, resync_every)
+            }
+        })
+    }
+}
+
 /// Load every revocation into the in-memory set (which only grows).
 pub async fn resync_revocations<S: TokenStore>(
     store: &S,

@@ -208,3 +208,17 @@ pub async fn eventually<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>)
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A fresh, empty database on the test PostgreSQL server that `.ci/pg.sh`
+/// starts; its URL. Fails loudly when the server is not configured.
+pub async fn fresh_postgres_database() -> String {
+    let url = std::env::var("NARROWGATE_TEST_PG_URL")
+        .expect("NARROWGATE_TEST_PG_URL is not set: scripts/test starts PostgreSQL and sets it");
+    let db = format!("ng_test_{}", narrowgate::token::keys::random_id(6).expect("id"));
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&url).await.expect("connect to the test PostgreSQL server");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin).await.expect("create database");
+    admin.close().await;
+    let base = url.rsplit_once('/').map(|(b, _)| b).expect("url with a database");
+    format!("{base}/{db}")
+}
