@@ -11,16 +11,20 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::api;
+use crate::auth::Authenticator;
 use crate::config::{Config, StoreConfig};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, server};
 use crate::revocation::Revocations;
 use crate::store::Store;
+use crate::token::{GrantCache, Verifier};
 
 /// A running gateway.
 pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    pub api_addr: Option<SocketAddr>,
     pub registry: Registry,
     pub revocations: Arc<Revocations>,
     pub store: Option<Store>,
@@ -78,12 +82,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let proxy_addr =
         proxy_listener.local_addr().map_err(|source| StartError::Bind { addr: config.listeners.proxy, source })?;
+    let api_listener = match config.listeners.api {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let api_addr = api_listener.as_ref().and_then(|l| l.local_addr().ok());
     if !config.enforce {
         tracing::warn!("enforcement is OFF: every request is forwarded unchecked (for measurements only)");
     }
     let limits = config.server.clone();
-    let gateway = Arc::new(Gateway::new(config, metrics, revocations.clone()));
+    // One authenticator (and so one cache) for the proxy and the token service.
+    let auth = Arc::new(Authenticator::new(
+        config.credentials.clone(),
+        Verifier::new(config.keys.clone(), config.max_token_bytes),
+        GrantCache::new(config.cache.capacity, config.cache.max_ttl.as_secs()),
+        revocations.clone(),
+        metrics.clone(),
+    ));
+    let api_state = api::ApiState::new(auth.clone(), &config.manifest);
+    let gateway = Arc::new(Gateway::with_auth(config, metrics, auth));
 
     let mut rx = stop_rx.clone();
     tasks.push(tokio::spawn(server::run(proxy_listener, gateway, limits, async move {
@@ -101,10 +119,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         }));
     }
+    if let Some(listener) = api_listener {
+        let app = api::app(api_state);
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            });
+            if let Err(e) = served.await {
+                tracing::warn!(error = %e, "api listener failed");
+            }
+        }));
+    }
     // Config and keys were loaded before we got here, and the proxy listens.
     ready.store(true, Ordering::Release);
-    tracing::info!(proxy = %proxy_addr, admin = ?admin_addr, "narrowgate is serving");
-    Ok(Running { proxy_addr, admin_addr, registry, revocations, store, stop, tasks, background })
+    tracing::info!(proxy = %proxy_addr, admin = ?admin_addr, api = ?api_addr, "narrowgate is serving");
+    Ok(Running { proxy_addr, admin_addr, api_addr, registry, revocations, store, stop, tasks, background })
 }
 
 impl Running {

@@ -28,7 +28,9 @@
 //! - [`cli`]: the subcommands.
 
 pub mod admin;
+pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod echo;

@@ -88,7 +88,7 @@ fn keys_sign_and_inspect_round_trip() {
 #[tokio::test]
 async fn the_demo_runs_and_its_examples_hold() {
     let mut child = Command::new(BIN)
-        .args(["demo", "--proxy", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["demo", "--proxy", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--api", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -134,6 +134,11 @@ async fn the_demo_runs_and_its_examples_hold() {
     assert_eq!((old.status, old.reason().as_str()), (401, "expired"));
     assert_eq!(send("POST", "/mt-manager/accounts/demo-account-1/trade", &admin).await.status, 200);
     assert!(lines.iter().filter(|l| l.starts_with("curl ")).count() >= 4);
+    let api: std::net::SocketAddr = export("NG_API").trim_start_matches("http://").parse().expect("api addr");
+    let who =
+        support::send_raw(api, support::build_request("GET", "/v1/whoami", &[("Authorization", &narrowed)]).as_bytes())
+            .await;
+    assert_eq!((who.status, who.json()["subject"].as_str()), (200, Some("demo-web-app")));
 
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());

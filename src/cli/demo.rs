@@ -24,6 +24,9 @@ pub struct DemoArgs {
     /// Admin listen address (default from config/demo.yaml).
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// Token service listen address (default from config/demo.yaml).
+    #[arg(long)]
+    api: Option<SocketAddr>,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -39,6 +42,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(a) = args.admin {
         config.listeners.admin = Some(a);
     }
+    if let Some(a) = args.api {
+        config.listeners.api = Some(a);
+    }
 
     super::runtime(config.server.worker_threads)?.block_on(async move {
         let echo = EchoUpstream::start("127.0.0.1:0".parse()?).await?;
@@ -51,6 +57,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let expired = sign::sign(&demo_claims("demo-old", Role::User, false, narrowed_rules(), now - 7200, 3600), &signing)?;
         println!("# narrowgate demo: proxy {proxy}, admin http://{}, echo upstream {}", running.admin_addr.map_or("-".into(), |a| a.to_string()), echo.addr);
         println!("export NG_PROXY={proxy}");
+        println!("export NG_API=http://{}", running.api_addr.map_or("-".into(), |a| a.to_string()));
         println!("export NG_ADMIN_TOKEN={admin}");
         println!("export NG_NARROWED_TOKEN={narrowed}");
         println!("export NG_EXPIRED_TOKEN={expired}");
@@ -65,6 +72,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("curl -s -H \"Authorization: Bearer $NG_EXPIRED_TOKEN\" $NG_PROXY/users/current/accounts/demo-account-1");
         println!("# the admin token may do anything");
         println!("curl -s -X POST -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" $NG_PROXY/mt-manager/accounts/demo-account-1/trade");
+        println!("# what a token grants:   curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_API/v1/whoami");
+        println!("# the manifest:          curl -s $NG_API/v1/manifest");
         println!("# see a token's claims:  narrowgate token inspect $NG_NARROWED_TOKEN");
         println!("# metrics:               curl -s http://{}/metrics", running.admin_addr.map_or("-".into(), |a| a.to_string()));
         println!("# Ctrl-C stops the demo.");

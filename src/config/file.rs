@@ -27,6 +27,9 @@ pub struct ListenersFile {
     pub proxy: String,
     #[serde(default)]
     pub admin: Option<String>,
+    /// The token service; absent in enforce-only mode.
+    #[serde(default)]
+    pub api: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

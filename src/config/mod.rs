@@ -70,6 +70,8 @@ pub struct Config {
 pub struct Listeners {
     pub proxy: SocketAddr,
     pub admin: Option<SocketAddr>,
+    /// The token service; `None` in enforce-only mode.
+    pub api: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -417,7 +419,8 @@ fn socket_addr(s: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> {
 fn build_listeners(f: ListenersFile, errs: &mut Errors) -> Option<Listeners> {
     let proxy = socket_addr(&f.proxy, "listeners.proxy", errs);
     let admin = f.admin.as_deref().map(|a| socket_addr(a, "listeners.admin", errs));
-    Some(Listeners { proxy: proxy?, admin: admin.flatten() })
+    let api = f.api.as_deref().map(|a| socket_addr(a, "listeners.api", errs));
+    Some(Listeners { proxy: proxy?, admin: admin.flatten(), api: api.flatten() })
 }
 
 fn build_upstream(f: UpstreamFile, errs: &mut Errors) -> Option<UpstreamConfig> {

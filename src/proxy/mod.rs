@@ -14,7 +14,6 @@
 //! nothing is held across an await. Only phase 7 awaits.
 
 pub mod canonical;
-pub mod credential;
 pub mod headers;
 pub mod respond;
 pub mod server;
@@ -34,13 +33,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 
+use crate::auth::Authenticator;
 use crate::config::{Config, CredentialSource, Forwarding, Unmatched};
 use crate::metrics::{Metrics, UpstreamError};
 use crate::policy::{Decision, Denial, Route, Router, evaluate};
 use crate::reason::Reason;
 use crate::revocation::Revocations;
 use crate::token::{Grant, GrantCache, Verifier, now_unix};
-use credential::CredentialError;
 
 /// Response bodies: the upstream's, streamed, or one of ours.
 pub type Body = Either<upstream::UpstreamBody, Full<Bytes>>;
@@ -117,10 +116,7 @@ pub struct Gateway {
     router: Router,
     /// Header value of each application's name, by app index.
     app_values: Vec<HeaderValue>,
-    verifier: Verifier,
-    cache: GrantCache,
-    revocations: Arc<Revocations>,
-    credentials: Vec<CredentialSource>,
+    auth: Arc<Authenticator>,
     query_credential: Option<String>,
     forwarding: Forwarding,
     trusted_proxies: Vec<IpNet>,
@@ -142,6 +138,19 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     pub fn new(config: Config, metrics: Arc<Metrics>, revocations: Arc<Revocations>) -> Self {
+        let auth = Arc::new(Authenticator::new(
+            config.credentials.clone(),
+            Verifier::new(config.keys.clone(), config.max_token_bytes),
+            GrantCache::new(config.cache.capacity, config.cache.max_ttl.as_secs()),
+            revocations,
+            metrics.clone(),
+        ));
+        Gateway::with_auth(config, metrics, auth)
+    }
+
+    /// A gateway sharing its authenticator (and so its cache) with others,
+    /// such as the token service.
+    pub fn with_auth(config: Config, metrics: Arc<Metrics>, auth: Arc<Authenticator>) -> Self {
         let app_values = config
             .manifest
             .applications
@@ -155,13 +164,10 @@ impl Gateway {
         let prefix = crate::token::keys::random_id(4).unwrap_or_else(|_| "ng".into());
         Gateway {
             upstream: upstream::Upstream::new(&config.upstream),
-            verifier: Verifier::new(config.keys, config.max_token_bytes),
-            cache: GrantCache::new(config.cache.capacity, config.cache.max_ttl.as_secs()),
+            auth,
             routes: config.manifest.routes,
             router: config.router,
             app_values,
-            revocations,
-            credentials: config.credentials,
             query_credential,
             forwarding: config.forwarding,
             trusted_proxies: config.trusted_proxies,
@@ -282,40 +288,8 @@ impl Gateway {
             });
         };
 
-        // Phase 3: credential.
-        let token = match credential::extract(&self.credentials, req.headers(), req.uri().query()) {
-            Ok(Some(t)) => t,
-            Ok(None) => return Err(fail(Reason::MissingToken, None)),
-            Err(CredentialError::Conflict) => return Err(fail(Reason::ConflictingCredentials, None)),
-            Err(CredentialError::Malformed) => return Err(fail(Reason::InvalidToken, None)),
-        };
-
-        // Phase 4: verify, through the cache.
-        let grant = match self.cache.get(&token, now) {
-            Some(g) => {
-                self.metrics.cache_hits.inc();
-                g
-            }
-            None => {
-                self.metrics.cache_misses.inc();
-                match self.verifier.verify(&token, now) {
-                    Ok(g) => {
-                        let g = Arc::new(g);
-                        self.cache.put(&token, g.clone(), now);
-                        g
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "token refused");
-                        return Err(fail(e.reason(), None));
-                    }
-                }
-            }
-        };
-
-        // Phase 5: revocation, never cached.
-        if self.revocations.rejects(&grant) {
-            return Err(fail(Reason::Revoked, None));
-        }
+        // Phases 3–5: credential, verification, revocation.
+        let grant = self.auth.authenticate(req.headers(), req.uri().query(), now).map_err(|r| fail(r, None))?;
 
         // Phase 6: evaluate.
         match evaluate(&grant.rules, &facts) {
@@ -343,7 +317,7 @@ impl Gateway {
         *req.uri_mut() = self.upstream_uri(req.uri(), permit).map_err(|_| UpstreamError::Other)?;
         let host = req.headers().get(header::HOST).cloned();
         let h = req.headers_mut();
-        headers::strip_inbound(h, &self.forwarding, &self.credentials, conn.trusted, permit.upgrade);
+        headers::strip_inbound(h, &self.forwarding, self.auth.credentials(), conn.trusted, permit.upgrade);
         set_forwarded(h, conn, host);
         h.insert(self.forwarding.request_id.clone(), request_id.clone());
         if let Some(grant) = &permit.grant {

@@ -22,6 +22,7 @@ pub struct Harness {
     pub gateway: Option<Running>,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    pub api: SocketAddr,
     pub key: TestKey,
     _dir: tempfile::TempDir,
 }
@@ -43,12 +44,14 @@ impl Harness {
         let mut config = Config::from_yaml(&edit_yaml(DEMO_YAML.to_string()), dir.path()).expect("demo config");
         config.listeners.proxy = "127.0.0.1:0".parse().expect("addr");
         config.listeners.admin = Some("127.0.0.1:0".parse().expect("addr"));
+        config.listeners.api = Some("127.0.0.1:0".parse().expect("addr"));
         config.upstream.addresses = vec![echo.addr.to_string().parse().expect("authority")];
         edit_config(&mut config);
         let running = app::start(config).await.expect("gateway starts");
         let proxy = running.proxy_addr;
         let admin = running.admin_addr.expect("admin listener");
-        Harness { echo, gateway: Some(running), proxy, admin, key, _dir: dir }
+        let api = running.api_addr.expect("api listener");
+        Harness { echo, gateway: Some(running), proxy, admin, api, key, _dir: dir }
     }
 
     /// A token for `sub` with these access rules, valid for an hour.
@@ -80,6 +83,11 @@ impl Harness {
         let r = self.echo.received();
         self.echo.clear();
         r
+    }
+
+    /// A request to the token service (api listener).
+    pub async fn api_request(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
+        send_raw(self.api, build_request(method, target, headers).as_bytes()).await
     }
 
     pub async fn admin_get(&self, path: &str) -> Response {

@@ -1,4 +1,4 @@
-//! Phase 3: find the credential among the configured sources.
+//! Find the credential among the configured sources (request phase 3).
 //!
 //! Two different credentials in one request are an error, never a choice:
 //! the gateway would otherwise check one token while the upstream might read

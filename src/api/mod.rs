@@ -1,0 +1,144 @@
+//! The token service on the `api` listener (axum): the native JSON API
+//! under `/v1`. Authentication is the proxy's own ([`Authenticator`]): the
+//! same credential sources, verification, cache and revocation mirror, so
+//! a token is judged identically on both listeners. Errors use the same
+//! bodies and codes as the proxy's denials.
+//!
+//! So far: `GET /v1/manifest` and `GET /v1/whoami`. Issuing, narrowing,
+//! listing, revoking and registration tokens follow (issue 3).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::auth::Authenticator;
+use crate::policy::Manifest;
+use crate::proxy::respond::error_response;
+use crate::token::{Grant, Role, TokenKind, now_unix};
+
+/// What the token service's handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    auth: Arc<Authenticator>,
+    /// The manifest in MetaApi's shape, serialized once.
+    manifest_json: Bytes,
+}
+
+impl ApiState {
+    pub fn new(auth: Arc<Authenticator>, manifest: &Manifest) -> Self {
+        // Serializing plain config data cannot fail; an empty list if it did.
+        let manifest_json = serde_json::to_vec(&manifest.applications).unwrap_or_else(|_| b"[]".to_vec());
+        ApiState { auth, manifest_json: Bytes::from(manifest_json) }
+    }
+}
+
+/// The token service's router; testable without sockets.
+pub fn app(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/manifest", get(manifest))
+        .route("/v1/whoami", get(whoami))
+        .fallback(|| async { error_json(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": code, "message": message });
+    json(status, Bytes::from(body.to_string()))
+}
+
+async fn manifest(State(s): State<ApiState>) -> Response {
+    json(StatusCode::OK, s.manifest_json.clone())
+}
+
+/// The calling token's grant.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WhoAmI<'a> {
+    id: &'a str,
+    name: Option<&'a str>,
+    kind: TokenKind,
+    role: Role,
+    master: bool,
+    subject: &'a str,
+    issuer: &'a str,
+    access_rules: Vec<RuleView>,
+    not_before: Option<u64>,
+    /// `null`: never expires.
+    expires_at: Option<u64>,
+    lineage: Vec<&'a str>,
+}
+
+/// An access rule as the API shows it: MetaApi's detailed shape, resources
+/// as `{entity, id}` objects.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RuleView {
+    id: String,
+    application: String,
+    service: String,
+    method_groups: Vec<crate::token::claims::WireMethodGroup>,
+    roles: Vec<String>,
+    resources: Vec<ResourceView>,
+}
+
+#[derive(Serialize)]
+struct ResourceView {
+    entity: String,
+    id: String,
+}
+
+impl RuleView {
+    fn of(rule: &crate::policy::AccessRule) -> Self {
+        let wire = crate::token::WireRule::from_rule(rule);
+        RuleView {
+            id: wire.id,
+            application: wire.application,
+            service: wire.service,
+            method_groups: wire.method_groups,
+            roles: wire.roles,
+            resources: rule
+                .resources
+                .iter()
+                .map(|r| ResourceView { entity: r.entity.as_str().to_string(), id: r.id.as_str().to_string() })
+                .collect(),
+        }
+    }
+}
+
+fn whoami_view(g: &Grant) -> WhoAmI<'_> {
+    WhoAmI {
+        id: &g.token_id,
+        name: g.name.as_deref(),
+        kind: g.kind,
+        role: g.role,
+        master: g.master,
+        subject: &g.subject,
+        issuer: &g.issuer,
+        access_rules: g.rules.iter().map(RuleView::of).collect(),
+        not_before: g.not_before,
+        expires_at: g.expires_at,
+        lineage: g.lineage.iter().map(|l| &**l).collect(),
+    }
+}
+
+async fn whoami(State(s): State<ApiState>, req: Request) -> Response {
+    match s.auth.authenticate(req.headers(), req.uri().query(), now_unix()) {
+        Ok(grant) => match serde_json::to_vec(&whoami_view(&grant)) {
+            Ok(body) => json(StatusCode::OK, Bytes::from(body)),
+            Err(_) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the grant could not be shown"),
+        },
+        Err(reason) => error_response(reason, None, None).into_response(),
+    }
+}
