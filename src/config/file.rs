@@ -79,6 +79,20 @@ pub struct IssuerFile {
     pub keys: Vec<KeyFile>,
     #[serde(default)]
     pub jwks_file: Option<String>,
+    /// Private keys this gateway signs tokens with, as this issuer; their
+    /// public halves are trusted automatically (do not list them in `keys`).
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKeyFile>,
+    /// The kid new tokens are signed with; default: the first signing key.
+    #[serde(default)]
+    pub active_signing_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyFile {
+    pub kid: String,
+    pub private_key_file: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -53,6 +53,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub trusted_proxies: Vec<IpNet>,
     pub keys: KeySet,
+    /// This gateway's own signing keys, if it issues tokens.
+    pub signing: Option<Signing>,
     pub max_token_bytes: usize,
     pub credentials: Vec<CredentialSource>,
     pub forwarding: Forwarding,
@@ -123,6 +125,22 @@ pub struct IdentityHeaders {
 pub struct CacheConfig {
     pub capacity: usize,
     pub max_ttl: Duration,
+}
+
+/// The keys this gateway signs with, as one of its issuers.
+#[derive(Debug, Clone)]
+pub struct Signing {
+    /// The `iss` tokens get.
+    pub issuer: String,
+    pub keys: Vec<std::sync::Arc<crate::token::SigningKey>>,
+    /// Index of the key new tokens are signed with.
+    pub active: usize,
+}
+
+impl Signing {
+    pub fn active_key(&self) -> &crate::token::SigningKey {
+        &self.keys[self.active.min(self.keys.len() - 1)]
+    }
 }
 
 /// The token store and how often its revocations are fully resynced.
@@ -280,6 +298,7 @@ impl Config {
         };
 
         let mut keyset = KeySet::default();
+        let mut signing: Option<Signing> = None;
         match required("issuers", &mut errs) {
             Value::Array(items) => {
                 if items.is_empty() {
@@ -288,7 +307,7 @@ impl Config {
                 for (i, item) in items.iter().enumerate() {
                     let path = format!("issuers[{i}]");
                     if let Some(f) = section::<IssuerFile>(item, &path, &mut errs) {
-                        build_issuer(f, &path, base, &mut keyset, &mut errs);
+                        build_issuer(f, &path, base, &mut keyset, &mut signing, &mut errs);
                     }
                 }
             }
@@ -376,6 +395,7 @@ impl Config {
                 server,
                 trusted_proxies,
                 keys: keyset,
+                signing,
                 max_token_bytes,
                 credentials,
                 forwarding,
@@ -448,7 +468,14 @@ fn build_upstream(f: UpstreamFile, errs: &mut Errors) -> Option<UpstreamConfig> 
     })
 }
 
-fn build_issuer(f: IssuerFile, path: &str, base: &Path, keyset: &mut KeySet, errs: &mut Errors) {
+fn build_issuer(
+    f: IssuerFile,
+    path: &str,
+    base: &Path,
+    keyset: &mut KeySet,
+    signing: &mut Option<Signing>,
+    errs: &mut Errors,
+) {
     let mut algorithms = Vec::new();
     for (i, a) in f.algorithms.iter().enumerate() {
         match parse_algorithm(a) {
@@ -473,8 +500,43 @@ fn build_issuer(f: IssuerFile, path: &str, base: &Path, keyset: &mut KeySet, err
         clock_skew_secs: skew.as_secs(),
         allow_missing_exp: f.allow_missing_exp,
     });
-    if f.keys.is_empty() && f.jwks_file.is_none() {
-        errs.push(path, "needs keys or a jwks_file");
+    if f.keys.is_empty() && f.jwks_file.is_none() && f.signing_keys.is_empty() {
+        errs.push(path, "needs keys, a jwks_file or signing_keys");
+    }
+    let mut own = Vec::new();
+    for (i, k) in f.signing_keys.iter().enumerate() {
+        let kpath = format!("{path}.signing_keys[{i}]");
+        match crate::token::SigningKey::from_pem_file(&base.join(&k.private_key_file), &k.kid) {
+            Ok(key) if !algorithms.contains(&key.algorithm) => {
+                errs.push(&kpath, format!("a {:?} key, not among the issuer's algorithms", key.algorithm))
+            }
+            Ok(key) => match key.verification_key(issuer).map_err(|e| e.to_string()).and_then(|v| keyset.add_key(v)) {
+                Ok(()) => own.push(std::sync::Arc::new(key)),
+                Err(e) => errs.push(&format!("{kpath}.kid"), e),
+            },
+            Err(e) => errs.push(&kpath, e),
+        }
+    }
+    if !f.signing_keys.is_empty() {
+        let active = match &f.active_signing_key {
+            None => Some(0),
+            Some(kid) => {
+                let found = f.signing_keys.iter().position(|k| k.kid == *kid);
+                if found.is_none() {
+                    errs.push(&format!("{path}.active_signing_key"), format!("{kid:?} is not among signing_keys"));
+                }
+                found
+            }
+        };
+        if signing.is_some() {
+            errs.push(&format!("{path}.signing_keys"), "only one issuer may hold signing keys");
+        } else if let (Some(active), false) = (active, own.is_empty()) {
+            if own.len() == f.signing_keys.len() {
+                *signing = Some(Signing { issuer: f.issuer.clone(), keys: own, active });
+            }
+        }
+    } else if f.active_signing_key.is_some() {
+        errs.push(&format!("{path}.active_signing_key"), "set without signing_keys");
     }
     for (i, k) in f.keys.iter().enumerate() {
         let kpath = format!("{path}.keys[{i}]");
@@ -978,6 +1040,43 @@ applications:
         let dup = text.replace("kid: k1", "kid: idp-1");
         let errs = Config::from_yaml(&dup, dir.path()).expect_err("duplicate kid").0;
         assert!(errs.iter().any(|e| e.contains("kid \"idp-1\" is used by more than one key")), "{errs:?}");
+    }
+
+    #[test]
+    fn signing_keys_are_loaded_and_their_public_halves_trusted() {
+        let dir = key_dir();
+        let mut kids = Vec::new();
+        for alg in [jsonwebtoken::Algorithm::ES256, jsonwebtoken::Algorithm::EdDSA] {
+            let g = keys::generate(alg).expect("key");
+            std::fs::write(dir.path().join(format!("{}.pem", g.kid)), &g.private_pem).expect("write");
+            kids.push(g.kid);
+        }
+        let text = GOOD.replace("algorithms: [ES256]", "algorithms: [ES256, EdDSA]").replace(
+            "    keys: [{ kid: k1, algorithm: ES256, public_key_file: k.pub.pem }]",
+            &format!(
+                "    keys: [{{ kid: k1, algorithm: ES256, public_key_file: k.pub.pem }}]\n    signing_keys:\n      - {{ kid: {a}, private_key_file: {a}.pem }}\n      - {{ kid: {b}, private_key_file: {b}.pem }}\n    active_signing_key: {b}",
+                a = kids[0],
+                b = kids[1]
+            ),
+        );
+        let c = Config::from_yaml(&text, dir.path()).expect("valid");
+        let signing = c.signing.as_ref().expect("signing");
+        assert_eq!((signing.issuer.as_str(), signing.active_key().kid.as_str()), ("narrowgate", kids[1].as_str()));
+        assert_eq!(signing.active_key().algorithm, jsonwebtoken::Algorithm::EdDSA);
+        // Tokens signed with either key verify against the config's keys.
+        let verifier = crate::token::Verifier::new(c.keys.clone(), 8192);
+        let now = crate::token::now_unix();
+        for key in &signing.keys {
+            let t = crate::token::sign::sign(&crate::token::testkit::payload("a", now, 60, serde_json::json!([])), key)
+                .expect("sign");
+            assert!(verifier.verify(&t, now).is_ok(), "{}", key.kid);
+        }
+        let bad = text.replace(&format!("active_signing_key: {}", kids[1]), "active_signing_key: nope");
+        let errs = Config::from_yaml(&bad, dir.path()).expect_err("unknown active").0;
+        assert!(errs.iter().any(|e| e.starts_with("issuers[0].active_signing_key")), "{errs:?}");
+        let es_only = text.replace("algorithms: [ES256, EdDSA]", "algorithms: [ES256]");
+        let errs = Config::from_yaml(&es_only, dir.path()).expect_err("EdDSA not allowed").0;
+        assert!(errs.iter().any(|e| e.starts_with("issuers[0].signing_keys[1]")), "{errs:?}");
     }
 
     #[test]

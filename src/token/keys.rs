@@ -226,6 +226,10 @@ pub struct SigningKey {
     pub kid: String,
     pub algorithm: Algorithm,
     key: EncodingKey,
+    /// The public half, for verification and the JWKS.
+    public: DecodingKey,
+    /// The public half as SPKI PEM.
+    pub public_pem: String,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -247,20 +251,38 @@ impl SigningKey {
         let invalid = || KeyError::Invalid { what: format!("private key {kid:?}"), alg: Algorithm::ES256 };
         let parsed = pem::parse(pem_bytes).map_err(|_| invalid())?;
         let der = parsed.contents();
-        let (algorithm, key) = if sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, der).is_ok() {
-            (Algorithm::ES256, EncodingKey::from_ec_der(der))
-        } else if sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_FIXED_SIGNING, der).is_ok() {
-            (Algorithm::ES384, EncodingKey::from_ec_der(der))
-        } else if sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).is_ok() {
-            (Algorithm::EdDSA, EncodingKey::from_ed_der(der))
-        } else {
-            return Err(invalid());
+        let spki = |r: Result<_, _>| -> Result<Vec<u8>, KeyError> {
+            let der: aws_lc_rs::encoding::PublicKeyX509Der<'static> = r.map_err(|_| invalid())?;
+            Ok(der.as_ref().to_vec())
         };
-        Ok(SigningKey { kid: kid.to_string(), algorithm, key })
+        let (algorithm, key, public_der) =
+            if let Ok(kp) = sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, der) {
+                (Algorithm::ES256, EncodingKey::from_ec_der(der), spki(kp.public_key().as_der())?)
+            } else if let Ok(kp) = sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_FIXED_SIGNING, der) {
+                (Algorithm::ES384, EncodingKey::from_ec_der(der), spki(kp.public_key().as_der())?)
+            } else if let Ok(kp) = sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+                (Algorithm::EdDSA, EncodingKey::from_ed_der(der), spki(kp.public_key().as_der())?)
+            } else {
+                return Err(invalid());
+            };
+        // Through PEM, so the public key takes the same typed path as one
+        // loaded from a file.
+        let public_pem = pem::encode(&pem::Pem::new("PUBLIC KEY", public_der));
+        let public = match algorithm {
+            Algorithm::EdDSA => DecodingKey::from_ed_pem(public_pem.as_bytes()),
+            _ => DecodingKey::from_ec_pem(public_pem.as_bytes()),
+        }
+        .map_err(|_| invalid())?;
+        Ok(SigningKey { kid: kid.to_string(), algorithm, key, public, public_pem })
     }
 
     pub fn encoding_key(&self) -> &EncodingKey {
         &self.key
+    }
+
+    /// The public half, as a verification key for `issuer`.
+    pub fn verification_key(&self, issuer: usize) -> Result<VerificationKey, KeyError> {
+        Ok(VerificationKey { kid: Some(self.kid.clone()), algorithm: self.algorithm, key: self.public.clone(), issuer })
     }
 }
 
