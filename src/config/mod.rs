@@ -530,10 +530,11 @@ fn build_issuer(
         };
         if signing.is_some() {
             errs.push(&format!("{path}.signing_keys"), "only one issuer may hold signing keys");
-        } else if let (Some(active), false) = (active, own.is_empty()) {
-            if own.len() == f.signing_keys.len() {
-                *signing = Some(Signing { issuer: f.issuer.clone(), keys: own, active });
-            }
+        } else if let Some(active) = active
+            && !own.is_empty()
+            && own.len() == f.signing_keys.len()
+        {
+            *signing = Some(Signing { issuer: f.issuer.clone(), keys: own, active });
         }
     } else if f.active_signing_key.is_some() {
         errs.push(&format!("{path}.active_signing_key"), "set without signing_keys");
