@@ -100,7 +100,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         revocations.clone(),
         metrics.clone(),
     ));
-    let api_state = api::ApiState::new(auth.clone(), &config.manifest);
+    let api_state = api::ApiState::new(auth.clone(), &config.manifest, config.signing.clone(), store.clone());
     let gateway = Arc::new(Gateway::with_auth(config, metrics, auth));
 
     let mut rx = stop_rx.clone();

@@ -79,3 +79,155 @@ async fn whoami_refuses_like_the_proxy() {
     assert_eq!((resp.status, resp.reason().as_str()), (401, "revoked"));
     h.shutdown().await;
 }
+
+fn parent_rules() -> serde_json::Value {
+    json!([
+        rule("trading-account-management-api", &["reader", "writer"], &["*:$USER_ID$:*"]),
+        {
+            "id": "mt", "application": "mt-manager-api", "service": "*",
+            "methodGroups": [{ "group": "mt-manager", "methods": [{ "method": "*", "scopes": ["public"] }] }],
+            "roles": ["reader"], "resources": ["account:$USER_ID$:*"]
+        }
+    ])
+}
+
+fn parent(h: &Harness, jti: &str, ttl: u64) -> String {
+    let mut p = payload("alice", now_unix(), ttl, parent_rules());
+    p["jti"] = json!(jti);
+    format!("Bearer {}", h.sign(&p))
+}
+
+#[tokio::test]
+async fn a_narrowed_token_works_on_the_proxy_within_its_narrower_rules() {
+    let h = Harness::start().await;
+    let auth = parent(&h, "parent-1", 3600);
+    let body = r#"{"applications":["trading-account-management-api"],"roles":["reader"],"resources":[{"entity":"account","id":"a1"}],"validityInHours":0.5}"#;
+    let resp = h.api_post("/v1/tokens/narrow", &[("Authorization", &auth)], body).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let child = resp.json()["token"].as_str().expect("token").to_string();
+    let exp = resp.json()["expiresAt"].as_u64().expect("exp");
+    assert!((exp as i64 - (now_unix() + 1800) as i64).abs() <= 2, "fractional validity");
+    let (h64, p64) = (child.split('.').next().expect("h"), child.split('.').nth(1).expect("p"));
+    assert!(!h64.contains(['-', '_']) && !p64.contains(['-', '_']), "MetaApi-safe encoding");
+
+    let child_auth = format!("Bearer {child}");
+    let who = h.api_request("GET", "/v1/whoami", &[("Authorization", &child_auth)]).await.json();
+    assert_eq!(
+        (who["kind"].as_str(), who["role"].as_str(), who["master"].as_bool()),
+        (Some("narrowed"), Some("user"), Some(false))
+    );
+    assert_eq!(who["lineage"], json!(["parent-1"]));
+    assert_eq!(who["subject"], "alice");
+
+    // On the proxy: a1 readable, a2 not, writing not, other applications not.
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &child_auth)]).await.status, 200);
+    let other = h.get("/users/current/accounts/a2", &[("Authorization", &child_auth)]).await;
+    assert_eq!((other.status, other.reason().as_str()), (403, "resource_not_allowed"));
+    assert_eq!(h.request("DELETE", "/users/current/accounts/a1", &[("Authorization", &child_auth)]).await.status, 403);
+    assert_eq!(h.get("/mt-manager/accounts/a1/users/1", &[("Authorization", &child_auth)]).await.status, 403);
+    // The parent could do all of those.
+    assert_eq!(h.get("/users/current/accounts/a2", &[("Authorization", &auth)]).await.status, 200);
+    assert_eq!(h.upstream_received().len(), 2);
+
+    // Revoking the parent rejects the child.
+    h.gateway.as_ref().expect("running").revocations.revoke("parent-1");
+    let resp = h.get("/users/current/accounts/a1", &[("Authorization", &child_auth)]).await;
+    assert_eq!((resp.status, resp.reason().as_str()), (401, "revoked"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_detailed_form_and_the_query_validity_are_accepted() {
+    let h = Harness::start().await;
+    let auth = parent(&h, "parent-2", 3600);
+    let body = json!({"accessRules": [{
+        "application": "mt-manager-api", "service": "rest",
+        "methodGroups": [{"group": "mt-manager", "methods": [{"method": "getUser", "scopes": ["public"]}]}],
+        "roles": ["reader"], "resources": [{"entity": "account", "id": "a1"}]
+    }]})
+    .to_string();
+    let resp = h
+        .api_post(
+            "/v1/tokens/narrow?validity-in-hours=0.25",
+            &[("auth-token", auth.trim_start_matches("Bearer "))],
+            &body,
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let child = format!("Bearer {}", resp.json()["token"].as_str().expect("token"));
+    assert_eq!(h.get("/mt-manager/accounts/a1/users/7", &[("Authorization", &child)]).await.status, 200);
+    assert_eq!(h.get("/mt-manager/accounts/a2/users/7", &[("Authorization", &child)]).await.status, 403);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn escalation_attempts_are_refused_and_nothing_is_issued() {
+    let h = Harness::start().await;
+    let auth = parent(&h, "parent-3", 3600);
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("add a role", r#"{"roles":["admin"]}"#.into(), 400, "unknown role"),
+        (
+            "a role the parent lacks",
+            r#"{"applications":["mt-manager-api"],"roles":["writer"]}"#.into(),
+            403,
+            "roles[0]",
+        ),
+        ("add an application", r#"{"applications":["metastats-api"]}"#.into(), 403, "applications[0]"),
+        (
+            "a wildcard where the parent is specific",
+            json!({"accessRules": [{"application": "mt-manager-api", "service": "*",
+                "methodGroups": [{"group": "mt-manager", "methods": [{"method": "*"}]}],
+                "roles": ["reader"], "resources": [{"entity": "account", "id": "a1"}]}]})
+            .to_string(),
+            403,
+            "accessRules[0].methodGroups[0].methods[0]",
+        ),
+        ("a longer validity", r#"{"validityInHours":2}"#.into(), 403, "validityInHours"),
+        ("unknown element", r#"{"applications":["no-such-api"]}"#.into(), 400, "unknown application"),
+        ("unknown field", r#"{"colour":"red"}"#.into(), 400, "unknown field"),
+        ("both forms", r#"{"roles":["reader"],"accessRules":[]}"#.into(), 400, "either accessRules"),
+        ("not JSON", "{".into(), 400, "malformed body"),
+        ("zero validity", r#"{"validityInHours":0}"#.into(), 400, "positive number"),
+    ];
+    for (name, body, status, says) in cases {
+        let resp = h.api_post("/v1/tokens/narrow", &[("Authorization", &auth)], &body).await;
+        assert_eq!(resp.status, status, "{name}: {}", resp.body);
+        assert!(resp.json()["message"].as_str().is_some_and(|m| m.contains(says)), "{name}: {}", resp.body);
+        assert!(resp.json()["token"].is_null(), "{name}: a token was issued");
+    }
+    // Narrowing a revoked or expired token, or without one.
+    h.gateway.as_ref().expect("running").revocations.revoke("parent-3");
+    assert_eq!(h.api_post("/v1/tokens/narrow", &[("Authorization", &auth)], "{}").await.status, 401);
+    let expired = format!("Bearer {}", h.sign(&payload("old", now_unix() - 7200, 3600, parent_rules())));
+    assert_eq!(h.api_post("/v1/tokens/narrow", &[("Authorization", &expired)], "{}").await.status, 401);
+    assert_eq!(h.api_post("/v1/tokens/narrow", &[], "{}").await.status, 401);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_narrowed_token_is_recorded_with_its_parent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ng.db");
+    let p = path.clone();
+    let h = Harness::start_with(
+        |y| y,
+        move |c| {
+            c.store = Some(narrowgate::config::StoreConfig::Sqlite {
+                path: p.clone(),
+                resync_interval: std::time::Duration::from_secs(30),
+            })
+        },
+    )
+    .await;
+    let auth = parent(&h, "parent-4", 3600);
+    let resp = h.api_post("/v1/tokens/narrow", &[("Authorization", &auth)], r#"{"roles":["reader"]}"#).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let id = resp.json()["id"].as_str().expect("id").to_string();
+    let store = h.gateway.as_ref().and_then(|g| g.store.clone()).expect("store");
+    let record = store.token(&id).await.expect("read").expect("recorded");
+    assert_eq!(record.parent_id.as_deref(), Some("parent-4"));
+    assert_eq!(record.lineage, ["parent-4"]);
+    assert_eq!(record.kind, narrowgate::token::TokenKind::Narrowed);
+    assert_eq!(record.expires_at, resp.json()["expiresAt"].as_i64());
+    h.shutdown().await;
+}

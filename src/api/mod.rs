@@ -4,8 +4,9 @@
 //! a token is judged identically on both listeners. Errors use the same
 //! bodies and codes as the proxy's denials.
 //!
-//! So far: `GET /v1/manifest` and `GET /v1/whoami`. Issuing, narrowing,
-//! listing, revoking and registration tokens follow (issue 3).
+//! So far: `GET /v1/manifest`, `GET /v1/whoami` and
+//! `POST /v1/tokens/narrow`. Issuing, listing, revoking and registration
+//! tokens follow (issue 3).
 
 use std::sync::Arc;
 
@@ -18,23 +19,36 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::auth::Authenticator;
+use crate::config::Signing;
 use crate::policy::Manifest;
 use crate::proxy::respond::error_response;
+use crate::store::Store;
 use crate::token::{Grant, Role, TokenKind, now_unix};
+
+mod narrow;
 
 /// What the token service's handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     auth: Arc<Authenticator>,
+    manifest: Arc<Manifest>,
     /// The manifest in MetaApi's shape, serialized once.
     manifest_json: Bytes,
+    signing: Option<Signing>,
+    store: Option<Store>,
 }
 
 impl ApiState {
-    pub fn new(auth: Arc<Authenticator>, manifest: &Manifest) -> Self {
+    pub fn new(auth: Arc<Authenticator>, manifest: &Manifest, signing: Option<Signing>, store: Option<Store>) -> Self {
         // Serializing plain config data cannot fail; an empty list if it did.
         let manifest_json = serde_json::to_vec(&manifest.applications).unwrap_or_else(|_| b"[]".to_vec());
-        ApiState { auth, manifest_json: Bytes::from(manifest_json) }
+        ApiState {
+            auth,
+            manifest: Arc::new(manifest.clone()),
+            manifest_json: Bytes::from(manifest_json),
+            signing,
+            store,
+        }
     }
 }
 
@@ -43,6 +57,7 @@ pub fn app(state: ApiState) -> Router {
     Router::new()
         .route("/v1/manifest", get(manifest))
         .route("/v1/whoami", get(whoami))
+        .route("/v1/tokens/narrow", axum::routing::post(narrow::narrow))
         .fallback(|| async { error_json(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
 }

@@ -265,6 +265,21 @@ impl Store {
         })
     }
 
+    /// Record a token in whichever store this is.
+    pub async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.insert_token(token).await,
+            Store::Postgres(s) => s.insert_token(token).await,
+        }
+    }
+
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.token(id).await,
+            Store::Postgres(s) => s.token(id).await,
+        }
+    }
+
     /// Load every revocation now, then keep `revocations` current in the
     /// background.
     pub async fn mirror_revocations(

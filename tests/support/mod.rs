@@ -40,8 +40,18 @@ impl Harness {
         let key = TestKey::es256("demo");
         std::fs::create_dir_all(dir.path().join("keys")).expect("mkdir");
         std::fs::write(dir.path().join("keys/demo.pub.pem"), &key.public).expect("write key");
+        // The token service signs with a key of its own.
+        let signer = TestKey::es256("signer");
+        std::fs::write(dir.path().join("keys/signer.pem"), &signer.private_pem).expect("write signing key");
+        let with_signing = |y: String| {
+            y.replace(
+                "        public_key_file: keys/demo.pub.pem\n",
+                "        public_key_file: keys/demo.pub.pem\n    signing_keys:\n      - kid: signer\n        private_key_file: keys/signer.pem\n",
+            )
+        };
         let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo upstream");
-        let mut config = Config::from_yaml(&edit_yaml(DEMO_YAML.to_string()), dir.path()).expect("demo config");
+        let mut config =
+            Config::from_yaml(&edit_yaml(with_signing(DEMO_YAML.to_string())), dir.path()).expect("demo config");
         config.listeners.proxy = "127.0.0.1:0".parse().expect("addr");
         config.listeners.admin = Some("127.0.0.1:0".parse().expect("addr"));
         config.listeners.api = Some("127.0.0.1:0".parse().expect("addr"));
@@ -88,6 +98,16 @@ impl Harness {
     /// A request to the token service (api listener).
     pub async fn api_request(&self, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
         send_raw(self.api, build_request(method, target, headers).as_bytes()).await
+    }
+
+    /// POST a JSON body to the token service.
+    pub async fn api_post(&self, target: &str, headers: &[(&str, &str)], body: &str) -> Response {
+        let mut req = format!("POST {target} HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: application/json\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
+        send_raw(self.api, req.as_bytes()).await
     }
 
     pub async fn admin_get(&self, path: &str) -> Response {
