@@ -13,7 +13,8 @@ CREATE TABLE tokens (
     secret_hash  BYTEA UNIQUE,
     not_before   BIGINT,
     expires_at   BIGINT,
-    parent_id    TEXT REFERENCES tokens(id),
+    -- Not a foreign key: a parent may come from another issuer or predate the store.
+    parent_id    TEXT,
     lineage      TEXT NOT NULL DEFAULT '[]',
     created_by   TEXT,
     created_at   BIGINT NOT NULL,

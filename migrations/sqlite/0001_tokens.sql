@@ -13,7 +13,8 @@ CREATE TABLE tokens (
     secret_hash  BLOB UNIQUE,
     not_before   INTEGER,
     expires_at   INTEGER,
-    parent_id    TEXT REFERENCES tokens(id),
+    -- Not a foreign key: a parent may come from another issuer or predate the store.
+    parent_id    TEXT,
     lineage      TEXT NOT NULL DEFAULT '[]',
     created_by   TEXT,
     created_at   INTEGER NOT NULL,

@@ -322,10 +322,14 @@ fn check_known(rule: &AccessRule, manifest: &Manifest, path: &str) -> Result<(),
     Ok(())
 }
 
-/// The child's expiry: `hours` from `now` (default 24, fractions allowed),
-/// never after the parent's.
+/// The child's expiry: `hours` from `now` (fractions allowed), never after
+/// the parent's: asking for more is refused. Without `hours`, 24 hours or
+/// the parent's remaining life, whichever is shorter.
 pub fn child_expiry(parent_exp: Option<u64>, now: u64, hours: Option<f64>) -> Result<u64, NarrowError> {
-    let hours = hours.unwrap_or(24.0);
+    let Some(hours) = hours else {
+        let default = now.saturating_add(24 * 3600);
+        return Ok(parent_exp.map_or(default, |p| p.min(default)));
+    };
     if !hours.is_finite() || hours <= 0.0 || hours > 24.0 * 366.0 * 10.0 {
         return Err(NarrowError::BadValidity(format!("validity {hours} is not a positive number of hours")));
     }
@@ -582,6 +586,7 @@ mod tests {
     #[test]
     fn validity_never_outlives_the_parent() {
         assert_eq!(child_expiry(None, 1000, None), Ok(1000 + 24 * 3600));
+        assert_eq!(child_expiry(Some(5000), 1000, None), Ok(5000), "the default never outlives the parent");
         assert_eq!(child_expiry(Some(10_000), 1000, Some(0.5)), Ok(2800));
         assert!(matches!(child_expiry(Some(2000), 1000, Some(1.0)), Err(NarrowError::WouldWiden { .. })));
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
