@@ -231,3 +231,36 @@ async fn a_narrowed_token_is_recorded_with_its_parent() {
     assert_eq!(record.expires_at, resp.json()["expiresAt"].as_i64());
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_jwks_publishes_the_signing_keys_public_halves_only() {
+    let h = Harness::start().await;
+    let resp = h.api_request("GET", "/.well-known/jwks.json", &[]).await;
+    assert_eq!(resp.status, 200);
+    let jwks = resp.json();
+    let keys = jwks["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1);
+    let k = &keys[0];
+    assert_eq!(
+        (k["kid"].as_str(), k["kty"].as_str(), k["crv"].as_str(), k["use"].as_str()),
+        (Some("signer"), Some("EC"), Some("P-256"), Some("sig"))
+    );
+    assert!(k["x"].is_string() && k["y"].is_string());
+    assert!(k.get("d").is_none(), "a private parameter was published");
+    // A verifier that trusts only this JWKS accepts a token the service minted.
+    let auth = format!("Bearer {}", h.sign(&payload("alice", now_unix(), 3600, parent_rules())));
+    let minted = h.api_post("/v1/tokens/narrow", &[("Authorization", &auth)], "{}").await.json()["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let keyset =
+        narrowgate::token::keys::keys_from_jwks(&resp.body, &[jsonwebtoken::Algorithm::ES256], 0).expect("jwks parses");
+    let mut set = narrowgate::token::KeySet::default();
+    set.add_issuer(narrowgate::token::testkit::issuer_policy());
+    for k in keyset {
+        set.add_key(k).expect("add");
+    }
+    let verifier = narrowgate::token::Verifier::new(set, 8192);
+    assert!(verifier.verify(&minted, now_unix()).is_ok());
+    h.shutdown().await;
+}

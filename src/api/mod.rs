@@ -36,18 +36,21 @@ pub struct ApiState {
     manifest_json: Bytes,
     signing: Option<Signing>,
     store: Option<Store>,
+    jwks_json: Bytes,
 }
 
 impl ApiState {
     pub fn new(auth: Arc<Authenticator>, manifest: &Manifest, signing: Option<Signing>, store: Option<Store>) -> Self {
         // Serializing plain config data cannot fail; an empty list if it did.
         let manifest_json = serde_json::to_vec(&manifest.applications).unwrap_or_else(|_| b"[]".to_vec());
+        let jwks_json = build_jwks(signing.as_ref());
         ApiState {
             auth,
             manifest: Arc::new(manifest.clone()),
             manifest_json: Bytes::from(manifest_json),
             signing,
             store,
+            jwks_json,
         }
     }
 }
@@ -58,6 +61,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/manifest", get(manifest))
         .route("/v1/whoami", get(whoami))
         .route("/v1/tokens/narrow", axum::routing::post(narrow::narrow))
+        .route("/.well-known/jwks.json", get(jwks))
         .fallback(|| async { error_json(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
 }
@@ -71,6 +75,32 @@ fn json(status: StatusCode, body: Bytes) -> Response {
 fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": code, "message": message });
     json(status, Bytes::from(body.to_string()))
+}
+
+/// The public halves of this gateway's signing keys, for enforce-only
+/// gateways and other verifiers. Public parameters only.
+async fn jwks(State(s): State<ApiState>) -> Response {
+    json(StatusCode::OK, s.jwks_json.clone())
+}
+
+/// Build the JWKS document once, at start.
+fn build_jwks(signing: Option<&Signing>) -> Bytes {
+    let keys: Vec<serde_json::Value> =
+        signing.map(|sg| sg.keys.iter().filter_map(|k| public_jwk(k)).collect()).unwrap_or_default();
+    Bytes::from(serde_json::json!({ "keys": keys }).to_string())
+}
+
+fn public_jwk(key: &crate::token::SigningKey) -> Option<serde_json::Value> {
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(key.encoding_key(), key.algorithm).ok()?;
+    let mut v = serde_json::to_value(jwk).ok()?;
+    let obj = v.as_object_mut()?;
+    // Only public parameters leave the gateway, whatever the library put in.
+    for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+        obj.remove(private);
+    }
+    obj.insert("kid".into(), key.kid.clone().into());
+    obj.insert("use".into(), "sig".into());
+    Some(v)
 }
 
 async fn manifest(State(s): State<ApiState>) -> Response {
