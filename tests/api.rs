@@ -264,3 +264,141 @@ async fn the_jwks_publishes_the_signing_keys_public_halves_only() {
     assert!(verifier.verify(&minted, now_unix()).is_ok());
     h.shutdown().await;
 }
+
+async fn with_store() -> (tempfile::TempDir, Harness) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ng.db");
+    let h = Harness::start_with(
+        |y| y,
+        move |c| {
+            c.store = Some(narrowgate::config::StoreConfig::Sqlite {
+                path: path.clone(),
+                resync_interval: std::time::Duration::from_secs(30),
+            })
+        },
+    )
+    .await;
+    (dir, h)
+}
+
+fn master(h: &Harness) -> String {
+    let mut p = payload("root", now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
+    p["role"] = json!("admin");
+    p["master"] = json!(true);
+    p["jti"] = json!("master-1");
+    format!("Bearer {}", h.sign(&p))
+}
+
+#[tokio::test]
+async fn admins_create_list_show_and_revoke_tokens_and_revocation_follows_lineage() {
+    let (_dir, h) = with_store().await;
+    let root = master(&h);
+    let body = json!({
+        "name": "reporting", "description": "nightly reports", "application": "metastats-api", "lifetime": "2h45m30s",
+        "accessRules": [{"application": "trading-account-management-api", "service": "rest",
+            "methodGroups": [{"group": "account-management", "methods": [{"method": "*"}]}],
+            "roles": ["reader"], "resources": [{"entity": "*", "id": "*"}]}]
+    })
+    .to_string();
+    let created = h.api_post("/v1/tokens", &[("Authorization", &root)], &body).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let c = created.json();
+    let (id, token) = (c["id"].as_str().expect("id").to_string(), c["token"].as_str().expect("token").to_string());
+    assert_eq!(
+        (c["name"].as_str(), c["role"].as_str(), c["createdBy"].as_str()),
+        (Some("reporting"), Some("user"), Some("master-1"))
+    );
+    let exp = c["expiresAt"].as_i64().expect("exp");
+    assert!((exp - (now_unix() as i64 + 9930)).abs() <= 2, "lifetime 2h45m30s");
+    let auth = format!("Bearer {token}");
+    assert_eq!(h.get("/users/current/accounts/a9", &[("Authorization", &auth)]).await.status, 200);
+    assert_eq!(h.request("DELETE", "/users/current/accounts/a9", &[("Authorization", &auth)]).await.status, 403);
+
+    // Listed and shown without the secret.
+    let list = h.api_request("GET", "/v1/tokens?name=reporting", &[("Authorization", &root)]).await;
+    assert_eq!(list.status, 200);
+    assert_eq!(list.json()["tokens"][0]["id"], json!(id));
+    assert!(!list.body.contains(&token));
+    let shown = h.api_request("GET", &format!("/v1/tokens/{id}"), &[("Authorization", &root)]).await;
+    assert_eq!((shown.status, shown.json()["description"].as_str()), (200, Some("nightly reports")));
+    assert!(shown.json()["token"].is_null());
+    assert_eq!(h.api_request("GET", "/v1/tokens/nope", &[("Authorization", &root)]).await.status, 404);
+    assert_eq!(h.api_post("/v1/tokens", &[("Authorization", &root)], &body).await.status, 409, "duplicate name");
+
+    // A grandchild: narrowed twice from the created token.
+    let child = h
+        .api_post("/v1/tokens/narrow", &[("Authorization", &auth)], r#"{"resources":[{"entity":"account","id":"a1"}]}"#)
+        .await;
+    let child = format!("Bearer {}", child.json()["token"].as_str().expect("child"));
+    let grandchild = h.api_post("/v1/tokens/narrow", &[("Authorization", &child)], r#"{"validityInHours":1}"#).await;
+    let grandchild = format!("Bearer {}", grandchild.json()["token"].as_str().expect("grandchild"));
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &grandchild)]).await.status, 200);
+
+    // Revoking the created token rejects it and its grandchild.
+    assert_eq!(h.api_request("DELETE", &format!("/v1/tokens/{id}"), &[("Authorization", &root)]).await.status, 204);
+    for (who, t) in [("token", &auth), ("grandchild", &grandchild)] {
+        let r = h.get("/users/current/accounts/a1", &[("Authorization", t)]).await;
+        assert_eq!((r.status, r.reason().as_str()), (401, "revoked"), "{who}");
+    }
+    let shown = h.api_request("GET", &format!("/v1/tokens/{id}"), &[("Authorization", &root)]).await;
+    assert!(shown.json()["revokedAt"].is_i64());
+
+    // Revocation by name.
+    let other = h.api_post("/v1/tokens", &[("Authorization", &root)], r#"{"name":"temp","lifetime":"10m"}"#).await;
+    let other = format!("Bearer {}", other.json()["token"].as_str().expect("token"));
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &other)]).await.status, 200);
+    assert_eq!(h.api_request("DELETE", "/v1/tokens?name=temp", &[("Authorization", &root)]).await.status, 204);
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &other)]).await.status, 401);
+    assert_eq!(h.api_request("DELETE", "/v1/tokens?name=temp2", &[("Authorization", &root)]).await.status, 404);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_admins_manage_tokens_and_nothing_widens() {
+    let (_dir, h) = with_store().await;
+    let user =
+        format!("Bearer {}", h.sign(&payload("u", now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]))));
+    let mut p = payload("adm", now_unix(), 3600, json!([rule("metastats-api", &["reader"], &["*:$USER_ID$:*"])]));
+    p["role"] = json!("admin");
+    let admin = format!("Bearer {}", h.sign(&p));
+    let cases: Vec<(&str, &String, &str, u16, &str)> = vec![
+        ("a user token creates", &user, r#"{"name":"x","lifetime":"1h"}"#, 403, "admin_required"),
+        ("an admin mints an admin", &admin, r#"{"name":"x","lifetime":"1h","role":"admin"}"#, 403, "would_widen"),
+        ("an admin mints a master", &admin, r#"{"name":"x","lifetime":"1h","master":true}"#, 403, "would_widen"),
+        (
+            "an admin grants more than it has",
+            &admin,
+            r#"{"name":"x","lifetime":"1h","accessRules":[{"application":"*","service":"*","methodGroups":[{"group":"*","methods":[{"method":"*"}]}],"roles":["*"],"resources":[{"entity":"*","id":"*"}]}]}"#,
+            403,
+            "would_widen",
+        ),
+        ("a bad lifetime", &admin, r#"{"name":"x","lifetime":"soon"}"#, 400, "bad_request"),
+        ("no expiry", &admin, r#"{"name":"x"}"#, 400, "bad_request"),
+        ("unknown field", &admin, r#"{"name":"x","lifetime":"1h","colour":"red"}"#, 400, "bad_request"),
+        ("reference form", &admin, r#"{"name":"x","lifetime":"1h","form":"reference"}"#, 400, "bad_request"),
+    ];
+    for (name, auth, body, status, code) in cases {
+        let r = h.api_post("/v1/tokens", &[("Authorization", auth)], body).await;
+        assert_eq!((r.status, r.reason().as_str()), (status, code), "{name}: {}", r.body);
+    }
+    // Within its own rules an admin may create.
+    let ok = json!({"name": "stats-reader", "lifetime": "1h", "accessRules": [{"application": "metastats-api", "service": "*",
+        "methodGroups": [{"group": "*", "methods": [{"method": "*"}]}], "roles": ["reader"], "resources": [{"entity": "*", "id": "*"}]}]});
+    assert_eq!(h.api_post("/v1/tokens", &[("Authorization", &admin)], &ok.to_string()).await.status, 201);
+    // Without accessRules the new token gets the creator's own rules.
+    let same = h.api_post("/v1/tokens", &[("Authorization", &admin)], r#"{"name":"same","lifetime":"1h"}"#).await;
+    assert_eq!(same.status, 201, "{}", same.body);
+    let same = format!("Bearer {}", same.json()["token"].as_str().expect("token"));
+    assert_eq!(h.get("/metastats/users/current/accounts/a1/metrics", &[("Authorization", &same)]).await.status, 200);
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &same)]).await.status, 403);
+    assert_eq!(h.api_request("GET", "/v1/tokens", &[("Authorization", &user)]).await.status, 403);
+    assert_eq!(h.api_request("DELETE", "/v1/tokens/x", &[("Authorization", &user)]).await.status, 403);
+    assert_eq!(h.api_request("GET", "/v1/tokens", &[]).await.status, 401);
+    h.shutdown().await;
+
+    // Without a store, management is unavailable rather than half-done.
+    let h = Harness::start().await;
+    let r = h.api_post("/v1/tokens", &[("Authorization", &master(&h))], r#"{"name":"x","lifetime":"1h"}"#).await;
+    assert_eq!((r.status, r.reason().as_str()), (503, "store_unavailable"));
+    h.shutdown().await;
+}

@@ -26,6 +26,7 @@ use crate::store::Store;
 use crate::token::{Grant, Role, TokenKind, now_unix};
 
 mod narrow;
+mod tokens;
 
 /// What the token service's handlers share.
 #[derive(Clone)]
@@ -62,6 +63,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/whoami", get(whoami))
         .route("/v1/tokens/narrow", axum::routing::post(narrow::narrow))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/tokens", get(tokens::list).post(tokens::create).delete(tokens::revoke_by_name))
+        .route("/v1/tokens/{id}", get(tokens::show).delete(tokens::revoke))
         .fallback(|| async { error_json(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
 }

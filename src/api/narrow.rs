@@ -70,7 +70,7 @@ struct NarrowResponse {
     expires_at: u64,
 }
 
-fn compile(input: &RuleInput) -> Option<AccessRule> {
+pub(crate) fn compile(input: &RuleInput) -> Option<AccessRule> {
     WireRule {
         id: if input.id.is_empty() { input.application.clone() } else { input.id.clone() },
         application: input.application.clone(),
@@ -82,7 +82,7 @@ fn compile(input: &RuleInput) -> Option<AccessRule> {
     .compile()
 }
 
-fn refused(e: NarrowError) -> Response {
+pub(crate) fn refused(e: NarrowError) -> Response {
     match &e {
         NarrowError::WouldWiden { .. } => error_json(StatusCode::FORBIDDEN, "would_widen", &e.to_string()),
         _ => error_json(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),

@@ -280,6 +280,27 @@ impl Store {
         }
     }
 
+    pub async fn token_by_name(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.token_by_name(name).await,
+            Store::Postgres(s) => s.token_by_name(name).await,
+        }
+    }
+
+    pub async fn list_tokens(&self, filter: &TokenFilter) -> Result<Vec<TokenRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list_tokens(filter).await,
+            Store::Postgres(s) => s.list_tokens(filter).await,
+        }
+    }
+
+    pub async fn revoke(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.revoke(id, at).await,
+            Store::Postgres(s) => s.revoke(id, at).await,
+        }
+    }
+
     /// Load every revocation now, then keep `revocations` current in the
     /// background.
     pub async fn mirror_revocations(

@@ -1,0 +1,365 @@
+//! Token management for admin and master tokens: create (JWT form),
+//! list, view and revoke. The secret is in the create response only;
+//! listing and viewing never show one. Revocation takes effect in this
+//! process at once and on other replicas through the store.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::narrow::RuleInput;
+use super::{ApiState, error_json, json};
+use crate::config::parse_duration;
+use crate::policy::AccessRule;
+use crate::policy::narrow::narrow_detailed;
+use crate::proxy::respond::error_response;
+use crate::store::{Store, StoreError, TokenFilter, TokenForm, TokenRecord, kind_str, parse_kind, role_str};
+use crate::token::claims::{Claims, WireRule};
+use crate::token::keys::random_id;
+use crate::token::{Grant, Role, TokenKind, now_unix, sign};
+
+/// The caller, if it may manage tokens; else the response to send.
+// A handler's early return is a Response; boxing it would buy nothing.
+#[allow(clippy::result_large_err)]
+fn admin(s: &ApiState, req: &Request) -> Result<std::sync::Arc<Grant>, Response> {
+    let grant = s
+        .auth
+        .authenticate(req.headers(), req.uri().query(), now_unix())
+        .map_err(|r| error_response(r, None, None).into_response())?;
+    if grant.role != Role::Admin && !grant.master {
+        return Err(error_json(StatusCode::FORBIDDEN, "admin_required", "only admin or master tokens manage tokens"));
+    }
+    Ok(grant)
+}
+
+#[allow(clippy::result_large_err)]
+fn store(s: &ApiState) -> Result<&Store, Response> {
+    s.store.as_ref().ok_or_else(|| {
+        error_json(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "this gateway has no token store")
+    })
+}
+
+fn store_failed(e: StoreError) -> Response {
+    match e {
+        StoreError::Conflict(_) => {
+            error_json(StatusCode::CONFLICT, "conflict", "a token with this name already exists")
+        }
+        e => {
+            tracing::warn!(error = %e, "token store failed");
+            error_json(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the token store is unavailable")
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CreateRequest {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    application: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    master: bool,
+    /// Default: the caller's own rules.
+    #[serde(default)]
+    access_rules: Option<Vec<RuleInput>>,
+    /// Unix seconds.
+    #[serde(default)]
+    not_before: Option<u64>,
+    /// Unix seconds; or `lifetime`.
+    #[serde(default)]
+    expires_at: Option<u64>,
+    /// `2h45m30s` style.
+    #[serde(default)]
+    lifetime: Option<String>,
+    /// `jwt` (the default).
+    #[serde(default)]
+    form: Option<String>,
+}
+
+/// A token as listed and viewed: metadata, never a secret.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenView<'a> {
+    id: &'a str,
+    name: Option<&'a str>,
+    description: &'a str,
+    kind: &'static str,
+    role: &'static str,
+    master: bool,
+    application: Option<&'a str>,
+    subject: &'a str,
+    form: &'static str,
+    not_before: Option<i64>,
+    expires_at: Option<i64>,
+    parent_id: Option<&'a str>,
+    created_by: Option<&'a str>,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+fn view(t: &TokenRecord) -> TokenView<'_> {
+    TokenView {
+        id: &t.id,
+        name: t.name.as_deref(),
+        description: &t.description,
+        kind: kind_str(t.kind),
+        role: role_str(t.role),
+        master: t.master,
+        application: t.application.as_deref(),
+        subject: &t.subject,
+        form: t.form.as_str(),
+        not_before: t.not_before,
+        expires_at: t.expires_at,
+        parent_id: t.parent_id.as_deref(),
+        created_by: t.created_by.as_deref(),
+        created_at: t.created_at,
+        revoked_at: t.revoked_at,
+    }
+}
+
+fn ok_json<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(b) => json(status, Bytes::from(b)),
+        Err(_) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the response could not be built"),
+    }
+}
+
+pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response {
+    let caller = match admin(&s, &req) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let store = match store(&s) {
+        Ok(st) => st.clone(),
+        Err(r) => return r,
+    };
+    let Some(signing) = s.signing.clone() else {
+        return error_json(StatusCode::SERVICE_UNAVAILABLE, "signing_unavailable", "this gateway holds no signing key");
+    };
+    let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return error_json(StatusCode::PAYLOAD_TOO_LARGE, "bad_request", "the body is too large"),
+    };
+    let input: CreateRequest = match serde_json::from_slice(&body) {
+        Ok(i) => i,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, "bad_request", &format!("malformed body: {e}")),
+    };
+    let bad = |m: &str| error_json(StatusCode::BAD_REQUEST, "bad_request", m);
+    if input.name.trim().is_empty() || input.name.len() > 200 {
+        return bad("name: 1 to 200 characters");
+    }
+    if input.form.as_deref().is_some_and(|f| f != "jwt") {
+        return bad("form: only \"jwt\" is available so far");
+    }
+    let role = match input.role.as_deref() {
+        None | Some("user") | Some("User") => Role::User,
+        Some("admin") | Some("Administrator") => Role::Admin,
+        Some(other) => return bad(&format!("role: {other:?} is not user or admin")),
+    };
+    // Creating what the caller could not do itself is widening, too: only
+    // a master token may mint admin or master tokens.
+    if (role == Role::Admin || input.master) && !caller.master {
+        return error_json(
+            StatusCode::FORBIDDEN,
+            "would_widen",
+            "only a master token may create admin or master tokens",
+        );
+    }
+    let now = now_unix();
+    let expires_at = match (&input.lifetime, input.expires_at) {
+        (Some(_), Some(_)) => return bad("give lifetime or expiresAt, not both"),
+        (Some(l), None) => match parse_duration(l) {
+            Ok(d) if d.as_secs() > 0 => now + d.as_secs(),
+            _ => return bad(&format!("lifetime: {l:?} is not a duration like 2h45m30s")),
+        },
+        (None, Some(e)) if e > now => e,
+        (None, Some(_)) => return bad("expiresAt: must be in the future"),
+        (None, None) => {
+            return bad("a JWT needs lifetime or expiresAt (tokens that never expire need the reference form)");
+        }
+    };
+    let rules: Vec<AccessRule> = match &input.access_rules {
+        None => caller.rules.clone(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, r) in list.iter().enumerate() {
+                match super::narrow::compile(r) {
+                    Some(rule) => out.push(rule),
+                    None => return bad(&format!("accessRules[{i}]: empty application, service, entity or id")),
+                }
+            }
+            out
+        }
+    };
+    // Nobody grants more than it holds: the new token's rules must lie
+    // within the caller's, and name only what the manifest knows.
+    if let Err(e) = narrow_detailed(&caller.rules, &rules, &s.manifest) {
+        return super::narrow::refused(e);
+    }
+    let Ok(jti) = random_id(16) else {
+        return error_json(StatusCode::SERVICE_UNAVAILABLE, "internal", "no randomness available");
+    };
+    let claims = Claims {
+        iss: signing.issuer.clone(),
+        sub: input.name.clone(),
+        aud: None,
+        exp: Some(expires_at),
+        nbf: Some(input.not_before.unwrap_or(now)),
+        iat: now,
+        jti: jti.clone(),
+        name: Some(input.name.clone()),
+        kind: TokenKind::Access,
+        role,
+        master: input.master,
+        access_rules: rules.iter().map(WireRule::from_rule).collect(),
+        lineage: vec![],
+    };
+    let Ok(token) = sign::sign(&claims, signing.active_key()) else {
+        return error_json(StatusCode::SERVICE_UNAVAILABLE, "signing_unavailable", "the token could not be signed");
+    };
+    let record = TokenRecord {
+        id: jti.clone(),
+        name: Some(input.name.clone()),
+        description: input.description.clone(),
+        kind: TokenKind::Access,
+        role,
+        master: input.master,
+        application: input.application.clone(),
+        subject: input.name.clone(),
+        grants: serde_json::to_string(&claims.access_rules).unwrap_or_else(|_| "[]".into()),
+        form: TokenForm::Jwt,
+        secret_hash: None,
+        not_before: claims.nbf.map(|n| n as i64),
+        expires_at: Some(expires_at as i64),
+        parent_id: None,
+        lineage: vec![],
+        created_by: Some(caller.token_id.to_string()),
+        created_at: now as i64,
+        revoked_at: None,
+    };
+    if let Err(e) = store.insert_token(&record).await {
+        return store_failed(e);
+    }
+    tracing::info!(token.jti = %jti, created_by = %caller.token_id, "created a token");
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Created<'a> {
+        token: &'a str,
+        #[serde(flatten)]
+        meta: TokenView<'a>,
+    }
+    ok_json(StatusCode::CREATED, &Created { token: &token, meta: view(&record) })
+}
+
+fn query_map(req: &Request) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace('+', " ")))
+        .collect()
+}
+
+pub(crate) async fn list(State(s): State<ApiState>, req: Request) -> Response {
+    if let Err(r) = admin(&s, &req) {
+        return r;
+    }
+    let store = match store(&s) {
+        Ok(st) => st.clone(),
+        Err(r) => return r,
+    };
+    let q = query_map(&req);
+    let number = |k: &str| q.get(k).map(|v| v.parse::<u32>());
+    let (limit, offset) = match (number("limit"), number("offset")) {
+        (Some(Err(_)), _) | (_, Some(Err(_))) => {
+            return error_json(StatusCode::BAD_REQUEST, "bad_request", "limit and offset are whole numbers");
+        }
+        (l, o) => (l.and_then(Result::ok).unwrap_or(100), o.and_then(Result::ok).unwrap_or(0)),
+    };
+    let kind = match q.get("kind").map(|k| parse_kind(k)) {
+        Some(None) => {
+            return error_json(StatusCode::BAD_REQUEST, "bad_request", "kind is access, narrowed or registration");
+        }
+        Some(k) => k,
+        None => None,
+    };
+    let filter =
+        TokenFilter { name: q.get("name").cloned(), application: q.get("application").cloned(), kind, limit, offset };
+    match store.list_tokens(&filter).await {
+        Ok(tokens) => {
+            let views: Vec<TokenView<'_>> = tokens.iter().map(view).collect();
+            ok_json(StatusCode::OK, &serde_json::json!({ "tokens": views, "limit": limit, "offset": offset }))
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+pub(crate) async fn show(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
+    if let Err(r) = admin(&s, &req) {
+        return r;
+    }
+    let store = match store(&s) {
+        Ok(st) => st.clone(),
+        Err(r) => return r,
+    };
+    match store.token(&id).await {
+        Ok(Some(t)) => ok_json(StatusCode::OK, &view(&t)),
+        Ok(None) => error_json(StatusCode::NOT_FOUND, "not_found", "no token with this id"),
+        Err(e) => store_failed(e),
+    }
+}
+
+async fn revoke_record(s: &ApiState, store: &Store, record: Option<TokenRecord>) -> Response {
+    let Some(t) = record else {
+        return error_json(StatusCode::NOT_FOUND, "not_found", "no such token");
+    };
+    match store.revoke(&t.id, now_unix() as i64).await {
+        Ok(_) => {
+            // In force here at once; other replicas hear it from the store.
+            s.auth.revocations().revoke(&t.id);
+            tracing::info!(token.jti = %t.id, "revoked a token");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+pub(crate) async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
+    if let Err(r) = admin(&s, &req) {
+        return r;
+    }
+    let store = match store(&s) {
+        Ok(st) => st.clone(),
+        Err(r) => return r,
+    };
+    match store.token(&id).await {
+        Ok(record) => revoke_record(&s, &store, record).await,
+        Err(e) => store_failed(e),
+    }
+}
+
+pub(crate) async fn revoke_by_name(State(s): State<ApiState>, req: Request) -> Response {
+    if let Err(r) = admin(&s, &req) {
+        return r;
+    }
+    let store = match store(&s) {
+        Ok(st) => st.clone(),
+        Err(r) => return r,
+    };
+    let Some(name) = query_map(&req).get("name").cloned() else {
+        return error_json(StatusCode::BAD_REQUEST, "bad_request", "DELETE /v1/tokens needs ?name=");
+    };
+    match store.token_by_name(&name).await {
+        Ok(record) => revoke_record(&s, &store, record).await,
+        Err(e) => store_failed(e),
+    }
+}
