@@ -35,7 +35,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.path().join("keys"))?;
     std::fs::write(dir.path().join("keys/demo.pub.pem"), &generated.public_pem)?;
     let signing = SigningKey::from_pem(generated.private_pem.as_bytes(), "demo")?;
-    let mut config = Config::from_yaml(DEMO_YAML, dir.path()).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    // The token service signs with a throwaway key of its own and keeps its
+    // records in a SQLite file in the same temporary directory.
+    let signer = keys::generate(jsonwebtoken::Algorithm::ES256)?;
+    std::fs::write(dir.path().join("keys/demo-signer.pem"), &signer.private_pem)?;
+    let yaml = DEMO_YAML.replace(
+        "        public_key_file: keys/demo.pub.pem\n",
+        "        public_key_file: keys/demo.pub.pem\n    signing_keys:\n      - kid: demo-signer\n        private_key_file: keys/demo-signer.pem\n",
+    );
+    let mut config = Config::from_yaml(&yaml, dir.path()).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    config.store = Some(crate::config::StoreConfig::Sqlite {
+        path: dir.path().join("data/narrowgate.db"),
+        resync_interval: std::time::Duration::from_secs(30),
+    });
     if let Some(p) = args.proxy {
         config.listeners.proxy = p;
     }
@@ -72,6 +84,16 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("curl -s -H \"Authorization: Bearer $NG_EXPIRED_TOKEN\" $NG_PROXY/users/current/accounts/demo-account-1");
         println!("# the admin token may do anything");
         println!("curl -s -X POST -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" $NG_PROXY/mt-manager/accounts/demo-account-1/trade");
+        println!("# token service: narrow the admin token to reading account demo-account-2 for 30 minutes");
+        println!(
+            "curl -s -X POST -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" -d '{{\"applications\":[\"trading-account-management-api\"],\"roles\":[\"reader\"],\"resources\":[{{\"entity\":\"account\",\"id\":\"demo-account-2\"}}],\"validityInHours\":0.5}}' $NG_API/v1/tokens/narrow"
+        );
+        println!("# create a named token, list tokens, revoke by name");
+        println!(
+            "curl -s -X POST -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" -d '{{\"name\":\"reports\",\"lifetime\":\"2h45m30s\"}}' $NG_API/v1/tokens"
+        );
+        println!("curl -s -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" $NG_API/v1/tokens");
+        println!("curl -s -X DELETE -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" \"$NG_API/v1/tokens?name=reports\"");
         println!("# what a token grants:   curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_API/v1/whoami");
         println!("# the manifest:          curl -s $NG_API/v1/manifest");
         println!("# see a token's claims:  narrowgate token inspect $NG_NARROWED_TOKEN");
