@@ -13,11 +13,12 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminState};
 use crate::api;
 use crate::auth::Authenticator;
+use crate::auth::reference::ReferenceTokens;
 use crate::config::{Config, StoreConfig};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, server};
 use crate::revocation::Revocations;
-use crate::store::Store;
+use crate::store::{Mirror, Store};
 use crate::token::{GrantCache, Verifier};
 
 /// A running gateway.
@@ -61,6 +62,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // The store first: a gateway that cannot load its revocations must not
     // serve (fail closed), and readiness means they are loaded.
     let mut background = Vec::new();
+    let mirror = Arc::new(Mirror {
+        revocations: revocations.clone(),
+        references: Arc::new(ReferenceTokens::default()),
+        issuer: config.signing.as_ref().map_or_else(|| "narrowgate".to_string(), |s| s.issuer.clone()),
+    });
     let store = match &config.store {
         Some(cfg) => {
             let store = Store::open(cfg).await?;
@@ -69,7 +75,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                     *resync_interval
                 }
             };
-            background.push(store.mirror_revocations(revocations.clone(), every).await?);
+            background.push(store.mirror(mirror.clone(), every).await?);
             Some(store)
         }
         None => None,
@@ -93,11 +99,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let limits = config.server.clone();
     // One authenticator (and so one cache) for the proxy and the token service.
-    let auth = Arc::new(Authenticator::new(
+    let auth = Arc::new(Authenticator::with_references(
         config.credentials.clone(),
         Verifier::new(config.keys.clone(), config.max_token_bytes),
         GrantCache::new(config.cache.capacity, config.cache.max_ttl.as_secs()),
         revocations.clone(),
+        mirror.references.clone(),
         metrics.clone(),
     ));
     let api_state = api::ApiState::new(auth.clone(), &config.manifest, config.signing.clone(), store.clone());

@@ -375,7 +375,7 @@ async fn only_admins_manage_tokens_and_nothing_widens() {
         ("a bad lifetime", &admin, r#"{"name":"x","lifetime":"soon"}"#, 400, "bad_request"),
         ("no expiry", &admin, r#"{"name":"x"}"#, 400, "bad_request"),
         ("unknown field", &admin, r#"{"name":"x","lifetime":"1h","colour":"red"}"#, 400, "bad_request"),
-        ("reference form", &admin, r#"{"name":"x","lifetime":"1h","form":"reference"}"#, 400, "bad_request"),
+        ("an unknown form", &admin, r#"{"name":"x","lifetime":"1h","form":"opaque"}"#, 400, "bad_request"),
     ];
     for (name, auth, body, status, code) in cases {
         let r = h.api_post("/v1/tokens", &[("Authorization", auth)], body).await;
@@ -400,5 +400,57 @@ async fn only_admins_manage_tokens_and_nothing_widens() {
     let h = Harness::start().await;
     let r = h.api_post("/v1/tokens", &[("Authorization", &master(&h))], r#"{"name":"x","lifetime":"1h"}"#).await;
     assert_eq!((r.status, r.reason().as_str()), (503, "store_unavailable"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn reference_tokens_never_expire_work_on_the_proxy_survive_a_restart_and_revoke() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ng.db");
+    let store_at = |p: std::path::PathBuf| {
+        move |c: &mut narrowgate::config::Config| {
+            c.store = Some(narrowgate::config::StoreConfig::Sqlite {
+                path: p.clone(),
+                resync_interval: std::time::Duration::from_secs(30),
+            })
+        }
+    };
+    let h = Harness::start_with(|y| y, store_at(path.clone())).await;
+    let root = master(&h);
+    let body = json!({"name": "ml-worker", "role": "user", "form": "reference", "accessRules": [{
+        "application": "trading-account-management-api", "service": "*",
+        "methodGroups": [{"group": "*", "methods": [{"method": "*"}]}],
+        "roles": ["reader"], "resources": [{"entity": "account", "id": "a1"}]}]})
+    .to_string();
+    let created = h.api_post("/v1/tokens", &[("Authorization", &root)], &body).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let secret = created.json()["token"].as_str().expect("secret").to_string();
+    assert!(secret.starts_with("ngr_") && secret.len() >= 4 + 43, "prefix and 256 bits");
+    assert!(created.json()["expiresAt"].is_null());
+    let auth = format!("Bearer {secret}");
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await.status, 200);
+    assert_eq!(h.get("/users/current/accounts/a2", &[("Authorization", &auth)]).await.status, 403);
+    let seen = h.upstream_received();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("x-narrowgate-subject"), Some("ml-worker"));
+    assert_eq!(seen[0].header("authorization"), None);
+    let who = h.api_request("GET", "/v1/whoami", &[("Authorization", &auth)]).await.json();
+    assert_eq!((who["name"].as_str(), who["expiresAt"].is_null()), (Some("ml-worker"), true));
+    let listed = h.api_request("GET", "/v1/tokens?name=ml-worker", &[("Authorization", &root)]).await;
+    assert_eq!(listed.json()["tokens"][0]["form"], "reference");
+    assert!(!listed.body.contains(&secret), "the secret was listed");
+    let wrong = format!("Bearer ngr_{}", "A".repeat(43));
+    let r = h.get("/users/current/accounts/a1", &[("Authorization", &wrong)]).await;
+    assert_eq!((r.status, r.reason().as_str()), (401, "invalid_token"));
+    h.shutdown().await;
+
+    // A new process on the same store: the token still works, and revoking
+    // it there takes effect at once.
+    let h = Harness::start_with(|y| y, store_at(path.clone())).await;
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await.status, 200);
+    let root = master(&h);
+    assert_eq!(h.api_request("DELETE", "/v1/tokens?name=ml-worker", &[("Authorization", &root)]).await.status, 204);
+    let r = h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await;
+    assert_eq!((r.status, r.reason().as_str()), (401, "revoked"));
     h.shutdown().await;
 }

@@ -88,7 +88,7 @@ async fn revocations_reach_every_replica() {
     let b = PgStore::open(a.url()).await.expect("second replica");
     testsuite::records_round_trip(&a).await;
     let mirror = Arc::new(Revocations::default());
-    let follower = b.follow_revocations(mirror.clone(), Duration::from_millis(300));
+    let follower = b.follow(Arc::new(narrowgate::store::Mirror::new(mirror.clone())), Duration::from_millis(300));
 
     // Give the follower its LISTEN before the revocation is made; wait on
     // state, not time: the resync has run once the set reflects the store.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::narrow::RuleInput;
 use super::{ApiState, error_json, json};
+use crate::auth::reference;
 use crate::config::parse_duration;
 use crate::policy::AccessRule;
 use crate::policy::narrow::narrow_detailed;
@@ -156,9 +157,11 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
     if input.name.trim().is_empty() || input.name.len() > 200 {
         return bad("name: 1 to 200 characters");
     }
-    if input.form.as_deref().is_some_and(|f| f != "jwt") {
-        return bad("form: only \"jwt\" is available so far");
-    }
+    let form = match input.form.as_deref() {
+        None | Some("jwt") => TokenForm::Jwt,
+        Some("reference") => TokenForm::Reference,
+        Some(other) => return bad(&format!("form: {other:?} is not jwt or reference")),
+    };
     let role = match input.role.as_deref() {
         None | Some("user") | Some("User") => Role::User,
         Some("admin") | Some("Administrator") => Role::Admin,
@@ -174,18 +177,20 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
         );
     }
     let now = now_unix();
-    let expires_at = match (&input.lifetime, input.expires_at) {
+    let expires_at: Option<u64> = match (&input.lifetime, input.expires_at) {
         (Some(_), Some(_)) => return bad("give lifetime or expiresAt, not both"),
+        (Some(l), None) if l == "none" => None,
         (Some(l), None) => match parse_duration(l) {
-            Ok(d) if d.as_secs() > 0 => now + d.as_secs(),
+            Ok(d) if d.as_secs() > 0 => Some(now + d.as_secs()),
             _ => return bad(&format!("lifetime: {l:?} is not a duration like 2h45m30s")),
         },
-        (None, Some(e)) if e > now => e,
+        (None, Some(e)) if e > now => Some(e),
         (None, Some(_)) => return bad("expiresAt: must be in the future"),
-        (None, None) => {
-            return bad("a JWT needs lifetime or expiresAt (tokens that never expire need the reference form)");
-        }
+        (None, None) => None,
     };
+    if expires_at.is_none() && form == TokenForm::Jwt {
+        return bad("a JWT needs lifetime or expiresAt; tokens that never expire use \"form\": \"reference\"");
+    }
     let rules: Vec<AccessRule> = match &input.access_rules {
         None => caller.rules.clone(),
         Some(list) => {
@@ -211,7 +216,7 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
         iss: signing.issuer.clone(),
         sub: input.name.clone(),
         aud: None,
-        exp: Some(expires_at),
+        exp: expires_at,
         nbf: Some(input.not_before.unwrap_or(now)),
         iat: now,
         jti: jti.clone(),
@@ -222,8 +227,24 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
         access_rules: rules.iter().map(WireRule::from_rule).collect(),
         lineage: vec![],
     };
-    let Ok(token) = sign::sign(&claims, signing.active_key()) else {
-        return error_json(StatusCode::SERVICE_UNAVAILABLE, "signing_unavailable", "the token could not be signed");
+    let (token, secret_hash) = match form {
+        TokenForm::Jwt => match sign::sign(&claims, signing.active_key()) {
+            Ok(t) => (t, None),
+            Err(_) => {
+                return error_json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "signing_unavailable",
+                    "the token could not be signed",
+                );
+            }
+        },
+        TokenForm::Reference => match reference::new_secret() {
+            Some(secret) => {
+                let h = reference::hash(&secret);
+                (secret, Some(h))
+            }
+            None => return error_json(StatusCode::SERVICE_UNAVAILABLE, "internal", "no randomness available"),
+        },
     };
     let record = TokenRecord {
         id: jti.clone(),
@@ -235,10 +256,10 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
         application: input.application.clone(),
         subject: input.name.clone(),
         grants: serde_json::to_string(&claims.access_rules).unwrap_or_else(|_| "[]".into()),
-        form: TokenForm::Jwt,
-        secret_hash: None,
+        form,
+        secret_hash: secret_hash.map(|h| h.to_vec()),
         not_before: claims.nbf.map(|n| n as i64),
-        expires_at: Some(expires_at as i64),
+        expires_at: expires_at.map(|e| e as i64),
         parent_id: None,
         lineage: vec![],
         created_by: Some(caller.token_id.to_string()),
@@ -247,6 +268,13 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
     };
     if let Err(e) = store.insert_token(&record).await {
         return store_failed(e);
+    }
+    if let Some(h) = secret_hash {
+        // Usable here at once; other replicas load it on their next resync.
+        match reference::grant_of(&record, &signing.issuer) {
+            Some(grant) => s.auth.references().insert(h, grant),
+            None => tracing::warn!(token.jti = %jti, "a reference token's grant could not be built"),
+        }
     }
     tracing::info!(token.jti = %jti, created_by = %caller.token_id, "created a token");
     #[derive(Serialize)]

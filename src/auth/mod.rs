@@ -4,6 +4,7 @@
 //! Synchronous and free of I/O.
 
 pub mod credential;
+pub mod reference;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ pub struct Authenticator {
     verifier: Verifier,
     cache: GrantCache,
     revocations: Arc<Revocations>,
+    references: Arc<reference::ReferenceTokens>,
     metrics: Arc<Metrics>,
 }
 
@@ -39,7 +41,32 @@ impl Authenticator {
         revocations: Arc<Revocations>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Authenticator { credentials, verifier, cache, revocations, metrics }
+        Authenticator {
+            credentials,
+            verifier,
+            cache,
+            revocations,
+            references: Arc::new(reference::ReferenceTokens::default()),
+            metrics,
+        }
+    }
+
+    /// An authenticator reading a reference-token mirror the store keeps
+    /// current.
+    pub fn with_references(
+        credentials: Vec<CredentialSource>,
+        verifier: Verifier,
+        cache: GrantCache,
+        revocations: Arc<Revocations>,
+        references: Arc<reference::ReferenceTokens>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Authenticator { credentials, verifier, cache, revocations, references, metrics }
+    }
+
+    /// The reference-token mirror the store keeps current.
+    pub fn references(&self) -> &Arc<reference::ReferenceTokens> {
+        &self.references
     }
 
     pub fn credentials(&self) -> &[CredentialSource] {
@@ -59,7 +86,21 @@ impl Authenticator {
             Err(CredentialError::Conflict) => return Err(Reason::ConflictingCredentials),
             Err(CredentialError::Malformed) => return Err(Reason::InvalidToken),
         };
-        // Phase 4: verify, through the cache.
+        // Phase 4: verify. A reference token is looked up by hash in the
+        // mirror; its expiry is checked here, as a JWT's is by the verifier.
+        if reference::is_reference(&token) {
+            let grant = self.references.get(&token).ok_or(Reason::InvalidToken)?;
+            if grant.expires_at.is_some_and(|exp| now >= exp) {
+                return Err(Reason::Expired);
+            }
+            if grant.not_before.is_some_and(|nbf| nbf > now) {
+                return Err(Reason::NotYetValid);
+            }
+            if self.revocations.rejects(&grant) {
+                return Err(Reason::Revoked);
+            }
+            return Ok(grant);
+        }
         let grant = match self.cache.get(&token, now) {
             Some(g) => {
                 self.metrics.cache_hits.inc();

@@ -301,36 +301,51 @@ impl Store {
         }
     }
 
-    /// Load every revocation now, then keep `revocations` current in the
-    /// background.
-    pub async fn mirror_revocations(
+    /// Load the mirror now, then keep it current in the background.
+    pub async fn mirror(
         &self,
-        revocations: std::sync::Arc<crate::revocation::Revocations>,
+        mirror: std::sync::Arc<Mirror>,
         resync_every: std::time::Duration,
     ) -> Result<tokio::task::JoinHandle<()>, StoreError> {
         Ok(match self {
             Store::Sqlite(s) => {
-                resync_revocations(s, &revocations).await?;
-                s.follow_revocations(revocations, resync_every)
+                resync(s, &mirror).await?;
+                s.follow(mirror, resync_every)
             }
             Store::Postgres(s) => {
-                resync_revocations(s, &revocations).await?;
-                s.follow_revocations(revocations, resync_every)
+                resync(s, &mirror).await?;
+                s.follow(mirror, resync_every)
             }
         })
     }
 }
 
-/// Load every revocation into the in-memory set (which only grows).
-pub async fn resync_revocations<S: TokenStore>(
-    store: &S,
-    revocations: &crate::revocation::Revocations,
-) -> Result<usize, StoreError> {
+/// What the request path reads instead of the store: revoked ids, and the
+/// live reference tokens by hash.
+#[derive(Debug)]
+pub struct Mirror {
+    pub revocations: std::sync::Arc<crate::revocation::Revocations>,
+    pub references: std::sync::Arc<crate::auth::reference::ReferenceTokens>,
+    /// The `iss` reference tokens' grants carry.
+    pub issuer: String,
+}
+
+impl Mirror {
+    pub fn new(revocations: std::sync::Arc<crate::revocation::Revocations>) -> Self {
+        Mirror { revocations, references: Default::default(), issuer: "narrowgate".into() }
+    }
+}
+
+/// Bring the mirror in line with the store: every revocation (the set only
+/// grows) and every live reference token.
+pub async fn resync<S: TokenStore>(store: &S, mirror: &Mirror) -> Result<usize, StoreError> {
     let ids = store.revoked_ids().await?;
     for id in &ids {
-        revocations.revoke(id);
+        mirror.revocations.revoke(id);
     }
-    Ok(ids.len())
+    let references = store.reference_tokens().await?;
+    mirror.references.replace_all(&references, &mirror.issuer);
+    Ok(ids.len() + references.len())
 }
 
 /// SHA-256 of a secret, as stored.

@@ -70,21 +70,17 @@ impl PgStore {
 super::delegate_token_store!(PgStore);
 
 impl PgStore {
-    /// Keep `revocations` current from this database: a full resync at
-    /// start and every `resync_every`, and each NOTIFY on
+    /// Keep the mirror current from this database: a full resync at start
+    /// and every `resync_every`, and each revocation NOTIFY on
     /// [`REVOCATION_CHANNEL`] as it arrives. Reconnects with back-off when
     /// the database goes away; the last known set stays in force meanwhile
     /// (revocations are never taken back).
-    pub fn follow_revocations(
-        &self,
-        revocations: std::sync::Arc<crate::revocation::Revocations>,
-        resync_every: Duration,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn follow(&self, mirror: std::sync::Arc<super::Mirror>, resync_every: Duration) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                match store.follow_once(&revocations, resync_every).await {
+                match store.follow_once(&mirror, resync_every).await {
                     Ok(()) => backoff = Duration::from_millis(100),
                     Err(e) => {
                         tracing::warn!(error = %e, "revocation feed interrupted; reconnecting");
@@ -96,22 +92,18 @@ impl PgStore {
         })
     }
 
-    async fn follow_once(
-        &self,
-        revocations: &crate::revocation::Revocations,
-        resync_every: Duration,
-    ) -> Result<(), StoreError> {
+    async fn follow_once(&self, mirror: &super::Mirror, resync_every: Duration) -> Result<(), StoreError> {
         let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
         listener.listen(REVOCATION_CHANNEL).await?;
         // Listening before the resync: nothing revoked in between is missed.
-        super::resync_revocations(self, revocations).await?;
+        super::resync(self, mirror).await?;
         let mut tick = tokio::time::interval(resync_every);
         tick.tick().await;
         loop {
             tokio::select! {
-                n = listener.recv() => revocations.revoke(n?.payload()),
+                n = listener.recv() => mirror.revocations.revoke(n?.payload()),
                 _ = tick.tick() => {
-                    super::resync_revocations(self, revocations).await?;
+                    super::resync(self, mirror).await?;
                 }
             }
         }

@@ -58,20 +58,16 @@ impl SqliteStore {
 super::delegate_token_store!(SqliteStore);
 
 impl SqliteStore {
-    /// Keep `revocations` current: one process owns a SQLite file, so this
-    /// only resyncs every `resync_every` (revocations made in-process reach
-    /// the mirror directly).
-    pub fn follow_revocations(
-        &self,
-        revocations: std::sync::Arc<crate::revocation::Revocations>,
-        resync_every: Duration,
-    ) -> tokio::task::JoinHandle<()> {
+    /// Keep the mirror current: one process owns a SQLite file, so this only
+    /// resyncs every `resync_every` (what is made in-process reaches the
+    /// mirror directly).
+    pub fn follow(&self, mirror: std::sync::Arc<super::Mirror>, resync_every: Duration) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(resync_every);
             loop {
                 tick.tick().await;
-                if let Err(e) = super::resync_revocations(&store, &revocations).await {
+                if let Err(e) = super::resync(&store, &mirror).await {
                     tracing::warn!(error = %e, "revocation resync failed; keeping the last known set");
                 }
             }

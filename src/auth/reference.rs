@@ -1,0 +1,100 @@
+//! Reference tokens: opaque secrets with a recognisable prefix, at least 256
+//! bits of randomness; the store keeps only their SHA-256 and the grant.
+//! The proxy finds them in this in-memory mirror by hash — no store call on
+//! the request path — and then treats them exactly like a verified JWT.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::store::TokenRecord;
+use crate::token::claims::WireRule;
+use crate::token::grant::{Grant, IdentityValues};
+
+/// Every reference token starts with this.
+pub const PREFIX: &str = "ngr_";
+
+/// A new reference secret: the prefix and 32 random bytes, base64url.
+pub fn new_secret() -> Option<String> {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(format!("{PREFIX}{}", crate::token::encoding::b64(&bytes)))
+}
+
+pub fn is_reference(token: &str) -> bool {
+    token.starts_with(PREFIX)
+}
+
+/// SHA-256 of a secret, as the store and the mirror key it.
+pub fn hash(secret: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The grant a stored reference token stands for; `None` if its record
+/// cannot be read (such a token is refused, never half-honoured).
+pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
+    let wire: Vec<WireRule> = serde_json::from_str(&record.grants).ok()?;
+    let rules = wire.iter().map(WireRule::compile).collect::<Option<Vec<_>>>()?;
+    let headers = IdentityValues::build(&record.subject, &record.id, &rules)?;
+    Some(Grant {
+        token_id: record.id.as_str().into(),
+        subject: record.subject.as_str().into(),
+        issuer: issuer.into(),
+        name: record.name.as_deref().map(Into::into),
+        kind: record.kind,
+        role: record.role,
+        master: record.master,
+        rules,
+        issued_at: u64::try_from(record.created_at).ok(),
+        not_before: record.not_before.and_then(|n| u64::try_from(n).ok()),
+        expires_at: record.expires_at.and_then(|n| u64::try_from(n).ok()),
+        lineage: record.lineage.iter().map(|l| l.as_str().into()).collect(),
+        headers,
+    })
+}
+
+/// Hash → grant for every live reference token.
+#[derive(Debug, Default)]
+pub struct ReferenceTokens {
+    by_hash: DashMap<[u8; 32], Arc<Grant>>,
+}
+
+impl ReferenceTokens {
+    pub fn insert(&self, hash: [u8; 32], grant: Grant) {
+        self.by_hash.insert(hash, Arc::new(grant));
+    }
+
+    pub fn get(&self, secret: &str) -> Option<Arc<Grant>> {
+        self.by_hash.get(&hash(secret)).map(|g| g.clone())
+    }
+
+    /// Bring the mirror in line with the store's live reference tokens:
+    /// add and update first, then drop what is gone, so a token that stays
+    /// is never missing in between.
+    pub fn replace_all(&self, records: &[TokenRecord], issuer: &str) {
+        let mut live = HashSet::with_capacity(records.len());
+        for r in records {
+            let Some(h) = r.secret_hash.as_deref().and_then(|h| <[u8; 32]>::try_from(h).ok()) else { continue };
+            match grant_of(r, issuer) {
+                Some(g) => {
+                    self.insert(h, g);
+                    live.insert(h);
+                }
+                None => tracing::warn!(token.jti = %r.id, "unreadable reference token record; refusing it"),
+            }
+        }
+        self.by_hash.retain(|h, _| live.contains(h));
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
