@@ -454,3 +454,103 @@ async fn reference_tokens_never_expire_work_on_the_proxy_survive_a_restart_and_r
     assert_eq!((r.status, r.reason().as_str()), (401, "revoked"));
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn registration_tokens_are_single_use_even_under_concurrency_and_listed_nowhere() {
+    let (_dir, h) = with_store().await;
+    let root = master(&h);
+    let reg = h
+        .api_post(
+            "/v1/registration-tokens",
+            &[("Authorization", &root)],
+            r#"{"name":"trainer","role":"User","ttl":"2h45m30s"}"#,
+        )
+        .await;
+    assert_eq!(reg.status, 201, "{}", reg.body);
+    let secret = reg.json()["token"].as_str().expect("secret").to_string();
+    assert!(secret.starts_with("ngreg_"));
+    // Not listed, and not usable as an access token.
+    let listed = h.api_request("GET", "/v1/tokens", &[("Authorization", &root)]).await;
+    assert_eq!(listed.json()["tokens"].as_array().map(Vec::len), Some(0), "{}", listed.body);
+    let r = h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {secret}"))]).await;
+    assert_eq!(r.status, 401);
+
+    // Fifty concurrent redeems, no credential: exactly one wins.
+    let body = json!({ "token": secret }).to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let req = format!(
+            "POST /v1/registration-tokens/redeem HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let api = h.api;
+        tasks.push(tokio::spawn(async move { support::send_raw(api, req.as_bytes()).await }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        let r = t.await.expect("join");
+        match r.status {
+            201 => won.push(r),
+            409 => assert_eq!(r.reason(), "already_redeemed"),
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one redeem may win");
+    let issued = won[0].json();
+    assert_eq!(
+        (issued["name"].as_str(), issued["role"].as_str(), issued["expiresAt"].is_null()),
+        (Some("trainer"), Some("user"), true)
+    );
+    let token = format!("Bearer {}", issued["token"].as_str().expect("token"));
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &token)]).await.status, 200);
+    let listed = h.api_request("GET", "/v1/tokens", &[("Authorization", &root)]).await;
+    assert_eq!(listed.json()["tokens"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed.json()["tokens"][0]["name"], "trainer");
+
+    // Its lifetime is fixed by the registration token.
+    let reg = h
+        .api_post(
+            "/v1/registration-tokens",
+            &[("Authorization", &root)],
+            r#"{"name":"short","role":"user","lifetime":"2h","ttl":"10m"}"#,
+        )
+        .await;
+    let secret = reg.json()["token"].as_str().expect("secret").to_string();
+    let r = h.api_post("/v1/registration-tokens/redeem", &[], &json!({ "token": secret }).to_string()).await;
+    let exp = r.json()["expiresAt"].as_i64().expect("exp");
+    assert!((exp - (now_unix() as i64 + 7200)).abs() <= 2);
+    let again = h.api_post("/v1/registration-tokens/redeem", &[], &json!({ "token": secret }).to_string()).await;
+    assert_eq!((again.status, again.reason().as_str()), (409, "already_redeemed"));
+    let unknown = h.api_post("/v1/registration-tokens/redeem", &[], r#"{"token":"ngreg_nope"}"#).await;
+    assert_eq!(unknown.status, 404);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_admins_hand_out_registration_tokens() {
+    let (_dir, h) = with_store().await;
+    let user = format!("Bearer {}", h.sign(&payload("u", now_unix(), 3600, json!([]))));
+    let mut p = payload("adm", now_unix(), 3600, json!([]));
+    p["role"] = json!("admin");
+    let admin = format!("Bearer {}", h.sign(&p));
+    let body = r#"{"name":"x","role":"user","ttl":"1h"}"#;
+    assert_eq!(h.api_post("/v1/registration-tokens", &[("Authorization", &user)], body).await.status, 403);
+    assert_eq!(h.api_post("/v1/registration-tokens", &[], body).await.status, 401);
+    let r = h
+        .api_post(
+            "/v1/registration-tokens",
+            &[("Authorization", &admin)],
+            r#"{"name":"x","role":"Administrator","ttl":"1h"}"#,
+        )
+        .await;
+    assert_eq!((r.status, r.reason().as_str()), (403, "would_widen"));
+    for bad in [
+        r#"{"name":"x","role":"user","ttl":"soon"}"#,
+        r#"{"name":"x","role":"root","ttl":"1h"}"#,
+        r#"{"name":"x","role":"user"}"#,
+    ] {
+        assert_eq!(h.api_post("/v1/registration-tokens", &[("Authorization", &admin)], bad).await.status, 400, "{bad}");
+    }
+    assert_eq!(h.api_post("/v1/registration-tokens", &[("Authorization", &admin)], body).await.status, 201);
+    h.shutdown().await;
+}

@@ -29,6 +29,8 @@ CREATE TABLE registration_tokens (
     secret_hash     BYTEA NOT NULL UNIQUE,
     name            TEXT NOT NULL,
     role            TEXT NOT NULL,
+    -- JSON: the access rules of the token it yields.
+    grants          TEXT NOT NULL DEFAULT '[]',
     lifetime_secs   BIGINT,
     expires_at      BIGINT NOT NULL,
     created_by      TEXT,

@@ -26,6 +26,7 @@ use crate::store::Store;
 use crate::token::{Grant, Role, TokenKind, now_unix};
 
 mod narrow;
+mod registration;
 mod tokens;
 
 /// What the token service's handlers share.
@@ -65,6 +66,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/tokens", get(tokens::list).post(tokens::create).delete(tokens::revoke_by_name))
         .route("/v1/tokens/{id}", get(tokens::show).delete(tokens::revoke))
+        .route("/v1/registration-tokens", axum::routing::post(registration::create))
+        .route("/v1/registration-tokens/redeem", axum::routing::post(registration::redeem))
         .fallback(|| async { error_json(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
 }

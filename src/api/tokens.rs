@@ -26,7 +26,7 @@ use crate::token::{Grant, Role, TokenKind, now_unix, sign};
 /// The caller, if it may manage tokens; else the response to send.
 // A handler's early return is a Response; boxing it would buy nothing.
 #[allow(clippy::result_large_err)]
-fn admin(s: &ApiState, req: &Request) -> Result<std::sync::Arc<Grant>, Response> {
+pub(crate) fn admin(s: &ApiState, req: &Request) -> Result<std::sync::Arc<Grant>, Response> {
     let grant = s
         .auth
         .authenticate(req.headers(), req.uri().query(), now_unix())
@@ -38,13 +38,13 @@ fn admin(s: &ApiState, req: &Request) -> Result<std::sync::Arc<Grant>, Response>
 }
 
 #[allow(clippy::result_large_err)]
-fn store(s: &ApiState) -> Result<&Store, Response> {
+pub(crate) fn store(s: &ApiState) -> Result<&Store, Response> {
     s.store.as_ref().ok_or_else(|| {
         error_json(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "this gateway has no token store")
     })
 }
 
-fn store_failed(e: StoreError) -> Response {
+pub(crate) fn store_failed(e: StoreError) -> Response {
     match e {
         StoreError::Conflict(_) => {
             error_json(StatusCode::CONFLICT, "conflict", "a token with this name already exists")
@@ -126,11 +126,20 @@ fn view(t: &TokenRecord) -> TokenView<'_> {
     }
 }
 
-fn ok_json<T: Serialize>(status: StatusCode, v: &T) -> Response {
+pub(crate) fn ok_json<T: Serialize>(status: StatusCode, v: &T) -> Response {
     match serde_json::to_vec(v) {
         Ok(b) => json(status, Bytes::from(b)),
         Err(_) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the response could not be built"),
     }
+}
+
+/// Read a JSON body of at most 64 KiB.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(req: Request) -> Result<T, Response> {
+    let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .map_err(|_| error_json(StatusCode::PAYLOAD_TOO_LARGE, "bad_request", "the body is too large"))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| error_json(StatusCode::BAD_REQUEST, "bad_request", &format!("malformed body: {e}")))
 }
 
 pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response {
@@ -145,13 +154,9 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
     let Some(signing) = s.signing.clone() else {
         return error_json(StatusCode::SERVICE_UNAVAILABLE, "signing_unavailable", "this gateway holds no signing key");
     };
-    let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
-        Ok(b) => b,
-        Err(_) => return error_json(StatusCode::PAYLOAD_TOO_LARGE, "bad_request", "the body is too large"),
-    };
-    let input: CreateRequest = match serde_json::from_slice(&body) {
+    let input: CreateRequest = match read_json(req).await {
         Ok(i) => i,
-        Err(e) => return error_json(StatusCode::BAD_REQUEST, "bad_request", &format!("malformed body: {e}")),
+        Err(r) => return r,
     };
     let bad = |m: &str| error_json(StatusCode::BAD_REQUEST, "bad_request", m);
     if input.name.trim().is_empty() || input.name.len() > 200 {

@@ -123,6 +123,8 @@ pub struct RegistrationRecord {
     /// Name of the access token it yields.
     pub name: String,
     pub role: Role,
+    /// JSON: the access rules of the token it yields.
+    pub grants: String,
     /// Lifetime of the access token it yields; `None`: never expires.
     pub lifetime_secs: Option<i64>,
     /// Its own expiry.
@@ -294,6 +296,23 @@ impl Store {
         }
     }
 
+    pub async fn insert_registration(&self, reg: &RegistrationRecord) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.insert_registration(reg).await,
+            Store::Postgres(s) => s.insert_registration(reg).await,
+        }
+    }
+
+    pub async fn redeem<F>(&self, secret_hash: &[u8], now: i64, build: F) -> Result<TokenRecord, RedeemError>
+    where
+        F: FnOnce(&RegistrationRecord) -> TokenRecord + Send,
+    {
+        match self {
+            Store::Sqlite(s) => s.redeem(secret_hash, now, build).await,
+            Store::Postgres(s) => s.redeem(secret_hash, now, build).await,
+        }
+    }
+
     pub async fn revoke(&self, id: &str, at: i64) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.revoke(id, at).await,
@@ -370,7 +389,7 @@ pub(crate) fn parse_kind(s: &str) -> Option<TokenKind> {
     })
 }
 
-pub(crate) fn role_str(r: Role) -> &'static str {
+pub fn role_str(r: Role) -> &'static str {
     match r {
         Role::User => "user",
         Role::Admin => "admin",

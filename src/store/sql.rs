@@ -22,7 +22,7 @@ macro_rules! token_columns {
 
 macro_rules! reg_columns {
     () => {
-        "id, secret_hash, name, role, lifetime_secs, expires_at, created_by, created_at, used_at, redeemed_token"
+        "id, secret_hash, name, role, grants, lifetime_secs, expires_at, created_by, created_at, used_at, redeemed_token"
     };
 }
 
@@ -70,6 +70,7 @@ fn registration_from_row(row: &AnyRow) -> Result<RegistrationRecord, StoreError>
         secret_hash: row.try_get("secret_hash")?,
         name: row.try_get("name")?,
         role: parse_role(&role).ok_or_else(|| corrupt("role"))?,
+        grants: row.try_get("grants")?,
         lifetime_secs: row.try_get("lifetime_secs")?,
         expires_at: row.try_get("expires_at")?,
         created_by: row.try_get("created_by")?,
@@ -186,12 +187,13 @@ impl SqlCore {
         sqlx::query(concat!(
             "INSERT INTO registration_tokens (",
             reg_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
         .bind(&r.id)
         .bind(&r.secret_hash)
         .bind(&r.name)
         .bind(role_str(r.role))
+        .bind(&r.grants)
         .bind(r.lifetime_secs)
         .bind(r.expires_at)
         .bind(&r.created_by)

@@ -34,6 +34,7 @@ fn registration(id: &str, secret: &str, expires_at: i64) -> RegistrationRecord {
         secret_hash: hash_secret(secret),
         name: format!("from-{id}"),
         role: Role::Admin,
+        grants: r#"[{"application":"from-registration"}]"#.into(),
         lifetime_secs: None,
         expires_at,
         created_by: Some("admin".into()),
@@ -46,6 +47,7 @@ fn registration(id: &str, secret: &str, expires_at: i64) -> RegistrationRecord {
 fn redeemed(reg: &RegistrationRecord, id: &str, now: i64) -> TokenRecord {
     let mut t = token(id, Some(&reg.name), None, TokenKind::Access, now);
     t.role = reg.role;
+    t.grants = reg.grants.clone();
     t.expires_at = reg.lifetime_secs.map(|l| now + l);
     t.created_by = reg.created_by.clone();
     t
@@ -122,6 +124,7 @@ pub async fn registration_tokens_redeem_once<S: TokenStore>(s: &S) {
     s.insert_registration(&registration("g2", "reg-secret-2", 1500)).await.expect("insert");
     let t = s.redeem(&hash_secret("reg-secret-1"), 1600, |r| redeemed(r, "from-g1", 1600)).await.expect("redeem");
     assert_eq!((t.name.as_deref(), t.role, t.expires_at), (Some("from-g1"), Role::Admin, None));
+    assert_eq!(t.grants, r#"[{"application":"from-registration"}]"#, "the registration's rules reach the token");
     assert_eq!(s.token("from-g1").await.expect("get"), Some(t));
     assert!(matches!(
         s.redeem(&hash_secret("reg-secret-1"), 1601, |r| redeemed(r, "x", 1601)).await,
