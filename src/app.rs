@@ -29,6 +29,9 @@ pub struct Running {
     pub registry: Registry,
     pub revocations: Arc<Revocations>,
     pub store: Option<Store>,
+    /// The first admin token's secret, when this start created it: print it
+    /// once, then forget it.
+    pub bootstrap_token: Option<String>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Endless background loops, aborted at shutdown.
@@ -43,6 +46,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("bootstrap: {0}")]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -67,6 +72,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         references: Arc::new(ReferenceTokens::default()),
         issuer: config.signing.as_ref().map_or_else(|| "narrowgate".to_string(), |s| s.issuer.clone()),
     });
+    let mut bootstrap_token = None;
     let store = match &config.store {
         Some(cfg) => {
             let store = Store::open(cfg).await?;
@@ -76,6 +82,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 }
             };
             background.push(store.mirror(mirror.clone(), every).await?);
+            bootstrap_token =
+                crate::bootstrap::bootstrap(&store, &mirror, config.bootstrap.token_file.as_deref()).await?;
             Some(store)
         }
         None => None,
@@ -141,7 +149,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Config and keys were loaded before we got here, and the proxy listens.
     ready.store(true, Ordering::Release);
     tracing::info!(proxy = %proxy_addr, admin = ?admin_addr, api = ?api_addr, "narrowgate is serving");
-    Ok(Running { proxy_addr, admin_addr, api_addr, registry, revocations, store, stop, tasks, background })
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        api_addr,
+        registry,
+        revocations,
+        store,
+        bootstrap_token,
+        stop,
+        tasks,
+        background,
+    })
 }
 
 impl Running {

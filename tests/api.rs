@@ -470,8 +470,14 @@ async fn registration_tokens_are_single_use_even_under_concurrency_and_listed_no
     let secret = reg.json()["token"].as_str().expect("secret").to_string();
     assert!(secret.starts_with("ngreg_"));
     // Not listed, and not usable as an access token.
+    let names = |body: serde_json::Value| -> Vec<String> {
+        body["tokens"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t["name"].as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
     let listed = h.api_request("GET", "/v1/tokens", &[("Authorization", &root)]).await;
-    assert_eq!(listed.json()["tokens"].as_array().map(Vec::len), Some(0), "{}", listed.body);
+    assert_eq!(names(listed.json()), ["bootstrap-admin"], "{}", listed.body);
     let r = h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {secret}"))]).await;
     assert_eq!(r.status, 401);
 
@@ -504,8 +510,7 @@ async fn registration_tokens_are_single_use_even_under_concurrency_and_listed_no
     let token = format!("Bearer {}", issued["token"].as_str().expect("token"));
     assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &token)]).await.status, 200);
     let listed = h.api_request("GET", "/v1/tokens", &[("Authorization", &root)]).await;
-    assert_eq!(listed.json()["tokens"].as_array().map(Vec::len), Some(1));
-    assert_eq!(listed.json()["tokens"][0]["name"], "trainer");
+    assert_eq!(names(listed.json()), ["bootstrap-admin", "trainer"]);
 
     // Its lifetime is fixed by the registration token.
     let reg = h
@@ -552,5 +557,54 @@ async fn only_admins_hand_out_registration_tokens() {
         assert_eq!(h.api_post("/v1/registration-tokens", &[("Authorization", &admin)], bad).await.status, 400, "{bad}");
     }
     assert_eq!(h.api_post("/v1/registration-tokens", &[("Authorization", &admin)], body).await.status, 201);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_first_start_on_an_empty_store_bootstraps_one_admin_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("ng.db");
+    let file = dir.path().join("secrets/admin-token");
+    let start = |db: std::path::PathBuf, file: std::path::PathBuf| {
+        Harness::start_with(
+            |y| y,
+            move |c| {
+                c.store = Some(narrowgate::config::StoreConfig::Sqlite {
+                    path: db.clone(),
+                    resync_interval: std::time::Duration::from_secs(30),
+                });
+                c.bootstrap.token_file = Some(file.clone());
+            },
+        )
+    };
+    let mut h = start(db.clone(), file.clone()).await;
+    let secret = h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).expect("bootstrapped");
+    let written = std::fs::read_to_string(&file).expect("token file");
+    assert_eq!(written.trim(), secret);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777, 0o600);
+    }
+    let auth = format!("Bearer {secret}");
+    let who = h.api_request("GET", "/v1/whoami", &[("Authorization", &auth)]).await.json();
+    assert_eq!(
+        (who["name"].as_str(), who["role"].as_str(), who["master"].as_bool()),
+        (Some("bootstrap-admin"), Some("admin"), Some(true))
+    );
+    assert!(who["expiresAt"].is_null());
+    // It can manage tokens and reach the upstream.
+    assert_eq!(
+        h.api_post("/v1/tokens", &[("Authorization", &auth)], r#"{"name":"first","lifetime":"1h"}"#).await.status,
+        201
+    );
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await.status, 200);
+    h.shutdown().await;
+
+    // Later starts do nothing: no new token, the file untouched.
+    let mut h = start(db, file.clone()).await;
+    assert!(h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).is_none());
+    assert_eq!(std::fs::read_to_string(&file).expect("file").trim(), secret);
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await.status, 200);
     h.shutdown().await;
 }

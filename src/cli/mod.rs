@@ -80,7 +80,11 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     runtime(config.server.worker_threads)?.block_on(async move {
-        let running = crate::app::start(config).await?;
+        let mut running = crate::app::start(config).await?;
+        if let Some(secret) = running.bootstrap_token.take() {
+            // Shown once, on stdout, never in the logs.
+            println!("bootstrap admin token (shown once; keep it safe): {secret}");
+        }
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.shutdown().await;

@@ -158,11 +158,15 @@ pub enum StoreFile {
         path: Option<String>,
         #[serde(default)]
         resync_interval: Option<String>,
+        #[serde(default)]
+        bootstrap_token_file: Option<String>,
     },
     Postgres {
         url: String,
         #[serde(default)]
         resync_interval: Option<String>,
+        #[serde(default)]
+        bootstrap_token_file: Option<String>,
     },
 }
 

@@ -64,6 +64,7 @@ pub struct Config {
     pub enforce: bool,
     /// `None`: no store (an enforce-only gateway without a revocation feed).
     pub store: Option<StoreConfig>,
+    pub bootstrap: Bootstrap,
     pub manifest: Manifest,
     pub router: Router,
 }
@@ -148,6 +149,13 @@ impl Signing {
 pub enum StoreConfig {
     Sqlite { path: PathBuf, resync_interval: Duration },
     Postgres { url: String, resync_interval: Duration },
+}
+
+/// Where the first admin token is written (mode 0600) when a store is
+/// created empty; it is also printed once.
+#[derive(Debug, Clone, Default)]
+pub struct Bootstrap {
+    pub token_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -360,9 +368,15 @@ impl Config {
             }
         };
 
-        let store = match get("store") {
-            Value::Null => None,
-            v => section::<StoreFile>(&v, "store", &mut errs).map(|f| build_store(f, base, &mut errs)),
+        let (store, bootstrap) = match get("store") {
+            Value::Null => (None, Bootstrap::default()),
+            v => match section::<StoreFile>(&v, "store", &mut errs) {
+                Some(f) => {
+                    let (s, b) = build_store(f, base, &mut errs);
+                    (Some(s), b)
+                }
+                None => (None, Bootstrap::default()),
+            },
         };
 
         let (manifest, route_paths) = match required("applications", &mut errs) {
@@ -403,6 +417,7 @@ impl Config {
                 unmatched,
                 enforce,
                 store,
+                bootstrap,
                 manifest,
                 router,
             }),
@@ -590,7 +605,7 @@ fn build_issuer(
     }
 }
 
-fn build_store(f: StoreFile, base: &Path, errs: &mut Errors) -> StoreConfig {
+fn build_store(f: StoreFile, base: &Path, errs: &mut Errors) -> (StoreConfig, Bootstrap) {
     let resync = |v: &Option<String>, errs: &mut Errors| {
         let d = duration_or(v, Duration::from_secs(30), "store.resync_interval", errs);
         if d < Duration::from_millis(100) {
@@ -599,16 +614,22 @@ fn build_store(f: StoreFile, base: &Path, errs: &mut Errors) -> StoreConfig {
         d
     };
     match f {
-        StoreFile::Sqlite { path, resync_interval } => StoreConfig::Sqlite {
-            path: base.join(path.as_deref().unwrap_or("data/narrowgate.db")),
-            resync_interval: resync(&resync_interval, errs),
-        },
-        StoreFile::Postgres { url, resync_interval } => {
+        StoreFile::Sqlite { path, resync_interval, bootstrap_token_file } => (
+            StoreConfig::Sqlite {
+                path: base.join(path.as_deref().unwrap_or("data/narrowgate.db")),
+                resync_interval: resync(&resync_interval, errs),
+            },
+            Bootstrap { token_file: bootstrap_token_file.map(|p| base.join(p)) },
+        ),
+        StoreFile::Postgres { url, resync_interval, bootstrap_token_file } => {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 // Not echoing the value: it may hold a password.
                 errs.push("store.postgres.url", "must be a postgres:// or postgresql:// URL");
             }
-            StoreConfig::Postgres { url, resync_interval: resync(&resync_interval, errs) }
+            (
+                StoreConfig::Postgres { url, resync_interval: resync(&resync_interval, errs) },
+                Bootstrap { token_file: bootstrap_token_file.map(|p| base.join(p)) },
+            )
         }
     }
 }

@@ -282,6 +282,13 @@ impl Store {
         }
     }
 
+    pub async fn count_tokens(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.count_tokens().await,
+            Store::Postgres(s) => s.count_tokens().await,
+        }
+    }
+
     pub async fn token_by_name(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
         match self {
             Store::Sqlite(s) => s.token_by_name(name).await,

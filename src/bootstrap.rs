@@ -1,0 +1,102 @@
+//! The first admin token. When a gateway opens an empty store it creates one
+//! master admin token (reference form, every rule, no expiry), hands its
+//! secret back once to be printed, and writes it to a file with mode 0600
+//! if configured. On later starts it does nothing. Several replicas
+//! starting at once on one empty PostgreSQL create one token between them
+//! (the name is unique; the losers find it taken and stay silent).
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::auth::reference;
+use crate::policy::AccessRule;
+use crate::store::{Mirror, Store, StoreError, TokenForm, TokenRecord};
+use crate::token::claims::WireRule;
+use crate::token::keys::random_id;
+use crate::token::{Role, TokenKind, now_unix};
+
+/// The bootstrap token's name.
+pub const NAME: &str = "bootstrap-admin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the bootstrap token file {path}: {source}")]
+    File { path: String, source: std::io::Error },
+    #[error("no randomness available")]
+    Random,
+}
+
+/// Create the first admin token if the store is empty; its secret, once.
+pub async fn bootstrap(store: &Store, mirror: &Mirror, file: Option<&Path>) -> Result<Option<String>, BootstrapError> {
+    if store.count_tokens().await? > 0 {
+        return Ok(None);
+    }
+    let (Ok(id), Some(secret)) = (random_id(16), reference::new_secret()) else {
+        return Err(BootstrapError::Random);
+    };
+    let hash = reference::hash(&secret);
+    let now = now_unix() as i64;
+    let rules = vec![WireRule::from_rule(&AccessRule::everything())];
+    let record = TokenRecord {
+        id,
+        name: Some(NAME.into()),
+        description: "created at first start".into(),
+        kind: TokenKind::Access,
+        role: Role::Admin,
+        master: true,
+        application: None,
+        subject: NAME.into(),
+        grants: serde_json::to_string(&rules).unwrap_or_else(|_| "[]".into()),
+        form: TokenForm::Reference,
+        secret_hash: Some(hash.to_vec()),
+        not_before: Some(now),
+        expires_at: None,
+        parent_id: None,
+        lineage: vec![],
+        created_by: Some("bootstrap".into()),
+        created_at: now,
+        revoked_at: None,
+    };
+    match store.insert_token(&record).await {
+        Ok(()) => {}
+        // Another replica bootstrapped first.
+        Err(StoreError::Conflict(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(grant) = reference::grant_of(&record, &mirror.issuer) {
+        mirror.references.insert(hash, grant);
+    }
+    if let Some(path) = file {
+        write_secret(path, &secret)
+            .map_err(|source| BootstrapError::File { path: path.display().to_string(), source })?;
+    }
+    tracing::info!(token.jti = %record.id, "created the bootstrap admin token");
+    Ok(Some(secret))
+}
+
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        opts.mode(0o600);
+        let mut f = opts.open(path)?;
+        // An existing file keeps its mode on open: tighten it explicitly.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(secret.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let mut f = opts.open(path)?;
+        f.write_all(secret.as_bytes())?;
+        f.sync_all()
+    }
+}
