@@ -250,3 +250,19 @@ pub async fn fresh_postgres_database() -> String {
     let base = url.rsplit_once('/').map(|(b, _)| b).expect("url with a database");
     format!("{base}/{db}")
 }
+
+/// Poll an async check until it returns `Some`, failing after `deadline`.
+pub async fn eventually_async<T, F, Fut>(deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "condition not met within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
