@@ -124,7 +124,7 @@ async fn a_killed_gateway_restarts_with_every_token_revocation_and_redemption_in
     g.child.kill().expect("kill -9");
     let _ = g.child.wait();
 
-    let mut g = serve(&config, proxy, api, admin).await;
+    let g = serve(&config, proxy, api, admin).await;
     for (name, t) in [("jwt", &jwt), ("reference", &reference), ("redeemed", &redeemed), ("bootstrap", &root)] {
         assert_eq!(call(&g, "GET", "/users/current/accounts/a1", t).await.status, 200, "{name} after restart");
     }
