@@ -470,11 +470,14 @@ async fn registration_tokens_are_single_use_even_under_concurrency_and_listed_no
     let secret = reg.json()["token"].as_str().expect("secret").to_string();
     assert!(secret.starts_with("ngreg_"));
     // Not listed, and not usable as an access token.
+    // Sorted: tokens created within one second list in id order.
     let names = |body: serde_json::Value| -> Vec<String> {
-        body["tokens"]
+        let mut v: Vec<String> = body["tokens"]
             .as_array()
             .map(|a| a.iter().filter_map(|t| t["name"].as_str().map(String::from)).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        v.sort();
+        v
     };
     let listed = h.api_request("GET", "/v1/tokens", &[("Authorization", &root)]).await;
     assert_eq!(names(listed.json()), ["bootstrap-admin"], "{}", listed.body);
