@@ -206,19 +206,7 @@ async fn escalation_attempts_are_refused_and_nothing_is_issued() {
 
 #[tokio::test]
 async fn a_narrowed_token_is_recorded_with_its_parent() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ng.db");
-    let p = path.clone();
-    let h = Harness::start_with(
-        |y| y,
-        move |c| {
-            c.store = Some(narrowgate::config::StoreConfig::Sqlite {
-                path: p.clone(),
-                resync_interval: std::time::Duration::from_secs(30),
-            })
-        },
-    )
-    .await;
+    let (_dir, h) = with_store().await;
     let auth = parent(&h, "parent-4", 3600);
     let resp = h.api_post("/v1/tokens/narrow", &[("Authorization", &auth)], r#"{"roles":["reader"]}"#).await;
     assert_eq!(resp.status, 200, "{}", resp.body);
@@ -267,17 +255,7 @@ async fn the_jwks_publishes_the_signing_keys_public_halves_only() {
 
 async fn with_store() -> (tempfile::TempDir, Harness) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ng.db");
-    let h = Harness::start_with(
-        |y| y,
-        move |c| {
-            c.store = Some(narrowgate::config::StoreConfig::Sqlite {
-                path: path.clone(),
-                resync_interval: std::time::Duration::from_secs(30),
-            })
-        },
-    )
-    .await;
+    let h = Harness::start_with(|y| y, support::sqlite_store(dir.path().join("ng.db"))).await;
     (dir, h)
 }
 
@@ -407,14 +385,7 @@ async fn only_admins_manage_tokens_and_nothing_widens() {
 async fn reference_tokens_never_expire_work_on_the_proxy_survive_a_restart_and_revoke() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ng.db");
-    let store_at = |p: std::path::PathBuf| {
-        move |c: &mut narrowgate::config::Config| {
-            c.store = Some(narrowgate::config::StoreConfig::Sqlite {
-                path: p.clone(),
-                resync_interval: std::time::Duration::from_secs(30),
-            })
-        }
-    };
+    let store_at = support::sqlite_store;
     let h = Harness::start_with(|y| y, store_at(path.clone())).await;
     let root = master(&h);
     let body = json!({"name": "ml-worker", "role": "user", "form": "reference", "accessRules": [{
@@ -572,10 +543,7 @@ async fn the_first_start_on_an_empty_store_bootstraps_one_admin_token() {
         Harness::start_with(
             |y| y,
             move |c| {
-                c.store = Some(narrowgate::config::StoreConfig::Sqlite {
-                    path: db.clone(),
-                    resync_interval: std::time::Duration::from_secs(30),
-                });
+                support::sqlite_store(db.clone())(c);
                 c.bootstrap.token_file = Some(file.clone());
             },
         )

@@ -82,17 +82,7 @@ async fn revocations_in_the_sqlite_store_are_enforced_after_a_restart() {
         assert!(store.revoke("gone", 1).await.expect("revoke"));
         store.close().await;
     }
-    let p = path.clone();
-    let h = Harness::start_with(
-        |y| y,
-        move |c| {
-            c.store = Some(narrowgate::config::StoreConfig::Sqlite {
-                path: p.clone(),
-                resync_interval: std::time::Duration::from_secs(30),
-            })
-        },
-    )
-    .await;
+    let h = Harness::start_with(|y| y, support::sqlite_store(path.clone())).await;
     let gone = h.get("/users/current/accounts/a1", &[("Authorization", &token_with_jti(&h, "gone"))]).await;
     assert_eq!((gone.status, gone.reason().as_str()), (401, "revoked"));
     let kept = h.get("/users/current/accounts/a1", &[("Authorization", &token_with_jti(&h, "kept"))]).await;

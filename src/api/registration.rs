@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::tokens::{admin, ok_json, read_json, store, store_failed};
+use super::tokens::{admin_with_store, ok_json, read_json, store, store_failed};
 use super::{ApiState, error_json};
 use crate::auth::reference;
 use crate::config::parse_duration;
@@ -54,12 +54,8 @@ struct Issued<'a> {
 }
 
 pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response {
-    let caller = match admin(&s, &req) {
-        Ok(g) => g,
-        Err(r) => return r,
-    };
-    let store = match store(&s) {
-        Ok(st) => st.clone(),
+    let (caller, store) = match admin_with_store(&s, &req) {
+        Ok(pair) => pair,
         Err(r) => return r,
     };
     let input: CreateRegistration = match read_json(req).await {

@@ -37,6 +37,13 @@ pub(crate) fn admin(s: &ApiState, req: &Request) -> Result<std::sync::Arc<Grant>
     Ok(grant)
 }
 
+/// The caller (an admin) and the store, or the response to send.
+#[allow(clippy::result_large_err)]
+pub(crate) fn admin_with_store(s: &ApiState, req: &Request) -> Result<(std::sync::Arc<Grant>, Store), Response> {
+    let caller = admin(s, req)?;
+    Ok((caller, store(s)?.clone()))
+}
+
 #[allow(clippy::result_large_err)]
 pub(crate) fn store(s: &ApiState) -> Result<&Store, Response> {
     s.store.as_ref().ok_or_else(|| {
@@ -143,12 +150,8 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(req: Request) -> R
 }
 
 pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response {
-    let caller = match admin(&s, &req) {
-        Ok(g) => g,
-        Err(r) => return r,
-    };
-    let store = match store(&s) {
-        Ok(st) => st.clone(),
+    let (caller, store) = match admin_with_store(&s, &req) {
+        Ok(pair) => pair,
         Err(r) => return r,
     };
     let Some(signing) = s.signing.clone() else {
@@ -303,11 +306,8 @@ fn query_map(req: &Request) -> HashMap<String, String> {
 }
 
 pub(crate) async fn list(State(s): State<ApiState>, req: Request) -> Response {
-    if let Err(r) = admin(&s, &req) {
-        return r;
-    }
-    let store = match store(&s) {
-        Ok(st) => st.clone(),
+    let store = match admin_with_store(&s, &req) {
+        Ok((_, st)) => st,
         Err(r) => return r,
     };
     let q = query_map(&req);
@@ -337,11 +337,8 @@ pub(crate) async fn list(State(s): State<ApiState>, req: Request) -> Response {
 }
 
 pub(crate) async fn show(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
-    if let Err(r) = admin(&s, &req) {
-        return r;
-    }
-    let store = match store(&s) {
-        Ok(st) => st.clone(),
+    let store = match admin_with_store(&s, &req) {
+        Ok((_, st)) => st,
         Err(r) => return r,
     };
     match store.token(&id).await {
@@ -367,11 +364,8 @@ async fn revoke_record(s: &ApiState, store: &Store, record: Option<TokenRecord>)
 }
 
 pub(crate) async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
-    if let Err(r) = admin(&s, &req) {
-        return r;
-    }
-    let store = match store(&s) {
-        Ok(st) => st.clone(),
+    let store = match admin_with_store(&s, &req) {
+        Ok((_, st)) => st,
         Err(r) => return r,
     };
     match store.token(&id).await {
@@ -381,11 +375,8 @@ pub(crate) async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, re
 }
 
 pub(crate) async fn revoke_by_name(State(s): State<ApiState>, req: Request) -> Response {
-    if let Err(r) = admin(&s, &req) {
-        return r;
-    }
-    let store = match store(&s) {
-        Ok(st) => st.clone(),
+    let store = match admin_with_store(&s, &req) {
+        Ok((_, st)) => st,
         Err(r) => return r,
     };
     let Some(name) = query_map(&req).get("name").cloned() else {

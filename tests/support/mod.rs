@@ -266,3 +266,13 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The config edit that puts the gateway on a SQLite store at `path`.
+pub fn sqlite_store(path: std::path::PathBuf) -> impl Fn(&mut Config) {
+    move |c: &mut Config| {
+        c.store = Some(narrowgate::config::StoreConfig::Sqlite {
+            path: path.clone(),
+            resync_interval: Duration::from_secs(30),
+        })
+    }
+}
