@@ -19,7 +19,6 @@ use crate::metrics::Metrics;
 use crate::proxy::{Gateway, server};
 use crate::revocation::Revocations;
 use crate::store::{Mirror, Store};
-use crate::token::{GrantCache, Verifier};
 
 /// A running gateway.
 pub struct Running {
@@ -107,14 +106,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     let limits = config.server.clone();
     // One authenticator (and so one cache) for the proxy and the token service.
-    let auth = Arc::new(Authenticator::with_references(
-        config.credentials.clone(),
-        Verifier::new(config.keys.clone(), config.max_token_bytes),
-        GrantCache::new(config.cache.capacity, config.cache.max_ttl.as_secs()),
-        revocations.clone(),
-        mirror.references.clone(),
-        metrics.clone(),
-    ));
+    let auth =
+        Arc::new(Authenticator::from_config(&config, revocations.clone(), mirror.references.clone(), metrics.clone()));
     let api_state = api::ApiState::new(auth.clone(), &config.manifest, config.signing.clone(), store.clone());
     let gateway = Arc::new(Gateway::with_auth(config, metrics, auth));
 

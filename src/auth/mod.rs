@@ -34,34 +34,22 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(
-        credentials: Vec<CredentialSource>,
-        verifier: Verifier,
-        cache: GrantCache,
-        revocations: Arc<Revocations>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Authenticator {
-            credentials,
-            verifier,
-            cache,
-            revocations,
-            references: Arc::new(reference::ReferenceTokens::default()),
-            metrics,
-        }
-    }
-
-    /// An authenticator reading a reference-token mirror the store keeps
-    /// current.
-    pub fn with_references(
-        credentials: Vec<CredentialSource>,
-        verifier: Verifier,
-        cache: GrantCache,
+    /// The authenticator a config describes, reading `revocations` and a
+    /// reference-token mirror the store keeps current.
+    pub fn from_config(
+        config: &crate::config::Config,
         revocations: Arc<Revocations>,
         references: Arc<reference::ReferenceTokens>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Authenticator { credentials, verifier, cache, revocations, references, metrics }
+        Authenticator {
+            credentials: config.credentials.clone(),
+            verifier: Verifier::new(config.keys.clone(), config.max_token_bytes),
+            cache: GrantCache::new(config.cache.capacity, config.cache.max_ttl.as_secs()),
+            revocations,
+            references,
+            metrics,
+        }
     }
 
     /// The reference-token mirror the store keeps current.

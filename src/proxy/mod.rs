@@ -39,7 +39,7 @@ use crate::metrics::{Metrics, UpstreamError};
 use crate::policy::{Decision, Denial, Route, Router, evaluate};
 use crate::reason::Reason;
 use crate::revocation::Revocations;
-use crate::token::{Grant, GrantCache, Verifier, now_unix};
+use crate::token::{Grant, now_unix};
 
 /// Response bodies: the upstream's, streamed, or one of ours.
 pub type Body = Either<upstream::UpstreamBody, Full<Bytes>>;
@@ -138,13 +138,7 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     pub fn new(config: Config, metrics: Arc<Metrics>, revocations: Arc<Revocations>) -> Self {
-        let auth = Arc::new(Authenticator::new(
-            config.credentials.clone(),
-            Verifier::new(config.keys.clone(), config.max_token_bytes),
-            GrantCache::new(config.cache.capacity, config.cache.max_ttl.as_secs()),
-            revocations,
-            metrics.clone(),
-        ));
+        let auth = Arc::new(Authenticator::from_config(&config, revocations, Default::default(), metrics.clone()));
         Gateway::with_auth(config, metrics, auth)
     }
 
