@@ -109,7 +109,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let auth =
         Arc::new(Authenticator::from_config(&config, revocations.clone(), mirror.references.clone(), metrics.clone()));
     let api_state = api::ApiState::new(auth.clone(), &config.manifest, config.signing.clone(), store.clone());
-    let gateway = Arc::new(Gateway::with_auth(config, metrics, auth));
+    let gateway = Arc::new(Gateway::with_auth(config, metrics, auth.clone()));
 
     let mut rx = stop_rx.clone();
     tasks.push(tokio::spawn(server::run(proxy_listener, gateway, limits, async move {
@@ -139,8 +139,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         }));
     }
-    // Config and keys were loaded before we got here, and the proxy listens.
-    ready.store(true, Ordering::Release);
+    // Config, store and configured keys were loaded before we got here, and
+    // the proxy listens. Keys from JWKS URLs arrive in the background:
+    // ready once every issuer's set has loaded.
+    let keys = auth.keys().clone();
+    if keys.is_remote() {
+        background.push(tokio::spawn(keys.clone().run()));
+        let ready = ready.clone();
+        background.push(tokio::spawn(async move {
+            keys.wait_loaded().await;
+            ready.store(true, Ordering::Release);
+            tracing::info!("verification keys loaded from the issuers' JWKS");
+        }));
+    } else {
+        ready.store(true, Ordering::Release);
+    }
     tracing::info!(proxy = %proxy_addr, admin = ?admin_addr, api = ?api_addr, "narrowgate is serving");
     Ok(Running {
         proxy_addr,

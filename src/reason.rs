@@ -34,11 +34,14 @@ pub enum Reason {
     UpstreamUnavailable,
     UpstreamTimeout,
     KeysUnavailable,
+    /// The token names a `kid` no trusted issuer has (after a refetch, for
+    /// keys from a JWKS URL).
+    UnknownKey,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (metric handles are indexed by it).
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Allowed,
         Reason::Public,
         Reason::NotEnforced,
@@ -63,6 +66,7 @@ impl Reason {
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
         Reason::KeysUnavailable,
+        Reason::UnknownKey,
     ];
 
     /// The stable code.
@@ -92,6 +96,7 @@ impl Reason {
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::KeysUnavailable => "keys_unavailable",
+            Reason::UnknownKey => "unknown_key",
         }
     }
 
@@ -104,7 +109,8 @@ impl Reason {
             | Reason::Expired
             | Reason::NotYetValid
             | Reason::TokenTooLarge
-            | Reason::Revoked => 401,
+            | Reason::Revoked
+            | Reason::UnknownKey => 401,
             Reason::ConflictingCredentials
             | Reason::AmbiguousPath
             | Reason::BadRequest

@@ -23,7 +23,7 @@ use crate::config::Signing;
 use crate::policy::Manifest;
 use crate::proxy::respond::error_response;
 use crate::store::Store;
-use crate::token::{Grant, Role, TokenKind, now_unix};
+use crate::token::{Grant, Role, TokenKind};
 
 mod narrow;
 mod registration;
@@ -185,7 +185,7 @@ fn whoami_view(g: &Grant) -> WhoAmI<'_> {
 }
 
 async fn whoami(State(s): State<ApiState>, req: Request) -> Response {
-    match s.auth.authenticate(req.headers(), req.uri().query(), now_unix()) {
+    match s.auth.authenticate_fetching(req.headers(), req.uri().query()).await {
         Ok(grant) => match serde_json::to_vec(&whoami_view(&grant)) {
             Ok(body) => json(StatusCode::OK, Bytes::from(body)),
             Err(_) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the grant could not be shown"),

@@ -93,7 +93,7 @@ pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Response 
     let Ok(query_hours) = query_validity(req.uri().query()) else {
         return error_json(StatusCode::BAD_REQUEST, "bad_request", "validity-in-hours must be a number of hours");
     };
-    let parent = match s.auth.authenticate(req.headers(), req.uri().query(), now_unix()) {
+    let parent = match s.auth.authenticate_fetching(req.headers(), req.uri().query()).await {
         Ok(g) => g,
         Err(reason) => return error_response(reason, None, None).into_response(),
     };

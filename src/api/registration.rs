@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::tokens::{admin_with_store, ok_json, read_json, store, store_failed};
+use super::tokens::{RequestParts, admin_with_store, ok_json, read_json, store, store_failed};
 use super::{ApiState, error_json};
 use crate::auth::reference;
 use crate::config::parse_duration;
@@ -54,7 +54,7 @@ struct Issued<'a> {
 }
 
 pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response {
-    let (caller, store) = match admin_with_store(&s, &req) {
+    let (caller, store) = match admin_with_store(&s, &RequestParts::of(&req)).await {
         Ok(pair) => pair,
         Err(r) => return r,
     };

@@ -26,21 +26,31 @@ use crate::token::{Grant, Role, TokenKind, now_unix, sign};
 /// The caller, if it may manage tokens; else the response to send.
 // A handler's early return is a Response; boxing it would buy nothing.
 #[allow(clippy::result_large_err)]
-pub(crate) fn admin(s: &ApiState, req: &Request) -> Result<std::sync::Arc<Grant>, Response> {
-    let grant = s
-        .auth
-        .authenticate(req.headers(), req.uri().query(), now_unix())
-        .map_err(|r| error_response(r, None, None).into_response())?;
+pub(crate) async fn admin(s: &ApiState, req: &RequestParts<'_>) -> Result<std::sync::Arc<Grant>, Response> {
+    let grant =
+        s.auth.authenticate_fetching(req.0, req.1).await.map_err(|r| error_response(r, None, None).into_response())?;
     if grant.role != Role::Admin && !grant.master {
         return Err(error_json(StatusCode::FORBIDDEN, "admin_required", "only admin or master tokens manage tokens"));
     }
     Ok(grant)
 }
 
+/// What authentication reads of a request: its headers and query.
+pub(crate) struct RequestParts<'a>(&'a axum::http::HeaderMap, Option<&'a str>);
+
+impl<'a> RequestParts<'a> {
+    pub(crate) fn of(req: &'a Request) -> Self {
+        RequestParts(req.headers(), req.uri().query())
+    }
+}
+
 /// The caller (an admin) and the store, or the response to send.
 #[allow(clippy::result_large_err)]
-pub(crate) fn admin_with_store(s: &ApiState, req: &Request) -> Result<(std::sync::Arc<Grant>, Store), Response> {
-    let caller = admin(s, req)?;
+pub(crate) async fn admin_with_store(
+    s: &ApiState,
+    req: &RequestParts<'_>,
+) -> Result<(std::sync::Arc<Grant>, Store), Response> {
+    let caller = admin(s, req).await?;
     Ok((caller, store(s)?.clone()))
 }
 
@@ -150,7 +160,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(req: Request) -> R
 }
 
 pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response {
-    let (caller, store) = match admin_with_store(&s, &req) {
+    let (caller, store) = match admin_with_store(&s, &RequestParts::of(&req)).await {
         Ok(pair) => pair,
         Err(r) => return r,
     };
@@ -306,7 +316,7 @@ fn query_map(req: &Request) -> HashMap<String, String> {
 }
 
 pub(crate) async fn list(State(s): State<ApiState>, req: Request) -> Response {
-    let store = match admin_with_store(&s, &req) {
+    let store = match admin_with_store(&s, &RequestParts::of(&req)).await {
         Ok((_, st)) => st,
         Err(r) => return r,
     };
@@ -337,7 +347,7 @@ pub(crate) async fn list(State(s): State<ApiState>, req: Request) -> Response {
 }
 
 pub(crate) async fn show(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
-    let store = match admin_with_store(&s, &req) {
+    let store = match admin_with_store(&s, &RequestParts::of(&req)).await {
         Ok((_, st)) => st,
         Err(r) => return r,
     };
@@ -364,7 +374,7 @@ async fn revoke_record(s: &ApiState, store: &Store, record: Option<TokenRecord>)
 }
 
 pub(crate) async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
-    let store = match admin_with_store(&s, &req) {
+    let store = match admin_with_store(&s, &RequestParts::of(&req)).await {
         Ok((_, st)) => st,
         Err(r) => return r,
     };
@@ -375,7 +385,7 @@ pub(crate) async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, re
 }
 
 pub(crate) async fn revoke_by_name(State(s): State<ApiState>, req: Request) -> Response {
-    let store = match admin_with_store(&s, &req) {
+    let store = match admin_with_store(&s, &RequestParts::of(&req)).await {
         Ok((_, st)) => st,
         Err(r) => return r,
     };

@@ -14,7 +14,7 @@ use crate::config::CredentialSource;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::revocation::Revocations;
-use crate::token::{Grant, GrantCache, Verifier};
+use crate::token::{Grant, GrantCache, KeyRing, Verifier};
 use credential::CredentialError;
 
 /// Credential → grant, or the reason there is none.
@@ -44,7 +44,10 @@ impl Authenticator {
     ) -> Self {
         Authenticator {
             credentials: config.credentials.clone(),
-            verifier: Verifier::new(config.keys.clone(), config.max_token_bytes),
+            verifier: Verifier::with_ring(
+                KeyRing::new(config.keys.clone(), config.jwks_sources.clone()),
+                config.max_token_bytes,
+            ),
             cache: GrantCache::new(config.cache.capacity, config.cache.max_ttl.as_secs()),
             revocations,
             references,
@@ -63,6 +66,30 @@ impl Authenticator {
 
     pub fn revocations(&self) -> &Arc<Revocations> {
         &self.revocations
+    }
+
+    /// The verification keys in force (fetched ones included).
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        self.verifier.ring()
+    }
+
+    /// [`Authenticator::authenticate`], and when the token names a key this
+    /// gateway does not know but an issuer's JWKS might (a key rotated in),
+    /// fetch the keys again (rate-limited) and decide once more. The only
+    /// path that may wait on I/O, and only for unknown kids.
+    pub async fn authenticate_fetching(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Arc<Grant>, Reason> {
+        match self.authenticate(headers, query, crate::token::now_unix()) {
+            Err(r) if self.wants_refetch(r) => {
+                self.keys().refetch().await;
+                self.authenticate(headers, query, crate::token::now_unix())
+            }
+            other => other,
+        }
+    }
+
+    /// Whether a refusal for `reason` could change with fresher keys.
+    pub fn wants_refetch(&self, reason: Reason) -> bool {
+        matches!(reason, Reason::UnknownKey | Reason::KeysUnavailable) && self.keys().is_remote()
     }
 
     /// The grant of the request's credential at `now` (Unix seconds).
@@ -104,6 +131,11 @@ impl Authenticator {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "token refused");
+                        // An unknown key while an issuer's JWKS cannot be
+                        // fetched: undecidable, not invalid.
+                        if e == crate::token::VerifyError::UnknownKey && self.keys().degraded() {
+                            return Err(Reason::KeysUnavailable);
+                        }
                         return Err(e.reason());
                     }
                 }

@@ -79,6 +79,16 @@ pub struct IssuerFile {
     pub keys: Vec<KeyFile>,
     #[serde(default)]
     pub jwks_file: Option<String>,
+    /// An enforce-only gateway fetches this issuer's keys from here.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is fetched again (default 5m).
+    #[serde(default)]
+    pub jwks_refresh: Option<String>,
+    /// At most one refetch this often, however many unknown kids arrive
+    /// (default 10s); also the retry interval while no keys are loaded.
+    #[serde(default)]
+    pub jwks_min_refetch: Option<String>,
     /// Private keys this gateway signs tokens with, as this issuer; their
     /// public halves are trusted automatically (do not list them in `keys`).
     #[serde(default)]

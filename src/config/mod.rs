@@ -53,6 +53,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub trusted_proxies: Vec<IpNet>,
     pub keys: KeySet,
+    /// Issuers whose keys are fetched from a JWKS URL (enforce-only gateways).
+    pub jwks_sources: Vec<crate::token::JwksSource>,
     /// This gateway's own signing keys, if it issues tokens.
     pub signing: Option<Signing>,
     pub max_token_bytes: usize,
@@ -306,6 +308,7 @@ impl Config {
         };
 
         let mut keyset = KeySet::default();
+        let mut jwks_sources = Vec::new();
         let mut signing: Option<Signing> = None;
         match required("issuers", &mut errs) {
             Value::Array(items) => {
@@ -315,7 +318,7 @@ impl Config {
                 for (i, item) in items.iter().enumerate() {
                     let path = format!("issuers[{i}]");
                     if let Some(f) = section::<IssuerFile>(item, &path, &mut errs) {
-                        build_issuer(f, &path, base, &mut keyset, &mut signing, &mut errs);
+                        build_issuer(f, &path, base, &mut keyset, &mut jwks_sources, &mut signing, &mut errs);
                     }
                 }
             }
@@ -409,6 +412,7 @@ impl Config {
                 server,
                 trusted_proxies,
                 keys: keyset,
+                jwks_sources,
                 signing,
                 max_token_bytes,
                 credentials,
@@ -488,6 +492,7 @@ fn build_issuer(
     path: &str,
     base: &Path,
     keyset: &mut KeySet,
+    jwks_sources: &mut Vec<crate::token::JwksSource>,
     signing: &mut Option<Signing>,
     errs: &mut Errors,
 ) {
@@ -515,8 +520,38 @@ fn build_issuer(
         clock_skew_secs: skew.as_secs(),
         allow_missing_exp: f.allow_missing_exp,
     });
-    if f.keys.is_empty() && f.jwks_file.is_none() && f.signing_keys.is_empty() {
-        errs.push(path, "needs keys, a jwks_file or signing_keys");
+    if f.keys.is_empty() && f.jwks_file.is_none() && f.jwks_url.is_none() && f.signing_keys.is_empty() {
+        errs.push(path, "needs keys, a jwks_file, a jwks_url or signing_keys");
+    }
+    let refresh = duration_or(&f.jwks_refresh, Duration::from_secs(300), &format!("{path}.jwks_refresh"), errs);
+    let min_refetch =
+        duration_or(&f.jwks_min_refetch, Duration::from_secs(10), &format!("{path}.jwks_min_refetch"), errs);
+    match &f.jwks_url {
+        Some(url) => {
+            let upath = format!("{path}.jwks_url");
+            match url.parse::<http::Uri>() {
+                Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+                _ => errs.push(&upath, "must be an absolute http:// or https:// URL"),
+            }
+            if refresh < Duration::from_secs(1) {
+                errs.push(&format!("{path}.jwks_refresh"), "must be at least 1s");
+            }
+            if min_refetch < Duration::from_millis(100) || min_refetch > refresh {
+                errs.push(&format!("{path}.jwks_min_refetch"), "must be at least 100ms and at most jwks_refresh");
+            }
+            jwks_sources.push(crate::token::JwksSource {
+                issuer,
+                name: f.name.clone(),
+                url: url.clone(),
+                algorithms: algorithms.clone(),
+                refresh,
+                min_refetch,
+            });
+        }
+        None if f.jwks_refresh.is_some() || f.jwks_min_refetch.is_some() => {
+            errs.push(path, "jwks_refresh and jwks_min_refetch need a jwks_url");
+        }
+        None => {}
     }
     let mut own = Vec::new();
     for (i, k) in f.signing_keys.iter().enumerate() {
@@ -1036,6 +1071,35 @@ applications:
         assert!(errs.iter().any(|e| e.contains("not a valid HS256 key")), "{errs:?}");
         let ok = text.replace("secret_file: k.pub.pem", "secret_file: secret");
         assert!(Config::from_yaml(&ok, dir.path()).is_ok());
+    }
+
+    #[test]
+    fn jwks_urls_are_checked() {
+        let dir = key_dir();
+        let idp = |extra: &str| {
+            GOOD.replace(
+                "applications:",
+                &format!(
+                    "  - name: idp\n    issuer: https://idp.example\n    algorithms: [ES256]\n{extra}applications:"
+                ),
+            )
+        };
+        let c = Config::from_yaml(&idp("    jwks_url: https://idp.example/jwks\n"), dir.path()).expect("valid");
+        assert_eq!(c.jwks_sources.len(), 1);
+        assert_eq!((c.jwks_sources[0].issuer, c.jwks_sources[0].refresh), (1, Duration::from_secs(300)));
+        for (extra, expected) in [
+            ("    jwks_url: ftp://idp.example/jwks\n", "issuers[1].jwks_url: must be an absolute http"),
+            ("    jwks_url: /jwks\n", "issuers[1].jwks_url: must be an absolute http"),
+            (
+                "    jwks_url: http://idp/j\n    jwks_refresh: 1m\n    jwks_min_refetch: 2m\n",
+                "issuers[1].jwks_min_refetch: must be at least 100ms and at most jwks_refresh",
+            ),
+            ("    keys: []\n    jwks_refresh: 1m\n", "issuers[1]: jwks_refresh and jwks_min_refetch need a jwks_url"),
+            ("", "issuers[1]: needs keys, a jwks_file, a jwks_url or signing_keys"),
+        ] {
+            let errs = Config::from_yaml(&idp(extra), dir.path()).expect_err(extra).0;
+            assert!(errs.iter().any(|e| e.starts_with(expected)), "{extra}: {errs:?}");
+        }
     }
 
     #[test]

@@ -183,7 +183,15 @@ impl Gateway {
             Some(v) if conn.trusted => v.clone(),
             _ => self.request_ids.next(),
         };
-        let decided = self.decide(&req, now_unix());
+        let mut decided = self.decide(&req, now_unix());
+        if let Err(deny) = &decided
+            && self.auth.wants_refetch(deny.reason)
+        {
+            // A kid rotated in on an issuer: fetch its keys (rate-limited)
+            // and decide once more.
+            self.auth.keys().refetch().await;
+            decided = self.decide(&req, now_unix());
+        }
         let (reason, app, route, mut resp) = match decided {
             Err(deny) => {
                 let resp = respond::error_response(deny.reason, deny.denial.as_ref(), deny.status).map(Either::Right);

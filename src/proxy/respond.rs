@@ -45,7 +45,8 @@ fn message(reason: Reason) -> &'static str {
         Reason::UpgradeNotAllowed => "this route does not accept protocol upgrades",
         Reason::UpstreamUnavailable => "the upstream is unavailable",
         Reason::UpstreamTimeout => "the upstream did not answer in time",
-        Reason::KeysUnavailable => "no verification keys are available",
+        Reason::KeysUnavailable => "the keys to verify this token are not available; try again shortly",
+        Reason::UnknownKey => "the token was signed with a key no trusted issuer publishes",
         Reason::Allowed | Reason::Public | Reason::NotEnforced => "",
     }
 }
@@ -79,7 +80,7 @@ fn www_authenticate(reason: Reason, scopes: &[Box<str>]) -> Option<HeaderValue> 
     let fixed = match reason {
         // RFC 6750 §3.1: no error code when the request had no credential.
         Reason::MissingToken => r#"Bearer realm="narrowgate""#,
-        Reason::InvalidToken | Reason::TokenTooLarge => {
+        Reason::InvalidToken | Reason::TokenTooLarge | Reason::UnknownKey => {
             r#"Bearer realm="narrowgate", error="invalid_token", error_description="the token is not valid""#
         }
         Reason::Expired => {

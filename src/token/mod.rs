@@ -1,7 +1,8 @@
 //! Tokens: the claims narrowgate issues, keys, signing, and verification of
 //! a presented token into a [`Grant`].
 //!
-//! No I/O on the request path: keys are loaded at config time, verification
+//! No I/O on the request path: keys are loaded at config time (or fetched
+//! beside the request path, [`KeyRing`]), verification
 //! is pure CPU, and successful verifications are cached in [`GrantCache`].
 //! Nothing here logs or returns a token or a key.
 
@@ -9,6 +10,7 @@ pub mod cache;
 pub mod claims;
 pub mod encoding;
 pub mod grant;
+pub mod keyring;
 pub mod keys;
 pub mod sign;
 #[doc(hidden)]
@@ -18,6 +20,7 @@ pub mod verify;
 pub use cache::GrantCache;
 pub use claims::{Claims, Role, TokenKind, WireRule};
 pub use grant::Grant;
+pub use keyring::{JwksSource, KeyRing};
 pub use keys::{IssuerPolicy, KeySet, SigningKey};
 pub use verify::{Verifier, VerifyError};
 

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::claims::{Role, TokenKind, WireRule};
 use super::encoding::b64_decode;
 use super::grant::{Grant, IdentityValues};
+use super::keyring::KeyRing;
 use super::keys::{KeySet, parse_algorithm};
 use crate::reason::Reason;
 
@@ -54,6 +55,7 @@ impl VerifyError {
             VerifyError::Expired => Reason::Expired,
             VerifyError::NotYetValid => Reason::NotYetValid,
             VerifyError::NoKeys => Reason::KeysUnavailable,
+            VerifyError::UnknownKey => Reason::UnknownKey,
             _ => Reason::InvalidToken,
         }
     }
@@ -62,10 +64,10 @@ impl VerifyError {
 /// Default upper bound on a token's length.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Verifies tokens against a [`KeySet`].
+/// Verifies tokens against the keys of a [`KeyRing`].
 #[derive(Clone, Debug)]
 pub struct Verifier {
-    keys: KeySet,
+    keys: std::sync::Arc<KeyRing>,
     max_token_bytes: usize,
 }
 
@@ -115,11 +117,17 @@ struct RawClaims {
 }
 
 impl Verifier {
+    /// A verifier of fixed keys.
     pub fn new(keys: KeySet, max_token_bytes: usize) -> Self {
+        Verifier { keys: KeyRing::new(keys, Vec::new()), max_token_bytes }
+    }
+
+    /// A verifier of the keys `ring` holds at each call.
+    pub fn with_ring(keys: std::sync::Arc<KeyRing>, max_token_bytes: usize) -> Self {
         Verifier { keys, max_token_bytes }
     }
 
-    pub fn keys(&self) -> &KeySet {
+    pub fn ring(&self) -> &std::sync::Arc<KeyRing> {
         &self.keys
     }
 
@@ -128,7 +136,8 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(VerifyError::TooLarge);
         }
-        if self.keys.is_empty() {
+        let keys = self.keys.current();
+        if keys.is_empty() {
             // Cannot decide: 503, not 401.
             return Err(VerifyError::NoKeys);
         }
@@ -151,7 +160,7 @@ impl Verifier {
         }
         // "none", "None", and anything unknown stop here.
         let alg = parse_algorithm(&header.alg).ok_or(VerifyError::Algorithm)?;
-        let key = self.keys.find(header.kid.as_deref()).ok_or(VerifyError::UnknownKey)?;
+        let key = keys.find(header.kid.as_deref()).ok_or(VerifyError::UnknownKey)?;
         if key.algorithm != alg {
             // The algorithm is pinned per key: an HS256 token aimed at an EC
             // or RSA key's bytes is refused here, before any crypto.
@@ -166,7 +175,7 @@ impl Verifier {
 
         let payload = b64_decode(p64).ok_or(VerifyError::Malformed)?;
         let raw: RawClaims = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
-        let policy = self.keys.issuers.get(key.issuer).ok_or(VerifyError::UnknownKey)?;
+        let policy = keys.issuers.get(key.issuer).ok_or(VerifyError::UnknownKey)?;
         let skew = policy.clock_skew_secs;
 
         let iss = string_claim(&raw.iss, "iss")?.ok_or(VerifyError::Issuer)?;

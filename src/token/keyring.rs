@@ -1,0 +1,334 @@
+//! The verification keys in force: the configured ones, plus those an
+//! enforce-only gateway fetches from its issuers' JWKS URLs.
+//!
+//! Verification reads the current [`KeySet`] through an [`ArcSwap`] — one
+//! atomic load, no lock, no I/O. Fetching happens beside it:
+//! - a background loop fetches every source at start (retrying every
+//!   `min_refetch` until each has loaded once) and then every `refresh`;
+//! - a token naming an unknown `kid` asks for a refetch ([`KeyRing::refetch`]),
+//!   single-flight and at most once per `min_refetch`, so a key rotated in on
+//!   the issuer is picked up by the first request that uses it, and a flood
+//!   of made-up kids costs the issuer one request per interval;
+//! - a failed fetch keeps the last good keys of that source.
+//!
+//! Until every source has loaded once the ring is not ready, and a token it
+//! cannot decide gets `keys_unavailable` (503), not 401.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, Guard};
+use jsonwebtoken::Algorithm;
+use tokio::sync::watch;
+
+use super::keys::{KeySet, VerificationKey, keys_from_jwks};
+
+/// The largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// How long one fetch may take, connection included.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One issuer's JWKS URL.
+#[derive(Clone, Debug)]
+pub struct JwksSource {
+    /// Index of the issuer in [`KeySet::issuers`].
+    pub issuer: usize,
+    /// The issuer's name, for logs (the URL could carry credentials).
+    pub name: String,
+    pub url: String,
+    pub algorithms: Vec<Algorithm>,
+    pub refresh: Duration,
+    pub min_refetch: Duration,
+}
+
+#[derive(Default)]
+struct SourceState {
+    /// The last good keys; kept when a later fetch fails.
+    keys: Option<Vec<VerificationKey>>,
+    /// Whether the most recent fetch failed.
+    failing: bool,
+}
+
+/// The keys in force and where the remote ones come from.
+pub struct KeyRing {
+    current: ArcSwap<KeySet>,
+    /// The configured keys, the base every fetched set is added to.
+    base: KeySet,
+    sources: Vec<JwksSource>,
+    state: Mutex<Vec<SourceState>>,
+    /// Held while fetching: concurrent refetches wait for the one in flight.
+    fetching: tokio::sync::Mutex<Option<Instant>>,
+    client: reqwest::Client,
+    /// `true` once every source has loaded at least once.
+    loaded: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing").field("sources", &self.sources.len()).finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    /// A ring of fixed keys (and remote `sources`, if any).
+    pub fn new(base: KeySet, sources: Vec<JwksSource>) -> Arc<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            // Building fails only when the TLS backend cannot start; a client
+            // without configuration still fetches plain http.
+            .unwrap_or_default();
+        let state = sources.iter().map(|_| SourceState::default()).collect();
+        Arc::new(KeyRing {
+            current: ArcSwap::from_pointee(base.clone()),
+            base,
+            loaded: watch::Sender::new(sources.is_empty()),
+            sources,
+            state: Mutex::new(state),
+            fetching: tokio::sync::Mutex::new(None),
+            client,
+        })
+    }
+
+    /// The keys in force now.
+    #[inline]
+    pub fn current(&self) -> Guard<Arc<KeySet>> {
+        self.current.load()
+    }
+
+    /// Whether any keys come from a JWKS URL.
+    pub fn is_remote(&self) -> bool {
+        !self.sources.is_empty()
+    }
+
+    /// Whether some source has never loaded or failed its last fetch: a
+    /// token whose key is unknown cannot be decided.
+    pub fn degraded(&self) -> bool {
+        self.state.lock().map_or(true, |s| s.iter().any(|st| st.keys.is_none() || st.failing))
+    }
+
+    /// Resolves once every source has loaded at least once.
+    pub async fn wait_loaded(&self) {
+        let mut rx = self.loaded.subscribe();
+        let _ = rx.wait_for(|l| *l).await;
+    }
+
+    /// Fetch every source again, unless a fetch started less than the
+    /// smallest `min_refetch` ago (a fetch in flight is waited for, not
+    /// repeated). Returns when the keys are as fresh as they will get.
+    pub async fn refetch(&self) {
+        if !self.is_remote() {
+            return;
+        }
+        let min = self.sources.iter().map(|s| s.min_refetch).min().unwrap_or_default();
+        let mut last = self.fetching.lock().await;
+        if last.is_some_and(|t| t.elapsed() < min) {
+            return;
+        }
+        *last = Some(Instant::now());
+        self.fetch_all().await;
+    }
+
+    /// Keep the keys fresh until the task is aborted.
+    pub async fn run(self: Arc<Self>) {
+        if !self.is_remote() {
+            return;
+        }
+        let refresh = self.sources.iter().map(|s| s.refresh).min().unwrap_or(Duration::from_secs(300));
+        let retry = self.sources.iter().map(|s| s.min_refetch).min().unwrap_or(Duration::from_secs(10));
+        loop {
+            {
+                let mut last = self.fetching.lock().await;
+                *last = Some(Instant::now());
+                self.fetch_all().await;
+            }
+            let wait = if self.degraded() { retry } else { refresh };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn fetch_all(&self) {
+        let mut results = Vec::with_capacity(self.sources.len());
+        for source in &self.sources {
+            let fetched = self.fetch(source).await;
+            if let Err(e) = &fetched {
+                tracing::warn!(issuer = %source.name, error = %e, "JWKS fetch failed; keeping the last good keys");
+            }
+            results.push(fetched);
+        }
+        let Ok(mut state) = self.state.lock() else { return };
+        for (st, result) in state.iter_mut().zip(results) {
+            match result {
+                Ok(keys) => {
+                    st.keys = Some(keys);
+                    st.failing = false;
+                }
+                Err(_) => st.failing = true,
+            }
+        }
+        let mut set = self.base.clone();
+        for (source, st) in self.sources.iter().zip(state.iter()) {
+            for key in st.keys.iter().flatten() {
+                if let Err(e) = set.add_key(key.clone()) {
+                    tracing::warn!(issuer = %source.name, error = %e, "JWKS key skipped");
+                }
+            }
+        }
+        let all_loaded = state.iter().all(|st| st.keys.is_some());
+        drop(state);
+        self.current.store(Arc::new(set));
+        if all_loaded {
+            self.loaded.send_replace(true);
+        }
+    }
+
+    async fn fetch(&self, source: &JwksSource) -> Result<Vec<VerificationKey>, String> {
+        let resp =
+            self.client.get(&source.url).send().await.map_err(|e| format!("request failed: {}", e.without_url()))?;
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status()));
+        }
+        if resp.content_length().is_some_and(|l| l > MAX_JWKS_BYTES as u64) {
+            return Err("document too large".into());
+        }
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("body failed: {}", e.without_url()))? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err("document too large".into());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = std::str::from_utf8(&body).map_err(|_| "document is not UTF-8".to_string())?;
+        keys_from_jwks(text, &source.algorithms, source.issuer).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::token::testkit::{self, TestKey};
+
+    /// A JWKS endpoint on loopback serving whatever `doc` holds (status 500
+    /// for `None`), counting requests.
+    struct Issuer {
+        url: String,
+        doc: Arc<Mutex<Option<String>>>,
+        hits: Arc<AtomicUsize>,
+    }
+
+    async fn issuer() -> Issuer {
+        let doc: Arc<Mutex<Option<String>>> = Arc::default();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (d, h) = (doc.clone(), hits.clone());
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let (d, h) = (d.clone(), h.clone());
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    match d.lock().expect("lock").clone() {
+                        Some(body) => (axum::http::StatusCode::OK, body),
+                        None => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, String::new()),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        Issuer { url, doc, hits }
+    }
+
+    fn jwks(keys: &[&TestKey]) -> String {
+        let list: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|k| {
+                let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&k.encoding, k.alg).expect("jwk");
+                let mut v = serde_json::to_value(jwk).expect("json");
+                v["kid"] = k.kid.clone().into();
+                v
+            })
+            .collect();
+        serde_json::json!({ "keys": list }).to_string()
+    }
+
+    fn ring(url: &str, min_refetch: Duration) -> Arc<KeyRing> {
+        let mut base = KeySet::default();
+        let issuer = base.add_issuer(testkit::issuer_policy());
+        KeyRing::new(
+            base,
+            vec![JwksSource {
+                issuer,
+                name: "idp".into(),
+                url: url.into(),
+                algorithms: vec![Algorithm::ES256],
+                refresh: Duration::from_secs(3600),
+                min_refetch,
+            }],
+        )
+    }
+
+    #[tokio::test]
+    async fn refetches_are_rate_limited_and_a_failed_fetch_keeps_the_last_good_keys() {
+        let idp = issuer().await;
+        let (k1, k2) = (TestKey::es256("k1"), TestKey::es256("k2"));
+        let ring = ring(&idp.url, Duration::from_millis(300));
+        assert!(ring.degraded() && ring.current().is_empty(), "nothing loaded before the first fetch");
+
+        *idp.doc.lock().expect("lock") = Some(jwks(&[&k1]));
+        ring.refetch().await;
+        assert!(ring.current().find(Some("k1")).is_some() && !ring.degraded());
+        tokio::time::timeout(Duration::from_secs(1), ring.wait_loaded()).await.expect("loaded");
+
+        // A burst of unknown kids within the interval: no further fetch.
+        *idp.doc.lock().expect("lock") = Some(jwks(&[&k1, &k2]));
+        for _ in 0..20 {
+            ring.refetch().await;
+        }
+        assert_eq!(idp.hits.load(Ordering::SeqCst), 1);
+        assert!(ring.current().find(Some("k2")).is_none());
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        ring.refetch().await;
+        assert_eq!(idp.hits.load(Ordering::SeqCst), 2);
+        assert!(ring.current().find(Some("k2")).is_some(), "picked up after the interval");
+
+        // The issuer fails, then serves garbage: the last good keys stay.
+        for bad in [None, Some("{\"keys\": 7}".to_string()), Some("x".repeat(MAX_JWKS_BYTES + 1))] {
+            *idp.doc.lock().expect("lock") = bad;
+            tokio::time::sleep(Duration::from_millis(350)).await;
+            ring.refetch().await;
+            assert!(ring.degraded(), "a failed fetch is reported");
+            assert!(ring.current().find(Some("k1")).is_some() && ring.current().find(Some("k2")).is_some());
+        }
+        *idp.doc.lock().expect("lock") = Some(jwks(&[&k2]));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        ring.refetch().await;
+        assert!(!ring.degraded());
+        assert!(ring.current().find(Some("k1")).is_none(), "a key the issuer withdrew is gone");
+    }
+
+    #[tokio::test]
+    async fn concurrent_refetches_share_one_fetch() {
+        let idp = issuer().await;
+        *idp.doc.lock().expect("lock") = Some(jwks(&[&TestKey::es256("k1")]));
+        let ring = ring(&idp.url, Duration::from_secs(60));
+        let all: Vec<_> = (0..16)
+            .map(|_| {
+                tokio::spawn({
+                    let r = ring.clone();
+                    async move { r.refetch().await }
+                })
+            })
+            .collect();
+        for t in all {
+            t.await.expect("joined");
+        }
+        assert_eq!(idp.hits.load(Ordering::SeqCst), 1);
+        assert!(ring.current().find(Some("k1")).is_some());
+    }
+}

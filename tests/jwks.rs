@@ -1,0 +1,102 @@
+//! An enforce-only gateway that loads its keys from an issuer's JWKS URL,
+//! against a real narrowgate issuer publishing `/.well-known/jwks.json`:
+//! readiness waits for the keys, a key rotated in on the issuer is picked up
+//! by the first request that uses it, and while the issuer is down known
+//! keys keep working and new kids get 503 `keys_unavailable`.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use narrowgate::app::{self, Running};
+use narrowgate::config::Config;
+use narrowgate::token::now_unix;
+use narrowgate::token::testkit::{TestKey, payload, rule};
+use serde_json::json;
+use support::{Harness, eventually_async};
+
+/// A narrowgate that only issues: an api listener on `api`, signing with
+/// `keys`, the last one active.
+async fn start_issuer(dir: &std::path::Path, api: SocketAddr, keys: &[&TestKey]) -> Running {
+    let mut signing = String::new();
+    for k in keys {
+        std::fs::write(dir.join(format!("{}.pem", k.kid)), &k.private_pem).expect("write key");
+        signing.push_str(&format!("      - kid: {0}\n        private_key_file: {0}.pem\n", k.kid));
+    }
+    let active = &keys.last().expect("a key").kid;
+    let yaml = format!(
+        "listeners:\n  proxy: 127.0.0.1:0\n  api: {api}\nupstream:\n  addresses: [\"127.0.0.1:9\"]\n\
+         issuers:\n  - name: narrowgate\n    issuer: narrowgate\n    algorithms: [ES256]\n    \
+         active_signing_key: {active}\n    signing_keys:\n{signing}{}",
+        &include_str!("../config/minimal.yaml")
+            [include_str!("../config/minimal.yaml").find("\napplications:").expect("minimal.yaml has applications")..]
+    );
+    app::start(Config::from_yaml(&yaml, dir).expect("issuer config")).await.expect("issuer starts")
+}
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+#[tokio::test]
+async fn enforce_only_gateway_follows_the_issuers_jwks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let issuer_api = free_port();
+    let (k1, k2, stranger) = (TestKey::es256("k1"), TestKey::es256("k2"), TestKey::es256("k3"));
+    let rules = json!([rule("*", &["*"], &["*:$USER_ID$:*"])]);
+    let token =
+        |key: &TestKey, sub: &str| format!("Bearer {}", key.sign(&payload(sub, now_unix(), 3600, rules.clone())));
+    let url = format!("http://{issuer_api}/.well-known/jwks.json");
+    let h = Harness::start_with(
+        |y| {
+            y.replace(
+                "    keys:\n      # The demo replaces this key with a throwaway one it generates.\n      - kid: demo\n        algorithm: ES256\n        public_key_file: keys/demo.pub.pem\n",
+                &format!("    jwks_url: {url}\n    jwks_refresh: 1h\n    jwks_min_refetch: 200ms\n"),
+            )
+        },
+        |_| {},
+    )
+    .await;
+    let path = "/users/current/accounts/a1";
+
+    // No issuer yet: not ready, and a token cannot be decided.
+    assert_eq!(h.admin_get("/readyz").await.status, 503);
+    let resp = h.get(path, &[("Authorization", &token(&k1, "early"))]).await;
+    assert_eq!((resp.status, resp.reason().as_str()), (503, "keys_unavailable"), "{}", resp.body);
+    assert!(h.upstream_received().is_empty());
+
+    // The issuer comes up: the gateway loads its keys and becomes ready.
+    let issuer = start_issuer(dir.path(), issuer_api, &[&k1]).await;
+    eventually_async(Duration::from_secs(5), || async { (h.admin_get("/readyz").await.status == 200).then_some(()) })
+        .await;
+    assert_eq!(h.get(path, &[("Authorization", &token(&k1, "alice"))]).await.status, 200);
+    assert_eq!(h.upstream_received().len(), 1);
+    // A kid nobody publishes is refused as such, not as an outage.
+    let resp = h.get(path, &[("Authorization", &token(&stranger, "mallory"))]).await;
+    assert_eq!((resp.status, resp.reason().as_str()), (401, "unknown_key"));
+
+    // The issuer rotates k2 in. Past the refetch interval, the first request
+    // carrying k2 makes the gateway fetch the keys again, and is allowed.
+    issuer.shutdown().await;
+    let issuer = start_issuer(dir.path(), issuer_api, &[&k1, &k2]).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let resp = h.get(path, &[("Authorization", &token(&k2, "bob"))]).await;
+    assert_eq!(resp.status, 200, "a rotated-in key is picked up on first use: {}", resp.body);
+    let got = h.upstream_received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("x-narrowgate-subject"), Some("bob"));
+
+    // The issuer goes away: known keys keep working (tokens never seen
+    // before, so not from the cache); a new kid cannot be decided.
+    issuer.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(h.get(path, &[("Authorization", &token(&k1, "carol"))]).await.status, 200);
+    assert_eq!(h.get(path, &[("Authorization", &token(&k2, "dave"))]).await.status, 200);
+    let resp = h.get(path, &[("Authorization", &token(&stranger, "erin"))]).await;
+    assert_eq!((resp.status, resp.reason().as_str()), (503, "keys_unavailable"));
+    assert_eq!(h.upstream_received().len(), 2);
+    assert_eq!(h.admin_get("/readyz").await.status, 200, "still ready on the last good keys");
+    h.shutdown().await;
+}
