@@ -48,7 +48,7 @@ pub async fn bootstrap(store: &Store, mirror: &Mirror, file: Option<&Path>) -> R
         master: true,
         application: None,
         subject: NAME.into(),
-        grants: serde_json::to_string(&rules).unwrap_or_else(|_| "[]".into()),
+        grants: crate::token::claims::encode_grants(&rules, &[]),
         form: TokenForm::Reference,
         secret_hash: Some(hash.to_vec()),
         not_before: Some(now),

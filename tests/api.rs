@@ -579,3 +579,56 @@ async fn the_first_start_on_an_empty_store_bootstraps_one_admin_token() {
     assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await.status, 200);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn tokens_carry_crafter_tenant_permissions_and_take_rfc3339_times() {
+    let (_dir, h) = with_store().await;
+    let root = master(&h);
+    let perms = json!([{"tenant": "acme", "allowedActions": ["READ_TENANT"]},
+                       {"tenant": "*", "allowedActions": ["READ_TENANT", "MANAGE_PROFILES", "MANAGE_TICKETS"]}]);
+    let body = json!({
+        "name": "crafter-engine", "form": "reference", "tenantPermissions": perms,
+        "notBefore": "2020-01-01T00:00:00Z", "expiresAt": "2099-01-01T00:00:00+01:00",
+    });
+    let created = h.api_post("/v1/tokens", &[("Authorization", &root)], &body.to_string()).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let c = created.json();
+    assert_eq!(c["tenantPermissions"], perms);
+    assert_eq!(c["accessRules"], json!([]), "tenant permissions instead of the caller's rules");
+    assert_eq!((c["notBefore"].as_i64(), c["expiresAt"].as_i64()), (Some(1_577_836_800), Some(4_070_905_200)));
+    let token = format!("Bearer {}", c["token"].as_str().expect("token"));
+    let who = h.api_request("GET", "/v1/whoami", &[("Authorization", &token)]).await;
+    assert_eq!(who.json()["tenantPermissions"], perms);
+    let id = c["id"].as_str().expect("id");
+    let shown = h.api_request("GET", &format!("/v1/tokens/{id}"), &[("Authorization", &root)]).await;
+    assert_eq!(shown.json()["tenantPermissions"], perms);
+
+    // Malformed input is named; nothing is created.
+    for (body, named) in [
+        (
+            json!({"name": "t1", "form": "reference", "tenantPermissions": [{"tenant": "*", "allowedActions": ["FLY"]}]}),
+            "tenantPermissions[0].allowedActions[0]",
+        ),
+        (json!({"name": "t2", "expiresAt": "next tuesday"}), "expiresAt"),
+        (json!({"name": "t3", "lifetime": "1h", "notBefore": "2026-13-01T00:00:00Z"}), "notBefore"),
+        (json!({"name": "t4", "form": "reference", "tenantPermissions": [{"tenant": "*"}]}), "allowedActions"),
+    ] {
+        let r = h.api_post("/v1/tokens", &[("Authorization", &root)], &body.to_string()).await;
+        assert_eq!((r.status, r.reason().as_str()), (400, "bad_request"), "{body}");
+        assert!(r.json()["message"].as_str().is_some_and(|m| m.contains(named)), "{named}: {}", r.body);
+    }
+    // An admin that is not master grants no tenant permission it lacks.
+    let mut p = payload("ops", now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
+    p["role"] = json!("admin");
+    let admin = format!("Bearer {}", h.sign(&p));
+    let body =
+        json!({"name": "t5", "form": "reference", "tenantPermissions": [{"tenant": "acme", "allowedActions": ["*"]}]});
+    let r = h.api_post("/v1/tokens", &[("Authorization", &admin)], &body.to_string()).await;
+    assert_eq!((r.status, r.reason().as_str()), (403, "would_widen"), "{}", r.body);
+    let list = h.api_request("GET", "/v1/tokens", &[("Authorization", &root)]).await.json();
+    let mut names: Vec<&str> =
+        list["tokens"].as_array().expect("list").iter().filter_map(|t| t["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["bootstrap-admin", "crafter-engine"], "nothing else was created");
+    h.shutdown().await;
+}

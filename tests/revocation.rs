@@ -128,3 +128,67 @@ async fn a_revocation_through_one_gateway_is_enforced_by_another_within_a_second
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Two `narrowgate serve` processes sharing one PostgreSQL, used only
+/// through their APIs and proxies as an operator would: a token made on one
+/// and narrowed on the other; revoking the parent through the first is
+/// enforced on the second's proxy within a second; a reference token made
+/// on the first works on the second at once (NOTIFY, not the 30 s resync).
+#[tokio::test]
+async fn two_gateway_processes_share_tokens_and_revocations_through_postgres() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let echo = narrowgate::echo::EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    let url = support::fresh_postgres_database().await;
+    let store =
+        format!("store:\n  postgres:\n    url: {url}\n    resync_interval: 30s\n    bootstrap_token_file: admin-token");
+    let a = support::serve_process(&support::process_config(dir.path(), "a", echo.addr, &store)).await;
+    let b = support::serve_process(&support::process_config(dir.path(), "b", echo.addr, &store)).await;
+    let root = std::fs::read_to_string(dir.path().join("admin-token")).expect("bootstrap file").trim().to_string();
+    let token_of = |r: support::Response| -> String {
+        assert!(r.status == 200 || r.status == 201, "{} {}", r.status, r.body);
+        r.json()["token"].as_str().expect("token").to_string()
+    };
+    let parent =
+        token_of(a.api_call("POST", "/v1/tokens", Some(&root), Some(r#"{"name":"app","lifetime":"1h"}"#)).await);
+    let child = token_of(
+        b.api_call(
+            "POST",
+            "/v1/tokens/narrow",
+            Some(&parent),
+            Some(r#"{"resources":[{"entity":"account","id":"a1"}]}"#),
+        )
+        .await,
+    );
+    let path = "/users/current/accounts/a1";
+    for g in [&a, &b] {
+        assert_eq!(g.call("GET", path, &child).await.status, 200);
+        assert_eq!(g.call("GET", "/users/current/accounts/a2", &child).await.status, 403, "narrowed");
+    }
+
+    // A reference token made through a is usable on b right away.
+    let start = Instant::now();
+    let reference =
+        token_of(a.api_call("POST", "/v1/tokens", Some(&root), Some(r#"{"name":"ref","form":"reference"}"#)).await);
+    support::eventually_async(Duration::from_secs(1), || async {
+        (b.call("GET", path, &reference).await.status == 200).then_some(())
+    })
+    .await;
+    eprintln!("a new reference token reached the other process after {:?}", start.elapsed());
+
+    // Revoke the parent through a; b's proxy rejects the child.
+    let start = Instant::now();
+    assert_eq!(a.api_call("DELETE", "/v1/tokens?name=app", Some(&root), None).await.status, 204);
+    loop {
+        let resp = b.call("GET", path, &child).await;
+        if resp.status == 401 {
+            assert_eq!(resp.reason(), "revoked");
+            break;
+        }
+        assert_eq!(resp.status, 200);
+        assert!(start.elapsed() < Duration::from_secs(1), "process b still accepts the child after 1 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("revocation through one process enforced by the other after {:?}", start.elapsed());
+    assert_eq!(b.call("GET", path, &reference).await.status, 200, "unrelated tokens untouched");
+}

@@ -125,6 +125,8 @@ struct WhoAmI<'a> {
     subject: &'a str,
     issuer: &'a str,
     access_rules: Vec<RuleView>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    tenant_permissions: &'a [crate::policy::tenant::TenantPermission],
     not_before: Option<u64>,
     /// `null`: never expires.
     expires_at: Option<u64>,
@@ -178,6 +180,7 @@ fn whoami_view(g: &Grant) -> WhoAmI<'_> {
         subject: &g.subject,
         issuer: &g.issuer,
         access_rules: g.rules.iter().map(RuleView::of).collect(),
+        tenant_permissions: &g.tenants,
         not_before: g.not_before,
         expires_at: g.expires_at,
         lineage: g.lineage.iter().map(|l| &**l).collect(),

@@ -14,7 +14,7 @@ use crate::policy::AccessRule;
 use crate::policy::narrow::{NarrowError, Simplified, child_expiry, narrow_detailed, narrow_simplified};
 use crate::proxy::respond::error_response;
 use crate::store::{TokenForm, TokenRecord, kind_str};
-use crate::token::claims::{Claims, WireMethodGroup, WireRule};
+use crate::token::claims::{Claims, WireMethodGroup, WireRule, encode_grants};
 use crate::token::keys::random_id;
 use crate::token::{Role, TokenKind, now_unix, sign};
 
@@ -181,6 +181,8 @@ pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Response 
         role: Role::User,
         master: false,
         access_rules: rules.iter().map(WireRule::from_rule).collect(),
+        // Narrowing works on the rules; tenant permissions pass unchanged.
+        tenant_permissions: parent.tenants.clone(),
         lineage: lineage.clone(),
     };
     let Ok(token) = sign::sign(&claims, signing.active_key()) else {
@@ -196,7 +198,7 @@ pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Response 
             master: false,
             application: None,
             subject: claims.sub.clone(),
-            grants: serde_json::to_string(&claims.access_rules).unwrap_or_else(|_| "[]".into()),
+            grants: encode_grants(&claims.access_rules, &claims.tenant_permissions),
             form: TokenForm::Jwt,
             secret_hash: None,
             not_before: Some(now as i64),

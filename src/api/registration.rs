@@ -97,14 +97,15 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
     };
     let secret = format!("{PREFIX}{}", &secret[reference::PREFIX.len()..]);
     let now = now_unix() as i64;
-    // The yielded token gets the creator's rules: nobody hands out more.
+    // The yielded token gets the creator's rules and tenant permissions:
+    // nobody hands out more.
     let rules: Vec<WireRule> = caller.rules.iter().map(WireRule::from_rule).collect();
     let record = RegistrationRecord {
         id: id.clone(),
         secret_hash: reference::hash(&secret).to_vec(),
         name: input.name.clone(),
         role,
-        grants: serde_json::to_string(&rules).unwrap_or_else(|_| "[]".into()),
+        grants: crate::token::claims::encode_grants(&rules, &caller.tenants),
         lifetime_secs: lifetime,
         expires_at: now + ttl,
         created_by: Some(caller.token_id.to_string()),

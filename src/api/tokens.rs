@@ -17,9 +17,10 @@ use crate::auth::reference;
 use crate::config::parse_duration;
 use crate::policy::AccessRule;
 use crate::policy::narrow::narrow_detailed;
+use crate::policy::tenant::{self, TenantPermission};
 use crate::proxy::respond::error_response;
 use crate::store::{Store, StoreError, TokenFilter, TokenForm, TokenRecord, kind_str, parse_kind, role_str};
-use crate::token::claims::{Claims, WireRule};
+use crate::token::claims::{Claims, WireRule, decode_grants, encode_grants};
 use crate::token::keys::random_id;
 use crate::token::{Grant, Role, TokenKind, now_unix, sign};
 
@@ -85,15 +86,18 @@ pub(crate) struct CreateRequest {
     role: Option<String>,
     #[serde(default)]
     master: bool,
-    /// Default: the caller's own rules.
+    /// Default: the caller's own rules (none when tenant permissions are given).
     #[serde(default)]
     access_rules: Option<Vec<RuleInput>>,
-    /// Unix seconds.
+    /// Crafter-style: per tenant, the actions allowed.
     #[serde(default)]
-    not_before: Option<u64>,
-    /// Unix seconds; or `lifetime`.
+    tenant_permissions: Vec<TenantPermission>,
+    /// Unix seconds or RFC 3339 (`2026-12-31T23:59:59Z`).
     #[serde(default)]
-    expires_at: Option<u64>,
+    not_before: Option<TimeInput>,
+    /// Unix seconds or RFC 3339; or `lifetime`.
+    #[serde(default)]
+    expires_at: Option<TimeInput>,
     /// `2h45m30s` style.
     #[serde(default)]
     lifetime: Option<String>,
@@ -121,9 +125,13 @@ struct TokenView<'a> {
     created_by: Option<&'a str>,
     created_at: i64,
     revoked_at: Option<i64>,
+    access_rules: Vec<WireRule>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tenant_permissions: Vec<TenantPermission>,
 }
 
 fn view(t: &TokenRecord) -> TokenView<'_> {
+    let (access_rules, tenant_permissions) = decode_grants(&t.grants).unwrap_or_default();
     TokenView {
         id: &t.id,
         name: t.name.as_deref(),
@@ -140,6 +148,8 @@ fn view(t: &TokenRecord) -> TokenView<'_> {
         created_by: t.created_by.as_deref(),
         created_at: t.created_at,
         revoked_at: t.revoked_at,
+        access_rules,
+        tenant_permissions,
     }
 }
 
@@ -195,7 +205,12 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
         );
     }
     let now = now_unix();
-    let expires_at: Option<u64> = match (&input.lifetime, input.expires_at) {
+    let (not_before, expires_at) =
+        match (time_field(&input.not_before, "notBefore"), time_field(&input.expires_at, "expiresAt")) {
+            (Ok(n), Ok(e)) => (n, e),
+            (Err(m), _) | (_, Err(m)) => return bad(&m),
+        };
+    let expires_at: Option<u64> = match (&input.lifetime, expires_at) {
         (Some(_), Some(_)) => return bad("give lifetime or expiresAt, not both"),
         (Some(l), None) if l == "none" => None,
         (Some(l), None) => match parse_duration(l) {
@@ -209,7 +224,18 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
     if expires_at.is_none() && form == TokenForm::Jwt {
         return bad("a JWT needs lifetime or expiresAt; tokens that never expire use \"form\": \"reference\"");
     }
+    if let Err(m) = tenant::validate(&input.tenant_permissions) {
+        return bad(&m);
+    }
+    // Master tokens hold Crafter's token-management authority and may grant
+    // any tenant permissions; anyone else only what it holds itself.
+    if !caller.master
+        && let Err(m) = tenant::within(&input.tenant_permissions, &caller.tenants)
+    {
+        return error_json(StatusCode::FORBIDDEN, "would_widen", &m);
+    }
     let rules: Vec<AccessRule> = match &input.access_rules {
+        None if !input.tenant_permissions.is_empty() => Vec::new(),
         None => caller.rules.clone(),
         Some(list) => {
             let mut out = Vec::new();
@@ -224,7 +250,10 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
     };
     // Nobody grants more than it holds: the new token's rules must lie
     // within the caller's, and name only what the manifest knows.
-    if let Err(e) = narrow_detailed(&caller.rules, &rules, &s.manifest) {
+    // (A token of tenant permissions alone has no rules to check.)
+    if (!rules.is_empty() || input.tenant_permissions.is_empty())
+        && let Err(e) = narrow_detailed(&caller.rules, &rules, &s.manifest)
+    {
         return super::narrow::refused(e);
     }
     let Ok(jti) = random_id(16) else {
@@ -235,7 +264,7 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
         sub: input.name.clone(),
         aud: None,
         exp: expires_at,
-        nbf: Some(input.not_before.unwrap_or(now)),
+        nbf: Some(not_before.unwrap_or(now)),
         iat: now,
         jti: jti.clone(),
         name: Some(input.name.clone()),
@@ -243,6 +272,7 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
         role,
         master: input.master,
         access_rules: rules.iter().map(WireRule::from_rule).collect(),
+        tenant_permissions: input.tenant_permissions.clone(),
         lineage: vec![],
     };
     let (token, secret_hash) = match form {
@@ -273,7 +303,7 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
         master: input.master,
         application: input.application.clone(),
         subject: input.name.clone(),
-        grants: serde_json::to_string(&claims.access_rules).unwrap_or_else(|_| "[]".into()),
+        grants: encode_grants(&claims.access_rules, &claims.tenant_permissions),
         form,
         secret_hash: secret_hash.map(|h| h.to_vec()),
         not_before: claims.nbf.map(|n| n as i64),
@@ -395,5 +425,26 @@ pub(crate) async fn revoke_by_name(State(s): State<ApiState>, req: Request) -> R
     match store.token_by_name(&name).await {
         Ok(record) => revoke_record(&s, &store, record).await,
         Err(e) => store_failed(e),
+    }
+}
+
+/// A point in time as a client may send it: Unix seconds, or RFC 3339 /
+/// ISO 8601 with an offset (`2026-12-31T23:59:59Z`, `…+02:00`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum TimeInput {
+    Unix(u64),
+    Text(String),
+}
+
+/// The Unix seconds of a time field, or a message naming it.
+pub(crate) fn time_field(v: &Option<TimeInput>, name: &str) -> Result<Option<u64>, String> {
+    match v {
+        None => Ok(None),
+        Some(TimeInput::Unix(n)) => Ok(Some(*n)),
+        Some(TimeInput::Text(t)) => match t.parse::<jiff::Timestamp>() {
+            Ok(ts) if ts.as_second() >= 0 => Ok(Some(ts.as_second() as u64)),
+            _ => Err(format!("{name}: {t:?} is not Unix seconds or an RFC 3339 time like 2026-12-31T23:59:59Z")),
+        },
     }
 }

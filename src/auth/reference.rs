@@ -37,7 +37,7 @@ pub fn hash(secret: &str) -> [u8; 32] {
 /// The grant a stored reference token stands for; `None` if its record
 /// cannot be read (such a token is refused, never half-honoured).
 pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
-    let wire: Vec<WireRule> = serde_json::from_str(&record.grants).ok()?;
+    let (wire, tenants) = crate::token::claims::decode_grants(&record.grants)?;
     let rules = wire.iter().map(WireRule::compile).collect::<Option<Vec<_>>>()?;
     let headers = IdentityValues::build(&record.subject, &record.id, &rules)?;
     Some(Grant {
@@ -49,6 +49,7 @@ pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
         role: record.role,
         master: record.master,
         rules,
+        tenants,
         issued_at: u64::try_from(record.created_at).ok(),
         not_before: record.not_before.and_then(|n| u64::try_from(n).ok()),
         expires_at: record.expires_at.and_then(|n| u64::try_from(n).ok()),
@@ -78,16 +79,29 @@ impl ReferenceTokens {
     pub fn replace_all(&self, records: &[TokenRecord], issuer: &str) {
         let mut live = HashSet::with_capacity(records.len());
         for r in records {
-            let Some(h) = r.secret_hash.as_deref().and_then(|h| <[u8; 32]>::try_from(h).ok()) else { continue };
-            match grant_of(r, issuer) {
-                Some(g) => {
-                    self.insert(h, g);
-                    live.insert(h);
-                }
-                None => tracing::warn!(token.jti = %r.id, "unreadable reference token record; refusing it"),
+            if let Some(h) = self.add(r, issuer) {
+                live.insert(h);
             }
         }
         self.by_hash.retain(|h, _| live.contains(h));
+    }
+
+    /// Mirror one record if it is a live reference token; its hash if so.
+    pub fn add(&self, r: &TokenRecord, issuer: &str) -> Option<[u8; 32]> {
+        if r.revoked_at.is_some() {
+            return None;
+        }
+        let h = r.secret_hash.as_deref().and_then(|h| <[u8; 32]>::try_from(h).ok())?;
+        match grant_of(r, issuer) {
+            Some(g) => {
+                self.insert(h, g);
+                Some(h)
+            }
+            None => {
+                tracing::warn!(token.jti = %r.id, "unreadable reference token record; refusing it");
+                None
+            }
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -1,6 +1,8 @@
-//! The subcommands: `serve`, `check-config`, `keys generate`, `token sign`,
-//! `token inspect`, `demo`.
+//! The subcommands: `serve`, `check-config`, `keys generate`, `token …`
+//! (offline `sign`/`inspect`, and `create|list|show|revoke|narrow|whoami`
+//! against a token service), `registration create|redeem`, `demo`.
 
+mod client;
 mod demo;
 mod keys;
 mod token;
@@ -36,10 +38,16 @@ pub enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
-    /// Token tools for operators and tests.
+    /// Tokens: manage them through a gateway's token service, or sign and
+    /// inspect them offline.
     Token {
         #[command(subcommand)]
         command: Box<token::TokenCommand>,
+    },
+    /// Single-use registration tokens.
+    Registration {
+        #[command(subcommand)]
+        command: Box<client::RegistrationCommand>,
     },
     /// Run the gateway on config/demo.yaml with a built-in echo upstream and
     /// throwaway keys, and print tokens and curl lines to try.
@@ -53,6 +61,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig { files } => return check_config(&files),
         Command::Keys { command } => keys::run(command),
         Command::Token { command } => token::run(*command),
+        Command::Registration { command } => client::registration(*command),
         Command::Demo(args) => demo::run(args),
     };
     match result {

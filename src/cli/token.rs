@@ -1,4 +1,5 @@
-//! `narrowgate token sign` and `narrowgate token inspect`.
+//! `narrowgate token …`: offline tools (`sign`, `inspect`) and the operator
+//! commands that call a gateway's token service (see `client`).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -6,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
+use super::client::{self, ApiArgs, CreateArgs, ListArgs, NarrowArgs};
 use crate::config::parse_duration;
 use crate::policy::{AccessRule, MethodGroupRule, MethodRule, Pattern, ResourceRule};
 use crate::token::claims::{Claims, Role, TokenKind, WireRule, are_resources_narrowed_down};
@@ -21,6 +23,47 @@ pub enum TokenCommand {
     /// Show a token's header and claims, when it expires, and whether its
     /// resources are narrowed down. Verifies nothing. `-` reads stdin.
     Inspect { token: String },
+    /// Create a token through the token service (admin or master caller).
+    Create {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        args: CreateArgs,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        args: ListArgs,
+    },
+    /// Show one token by id.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+    /// Revoke a token by id or by name; every token narrowed from it goes too.
+    Revoke {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(required_unless_present = "name")]
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        name: Option<String>,
+    },
+    /// Narrow the calling token to a subset of its permissions.
+    Narrow {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        args: NarrowArgs,
+    },
+    /// Show the calling token's grant.
+    Whoami {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +106,12 @@ pub struct SignArgs {
 
 pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
+        TokenCommand::Create { api, args } => client::create(&api, &args),
+        TokenCommand::List { api, args } => client::list(&api, &args),
+        TokenCommand::Show { api, id } => client::show(&api, &id),
+        TokenCommand::Revoke { api, id, name } => client::revoke(&api, id.as_deref(), name.as_deref()),
+        TokenCommand::Narrow { api, args } => client::narrow(&api, &args),
+        TokenCommand::Whoami { api } => client::whoami(&api),
         TokenCommand::Sign(args) => {
             let key = SigningKey::from_pem_file(&args.key, &args.kid)?;
             let token = match &args.claims {
@@ -133,6 +182,7 @@ fn claims_from_flags(args: &SignArgs) -> anyhow::Result<Claims> {
         .collect();
     let now = now_unix();
     Ok(Claims {
+        tenant_permissions: vec![],
         iss: args.iss.clone(),
         sub: sub.clone(),
         aud: args.aud.clone(),

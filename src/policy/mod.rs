@@ -8,6 +8,7 @@ pub mod manifest;
 pub mod narrow;
 pub mod router;
 pub mod rules;
+pub mod tenant;
 
 pub use manifest::{Manifest, ResourceSpec, Route, RouteAccess};
 pub use router::{RouteMatch, Router};

@@ -1,7 +1,7 @@
 //! PostgreSQL, for several gateway replicas sharing one database.
-//! Revocations are announced with NOTIFY on [`REVOCATION_CHANNEL`] so every
-//! replica's mirror hears them at once; a periodic full resync heals a
-//! missed notification.
+//! Revocations are announced with NOTIFY on [`REVOCATION_CHANNEL`], and new
+//! reference tokens on [`TOKEN_CHANNEL`], so every replica's mirror hears
+//! them at once; a periodic full resync heals a missed notification.
 
 use std::time::Duration;
 
@@ -12,6 +12,9 @@ use super::sql::SqlCore;
 
 /// The NOTIFY channel revocations are announced on; the payload is the id.
 pub const REVOCATION_CHANNEL: &str = "narrowgate_revocations";
+/// The NOTIFY channel new reference tokens are announced on (by a trigger,
+/// migration 0002); the payload is the id.
+pub const TOKEN_CHANNEL: &str = "narrowgate_tokens";
 
 /// A PostgreSQL-backed [`TokenStore`](super::TokenStore).
 #[derive(Clone)]
@@ -94,14 +97,23 @@ impl PgStore {
 
     async fn follow_once(&self, mirror: &super::Mirror, resync_every: Duration) -> Result<(), StoreError> {
         let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
-        listener.listen(REVOCATION_CHANNEL).await?;
+        listener.listen_all([REVOCATION_CHANNEL, TOKEN_CHANNEL]).await?;
         // Listening before the resync: nothing revoked in between is missed.
         super::resync(self, mirror).await?;
         let mut tick = tokio::time::interval(resync_every);
         tick.tick().await;
         loop {
             tokio::select! {
-                n = listener.recv() => mirror.revocations.revoke(n?.payload()),
+                n = listener.recv() => {
+                    let n = n?;
+                    if n.channel() == TOKEN_CHANNEL {
+                        if let Some(record) = super::TokenStore::token(self, n.payload()).await? {
+                            mirror.references.add(&record, &mirror.issuer);
+                        }
+                    } else {
+                        mirror.revocations.revoke(n.payload());
+                    }
+                }
                 _ = tick.tick() => {
                     super::resync(self, mirror).await?;
                 }

@@ -6,6 +6,7 @@
 //! `lineage` lists the ids of the token's ancestors, root first, so that
 //! revoking any ancestor rejects the token.
 
+use crate::policy::tenant::TenantPermission;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{AccessRule, MethodGroupRule, MethodRule, Pattern, ResourceRule};
@@ -53,8 +54,41 @@ pub struct Claims {
     pub master: bool,
     #[serde(rename = "accessRules")]
     pub access_rules: Vec<WireRule>,
+    #[serde(default, rename = "tenantPermissions", skip_serializing_if = "Vec::is_empty")]
+    pub tenant_permissions: Vec<TenantPermission>,
     #[serde(default)]
     pub lineage: Vec<String>,
+}
+
+/// What a store record says a token grants (its `grants` column): the rules
+/// as a JSON array, or, with tenant permissions, an object holding both.
+pub fn encode_grants(rules: &[WireRule], tenants: &[TenantPermission]) -> String {
+    let v = if tenants.is_empty() {
+        serde_json::to_string(rules)
+    } else {
+        serde_json::to_string(&serde_json::json!({ "accessRules": rules, "tenantPermissions": tenants }))
+    };
+    // Plain data always serializes; an empty grant if it somehow did not.
+    v.unwrap_or_else(|_| "[]".into())
+}
+
+/// The reverse of [`encode_grants`]; `None` for anything else.
+pub fn decode_grants(stored: &str) -> Option<(Vec<WireRule>, Vec<TenantPermission>)> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Rules(Vec<WireRule>),
+        Both {
+            #[serde(rename = "accessRules", default)]
+            access_rules: Vec<WireRule>,
+            #[serde(rename = "tenantPermissions", default)]
+            tenant_permissions: Vec<TenantPermission>,
+        },
+    }
+    match serde_json::from_str(stored).ok()? {
+        Stored::Rules(r) => Some((r, Vec::new())),
+        Stored::Both { access_rules, tenant_permissions } => Some((access_rules, tenant_permissions)),
+    }
 }
 
 /// An access rule in the payload.

@@ -5,6 +5,7 @@ use http::HeaderValue;
 
 use super::claims::{Role, TokenKind};
 use crate::policy::AccessRule;
+use crate::policy::tenant::TenantPermission;
 
 /// A verified token's identity and rules.
 #[derive(Clone, Debug)]
@@ -18,6 +19,8 @@ pub struct Grant {
     pub role: Role,
     pub master: bool,
     pub rules: Vec<AccessRule>,
+    /// Crafter-style tenant permissions, if the token carries any.
+    pub tenants: Vec<TenantPermission>,
     pub issued_at: Option<u64>,
     pub not_before: Option<u64>,
     /// `None` only for issuers that accept tokens without `exp`.

@@ -114,6 +114,8 @@ struct RawClaims {
     access_rules: Option<Vec<WireRule>>,
     #[serde(default)]
     lineage: Option<Vec<String>>,
+    #[serde(default, rename = "tenantPermissions")]
+    tenant_permissions: Option<Vec<crate::policy::tenant::TenantPermission>>,
 }
 
 impl Verifier {
@@ -222,6 +224,7 @@ impl Verifier {
             role: raw.role.unwrap_or_default(),
             master: raw.master.unwrap_or(false),
             rules,
+            tenants: raw.tenant_permissions.unwrap_or_default(),
             issued_at: iat,
             not_before: nbf,
             expires_at: exp,

@@ -276,3 +276,101 @@ pub fn sqlite_store(path: std::path::PathBuf) -> impl Fn(&mut Config) {
         })
     }
 }
+
+// ---- The real binary as a separate process ----
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_narrowgate");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A `narrowgate serve` process; killed when dropped, so a failing test
+/// leaves nothing running.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub proxy: SocketAddr,
+    pub api: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: std::path::PathBuf,
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Write a config for a gateway process into `dir`: config/demo.yaml on
+/// fresh ports, forwarding to `upstream`, signing with a key of its own
+/// (the same key for every process sharing `dir`), with `store` (a YAML
+/// `store:` section).
+pub fn process_config(dir: &std::path::Path, name: &str, upstream: SocketAddr, store: &str) -> std::path::PathBuf {
+    let keys = dir.join("keys");
+    if !keys.join("signer.pem").exists() {
+        std::fs::create_dir_all(&keys).expect("mkdir");
+        std::fs::write(keys.join("demo.pub.pem"), &TestKey::es256("demo").public).expect("write");
+        std::fs::write(keys.join("signer.pem"), &TestKey::es256("signer").private_pem).expect("write");
+    }
+    let (proxy, api, admin) = (free_port(), free_port(), free_port());
+    let yaml = DEMO_YAML
+        .replace("proxy: 127.0.0.1:8080", &format!("proxy: 127.0.0.1:{proxy}"))
+        .replace("admin: 127.0.0.1:9090", &format!("admin: 127.0.0.1:{admin}"))
+        .replace("api: 127.0.0.1:8081", &format!("api: 127.0.0.1:{api}"))
+        .replace("addresses: [\"127.0.0.1:3000\"]", &format!("addresses: [\"{upstream}\"]"))
+        .replace(
+            "        public_key_file: keys/demo.pub.pem\n",
+            "        public_key_file: keys/demo.pub.pem\n    signing_keys:\n      - kid: signer\n        private_key_file: keys/signer.pem\n",
+        )
+        .replace("unmatched: deny", &format!("unmatched: deny\n\n{store}"));
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).expect("write config");
+    path
+}
+
+/// Start `narrowgate serve` on `config` and wait until it reports ready.
+pub async fn serve_process(config: &std::path::Path) -> GatewayProcess {
+    let parsed = Config::load(config).expect("the test config is valid");
+    let proxy = parsed.listeners.proxy;
+    let api = parsed.listeners.api.expect("api listener");
+    let admin = parsed.listeners.admin.expect("admin listener");
+    let child = std::process::Command::new(BIN)
+        .args(["serve", "--config", config.to_str().expect("utf8")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn narrowgate serve");
+    eventually_async(Duration::from_secs(20), || async move {
+        let r = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(admin)).await;
+        if !matches!(r, Ok(Ok(_))) {
+            return None;
+        }
+        (send_raw(admin, build_request("GET", "/readyz", &[]).as_bytes()).await.status == 200).then_some(())
+    })
+    .await;
+    GatewayProcess { child, proxy, api, admin, config: config.to_path_buf() }
+}
+
+impl GatewayProcess {
+    /// A request with a bearer token to this process's proxy.
+    pub async fn call(&self, method: &str, path: &str, token: &str) -> Response {
+        let auth = format!("Bearer {token}");
+        send_raw(self.proxy, build_request(method, path, &[("Authorization", &auth)]).as_bytes()).await
+    }
+
+    /// A request to this process's token service, with an optional token
+    /// and JSON body.
+    pub async fn api_call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Response {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
+        send_raw(self.api, req.as_bytes()).await
+    }
+}
