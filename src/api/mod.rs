@@ -21,11 +21,12 @@ use serde::Serialize;
 use crate::auth::Authenticator;
 use crate::config::Signing;
 use crate::policy::Manifest;
-use crate::proxy::respond::error_response;
+use crate::proxy::respond::{ErrorBody, error_response};
 use crate::store::Store;
 use crate::token::{Grant, Role, TokenKind};
 
 mod narrow;
+pub mod openapi;
 mod registration;
 mod tokens;
 
@@ -39,6 +40,7 @@ pub struct ApiState {
     signing: Option<Signing>,
     store: Option<Store>,
     jwks_json: Bytes,
+    openapi_json: Bytes,
 }
 
 impl ApiState {
@@ -53,6 +55,7 @@ impl ApiState {
             signing,
             store,
             jwks_json,
+            openapi_json: Bytes::from(openapi::document()),
         }
     }
 }
@@ -64,6 +67,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/whoami", get(whoami))
         .route("/v1/tokens/narrow", axum::routing::post(narrow::narrow))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/openapi.json", get(|State(s): State<ApiState>| async move { json(StatusCode::OK, s.openapi_json) }))
         .route("/v1/tokens", get(tokens::list).post(tokens::create).delete(tokens::revoke_by_name))
         .route("/v1/tokens/{id}", get(tokens::show).delete(tokens::revoke))
         .route("/v1/registration-tokens", axum::routing::post(registration::create))
@@ -85,6 +89,8 @@ fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// The public halves of this gateway's signing keys, for enforce-only
 /// gateways and other verifiers. Public parameters only.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys",
+    responses((status = 200, description = "A JWK Set (RFC 7517) of public keys, each with kid, alg and use", body = Object)))]
 async fn jwks(State(s): State<ApiState>) -> Response {
     json(StatusCode::OK, s.jwks_json.clone())
 }
@@ -109,12 +115,16 @@ fn public_jwk(key: &crate::token::SigningKey) -> Option<serde_json::Value> {
     Some(v)
 }
 
+/// The access-rule manifest, in MetaApi's shape: every application with its
+/// services, method groups, methods, roles and entities.
+#[utoipa::path(get, path = "/v1/manifest", tag = "manifest",
+    responses((status = 200, description = "The manifest", body = Vec<crate::policy::manifest::Application>)))]
 async fn manifest(State(s): State<ApiState>) -> Response {
     json(StatusCode::OK, s.manifest_json.clone())
 }
 
 /// The calling token's grant.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WhoAmI<'a> {
     id: &'a str,
@@ -135,9 +145,9 @@ struct WhoAmI<'a> {
 
 /// An access rule as the API shows it: MetaApi's detailed shape, resources
 /// as `{entity, id}` objects.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RuleView {
+pub(crate) struct RuleView {
     id: String,
     application: String,
     service: String,
@@ -146,8 +156,8 @@ struct RuleView {
     resources: Vec<ResourceView>,
 }
 
-#[derive(Serialize)]
-struct ResourceView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ResourceView {
     entity: String,
     id: String,
 }
@@ -187,6 +197,14 @@ fn whoami_view(g: &Grant) -> WhoAmI<'_> {
     }
 }
 
+/// The calling token's grant.
+#[utoipa::path(get, path = "/v1/whoami", tag = "tokens",
+    security(("bearer" = []), ("auth-token" = [])),
+    responses(
+        (status = 200, description = "The caller's grant", body = WhoAmI),
+        (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
+        (status = 503, description = "The keys to decide are unavailable (keys_unavailable)", body = ErrorBody),
+    ))]
 async fn whoami(State(s): State<ApiState>, req: Request) -> Response {
     match s.auth.authenticate_fetching(req.headers(), req.uri().query()).await {
         Ok(grant) => match serde_json::to_vec(&whoami_view(&grant)) {

@@ -12,20 +12,20 @@ use serde::{Deserialize, Serialize};
 use super::{ApiState, error_json, json};
 use crate::policy::AccessRule;
 use crate::policy::narrow::{NarrowError, Simplified, child_expiry, narrow_detailed, narrow_simplified};
-use crate::proxy::respond::error_response;
+use crate::proxy::respond::{ErrorBody, error_response};
 use crate::store::{TokenForm, TokenRecord, kind_str};
 use crate::token::claims::{Claims, WireMethodGroup, WireRule, encode_grants};
 use crate::token::keys::random_id;
 use crate::token::{Role, TokenKind, now_unix, sign};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResourceInput {
     pub entity: String,
     pub id: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct RuleInput {
     #[serde(default)]
@@ -38,7 +38,7 @@ pub(crate) struct RuleInput {
 }
 
 /// Either form; both at once is refused.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct NarrowRequest {
     #[serde(default)]
@@ -62,7 +62,7 @@ fn query_validity(query: Option<&str>) -> Result<Option<f64>, std::num::ParseFlo
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct NarrowResponse {
     token: String,
@@ -89,6 +89,20 @@ pub(crate) fn refused(e: NarrowError) -> Response {
     }
 }
 
+/// Narrow the calling token: a child that allows a subset of what it does,
+/// for at most `validityInHours` (default 24) and never past its expiry.
+/// Give the simplified form (`applications`, `roles`, `resources`) or the
+/// detailed one (`accessRules`).
+#[utoipa::path(post, path = "/v1/tokens/narrow", tag = "tokens", request_body = NarrowRequest,
+    security(("bearer" = []), ("auth-token" = [])),
+    params(("validity-in-hours" = Option<f64>, Query, description = "MetaApi's way to give the validity")),
+    responses(
+        (status = 200, description = "The narrowed token", body = NarrowResponse),
+        (status = 400, description = "Malformed, or names something the manifest does not know (bad_request)", body = ErrorBody),
+        (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
+        (status = 403, description = "Would widen the caller's token; the element is named (would_widen)", body = ErrorBody),
+        (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
+    ))]
 pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Response {
     let Ok(query_hours) = query_validity(req.uri().query()) else {
         return error_json(StatusCode::BAD_REQUEST, "bad_request", "validity-in-hours must be a number of hours");

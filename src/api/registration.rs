@@ -14,6 +14,7 @@ use super::tokens::{RequestParts, admin_with_store, ok_json, read_json, store, s
 use super::{ApiState, error_json};
 use crate::auth::reference;
 use crate::config::parse_duration;
+use crate::proxy::respond::ErrorBody;
 use crate::store::{RedeemError, RegistrationRecord, TokenForm, TokenRecord};
 use crate::token::claims::WireRule;
 use crate::token::keys::random_id;
@@ -23,7 +24,7 @@ use crate::token::{Role, TokenKind, now_unix};
 /// one can never be presented as the other).
 pub const PREFIX: &str = "ngreg_";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateRegistration {
     /// Name of the access token it yields.
@@ -37,13 +38,13 @@ pub(crate) struct CreateRegistration {
     ttl: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Redeem {
     token: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Issued<'a> {
     token: &'a str,
@@ -53,6 +54,26 @@ struct Issued<'a> {
     expires_at: Option<i64>,
 }
 
+/// A registration token: its secret (shown this once) and until when it
+/// may be redeemed.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RegistrationCreated<'a> {
+    token: &'a str,
+    expires_at: i64,
+}
+
+/// Mint a single-use registration token (admin caller; administrator
+/// tokens need a master caller). It is listed nowhere.
+#[utoipa::path(post, path = "/v1/registration-tokens", tag = "registration", request_body = CreateRegistration,
+    security(("bearer" = []), ("auth-token" = [])),
+    responses(
+        (status = 201, description = "The registration token", body = RegistrationCreated),
+        (status = 400, description = "Malformed input, named (bad_request)", body = ErrorBody),
+        (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
+        (status = 403, description = "Not an admin, or an administrator token from a non-master caller", body = ErrorBody),
+        (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
+    ))]
 pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response {
     let (caller, store) = match admin_with_store(&s, &RequestParts::of(&req)).await {
         Ok(pair) => pair,
@@ -117,9 +138,21 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
         return store_failed(e);
     }
     tracing::info!(registration.id = %id, created_by = %caller.token_id, "created a registration token");
-    ok_json(StatusCode::CREATED, &serde_json::json!({ "token": secret, "expiresAt": now + ttl }))
+    ok_json(StatusCode::CREATED, &RegistrationCreated { token: &secret, expires_at: now + ttl })
 }
 
+/// Exchange a registration token for the access token it fixes. Needs no
+/// other credential; of any number of concurrent redeems exactly one
+/// succeeds.
+#[utoipa::path(post, path = "/v1/registration-tokens/redeem", tag = "registration", request_body = Redeem,
+    responses(
+        (status = 201, description = "The access token (a reference token)", body = Issued),
+        (status = 400, description = "Not a registration token (bad_request)", body = ErrorBody),
+        (status = 404, description = "Unknown registration token (not_found)", body = ErrorBody),
+        (status = 409, description = "Already redeemed (already_redeemed)", body = ErrorBody),
+        (status = 410, description = "Its TTL has passed (expired)", body = ErrorBody),
+        (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
+    ))]
 pub(crate) async fn redeem(State(s): State<ApiState>, req: Request) -> Response {
     let store = match store(&s) {
         Ok(st) => st.clone(),

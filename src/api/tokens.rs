@@ -18,7 +18,7 @@ use crate::config::parse_duration;
 use crate::policy::AccessRule;
 use crate::policy::narrow::narrow_detailed;
 use crate::policy::tenant::{self, TenantPermission};
-use crate::proxy::respond::error_response;
+use crate::proxy::respond::{ErrorBody, error_response};
 use crate::store::{Store, StoreError, TokenFilter, TokenForm, TokenRecord, kind_str, parse_kind, role_str};
 use crate::token::claims::{Claims, WireRule, decode_grants, encode_grants};
 use crate::token::keys::random_id;
@@ -74,7 +74,7 @@ pub(crate) fn store_failed(e: StoreError) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateRequest {
     name: String,
@@ -107,7 +107,7 @@ pub(crate) struct CreateRequest {
 }
 
 /// A token as listed and viewed: metadata, never a secret.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TokenView<'a> {
     id: &'a str,
@@ -125,7 +125,8 @@ struct TokenView<'a> {
     created_by: Option<&'a str>,
     created_at: i64,
     revoked_at: Option<i64>,
-    access_rules: Vec<WireRule>,
+    /// As `whoami` shows them.
+    access_rules: Vec<super::RuleView>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tenant_permissions: Vec<TenantPermission>,
 }
@@ -148,7 +149,7 @@ fn view(t: &TokenRecord) -> TokenView<'_> {
         created_by: t.created_by.as_deref(),
         created_at: t.created_at,
         revoked_at: t.revoked_at,
-        access_rules,
+        access_rules: access_rules.iter().filter_map(WireRule::compile).map(|r| super::RuleView::of(&r)).collect(),
         tenant_permissions,
     }
 }
@@ -169,6 +170,18 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(req: Request) -> R
         .map_err(|e| error_json(StatusCode::BAD_REQUEST, "bad_request", &format!("malformed body: {e}")))
 }
 
+/// Create a token (admin or master caller). Its rules must lie within the
+/// caller's; only master callers create admin or master tokens.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateRequest,
+    security(("bearer" = []), ("auth-token" = [])),
+    responses(
+        (status = 201, description = "Created; the secret is in this response only", body = Created),
+        (status = 400, description = "Malformed input, named (bad_request)", body = ErrorBody),
+        (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
+        (status = 403, description = "Not an admin, or the token would exceed the caller's (admin_required, would_widen)", body = ErrorBody),
+        (status = 409, description = "A token with this name exists (conflict)", body = ErrorBody),
+        (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
+    ))]
 pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response {
     let (caller, store) = match admin_with_store(&s, &RequestParts::of(&req)).await {
         Ok(pair) => pair,
@@ -325,14 +338,25 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
         }
     }
     tracing::info!(token.jti = %jti, created_by = %caller.token_id, "created a token");
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Created<'a> {
-        token: &'a str,
-        #[serde(flatten)]
-        meta: TokenView<'a>,
-    }
     ok_json(StatusCode::CREATED, &Created { token: &token, meta: view(&record) })
+}
+
+/// A new token: the secret (shown this once) and its record.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Created<'a> {
+    /// The JWT or `ngr_…` reference token. Not retrievable later.
+    token: &'a str,
+    #[serde(flatten)]
+    meta: TokenView<'a>,
+}
+
+/// A page of tokens.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct TokenList<'a> {
+    tokens: Vec<TokenView<'a>>,
+    limit: u32,
+    offset: u32,
 }
 
 fn query_map(req: &Request) -> HashMap<String, String> {
@@ -345,6 +369,23 @@ fn query_map(req: &Request) -> HashMap<String, String> {
         .collect()
 }
 
+/// List tokens, oldest first; never their secrets.
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
+    security(("bearer" = []), ("auth-token" = [])),
+    params(
+        ("name" = Option<String>, Query, description = "Only the token with this name"),
+        ("application" = Option<String>, Query, description = "Only tokens for this application"),
+        ("kind" = Option<String>, Query, description = "access, narrowed or registration"),
+        ("limit" = Option<u32>, Query, description = "At most this many (default 100, at most 1000)"),
+        ("offset" = Option<u32>, Query, description = "Skip this many"),
+    ),
+    responses(
+        (status = 200, description = "A page of tokens", body = TokenList),
+        (status = 400, description = "A malformed filter (bad_request)", body = ErrorBody),
+        (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin or master token (admin_required)", body = ErrorBody),
+        (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
+    ))]
 pub(crate) async fn list(State(s): State<ApiState>, req: Request) -> Response {
     let store = match admin_with_store(&s, &RequestParts::of(&req)).await {
         Ok((_, st)) => st,
@@ -370,12 +411,23 @@ pub(crate) async fn list(State(s): State<ApiState>, req: Request) -> Response {
     match store.list_tokens(&filter).await {
         Ok(tokens) => {
             let views: Vec<TokenView<'_>> = tokens.iter().map(view).collect();
-            ok_json(StatusCode::OK, &serde_json::json!({ "tokens": views, "limit": limit, "offset": offset }))
+            ok_json(StatusCode::OK, &TokenList { tokens: views, limit, offset })
         }
         Err(e) => store_failed(e),
     }
 }
 
+/// One token by id; never its secret.
+#[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens",
+    security(("bearer" = []), ("auth-token" = [])),
+    params(("id" = String, Path, description = "The token id (its jti)")),
+    responses(
+        (status = 200, description = "The token", body = TokenView),
+        (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin or master token (admin_required)", body = ErrorBody),
+        (status = 404, description = "No token with this id (not_found)", body = ErrorBody),
+        (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
+    ))]
 pub(crate) async fn show(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
     let store = match admin_with_store(&s, &RequestParts::of(&req)).await {
         Ok((_, st)) => st,
@@ -403,6 +455,18 @@ async fn revoke_record(s: &ApiState, store: &Store, record: Option<TokenRecord>)
     }
 }
 
+/// Revoke a token by id; every token narrowed from it, directly or not, is
+/// rejected too, on every replica.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens",
+    security(("bearer" = []), ("auth-token" = [])),
+    params(("id" = String, Path, description = "The token id (its jti)")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin or master token (admin_required)", body = ErrorBody),
+        (status = 404, description = "No token with this id (not_found)", body = ErrorBody),
+        (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
+    ))]
 pub(crate) async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
     let store = match admin_with_store(&s, &RequestParts::of(&req)).await {
         Ok((_, st)) => st,
@@ -414,6 +478,18 @@ pub(crate) async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, re
     }
 }
 
+/// Revoke a token by name, with everything narrowed from it.
+#[utoipa::path(delete, path = "/v1/tokens", tag = "tokens",
+    security(("bearer" = []), ("auth-token" = [])),
+    params(("name" = String, Query, description = "The token's name")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "No name given (bad_request)", body = ErrorBody),
+        (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin or master token (admin_required)", body = ErrorBody),
+        (status = 404, description = "No token with this name (not_found)", body = ErrorBody),
+        (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
+    ))]
 pub(crate) async fn revoke_by_name(State(s): State<ApiState>, req: Request) -> Response {
     let store = match admin_with_store(&s, &RequestParts::of(&req)).await {
         Ok((_, st)) => st,
@@ -430,7 +506,7 @@ pub(crate) async fn revoke_by_name(State(s): State<ApiState>, req: Request) -> R
 
 /// A point in time as a client may send it: Unix seconds, or RFC 3339 /
 /// ISO 8601 with an offset (`2026-12-31T23:59:59Z`, `…+02:00`).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub(crate) enum TimeInput {
     Unix(u64),

@@ -49,6 +49,9 @@ pub enum Command {
         #[command(subcommand)]
         command: Box<client::RegistrationCommand>,
     },
+    /// Print the token service's OpenAPI document (what `/v1/openapi.json`
+    /// serves and `docs/openapi.json` holds).
+    Openapi,
     /// Run the gateway on config/demo.yaml with a built-in echo upstream and
     /// throwaway keys, and print tokens and curl lines to try.
     Demo(demo::DemoArgs),
@@ -63,6 +66,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token { command } => token::run(*command),
         Command::Registration { command } => client::registration(*command),
         Command::Demo(args) => demo::run(args),
+        Command::Openapi => {
+            print!("{}", crate::api::openapi::document());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

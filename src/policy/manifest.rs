@@ -14,7 +14,7 @@ pub struct Manifest {
 }
 
 /// One application, in MetaApi's access-rule-manifest shape.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Application {
     pub id: String,
@@ -28,20 +28,20 @@ pub struct Application {
     pub entity_composition_description: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ServiceDef {
     pub service: String,
     pub description: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct MethodGroupDef {
     pub group: String,
     pub description: String,
     pub methods: Vec<MethodDef>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct MethodDef {
     pub method: String,
     pub description: String,
@@ -49,13 +49,13 @@ pub struct MethodDef {
     pub scopes: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RoleSetDef {
     pub roles: Vec<String>,
     pub description: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EntityDef {
     pub entity: String,

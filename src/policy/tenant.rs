@@ -11,7 +11,7 @@ pub const ACTIONS: [&str; 6] =
     ["CREATE_TENANT", "READ_TENANT", "UPDATE_TENANT", "DELETE_TENANT", "MANAGE_PROFILES", "MANAGE_TICKETS"];
 
 /// One entry of a token's tenant permissions.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantPermission {
     /// A tenant name, or `*` for every tenant.

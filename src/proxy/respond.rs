@@ -13,13 +13,20 @@ use serde::Serialize;
 use crate::policy::Denial;
 use crate::reason::Reason;
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+/// Every error body, on the proxy and the token service alike.
+pub struct ErrorBody<'a> {
+    /// A stable code (`missing_token`, `would_widen`, `not_found`, …).
     error: &'static str,
+    /// What happened, for a person.
     message: &'static str,
+    /// On `insufficient_role`: the roles the route accepts.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[schema(value_type = Vec<String>)]
     missing_roles: &'a [Box<str>],
+    /// On `insufficient_scope`: the scopes the token lacks.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[schema(value_type = Vec<String>)]
     missing_scopes: &'a [Box<str>],
 }
 
