@@ -108,7 +108,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // One authenticator (and so one cache) for the proxy and the token service.
     let auth =
         Arc::new(Authenticator::from_config(&config, revocations.clone(), mirror.references.clone(), metrics.clone()));
-    let api_state = api::ApiState::new(auth.clone(), &config.manifest, config.signing.clone(), store.clone());
+    let api_state = api::ApiState::new(
+        auth.clone(),
+        &config.manifest,
+        config.signing.clone(),
+        store.clone(),
+        config.facades.clone(),
+    );
     let gateway = Arc::new(Gateway::with_auth(config, metrics, auth.clone()));
 
     let mut rx = stop_rx.clone();

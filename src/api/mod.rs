@@ -19,12 +19,13 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::auth::Authenticator;
-use crate::config::Signing;
+use crate::config::{Facades, Signing};
 use crate::policy::Manifest;
 use crate::proxy::respond::{ErrorBody, error_response};
 use crate::store::Store;
 use crate::token::{Grant, Role, TokenKind};
 
+mod metaapi;
 mod narrow;
 pub mod openapi;
 mod registration;
@@ -41,10 +42,17 @@ pub struct ApiState {
     store: Option<Store>,
     jwks_json: Bytes,
     openapi_json: Bytes,
+    facades: Facades,
 }
 
 impl ApiState {
-    pub fn new(auth: Arc<Authenticator>, manifest: &Manifest, signing: Option<Signing>, store: Option<Store>) -> Self {
+    pub fn new(
+        auth: Arc<Authenticator>,
+        manifest: &Manifest,
+        signing: Option<Signing>,
+        store: Option<Store>,
+        facades: Facades,
+    ) -> Self {
         // Serializing plain config data cannot fail; an empty list if it did.
         let manifest_json = serde_json::to_vec(&manifest.applications).unwrap_or_else(|_| b"[]".to_vec());
         let jwks_json = build_jwks(signing.as_ref());
@@ -56,13 +64,14 @@ impl ApiState {
             store,
             jwks_json,
             openapi_json: Bytes::from(openapi::document()),
+            facades,
         }
     }
 }
 
 /// The token service's router; testable without sockets.
 pub fn app(state: ApiState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/v1/manifest", get(manifest))
         .route("/v1/whoami", get(whoami))
         .route("/v1/tokens/narrow", axum::routing::post(narrow::narrow))
@@ -71,9 +80,11 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/tokens", get(tokens::list).post(tokens::create).delete(tokens::revoke_by_name))
         .route("/v1/tokens/{id}", get(tokens::show).delete(tokens::revoke))
         .route("/v1/registration-tokens", axum::routing::post(registration::create))
-        .route("/v1/registration-tokens/redeem", axum::routing::post(registration::redeem))
-        .fallback(|| async { error_json(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .with_state(state)
+        .route("/v1/registration-tokens/redeem", axum::routing::post(registration::redeem));
+    if state.facades.metaapi {
+        router = metaapi::routes(router);
+    }
+    router.fallback(|| async { error_json(StatusCode::NOT_FOUND, "not_found", "no such endpoint") }).with_state(state)
 }
 
 fn json(status: StatusCode, body: Bytes) -> Response {

@@ -19,7 +19,18 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "enforcement",
     "applications",
     "store",
+    "facades",
 ];
+
+/// The compatibility facades on the api listener, each off unless enabled.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FacadesFile {
+    /// MetaApi's token-management API: `GET /access-rule-manifest`,
+    /// `POST /users/current/narrow-down-auth-token`.
+    #[serde(default)]
+    pub metaapi: bool,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -67,6 +67,8 @@ pub struct Config {
     /// `None`: no store (an enforce-only gateway without a revocation feed).
     pub store: Option<StoreConfig>,
     pub bootstrap: Bootstrap,
+    /// Compatibility facades on the api listener.
+    pub facades: Facades,
     pub manifest: Manifest,
     pub router: Router,
 }
@@ -128,6 +130,12 @@ pub struct IdentityHeaders {
 pub struct CacheConfig {
     pub capacity: usize,
     pub max_ttl: Duration,
+}
+
+/// Which compatibility facades the api listener serves.
+#[derive(Debug, Clone, Default)]
+pub struct Facades {
+    pub metaapi: bool,
 }
 
 /// The keys this gateway signs with, as one of its issuers.
@@ -382,6 +390,14 @@ impl Config {
             },
         };
 
+        let facades = match get("facades") {
+            Value::Null => Facades::default(),
+            v => match section::<FacadesFile>(&v, "facades", &mut errs) {
+                Some(f) => build_facades(f, &listeners, &credentials, &mut errs),
+                None => Facades::default(),
+            },
+        };
+
         let (manifest, route_paths) = match required("applications", &mut errs) {
             Value::Array(items) => build_manifest(&items, &mut errs),
             Value::Null => (Manifest::default(), Vec::new()),
@@ -422,12 +438,34 @@ impl Config {
                 enforce,
                 store,
                 bootstrap,
+                facades,
                 manifest,
                 router,
             }),
             _ => Err(ConfigErrors(errs.0)),
         }
     }
+}
+
+fn build_facades(
+    f: FacadesFile,
+    listeners: &Option<Listeners>,
+    credentials: &[CredentialSource],
+    errs: &mut Errors,
+) -> Facades {
+    let has_api = listeners.as_ref().is_some_and(|l| l.api.is_some());
+    if f.metaapi {
+        if !has_api {
+            errs.push("facades.metaapi", "needs listeners.api (the facade is served there)");
+        }
+        if !credentials.contains(&CredentialSource::Header(HeaderName::from_static("auth-token"))) {
+            errs.push(
+                "facades.metaapi",
+                "MetaApi clients send the `auth-token` header: add `- source: header` with `name: auth-token` to credentials",
+            );
+        }
+    }
+    Facades { metaapi: f.metaapi }
 }
 
 /// `applications[i].routes[j] (TEMPLATE)` for the compiled route at `index`.
