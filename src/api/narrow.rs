@@ -197,6 +197,7 @@ pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Response 
         access_rules: rules.iter().map(WireRule::from_rule).collect(),
         // Narrowing works on the rules; tenant permissions pass unchanged.
         tenant_permissions: parent.tenants.clone(),
+        extra: Default::default(),
         lineage: lineage.clone(),
     };
     let Ok(token) = sign::sign(&claims, signing.active_key()) else {

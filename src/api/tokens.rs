@@ -269,76 +269,145 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
     {
         return super::narrow::refused(e);
     }
-    let Ok(jti) = random_id(16) else {
-        return error_json(StatusCode::SERVICE_UNAVAILABLE, "internal", "no randomness available");
-    };
-    let claims = Claims {
-        iss: signing.issuer.clone(),
-        sub: input.name.clone(),
-        aud: None,
-        exp: expires_at,
-        nbf: Some(not_before.unwrap_or(now)),
-        iat: now,
-        jti: jti.clone(),
+    let new = NewToken {
+        id: None,
         name: Some(input.name.clone()),
-        kind: TokenKind::Access,
+        subject: input.name.clone(),
+        description: input.description.clone(),
+        application: input.application.clone(),
         role,
         master: input.master,
-        access_rules: rules.iter().map(WireRule::from_rule).collect(),
-        tenant_permissions: input.tenant_permissions.clone(),
-        lineage: vec![],
+        rules,
+        tenants: input.tenant_permissions.clone(),
+        not_before: not_before.unwrap_or(now),
+        expires_at,
+        form: match form {
+            TokenForm::Jwt => NewForm::Jwt,
+            TokenForm::Reference => NewForm::Reference,
+        },
+        extra_claims: Default::default(),
+        created_by: Some(caller.token_id.to_string()),
     };
-    let (token, secret_hash) = match form {
-        TokenForm::Jwt => match sign::sign(&claims, signing.active_key()) {
-            Ok(t) => (t, None),
+    let (token, record) = match issue(&s, &store, &signing, new).await {
+        Ok(issued) => issued,
+        Err(r) => return r,
+    };
+    ok_json(StatusCode::CREATED, &Created { token: &token, meta: view(&record) })
+}
+
+/// A new access token, as every way of creating one (the native API and the
+/// facades) describes it after its own checks of the caller.
+pub(crate) struct NewToken {
+    /// `None`: a random id.
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub subject: String,
+    pub description: String,
+    pub application: Option<String>,
+    pub role: Role,
+    pub master: bool,
+    pub rules: Vec<AccessRule>,
+    pub tenants: Vec<TenantPermission>,
+    /// Unix seconds.
+    pub not_before: u64,
+    /// Unix seconds; `None`: never expires (reference tokens only).
+    pub expires_at: Option<u64>,
+    pub form: NewForm,
+    /// Extra JWT claims a facade's clients read.
+    pub extra_claims: serde_json::Map<String, serde_json::Value>,
+    pub created_by: Option<String>,
+}
+
+/// The form of a new token's secret.
+pub(crate) enum NewForm {
+    Jwt,
+    /// A random `ngr_…` secret.
+    Reference,
+}
+
+/// Sign or generate the secret, record the token, and make a reference
+/// token usable here at once (other replicas hear of it from the store).
+/// The secret and the stored record; the secret is never stored.
+// A handler's early return is a Response; boxing it would buy nothing.
+#[allow(clippy::result_large_err)]
+pub(crate) async fn issue(
+    s: &ApiState,
+    store: &Store,
+    signing: &crate::config::Signing,
+    t: NewToken,
+) -> Result<(String, TokenRecord), Response> {
+    let unavailable = |what: &str| error_json(StatusCode::SERVICE_UNAVAILABLE, "internal", what);
+    let jti = match t.id {
+        Some(id) => id,
+        None => random_id(16).map_err(|_| unavailable("no randomness available"))?,
+    };
+    if t.expires_at.is_none() && matches!(t.form, NewForm::Jwt) {
+        return Err(error_json(StatusCode::BAD_REQUEST, "bad_request", "a JWT needs an expiry"));
+    }
+    let now = now_unix();
+    let claims = Claims {
+        iss: signing.issuer.clone(),
+        sub: t.subject.clone(),
+        aud: None,
+        exp: t.expires_at,
+        nbf: Some(t.not_before),
+        iat: now,
+        jti: jti.clone(),
+        name: t.name.clone(),
+        kind: TokenKind::Access,
+        role: t.role,
+        master: t.master,
+        access_rules: t.rules.iter().map(WireRule::from_rule).collect(),
+        tenant_permissions: t.tenants,
+        lineage: vec![],
+        extra: t.extra_claims,
+    };
+    let (token, secret_hash, form) = match t.form {
+        NewForm::Jwt => match sign::sign(&claims, signing.active_key()) {
+            Ok(token) => (token, None, TokenForm::Jwt),
             Err(_) => {
-                return error_json(
+                return Err(error_json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "signing_unavailable",
                     "the token could not be signed",
-                );
+                ));
             }
         },
-        TokenForm::Reference => match reference::new_secret() {
-            Some(secret) => {
-                let h = reference::hash(&secret);
-                (secret, Some(h))
-            }
-            None => return error_json(StatusCode::SERVICE_UNAVAILABLE, "internal", "no randomness available"),
-        },
+        NewForm::Reference => {
+            let secret = reference::new_secret().ok_or_else(|| unavailable("no randomness available"))?;
+            let h = reference::hash(&secret);
+            (secret, Some(h), TokenForm::Reference)
+        }
     };
     let record = TokenRecord {
         id: jti.clone(),
-        name: Some(input.name.clone()),
-        description: input.description.clone(),
+        name: t.name,
+        description: t.description,
         kind: TokenKind::Access,
-        role,
-        master: input.master,
-        application: input.application.clone(),
-        subject: input.name.clone(),
+        role: t.role,
+        master: t.master,
+        application: t.application,
+        subject: t.subject,
         grants: encode_grants(&claims.access_rules, &claims.tenant_permissions),
         form,
         secret_hash: secret_hash.map(|h| h.to_vec()),
-        not_before: claims.nbf.map(|n| n as i64),
-        expires_at: expires_at.map(|e| e as i64),
+        not_before: Some(t.not_before as i64),
+        expires_at: t.expires_at.map(|e| e as i64),
         parent_id: None,
         lineage: vec![],
-        created_by: Some(caller.token_id.to_string()),
+        created_by: t.created_by,
         created_at: now as i64,
         revoked_at: None,
     };
-    if let Err(e) = store.insert_token(&record).await {
-        return store_failed(e);
-    }
+    store.insert_token(&record).await.map_err(store_failed)?;
     if let Some(h) = secret_hash {
-        // Usable here at once; other replicas load it on their next resync.
         match reference::grant_of(&record, &signing.issuer) {
             Some(grant) => s.auth.references().insert(h, grant),
             None => tracing::warn!(token.jti = %jti, "a reference token's grant could not be built"),
         }
     }
-    tracing::info!(token.jti = %jti, created_by = %caller.token_id, "created a token");
-    ok_json(StatusCode::CREATED, &Created { token: &token, meta: view(&record) })
+    tracing::info!(token.jti = %jti, created_by = ?record.created_by, "created a token");
+    Ok((token, record))
 }
 
 /// A new token: the secret (shown this once) and its record.

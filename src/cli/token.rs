@@ -183,6 +183,7 @@ fn claims_from_flags(args: &SignArgs) -> anyhow::Result<Claims> {
     let now = now_unix();
     Ok(Claims {
         tenant_permissions: vec![],
+        extra: Default::default(),
         iss: args.iss.clone(),
         sub: sub.clone(),
         aud: args.aud.clone(),

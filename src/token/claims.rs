@@ -35,7 +35,6 @@ pub enum Role {
 
 /// The payload of a narrowgate JWT.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Claims {
     pub iss: String,
     pub sub: String,
@@ -58,6 +57,10 @@ pub struct Claims {
     pub tenant_permissions: Vec<TenantPermission>,
     #[serde(default)]
     pub lineage: Vec<String>,
+    /// Claims a compatibility facade adds for its clients (ProdManager's
+    /// `permissions`, say); verification ignores them.
+    #[serde(flatten, default)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What a store record says a token grants (its `grants` column): the rules
