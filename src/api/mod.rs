@@ -28,6 +28,7 @@ use crate::token::{Grant, Role, TokenKind};
 mod metaapi;
 mod narrow;
 pub mod openapi;
+mod prodmanager;
 mod registration;
 mod tokens;
 
@@ -83,6 +84,9 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/registration-tokens/redeem", axum::routing::post(registration::redeem));
     if state.facades.metaapi {
         router = metaapi::routes(router);
+    }
+    if state.facades.prodmanager.is_some() {
+        router = prodmanager::routes(router);
     }
     router.fallback(|| async { error_json(StatusCode::NOT_FOUND, "not_found", "no such endpoint") }).with_state(state)
 }

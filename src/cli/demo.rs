@@ -48,6 +48,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         path: dir.path().join("data/narrowgate.db"),
         resync_interval: std::time::Duration::from_secs(30),
     });
+    // A throwaway ProdManager application secret; only its digest is configured.
+    let pm_secret = random_id(24)?;
+    if let Some(apps) = config.facades.prodmanager.as_mut() {
+        for app in apps.iter_mut() {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pm_secret.as_bytes());
+            app.secret_sha256.copy_from_slice(digest.as_ref());
+        }
+    }
     if let Some(p) = args.proxy {
         config.listeners.proxy = p;
     }
@@ -73,6 +81,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("export NG_ADMIN_TOKEN={admin}");
         println!("export NG_NARROWED_TOKEN={narrowed}");
         println!("export NG_EXPIRED_TOKEN={expired}");
+        println!("export NG_PRODMANAGER_SECRET={pm_secret}");
         println!();
         println!("# allowed: the narrowed token may read account demo-account-1");
         println!("curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_PROXY/users/current/accounts/demo-account-1");
@@ -94,6 +103,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
         println!("curl -s -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" $NG_API/v1/tokens");
         println!("curl -s -X DELETE -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" \"$NG_API/v1/tokens?name=reports\"");
+        println!("# MetaApi clients: narrow with the auth-token header");
+        println!(
+            "curl -s -X POST -H \"auth-token: $NG_ADMIN_TOKEN\" -H 'Content-Type: application/json' -d '{{\"roles\":[\"reader\"]}}' \"$NG_API/users/current/narrow-down-auth-token?validity-in-hours=0.5\""
+        );
+        println!("# ProdManager clients: a token from the application secret, then whoami");
+        println!(
+            "curl -s -F secret=$NG_PRODMANAGER_SECRET -F name=reporter1 -F 'description=nightly reports' -F permission=read $NG_API/api/token/create"
+        );
+        println!("curl -s -H \"Authorization: Token $NG_ADMIN_TOKEN\" $NG_API/api/token/whoami");
         println!("# what a token grants:   curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_API/v1/whoami");
         println!("# the manifest:          curl -s $NG_API/v1/manifest");
         println!("# see a token's claims:  narrowgate token inspect $NG_NARROWED_TOKEN");

@@ -17,6 +17,9 @@ pub enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make an application secret (for ProdManager clients): prints the
+    /// secret, to hand to the application, and its SHA-256, for the config.
+    Secret,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -35,6 +38,13 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let key = keys::generate(alg)?;
             let (private, public) = write_pair(&key, &out)?;
             println!("kid: {}\nprivate key: {}\npublic key: {}", key.kid, private.display(), public.display());
+            Ok(())
+        }
+        KeysCommand::Secret => {
+            let secret = keys::random_id(32)?;
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            println!("secret: {secret}\nsecret_sha256: {hex}");
             Ok(())
         }
     }

@@ -30,6 +30,38 @@ pub struct FacadesFile {
     /// `POST /users/current/narrow-down-auth-token`.
     #[serde(default)]
     pub metaapi: bool,
+    /// ProdManager's token API: `POST /api/token/create`, `GET /api/token/whoami`.
+    #[serde(default)]
+    pub prodmanager: Option<ProdManagerFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProdManagerFile {
+    pub applications: Vec<ProdManagerAppFile>,
+}
+
+/// One application whose secret may create ProdManager tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProdManagerAppFile {
+    /// A manifest application.
+    pub application: String,
+    /// SHA-256 (hex) of the application secret clients send; the secret
+    /// itself is never in the config (`narrowgate keys secret` makes one).
+    pub secret_sha256: String,
+    /// Permission name → what it grants in this application.
+    pub permissions: std::collections::BTreeMap<String, PermissionFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionFile {
+    /// Method groups of the application (`*`: all).
+    pub method_groups: Vec<String>,
+    /// Roles of the application (`*`: all); default all.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -136,6 +136,28 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Facades {
     pub metaapi: bool,
+    /// ProdManager: the applications whose secrets may create tokens.
+    pub prodmanager: Option<Vec<ProdManagerApp>>,
+}
+
+/// An application ProdManager clients create tokens for.
+#[derive(Clone)]
+pub struct ProdManagerApp {
+    pub application: String,
+    /// SHA-256 of the application secret.
+    pub secret_sha256: [u8; 32],
+    /// Permission name → the access rule it grants.
+    pub permissions: std::collections::BTreeMap<String, crate::policy::AccessRule>,
+}
+
+impl std::fmt::Debug for ProdManagerApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&String> = self.permissions.keys().collect();
+        f.debug_struct("ProdManagerApp")
+            .field("application", &self.application)
+            .field("permissions", &names)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The keys this gateway signs with, as one of its issuers.
@@ -390,14 +412,6 @@ impl Config {
             },
         };
 
-        let facades = match get("facades") {
-            Value::Null => Facades::default(),
-            v => match section::<FacadesFile>(&v, "facades", &mut errs) {
-                Some(f) => build_facades(f, &listeners, &credentials, &mut errs),
-                None => Facades::default(),
-            },
-        };
-
         let (manifest, route_paths) = match required("applications", &mut errs) {
             Value::Array(items) => build_manifest(&items, &mut errs),
             Value::Null => (Manifest::default(), Vec::new()),
@@ -419,6 +433,14 @@ impl Config {
                 }
                 None
             }
+        };
+
+        let facades = match get("facades") {
+            Value::Null => Facades::default(),
+            v => match section::<FacadesFile>(&v, "facades", &mut errs) {
+                Some(f) => build_facades(f, &listeners, &credentials, &manifest, &mut errs),
+                None => Facades::default(),
+            },
         };
 
         match (listeners, upstream, router) {
@@ -451,6 +473,7 @@ fn build_facades(
     f: FacadesFile,
     listeners: &Option<Listeners>,
     credentials: &[CredentialSource],
+    manifest: &Manifest,
     errs: &mut Errors,
 ) -> Facades {
     let has_api = listeners.as_ref().is_some_and(|l| l.api.is_some());
@@ -465,7 +488,84 @@ fn build_facades(
             );
         }
     }
-    Facades { metaapi: f.metaapi }
+    let prodmanager = f.prodmanager.map(|pm| {
+        if !has_api {
+            errs.push("facades.prodmanager", "needs listeners.api (the facade is served there)");
+        }
+        pm.applications
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| prodmanager_app(a, &format!("facades.prodmanager.applications[{i}]"), manifest, errs))
+            .collect()
+    });
+    Facades { metaapi: f.metaapi, prodmanager }
+}
+
+fn prodmanager_app(
+    f: &ProdManagerAppFile,
+    path: &str,
+    manifest: &Manifest,
+    errs: &mut Errors,
+) -> Option<ProdManagerApp> {
+    let Some(app) = manifest.applications.iter().find(|a| a.application == f.application) else {
+        errs.push(&format!("{path}.application"), format!("{:?} is not an application of the manifest", f.application));
+        return None;
+    };
+    let hash = (f.secret_sha256.len() == 64)
+        .then(|| {
+            let mut out = [0u8; 32];
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = u8::from_str_radix(f.secret_sha256.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(out)
+        })
+        .flatten();
+    if hash.is_none() {
+        errs.push(&format!("{path}.secret_sha256"), "must be 64 hex digits (the SHA-256 of the secret)");
+    }
+    if f.permissions.is_empty() {
+        errs.push(&format!("{path}.permissions"), "declare at least one permission");
+    }
+    let mut permissions = std::collections::BTreeMap::new();
+    for (name, p) in &f.permissions {
+        let ppath = format!("{path}.permissions.{name}");
+        for (j, g) in p.method_groups.iter().enumerate() {
+            if g != "*" && !app.method_groups.iter().any(|m| m.group == *g) {
+                errs.push(
+                    &format!("{ppath}.method_groups[{j}]"),
+                    format!("{g:?} is not a method group of {}", app.application),
+                );
+            }
+        }
+        let roles = p.roles.clone().unwrap_or_else(|| vec!["*".into()]);
+        for (j, r) in roles.iter().enumerate() {
+            if r != "*" && !app.roles.iter().any(|set| set.roles.contains(r)) {
+                errs.push(&format!("{ppath}.roles[{j}]"), format!("{r:?} is not a role of {}", app.application));
+            }
+        }
+        let wire = crate::token::claims::WireRule {
+            id: format!("{}:{name}", app.application),
+            application: app.application.clone(),
+            service: "*".into(),
+            method_groups: p
+                .method_groups
+                .iter()
+                .map(|g| crate::token::claims::WireMethodGroup {
+                    group: g.clone(),
+                    methods: vec![crate::token::claims::WireMethod { method: "*".into(), scopes: None }],
+                })
+                .collect(),
+            roles,
+            resources: vec!["*:$USER_ID$:*".into()],
+        };
+        match wire.compile() {
+            Some(rule) => {
+                permissions.insert(name.clone(), rule);
+            }
+            None => errs.push(&ppath, "does not make an access rule (an empty method group or role?)"),
+        }
+    }
+    Some(ProdManagerApp { application: f.application.clone(), secret_sha256: hash?, permissions })
 }
 
 /// `applications[i].routes[j] (TEMPLATE)` for the compiled route at `index`.

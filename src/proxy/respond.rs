@@ -30,7 +30,7 @@ pub struct ErrorBody<'a> {
     missing_scopes: &'a [Box<str>],
 }
 
-fn message(reason: Reason) -> &'static str {
+pub fn message(reason: Reason) -> &'static str {
     match reason {
         Reason::MissingToken => "a bearer token is required",
         Reason::InvalidToken => "the token is not valid",

@@ -1,0 +1,231 @@
+//! ProdManager's token API, as a thin translation onto the native one.
+//!
+//! - `POST /api/token/create`: form data (urlencoded or multipart) with the
+//!   application's secret; the token is issued by the same [`issue`] as a
+//!   native one, its rules the ones the config maps the requested
+//!   permissions to. The reply is the JWT as a JSON string literal.
+//! - `GET /api/token/whoami`: any scheme word before the token; the reply
+//!   is `{"playload": …}` (ProdManager's spelling, which its clients read),
+//!   `{"playload": null}` without a credential.
+//!
+//! Errors: `{"message", "reasons": {field: [..]}}`. The application secret
+//! is compared by its SHA-256, in constant time, and never logged.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::tokens::{NewForm, NewToken, issue, ok_json, store};
+use crate::config::ProdManagerApp;
+use crate::token::{Role, now_unix};
+
+pub(crate) fn routes(router: Router<ApiState>) -> Router<ApiState> {
+    router.route("/api/token/create", post(create)).route("/api/token/whoami", get(whoami))
+}
+
+/// `{"message", "reasons"}` with `status`.
+fn failure(status: StatusCode, message: &str, reasons: &BTreeMap<&str, Vec<String>>) -> Response {
+    ok_json(status, &json!({ "message": message, "reasons": reasons }))
+}
+
+fn creation_failed(reasons: &BTreeMap<&str, Vec<String>>) -> Response {
+    failure(StatusCode::BAD_REQUEST, "Token creation failed", reasons)
+}
+
+/// The form fields, from either encoding, in order (`permission` repeats).
+async fn form_fields(req: Request) -> Result<Vec<(String, String)>, String> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if content_type.starts_with("multipart/form-data") {
+        let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| e.body_text())?;
+        let mut fields = Vec::new();
+        while let Some(field) = multipart.next_field().await.map_err(|e| e.body_text())? {
+            let name = field.name().unwrap_or_default().to_string();
+            let value = field.text().await.map_err(|e| e.body_text())?;
+            fields.push((name, value));
+        }
+        Ok(fields)
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        let body = axum::body::to_bytes(req.into_body(), 64 * 1024).await.map_err(|_| "the body is too large")?;
+        Ok(form_urlencoded::parse(&body).into_owned().collect())
+    } else {
+        Err("send multipart/form-data or application/x-www-form-urlencoded".into())
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM`, UTC.
+fn parse_date(v: &str) -> Option<u64> {
+    let civil = jiff::civil::DateTime::strptime("%Y-%m-%dT%H:%M", v).ok()?;
+    let ts = civil.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    u64::try_from(ts.as_second()).ok()
+}
+
+/// The application whose secret this is, comparing SHA-256 digests in
+/// constant time, over every application (no early exit).
+fn application_of<'a>(apps: &'a [ProdManagerApp], secret: &str) -> Option<&'a ProdManagerApp> {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    let mut found = None;
+    for app in apps {
+        if aws_lc_rs::constant_time::verify_slices_are_equal(digest.as_ref(), &app.secret_sha256).is_ok() {
+            found = Some(app);
+        }
+    }
+    found
+}
+
+async fn create(State(s): State<ApiState>, req: Request) -> Response {
+    let Some(apps) = s.facades.prodmanager.as_deref() else {
+        return failure(StatusCode::NOT_FOUND, "Not found", &BTreeMap::new());
+    };
+    let mut reasons: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let fields = match form_fields(req).await {
+        Ok(f) => f,
+        Err(e) => {
+            reasons.insert("body", vec![e]);
+            return creation_failed(&reasons);
+        }
+    };
+    let one = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+    let permissions: Vec<&str> = fields.iter().filter(|(k, _)| k == "permission").map(|(_, v)| v.as_str()).collect();
+    let missing = || vec!["Missing data for required field.".to_string()];
+
+    let app = match one("secret") {
+        None => {
+            reasons.insert("secret", missing());
+            None
+        }
+        Some(secret) => {
+            let app = application_of(apps, secret);
+            if app.is_none() {
+                reasons.insert("secret", vec!["Application secret invalid".into()]);
+            }
+            app
+        }
+    };
+    let mut length = |field: &'static str, min: usize, max: usize| -> String {
+        match one(field) {
+            None => {
+                reasons.insert(field, missing());
+                String::new()
+            }
+            Some(v) if !(min..=max).contains(&v.chars().count()) => {
+                reasons.insert(field, vec![format!("Length must be between {min} and {max}.")]);
+                String::new()
+            }
+            Some(v) => v.to_string(),
+        }
+    };
+    let name = length("name", 8, 16);
+    let description = length("description", 12, 32);
+    // Defaults are taken now, for this request.
+    let now = now_unix();
+    let mut date = |field: &'static str, default: u64| match one(field) {
+        None => default,
+        Some(v) => parse_date(v).unwrap_or_else(|| {
+            reasons.insert(field, vec!["Not a valid datetime (YYYY-MM-DDTHH:MM, UTC).".into()]);
+            default
+        }),
+    };
+    let not_before = date("not_before_date", now);
+    let expires_at = date("expiration_date", now + 3600);
+    if !reasons.contains_key("expiration_date") && (expires_at <= not_before || expires_at <= now) {
+        reasons.insert("expiration_date", vec!["Must be later than not_before_date and now.".into()]);
+    }
+    let mut rules = Vec::new();
+    if let Some(app) = app {
+        let unknown: Vec<String> = permissions
+            .iter()
+            .filter(|p| !app.permissions.contains_key(**p))
+            .map(|p| format!("Unknown permission {p:?} for this application."))
+            .collect();
+        if !unknown.is_empty() {
+            reasons.insert("permission", unknown);
+        }
+        rules = permissions.iter().filter_map(|p| app.permissions.get(*p).cloned()).collect();
+    }
+    let (Some(app), true) = (app, reasons.is_empty()) else {
+        return creation_failed(&reasons);
+    };
+    let (Some(signing), Ok(store)) = (s.signing.as_ref(), store(&s)) else {
+        return failure(StatusCode::SERVICE_UNAVAILABLE, "Token creation failed", &reasons);
+    };
+    let mut extra = serde_json::Map::new();
+    extra.insert("description".into(), description.clone().into());
+    extra.insert("permissions".into(), json!(permissions));
+    extra.insert("version".into(), 1.into());
+    let new = NewToken {
+        id: None,
+        name: Some(name.clone()),
+        subject: name,
+        description,
+        application: Some(app.application.clone()),
+        role: Role::User,
+        master: false,
+        rules,
+        tenants: Vec::new(),
+        not_before,
+        expires_at: Some(expires_at),
+        form: NewForm::Jwt,
+        extra_claims: extra,
+        created_by: Some(format!("prodmanager:{}", app.application)),
+    };
+    match issue(&s, &store.clone(), signing, new).await {
+        Ok((token, _)) => ok_json(StatusCode::OK, &token),
+        Err(native) if native.status() == StatusCode::CONFLICT => {
+            reasons.insert("name", vec!["A token with this name already exists.".into()]);
+            creation_failed(&reasons)
+        }
+        Err(native) => failure(native.status(), "Token creation failed", &reasons),
+    }
+}
+
+async fn whoami(State(s): State<ApiState>, req: Request) -> Response {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return ok_json(StatusCode::OK, &json!({ "playload": null }));
+    };
+    let invalid = |why: &str| {
+        let reasons = BTreeMap::from([("token", vec![why.to_string()])]);
+        failure(StatusCode::UNAUTHORIZED, "Token validation failed", &reasons)
+    };
+    // Any scheme word, then the token.
+    let Some(token) = value.to_str().ok().and_then(|v| v.split_once(' ')).map(|(_, t)| t.trim()) else {
+        return invalid("Expected `Authorization: <scheme> <token>`.");
+    };
+    let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+        return invalid("Malformed token.");
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(header::AUTHORIZATION, bearer);
+    let grant = match s.auth.authenticate_fetching(&headers, None).await {
+        Ok(g) => g,
+        Err(reason) if reason.status() == 503 => {
+            let reasons = BTreeMap::from([("token", vec![crate::proxy::respond::message(reason).to_string()])]);
+            return failure(StatusCode::SERVICE_UNAVAILABLE, "Token validation failed", &reasons);
+        }
+        Err(reason) => return invalid(crate::proxy::respond::message(reason)),
+    };
+    // Verified: the payload's own claims may be read now.
+    let claims: Value = token
+        .split('.')
+        .nth(1)
+        .and_then(crate::token::encoding::b64_decode)
+        .and_then(|p| serde_json::from_slice(&p).ok())
+        .unwrap_or(Value::Null);
+    let playload = json!({
+        "aud": grant.name.as_deref(),
+        "sub": claims.get("description").cloned().unwrap_or_else(|| json!(&*grant.subject)),
+        "exp": grant.expires_at,
+        "iat": grant.issued_at,
+        "iss": &*grant.issuer,
+        "jti": &*grant.token_id,
+        "nbf": grant.not_before,
+        "version": claims.get("version").cloned().unwrap_or(json!(1)),
+        "permissions": claims.get("permissions").cloned().unwrap_or(json!([])),
+    });
+    ok_json(StatusCode::OK, &json!({ "playload": playload }))
+}
