@@ -146,9 +146,17 @@ struct WhoAmI<'a> {
     name: Option<&'a str>,
     kind: TokenKind,
     role: Role,
+    /// The role in VK Cloud ML Platform's words: `User` or `Administrator`.
+    #[serde(rename = "type")]
+    role_type: &'static str,
     master: bool,
     subject: &'a str,
-    issuer: &'a str,
+    /// Who issued it: for a token this gateway created, the creating token's
+    /// name (or id), `prodmanager:<application>` for ProdManager tokens;
+    /// otherwise the token's `iss`.
+    issuer: String,
+    /// The `iss` of the token (for reference tokens, this gateway's issuer).
+    iss: &'a str,
     access_rules: Vec<RuleView>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     tenant_permissions: &'a [crate::policy::tenant::TenantPermission],
@@ -195,20 +203,43 @@ impl RuleView {
     }
 }
 
-fn whoami_view(g: &Grant) -> WhoAmI<'_> {
+fn whoami_view(g: &Grant, issuer: String) -> WhoAmI<'_> {
     WhoAmI {
         id: &g.token_id,
         name: g.name.as_deref(),
         kind: g.kind,
         role: g.role,
+        role_type: match g.role {
+            Role::Admin => "Administrator",
+            Role::User => "User",
+        },
         master: g.master,
         subject: &g.subject,
-        issuer: &g.issuer,
+        issuer,
+        iss: &g.issuer,
         access_rules: g.rules.iter().map(RuleView::of).collect(),
         tenant_permissions: &g.tenants,
         not_before: g.not_before,
         expires_at: g.expires_at,
         lineage: g.lineage.iter().map(|l| &**l).collect(),
+    }
+}
+
+/// Who issued `grant`: its creator as the store records it, else its `iss`.
+async fn issuer_of(s: &ApiState, grant: &Grant) -> String {
+    let Some(store) = &s.store else { return grant.issuer.to_string() };
+    let creator = match store.token(&grant.token_id).await {
+        Ok(Some(record)) => record.created_by,
+        Ok(None) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "whoami: the store could not say who issued the token");
+            None
+        }
+    };
+    let Some(creator) = creator else { return grant.issuer.to_string() };
+    match store.token(&creator).await {
+        Ok(Some(c)) => c.name.unwrap_or(creator),
+        _ => creator,
     }
 }
 
@@ -222,7 +253,7 @@ fn whoami_view(g: &Grant) -> WhoAmI<'_> {
     ))]
 async fn whoami(State(s): State<ApiState>, req: Request) -> Response {
     match s.auth.authenticate_fetching(req.headers(), req.uri().query()).await {
-        Ok(grant) => match serde_json::to_vec(&whoami_view(&grant)) {
+        Ok(grant) => match serde_json::to_vec(&whoami_view(&grant, issuer_of(&s, &grant).await)) {
             Ok(body) => json(StatusCode::OK, Bytes::from(body)),
             Err(_) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the grant could not be shown"),
         },
