@@ -58,6 +58,7 @@ pub async fn bootstrap(store: &Store, mirror: &Mirror, file: Option<&Path>) -> R
         created_by: Some("bootstrap".into()),
         created_at: now,
         revoked_at: None,
+        external_id: None,
     };
     match store.insert_token(&record).await {
         Ok(()) => {}

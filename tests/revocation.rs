@@ -60,6 +60,7 @@ fn stored(jti: &str) -> narrowgate::store::TokenRecord {
         created_by: None,
         created_at: 0,
         revoked_at: None,
+        external_id: None,
     }
 }
 

@@ -48,6 +48,7 @@ macro_rules! suite {
 
 suite!(
     records_round_trip,
+    external_ids_are_unique_while_live,
     listing_filters_and_pages,
     revocation_is_recorded,
     registration_tokens_redeem_once,

@@ -223,6 +223,7 @@ pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Response 
             created_by: Some(parent.token_id.to_string()),
             created_at: now as i64,
             revoked_at: None,
+            external_id: None,
         };
         // Never hand out a token the store does not know: fail closed.
         if let Err(e) = store.insert_token(&record).await {

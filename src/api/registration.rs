@@ -191,6 +191,7 @@ pub(crate) async fn redeem(State(s): State<ApiState>, req: Request) -> Response 
             created_by: reg.created_by.clone(),
             created_at: now,
             revoked_at: None,
+            external_id: None,
         })
         .await;
     let record = match redeemed {

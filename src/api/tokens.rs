@@ -398,6 +398,7 @@ pub(crate) async fn issue(
         created_by: t.created_by,
         created_at: now as i64,
         revoked_at: None,
+        external_id: None,
     };
     store.insert_token(&record).await.map_err(store_failed)?;
     if let Some(h) = secret_hash {

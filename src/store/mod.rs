@@ -113,6 +113,8 @@ pub struct TokenRecord {
     pub created_by: Option<String>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// A credential id a facade's client chose (Crafter), unique while live.
+    pub external_id: Option<String>,
 }
 
 /// A single-use registration token, as the store keeps it.
@@ -162,6 +164,13 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Unrevoked reference tokens: the mirror's full resync.
     fn reference_tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
     fn count_tokens(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// The live token whose client-chosen credential id this is.
+    fn token_by_external_id(&self, id: &str) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+    /// Every live token with a client-chosen credential id, oldest first.
+    fn external_tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
+    /// Clear a revoked token's secret hash and external id, so they can be
+    /// used again (Crafter re-creates a deleted token with the same id).
+    fn forget_secret(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn insert_registration(&self, reg: &RegistrationRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Atomically mark the registration token with this secret hash used and
     /// record the token `build` makes from it. Of any number of concurrent
@@ -228,6 +237,25 @@ macro_rules! delegate_token_store {
             }
             fn count_tokens(&self) -> impl std::future::Future<Output = Result<i64, $crate::store::StoreError>> + Send {
                 self.core.count_tokens()
+            }
+            fn token_by_external_id(
+                &self,
+                id: &str,
+            ) -> impl std::future::Future<Output = Result<Option<$crate::store::TokenRecord>, $crate::store::StoreError>> + Send
+            {
+                self.core.token_by_external_id(id)
+            }
+            fn external_tokens(
+                &self,
+            ) -> impl std::future::Future<Output = Result<Vec<$crate::store::TokenRecord>, $crate::store::StoreError>> + Send
+            {
+                self.core.external_tokens()
+            }
+            fn forget_secret(
+                &self,
+                id: &str,
+            ) -> impl std::future::Future<Output = Result<(), $crate::store::StoreError>> + Send {
+                self.core.forget_secret(id)
             }
             fn insert_registration(
                 &self,
@@ -324,6 +352,27 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.revoke(id, at).await,
             Store::Postgres(s) => s.revoke(id, at).await,
+        }
+    }
+
+    pub async fn token_by_external_id(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.token_by_external_id(id).await,
+            Store::Postgres(s) => s.token_by_external_id(id).await,
+        }
+    }
+
+    pub async fn external_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.external_tokens().await,
+            Store::Postgres(s) => s.external_tokens().await,
+        }
+    }
+
+    pub async fn forget_secret(&self, id: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.forget_secret(id).await,
+            Store::Postgres(s) => s.forget_secret(id).await,
         }
     }
 

@@ -16,7 +16,7 @@ use super::{
 macro_rules! token_columns {
     () => {
         "id, name, description, kind, role, master, application, subject, grants, form, secret_hash, \
-         not_before, expires_at, parent_id, lineage, created_by, created_at, revoked_at"
+         not_before, expires_at, parent_id, lineage, created_by, created_at, revoked_at, external_id"
     };
 }
 
@@ -60,6 +60,7 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        external_id: row.try_get("external_id")?,
     })
 }
 
@@ -88,7 +89,7 @@ where
     sqlx::query(concat!(
         "INSERT INTO tokens (",
         token_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
     ))
     .bind(&t.id)
     .bind(&t.name)
@@ -108,6 +109,7 @@ where
     .bind(&t.created_by)
     .bind(t.created_at)
     .bind(t.revoked_at)
+    .bind(&t.external_id)
     .execute(exec)
     .await?;
     Ok(())
@@ -176,6 +178,39 @@ impl SqlCore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(token_from_row).collect()
+    }
+
+    pub async fn token_by_external_id(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens WHERE external_id = $1 AND revoked_at IS NULL"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    pub async fn external_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens WHERE external_id IS NOT NULL AND revoked_at IS NULL ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    pub async fn forget_secret(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE tokens SET secret_hash = NULL, external_id = NULL WHERE id = $1 AND revoked_at IS NOT NULL",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn count_tokens(&self) -> Result<i64, StoreError> {

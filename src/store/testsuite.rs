@@ -25,6 +25,7 @@ fn token(id: &str, name: Option<&str>, app: Option<&str>, kind: TokenKind, creat
         created_by: Some("admin".into()),
         created_at,
         revoked_at: None,
+        external_id: None,
     }
 }
 
@@ -186,4 +187,37 @@ pub async fn concurrent_redeems_yield_one_token<S: TokenStore>(s: Arc<S>, n: usi
     assert_eq!(won, 1, "exactly one redeem may win");
     let issued = s.list_tokens(&TokenFilter::default()).await.expect("list");
     assert_eq!(issued.iter().filter(|t| t.id.starts_with("race-")).count(), 1);
+}
+
+/// Client-chosen credential ids (Crafter): unique while live, found only
+/// while live, and free to be used again once the token is revoked and its
+/// secret forgotten.
+pub async fn external_ids_are_unique_while_live<S: TokenStore>(s: &S) {
+    let crafter = |id: &str, external: &str, at: i64| {
+        let mut t = token(id, None, Some("engine"), TokenKind::Access, at);
+        t.form = TokenForm::Reference;
+        t.secret_hash = Some(hash_secret(external));
+        t.external_id = Some(external.into());
+        t
+    };
+    let first = crafter("j1", "e8f5170c-877b", 100);
+    s.insert_token(&first).await.expect("insert");
+    s.insert_token(&crafter("j2", "another-id", 101)).await.expect("insert");
+    assert_eq!(s.token_by_external_id("e8f5170c-877b").await.expect("get"), Some(first.clone()));
+    assert_eq!(s.token_by_external_id("nope").await.expect("get"), None);
+    let all: Vec<String> = s.external_tokens().await.expect("all").into_iter().map(|t| t.id).collect();
+    assert_eq!(all, ["j1", "j2"]);
+    assert!(matches!(s.insert_token(&crafter("j3", "e8f5170c-877b", 102)).await, Err(StoreError::Conflict(_))));
+
+    // Forgetting is only for revoked tokens.
+    s.forget_secret("j1").await.expect("forget");
+    assert_eq!(s.token("j1").await.expect("get").and_then(|t| t.external_id).as_deref(), Some("e8f5170c-877b"));
+    assert!(s.revoke("j1", 200).await.expect("revoke"));
+    assert_eq!(s.token_by_external_id("e8f5170c-877b").await.expect("get"), None, "gone once revoked");
+    s.forget_secret("j1").await.expect("forget");
+    let old = s.token("j1").await.expect("get").expect("kept");
+    assert_eq!((old.secret_hash, old.external_id, old.revoked_at), (None, None, Some(200)));
+    s.insert_token(&crafter("j4", "e8f5170c-877b", 300)).await.expect("the id is free again");
+    assert_eq!(s.token_by_external_id("e8f5170c-877b").await.expect("get").map(|t| t.id).as_deref(), Some("j4"));
+    assert!(s.revoked_ids().await.expect("revoked").contains(&"j1".to_string()));
 }
