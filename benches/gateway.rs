@@ -51,6 +51,7 @@ fn facts_route() -> Route {
             scopes: vec![],
             roles: vec!["reader".into(), "writer".into()],
             resource: Some(ResourceSpec { entity: "account".into(), param: "accountId".into(), param_index: 0 }),
+            tenant: None,
         },
     }
 }

@@ -31,6 +31,9 @@ pub struct Running {
     /// The first admin token's secret, when this start created it: print it
     /// once, then forget it.
     pub bootstrap_token: Option<String>,
+    /// Crafter's default access tokens, (application, id), when this start
+    /// created them: print once.
+    pub crafter_tokens: Vec<(String, String)>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Endless background loops, aborted at shutdown.
@@ -72,6 +75,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         issuer: config.signing.as_ref().map_or_else(|| "narrowgate".to_string(), |s| s.issuer.clone()),
     });
     let mut bootstrap_token = None;
+    let mut crafter_tokens = Vec::new();
     let store = match &config.store {
         Some(cfg) => {
             let store = Store::open(cfg).await?;
@@ -83,6 +87,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             background.push(store.mirror(mirror.clone(), every).await?);
             bootstrap_token =
                 crate::bootstrap::bootstrap(&store, &mirror, config.bootstrap.token_file.as_deref()).await?;
+            // First start (this start bootstrapped): Crafter's defaults too.
+            if bootstrap_token.is_some() && config.facades.crafter {
+                crafter_tokens = crate::bootstrap::crafter_defaults(&store, &mirror).await?;
+            }
             Some(store)
         }
         None => None,
@@ -169,6 +177,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         revocations,
         store,
         bootstrap_token,
+        crafter_tokens,
         stop,
         tasks,
         background,

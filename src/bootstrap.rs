@@ -101,3 +101,54 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
         f.sync_all()
     }
 }
+
+/// Crafter Profile's default access tokens, created at first start when the
+/// Crafter facade is on: a master token for the admin console, and tokens
+/// for the engine and social applications with
+/// `[READ_TENANT, MANAGE_PROFILES, MANAGE_TICKETS]` on every tenant. Their
+/// ids are their credentials: (application, id) pairs, to print once.
+pub async fn crafter_defaults(store: &Store, mirror: &Mirror) -> Result<Vec<(String, String)>, BootstrapError> {
+    use crate::policy::tenant::TenantPermission;
+    let everything = TenantPermission { tenant: "*".into(), allowed_actions: vec!["*".into()] };
+    let app_actions = TenantPermission {
+        tenant: "*".into(),
+        allowed_actions: ["READ_TENANT", "MANAGE_PROFILES", "MANAGE_TICKETS"].map(String::from).to_vec(),
+    };
+    let defaults =
+        [("profile-admin", true, everything), ("engine", false, app_actions.clone()), ("social", false, app_actions)];
+    let mut out = Vec::new();
+    for (application, master, tenants) in defaults {
+        let (Ok(jti), Ok(hex)) = (random_id(16), random_id(16)) else {
+            return Err(BootstrapError::Random);
+        };
+        // A UUID, as Crafter's ids are.
+        let id = format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32]);
+        let now = now_unix() as i64;
+        let record = TokenRecord {
+            id: jti,
+            name: None,
+            description: "Crafter Profile default access token".into(),
+            kind: TokenKind::Access,
+            role: if master { Role::Admin } else { Role::User },
+            master,
+            application: Some(application.into()),
+            subject: application.into(),
+            grants: crate::token::claims::encode_grants(&[], &[tenants]),
+            form: TokenForm::Reference,
+            secret_hash: Some(reference::hash(&id).to_vec()),
+            not_before: Some(now),
+            expires_at: None,
+            parent_id: None,
+            lineage: vec![],
+            created_by: Some("bootstrap".into()),
+            created_at: now,
+            revoked_at: None,
+            external_id: Some(id.clone()),
+        };
+        store.insert_token(&record).await?;
+        mirror.references.add(&record, &mirror.issuer);
+        tracing::info!(token.jti = %record.id, application, "created a Crafter default access token");
+        out.push((application.to_string(), id));
+    }
+    Ok(out)
+}

@@ -37,11 +37,14 @@ pub enum Reason {
     /// The token names a `kid` no trusted issuer has (after a refetch, for
     /// keys from a JWKS URL).
     UnknownKey,
+    /// A route acting on a tenant, and the token's tenant permissions do
+    /// not allow the route's action there (nor do its access rules).
+    TenantNotAllowed,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (metric handles are indexed by it).
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Allowed,
         Reason::Public,
         Reason::NotEnforced,
@@ -67,6 +70,7 @@ impl Reason {
         Reason::UpstreamTimeout,
         Reason::KeysUnavailable,
         Reason::UnknownKey,
+        Reason::TenantNotAllowed,
     ];
 
     /// The stable code.
@@ -97,6 +101,7 @@ impl Reason {
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::UnknownKey => "unknown_key",
+            Reason::TenantNotAllowed => "tenant_not_allowed",
         }
     }
 
@@ -122,7 +127,8 @@ impl Reason {
             | Reason::MethodNotGranted
             | Reason::ResourceNotAllowed
             | Reason::InsufficientRole
-            | Reason::InsufficientScope => 403,
+            | Reason::InsufficientScope
+            | Reason::TenantNotAllowed => 403,
             Reason::UpstreamUnavailable => 502,
             Reason::UpstreamTimeout => 504,
             Reason::KeysUnavailable => 503,

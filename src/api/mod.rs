@@ -25,6 +25,7 @@ use crate::proxy::respond::{ErrorBody, error_response};
 use crate::store::Store;
 use crate::token::{Grant, Role, TokenKind};
 
+mod crafter;
 mod metaapi;
 mod narrow;
 pub mod openapi;
@@ -84,6 +85,9 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/registration-tokens/redeem", axum::routing::post(registration::redeem));
     if state.facades.metaapi {
         router = metaapi::routes(router);
+    }
+    if state.facades.crafter {
+        router = crafter::routes(router);
     }
     if state.facades.prodmanager.is_some() {
         router = prodmanager::routes(router);

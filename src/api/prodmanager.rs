@@ -151,7 +151,7 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
     let (Some(app), true) = (app, reasons.is_empty()) else {
         return creation_failed(&reasons);
     };
-    let (Some(signing), Ok(store)) = (s.signing.as_ref(), store(&s)) else {
+    let Ok(store) = store(&s) else {
         return failure(StatusCode::SERVICE_UNAVAILABLE, "Token creation failed", &reasons);
     };
     let mut extra = serde_json::Map::new();
@@ -172,9 +172,10 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
         expires_at: Some(expires_at),
         form: NewForm::Jwt,
         extra_claims: extra,
+        external_id: None,
         created_by: Some(format!("prodmanager:{}", app.application)),
     };
-    match issue(&s, &store.clone(), signing, new).await {
+    match issue(&s, &store.clone(), new).await {
         Ok((token, _)) => ok_json(StatusCode::OK, &token),
         Err(native) if native.status() == StatusCode::CONFLICT => {
             reasons.insert("name", vec!["A token with this name already exists.".into()]);

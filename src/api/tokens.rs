@@ -187,9 +187,6 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
         Ok(pair) => pair,
         Err(r) => return r,
     };
-    let Some(signing) = s.signing.clone() else {
-        return error_json(StatusCode::SERVICE_UNAVAILABLE, "signing_unavailable", "this gateway holds no signing key");
-    };
     let input: CreateRequest = match read_json(req).await {
         Ok(i) => i,
         Err(r) => return r,
@@ -286,9 +283,10 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
             TokenForm::Reference => NewForm::Reference,
         },
         extra_claims: Default::default(),
+        external_id: None,
         created_by: Some(caller.token_id.to_string()),
     };
-    let (token, record) = match issue(&s, &store, &signing, new).await {
+    let (token, record) = match issue(&s, &store, new).await {
         Ok(issued) => issued,
         Err(r) => return r,
     };
@@ -315,6 +313,8 @@ pub(crate) struct NewToken {
     pub form: NewForm,
     /// Extra JWT claims a facade's clients read.
     pub extra_claims: serde_json::Map<String, serde_json::Value>,
+    /// A credential id the client chose (with [`NewForm::External`]).
+    pub external_id: Option<String>,
     pub created_by: Option<String>,
 }
 
@@ -323,6 +323,9 @@ pub(crate) enum NewForm {
     Jwt,
     /// A random `ngr_…` secret.
     Reference,
+    /// A reference token whose secret is the client-chosen `external_id`
+    /// (Crafter's access tokens, whose id is the credential).
+    External,
 }
 
 /// Sign or generate the secret, record the token, and make a reference
@@ -330,12 +333,10 @@ pub(crate) enum NewForm {
 /// The secret and the stored record; the secret is never stored.
 // A handler's early return is a Response; boxing it would buy nothing.
 #[allow(clippy::result_large_err)]
-pub(crate) async fn issue(
-    s: &ApiState,
-    store: &Store,
-    signing: &crate::config::Signing,
-    t: NewToken,
-) -> Result<(String, TokenRecord), Response> {
+pub(crate) async fn issue(s: &ApiState, store: &Store, t: NewToken) -> Result<(String, TokenRecord), Response> {
+    // Reference tokens need no signing key; their grants name this
+    // gateway's issuer (or `narrowgate` without one), as the mirror does.
+    let issuer = s.signing.as_ref().map_or("narrowgate", |sg| sg.issuer.as_str());
     let unavailable = |what: &str| error_json(StatusCode::SERVICE_UNAVAILABLE, "internal", what);
     let jti = match t.id {
         Some(id) => id,
@@ -346,7 +347,7 @@ pub(crate) async fn issue(
     }
     let now = now_unix();
     let claims = Claims {
-        iss: signing.issuer.clone(),
+        iss: issuer.to_string(),
         sub: t.subject.clone(),
         aud: None,
         exp: t.expires_at,
@@ -363,9 +364,9 @@ pub(crate) async fn issue(
         extra: t.extra_claims,
     };
     let (token, secret_hash, form) = match t.form {
-        NewForm::Jwt => match sign::sign(&claims, signing.active_key()) {
-            Ok(token) => (token, None, TokenForm::Jwt),
-            Err(_) => {
+        NewForm::Jwt => match s.signing.as_ref().map(|sg| sign::sign(&claims, sg.active_key())) {
+            Some(Ok(token)) => (token, None, TokenForm::Jwt),
+            _ => {
                 return Err(error_json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "signing_unavailable",
@@ -377,6 +378,13 @@ pub(crate) async fn issue(
             let secret = reference::new_secret().ok_or_else(|| unavailable("no randomness available"))?;
             let h = reference::hash(&secret);
             (secret, Some(h), TokenForm::Reference)
+        }
+        NewForm::External => {
+            let Some(id) = t.external_id.clone() else {
+                return Err(error_json(StatusCode::BAD_REQUEST, "bad_request", "an external token needs its id"));
+            };
+            let h = reference::hash(&id);
+            (id, Some(h), TokenForm::Reference)
         }
     };
     let record = TokenRecord {
@@ -398,11 +406,11 @@ pub(crate) async fn issue(
         created_by: t.created_by,
         created_at: now as i64,
         revoked_at: None,
-        external_id: None,
+        external_id: t.external_id,
     };
     store.insert_token(&record).await.map_err(store_failed)?;
     if let Some(h) = secret_hash {
-        match reference::grant_of(&record, &signing.issuer) {
+        match reference::grant_of(&record, issuer) {
             Some(grant) => s.auth.references().insert(h, grant),
             None => tracing::warn!(token.jti = %jti, "a reference token's grant could not be built"),
         }

@@ -103,7 +103,9 @@ impl Authenticator {
         };
         // Phase 4: verify. A reference token is looked up by hash in the
         // mirror; its expiry is checked here, as a JWT's is by the verifier.
-        if reference::is_reference(&token) {
+        // Anything without the dots of a JWT is looked up as a reference
+        // token too: `ngr_…` secrets and Crafter's access-token ids.
+        if reference::is_reference(&token) || !token.contains('.') {
             let grant = self.references.get(&token).ok_or(Reason::InvalidToken)?;
             if grant.expires_at.is_some_and(|exp| now >= exp) {
                 return Err(Reason::Expired);

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
@@ -59,31 +60,45 @@ pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
 }
 
 /// Hash → grant for every live reference token.
+///
+/// Entries carry the generation they were added in, so a full resync that
+/// read the store before a token was created (here, or heard of by NOTIFY)
+/// cannot drop it when it applies its older snapshot.
 #[derive(Debug, Default)]
 pub struct ReferenceTokens {
-    by_hash: DashMap<[u8; 32], Arc<Grant>>,
+    by_hash: DashMap<[u8; 32], (Arc<Grant>, u64)>,
+    generation: AtomicU64,
 }
 
 impl ReferenceTokens {
     pub fn insert(&self, hash: [u8; 32], grant: Grant) {
-        self.by_hash.insert(hash, Arc::new(grant));
+        let generation = self.generation.load(Ordering::Acquire);
+        self.by_hash.insert(hash, (Arc::new(grant), generation));
     }
 
     pub fn get(&self, secret: &str) -> Option<Arc<Grant>> {
-        self.by_hash.get(&hash(secret)).map(|g| g.clone())
+        self.by_hash.get(&hash(secret)).map(|g| g.0.clone())
+    }
+
+    /// Call before reading the store for [`ReferenceTokens::replace_all`]:
+    /// what is added from now on survives that snapshot.
+    pub fn begin_snapshot(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Bring the mirror in line with the store's live reference tokens:
     /// add and update first, then drop what is gone, so a token that stays
     /// is never missing in between.
-    pub fn replace_all(&self, records: &[TokenRecord], issuer: &str) {
+    /// `snapshot` is what [`ReferenceTokens::begin_snapshot`] returned
+    /// before `records` were read; entries added since are kept.
+    pub fn replace_all(&self, records: &[TokenRecord], issuer: &str, snapshot: u64) {
         let mut live = HashSet::with_capacity(records.len());
         for r in records {
             if let Some(h) = self.add(r, issuer) {
                 live.insert(h);
             }
         }
-        self.by_hash.retain(|h, _| live.contains(h));
+        self.by_hash.retain(|h, (_, generation)| live.contains(h) || *generation >= snapshot);
     }
 
     /// Mirror one record if it is a live reference token; its hash if so.
@@ -110,5 +125,58 @@ impl ReferenceTokens {
 
     pub fn is_empty(&self) -> bool {
         self.by_hash.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TokenForm;
+    use crate::token::{Role, TokenKind};
+
+    fn record(id: &str, secret: &str) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            name: None,
+            description: String::new(),
+            kind: TokenKind::Access,
+            role: Role::User,
+            master: false,
+            application: None,
+            subject: "s".into(),
+            grants: "[]".into(),
+            form: TokenForm::Reference,
+            secret_hash: Some(hash(secret).to_vec()),
+            not_before: None,
+            expires_at: None,
+            parent_id: None,
+            lineage: vec![],
+            created_by: None,
+            created_at: 0,
+            revoked_at: None,
+            external_id: None,
+        }
+    }
+
+    #[test]
+    fn a_resync_keeps_tokens_added_after_its_snapshot_and_drops_vanished_ones() {
+        let mirror = ReferenceTokens::default();
+        let (old, gone, fresh) = (record("old", "ngr_old"), record("gone", "ngr_gone"), record("fresh", "ngr_fresh"));
+        for r in [&old, &gone] {
+            mirror.add(r, "narrowgate");
+        }
+        // The resync reads the store (which holds only `old`)...
+        let snapshot = mirror.begin_snapshot();
+        // ...while a token is created and mirrored...
+        mirror.add(&fresh, "narrowgate");
+        // ...and applies its snapshot afterwards.
+        mirror.replace_all(&[old], "narrowgate", snapshot);
+        assert!(mirror.get("ngr_old").is_some());
+        assert!(mirror.get("ngr_fresh").is_some(), "created after the snapshot: kept");
+        assert!(mirror.get("ngr_gone").is_none(), "gone from the store before the snapshot: dropped");
+        // The next resync, whose snapshot includes it, keeps it as live.
+        let snapshot = mirror.begin_snapshot();
+        mirror.replace_all(&[fresh], "narrowgate", snapshot);
+        assert!(mirror.get("ngr_fresh").is_some() && mirror.get("ngr_old").is_none());
     }
 }

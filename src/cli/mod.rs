@@ -101,6 +101,9 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
             // Shown once, on stdout, never in the logs.
             println!("bootstrap admin token (shown once; keep it safe): {secret}");
         }
+        for (application, id) in std::mem::take(&mut running.crafter_tokens) {
+            println!("Crafter Profile access token for {application} (shown once; keep it safe): {id}");
+        }
         shutdown_signal().await;
         tracing::info!("shutting down");
         running.shutdown().await;

@@ -30,6 +30,10 @@ pub struct FacadesFile {
     /// `POST /users/current/narrow-down-auth-token`.
     #[serde(default)]
     pub metaapi: bool,
+    /// Crafter Profile's access-token API under `/api/1/access_token`, and
+    /// its default tokens at first start.
+    #[serde(default)]
+    pub crafter: bool,
     /// ProdManager's token API: `POST /api/token/create`, `GET /api/token/whoami`.
     #[serde(default)]
     pub prodmanager: Option<ProdManagerFile>,
@@ -305,10 +309,23 @@ pub struct RouteFile {
     pub method: Option<String>,
     #[serde(default)]
     pub resource: Option<ResourceFile>,
+    /// A Crafter-style tenant the route acts on: tokens with tenant
+    /// permissions may call it when they allow `action` on that tenant.
+    #[serde(default)]
+    pub tenant: Option<TenantFile>,
     #[serde(default)]
     pub roles: Vec<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantFile {
+    /// `"{param}"`: the path parameter holding the tenant's name.
+    pub id: String,
+    /// One of Crafter's actions (`READ_TENANT`, `MANAGE_PROFILES`, …).
+    pub action: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::policy::manifest::{
     Application, EntityDef, MethodDef, MethodGroupDef, ResourceSpec, RoleSetDef, Route, RouteAccess, ServiceDef,
+    TenantSpec,
 };
 use crate::policy::router::PathPattern;
 use crate::policy::{Manifest, Router};
@@ -136,6 +137,7 @@ pub struct CacheConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Facades {
     pub metaapi: bool,
+    pub crafter: bool,
     /// ProdManager: the applications whose secrets may create tokens.
     pub prodmanager: Option<Vec<ProdManagerApp>>,
 }
@@ -498,7 +500,10 @@ fn build_facades(
             .filter_map(|(i, a)| prodmanager_app(a, &format!("facades.prodmanager.applications[{i}]"), manifest, errs))
             .collect()
     });
-    Facades { metaapi: f.metaapi, prodmanager }
+    if f.crafter && !has_api {
+        errs.push("facades.crafter", "needs listeners.api (the facade is served there)");
+    }
+    Facades { metaapi: f.metaapi, crafter: f.crafter, prodmanager }
 }
 
 fn prodmanager_app(
@@ -1049,12 +1054,30 @@ fn build_route(app: &ApplicationFile, app_index: usize, f: RouteFile, path: &str
                 param_index,
             })
         });
+        let tenant = f.tenant.as_ref().and_then(|t| {
+            if !crate::policy::tenant::ACTIONS.contains(&t.action.as_str()) {
+                errs.push(
+                    &format!("{path}.tenant.action"),
+                    format!("{:?} is not one of {}", t.action, crate::policy::tenant::ACTIONS.join(", ")),
+                );
+            }
+            let param = t.id.strip_prefix('{').and_then(|s| s.strip_suffix('}'));
+            let index = param.and_then(|p| pattern.as_ref().and_then(|pat| pat.params.iter().position(|n| n == p)));
+            if index.is_none() {
+                errs.push(
+                    &format!("{path}.tenant.id"),
+                    format!("{:?} must name a path parameter as \"{{name}}\"", t.id),
+                );
+            }
+            index.map(|param_index| TenantSpec { param_index, action: t.action.as_str().into() })
+        });
         RouteAccess::Protected {
             group: group.into(),
             method: method_name.into(),
             scopes: f.scopes.iter().map(|s| s.as_str().into()).collect(),
             roles: f.roles.iter().map(|s| s.as_str().into()).collect(),
             resource,
+            tenant,
         }
     };
     if errs.0.len() != before {
@@ -1209,6 +1232,45 @@ applications:
         assert!(errs.iter().any(|e| e.contains("not a valid HS256 key")), "{errs:?}");
         let ok = text.replace("secret_file: k.pub.pem", "secret_file: secret");
         assert!(Config::from_yaml(&ok, dir.path()).is_ok());
+    }
+
+    #[test]
+    fn facades_and_tenant_routes_are_checked() {
+        let dir = key_dir();
+        let tenant_route = |id: &str, action: &str| {
+            GOOD.replace(
+                "        resource: { entity: account, id: \"{accountId}\" }\n",
+                &format!("        resource: {{ entity: account, id: \"{{accountId}}\" }}\n        tenant: {{ id: \"{id}\", action: {action} }}\n"),
+            )
+        };
+        let c = Config::from_yaml(&tenant_route("{accountId}", "READ_TENANT"), dir.path()).expect("valid");
+        assert_eq!(c.manifest.routes[0].tenant().map(|t| &*t.action), Some("READ_TENANT"));
+        let errs = Config::from_yaml(&tenant_route("{tenant}", "FLY"), dir.path()).expect_err("bad").0;
+        for want in ["routes[0].tenant.action: \"FLY\" is not one of", "routes[0].tenant.id: \"{tenant}\" must name"] {
+            assert!(errs.iter().any(|e| e.contains(want)), "{want}: {errs:?}");
+        }
+        let facades = |f: &str| GOOD.replace("applications:", &format!("facades:\n{f}applications:"));
+        let errs = Config::from_yaml(&facades("  metaapi: true\n  crafter: true\n"), dir.path()).expect_err("no api").0;
+        for want in ["facades.metaapi: needs listeners.api", "facades.crafter: needs listeners.api"] {
+            assert!(errs.iter().any(|e| e.starts_with(want)), "{want}: {errs:?}");
+        }
+        let bearer_only =
+            facades("  metaapi: true\n").replace("applications:", "credentials: [{ source: bearer }]\napplications:");
+        let errs = Config::from_yaml(&bearer_only, dir.path()).expect_err("no auth-token").0;
+        assert!(errs.iter().any(|e| e.starts_with("facades.metaapi: MetaApi clients send")), "{errs:?}");
+        let pm = "  prodmanager:\n    applications:\n      - application: nope\n        secret_sha256: \"abc\"\n        permissions: {}\n";
+        let errs = Config::from_yaml(&facades(pm), dir.path()).expect_err("bad prodmanager").0;
+        assert!(
+            errs.iter().any(|e| e.contains("applications[0].application: \"nope\" is not an application")),
+            "{errs:?}"
+        );
+        let pm = "  prodmanager:\n    applications:\n      - application: trading-account-management-api\n        secret_sha256: \"xyz\"\n        permissions:\n          read: { method_groups: [nope], roles: [admin] }\n";
+        let errs = Config::from_yaml(&facades(pm), dir.path()).expect_err("bad prodmanager").0;
+        for want in
+            ["secret_sha256: must be 64 hex digits", "permissions.read.method_groups[0]", "permissions.read.roles[0]"]
+        {
+            assert!(errs.iter().any(|e| e.contains(want)), "{want}: {errs:?}");
+        }
     }
 
     #[test]

@@ -75,6 +75,14 @@ pub struct ResourceSpec {
     pub param_index: usize,
 }
 
+/// The tenant a route acts on, and the action it takes there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantSpec {
+    /// Position of the tenant's path parameter among the route's parameters.
+    pub param_index: usize,
+    pub action: Box<str>,
+}
+
 /// What calling a route requires.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteAccess {
@@ -86,6 +94,9 @@ pub enum RouteAccess {
         scopes: Vec<Box<str>>,
         roles: Vec<Box<str>>,
         resource: Option<ResourceSpec>,
+        /// Tokens with tenant permissions may call it on a tenant they
+        /// allow this action on.
+        tenant: Option<TenantSpec>,
     },
 }
 
@@ -108,7 +119,7 @@ impl Route {
     pub fn facts<'a>(&'a self, resource_id: Option<&'a str>) -> Option<RouteFacts<'a>> {
         match &self.access {
             RouteAccess::Public => None,
-            RouteAccess::Protected { group, method, scopes, roles, resource } => Some(RouteFacts {
+            RouteAccess::Protected { group, method, scopes, roles, resource, .. } => Some(RouteFacts {
                 application: &self.application,
                 service: &self.service,
                 group,
@@ -130,6 +141,13 @@ impl Route {
     pub fn resource(&self) -> Option<&ResourceSpec> {
         match &self.access {
             RouteAccess::Protected { resource, .. } => resource.as_ref(),
+            RouteAccess::Public => None,
+        }
+    }
+
+    pub fn tenant(&self) -> Option<&TenantSpec> {
+        match &self.access {
+            RouteAccess::Protected { tenant, .. } => tenant.as_ref(),
             RouteAccess::Public => None,
         }
     }

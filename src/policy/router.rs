@@ -14,6 +14,8 @@ use super::manifest::Route;
 pub struct RouteMatch<'p> {
     pub route: usize,
     pub resource_id: Option<&'p str>,
+    /// The tenant's name, on routes that act on a tenant.
+    pub tenant: Option<&'p str>,
 }
 
 /// The compiled router.
@@ -237,9 +239,10 @@ impl Router {
             .lookup(method, path)
             .or_else(|| if *method == http::Method::HEAD { self.lookup(&http::Method::GET, path) } else { None })?;
         let (route, params) = found;
-        let resource_id =
-            routes.get(route).and_then(|r| r.resource()).and_then(|spec| params.into_iter().nth(spec.param_index));
-        Some(RouteMatch { route, resource_id })
+        let r = routes.get(route);
+        let resource_id = r.and_then(|r| r.resource()).and_then(|spec| params.get(spec.param_index).copied());
+        let tenant = r.and_then(|r| r.tenant()).and_then(|spec| params.get(spec.param_index).copied());
+        Some(RouteMatch { route, resource_id, tenant })
     }
 
     fn lookup<'p>(&self, method: &http::Method, path: &'p str) -> Option<(usize, Vec<&'p str>)> {
@@ -277,6 +280,7 @@ mod tests {
                 scopes: vec![],
                 roles: vec![],
                 resource,
+                tenant: None,
             },
         }
     }

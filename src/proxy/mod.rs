@@ -304,7 +304,30 @@ impl Gateway {
                 rewritten_path,
                 upgrade,
             }),
-            Decision::Deny(denial) => Err(fail(denial.reason, Some(denial))),
+            Decision::Deny(denial) => {
+                // A route acting on a tenant: tenant permissions (Crafter's)
+                // may allow it where the access rules do not.
+                if let Some(spec) = route.tenant() {
+                    let tenant = found.tenant.map(canonical::decode_segment);
+                    if tenant.as_deref().is_some_and(|t| crate::policy::tenant::allows(&grant.tenants, t, &spec.action))
+                    {
+                        return Ok(Permit {
+                            reason: Reason::Allowed,
+                            route: Some(found.route),
+                            app: Some(route.app_index),
+                            grant: Some(grant),
+                            // No access rule decided: no roles header.
+                            rule: usize::MAX,
+                            rewritten_path,
+                            upgrade,
+                        });
+                    }
+                    if !grant.tenants.is_empty() {
+                        return Err(fail(Reason::TenantNotAllowed, None));
+                    }
+                }
+                Err(fail(denial.reason, Some(denial)))
+            }
         }
     }
 

@@ -54,6 +54,7 @@ pub fn message(reason: Reason) -> &'static str {
         Reason::UpstreamTimeout => "the upstream did not answer in time",
         Reason::KeysUnavailable => "the keys to verify this token are not available; try again shortly",
         Reason::UnknownKey => "the token was signed with a key no trusted issuer publishes",
+        Reason::TenantNotAllowed => "the token's tenant permissions do not allow this action on this tenant",
         Reason::Allowed | Reason::Public | Reason::NotEnforced => "",
     }
 }

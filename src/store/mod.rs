@@ -418,8 +418,9 @@ pub async fn resync<S: TokenStore>(store: &S, mirror: &Mirror) -> Result<usize, 
     for id in &ids {
         mirror.revocations.revoke(id);
     }
+    let snapshot = mirror.references.begin_snapshot();
     let references = store.reference_tokens().await?;
-    mirror.references.replace_all(&references, &mirror.issuer);
+    mirror.references.replace_all(&references, &mirror.issuer, snapshot);
     Ok(ids.len() + references.len())
 }
 
