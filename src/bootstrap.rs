@@ -37,29 +37,11 @@ pub async fn bootstrap(store: &Store, mirror: &Mirror, file: Option<&Path>) -> R
         return Err(BootstrapError::Random);
     };
     let hash = reference::hash(&secret);
-    let now = now_unix() as i64;
     let rules = vec![WireRule::from_rule(&AccessRule::everything())];
-    let record = TokenRecord {
-        id,
-        name: Some(NAME.into()),
-        description: "created at first start".into(),
-        kind: TokenKind::Access,
-        role: Role::Admin,
-        master: true,
-        application: None,
-        subject: NAME.into(),
-        grants: crate::token::claims::encode_grants(&rules, &[]),
-        form: TokenForm::Reference,
-        secret_hash: Some(hash.to_vec()),
-        not_before: Some(now),
-        expires_at: None,
-        parent_id: None,
-        lineage: vec![],
-        created_by: Some("bootstrap".into()),
-        created_at: now,
-        revoked_at: None,
-        external_id: None,
-    };
+    let mut record =
+        first_start_record(id, &secret, NAME, Role::Admin, crate::token::claims::encode_grants(&rules, &[]));
+    record.name = Some(NAME.into());
+    record.description = "created at first start".into();
     match store.insert_token(&record).await {
         Ok(()) => {}
         // Another replica bootstrapped first.
@@ -118,37 +100,48 @@ pub async fn crafter_defaults(store: &Store, mirror: &Mirror) -> Result<Vec<(Str
         [("profile-admin", true, everything), ("engine", false, app_actions.clone()), ("social", false, app_actions)];
     let mut out = Vec::new();
     for (application, master, tenants) in defaults {
-        let (Ok(jti), Ok(hex)) = (random_id(16), random_id(16)) else {
+        // The id is the credential: a UUID, as Crafter's ids are.
+        let (Ok(jti), Ok(id)) = (random_id(16), crate::token::keys::random_uuid()) else {
             return Err(BootstrapError::Random);
         };
-        // A UUID, as Crafter's ids are.
-        let id = format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32]);
-        let now = now_unix() as i64;
-        let record = TokenRecord {
-            id: jti,
-            name: None,
-            description: "Crafter Profile default access token".into(),
-            kind: TokenKind::Access,
-            role: if master { Role::Admin } else { Role::User },
-            master,
-            application: Some(application.into()),
-            subject: application.into(),
-            grants: crate::token::claims::encode_grants(&[], &[tenants]),
-            form: TokenForm::Reference,
-            secret_hash: Some(reference::hash(&id).to_vec()),
-            not_before: Some(now),
-            expires_at: None,
-            parent_id: None,
-            lineage: vec![],
-            created_by: Some("bootstrap".into()),
-            created_at: now,
-            revoked_at: None,
-            external_id: Some(id.clone()),
-        };
+        let role = if master { Role::Admin } else { Role::User };
+        let grants = crate::token::claims::encode_grants(&[], &[tenants]);
+        let mut record = first_start_record(jti, &id, application, role, grants);
+        record.master = master;
+        record.application = Some(application.into());
+        record.description = "Crafter Profile default access token".into();
+        record.external_id = Some(id.clone());
         store.insert_token(&record).await?;
         mirror.references.add(&record, &mirror.issuer);
         tracing::info!(token.jti = %record.id, application, "created a Crafter default access token");
         out.push((application.to_string(), id));
     }
     Ok(out)
+}
+
+/// A reference token made at first start: `secret` hashed, no expiry, made
+/// by "bootstrap", master when an admin.
+fn first_start_record(id: String, secret: &str, subject: &str, role: Role, grants: String) -> TokenRecord {
+    let now = now_unix() as i64;
+    TokenRecord {
+        id,
+        name: None,
+        description: String::new(),
+        kind: TokenKind::Access,
+        role,
+        master: role == Role::Admin,
+        application: None,
+        subject: subject.into(),
+        grants,
+        form: TokenForm::Reference,
+        secret_hash: Some(reference::hash(secret).to_vec()),
+        not_before: Some(now),
+        expires_at: None,
+        parent_id: None,
+        lineage: vec![],
+        created_by: Some("bootstrap".into()),
+        created_at: now,
+        revoked_at: None,
+        external_id: None,
+    }
 }

@@ -26,7 +26,7 @@ use super::ApiState;
 use super::tokens::{NewForm, NewToken, issue, ok_json, store};
 use crate::policy::tenant::{self, TenantPermission};
 use crate::store::{Store, TokenRecord};
-use crate::token::keys::random_id;
+use crate::token::keys::random_uuid;
 use crate::token::{Grant, Role, now_unix};
 
 const BASE: &str = "/api/1/access_token";
@@ -95,16 +95,6 @@ fn valid_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// A random UUID (version 4) as Crafter generates them.
-fn new_uuid() -> Option<String> {
-    let hex = random_id(16).ok()?;
-    let mut b: Vec<char> = hex.chars().collect();
-    b[12] = '4';
-    b[16] = ['8', '9', 'a', 'b'][b[16].to_digit(16)? as usize % 4];
-    let s: String = b.into_iter().collect();
-    Some(format!("{}-{}-{}-{}-{}", &s[0..8], &s[8..12], &s[12..16], &s[16..20], &s[20..32]))
-}
-
 /// `expiresOn`: epoch milliseconds, ISO-8601 (with an offset, or UTC
 /// without), or `MM/dd/yyyy HH:mm:ss` (UTC); `null`: never.
 fn expires_on(v: &Value) -> Result<Option<u64>, String> {
@@ -160,9 +150,9 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
     let id = match body.id.filter(|i| !i.is_empty()) {
         Some(id) if valid_id(&id) => id,
         Some(_) => return bad("id: 1 to 128 letters, digits, '-' or '_'"),
-        None => match new_uuid() {
-            Some(id) => id,
-            None => return error(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL", "no randomness available"),
+        None => match random_uuid() {
+            Ok(id) => id,
+            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL", "no randomness available"),
         },
     };
     if body.application.trim().is_empty() {
@@ -288,11 +278,12 @@ mod tests {
         for bad in ["", "a.b", "a/b", "a b", "a?b", &"x".repeat(129)] {
             assert!(!valid_id(bad), "{bad:?}");
         }
-        let u = new_uuid().expect("uuid");
+        let u = random_uuid().expect("uuid");
         assert!(valid_id(&u));
         assert_eq!(u.len(), 36);
         assert_eq!(&u[14..15], "4");
-        assert_ne!(new_uuid(), new_uuid());
+        assert!(matches!(u.as_bytes()[19], b'8' | b'9' | b'a' | b'b'), "{u}");
+        assert_ne!(random_uuid().ok(), random_uuid().ok());
     }
 
     #[test]

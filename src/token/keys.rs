@@ -328,6 +328,16 @@ pub fn random_id(n: usize) -> Result<String, KeyError> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A random UUID (version 4, RFC 9562 variant), as Crafter's ids are.
+pub fn random_uuid() -> Result<String, KeyError> {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| KeyError::Generate)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
