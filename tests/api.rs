@@ -16,7 +16,7 @@ async fn the_manifest_is_published_in_metaapi_shape() {
     assert_eq!(resp.header("content-type"), Some("application/json"));
     let m = resp.json();
     let apps: Vec<&str> = m.as_array().expect("array").iter().filter_map(|a| a["application"].as_str()).collect();
-    assert_eq!(apps, ["trading-account-management-api", "mt-manager-api", "metastats-api"]);
+    assert_eq!(apps, ["trading-account-management-api", "mt-manager-api", "metastats-api", "profile-api"]);
     let mt = &m[1];
     assert_eq!(mt["id"], "mt-manager-api");
     assert_eq!(
@@ -165,7 +165,8 @@ async fn escalation_attempts_are_refused_and_nothing_is_issued() {
     let h = Harness::start().await;
     let auth = parent(&h, "parent-3", 3600);
     let cases: Vec<(&str, String, u16, &str)> = vec![
-        ("add a role", r#"{"roles":["admin"]}"#.into(), 400, "unknown role"),
+        ("add a role", r#"{"roles":["admin"]}"#.into(), 403, "roles[0]"),
+        ("an unknown role", r#"{"roles":["superuser"]}"#.into(), 400, "unknown role"),
         (
             "a role the parent lacks",
             r#"{"applications":["mt-manager-api"],"roles":["writer"]}"#.into(),

@@ -23,7 +23,7 @@ fn check_config_accepts_the_examples_and_lists_every_problem() {
     let (ok, out, err) =
         run(&["check-config", &format!("{root}/config/demo.yaml"), &format!("{root}/config/minimal.yaml")]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("demo.yaml: ok (3 applications"), "{out}");
+    assert!(out.contains("demo.yaml: ok (4 applications"), "{out}");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.yaml");

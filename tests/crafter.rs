@@ -3,7 +3,8 @@
 //! `accessTokenId` in the query string, a JSON body for create and a form
 //! body for delete. Its tokens work on the proxy through the `accessTokenId`
 //! query parameter, with tenant permissions enforced on tenant routes, and
-//! a delete takes effect at once.
+//! a delete takes effect at once. (config/demo.yaml turns the facade on,
+//! with the `accessTokenId` credential and a tenant API in its manifest.)
 
 mod support;
 
@@ -11,43 +12,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{Harness, send_raw};
-
-/// The demo config, with Crafter on: the facade, the `accessTokenId`
-/// credential source, and a tenant API in the manifest.
-fn crafter_yaml(y: String) -> String {
-    let y = y
-        .replace(
-            "credentials:\n  - source: bearer\n",
-            "credentials:\n  - source: bearer\n  - source: query\n    name: accessTokenId\n",
-        )
-        .replace("facades:\n", "facades:\n  crafter: true\n");
-    y + r#"
-  - application: profile-api
-    description: Crafter Profile-style tenants and profiles
-    services:
-      - service: rest
-    method_groups:
-      - group: tenants
-        methods:
-          - method: getTenant
-          - method: createProfile
-    roles:
-      - roles: [admin]
-    entities:
-      - entity: tenant
-    routes:
-      - route: GET /profile/api/1/tenant/{tenantName}
-        group: tenants
-        method: getTenant
-        roles: [admin]
-        tenant: { id: "{tenantName}", action: READ_TENANT }
-      - route: POST /profile/api/1/profile/create/{tenantName}
-        group: tenants
-        method: createProfile
-        roles: [admin]
-        tenant: { id: "{tenantName}", action: MANAGE_PROFILES }
-"#
-}
 
 async fn call(h: &Harness, method: &str, target: &str, content_type: Option<&str>, body: &str) -> support::Response {
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: profile.test\r\nAccept: application/json\r\n");
@@ -77,7 +41,7 @@ async fn proxy(h: &Harness, method: &str, path: &str, token: &str) -> support::R
 #[tokio::test]
 async fn crafter_clients_manage_tokens_that_the_proxy_enforces() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = Harness::start_with(crafter_yaml, support::sqlite_store(dir.path().join("ng.db"))).await;
+    let mut h = Harness::start_with(|y| y, support::sqlite_store(dir.path().join("ng.db"))).await;
     let defaults = std::mem::take(&mut h.gateway.as_mut().expect("running").crafter_tokens);
     let apps: Vec<&str> = defaults.iter().map(|(a, _)| a.as_str()).collect();
     assert_eq!(apps, ["profile-admin", "engine", "social"], "Crafter's default tokens at first start");

@@ -44,7 +44,10 @@ async fn the_real_metaapi_sdk_narrows_tokens_that_work_on_the_proxy() {
     assert!(out.status.success(), "the SDK script failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let r: Value = serde_json::from_slice(&out.stdout).expect("the script prints JSON");
 
-    assert_eq!(r["manifest"], json!(["trading-account-management-api", "mt-manager-api", "metastats-api"]));
+    assert_eq!(
+        r["manifest"],
+        json!(["trading-account-management-api", "mt-manager-api", "metastats-api", "profile-api"])
+    );
     assert_eq!(r["manifest_first"]["entities"][0]["idDescription"], "the account id");
 
     // (case, resources narrowed per the SDK, validity in seconds)

@@ -76,10 +76,12 @@ async fn the_vk_token_lifecycle() {
         .as_array()
         .expect("tokens")
         .iter()
-        .map(|t| t["name"].as_str().unwrap_or("").to_string())
+        .filter_map(|t| t["name"].as_str().map(String::from))
         .collect();
     names.sort();
+    // (The demo config's Crafter defaults are listed too, without names.)
     assert_eq!(names, ["alice-notebook", "bootstrap-admin", "ml-admin"]);
+    assert!(list.json()["tokens"].as_array().is_some_and(|t| t.iter().all(|t| t["kind"] == "access")));
     assert!(!list.body.contains("ngreg_") && !list.body.contains("ngr_"));
 
     // A lifetime, and a TTL that runs out.

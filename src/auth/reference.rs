@@ -101,11 +101,10 @@ impl ReferenceTokens {
         self.by_hash.retain(|h, (_, generation)| live.contains(h) || *generation >= snapshot);
     }
 
-    /// Mirror one record if it is a live reference token; its hash if so.
+    /// Mirror one reference-token record; its hash if it could. A revoked
+    /// record is mirrored too: the caller puts its id in the revocations
+    /// first, so it is refused as revoked.
     pub fn add(&self, r: &TokenRecord, issuer: &str) -> Option<[u8; 32]> {
-        if r.revoked_at.is_some() {
-            return None;
-        }
         let h = r.secret_hash.as_deref().and_then(|h| <[u8; 32]>::try_from(h).ok())?;
         match grant_of(r, issuer) {
             Some(g) => {

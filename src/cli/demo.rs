@@ -69,7 +69,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     super::runtime(config.server.worker_threads)?.block_on(async move {
         let echo = EchoUpstream::start("127.0.0.1:0".parse()?).await?;
         config.upstream.addresses = vec![echo.addr.to_string().parse()?];
-        let running = crate::app::start(config).await?;
+        let mut running = crate::app::start(config).await?;
+        let crafter = std::mem::take(&mut running.crafter_tokens);
         let proxy = format!("http://{}", running.proxy_addr);
         let now = now_unix();
         let admin = sign::sign(&demo_claims("demo-admin", Role::Admin, true, vec![AccessRule::everything()], now, 12 * 3600), &signing)?;
@@ -82,6 +83,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("export NG_NARROWED_TOKEN={narrowed}");
         println!("export NG_EXPIRED_TOKEN={expired}");
         println!("export NG_PRODMANAGER_SECRET={pm_secret}");
+        for (application, id) in &crafter {
+            let var = application.to_uppercase().replace('-', "_");
+            println!("export NG_CRAFTER_{var}={id}");
+        }
         println!();
         println!("# allowed: the narrowed token may read account demo-account-1");
         println!("curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_PROXY/users/current/accounts/demo-account-1");
@@ -112,6 +117,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             "curl -s -F secret=$NG_PRODMANAGER_SECRET -F name=reporter1 -F 'description=nightly reports' -F permission=read $NG_API/api/token/create"
         );
         println!("curl -s -H \"Authorization: Token $NG_ADMIN_TOKEN\" $NG_API/api/token/whoami");
+        println!("# Crafter Profile clients: list access tokens (master), then a tenant route as the engine");
+        println!("curl -s \"$NG_API/api/1/access_token/all.json?accessTokenId=$NG_CRAFTER_PROFILE_ADMIN\"");
+        println!("curl -s \"$NG_PROXY/profile/api/1/tenant/acme?accessTokenId=$NG_CRAFTER_ENGINE\"");
         println!("# what a token grants:   curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_API/v1/whoami");
         println!("# the manifest:          curl -s $NG_API/v1/manifest");
         println!("# see a token's claims:  narrowgate token inspect $NG_NARROWED_TOKEN");

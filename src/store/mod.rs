@@ -161,7 +161,8 @@ pub trait TokenStore: Send + Sync + 'static {
     fn revoke(&self, id: &str, at: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Every revoked token id: the mirror's full resync.
     fn revoked_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    /// Unrevoked reference tokens: the mirror's full resync.
+    /// Reference tokens with their secret's hash, revoked ones too (so they
+    /// are refused as revoked): the mirror's full resync.
     fn reference_tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
     fn count_tokens(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
     /// The live token whose client-chosen credential id this is.
@@ -420,6 +421,10 @@ pub async fn resync<S: TokenStore>(store: &S, mirror: &Mirror) -> Result<usize, 
     }
     let snapshot = mirror.references.begin_snapshot();
     let references = store.reference_tokens().await?;
+    // A token revoked between the two reads carries its own revocation.
+    for r in references.iter().filter(|r| r.revoked_at.is_some()) {
+        mirror.revocations.revoke(&r.id);
+    }
     mirror.references.replace_all(&references, &mirror.issuer, snapshot);
     Ok(ids.len() + references.len())
 }

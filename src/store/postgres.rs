@@ -108,6 +108,9 @@ impl PgStore {
                     let n = n?;
                     if n.channel() == TOKEN_CHANNEL {
                         if let Some(record) = super::TokenStore::token(self, n.payload()).await? {
+                            if record.revoked_at.is_some() {
+                                mirror.revocations.revoke(&record.id);
+                            }
                             mirror.references.add(&record, &mirror.issuer);
                         }
                     } else {

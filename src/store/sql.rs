@@ -173,7 +173,7 @@ impl SqlCore {
         let rows = sqlx::query(concat!(
             "SELECT ",
             token_columns!(),
-            " FROM tokens WHERE form = 'reference' AND revoked_at IS NULL ORDER BY created_at, id"
+            " FROM tokens WHERE form = 'reference' AND secret_hash IS NOT NULL ORDER BY created_at, id"
         ))
         .fetch_all(&self.pool)
         .await?;

@@ -116,7 +116,12 @@ pub async fn revocation_is_recorded<S: TokenStore>(s: &S) {
     revoked.sort();
     assert_eq!(revoked, ["r1", "r2"]);
     assert_eq!(s.token("r1").await.expect("get").and_then(|t| t.revoked_at), Some(500));
-    assert!(s.reference_tokens().await.expect("refs").is_empty(), "a revoked reference token is not mirrored");
+    // Revoked reference tokens stay mirrored (with their revocation), so
+    // they are refused as revoked; a forgotten secret is mirrored no more.
+    let refs = s.reference_tokens().await.expect("refs");
+    assert_eq!((refs.len(), refs[0].revoked_at), (1, Some(503)));
+    s.forget_secret("r2").await.expect("forget");
+    assert!(s.reference_tokens().await.expect("refs").is_empty(), "no secret, nothing to mirror");
 }
 
 /// Redeeming: once, not after expiry, not unknown secrets.
