@@ -233,24 +233,18 @@ impl Router {
         Ok(Router { by_method })
     }
 
-    /// Match a canonical path. `HEAD` falls back to `GET` routes.
+    /// Match a canonical path. `HEAD` falls back to `GET` routes. No
+    /// allocation: the resource id and tenant borrow from `path`.
     pub fn at<'p>(&self, routes: &[Route], method: &http::Method, path: &'p str) -> Option<RouteMatch<'p>> {
-        let found = self
-            .lookup(method, path)
-            .or_else(|| if *method == http::Method::HEAD { self.lookup(&http::Method::GET, path) } else { None })?;
-        let (route, params) = found;
+        let lookup = |m: &http::Method| self.by_method.iter().find(|(k, _)| k == m).and_then(|(_, t)| t.at(path).ok());
+        let found =
+            lookup(method).or_else(|| if *method == http::Method::HEAD { lookup(&http::Method::GET) } else { None })?;
+        let route = *found.value;
+        let param = |i: usize| found.params.iter().nth(i).map(|(_, v)| v);
         let r = routes.get(route);
-        let resource_id = r.and_then(|r| r.resource()).and_then(|spec| params.get(spec.param_index).copied());
-        let tenant = r.and_then(|r| r.tenant()).and_then(|spec| params.get(spec.param_index).copied());
+        let resource_id = r.and_then(|r| r.resource()).and_then(|spec| param(spec.param_index));
+        let tenant = r.and_then(|r| r.tenant()).and_then(|spec| param(spec.param_index));
         Some(RouteMatch { route, resource_id, tenant })
-    }
-
-    fn lookup<'p>(&self, method: &http::Method, path: &'p str) -> Option<(usize, Vec<&'p str>)> {
-        let (_, tree) = self.by_method.iter().find(|(m, _)| m == method)?;
-        let m = tree.at(path).ok()?;
-        // Few parameters per route; a small vec keeps lifetimes simple.
-        let params = m.params.iter().map(|(_, v)| v).collect();
-        Some((*m.value, params))
     }
 }
 
