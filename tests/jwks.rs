@@ -71,7 +71,8 @@ async fn enforce_only_gateway_follows_the_issuers_jwks() {
     let issuer = start_issuer(dir.path(), issuer_api, &[&k1]).await;
     eventually_async(Duration::from_secs(5), || async { (h.admin_get("/readyz").await.status == 200).then_some(()) })
         .await;
-    assert_eq!(h.get(path, &[("Authorization", &token(&k1, "alice"))]).await.status, 200);
+    let alice = token(&k1, "alice");
+    assert_eq!(h.get(path, &[("Authorization", &alice)]).await.status, 200);
     assert_eq!(h.upstream_received().len(), 1);
     // A kid nobody publishes is refused as such, not as an outage.
     let resp = h.get(path, &[("Authorization", &token(&stranger, "mallory"))]).await;
@@ -98,5 +99,17 @@ async fn enforce_only_gateway_follows_the_issuers_jwks() {
     assert_eq!((resp.status, resp.reason().as_str()), (503, "keys_unavailable"));
     assert_eq!(h.upstream_received().len(), 2);
     assert_eq!(h.admin_get("/readyz").await.status, 200, "still ready on the last good keys");
+
+    // The issuer returns without k1 (withdrawn). Once the gateway fetches
+    // again, k1 stops working at once, even for a token it had cached.
+    let issuer = start_issuer(dir.path(), issuer_api, &[&k2]).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let resp = h.get(path, &[("Authorization", &token(&stranger, "frank"))]).await;
+    assert_eq!((resp.status, resp.reason().as_str()), (401, "unknown_key"), "fetched again, the issuer is back");
+    let resp = h.get(path, &[("Authorization", &alice)]).await;
+    assert_eq!((resp.status, resp.reason().as_str()), (401, "unknown_key"), "a withdrawn key, even cached");
+    assert_eq!(h.get(path, &[("Authorization", &token(&k2, "grace"))]).await.status, 200);
+    assert_eq!(h.upstream_received().len(), 1);
+    issuer.shutdown().await;
     h.shutdown().await;
 }

@@ -42,13 +42,16 @@ impl Authenticator {
         references: Arc<reference::ReferenceTokens>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let ring = KeyRing::new(config.keys.clone(), config.jwks_sources.clone());
+        let cache = GrantCache::with_generation(
+            config.cache.capacity,
+            config.cache.max_ttl.as_secs(),
+            ring.generation().clone(),
+        );
         Authenticator {
             credentials: config.credentials.clone(),
-            verifier: Verifier::with_ring(
-                KeyRing::new(config.keys.clone(), config.jwks_sources.clone()),
-                config.max_token_bytes,
-            ),
-            cache: GrantCache::new(config.cache.capacity, config.cache.max_ttl.as_secs()),
+            verifier: Verifier::with_ring(ring, config.max_token_bytes),
+            cache,
             revocations,
             references,
             metrics,
@@ -125,10 +128,11 @@ impl Authenticator {
             }
             None => {
                 self.metrics.cache_misses.inc();
+                let generation = self.cache.generation();
                 match self.verifier.verify(&token, now) {
                     Ok(g) => {
                         let g = Arc::new(g);
-                        self.cache.put(&token, g.clone(), now);
+                        self.cache.put_verified(&token, g.clone(), now, generation);
                         g
                     }
                     Err(e) => {

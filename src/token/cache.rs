@@ -4,9 +4,13 @@
 //! token: TinyUFO stores only a 64-bit hash, so each entry keeps the token
 //! and a hit is confirmed by comparing it, never by hash alone. Entries
 //! expire no later than the token. It caches grants, never decisions:
-//! revocation and evaluation run on every request.
+//! revocation and evaluation run on every request. Entries remember the
+//! key generation they were verified under: when a key is withdrawn (the
+//! [`KeyRing`](super::KeyRing) bumps the generation), every entry verified
+//! before is a miss, so a withdrawn key stops working at once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tinyufo::TinyUfo;
 
@@ -17,6 +21,8 @@ struct Entry {
     grant: Arc<Grant>,
     /// Unix seconds after which the entry must not be used.
     fresh_until: u64,
+    /// The key generation it was verified under.
+    generation: u64,
 }
 
 /// A bounded cache of verified grants.
@@ -24,6 +30,7 @@ pub struct GrantCache {
     inner: TinyUfo<u64, Arc<Entry>>,
     hasher: ahash::RandomState,
     max_ttl_secs: u64,
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for GrantCache {
@@ -35,8 +42,26 @@ impl std::fmt::Debug for GrantCache {
 impl GrantCache {
     /// A cache of at most `capacity` grants, each kept at most `max_ttl_secs`.
     pub fn new(capacity: usize, max_ttl_secs: u64) -> Self {
+        Self::with_generation(capacity, max_ttl_secs, Arc::default())
+    }
+
+    /// A cache whose entries are valid only while `generation` (a key
+    /// ring's) is what it was when they were verified.
+    pub fn with_generation(capacity: usize, max_ttl_secs: u64, generation: Arc<AtomicU64>) -> Self {
         let capacity = capacity.max(1);
-        GrantCache { inner: TinyUfo::new(capacity, capacity), hasher: ahash::RandomState::new(), max_ttl_secs }
+        GrantCache {
+            inner: TinyUfo::new(capacity, capacity),
+            hasher: ahash::RandomState::new(),
+            max_ttl_secs,
+            generation,
+        }
+    }
+
+    /// The key generation now: read it before verifying, pass it to
+    /// [`GrantCache::put_verified`].
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     #[inline]
@@ -52,21 +77,27 @@ impl GrantCache {
             // A 64-bit hash collision: treat as a miss.
             return None;
         }
-        if now >= entry.fresh_until {
+        if now >= entry.fresh_until || entry.generation != self.generation() {
             self.inner.remove(&key);
             return None;
         }
         Some(entry.grant.clone())
     }
 
-    /// Cache a grant verified at `now`.
+    /// Cache a grant verified at `now` under the current key generation.
     pub fn put(&self, token: &str, grant: Arc<Grant>, now: u64) {
+        self.put_verified(token, grant, now, self.generation());
+    }
+
+    /// Cache a grant verified at `now` under key generation `generation`
+    /// (read before verifying: a key withdrawn meanwhile makes it a miss).
+    pub fn put_verified(&self, token: &str, grant: Arc<Grant>, now: u64, generation: u64) {
         let ttl_end = now.saturating_add(self.max_ttl_secs);
         let fresh_until = grant.expires_at.map_or(ttl_end, |exp| exp.min(ttl_end));
         if fresh_until <= now {
             return;
         }
-        let entry = Arc::new(Entry { token: token.into(), grant, fresh_until });
+        let entry = Arc::new(Entry { token: token.into(), grant, fresh_until, generation });
         self.inner.put(self.key(token), entry, 1);
     }
 }
@@ -107,5 +138,25 @@ mod tests {
         let last = other.pop();
         other.push(if last == Some('A') { 'B' } else { 'A' });
         assert!(cache.get(&other, now).is_none());
+    }
+
+    #[test]
+    fn a_new_key_generation_makes_every_older_entry_a_miss() {
+        let key = TestKey::es256("k1");
+        let verifier = Verifier::new(testkit::keyset(&[&key], testkit::issuer_policy()), 8192);
+        let generation = Arc::new(AtomicU64::new(0));
+        let cache = GrantCache::with_generation(100, 300, generation.clone());
+        let now = crate::token::now_unix();
+        let token = key.sign(&payload("alice", now, 3600, serde_json::json!([])));
+        let grant = Arc::new(verifier.verify(&token, now).expect("valid"));
+        cache.put(&token, grant.clone(), now);
+        assert!(cache.get(&token, now).is_some());
+        generation.fetch_add(1, Ordering::AcqRel);
+        assert!(cache.get(&token, now).is_none(), "verified under a withdrawn generation");
+        // Verified before a withdrawal but stored after it: still a miss.
+        let before = cache.generation();
+        generation.fetch_add(1, Ordering::AcqRel);
+        cache.put_verified(&token, grant, now, before);
+        assert!(cache.get(&token, now).is_none());
     }
 }

@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
@@ -62,6 +63,9 @@ pub struct KeyRing {
     client: reqwest::Client,
     /// `true` once every source has loaded at least once.
     loaded: watch::Sender<bool>,
+    /// Bumped whenever a key is withdrawn: grants cached under an older
+    /// generation are verified again.
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -89,6 +93,7 @@ impl KeyRing {
             state: Mutex::new(state),
             fetching: tokio::sync::Mutex::new(None),
             client,
+            generation: Arc::default(),
         })
     }
 
@@ -96,6 +101,11 @@ impl KeyRing {
     #[inline]
     pub fn current(&self) -> Guard<Arc<KeySet>> {
         self.current.load()
+    }
+
+    /// The key generation, shared with the grant cache.
+    pub fn generation(&self) -> &Arc<AtomicU64> {
+        &self.generation
     }
 
     /// Whether any keys come from a JWKS URL.
@@ -178,7 +188,15 @@ impl KeyRing {
         }
         let all_loaded = state.iter().all(|st| st.keys.is_some());
         drop(state);
+        let withdrawn = self.current.load().keys.iter().any(|old| match &old.kid {
+            Some(kid) => set.find(Some(kid)).is_none(),
+            None => false,
+        });
         self.current.store(Arc::new(set));
+        if withdrawn {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            tracing::info!("an issuer withdrew a key: cached grants are verified again");
+        }
         if all_loaded {
             self.loaded.send_replace(true);
         }
@@ -309,7 +327,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(350)).await;
         ring.refetch().await;
         assert!(!ring.degraded());
+        let before = ring.generation().load(Ordering::Acquire);
         assert!(ring.current().find(Some("k1")).is_none(), "a key the issuer withdrew is gone");
+        assert!(before > 0, "withdrawing k1 moved the generation on (cached grants are verified again)");
     }
 
     #[tokio::test]
