@@ -4,13 +4,16 @@
 //! saw, and accepts WebSocket upgrades, echoing bytes back.
 //!
 //! `x-echo-delay-ms: N` delays the response head, to exercise timeouts.
+//! To exercise a gateway's checks of an upgrade's answer, the echo can
+//! misbehave when asked: `x-echo-upgrade: P` switches to protocol `P`
+//! whatever was asked, and `x-echo-accept: V` answers a WebSocket handshake
+//! with `Sec-WebSocket-Accept: V` (omitted when `V` is empty).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -93,7 +96,9 @@ async fn handle(
     rec: Arc<Mutex<Vec<Received>>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let delay = req.headers().get("x-echo-delay-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let upgrade = req.headers().get(header::UPGRADE).cloned();
+    let forced = req.headers().get("x-echo-upgrade").cloned();
+    let upgrade = forced.or_else(|| req.headers().get(header::UPGRADE).cloned());
+    let forced_accept = req.headers().get("x-echo-accept").cloned();
     let ws_key = req.headers().get("sec-websocket-key").cloned();
     let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let method = req.method().to_string();
@@ -127,8 +132,15 @@ async fn handle(
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         resp.headers_mut().insert(header::UPGRADE, up);
         resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
-        if let Some(key) = ws_key {
-            resp.headers_mut().insert("sec-websocket-accept", websocket_accept(key.as_bytes()));
+        match (forced_accept, ws_key) {
+            (Some(v), _) if v.is_empty() => {}
+            (Some(v), _) => {
+                resp.headers_mut().insert("sec-websocket-accept", v);
+            }
+            (None, Some(key)) => {
+                resp.headers_mut().insert("sec-websocket-accept", websocket_accept(key.as_bytes()));
+            }
+            (None, None) => {}
         }
         return Ok(resp);
     }
@@ -138,9 +150,6 @@ async fn handle(
 }
 
 fn websocket_accept(key: &[u8]) -> header::HeaderValue {
-    let mut input = key.to_vec();
-    input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &input);
-    let v = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
+    let v = crate::proxy::headers::websocket_accept(key);
     header::HeaderValue::from_str(&v).unwrap_or(header::HeaderValue::from_static(""))
 }

@@ -30,6 +30,8 @@ pub enum Reason {
     AmbiguousPath,
     BadRequest,
     MethodOverride,
+    /// A header that rewrites the target (`X-Original-URL`, …).
+    TargetRewrite,
     UpgradeNotAllowed,
     UpstreamUnavailable,
     UpstreamTimeout,
@@ -44,7 +46,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in a fixed order (metric handles are indexed by it).
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Allowed,
         Reason::Public,
         Reason::NotEnforced,
@@ -65,6 +67,7 @@ impl Reason {
         Reason::AmbiguousPath,
         Reason::BadRequest,
         Reason::MethodOverride,
+        Reason::TargetRewrite,
         Reason::UpgradeNotAllowed,
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
@@ -96,6 +99,7 @@ impl Reason {
             Reason::AmbiguousPath => "ambiguous_path",
             Reason::BadRequest => "bad_request",
             Reason::MethodOverride => "method_override_rejected",
+            Reason::TargetRewrite => "target_rewrite_rejected",
             Reason::UpgradeNotAllowed => "upgrade_not_allowed",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
@@ -120,6 +124,7 @@ impl Reason {
             | Reason::AmbiguousPath
             | Reason::BadRequest
             | Reason::MethodOverride
+            | Reason::TargetRewrite
             | Reason::UpgradeNotAllowed => 400,
             Reason::NoMatchingRoute
             | Reason::ApplicationNotAllowed

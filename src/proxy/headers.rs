@@ -1,50 +1,203 @@
-//! Phase 7, header hygiene: what is removed from a request before it is
-//! forwarded, and what the gateway adds.
+//! Phase 7, header hygiene: what is refused, removed and added, decided by
+//! one [`HeaderPolicy`] built at start from the closed lists in
+//! [`crate::http_names`] and the configured header names.
 //!
-//! Removed: hop-by-hop headers and every header named in `Connection`; every
-//! inbound `x-narrowgate-*` header and the configured identity headers (any
-//! case, `_` for `-`), so a client can never pose as an identity the gateway
-//! asserts; `X-Forwarded-*`, `Forwarded` and the request id unless the peer
-//! is a trusted proxy; the credential, unless configured to forward it.
-//! Added afterwards, so `Connection` can never remove them: `X-Forwarded-*`,
-//! the request id, and the identity headers from the grant.
+//! Refused (before anything is forwarded): method-override and
+//! target-rewriting headers, and every upgrade but a well-formed WebSocket
+//! handshake ([`upgrade`]). Removed: hop-by-hop headers and every header
+//! named in `Connection`; identity headers (`x-narrowgate-*` and the
+//! configured ones) always; forwarding and client-address headers unless the
+//! peer is a trusted proxy; the credential, unless configured to forward
+//! it. Names are matched folded (case and separators ignored). Added
+//! afterwards, so `Connection` can never remove them: `X-Forwarded-*`,
+//! `X-Real-IP`, the request id, and the identity headers from the grant.
 
+use std::collections::HashMap;
+
+use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
 use crate::config::{CredentialSource, Forwarding};
-use crate::http_names::HOP_BY_HOP;
+use crate::http_names::{CLIENT_HEADER_POLICY, CLIENT_HEADER_PREFIXES, HOP_BY_HOP, HeaderClass, fold};
+use crate::reason::Reason;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 and the common non-standard ones).
 pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.contains(&name)
 }
 
-/// Compare a lower-case header name with `want`, treating `_` as `-`.
-fn eq_dashed(name: &str, want: &str) -> bool {
-    name.len() == want.len() && name.bytes().zip(want.bytes()).all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+/// What a client's header means to the gateway: the closed lists of
+/// [`crate::http_names`] plus the configured names, by folded name.
+#[derive(Debug, Clone)]
+pub struct HeaderPolicy {
+    exact: HashMap<Box<[u8]>, Class, ahash::RandomState>,
+    prefixes: Vec<(Box<[u8]>, HeaderClass)>,
 }
 
-fn starts_dashed(name: &str, prefix: &str) -> bool {
-    name.len() >= prefix.len() && eq_dashed(&name[..prefix.len()], prefix)
+/// A header's class, and whether it is a credential header besides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Policy(HeaderClass),
+    /// A configured credential header in a spelling other than its own: an
+    /// upstream that conflates spellings would read it as the credential.
+    CredentialAlias,
 }
 
-/// Headers that switch a request's method in some frameworks; the gateway
-/// decides on the real method, so a request carrying one is refused.
-pub fn has_method_override(headers: &HeaderMap) -> bool {
-    headers.keys().any(|k| {
-        let n = k.as_str();
-        eq_dashed(n, "x-http-method-override") || eq_dashed(n, "x-http-method") || eq_dashed(n, "x-method-override")
-    })
+impl HeaderPolicy {
+    /// The policy for this forwarding config and these credential sources.
+    pub fn new(fwd: &Forwarding, credentials: &[CredentialSource]) -> Self {
+        let mut exact: HashMap<Box<[u8]>, Class, ahash::RandomState> = HashMap::default();
+        let mut add = |name: &str, class: Class| {
+            exact.entry(fold(name).as_bytes().into()).or_insert(class);
+        };
+        for (name, class) in CLIENT_HEADER_POLICY {
+            add(name, Class::Policy(*class));
+        }
+        let id = &fwd.identity;
+        for name in [&id.subject, &id.token_id, &id.application, &id.roles] {
+            add(name.as_str(), Class::Policy(HeaderClass::Identity));
+        }
+        add(fwd.request_id.as_str(), Class::Policy(HeaderClass::Forwarding));
+        for src in credentials {
+            if let CredentialSource::Header(name) = src {
+                add(name.as_str(), Class::CredentialAlias);
+            }
+        }
+        let prefixes = CLIENT_HEADER_PREFIXES.iter().map(|(p, c)| (fold(p).as_bytes().into(), *c)).collect();
+        HeaderPolicy { exact, prefixes }
+    }
+
+    fn class(&self, name: &HeaderName) -> Option<Class> {
+        let folded = fold(name.as_str());
+        if let Some(c) = folded.whole().and_then(|f| self.exact.get(f)) {
+            return Some(*c);
+        }
+        self.prefixes.iter().find(|(p, _)| folded.as_bytes().starts_with(p)).map(|(_, c)| Class::Policy(*c))
+    }
+
+    /// Why the request must be refused for its headers, if it must.
+    pub fn refusal(&self, headers: &HeaderMap) -> Option<Reason> {
+        headers.keys().find_map(|k| match self.class(k) {
+            Some(Class::Policy(HeaderClass::OverridesMethod)) => Some(Reason::MethodOverride),
+            Some(Class::Policy(HeaderClass::RewritesTarget)) => Some(Reason::TargetRewrite),
+            _ => None,
+        })
+    }
+
+    /// Remove everything that must not reach the upstream. `upgrade` (a
+    /// validated WebSocket handshake) forwards `Upgrade: websocket` and
+    /// `Connection: upgrade`, in their canonical spelling.
+    pub fn strip_inbound(
+        &self,
+        headers: &mut HeaderMap,
+        fwd: &Forwarding,
+        credentials: &[CredentialSource],
+        trusted_peer: bool,
+        upgrade: bool,
+    ) {
+        let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
+        connection_listed(headers, &mut doomed);
+        for name in headers.keys() {
+            let drop = match self.class(name) {
+                None => false,
+                Some(Class::Policy(HeaderClass::Forwarding)) => !trusted_peer,
+                // The credential in its own spelling is handled below
+                // (forward_credential may keep it).
+                Some(Class::CredentialAlias) => {
+                    !credentials.iter().any(|c| matches!(c, CredentialSource::Header(h) if h == name))
+                }
+                Some(Class::Policy(_)) => true,
+            };
+            if drop {
+                doomed.push(name.clone());
+            }
+        }
+        for name in &doomed {
+            headers.remove(name);
+        }
+        if !fwd.forward_credential {
+            strip_credentials(headers, credentials);
+        }
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+    }
 }
 
-/// Whether the request asks to switch protocols.
-pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        || headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
+/// Why an upgrade request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeRefusal {
+    /// A protocol other than WebSocket (h2c, TLS/1.x, …), or several.
+    Protocol,
+    /// `Upgrade: websocket` without a well-formed RFC 6455 handshake.
+    Handshake,
+}
+
+/// Whether the request asks to switch protocols, and if so whether it is
+/// the one upgrade the gateway relays: a WebSocket opening handshake (RFC
+/// 6455 §4.1: GET over HTTP/1.1, `Connection: upgrade`, exactly one
+/// `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, and one
+/// `Sec-WebSocket-Key` of 16 base64-encoded bytes). Anything that mentions
+/// an upgrade and is not that is refused: the upstream must never be asked
+/// to switch to a protocol the gateway cannot enforce.
+pub fn upgrade(method: &http::Method, version: http::Version, headers: &HeaderMap) -> Result<bool, UpgradeRefusal> {
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    let connection_upgrade = connection_has(headers, "upgrade");
+    let first = upgrades.next();
+    if first.is_none() && !connection_upgrade && !headers.contains_key("http2-settings") {
+        return Ok(false);
+    }
+    let Some(value) = first else { return Err(UpgradeRefusal::Protocol) };
+    if upgrades.next().is_some() || !value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket") {
+        return Err(UpgradeRefusal::Protocol);
+    }
+    let single = |name: &str| {
+        let mut all = headers.get_all(name).iter();
+        match (all.next(), all.next()) {
+            (Some(v), None) => Some(v.as_bytes().trim_ascii()),
+            _ => None,
+        }
+    };
+    let key_ok = single("sec-websocket-key")
+        .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+        .is_some_and(|k| k.len() == 16);
+    let handshake = method == http::Method::GET
+        && version == http::Version::HTTP_11
+        && connection_upgrade
+        && single("sec-websocket-version") == Some(b"13".as_slice())
+        && key_ok
+        && !headers.contains_key("http2-settings");
+    if handshake { Ok(true) } else { Err(UpgradeRefusal::Handshake) }
+}
+
+/// The `Sec-WebSocket-Accept` a genuine answer to `key` carries (RFC 6455
+/// §4.2.2).
+pub fn websocket_accept(key: &[u8]) -> String {
+    let mut input = Vec::with_capacity(key.len() + 36);
+    input.extend_from_slice(key.trim_ascii());
+    input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &input);
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+/// Whether an upstream's 101 answers the WebSocket handshake whose
+/// `Sec-WebSocket-Accept` should be `accept`: `Upgrade: websocket`,
+/// `Connection: upgrade`, and the accept value.
+pub fn answers_websocket(headers: &HeaderMap, accept: &str) -> bool {
+    let upgrade_ok =
+        headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"));
+    let accept_ok = headers.get("sec-websocket-accept").is_some_and(|v| v.as_bytes().trim_ascii() == accept.as_bytes());
+    upgrade_ok && connection_has(headers, "upgrade") && accept_ok
+}
+
+/// Whether a `Connection` header lists `token`.
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
 }
 
 /// Header names listed in `Connection`, other than the hop-by-hop ones that
@@ -67,45 +220,6 @@ fn connection_listed(headers: &HeaderMap, out: &mut SmallVec<[HeaderName; 4]>) {
 
 fn is_hop_by_hop_ci(token: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(token))
-}
-
-/// Remove everything that must not reach the upstream. `upgrade` keeps the
-/// `Upgrade` header and re-adds `Connection: upgrade`.
-pub fn strip_inbound(
-    headers: &mut HeaderMap,
-    fwd: &Forwarding,
-    credentials: &[CredentialSource],
-    trusted_peer: bool,
-    upgrade: bool,
-) {
-    let upgrade_value = if upgrade { headers.get(header::UPGRADE).cloned() } else { None };
-    let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
-    connection_listed(headers, &mut doomed);
-    let id = &fwd.identity;
-    for name in headers.keys() {
-        let n = name.as_str();
-        let drop = is_hop_by_hop(n)
-            || starts_dashed(n, "x-narrowgate-")
-            || eq_dashed(n, id.subject.as_str())
-            || eq_dashed(n, id.token_id.as_str())
-            || eq_dashed(n, id.application.as_str())
-            || eq_dashed(n, id.roles.as_str())
-            || (!trusted_peer
-                && (starts_dashed(n, "x-forwarded-") || n == "forwarded" || eq_dashed(n, fwd.request_id.as_str())));
-        if drop {
-            doomed.push(name.clone());
-        }
-    }
-    for name in &doomed {
-        headers.remove(name);
-    }
-    if !fwd.forward_credential {
-        strip_credentials(headers, credentials);
-    }
-    if let Some(up) = upgrade_value {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, up);
-    }
 }
 
 fn strip_credentials(headers: &mut HeaderMap, credentials: &[CredentialSource]) {
@@ -208,12 +322,5 @@ mod tests {
         assert_eq!(strip_query_param("a=1&token=x&b=2", "token").as_deref(), Some("a=1&b=2"));
         assert_eq!(strip_query_param("token=x", "token").as_deref(), Some(""));
         assert_eq!(strip_query_param("tokens=x", "token"), None);
-    }
-
-    #[test]
-    fn dashed_comparison_accepts_underscores() {
-        assert!(eq_dashed("x_narrowgate_subject", "x-narrowgate-subject"));
-        assert!(starts_dashed("x_narrowgate_anything", "x-narrowgate-"));
-        assert!(!starts_dashed("x-narrowgat", "x-narrowgate-"));
     }
 }

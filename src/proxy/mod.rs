@@ -119,6 +119,7 @@ pub struct Gateway {
     auth: Arc<Authenticator>,
     query_credential: Option<String>,
     forwarding: Forwarding,
+    headers: headers::HeaderPolicy,
     trusted_proxies: Vec<IpNet>,
     unmatched: Unmatched,
     enforce: bool,
@@ -157,6 +158,7 @@ impl Gateway {
         });
         let prefix = crate::token::keys::random_id(4).unwrap_or_else(|_| "ng".into());
         Gateway {
+            headers: headers::HeaderPolicy::new(&config.forwarding, &config.credentials),
             upstream: upstream::Upstream::new(&config.upstream),
             auth,
             routes: config.manifest.routes,
@@ -235,8 +237,8 @@ impl Gateway {
         if req.headers().get_all(header::HOST).iter().count() != 1 {
             return Err(Deny::new(Reason::BadRequest));
         }
-        if headers::has_method_override(req.headers()) {
-            return Err(Deny::new(Reason::MethodOverride));
+        if let Some(reason) = self.headers.refusal(req.headers()) {
+            return Err(Deny::new(reason));
         }
         // Phase 1: canonicalize.
         let canonical = canonical::canonicalize(req.uri().path()).map_err(|_| Deny::new(Reason::AmbiguousPath))?;
@@ -244,7 +246,13 @@ impl Gateway {
             std::borrow::Cow::Owned(s) => Some(s.clone()),
             std::borrow::Cow::Borrowed(_) => None,
         };
-        let upgrade = headers::wants_upgrade(req.headers());
+        // Only a well-formed WebSocket handshake may ask for an upgrade,
+        // and only on a `ws` route (checked once the route is known).
+        let upgrade = match headers::upgrade(req.method(), req.version(), req.headers()) {
+            Ok(u) => u,
+            Err(headers::UpgradeRefusal::Protocol) => return Err(Deny::new(Reason::UpgradeNotAllowed)),
+            Err(headers::UpgradeRefusal::Handshake) => return Err(Deny::new(Reason::BadRequest)),
+        };
         if !self.enforce {
             return Ok(Permit {
                 reason: Reason::NotEnforced,
@@ -342,7 +350,7 @@ impl Gateway {
         *req.uri_mut() = self.upstream_uri(req.uri(), permit).map_err(|_| UpstreamError::Other)?;
         let host = req.headers().get(header::HOST).cloned();
         let h = req.headers_mut();
-        headers::strip_inbound(h, &self.forwarding, self.auth.credentials(), conn.trusted, permit.upgrade);
+        self.headers.strip_inbound(h, &self.forwarding, self.auth.credentials(), conn.trusted, permit.upgrade);
         set_forwarded(h, conn, host);
         h.insert(self.forwarding.request_id.clone(), request_id.clone());
         if let Some(grant) = &permit.grant {
@@ -356,20 +364,29 @@ impl Gateway {
                 h.insert(id.application.clone(), v.clone());
             }
         }
+        // What a genuine answer to this WebSocket handshake carries.
+        let expected_accept = permit
+            .upgrade
+            .then(|| req.headers().get("sec-websocket-key").map(|k| headers::websocket_accept(k.as_bytes())));
         let downstream_upgrade = permit.upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let mut resp = self.upstream.send(req).await?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        headers::strip_response(resp.headers_mut(), switching && downstream_upgrade.is_some());
         if switching {
-            match downstream_upgrade {
-                Some(down) => {
-                    let up = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(tunnel(down, up));
-                }
-                // The upstream switched protocols unasked: refuse to relay it.
-                None => return Err(UpstreamError::Other),
-            }
+            // Only a 101 that answers the client's WebSocket handshake is
+            // relayed; an upstream switching to anything else (or unasked)
+            // would open a tunnel nothing enforces. Dropping the response
+            // closes that upstream connection.
+            let answers =
+                matches!(&expected_accept, Some(Some(accept)) if headers::answers_websocket(resp.headers(), accept));
+            let Some(down) = downstream_upgrade.filter(|_| answers) else {
+                return Err(UpstreamError::Other);
+            };
+            headers::strip_response(resp.headers_mut(), true);
+            let up = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(down, up));
+        } else {
+            headers::strip_response(resp.headers_mut(), false);
         }
         Ok(resp.map(Either::Left))
     }
@@ -398,12 +415,14 @@ impl Gateway {
     }
 }
 
-/// `X-Forwarded-For/Proto/Host`: a trusted proxy's values are extended, anyone
-/// else's were stripped and are replaced.
+/// `X-Forwarded-For/Proto/Host` and `X-Real-IP`: a trusted proxy's values
+/// are kept (X-Forwarded-For extended), anyone else's were stripped and are
+/// replaced from the connection.
 fn set_forwarded(h: &mut http::HeaderMap, conn: &ConnInfo, host: Option<HeaderValue>) {
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    const XRI: HeaderName = HeaderName::from_static("x-real-ip");
     let xff = match h.get(&XFF).and_then(|v| v.to_str().ok()) {
         Some(prev) if conn.trusted => {
             HeaderValue::from_str(&format!("{prev}, {}", conn.peer)).unwrap_or_else(|_| conn.peer_value.clone())
@@ -411,6 +430,11 @@ fn set_forwarded(h: &mut http::HeaderMap, conn: &ConnInfo, host: Option<HeaderVa
         _ => conn.peer_value.clone(),
     };
     h.insert(XFF, xff);
+    // A trusted proxy's X-Real-IP names its client; anyone else's was
+    // stripped, and the address is the connection's.
+    if !(conn.trusted && h.contains_key(&XRI)) {
+        h.insert(XRI, conn.peer_value.clone());
+    }
     if !h.contains_key(&XFP) {
         h.insert(XFP, HeaderValue::from_static("http"));
     }
