@@ -46,6 +46,8 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     upstream_errors: Vec<IntCounter>,
+    /// JWKS keys skipped as unusable, by issuer name.
+    pub jwks_keys_skipped: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -93,7 +95,16 @@ impl Metrics {
             &["kind"],
         )?;
         registry.register(Box::new(upstream_vec.clone()))?;
+        let jwks_keys_skipped = IntCounterVec::new(
+            Opts::new(
+                "narrowgate_jwks_keys_skipped_total",
+                "Keys in an issuer's JWKS skipped as unusable (wrong use or key_ops, unsupported type, alg not fitting).",
+            ),
+            &["issuer"],
+        )?;
+        registry.register(Box::new(jwks_keys_skipped.clone()))?;
         Ok(Metrics {
+            jwks_keys_skipped,
             requests,
             durations,
             cache_hits: cache.with_label_values(&["hit"]),

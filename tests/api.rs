@@ -246,7 +246,7 @@ async fn the_jwks_publishes_the_signing_keys_public_halves_only() {
         narrowgate::token::keys::keys_from_jwks(&resp.body, &[jsonwebtoken::Algorithm::ES256], 0).expect("jwks parses");
     let mut set = narrowgate::token::KeySet::default();
     set.add_issuer(narrowgate::token::testkit::issuer_policy());
-    for k in keyset {
+    for k in keyset.keys {
         set.add_key(k).expect("add");
     }
     let verifier = narrowgate::token::Verifier::new(set, 8192);
@@ -631,5 +631,53 @@ async fn tokens_carry_crafter_tenant_permissions_and_take_rfc3339_times() {
         list["tokens"].as_array().expect("list").iter().filter_map(|t| t["name"].as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["bootstrap-admin", "crafter-engine"], "nothing else was created");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_issuer_with_an_audience_and_a_max_lifetime_mints_only_what_its_proxy_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = support::sqlite_store(dir.path().join("ng.db"));
+    let h = Harness::start_with(
+        |y| y,
+        |c| {
+            store(c);
+            // As `audience: [trading]` and `max_lifetime: 2h` on the issuer
+            // would set them (config tests cover the loading).
+            c.keys.issuers[0].audience = vec!["trading".into()];
+            c.keys.issuers[0].max_lifetime_secs = Some(7200);
+            let signing = c.signing.as_mut().expect("signing");
+            signing.audience = Some("trading".into());
+            signing.max_lifetime_secs = Some(7200);
+        },
+    )
+    .await;
+    let mut p = payload("root", now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
+    p["role"] = json!("admin");
+    p["master"] = json!(true);
+    p["aud"] = json!("trading");
+    let root = format!("Bearer {}", h.sign(&p));
+
+    let created = h.api_post("/v1/tokens", &[("Authorization", &root)], r#"{"name":"web","lifetime":"1h"}"#).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let token = created.json()["token"].as_str().expect("token").to_string();
+    let resp = h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {token}"))]).await;
+    assert_eq!(resp.status, 200, "its own token passes its own audience check: {}", resp.body);
+    assert_eq!(h.upstream_received()[0].header("x-narrowgate-subject"), Some("web"));
+
+    // Narrowed without a validity: within the max lifetime, and accepted.
+    let narrowed = h
+        .api_post("/v1/tokens/narrow", &[("Authorization", &format!("Bearer {token}"))], r#"{"roles":["reader"]}"#)
+        .await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.body);
+    let child = narrowed.json()["token"].as_str().expect("token").to_string();
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {child}"))]).await.status, 200);
+
+    // Longer than the issuer allows: refused, nothing minted.
+    let long = h.api_post("/v1/tokens", &[("Authorization", &root)], r#"{"name":"long","lifetime":"3h"}"#).await;
+    assert_eq!((long.status, long.reason().as_str()), (400, "bad_request"), "{}", long.body);
+    assert!(long.json()["message"].as_str().unwrap_or("").contains("max_lifetime"), "{}", long.body);
+    let listed = h.api_request("GET", "/v1/tokens?name=long", &[("Authorization", &root)]).await;
+    assert_eq!(listed.json()["tokens"], json!([]));
     h.shutdown().await;
 }

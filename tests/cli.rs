@@ -39,6 +39,41 @@ fn check_config_accepts_the_examples_and_lists_every_problem() {
     }
 }
 
+#[cfg(unix)]
+#[test]
+fn check_config_warns_about_readable_secrets_and_strict_fails_on_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf8");
+    let (ok, out, err) = run(&["keys", "generate", "--alg", "es256", "--out", d]);
+    assert!(ok, "{err}");
+    let kid = out.lines().next().and_then(|l| l.strip_prefix("kid: ")).expect("kid").to_string();
+    let minimal = include_str!("../config/minimal.yaml");
+    let config = dir.path().join("issuer.yaml");
+    let applications = &minimal[minimal.find("\napplications:").expect("applications")..];
+    std::fs::write(
+        &config,
+        format!(
+            "listeners: {{ proxy: 127.0.0.1:0 }}\nupstream: {{ addresses: [\"127.0.0.1:9\"] }}\n\
+             issuers:\n  - name: ng\n    issuer: narrowgate\n    algorithms: [ES256]\n    \
+             signing_keys: [{{ kid: {kid}, private_key_file: {kid}.pem }}]{applications}"
+        ),
+    )
+    .expect("write");
+    let path = config.to_str().expect("utf8");
+    // Written 0600 by `keys generate`: clean, strict or not.
+    let (ok, out, err) = run(&["check-config", "--strict", path]);
+    assert!(ok && out.contains(": ok ("), "{out}{err}");
+    std::fs::set_permissions(dir.path().join(format!("{kid}.pem")), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod");
+    let (ok, out, err) = run(&["check-config", path]);
+    assert!(ok, "a warning alone does not fail: {out}{err}");
+    assert!(err.contains("warning: issuers[0].signing_keys[0].private_key_file") && err.contains("chmod 600"), "{err}");
+    let (ok, out, err) = run(&["check-config", "--strict", path]);
+    assert!(!ok, "--strict fails on the warning: {out}{err}");
+    assert!(!err.contains("PRIVATE KEY") && !out.contains("PRIVATE KEY"));
+}
+
 #[test]
 fn keys_sign_and_inspect_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -58,6 +58,39 @@ async fn hostile_tokens_are_refused_before_the_upstream() {
             "invalid_token",
         ),
         ("garbage", "not.a.token".to_string(), 401, "invalid_token"),
+        // A claims set is a JSON object: an array, validly signed, would
+        // otherwise be read into the claims by position (iss, sub, aud, exp,
+        // nbf, iat, jti, name, kind, role, master, accessRules, …).
+        (
+            "claims as a JSON array",
+            h.sign(&json!([
+                "narrowgate",
+                "mallory",
+                null,
+                now + 3600,
+                null,
+                now,
+                "j-array",
+                null,
+                "access",
+                "admin",
+                true,
+                wide_rules(),
+                [],
+                null
+            ])),
+            401,
+            "invalid_token",
+        ),
+        ("claims as a JSON number", h.sign(&json!(1)), 401, "invalid_token"),
+        ("claims as null", h.sign(&Value::Null), 401, "invalid_token"),
+        (
+            "a header that is a JSON array",
+            sign_raw(&json!(["ES256", "demo"]), &good, &h.key.encoding, Algorithm::ES256),
+            401,
+            "invalid_token",
+        ),
+        ("issued an hour from now", h.sign(&with(good.clone(), "iat", json!(now + 3600))), 401, "invalid_token"),
         (
             "a token past the size limit",
             format!("{}.{}.sig", "a".repeat(6000), "b".repeat(4000)),

@@ -113,3 +113,91 @@ async fn enforce_only_gateway_follows_the_issuers_jwks() {
     issuer.shutdown().await;
     h.shutdown().await;
 }
+
+/// A JWKS endpoint on loopback serving whatever `doc` holds.
+async fn jwks_server(doc: std::sync::Arc<std::sync::Mutex<String>>) -> String {
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { doc.lock().expect("lock").clone() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    url
+}
+
+fn jwk(key: &TestKey, extra: serde_json::Value) -> serde_json::Value {
+    let mut v = serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&key.encoding, key.alg).expect("jwk"))
+        .expect("json");
+    v["kid"] = key.kid.clone().into();
+    for (k, x) in extra.as_object().expect("object") {
+        v[k] = x.clone();
+    }
+    v
+}
+
+#[tokio::test]
+async fn an_unusable_key_in_a_jwks_is_skipped_and_a_key_rotated_in_beside_it_works_at_once() {
+    let (k1, k2, enc, ops) = (TestKey::es256("k1"), TestKey::es256("k2"), TestKey::es256("enc"), TestKey::es256("ops"));
+    // An RSA key (the issuer allows ES256 only), a key published for
+    // encryption, one whose key_ops exclude verify, a key type narrowgate
+    // does not know: none of them may spoil k1.
+    let rsa = json!({ "kty": "RSA", "kid": "rsa", "alg": "RS256", "e": "AQAB",
+        "n": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [0xC5u8; 256]) });
+    let unknown = json!({ "kty": "AKP", "kid": "pq", "alg": "ML-DSA-44", "pub": "AAAA" });
+    let doc = std::sync::Arc::new(std::sync::Mutex::new(
+        json!({ "keys": [rsa, jwk(&enc, json!({"use": "enc"})), jwk(&ops, json!({"key_ops": ["sign"]})), unknown, jwk(&k1, json!({}))] })
+            .to_string(),
+    ));
+    let url = jwks_server(doc.clone()).await;
+    let h = Harness::start_with(
+        |y| y,
+        |c| {
+            c.jwks_sources = vec![narrowgate::token::JwksSource {
+                issuer: 0,
+                name: "narrowgate".into(),
+                url: url.clone(),
+                algorithms: vec![jsonwebtoken::Algorithm::ES256],
+                refresh: Duration::from_secs(3600),
+                min_refetch: Duration::from_millis(100),
+            }]
+        },
+    )
+    .await;
+    eventually_async(Duration::from_secs(5), || async { (h.admin_get("/readyz").await.status == 200).then_some(()) })
+        .await;
+    let rules = json!([rule("*", &["*"], &["*:$USER_ID$:*"])]);
+    let token =
+        |key: &TestKey, sub: &str| format!("Bearer {}", key.sign(&payload(sub, now_unix(), 3600, rules.clone())));
+    let path = "/users/current/accounts/a1";
+
+    let resp = h.get(path, &[("Authorization", &token(&k1, "alice"))]).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(h.upstream_received()[0].header("x-narrowgate-subject"), Some("alice"));
+    // Keys published for something else never verify, though they sign.
+    for (key, who) in [(&enc, "enc"), (&ops, "ops")] {
+        let resp = h.get(path, &[("Authorization", &token(key, who))]).await;
+        assert_eq!((resp.status, resp.reason().as_str()), (401, "unknown_key"), "{who}");
+    }
+    assert!(h.upstream_received().is_empty());
+    let metrics = h.admin_get("/metrics").await.body;
+    let skipped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"narrowgate_jwks_keys_skipped_total{issuer="narrowgate"} "#))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(skipped >= 4, "every unusable key is counted: {metrics}");
+
+    // k2 rotates in beside the same unusable keys: its first token works.
+    let mut next: serde_json::Value = serde_json::from_str(&doc.lock().expect("lock")).expect("json");
+    next["keys"].as_array_mut().expect("keys").push(jwk(&k2, json!({"use": "sig", "key_ops": ["verify"]})));
+    *doc.lock().expect("lock") = next.to_string();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let resp = h.get(path, &[("Authorization", &token(&k2, "bob"))]).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(h.upstream_received()[0].header("x-narrowgate-subject"), Some("bob"));
+    h.shutdown().await;
+}

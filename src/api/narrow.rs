@@ -16,7 +16,7 @@ use crate::proxy::respond::{ErrorBody, error_response};
 use crate::store::{TokenForm, TokenRecord, kind_str};
 use crate::token::claims::{Claims, WireMethodGroup, WireRule, encode_grants};
 use crate::token::keys::random_id;
-use crate::token::{Role, TokenKind, now_unix, sign};
+use crate::token::{Role, TokenKind, now_unix};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -174,6 +174,9 @@ pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Response 
     };
     let now = now_unix();
     let exp = match child_expiry(parent.expires_at, now, validity) {
+        // The default validity stays within the issuer's max_lifetime; an
+        // explicit one beyond it is refused when signing.
+        Ok(e) if validity.is_none() => signing.max_lifetime_secs.map_or(e, |max| e.min(now + max)),
         Ok(e) => e,
         Err(e) => return refused(e),
     };
@@ -182,7 +185,7 @@ pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Response 
     };
     let mut lineage: Vec<String> = parent.lineage.iter().map(|l| l.to_string()).collect();
     lineage.push(parent.token_id.to_string());
-    let claims = Claims {
+    let mut claims = Claims {
         iss: signing.issuer.clone(),
         sub: parent.subject.to_string(),
         aud: None,
@@ -200,8 +203,9 @@ pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Response 
         extra: Default::default(),
         lineage: lineage.clone(),
     };
-    let Ok(token) = sign::sign(&claims, signing.active_key()) else {
-        return error_json(StatusCode::SERVICE_UNAVAILABLE, "signing_unavailable", "the token could not be signed");
+    let token = match signing.sign(&mut claims) {
+        Ok(t) => t,
+        Err(e) => return super::tokens::mint_failed(e),
     };
     if let Some(store) = &s.store {
         let record = TokenRecord {

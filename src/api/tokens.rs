@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::narrow::RuleInput;
 use super::{ApiState, error_json, json};
 use crate::auth::reference;
-use crate::config::parse_duration;
+use crate::config::{MintError, parse_duration};
 use crate::policy::AccessRule;
 use crate::policy::narrow::narrow_detailed;
 use crate::policy::tenant::{self, TenantPermission};
@@ -22,7 +22,7 @@ use crate::proxy::respond::{ErrorBody, error_response};
 use crate::store::{Store, StoreError, TokenFilter, TokenForm, TokenRecord, kind_str, parse_kind, role_str};
 use crate::token::claims::{Claims, WireRule, decode_grants, encode_grants};
 use crate::token::keys::random_id;
-use crate::token::{Grant, Role, TokenKind, now_unix, sign};
+use crate::token::{Grant, Role, TokenKind, now_unix};
 
 /// The caller, if it may manage tokens; else the response to send.
 // A handler's early return is a Response; boxing it would buy nothing.
@@ -60,6 +60,16 @@ pub(crate) fn store(s: &ApiState) -> Result<&Store, Response> {
     s.store.as_ref().ok_or_else(|| {
         error_json(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "this gateway has no token store")
     })
+}
+
+/// The response for a token that could not be minted.
+pub(crate) fn mint_failed(e: MintError) -> Response {
+    match e {
+        MintError::TooLong { .. } => error_json(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()),
+        MintError::Sign => {
+            error_json(StatusCode::SERVICE_UNAVAILABLE, "signing_unavailable", "the token could not be signed")
+        }
+    }
 }
 
 pub(crate) fn store_failed(e: StoreError) -> Response {
@@ -346,7 +356,7 @@ pub(crate) async fn issue(s: &ApiState, store: &Store, t: NewToken) -> Result<(S
         return Err(error_json(StatusCode::BAD_REQUEST, "bad_request", "a JWT needs an expiry"));
     }
     let now = now_unix();
-    let claims = Claims {
+    let mut claims = Claims {
         iss: issuer.to_string(),
         sub: t.subject.clone(),
         aud: None,
@@ -364,15 +374,10 @@ pub(crate) async fn issue(s: &ApiState, store: &Store, t: NewToken) -> Result<(S
         extra: t.extra_claims,
     };
     let (token, secret_hash, form) = match t.form {
-        NewForm::Jwt => match s.signing.as_ref().map(|sg| sign::sign(&claims, sg.active_key())) {
+        NewForm::Jwt => match s.signing.as_ref().map(|sg| sg.sign(&mut claims)) {
             Some(Ok(token)) => (token, None, TokenForm::Jwt),
-            _ => {
-                return Err(error_json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "signing_unavailable",
-                    "the token could not be signed",
-                ));
-            }
+            Some(Err(e)) => return Err(mint_failed(e)),
+            None => return Err(mint_failed(MintError::Sign)),
         },
         NewForm::Reference => {
             let secret = reference::new_secret().ok_or_else(|| unavailable("no randomness available"))?;

@@ -42,7 +42,11 @@ impl Authenticator {
         references: Arc<reference::ReferenceTokens>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let ring = KeyRing::new(config.keys.clone(), config.jwks_sources.clone());
+        let ring = KeyRing::counting(
+            config.keys.clone(),
+            config.jwks_sources.clone(),
+            Some(metrics.jwks_keys_skipped.clone()),
+        );
         let cache = GrantCache::with_generation(
             config.cache.capacity,
             config.cache.max_ttl.as_secs(),

@@ -30,8 +30,13 @@ pub enum Command {
     },
     /// Validate config files; lists every problem and exits non-zero on any.
     CheckConfig {
+        /// The config files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Fail on warnings too (a secret file others can read, a JWKS key
+        /// skipped as unusable).
+        #[arg(long)]
+        strict: bool,
     },
     /// Key management.
     Keys {
@@ -61,7 +66,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(config),
-        Command::CheckConfig { files } => return check_config(&files),
+        Command::CheckConfig { files, strict } => return check_config(&files, strict),
         Command::Keys { command } => keys::run(command),
         Command::Token { command } => token::run(*command),
         Command::Registration { command } => client::registration(*command),
@@ -95,6 +100,9 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for w in &config.warnings {
+        tracing::warn!(config = %path.display(), "{w}");
+    }
     runtime(config.server.worker_threads)?.block_on(async move {
         let mut running = crate::app::start(config).await?;
         if let Some(secret) = running.bootstrap_token.take() {
@@ -111,17 +119,28 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
     })
 }
 
-fn check_config(files: &[PathBuf]) -> ExitCode {
+fn check_config(files: &[PathBuf], strict: bool) -> ExitCode {
     let mut failed = false;
     for f in files {
         match Config::load(f) {
-            Ok(c) => println!(
-                "{}: ok ({} applications, {} routes, {} keys)",
-                f.display(),
-                c.manifest.applications.len(),
-                c.manifest.routes.len(),
-                c.keys.keys.len()
-            ),
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("{}: warning: {w}", f.display());
+                }
+                failed |= strict && !c.warnings.is_empty();
+                println!(
+                    "{}: {} ({} applications, {} routes, {} keys)",
+                    f.display(),
+                    match (c.warnings.len(), strict) {
+                        (0, _) => "ok".to_string(),
+                        (n, false) => format!("ok with {n} warning(s)"),
+                        (n, true) => format!("{n} warning(s), refused under --strict"),
+                    },
+                    c.manifest.applications.len(),
+                    c.manifest.routes.len(),
+                    c.keys.keys.len()
+                )
+            }
             Err(e) => {
                 failed = true;
                 eprint!("{}: {e}", f.display());

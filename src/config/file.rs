@@ -122,6 +122,10 @@ pub struct IssuerFile {
     pub clock_skew: Option<String>,
     #[serde(default)]
     pub allow_missing_exp: bool,
+    /// The longest lifetime (`exp − iat`) a token may claim; tokens without
+    /// `iat` are then refused. This gateway mints nothing longer.
+    #[serde(default)]
+    pub max_lifetime: Option<String>,
     #[serde(default)]
     pub keys: Vec<KeyFile>,
     #[serde(default)]

@@ -72,6 +72,9 @@ pub struct Config {
     pub facades: Facades,
     pub manifest: Manifest,
     pub router: Router,
+    /// Problems that do not stop the gateway (a secret file others can
+    /// read, a JWKS key skipped); `check-config --strict` fails on them.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,7 +165,9 @@ impl std::fmt::Debug for ProdManagerApp {
     }
 }
 
-/// The keys this gateway signs with, as one of its issuers.
+/// The keys this gateway signs with, as one of its issuers. What it mints
+/// passes that issuer's own checks: the `aud` its verifier expects is
+/// stamped in, and a lifetime beyond its `max_lifetime` is refused.
 #[derive(Debug, Clone)]
 pub struct Signing {
     /// The `iss` tokens get.
@@ -170,11 +175,39 @@ pub struct Signing {
     pub keys: Vec<std::sync::Arc<crate::token::SigningKey>>,
     /// Index of the key new tokens are signed with.
     pub active: usize,
+    /// The `aud` minted tokens get: the issuer's first audience, if any.
+    pub audience: Option<String>,
+    /// The issuer's `max_lifetime`, in seconds.
+    pub max_lifetime_secs: Option<u64>,
+}
+
+/// Why a token could not be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("the lifetime exceeds this issuer's max_lifetime of {max_secs} s")]
+    TooLong { max_secs: u64 },
+    #[error("the token could not be signed")]
+    Sign,
 }
 
 impl Signing {
     pub fn active_key(&self) -> &crate::token::SigningKey {
         &self.keys[self.active.min(self.keys.len() - 1)]
+    }
+
+    /// Sign `claims` as this issuer with the active key, after stamping its
+    /// `iss` and `aud`.
+    pub fn sign(&self, claims: &mut crate::token::Claims) -> Result<String, MintError> {
+        claims.iss = self.issuer.clone();
+        claims.aud = self.audience.clone();
+        if let Some(max) = self.max_lifetime_secs {
+            // The verifier refuses exp − iat beyond max, or no exp at all.
+            match claims.exp {
+                Some(exp) if exp.saturating_sub(claims.iat) <= max => {}
+                _ => return Err(MintError::TooLong { max_secs: max }),
+            }
+        }
+        crate::token::sign::sign(claims, self.active_key()).map_err(|_| MintError::Sign)
     }
 }
 
@@ -217,12 +250,41 @@ pub enum Unmatched {
 
 /// Collects errors with their paths.
 #[derive(Default)]
-struct Errors(Vec<String>);
+struct Errors(Vec<String>, Vec<String>);
 
 impl Errors {
     fn push(&mut self, path: &str, msg: impl std::fmt::Display) {
         self.0.push(format!("{path}: {msg}"));
     }
+
+    /// Something that works but should not be so: logged by `serve`,
+    /// printed by `check-config`, fatal under `check-config --strict`.
+    fn warn(&mut self, path: &str, msg: impl std::fmt::Display) {
+        self.1.push(format!("{path}: {msg}"));
+    }
+}
+
+/// Warn when a file holding a private key or a secret can be read by
+/// anyone but its owner.
+fn check_private_file(file: &Path, path: &str, errs: &mut Errors) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(file) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                errs.warn(
+                    path,
+                    format!(
+                        "{} holds a secret but is readable by group or others (mode {mode:03o}); chmod 600 it",
+                        file.display()
+                    ),
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (file, path, errs);
 }
 
 /// Deserialize one section, reporting a failure with its full path.
@@ -437,6 +499,15 @@ impl Config {
             }
         };
 
+        // Enforcement off exists to measure the proxy alone; a gateway that
+        // issues or stores tokens is a real deployment, never a benchmark.
+        if !enforce && (store.is_some() || listeners.as_ref().is_some_and(|l| l.api.is_some())) {
+            errs.push(
+                "enforcement",
+                "false is for benchmarks only (every request forwarded unchecked) and is refused in a config with a store or an api listener",
+            );
+        }
+
         let facades = match get("facades") {
             Value::Null => Facades::default(),
             v => match section::<FacadesFile>(&v, "facades", &mut errs) {
@@ -447,6 +518,7 @@ impl Config {
 
         match (listeners, upstream, router) {
             (Some(listeners), Some(upstream), Some(router)) if errs.0.is_empty() => Ok(Config {
+                warnings: errs.1,
                 listeners,
                 upstream,
                 server,
@@ -656,12 +728,23 @@ fn build_issuer(
     if skew > Duration::from_secs(300) {
         errs.push(&format!("{path}.clock_skew"), "must be at most 5m");
     }
+    let max_lifetime = f.max_lifetime.as_ref().map(|v| {
+        let d = duration_or(&Some(v.clone()), Duration::ZERO, &format!("{path}.max_lifetime"), errs);
+        if d < Duration::from_secs(1) {
+            errs.push(&format!("{path}.max_lifetime"), "must be at least 1s");
+        }
+        d
+    });
+    if max_lifetime.is_some() && f.allow_missing_exp {
+        errs.push(&format!("{path}.max_lifetime"), "cannot bound tokens that may have no exp (allow_missing_exp)");
+    }
     let issuer = keyset.add_issuer(IssuerPolicy {
         name: f.name.clone(),
         issuer: f.issuer.clone(),
         audience: f.audience.clone(),
         clock_skew_secs: skew.as_secs(),
         allow_missing_exp: f.allow_missing_exp,
+        max_lifetime_secs: max_lifetime.map(|d| d.as_secs()),
     });
     if f.keys.is_empty() && f.jwks_file.is_none() && f.jwks_url.is_none() && f.signing_keys.is_empty() {
         errs.push(path, "needs keys, a jwks_file, a jwks_url or signing_keys");
@@ -699,6 +782,7 @@ fn build_issuer(
     let mut own = Vec::new();
     for (i, k) in f.signing_keys.iter().enumerate() {
         let kpath = format!("{path}.signing_keys[{i}]");
+        check_private_file(&base.join(&k.private_key_file), &format!("{kpath}.private_key_file"), errs);
         match crate::token::SigningKey::from_pem_file(&base.join(&k.private_key_file), &k.kid) {
             Ok(key) if !algorithms.contains(&key.algorithm) => {
                 errs.push(&kpath, format!("a {:?} key, not among the issuer's algorithms", key.algorithm))
@@ -727,7 +811,14 @@ fn build_issuer(
             && !own.is_empty()
             && own.len() == f.signing_keys.len()
         {
-            *signing = Some(Signing { issuer: f.issuer.clone(), keys: own, active });
+            *signing = Some(Signing {
+                issuer: f.issuer.clone(),
+                keys: own,
+                active,
+                // Its own tokens must pass its own audience check.
+                audience: f.audience.first().cloned(),
+                max_lifetime_secs: max_lifetime.map(|d| d.as_secs()),
+            });
         }
     } else if f.active_signing_key.is_some() {
         errs.push(&format!("{path}.active_signing_key"), "set without signing_keys");
@@ -756,6 +847,9 @@ fn build_issuer(
                 continue;
             }
         };
+        if is_hmac(alg) {
+            check_private_file(&base.join(file), &format!("{kpath}.secret_file"), errs);
+        }
         match keys::load_decoding_key(&base.join(file), alg) {
             Ok(key) => {
                 if let Err(e) = keyset.add_key(VerificationKey { kid: k.kid.clone(), algorithm: alg, key, issuer }) {
@@ -771,7 +865,13 @@ fn build_issuer(
             Err(e) => errs.push(&jpath, format!("cannot read {jwks:?}: {e}")),
             Ok(text) => match keys::keys_from_jwks(&text, &algorithms, issuer) {
                 Ok(list) => {
-                    for key in list {
+                    for why in list.skipped {
+                        errs.warn(&jpath, format!("key skipped: {why}"));
+                    }
+                    if list.keys.is_empty() {
+                        errs.push(&jpath, "holds no usable key");
+                    }
+                    for key in list.keys {
                         if let Err(e) = keyset.add_key(key) {
                             errs.push(&jpath, e);
                         }
@@ -1389,6 +1489,129 @@ applications:
         assert!(errs.iter().any(|e| e.starts_with("store.resync_interval")), "{errs:?}");
         let errs = Config::from_yaml(&with("{ redis: {} }"), dir.path()).expect_err("unknown").0;
         assert!(errs.iter().any(|e| e.starts_with("store")), "{errs:?}");
+    }
+
+    #[cfg(unix)]
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_others_can_read_are_warned_about() {
+        let dir = key_dir();
+        let g = keys::generate(jsonwebtoken::Algorithm::ES256).expect("key");
+        std::fs::write(dir.path().join("signer.pem"), &g.private_pem).expect("write");
+        let text = GOOD.replace(
+            "    keys: [{ kid: k1, algorithm: ES256, public_key_file: k.pub.pem }]",
+            "    keys: [{ kid: k1, algorithm: ES256, public_key_file: k.pub.pem }]\n    signing_keys: [{ kid: s1, private_key_file: signer.pem }]\n  - name: hs\n    issuer: hs-issuer\n    algorithms: [HS256]\n    keys: [{ kid: h1, algorithm: HS256, secret_file: secret }]",
+        );
+        for (mode, warned) in [(0o644, true), (0o640, true), (0o604, true), (0o600, false), (0o400, false)] {
+            chmod(&dir.path().join("signer.pem"), mode);
+            chmod(&dir.path().join("secret"), mode);
+            let c = Config::from_yaml(&text, dir.path()).expect("valid: a warning is not an error");
+            let w = c.warnings.join("\n");
+            assert_eq!(w.contains("issuers[0].signing_keys[0].private_key_file:"), warned, "{mode:o}: {w}");
+            assert_eq!(w.contains("issuers[1].keys[0].secret_file:"), warned, "{mode:o}: {w}");
+            assert!(!w.contains("BEGIN"), "key material in a warning");
+        }
+        // A public key may be read by anyone.
+        chmod(&dir.path().join("k.pub.pem"), 0o644);
+        assert!(Config::from_yaml(GOOD, dir.path()).expect("valid").warnings.is_empty());
+    }
+
+    #[test]
+    fn enforcement_off_is_refused_beside_a_store_or_a_token_service() {
+        let dir = key_dir();
+        let off = GOOD.replace("applications:", "enforcement: false\napplications:");
+        assert!(!Config::from_yaml(&off, dir.path()).expect("a benchmark config").enforce);
+        let with_store = off.replace("applications:", "store: { sqlite: {} }\napplications:");
+        let errs = Config::from_yaml(&with_store, dir.path()).expect_err("with a store").0;
+        assert!(errs.iter().any(|e| e.starts_with("enforcement:") && e.contains("benchmarks only")), "{errs:?}");
+        let with_api = off.replace("admin: \"127.0.0.1:0\"", "admin: \"127.0.0.1:0\", api: \"127.0.0.1:0\"");
+        let errs = Config::from_yaml(&with_api, dir.path()).expect_err("with an api listener").0;
+        assert!(errs.iter().any(|e| e.starts_with("enforcement:")), "{errs:?}");
+    }
+
+    #[test]
+    fn an_issuers_own_tokens_pass_its_own_checks() {
+        let dir = key_dir();
+        let g = keys::generate(jsonwebtoken::Algorithm::ES256).expect("key");
+        std::fs::write(dir.path().join("signer.pem"), &g.private_pem).expect("write");
+        let text = GOOD.replace(
+            "    keys: [{ kid: k1, algorithm: ES256, public_key_file: k.pub.pem }]",
+            "    audience: [trading, reports]\n    max_lifetime: 2h\n    signing_keys: [{ kid: s1, private_key_file: signer.pem }]",
+        );
+        let c = Config::from_yaml(&text, dir.path()).expect("valid");
+        let signing = c.signing.as_ref().expect("signing");
+        assert_eq!(signing.audience.as_deref(), Some("trading"));
+        assert_eq!(signing.max_lifetime_secs, Some(7200));
+        let now = crate::token::now_unix();
+        let claims = |ttl: u64| crate::token::Claims {
+            iss: "anything".into(),
+            sub: "a".into(),
+            aud: None,
+            exp: Some(now + ttl),
+            nbf: Some(now),
+            iat: now,
+            jti: format!("j{ttl}"),
+            name: None,
+            kind: crate::token::TokenKind::Access,
+            role: crate::token::Role::User,
+            master: false,
+            access_rules: vec![],
+            tenant_permissions: vec![],
+            lineage: vec![],
+            extra: Default::default(),
+        };
+        // Minted: iss and aud stamped, so its own verifier accepts it.
+        let t = signing.sign(&mut claims(3600)).expect("minted");
+        let grant = crate::token::Verifier::new(c.keys.clone(), 8192).verify(&t, now).expect("its own checks pass");
+        assert_eq!(&*grant.issuer, "narrowgate");
+        // Longer than max_lifetime: never minted.
+        assert!(matches!(signing.sign(&mut claims(7201)), Err(MintError::TooLong { max_secs: 7200 })));
+
+        let contradiction = text.replace("max_lifetime: 2h", "max_lifetime: 2h\n    allow_missing_exp: true");
+        let errs = Config::from_yaml(&contradiction, dir.path()).expect_err("no exp vs max lifetime").0;
+        assert!(errs.iter().any(|e| e.starts_with("issuers[0].max_lifetime")), "{errs:?}");
+        let errs =
+            Config::from_yaml(&text.replace("max_lifetime: 2h", "max_lifetime: 0s"), dir.path()).expect_err("zero").0;
+        assert!(errs.iter().any(|e| e.starts_with("issuers[0].max_lifetime")), "{errs:?}");
+    }
+
+    #[test]
+    fn an_unusable_key_in_a_jwks_file_is_a_warning_and_a_file_of_none_an_error() {
+        let dir = key_dir();
+        let g = keys::generate(jsonwebtoken::Algorithm::ES256).expect("key");
+        let enc = jsonwebtoken::EncodingKey::from_ec_pem(g.private_pem.as_bytes()).expect("enc");
+        let mut good = serde_json::to_value(
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, jsonwebtoken::Algorithm::ES256).expect("jwk"),
+        )
+        .expect("json");
+        good["kid"] = "idp-1".into();
+        let mut for_encryption = good.clone();
+        for_encryption["kid"] = "idp-enc".into();
+        for_encryption["use"] = "enc".into();
+        let text = GOOD.replace(
+            "applications:",
+            "  - name: idp\n    issuer: https://idp.example\n    algorithms: [ES256]\n    jwks_file: idp.jwks.json\napplications:",
+        );
+        let write = |keys: serde_json::Value| {
+            std::fs::write(dir.path().join("idp.jwks.json"), serde_json::json!({ "keys": keys }).to_string())
+                .expect("write")
+        };
+        write(serde_json::json!([for_encryption, good]));
+        let c = Config::from_yaml(&text, dir.path()).expect("valid");
+        assert!(c.keys.find(Some("idp-1")).is_some() && c.keys.find(Some("idp-enc")).is_none());
+        assert!(
+            c.warnings.iter().any(|w| w.starts_with("issuers[1].jwks_file: key skipped") && w.contains("idp-enc")),
+            "{:?}",
+            c.warnings
+        );
+        write(serde_json::json!([for_encryption]));
+        let errs = Config::from_yaml(&text, dir.path()).expect_err("no usable key").0;
+        assert!(errs.iter().any(|e| e.starts_with("issuers[1].jwks_file: holds no usable key")), "{errs:?}");
     }
 
     #[test]

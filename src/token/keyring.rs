@@ -23,7 +23,7 @@ use arc_swap::{ArcSwap, Guard};
 use jsonwebtoken::Algorithm;
 use tokio::sync::watch;
 
-use super::keys::{KeySet, VerificationKey, keys_from_jwks};
+use super::keys::{JwksKeys, KeySet, VerificationKey, keys_from_jwks};
 
 /// The largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -66,6 +66,8 @@ pub struct KeyRing {
     /// Bumped whenever a key is withdrawn: grants cached under an older
     /// generation are verified again.
     generation: Arc<AtomicU64>,
+    /// Keys skipped as unusable, by issuer name.
+    skipped: Option<prometheus::IntCounterVec>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -77,6 +79,12 @@ impl std::fmt::Debug for KeyRing {
 impl KeyRing {
     /// A ring of fixed keys (and remote `sources`, if any).
     pub fn new(base: KeySet, sources: Vec<JwksSource>) -> Arc<Self> {
+        Self::counting(base, sources, None)
+    }
+
+    /// [`KeyRing::new`], counting the JWKS keys skipped as unusable in
+    /// `skipped` (labelled by issuer name).
+    pub fn counting(base: KeySet, sources: Vec<JwksSource>, skipped: Option<prometheus::IntCounterVec>) -> Arc<Self> {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -94,6 +102,7 @@ impl KeyRing {
             fetching: tokio::sync::Mutex::new(None),
             client,
             generation: Arc::default(),
+            skipped,
         })
     }
 
@@ -202,7 +211,22 @@ impl KeyRing {
         }
     }
 
+    /// Fetch one source: its usable keys; each unusable one is logged and
+    /// counted, and never spoils the rest.
     async fn fetch(&self, source: &JwksSource) -> Result<Vec<VerificationKey>, String> {
+        let JwksKeys { keys, skipped } = self.fetch_document(source).await?;
+        for why in &skipped {
+            tracing::warn!(issuer = %source.name, key = %why, "JWKS key skipped");
+        }
+        if let Some(counter) = &self.skipped
+            && !skipped.is_empty()
+        {
+            counter.with_label_values(&[&source.name]).inc_by(skipped.len() as u64);
+        }
+        Ok(keys)
+    }
+
+    async fn fetch_document(&self, source: &JwksSource) -> Result<JwksKeys, String> {
         let resp =
             self.client.get(&source.url).send().await.map_err(|e| format!("request failed: {}", e.without_url()))?;
         if !resp.status().is_success() {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{self as sig, KeyPair};
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
 /// Errors loading or generating keys. Messages name files and kids, never
@@ -40,6 +40,8 @@ pub struct IssuerPolicy {
     pub audience: Vec<String>,
     pub clock_skew_secs: u64,
     pub allow_missing_exp: bool,
+    /// The longest `exp − iat` accepted; `None`: any.
+    pub max_lifetime_secs: Option<u64>,
 }
 
 /// One verification key.
@@ -154,56 +156,119 @@ pub fn load_decoding_key(path: &Path, alg: Algorithm) -> Result<DecodingKey, Key
     }
 }
 
-/// Keys of a JWKS document. Each key needs a `kid`; its algorithm comes from
-/// its `alg`, else from the issuer's single allowed algorithm of the right
-/// type. Symmetric (`oct`) keys are refused: a JWKS is public.
-pub fn keys_from_jwks(json: &str, allowed: &[Algorithm], issuer: usize) -> Result<Vec<VerificationKey>, KeyError> {
-    let set: JwkSet = serde_json::from_str(json).map_err(|e| KeyError::Jwks(format!("not a JWKS document: {e}")))?;
-    let mut out = Vec::new();
-    for (i, jwk) in set.keys.iter().enumerate() {
-        let kid = jwk.common.key_id.clone().ok_or_else(|| KeyError::Jwks(format!("keys[{i}] has no kid")))?;
-        let family_ok = |a: &Algorithm| match &jwk.algorithm {
-            AlgorithmParameters::EllipticCurve(_) => matches!(a, Algorithm::ES256 | Algorithm::ES384),
-            AlgorithmParameters::OctetKeyPair(_) => *a == Algorithm::EdDSA,
-            AlgorithmParameters::RSA(_) => matches!(
-                a,
-                Algorithm::RS256
-                    | Algorithm::RS384
-                    | Algorithm::RS512
-                    | Algorithm::PS256
-                    | Algorithm::PS384
-                    | Algorithm::PS512
-            ),
-            _ => false,
-        };
-        if !matches!(
-            jwk.algorithm,
-            AlgorithmParameters::EllipticCurve(_) | AlgorithmParameters::OctetKeyPair(_) | AlgorithmParameters::RSA(_)
-        ) {
-            return Err(KeyError::Jwks(format!("key {kid:?} is symmetric; a JWKS may only hold public keys")));
-        }
-        let alg = match jwk.common.key_algorithm {
-            Some(ka) => {
-                key_algorithm(ka).ok_or_else(|| KeyError::Jwks(format!("key {kid:?} has an unsupported alg")))?
+/// The usable keys of a JWKS document, and why each other key was skipped.
+#[derive(Debug, Default)]
+pub struct JwksKeys {
+    pub keys: Vec<VerificationKey>,
+    /// One line per skipped key: its position, kid and the reason.
+    pub skipped: Vec<String>,
+}
+
+/// The smallest RSA modulus accepted, in bits.
+const MIN_RSA_BITS: usize = 2048;
+
+/// Keys of a JWKS document. A key is used only for what it is published
+/// for and only as what it is: it needs a `kid`; a `use`, if given, of
+/// `sig`; `key_ops`, if given, including `verify`; a public key type
+/// narrowgate verifies (EC P-256/P-384, Ed25519, RSA of at least 2048 bits;
+/// never `oct`: a JWKS is public); and an `alg` that fits its type and
+/// curve (without one, the issuer's single allowed algorithm of that type).
+/// A key failing any of this is skipped with its reason; it never makes
+/// the rest of the set unusable. Only a document that is not a JWK Set at
+/// all is an error.
+pub fn keys_from_jwks(json: &str, allowed: &[Algorithm], issuer: usize) -> Result<JwksKeys, KeyError> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        keys: Vec<serde_json::Value>,
+    }
+    if !super::verify::is_json_object(json.as_bytes()) {
+        return Err(KeyError::Jwks("not a JWKS document: not a JSON object".into()));
+    }
+    let doc: Doc = serde_json::from_str(json).map_err(|e| KeyError::Jwks(format!("not a JWKS document: {e}")))?;
+    let mut out = JwksKeys::default();
+    for (i, value) in doc.keys.iter().enumerate() {
+        match usable_key(value, allowed, issuer) {
+            Ok(key) => out.keys.push(key),
+            Err(why) => {
+                let kid = value.get("kid").and_then(|k| k.as_str()).map(|k| k.chars().take(64).collect::<String>());
+                out.skipped.push(format!("keys[{i}] (kid {kid:?}): {why}"));
             }
-            None => {
-                let fitting: Vec<_> = allowed.iter().filter(|a| family_ok(a)).collect();
-                match fitting.as_slice() {
-                    [one] => **one,
-                    _ => return Err(KeyError::Jwks(format!("key {kid:?} has no alg and the issuer allows several"))),
-                }
-            }
-        };
-        if !family_ok(&alg) {
-            return Err(KeyError::Jwks(format!("key {kid:?}: alg {alg:?} does not fit its key type")));
         }
-        if !allowed.contains(&alg) {
-            return Err(KeyError::Jwks(format!("key {kid:?}: alg {alg:?} is not among the issuer's algorithms")));
-        }
-        let key = DecodingKey::from_jwk(jwk).map_err(|_| KeyError::Jwks(format!("key {kid:?} is malformed")))?;
-        out.push(VerificationKey { kid: Some(kid), algorithm: alg, key, issuer });
     }
     Ok(out)
+}
+
+/// One JWK as a verification key, or why it cannot be one.
+fn usable_key(value: &serde_json::Value, allowed: &[Algorithm], issuer: usize) -> Result<VerificationKey, String> {
+    if !value.is_object() {
+        return Err("not a JSON object".into());
+    }
+    let jwk: Jwk = serde_json::from_value(value.clone()).map_err(|_| "an unsupported or malformed key".to_string())?;
+    let kid = jwk.common.key_id.clone().ok_or("no kid")?;
+    match &jwk.common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => {}
+        Some(_) => return Err("published for a use other than signatures (use is not \"sig\")".into()),
+    }
+    if let Some(ops) = &jwk.common.key_operations
+        && !ops.contains(&KeyOperations::Verify)
+    {
+        return Err("key_ops does not include \"verify\"".into());
+    }
+    // The algorithms this key's type and curve can verify.
+    let fits: &[Algorithm] = match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => &[Algorithm::ES256],
+            EllipticCurve::P384 => &[Algorithm::ES384],
+            _ => return Err("an EC curve narrowgate does not verify".into()),
+        },
+        AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
+            EllipticCurve::Ed25519 => &[Algorithm::EdDSA],
+            _ => return Err("an OKP curve narrowgate does not verify".into()),
+        },
+        AlgorithmParameters::RSA(rsa) => {
+            if rsa_bits(&rsa.n).is_none_or(|bits| bits < MIN_RSA_BITS) {
+                return Err(format!("an RSA key shorter than {MIN_RSA_BITS} bits"));
+            }
+            &[
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+            ]
+        }
+        AlgorithmParameters::OctetKey(_) => return Err("a symmetric key; a JWKS may only hold public keys".into()),
+        _ => return Err("a key type narrowgate does not verify".into()),
+    };
+    let alg = match jwk.common.key_algorithm {
+        Some(ka) => match key_algorithm(ka) {
+            Some(a) if fits.contains(&a) => a,
+            Some(a) => return Err(format!("alg {a:?} does not fit the key's type")),
+            None => return Err("an alg narrowgate does not verify".into()),
+        },
+        None => {
+            let fitting: Vec<_> = allowed.iter().filter(|a| fits.contains(a)).collect();
+            match fitting.as_slice() {
+                [one] => **one,
+                [] => return Err("no alg, and none of the issuer's algorithms fits the key".into()),
+                _ => return Err("no alg, and the issuer allows several for this key type".into()),
+            }
+        }
+    };
+    if !allowed.contains(&alg) {
+        return Err(format!("alg {alg:?} is not among the issuer's algorithms"));
+    }
+    let key = DecodingKey::from_jwk(&jwk).map_err(|_| "malformed key parameters".to_string())?;
+    Ok(VerificationKey { kid: Some(kid), algorithm: alg, key, issuer })
+}
+
+/// The bit length of a base64url RSA modulus.
+fn rsa_bits(n: &str) -> Option<usize> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(n.trim_end_matches('=')).ok()?;
+    let first = bytes.iter().position(|b| *b != 0)?;
+    Some((bytes.len() - first) * 8 - bytes[first].leading_zeros() as usize)
 }
 
 fn key_algorithm(ka: KeyAlgorithm) -> Option<Algorithm> {
@@ -294,12 +359,19 @@ pub struct GeneratedKey {
     pub public_pem: String,
 }
 
-/// Generate an ES256 or EdDSA key pair with a random kid.
+/// Generate an ES256, ES384 or EdDSA key pair with a random kid.
 pub fn generate(alg: Algorithm) -> Result<GeneratedKey, KeyError> {
     let (private_der, public_der): (Vec<u8>, Vec<u8>) = match alg {
         Algorithm::ES256 => {
             let kp =
                 sig::EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| KeyError::Generate)?;
+            let private = kp.to_pkcs8v1().map_err(|_| KeyError::Generate)?;
+            let public = kp.public_key().as_der().map_err(|_| KeyError::Generate)?;
+            (private.as_ref().to_vec(), public.as_ref().to_vec())
+        }
+        Algorithm::ES384 => {
+            let kp =
+                sig::EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_FIXED_SIGNING).map_err(|_| KeyError::Generate)?;
             let private = kp.to_pkcs8v1().map_err(|_| KeyError::Generate)?;
             let public = kp.public_key().as_der().map_err(|_| KeyError::Generate)?;
             (private.as_ref().to_vec(), public.as_ref().to_vec())
@@ -363,23 +435,80 @@ mod tests {
         jwk
     }
 
+    fn kids(set: &JwksKeys) -> Vec<(Option<&str>, Algorithm)> {
+        set.keys.iter().map(|k| (k.kid.as_deref(), k.algorithm)).collect()
+    }
+
     #[test]
     fn jwks_keys_need_a_kid_a_fitting_alg_and_no_secrets() {
         let es = jwk_json(Algorithm::ES256, Some("a"), true);
         let ed = jwk_json(Algorithm::EdDSA, Some("b"), false);
         let set = serde_json::json!({ "keys": [es, ed] }).to_string();
         let keys = keys_from_jwks(&set, &[Algorithm::ES256, Algorithm::EdDSA], 0).expect("valid jwks");
-        assert_eq!(
-            keys.iter().map(|k| (k.kid.as_deref(), k.algorithm)).collect::<Vec<_>>(),
-            [(Some("a"), Algorithm::ES256), (Some("b"), Algorithm::EdDSA)]
-        );
-
-        let no_kid = serde_json::json!({ "keys": [jwk_json(Algorithm::ES256, None, true)] }).to_string();
-        assert!(keys_from_jwks(&no_kid, &[Algorithm::ES256], 0).is_err());
-        let not_allowed = serde_json::json!({ "keys": [jwk_json(Algorithm::ES256, Some("a"), true)] }).to_string();
-        assert!(keys_from_jwks(&not_allowed, &[Algorithm::EdDSA], 0).is_err());
-        let secret = serde_json::json!({ "keys": [{ "kty": "oct", "kid": "s", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0", "alg": "HS256" }] });
-        assert!(keys_from_jwks(&secret.to_string(), &[Algorithm::HS256], 0).is_err());
+        assert_eq!(kids(&keys), [(Some("a"), Algorithm::ES256), (Some("b"), Algorithm::EdDSA)]);
+        assert!(keys.skipped.is_empty());
         assert!(keys_from_jwks("not json", &[Algorithm::ES256], 0).is_err());
+        assert!(keys_from_jwks("[{\"keys\": []}]", &[Algorithm::ES256], 0).is_err(), "a JWKS is an object");
+        assert!(keys_from_jwks("{\"keys\": 7}", &[Algorithm::ES256], 0).is_err());
+    }
+
+    #[test]
+    fn an_unusable_key_is_skipped_and_never_spoils_the_rest() {
+        let good = || jwk_json(Algorithm::ES256, Some("good"), true);
+        let with = |mut v: serde_json::Value, k: &str, x: serde_json::Value| {
+            v[k] = x;
+            v
+        };
+        let rsa_1024 = serde_json::json!({
+            "kty": "RSA", "kid": "rsa-small", "alg": "RS256", "e": "AQAB",
+            "n": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [0xC5u8; 128]),
+        });
+        let rsa_2048 = serde_json::json!({
+            "kty": "RSA", "kid": "rsa", "alg": "RS256", "e": "AQAB",
+            "n": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [0xC5u8; 256]),
+        });
+        let p384 = jwk_json(Algorithm::ES384, Some("p384"), false);
+        let cases: Vec<(&str, serde_json::Value)> = vec![
+            ("use enc", with(jwk_json(Algorithm::ES256, Some("enc"), true), "use", "enc".into())),
+            (
+                "key_ops without verify",
+                with(jwk_json(Algorithm::ES256, Some("ops"), true), "key_ops", serde_json::json!(["sign"])),
+            ),
+            ("alg of another type", with(jwk_json(Algorithm::ES256, Some("rs"), true), "alg", "RS256".into())),
+            ("alg of another curve", with(jwk_json(Algorithm::ES256, Some("crv"), true), "alg", "ES384".into())),
+            ("P-384 key claiming ES256", with(p384, "alg", "ES256".into())),
+            ("EdDSA alg on an EC key", with(jwk_json(Algorithm::ES256, Some("ed"), true), "alg", "EdDSA".into())),
+            (
+                "an alg narrowgate does not know",
+                with(jwk_json(Algorithm::ES256, Some("k"), true), "alg", "ES256K".into()),
+            ),
+            ("an RSA key beside EC ones (issuer: ES256 only)", rsa_2048),
+            ("a short RSA key", rsa_1024),
+            (
+                "a symmetric key",
+                serde_json::json!({ "kty": "oct", "kid": "s", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0", "alg": "HS256" }),
+            ),
+            (
+                "an unknown key type",
+                serde_json::json!({ "kty": "AKP", "kid": "pq", "alg": "ML-DSA-44", "pub": "AAAA" }),
+            ),
+            ("an unsupported curve", serde_json::json!({ "kty": "OKP", "kid": "x", "crv": "X25519", "x": "AAAA" })),
+            ("no kid", jwk_json(Algorithm::ES256, None, true)),
+            ("not an object", serde_json::json!("a key")),
+        ];
+        for (name, bad) in cases {
+            let set = serde_json::json!({ "keys": [bad, good()] }).to_string();
+            let keys = keys_from_jwks(&set, &[Algorithm::ES256], 0).expect("the set stays usable");
+            assert_eq!(kids(&keys), [(Some("good"), Algorithm::ES256)], "{name}");
+            assert_eq!(keys.skipped.len(), 1, "{name}: {:?}", keys.skipped);
+        }
+        // The same keys are fine where they fit: an issuer allowing RS256
+        // takes the 2048-bit RSA key, and key_ops with verify is accepted.
+        let ok = serde_json::json!({ "keys": [
+            with(jwk_json(Algorithm::ES256, Some("ops"), true), "key_ops", serde_json::json!(["verify"])),
+            with(jwk_json(Algorithm::ES256, Some("sig"), true), "use", "sig".into()),
+        ]});
+        let keys = keys_from_jwks(&ok.to_string(), &[Algorithm::ES256], 0).expect("valid");
+        assert_eq!(keys.keys.len(), 2, "{:?}", keys.skipped);
     }
 }

@@ -134,6 +134,7 @@ pub fn issuer_policy() -> IssuerPolicy {
         audience: vec![],
         clock_skew_secs: 30,
         allow_missing_exp: false,
+        max_lifetime_secs: None,
     }
 }
 

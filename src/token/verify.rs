@@ -36,6 +36,10 @@ pub enum VerifyError {
     Expired,
     #[error("token is not valid yet")]
     NotYetValid,
+    #[error("token claims to be issued in the future")]
+    IssuedInFuture,
+    #[error("token lives longer than its issuer allows")]
+    Lifetime,
     #[error("token has no expiry")]
     MissingExpiry,
     #[error("issuer does not match")]
@@ -151,6 +155,9 @@ impl Verifier {
             return Err(VerifyError::Malformed);
         }
         let header_bytes = b64_decode(h64).ok_or(VerifyError::Malformed)?;
+        if !is_json_object(&header_bytes) {
+            return Err(VerifyError::Malformed);
+        }
         let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| VerifyError::Malformed)?;
         if header.crit.is_some() {
             // We implement no header extension, so any `crit` must be refused
@@ -176,6 +183,11 @@ impl Verifier {
         }
 
         let payload = b64_decode(p64).ok_or(VerifyError::Malformed)?;
+        // A claims set is a JSON object (RFC 7519 §7.2); serde would read
+        // an array's items into the fields by position.
+        if !is_json_object(&payload) {
+            return Err(VerifyError::Malformed);
+        }
         let raw: RawClaims = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
         let policy = keys.issuers.get(key.issuer).ok_or(VerifyError::UnknownKey)?;
         let skew = policy.clock_skew_secs;
@@ -198,6 +210,18 @@ impl Verifier {
             && nbf > now.saturating_add(skew)
         {
             return Err(VerifyError::NotYetValid);
+        }
+        if let Some(iat) = iat
+            && iat > now.saturating_add(skew)
+        {
+            return Err(VerifyError::IssuedInFuture);
+        }
+        if let Some(max) = policy.max_lifetime_secs {
+            // Without both ends the lifetime cannot be judged: refused.
+            match (exp, iat) {
+                (Some(exp), Some(iat)) if exp.saturating_sub(iat) <= max => {}
+                _ => return Err(VerifyError::Lifetime),
+            }
         }
         let subject = string_claim(&raw.sub, "sub")?.ok_or(VerifyError::Claim("sub"))?;
         let token_id = match string_claim(&raw.jti, "jti")? {
@@ -232,6 +256,12 @@ impl Verifier {
             headers,
         })
     }
+}
+
+/// Whether `json` is a JSON object: its first non-blank byte is `{` (the
+/// parse that follows checks the rest).
+pub fn is_json_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 fn string_claim<'a>(v: &'a Option<Value>, name: &'static str) -> Result<Option<&'a str>, VerifyError> {
@@ -467,6 +497,48 @@ mod tests {
                 want: Err(VerifyError::Malformed),
             },
             Case {
+                // serde reads a sequence into a struct by position: the
+                // array would pass as iss, sub, aud, exp, … with master true.
+                name: "claims as a JSON array, validly signed",
+                token: es.sign(&json!([
+                    "narrowgate",
+                    "mallory",
+                    null,
+                    NOW + 3600,
+                    null,
+                    NOW,
+                    "j1",
+                    null,
+                    "access",
+                    "admin",
+                    true,
+                    [rule("*", &["*"], &["*:$USER_ID$:*"])],
+                    [],
+                    null
+                ])),
+                want: Err(VerifyError::Malformed),
+            },
+            Case {
+                name: "claims as a JSON string",
+                token: es.sign(&json!("narrowgate")),
+                want: Err(VerifyError::Malformed),
+            },
+            Case {
+                name: "header as a JSON array",
+                token: sign_raw(&json!(["ES256", "es"]), &good, &es.encoding, Algorithm::ES256),
+                want: Err(VerifyError::Malformed),
+            },
+            Case {
+                name: "iat in the future beyond the skew",
+                token: es.sign(&with(good.clone(), "iat", json!(NOW + 31))),
+                want: Err(VerifyError::IssuedInFuture),
+            },
+            Case {
+                name: "iat in the future within the skew",
+                token: es.sign(&with(good.clone(), "iat", json!(NOW + 29))),
+                want: Ok(()),
+            },
+            Case {
                 name: "sub with a newline",
                 token: es.sign(&with(good.clone(), "sub", json!("a\nb"))),
                 want: Err(VerifyError::Claim("sub")),
@@ -498,6 +570,26 @@ mod tests {
         let t =
             sign_raw(&json!({"alg": "ES256"}), &with(good, "aud", json!("trading")), &es.encoding, Algorithm::ES256);
         assert!(verifier.verify(&t, NOW).is_ok());
+    }
+
+    #[test]
+    fn an_issuer_may_bound_a_tokens_lifetime() {
+        let es = TestKey::es256("es");
+        let mut policy = testkit::issuer_policy();
+        policy.max_lifetime_secs = Some(3600);
+        let verifier = Verifier::new(testkit::keyset(&[&es], policy), 8192);
+        let within = payload("alice", NOW, 3600, json!([]));
+        assert!(verifier.verify(&es.sign(&within), NOW).is_ok());
+        let longer = payload("alice", NOW, 3601, json!([]));
+        assert_eq!(verifier.verify(&es.sign(&longer), NOW).err(), Some(VerifyError::Lifetime));
+        // Backdating iat does not buy a longer life: exp − iat is measured.
+        let backdated = with(payload("alice", NOW, 60, json!([])), "iat", json!(NOW - 7200));
+        assert_eq!(verifier.verify(&es.sign(&backdated), NOW).err(), Some(VerifyError::Lifetime));
+        // Without iat the lifetime cannot be judged.
+        let no_iat = without(within, "iat");
+        assert_eq!(verifier.verify(&es.sign(&no_iat), NOW).err(), Some(VerifyError::Lifetime));
+        assert_eq!(VerifyError::Lifetime.reason(), Reason::InvalidToken);
+        assert_eq!(VerifyError::IssuedInFuture.reason(), Reason::InvalidToken);
     }
 
     #[test]
