@@ -2,7 +2,6 @@
 //! and meant to stay inside the pod.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -11,12 +10,14 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::{Encoder, Registry, TextEncoder};
 
+/// Whether the gateway is ready to serve, or the first reason it is not.
+pub type ReadyCheck = Arc<dyn Fn() -> Result<(), &'static str> + Send + Sync>;
+
 /// Shared admin state.
 #[derive(Clone)]
 pub struct AdminState {
     pub registry: Registry,
-    /// Set once config and keys are loaded and the proxy listens.
-    pub ready: Arc<AtomicBool>,
+    pub ready: ReadyCheck,
 }
 
 /// The admin router; testable without sockets.
@@ -29,10 +30,9 @@ pub fn app(state: AdminState) -> Router {
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    match (s.ready)() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::admin::{self, AdminState};
 use crate::api;
 use crate::auth::Authenticator;
 use crate::auth::reference::ReferenceTokens;
-use crate::config::{Config, StoreConfig};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, server};
 use crate::revocation::Revocations;
@@ -78,18 +78,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut crafter_tokens = Vec::new();
     let store = match &config.store {
         Some(cfg) => {
-            let store = Store::open(cfg).await?;
-            let every = match cfg {
-                StoreConfig::Sqlite { resync_interval, .. } | StoreConfig::Postgres { resync_interval, .. } => {
-                    *resync_interval
-                }
-            };
-            background.push(store.mirror(mirror.clone(), every).await?);
-            bootstrap_token =
-                crate::bootstrap::bootstrap(&store, &mirror, config.bootstrap.token_file.as_deref()).await?;
-            // First start (this start bootstrapped): Crafter's defaults too.
-            if bootstrap_token.is_some() && config.facades.crafter {
-                crafter_tokens = crate::bootstrap::crafter_defaults(&store, &mirror).await?;
+            // Never creates a store the config does not ask to create: a
+            // missing one stops the start (fail closed).
+            let (store, created) = Store::open(cfg).await?;
+            background.push(store.mirror(mirror.clone(), cfg.resync_interval).await?);
+            background.push(store.watch());
+            if created {
+                let first = crate::bootstrap::first_start(&store, &mirror, &config).await?;
+                bootstrap_token = first.admin_token;
+                crafter_tokens = first.crafter_tokens;
             }
             Some(store)
         }
@@ -130,7 +127,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let _ = rx.wait_for(|s| *s).await;
     })));
     if let Some(listener) = admin_listener {
-        let app = admin::app(AdminState { registry: registry.clone(), ready: ready.clone() });
+        let (loaded, store) = (ready.clone(), store.clone());
+        let check: admin::ReadyCheck = Arc::new(move || {
+            if !loaded.load(Ordering::Acquire) {
+                return Err("verification keys not loaded yet");
+            }
+            if store.as_ref().is_some_and(Store::is_lost) {
+                return Err("the token store was removed or replaced");
+            }
+            Ok(())
+        });
+        let app = admin::app(AdminState { registry: registry.clone(), ready: check });
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -1,9 +1,11 @@
-//! The first admin token. When a gateway opens an empty store it creates one
-//! master admin token (reference form, every rule, no expiry), hands its
-//! secret back once to be printed, and writes it to a file with mode 0600
-//! if configured. On later starts it does nothing. Several replicas
-//! starting at once on one empty PostgreSQL create one token between them
-//! (the name is unique; the losers find it taken and stay silent).
+//! The first admin token. When a store is created (`narrowgate store init`,
+//! or a start with `create_if_missing`) one master admin token is made
+//! (reference form, every rule, no expiry), its secret handed back once to
+//! be printed and written to a file with mode 0600 if configured. Opening
+//! an existing store never does this, so a lost store cannot mint a new
+//! admin. Several replicas creating one PostgreSQL store at once make one
+//! token between them (the name is unique; the losers find it taken and
+//! stay silent).
 
 use std::io::Write;
 use std::path::Path;
@@ -26,6 +28,32 @@ pub enum BootstrapError {
     File { path: String, source: std::io::Error },
     #[error("no randomness available")]
     Random,
+}
+
+/// What a store's first start made: secrets to show once.
+#[derive(Debug, Default)]
+pub struct FirstStart {
+    /// The bootstrap admin token's secret.
+    pub admin_token: Option<String>,
+    /// Crafter's default access tokens, (application, id).
+    pub crafter_tokens: Vec<(String, String)>,
+}
+
+/// Everything a newly created store starts with: the bootstrap admin token
+/// and, with the Crafter facade, Crafter's default tokens.
+pub async fn first_start(
+    store: &Store,
+    mirror: &Mirror,
+    config: &crate::config::Config,
+) -> Result<FirstStart, BootstrapError> {
+    let admin_token = bootstrap(store, mirror, config.bootstrap.token_file.as_deref()).await?;
+    // Another replica may have bootstrapped first: then it made the rest too.
+    let crafter_tokens = if admin_token.is_some() && config.facades.crafter {
+        crafter_defaults(store, mirror).await?
+    } else {
+        Vec::new()
+    };
+    Ok(FirstStart { admin_token, crafter_tokens })
 }
 
 /// Create the first admin token if the store is empty; its secret, once.

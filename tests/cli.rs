@@ -201,7 +201,7 @@ fn ng(api: std::net::SocketAddr, token: Option<&str>, args: &[&str]) -> (bool, S
 async fn the_operator_cli_drives_the_whole_token_lifecycle() {
     let dir = tempfile::tempdir().expect("tempdir");
     let echo = narrowgate::echo::EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
-    let store = "store:\n  sqlite:\n    path: data/ng.db\n    bootstrap_token_file: data/admin-token";
+    let store = "store:\n  sqlite:\n    path: data/ng.db\n    bootstrap_token_file: data/admin-token\n    create_if_missing: true";
     let g = support::serve_process(&support::process_config(dir.path(), "ng", echo.addr, store)).await;
     let root = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("bootstrap file").trim().to_string();
     let ok = |(success, out, err): (bool, String, String)| {

@@ -16,7 +16,7 @@ async fn a_killed_gateway_restarts_with_every_token_revocation_and_redemption_in
         dir.path(),
         "narrowgate",
         echo.addr,
-        "store:\n  sqlite:\n    path: data/narrowgate.db\n    bootstrap_token_file: data/admin-token",
+        "store:\n  sqlite:\n    path: data/narrowgate.db\n    bootstrap_token_file: data/admin-token\n    create_if_missing: true",
     );
 
     let mut g = serve_process(&config).await;

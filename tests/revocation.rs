@@ -77,7 +77,7 @@ async fn revocations_in_the_sqlite_store_are_enforced_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("data/narrowgate.db");
     {
-        let store = SqliteStore::open(&path).await.expect("open");
+        let (store, _) = SqliteStore::open(&path, true).await.expect("open");
         store.insert_token(&stored("gone")).await.expect("insert");
         store.insert_token(&stored("kept")).await.expect("insert");
         assert!(store.revoke("gone", 1).await.expect("revoke"));
@@ -99,9 +99,10 @@ async fn a_revocation_through_one_gateway_is_enforced_by_another_within_a_second
     use narrowgate::store::{Store, TokenStore};
     use std::time::{Duration, Instant};
     let url = support::fresh_postgres_database().await;
-    let store_config = move || narrowgate::config::StoreConfig::Postgres {
-        url: url.clone(),
+    let store_config = move || narrowgate::config::StoreConfig {
+        backend: narrowgate::config::StoreBackend::Postgres { url: url.clone(), timeout: Duration::from_secs(1) },
         resync_interval: Duration::from_secs(30),
+        create_if_missing: true,
     };
     let cfg_a = store_config.clone();
     let a = Harness::start_with(|y| y, move |c| c.store = Some(cfg_a())).await;
@@ -141,8 +142,9 @@ async fn two_gateway_processes_share_tokens_and_revocations_through_postgres() {
     let dir = tempfile::tempdir().expect("tempdir");
     let echo = narrowgate::echo::EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
     let url = support::fresh_postgres_database().await;
-    let store =
-        format!("store:\n  postgres:\n    url: {url}\n    resync_interval: 30s\n    bootstrap_token_file: admin-token");
+    let store = format!(
+        "store:\n  postgres:\n    url: {url}\n    resync_interval: 30s\n    bootstrap_token_file: admin-token\n    create_if_missing: true"
+    );
     let a = support::serve_process(&support::process_config(dir.path(), "a", echo.addr, &store)).await;
     let b = support::serve_process(&support::process_config(dir.path(), "b", echo.addr, &store)).await;
     let root = std::fs::read_to_string(dir.path().join("admin-token")).expect("bootstrap file").trim().to_string();

@@ -12,13 +12,17 @@ use narrowgate::store::{PgStore, SqliteStore, TokenStore, testsuite};
 
 async fn sqlite() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("data/narrowgate.db")).await.expect("open sqlite");
+    let (store, created) = SqliteStore::open(&dir.path().join("data/narrowgate.db"), true).await.expect("open sqlite");
+    assert!(created);
     (dir, store)
 }
 
 /// A fresh database on the test server for one test.
 async fn postgres() -> PgStore {
-    PgStore::open(&support::fresh_postgres_database().await).await.expect("open postgres")
+    PgStore::open(&support::fresh_postgres_database().await, true, std::time::Duration::from_secs(5))
+        .await
+        .expect("open postgres")
+        .0
 }
 
 macro_rules! suite {
@@ -72,7 +76,8 @@ async fn sqlite_data_survives_reopening() {
     testsuite::records_round_trip(&s).await;
     s.close().await;
     drop(s);
-    let again = SqliteStore::open(&dir.path().join("data/narrowgate.db")).await.expect("reopen");
+    let (again, created) = SqliteStore::open(&dir.path().join("data/narrowgate.db"), false).await.expect("reopen");
+    assert!(!created);
     assert_eq!(again.count_tokens().await.expect("count"), 3);
     assert!(again.token_by_name("first").await.expect("get").is_some());
 }
@@ -86,7 +91,8 @@ async fn revocations_reach_every_replica() {
     use std::time::{Duration, Instant};
 
     let a = postgres().await;
-    let b = PgStore::open(a.url()).await.expect("second replica");
+    let (b, created) = PgStore::open(a.url(), false, Duration::from_secs(5)).await.expect("second replica");
+    assert!(!created);
     testsuite::records_round_trip(&a).await;
     let mirror = Arc::new(Revocations::default());
     let follower = b.follow(Arc::new(narrowgate::store::Mirror::new(mirror.clone())), Duration::from_millis(300));

@@ -44,9 +44,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         "        public_key_file: keys/demo.pub.pem\n    signing_keys:\n      - kid: demo-signer\n        private_key_file: keys/demo-signer.pem\n",
     );
     let mut config = Config::from_yaml(&yaml, dir.path()).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
-    config.store = Some(crate::config::StoreConfig::Sqlite {
-        path: dir.path().join("data/narrowgate.db"),
+    // A throwaway store: the demo may create it (a real gateway's store is
+    // created by `narrowgate store init`, never silently at start).
+    config.store = Some(crate::config::StoreConfig {
+        backend: crate::config::StoreBackend::Sqlite { path: dir.path().join("data/narrowgate.db") },
         resync_interval: std::time::Duration::from_secs(30),
+        create_if_missing: true,
     });
     // A throwaway ProdManager application secret; only its digest is configured.
     let pm_secret = random_id(24)?;

@@ -5,6 +5,7 @@
 mod client;
 mod demo;
 mod keys;
+mod store;
 mod token;
 
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve {
+        /// The config file (YAML).
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -37,6 +39,11 @@ pub enum Command {
         /// skipped as unusable).
         #[arg(long)]
         strict: bool,
+    },
+    /// The token store: `store init` creates it.
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
     },
     /// Key management.
     Keys {
@@ -68,6 +75,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { files, strict } => return check_config(&files, strict),
         Command::Keys { command } => keys::run(command),
+        Command::Store { command } => store::run(command),
         Command::Token { command } => token::run(*command),
         Command::Registration { command } => client::registration(*command),
         Command::Demo(args) => demo::run(args),

@@ -221,6 +221,10 @@ pub enum StoreFile {
         resync_interval: Option<String>,
         #[serde(default)]
         bootstrap_token_file: Option<String>,
+        /// Create the database at start if it does not exist (demos);
+        /// otherwise `narrowgate store init` creates it.
+        #[serde(default)]
+        create_if_missing: bool,
     },
     Postgres {
         url: String,
@@ -228,6 +232,12 @@ pub enum StoreFile {
         resync_interval: Option<String>,
         #[serde(default)]
         bootstrap_token_file: Option<String>,
+        /// Create the schema at start if the database has none.
+        #[serde(default)]
+        create_if_missing: bool,
+        /// How long a store call may take before 503 (default 1s).
+        #[serde(default)]
+        timeout: Option<String>,
     },
 }
 

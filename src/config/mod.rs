@@ -211,11 +211,30 @@ impl Signing {
     }
 }
 
-/// The token store and how often its revocations are fully resynced.
+/// The token store, how often its revocations are fully resynced, and
+/// whether a missing one may be created at start.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    pub resync_interval: Duration,
+    /// Create the store at start if it has never existed (demos, first-start
+    /// automation). Off: a missing store is an error, never silently
+    /// replaced by an empty one; `narrowgate store init` creates it.
+    pub create_if_missing: bool,
+}
+
+/// Which store.
 #[derive(Clone)]
-pub enum StoreConfig {
-    Sqlite { path: PathBuf, resync_interval: Duration },
-    Postgres { url: String, resync_interval: Duration },
+pub enum StoreBackend {
+    Sqlite {
+        path: PathBuf,
+    },
+    Postgres {
+        url: String,
+        /// How long a store call may take (getting a connection included)
+        /// before the token service answers 503 `store_unavailable`.
+        timeout: Duration,
+    },
 }
 
 /// Where the first admin token is written (mode 0600) when a store is
@@ -225,15 +244,13 @@ pub struct Bootstrap {
     pub token_file: Option<PathBuf>,
 }
 
-impl std::fmt::Debug for StoreConfig {
+impl std::fmt::Debug for StoreBackend {
     // The PostgreSQL URL may hold a password: never printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StoreConfig::Sqlite { path, resync_interval } => {
-                f.debug_struct("Sqlite").field("path", path).field("resync_interval", resync_interval).finish()
-            }
-            StoreConfig::Postgres { resync_interval, .. } => {
-                f.debug_struct("Postgres").field("resync_interval", resync_interval).finish_non_exhaustive()
+            StoreBackend::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            StoreBackend::Postgres { timeout, .. } => {
+                f.debug_struct("Postgres").field("timeout", timeout).finish_non_exhaustive()
             }
         }
     }
@@ -892,20 +909,34 @@ fn build_store(f: StoreFile, base: &Path, errs: &mut Errors) -> (StoreConfig, Bo
         d
     };
     match f {
-        StoreFile::Sqlite { path, resync_interval, bootstrap_token_file } => (
-            StoreConfig::Sqlite {
-                path: base.join(path.as_deref().unwrap_or("data/narrowgate.db")),
-                resync_interval: resync(&resync_interval, errs),
-            },
-            Bootstrap { token_file: bootstrap_token_file.map(|p| base.join(p)) },
-        ),
-        StoreFile::Postgres { url, resync_interval, bootstrap_token_file } => {
+        StoreFile::Sqlite { path, resync_interval, bootstrap_token_file, create_if_missing } => {
+            let path = base.join(path.as_deref().unwrap_or("data/narrowgate.db"));
+            // The database holds token records: like a key, for its owner only.
+            check_private_file(&path, "store.sqlite.path", errs);
+            (
+                StoreConfig {
+                    backend: StoreBackend::Sqlite { path },
+                    resync_interval: resync(&resync_interval, errs),
+                    create_if_missing,
+                },
+                Bootstrap { token_file: bootstrap_token_file.map(|p| base.join(p)) },
+            )
+        }
+        StoreFile::Postgres { url, resync_interval, bootstrap_token_file, create_if_missing, timeout } => {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 // Not echoing the value: it may hold a password.
                 errs.push("store.postgres.url", "must be a postgres:// or postgresql:// URL");
             }
+            let timeout = duration_or(&timeout, Duration::from_secs(1), "store.postgres.timeout", errs);
+            if timeout < Duration::from_millis(50) || timeout > Duration::from_secs(60) {
+                errs.push("store.postgres.timeout", "must be between 50ms and 60s");
+            }
             (
-                StoreConfig::Postgres { url, resync_interval: resync(&resync_interval, errs) },
+                StoreConfig {
+                    backend: StoreBackend::Postgres { url, timeout },
+                    resync_interval: resync(&resync_interval, errs),
+                    create_if_missing,
+                },
                 Bootstrap { token_file: bootstrap_token_file.map(|p| base.join(p)) },
             )
         }
@@ -1471,9 +1502,10 @@ applications:
         let with = |store: &str| GOOD.replace("applications:", &format!("store: {store}\napplications:"));
         let c = Config::from_yaml(&with("{ sqlite: {} }"), dir.path()).expect("valid");
         match c.store {
-            Some(StoreConfig::Sqlite { path, resync_interval }) => {
+            Some(StoreConfig { backend: StoreBackend::Sqlite { path }, resync_interval, create_if_missing }) => {
                 assert_eq!(path, dir.path().join("data/narrowgate.db"));
                 assert_eq!(resync_interval, Duration::from_secs(30));
+                assert!(!create_if_missing, "a store is created only when asked");
             }
             other => panic!("{other:?}"),
         }

@@ -20,6 +20,7 @@ use std::future::Future;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+use crate::config::StoreBackend;
 use crate::token::{Role, TokenKind};
 
 /// Failures of the store. Messages are for operators; they never contain
@@ -35,6 +36,13 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// No store exists where the config points, and none was created.
+    #[error("{0}")]
+    Missing(String),
+    /// The store was removed or replaced under this running gateway:
+    /// nothing more is read from or written to it.
+    #[error("store lost: {0}")]
+    Lost(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -287,94 +295,119 @@ pub enum Store {
     Postgres(PgStore),
 }
 
+/// Call `$call` on whichever store this is, after its guard (a lost store
+/// answers nothing), and within PostgreSQL's call timeout.
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($s) => {
+                $s.guard()?;
+                $call.await
+            }
+            Store::Postgres($s) => {
+                $s.guard()?;
+                match tokio::time::timeout($s.timeout(), $call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreError::Unavailable("the store did not answer in time".into()).into()),
+                }
+            }
+        }
+    };
+}
+
 impl Store {
-    /// Open (and migrate) the configured store.
-    pub async fn open(config: &crate::config::StoreConfig) -> Result<Store, StoreError> {
-        Ok(match config {
-            crate::config::StoreConfig::Sqlite { path, .. } => Store::Sqlite(SqliteStore::open(path).await?),
-            crate::config::StoreConfig::Postgres { url, .. } => Store::Postgres(PgStore::open(url).await?),
+    /// Open (and migrate) the configured store; a store that has never
+    /// existed is created only if the config says so. Also returns whether
+    /// this call created it.
+    pub async fn open(config: &crate::config::StoreConfig) -> Result<(Store, bool), StoreError> {
+        let create = config.create_if_missing;
+        Ok(match &config.backend {
+            StoreBackend::Sqlite { path } => {
+                let (s, created) = SqliteStore::open(path, create).await?;
+                (Store::Sqlite(s), created)
+            }
+            StoreBackend::Postgres { url, timeout } => {
+                let (s, created) = PgStore::open(url, create, *timeout).await?;
+                (Store::Postgres(s), created)
+            }
+        })
+    }
+
+    /// Whether the store was removed or replaced under this gateway.
+    pub fn is_lost(&self) -> bool {
+        match self {
+            Store::Sqlite(s) => s.is_lost(),
+            Store::Postgres(s) => s.is_lost(),
+        }
+    }
+
+    /// Check every second that the store is still the one opened (a lost
+    /// store turns readiness false even when nothing is written).
+    pub fn watch(&self) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match &store {
+                    Store::Sqlite(s) => {
+                        let _ = s.guard();
+                    }
+                    Store::Postgres(s) => s.check_identity().await,
+                }
+                if store.is_lost() {
+                    return;
+                }
+            }
         })
     }
 
     /// Record a token in whichever store this is.
     pub async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.insert_token(token).await,
-            Store::Postgres(s) => s.insert_token(token).await,
-        }
+        dispatch!(self, s => s.insert_token(token))
     }
 
     pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.token(id).await,
-            Store::Postgres(s) => s.token(id).await,
-        }
+        dispatch!(self, s => s.token(id))
     }
 
     pub async fn count_tokens(&self) -> Result<i64, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.count_tokens().await,
-            Store::Postgres(s) => s.count_tokens().await,
-        }
+        dispatch!(self, s => s.count_tokens())
     }
 
     pub async fn token_by_name(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.token_by_name(name).await,
-            Store::Postgres(s) => s.token_by_name(name).await,
-        }
+        dispatch!(self, s => s.token_by_name(name))
     }
 
     pub async fn list_tokens(&self, filter: &TokenFilter) -> Result<Vec<TokenRecord>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.list_tokens(filter).await,
-            Store::Postgres(s) => s.list_tokens(filter).await,
-        }
+        dispatch!(self, s => s.list_tokens(filter))
     }
 
     pub async fn insert_registration(&self, reg: &RegistrationRecord) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.insert_registration(reg).await,
-            Store::Postgres(s) => s.insert_registration(reg).await,
-        }
+        dispatch!(self, s => s.insert_registration(reg))
     }
 
     pub async fn redeem<F>(&self, secret_hash: &[u8], now: i64, build: F) -> Result<TokenRecord, RedeemError>
     where
         F: FnOnce(&RegistrationRecord) -> TokenRecord + Send,
     {
-        match self {
-            Store::Sqlite(s) => s.redeem(secret_hash, now, build).await,
-            Store::Postgres(s) => s.redeem(secret_hash, now, build).await,
-        }
+        dispatch!(self, s => s.redeem(secret_hash, now, build))
     }
 
     pub async fn revoke(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.revoke(id, at).await,
-            Store::Postgres(s) => s.revoke(id, at).await,
-        }
+        dispatch!(self, s => s.revoke(id, at))
     }
 
     pub async fn token_by_external_id(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.token_by_external_id(id).await,
-            Store::Postgres(s) => s.token_by_external_id(id).await,
-        }
+        dispatch!(self, s => s.token_by_external_id(id))
     }
 
     pub async fn external_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.external_tokens().await,
-            Store::Postgres(s) => s.external_tokens().await,
-        }
+        dispatch!(self, s => s.external_tokens())
     }
 
     pub async fn forget_secret(&self, id: &str) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(s) => s.forget_secret(id).await,
-            Store::Postgres(s) => s.forget_secret(id).await,
-        }
+        dispatch!(self, s => s.forget_secret(id))
     }
 
     /// Load the mirror now, then keep it current in the background.

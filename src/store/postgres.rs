@@ -3,8 +3,10 @@
 //! reference tokens on [`TOKEN_CHANNEL`], so every replica's mirror hears
 //! them at once; a periodic full resync heals a missed notification.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use sqlx::Row;
 use sqlx::pool::PoolOptions;
 
 use super::StoreError;
@@ -22,6 +24,12 @@ pub struct PgStore {
     core: SqlCore,
     /// May hold a password: never printed.
     url: String,
+    /// How long one store call may take before it fails as unavailable.
+    timeout: Duration,
+    /// The `store_meta` id of the database opened.
+    id: String,
+    /// Why the store was lost, once it is.
+    lost: Arc<OnceLock<String>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -31,16 +39,68 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
-    /// Connect to `url` (`postgres://…`) and migrate.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    /// Connect to `url` (`postgres://…`) and migrate. A database without a
+    /// narrowgate schema gets one only with `create`, else it is
+    /// [`StoreError::Missing`]. Also returns whether this call created it.
+    /// Every call waits at most `timeout` for a connection.
+    pub async fn open(url: &str, create: bool, timeout: Duration) -> Result<(Self, bool), StoreError> {
         sqlx::any::install_default_drivers();
-        let pool = PoolOptions::<sqlx::Any>::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await?;
+        let pool = PoolOptions::<sqlx::Any>::new().max_connections(16).acquire_timeout(timeout).connect(url).await?;
+        let has_schema: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+        )
+        .fetch_one(&pool)
+        .await?
+        .try_get("n")?;
+        if has_schema == 0 && !create {
+            pool.close().await;
+            return Err(StoreError::Missing(
+                "the database holds no narrowgate store: create it with `narrowgate store init` (or set create_if_missing)"
+                    .into(),
+            ));
+        }
         sqlx::migrate!("migrations/postgres").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(PgStore { core: SqlCore { pool }, url: url.to_string() })
+        let core = SqlCore { pool };
+        let id = core.store_id().await?;
+        let store = PgStore { core, url: url.to_string(), timeout, id, lost: Arc::new(OnceLock::new()) };
+        Ok((store, has_schema == 0))
+    }
+
+    /// How long one store call may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Fail once the store has been lost.
+    pub fn guard(&self) -> Result<(), StoreError> {
+        match self.lost.get() {
+            Some(why) => Err(StoreError::Lost(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the store has been lost.
+    pub fn is_lost(&self) -> bool {
+        self.lost.get().is_some()
+    }
+
+    /// Check that the database still holds the store opened: another
+    /// store's id, or none, means it was replaced (an unreachable database
+    /// is only unavailable, and checked again later).
+    pub async fn check_identity(&self) {
+        if self.is_lost() {
+            return;
+        }
+        let why = match tokio::time::timeout(self.timeout, self.core.store_id()).await {
+            Ok(Ok(id)) if id == self.id => return,
+            Ok(Ok(_)) => "now holds another store",
+            Ok(Err(StoreError::Corrupt(_))) => "holds no store any more",
+            Ok(Err(_)) | Err(_) => return,
+        };
+        let why = format!("the PostgreSQL database {why}");
+        if self.lost.set(why.clone()).is_ok() {
+            tracing::error!("{why}: no further writes are acknowledged and the gateway is not ready; restart it");
+        }
     }
 
     /// The connection URL, for listeners (LISTEN needs its own connection).

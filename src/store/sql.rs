@@ -32,6 +32,24 @@ pub(crate) struct SqlCore {
     pub pool: AnyPool,
 }
 
+impl SqlCore {
+    /// The store's id (`store_meta`); a database without one holds no
+    /// store: [`StoreError::Corrupt`].
+    pub async fn store_id(&self) -> Result<String, StoreError> {
+        match sqlx::query("SELECT id FROM store_meta LIMIT 1").fetch_optional(&self.pool).await {
+            Ok(Some(row)) => Ok(row.try_get("id")?),
+            Ok(None) => Err(corrupt("store_meta is empty")),
+            // 42P01 (PostgreSQL) / "no such table" (SQLite): no store here.
+            Err(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("42P01") || db.message().contains("no such table") =>
+            {
+                Err(corrupt("no store_meta table"))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }

@@ -270,9 +270,10 @@ where
 /// The config edit that puts the gateway on a SQLite store at `path`.
 pub fn sqlite_store(path: std::path::PathBuf) -> impl Fn(&mut Config) {
     move |c: &mut Config| {
-        c.store = Some(narrowgate::config::StoreConfig::Sqlite {
-            path: path.clone(),
+        c.store = Some(narrowgate::config::StoreConfig {
+            backend: narrowgate::config::StoreBackend::Sqlite { path: path.clone() },
             resync_interval: Duration::from_secs(30),
+            create_if_missing: true,
         })
     }
 }
