@@ -1,6 +1,6 @@
 # Source this: installs PostgreSQL from the Debian packages if missing,
 # starts a private server on loopback (its own data directory and port),
-# exports NARROWGATE_TEST_PG_URL, and stops the server when the shell exits.
+# exports NARROWGATE_TEST_PG_URL (and NARROWGATE_TEST_PG_BIN), and stops the server when the shell exits.
 # Idempotent; never touches a system cluster.
 
 pg_bin() {
@@ -39,4 +39,6 @@ pg_stop() {
 }
 trap pg_stop EXIT
 export NARROWGATE_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+# Tests that stop and restart a server of their own (outages) find it here.
+export NARROWGATE_TEST_PG_BIN="$PG_BIN"
 echo "== PostgreSQL running on 127.0.0.1:$PG_PORT"

@@ -13,11 +13,15 @@ use prometheus::{Encoder, Registry, TextEncoder};
 /// Whether the gateway is ready to serve, or the first reason it is not.
 pub type ReadyCheck = Arc<dyn Fn() -> Result<(), &'static str> + Send + Sync>;
 
+/// Brings gauges that are read off live state up to date before a scrape.
+pub type BeforeScrape = Arc<dyn Fn() + Send + Sync>;
+
 /// Shared admin state.
 #[derive(Clone)]
 pub struct AdminState {
     pub registry: Registry,
     pub ready: ReadyCheck,
+    pub before_scrape: BeforeScrape,
 }
 
 /// The admin router; testable without sockets.
@@ -37,6 +41,7 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    (s.before_scrape)();
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&s.registry.gather(), &mut buf) {
         Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response(),

@@ -61,7 +61,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let registry = Registry::new();
     let apps: Vec<String> = config.manifest.applications.iter().map(|a| a.application.clone()).collect();
     let metrics = Arc::new(Metrics::register(&registry, &apps)?);
-    let revocations = Arc::new(Revocations::default());
+    let revocations = Arc::new(Revocations::new(config.revocation.staleness));
     let ready = Arc::new(AtomicBool::new(false));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -120,14 +120,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         store.clone(),
         config.facades.clone(),
     );
-    let gateway = Arc::new(Gateway::with_auth(config, metrics, auth.clone()));
+    let gateway = Arc::new(Gateway::with_auth(config, metrics.clone(), auth.clone()));
 
     let mut rx = stop_rx.clone();
     tasks.push(tokio::spawn(server::run(proxy_listener, gateway, limits, async move {
         let _ = rx.wait_for(|s| *s).await;
     })));
     if let Some(listener) = admin_listener {
-        let (loaded, store) = (ready.clone(), store.clone());
+        let (loaded, store, revs) = (ready.clone(), store.clone(), revocations.clone());
         let check: admin::ReadyCheck = Arc::new(move || {
             if !loaded.load(Ordering::Acquire) {
                 return Err("verification keys not loaded yet");
@@ -135,9 +135,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             if store.as_ref().is_some_and(Store::is_lost) {
                 return Err("the token store was removed or replaced");
             }
+            if !revs.is_loaded() {
+                return Err("the revocation set has not been loaded yet");
+            }
             Ok(())
         });
-        let app = admin::app(AdminState { registry: registry.clone(), ready: check });
+        let (m, revs) = (metrics.clone(), revocations.clone());
+        let before_scrape: admin::BeforeScrape = Arc::new(move || m.observe_revocations(&revs));
+        let app = admin::app(AdminState { registry: registry.clone(), ready: check, before_scrape });
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(async move {

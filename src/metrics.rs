@@ -5,7 +5,7 @@
 //! Counter handles are resolved once at start and indexed on the request
 //! path, so recording a request is a few atomic adds, no label hashing.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::reason::Reason;
 
@@ -32,7 +32,10 @@ impl UpstreamError {
 pub fn decision_label(reason: Reason) -> &'static str {
     match reason {
         r if r.is_allow() => "allow",
-        Reason::UpstreamUnavailable | Reason::UpstreamTimeout | Reason::KeysUnavailable => "error",
+        Reason::UpstreamUnavailable
+        | Reason::UpstreamTimeout
+        | Reason::KeysUnavailable
+        | Reason::RevocationsUnavailable => "error",
         _ => "deny",
     }
 }
@@ -48,6 +51,16 @@ pub struct Metrics {
     upstream_errors: Vec<IntCounter>,
     /// JWKS keys skipped as unusable, by issuer name.
     pub jwks_keys_skipped: IntCounterVec,
+    revocation: RevocationGauges,
+}
+
+/// The revocation set and its feed, read from the set at each scrape.
+struct RevocationGauges {
+    ids: IntGauge,
+    feed_up: IntGauge,
+    last_sync: Gauge,
+    staleness: Gauge,
+    connects: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,7 +116,37 @@ impl Metrics {
             &["issuer"],
         )?;
         registry.register(Box::new(jwks_keys_skipped.clone()))?;
+        let gauge = |name: &str, help: &str| -> prometheus::Result<Gauge> {
+            let g = Gauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let int_gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let revocation = RevocationGauges {
+            ids: int_gauge("narrowgate_revocations", "Token ids in the revocation set.")?,
+            feed_up: int_gauge(
+                "narrowgate_revocation_feed_up",
+                "1 while the revocation set is followed live from its source (PostgreSQL notifications or an issuer's feed), or needs no following; 0 while that connection is down.",
+            )?,
+            last_sync: gauge(
+                "narrowgate_revocation_last_sync_timestamp_seconds",
+                "Unix time the followed revocation set was last confirmed complete (0: never, or not followed).",
+            )?,
+            staleness: gauge(
+                "narrowgate_revocation_staleness_seconds",
+                "Seconds since the followed revocation set was last confirmed complete (0 when not followed).",
+            )?,
+            connects: int_gauge(
+                "narrowgate_revocation_feed_connects",
+                "Times the revocation follower has (re)connected to its source and resynced.",
+            )?,
+        };
         Ok(Metrics {
+            revocation,
             jwks_keys_skipped,
             requests,
             durations,
@@ -122,10 +165,23 @@ impl Metrics {
         }
         let d = match reason {
             r if r.is_allow() => 0,
-            Reason::UpstreamUnavailable | Reason::UpstreamTimeout | Reason::KeysUnavailable => 2,
+            Reason::UpstreamUnavailable
+            | Reason::UpstreamTimeout
+            | Reason::KeysUnavailable
+            | Reason::RevocationsUnavailable => 2,
             _ => 1,
         };
         self.durations[d].observe(seconds);
+    }
+
+    /// Bring the revocation gauges up to date (called at each scrape).
+    pub fn observe_revocations(&self, r: &crate::revocation::Revocations) {
+        let g = &self.revocation;
+        g.ids.set(r.len() as i64);
+        g.feed_up.set(i64::from(r.feed_up()));
+        g.last_sync.set(r.last_confirmed_secs().unwrap_or(0.0));
+        g.staleness.set(r.staleness().as_secs_f64());
+        g.connects.set(r.connects() as i64);
     }
 
     pub fn upstream_error(&self, kind: UpstreamError) {

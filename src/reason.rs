@@ -42,11 +42,14 @@ pub enum Reason {
     /// A route acting on a tenant, and the token's tenant permissions do
     /// not allow the route's action there (nor do its access rules).
     TenantNotAllowed,
+    /// The revocation set could not be confirmed current for longer than
+    /// `revocation.max_staleness`, and the policy is to refuse.
+    RevocationsUnavailable,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (metric handles are indexed by it).
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::Allowed,
         Reason::Public,
         Reason::NotEnforced,
@@ -74,6 +77,7 @@ impl Reason {
         Reason::KeysUnavailable,
         Reason::UnknownKey,
         Reason::TenantNotAllowed,
+        Reason::RevocationsUnavailable,
     ];
 
     /// The stable code.
@@ -106,6 +110,7 @@ impl Reason {
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::UnknownKey => "unknown_key",
             Reason::TenantNotAllowed => "tenant_not_allowed",
+            Reason::RevocationsUnavailable => "revocations_unavailable",
         }
     }
 
@@ -136,7 +141,7 @@ impl Reason {
             | Reason::TenantNotAllowed => 403,
             Reason::UpstreamUnavailable => 502,
             Reason::UpstreamTimeout => 504,
-            Reason::KeysUnavailable => 503,
+            Reason::KeysUnavailable | Reason::RevocationsUnavailable => 503,
         }
     }
 

@@ -123,6 +123,9 @@ impl Authenticator {
             if self.revocations.rejects(&grant) {
                 return Err(Reason::Revoked);
             }
+            if self.revocations.refuses() {
+                return Err(Reason::RevocationsUnavailable);
+            }
             return Ok(grant);
         }
         let grant = match self.cache.get(&token, now) {
@@ -154,6 +157,11 @@ impl Authenticator {
         // Phase 5: revocation, never cached.
         if self.revocations.rejects(&grant) {
             return Err(Reason::Revoked);
+        }
+        // A set that could not be confirmed for too long cannot say this
+        // token is not revoked; the operator chose to refuse then (503).
+        if self.revocations.refuses() {
+            return Err(Reason::RevocationsUnavailable);
         }
         Ok(grant)
     }

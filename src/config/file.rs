@@ -20,7 +20,40 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "applications",
     "store",
     "facades",
+    "revocation",
 ];
+
+/// How revocations reach this gateway and what it does when it cannot
+/// confirm them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationFile {
+    /// How long the revocation set may go unconfirmed (default 5s).
+    #[serde(default)]
+    pub max_staleness: Option<String>,
+    /// `serve` (default: keep serving from the last known set, logged and
+    /// alerted) or `refuse` (503 `revocations_unavailable`).
+    #[serde(default)]
+    pub when_stale: Option<String>,
+    /// Issuer side: SHA-256 (hex) of the tokens that may read this
+    /// gateway's revocation feed (`GET /v1/revocations`).
+    #[serde(default)]
+    pub feed_readers_sha256: Vec<String>,
+    /// Enforce-only side: follow an issuer's revocation feed.
+    #[serde(default)]
+    pub follow: Option<FollowFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowFile {
+    /// The issuer replicas' feed URLs (`http://issuer:8081/v1/revocations`),
+    /// tried in turn.
+    pub urls: Vec<String>,
+    /// A file holding the feed reader token (its SHA-256 is among the
+    /// issuer's `feed_readers_sha256`).
+    pub token_file: String,
+}
 
 /// The compatibility facades on the api listener, each off unless enabled.
 #[derive(Debug, Default, Deserialize)]

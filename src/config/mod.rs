@@ -72,9 +72,36 @@ pub struct Config {
     pub facades: Facades,
     pub manifest: Manifest,
     pub router: Router,
+    pub revocation: RevocationConfig,
     /// Problems that do not stop the gateway (a secret file others can
     /// read, a JWKS key skipped); `check-config --strict` fails on them.
     pub warnings: Vec<String>,
+}
+
+/// How revocations reach this gateway, and what it does when it cannot
+/// confirm them.
+#[derive(Debug, Clone, Default)]
+pub struct RevocationConfig {
+    pub staleness: crate::revocation::Staleness,
+    /// SHA-256 of the tokens that may read this gateway's revocation feed.
+    pub feed_readers: Vec<[u8; 32]>,
+    /// An issuer's feed this (enforce-only) gateway follows.
+    pub follow: Option<FeedFollow>,
+}
+
+/// Where an enforce-only gateway follows an issuer's revocation feed.
+#[derive(Clone)]
+pub struct FeedFollow {
+    /// Tried in turn.
+    pub urls: Vec<String>,
+    /// The feed reader token (a secret: never printed).
+    pub token: String,
+}
+
+impl std::fmt::Debug for FeedFollow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedFollow").field("urls", &self.urls.len()).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -516,6 +543,14 @@ impl Config {
             }
         };
 
+        let revocation = match get("revocation") {
+            Value::Null => RevocationConfig::default(),
+            v => match section::<RevocationFile>(&v, "revocation", &mut errs) {
+                Some(f) => build_revocation(f, base, &listeners, store.is_some(), &mut errs),
+                None => RevocationConfig::default(),
+            },
+        };
+
         // Enforcement off exists to measure the proxy alone; a gateway that
         // issues or stores tokens is a real deployment, never a benchmark.
         if !enforce && (store.is_some() || listeners.as_ref().is_some_and(|l| l.api.is_some())) {
@@ -536,6 +571,7 @@ impl Config {
         match (listeners, upstream, router) {
             (Some(listeners), Some(upstream), Some(router)) if errs.0.is_empty() => Ok(Config {
                 warnings: errs.1,
+                revocation,
                 listeners,
                 upstream,
                 server,
@@ -558,6 +594,88 @@ impl Config {
             _ => Err(ConfigErrors(errs.0)),
         }
     }
+}
+
+fn build_revocation(
+    f: RevocationFile,
+    base: &Path,
+    listeners: &Option<Listeners>,
+    has_store: bool,
+    errs: &mut Errors,
+) -> RevocationConfig {
+    let max = duration_or(&f.max_staleness, Duration::from_secs(5), "revocation.max_staleness", errs);
+    if max < Duration::from_millis(500) {
+        errs.push("revocation.max_staleness", "must be at least 500ms (the feeds confirm every 250ms)");
+    }
+    let refuse = match f.when_stale.as_deref() {
+        None | Some("serve") => false,
+        Some("refuse") => true,
+        Some(_) => {
+            errs.push("revocation.when_stale", "must be serve or refuse");
+            false
+        }
+    };
+    let feed_readers = f
+        .feed_readers_sha256
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let parsed = parse_sha256_hex(h);
+            if parsed.is_none() {
+                errs.push(
+                    &format!("revocation.feed_readers_sha256[{i}]"),
+                    "must be 64 hex digits (the SHA-256 of a token)",
+                );
+            }
+            parsed
+        })
+        .collect::<Vec<_>>();
+    if !feed_readers.is_empty() && listeners.as_ref().is_none_or(|l| l.api.is_none()) {
+        errs.push("revocation.feed_readers_sha256", "needs listeners.api (the feed is served there)");
+    }
+    let follow = f.follow.and_then(|fw| {
+        if has_store {
+            errs.push(
+                "revocation.follow",
+                "a gateway with a store follows the store; follow is for enforce-only gateways",
+            );
+        }
+        if fw.urls.is_empty() {
+            errs.push("revocation.follow.urls", "list at least one issuer feed URL");
+        }
+        for (i, u) in fw.urls.iter().enumerate() {
+            match u.parse::<http::Uri>() {
+                Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
+                _ => errs.push(&format!("revocation.follow.urls[{i}]"), "must be an absolute http:// or https:// URL"),
+            }
+        }
+        let file = base.join(&fw.token_file);
+        check_private_file(&file, "revocation.follow.token_file", errs);
+        match std::fs::read_to_string(&file) {
+            Ok(t) if !t.trim().is_empty() => Some(FeedFollow { urls: fw.urls, token: t.trim().to_string() }),
+            Ok(_) => {
+                errs.push("revocation.follow.token_file", format!("{} is empty", file.display()));
+                None
+            }
+            Err(e) => {
+                errs.push("revocation.follow.token_file", format!("cannot read {}: {e}", file.display()));
+                None
+            }
+        }
+    });
+    RevocationConfig { staleness: crate::revocation::Staleness { max, refuse }, feed_readers, follow }
+}
+
+/// 64 hex digits → 32 bytes.
+fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn build_facades(
@@ -605,15 +723,7 @@ fn prodmanager_app(
         errs.push(&format!("{path}.application"), format!("{:?} is not an application of the manifest", f.application));
         return None;
     };
-    let hash = (f.secret_sha256.len() == 64)
-        .then(|| {
-            let mut out = [0u8; 32];
-            for (i, b) in out.iter_mut().enumerate() {
-                *b = u8::from_str_radix(f.secret_sha256.get(2 * i..2 * i + 2)?, 16).ok()?;
-            }
-            Some(out)
-        })
-        .flatten();
+    let hash = parse_sha256_hex(&f.secret_sha256);
     if hash.is_none() {
         errs.push(&format!("{path}.secret_sha256"), "must be 64 hex digits (the SHA-256 of the secret)");
     }

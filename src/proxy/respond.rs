@@ -56,6 +56,7 @@ pub fn message(reason: Reason) -> &'static str {
         Reason::KeysUnavailable => "the keys to verify this token are not available; try again shortly",
         Reason::UnknownKey => "the token was signed with a key no trusted issuer publishes",
         Reason::TenantNotAllowed => "the token's tenant permissions do not allow this action on this tenant",
+        Reason::RevocationsUnavailable => "the gateway cannot confirm which tokens are revoked; try again shortly",
         Reason::Allowed | Reason::Public | Reason::NotEnforced => "",
     }
 }

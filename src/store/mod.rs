@@ -423,6 +423,9 @@ impl Store {
             }
             Store::Postgres(s) => {
                 resync(s, &mirror).await?;
+                // Complete as of now; the follower keeps confirming it.
+                mirror.revocations.follow();
+                mirror.revocations.confirm();
                 s.follow(mirror, resync_every)
             }
         })

@@ -132,40 +132,90 @@ impl PgStore {
 
 super::delegate_token_store!(PgStore);
 
+/// How often a following replica checks that its LISTEN connection is
+/// alive (a database that vanished without closing it is noticed this
+/// soon), and confirms its revocation set current.
+const HEARTBEAT: Duration = Duration::from_millis(250);
+/// Reconnection back-off: from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_millis(400));
+
 impl PgStore {
-    /// Keep the mirror current from this database: a full resync at start
-    /// and every `resync_every`, and each revocation NOTIFY on
-    /// [`REVOCATION_CHANNEL`] as it arrives. Reconnects with back-off when
-    /// the database goes away; the last known set stays in force meanwhile
-    /// (revocations are never taken back).
+    /// Keep the mirror current from this database: each revocation NOTIFY
+    /// on [`REVOCATION_CHANNEL`] as it arrives, a heartbeat on the
+    /// listening connection every [`HEARTBEAT`], and a full resync every
+    /// `resync_every`. When the connection drops (notifications sent
+    /// meanwhile are lost) it reconnects promptly, LISTENs again and only
+    /// then resyncs fully, so nothing revoked in the gap is missed. The
+    /// last known set stays in force meanwhile (revocations are never taken
+    /// back); its staleness is the mirror's to judge.
     pub fn follow(&self, mirror: std::sync::Arc<super::Mirror>, resync_every: Duration) -> tokio::task::JoinHandle<()> {
         let store = self.clone();
+        mirror.revocations.follow();
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = BACKOFF.0;
+            let mut failures = 0u32;
             loop {
-                match store.follow_once(&mirror, resync_every).await {
-                    Ok(()) => backoff = Duration::from_millis(100),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "revocation feed interrupted; reconnecting");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
+                let err = store.follow_once(&mirror, resync_every, &mut failures).await;
+                mirror.revocations.feed_down();
+                if failures == 0 {
+                    // It was connected: the first failure is news.
+                    backoff = BACKOFF.0;
+                    tracing::warn!(error = %err, "revocation feed from PostgreSQL interrupted; reconnecting");
+                } else {
+                    tracing::debug!(error = %err, "revocation feed still down");
                 }
+                failures = failures.saturating_add(1);
+                // Judged here too, so staleness is logged while down.
+                let _ = mirror.revocations.is_stale();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF.1);
             }
         })
     }
 
-    async fn follow_once(&self, mirror: &super::Mirror, resync_every: Duration) -> Result<(), StoreError> {
-        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
-        listener.listen_all([REVOCATION_CHANNEL, TOKEN_CHANNEL]).await?;
+    /// Follow until the connection fails; the failure. `failures` is reset
+    /// once the feed is back.
+    async fn follow_once(&self, mirror: &super::Mirror, resync_every: Duration, failures: &mut u32) -> StoreError {
+        match self.follow_connected(mirror, resync_every, failures).await {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
+    async fn follow_connected(
+        &self,
+        mirror: &super::Mirror,
+        resync_every: Duration,
+        failures: &mut u32,
+    ) -> Result<std::convert::Infallible, StoreError> {
+        let timed_out = || StoreError::Unavailable("the database did not answer in time".into());
+        let mut listener = tokio::time::timeout(self.timeout, sqlx::postgres::PgListener::connect(&self.url))
+            .await
+            .map_err(|_| timed_out())??;
+        // A lost connection must surface here, not be reconnected behind
+        // our back (notifications sent meanwhile would be missed).
+        listener.eager_reconnect(false);
+        tokio::time::timeout(self.timeout, listener.listen_all([REVOCATION_CHANNEL, TOKEN_CHANNEL]))
+            .await
+            .map_err(|_| timed_out())??;
         // Listening before the resync: nothing revoked in between is missed.
         super::resync(self, mirror).await?;
-        let mut tick = tokio::time::interval(resync_every);
-        tick.tick().await;
+        mirror.revocations.confirm();
+        mirror.revocations.connected();
+        if *failures > 0 {
+            tracing::info!("revocation feed from PostgreSQL re-established and resynced");
+        }
+        *failures = 0;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut resync = tokio::time::interval(resync_every);
+        resync.tick().await;
         loop {
             tokio::select! {
-                n = listener.recv() => {
-                    let n = n?;
+                n = listener.try_recv() => {
+                    let Some(n) = n? else {
+                        return Err(StoreError::Unavailable("the notification connection was lost".into()));
+                    };
                     if n.channel() == TOKEN_CHANNEL {
                         if let Some(record) = super::TokenStore::token(self, n.payload()).await? {
                             if record.revoked_at.is_some() {
@@ -176,9 +226,19 @@ impl PgStore {
                     } else {
                         mirror.revocations.revoke(n.payload());
                     }
+                    mirror.revocations.confirm();
                 }
-                _ = tick.tick() => {
+                _ = heartbeat.tick() => {
+                    // The connection answers: nothing sent before this was
+                    // missed (notifications arrive in order with replies).
+                    tokio::time::timeout(self.timeout, sqlx::query("SELECT 1").execute(&mut listener))
+                        .await
+                        .map_err(|_| timed_out())??;
+                    mirror.revocations.confirm();
+                }
+                _ = resync.tick() => {
                     super::resync(self, mirror).await?;
+                    mirror.revocations.confirm();
                 }
             }
         }

@@ -375,3 +375,99 @@ impl GatewayProcess {
         send_raw(self.api, req.as_bytes()).await
     }
 }
+
+// ---- A PostgreSQL server of the test's own, to stop and restart ----
+
+/// A private PostgreSQL server (its own data directory and port), for tests
+/// that take the database away; stopped when dropped.
+pub struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    pub port: u16,
+}
+
+fn running_as_root() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    }
+    #[cfg(not(unix))]
+    false
+}
+
+impl PrivatePostgres {
+    /// initdb and start a server on a free port.
+    pub fn start() -> PrivatePostgres {
+        let bin = std::path::PathBuf::from(
+            std::env::var("NARROWGATE_TEST_PG_BIN")
+                .expect("NARROWGATE_TEST_PG_BIN is not set: scripts/test finds PostgreSQL and sets it"),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        if running_as_root() {
+            // The server refuses to run as root: it runs as postgres.
+            let ok = std::process::Command::new("chown")
+                .args(["-R", "postgres:", dir.path().to_str().expect("utf8")])
+                .status()
+                .expect("chown");
+            assert!(ok.success());
+        }
+        let pg = PrivatePostgres { dir, bin, port: free_port() };
+        let data = pg.data();
+        pg.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8"]);
+        pg.start_again();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").to_str().expect("utf8").to_string()
+    }
+
+    /// A PostgreSQL tool, run as the postgres user when we are root.
+    fn command(&self, tool: &str) -> std::process::Command {
+        let tool = self.bin.join(tool);
+        if running_as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(tool);
+            c
+        } else {
+            std::process::Command::new(tool)
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let out = self.command(tool).args(args).output().expect("run a PostgreSQL tool");
+        assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stop it (fast shutdown: sessions are closed).
+    pub fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Start it (again) on its port; returns once it accepts connections.
+    pub fn start_again(&self) {
+        let socket_dir = self.dir.path().to_str().expect("utf8").to_string();
+        let log = self.dir.path().join("server.log");
+        let opts = format!(
+            "-p {} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+            self.port
+        );
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-l", log.to_str().expect("utf8"), "-w", "-t", "60", "-o", &opts, "start"],
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self.command("pg_ctl").args(["-D", &data, "-m", "immediate", "-w", "stop"]).output();
+    }
+}
