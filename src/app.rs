@@ -93,6 +93,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
 
+    // An enforce-only gateway follows an issuer's revocation feed; it is not
+    // ready until the first snapshot is in.
+    if let Some(follow) = &config.revocation.follow {
+        let source = crate::revocation::feed::Source { urls: follow.urls.clone(), token: follow.token.clone() };
+        background.push(crate::revocation::feed::follow(source, revocations.clone()));
+    }
+
     let proxy_listener = bind(config.listeners.proxy).await?;
     let admin_listener = match config.listeners.admin {
         Some(a) => Some(bind(a).await?),
@@ -119,6 +126,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.signing.clone(),
         store.clone(),
         config.facades.clone(),
+        config.revocation.feed_readers.clone(),
     );
     let gateway = Arc::new(Gateway::with_auth(config, metrics.clone(), auth.clone()));
 

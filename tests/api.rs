@@ -681,3 +681,60 @@ async fn an_issuer_with_an_audience_and_a_max_lifetime_mints_only_what_its_proxy
     assert_eq!(listed.json()["tokens"], json!([]));
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_admin_revokes_another_issuers_token_by_jti_and_its_children_go_with_it() {
+    let (_dir, h) = with_store().await;
+    let root = master(&h);
+    // Tokens the token service never issued (no record): signed by a
+    // trusted key, as an external issuer's are.
+    let now = now_unix();
+    let external = |jti: &str| {
+        let mut p = payload("idp-user", now, 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
+        p["jti"] = json!(jti);
+        h.sign(&p)
+    };
+    let (ext, other) = (external("ext-1"), external("ext-2"));
+    let child = h
+        .api_post("/v1/tokens/narrow", &[("Authorization", &format!("Bearer {ext}"))], r#"{"roles":["reader"]}"#)
+        .await;
+    assert_eq!(child.status, 200, "{}", child.body);
+    let child = child.json()["token"].as_str().expect("token").to_string();
+    for t in [&ext, &child, &other] {
+        assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {t}"))]).await.status, 200);
+    }
+    assert_eq!(h.upstream_received().len(), 3);
+
+    // DELETE knows only its own tokens, and says where to go.
+    let r = h.api_request("DELETE", "/v1/tokens/ext-1", &[("Authorization", &root)]).await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("POST /v1/revocations"), "{}", r.body);
+    let body = json!({"jti": "ext-1", "issuer": "narrowgate", "expiresAt": now + 3600}).to_string();
+    // Not an admin: refused.
+    let r = h.api_post("/v1/revocations", &[("Authorization", &format!("Bearer {other}"))], &body).await;
+    assert_eq!((r.status, r.reason().as_str()), (403, "admin_required"));
+    // An issuer this gateway does not trust: refused, and not echoed.
+    let r = h
+        .api_post(
+            "/v1/revocations",
+            &[("Authorization", &root)],
+            r#"{"jti":"ext-1","issuer":"https://evil.example/<x>"}"#,
+        )
+        .await;
+    assert_eq!((r.status, r.reason().as_str()), (400, "bad_request"));
+    assert!(!r.body.contains("evil.example"), "{}", r.body);
+    let r = h.api_post("/v1/revocations", &[("Authorization", &root)], &body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!((r.json()["jti"].as_str(), r.json()["newlyRevoked"].as_bool()), (Some("ext-1"), Some(true)));
+    let again = h.api_post("/v1/revocations", &[("Authorization", &root)], &body).await;
+    assert_eq!((again.status, again.json()["newlyRevoked"].as_bool()), (200, Some(false)));
+
+    // The token and what was narrowed from it are refused; the other is not.
+    for t in [&ext, &child] {
+        let r = h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {t}"))]).await;
+        assert_eq!((r.status, r.reason().as_str()), (401, "revoked"));
+    }
+    assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {other}"))]).await.status, 200);
+    assert_eq!(h.upstream_received().len(), 1);
+    h.shutdown().await;
+}

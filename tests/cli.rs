@@ -203,6 +203,7 @@ async fn the_operator_cli_drives_the_whole_token_lifecycle() {
     let echo = narrowgate::echo::EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
     let store = "store:\n  sqlite:\n    path: data/ng.db\n    bootstrap_token_file: data/admin-token\n    create_if_missing: true";
     let g = support::serve_process(&support::process_config(dir.path(), "ng", echo.addr, store)).await;
+    let api = g.api.expect("api listener");
     let root = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("bootstrap file").trim().to_string();
     let ok = |(success, out, err): (bool, String, String)| {
         assert!(success, "stdout: {out}\nstderr: {err}");
@@ -210,57 +211,57 @@ async fn the_operator_cli_drives_the_whole_token_lifecycle() {
     };
     let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("JSON output");
 
-    let me = json(&ok(ng(g.api, Some(&root), &["token", "whoami"])));
+    let me = json(&ok(ng(api, Some(&root), &["token", "whoami"])));
     assert_eq!(
         (me["name"].as_str(), me["role"].as_str(), me["master"].as_bool()),
         (Some("bootstrap-admin"), Some("admin"), Some(true))
     );
 
     // Create, list, show.
-    let web = ok(ng(g.api, Some(&root), &["token", "create", "--name", "web", "--lifetime", "2h", "--secret-only"]));
+    let web = ok(ng(api, Some(&root), &["token", "create", "--name", "web", "--lifetime", "2h", "--secret-only"]));
     assert_eq!(web.split('.').count(), 3, "a JWT on its own line");
-    let listed = json(&ok(ng(g.api, Some(&root), &["token", "list", "--name", "web"])));
+    let listed = json(&ok(ng(api, Some(&root), &["token", "list", "--name", "web"])));
     let id = listed["tokens"][0]["id"].as_str().expect("listed").to_string();
-    let shown = json(&ok(ng(g.api, Some(&root), &["token", "show", &id])));
+    let shown = json(&ok(ng(api, Some(&root), &["token", "show", &id])));
     assert_eq!((shown["name"].as_str(), shown["form"].as_str()), (Some("web"), Some("jwt")));
     assert!(!shown.to_string().contains(&web), "never the secret");
 
     // The holder narrows its own token; the child works on the proxy within its narrower rules.
     let child = ok(ng(
-        g.api,
+        api,
         Some(&web),
         &["token", "narrow", "--resource", "account:a1", "--validity-hours", "0.5", "--secret-only"],
     ));
     assert_eq!(g.call("GET", "/users/current/accounts/a1", &child).await.status, 200);
     assert_eq!(g.call("GET", "/users/current/accounts/a2", &child).await.status, 403);
-    let (success, _, err) = ng(g.api, Some(&child), &["token", "narrow", "--resource", "account:a2"]);
+    let (success, _, err) = ng(api, Some(&child), &["token", "narrow", "--resource", "account:a2"]);
     assert!(!success && err.contains("403 would_widen"), "{err}");
 
     // Revoking by name takes the child with it.
-    assert_eq!(ok(ng(g.api, Some(&root), &["token", "revoke", "--name", "web"])), "done");
+    assert_eq!(ok(ng(api, Some(&root), &["token", "revoke", "--name", "web"])), "done");
     assert_eq!(g.call("GET", "/users/current/accounts/a1", &child).await.status, 401);
-    let revoked = json(&ok(ng(g.api, Some(&root), &["token", "show", &id])));
+    let revoked = json(&ok(ng(api, Some(&root), &["token", "show", &id])));
     assert!(revoked["revokedAt"].is_i64());
 
     // Registration: minted by the admin, redeemed once without any other credential.
     let reg = ok(ng(
-        g.api,
+        api,
         Some(&root),
         &["registration", "create", "--name", "device-7", "--role", "User", "--ttl", "10m", "--secret-only"],
     ));
-    let device = ok(ng(g.api, None, &["registration", "redeem", &reg, "--secret-only"]));
+    let device = ok(ng(api, None, &["registration", "redeem", &reg, "--secret-only"]));
     assert_eq!(g.call("GET", "/users/current/accounts/a1", &device).await.status, 200);
-    let (success, _, err) = ng(g.api, None, &["registration", "redeem", &reg]);
+    let (success, _, err) = ng(api, None, &["registration", "redeem", &reg]);
     assert!(!success && err.contains("409 already_redeemed"), "{err}");
 
     // Clear errors: no token, a user token on admin commands, a bad id, a bad lifetime.
-    let (success, _, err) = ng(g.api, None, &["token", "list"]);
+    let (success, _, err) = ng(api, None, &["token", "list"]);
     assert!(!success && err.contains("NARROWGATE_TOKEN"), "{err}");
-    let (success, _, err) = ng(g.api, Some(&device), &["token", "list"]);
+    let (success, _, err) = ng(api, Some(&device), &["token", "list"]);
     assert!(!success && err.contains("403 admin_required"), "{err}");
-    let (success, _, err) = ng(g.api, Some(&root), &["token", "show", "../admin"]);
+    let (success, _, err) = ng(api, Some(&root), &["token", "show", "../admin"]);
     assert!(!success && err.contains("not a token id"), "{err}");
-    let (success, _, err) = ng(g.api, Some(&root), &["token", "create", "--name", "x", "--lifetime", "soon"]);
+    let (success, _, err) = ng(api, Some(&root), &["token", "create", "--name", "x", "--lifetime", "soon"]);
     assert!(!success && err.contains("400 bad_request") && err.contains("lifetime"), "{err}");
     assert!(!err.contains(&root), "the caller's token is never echoed");
 }

@@ -55,6 +55,7 @@ suite!(
     external_ids_are_unique_while_live,
     listing_filters_and_pages,
     revocation_is_recorded,
+    external_jtis_are_revoked_until_they_expire,
     registration_tokens_redeem_once,
     a_failed_redeem_rolls_back,
 );

@@ -31,6 +31,7 @@ mod narrow;
 pub mod openapi;
 mod prodmanager;
 mod registration;
+mod revocations;
 mod tokens;
 
 /// What the token service's handlers share.
@@ -45,6 +46,10 @@ pub struct ApiState {
     jwks_json: Bytes,
     openapi_json: Bytes,
     facades: Facades,
+    /// SHA-256 of the tokens that may read the revocation feed.
+    feed_readers: Arc<[[u8; 32]]>,
+    /// This replica's name in feed cursors: random per process.
+    instance: Arc<str>,
 }
 
 impl ApiState {
@@ -54,6 +59,7 @@ impl ApiState {
         signing: Option<Signing>,
         store: Option<Store>,
         facades: Facades,
+        feed_readers: Vec<[u8; 32]>,
     ) -> Self {
         // Serializing plain config data cannot fail; an empty list if it did.
         let manifest_json = serde_json::to_vec(&manifest.applications).unwrap_or_else(|_| b"[]".to_vec());
@@ -67,6 +73,8 @@ impl ApiState {
             jwks_json,
             openapi_json: Bytes::from(openapi::document()),
             facades,
+            feed_readers: feed_readers.into(),
+            instance: crate::token::keys::random_id(8).unwrap_or_else(|_| "replica".into()).into(),
         }
     }
 }
@@ -82,7 +90,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/tokens", get(tokens::list).post(tokens::create).delete(tokens::revoke_by_name))
         .route("/v1/tokens/{id}", get(tokens::show).delete(tokens::revoke))
         .route("/v1/registration-tokens", axum::routing::post(registration::create))
-        .route("/v1/registration-tokens/redeem", axum::routing::post(registration::redeem));
+        .route("/v1/registration-tokens/redeem", axum::routing::post(registration::redeem))
+        .route("/v1/revocations", get(revocations::feed).post(revocations::revoke_jti));
     if state.facades.metaapi {
         router = metaapi::routes(router);
     }

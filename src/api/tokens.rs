@@ -525,7 +525,11 @@ pub(crate) async fn show(State(s): State<ApiState>, Path(id): Path<String>, req:
 
 async fn revoke_record(s: &ApiState, store: &Store, record: Option<TokenRecord>) -> Response {
     let Some(t) = record else {
-        return error_json(StatusCode::NOT_FOUND, "not_found", "no such token");
+        return error_json(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such token here; another issuer's token is revoked with POST /v1/revocations (jti and issuer)",
+        );
     };
     match store.revoke(&t.id, now_unix() as i64).await {
         Ok(_) => {

@@ -215,6 +215,17 @@ pub fn revoke(api: &ApiArgs, id: Option<&str>, name: Option<&str>) -> anyhow::Re
     send(api, call)
 }
 
+/// Revoke another issuer's token by its jti.
+pub fn revoke_jti(api: &ApiArgs, jti: &str, issuer: &str, expires_at: Option<&str>) -> anyhow::Result<()> {
+    let mut body = json!({ "jti": jti, "issuer": issuer });
+    if let Some(e) = expires_at {
+        body["expiresAt"] = time_arg(e);
+    }
+    let mut call = Call::new(reqwest::Method::POST, "/v1/revocations");
+    call.body = Some(body);
+    send(api, call)
+}
+
 pub fn narrow(api: &ApiArgs, a: &NarrowArgs) -> anyhow::Result<()> {
     let mut body = match &a.rules {
         Some(path) => json!({ "accessRules": json_file(path)? }),

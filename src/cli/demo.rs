@@ -15,6 +15,10 @@ use crate::token::{now_unix, sign};
 
 /// The demo manifest, built in so `narrowgate demo` runs from anywhere.
 const DEMO_YAML: &str = include_str!("../../config/demo.yaml");
+/// The revocation-feed reader token `config/enforce-only.yaml` presents:
+/// published with the demo, so an enforce-only gateway beside it follows
+/// its revocations as written. No secret; never use it elsewhere.
+const DEMO_FEED_TOKEN: &str = include_str!("../../config/keys/demo-feed.token");
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -51,12 +55,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         resync_interval: std::time::Duration::from_secs(30),
         create_if_missing: true,
     });
+    // Enforce-only gateways beside the demo follow its revocation feed.
+    config.revocation.feed_readers = vec![sha256(DEMO_FEED_TOKEN.trim())];
     // A throwaway ProdManager application secret; only its digest is configured.
     let pm_secret = random_id(24)?;
     if let Some(apps) = config.facades.prodmanager.as_mut() {
         for app in apps.iter_mut() {
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pm_secret.as_bytes());
-            app.secret_sha256.copy_from_slice(digest.as_ref());
+            app.secret_sha256 = sha256(&pm_secret);
         }
     }
     if let Some(p) = args.proxy {
@@ -189,4 +194,10 @@ fn demo_claims(sub: &str, role: Role, master: bool, rules: Vec<AccessRule>, star
         access_rules: rules.iter().map(WireRule::from_rule).collect(),
         lineage: vec![],
     }
+}
+
+fn sha256(secret: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&crate::store::hash_secret(secret));
+    out
 }

@@ -43,14 +43,24 @@ pub enum TokenCommand {
         api: ApiArgs,
         id: String,
     },
-    /// Revoke a token by id or by name; every token narrowed from it goes too.
+    /// Revoke a token by id or by name; every token narrowed from it goes
+    /// too. With --issuer, the id is the jti of a token another issuer made.
     Revoke {
         #[command(flatten)]
         api: ApiArgs,
+        /// The token's id (its jti).
         #[arg(required_unless_present = "name")]
         id: Option<String>,
+        /// The token's name.
         #[arg(long, conflicts_with = "id")]
         name: Option<String>,
+        /// The `iss` of the (external) issuer whose token this is.
+        #[arg(long, requires = "id", conflicts_with = "name")]
+        issuer: Option<String>,
+        /// With --issuer: the token's expiry (RFC 3339 or Unix seconds); the
+        /// revocation is held until then.
+        #[arg(long, requires = "issuer")]
+        expires_at: Option<String>,
     },
     /// Narrow the calling token to a subset of its permissions.
     Narrow {
@@ -109,7 +119,10 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Create { api, args } => client::create(&api, &args),
         TokenCommand::List { api, args } => client::list(&api, &args),
         TokenCommand::Show { api, id } => client::show(&api, &id),
-        TokenCommand::Revoke { api, id, name } => client::revoke(&api, id.as_deref(), name.as_deref()),
+        TokenCommand::Revoke { api, id: Some(jti), issuer: Some(issuer), expires_at, .. } => {
+            client::revoke_jti(&api, &jti, &issuer, expires_at.as_deref())
+        }
+        TokenCommand::Revoke { api, id, name, .. } => client::revoke(&api, id.as_deref(), name.as_deref()),
         TokenCommand::Narrow { api, args } => client::narrow(&api, &args),
         TokenCommand::Whoami { api } => client::whoami(&api),
         TokenCommand::Sign(args) => {

@@ -145,6 +145,19 @@ pub struct RegistrationRecord {
     pub redeemed_token: Option<String>,
 }
 
+/// The revocation of a token this store has no record of (another
+/// issuer's), by its `jti`; in force until the token's own expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JtiRevocation {
+    pub jti: String,
+    /// The issuer (`iss`) the token came from, as the operator named it.
+    pub issuer: String,
+    /// The token's expiry (Unix seconds); `None`: kept for good.
+    pub expires_at: Option<i64>,
+    pub revoked_at: i64,
+    pub revoked_by: Option<String>,
+}
+
 /// Which tokens to list, and which page.
 #[derive(Clone, Debug, Default)]
 pub struct TokenFilter {
@@ -167,8 +180,12 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Revoke a token; `false` if unknown or already revoked. Its
     /// descendants carry it in their lineage and are rejected with it.
     fn revoke(&self, id: &str, at: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Every revoked token id: the mirror's full resync.
+    /// Every revoked token id, other issuers' unexpired jtis included: the
+    /// mirror's full resync.
     fn revoked_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Revoke another issuer's token by jti (this store has no record of
+    /// it); `false` if revoked already.
+    fn revoke_jti(&self, r: &JtiRevocation) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Reference tokens with their secret's hash, revoked ones too (so they
     /// are refused as revoked): the mirror's full resync.
     fn reference_tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
@@ -237,6 +254,12 @@ macro_rules! delegate_token_store {
                 &self,
             ) -> impl std::future::Future<Output = Result<Vec<String>, $crate::store::StoreError>> + Send {
                 self.core.revoked_ids()
+            }
+            fn revoke_jti(
+                &self,
+                r: &$crate::store::JtiRevocation,
+            ) -> impl std::future::Future<Output = Result<bool, $crate::store::StoreError>> + Send {
+                self.revoke_jti_and_announce(r)
             }
             fn reference_tokens(
                 &self,
@@ -400,6 +423,10 @@ impl Store {
 
     pub async fn token_by_external_id(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         dispatch!(self, s => s.token_by_external_id(id))
+    }
+
+    pub async fn revoke_jti(&self, r: &JtiRevocation) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.revoke_jti(r))
     }
 
     pub async fn external_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {

@@ -128,6 +128,18 @@ impl PgStore {
         tx.commit().await?;
         Ok(revoked)
     }
+
+    /// Record another issuer's jti as revoked, announced like any
+    /// revocation in the same transaction.
+    async fn revoke_jti_and_announce(&self, r: &super::JtiRevocation) -> Result<bool, StoreError> {
+        let mut tx = self.core.pool.begin().await?;
+        let revoked = self.core.revoke_jti(&mut *tx, r).await?;
+        if revoked {
+            sqlx::query("SELECT pg_notify($1, $2)").bind(REVOCATION_CHANNEL).bind(&r.jti).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
+    }
 }
 
 super::delegate_token_store!(PgStore);

@@ -7,8 +7,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Row, Transaction};
 
 use super::{
-    RedeemError, RegistrationRecord, StoreError, TokenFilter, TokenForm, TokenRecord, kind_str, parse_kind, parse_role,
-    role_str,
+    JtiRevocation, RedeemError, RegistrationRecord, StoreError, TokenFilter, TokenForm, TokenRecord, kind_str,
+    parse_kind, parse_role, role_str,
 };
 
 // Column lists as macros so every statement is a `&'static str` (sqlx only
@@ -182,9 +182,38 @@ impl SqlCore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Every revoked id: tokens of this store, and other issuers' jtis not
+    /// yet past their expiry.
     pub async fn revoked_ids(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT id FROM tokens WHERE revoked_at IS NOT NULL").fetch_all(&self.pool).await?;
+        let now = crate::token::now_unix() as i64;
+        let rows = sqlx::query(
+            "SELECT id FROM tokens WHERE revoked_at IS NOT NULL \
+             UNION SELECT jti AS id FROM revoked_jtis WHERE expires_at IS NULL OR expires_at > $1",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| r.try_get::<String, _>("id").map_err(StoreError::from)).collect()
+    }
+
+    /// Record the revocation of a jti this store has no token for; `false`
+    /// if it was revoked already.
+    pub async fn revoke_jti<'e, E>(&self, executor: E, r: &JtiRevocation) -> Result<bool, StoreError>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        let done = sqlx::query(
+            "INSERT INTO revoked_jtis (jti, issuer, expires_at, revoked_at, revoked_by) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(&r.jti)
+        .bind(&r.issuer)
+        .bind(r.expires_at)
+        .bind(r.revoked_at)
+        .bind(&r.revoked_by)
+        .execute(executor)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn reference_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {

@@ -181,6 +181,10 @@ impl SqliteStore {
     async fn revoke_and_announce(&self, id: &str, at: i64) -> Result<bool, StoreError> {
         self.core.revoke(id, at).await
     }
+
+    async fn revoke_jti_and_announce(&self, r: &super::JtiRevocation) -> Result<bool, StoreError> {
+        self.core.revoke_jti(&self.core.pool, r).await
+    }
 }
 
 super::delegate_token_store!(SqliteStore);

@@ -124,6 +124,27 @@ pub async fn revocation_is_recorded<S: TokenStore>(s: &S) {
     assert!(s.reference_tokens().await.expect("refs").is_empty(), "no secret, nothing to mirror");
 }
 
+/// Another issuer's tokens are revoked by jti, until they expire.
+pub async fn external_jtis_are_revoked_until_they_expire<S: TokenStore>(s: &S) {
+    let now = crate::token::now_unix() as i64;
+    let jti = |id: &str, expires_at: Option<i64>| JtiRevocation {
+        jti: id.into(),
+        issuer: "https://idp.example".into(),
+        expires_at,
+        revoked_at: now,
+        revoked_by: Some("admin".into()),
+    };
+    assert!(s.revoke_jti(&jti("ext-live", Some(now + 3600))).await.expect("revoke"));
+    assert!(!s.revoke_jti(&jti("ext-live", Some(now + 7200))).await.expect("again"), "once");
+    assert!(s.revoke_jti(&jti("ext-forever", None)).await.expect("revoke"));
+    assert!(s.revoke_jti(&jti("ext-expired", Some(now - 1))).await.expect("revoke"));
+    s.insert_token(&token("own", None, None, TokenKind::Access, 100)).await.expect("insert");
+    assert!(s.revoke("own", 200).await.expect("revoke"));
+    let mut revoked = s.revoked_ids().await.expect("ids");
+    revoked.sort();
+    assert_eq!(revoked, ["ext-forever", "ext-live", "own"], "an expired token needs no revocation");
+}
+
 /// Redeeming: once, not after expiry, not unknown secrets.
 pub async fn registration_tokens_redeem_once<S: TokenStore>(s: &S) {
     s.insert_registration(&registration("g1", "reg-secret-1", 2000)).await.expect("insert");

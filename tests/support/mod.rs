@@ -291,7 +291,8 @@ pub fn free_port() -> u16 {
 pub struct GatewayProcess {
     pub child: std::process::Child,
     pub proxy: SocketAddr,
-    pub api: SocketAddr,
+    /// `None` for an enforce-only gateway.
+    pub api: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub config: std::path::PathBuf,
 }
@@ -334,7 +335,7 @@ pub fn process_config(dir: &std::path::Path, name: &str, upstream: SocketAddr, s
 pub async fn serve_process(config: &std::path::Path) -> GatewayProcess {
     let parsed = Config::load(config).expect("the test config is valid");
     let proxy = parsed.listeners.proxy;
-    let api = parsed.listeners.api.expect("api listener");
+    let api = parsed.listeners.api;
     let admin = parsed.listeners.admin.expect("admin listener");
     let child = std::process::Command::new(BIN)
         .args(["serve", "--config", config.to_str().expect("utf8")])
@@ -372,7 +373,7 @@ impl GatewayProcess {
             req.push_str("Content-Type: application/json\r\n");
         }
         req.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
-        send_raw(self.api, req.as_bytes()).await
+        send_raw(self.api.expect("an api listener"), req.as_bytes()).await
     }
 }
 
@@ -470,4 +471,34 @@ impl Drop for PrivatePostgres {
         let data = self.data();
         let _ = self.command("pg_ctl").args(["-D", &data, "-m", "immediate", "-w", "stop"]).output();
     }
+}
+
+/// Write the config of an enforce-only gateway process into `dir`: no
+/// store and no api listener; the issuer's keys from `jwks_url`; revocations
+/// followed from the issuers' feeds at `feed_urls` with the reader token in
+/// `token_file`; `extra` YAML appended (under `revocation:` too). The
+/// manifest is the demo's.
+pub fn enforcer_config(
+    dir: &std::path::Path,
+    name: &str,
+    upstream: SocketAddr,
+    jwks_url: &str,
+    feed_urls: &[String],
+    token_file: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let applications = &DEMO_YAML[DEMO_YAML.find("\napplications:").expect("the demo has applications")..];
+    let urls = feed_urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+    let yaml = format!(
+        "listeners:\n  proxy: 127.0.0.1:{}\n  admin: 127.0.0.1:{}\n\
+         upstream:\n  addresses: [\"{upstream}\"]\n\
+         issuers:\n  - name: narrowgate\n    issuer: narrowgate\n    algorithms: [ES256]\n    jwks_url: {jwks_url}\n    jwks_min_refetch: 200ms\n\
+         credentials:\n  - source: bearer\n\
+         revocation:\n  follow:\n    urls: [{urls}]\n    token_file: {token_file}\n{extra}\n{applications}",
+        free_port(),
+        free_port(),
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).expect("write config");
+    path
 }

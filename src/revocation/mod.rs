@@ -7,6 +7,10 @@
 //! or an issuer's feed over HTTP), the follower confirms it every time it
 //! hears from its source; how long ago that was is the set's staleness,
 //! and [`Staleness`] says what the gateway does when it grows too large.
+//!
+//! [`feed`] carries a set to enforce-only gateways over HTTP.
+
+pub mod feed;
 
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -180,6 +184,12 @@ impl Revocations {
     /// always has).
     pub fn is_loaded(&self) -> bool {
         !self.is_followed() || self.confirmed_ms.load(Ordering::Acquire) != 0
+    }
+
+    /// Unix milliseconds the set is known complete as of: now for an
+    /// unfollowed set, else its last confirmation (0: never).
+    pub fn confirmed_ms(&self) -> u64 {
+        if self.is_followed() { self.confirmed_ms.load(Ordering::Acquire) } else { now_ms() }
     }
 
     /// Unix seconds of the last confirmation; `None` for an unfollowed set

@@ -1,0 +1,202 @@
+//! `/v1/revocations`: revoking another issuer's token by jti (POST, admin),
+//! and the revocation feed enforce-only gateways follow (GET, feed-reader
+//! token; the format is `revocation::feed`).
+
+use std::convert::Infallible;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::tokens::{RequestParts, TimeInput, admin_with_store, ok_json, read_json, store_failed, time_field};
+use super::{ApiState, error_json};
+use crate::proxy::respond::{ErrorBody, error_response};
+use crate::revocation::feed::{self, FeedLine};
+use crate::store::JtiRevocation;
+use crate::token::now_unix;
+
+/// A token from another issuer, to revoke.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RevokeJti {
+    /// The token's `jti` (what `whoami` shows as its id).
+    jti: String,
+    /// The `iss` of a configured issuer.
+    issuer: String,
+    /// The token's `exp` (Unix seconds or RFC 3339): the revocation is held
+    /// until then. Absent: held for good.
+    #[serde(default)]
+    expires_at: Option<TimeInput>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Revoked<'a> {
+    jti: &'a str,
+    issuer: &'a str,
+    expires_at: Option<i64>,
+    /// `false` when it was revoked already.
+    newly_revoked: bool,
+}
+
+/// Revoke a token by `jti`, whoever issued it: a configured external
+/// issuer's token (which has no record here) or one of this gateway's. In
+/// force on every replica and every gateway following the revocation feed,
+/// with everything narrowed from it.
+#[utoipa::path(post, path = "/v1/revocations", tag = "tokens", request_body = RevokeJti,
+    security(("bearer" = []), ("auth-token" = [])),
+    responses(
+        (status = 201, description = "Revoked", body = Revoked),
+        (status = 200, description = "It was revoked already", body = Revoked),
+        (status = 400, description = "Malformed input, or an issuer that is not configured (bad_request)", body = ErrorBody),
+        (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin or master token (admin_required)", body = ErrorBody),
+        (status = 503, description = "The store is unavailable (store_unavailable)", body = ErrorBody),
+    ))]
+pub(crate) async fn revoke_jti(State(s): State<ApiState>, req: Request) -> Response {
+    let (caller, store) = match admin_with_store(&s, &RequestParts::of(&req)).await {
+        Ok(pair) => pair,
+        Err(r) => return r,
+    };
+    let input: RevokeJti = match read_json(req).await {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let bad = |m: &str| error_json(StatusCode::BAD_REQUEST, "bad_request", m);
+    if input.jti.is_empty() || input.jti.len() > 256 {
+        return bad("jti: 1 to 256 characters");
+    }
+    if !s.auth.keys().current().issuers.iter().any(|i| i.issuer == input.issuer) {
+        return bad("issuer: not the iss of any issuer this gateway trusts");
+    }
+    let expires_at = match time_field(&input.expires_at, "expiresAt") {
+        Ok(e) => e.map(|e| e as i64),
+        Err(m) => return bad(&m),
+    };
+    let now = now_unix() as i64;
+    // One of this gateway's own tokens is revoked through its record.
+    let newly_revoked = match store.token(&input.jti).await {
+        Ok(Some(own)) => store.revoke(&own.id, now).await,
+        Ok(None) => {
+            let r = JtiRevocation {
+                jti: input.jti.clone(),
+                issuer: input.issuer.clone(),
+                expires_at,
+                revoked_at: now,
+                revoked_by: Some(caller.token_id.to_string()),
+            };
+            store.revoke_jti(&r).await
+        }
+        Err(e) => Err(e),
+    };
+    let newly_revoked = match newly_revoked {
+        Ok(n) => n,
+        Err(e) => return store_failed(e),
+    };
+    // In force here at once; other replicas hear it from the store, and
+    // followers from this gateway's feed.
+    s.auth.revocations().revoke(&input.jti);
+    tracing::info!(token.jti = %input.jti, issuer = %input.issuer, "revoked a token by jti");
+    let status = if newly_revoked { StatusCode::CREATED } else { StatusCode::OK };
+    ok_json(status, &Revoked { jti: &input.jti, issuer: &input.issuer, expires_at, newly_revoked })
+}
+
+/// Who may read the feed: a feed-reader token (its SHA-256 configured in
+/// `revocation.feed_readers_sha256`), or an admin or master token.
+async fn feed_reader(s: &ApiState, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<(), Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    if let Some(token) = presented {
+        let digest = crate::store::hash_secret(token.trim());
+        // Compared in constant time, like every secret.
+        if s.feed_readers.iter().any(|h| aws_lc_rs::constant_time::verify_slices_are_equal(h, &digest).is_ok()) {
+            return Ok(());
+        }
+    }
+    match s.auth.authenticate_fetching(headers, query).await {
+        Ok(grant) if grant.role == crate::token::Role::Admin || grant.master => Ok(()),
+        Ok(_) => Err(error_json(
+            StatusCode::FORBIDDEN,
+            "feed_reader_required",
+            "only feed-reader, admin or master tokens read the revocation feed",
+        )),
+        Err(reason) => Err(error_response(reason, None, None).into_response()),
+    }
+}
+
+/// The revocation feed: JSON lines — the revoked ids (a snapshot, or what
+/// was added since `cursor`), each revocation as it happens, and a
+/// heartbeat every 250 ms with the time the set was last confirmed
+/// complete. Enforce-only gateways follow it (`revocation.follow`).
+#[utoipa::path(get, path = "/v1/revocations", tag = "tokens",
+    security(("bearer" = [])),
+    params(("cursor" = Option<String>, Query, description = "Resume after this cursor (from an earlier line)")),
+    responses(
+        (status = 200, description = "A stream of JSON lines: {type: snapshot|delta|heartbeat, cursor, ids?, confirmedAt}", content_type = "application/x-ndjson", body = String),
+        (status = 401, description = "No valid token (missing_token, invalid_token, …)", body = ErrorBody),
+        (status = 403, description = "Not a feed-reader, admin or master token (feed_reader_required)", body = ErrorBody),
+    ))]
+pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Response {
+    if let Err(r) = feed_reader(&s, req.headers(), req.uri().query()).await {
+        return r;
+    }
+    let revs = s.auth.revocations().clone();
+    let instance = s.instance.clone();
+    let cursor = req
+        .uri()
+        .query()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "cursor").map(|(_, v)| v.into_owned()));
+    let (_, len) = revs.since(usize::MAX);
+    let resume = cursor.as_deref().and_then(|c| feed::resume_at(c, &instance, len));
+    let (ids, pos) = revs.since(resume.unwrap_or(0));
+    let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    let first = match resume {
+        Some(_) => FeedLine::Delta { cursor: feed::cursor(&instance, pos), ids, confirmed_at: revs.confirmed_ms() },
+        None => FeedLine::Snapshot { cursor: feed::cursor(&instance, pos), ids, confirmed_at: revs.confirmed_ms() },
+    };
+    struct Follow {
+        revs: std::sync::Arc<crate::revocation::Revocations>,
+        instance: std::sync::Arc<str>,
+        pos: usize,
+        added: tokio::sync::watch::Receiver<usize>,
+        heartbeat: tokio::time::Interval,
+        first: Option<FeedLine>,
+    }
+    let mut heartbeat = tokio::time::interval(feed::HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state = Follow { added: revs.subscribe(), revs, instance, pos, heartbeat, first: Some(first) };
+    let lines = futures_util::stream::unfold(state, |mut st| async move {
+        let line = match st.first.take() {
+            Some(first) => {
+                st.heartbeat.reset();
+                first
+            }
+            None => tokio::select! {
+                changed = st.added.changed() => {
+                    changed.ok()?;
+                    let (ids, pos) = st.revs.since(st.pos);
+                    st.pos = pos;
+                    st.heartbeat.reset();
+                    FeedLine::Delta {
+                        cursor: feed::cursor(&st.instance, pos),
+                        ids: ids.iter().map(|i| i.to_string()).collect(),
+                        confirmed_at: st.revs.confirmed_ms(),
+                    }
+                }
+                _ = st.heartbeat.tick() => FeedLine::Heartbeat {
+                    cursor: feed::cursor(&st.instance, st.pos),
+                    confirmed_at: st.revs.confirmed_ms(),
+                },
+            },
+        };
+        Some((Ok::<Bytes, Infallible>(Bytes::from(line.encode())), st))
+    });
+    let mut resp = Response::new(axum::body::Body::from_stream(lines));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
