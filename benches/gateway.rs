@@ -161,6 +161,31 @@ fn bench_decide(c: &mut Criterion) {
     assert!(gateway.decide(&req, now).is_ok());
     c.bench_function("decide/all_phases_cache_hit", |b| b.iter(|| gateway.decide(black_box(&req), now).is_ok()));
 
+    // What a browser sends: a dozen headers, each judged by the client
+    // header policy (folded names).
+    let mut browser = http::Request::builder().uri("/users/current/accounts/a1");
+    for (k, v) in [
+        ("host", "gateway.test"),
+        ("authorization", &*format!("Bearer {token}")),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"),
+        ("accept", "application/json"),
+        ("accept-language", "en-GB,en;q=0.9"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("connection", "keep-alive"),
+        ("origin", "https://app.example"),
+        ("referer", "https://app.example/accounts"),
+        ("sec-fetch-mode", "cors"),
+        ("x-request-id", "edge-1"),
+        ("cookie", "theme=dark"),
+    ] {
+        browser = browser.header(k, v);
+    }
+    let browser = browser.body(()).expect("request");
+    assert!(gateway.decide(&browser, now).is_ok());
+    c.bench_function("decide/all_phases_cache_hit_12_headers", |b| {
+        b.iter(|| gateway.decide(black_box(&browser), now).is_ok())
+    });
+
     // A thousand distinct cached tokens, taken in turn: the cache's working
     // set no longer fits the CPU caches.
     let reqs: Vec<http::Request<()>> = (0..1000)

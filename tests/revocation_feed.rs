@@ -116,6 +116,28 @@ async fn enforce_only_gateways_follow_the_issuers_revocations_through_a_replica_
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert_eq!(e1.call("GET", ACCOUNT, &later).await.status, 200);
 
+    // A token with no record here (as an external issuer's would be),
+    // revoked by jti through a: b's own proxy hears it through PostgreSQL,
+    // the followers through the feed.
+    let signer =
+        narrowgate::token::SigningKey::from_pem_file(&dir.path().join("keys/signer.pem"), "signer").expect("key");
+    let mut claims = narrowgate::token::testkit::payload(
+        "idp-user",
+        narrowgate::token::now_unix(),
+        600,
+        serde_json::json!([narrowgate::token::testkit::rule("*", &["*"], &["*:$USER_ID$:*"])]),
+    );
+    claims["jti"] = serde_json::json!("external-7");
+    let external = narrowgate::token::sign::sign(&claims, &signer).expect("sign");
+    for g in [&b, &e1, &e2] {
+        assert_eq!(g.call("GET", ACCOUNT, &external).await.status, 200);
+    }
+    let body = r#"{"jti":"external-7","issuer":"narrowgate"}"#;
+    assert_eq!(a.api_call("POST", "/v1/revocations", Some(&root), Some(body)).await.status, 201);
+    let took = all_refuse(&[&b, &e1, &e2], &[&external]).await;
+    eprintln!("a revocation by jti reached the other replica and both followers in {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
     // Issuer a dies; a revocation through replica b reaches them too.
     a.child.kill().expect("kill");
     let _ = a.child.wait();

@@ -12,14 +12,14 @@
 //! afterwards, so `Connection` can never remove them: `X-Forwarded-*`,
 //! `X-Real-IP`, the request id, and the identity headers from the grant.
 
-use std::collections::HashMap;
-
 use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
 use crate::config::{CredentialSource, Forwarding};
-use crate::http_names::{CLIENT_HEADER_POLICY, CLIENT_HEADER_PREFIXES, HOP_BY_HOP, HeaderClass, fold};
+use crate::http_names::{
+    CLIENT_HEADER_POLICY, CLIENT_HEADER_PREFIXES, Fingerprint, HOP_BY_HOP, HeaderClass, fingerprint,
+};
 use crate::reason::Reason;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 and the common non-standard ones).
@@ -29,11 +29,27 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 
 /// What a client's header means to the gateway: the closed lists of
 /// [`crate::http_names`] plus the configured names, by folded name.
+///
+/// Names are compared by their folded fingerprint (length and hash), so a
+/// header costs one pass over its bytes and a few integer compares. Two
+/// different names can share a fingerprint only by a hash collision, and a
+/// collision can only make a header *more* restricted (refused or stripped
+/// as the listed name would be), never let a listed one through: every
+/// spelling of a listed name has exactly its fingerprint.
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
-    exact: HashMap<Box<[u8]>, Class, ahash::RandomState>,
-    prefixes: Vec<(Box<[u8]>, HeaderClass)>,
+    /// An open-addressed table of the listed names' fingerprints, indexed
+    /// by the hash's top bits.
+    slots: Box<[Option<(Fingerprint, Class)>]>,
+    /// The listed prefixes' folded lengths and hashes ([`CLIENT_HEADER_PREFIXES`]).
+    prefix_lens: [usize; PREFIXES],
+    prefixes: [(u64, HeaderClass); PREFIXES],
 }
+
+const PREFIXES: usize = CLIENT_HEADER_PREFIXES.len();
+
+/// log2 of the table's size: four times the listed names, or more.
+const SLOT_BITS: u32 = 7;
 
 /// A header's class, and whether it is a credential header besides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,12 +60,29 @@ enum Class {
     CredentialAlias,
 }
 
+fn slot_of(hash: u64) -> usize {
+    (hash >> (64 - SLOT_BITS)) as usize
+}
+
 impl HeaderPolicy {
     /// The policy for this forwarding config and these credential sources.
     pub fn new(fwd: &Forwarding, credentials: &[CredentialSource]) -> Self {
-        let mut exact: HashMap<Box<[u8]>, Class, ahash::RandomState> = HashMap::default();
+        let mut slots: Box<[Option<(Fingerprint, Class)>]> = vec![None; 1 << SLOT_BITS].into();
         let mut add = |name: &str, class: Class| {
-            exact.entry(fold(name).as_bytes().into()).or_insert(class);
+            let (fp, []) = fingerprint(name, []);
+            let mut i = slot_of(fp.hash);
+            loop {
+                match &slots[i] {
+                    // The first class a name is given stands (the closed
+                    // lists come first).
+                    Some((f, _)) if *f == fp => return,
+                    Some(_) => i = (i + 1) & ((1 << SLOT_BITS) - 1),
+                    None => {
+                        slots[i] = Some((fp, class));
+                        return;
+                    }
+                }
+            }
         };
         for (name, class) in CLIENT_HEADER_POLICY {
             add(name, Class::Policy(*class));
@@ -64,50 +97,91 @@ impl HeaderPolicy {
                 add(name.as_str(), Class::CredentialAlias);
             }
         }
-        let prefixes = CLIENT_HEADER_PREFIXES.iter().map(|(p, c)| (fold(p).as_bytes().into(), *c)).collect();
-        HeaderPolicy { exact, prefixes }
+        let prefix_lens = CLIENT_HEADER_PREFIXES.map(|(p, _)| fingerprint(p, []).0.len);
+        let prefixes = CLIENT_HEADER_PREFIXES.map(|(p, c)| (fingerprint(p, []).0.hash, c));
+        HeaderPolicy { slots, prefix_lens, prefixes }
     }
 
+    #[inline]
     fn class(&self, name: &HeaderName) -> Option<Class> {
-        let folded = fold(name.as_str());
-        if let Some(c) = folded.whole().and_then(|f| self.exact.get(f)) {
-            return Some(*c);
+        let (fp, prefix_hashes) = fingerprint(name.as_str(), self.prefix_lens);
+        let mut i = slot_of(fp.hash);
+        while let Some((f, class)) = &self.slots[i] {
+            if *f == fp {
+                return Some(*class);
+            }
+            i = (i + 1) & ((1 << SLOT_BITS) - 1);
         }
-        self.prefixes.iter().find(|(p, _)| folded.as_bytes().starts_with(p)).map(|(_, c)| Class::Policy(*c))
+        self.prefixes
+            .iter()
+            .zip(prefix_hashes)
+            .find(|((hash, _), got)| hash == got)
+            .map(|((_, c), _)| Class::Policy(*c))
     }
+}
 
+/// What one pass over a request's header names found. Every header not
+/// listed here passes to the upstream untouched.
+#[derive(Debug, Default)]
+pub struct Scan {
     /// Why the request must be refused for its headers, if it must.
-    pub fn refusal(&self, headers: &HeaderMap) -> Option<Reason> {
-        headers.keys().find_map(|k| match self.class(k) {
-            Some(Class::Policy(HeaderClass::OverridesMethod)) => Some(Reason::MethodOverride),
-            Some(Class::Policy(HeaderClass::RewritesTarget)) => Some(Reason::TargetRewrite),
-            _ => None,
-        })
+    pub refusal: Option<Reason>,
+    /// `Upgrade`, `Connection` or `HTTP2-Settings` is present: the upgrade
+    /// rules have something to judge.
+    pub upgrade_related: bool,
+    classified: SmallVec<[(HeaderName, Class); 4]>,
+}
+
+impl HeaderPolicy {
+    /// One pass over the request's header names: what must be refused, and
+    /// what must be stripped before forwarding.
+    pub fn scan(&self, headers: &HeaderMap) -> Scan {
+        let mut scan = Scan::default();
+        for name in headers.keys() {
+            let Some(class) = self.class(name) else { continue };
+            match class {
+                Class::Policy(HeaderClass::OverridesMethod) => {
+                    scan.refusal.get_or_insert(Reason::MethodOverride);
+                }
+                Class::Policy(HeaderClass::RewritesTarget) => {
+                    scan.refusal.get_or_insert(Reason::TargetRewrite);
+                }
+                Class::Policy(HeaderClass::HopByHop) => {
+                    scan.upgrade_related |=
+                        name == header::UPGRADE || name == header::CONNECTION || name.as_str() == "http2-settings";
+                }
+                _ => {}
+            }
+            scan.classified.push((name.clone(), class));
+        }
+        scan
     }
 
-    /// Remove everything that must not reach the upstream. `upgrade` (a
-    /// validated WebSocket handshake) forwards `Upgrade: websocket` and
-    /// `Connection: upgrade`, in their canonical spelling.
+    /// Remove everything that must not reach the upstream, as `scan` found
+    /// it. `upgrade` (a validated WebSocket handshake) forwards `Upgrade:
+    /// websocket` and `Connection: upgrade`, in their canonical spelling.
     pub fn strip_inbound(
         &self,
         headers: &mut HeaderMap,
+        scan: &Scan,
         fwd: &Forwarding,
         credentials: &[CredentialSource],
         trusted_peer: bool,
         upgrade: bool,
     ) {
         let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
-        connection_listed(headers, &mut doomed);
-        for name in headers.keys() {
-            let drop = match self.class(name) {
-                None => false,
-                Some(Class::Policy(HeaderClass::Forwarding)) => !trusted_peer,
+        if scan.upgrade_related {
+            connection_listed(headers, &mut doomed);
+        }
+        for (name, class) in &scan.classified {
+            let drop = match class {
+                Class::Policy(HeaderClass::Forwarding) => !trusted_peer,
                 // The credential in its own spelling is handled below
                 // (forward_credential may keep it).
-                Some(Class::CredentialAlias) => {
+                Class::CredentialAlias => {
                     !credentials.iter().any(|c| matches!(c, CredentialSource::Header(h) if h == name))
                 }
-                Some(Class::Policy(_)) => true,
+                Class::Policy(_) => true,
             };
             if drop {
                 doomed.push(name.clone());

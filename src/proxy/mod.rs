@@ -73,6 +73,8 @@ pub struct Permit {
     /// The canonical path when it differs from the request's.
     pub rewritten_path: Option<String>,
     pub upgrade: bool,
+    /// The headers the policy classified, to strip before forwarding.
+    pub headers: headers::Scan,
 }
 
 /// A refused request.
@@ -237,7 +239,8 @@ impl Gateway {
         if req.headers().get_all(header::HOST).iter().count() != 1 {
             return Err(Deny::new(Reason::BadRequest));
         }
-        if let Some(reason) = self.headers.refusal(req.headers()) {
+        let scan = self.headers.scan(req.headers());
+        if let Some(reason) = scan.refusal {
             return Err(Deny::new(reason));
         }
         // Phase 1: canonicalize.
@@ -248,10 +251,11 @@ impl Gateway {
         };
         // Only a well-formed WebSocket handshake may ask for an upgrade,
         // and only on a `ws` route (checked once the route is known).
-        let upgrade = match headers::upgrade(req.method(), req.version(), req.headers()) {
-            Ok(u) => u,
-            Err(headers::UpgradeRefusal::Protocol) => return Err(Deny::new(Reason::UpgradeNotAllowed)),
-            Err(headers::UpgradeRefusal::Handshake) => return Err(Deny::new(Reason::BadRequest)),
+        let upgrade = match scan.upgrade_related.then(|| headers::upgrade(req.method(), req.version(), req.headers())) {
+            None | Some(Ok(false)) => false,
+            Some(Ok(true)) => true,
+            Some(Err(headers::UpgradeRefusal::Protocol)) => return Err(Deny::new(Reason::UpgradeNotAllowed)),
+            Some(Err(headers::UpgradeRefusal::Handshake)) => return Err(Deny::new(Reason::BadRequest)),
         };
         if !self.enforce {
             return Ok(Permit {
@@ -262,6 +266,7 @@ impl Gateway {
                 rule: 0,
                 rewritten_path,
                 upgrade,
+                headers: scan,
             });
         }
 
@@ -295,6 +300,7 @@ impl Gateway {
                 rule: 0,
                 rewritten_path,
                 upgrade,
+                headers: scan,
             });
         };
 
@@ -311,6 +317,7 @@ impl Gateway {
                 rule,
                 rewritten_path,
                 upgrade,
+                headers: scan,
             }),
             Decision::Deny(denial) => {
                 // A route acting on a tenant: tenant permissions (Crafter's)
@@ -328,6 +335,7 @@ impl Gateway {
                             rule: usize::MAX,
                             rewritten_path,
                             upgrade,
+                            headers: scan,
                         });
                     }
                     if !grant.tenants.is_empty() {
@@ -350,7 +358,14 @@ impl Gateway {
         *req.uri_mut() = self.upstream_uri(req.uri(), permit).map_err(|_| UpstreamError::Other)?;
         let host = req.headers().get(header::HOST).cloned();
         let h = req.headers_mut();
-        self.headers.strip_inbound(h, &self.forwarding, self.auth.credentials(), conn.trusted, permit.upgrade);
+        self.headers.strip_inbound(
+            h,
+            &permit.headers,
+            &self.forwarding,
+            self.auth.credentials(),
+            conn.trusted,
+            permit.upgrade,
+        );
         set_forwarded(h, conn, host);
         h.insert(self.forwarding.request_id.clone(), request_id.clone());
         if let Some(grant) = &permit.grant {
