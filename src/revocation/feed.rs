@@ -29,7 +29,6 @@ pub const HEARTBEAT: Duration = Duration::from_millis(250);
 pub const SILENCE: Duration = Duration::from_secs(1);
 /// The largest line a subscriber accepts (a snapshot of ~1M ids).
 const MAX_LINE: usize = 64 * 1024 * 1024;
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_millis(400));
 
 /// One line of the feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,21 +114,11 @@ pub fn follow(source: Source, set: Arc<Revocations>) -> tokio::task::JoinHandle<
             .build()
             .unwrap_or_default();
         let mut cursor: Option<String> = None;
-        let mut backoff = BACKOFF.0;
-        let mut failures = 0u32;
+        let mut reconnect = super::Reconnect::new(&set, "issuer feed");
         for url in source.urls.iter().cycle() {
-            let err = follow_once(&client, url, &source.token, &set, &mut cursor, &mut failures).await;
-            set.feed_down();
-            if failures == 0 {
-                backoff = BACKOFF.0;
-                tracing::warn!(error = %err, "revocation feed interrupted; reconnecting");
-            } else {
-                tracing::debug!(error = %err, "revocation feed still down");
-            }
-            failures = failures.saturating_add(1);
-            let _ = set.is_stale();
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF.1);
+            reconnect.attempt();
+            let why = follow_once(&client, url, &source.token, &set, &mut cursor).await;
+            reconnect.failed(&why).await;
         }
     })
 }
@@ -141,7 +130,6 @@ async fn follow_once(
     token: &str,
     set: &Revocations,
     cursor: &mut Option<String>,
-    failures: &mut u32,
 ) -> String {
     let mut req = client.get(url).bearer_auth(token);
     if let Some(c) = cursor.as_deref() {
@@ -179,10 +167,6 @@ async fn follow_once(
             if first {
                 first = false;
                 set.connected();
-                if *failures > 0 {
-                    tracing::info!("revocation feed re-established");
-                }
-                *failures = 0;
             }
         }
         if buf.len() > MAX_LINE {

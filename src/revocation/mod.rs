@@ -158,7 +158,9 @@ impl Revocations {
 
     /// The follower (re)connected to its source and resynced.
     pub fn connected(&self) {
-        self.connects.fetch_add(1, Ordering::Relaxed);
+        if self.connects.fetch_add(1, Ordering::Relaxed) > 0 {
+            tracing::info!("revocation feed re-established and resynced");
+        }
     }
 
     /// How many times the follower has connected to its source.
@@ -232,6 +234,56 @@ impl Revocations {
     #[inline]
     pub fn refuses(&self) -> bool {
         self.staleness.refuse && self.is_stale()
+    }
+}
+
+/// A follower's reconnection back-off: from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_millis(400));
+
+/// A follower's reconnection loop, shared by every source: call
+/// [`Reconnect::attempt`] before connecting, and [`Reconnect::failed`] when
+/// the connection ends; it logs (the first failure after being connected
+/// as a warning, the rest quietly), marks the feed down, judges staleness,
+/// and waits a short, growing back-off. The set stays as it was meanwhile
+/// (revocations are never taken back).
+pub struct Reconnect<'a> {
+    set: &'a Revocations,
+    source: &'static str,
+    backoff: Duration,
+    reported: bool,
+    connects_before: u64,
+}
+
+impl<'a> Reconnect<'a> {
+    /// `source` names the source in logs.
+    pub fn new(set: &'a Revocations, source: &'static str) -> Self {
+        Reconnect { set, source, backoff: BACKOFF.0, reported: false, connects_before: 0 }
+    }
+
+    /// A connection attempt begins (it calls [`Revocations::connected`]
+    /// once it has resynced).
+    pub fn attempt(&mut self) {
+        self.connects_before = self.set.connects();
+    }
+
+    /// The attempt ended, for `why`: wait before the next.
+    pub async fn failed(&mut self, why: &str) {
+        self.set.feed_down();
+        if self.set.connects() != self.connects_before {
+            // It had connected: this failure is news.
+            self.backoff = BACKOFF.0;
+            self.reported = false;
+        }
+        if self.reported {
+            tracing::debug!(source = self.source, error = %why, "revocation feed still down");
+        } else {
+            tracing::warn!(source = self.source, error = %why, "revocation feed interrupted; reconnecting");
+            self.reported = true;
+        }
+        // Judged here too, so crossing max_staleness is logged while down.
+        let _ = self.set.is_stale();
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(BACKOFF.1);
     }
 }
 

@@ -148,8 +148,6 @@ super::delegate_token_store!(PgStore);
 /// alive (a database that vanished without closing it is noticed this
 /// soon), and confirms its revocation set current.
 const HEARTBEAT: Duration = Duration::from_millis(250);
-/// Reconnection back-off: from the first to the last.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_millis(400));
 
 impl PgStore {
     /// Keep the mirror current from this database: each revocation NOTIFY
@@ -164,41 +162,20 @@ impl PgStore {
         let store = self.clone();
         mirror.revocations.follow();
         tokio::spawn(async move {
-            let mut backoff = BACKOFF.0;
-            let mut failures = 0u32;
+            let revocations = mirror.revocations.clone();
+            let mut reconnect = crate::revocation::Reconnect::new(&revocations, "postgresql");
             loop {
-                let err = store.follow_once(&mirror, resync_every, &mut failures).await;
-                mirror.revocations.feed_down();
-                if failures == 0 {
-                    // It was connected: the first failure is news.
-                    backoff = BACKOFF.0;
-                    tracing::warn!(error = %err, "revocation feed from PostgreSQL interrupted; reconnecting");
-                } else {
-                    tracing::debug!(error = %err, "revocation feed still down");
-                }
-                failures = failures.saturating_add(1);
-                // Judged here too, so staleness is logged while down.
-                let _ = mirror.revocations.is_stale();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF.1);
+                reconnect.attempt();
+                let Err(e) = store.follow_connected(&mirror, resync_every).await;
+                reconnect.failed(&e.to_string()).await;
             }
         })
-    }
-
-    /// Follow until the connection fails; the failure. `failures` is reset
-    /// once the feed is back.
-    async fn follow_once(&self, mirror: &super::Mirror, resync_every: Duration, failures: &mut u32) -> StoreError {
-        match self.follow_connected(mirror, resync_every, failures).await {
-            Ok(never) => match never {},
-            Err(e) => e,
-        }
     }
 
     async fn follow_connected(
         &self,
         mirror: &super::Mirror,
         resync_every: Duration,
-        failures: &mut u32,
     ) -> Result<std::convert::Infallible, StoreError> {
         let timed_out = || StoreError::Unavailable("the database did not answer in time".into());
         let mut listener = tokio::time::timeout(self.timeout, sqlx::postgres::PgListener::connect(&self.url))
@@ -214,10 +191,6 @@ impl PgStore {
         super::resync(self, mirror).await?;
         mirror.revocations.confirm();
         mirror.revocations.connected();
-        if *failures > 0 {
-            tracing::info!("revocation feed from PostgreSQL re-established and resynced");
-        }
-        *failures = 0;
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut resync = tokio::time::interval(resync_every);
