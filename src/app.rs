@@ -62,7 +62,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let apps: Vec<String> = config.manifest.applications.iter().map(|a| a.application.clone()).collect();
     let metrics = Arc::new(Metrics::register(&registry, &apps)?);
     let revocations = Arc::new(Revocations::new(config.revocation.staleness));
-    let ready = Arc::new(AtomicBool::new(false));
+    // Keys from JWKS URLs arrive in the background; readiness waits for them.
+    let keys_loaded = Arc::new(AtomicBool::new(false));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
@@ -135,7 +136,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let _ = rx.wait_for(|s| *s).await;
     })));
     if let Some(listener) = admin_listener {
-        let (loaded, store, revs) = (ready.clone(), store.clone(), revocations.clone());
+        let (loaded, store, revs) = (keys_loaded.clone(), store.clone(), revocations.clone());
         let check: admin::ReadyCheck = Arc::new(move || {
             if !loaded.load(Ordering::Acquire) {
                 return Err("verification keys not loaded yet");
@@ -179,14 +180,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let keys = auth.keys().clone();
     if keys.is_remote() {
         background.push(tokio::spawn(keys.clone().run()));
-        let ready = ready.clone();
+        let loaded = keys_loaded.clone();
         background.push(tokio::spawn(async move {
             keys.wait_loaded().await;
-            ready.store(true, Ordering::Release);
+            loaded.store(true, Ordering::Release);
             tracing::info!("verification keys loaded from the issuers' JWKS");
         }));
     } else {
-        ready.store(true, Ordering::Release);
+        keys_loaded.store(true, Ordering::Release);
     }
     tracing::info!(proxy = %proxy_addr, admin = ?admin_addr, api = ?api_addr, "narrowgate is serving");
     Ok(Running {

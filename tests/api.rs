@@ -738,3 +738,23 @@ async fn an_admin_revokes_another_issuers_token_by_jti_and_its_children_go_with_
     assert_eq!(h.upstream_received().len(), 1);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn request_bodies_are_json_objects_never_read_by_position() {
+    let (_dir, h) = with_store().await;
+    let root = master(&h);
+    // As an array, serde would read these into the request's fields in order.
+    for (target, body) in [
+        ("/v1/tokens", r#"["positional", "", null, "admin", true, null, [], null, null, "1h"]"#),
+        ("/v1/tokens/narrow", r#"[["trading-account-management-api"], ["reader"]]"#),
+        ("/v1/registration-tokens", r#"["device", "admin", null, "1h"]"#),
+        ("/v1/revocations", r#"["ext-1", "narrowgate"]"#),
+    ] {
+        let r = h.api_post(target, &[("Authorization", &root)], body).await;
+        assert_eq!((r.status, r.reason().as_str()), (400, "bad_request"), "{target}: {}", r.body);
+        assert!(r.json()["message"].as_str().unwrap_or("").contains("not a JSON object"), "{target}: {}", r.body);
+    }
+    let listed = h.api_request("GET", "/v1/tokens?name=positional", &[("Authorization", &root)]).await;
+    assert_eq!(listed.json()["tokens"], json!([]));
+    h.shutdown().await;
+}

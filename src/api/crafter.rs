@@ -143,7 +143,7 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
     let Ok(bytes) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
         return bad("the body is too large");
     };
-    let body: CreateBody = match serde_json::from_slice(&bytes) {
+    let body: CreateBody = match crate::token::encoding::from_object(&bytes) {
         Ok(b) => b,
         Err(e) => return bad(&format!("malformed token: {e}")),
     };

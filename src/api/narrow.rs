@@ -121,7 +121,7 @@ pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Response 
     let input: NarrowRequest = if body.iter().all(u8::is_ascii_whitespace) {
         NarrowRequest { applications: None, roles: None, resources: None, access_rules: None, validity_in_hours: None }
     } else {
-        match serde_json::from_slice(&body) {
+        match crate::token::encoding::from_object(&body) {
             Ok(i) => i,
             Err(e) => return error_json(StatusCode::BAD_REQUEST, "bad_request", &format!("malformed body: {e}")),
         }

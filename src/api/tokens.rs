@@ -21,6 +21,7 @@ use crate::policy::tenant::{self, TenantPermission};
 use crate::proxy::respond::{ErrorBody, error_response};
 use crate::store::{Store, StoreError, TokenFilter, TokenForm, TokenRecord, kind_str, parse_kind, role_str};
 use crate::token::claims::{Claims, WireRule, decode_grants, encode_grants};
+use crate::token::encoding::from_object;
 use crate::token::keys::random_id;
 use crate::token::{Grant, Role, TokenKind, now_unix};
 
@@ -176,8 +177,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(req: Request) -> R
     let body = axum::body::to_bytes(req.into_body(), 64 * 1024)
         .await
         .map_err(|_| error_json(StatusCode::PAYLOAD_TOO_LARGE, "bad_request", "the body is too large"))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| error_json(StatusCode::BAD_REQUEST, "bad_request", &format!("malformed body: {e}")))
+    from_object(&body).map_err(|e| error_json(StatusCode::BAD_REQUEST, "bad_request", &format!("malformed body: {e}")))
 }
 
 /// Create a token (admin or master caller). Its rules must lie within the

@@ -10,6 +10,26 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+/// Why a JSON object could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// Read a JSON object into `T`. Anything else is refused before serde sees
+/// it: serde reads a JSON array into a struct's fields by position, so a
+/// claims set, header, key set or request body sent as an array would
+/// otherwise be accepted in a shape nobody checked.
+pub fn from_object<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, ObjectError> {
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ObjectError::NotAnObject);
+    }
+    Ok(serde_json::from_slice(json)?)
+}
+
 /// Serialize to JSON with only ASCII output and `>`, `?`, `~`, DEL escaped.
 pub fn to_safe_json<T: serde::Serialize>(value: &T) -> Result<String, serde_json::Error> {
     let raw = serde_json::to_string(value)?;

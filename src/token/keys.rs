@@ -181,10 +181,8 @@ pub fn keys_from_jwks(json: &str, allowed: &[Algorithm], issuer: usize) -> Resul
     struct Doc {
         keys: Vec<serde_json::Value>,
     }
-    if !super::verify::is_json_object(json.as_bytes()) {
-        return Err(KeyError::Jwks("not a JWKS document: not a JSON object".into()));
-    }
-    let doc: Doc = serde_json::from_str(json).map_err(|e| KeyError::Jwks(format!("not a JWKS document: {e}")))?;
+    let doc: Doc = super::encoding::from_object(json.as_bytes())
+        .map_err(|e| KeyError::Jwks(format!("not a JWKS document: {e}")))?;
     let mut out = JwksKeys::default();
     for (i, value) in doc.keys.iter().enumerate() {
         match usable_key(value, allowed, issuer) {

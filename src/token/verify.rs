@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::claims::{Role, TokenKind, WireRule};
-use super::encoding::b64_decode;
+use super::encoding::{b64_decode, from_object};
 use super::grant::{Grant, IdentityValues};
 use super::keyring::KeyRing;
 use super::keys::{KeySet, parse_algorithm};
@@ -155,10 +155,7 @@ impl Verifier {
             return Err(VerifyError::Malformed);
         }
         let header_bytes = b64_decode(h64).ok_or(VerifyError::Malformed)?;
-        if !is_json_object(&header_bytes) {
-            return Err(VerifyError::Malformed);
-        }
-        let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| VerifyError::Malformed)?;
+        let header: Header = from_object(&header_bytes).map_err(|_| VerifyError::Malformed)?;
         if header.crit.is_some() {
             // We implement no header extension, so any `crit` must be refused
             // (RFC 7515 §4.1.11).
@@ -183,12 +180,9 @@ impl Verifier {
         }
 
         let payload = b64_decode(p64).ok_or(VerifyError::Malformed)?;
-        // A claims set is a JSON object (RFC 7519 §7.2); serde would read
-        // an array's items into the fields by position.
-        if !is_json_object(&payload) {
-            return Err(VerifyError::Malformed);
-        }
-        let raw: RawClaims = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
+        // A claims set is a JSON object (RFC 7519 §7.2), never an array
+        // read into the fields by position.
+        let raw: RawClaims = from_object(&payload).map_err(|_| VerifyError::Malformed)?;
         let policy = keys.issuers.get(key.issuer).ok_or(VerifyError::UnknownKey)?;
         let skew = policy.clock_skew_secs;
 
@@ -256,12 +250,6 @@ impl Verifier {
             headers,
         })
     }
-}
-
-/// Whether `json` is a JSON object: its first non-blank byte is `{` (the
-/// parse that follows checks the rest).
-pub fn is_json_object(json: &[u8]) -> bool {
-    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 fn string_claim<'a>(v: &'a Option<Value>, name: &'static str) -> Result<Option<&'a str>, VerifyError> {
