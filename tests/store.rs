@@ -56,6 +56,8 @@ suite!(
     listing_filters_and_pages,
     revocation_is_recorded,
     external_jtis_are_revoked_until_they_expire,
+    names_are_unique_among_live_tokens,
+    registration_tokens_are_revocable,
     registration_tokens_redeem_once,
     a_failed_redeem_rolls_back,
 );
@@ -129,4 +131,47 @@ async fn revocations_reach_every_replica() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     follower.abort();
+}
+
+/// A SQLite store made by the previous schema (migrations up to 0004), with
+/// a redeemed registration token referencing its token, upgrades in place:
+/// the data stays, a revoked token's name is free again, and foreign keys
+/// still hold.
+#[tokio::test]
+async fn a_store_of_the_previous_schema_upgrades_with_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    let old = dir.path().join("migrations");
+    std::fs::create_dir_all(&old).expect("mkdir");
+    for f in ["0001_tokens.sql", "0003_external_ids.sql", "0004_store_meta.sql"] {
+        std::fs::copy(format!("{}/migrations/sqlite/{f}", env!("CARGO_MANIFEST_DIR")), old.join(f)).expect("copy");
+    }
+    sqlx::any::install_default_drivers();
+    {
+        let pool = sqlx::AnyPool::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.expect("connect");
+        sqlx::query("PRAGMA foreign_keys = ON").execute(&pool).await.expect("fk");
+        sqlx::migrate::Migrator::new(old.as_path()).await.expect("old migrations").run(&pool).await.expect("migrate");
+        for stmt in [
+            "INSERT INTO tokens (id, name, kind, role, subject, grants, form, created_at, revoked_at) VALUES ('t0', 'reports', 'access', 'user', 's', '[]', 'jwt', 1, 5)",
+            "INSERT INTO tokens (id, name, kind, role, subject, grants, form, created_at) VALUES ('t1', 'device', 'access', 'user', 's', '[]', 'reference', 2)",
+            "INSERT INTO registration_tokens (id, secret_hash, name, role, expires_at, created_at, used_at, redeemed_token) VALUES ('r1', x'00', 'device', 'user', 9, 1, 2, 't1')",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(stmt)).execute(&pool).await.expect("old data");
+        }
+        pool.close().await;
+    }
+    let (s, created) = SqliteStore::open(&path, false).await.expect("upgrade");
+    assert!(!created);
+    assert_eq!(s.token("t1").await.expect("get").and_then(|t| t.name).as_deref(), Some("device"));
+    assert_eq!(s.revoked_ids().await.expect("ids"), ["t0"]);
+    // The revoked token's name is free again; a live one's is not.
+    let mut again = s.token("t1").await.expect("get").expect("t1");
+    again.id = "t2".into();
+    again.name = Some("reports".into());
+    again.secret_hash = None;
+    s.insert_token(&again).await.expect("a revoked name is free");
+    again.id = "t3".into();
+    again.name = Some("device".into());
+    assert!(s.insert_token(&again).await.is_err(), "a live name is taken");
+    s.close().await;
 }

@@ -133,6 +133,9 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Response 
         created_at: now,
         used_at: None,
         redeemed_token: None,
+        lineage: vec![],
+        expires_cap: None,
+        revoked_at: None,
     };
     if let Err(e) = store.insert_registration(&record).await {
         return store_failed(e);
@@ -204,6 +207,9 @@ pub(crate) async fn redeem(State(s): State<ApiState>, req: Request) -> Response 
         }
         Err(RedeemError::Expired) => {
             return error_json(StatusCode::GONE, "expired", "this registration token has expired");
+        }
+        Err(RedeemError::Revoked) => {
+            return error_json(StatusCode::GONE, "registration_revoked", "this registration token has been revoked");
         }
         Err(RedeemError::Store(e)) => return store_failed(e),
     };

@@ -65,6 +65,8 @@ pub enum RedeemError {
     Used,
     #[error("registration token expired")]
     Expired,
+    #[error("registration token revoked")]
+    Revoked,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -143,6 +145,12 @@ pub struct RegistrationRecord {
     pub created_at: i64,
     pub used_at: Option<i64>,
     pub redeemed_token: Option<String>,
+    /// The lineage the yielded token gets (its creator's, when the creator
+    /// is not a master, so revoking the creator revokes it).
+    pub lineage: Vec<String>,
+    /// The latest expiry the yielded token may have (its creator's).
+    pub expires_cap: Option<i64>,
+    pub revoked_at: Option<i64>,
 }
 
 /// The revocation of a token this store has no record of (another
@@ -198,6 +206,9 @@ pub trait TokenStore: Send + Sync + 'static {
     /// used again (Crafter re-creates a deleted token with the same id).
     fn forget_secret(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn insert_registration(&self, reg: &RegistrationRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Revoke an unredeemed registration token; `false` if unknown, used or
+    /// revoked already.
+    fn revoke_registration(&self, id: &str, at: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Atomically mark the registration token with this secret hash used and
     /// record the token `build` makes from it. Of any number of concurrent
     /// redeems exactly one succeeds.
@@ -294,6 +305,13 @@ macro_rules! delegate_token_store {
                 reg: &$crate::store::RegistrationRecord,
             ) -> impl std::future::Future<Output = Result<(), $crate::store::StoreError>> + Send {
                 self.core.insert_registration(reg)
+            }
+            fn revoke_registration(
+                &self,
+                id: &str,
+                at: i64,
+            ) -> impl std::future::Future<Output = Result<bool, $crate::store::StoreError>> + Send {
+                self.core.revoke_registration(id, at)
             }
             fn redeem<F>(
                 &self,
@@ -408,6 +426,10 @@ impl Store {
 
     pub async fn insert_registration(&self, reg: &RegistrationRecord) -> Result<(), StoreError> {
         dispatch!(self, s => s.insert_registration(reg))
+    }
+
+    pub async fn revoke_registration(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.revoke_registration(id, at))
     }
 
     pub async fn redeem<F>(&self, secret_hash: &[u8], now: i64, build: F) -> Result<TokenRecord, RedeemError>

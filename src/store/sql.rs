@@ -22,7 +22,8 @@ macro_rules! token_columns {
 
 macro_rules! reg_columns {
     () => {
-        "id, secret_hash, name, role, grants, lifetime_secs, expires_at, created_by, created_at, used_at, redeemed_token"
+        "id, secret_hash, name, role, grants, lifetime_secs, expires_at, created_by, created_at, used_at, redeemed_token, \
+         lineage, expires_cap, revoked_at"
     };
 }
 
@@ -84,7 +85,11 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
 
 fn registration_from_row(row: &AnyRow) -> Result<RegistrationRecord, StoreError> {
     let role: String = row.try_get("role")?;
+    let lineage: String = row.try_get("lineage")?;
     Ok(RegistrationRecord {
+        lineage: serde_json::from_str(&lineage).map_err(|_| corrupt("lineage"))?,
+        expires_cap: row.try_get("expires_cap")?,
+        revoked_at: row.try_get("revoked_at")?,
         id: row.try_get("id")?,
         secret_hash: row.try_get("secret_hash")?,
         name: row.try_get("name")?,
@@ -147,8 +152,13 @@ impl SqlCore {
     }
 
     pub async fn token_by_name(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE name = $1"))
-            .bind(name)
+        // The live token of that name; else the latest revoked one.
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM tokens WHERE name = $1 ORDER BY (CASE WHEN revoked_at IS NULL THEN 0 ELSE 1 END), created_at DESC, id LIMIT 1"
+        ))
+        .bind(name)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(token_from_row).transpose()
@@ -269,7 +279,7 @@ impl SqlCore {
         sqlx::query(concat!(
             "INSERT INTO registration_tokens (",
             reg_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .bind(&r.id)
         .bind(&r.secret_hash)
@@ -282,9 +292,25 @@ impl SqlCore {
         .bind(r.created_at)
         .bind(r.used_at)
         .bind(&r.redeemed_token)
+        .bind(serde_json::to_string(&r.lineage).map_err(|_| corrupt("lineage"))?)
+        .bind(r.expires_cap)
+        .bind(r.revoked_at)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Revoke an unredeemed registration token; `false` if unknown, used
+    /// or revoked already.
+    pub async fn revoke_registration(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE registration_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL AND used_at IS NULL",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// One transaction: a conditional UPDATE claims the registration token
@@ -295,7 +321,7 @@ impl SqlCore {
         F: FnOnce(&RegistrationRecord) -> TokenRecord + Send,
     {
         let mut tx: Transaction<'_, sqlx::Any> = self.pool.begin().await.map_err(StoreError::from)?;
-        let claimed = sqlx::query(concat!("UPDATE registration_tokens SET used_at = $1 WHERE secret_hash = $2 AND used_at IS NULL AND expires_at > $1 \
+        let claimed = sqlx::query(concat!("UPDATE registration_tokens SET used_at = $1 WHERE secret_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
              RETURNING ", reg_columns!()))
         .bind(now)
         .bind(secret_hash)
@@ -313,6 +339,7 @@ impl SqlCore {
             return Err(match existing.as_ref().map(registration_from_row).transpose()? {
                 None => RedeemError::Unknown,
                 Some(r) if r.used_at.is_some() => RedeemError::Used,
+                Some(r) if r.revoked_at.is_some() => RedeemError::Revoked,
                 Some(_) => RedeemError::Expired,
             });
         };

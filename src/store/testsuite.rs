@@ -42,6 +42,9 @@ fn registration(id: &str, secret: &str, expires_at: i64) -> RegistrationRecord {
         created_at: 1000,
         used_at: None,
         redeemed_token: None,
+        lineage: vec!["creator".into()],
+        expires_cap: Some(9000),
+        revoked_at: None,
     }
 }
 
@@ -143,6 +146,46 @@ pub async fn external_jtis_are_revoked_until_they_expire<S: TokenStore>(s: &S) {
     let mut revoked = s.revoked_ids().await.expect("ids");
     revoked.sort();
     assert_eq!(revoked, ["ext-forever", "ext-live", "own"], "an expired token needs no revocation");
+}
+
+/// A revoked token's name is free again; a live one's is not.
+pub async fn names_are_unique_among_live_tokens<S: TokenStore>(s: &S) {
+    s.insert_token(&token("n1", Some("reports"), None, TokenKind::Access, 100)).await.expect("insert");
+    assert!(matches!(
+        s.insert_token(&token("n2", Some("reports"), None, TokenKind::Access, 101)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s.revoke("n1", 150).await.expect("revoke"));
+    s.insert_token(&token("n2", Some("reports"), None, TokenKind::Access, 200)).await.expect("the name is free again");
+    assert_eq!(s.token_by_name("reports").await.expect("get").map(|t| t.id).as_deref(), Some("n2"), "the live one");
+    assert!(matches!(
+        s.insert_token(&token("n3", Some("reports"), None, TokenKind::Access, 201)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s.revoke("n2", 250).await.expect("revoke"));
+    assert_eq!(s.token_by_name("reports").await.expect("get").map(|t| t.id).as_deref(), Some("n2"), "the latest");
+}
+
+/// Registration tokens keep their bounds, and a revoked one is not redeemed.
+pub async fn registration_tokens_are_revocable<S: TokenStore>(s: &S) {
+    s.insert_registration(&registration("g9", "reg-secret-9", 5000)).await.expect("insert");
+    s.insert_registration(&registration("g10", "reg-secret-10", 5000)).await.expect("insert");
+    assert!(s.revoke_registration("g9", 1000).await.expect("revoke"));
+    assert!(!s.revoke_registration("g9", 1001).await.expect("again"), "once");
+    assert!(!s.revoke_registration("missing", 1001).await.expect("unknown"));
+    let r = s.redeem(&hash_secret("reg-secret-9"), 1100, |r| redeemed(r, "never", 1100)).await;
+    assert!(matches!(r, Err(RedeemError::Revoked)), "{r:?}");
+    let mut seen = None;
+    let t = s
+        .redeem(&hash_secret("reg-secret-10"), 1100, |r| {
+            seen = Some((r.lineage.clone(), r.expires_cap));
+            redeemed(r, "from-g10", 1100)
+        })
+        .await
+        .expect("redeem");
+    assert_eq!(seen, Some((vec!["creator".to_string()], Some(9000))), "the bounds come back");
+    assert_eq!(t.id, "from-g10");
+    assert!(!s.revoke_registration("g10", 1200).await.expect("used"), "a used one is not revoked");
 }
 
 /// Redeeming: once, not after expiry, not unknown secrets.
