@@ -84,15 +84,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             let (store, created) = Store::open(cfg).await?;
             background.push(store.mirror(mirror.clone(), cfg.resync_interval).await?);
             background.push(store.watch());
-            if created {
-                let first = crate::bootstrap::first_start(&store, &mirror, &config).await?;
-                bootstrap_token = first.admin_token;
-                crafter_tokens = first.crafter_tokens;
-            }
-            Some(store)
+            (Some(store), created)
         }
-        None => None,
+        None => (None, false),
     };
+    let (store, created) = store;
+    // Every token is minted and revoked by the one token service.
+    let service = Arc::new(api::TokenService::new(&config, store.clone(), mirror.clone()));
+    if created {
+        let first = crate::bootstrap::first_start(&service, &config).await?;
+        bootstrap_token = first.admin_token;
+        crafter_tokens = first.crafter_tokens;
+    }
 
     // An enforce-only gateway follows an issuer's revocation feed; it is not
     // ready until the first snapshot is in.
@@ -121,14 +124,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // One authenticator (and so one cache) for the proxy and the token service.
     let auth =
         Arc::new(Authenticator::from_config(&config, revocations.clone(), mirror.references.clone(), metrics.clone()));
-    let api_state = api::ApiState::new(
-        auth.clone(),
-        &config.manifest,
-        config.signing.clone(),
-        store.clone(),
-        config.facades.clone(),
-        config.revocation.feed_readers.clone(),
-    );
+    let api_state =
+        api::ApiState::new(auth.clone(), service, config.facades.clone(), config.revocation.feed_readers.clone());
     let gateway = Arc::new(Gateway::with_auth(config, metrics.clone(), auth.clone()));
 
     let mut rx = stop_rx.clone();

@@ -4,18 +4,18 @@
 //! be printed and written to a file with mode 0600 if configured. Opening
 //! an existing store never does this, so a lost store cannot mint a new
 //! admin. Several replicas creating one PostgreSQL store at once make one
-//! token between them (the name is unique; the losers find it taken and
-//! stay silent).
+//! token between them (the name is unique among live tokens; the losers
+//! find it taken and stay silent). Every token here is minted by the token
+//! service, like any other.
 
 use std::io::Write;
 use std::path::Path;
 
-use crate::auth::reference;
+use crate::api::service::{MintRequest, Minted, NewForm, NewToken};
+use crate::api::{ApiCode, ApiError, Kind, TokenService};
 use crate::policy::AccessRule;
-use crate::store::{Mirror, Store, StoreError, TokenForm, TokenRecord};
-use crate::token::claims::WireRule;
-use crate::token::keys::random_id;
-use crate::token::{Role, TokenKind, now_unix};
+use crate::policy::tenant::TenantPermission;
+use crate::token::Role;
 
 /// The bootstrap token's name.
 pub const NAME: &str = "bootstrap-admin";
@@ -23,7 +23,7 @@ pub const NAME: &str = "bootstrap-admin";
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Mint(#[from] ApiError),
     #[error("cannot write the bootstrap token file {path}: {source}")]
     File { path: String, source: std::io::Error },
     #[error("no randomness available")]
@@ -40,45 +40,32 @@ pub struct FirstStart {
 }
 
 /// Everything a newly created store starts with: the bootstrap admin token
-/// and, with the Crafter facade, Crafter's default tokens.
-pub async fn first_start(
-    store: &Store,
-    mirror: &Mirror,
-    config: &crate::config::Config,
-) -> Result<FirstStart, BootstrapError> {
-    let admin_token = bootstrap(store, mirror, config.bootstrap.token_file.as_deref()).await?;
+/// and, with the Crafter facade, Crafter's default tokens. Minted by the
+/// token service like every token.
+pub async fn first_start(service: &TokenService, config: &crate::config::Config) -> Result<FirstStart, BootstrapError> {
+    let admin_token = bootstrap(service, config.bootstrap.token_file.as_deref()).await?;
     // Another replica may have bootstrapped first: then it made the rest too.
-    let crafter_tokens = if admin_token.is_some() && config.facades.crafter {
-        crafter_defaults(store, mirror).await?
-    } else {
-        Vec::new()
-    };
+    let crafter_tokens =
+        if admin_token.is_some() && config.facades.crafter { crafter_defaults(service).await? } else { Vec::new() };
     Ok(FirstStart { admin_token, crafter_tokens })
 }
 
-/// Create the first admin token if the store is empty; its secret, once.
-pub async fn bootstrap(store: &Store, mirror: &Mirror, file: Option<&Path>) -> Result<Option<String>, BootstrapError> {
-    if store.count_tokens().await? > 0 {
-        return Ok(None);
-    }
-    let (Ok(id), Some(secret)) = (random_id(16), reference::new_secret()) else {
-        return Err(BootstrapError::Random);
-    };
-    let hash = reference::hash(&secret);
-    let rules = vec![WireRule::from_rule(&AccessRule::everything())];
-    let mut record =
-        first_start_record(id, &secret, NAME, Role::Admin, crate::token::claims::encode_grants(&rules, &[]));
-    record.name = Some(NAME.into());
-    record.description = "created at first start".into();
-    match store.insert_token(&record).await {
-        Ok(()) => {}
+/// Create the first admin token; its secret, once. `None` when another
+/// replica creating the same store made it first.
+pub async fn bootstrap(service: &TokenService, file: Option<&Path>) -> Result<Option<String>, BootstrapError> {
+    let mut token = NewToken::user(NAME, NewForm::Reference);
+    token.name = Some(NAME.into());
+    token.description = "created at first start".into();
+    token.role = Role::Admin;
+    token.master = true;
+    token.rules = vec![AccessRule::everything()];
+    let (secret, record) = match service.mint(MintRequest::FirstStart { token }).await {
+        Ok(Minted::Token { secret, record }) => (secret, record),
+        Ok(Minted::Registration { .. }) => return Err(ApiError::internal("bootstrap minted something else").into()),
         // Another replica bootstrapped first.
-        Err(StoreError::Conflict(_)) => return Ok(None),
+        Err(e) if e.kind() == Kind::Api(ApiCode::Conflict) => return Ok(None),
         Err(e) => return Err(e.into()),
-    }
-    if let Some(grant) = reference::grant_of(&record, &mirror.issuer) {
-        mirror.references.insert(hash, grant);
-    }
+    };
     if let Some(path) = file {
         write_secret(path, &secret)
             .map_err(|source| BootstrapError::File { path: path.display().to_string(), source })?;
@@ -117,8 +104,7 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
 /// for the engine and social applications with
 /// `[READ_TENANT, MANAGE_PROFILES, MANAGE_TICKETS]` on every tenant. Their
 /// ids are their credentials: (application, id) pairs, to print once.
-pub async fn crafter_defaults(store: &Store, mirror: &Mirror) -> Result<Vec<(String, String)>, BootstrapError> {
-    use crate::policy::tenant::TenantPermission;
+pub async fn crafter_defaults(service: &TokenService) -> Result<Vec<(String, String)>, BootstrapError> {
     let everything = TenantPermission { tenant: "*".into(), allowed_actions: vec!["*".into()] };
     let app_actions = TenantPermission {
         tenant: "*".into(),
@@ -129,47 +115,19 @@ pub async fn crafter_defaults(store: &Store, mirror: &Mirror) -> Result<Vec<(Str
     let mut out = Vec::new();
     for (application, master, tenants) in defaults {
         // The id is the credential: a UUID, as Crafter's ids are.
-        let (Ok(jti), Ok(id)) = (random_id(16), crate::token::keys::random_uuid()) else {
-            return Err(BootstrapError::Random);
+        let id = crate::token::keys::random_uuid().map_err(|_| BootstrapError::Random)?;
+        let mut token = NewToken::user(application, NewForm::External(id.clone()));
+        token.role = if master { Role::Admin } else { Role::User };
+        token.master = master;
+        token.application = Some(application.into());
+        token.description = "Crafter Profile default access token".into();
+        token.tenants = vec![tenants];
+        let record = match service.mint(MintRequest::FirstStart { token }).await? {
+            Minted::Token { record, .. } => record,
+            Minted::Registration { .. } => return Err(ApiError::internal("a default minted something else").into()),
         };
-        let role = if master { Role::Admin } else { Role::User };
-        let grants = crate::token::claims::encode_grants(&[], &[tenants]);
-        let mut record = first_start_record(jti, &id, application, role, grants);
-        record.master = master;
-        record.application = Some(application.into());
-        record.description = "Crafter Profile default access token".into();
-        record.external_id = Some(id.clone());
-        store.insert_token(&record).await?;
-        mirror.references.add(&record, &mirror.issuer);
         tracing::info!(token.jti = %record.id, application, "created a Crafter default access token");
         out.push((application.to_string(), id));
     }
     Ok(out)
-}
-
-/// A reference token made at first start: `secret` hashed, no expiry, made
-/// by "bootstrap", master when an admin.
-fn first_start_record(id: String, secret: &str, subject: &str, role: Role, grants: String) -> TokenRecord {
-    let now = now_unix() as i64;
-    TokenRecord {
-        id,
-        name: None,
-        description: String::new(),
-        kind: TokenKind::Access,
-        role,
-        master: role == Role::Admin,
-        application: None,
-        subject: subject.into(),
-        grants,
-        form: TokenForm::Reference,
-        secret_hash: Some(reference::hash(secret).to_vec()),
-        not_before: Some(now),
-        expires_at: None,
-        parent_id: None,
-        lineage: vec![],
-        created_by: Some("bootstrap".into()),
-        created_at: now,
-        revoked_at: None,
-        external_id: None,
-    }
 }

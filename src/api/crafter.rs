@@ -1,6 +1,7 @@
-//! Crafter Profile's access-token API, as a thin translation onto the native
-//! token service: tokens are issued by the same [`issue`], revoked the same
-//! way, and enforced on the proxy like any reference token.
+//! Crafter Profile's access-token API, as a thin translation onto the token
+//! service: tokens are minted and revoked by the same [`TokenService`]
+//! (`super::service`) on the same authority rules, and enforced on the
+//! proxy like any reference token.
 //!
 //! Crafter's access-token id *is* the credential (the `accessTokenId`
 //! parameter), chosen by the client or generated, and its API lists ids to
@@ -14,18 +15,22 @@
 //! a form body; every call needs a master token. Errors are
 //! `{"errorCode", "message"}`.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ApiState;
-use super::tokens::{NewForm, NewToken, issue, ok_json, store};
+use super::error::{ApiCode, ApiError, Kind, read_body};
+use super::service::{MintRequest, Minted, NewForm, NewToken, RevokeTarget};
+use super::{ApiState, ok_json};
+use crate::policy::issuance::{self, Authority};
 use crate::policy::tenant::{self, TenantPermission};
-use crate::store::{Store, TokenRecord};
+use crate::store::TokenRecord;
 use crate::token::keys::random_uuid;
 use crate::token::{Grant, Role, now_unix};
 
@@ -46,6 +51,24 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     ok_json(status, &json!({ "errorCode": code, "message": message }))
 }
 
+/// The token service's error in Crafter's shape and codes.
+fn crafter_error(e: ApiError) -> Response {
+    let (status, code) = match e.kind() {
+        Kind::Credential(_) => (StatusCode::FORBIDDEN, "ACCESS_DENIED"),
+        Kind::Api(ApiCode::Conflict) => (StatusCode::CONFLICT, "ACCESS_TOKEN_EXISTS"),
+        Kind::Api(ApiCode::NotFound) => (StatusCode::NOT_FOUND, "NO_SUCH_ACCESS_TOKEN_ID"),
+        Kind::Api(ApiCode::BadRequest | ApiCode::TokenTooLarge | ApiCode::PayloadTooLarge) => {
+            (StatusCode::BAD_REQUEST, "BAD_REQUEST")
+        }
+        Kind::Api(ApiCode::AdminRequired | ApiCode::MasterRequired | ApiCode::WouldWiden) => {
+            (StatusCode::FORBIDDEN, "ACTION_DENIED")
+        }
+        Kind::Api(ApiCode::StoreUnavailable) => (StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE"),
+        Kind::Api(_) => (e.status(), "INTERNAL"),
+    };
+    error(status, code, e.message())
+}
+
 /// `accessTokenId` from the query string, or else from a form body.
 fn caller_id(query: Option<&str>, form: Option<&[u8]>) -> Option<String> {
     let find =
@@ -53,23 +76,17 @@ fn caller_id(query: Option<&str>, form: Option<&[u8]>) -> Option<String> {
     query.and_then(|q| find(q.as_bytes())).or_else(|| form.and_then(find)).filter(|v| !v.is_empty())
 }
 
-/// The caller, if its token is a live master token; else Crafter's 403.
+/// The caller, if its id is a live master token; else Crafter's 403.
 #[allow(clippy::result_large_err)]
-async fn master(s: &ApiState, id: Option<String>) -> Result<std::sync::Arc<Grant>, Response> {
+async fn master(s: &ApiState, id: Option<String>) -> Result<Arc<Grant>, Response> {
     let denied = || error(StatusCode::FORBIDDEN, "ACCESS_DENIED", "a valid access token id is required");
     let id = id.ok_or_else(denied)?;
-    let value = HeaderValue::from_str(&format!("Bearer {id}")).map_err(|_| denied())?;
-    let headers = HeaderMap::from_iter([(header::AUTHORIZATION, value)]);
-    let grant = s.auth.authenticate_fetching(&headers, None).await.map_err(|_| denied())?;
-    if !grant.master {
+    let grant = s.auth.authenticate_token_fetching(&id).await.map_err(|_| denied())?;
+    // Crafter's token API is for master tokens only.
+    if issuance::authority(&grant) != Authority::Master {
         return Err(error(StatusCode::FORBIDDEN, "ACTION_DENIED", "only master access tokens manage access tokens"));
     }
     Ok(grant)
-}
-
-#[allow(clippy::result_large_err)]
-fn crafter_store(s: &ApiState) -> Result<Store, Response> {
-    store(s).cloned().map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE", "no token store"))
 }
 
 /// A token as Crafter shows it.
@@ -97,8 +114,8 @@ fn valid_id(id: &str) -> bool {
 
 /// `expiresOn`: epoch milliseconds, ISO-8601 (with an offset, or UTC
 /// without), or `MM/dd/yyyy HH:mm:ss` (UTC); `null`: never.
-fn expires_on(v: &Value) -> Result<Option<u64>, String> {
-    let bad = || format!("expiresOn: {v} is not epoch milliseconds, ISO-8601 or MM/dd/yyyy HH:mm:ss");
+fn expires_on(v: &Value) -> Result<Option<u64>, ApiError> {
+    let bad = || ApiError::bad("expiresOn", "not epoch milliseconds, ISO-8601 or MM/dd/yyyy HH:mm:ss");
     match v {
         Value::Null => Ok(None),
         Value::Number(n) => n.as_u64().map(|ms| Some(ms.div_ceil(1000))).ok_or_else(bad),
@@ -135,123 +152,81 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
         Ok(g) => g,
         Err(r) => return r,
     };
-    let store = match crafter_store(&s) {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
-    let bad = |m: &str| error(StatusCode::BAD_REQUEST, "BAD_REQUEST", m);
-    let Ok(bytes) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
-        return bad("the body is too large");
-    };
-    let body: CreateBody = match crate::token::encoding::from_object(&bytes) {
-        Ok(b) => b,
-        Err(e) => return bad(&format!("malformed token: {e}")),
-    };
+    match create_token(&s, caller, req).await {
+        Ok(record) => ok_json(StatusCode::OK, &view(&record)),
+        Err(e) => crafter_error(e),
+    }
+}
+
+/// Crafter's create as the token service's: the id is the credential.
+async fn create_token(s: &ApiState, caller: Arc<Grant>, req: Request) -> Result<TokenRecord, ApiError> {
+    let body: CreateBody = read_body(req).await?;
     let id = match body.id.filter(|i| !i.is_empty()) {
         Some(id) if valid_id(&id) => id,
-        Some(_) => return bad("id: 1 to 128 letters, digits, '-' or '_'"),
-        None => match random_uuid() {
-            Ok(id) => id,
-            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL", "no randomness available"),
-        },
+        Some(_) => return Err(ApiError::bad("id", "1 to 128 letters, digits, '-' or '_'")),
+        None => random_uuid().map_err(|_| ApiError::internal("no randomness"))?,
     };
     if body.application.trim().is_empty() {
-        return bad("application: required");
+        return Err(ApiError::bad("application", "required"));
     }
-    if let Err(m) = tenant::validate(&body.tenant_permissions) {
-        return bad(&m);
-    }
-    let expires_at = match expires_on(&body.expires_on) {
-        Ok(e) => e,
-        Err(m) => return bad(&m),
-    };
+    tenant::validate(&body.tenant_permissions).map_err(|e| ApiError::bad(e.path, e.what))?;
+    let expires_at = expires_on(&body.expires_on)?;
     let now = now_unix();
     if expires_at.is_some_and(|e| e <= now) {
-        return bad("expiresOn: must be in the future");
+        return Err(ApiError::bad("expiresOn", "must be in the future"));
     }
-    let new = NewToken {
-        id: None,
-        name: None,
-        subject: body.application.clone(),
-        description: "Crafter Profile access token".into(),
-        application: Some(body.application),
-        role: if body.master { Role::Admin } else { Role::User },
-        master: body.master,
-        rules: Vec::new(),
-        tenants: body.tenant_permissions,
-        not_before: now,
-        expires_at,
-        form: NewForm::External,
-        extra_claims: Default::default(),
-        external_id: Some(id),
-        created_by: Some(caller.token_id.to_string()),
-    };
-    match issue(&s, &store, new).await {
-        Ok((_, record)) => ok_json(StatusCode::OK, &view(&record)),
-        Err(native) if native.status() == StatusCode::CONFLICT => {
-            error(StatusCode::CONFLICT, "ACCESS_TOKEN_EXISTS", "an access token with this id already exists")
-        }
-        Err(native) => error(native.status(), "INTERNAL", "the token could not be created"),
+    let mut token = NewToken::user(body.application.clone(), NewForm::External(id));
+    token.description = "Crafter Profile access token".into();
+    token.application = Some(body.application);
+    token.role = if body.master { Role::Admin } else { Role::User };
+    token.master = body.master;
+    token.tenants = body.tenant_permissions;
+    token.expires_at = expires_at;
+    match s.service.mint(MintRequest::Create { by: caller, token }).await? {
+        Minted::Token { record, .. } => Ok(record),
+        Minted::Registration { .. } => Err(ApiError::internal("create minted something else")),
     }
 }
 
 async fn show(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
-    if let Err(r) = master(&s, caller_id(req.uri().query(), None)).await {
-        return r;
-    }
-    let store = match crafter_store(&s) {
-        Ok(st) => st,
+    let caller = match master(&s, caller_id(req.uri().query(), None)).await {
+        Ok(g) => g,
         Err(r) => return r,
     };
-    match store.token_by_external_id(strip_json(&id)).await {
-        Ok(Some(t)) => ok_json(StatusCode::OK, &view(&t)),
-        Ok(None) => error(StatusCode::NOT_FOUND, "NO_SUCH_ACCESS_TOKEN_ID", "no access token with this id"),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE", "the token store is unavailable"),
+    match s.service.external(&caller, Some(strip_json(&id))).await {
+        Ok(found) => match found.first() {
+            Some(t) => ok_json(StatusCode::OK, &view(t)),
+            None => crafter_error(ApiError::not_found("no access token with this id")),
+        },
+        Err(e) => crafter_error(e),
     }
 }
 
 async fn all(State(s): State<ApiState>, req: Request) -> Response {
-    if let Err(r) = master(&s, caller_id(req.uri().query(), None)).await {
-        return r;
-    }
-    let store = match crafter_store(&s) {
-        Ok(st) => st,
+    let caller = match master(&s, caller_id(req.uri().query(), None)).await {
+        Ok(g) => g,
         Err(r) => return r,
     };
-    match store.external_tokens().await {
+    match s.service.external(&caller, None).await {
         Ok(list) => ok_json(StatusCode::OK, &list.iter().map(view).collect::<Vec<_>>()),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE", "the token store is unavailable"),
+        Err(e) => crafter_error(e),
     }
 }
 
 /// Delete (revoke) a token; 200 with an empty body, also for unknown ids.
+/// The id is free again afterwards (Crafter re-creates immutable tokens).
 async fn delete(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
     let query = req.uri().query().map(str::to_string);
     let form = axum::body::to_bytes(req.into_body(), 16 * 1024).await.unwrap_or_default();
-    if let Err(r) = master(&s, caller_id(query.as_deref(), Some(&form))).await {
-        return r;
-    }
-    let store = match crafter_store(&s) {
-        Ok(st) => st,
+    let caller = match master(&s, caller_id(query.as_deref(), Some(&form))).await {
+        Ok(g) => g,
         Err(r) => return r,
     };
-    let unavailable = || error(StatusCode::SERVICE_UNAVAILABLE, "STORE_UNAVAILABLE", "the token store is unavailable");
-    let record = match store.token_by_external_id(&id).await {
-        Ok(r) => r,
-        Err(_) => return unavailable(),
-    };
-    if let Some(t) = record {
-        // Revoked here and on every replica; then the id is free again.
-        if store.revoke(&t.id, now_unix() as i64).await.is_err() {
-            return unavailable();
-        }
-        s.auth.revocations().revoke(&t.id);
-        if store.forget_secret(&t.id).await.is_err() {
-            return unavailable();
-        }
-        tracing::info!(token.jti = %t.id, "deleted a Crafter access token");
+    match s.service.revoke(&caller, RevokeTarget::ExternalId(strip_json(&id).to_string())).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) if e.kind() == Kind::Api(ApiCode::NotFound) => StatusCode::OK.into_response(),
+        Err(e) => crafter_error(e),
     }
-    StatusCode::OK.into_response()
 }
 
 #[cfg(test)]
@@ -268,7 +243,8 @@ mod tests {
         assert_eq!(expires_on(&json!("2030-01-01T00:00:00")), Ok(Some(1_893_456_000)), "UTC without an offset");
         assert_eq!(expires_on(&json!("01/01/2030 00:00:00")), Ok(Some(1_893_456_000)));
         for bad in [json!("2030-13-01T00:00:00Z"), json!("tomorrow"), json!(-5), json!(true)] {
-            assert!(expires_on(&bad).is_err(), "{bad}");
+            let e = expires_on(&bad).expect_err("refused");
+            assert!(!e.message().contains("tomorrow"), "the value is not repeated: {}", e.message());
         }
     }
 

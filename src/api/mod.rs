@@ -1,18 +1,15 @@
 //! The token service on the `api` listener (axum): the native JSON API
-//! under `/v1`. Authentication is the proxy's own ([`Authenticator`]): the
+//! under `/v1` and the compatibility facades. Every write goes through one
+//! [`TokenService`] (`service.rs`); every error is one [`ApiError`]
+//! (`error.rs`). Authentication is the proxy's own ([`Authenticator`]): the
 //! same credential sources, verification, cache and revocation mirror, so
-//! a token is judged identically on both listeners. Errors use the same
-//! bodies and codes as the proxy's denials.
-//!
-//! So far: `GET /v1/manifest`, `GET /v1/whoami` and
-//! `POST /v1/tokens/narrow`. Issuing, listing, revoking and registration
-//! tokens follow (issue 3).
+//! a token is judged identically on both listeners.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -20,29 +17,30 @@ use serde::Serialize;
 
 use crate::auth::Authenticator;
 use crate::config::{Facades, Signing};
-use crate::policy::Manifest;
-use crate::proxy::respond::{ErrorBody, error_response};
-use crate::store::Store;
+use crate::proxy::respond::ErrorBody;
 use crate::token::{Grant, Role, TokenKind};
+use error::json;
+pub use error::{ApiCode, ApiError, Kind};
+pub use service::TokenService;
 
 mod crafter;
+pub mod error;
 mod metaapi;
 mod narrow;
 pub mod openapi;
 mod prodmanager;
 mod registration;
 mod revocations;
+pub mod service;
 mod tokens;
 
 /// What the token service's handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     auth: Arc<Authenticator>,
-    manifest: Arc<Manifest>,
+    service: Arc<TokenService>,
     /// The manifest in MetaApi's shape, serialized once.
     manifest_json: Bytes,
-    signing: Option<Signing>,
-    store: Option<Store>,
     jwks_json: Bytes,
     openapi_json: Bytes,
     facades: Facades,
@@ -55,27 +53,29 @@ pub struct ApiState {
 impl ApiState {
     pub fn new(
         auth: Arc<Authenticator>,
-        manifest: &Manifest,
-        signing: Option<Signing>,
-        store: Option<Store>,
+        service: Arc<TokenService>,
         facades: Facades,
         feed_readers: Vec<[u8; 32]>,
     ) -> Self {
         // Serializing plain config data cannot fail; an empty list if it did.
-        let manifest_json = serde_json::to_vec(&manifest.applications).unwrap_or_else(|_| b"[]".to_vec());
-        let jwks_json = build_jwks(signing.as_ref());
+        let manifest_json = serde_json::to_vec(&service.manifest().applications).unwrap_or_else(|_| b"[]".to_vec());
+        let jwks_json = build_jwks(service.signing());
         ApiState {
             auth,
-            manifest: Arc::new(manifest.clone()),
+            service,
             manifest_json: Bytes::from(manifest_json),
-            signing,
-            store,
             jwks_json,
             openapi_json: Bytes::from(openapi::document()),
             facades,
             feed_readers: feed_readers.into(),
             instance: crate::token::keys::random_id(8).unwrap_or_else(|_| "replica".into()).into(),
         }
+    }
+
+    /// The caller's grant, from a request's credential (its headers and
+    /// query: a borrowed request body would not be `Send`).
+    async fn caller(&self, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<Arc<Grant>, ApiError> {
+        self.auth.authenticate_fetching(headers, query).await.map_err(ApiError::credential)
     }
 }
 
@@ -90,6 +90,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/tokens", get(tokens::list).post(tokens::create).delete(tokens::revoke_by_name))
         .route("/v1/tokens/{id}", get(tokens::show).delete(tokens::revoke))
         .route("/v1/registration-tokens", axum::routing::post(registration::create))
+        .route("/v1/registration-tokens/{id}", axum::routing::delete(registration::revoke))
         .route("/v1/registration-tokens/redeem", axum::routing::post(registration::redeem))
         .route("/v1/revocations", get(revocations::feed).post(revocations::revoke_jti));
     if state.facades.metaapi {
@@ -101,18 +102,15 @@ pub fn app(state: ApiState) -> Router {
     if state.facades.prodmanager.is_some() {
         router = prodmanager::routes(router);
     }
-    router.fallback(|| async { error_json(StatusCode::NOT_FOUND, "not_found", "no such endpoint") }).with_state(state)
+    router.fallback(|| async { ApiError::not_found("no such endpoint") }).with_state(state)
 }
 
-fn json(status: StatusCode, body: Bytes) -> Response {
-    let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
-fn error_json(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "error": code, "message": message });
-    json(status, Bytes::from(body.to_string()))
+/// A value as a JSON response.
+pub(crate) fn ok_json<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(b) => json(status, Bytes::from(b)),
+        Err(_) => ApiError::internal("a response could not be serialized").into_response(),
+    }
 }
 
 /// The public halves of this gateway's signing keys, for enforce-only
@@ -238,24 +236,6 @@ fn whoami_view(g: &Grant, issuer: String) -> WhoAmI<'_> {
     }
 }
 
-/// Who issued `grant`: its creator as the store records it, else its `iss`.
-async fn issuer_of(s: &ApiState, grant: &Grant) -> String {
-    let Some(store) = &s.store else { return grant.issuer.to_string() };
-    let creator = match store.token(&grant.token_id).await {
-        Ok(Some(record)) => record.created_by,
-        Ok(None) => None,
-        Err(e) => {
-            tracing::debug!(error = %e, "whoami: the store could not say who issued the token");
-            None
-        }
-    };
-    let Some(creator) = creator else { return grant.issuer.to_string() };
-    match store.token(&creator).await {
-        Ok(Some(c)) => c.name.unwrap_or(creator),
-        _ => creator,
-    }
-}
-
 /// The calling token's grant.
 #[utoipa::path(get, path = "/v1/whoami", tag = "tokens",
     security(("bearer" = []), ("auth-token" = [])),
@@ -264,12 +244,8 @@ async fn issuer_of(s: &ApiState, grant: &Grant) -> String {
         (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
         (status = 503, description = "The keys to decide are unavailable (keys_unavailable)", body = ErrorBody),
     ))]
-async fn whoami(State(s): State<ApiState>, req: Request) -> Response {
-    match s.auth.authenticate_fetching(req.headers(), req.uri().query()).await {
-        Ok(grant) => match serde_json::to_vec(&whoami_view(&grant, issuer_of(&s, &grant).await)) {
-            Ok(body) => json(StatusCode::OK, Bytes::from(body)),
-            Err(_) => error_json(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the grant could not be shown"),
-        },
-        Err(reason) => error_response(reason, None, None).into_response(),
-    }
+async fn whoami(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
+    let grant = s.caller(req.headers(), req.uri().query()).await?;
+    let issuer = s.service.issuer_of(&grant).await;
+    Ok(ok_json(StatusCode::OK, &whoami_view(&grant, issuer)))
 }

@@ -28,6 +28,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         super::tokens::revoke_by_name,
         super::registration::create,
         super::registration::redeem,
+        super::registration::revoke,
         super::revocations::revoke_jti,
         super::revocations::feed,
     ),

@@ -1,8 +1,8 @@
 //! ProdManager's token API, as a thin translation onto the native one.
 //!
 //! - `POST /api/token/create`: form data (urlencoded or multipart) with the
-//!   application's secret; the token is issued by the same [`issue`] as a
-//!   native one, its rules the ones the config maps the requested
+//!   application's secret; the token is minted by the same token service as
+//!   a native one, its rules the ones the config maps the requested
 //!   permissions to. The reply is the JWT as a JSON string literal.
 //! - `GET /api/token/whoami`: any scheme word before the token; the reply
 //!   is `{"playload": …}` (ProdManager's spelling, which its clients read),
@@ -15,15 +15,16 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::ApiState;
-use super::tokens::{NewForm, NewToken, issue, ok_json, store};
+use super::error::{ApiCode, Kind};
+use super::service::{MintRequest, Minted, NewForm, NewToken};
+use super::{ApiState, ok_json};
 use crate::config::ProdManagerApp;
-use crate::token::{Role, now_unix};
+use crate::token::now_unix;
 
 pub(crate) fn routes(router: Router<ApiState>) -> Router<ApiState> {
     router.route("/api/token/create", post(create)).route("/api/token/whoami", get(whoami))
@@ -138,10 +139,12 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
     }
     let mut rules = Vec::new();
     if let Some(app) = app {
+        // Named by position, never by what was sent.
         let unknown: Vec<String> = permissions
             .iter()
-            .filter(|p| !app.permissions.contains_key(**p))
-            .map(|p| format!("Unknown permission {p:?} for this application."))
+            .enumerate()
+            .filter(|(_, p)| !app.permissions.contains_key(**p))
+            .map(|(i, _)| format!("Unknown permission at position {} for this application.", i + 1))
             .collect();
         if !unknown.is_empty() {
             reasons.insert("permission", unknown);
@@ -151,37 +154,37 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
     let (Some(app), true) = (app, reasons.is_empty()) else {
         return creation_failed(&reasons);
     };
-    let Ok(store) = store(&s) else {
-        return failure(StatusCode::SERVICE_UNAVAILABLE, "Token creation failed", &reasons);
-    };
     let mut extra = serde_json::Map::new();
     extra.insert("description".into(), description.clone().into());
     extra.insert("permissions".into(), json!(permissions));
     extra.insert("version".into(), 1.into());
-    let new = NewToken {
-        id: None,
-        name: Some(name.clone()),
-        subject: name,
-        description,
-        application: Some(app.application.clone()),
-        role: Role::User,
-        master: false,
-        rules,
-        tenants: Vec::new(),
-        not_before,
-        expires_at: Some(expires_at),
-        form: NewForm::Jwt,
-        extra_claims: extra,
-        external_id: None,
-        created_by: Some(format!("prodmanager:{}", app.application)),
-    };
-    match issue(&s, &store.clone(), new).await {
-        Ok((token, _)) => ok_json(StatusCode::OK, &token),
-        Err(native) if native.status() == StatusCode::CONFLICT => {
-            reasons.insert("name", vec!["A token with this name already exists.".into()]);
-            creation_failed(&reasons)
+    let mut token = NewToken::user(name.clone(), NewForm::Jwt);
+    token.name = Some(name);
+    token.description = description;
+    token.application = Some(app.application.clone());
+    token.rules = rules;
+    token.not_before = not_before;
+    token.expires_at = Some(expires_at);
+    token.extra_claims = extra;
+    let request = MintRequest::Application { application: app.application.clone(), token };
+    match s.service.mint(request).await {
+        Ok(Minted::Token { secret, .. }) => ok_json(StatusCode::OK, &secret),
+        Ok(Minted::Registration { .. }) => {
+            failure(StatusCode::INTERNAL_SERVER_ERROR, "Token creation failed", &reasons)
         }
-        Err(native) => failure(native.status(), "Token creation failed", &reasons),
+        Err(e) => {
+            let (status, field, why) = match e.kind() {
+                Kind::Api(ApiCode::Conflict) => {
+                    (StatusCode::BAD_REQUEST, "name", "A token with this name already exists.".to_string())
+                }
+                Kind::Api(ApiCode::BadRequest | ApiCode::TokenTooLarge) => {
+                    (StatusCode::BAD_REQUEST, "body", e.message().to_string())
+                }
+                _ => (e.status(), "body", e.message().to_string()),
+            };
+            reasons.insert(field, vec![why]);
+            failure(status, "Token creation failed", &reasons)
+        }
     }
 }
 
@@ -197,12 +200,7 @@ async fn whoami(State(s): State<ApiState>, req: Request) -> Response {
     let Some(token) = value.to_str().ok().and_then(|v| v.split_once(' ')).map(|(_, t)| t.trim()) else {
         return invalid("Expected `Authorization: <scheme> <token>`.");
     };
-    let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {token}")) else {
-        return invalid("Malformed token.");
-    };
-    let mut headers = HeaderMap::new();
-    headers.insert(header::AUTHORIZATION, bearer);
-    let grant = match s.auth.authenticate_fetching(&headers, None).await {
+    let grant = match s.auth.authenticate_token_fetching(token).await {
         Ok(g) => g,
         Err(reason) if reason.status() == 503 => {
             let reasons = BTreeMap::from([("token", vec![crate::proxy::respond::message(reason).to_string()])]);
@@ -210,23 +208,18 @@ async fn whoami(State(s): State<ApiState>, req: Request) -> Response {
         }
         Err(reason) => return invalid(crate::proxy::respond::message(reason)),
     };
-    // Verified: the payload's own claims may be read now.
-    let claims: Value = token
-        .split('.')
-        .nth(1)
-        .and_then(crate::token::encoding::b64_decode)
-        .and_then(|p| serde_json::from_slice(&p).ok())
-        .unwrap_or(Value::Null);
+    // The claims ProdManager's clients read were kept with the grant.
+    let claim = |name: &str| grant.extra(name).cloned();
     let playload = json!({
         "aud": grant.name.as_deref(),
-        "sub": claims.get("description").cloned().unwrap_or_else(|| json!(&*grant.subject)),
+        "sub": claim("description").unwrap_or_else(|| json!(&*grant.subject)),
         "exp": grant.expires_at,
         "iat": grant.issued_at,
         "iss": &*grant.issuer,
         "jti": &*grant.token_id,
         "nbf": grant.not_before,
-        "version": claims.get("version").cloned().unwrap_or(json!(1)),
-        "permissions": claims.get("permissions").cloned().unwrap_or(json!([])),
+        "version": claim("version").unwrap_or(json!(1)),
+        "permissions": claim("permissions").unwrap_or(json!([])),
     });
     ok_json(StatusCode::OK, &json!({ "playload": playload }))
 }

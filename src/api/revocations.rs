@@ -6,16 +6,16 @@ use std::convert::Infallible;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::tokens::{RequestParts, TimeInput, admin_with_store, ok_json, read_json, store_failed, time_field};
-use super::{ApiState, error_json};
-use crate::proxy::respond::{ErrorBody, error_response};
+use super::error::{ApiError, read_body};
+use super::service::RevokeTarget;
+use super::tokens::{TimeInput, time_field};
+use super::{ApiState, ok_json};
+use crate::proxy::respond::ErrorBody;
 use crate::revocation::feed::{self, FeedLine};
-use crate::store::JtiRevocation;
-use crate::token::now_unix;
 
 /// A token from another issuer, to revoke.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -52,60 +52,34 @@ struct Revoked<'a> {
         (status = 200, description = "It was revoked already", body = Revoked),
         (status = 400, description = "Malformed input, or an issuer that is not configured (bad_request)", body = ErrorBody),
         (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
-        (status = 403, description = "The caller is not an admin or master token (admin_required)", body = ErrorBody),
+        (status = 403, description = "Not an admin, or a master token and the caller is not a master (admin_required, master_required)", body = ErrorBody),
         (status = 503, description = "The store is unavailable (store_unavailable)", body = ErrorBody),
     ))]
-pub(crate) async fn revoke_jti(State(s): State<ApiState>, req: Request) -> Response {
-    let (caller, store) = match admin_with_store(&s, &RequestParts::of(&req)).await {
-        Ok(pair) => pair,
-        Err(r) => return r,
-    };
-    let input: RevokeJti = match read_json(req).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    let bad = |m: &str| error_json(StatusCode::BAD_REQUEST, "bad_request", m);
+pub(crate) async fn revoke_jti(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
+    let caller = s.caller(req.headers(), req.uri().query()).await?;
+    s.service.manager(&caller)?;
+    let input: RevokeJti = read_body(req).await?;
     if input.jti.is_empty() || input.jti.len() > 256 {
-        return bad("jti: 1 to 256 characters");
+        return Err(ApiError::bad("jti", "1 to 256 characters"));
     }
-    if !s.auth.keys().current().issuers.iter().any(|i| i.issuer == input.issuer) {
-        return bad("issuer: not the iss of any issuer this gateway trusts");
-    }
-    let expires_at = match time_field(&input.expires_at, "expiresAt") {
-        Ok(e) => e.map(|e| e as i64),
-        Err(m) => return bad(&m),
-    };
-    let now = now_unix() as i64;
-    // One of this gateway's own tokens is revoked through its record.
-    let newly_revoked = match store.token(&input.jti).await {
-        Ok(Some(own)) => store.revoke(&own.id, now).await,
-        Ok(None) => {
-            let r = JtiRevocation {
-                jti: input.jti.clone(),
-                issuer: input.issuer.clone(),
-                expires_at,
-                revoked_at: now,
-                revoked_by: Some(caller.token_id.to_string()),
-            };
-            store.revoke_jti(&r).await
-        }
-        Err(e) => Err(e),
-    };
-    let newly_revoked = match newly_revoked {
-        Ok(n) => n,
-        Err(e) => return store_failed(e),
-    };
-    // In force here at once; other replicas hear it from the store, and
-    // followers from this gateway's feed.
-    s.auth.revocations().revoke(&input.jti);
-    tracing::info!(token.jti = %input.jti, issuer = %input.issuer, "revoked a token by jti");
-    let status = if newly_revoked { StatusCode::CREATED } else { StatusCode::OK };
-    ok_json(status, &Revoked { jti: &input.jti, issuer: &input.issuer, expires_at, newly_revoked })
+    let expires_at = time_field(&input.expires_at, "expiresAt")?;
+    let target = RevokeTarget::Jti { jti: input.jti.clone(), issuer: input.issuer.clone(), expires_at };
+    let done = s.service.revoke(&caller, target).await?;
+    let status = if done.newly { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(ok_json(
+        status,
+        &Revoked {
+            jti: &done.id,
+            issuer: &input.issuer,
+            expires_at: expires_at.map(|e| e as i64),
+            newly_revoked: done.newly,
+        },
+    ))
 }
 
 /// Who may read the feed: a feed-reader token (its SHA-256 configured in
 /// `revocation.feed_readers_sha256`), or an admin or master token.
-async fn feed_reader(s: &ApiState, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<(), Response> {
+async fn feed_reader(s: &ApiState, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -117,14 +91,10 @@ async fn feed_reader(s: &ApiState, headers: &axum::http::HeaderMap, query: Optio
             return Ok(());
         }
     }
-    match s.auth.authenticate_fetching(headers, query).await {
-        Ok(grant) if grant.role == crate::token::Role::Admin || grant.master => Ok(()),
-        Ok(_) => Err(error_json(
-            StatusCode::FORBIDDEN,
-            "feed_reader_required",
-            "only feed-reader, admin or master tokens read the revocation feed",
-        )),
-        Err(reason) => Err(error_response(reason, None, None).into_response()),
+    let grant = s.auth.authenticate_fetching(headers, query).await.map_err(ApiError::credential)?;
+    match crate::policy::issuance::authority(&grant) {
+        crate::policy::issuance::Authority::None => Err(ApiError::feed_reader_required()),
+        _ => Ok(()),
     }
 }
 
@@ -140,10 +110,8 @@ async fn feed_reader(s: &ApiState, headers: &axum::http::HeaderMap, query: Optio
         (status = 401, description = "No valid token (missing_token, invalid_token, …)", body = ErrorBody),
         (status = 403, description = "Not a feed-reader, admin or master token (feed_reader_required)", body = ErrorBody),
     ))]
-pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Response {
-    if let Err(r) = feed_reader(&s, req.headers(), req.uri().query()).await {
-        return r;
-    }
+pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
+    feed_reader(&s, req.headers(), req.uri().query()).await?;
     let revs = s.auth.revocations().clone();
     let instance = s.instance.clone();
     let cursor = req
@@ -198,5 +166,5 @@ pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Response {
     let mut resp = Response::new(axum::body::Body::from_stream(lines));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    Ok(resp)
 }

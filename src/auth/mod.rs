@@ -94,6 +94,20 @@ impl Authenticator {
         }
     }
 
+    /// [`Authenticator::authenticate_token`], fetching keys as
+    /// [`Authenticator::authenticate_fetching`] does: for a credential a
+    /// facade received in its own place (Crafter's `accessTokenId`, any
+    /// `Authorization` scheme word ProdManager's clients send).
+    pub async fn authenticate_token_fetching(&self, token: &str) -> Result<Arc<Grant>, Reason> {
+        match self.authenticate_token(token, crate::token::now_unix()) {
+            Err(r) if self.wants_refetch(r) => {
+                self.keys().refetch().await;
+                self.authenticate_token(token, crate::token::now_unix())
+            }
+            other => other,
+        }
+    }
+
     /// Whether a refusal for `reason` could change with fresher keys.
     pub fn wants_refetch(&self, reason: Reason) -> bool {
         matches!(reason, Reason::UnknownKey | Reason::KeysUnavailable) && self.keys().is_remote()
@@ -108,12 +122,18 @@ impl Authenticator {
             Err(CredentialError::Conflict) => return Err(Reason::ConflictingCredentials),
             Err(CredentialError::Malformed) => return Err(Reason::InvalidToken),
         };
+        self.authenticate_token(&token, now)
+    }
+
+    /// The grant of a credential (a JWT or a reference token) at `now`:
+    /// phases 4 and 5.
+    pub fn authenticate_token(&self, token: &str, now: u64) -> Result<Arc<Grant>, Reason> {
         // Phase 4: verify. A reference token is looked up by hash in the
         // mirror; its expiry is checked here, as a JWT's is by the verifier.
         // Anything without the dots of a JWT is looked up as a reference
         // token too: `ngr_…` secrets and Crafter's access-token ids.
-        if reference::is_reference(&token) || !token.contains('.') {
-            let grant = self.references.get(&token).ok_or(Reason::InvalidToken)?;
+        if reference::is_reference(token) || !token.contains('.') {
+            let grant = self.references.get(token).ok_or(Reason::InvalidToken)?;
             if grant.expires_at.is_some_and(|exp| now >= exp) {
                 return Err(Reason::Expired);
             }
@@ -128,7 +148,7 @@ impl Authenticator {
             }
             return Ok(grant);
         }
-        let grant = match self.cache.get(&token, now) {
+        let grant = match self.cache.get(token, now) {
             Some(g) => {
                 self.metrics.cache_hits.inc();
                 g
@@ -136,10 +156,10 @@ impl Authenticator {
             None => {
                 self.metrics.cache_misses.inc();
                 let generation = self.cache.generation();
-                match self.verifier.verify(&token, now) {
+                match self.verifier.verify(token, now) {
                     Ok(g) => {
                         let g = Arc::new(g);
-                        self.cache.put_verified(&token, g.clone(), now, generation);
+                        self.cache.put_verified(token, g.clone(), now, generation);
                         g
                     }
                     Err(e) => {

@@ -56,6 +56,9 @@ pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
         expires_at: record.expires_at.and_then(|n| u64::try_from(n).ok()),
         lineage: record.lineage.iter().map(|l| l.as_str().into()).collect(),
         headers,
+        // This gateway's own store: its tokens' roles are its to give.
+        may_manage: true,
+        extra: Vec::new(),
     })
 }
 

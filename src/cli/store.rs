@@ -41,8 +41,9 @@ fn init(path: PathBuf) -> anyhow::Result<()> {
             println!("the store exists already; nothing was changed");
             return Ok(());
         }
-        let mirror = Mirror::new(Default::default());
-        let first = crate::bootstrap::first_start(&store, &mirror, &config).await.context("first start")?;
+        let mirror = std::sync::Arc::new(Mirror::new(Default::default()));
+        let service = crate::api::TokenService::new(&config, Some(store), mirror);
+        let first = crate::bootstrap::first_start(&service, &config).await.context("first start")?;
         println!("created the store");
         if let Some(secret) = first.admin_token {
             println!("bootstrap admin token (shown once; keep it safe): {secret}");

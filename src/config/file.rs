@@ -21,7 +21,21 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "store",
     "facades",
     "revocation",
+    "issuance",
 ];
+
+/// Bounds the token service keeps to when it mints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuanceFile {
+    /// The longest a registration token may wait to be redeemed (default 7d).
+    #[serde(default)]
+    pub registration_max_ttl: Option<String>,
+    /// The longest the token a registration yields may live (default: any,
+    /// never expiring included).
+    #[serde(default)]
+    pub registration_max_lifetime: Option<String>,
+}
 
 /// How revocations reach this gateway and what it does when it cannot
 /// confirm them.
@@ -155,6 +169,12 @@ pub struct IssuerFile {
     pub clock_skew: Option<String>,
     #[serde(default)]
     pub allow_missing_exp: bool,
+    /// Whether this issuer's tokens may carry narrowgate's management
+    /// authority (`role: admin`, `master`). Default: only for the issuer
+    /// holding this gateway's `signing_keys`; an external issuer's admin
+    /// claims are ignored unless this says `true`.
+    #[serde(default)]
+    pub may_manage: Option<bool>,
     /// The longest lifetime (`exp − iat`) a token may claim; tokens without
     /// `iat` are then refused. This gateway mints nothing longer.
     #[serde(default)]

@@ -73,6 +73,8 @@ pub struct Config {
     pub manifest: Manifest,
     pub router: Router,
     pub revocation: RevocationConfig,
+    /// Registration tokens' bounds.
+    pub registration: crate::policy::issuance::RegistrationLimits,
     /// Problems that do not stop the gateway (a secret file others can
     /// read, a JWKS key skipped); `check-config --strict` fails on them.
     pub warnings: Vec<String>,
@@ -551,6 +553,26 @@ impl Config {
             },
         };
 
+        let issuance = match get("issuance") {
+            Value::Null => IssuanceFile::default(),
+            v => section::<IssuanceFile>(&v, "issuance", &mut errs).unwrap_or_default(),
+        };
+        let registration = crate::policy::issuance::RegistrationLimits {
+            max_ttl: duration_or(
+                &issuance.registration_max_ttl,
+                Duration::from_secs(7 * 86_400),
+                "issuance.registration_max_ttl",
+                &mut errs,
+            )
+            .as_secs(),
+            max_lifetime: issuance.registration_max_lifetime.as_ref().map(|v| {
+                duration_or(&Some(v.clone()), Duration::ZERO, "issuance.registration_max_lifetime", &mut errs).as_secs()
+            }),
+        };
+        if registration.max_ttl == 0 || registration.max_lifetime == Some(0) {
+            errs.push("issuance", "registration_max_ttl and registration_max_lifetime must be at least 1s");
+        }
+
         // Enforcement off exists to measure the proxy alone; a gateway that
         // issues or stores tokens is a real deployment, never a benchmark.
         if !enforce && (store.is_some() || listeners.as_ref().is_some_and(|l| l.api.is_some())) {
@@ -572,6 +594,7 @@ impl Config {
             (Some(listeners), Some(upstream), Some(router)) if errs.0.is_empty() => Ok(Config {
                 warnings: errs.1,
                 revocation,
+                registration,
                 listeners,
                 upstream,
                 server,
@@ -872,6 +895,8 @@ fn build_issuer(
         clock_skew_secs: skew.as_secs(),
         allow_missing_exp: f.allow_missing_exp,
         max_lifetime_secs: max_lifetime.map(|d| d.as_secs()),
+        // This gateway's own issuer manages; any other only when told so.
+        may_manage: f.may_manage.unwrap_or(!f.signing_keys.is_empty()),
     });
     if f.keys.is_empty() && f.jwks_file.is_none() && f.jwks_url.is_none() && f.signing_keys.is_empty() {
         errs.push(path, "needs keys, a jwks_file, a jwks_url or signing_keys");

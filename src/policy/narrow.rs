@@ -15,18 +15,20 @@ use super::rules::{AccessRule, MethodRule, Pattern, ResourceRule};
 /// Why a narrowing request was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NarrowError {
-    /// An element the manifest does not declare (400).
+    /// An element the manifest does not declare (400). `path` names the
+    /// element by its place in the request; `what` is fixed text, so a
+    /// message never repeats what the client sent.
     #[error("{path}: {what}")]
-    Unknown { path: String, what: String },
+    Unknown { path: String, what: &'static str },
     /// An element the parent does not grant (403).
     #[error("{path}: {what}")]
-    WouldWiden { path: String, what: String },
+    WouldWiden { path: String, what: &'static str },
     /// The request leaves the child no permission at all (400).
     #[error("the narrowed token would grant nothing")]
     Empty,
     /// A validity that is not a positive number of hours (400).
-    #[error("{0}")]
-    BadValidity(String),
+    #[error("validityInHours: not a positive number of hours (at most ten years)")]
+    BadValidity,
 }
 
 /// The simplified form: each list present restricts the parent's rules.
@@ -69,39 +71,31 @@ fn resource_covered(parent: &[ResourceRule], r: &ResourceRule) -> bool {
 
 /// The first element of `child` that `parent` does not cover, as a path and
 /// a description; `None` when covered.
-fn uncovered(parent: &AccessRule, child: &AccessRule) -> Option<(String, String)> {
+fn uncovered(parent: &AccessRule, child: &AccessRule) -> Option<(String, &'static str)> {
     if !covers(&parent.application, &child.application) {
-        return Some(("application".into(), format!("application {:?} is not granted", child.application.as_str())));
+        return Some(("application".into(), "application is not granted"));
     }
     if !covers(&parent.service, &child.service) {
-        return Some(("service".into(), format!("service {:?} is not granted", child.service.as_str())));
+        return Some(("service".into(), "service is not granted"));
     }
     for (gi, g) in child.method_groups.iter().enumerate() {
         for (mi, m) in g.methods.iter().enumerate() {
             if !method_covered(parent, &g.group, m) {
                 return Some((
                     format!("methodGroups[{gi}].methods[{mi}]"),
-                    format!(
-                        "method {:?} of group {:?} with scopes {} is not granted",
-                        m.method.as_str(),
-                        g.group.as_str(),
-                        m.scopes.as_ref().map_or("(all)".to_string(), |s| format!(
-                            "{:?}",
-                            s.iter().map(Pattern::as_str).collect::<Vec<_>>()
-                        ))
-                    ),
+                    "method (of this group, with these scopes) is not granted",
                 ));
             }
         }
     }
     for (i, r) in child.roles.iter().enumerate() {
         if !parent.roles.iter().any(|p| covers(p, r)) {
-            return Some((format!("roles[{i}]"), format!("role {:?} is not granted", r.as_str())));
+            return Some((format!("roles[{i}]"), "role is not granted"));
         }
     }
     for (i, r) in child.resources.iter().enumerate() {
         if !resource_covered(&parent.resources, r) {
-            return Some((format!("resources[{i}]"), format!("resource {:?} is not granted", r.to_wire())));
+            return Some((format!("resources[{i}]"), "resource is not granted"));
         }
     }
     None
@@ -127,7 +121,7 @@ pub fn narrow_detailed(
         let closest = parent.iter().find(|p| covers(&p.application, &rule.application)).or(parent.first());
         let (path, what) = closest
             .and_then(|p| uncovered(p, rule))
-            .unwrap_or_else(|| ("application".into(), "the parent token grants nothing".into()));
+            .unwrap_or_else(|| ("application".into(), "the parent token grants nothing"));
         return Err(NarrowError::WouldWiden { path: format!("accessRules[{i}].{path}"), what });
     }
     Ok(child.to_vec())
@@ -143,15 +137,12 @@ pub fn narrow_simplified(
     if let Some(apps) = &req.applications {
         for (i, app) in apps.iter().enumerate() {
             if !manifest.applications.iter().any(|a| a.application == *app) {
-                return Err(NarrowError::Unknown {
-                    path: format!("applications[{i}]"),
-                    what: format!("unknown application {app:?}"),
-                });
+                return Err(NarrowError::Unknown { path: format!("applications[{i}]"), what: "unknown application" });
             }
             if !rules.iter().any(|r| r.application.matches(app)) {
                 return Err(NarrowError::WouldWiden {
                     path: format!("applications[{i}]"),
-                    what: format!("application {app:?} is not granted"),
+                    what: "application is not granted",
                 });
             }
         }
@@ -169,16 +160,10 @@ pub fn narrow_simplified(
     if let Some(roles) = &req.roles {
         for (i, role) in roles.iter().enumerate() {
             if !manifest.applications.iter().any(|a| a.roles.iter().any(|set| set.roles.contains(role))) {
-                return Err(NarrowError::Unknown {
-                    path: format!("roles[{i}]"),
-                    what: format!("unknown role {role:?}"),
-                });
+                return Err(NarrowError::Unknown { path: format!("roles[{i}]"), what: "unknown role" });
             }
             if !rules.iter().any(|r| r.roles.iter().any(|p| p.matches(role))) {
-                return Err(NarrowError::WouldWiden {
-                    path: format!("roles[{i}]"),
-                    what: format!("role {role:?} is not granted"),
-                });
+                return Err(NarrowError::WouldWiden { path: format!("roles[{i}]"), what: "role is not granted" });
             }
         }
         rules = rules
@@ -206,14 +191,11 @@ pub fn narrow_simplified(
                 {
                     return Err(NarrowError::Unknown {
                         path: format!("resources[{i}].entity"),
-                        what: format!("unknown entity {entity:?}"),
+                        what: "unknown entity",
                     });
                 }
                 if id.is_empty() {
-                    return Err(NarrowError::Unknown {
-                        path: format!("resources[{i}].id"),
-                        what: "an id is required".into(),
-                    });
+                    return Err(NarrowError::Unknown { path: format!("resources[{i}].id"), what: "an id is required" });
                 }
                 Ok(ResourceRule {
                     entity: Pattern::parse(entity),
@@ -226,7 +208,7 @@ pub fn narrow_simplified(
             if !rules.iter().any(|r| resource_covered(&r.resources, w)) {
                 return Err(NarrowError::WouldWiden {
                     path: format!("resources[{i}]"),
-                    what: format!("resource {:?} is not granted", w.to_wire()),
+                    what: "resource is not granted",
                 });
             }
         }
@@ -250,7 +232,7 @@ pub fn narrow_simplified(
         if !parent.iter().any(|p| uncovered(p, rule).is_none()) {
             return Err(NarrowError::WouldWiden {
                 path: "accessRules".into(),
-                what: "the result is not within the parent".into(),
+                what: "the result is not within the parent",
             });
         }
     }
@@ -259,13 +241,13 @@ pub fn narrow_simplified(
 
 /// Elements of a rule the manifest must know (wildcards always pass).
 fn check_known(rule: &AccessRule, manifest: &Manifest, path: &str) -> Result<(), NarrowError> {
-    let unknown = |p: String, what: String| Err(NarrowError::Unknown { path: format!("{path}.{p}"), what });
+    let unknown = |p: String, what: &'static str| Err(NarrowError::Unknown { path: format!("{path}.{p}"), what });
     let apps: Vec<_> = match &rule.application {
         Pattern::Any => manifest.applications.iter().collect(),
         Pattern::Exact(a) => {
             let found: Vec<_> = manifest.applications.iter().filter(|x| x.application == **a).collect();
             if found.is_empty() {
-                return unknown("application".into(), format!("unknown application {a:?}"));
+                return unknown("application".into(), "unknown application");
             }
             found
         }
@@ -273,34 +255,25 @@ fn check_known(rule: &AccessRule, manifest: &Manifest, path: &str) -> Result<(),
     if let Pattern::Exact(s) = &rule.service
         && !apps.iter().any(|a| a.services.iter().any(|d| d.service == **s))
     {
-        return unknown("service".into(), format!("unknown service {s:?}"));
+        return unknown("service".into(), "unknown service");
     }
     for (gi, g) in rule.method_groups.iter().enumerate() {
         let groups: Vec<_> =
             apps.iter().flat_map(|a| a.method_groups.iter()).filter(|d| g.group.matches(&d.group)).collect();
         if groups.is_empty() {
-            return unknown(
-                format!("methodGroups[{gi}].group"),
-                format!("unknown method group {:?}", g.group.as_str()),
-            );
+            return unknown(format!("methodGroups[{gi}].group"), "unknown method group");
         }
         for (mi, m) in g.methods.iter().enumerate() {
             let methods: Vec<_> =
                 groups.iter().flat_map(|d| d.methods.iter()).filter(|d| m.method.matches(&d.method)).collect();
             if methods.is_empty() {
-                return unknown(
-                    format!("methodGroups[{gi}].methods[{mi}].method"),
-                    format!("unknown method {:?}", m.method.as_str()),
-                );
+                return unknown(format!("methodGroups[{gi}].methods[{mi}].method"), "unknown method");
             }
             for (si, s) in m.scopes.iter().flatten().enumerate() {
                 if let Pattern::Exact(name) = s
                     && !methods.iter().any(|d| d.scopes.iter().any(|x| x == &**name))
                 {
-                    return unknown(
-                        format!("methodGroups[{gi}].methods[{mi}].scopes[{si}]"),
-                        format!("unknown scope {name:?}"),
-                    );
+                    return unknown(format!("methodGroups[{gi}].methods[{mi}].scopes[{si}]"), "unknown scope");
                 }
             }
         }
@@ -309,14 +282,14 @@ fn check_known(rule: &AccessRule, manifest: &Manifest, path: &str) -> Result<(),
         if let Pattern::Exact(name) = r
             && !apps.iter().any(|a| a.roles.iter().any(|set| set.roles.iter().any(|x| x == &**name)))
         {
-            return unknown(format!("roles[{i}]"), format!("unknown role {name:?}"));
+            return unknown(format!("roles[{i}]"), "unknown role");
         }
     }
     for (i, r) in rule.resources.iter().enumerate() {
         if let Pattern::Exact(e) = &r.entity
             && !apps.iter().any(|a| a.entities.iter().any(|x| x.entity == **e))
         {
-            return unknown(format!("resources[{i}].entity"), format!("unknown entity {e:?}"));
+            return unknown(format!("resources[{i}].entity"), "unknown entity");
         }
     }
     Ok(())
@@ -331,14 +304,13 @@ pub fn child_expiry(parent_exp: Option<u64>, now: u64, hours: Option<f64>) -> Re
         return Ok(parent_exp.map_or(default, |p| p.min(default)));
     };
     if !hours.is_finite() || hours <= 0.0 || hours > 24.0 * 366.0 * 10.0 {
-        return Err(NarrowError::BadValidity(format!("validity {hours} is not a positive number of hours")));
+        return Err(NarrowError::BadValidity);
     }
     let exp = now.saturating_add((hours * 3600.0).round() as u64);
     match parent_exp {
-        Some(p) if exp > p => Err(NarrowError::WouldWiden {
-            path: "validityInHours".into(),
-            what: format!("the token would outlive its parent by {}s", exp - p),
-        }),
+        Some(p) if exp > p => {
+            Err(NarrowError::WouldWiden { path: "validityInHours".into(), what: "the token would outlive its parent" })
+        }
         _ => Ok(exp),
     }
 }
@@ -590,7 +562,7 @@ mod tests {
         assert_eq!(child_expiry(Some(10_000), 1000, Some(0.5)), Ok(2800));
         assert!(matches!(child_expiry(Some(2000), 1000, Some(1.0)), Err(NarrowError::WouldWiden { .. })));
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-            assert!(matches!(child_expiry(None, 1000, Some(bad)), Err(NarrowError::BadValidity(_))), "{bad}");
+            assert!(matches!(child_expiry(None, 1000, Some(bad)), Err(NarrowError::BadValidity)), "{bad}");
         }
     }
 

@@ -86,7 +86,8 @@ pub fn error_response(
     resp
 }
 
-fn www_authenticate(reason: Reason, scopes: &[Box<str>]) -> Option<HeaderValue> {
+/// The `WWW-Authenticate` a refusal for `reason` carries (RFC 6750).
+pub fn www_authenticate(reason: Reason, scopes: &[Box<str>]) -> Option<HeaderValue> {
     let fixed = match reason {
         // RFC 6750 §3.1: no error code when the request had no credential.
         Reason::MissingToken => r#"Bearer realm="narrowgate""#,

@@ -211,7 +211,7 @@ pub trait TokenStore: Send + Sync + 'static {
     fn revoke_registration(&self, id: &str, at: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Atomically mark the registration token with this secret hash used and
     /// record the token `build` makes from it. Of any number of concurrent
-    /// redeems exactly one succeeds.
+    /// redeems exactly one succeeds. If `build` refuses, nothing changes.
     fn redeem<F>(
         &self,
         secret_hash: &[u8],
@@ -219,7 +219,7 @@ pub trait TokenStore: Send + Sync + 'static {
         build: F,
     ) -> impl Future<Output = Result<TokenRecord, RedeemError>> + Send
     where
-        F: FnOnce(&RegistrationRecord) -> TokenRecord + Send;
+        F: FnOnce(&RegistrationRecord) -> Result<TokenRecord, RedeemError> + Send;
 }
 
 /// Implement [`TokenStore`] for a store type by delegating every operation
@@ -320,7 +320,7 @@ macro_rules! delegate_token_store {
                 build: F,
             ) -> impl std::future::Future<Output = Result<$crate::store::TokenRecord, $crate::store::RedeemError>> + Send
             where
-                F: FnOnce(&$crate::store::RegistrationRecord) -> $crate::store::TokenRecord + Send,
+                F: FnOnce(&$crate::store::RegistrationRecord) -> Result<$crate::store::TokenRecord, $crate::store::RedeemError> + Send,
             {
                 self.core.redeem(secret_hash, now, build)
             }
@@ -434,7 +434,7 @@ impl Store {
 
     pub async fn redeem<F>(&self, secret_hash: &[u8], now: i64, build: F) -> Result<TokenRecord, RedeemError>
     where
-        F: FnOnce(&RegistrationRecord) -> TokenRecord + Send,
+        F: FnOnce(&RegistrationRecord) -> Result<TokenRecord, RedeemError> + Send,
     {
         dispatch!(self, s => s.redeem(secret_hash, now, build))
     }

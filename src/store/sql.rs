@@ -318,7 +318,7 @@ impl SqlCore {
     /// new token is inserted and linked. Any failure rolls both back.
     pub async fn redeem<F>(&self, secret_hash: &[u8], now: i64, build: F) -> Result<TokenRecord, RedeemError>
     where
-        F: FnOnce(&RegistrationRecord) -> TokenRecord + Send,
+        F: FnOnce(&RegistrationRecord) -> Result<TokenRecord, RedeemError> + Send,
     {
         let mut tx: Transaction<'_, sqlx::Any> = self.pool.begin().await.map_err(StoreError::from)?;
         let claimed = sqlx::query(concat!("UPDATE registration_tokens SET used_at = $1 WHERE secret_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
@@ -344,7 +344,8 @@ impl SqlCore {
             });
         };
         let reg = registration_from_row(&row)?;
-        let token = build(&reg);
+        // A refusal drops the transaction: the claim is rolled back.
+        let token = build(&reg)?;
         insert_token_in(&mut *tx, &token).await?;
         sqlx::query("UPDATE registration_tokens SET redeemed_token = $1 WHERE id = $2")
             .bind(&token.id)

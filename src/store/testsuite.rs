@@ -173,13 +173,13 @@ pub async fn registration_tokens_are_revocable<S: TokenStore>(s: &S) {
     assert!(s.revoke_registration("g9", 1000).await.expect("revoke"));
     assert!(!s.revoke_registration("g9", 1001).await.expect("again"), "once");
     assert!(!s.revoke_registration("missing", 1001).await.expect("unknown"));
-    let r = s.redeem(&hash_secret("reg-secret-9"), 1100, |r| redeemed(r, "never", 1100)).await;
+    let r = s.redeem(&hash_secret("reg-secret-9"), 1100, |r| Ok(redeemed(r, "never", 1100))).await;
     assert!(matches!(r, Err(RedeemError::Revoked)), "{r:?}");
     let mut seen = None;
     let t = s
         .redeem(&hash_secret("reg-secret-10"), 1100, |r| {
             seen = Some((r.lineage.clone(), r.expires_cap));
-            redeemed(r, "from-g10", 1100)
+            Ok(redeemed(r, "from-g10", 1100))
         })
         .await
         .expect("redeem");
@@ -192,20 +192,20 @@ pub async fn registration_tokens_are_revocable<S: TokenStore>(s: &S) {
 pub async fn registration_tokens_redeem_once<S: TokenStore>(s: &S) {
     s.insert_registration(&registration("g1", "reg-secret-1", 2000)).await.expect("insert");
     s.insert_registration(&registration("g2", "reg-secret-2", 1500)).await.expect("insert");
-    let t = s.redeem(&hash_secret("reg-secret-1"), 1600, |r| redeemed(r, "from-g1", 1600)).await.expect("redeem");
+    let t = s.redeem(&hash_secret("reg-secret-1"), 1600, |r| Ok(redeemed(r, "from-g1", 1600))).await.expect("redeem");
     assert_eq!((t.name.as_deref(), t.role, t.expires_at), (Some("from-g1"), Role::Admin, None));
     assert_eq!(t.grants, r#"[{"application":"from-registration"}]"#, "the registration's rules reach the token");
     assert_eq!(s.token("from-g1").await.expect("get"), Some(t));
     assert!(matches!(
-        s.redeem(&hash_secret("reg-secret-1"), 1601, |r| redeemed(r, "x", 1601)).await,
+        s.redeem(&hash_secret("reg-secret-1"), 1601, |r| Ok(redeemed(r, "x", 1601))).await,
         Err(RedeemError::Used)
     ));
     assert!(matches!(
-        s.redeem(&hash_secret("reg-secret-2"), 1600, |r| redeemed(r, "y", 1600)).await,
+        s.redeem(&hash_secret("reg-secret-2"), 1600, |r| Ok(redeemed(r, "y", 1600))).await,
         Err(RedeemError::Expired)
     ));
     assert!(matches!(
-        s.redeem(&hash_secret("nope"), 1600, |r| redeemed(r, "z", 1600)).await,
+        s.redeem(&hash_secret("nope"), 1600, |r| Ok(redeemed(r, "z", 1600))).await,
         Err(RedeemError::Unknown)
     ));
     assert_eq!(s.token("x").await.expect("get"), None, "a failed redeem issues nothing");
@@ -217,16 +217,22 @@ pub async fn registration_tokens_redeem_once<S: TokenStore>(s: &S) {
 pub async fn a_failed_redeem_rolls_back<S: TokenStore>(s: &S) {
     s.insert_token(&token("taken", Some("from-g3"), None, TokenKind::Access, 1)).await.expect("insert");
     s.insert_registration(&registration("g3", "reg-secret-3", 5000)).await.expect("insert");
-    let clash = s.redeem(&hash_secret("reg-secret-3"), 1700, |r| redeemed(r, "new-id", 1700)).await;
+    let clash = s.redeem(&hash_secret("reg-secret-3"), 1700, |r| Ok(redeemed(r, "new-id", 1700))).await;
     assert!(matches!(clash, Err(RedeemError::Store(StoreError::Conflict(_)))), "{clash:?}");
     // Still redeemable: the claim was rolled back with the failed insert.
     let ok = s
         .redeem(&hash_secret("reg-secret-3"), 1701, |r| {
             let mut t = redeemed(r, "new-id", 1701);
             t.name = Some("from-g3-second".into());
-            t
+            Ok(t)
         })
         .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    // A builder that refuses leaves the registration token unused.
+    s.insert_registration(&registration("g4", "reg-secret-4", 5000)).await.expect("insert");
+    let refused = s.redeem(&hash_secret("reg-secret-4"), 1800, |_| Err(RedeemError::Revoked)).await;
+    assert!(matches!(refused, Err(RedeemError::Revoked)), "{refused:?}");
+    let ok = s.redeem(&hash_secret("reg-secret-4"), 1801, |r| Ok(redeemed(r, "from-g4", 1801))).await;
     assert!(ok.is_ok(), "{ok:?}");
 }
 
@@ -240,7 +246,7 @@ pub async fn concurrent_redeems_yield_one_token<S: TokenStore>(s: Arc<S>, n: usi
             s.redeem(&hash_secret("reg-race"), 2000, move |r| {
                 let mut t = redeemed(r, &format!("race-{i}"), 2000);
                 t.name = Some(format!("race-winner-{i}"));
-                t
+                Ok(t)
             })
             .await
         }));

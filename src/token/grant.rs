@@ -30,6 +30,23 @@ pub struct Grant {
     /// Identity header values, built once at verification so a cache hit
     /// injects them without allocating.
     pub headers: IdentityValues,
+    /// Whether its issuer may confer management authority (admin, master):
+    /// this gateway's own tokens, or an issuer configured `may_manage`.
+    pub may_manage: bool,
+    /// Claims a compatibility facade wrote for its clients (ProdManager's
+    /// `description`, `permissions`, `version`), kept so the facade shows
+    /// them without decoding the token a second time.
+    pub extra: Vec<(&'static str, serde_json::Value)>,
+}
+
+/// The claims [`Grant::extra`] keeps.
+pub const FACADE_CLAIMS: [&str; 3] = ["description", "permissions", "version"];
+
+impl Grant {
+    /// A facade claim, if the token carries it.
+    pub fn extra(&self, name: &str) -> Option<&serde_json::Value> {
+        self.extra.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
 }
 
 /// Header values derived from the grant.

@@ -42,6 +42,9 @@ pub struct IssuerPolicy {
     pub allow_missing_exp: bool,
     /// The longest `exp − iat` accepted; `None`: any.
     pub max_lifetime_secs: Option<u64>,
+    /// Whether its tokens may carry management authority (admin, master):
+    /// this gateway's own issuer, or one the config explicitly trusts so.
+    pub may_manage: bool,
 }
 
 /// One verification key.

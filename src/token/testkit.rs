@@ -135,6 +135,7 @@ pub fn issuer_policy() -> IssuerPolicy {
         clock_skew_secs: 30,
         allow_missing_exp: false,
         max_lifetime_secs: None,
+        may_manage: true,
     }
 }
 

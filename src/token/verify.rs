@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::claims::{Role, TokenKind, WireRule};
 use super::encoding::{b64_decode, from_object};
-use super::grant::{Grant, IdentityValues};
+use super::grant::{FACADE_CLAIMS, Grant, IdentityValues};
 use super::keyring::KeyRing;
 use super::keys::{KeySet, parse_algorithm};
 use crate::reason::Reason;
@@ -120,6 +120,13 @@ struct RawClaims {
     lineage: Option<Vec<String>>,
     #[serde(default, rename = "tenantPermissions")]
     tenant_permissions: Option<Vec<crate::policy::tenant::TenantPermission>>,
+    // The facade claims a grant keeps (`grant::FACADE_CLAIMS`).
+    #[serde(default)]
+    description: Option<Value>,
+    #[serde(default)]
+    permissions: Option<Value>,
+    #[serde(default)]
+    version: Option<Value>,
 }
 
 impl Verifier {
@@ -248,6 +255,12 @@ impl Verifier {
             expires_at: exp,
             lineage: raw.lineage.unwrap_or_default().into_iter().map(Into::into).collect(),
             headers,
+            may_manage: policy.may_manage,
+            extra: FACADE_CLAIMS
+                .into_iter()
+                .zip([raw.description, raw.permissions, raw.version])
+                .filter_map(|(name, v)| v.map(|v| (name, v)))
+                .collect(),
         })
     }
 }

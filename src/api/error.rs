@@ -1,0 +1,388 @@
+//! The token service's one error type, [`ApiError`], and its one rendering
+//! (`{"error": code, "message": …}`). Codes come from one closed set,
+//! [`ApiCode`], plus the proxy's own [`Reason`]s for a refused credential
+//! (which keep their codes, statuses and `WWW-Authenticate`). Each facade
+//! maps an `ApiError` to its own wire shape with a `match` on
+//! [`ApiError::kind`], never by reading a rendered response.
+//!
+//! Messages are built from fixed text and the *name* of the field at fault
+//! (`accessRules[0].roles[1]`), never from what the client sent.
+
+use std::borrow::Cow;
+use std::fmt::Display;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::config::MintError;
+use crate::policy::issuance::IssuanceError;
+use crate::policy::narrow::NarrowError;
+use crate::proxy::respond::{self, error_response};
+use crate::reason::Reason;
+use crate::store::StoreError;
+
+/// Declares a closed set of codes: the enum, `ALL`, `code()` and
+/// `status()` from one list, so no variant can be left out of any.
+macro_rules! closed_set {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $variant:ident => ($code:literal, $status:literal),)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $variant,)* }
+        impl $name {
+            /// Every member, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            /// The stable snake_case code.
+            pub fn code(self) -> &'static str {
+                match self { $($name::$variant => $code,)* }
+            }
+            /// The HTTP status.
+            pub fn status(self) -> StatusCode {
+                match self { $($name::$variant => StatusCode::from_u16($status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),)* }
+            }
+        }
+    };
+}
+
+closed_set! {
+    /// The token service's own error codes. Stable: clients key on them, so
+    /// a code is never renamed, only added.
+    pub enum ApiCode {
+        /// Malformed input; the message names the field.
+        BadRequest => ("bad_request", 400),
+        /// The token would not fit `server.max_token_bytes`.
+        TokenTooLarge => ("token_too_large", 400),
+        /// The caller has no management authority.
+        AdminRequired => ("admin_required", 403),
+        /// Acting on a master token needs a master.
+        MasterRequired => ("master_required", 403),
+        /// The revocation feed is for feed readers, admins and masters.
+        FeedReaderRequired => ("feed_reader_required", 403),
+        /// More than the caller may give; the message names the field.
+        WouldWiden => ("would_widen", 403),
+        NotFound => ("not_found", 404),
+        Conflict => ("conflict", 409),
+        AlreadyRedeemed => ("already_redeemed", 409),
+        /// A registration token past its TTL.
+        RegistrationExpired => ("registration_expired", 410),
+        /// A registration token revoked, or its creator.
+        RegistrationRevoked => ("registration_revoked", 410),
+        PayloadTooLarge => ("payload_too_large", 413),
+        Internal => ("internal", 500),
+        StoreUnavailable => ("store_unavailable", 503),
+        SigningUnavailable => ("signing_unavailable", 503),
+    }
+}
+
+/// What went wrong: one of the service's codes, or the proxy's reason for
+/// refusing the credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Api(ApiCode),
+    Credential(Reason),
+}
+
+/// An error of the token service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    kind: Kind,
+    message: Cow<'static, str>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    fn new(code: ApiCode, message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError { kind: Kind::Api(code), message: message.into() }
+    }
+
+    /// The credential was refused, for `reason` (rendered as the proxy does).
+    pub fn credential(reason: Reason) -> Self {
+        ApiError { kind: Kind::Credential(reason), message: respond::message(reason).into() }
+    }
+
+    /// Malformed input at `field` (a place in the request, never its value).
+    pub fn bad(field: impl Display, what: &'static str) -> Self {
+        Self::new(ApiCode::BadRequest, format!("{field}: {what}"))
+    }
+
+    /// More than the caller may give, at `field`.
+    pub fn widen(field: impl Display, what: &'static str) -> Self {
+        Self::new(ApiCode::WouldWiden, format!("{field}: {what}"))
+    }
+
+    pub fn admin_required() -> Self {
+        Self::new(ApiCode::AdminRequired, "only admin or master tokens manage tokens")
+    }
+
+    pub fn feed_reader_required() -> Self {
+        Self::new(ApiCode::FeedReaderRequired, "only feed-reader, admin or master tokens read the revocation feed")
+    }
+
+    pub fn not_found(what: &'static str) -> Self {
+        Self::new(ApiCode::NotFound, what)
+    }
+
+    /// Taken: a live token has this `field` (name, id) already.
+    pub fn conflict(field: &'static str) -> Self {
+        Self::new(ApiCode::Conflict, format!("{field}: a live token has it already"))
+    }
+
+    pub fn already_redeemed() -> Self {
+        Self::new(ApiCode::AlreadyRedeemed, "this registration token has been used")
+    }
+
+    pub fn registration_expired() -> Self {
+        Self::new(ApiCode::RegistrationExpired, "this registration token has expired")
+    }
+
+    pub fn registration_revoked() -> Self {
+        Self::new(ApiCode::RegistrationRevoked, "this registration token, or the token that created it, was revoked")
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(ApiCode::PayloadTooLarge, format!("the body is larger than {limit} bytes"))
+    }
+
+    pub fn signing_unavailable() -> Self {
+        Self::new(ApiCode::SigningUnavailable, "this gateway cannot sign tokens now")
+    }
+
+    /// Something that should not happen; `what` is logged, not returned.
+    pub fn internal(what: &str) -> Self {
+        tracing::error!(what, "token service failure");
+        Self::new(ApiCode::Internal, "the request could not be completed")
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            Kind::Api(c) => c.code(),
+            Kind::Credential(r) => r.code(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            Kind::Api(c) => c.status(),
+            Kind::Credential(r) => StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether the field at fault is `field` (the message starts with it).
+    pub fn field(&self) -> Option<&str> {
+        matches!(self.kind, Kind::Api(ApiCode::BadRequest | ApiCode::WouldWiden))
+            .then(|| self.message.split_once(": ").map(|(f, _)| f))
+            .flatten()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self.kind {
+            Kind::Credential(reason) => error_response(reason, None, None).into_response(),
+            Kind::Api(code) => {
+                let body = serde_json::json!({ "error": code.code(), "message": self.message });
+                json(code.status(), Bytes::from(body.to_string()))
+            }
+        }
+    }
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: Bytes) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(_) => ApiError::conflict("name"),
+            e => {
+                tracing::warn!(error = %e, "token store failed");
+                ApiError::new(ApiCode::StoreUnavailable, "the token store is unavailable")
+            }
+        }
+    }
+}
+
+impl From<IssuanceError> for ApiError {
+    fn from(e: IssuanceError) -> Self {
+        match e {
+            IssuanceError::AdminRequired => ApiError::admin_required(),
+            IssuanceError::MasterRequired => Self::new(ApiCode::MasterRequired, e.to_string()),
+            IssuanceError::WouldWiden { field, what } => ApiError::widen(field, what),
+            IssuanceError::OutOfBounds { field, what } => ApiError::bad(field, what),
+            IssuanceError::TooLarge { .. } => Self::new(ApiCode::TokenTooLarge, e.to_string()),
+        }
+    }
+}
+
+impl From<NarrowError> for ApiError {
+    fn from(e: NarrowError) -> Self {
+        match e {
+            NarrowError::WouldWiden { path, what } => ApiError::widen(path, what),
+            NarrowError::Unknown { path, what } => ApiError::bad(path, what),
+            NarrowError::Empty => ApiError::bad("accessRules", "the narrowed token would grant nothing"),
+            NarrowError::BadValidity => {
+                ApiError::bad("validityInHours", "not a positive number of hours (at most ten years)")
+            }
+        }
+    }
+}
+
+impl From<MintError> for ApiError {
+    fn from(e: MintError) -> Self {
+        match e {
+            MintError::TooLong { .. } => Self::new(ApiCode::BadRequest, format!("expiresAt: {e}")),
+            MintError::Sign => ApiError::signing_unavailable(),
+        }
+    }
+}
+
+/// The largest body the token service reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Read a JSON object into `T` (see [`parse`]), at most [`MAX_BODY`].
+pub async fn read_body<T: DeserializeOwned>(req: axum::extract::Request) -> Result<T, ApiError> {
+    let body =
+        axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| ApiError::payload_too_large(MAX_BODY))?;
+    parse(&body)
+}
+
+/// Parse a request body: a JSON object (never an array read by position),
+/// each problem reported by the field's place and the kind of problem,
+/// never by what was sent.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad("body", "not a JSON object"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let value: Result<T, _> = serde_path_to_error::deserialize(de);
+    let e = match value {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    let segments: Vec<serde_path_to_error::Segment> = e.path().iter().cloned().collect();
+    let inner = e.into_inner();
+    use serde_json::error::Category;
+    if !matches!(inner.classify(), Category::Data) {
+        return Err(ApiError::bad("body", "malformed body: not valid JSON"));
+    }
+    // serde's messages quote the offending value or key: only their kind
+    // is kept. A missing field's name is ours (from the struct), not sent;
+    // an unknown field's is the client's, so its segment is dropped.
+    let text = inner.to_string();
+    let keep = if text.starts_with("unknown field") { segments.len().saturating_sub(1) } else { segments.len() };
+    let mut path = String::new();
+    for segment in &segments[..keep] {
+        use serde_path_to_error::Segment;
+        match segment {
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Map { key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Segment::Enum { variant } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(variant);
+            }
+            Segment::Unknown => path.push_str(".?"),
+        }
+    }
+    let field = if path.is_empty() { "body".to_string() } else { path };
+    let (field, what) = if let Some(rest) = text.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        let name: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        (format!("{field}.{name}"), "missing field")
+    } else if text.starts_with("unknown field") {
+        (field, "unknown field")
+    } else if text.starts_with("unknown variant") {
+        (field, "not one of the accepted values")
+    } else if text.starts_with("invalid type") {
+        (field, "wrong type")
+    } else if text.starts_with("invalid length") {
+        (field, "wrong number of elements")
+    } else {
+        (field, "invalid value")
+    };
+    Err(ApiError::bad(field, what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Req {
+        name: String,
+        #[serde(default)]
+        items: Vec<Item>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        count: u32,
+    }
+
+    #[test]
+    fn every_code_is_distinct_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ApiCode::ALL {
+            assert!(seen.insert(c.code()), "{:?}", c);
+            assert!(c.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+        for r in Reason::ALL {
+            assert!(
+                !seen.contains(r.code()) || ApiCode::ALL.iter().any(|c| c.code() == r.code()),
+                "{} would mean two things",
+                r.code()
+            );
+        }
+    }
+
+    #[test]
+    fn body_errors_name_the_field_never_the_value() {
+        let marker = "zq-distinctive-zq";
+        let cases = [
+            (format!(r#"["{marker}"]"#), "body: not a JSON object"),
+            (format!(r#"{{"name": "{marker}""#), "body: malformed body: not valid JSON"),
+            (format!(r#"{{"name": 7, "x": "{marker}"}}"#), "name: wrong type"),
+            (format!(r#"{{"name": "a", "{marker}": 1}}"#), "unknown field"),
+            (r#"{"items": []}"#.to_string(), "body.name: missing field"),
+            (format!(r#"{{"name": "a", "items": [{{"count": "{marker}"}}]}}"#), "items[0].count: wrong type"),
+            (r#"{"name": "a", "items": [{"count": -1}]}"#.to_string(), "items[0].count: invalid value"),
+        ];
+        for (body, want) in cases {
+            let e = parse::<Req>(body.as_bytes()).expect_err(&body);
+            assert!(e.message().contains(want), "{body}: {}", e.message());
+            assert!(!e.message().contains(marker), "{body}: echoed: {}", e.message());
+            assert_eq!(e.code(), "bad_request");
+        }
+    }
+}

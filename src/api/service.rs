@@ -1,0 +1,585 @@
+//! [`TokenService`]: every token this gateway mints, and every revocation,
+//! goes through here, in one order — the authority rules
+//! (`policy::issuance`, `policy::narrow`), the secret (signed, sized, or
+//! generated), the store, then the in-memory mirror the proxy reads (other
+//! replicas hear of it from the store). Handlers and facades translate
+//! their wire formats to a [`MintRequest`] or a [`RevokeTarget`] and back;
+//! they decide nothing about authority themselves.
+
+use std::sync::Arc;
+
+use super::error::ApiError;
+use crate::auth::reference;
+use crate::config::Signing;
+use crate::policy::issuance::{self, Authority, RegistrationLimits, RegistrationWanted, Wanted};
+use crate::policy::narrow::{Simplified, child_expiry, narrow_detailed, narrow_simplified};
+use crate::policy::tenant::TenantPermission;
+use crate::policy::{AccessRule, Manifest};
+use crate::store::{
+    JtiRevocation, Mirror, RedeemError, RegistrationRecord, Store, StoreError, TokenFilter, TokenForm, TokenRecord,
+};
+use crate::token::claims::{Claims, WireRule, encode_grants};
+use crate::token::keys::random_id;
+use crate::token::{Grant, Role, TokenKind, now_unix};
+
+/// A new token as every way of creating one describes it.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    /// Unique among live tokens when present.
+    pub name: Option<String>,
+    pub subject: String,
+    pub description: String,
+    pub application: Option<String>,
+    pub role: Role,
+    pub master: bool,
+    pub rules: Vec<AccessRule>,
+    pub tenants: Vec<TenantPermission>,
+    /// Unix seconds.
+    pub not_before: u64,
+    /// Unix seconds; `None`: never expires (reference forms only).
+    pub expires_at: Option<u64>,
+    pub form: NewForm,
+    /// Extra JWT claims a facade's clients read.
+    pub extra_claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl NewToken {
+    /// A user token for `subject` with nothing granted yet, valid from now.
+    pub fn user(subject: impl Into<String>, form: NewForm) -> Self {
+        NewToken {
+            name: None,
+            subject: subject.into(),
+            description: String::new(),
+            application: None,
+            role: Role::User,
+            master: false,
+            rules: Vec::new(),
+            tenants: Vec::new(),
+            not_before: now_unix(),
+            expires_at: None,
+            form,
+            extra_claims: Default::default(),
+        }
+    }
+}
+
+/// The form of a new token's secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewForm {
+    /// A JWT signed with the active key.
+    Jwt,
+    /// A random `ngr_…` secret; the store keeps its hash.
+    Reference,
+    /// A reference token whose secret is this client-chosen id (Crafter's
+    /// access tokens, whose id is the credential).
+    External(String),
+}
+
+/// How a narrowed token is to be cut from its parent.
+#[derive(Clone, Debug)]
+pub enum Narrowing {
+    /// MetaApi's simplified form: applications, roles, resources.
+    Simplified(Simplified),
+    /// Explicit rules, each within the parent's.
+    Detailed(Vec<AccessRule>),
+}
+
+/// A registration token to hand out.
+#[derive(Clone, Debug)]
+pub struct NewRegistration {
+    /// The name of the access token it yields.
+    pub name: String,
+    pub role: Role,
+    /// Seconds it may wait to be redeemed.
+    pub ttl: u64,
+    /// Seconds the token it yields lives; `None`: never expires.
+    pub lifetime: Option<u64>,
+}
+
+/// What to mint, and on whose authority.
+#[derive(Clone, Debug)]
+pub enum MintRequest {
+    /// An access token, asked for by a token with management authority
+    /// (the native API, Crafter's facade).
+    Create { by: Arc<Grant>, token: NewToken },
+    /// A child of `parent`, asked for by `parent` itself.
+    Narrow {
+        parent: Arc<Grant>,
+        narrowing: Narrowing,
+        /// Tenant permissions the child keeps (within the parent's);
+        /// `None`: none.
+        tenants: Option<Vec<TenantPermission>>,
+        validity_hours: Option<f64>,
+    },
+    /// A single-use registration token.
+    Registration { by: Arc<Grant>, registration: NewRegistration },
+    /// The access token a registration token fixed; no other credential.
+    Redeem { secret: String },
+    /// A token for an application that proved its configured secret
+    /// (ProdManager's facade); its rules are the configured ones.
+    Application { application: String, token: NewToken },
+    /// What a newly created store starts with (bootstrap, Crafter defaults).
+    FirstStart { token: NewToken },
+}
+
+/// What was minted: the secret, shown this once, and the record.
+#[derive(Debug)]
+pub enum Minted {
+    Token { secret: String, record: TokenRecord },
+    Registration { secret: String, record: RegistrationRecord },
+}
+
+/// What to revoke.
+#[derive(Clone, Debug)]
+pub enum RevokeTarget {
+    /// A token this gateway issued, by id (its jti).
+    Id(String),
+    /// A live token by name.
+    Name(String),
+    /// A token by its client-chosen id (Crafter); the id is free again after.
+    ExternalId(String),
+    /// Any token by jti, another issuer's included: held until `expires_at`.
+    Jti { jti: String, issuer: String, expires_at: Option<u64> },
+    /// An unredeemed registration token, by id.
+    Registration(String),
+}
+
+/// A revocation done: the id, and whether it was new.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    pub id: String,
+    pub newly: bool,
+}
+
+/// How a minted token stands in its family.
+struct Origin {
+    kind: TokenKind,
+    lineage: Vec<String>,
+    parent_id: Option<String>,
+    created_by: Option<String>,
+}
+
+/// The token service.
+pub struct TokenService {
+    store: Option<Store>,
+    signing: Option<Signing>,
+    mirror: Arc<Mirror>,
+    manifest: Arc<Manifest>,
+    max_token_bytes: usize,
+    registration: RegistrationLimits,
+    /// The `iss` of every trusted issuer (revocation by jti names one).
+    issuers: Vec<String>,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService").finish_non_exhaustive()
+    }
+}
+
+fn random(n: usize) -> Result<String, ApiError> {
+    random_id(n).map_err(|_| ApiError::internal("no randomness available"))
+}
+
+impl TokenService {
+    /// The service a config describes, writing to `store` (if any) and
+    /// keeping `mirror` — the one the proxy reads — current.
+    pub fn new(config: &crate::config::Config, store: Option<Store>, mirror: Arc<Mirror>) -> Self {
+        TokenService {
+            store,
+            signing: config.signing.clone(),
+            mirror,
+            manifest: Arc::new(config.manifest.clone()),
+            max_token_bytes: config.max_token_bytes,
+            registration: config.registration,
+            issuers: config.keys.issuers.iter().map(|i| i.issuer.clone()).collect(),
+        }
+    }
+
+    pub fn manifest(&self) -> &Arc<Manifest> {
+        &self.manifest
+    }
+
+    pub fn signing(&self) -> Option<&Signing> {
+        self.signing.as_ref()
+    }
+
+    fn store(&self) -> Result<&Store, ApiError> {
+        self.store.as_ref().ok_or_else(|| StoreError::Unavailable("this gateway has no token store".into()).into())
+    }
+
+    /// Mint what `req` asks for, if its authority allows.
+    pub async fn mint(&self, req: MintRequest) -> Result<Minted, ApiError> {
+        let now = now_unix();
+        match req {
+            MintRequest::Create { by, token } => {
+                let bounds = issuance::mint_access(
+                    &by,
+                    &Wanted {
+                        role: token.role,
+                        master: token.master,
+                        expires_at: token.expires_at,
+                        tenants: &token.tenants,
+                    },
+                )?;
+                // Nobody grants more than it holds, nor what the manifest
+                // does not know. (No rules at all is within anyone's.)
+                if !token.rules.is_empty() {
+                    narrow_detailed(&by.rules, &token.rules, &self.manifest)?;
+                }
+                let origin = Origin {
+                    kind: TokenKind::Access,
+                    lineage: bounds.lineage,
+                    parent_id: None,
+                    created_by: Some(by.token_id.to_string()),
+                };
+                self.issue(token, origin, now).await
+            }
+            MintRequest::Narrow { parent, narrowing, tenants, validity_hours } => {
+                self.narrow(&parent, narrowing, tenants, validity_hours, now).await
+            }
+            MintRequest::Registration { by, registration } => self.register(&by, registration, now).await,
+            MintRequest::Redeem { secret } => self.redeem(&secret, now).await,
+            MintRequest::Application { application, token } => {
+                let origin = Origin {
+                    kind: TokenKind::Access,
+                    lineage: Vec::new(),
+                    parent_id: None,
+                    created_by: Some(format!("prodmanager:{application}")),
+                };
+                self.issue(token, origin, now).await
+            }
+            MintRequest::FirstStart { token } => {
+                let origin = Origin {
+                    kind: TokenKind::Access,
+                    lineage: Vec::new(),
+                    parent_id: None,
+                    created_by: Some("bootstrap".into()),
+                };
+                self.issue(token, origin, now).await
+            }
+        }
+    }
+
+    async fn narrow(
+        &self,
+        parent: &Grant,
+        narrowing: Narrowing,
+        tenants: Option<Vec<TenantPermission>>,
+        validity_hours: Option<f64>,
+        now: u64,
+    ) -> Result<Minted, ApiError> {
+        let rules = match &narrowing {
+            Narrowing::Simplified(s) => narrow_simplified(&parent.rules, s, &self.manifest)?,
+            Narrowing::Detailed(rules) => narrow_detailed(&parent.rules, rules, &self.manifest)?,
+        };
+        let tenants = issuance::narrowed_tenants(&parent.tenants, tenants.as_deref())?;
+        let signing = self.signing.as_ref().ok_or_else(ApiError::signing_unavailable)?;
+        let exp = child_expiry(parent.expires_at, now, validity_hours)?;
+        // The default validity stays within the issuer's max_lifetime; an
+        // explicit one beyond it is refused when signing.
+        let exp = match (validity_hours, signing.max_lifetime_secs) {
+            (None, Some(max)) => exp.min(now + max),
+            _ => exp,
+        };
+        let mut token = NewToken::user(parent.subject.to_string(), NewForm::Jwt);
+        token.rules = rules;
+        token.tenants = tenants;
+        token.not_before = now;
+        token.expires_at = Some(exp);
+        let origin = Origin {
+            kind: TokenKind::Narrowed,
+            lineage: parent.lineage.iter().map(|l| l.to_string()).chain([parent.token_id.to_string()]).collect(),
+            parent_id: Some(parent.token_id.to_string()),
+            created_by: Some(parent.token_id.to_string()),
+        };
+        self.issue(token, origin, now).await
+    }
+
+    async fn register(&self, by: &Grant, r: NewRegistration, now: u64) -> Result<Minted, ApiError> {
+        let store = self.store()?;
+        let bounds = issuance::mint_registration(
+            by,
+            &RegistrationWanted { role: r.role, ttl: r.ttl, lifetime: r.lifetime },
+            &self.registration,
+            now,
+        )?;
+        if store.token_by_name(&r.name).await?.is_some_and(|t| t.revoked_at.is_none()) {
+            return Err(ApiError::conflict("name"));
+        }
+        let (id, secret) = (random(16)?, reference::new_secret().ok_or_else(|| ApiError::internal("no randomness"))?);
+        let secret = format!("{}{}", super::registration::PREFIX, &secret[reference::PREFIX.len()..]);
+        // The yielded token gets the creator's rules and tenant permissions:
+        // nobody hands out more.
+        let rules: Vec<WireRule> = by.rules.iter().map(WireRule::from_rule).collect();
+        let record = RegistrationRecord {
+            id,
+            secret_hash: reference::hash(&secret).to_vec(),
+            name: r.name,
+            role: r.role,
+            grants: encode_grants(&rules, &by.tenants),
+            lifetime_secs: r.lifetime.map(|l| l as i64),
+            expires_at: bounds.expires_at as i64,
+            created_by: Some(by.token_id.to_string()),
+            created_at: now as i64,
+            used_at: None,
+            redeemed_token: None,
+            lineage: bounds.lineage,
+            expires_cap: bounds.yield_cap.map(|c| c as i64),
+            revoked_at: None,
+        };
+        store.insert_registration(&record).await?;
+        tracing::info!(registration.id = %record.id, created_by = %by.token_id, "created a registration token");
+        Ok(Minted::Registration { secret, record })
+    }
+
+    async fn redeem(&self, presented: &str, now: u64) -> Result<Minted, ApiError> {
+        if !presented.starts_with(super::registration::PREFIX) {
+            return Err(ApiError::bad("token", "not a registration token"));
+        }
+        let store = self.store()?;
+        let (id, secret) = (random(16)?, reference::new_secret().ok_or_else(|| ApiError::internal("no randomness"))?);
+        let hash = reference::hash(&secret);
+        let revocations = self.mirror.revocations.clone();
+        let redeemed = store
+            .redeem(&reference::hash(presented), now as i64, move |reg| {
+                // Revoked with its creator: refused, and left unused.
+                if reg.lineage.iter().any(|l| revocations.is_revoked(l)) {
+                    return Err(RedeemError::Revoked);
+                }
+                let expires_at = issuance::redeemed_expiry(
+                    now,
+                    reg.lifetime_secs.and_then(|l| u64::try_from(l).ok()),
+                    reg.expires_cap.and_then(|c| u64::try_from(c).ok()),
+                );
+                Ok(TokenRecord {
+                    id,
+                    name: Some(reg.name.clone()),
+                    description: String::new(),
+                    kind: TokenKind::Access,
+                    role: reg.role,
+                    master: false,
+                    application: None,
+                    subject: reg.name.clone(),
+                    grants: reg.grants.clone(),
+                    form: TokenForm::Reference,
+                    secret_hash: Some(hash.to_vec()),
+                    not_before: Some(now as i64),
+                    expires_at: expires_at.map(|e| e as i64),
+                    parent_id: None,
+                    lineage: reg.lineage.clone(),
+                    created_by: reg.created_by.clone(),
+                    created_at: now as i64,
+                    revoked_at: None,
+                    external_id: None,
+                })
+            })
+            .await;
+        let record = match redeemed {
+            Ok(r) => r,
+            Err(RedeemError::Unknown) => return Err(ApiError::not_found("unknown registration token")),
+            Err(RedeemError::Used) => return Err(ApiError::already_redeemed()),
+            Err(RedeemError::Expired) => return Err(ApiError::registration_expired()),
+            Err(RedeemError::Revoked) => return Err(ApiError::registration_revoked()),
+            Err(RedeemError::Store(StoreError::Conflict(_))) => return Err(ApiError::conflict("name")),
+            Err(RedeemError::Store(e)) => return Err(e.into()),
+        };
+        self.publish(&record, Some(hash));
+        tracing::info!(token.jti = %record.id, "redeemed a registration token");
+        Ok(Minted::Token { secret, record })
+    }
+
+    /// Make the secret, record the token, and make it usable here at once.
+    async fn issue(&self, t: NewToken, origin: Origin, now: u64) -> Result<Minted, ApiError> {
+        let jti = random(16)?;
+        if t.expires_at.is_none() && t.form == NewForm::Jwt {
+            return Err(ApiError::bad(
+                "expiresAt",
+                "a JWT needs an expiry; a token that never expires uses the reference form",
+            ));
+        }
+        let mut claims = Claims {
+            iss: self.mirror.issuer.clone(),
+            sub: t.subject.clone(),
+            aud: None,
+            exp: t.expires_at,
+            nbf: Some(t.not_before),
+            iat: now,
+            jti: jti.clone(),
+            name: t.name.clone(),
+            kind: origin.kind,
+            role: t.role,
+            master: t.master,
+            access_rules: t.rules.iter().map(WireRule::from_rule).collect(),
+            tenant_permissions: t.tenants,
+            lineage: origin.lineage.clone(),
+            extra: t.extra_claims,
+        };
+        let (secret, secret_hash, form, external_id) = match t.form {
+            NewForm::Jwt => {
+                let signing = self.signing.as_ref().ok_or_else(ApiError::signing_unavailable)?;
+                let token = signing.sign(&mut claims)?;
+                // Never issue what the proxy would refuse as too large.
+                issuance::fits(token.len(), self.max_token_bytes)?;
+                (token, None, TokenForm::Jwt, None)
+            }
+            NewForm::Reference => {
+                let secret = reference::new_secret().ok_or_else(|| ApiError::internal("no randomness"))?;
+                let h = reference::hash(&secret);
+                (secret, Some(h), TokenForm::Reference, None)
+            }
+            NewForm::External(id) => {
+                let h = reference::hash(&id);
+                (id.clone(), Some(h), TokenForm::Reference, Some(id))
+            }
+        };
+        let record = TokenRecord {
+            id: jti.clone(),
+            name: t.name,
+            description: t.description,
+            kind: origin.kind,
+            role: t.role,
+            master: t.master,
+            application: t.application,
+            subject: t.subject,
+            grants: encode_grants(&claims.access_rules, &claims.tenant_permissions),
+            form,
+            secret_hash: secret_hash.map(|h| h.to_vec()),
+            not_before: Some(t.not_before as i64),
+            expires_at: t.expires_at.map(|e| e as i64),
+            parent_id: origin.parent_id,
+            lineage: origin.lineage,
+            created_by: origin.created_by,
+            created_at: now as i64,
+            revoked_at: None,
+            external_id,
+        };
+        match (&self.store, origin.kind) {
+            (Some(store), _) => match store.insert_token(&record).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) if record.external_id.is_some() => return Err(ApiError::conflict("id")),
+                // Never hand out a token the store does not know: fail closed.
+                Err(e) => return Err(e.into()),
+            },
+            // Without a store, a narrowed JWT stands on its signature (and
+            // its lineage is revoked with its parent's); nothing else may.
+            (None, TokenKind::Narrowed) => {}
+            (None, _) => return Err(self.store().err().unwrap_or_else(|| ApiError::internal("no store"))),
+        }
+        self.publish(&record, secret_hash);
+        tracing::info!(token.jti = %jti, kind = ?record.kind, created_by = ?record.created_by, "minted a token");
+        Ok(Minted::Token { secret, record })
+    }
+
+    /// A reference token is usable on this replica's proxy at once.
+    fn publish(&self, record: &TokenRecord, hash: Option<[u8; 32]>) {
+        let Some(h) = hash else { return };
+        match reference::grant_of(record, &self.mirror.issuer) {
+            Some(grant) => self.mirror.references.insert(h, grant),
+            None => tracing::warn!(token.jti = %record.id, "a reference token's grant could not be built"),
+        }
+    }
+
+    /// Revoke `target` on `by`'s authority: in force here at once, on other
+    /// replicas through the store, on followers through the feed.
+    pub async fn revoke(&self, by: &Grant, target: RevokeTarget) -> Result<Revoked, ApiError> {
+        let store = self.store()?;
+        let now = now_unix() as i64;
+        let record = match &target {
+            RevokeTarget::Id(id) => store.token(id).await?,
+            RevokeTarget::Name(name) => store.token_by_name(name).await?,
+            RevokeTarget::ExternalId(id) => store.token_by_external_id(id).await?,
+            RevokeTarget::Jti { jti, issuer, expires_at } => {
+                if !self.issuers.contains(issuer) {
+                    return Err(ApiError::bad("issuer", "not the iss of any issuer this gateway trusts"));
+                }
+                match store.token(jti).await? {
+                    Some(own) => Some(own),
+                    None => {
+                        issuance::manager(by)?;
+                        let r = JtiRevocation {
+                            jti: jti.clone(),
+                            issuer: issuer.clone(),
+                            expires_at: expires_at.map(|e| e as i64),
+                            revoked_at: now,
+                            revoked_by: Some(by.token_id.to_string()),
+                        };
+                        let newly = store.revoke_jti(&r).await?;
+                        self.mirror.revocations.revoke(jti);
+                        tracing::info!(token.jti = %jti, "revoked another issuer's token");
+                        return Ok(Revoked { id: jti.clone(), newly });
+                    }
+                }
+            }
+            RevokeTarget::Registration(id) => {
+                issuance::manager(by)?;
+                if !store.revoke_registration(id, now).await? {
+                    return Err(ApiError::not_found("no unredeemed registration token with this id"));
+                }
+                tracing::info!(registration.id = %id, "revoked a registration token");
+                return Ok(Revoked { id: id.clone(), newly: true });
+            }
+        };
+        let Some(record) = record else {
+            issuance::manager(by)?;
+            return Err(ApiError::not_found(
+                "no such token here; another issuer's token is revoked with POST /v1/revocations (jti and issuer)",
+            ));
+        };
+        issuance::may_act_on(by, record.master)?;
+        let newly = store.revoke(&record.id, now).await?;
+        self.mirror.revocations.revoke(&record.id);
+        if matches!(target, RevokeTarget::ExternalId(_)) {
+            // Crafter re-creates a deleted token with the same id.
+            store.forget_secret(&record.id).await?;
+        }
+        tracing::info!(token.jti = %record.id, "revoked a token");
+        Ok(Revoked { id: record.id, newly })
+    }
+
+    /// Tokens matching `filter` (admin callers).
+    pub async fn list(&self, by: &Grant, filter: &TokenFilter) -> Result<Vec<TokenRecord>, ApiError> {
+        issuance::manager(by)?;
+        Ok(self.store()?.list_tokens(filter).await?)
+    }
+
+    /// One token by id (admin callers).
+    pub async fn show(&self, by: &Grant, id: &str) -> Result<TokenRecord, ApiError> {
+        issuance::manager(by)?;
+        self.store()?.token(id).await?.ok_or_else(|| ApiError::not_found("no token with this id"))
+    }
+
+    /// A live token by its client-chosen id, or all of them (Crafter).
+    pub async fn external(&self, by: &Grant, id: Option<&str>) -> Result<Vec<TokenRecord>, ApiError> {
+        issuance::manager(by)?;
+        let store = self.store()?;
+        Ok(match id {
+            Some(id) => store.token_by_external_id(id).await?.into_iter().collect(),
+            None => store.external_tokens().await?,
+        })
+    }
+
+    /// Who issued `grant`: its creator's name (or id) as the store records
+    /// it, else the token's `iss`.
+    pub async fn issuer_of(&self, grant: &Grant) -> String {
+        let Some(store) = &self.store else { return grant.issuer.to_string() };
+        let creator = match store.token(&grant.token_id).await {
+            Ok(Some(record)) => record.created_by,
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "whoami: the store could not say who issued the token");
+                None
+            }
+        };
+        let Some(creator) = creator else { return grant.issuer.to_string() };
+        match store.token(&creator).await {
+            Ok(Some(c)) => c.name.unwrap_or(creator),
+            _ => creator,
+        }
+    }
+
+    /// The caller's authority to manage tokens, or why it has none.
+    pub fn manager(&self, by: &Grant) -> Result<Authority, ApiError> {
+        Ok(issuance::manager(by)?)
+    }
+}

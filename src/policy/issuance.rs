@@ -1,0 +1,441 @@
+//! The authority model: who may mint, narrow and revoke what, as plain
+//! functions over grants (no I/O, no HTTP). The token service asks these
+//! before every write; handlers and facades never decide it themselves.
+//!
+//! - Management authority (admin, master) comes only from this gateway's
+//!   own issuer or from an issuer configured `may_manage`
+//!   ([`Grant::may_manage`]); anyone else's `role: admin` or `master: true`
+//!   counts for nothing.
+//! - Only a master creates admin or master tokens, and only a master acts
+//!   on (revokes) a master token.
+//! - What a non-master admin mints, directly or through a registration
+//!   token, never outlives it and carries it in its lineage, so revoking
+//!   the admin revokes it too. A master may mint tokens that outlive it:
+//!   that is what master means.
+//! - Registration tokens live at most `registration_max_ttl`, and the token
+//!   one yields at most `registration_max_lifetime`.
+//! - Narrowing narrows tenant permissions too: a child keeps only those it
+//!   asks for, within its parent's.
+//! - A minted token fits the proxy's `max_token_bytes`.
+//!
+//! Errors name the field at fault with fixed text: never the client's
+//! values.
+
+use crate::policy::tenant::{self, TenantPermission};
+use crate::token::{Grant, Role};
+
+/// What a token may do to other tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Authority {
+    None,
+    Admin,
+    Master,
+}
+
+/// The authority a grant carries: none unless its issuer may confer it.
+pub fn authority(g: &Grant) -> Authority {
+    if !g.may_manage {
+        return Authority::None;
+    }
+    match (g.master, g.role) {
+        (true, _) => Authority::Master,
+        (false, Role::Admin) => Authority::Admin,
+        (false, Role::User) => Authority::None,
+    }
+}
+
+/// Why the authority model refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IssuanceError {
+    #[error("only admin or master tokens manage tokens")]
+    AdminRequired,
+    #[error("only a master token acts on a master token")]
+    MasterRequired,
+    /// Asks for more than the caller may give (403).
+    #[error("{field}: {what}")]
+    WouldWiden { field: String, what: &'static str },
+    /// Past a configured bound, or malformed (400).
+    #[error("{field}: {what}")]
+    OutOfBounds { field: &'static str, what: &'static str },
+    #[error("the token would be larger than the {limit}-byte limit (server.max_token_bytes)")]
+    TooLarge { limit: usize },
+}
+
+fn widen(field: impl Into<String>, what: &'static str) -> IssuanceError {
+    IssuanceError::WouldWiden { field: field.into(), what }
+}
+
+/// The caller's management authority, or [`IssuanceError::AdminRequired`].
+pub fn manager(by: &Grant) -> Result<Authority, IssuanceError> {
+    match authority(by) {
+        Authority::None => Err(IssuanceError::AdminRequired),
+        a => Ok(a),
+    }
+}
+
+/// The lineage a token minted by `by` gets: a non-master's own lineage and
+/// id (revoking it revokes the token), nothing under a master.
+fn lineage_under(by: &Grant, a: Authority) -> Vec<String> {
+    if a == Authority::Master {
+        return Vec::new();
+    }
+    by.lineage.iter().map(|l| l.to_string()).chain([by.token_id.to_string()]).collect()
+}
+
+/// A non-master's tokens end no later than it does.
+fn within_life(by: &Grant, a: Authority, expires_at: Option<u64>, field: &'static str) -> Result<(), IssuanceError> {
+    match (a, by.expires_at, expires_at) {
+        (Authority::Master, _, _) | (_, None, _) => Ok(()),
+        (_, Some(limit), Some(exp)) if exp <= limit => Ok(()),
+        _ => Err(widen(field, "the token would outlive the token creating it (only a master's may)")),
+    }
+}
+
+/// What an access token asks for.
+#[derive(Clone, Debug)]
+pub struct Wanted<'a> {
+    pub role: Role,
+    pub master: bool,
+    /// `None`: never expires.
+    pub expires_at: Option<u64>,
+    pub tenants: &'a [TenantPermission],
+}
+
+/// What a token `by` mints carries besides what was asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub lineage: Vec<String>,
+}
+
+/// May `by` mint an access token like `want`? (Its access rules are checked
+/// against the caller's by `policy::narrow`.)
+pub fn mint_access(by: &Grant, want: &Wanted<'_>) -> Result<Bounds, IssuanceError> {
+    let a = manager(by)?;
+    if want.role == Role::Admin && a != Authority::Master {
+        return Err(widen("role", "only a master token may create admin tokens"));
+    }
+    if want.master && a != Authority::Master {
+        return Err(widen("master", "only a master token may create master tokens"));
+    }
+    // Masters hold Crafter's token-management authority and may grant any
+    // tenant permissions; anyone else only what it holds itself.
+    if a != Authority::Master
+        && let Err(e) = tenant::within(want.tenants, &by.tenants)
+    {
+        return Err(IssuanceError::WouldWiden { field: e.path, what: e.what });
+    }
+    within_life(by, a, want.expires_at, "expiresAt")?;
+    Ok(Bounds { lineage: lineage_under(by, a) })
+}
+
+/// May `by` act on (revoke) a token that is `target_master`?
+pub fn may_act_on(by: &Grant, target_master: bool) -> Result<Authority, IssuanceError> {
+    let a = manager(by)?;
+    if target_master && a != Authority::Master {
+        return Err(IssuanceError::MasterRequired);
+    }
+    Ok(a)
+}
+
+/// Configured bounds on registration tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistrationLimits {
+    /// The longest a registration token may wait to be redeemed, seconds.
+    pub max_ttl: u64,
+    /// The longest the token it yields may live, seconds; `None`: any,
+    /// never expiring included.
+    pub max_lifetime: Option<u64>,
+}
+
+/// What a registration token asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistrationWanted {
+    pub role: Role,
+    pub ttl: u64,
+    /// The yielded token's lifetime; `None`: never expires.
+    pub lifetime: Option<u64>,
+}
+
+/// What a registration token minted by `by` carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationBounds {
+    /// Its own expiry.
+    pub expires_at: u64,
+    /// The latest expiry the yielded token may have: its creator's, unless
+    /// a master created it.
+    pub yield_cap: Option<u64>,
+    /// The yielded token's lineage.
+    pub lineage: Vec<String>,
+}
+
+/// May `by` mint a registration token like `want` at `now`?
+pub fn mint_registration(
+    by: &Grant,
+    want: &RegistrationWanted,
+    limits: &RegistrationLimits,
+    now: u64,
+) -> Result<RegistrationBounds, IssuanceError> {
+    let a = manager(by)?;
+    if want.role == Role::Admin && a != Authority::Master {
+        return Err(widen("role", "only a master token may hand out administrator tokens"));
+    }
+    if want.ttl == 0 || want.ttl > limits.max_ttl {
+        return Err(IssuanceError::OutOfBounds {
+            field: "ttl",
+            what: "must be positive and at most issuance.registration_max_ttl",
+        });
+    }
+    match (want.lifetime, limits.max_lifetime) {
+        (Some(0), _) => {
+            return Err(IssuanceError::OutOfBounds { field: "lifetime", what: "must be positive" });
+        }
+        (Some(l), Some(max)) if l > max => {
+            return Err(IssuanceError::OutOfBounds {
+                field: "lifetime",
+                what: "longer than issuance.registration_max_lifetime",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(IssuanceError::OutOfBounds {
+                field: "lifetime",
+                what: "required: issuance.registration_max_lifetime bounds it",
+            });
+        }
+        _ => {}
+    }
+    let expires_at = now.saturating_add(want.ttl);
+    within_life(by, a, Some(expires_at), "ttl")?;
+    let yield_cap = if a == Authority::Master { None } else { by.expires_at };
+    Ok(RegistrationBounds { expires_at, yield_cap, lineage: lineage_under(by, a) })
+}
+
+/// The expiry of the token a registration yields when redeemed at `now`:
+/// its lifetime from now, never past the cap its creator set.
+pub fn redeemed_expiry(now: u64, lifetime: Option<u64>, cap: Option<u64>) -> Option<u64> {
+    match (lifetime.map(|l| now.saturating_add(l)), cap) {
+        (Some(e), Some(c)) => Some(e.min(c)),
+        (e, None) => e,
+        (None, c) => c,
+    }
+}
+
+/// The tenant permissions a narrowed child gets: none unless asked for,
+/// and what it asks for within its parent's.
+pub fn narrowed_tenants(
+    parent: &[TenantPermission],
+    asked: Option<&[TenantPermission]>,
+) -> Result<Vec<TenantPermission>, IssuanceError> {
+    let Some(asked) = asked else { return Ok(Vec::new()) };
+    tenant::validate(asked).map_err(|e| IssuanceError::OutOfBounds { field: "tenantPermissions", what: e.what })?;
+    tenant::within(asked, parent).map_err(|e| IssuanceError::WouldWiden { field: e.path, what: e.what })?;
+    Ok(asked.to_vec())
+}
+
+/// A minted token must fit the proxy's limit on presented tokens.
+pub fn fits(len: usize, limit: usize) -> Result<(), IssuanceError> {
+    if len > limit { Err(IssuanceError::TooLarge { limit }) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::grant::IdentityValues;
+
+    fn grant(role: Role, master: bool, may_manage: bool, expires_at: Option<u64>) -> Grant {
+        Grant {
+            token_id: "me".into(),
+            subject: "me".into(),
+            issuer: "narrowgate".into(),
+            name: None,
+            kind: crate::token::TokenKind::Access,
+            role,
+            master,
+            rules: vec![],
+            tenants: vec![TenantPermission { tenant: "acme".into(), allowed_actions: vec!["READ_TENANT".into()] }],
+            issued_at: None,
+            not_before: None,
+            expires_at,
+            lineage: vec!["root".into()],
+            headers: IdentityValues::build("me", "me", &[]).expect("headers"),
+            may_manage,
+            extra: vec![],
+        }
+    }
+
+    const NOW: u64 = 1_000_000;
+
+    #[test]
+    fn authority_comes_only_from_an_issuer_that_may_confer_it() {
+        let cases = [
+            (Role::User, false, true, Authority::None),
+            (Role::Admin, false, true, Authority::Admin),
+            (Role::Admin, true, true, Authority::Master),
+            (Role::User, true, true, Authority::Master),
+            (Role::Admin, true, false, Authority::None),
+            (Role::Admin, false, false, Authority::None),
+        ];
+        for (role, master, may_manage, want) in cases {
+            assert_eq!(authority(&grant(role, master, may_manage, None)), want, "{role:?} {master} {may_manage}");
+        }
+        assert_eq!(manager(&grant(Role::Admin, true, false, None)), Err(IssuanceError::AdminRequired));
+    }
+
+    #[test]
+    fn who_mints_what() {
+        let admin = grant(Role::Admin, false, true, Some(NOW + 3600));
+        let master = grant(Role::Admin, true, true, Some(NOW + 3600));
+        let user = grant(Role::User, false, true, None);
+        let external_master = grant(Role::Admin, true, false, None);
+        let none: &[TenantPermission] = &[];
+        let all = [TenantPermission { tenant: "*".into(), allowed_actions: vec!["*".into()] }];
+        struct Case<'a> {
+            name: &'a str,
+            by: &'a Grant,
+            want: Wanted<'a>,
+            ok: Result<Vec<&'a str>, &'a str>,
+        }
+        let w = |role, master, expires_at, tenants| Wanted { role, master, expires_at, tenants };
+        let cases = [
+            Case {
+                name: "admin mints a user token",
+                by: &admin,
+                want: w(Role::User, false, Some(NOW + 60), none),
+                ok: Ok(vec!["root", "me"]),
+            },
+            Case {
+                name: "admin mints an admin",
+                by: &admin,
+                want: w(Role::Admin, false, Some(NOW + 60), none),
+                ok: Err("role"),
+            },
+            Case {
+                name: "admin mints a master",
+                by: &admin,
+                want: w(Role::User, true, Some(NOW + 60), none),
+                ok: Err("master"),
+            },
+            Case {
+                name: "admin's token outlives it",
+                by: &admin,
+                want: w(Role::User, false, Some(NOW + 7200), none),
+                ok: Err("expiresAt"),
+            },
+            Case {
+                name: "admin's token never expires",
+                by: &admin,
+                want: w(Role::User, false, None, none),
+                ok: Err("expiresAt"),
+            },
+            Case {
+                name: "admin grants a tenant it lacks",
+                by: &admin,
+                want: w(Role::User, false, Some(NOW + 60), &all),
+                ok: Err("tenantPermissions[0]"),
+            },
+            Case {
+                name: "master mints a master that outlives it",
+                by: &master,
+                want: w(Role::Admin, true, None, &all),
+                ok: Ok(vec![]),
+            },
+            Case {
+                name: "a user mints",
+                by: &user,
+                want: w(Role::User, false, Some(NOW + 60), none),
+                ok: Err("admin_required"),
+            },
+            Case {
+                name: "an external issuer's master",
+                by: &external_master,
+                want: w(Role::User, false, Some(NOW + 60), none),
+                ok: Err("admin_required"),
+            },
+        ];
+        for c in cases {
+            let got = mint_access(c.by, &c.want);
+            match (&got, &c.ok) {
+                (Ok(b), Ok(lineage)) => assert_eq!(&b.lineage, lineage, "{}", c.name),
+                (Err(IssuanceError::WouldWiden { field, .. }), Err(f)) => assert_eq!(field, f, "{}", c.name),
+                (Err(IssuanceError::AdminRequired), Err("admin_required")) => {}
+                _ => panic!("{}: got {got:?}", c.name),
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_master_acts_on_a_master() {
+        let admin = grant(Role::Admin, false, true, None);
+        let master = grant(Role::Admin, true, true, None);
+        assert_eq!(may_act_on(&admin, false), Ok(Authority::Admin));
+        assert_eq!(may_act_on(&admin, true), Err(IssuanceError::MasterRequired));
+        assert_eq!(may_act_on(&master, true), Ok(Authority::Master));
+        assert_eq!(may_act_on(&grant(Role::User, false, true, None), false), Err(IssuanceError::AdminRequired));
+    }
+
+    #[test]
+    fn registration_tokens_are_bounded_by_config_and_by_their_creator() {
+        let limits = RegistrationLimits { max_ttl: 86_400, max_lifetime: None };
+        let admin = grant(Role::Admin, false, true, Some(NOW + 3600));
+        let master = grant(Role::Admin, true, true, Some(NOW + 3600));
+        let want = |role, ttl, lifetime| RegistrationWanted { role, ttl, lifetime };
+        let ok = mint_registration(&admin, &want(Role::User, 600, None), &limits, NOW).expect("within");
+        assert_eq!(
+            ok,
+            RegistrationBounds {
+                expires_at: NOW + 600,
+                yield_cap: Some(NOW + 3600),
+                lineage: vec!["root".into(), "me".into()]
+            }
+        );
+        let m = mint_registration(&master, &want(Role::Admin, 7200, None), &limits, NOW).expect("a master's");
+        assert_eq!((m.yield_cap, m.lineage.len()), (None, 0));
+        let refused = [
+            (&admin, want(Role::Admin, 600, None), limits, "role"),
+            (&admin, want(Role::User, 7200, None), limits, "ttl"),
+            (&master, want(Role::User, 86_401, None), limits, "ttl"),
+            (&master, want(Role::User, 0, None), limits, "ttl"),
+            (&master, want(Role::User, 60, Some(0)), limits, "lifetime"),
+            (
+                &master,
+                want(Role::User, 60, Some(100)),
+                RegistrationLimits { max_ttl: 86_400, max_lifetime: Some(99) },
+                "lifetime",
+            ),
+            (
+                &master,
+                want(Role::User, 60, None),
+                RegistrationLimits { max_ttl: 86_400, max_lifetime: Some(99) },
+                "lifetime",
+            ),
+        ];
+        for (by, w, l, field) in refused {
+            match mint_registration(by, &w, &l, NOW) {
+                Err(IssuanceError::WouldWiden { field: f, .. }) => assert_eq!(f, field),
+                Err(IssuanceError::OutOfBounds { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{w:?}: {other:?}"),
+            }
+        }
+        assert_eq!(redeemed_expiry(NOW, Some(60), Some(NOW + 30)), Some(NOW + 30), "capped by the creator");
+        assert_eq!(redeemed_expiry(NOW, Some(60), None), Some(NOW + 60));
+        assert_eq!(redeemed_expiry(NOW, None, Some(NOW + 30)), Some(NOW + 30), "never past the creator");
+        assert_eq!(redeemed_expiry(NOW, None, None), None);
+    }
+
+    #[test]
+    fn narrowing_keeps_only_the_tenants_asked_for_within_the_parents() {
+        let parent = [TenantPermission { tenant: "acme".into(), allowed_actions: vec!["*".into()] }];
+        assert_eq!(narrowed_tenants(&parent, None), Ok(vec![]), "not asked: dropped");
+        let read = [TenantPermission { tenant: "acme".into(), allowed_actions: vec!["READ_TENANT".into()] }];
+        assert_eq!(narrowed_tenants(&parent, Some(&read)), Ok(read.to_vec()));
+        let other = [TenantPermission { tenant: "globex".into(), allowed_actions: vec!["READ_TENANT".into()] }];
+        assert!(matches!(narrowed_tenants(&parent, Some(&other)), Err(IssuanceError::WouldWiden { .. })));
+        let bad = [TenantPermission { tenant: "acme".into(), allowed_actions: vec!["FLY".into()] }];
+        assert!(matches!(narrowed_tenants(&parent, Some(&bad)), Err(IssuanceError::OutOfBounds { .. })));
+    }
+
+    #[test]
+    fn a_minted_token_fits_the_limit() {
+        assert_eq!(fits(8192, 8192), Ok(()));
+        assert_eq!(fits(8193, 8192), Err(IssuanceError::TooLarge { limit: 8192 }));
+    }
+}
