@@ -337,7 +337,8 @@ async fn only_admins_manage_tokens_and_nothing_widens() {
     let (_dir, h) = with_store().await;
     let user =
         format!("Bearer {}", h.sign(&payload("u", now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]))));
-    let mut p = payload("adm", now_unix(), 3600, json!([rule("metastats-api", &["reader"], &["*:$USER_ID$:*"])]));
+    // Two hours: what a non-master admin mints may not outlive it.
+    let mut p = payload("adm", now_unix(), 7200, json!([rule("metastats-api", &["reader"], &["*:$USER_ID$:*"])]));
     p["role"] = json!("admin");
     let admin = format!("Bearer {}", h.sign(&p));
     let cases: Vec<(&str, &String, &str, u16, &str)> = vec![

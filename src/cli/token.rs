@@ -235,9 +235,11 @@ pub fn inspect(token: &str, now: u64) -> anyhow::Result<String> {
     }
     let rules: Vec<WireRule> =
         claims.get("accessRules").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
+    let tenants: Vec<crate::policy::tenant::TenantPermission> =
+        claims.get("tenantPermissions").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
     out.push_str(&format!(
         "resources narrowed down: {}\n",
-        if are_resources_narrowed_down(&rules) { "yes" } else { "no" }
+        if are_resources_narrowed_down(&rules, &tenants) { "yes" } else { "no" }
     ));
     Ok(out)
 }

@@ -183,16 +183,19 @@ impl WireRule {
     }
 }
 
-/// Whether any rule's resources are narrowed down: MetaApi's client-side
-/// check, `some resource does not match ^\*:\S*:\*$`.
-pub fn are_resources_narrowed_down(rules: &[WireRule]) -> bool {
-    rules.iter().flat_map(|r| r.resources.iter()).any(|res| {
+/// Whether a token's reach is narrowed down: MetaApi's client-side check
+/// on the access rules (`some resource does not match ^\*:\S*:\*$`), and
+/// no tenant permission for every tenant (a token that may act on any
+/// tenant is not narrowed, whatever its resources say).
+pub fn are_resources_narrowed_down(rules: &[WireRule], tenants: &[TenantPermission]) -> bool {
+    let resources = rules.iter().flat_map(|r| r.resources.iter()).any(|res| {
         let wide = res.len() >= 4
             && res.starts_with("*:")
             && res.ends_with(":*")
             && !res[2..res.len() - 2].chars().any(char::is_whitespace);
         !wide
-    })
+    });
+    resources && !tenants.iter().any(|t| t.tenant == "*")
 }
 
 #[cfg(test)]
@@ -209,11 +212,16 @@ mod tests {
             roles: vec![],
             resources: res.iter().map(|s| s.to_string()).collect(),
         };
-        assert!(!are_resources_narrowed_down(&[rule(&["*:$USER_ID$:*"])]));
-        assert!(!are_resources_narrowed_down(&[rule(&["*::*"])]));
-        assert!(are_resources_narrowed_down(&[rule(&["account:$USER_ID$:a1"])]));
-        assert!(are_resources_narrowed_down(&[rule(&["*:$USER_ID$:*"]), rule(&["account:$USER_ID$:*"])]));
-        assert!(are_resources_narrowed_down(&[rule(&["*:a b:*"])]));
+        assert!(!are_resources_narrowed_down(&[rule(&["*:$USER_ID$:*"])], &[]));
+        assert!(!are_resources_narrowed_down(&[rule(&["*::*"])], &[]));
+        assert!(are_resources_narrowed_down(&[rule(&["account:$USER_ID$:a1"])], &[]));
+        assert!(are_resources_narrowed_down(&[rule(&["*:$USER_ID$:*"]), rule(&["account:$USER_ID$:*"])], &[]));
+        assert!(are_resources_narrowed_down(&[rule(&["*:a b:*"])], &[]));
+        // One account, but any tenant: not narrowed down.
+        let any_tenant = TenantPermission { tenant: "*".into(), allowed_actions: vec!["MANAGE_PROFILES".into()] };
+        assert!(!are_resources_narrowed_down(&[rule(&["account:$USER_ID$:a1"])], &[any_tenant]));
+        let one_tenant = TenantPermission { tenant: "acme".into(), allowed_actions: vec!["*".into()] };
+        assert!(are_resources_narrowed_down(&[rule(&["account:$USER_ID$:a1"])], &[one_tenant]));
     }
 
     #[test]
