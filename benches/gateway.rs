@@ -74,15 +74,15 @@ fn bench_cache_hit(c: &mut Criterion) {
         b.iter(|| {
             let grant = cache.get(black_box(&token), now).expect("cached");
             assert!(!revocations.rejects(&grant));
-            let facts = route.facts(Some("a1")).expect("protected");
-            matches!(evaluate(&grant.rules, &facts), Decision::Allow { .. })
+            let facts = route.facts(Some("a1"), None).expect("protected");
+            matches!(evaluate(&grant.rules, &grant.tenants, &facts), Decision::Allow(_))
         })
     });
 }
 
 fn bench_evaluate(c: &mut Criterion) {
     let route = facts_route();
-    let facts = route.facts(Some("a1")).expect("protected");
+    let facts = route.facts(Some("a1"), None).expect("protected");
     let mut group = c.benchmark_group("evaluate");
     for n in [10usize, 100, 1000] {
         // n-1 rules that miss late (right application, wrong resource), then
@@ -105,7 +105,7 @@ fn bench_evaluate(c: &mut Criterion) {
             .collect();
         rules.push(AccessRule::everything());
         group.bench_with_input(BenchmarkId::from_parameter(n), &rules, |b, rules| {
-            b.iter(|| evaluate(black_box(rules), &facts))
+            b.iter(|| evaluate(black_box(rules), &[], &facts))
         });
     }
     group.finish();
@@ -139,8 +139,7 @@ fn bench_decide(c: &mut Criterion) {
     std::fs::write(dir.path().join("keys/demo.pub.pem"), &key.public).expect("write");
     let config = Config::from_yaml(include_str!("../config/demo.yaml"), dir.path()).expect("config");
     let registry = prometheus::Registry::new();
-    let apps: Vec<String> = config.manifest.applications.iter().map(|a| a.application.clone()).collect();
-    let metrics = Arc::new(Metrics::register(&registry, &apps).expect("metrics"));
+    let metrics = Arc::new(Metrics::register(&registry).expect("metrics"));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let _guard = rt.enter();
     let gateway = Gateway::new(config, metrics, Arc::new(Revocations::default()));
@@ -158,8 +157,8 @@ fn bench_decide(c: &mut Criterion) {
         .header("user-agent", "bench")
         .body(())
         .expect("request");
-    assert!(gateway.decide(&req, now).is_ok());
-    c.bench_function("decide/all_phases_cache_hit", |b| b.iter(|| gateway.decide(black_box(&req), now).is_ok()));
+    assert!(gateway.decide(&req, now).is_allow());
+    c.bench_function("decide/all_phases_cache_hit", |b| b.iter(|| gateway.decide(black_box(&req), now).is_allow()));
 
     // What a browser sends: a dozen headers, each judged by the client
     // header policy (folded names).
@@ -181,9 +180,9 @@ fn bench_decide(c: &mut Criterion) {
         browser = browser.header(k, v);
     }
     let browser = browser.body(()).expect("request");
-    assert!(gateway.decide(&browser, now).is_ok());
+    assert!(gateway.decide(&browser, now).is_allow());
     c.bench_function("decide/all_phases_cache_hit_12_headers", |b| {
-        b.iter(|| gateway.decide(black_box(&browser), now).is_ok())
+        b.iter(|| gateway.decide(black_box(&browser), now).is_allow())
     });
 
     // A thousand distinct cached tokens, taken in turn: the cache's working
@@ -201,13 +200,13 @@ fn bench_decide(c: &mut Criterion) {
         })
         .collect();
     for r in &reqs {
-        assert!(gateway.decide(r, now).is_ok());
+        assert!(gateway.decide(r, now).is_allow());
     }
     let mut i = 0;
     c.bench_function("decide/all_phases_cache_hit_1000_tokens", |b| {
         b.iter(|| {
             i = (i + 1) % reqs.len();
-            gateway.decide(black_box(&reqs[i]), now).is_ok()
+            gateway.decide(black_box(&reqs[i]), now).is_allow()
         })
     });
 }

@@ -1,14 +1,22 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`. Never enforced,
-//! and meant to stay inside the pod.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the two
+//! operations an operator or the pod runs: `POST /reload` (load the config
+//! again, as SIGHUP and the file watcher do) and `POST /shutdown` (drain
+//! and exit, for Jobs whose sidecar must end with the application). Never
+//! enforced: it is meant to stay inside the pod (bind it to loopback or a
+//! pod-local address).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use prometheus::{Encoder, Registry, TextEncoder};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::runtime::{Reloaded, Runtime};
 
 /// Whether the gateway is ready to serve, or the first reason it is not.
 pub type ReadyCheck = Arc<dyn Fn() -> Result<(), &'static str> + Send + Sync>;
@@ -22,6 +30,9 @@ pub struct AdminState {
     pub registry: Registry,
     pub ready: ReadyCheck,
     pub before_scrape: BeforeScrape,
+    pub runtime: Arc<Runtime>,
+    /// Set to ask the process to drain and exit.
+    pub shutdown: Arc<watch::Sender<bool>>,
 }
 
 /// The admin router; testable without sockets.
@@ -30,6 +41,8 @@ pub fn app(state: AdminState) -> Router {
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/reload", post(reload))
+        .route("/shutdown", post(shutdown))
         .with_state(state)
 }
 
@@ -50,4 +63,31 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// Load the config again. 200 `{"result": "applied", "hash",
+/// "needsRestart"}` or `{"result": "unchanged", "hash"}`; 422
+/// `{"result": "refused", "problems"}` when the new config is refused and
+/// the one in force stays.
+async fn reload(State(s): State<AdminState>) -> Response {
+    match s.runtime.reload().await {
+        Ok(Reloaded::Applied { hash, needs_restart }) => {
+            json_response(StatusCode::OK, json!({ "result": "applied", "hash": hash, "needsRestart": needs_restart }))
+        }
+        Ok(Reloaded::Unchanged) => {
+            json_response(StatusCode::OK, json!({ "result": "unchanged", "hash": s.runtime.snapshot().hash }))
+        }
+        Err(e) => json_response(StatusCode::UNPROCESSABLE_ENTITY, json!({ "result": "refused", "problems": e.0 })),
+    }
+}
+
+/// Ask the process to drain and exit (202: the drain runs after the answer).
+async fn shutdown(State(s): State<AdminState>) -> Response {
+    tracing::info!("shutdown requested on the admin listener");
+    s.shutdown.send_replace(true);
+    json_response(StatusCode::ACCEPTED, json!({ "result": "draining" }))
+}
+
+fn json_response(status: StatusCode, v: serde_json::Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }

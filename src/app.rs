@@ -1,7 +1,14 @@
-//! Process layout: bind the listeners, wire the gateway, run until told to
-//! stop. Used by `serve`, `demo` and the integration tests alike.
+//! Process layout: bind the listeners, open the store, compile the policy
+//! snapshot, run until told to stop, and drain. Used by `serve`, `demo`
+//! and the integration tests alike.
+//!
+//! Start-up order: every listener is bound before anything is written, so
+//! a second gateway on taken ports fails before it touches a store. Then
+//! the store and its mirror, the first start's tokens if the store was
+//! just created, the runtime (policy snapshot), and the servers.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -12,12 +19,11 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::api;
-use crate::auth::Authenticator;
-use crate::auth::reference::ReferenceTokens;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, server};
 use crate::revocation::Revocations;
+use crate::runtime::{Runtime, Shared};
 use crate::store::{Mirror, Store};
 
 /// A running gateway.
@@ -28,12 +34,17 @@ pub struct Running {
     pub registry: Registry,
     pub revocations: Arc<Revocations>,
     pub store: Option<Store>,
+    pub runtime: Arc<Runtime>,
     /// The first admin token's secret, when this start created it: print it
     /// once, then forget it.
     pub bootstrap_token: Option<String>,
     /// Crafter's default access tokens, (application, id), when this start
     /// created them: print once.
     pub crafter_tokens: Vec<(String, String)>,
+    /// Readiness is false once set.
+    draining: Arc<AtomicBool>,
+    /// Set by the admin listener's `POST /shutdown`.
+    shutdown_requested: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Endless background loops, aborted at shutdown.
@@ -42,8 +53,15 @@ pub struct Running {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "the {listener} listener cannot listen on {addr}; choose another address (listeners.{listener} in the config, or `narrowgate demo --{listener}`)"
+    )]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("store: {0}")]
@@ -52,32 +70,43 @@ pub enum StartError {
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let l = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { listener, addr, source })?;
+    let bound = l.local_addr().map_err(|source| StartError::Bind { listener, addr, source })?;
+    Ok((l, bound))
 }
 
-/// Bind every listener and start serving.
+/// Bind every listener and start serving `config`.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_from(config, None).await
+}
+
+/// [`start`], with the file the config was read from, so it can reload.
+pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running, StartError> {
+    // Every listener first: nothing is written before all are ours.
+    let (proxy_listener, proxy_addr) = bind("proxy", config.listeners.proxy).await?;
+    let admin_listener = match config.listeners.admin {
+        Some(a) => Some(bind("admin", a).await?),
+        None => None,
+    };
+    let api_listener = match config.listeners.api {
+        Some(a) => Some(bind("api", a).await?),
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
+    let api_addr = api_listener.as_ref().map(|(_, a)| *a);
+
     let registry = Registry::new();
-    let apps: Vec<String> = config.manifest.applications.iter().map(|a| a.application.clone()).collect();
-    let metrics = Arc::new(Metrics::register(&registry, &apps)?);
+    let metrics = Arc::new(Metrics::register(&registry)?);
     let revocations = Arc::new(Revocations::new(config.revocation.staleness));
-    // Keys from JWKS URLs arrive in the background; readiness waits for them.
-    let keys_loaded = Arc::new(AtomicBool::new(false));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    // The store first: a gateway that cannot load its revocations must not
-    // serve (fail closed), and readiness means they are loaded.
+    // The store: a gateway that cannot load its revocations must not serve
+    // (fail closed), and readiness means they are loaded.
     let mut background = Vec::new();
-    let mirror = Arc::new(Mirror {
-        revocations: revocations.clone(),
-        references: Arc::new(ReferenceTokens::default()),
-        issuer: config.signing.as_ref().map_or_else(|| "narrowgate".to_string(), |s| s.issuer.clone()),
-    });
-    let mut bootstrap_token = None;
-    let mut crafter_tokens = Vec::new();
-    let store = match &config.store {
+    let mirror = Arc::new(Mirror::of(&config, revocations.clone()));
+    let (store, created) = match &config.store {
         Some(cfg) => {
             // Never creates a store the config does not ask to create: a
             // missing one stops the start (fail closed).
@@ -88,15 +117,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         None => (None, false),
     };
-    let (store, created) = store;
-    // Every token is minted and revoked by the one token service.
-    let service = Arc::new(api::TokenService::new(&config, store.clone(), mirror.clone()));
-    if created {
-        let first = crate::bootstrap::first_start(&service, &config).await?;
-        bootstrap_token = first.admin_token;
-        crafter_tokens = first.crafter_tokens;
-    }
-
     // An enforce-only gateway follows an issuer's revocation feed; it is not
     // ready until the first snapshot is in.
     if let Some(follow) = &config.revocation.follow {
@@ -104,38 +124,38 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         background.push(crate::revocation::feed::follow(source, revocations.clone()));
     }
 
-    let proxy_listener = bind(config.listeners.proxy).await?;
-    let admin_listener = match config.listeners.admin {
-        Some(a) => Some(bind(a).await?),
-        None => None,
-    };
-    let proxy_addr =
-        proxy_listener.local_addr().map_err(|source| StartError::Bind { addr: config.listeners.proxy, source })?;
-    let api_listener = match config.listeners.api {
-        Some(a) => Some(bind(a).await?),
-        None => None,
-    };
-    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let api_addr = api_listener.as_ref().and_then(|l| l.local_addr().ok());
+    // The policy in force, swapped by reloads.
+    let shared =
+        Shared { metrics: metrics.clone(), revocations: revocations.clone(), references: mirror.references.clone() };
+    let runtime = Runtime::new(&config, path, shared);
+    // Every token is minted and revoked by the one token service.
+    let service = Arc::new(api::TokenService::new(runtime.clone(), store.clone(), mirror.clone()));
+    let mut bootstrap_token = None;
+    let mut crafter_tokens = Vec::new();
+    if created {
+        let first = crate::bootstrap::first_start(&service, &config).await?;
+        bootstrap_token = first.admin_token;
+        crafter_tokens = first.crafter_tokens;
+    }
     if !config.enforce {
         tracing::warn!("enforcement is OFF: every request is forwarded unchecked (for measurements only)");
     }
-    let limits = config.server.clone();
-    // One authenticator (and so one cache) for the proxy and the token service.
-    let auth =
-        Arc::new(Authenticator::from_config(&config, revocations.clone(), mirror.references.clone(), metrics.clone()));
-    let api_state =
-        api::ApiState::new(auth.clone(), service, config.facades.clone(), config.revocation.feed_readers.clone());
-    let gateway = Arc::new(Gateway::with_auth(config, metrics.clone(), auth.clone()));
 
+    let gateway = Arc::new(Gateway::on(runtime.clone()));
     let mut rx = stop_rx.clone();
-    tasks.push(tokio::spawn(server::run(proxy_listener, gateway, limits, async move {
+    tasks.push(tokio::spawn(server::run(proxy_listener, gateway, async move {
         let _ = rx.wait_for(|s| *s).await;
     })));
-    if let Some(listener) = admin_listener {
-        let (loaded, store, revs) = (keys_loaded.clone(), store.clone(), revocations.clone());
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let (shutdown_tx, shutdown_requested) = watch::channel(false);
+    if let Some((listener, _)) = admin_listener {
+        let (rt, store, revs, drain) = (runtime.clone(), store.clone(), revocations.clone(), draining.clone());
         let check: admin::ReadyCheck = Arc::new(move || {
-            if !loaded.load(Ordering::Acquire) {
+            if drain.load(Ordering::Acquire) {
+                return Err("draining: shutting down");
+            }
+            if !rt.snapshot().auth.keys().is_loaded() {
                 return Err("verification keys not loaded yet");
             }
             if store.as_ref().is_some_and(Store::is_lost) {
@@ -148,45 +168,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         });
         let (m, revs) = (metrics.clone(), revocations.clone());
         let before_scrape: admin::BeforeScrape = Arc::new(move || m.observe_revocations(&revs));
-        let app = admin::app(AdminState { registry: registry.clone(), ready: check, before_scrape });
-        let mut rx = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            });
-            if let Err(e) = served.await {
-                tracing::warn!(error = %e, "admin listener failed");
-            }
-        }));
+        let app = admin::app(AdminState {
+            registry: registry.clone(),
+            ready: check,
+            before_scrape,
+            runtime: runtime.clone(),
+            shutdown: Arc::new(shutdown_tx),
+        });
+        tasks.push(serve_axum("admin", listener, app, stop_rx.clone()));
     }
-    if let Some(listener) = api_listener {
-        let app = api::app(api_state);
-        let mut rx = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            });
-            if let Err(e) = served.await {
-                tracing::warn!(error = %e, "api listener failed");
-            }
-        }));
+    if let Some((listener, _)) = api_listener {
+        let app = api::app(api::ApiState::new(runtime.clone(), service));
+        tasks.push(serve_axum("api", listener, app, stop_rx.clone()));
     }
-    // Config, store and configured keys were loaded before we got here, and
-    // the proxy listens. Keys from JWKS URLs arrive in the background:
-    // ready once every issuer's set has loaded.
-    let keys = auth.keys().clone();
-    if keys.is_remote() {
-        background.push(tokio::spawn(keys.clone().run()));
-        let loaded = keys_loaded.clone();
-        background.push(tokio::spawn(async move {
-            keys.wait_loaded().await;
-            loaded.store(true, Ordering::Release);
-            tracing::info!("verification keys loaded from the issuers' JWKS");
-        }));
-    } else {
-        keys_loaded.store(true, Ordering::Release);
+    if runtime.path().is_some() {
+        background.push(tokio::spawn(crate::reload::watch(runtime.clone())));
     }
-    tracing::info!(proxy = %proxy_addr, admin = ?admin_addr, api = ?api_addr, "narrowgate is serving");
+    tracing::info!(
+        proxy = %proxy_addr,
+        admin = %admin_addr.map_or("-".into(), |a| a.to_string()),
+        api = %api_addr.map_or("-".into(), |a| a.to_string()),
+        "narrowgate is serving"
+    );
     Ok(Running {
         proxy_addr,
         admin_addr,
@@ -194,23 +197,73 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         registry,
         revocations,
         store,
+        runtime,
         bootstrap_token,
         crafter_tokens,
+        draining,
+        shutdown_requested,
         stop,
         tasks,
         background,
     })
 }
 
+/// Serve an axum app until `stop`, then let its requests finish.
+fn serve_axum(
+    name: &'static str,
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = served.await {
+            tracing::warn!(listener = name, error = %e, "listener failed");
+        }
+    })
+}
+
 impl Running {
-    /// Stop accepting, drain open connections, and wait for the listeners.
+    /// Resolves when the admin listener is asked to shut down
+    /// (`POST /shutdown`, for Jobs whose sidecar must exit with the app).
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.shutdown_requested.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// The drain: readiness false at once; keep accepting for the
+    /// snapshot's `drain_delay` (so load balancers stop sending); then stop
+    /// accepting, close keep-alive connections after their current request,
+    /// and let requests and tunnels finish within `shutdown_grace`.
+    pub async fn drain(self) {
+        self.draining.store(true, Ordering::Release);
+        let delay = self.runtime.snapshot().server.drain_delay;
+        tracing::info!(delay = ?delay, "draining: not ready; still accepting for the drain delay");
+        tokio::time::sleep(delay).await;
+        tracing::info!("draining: no longer accepting; waiting for requests in flight");
+        self.shutdown().await;
+    }
+
+    /// Stop accepting, let requests in flight finish (within the grace
+    /// period), and stop the background work.
     pub async fn shutdown(self) {
+        self.draining.store(true, Ordering::Release);
+        let _ = self.stop.send(true);
+        let grace = self.runtime.snapshot().server.shutdown_grace;
+        let all = async {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+        };
+        // The proxy bounds itself by the grace period; the axum listeners
+        // (a revocation feed streams until its reader leaves) are bounded here.
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("listeners still busy after the grace period; stopping");
+        }
         for b in &self.background {
             b.abort();
-        }
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
         }
     }
 }

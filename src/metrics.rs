@@ -5,7 +5,7 @@
 //! Counter handles are resolved once at start and indexed on the request
 //! path, so recording a request is a few atomic adds, no label hashing.
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::reason::Reason;
 
@@ -28,6 +28,10 @@ impl UpstreamError {
     }
 }
 
+fn counters_for(vec: &IntCounterVec, app: &str) -> AppCounters {
+    AppCounters(Reason::iter().map(|r| vec.with_label_values(&[decision_label(r), r.code(), app])).collect())
+}
+
 /// The decision label a reason falls under.
 pub fn decision_label(reason: Reason) -> &'static str {
     match reason {
@@ -40,10 +44,25 @@ pub fn decision_label(reason: Reason) -> &'static str {
     }
 }
 
+/// One application's request counters, by [`Reason::index`]: resolved when
+/// a snapshot is compiled, so recording a request hashes no label.
+#[derive(Clone, Debug)]
+pub struct AppCounters(Vec<IntCounter>);
+
+impl AppCounters {
+    #[inline]
+    fn inc(&self, reason: Reason) {
+        if let Some(c) = self.0.get(reason.index()) {
+            c.inc();
+        }
+    }
+}
+
 /// The gateway's metrics.
 pub struct Metrics {
-    /// `[reason][application]`, the last application slot being "none".
-    requests: Vec<Vec<IntCounter>>,
+    requests_vec: IntCounterVec,
+    /// Requests that matched no application.
+    unmatched: AppCounters,
     /// Per decision label: allow, deny, error.
     durations: [Histogram; 3],
     pub cache_hits: IntCounter,
@@ -52,6 +71,9 @@ pub struct Metrics {
     /// JWKS keys skipped as unusable, by issuer name.
     pub jwks_keys_skipped: IntCounterVec,
     revocation: RevocationGauges,
+    reloads: IntCounterVec,
+    last_reload: Gauge,
+    config_info: IntGaugeVec,
 }
 
 /// The revocation set and its feed, read from the set at each scrape.
@@ -70,21 +92,16 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Register the gateway's collectors for these applications.
-    pub fn register(registry: &Registry, applications: &[String]) -> prometheus::Result<Metrics> {
+    /// Register the gateway's collectors. Applications get their request
+    /// counters from [`Metrics::app_counters`], by name, when a snapshot
+    /// naming them is compiled.
+    pub fn register(registry: &Registry) -> prometheus::Result<Metrics> {
         let requests_vec = IntCounterVec::new(
             Opts::new("narrowgate_requests_total", "Requests by decision, reason and application."),
             &["decision", "reason", "application"],
         )?;
         registry.register(Box::new(requests_vec.clone()))?;
-        let mut requests = Vec::with_capacity(Reason::ALL.len());
-        for reason in Reason::ALL {
-            let mut per_app = Vec::with_capacity(applications.len() + 1);
-            for app in applications.iter().map(String::as_str).chain(std::iter::once("none")) {
-                per_app.push(requests_vec.with_label_values(&[decision_label(reason), reason.code(), app]));
-            }
-            requests.push(per_app);
-        }
+        let unmatched = counters_for(&requests_vec, "none");
         let hist = prometheus::HistogramVec::new(
             HistogramOpts::new(
                 "narrowgate_request_duration_seconds",
@@ -145,10 +162,31 @@ impl Metrics {
                 "Times the revocation follower has (re)connected to its source and resynced.",
             )?,
         };
+        let reloads = IntCounterVec::new(
+            Opts::new("narrowgate_config_reloads_total", "Config reloads by result (success, failure)."),
+            &["result"],
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
+        let last_reload = gauge(
+            "narrowgate_config_last_reload_success_timestamp_seconds",
+            "Unix time the config in force was loaded (at start or by the last successful reload).",
+        )?;
+        let config_info = IntGaugeVec::new(
+            Opts::new("narrowgate_config_info", "1, labelled with the SHA-256 of the config in force and its files."),
+            &["hash"],
+        )?;
+        registry.register(Box::new(config_info.clone()))?;
         Ok(Metrics {
+            requests_vec,
+            unmatched,
+            reloads,
+            last_reload,
+            config_info,
             revocation,
             jwks_keys_skipped,
-            requests,
             durations,
             cache_hits: cache.with_label_values(&["hit"]),
             cache_misses: cache.with_label_values(&["miss"]),
@@ -156,13 +194,35 @@ impl Metrics {
         })
     }
 
-    /// Record one request; `app` indexes the manifest's applications, `None`
-    /// when no route matched.
-    pub fn observe(&self, reason: Reason, app: Option<usize>, seconds: f64) {
-        if let Some(per_app) = self.requests.get(reason.index()) {
-            let slot = app.filter(|a| *a < per_app.len() - 1).unwrap_or(per_app.len() - 1);
-            per_app[slot].inc();
+    /// The request counters of the application named `app`.
+    pub fn app_counters(&self, app: &str) -> AppCounters {
+        counters_for(&self.requests_vec, app)
+    }
+
+    /// An application a reload removed gets no more series.
+    pub fn forget_app(&self, app: &str) {
+        for reason in Reason::iter() {
+            let _ = self.requests_vec.remove_label_values(&[decision_label(reason), reason.code(), app]);
         }
+    }
+
+    /// A config came into force (at start, or by a reload).
+    pub fn config_loaded(&self, hash: &str, previous: Option<&str>) {
+        if let Some(old) = previous.filter(|o| *o != hash) {
+            let _ = self.config_info.remove_label_values(&[old]);
+        }
+        self.config_info.with_label_values(&[hash]).set(1);
+        self.last_reload.set(crate::token::now_unix() as f64);
+    }
+
+    /// A reload ended: `success` or `failure`.
+    pub fn reload_result(&self, success: bool) {
+        self.reloads.with_label_values(&[if success { "success" } else { "failure" }]).inc();
+    }
+
+    /// Record one request for `app`'s counters (`None` when no route matched).
+    pub fn observe(&self, reason: Reason, app: Option<&AppCounters>, seconds: f64) {
+        app.unwrap_or(&self.unmatched).inc(reason);
         let d = match reason {
             r if r.is_allow() => 0,
             Reason::UpstreamUnavailable

@@ -4,8 +4,13 @@
 //! labels. Codes are stable snake_case strings: clients and dashboards key on
 //! them, so a code is never renamed, only added.
 
-/// Why a request was allowed or denied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Why a request was allowed or denied. The closed set is derived
+/// ([`Reason::iter`]), so metrics and tests cannot forget a new reason;
+/// the code is the variant's snake_case name unless given.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, strum::EnumIter, strum::EnumCount, strum::IntoStaticStr, strum::EnumString,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
     /// The token's access rules allow the route.
     Allowed,
@@ -29,8 +34,10 @@ pub enum Reason {
     InsufficientScope,
     AmbiguousPath,
     BadRequest,
+    #[strum(serialize = "method_override_rejected")]
     MethodOverride,
     /// A header that rewrites the target (`X-Original-URL`, …).
+    #[strum(serialize = "target_rewrite_rejected")]
     TargetRewrite,
     UpgradeNotAllowed,
     UpstreamUnavailable,
@@ -48,70 +55,17 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, in a fixed order (metric handles are indexed by it).
-    pub const ALL: [Reason; 28] = [
-        Reason::Allowed,
-        Reason::Public,
-        Reason::NotEnforced,
-        Reason::MissingToken,
-        Reason::InvalidToken,
-        Reason::Expired,
-        Reason::NotYetValid,
-        Reason::TokenTooLarge,
-        Reason::Revoked,
-        Reason::ConflictingCredentials,
-        Reason::NoMatchingRoute,
-        Reason::ApplicationNotAllowed,
-        Reason::ServiceNotAllowed,
-        Reason::MethodNotGranted,
-        Reason::ResourceNotAllowed,
-        Reason::InsufficientRole,
-        Reason::InsufficientScope,
-        Reason::AmbiguousPath,
-        Reason::BadRequest,
-        Reason::MethodOverride,
-        Reason::TargetRewrite,
-        Reason::UpgradeNotAllowed,
-        Reason::UpstreamUnavailable,
-        Reason::UpstreamTimeout,
-        Reason::KeysUnavailable,
-        Reason::UnknownKey,
-        Reason::TenantNotAllowed,
-        Reason::RevocationsUnavailable,
-    ];
+    /// Every reason, in declaration order.
+    pub fn iter() -> ReasonIter {
+        <Reason as strum::IntoEnumIterator>::iter()
+    }
+
+    /// How many reasons there are.
+    pub const COUNT: usize = <Reason as strum::EnumCount>::COUNT;
 
     /// The stable code.
     pub fn code(self) -> &'static str {
-        match self {
-            Reason::Allowed => "allowed",
-            Reason::Public => "public",
-            Reason::NotEnforced => "not_enforced",
-            Reason::MissingToken => "missing_token",
-            Reason::InvalidToken => "invalid_token",
-            Reason::Expired => "expired",
-            Reason::NotYetValid => "not_yet_valid",
-            Reason::TokenTooLarge => "token_too_large",
-            Reason::Revoked => "revoked",
-            Reason::ConflictingCredentials => "conflicting_credentials",
-            Reason::NoMatchingRoute => "no_matching_route",
-            Reason::ApplicationNotAllowed => "application_not_allowed",
-            Reason::ServiceNotAllowed => "service_not_allowed",
-            Reason::MethodNotGranted => "method_not_granted",
-            Reason::ResourceNotAllowed => "resource_not_allowed",
-            Reason::InsufficientRole => "insufficient_role",
-            Reason::InsufficientScope => "insufficient_scope",
-            Reason::AmbiguousPath => "ambiguous_path",
-            Reason::BadRequest => "bad_request",
-            Reason::MethodOverride => "method_override_rejected",
-            Reason::TargetRewrite => "target_rewrite_rejected",
-            Reason::UpgradeNotAllowed => "upgrade_not_allowed",
-            Reason::UpstreamUnavailable => "upstream_unavailable",
-            Reason::UpstreamTimeout => "upstream_timeout",
-            Reason::KeysUnavailable => "keys_unavailable",
-            Reason::UnknownKey => "unknown_key",
-            Reason::TenantNotAllowed => "tenant_not_allowed",
-            Reason::RevocationsUnavailable => "revocations_unavailable",
-        }
+        self.into()
     }
 
     /// The HTTP status a denial for this reason gets.
@@ -145,9 +99,8 @@ impl Reason {
         }
     }
 
-    /// Position in [`Reason::ALL`].
+    /// Position in declaration order (metric handles are indexed by it).
     pub fn index(self) -> usize {
-        // ALL lists the variants in declaration order (a test checks it).
         self as usize
     }
 
@@ -162,12 +115,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_are_unique_and_snake_case() {
+    fn codes_are_unique_and_snake_case_and_round_trip() {
         let mut seen = std::collections::HashSet::new();
-        for r in Reason::ALL {
+        for (i, r) in Reason::iter().enumerate() {
             assert!(seen.insert(r.code()), "duplicate code {}", r.code());
             assert!(r.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
-            assert_eq!(Reason::ALL[r.index()], r);
+            assert_eq!(r.index(), i);
+            assert_eq!(r.code().parse::<Reason>().ok(), Some(r));
         }
+        assert_eq!(seen.len(), Reason::COUNT);
+        assert_eq!(Reason::MethodOverride.code(), "method_override_rejected");
+        assert_eq!(Reason::InsufficientScope.code(), "insufficient_scope");
     }
 }

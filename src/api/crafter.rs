@@ -81,7 +81,7 @@ fn caller_id(query: Option<&str>, form: Option<&[u8]>) -> Option<String> {
 async fn master(s: &ApiState, id: Option<String>) -> Result<Arc<Grant>, Response> {
     let denied = || error(StatusCode::FORBIDDEN, "ACCESS_DENIED", "a valid access token id is required");
     let id = id.ok_or_else(denied)?;
-    let grant = s.auth.authenticate_token_fetching(&id).await.map_err(|_| denied())?;
+    let grant = s.snapshot().auth.authenticate_token_fetching(&id).await.map_err(|_| denied())?;
     // Crafter's token API is for master tokens only.
     if issuance::authority(&grant) != Authority::Master {
         return Err(error(StatusCode::FORBIDDEN, "ACTION_DENIED", "only master access tokens manage access tokens"));

@@ -19,8 +19,8 @@ use serde::de::DeserializeOwned;
 use crate::config::MintError;
 use crate::policy::issuance::IssuanceError;
 use crate::policy::narrow::NarrowError;
-use crate::proxy::respond::{self, error_response};
 use crate::reason::Reason;
+use crate::respond::{self, error_response};
 use crate::store::StoreError;
 
 /// Declares a closed set of codes: the enum, `ALL`, `code()` and
@@ -357,7 +357,7 @@ mod tests {
             assert!(seen.insert(c.code()), "{:?}", c);
             assert!(c.code().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
         }
-        for r in Reason::ALL {
+        for r in Reason::iter() {
             assert!(
                 !seen.contains(r.code()) || ApiCode::ALL.iter().any(|c| c.code() == r.code()),
                 "{} would mean two things",

@@ -62,7 +62,7 @@ fn metaapi_error(e: ApiError) -> Response {
     }
     let mut resp = ok_json(status, &out);
     if let Kind::Credential(reason) = e.kind()
-        && let Some(v) = crate::proxy::respond::www_authenticate(reason, &[])
+        && let Some(v) = crate::respond::www_authenticate(reason, &[])
     {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }

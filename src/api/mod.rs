@@ -15,9 +15,9 @@ use axum::routing::get;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::auth::Authenticator;
 use crate::config::{Facades, Signing};
-use crate::proxy::respond::ErrorBody;
+use crate::respond::ErrorBody;
+use crate::runtime::{Runtime, Snapshot};
 use crate::token::{Grant, Role, TokenKind};
 use error::json;
 pub use error::{ApiCode, ApiError, Kind};
@@ -34,54 +34,45 @@ mod revocations;
 pub mod service;
 mod tokens;
 
-/// What the token service's handlers share.
+/// What the token service's handlers share. The policy — authentication,
+/// manifest, keys, facades, feed readers — is the snapshot's in force
+/// ([`Runtime`]), read once per request.
 #[derive(Clone)]
 pub struct ApiState {
-    auth: Arc<Authenticator>,
+    runtime: Arc<Runtime>,
     service: Arc<TokenService>,
-    /// The manifest in MetaApi's shape, serialized once.
-    manifest_json: Bytes,
-    jwks_json: Bytes,
     openapi_json: Bytes,
-    facades: Facades,
-    /// SHA-256 of the tokens that may read the revocation feed.
-    feed_readers: Arc<[[u8; 32]]>,
     /// This replica's name in feed cursors: random per process.
     instance: Arc<str>,
 }
 
 impl ApiState {
-    pub fn new(
-        auth: Arc<Authenticator>,
-        service: Arc<TokenService>,
-        facades: Facades,
-        feed_readers: Vec<[u8; 32]>,
-    ) -> Self {
-        // Serializing plain config data cannot fail; an empty list if it did.
-        let manifest_json = serde_json::to_vec(&service.manifest().applications).unwrap_or_else(|_| b"[]".to_vec());
-        let jwks_json = build_jwks(service.signing());
+    pub fn new(runtime: Arc<Runtime>, service: Arc<TokenService>) -> Self {
         ApiState {
-            auth,
+            runtime,
             service,
-            manifest_json: Bytes::from(manifest_json),
-            jwks_json,
             openapi_json: Bytes::from(openapi::document()),
-            facades,
-            feed_readers: feed_readers.into(),
             instance: crate::token::keys::random_id(8).unwrap_or_else(|_| "replica".into()).into(),
         }
+    }
+
+    /// The policy in force, for this request.
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.runtime.snapshot()
     }
 
     /// The caller's grant, from a request's credential (its headers and
     /// query: a borrowed request body would not be `Send`).
     async fn caller(&self, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<Arc<Grant>, ApiError> {
-        self.auth.authenticate_fetching(headers, query).await.map_err(ApiError::credential)
+        self.snapshot().auth.authenticate_fetching(headers, query).await.map_err(ApiError::credential)
     }
 }
 
-/// The token service's router; testable without sockets.
+/// The token service's router; testable without sockets. The facades'
+/// routes are always there and answer only while the policy in force
+/// enables them, so a reload turns them on and off.
 pub fn app(state: ApiState) -> Router {
-    let mut router = Router::new()
+    let router = Router::new()
         .route("/v1/manifest", get(manifest))
         .route("/v1/whoami", get(whoami))
         .route("/v1/tokens/narrow", axum::routing::post(narrow::narrow))
@@ -92,17 +83,26 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/registration-tokens", axum::routing::post(registration::create))
         .route("/v1/registration-tokens/{id}", axum::routing::delete(registration::revoke))
         .route("/v1/registration-tokens/redeem", axum::routing::post(registration::redeem))
-        .route("/v1/revocations", get(revocations::feed).post(revocations::revoke_jti));
-    if state.facades.metaapi {
-        router = metaapi::routes(router);
-    }
-    if state.facades.crafter {
-        router = crafter::routes(router);
-    }
-    if state.facades.prodmanager.is_some() {
-        router = prodmanager::routes(router);
-    }
+        .route("/v1/revocations", get(revocations::feed).post(revocations::revoke_jti))
+        .merge(gated(metaapi::routes(Router::new()), &state, |f| f.metaapi))
+        .merge(gated(crafter::routes(Router::new()), &state, |f| f.crafter))
+        .merge(gated(prodmanager::routes(Router::new()), &state, |f| f.prodmanager.is_some()));
     router.fallback(|| async { ApiError::not_found("no such endpoint") }).with_state(state)
+}
+
+/// `router`'s routes, answering only while `enabled` holds for the
+/// facades in force; otherwise as if they were not there.
+fn gated(router: Router<ApiState>, state: &ApiState, enabled: fn(&Facades) -> bool) -> Router<ApiState> {
+    router.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        move |State(s): State<ApiState>, req: Request, next: axum::middleware::Next| async move {
+            if enabled(&s.snapshot().facades) {
+                next.run(req).await
+            } else {
+                ApiError::not_found("no such endpoint").into_response()
+            }
+        },
+    ))
 }
 
 /// A value as a JSON response.
@@ -118,11 +118,11 @@ pub(crate) fn ok_json<T: Serialize>(status: StatusCode, v: &T) -> Response {
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys",
     responses((status = 200, description = "A JWK Set (RFC 7517) of public keys, each with kid, alg and use", body = Object)))]
 async fn jwks(State(s): State<ApiState>) -> Response {
-    json(StatusCode::OK, s.jwks_json.clone())
+    json(StatusCode::OK, s.snapshot().jwks_json.clone())
 }
 
-/// Build the JWKS document once, at start.
-fn build_jwks(signing: Option<&Signing>) -> Bytes {
+/// Build the JWKS document, once per snapshot.
+pub fn build_jwks(signing: Option<&Signing>) -> Bytes {
     let keys: Vec<serde_json::Value> =
         signing.map(|sg| sg.keys.iter().filter_map(|k| public_jwk(k)).collect()).unwrap_or_default();
     Bytes::from(serde_json::json!({ "keys": keys }).to_string())
@@ -146,7 +146,7 @@ fn public_jwk(key: &crate::token::SigningKey) -> Option<serde_json::Value> {
 #[utoipa::path(get, path = "/v1/manifest", tag = "manifest",
     responses((status = 200, description = "The manifest", body = Vec<crate::policy::manifest::Application>)))]
 async fn manifest(State(s): State<ApiState>) -> Response {
-    json(StatusCode::OK, s.manifest_json.clone())
+    json(StatusCode::OK, s.snapshot().manifest_json.clone())
 }
 
 /// The calling token's grant.

@@ -17,7 +17,7 @@ use super::{ApiState, ok_json};
 use crate::policy::AccessRule;
 use crate::policy::narrow::Simplified;
 use crate::policy::tenant::TenantPermission;
-use crate::proxy::respond::ErrorBody;
+use crate::respond::ErrorBody;
 use crate::store::TokenRecord;
 use crate::token::Grant;
 use crate::token::claims::{WireMethodGroup, WireRule};

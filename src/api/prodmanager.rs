@@ -80,7 +80,8 @@ fn application_of<'a>(apps: &'a [ProdManagerApp], secret: &str) -> Option<&'a Pr
 }
 
 async fn create(State(s): State<ApiState>, req: Request) -> Response {
-    let Some(apps) = s.facades.prodmanager.as_deref() else {
+    let snap = s.snapshot();
+    let Some(apps) = snap.facades.prodmanager.as_deref() else {
         return failure(StatusCode::NOT_FOUND, "Not found", &BTreeMap::new());
     };
     let mut reasons: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -200,13 +201,13 @@ async fn whoami(State(s): State<ApiState>, req: Request) -> Response {
     let Some(token) = value.to_str().ok().and_then(|v| v.split_once(' ')).map(|(_, t)| t.trim()) else {
         return invalid("Expected `Authorization: <scheme> <token>`.");
     };
-    let grant = match s.auth.authenticate_token_fetching(token).await {
+    let grant = match s.snapshot().auth.authenticate_token_fetching(token).await {
         Ok(g) => g,
         Err(reason) if reason.status() == 503 => {
-            let reasons = BTreeMap::from([("token", vec![crate::proxy::respond::message(reason).to_string()])]);
+            let reasons = BTreeMap::from([("token", vec![crate::respond::message(reason).to_string()])]);
             return failure(StatusCode::SERVICE_UNAVAILABLE, "Token validation failed", &reasons);
         }
-        Err(reason) => return invalid(crate::proxy::respond::message(reason)),
+        Err(reason) => return invalid(crate::respond::message(reason)),
     };
     // The claims ProdManager's clients read were kept with the grant.
     let claim = |name: &str| grant.extra(name).cloned();

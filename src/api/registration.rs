@@ -15,7 +15,7 @@ use super::error::{ApiError, read_body};
 use super::service::{MintRequest, Minted, NewRegistration, RevokeTarget};
 use super::tokens::{duration_field, parse_role};
 use super::{ApiState, ok_json};
-use crate::proxy::respond::ErrorBody;
+use crate::respond::ErrorBody;
 
 /// Registration secrets start with this (distinct from access tokens, so
 /// one can never be presented as the other).

@@ -14,7 +14,7 @@ use super::error::{ApiError, read_body};
 use super::service::RevokeTarget;
 use super::tokens::{TimeInput, time_field};
 use super::{ApiState, ok_json};
-use crate::proxy::respond::ErrorBody;
+use crate::respond::ErrorBody;
 use crate::revocation::feed::{self, FeedLine};
 
 /// A token from another issuer, to revoke.
@@ -84,14 +84,15 @@ async fn feed_reader(s: &ApiState, headers: &axum::http::HeaderMap, query: Optio
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let snap = s.snapshot();
     if let Some(token) = presented {
         let digest = crate::store::hash_secret(token.trim());
         // Compared in constant time, like every secret.
-        if s.feed_readers.iter().any(|h| aws_lc_rs::constant_time::verify_slices_are_equal(h, &digest).is_ok()) {
+        if snap.feed_readers.iter().any(|h| aws_lc_rs::constant_time::verify_slices_are_equal(h, &digest).is_ok()) {
             return Ok(());
         }
     }
-    let grant = s.auth.authenticate_fetching(headers, query).await.map_err(ApiError::credential)?;
+    let grant = snap.auth.authenticate_fetching(headers, query).await.map_err(ApiError::credential)?;
     match crate::policy::issuance::authority(&grant) {
         crate::policy::issuance::Authority::None => Err(ApiError::feed_reader_required()),
         _ => Ok(()),
@@ -112,7 +113,7 @@ async fn feed_reader(s: &ApiState, headers: &axum::http::HeaderMap, query: Optio
     ))]
 pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
     feed_reader(&s, req.headers(), req.uri().query()).await?;
-    let revs = s.auth.revocations().clone();
+    let revs = s.snapshot().auth.revocations().clone();
     let instance = s.instance.clone();
     let cursor = req
         .uri()

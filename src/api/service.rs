@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use super::error::ApiError;
 use crate::auth::reference;
-use crate::config::Signing;
-use crate::policy::issuance::{self, Authority, RegistrationLimits, RegistrationWanted, Wanted};
+use crate::policy::AccessRule;
+use crate::policy::issuance::{self, Authority, RegistrationWanted, Wanted};
 use crate::policy::narrow::{Simplified, child_expiry, narrow_detailed, narrow_simplified};
 use crate::policy::tenant::TenantPermission;
-use crate::policy::{AccessRule, Manifest};
+use crate::runtime::Runtime;
 use crate::store::{
     JtiRevocation, Mirror, RedeemError, RegistrationRecord, Store, StoreError, TokenFilter, TokenForm, TokenRecord,
 };
@@ -159,16 +159,13 @@ struct Origin {
     created_by: Option<String>,
 }
 
-/// The token service.
+/// The token service. Its settings (signing keys, manifest, limits,
+/// issuers) are the snapshot's in force when each call starts: a reload
+/// changes them for the next call, never half-way through one.
 pub struct TokenService {
     store: Option<Store>,
-    signing: Option<Signing>,
+    runtime: Arc<Runtime>,
     mirror: Arc<Mirror>,
-    manifest: Arc<Manifest>,
-    max_token_bytes: usize,
-    registration: RegistrationLimits,
-    /// The `iss` of every trusted issuer (revocation by jti names one).
-    issuers: Vec<String>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -182,26 +179,10 @@ fn random(n: usize) -> Result<String, ApiError> {
 }
 
 impl TokenService {
-    /// The service a config describes, writing to `store` (if any) and
+    /// The service of `runtime`'s policy, writing to `store` (if any) and
     /// keeping `mirror` — the one the proxy reads — current.
-    pub fn new(config: &crate::config::Config, store: Option<Store>, mirror: Arc<Mirror>) -> Self {
-        TokenService {
-            store,
-            signing: config.signing.clone(),
-            mirror,
-            manifest: Arc::new(config.manifest.clone()),
-            max_token_bytes: config.max_token_bytes,
-            registration: config.registration,
-            issuers: config.keys.issuers.iter().map(|i| i.issuer.clone()).collect(),
-        }
-    }
-
-    pub fn manifest(&self) -> &Arc<Manifest> {
-        &self.manifest
-    }
-
-    pub fn signing(&self) -> Option<&Signing> {
-        self.signing.as_ref()
+    pub fn new(runtime: Arc<Runtime>, store: Option<Store>, mirror: Arc<Mirror>) -> Self {
+        TokenService { store, runtime, mirror }
     }
 
     fn store(&self) -> Result<&Store, ApiError> {
@@ -225,7 +206,7 @@ impl TokenService {
                 // Nobody grants more than it holds, nor what the manifest
                 // does not know. (No rules at all is within anyone's.)
                 if !token.rules.is_empty() {
-                    narrow_detailed(&by.rules, &token.rules, &self.manifest)?;
+                    narrow_detailed(&by.rules, &token.rules, &self.runtime.snapshot().manifest)?;
                 }
                 let origin = Origin {
                     kind: TokenKind::Access,
@@ -269,12 +250,13 @@ impl TokenService {
         validity_hours: Option<f64>,
         now: u64,
     ) -> Result<Minted, ApiError> {
+        let snap = self.runtime.snapshot();
         let rules = match &narrowing {
-            Narrowing::Simplified(s) => narrow_simplified(&parent.rules, s, &self.manifest)?,
-            Narrowing::Detailed(rules) => narrow_detailed(&parent.rules, rules, &self.manifest)?,
+            Narrowing::Simplified(s) => narrow_simplified(&parent.rules, s, &snap.manifest)?,
+            Narrowing::Detailed(rules) => narrow_detailed(&parent.rules, rules, &snap.manifest)?,
         };
         let tenants = issuance::narrowed_tenants(&parent.tenants, tenants.as_deref())?;
-        let signing = self.signing.as_ref().ok_or_else(ApiError::signing_unavailable)?;
+        let signing = snap.signing.as_ref().ok_or_else(ApiError::signing_unavailable)?;
         let exp = child_expiry(parent.expires_at, now, validity_hours)?;
         // The default validity stays within the issuer's max_lifetime; an
         // explicit one beyond it is refused when signing.
@@ -301,7 +283,7 @@ impl TokenService {
         let bounds = issuance::mint_registration(
             by,
             &RegistrationWanted { role: r.role, ttl: r.ttl, lifetime: r.lifetime },
-            &self.registration,
+            &self.runtime.snapshot().registration,
             now,
         )?;
         if store.token_by_name(&r.name).await?.is_some_and(|t| t.revoked_at.is_none()) {
@@ -417,10 +399,11 @@ impl TokenService {
         };
         let (secret, secret_hash, form, external_id) = match t.form {
             NewForm::Jwt => {
-                let signing = self.signing.as_ref().ok_or_else(ApiError::signing_unavailable)?;
+                let snap = self.runtime.snapshot();
+                let signing = snap.signing.as_ref().ok_or_else(ApiError::signing_unavailable)?;
                 let token = signing.sign(&mut claims)?;
                 // Never issue what the proxy would refuse as too large.
-                issuance::fits(token.len(), self.max_token_bytes)?;
+                issuance::fits(token.len(), snap.max_token_bytes)?;
                 (token, None, TokenForm::Jwt, None)
             }
             NewForm::Reference => {
@@ -490,7 +473,7 @@ impl TokenService {
             RevokeTarget::Name(name) => store.token_by_name(name).await?,
             RevokeTarget::ExternalId(id) => store.token_by_external_id(id).await?,
             RevokeTarget::Jti { jti, issuer, expires_at } => {
-                if !self.issuers.contains(issuer) {
+                if !self.runtime.snapshot().issuers.contains(issuer) {
                     return Err(ApiError::bad("issuer", "not the iss of any issuer this gateway trusts"));
                 }
                 match store.token(jti).await? {

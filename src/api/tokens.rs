@@ -17,7 +17,7 @@ use super::service::{MintRequest, Minted, NewForm, NewToken, RevokeTarget};
 use super::{ApiState, ok_json};
 use crate::config::parse_duration;
 use crate::policy::tenant::{self, TenantPermission};
-use crate::proxy::respond::ErrorBody;
+use crate::respond::ErrorBody;
 use crate::store::{TokenFilter, TokenRecord, kind_str, parse_kind, role_str};
 use crate::token::claims::{WireRule, decode_grants};
 use crate::token::{Role, now_unix};

@@ -21,10 +21,13 @@ use credential::CredentialError;
 pub struct Authenticator {
     credentials: Vec<CredentialSource>,
     verifier: Verifier,
-    cache: GrantCache,
+    cache: Arc<GrantCache>,
     revocations: Arc<Revocations>,
     references: Arc<reference::ReferenceTokens>,
     metrics: Arc<Metrics>,
+    /// What it was compiled from, to tell what a reload may keep.
+    cache_config: crate::config::CacheConfig,
+    issuers_hash: String,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -42,20 +45,50 @@ impl Authenticator {
         references: Arc<reference::ReferenceTokens>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let ring = KeyRing::counting(
-            config.keys.clone(),
-            config.jwks_sources.clone(),
-            Some(metrics.jwks_keys_skipped.clone()),
-        );
-        let cache = GrantCache::with_generation(
-            config.cache.capacity,
-            config.cache.max_ttl.as_secs(),
-            ring.generation().clone(),
-        );
+        Self::compile(config, None, revocations, references, metrics)
+    }
+
+    /// The authenticator a (reloaded) config describes. With `prev` (the
+    /// one it replaces): when the issuers are unchanged their key ring (and
+    /// its JWKS fetching) and the grant cache carry over; when they
+    /// changed, a new ring shares the old one's key generation and bumps
+    /// it, so every grant the old keys verified is verified again.
+    pub fn compile(
+        config: &crate::config::Config,
+        prev: Option<&Authenticator>,
+        revocations: Arc<Revocations>,
+        references: Arc<reference::ReferenceTokens>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let ring = match prev {
+            Some(p) if p.issuers_hash == config.issuers_hash => p.keys().clone(),
+            _ => {
+                let generation = prev.map(|p| p.keys().generation().clone()).unwrap_or_default();
+                generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                KeyRing::counting(
+                    config.keys.clone(),
+                    config.jwks_sources.clone(),
+                    Some(metrics.jwks_keys_skipped.clone()),
+                    generation,
+                )
+            }
+        };
+        let cache = match prev {
+            Some(p) if p.cache_config == config.cache && Arc::ptr_eq(p.keys().generation(), ring.generation()) => {
+                p.cache.clone()
+            }
+            _ => Arc::new(GrantCache::with_generation(
+                config.cache.capacity,
+                config.cache.max_ttl.as_secs(),
+                ring.generation().clone(),
+            )),
+        };
         Authenticator {
             credentials: config.credentials.clone(),
             verifier: Verifier::with_ring(ring, config.max_token_bytes),
             cache,
+            cache_config: config.cache.clone(),
+            issuers_hash: config.issuers_hash.clone(),
             revocations,
             references,
             metrics,

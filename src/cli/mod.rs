@@ -106,13 +106,17 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(rt)
 }
 
+/// Run the gateway on `path` until SIGTERM, Ctrl-C or the admin
+/// listener's `POST /shutdown`, then drain; SIGHUP reloads the config. A
+/// second SIGTERM or Ctrl-C during the drain exits at once.
 fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     for w in &config.warnings {
         tracing::warn!(config = %path.display(), "{w}");
     }
     runtime(config.server.worker_threads)?.block_on(async move {
-        let mut running = crate::app::start(config).await?;
+        let mut signals = Signals::new()?;
+        let mut running = crate::app::start_from(config, Some(path)).await?;
         if let Some(secret) = running.bootstrap_token.take() {
             // Shown once, on stdout, never in the logs.
             println!("bootstrap admin token (shown once; keep it safe): {secret}");
@@ -120,11 +124,67 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
         for (application, id) in std::mem::take(&mut running.crafter_tokens) {
             println!("Crafter Profile access token for {application} (shown once; keep it safe): {id}");
         }
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        running.shutdown().await;
-        Ok(())
+        loop {
+            tokio::select! {
+                signal = signals.next() => match signal {
+                    Signal::Hangup => {
+                        tracing::info!("SIGHUP: reloading the config");
+                        // The outcome is logged and counted by the reload itself.
+                        let _ = running.runtime.reload().await;
+                    }
+                    Signal::Stop => break,
+                },
+                _ = running.shutdown_requested() => break,
+            }
+        }
+        tokio::select! {
+            _ = running.drain() => Ok(()),
+            _ = signals.stop() => {
+                tracing::warn!("a second stop signal: exiting without waiting for requests in flight");
+                anyhow::bail!("stopped during the drain")
+            }
+        }
     })
+}
+
+/// The signals `serve` answers.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.terminate.recv() => Signal::Stop,
+            _ = self.interrupt.recv() => Signal::Stop,
+            _ = self.hangup.recv() => Signal::Hangup,
+        }
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn stop(&mut self) {
+        while self.next().await != Signal::Stop {}
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Signal {
+    /// SIGHUP: reload.
+    Hangup,
+    /// SIGTERM or SIGINT: drain and exit.
+    Stop,
 }
 
 fn check_config(files: &[PathBuf], strict: bool) -> ExitCode {
@@ -158,24 +218,13 @@ fn check_config(files: &[PathBuf], strict: bool) -> ExitCode {
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
-/// Ctrl-C or SIGTERM.
+/// Ctrl-C or SIGTERM (the demo stops at once; it has nothing to drain
+/// for).
 pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    match Signals::new() {
+        Ok(mut s) => s.stop().await,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }

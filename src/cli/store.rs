@@ -3,11 +3,14 @@
 //! unless its config says `create_if_missing`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::runtime::{Runtime, Shared};
 use crate::store::{Mirror, Store};
 
 #[derive(Debug, Subcommand)]
@@ -41,8 +44,12 @@ fn init(path: PathBuf) -> anyhow::Result<()> {
             println!("the store exists already; nothing was changed");
             return Ok(());
         }
-        let mirror = std::sync::Arc::new(Mirror::new(Default::default()));
-        let service = crate::api::TokenService::new(&config, Some(store), mirror);
+        let mirror = Arc::new(Mirror::of(&config, Default::default()));
+        // The policy the first tokens are minted under; nothing is served.
+        let metrics = Arc::new(Metrics::register(&prometheus::Registry::new())?);
+        let shared = Shared { metrics, revocations: mirror.revocations.clone(), references: mirror.references.clone() };
+        let runtime = Runtime::new(&config, None, shared);
+        let service = crate::api::TokenService::new(runtime, Some(store), mirror);
         let first = crate::bootstrap::first_start(&service, &config).await.context("first start")?;
         println!("created the store");
         if let Some(secret) = first.admin_token {

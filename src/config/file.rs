@@ -155,6 +155,12 @@ pub struct ServerFile {
     pub max_token_bytes: Option<usize>,
     #[serde(default)]
     pub worker_threads: Option<usize>,
+    /// After SIGTERM, how long to keep accepting while not ready (5s).
+    #[serde(default)]
+    pub drain_delay: Option<String>,
+    /// Then how long in-flight requests may take (25s).
+    #[serde(default)]
+    pub shutdown_grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

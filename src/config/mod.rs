@@ -78,11 +78,37 @@ pub struct Config {
     /// Problems that do not stop the gateway (a secret file others can
     /// read, a JWKS key skipped); `check-config --strict` fails on them.
     pub warnings: Vec<String>,
+    /// The files the config reads besides itself (keys, key sets, tokens).
+    pub sources: Vec<PathBuf>,
+    /// SHA-256 (hex) of the config text and every file it reads: what a
+    /// reload compares, and what `narrowgate_config_info` shows.
+    pub hash: String,
+    /// SHA-256 (hex) of the issuers section and their key files: when it
+    /// is unchanged by a reload, verified grants stay cached.
+    pub issuers_hash: String,
+}
+
+/// SHA-256 of `text` and the current contents of `files` (a file that
+/// cannot be read counts as its absence), as hex.
+pub fn fingerprint(text: &[u8], files: &[PathBuf]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(text);
+    for f in files {
+        ctx.update(f.to_string_lossy().as_bytes());
+        match std::fs::read(f) {
+            Ok(bytes) => {
+                ctx.update(&(bytes.len() as u64).to_le_bytes());
+                ctx.update(&bytes);
+            }
+            Err(_) => ctx.update(b"\0absent"),
+        }
+    }
+    ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How revocations reach this gateway, and what it does when it cannot
 /// confirm them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RevocationConfig {
     pub staleness: crate::revocation::Staleness,
     /// SHA-256 of the tokens that may read this gateway's revocation feed.
@@ -92,7 +118,7 @@ pub struct RevocationConfig {
 }
 
 /// Where an enforce-only gateway follows an issuer's revocation feed.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct FeedFollow {
     /// Tried in turn.
     pub urls: Vec<String>,
@@ -106,7 +132,7 @@ impl std::fmt::Debug for FeedFollow {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listeners {
     pub proxy: SocketAddr,
     pub admin: Option<SocketAddr>,
@@ -114,7 +140,7 @@ pub struct Listeners {
     pub api: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     pub addresses: Vec<Authority>,
     pub connect_timeout: Duration,
@@ -124,7 +150,7 @@ pub struct UpstreamConfig {
     pub pool_max_idle: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Runtime threads: 1 runs everything on one thread (a sidecar's usual
     /// share, and the cheapest per request); 0 means one per core.
@@ -133,6 +159,11 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// After SIGTERM: how long the listeners keep accepting while
+    /// readiness is already false (endpoints are removed meanwhile).
+    pub drain_delay: Duration,
+    /// Then how long in-flight requests and WebSocket tunnels may take.
+    pub shutdown_grace: Duration,
 }
 
 /// Where a credential may come from, in the configured order.
@@ -159,7 +190,7 @@ pub struct IdentityHeaders {
     pub roles: HeaderName,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
     pub capacity: usize,
     pub max_ttl: Duration,
@@ -242,7 +273,7 @@ impl Signing {
 
 /// The token store, how often its revocations are fully resynced, and
 /// whether a missing one may be created at start.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreConfig {
     pub backend: StoreBackend,
     pub resync_interval: Duration,
@@ -253,7 +284,7 @@ pub struct StoreConfig {
 }
 
 /// Which store.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreBackend {
     Sqlite {
         path: PathBuf,
@@ -268,7 +299,7 @@ pub enum StoreBackend {
 
 /// Where the first admin token is written (mode 0600) when a store is
 /// created empty; it is also printed once.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bootstrap {
     pub token_file: Option<PathBuf>,
 }
@@ -296,11 +327,17 @@ pub enum Unmatched {
 
 /// Collects errors with their paths.
 #[derive(Default)]
-struct Errors(Vec<String>, Vec<String>);
+struct Errors(Vec<String>, Vec<String>, Vec<PathBuf>);
 
 impl Errors {
     fn push(&mut self, path: &str, msg: impl std::fmt::Display) {
         self.0.push(format!("{path}: {msg}"));
+    }
+
+    /// A file the config reads (keys, key sets, tokens): watched for
+    /// changes and part of the config's hash.
+    fn file(&mut self, path: &Path) {
+        self.2.push(path.to_path_buf());
     }
 
     /// Something that works but should not be so: logged by `serve`,
@@ -428,6 +465,13 @@ impl Config {
             ),
             max_header_bytes: server_file.max_header_bytes.unwrap_or(16 * 1024),
             max_headers: server_file.max_headers.unwrap_or(64),
+            drain_delay: duration_or(&server_file.drain_delay, Duration::from_secs(5), "server.drain_delay", &mut errs),
+            shutdown_grace: duration_or(
+                &server_file.shutdown_grace,
+                Duration::from_secs(25),
+                "server.shutdown_grace",
+                &mut errs,
+            ),
         };
         if server.max_header_bytes < 8192 {
             errs.push("server.max_header_bytes", "must be at least 8192");
@@ -447,6 +491,7 @@ impl Config {
                 .collect(),
         };
 
+        let issuer_files_from = errs.2.len();
         let mut keyset = KeySet::default();
         let mut jwks_sources = Vec::new();
         let mut signing: Option<Signing> = None;
@@ -465,6 +510,7 @@ impl Config {
             Value::Null => {}
             _ => errs.push("issuers", "must be a list"),
         }
+        let issuers_hash = fingerprint(get("issuers").to_string().as_bytes(), &errs.2[issuer_files_from..]);
 
         let credentials = match get("credentials") {
             Value::Null => {
@@ -592,6 +638,9 @@ impl Config {
 
         match (listeners, upstream, router) {
             (Some(listeners), Some(upstream), Some(router)) if errs.0.is_empty() => Ok(Config {
+                hash: fingerprint(text.as_bytes(), &errs.2),
+                issuers_hash,
+                sources: errs.2,
                 warnings: errs.1,
                 revocation,
                 registration,
@@ -673,6 +722,7 @@ fn build_revocation(
             }
         }
         let file = base.join(&fw.token_file);
+        errs.file(&file);
         check_private_file(&file, "revocation.follow.token_file", errs);
         match std::fs::read_to_string(&file) {
             Ok(t) if !t.trim().is_empty() => Some(FeedFollow { urls: fw.urls, token: t.trim().to_string() }),
@@ -934,6 +984,7 @@ fn build_issuer(
     let mut own = Vec::new();
     for (i, k) in f.signing_keys.iter().enumerate() {
         let kpath = format!("{path}.signing_keys[{i}]");
+        errs.file(&base.join(&k.private_key_file));
         check_private_file(&base.join(&k.private_key_file), &format!("{kpath}.private_key_file"), errs);
         match crate::token::SigningKey::from_pem_file(&base.join(&k.private_key_file), &k.kid) {
             Ok(key) if !algorithms.contains(&key.algorithm) => {
@@ -1002,6 +1053,7 @@ fn build_issuer(
         if is_hmac(alg) {
             check_private_file(&base.join(file), &format!("{kpath}.secret_file"), errs);
         }
+        errs.file(&base.join(file));
         match keys::load_decoding_key(&base.join(file), alg) {
             Ok(key) => {
                 if let Err(e) = keyset.add_key(VerificationKey { kid: k.kid.clone(), algorithm: alg, key, issuer }) {
@@ -1013,6 +1065,7 @@ fn build_issuer(
     }
     if let Some(jwks) = &f.jwks_file {
         let jpath = format!("{path}.jwks_file");
+        errs.file(&base.join(jwks));
         match std::fs::read_to_string(base.join(jwks)) {
             Err(e) => errs.push(&jpath, format!("cannot read {jwks:?}: {e}")),
             Ok(text) => match keys::keys_from_jwks(&text, &algorithms, issuer) {

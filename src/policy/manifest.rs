@@ -116,7 +116,9 @@ pub struct Route {
 
 impl Route {
     /// The facts rules are evaluated against; `None` for a public route.
-    pub fn facts<'a>(&'a self, resource_id: Option<&'a str>) -> Option<RouteFacts<'a>> {
+    /// What the route is, for evaluation: `None` for a public route. The
+    /// resource id and the tenant come from the matched path.
+    pub fn facts<'a>(&'a self, resource_id: Option<&'a str>, tenant: Option<&'a str>) -> Option<RouteFacts<'a>> {
         match &self.access {
             RouteAccess::Public => None,
             RouteAccess::Protected { group, method, scopes, roles, resource, .. } => Some(RouteFacts {
@@ -133,6 +135,10 @@ impl Route {
                     // resource, which only a full wildcard covers.
                     (Some(spec), None) => Some((&spec.entity, "")),
                     (None, _) => None,
+                },
+                tenant: match (self.tenant(), tenant) {
+                    (Some(spec), Some(t)) => Some((t, &spec.action)),
+                    _ => None,
                 },
             }),
         }

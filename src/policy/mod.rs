@@ -14,5 +14,5 @@ pub mod tenant;
 pub use manifest::{Manifest, ResourceSpec, Route, RouteAccess};
 pub use router::{RouteMatch, Router};
 pub use rules::{
-    AccessRule, Decision, Denial, MethodGroupRule, MethodRule, Pattern, ResourceRule, RouteFacts, evaluate,
+    AccessRule, Allowed, Decision, Denial, MethodGroupRule, MethodRule, Pattern, ResourceRule, RouteFacts, evaluate,
 };

@@ -616,6 +616,7 @@ mod tests {
                 scopes: &self.scopes,
                 roles: &self.roles,
                 resource: self.resource,
+                tenant: None,
             }
         }
     }
@@ -701,7 +702,7 @@ mod tests {
     }
 
     fn allows(rules: &[AccessRule], f: &Fact) -> bool {
-        matches!(evaluate(rules, &f.facts()), Decision::Allow { .. })
+        matches!(evaluate(rules, &[], &f.facts()), Decision::Allow(_))
     }
 
     proptest! {

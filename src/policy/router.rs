@@ -19,7 +19,7 @@ pub struct RouteMatch<'p> {
 }
 
 /// The compiled router.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Router {
     by_method: Vec<(http::Method, matchit::Router<usize>)>,
 }

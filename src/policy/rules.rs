@@ -5,6 +5,7 @@
 //! every level. A request is allowed when one rule covers every fact of its
 //! route.
 
+use super::tenant::TenantPermission;
 use crate::reason::Reason;
 
 /// One level of a rule: a wildcard or an exact name.
@@ -125,6 +126,9 @@ pub struct RouteFacts<'a> {
     pub roles: &'a [Box<str>],
     /// `(entity, id)` of the resource the request touches, if any.
     pub resource: Option<(&'a str, &'a str)>,
+    /// `(tenant, action)` when the route acts on a tenant: tenant
+    /// permissions may allow it where no access rule does.
+    pub tenant: Option<(&'a str, &'a str)>,
 }
 
 /// Why no rule allowed the request, with what was missing.
@@ -143,13 +147,18 @@ impl Denial {
     }
 }
 
+/// What allowed a request: which of the grant's access rules, or which
+/// entry of its tenant permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allowed {
+    Rule(usize),
+    TenantPermission(usize),
+}
+
 /// The outcome of evaluation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Allowed by the rule at this index.
-    Allow {
-        rule: usize,
-    },
+    Allow(Allowed),
     Deny(Denial),
 }
 
@@ -179,15 +188,38 @@ impl Stage {
     }
 }
 
-/// Evaluate a grant's rules against a route: allowed when some rule covers
+/// Evaluate a grant against a route: allowed when some access rule covers
 /// the application, service, method, resource, one of the route's roles and
-/// all of its required scopes.
-pub fn evaluate(rules: &[AccessRule], facts: &RouteFacts<'_>) -> Decision {
+/// all of its required scopes; or, on a route acting on a tenant, when the
+/// first tenant-permission entry for that tenant (Crafter's, not a union)
+/// allows the route's action. A token with tenant permissions that do not
+/// allow it is denied for that (`tenant_not_allowed`); one without any
+/// gets the access rules' closest miss.
+pub fn evaluate(rules: &[AccessRule], tenants: &[TenantPermission], facts: &RouteFacts<'_>) -> Decision {
+    let denial = match evaluate_rules(rules, facts) {
+        Ok(i) => return Decision::Allow(Allowed::Rule(i)),
+        Err(denial) => denial,
+    };
+    if let Some((tenant, action)) = facts.tenant {
+        if let Some(i) = super::tenant::deciding(tenants, tenant)
+            && tenants[i].allowed_actions.iter().any(|a| a == "*" || a == action)
+        {
+            return Decision::Allow(Allowed::TenantPermission(i));
+        }
+        if !tenants.is_empty() {
+            return Decision::Deny(Denial::new(Reason::TenantNotAllowed));
+        }
+    }
+    Decision::Deny(denial)
+}
+
+/// The index of the first rule that allows the route, or the closest miss.
+fn evaluate_rules(rules: &[AccessRule], facts: &RouteFacts<'_>) -> Result<usize, Denial> {
     let mut best: Option<(Stage, usize)> = None;
     for (i, rule) in rules.iter().enumerate() {
         let stage = rule_stage(rule, facts);
         if stage == Stage::Passed {
-            return Decision::Allow { rule: i };
+            return Ok(i);
         }
         if best.is_none_or(|(s, _)| stage > s) {
             best = Some((stage, i));
@@ -206,7 +238,7 @@ pub fn evaluate(rules: &[AccessRule], facts: &RouteFacts<'_>) -> Decision {
         }
         _ => {}
     }
-    Decision::Deny(denial)
+    Err(denial)
 }
 
 fn rule_stage(rule: &AccessRule, facts: &RouteFacts<'_>) -> Stage {
@@ -318,6 +350,7 @@ mod tests {
             scopes: &scopes,
             roles: &roles,
             resource: Some(("account", "acc-1")),
+            tenant: None,
         };
         let all: &[(&str, Option<&[&str]>)] = &[("*", None)];
         let cases = vec![
@@ -392,9 +425,9 @@ mod tests {
             },
         ];
         for c in cases {
-            let got = evaluate(&c.rules, &facts);
+            let got = evaluate(&c.rules, &[], &facts);
             match (&got, &c.want) {
-                (Decision::Allow { rule }, Ok(want)) => assert_eq!(rule, want, "{}", c.name),
+                (Decision::Allow(Allowed::Rule(rule)), Ok(want)) => assert_eq!(rule, want, "{}", c.name),
                 (Decision::Deny(d), Err((reason, roles, scopes))) => {
                     assert_eq!(d.reason, *reason, "{}", c.name);
                     assert_eq!(d.missing_roles, b(roles), "{}", c.name);
@@ -416,12 +449,15 @@ mod tests {
             scopes: &[],
             roles: &roles,
             resource: None,
+            tenant: None,
         };
         let all: &[(&str, Option<&[&str]>)] = &[("*", None)];
         let narrowed = rule("*", "*", &[("*", all)], &["*"], &["account:$USER_ID$:acc-1"]);
-        assert!(matches!(evaluate(&[narrowed], &facts), Decision::Deny(d) if d.reason == Reason::ResourceNotAllowed));
+        assert!(
+            matches!(evaluate(&[narrowed], &[], &facts), Decision::Deny(d) if d.reason == Reason::ResourceNotAllowed)
+        );
         let wide = rule("*", "*", &[("*", all)], &["*"], &["*:$USER_ID$:*"]);
-        assert_eq!(evaluate(&[wide], &facts), Decision::Allow { rule: 0 });
+        assert_eq!(evaluate(&[wide], &[], &facts), Decision::Allow(Allowed::Rule(0)));
     }
 
     #[test]

@@ -47,12 +47,14 @@ pub fn validate(perms: &[TenantPermission]) -> Result<(), TenantError> {
     Ok(())
 }
 
+/// The entry that decides for `tenant`: the first naming it or `*`.
+pub fn deciding(perms: &[TenantPermission], tenant: &str) -> Option<usize> {
+    perms.iter().position(|p| p.tenant == "*" || p.tenant == tenant)
+}
+
 /// Whether `perms` let a token take `action` on `tenant`.
 pub fn allows(perms: &[TenantPermission], tenant: &str, action: &str) -> bool {
-    perms
-        .iter()
-        .find(|p| p.tenant == "*" || p.tenant == tenant)
-        .is_some_and(|p| p.allowed_actions.iter().any(|a| a == "*" || a == action))
+    deciding(perms, tenant).is_some_and(|i| perms[i].allowed_actions.iter().any(|a| a == "*" || a == action))
 }
 
 /// Whether `child` allows nothing `parent` does not: for every tenant and

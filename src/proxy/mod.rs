@@ -6,16 +6,21 @@
 //! 3. **credential** from the configured sources (`credential`);
 //! 4. **verify** → grant, through the cache (`token`);
 //! 5. **revocation** of the token and its lineage, every request;
-//! 6. **evaluate** the grant's rules against the route (`policy`);
-//! 7. **forward** with header hygiene (`headers`, `upstream`);
-//! 8. **log**: one metrics update and one event per request.
+//! 6. **evaluate** the grant's rules and tenant permissions against the
+//!    route (`policy::evaluate`);
 //!
-//! Phases 1–6 are [`Gateway::decide`]: synchronous, no I/O, no locks, so
-//! nothing is held across an await. Only phase 7 awaits.
+//! — together [`Gateway::decide`], which returns one [`Decision`] —
+//! then **enforce** it (forward with header hygiene, `headers` and
+//! `upstream`, or answer the denial) and **record** it (one metrics update
+//! and one log line, in the request's span).
+//!
+//! Every request is decided and forwarded under one policy snapshot
+//! (`runtime`), loaded once at its start: a reload never splits a request.
+//! `decide` is synchronous, free of I/O and locks, so nothing is held
+//! across an await. Only forwarding awaits.
 
 pub mod canonical;
 pub mod headers;
-pub mod respond;
 pub mod server;
 pub mod upstream;
 
@@ -30,15 +35,14 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use ipnet::IpNet;
+use tracing::Instrument;
 
-use crate::auth::Authenticator;
-use crate::config::{Config, CredentialSource, Forwarding, Unmatched};
+use crate::config::Unmatched;
 use crate::metrics::{Metrics, UpstreamError};
-use crate::policy::{Decision, Denial, Route, Router, evaluate};
+use crate::policy::{Allowed, Denial, evaluate};
 use crate::reason::Reason;
-use crate::revocation::Revocations;
+use crate::respond;
+use crate::runtime::{Runtime, Snapshot};
 use crate::token::{Grant, now_unix};
 
 /// Response bodies: the upstream's, streamed, or one of ours.
@@ -48,48 +52,73 @@ pub type Body = Either<upstream::UpstreamBody, Full<Bytes>>;
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: IpAddr,
-    /// The peer is a configured proxy: its `X-Forwarded-*` are kept.
-    pub trusted: bool,
     peer_value: HeaderValue,
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, trusted_proxies: &[IpNet]) -> Self {
+    pub fn new(peer: SocketAddr) -> Self {
         let ip = peer.ip().to_canonical();
         let peer_value = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        ConnInfo { peer: ip, trusted: trusted_proxies.iter().any(|n| n.contains(&ip)), peer_value }
+        ConnInfo { peer: ip, peer_value }
     }
 }
 
-/// An allowed request: what forwarding needs from the decision phases.
+/// A request decided: what phases 1–6 found, as one value. `enforce`
+/// acts on it and `record` reports it; the audit log and shadow mode plug
+/// in there.
 #[derive(Debug)]
-pub struct Permit {
+pub struct Decision {
+    /// Why: `allowed`, `public`, `not_enforced`, or the denial's reason.
     pub reason: Reason,
+    /// The matched route (index into the snapshot's routes).
     pub route: Option<usize>,
+    /// Its application (index into the snapshot's applications).
     pub app: Option<usize>,
+    /// The verified grant, when a token was checked and held.
     pub grant: Option<Arc<Grant>>,
-    /// Index of the rule that allowed it.
-    pub rule: usize,
+    pub verdict: Verdict,
     /// The canonical path when it differs from the request's.
     pub rewritten_path: Option<String>,
+    /// A WebSocket handshake the route accepts.
     pub upgrade: bool,
-    /// The headers the policy classified, to strip before forwarding.
+    /// The headers the client-header policy classified.
     pub headers: headers::Scan,
 }
 
-/// A refused request.
+/// Allow, and by what; or deny, with what was missing.
 #[derive(Debug)]
-pub struct Deny {
-    pub reason: Reason,
-    pub denial: Option<Denial>,
-    pub app: Option<usize>,
-    pub status: Option<StatusCode>,
-    pub route: Option<usize>,
+pub enum Verdict {
+    /// `None` for public routes and enforcement off.
+    Allow(Option<Allowed>),
+    /// `status` overrides the reason's (404 for unmatched routes if so
+    /// configured).
+    Deny { denial: Option<Denial>, status: Option<StatusCode> },
 }
 
-impl Deny {
-    fn new(reason: Reason) -> Self {
-        Deny { reason, denial: None, app: None, status: None, route: None }
+impl Decision {
+    fn deny(reason: Reason) -> Self {
+        Decision {
+            reason,
+            route: None,
+            app: None,
+            grant: None,
+            verdict: Verdict::Deny { denial: None, status: None },
+            rewritten_path: None,
+            upgrade: false,
+            headers: headers::Scan::default(),
+        }
+    }
+
+    pub fn is_allow(&self) -> bool {
+        matches!(self.verdict, Verdict::Allow(_))
+    }
+
+    /// The id of the access rule that allowed the request, if one did.
+    pub fn rule_id(&self) -> Option<&str> {
+        match (&self.verdict, &self.grant) {
+            (Verdict::Allow(Some(Allowed::Rule(i))), Some(g)) => g.rules.get(*i).map(|r| &*r.id),
+            _ => None,
+        }
     }
 }
 
@@ -112,280 +141,163 @@ impl RequestIds {
     }
 }
 
-/// The enforcing gateway: everything the request path needs, read-only.
+/// The enforcing gateway: the runtime's snapshot in force, read per request.
 pub struct Gateway {
-    routes: Vec<Route>,
-    router: Router,
-    /// Header value of each application's name, by app index.
-    app_values: Vec<HeaderValue>,
-    auth: Arc<Authenticator>,
-    query_credential: Option<String>,
-    forwarding: Forwarding,
-    headers: headers::HeaderPolicy,
-    trusted_proxies: Vec<IpNet>,
-    unmatched: Unmatched,
-    enforce: bool,
-    upstream: upstream::Upstream,
+    runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
     request_ids: RequestIds,
+    /// The WebSocket tunnels this gateway opened: a drain waits for them.
+    tunnels: server::InFlight,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
-            .field("routes", &self.routes.len())
-            .field("enforce", &self.enforce)
-            .finish_non_exhaustive()
+        f.debug_struct("Gateway").field("runtime", &self.runtime).finish_non_exhaustive()
     }
 }
 
 impl Gateway {
-    pub fn new(config: Config, metrics: Arc<Metrics>, revocations: Arc<Revocations>) -> Self {
-        let auth = Arc::new(Authenticator::from_config(&config, revocations, Default::default(), metrics.clone()));
-        Gateway::with_auth(config, metrics, auth)
+    /// A gateway on a config alone, with its own runtime (benchmarks and
+    /// tests; `serve` builds the runtime and shares it).
+    pub fn new(
+        config: crate::config::Config,
+        metrics: Arc<Metrics>,
+        revocations: Arc<crate::revocation::Revocations>,
+    ) -> Self {
+        let shared = crate::runtime::Shared { metrics, revocations, references: Default::default() };
+        Gateway::on(Runtime::new(&config, None, shared))
     }
 
-    /// A gateway sharing its authenticator (and so its cache) with others,
-    /// such as the token service.
-    pub fn with_auth(config: Config, metrics: Arc<Metrics>, auth: Arc<Authenticator>) -> Self {
-        let app_values = config
-            .manifest
-            .applications
-            .iter()
-            .map(|a| HeaderValue::from_str(&a.application).unwrap_or(HeaderValue::from_static("invalid")))
-            .collect();
-        let query_credential = config.credentials.iter().find_map(|c| match c {
-            CredentialSource::Query(q) => Some(q.clone()),
-            _ => None,
-        });
+    /// A gateway deciding by `runtime`'s snapshot in force.
+    pub fn on(runtime: Arc<Runtime>) -> Self {
         let prefix = crate::token::keys::random_id(4).unwrap_or_else(|_| "ng".into());
         Gateway {
-            headers: headers::HeaderPolicy::new(&config.forwarding, &config.credentials),
-            upstream: upstream::Upstream::new(&config.upstream),
-            auth,
-            routes: config.manifest.routes,
-            router: config.router,
-            app_values,
-            query_credential,
-            forwarding: config.forwarding,
-            trusted_proxies: config.trusted_proxies,
-            unmatched: config.unmatched,
-            enforce: config.enforce,
-            metrics,
+            metrics: runtime.shared().metrics.clone(),
+            runtime,
             request_ids: RequestIds { prefix, counter: AtomicU64::new(0) },
+            tunnels: server::InFlight::default(),
         }
     }
 
-    pub fn trusted_proxies(&self) -> &[IpNet] {
-        &self.trusted_proxies
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 
-    /// Handle one request end to end.
+    /// The WebSocket tunnels open now.
+    pub fn tunnels(&self) -> &server::InFlight {
+        &self.tunnels
+    }
+
+    /// Handle one request end to end, under one snapshot.
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+        let snap = self.runtime.snapshot();
         let start = Instant::now();
-        let request_id = match req.headers().get(&self.forwarding.request_id) {
-            Some(v) if conn.trusted => v.clone(),
+        let trusted = snap.is_trusted(conn.peer);
+        let request_id = match req.headers().get(&snap.forwarding.request_id) {
+            Some(v) if trusted => v.clone(),
             _ => self.request_ids.next(),
         };
-        let mut decided = self.decide(&req, now_unix());
-        if let Err(deny) = &decided
-            && self.auth.wants_refetch(deny.reason)
-        {
-            // A kid rotated in on an issuer: fetch its keys (rate-limited)
-            // and decide once more.
-            self.auth.keys().refetch().await;
-            decided = self.decide(&req, now_unix());
-        }
-        let (reason, app, route, mut resp) = match decided {
-            Err(deny) => {
-                let resp = respond::error_response(deny.reason, deny.denial.as_ref(), deny.status).map(Either::Right);
-                (deny.reason, deny.app, deny.route, resp)
+        let span = tracing::debug_span!("request", request.id = ?request_id);
+        async {
+            let mut decision = decide(&snap, &req, now_unix());
+            if snap.auth.wants_refetch(decision.reason) {
+                // A kid rotated in on an issuer: fetch its keys (rate-limited)
+                // and decide once more.
+                snap.auth.keys().refetch().await;
+                decision = decide(&snap, &req, now_unix());
             }
-            Ok(permit) => {
-                let (reason, app, route) = (permit.reason, permit.app, permit.route);
-                match self.forward(req, &permit, conn, &request_id).await {
-                    Ok(resp) => (reason, app, route, resp),
-                    Err(kind) => {
-                        self.metrics.upstream_error(kind);
-                        let r = if kind == UpstreamError::Timeout {
-                            Reason::UpstreamTimeout
-                        } else {
-                            Reason::UpstreamUnavailable
-                        };
-                        (r, app, route, respond::error_response(r, None, None).map(Either::Right))
-                    }
-                }
-            }
-        };
-        resp.headers_mut().insert(self.forwarding.request_id.clone(), request_id.clone());
-        self.metrics.observe(reason, app, start.elapsed().as_secs_f64());
-        let route = route.and_then(|r| self.routes.get(r)).map_or("-", |r| &*r.template);
-        if reason.is_allow() {
-            tracing::debug!(reason = reason.code(), route, request_id = ?request_id, "allowed");
-        } else if matches!(reason, Reason::UpstreamUnavailable | Reason::UpstreamTimeout) {
-            tracing::warn!(reason = reason.code(), route, request_id = ?request_id, "upstream failed");
-        } else {
-            tracing::info!(reason = reason.code(), route, request_id = ?request_id, status = resp.status().as_u16(), "denied");
+            let (reason, mut resp) = self.enforce(&snap, req, &decision, conn, trusted, &request_id).await;
+            resp.headers_mut().insert(snap.forwarding.request_id.clone(), request_id.clone());
+            self.record(&snap, &decision, reason, resp.status(), start, &request_id);
+            resp
         }
-        resp
+        .instrument(span)
+        .await
     }
 
-    /// Phases 1–6. Synchronous and free of I/O: callable without sockets.
-    pub fn decide<B>(&self, req: &Request<B>, now: u64) -> Result<Permit, Deny> {
-        // The request line and Host must be unambiguous before anything else.
-        if req.method() == http::Method::CONNECT || req.uri().scheme().is_some() || req.uri().authority().is_some() {
-            return Err(Deny::new(Reason::BadRequest));
-        }
-        if req.headers().get_all(header::HOST).iter().count() != 1 {
-            return Err(Deny::new(Reason::BadRequest));
-        }
-        let scan = self.headers.scan(req.headers());
-        if let Some(reason) = scan.refusal {
-            return Err(Deny::new(reason));
-        }
-        // Phase 1: canonicalize.
-        let canonical = canonical::canonicalize(req.uri().path()).map_err(|_| Deny::new(Reason::AmbiguousPath))?;
-        let rewritten_path = match &canonical {
-            std::borrow::Cow::Owned(s) => Some(s.clone()),
-            std::borrow::Cow::Borrowed(_) => None,
-        };
-        // Only a well-formed WebSocket handshake may ask for an upgrade,
-        // and only on a `ws` route (checked once the route is known).
-        let upgrade = match scan.upgrade_related.then(|| headers::upgrade(req.method(), req.version(), req.headers())) {
-            None | Some(Ok(false)) => false,
-            Some(Ok(true)) => true,
-            Some(Err(headers::UpgradeRefusal::Protocol)) => return Err(Deny::new(Reason::UpgradeNotAllowed)),
-            Some(Err(headers::UpgradeRefusal::Handshake)) => return Err(Deny::new(Reason::BadRequest)),
-        };
-        if !self.enforce {
-            return Ok(Permit {
-                reason: Reason::NotEnforced,
-                route: None,
-                app: None,
-                grant: None,
-                rule: 0,
-                rewritten_path,
-                upgrade,
-                headers: scan,
-            });
-        }
+    /// Phases 1–6 under the snapshot in force. Synchronous and free of I/O:
+    /// callable without sockets.
+    pub fn decide<B>(&self, req: &Request<B>, now: u64) -> Decision {
+        decide(&self.runtime.snapshot(), req, now)
+    }
 
-        // Phase 2: route.
-        let Some(found) = self.router.at(&self.routes, req.method(), &canonical) else {
-            let mut deny = Deny::new(Reason::NoMatchingRoute);
-            if self.unmatched == Unmatched::NotFound {
-                deny.status = Some(StatusCode::NOT_FOUND);
+    /// Act on a decision: forward an allowed request (and relay the
+    /// response) or answer the denial. The reason the request ends with
+    /// (an upstream failure replaces an allow).
+    async fn enforce(
+        &self,
+        snap: &Snapshot,
+        req: Request<Incoming>,
+        decision: &Decision,
+        conn: &ConnInfo,
+        trusted: bool,
+        request_id: &HeaderValue,
+    ) -> (Reason, Response<Body>) {
+        match &decision.verdict {
+            Verdict::Deny { denial, status } => {
+                let resp = respond::error_response(decision.reason, denial.as_ref(), *status).map(Either::Right);
+                (decision.reason, resp)
             }
-            return Err(deny);
-        };
-        let route = &self.routes[found.route];
-        let fail = |reason: Reason, denial: Option<Denial>| Deny {
-            reason,
-            denial,
-            app: Some(route.app_index),
-            status: None,
-            route: Some(found.route),
-        };
-        if upgrade && &*route.service != "ws" {
-            return Err(fail(Reason::UpgradeNotAllowed, None));
-        }
-        let resource_id = found.resource_id.map(canonical::decode_segment);
-        let Some(facts) = route.facts(resource_id.as_deref()) else {
-            // A public route: no token is checked.
-            return Ok(Permit {
-                reason: Reason::Public,
-                route: Some(found.route),
-                app: Some(route.app_index),
-                grant: None,
-                rule: 0,
-                rewritten_path,
-                upgrade,
-                headers: scan,
-            });
-        };
-
-        // Phases 3–5: credential, verification, revocation.
-        let grant = self.auth.authenticate(req.headers(), req.uri().query(), now).map_err(|r| fail(r, None))?;
-
-        // Phase 6: evaluate.
-        match evaluate(&grant.rules, &facts) {
-            Decision::Allow { rule } => Ok(Permit {
-                reason: Reason::Allowed,
-                route: Some(found.route),
-                app: Some(route.app_index),
-                grant: Some(grant),
-                rule,
-                rewritten_path,
-                upgrade,
-                headers: scan,
-            }),
-            Decision::Deny(denial) => {
-                // A route acting on a tenant: tenant permissions (Crafter's)
-                // may allow it where the access rules do not.
-                if let Some(spec) = route.tenant() {
-                    let tenant = found.tenant.map(canonical::decode_segment);
-                    if tenant.as_deref().is_some_and(|t| crate::policy::tenant::allows(&grant.tenants, t, &spec.action))
-                    {
-                        return Ok(Permit {
-                            reason: Reason::Allowed,
-                            route: Some(found.route),
-                            app: Some(route.app_index),
-                            grant: Some(grant),
-                            // No access rule decided: no roles header.
-                            rule: usize::MAX,
-                            rewritten_path,
-                            upgrade,
-                            headers: scan,
-                        });
-                    }
-                    if !grant.tenants.is_empty() {
-                        return Err(fail(Reason::TenantNotAllowed, None));
-                    }
+            Verdict::Allow(_) => match self.forward(snap, req, decision, conn, trusted, request_id).await {
+                Ok(resp) => (decision.reason, resp),
+                Err(kind) => {
+                    self.metrics.upstream_error(kind);
+                    let r = if kind == UpstreamError::Timeout {
+                        Reason::UpstreamTimeout
+                    } else {
+                        Reason::UpstreamUnavailable
+                    };
+                    (r, respond::error_response(r, None, None).map(Either::Right))
                 }
-                Err(fail(denial.reason, Some(denial)))
-            }
+            },
         }
     }
 
-    /// Phase 7: forward an allowed request and relay the response.
+    /// Forward an allowed request and relay the response.
     async fn forward(
         &self,
+        snap: &Snapshot,
         mut req: Request<Incoming>,
-        permit: &Permit,
+        decision: &Decision,
         conn: &ConnInfo,
+        trusted: bool,
         request_id: &HeaderValue,
     ) -> Result<Response<Body>, UpstreamError> {
-        *req.uri_mut() = self.upstream_uri(req.uri(), permit).map_err(|_| UpstreamError::Other)?;
+        *req.uri_mut() = upstream_uri(snap, req.uri(), decision).map_err(|_| UpstreamError::Other)?;
         let host = req.headers().get(header::HOST).cloned();
         let h = req.headers_mut();
-        self.headers.strip_inbound(
+        snap.headers.strip_inbound(
             h,
-            &permit.headers,
-            &self.forwarding,
-            self.auth.credentials(),
-            conn.trusted,
-            permit.upgrade,
+            &decision.headers,
+            &snap.forwarding,
+            snap.auth.credentials(),
+            trusted,
+            decision.upgrade,
         );
-        set_forwarded(h, conn, host);
-        h.insert(self.forwarding.request_id.clone(), request_id.clone());
-        if let Some(grant) = &permit.grant {
-            let id = &self.forwarding.identity;
+        set_forwarded(h, conn, trusted, host);
+        h.insert(snap.forwarding.request_id.clone(), request_id.clone());
+        if let Some(grant) = &decision.grant {
+            let id = &snap.forwarding.identity;
             h.insert(id.subject.clone(), grant.headers.subject.clone());
             h.insert(id.token_id.clone(), grant.headers.token_id.clone());
-            if let Some(v) = grant.headers.rule_roles.get(permit.rule) {
+            // The roles of the rule that allowed it (none when tenant
+            // permissions did).
+            if let Verdict::Allow(Some(Allowed::Rule(i))) = decision.verdict
+                && let Some(v) = grant.headers.rule_roles.get(i)
+            {
                 h.insert(id.roles.clone(), v.clone());
             }
-            if let Some(v) = permit.app.and_then(|a| self.app_values.get(a)) {
-                h.insert(id.application.clone(), v.clone());
+            if let Some(app) = decision.app.and_then(|a| snap.apps.get(a)) {
+                h.insert(id.application.clone(), app.header.clone());
             }
         }
         // What a genuine answer to this WebSocket handshake carries.
-        let expected_accept = permit
+        let expected_accept = decision
             .upgrade
             .then(|| req.headers().get("sec-websocket-key").map(|k| headers::websocket_accept(k.as_bytes())));
-        let downstream_upgrade = permit.upgrade.then(|| hyper::upgrade::on(&mut req));
+        let downstream_upgrade = decision.upgrade.then(|| hyper::upgrade::on(&mut req));
 
-        let mut resp = self.upstream.send(req).await?;
+        let mut resp = snap.upstream.send(req).await?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             // Only a 101 that answers the client's WebSocket handshake is
@@ -399,47 +311,162 @@ impl Gateway {
             };
             headers::strip_response(resp.headers_mut(), true);
             let up = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(down, up));
+            tokio::spawn(server::tunnel(down, up, self.tunnels.enter()));
         } else {
             headers::strip_response(resp.headers_mut(), false);
         }
         Ok(resp.map(Either::Left))
     }
 
-    /// `<canonical path>?<query without the credential>`.
-    fn upstream_uri(&self, uri: &Uri, permit: &Permit) -> Result<Uri, http::Error> {
-        let query = uri.query();
-        let stripped_query = match (&self.query_credential, query) {
-            (Some(param), Some(q)) if !self.forwarding.forward_credential => headers::strip_query_param(q, param),
-            _ => None,
-        };
-        let pq = if permit.rewritten_path.is_none() && stripped_query.is_none() {
-            // The common case: reuse the request's bytes.
-            uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
+    /// Report a decision: one metrics update and one log line.
+    fn record(
+        &self,
+        snap: &Snapshot,
+        decision: &Decision,
+        reason: Reason,
+        status: StatusCode,
+        start: Instant,
+        request_id: &HeaderValue,
+    ) {
+        let app = decision.app.and_then(|a| snap.apps.get(a));
+        self.metrics.observe(reason, app.map(|a| &a.counters), start.elapsed().as_secs_f64());
+        let route = decision.route.and_then(|r| snap.routes.get(r)).map_or("-", |r| &*r.template);
+        let request_id = request_id.to_str().unwrap_or("-");
+        if reason.is_allow() {
+            tracing::debug!(reason = reason.code(), route, rule.id = decision.rule_id(), request_id, "allowed");
+        } else if matches!(reason, Reason::UpstreamUnavailable | Reason::UpstreamTimeout) {
+            tracing::warn!(reason = reason.code(), route, request_id, "upstream failed");
         } else {
-            let path = permit.rewritten_path.as_deref().unwrap_or(uri.path());
-            let q = stripped_query.as_deref().or(query).filter(|q| !q.is_empty());
-            let s = match q {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_string(),
-            };
-            PathAndQuery::try_from(s)?
-        };
-        // Origin-form: the upstream connection is chosen by the pool.
-        Uri::builder().path_and_query(pq).build()
+            tracing::info!(reason = reason.code(), route, request_id, status = status.as_u16(), "denied");
+        }
     }
+}
+
+/// Phases 1–6 of a request under `snap`.
+pub fn decide<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
+    // The request line and Host must be unambiguous before anything else.
+    if req.method() == http::Method::CONNECT || req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        return Decision::deny(Reason::BadRequest);
+    }
+    if req.headers().get_all(header::HOST).iter().count() != 1 {
+        return Decision::deny(Reason::BadRequest);
+    }
+    let scan = snap.headers.scan(req.headers());
+    if let Some(reason) = scan.refusal {
+        return Decision::deny(reason);
+    }
+    // Phase 1: canonicalize.
+    let Ok(canonical) = canonical::canonicalize(req.uri().path()) else {
+        return Decision::deny(Reason::AmbiguousPath);
+    };
+    let rewritten_path = match &canonical {
+        std::borrow::Cow::Owned(s) => Some(s.clone()),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    // Only a well-formed WebSocket handshake may ask for an upgrade, and
+    // only on a `ws` route (checked once the route is known).
+    let upgrade = match scan.upgrade_related.then(|| headers::upgrade(req.method(), req.version(), req.headers())) {
+        None | Some(Ok(false)) => false,
+        Some(Ok(true)) => true,
+        Some(Err(headers::UpgradeRefusal::Protocol)) => return Decision::deny(Reason::UpgradeNotAllowed),
+        Some(Err(headers::UpgradeRefusal::Handshake)) => return Decision::deny(Reason::BadRequest),
+    };
+    let mut decision = Decision {
+        reason: Reason::NotEnforced,
+        route: None,
+        app: None,
+        grant: None,
+        verdict: Verdict::Allow(None),
+        rewritten_path,
+        upgrade,
+        headers: scan,
+    };
+    if !snap.enforce {
+        return decision;
+    }
+    let deny = |mut d: Decision, reason: Reason, denial: Option<Denial>| {
+        d.reason = reason;
+        d.verdict = Verdict::Deny { denial, status: None };
+        d
+    };
+
+    // Phase 2: route.
+    let Some(found) = snap.router.at(&snap.routes, req.method(), &canonical) else {
+        let mut d = deny(decision, Reason::NoMatchingRoute, None);
+        if snap.unmatched == Unmatched::NotFound {
+            d.verdict = Verdict::Deny { denial: None, status: Some(StatusCode::NOT_FOUND) };
+        }
+        return d;
+    };
+    let route = &snap.routes[found.route];
+    decision.route = Some(found.route);
+    decision.app = Some(route.app_index);
+    if upgrade && &*route.service != "ws" {
+        return deny(decision, Reason::UpgradeNotAllowed, None);
+    }
+    let resource_id = found.resource_id.map(canonical::decode_segment);
+    let tenant = found.tenant.map(canonical::decode_segment);
+    let Some(facts) = route.facts(resource_id.as_deref(), tenant.as_deref()) else {
+        // A public route: no token is checked.
+        decision.reason = Reason::Public;
+        return decision;
+    };
+
+    // Phases 3–5: credential, verification, revocation.
+    let grant = match snap.auth.authenticate(req.headers(), req.uri().query(), now) {
+        Ok(g) => g,
+        Err(reason) => return deny(decision, reason, None),
+    };
+
+    // Phase 6: evaluate the access rules (and tenant permissions).
+    let verdict = evaluate(&grant.rules, &grant.tenants, &facts);
+    decision.grant = Some(grant);
+    match verdict {
+        crate::policy::Decision::Allow(by) => {
+            decision.reason = Reason::Allowed;
+            decision.verdict = Verdict::Allow(Some(by));
+            decision
+        }
+        crate::policy::Decision::Deny(denial) => {
+            let reason = denial.reason;
+            deny(decision, reason, Some(denial))
+        }
+    }
+}
+
+/// `<canonical path>?<query without the credential>`.
+fn upstream_uri(snap: &Snapshot, uri: &Uri, decision: &Decision) -> Result<Uri, http::Error> {
+    let query = uri.query();
+    let stripped_query = match (&snap.query_credential, query) {
+        (Some(param), Some(q)) if !snap.forwarding.forward_credential => headers::strip_query_param(q, param),
+        _ => None,
+    };
+    let pq = if decision.rewritten_path.is_none() && stripped_query.is_none() {
+        // The common case: reuse the request's bytes.
+        uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
+    } else {
+        let path = decision.rewritten_path.as_deref().unwrap_or(uri.path());
+        let q = stripped_query.as_deref().or(query).filter(|q| !q.is_empty());
+        let s = match q {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        PathAndQuery::try_from(s)?
+    };
+    // Origin-form: the upstream connection is chosen by the pool.
+    Uri::builder().path_and_query(pq).build()
 }
 
 /// `X-Forwarded-For/Proto/Host` and `X-Real-IP`: a trusted proxy's values
 /// are kept (X-Forwarded-For extended), anyone else's were stripped and are
 /// replaced from the connection.
-fn set_forwarded(h: &mut http::HeaderMap, conn: &ConnInfo, host: Option<HeaderValue>) {
+fn set_forwarded(h: &mut http::HeaderMap, conn: &ConnInfo, trusted: bool, host: Option<HeaderValue>) {
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
     const XRI: HeaderName = HeaderName::from_static("x-real-ip");
     let xff = match h.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(prev) if conn.trusted => {
+        Some(prev) if trusted => {
             HeaderValue::from_str(&format!("{prev}, {}", conn.peer)).unwrap_or_else(|_| conn.peer_value.clone())
         }
         _ => conn.peer_value.clone(),
@@ -447,7 +474,7 @@ fn set_forwarded(h: &mut http::HeaderMap, conn: &ConnInfo, host: Option<HeaderVa
     h.insert(XFF, xff);
     // A trusted proxy's X-Real-IP names its client; anyone else's was
     // stripped, and the address is the connection's.
-    if !(conn.trusted && h.contains_key(&XRI)) {
+    if !(trusted && h.contains_key(&XRI)) {
         h.insert(XRI, conn.peer_value.clone());
     }
     if !h.contains_key(&XFP) {
@@ -457,20 +484,5 @@ fn set_forwarded(h: &mut http::HeaderMap, conn: &ConnInfo, host: Option<HeaderVa
         && let Some(host) = host
     {
         h.insert(XFH, host);
-    }
-}
-
-/// Relay bytes between the two upgraded connections until either closes.
-async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
-    let (down, up) = match tokio::try_join!(down, up) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        tracing::debug!(error = %e, "tunnel closed");
     }
 }

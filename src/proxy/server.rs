@@ -1,6 +1,8 @@
 //! Accepting downstream connections: HTTP/1.1 with keep-alive, limits on
 //! header size and count, a header-read timeout, an idle timeout between
-//! requests, upgrades, and graceful shutdown.
+//! requests, upgrades (and the tunnels they open), and the drain: stop
+//! accepting, close keep-alive connections after their current request,
+//! let requests and tunnels finish within a grace period.
 
 use std::convert::Infallible;
 use std::io;
@@ -15,10 +17,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::{ConnInfo, Gateway};
-use crate::config::ServerConfig;
 
 /// Whether a connection moved bytes, and how many requests are in flight.
 /// A counter, not a clock: reading the time on every read and write costs
@@ -111,27 +112,76 @@ async fn idle_watch(activity: Arc<Activity>, idle: Duration) {
     }
 }
 
-/// Serve the proxy listener until `shutdown` resolves, then drain.
-pub async fn run(
-    listener: TcpListener,
-    gateway: Arc<Gateway>,
-    limits: ServerConfig,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    // Shutdown: a watch tells every connection to finish its current request
-    // and close; each holds a sender clone, so `recv` returns `None` once
-    // all have closed.
+/// Work in flight that a drain waits for: a count, and a wake-up when it
+/// reaches zero. Cloned into every connection and tunnel.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight {
+    count: Arc<AtomicUsize>,
+    idle: Arc<tokio::sync::Notify>,
+}
+
+/// One unit of work in flight, until dropped.
+#[derive(Debug)]
+pub struct InFlightGuard(InFlight);
+
+impl InFlight {
+    pub fn enter(&self) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Resolves once nothing is in flight.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Relay bytes between the two upgraded connections until either closes;
+/// counted in flight (for the drain) until then.
+pub async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade, _in_flight: InFlightGuard) {
+    let (down, up) = match tokio::try_join!(down, up) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "tunnel closed");
+    }
+}
+
+/// Serve the proxy listener until `stop` resolves; then stop accepting,
+/// ask every connection to close after its current request (`Connection:
+/// close` on that response; idle ones close at once), and wait — at most
+/// the snapshot's `shutdown_grace` — for requests and tunnels to finish.
+pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, stop: impl std::future::Future<Output = ()>) {
     let (closing_tx, closing_rx) = watch::channel(false);
-    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers)
-        .keep_alive(true)
-        .writev(false);
-    tokio::pin!(shutdown);
+    let connections = InFlight::default();
+    tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -143,10 +193,21 @@ pub async fn run(
                     continue;
                 }
             },
-            _ = &mut shutdown => break,
+            _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let info = Arc::new(ConnInfo::new(peer, gateway.trusted_proxies()));
+        // Each connection takes its limits from the snapshot in force when
+        // it was accepted.
+        let limits = gateway.runtime().snapshot().server.clone();
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers)
+            .keep_alive(true)
+            .writev(false);
+        let info = Arc::new(ConnInfo::new(peer));
         let activity = Arc::new(Activity::default());
         let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
         let gw = gateway.clone();
@@ -166,7 +227,7 @@ pub async fn run(
         let conn = builder.serve_connection(io, svc).with_upgrades();
         let idle = limits.idle_timeout;
         let mut closing = closing_rx.clone();
-        let alive = alive_tx.clone();
+        let alive = connections.enter();
         tokio::spawn(async move {
             let _alive = alive;
             tokio::pin!(conn);
@@ -189,8 +250,16 @@ pub async fn run(
     }
     drop(listener);
     let _ = closing_tx.send(true);
-    drop(alive_tx);
-    if tokio::time::timeout(Duration::from_secs(10), alive_rx.recv()).await.is_err() {
-        tracing::warn!("connections still open after 10s; closing");
+    let grace = gateway.runtime().snapshot().server.shutdown_grace;
+    let drained = async {
+        connections.idle().await;
+        gateway.tunnels().idle().await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            tunnels = gateway.tunnels().len(),
+            "requests still in flight after the shutdown grace period; closing them"
+        );
     }
 }

@@ -495,6 +495,13 @@ impl Mirror {
     pub fn new(revocations: std::sync::Arc<crate::revocation::Revocations>) -> Self {
         Mirror { revocations, references: Default::default(), issuer: "narrowgate".into() }
     }
+
+    /// The mirror of a gateway run on `config`: its reference tokens carry
+    /// the config's issuer.
+    pub fn of(config: &crate::config::Config, revocations: std::sync::Arc<crate::revocation::Revocations>) -> Self {
+        let issuer = config.signing.as_ref().map_or_else(|| "narrowgate".to_string(), |s| s.issuer.clone());
+        Mirror { revocations, references: Default::default(), issuer }
+    }
 }
 
 /// Bring the mirror in line with the store: every revocation (the set only

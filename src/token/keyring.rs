@@ -79,12 +79,19 @@ impl std::fmt::Debug for KeyRing {
 impl KeyRing {
     /// A ring of fixed keys (and remote `sources`, if any).
     pub fn new(base: KeySet, sources: Vec<JwksSource>) -> Arc<Self> {
-        Self::counting(base, sources, None)
+        Self::counting(base, sources, None, Arc::default())
     }
 
     /// [`KeyRing::new`], counting the JWKS keys skipped as unusable in
-    /// `skipped` (labelled by issuer name).
-    pub fn counting(base: KeySet, sources: Vec<JwksSource>, skipped: Option<prometheus::IntCounterVec>) -> Arc<Self> {
+    /// `skipped` (labelled by issuer name), with a key generation shared
+    /// with the ring it replaces (a reload bumps it, so grants the old
+    /// keys verified are verified again).
+    pub fn counting(
+        base: KeySet,
+        sources: Vec<JwksSource>,
+        skipped: Option<prometheus::IntCounterVec>,
+        generation: Arc<AtomicU64>,
+    ) -> Arc<Self> {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -101,7 +108,7 @@ impl KeyRing {
             state: Mutex::new(state),
             fetching: tokio::sync::Mutex::new(None),
             client,
-            generation: Arc::default(),
+            generation,
             skipped,
         })
     }
@@ -126,6 +133,11 @@ impl KeyRing {
     /// token whose key is unknown cannot be decided.
     pub fn degraded(&self) -> bool {
         self.state.lock().map_or(true, |s| s.iter().any(|st| st.keys.is_none() || st.failing))
+    }
+
+    /// Whether every source has loaded at least once.
+    pub fn is_loaded(&self) -> bool {
+        *self.loaded.borrow()
     }
 
     /// Resolves once every source has loaded at least once.

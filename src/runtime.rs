@@ -1,0 +1,363 @@
+//! The policy in force: one immutable, compiled [`Snapshot`] of everything
+//! a reload may change (manifest and router, issuers and keys, credentials,
+//! forwarding, limits, cache, facades, the token service's settings),
+//! behind one `ArcSwap` in the [`Runtime`]. Each request loads the snapshot
+//! once and is decided wholly by it; a reload compiles a new one beside it
+//! and swaps it in, so no request sees half of each.
+//!
+//! What a reload cannot change — the listeners, the store, the worker
+//! threads, how revocations are followed — is the process's: a reload that
+//! changes them says so and applies the rest.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::HeaderValue;
+use ipnet::IpNet;
+
+use crate::auth::Authenticator;
+use crate::auth::reference::ReferenceTokens;
+use crate::config::{
+    Config, ConfigErrors, CredentialSource, Facades, Forwarding, ServerConfig, Signing, Unmatched, UpstreamConfig,
+};
+use crate::metrics::{AppCounters, Metrics};
+use crate::policy::issuance::RegistrationLimits;
+use crate::policy::{Manifest, Route, Router};
+use crate::proxy::headers::HeaderPolicy;
+use crate::proxy::upstream::Upstream;
+use crate::revocation::Revocations;
+
+/// One application of the snapshot, as the request path needs it.
+#[derive(Debug)]
+pub struct AppSlot {
+    pub name: Box<str>,
+    /// The application's name as the identity header carries it.
+    pub header: HeaderValue,
+    pub counters: AppCounters,
+}
+
+/// The compiled policy in force. Immutable: a reload makes a new one.
+pub struct Snapshot {
+    /// SHA-256 of the config and the files it reads.
+    pub hash: String,
+    pub routes: Vec<Route>,
+    pub router: Router,
+    /// By application index.
+    pub apps: Vec<AppSlot>,
+    pub auth: Authenticator,
+    /// The query parameter a credential may come in, if one is configured.
+    pub query_credential: Option<String>,
+    pub forwarding: Forwarding,
+    pub headers: HeaderPolicy,
+    pub trusted_proxies: Vec<IpNet>,
+    pub unmatched: Unmatched,
+    pub enforce: bool,
+    /// Limits and timeouts of downstream connections accepted from now on.
+    pub server: ServerConfig,
+    pub upstream: Arc<Upstream>,
+    upstream_config: UpstreamConfig,
+    // The token service's and the api listener's.
+    pub manifest: Arc<Manifest>,
+    /// The manifest in MetaApi's shape, serialized once.
+    pub manifest_json: Bytes,
+    pub jwks_json: Bytes,
+    pub signing: Option<Signing>,
+    pub facades: Facades,
+    pub feed_readers: Arc<[[u8; 32]]>,
+    pub registration: RegistrationLimits,
+    pub max_token_bytes: usize,
+    /// The `iss` of every trusted issuer.
+    pub issuers: Vec<String>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("hash", &self.hash).field("routes", &self.routes.len()).finish_non_exhaustive()
+    }
+}
+
+/// What every snapshot shares with the process: the metrics, and the
+/// in-memory mirror the store and the feeds keep current.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub revocations: Arc<Revocations>,
+    pub references: Arc<ReferenceTokens>,
+}
+
+impl Snapshot {
+    /// Compile `config`; with `prev` (the snapshot it replaces), keep what
+    /// did not change: the key ring and grant cache when the issuers are
+    /// the same, the upstream pool when the upstream is.
+    pub fn compile(config: &Config, prev: Option<&Snapshot>, shared: &Shared) -> Snapshot {
+        let auth = Authenticator::compile(
+            config,
+            prev.map(|p| &p.auth),
+            shared.revocations.clone(),
+            shared.references.clone(),
+            shared.metrics.clone(),
+        );
+        let upstream = match prev {
+            Some(p) if p.upstream_config == config.upstream => p.upstream.clone(),
+            _ => Arc::new(Upstream::new(&config.upstream)),
+        };
+        let apps = config
+            .manifest
+            .applications
+            .iter()
+            .map(|a| AppSlot {
+                name: a.application.as_str().into(),
+                // Validated at load: names are header-safe.
+                header: HeaderValue::from_str(&a.application).unwrap_or(HeaderValue::from_static("invalid")),
+                counters: shared.metrics.app_counters(&a.application),
+            })
+            .collect();
+        let query_credential = config.credentials.iter().find_map(|c| match c {
+            CredentialSource::Query(q) => Some(q.clone()),
+            _ => None,
+        });
+        // Serializing plain config data cannot fail; an empty list if it did.
+        let manifest_json = serde_json::to_vec(&config.manifest.applications).unwrap_or_else(|_| b"[]".to_vec());
+        Snapshot {
+            hash: config.hash.clone(),
+            routes: config.manifest.routes.clone(),
+            router: config.router.clone(),
+            apps,
+            auth,
+            query_credential,
+            headers: HeaderPolicy::new(&config.forwarding, &config.credentials),
+            forwarding: config.forwarding.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            unmatched: config.unmatched,
+            enforce: config.enforce,
+            server: config.server.clone(),
+            upstream,
+            upstream_config: config.upstream.clone(),
+            manifest: Arc::new(config.manifest.clone()),
+            manifest_json: Bytes::from(manifest_json),
+            jwks_json: crate::api::build_jwks(config.signing.as_ref()),
+            signing: config.signing.clone(),
+            facades: config.facades.clone(),
+            feed_readers: config.revocation.feed_readers.clone().into(),
+            registration: config.registration,
+            max_token_bytes: config.max_token_bytes,
+            issuers: config.keys.issuers.iter().map(|i| i.issuer.clone()).collect(),
+        }
+    }
+
+    /// Whether `peer` is a configured proxy whose `X-Forwarded-*` are kept.
+    #[inline]
+    pub fn is_trusted(&self, peer: std::net::IpAddr) -> bool {
+        !self.trusted_proxies.is_empty() && self.trusted_proxies.iter().any(|n| n.contains(&peer))
+    }
+}
+
+/// The settings a reload cannot change (they need a restart).
+#[derive(Clone, Debug, PartialEq)]
+struct ProcessSettings {
+    listeners: crate::config::Listeners,
+    store: Option<crate::config::StoreConfig>,
+    worker_threads: usize,
+    revocation_follow: Option<crate::config::FeedFollow>,
+    staleness: crate::revocation::Staleness,
+    bootstrap: crate::config::Bootstrap,
+}
+
+impl ProcessSettings {
+    fn of(c: &Config) -> Self {
+        ProcessSettings {
+            listeners: c.listeners.clone(),
+            store: c.store.clone(),
+            worker_threads: c.server.worker_threads,
+            revocation_follow: c.revocation.follow.clone(),
+            staleness: c.revocation.staleness,
+            bootstrap: c.bootstrap.clone(),
+        }
+    }
+
+    /// The restart-only settings that differ, by their config path.
+    fn differences(&self, other: &ProcessSettings) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.listeners != other.listeners {
+            out.push("listeners");
+        }
+        if self.store != other.store {
+            out.push("store");
+        }
+        if self.worker_threads != other.worker_threads {
+            out.push("server.worker_threads");
+        }
+        if self.revocation_follow != other.revocation_follow {
+            out.push("revocation.follow");
+        }
+        if self.staleness != other.staleness {
+            out.push("revocation.max_staleness/when_stale");
+        }
+        if self.bootstrap != other.bootstrap {
+            out.push("store.*.bootstrap_token_file");
+        }
+        out
+    }
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The config and its files are as they were: nothing to do.
+    Unchanged,
+    /// A new snapshot is in force; these restart-only settings changed too
+    /// and wait for a restart.
+    Applied { hash: String, needs_restart: Vec<&'static str> },
+}
+
+/// The process's policy in force, and how it is reloaded.
+pub struct Runtime {
+    current: ArcSwap<Snapshot>,
+    shared: Shared,
+    /// Where the config came from (`None`: built in memory, no reload).
+    path: Option<PathBuf>,
+    /// The config file and every file it reads, for the watcher.
+    sources: std::sync::Mutex<Vec<PathBuf>>,
+    process: std::sync::Mutex<ProcessSettings>,
+    /// The JWKS refresh loop of the key ring in force.
+    ring_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("snapshot", &self.current.load().hash).finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// The runtime of a loaded config, read from `path` (for reloads).
+    /// Starts the key ring's JWKS loop when it has remote sources (needs a
+    /// Tokio runtime).
+    pub fn new(config: &Config, path: Option<PathBuf>, shared: Shared) -> Arc<Runtime> {
+        let snapshot = Snapshot::compile(config, None, &shared);
+        shared.metrics.config_loaded(&snapshot.hash, None);
+        let runtime = Arc::new(Runtime {
+            current: ArcSwap::from_pointee(snapshot),
+            sources: std::sync::Mutex::new(watched(path.as_ref(), config)),
+            path,
+            process: std::sync::Mutex::new(ProcessSettings::of(config)),
+            ring_task: std::sync::Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
+            shared,
+        });
+        runtime.start_ring();
+        runtime
+    }
+
+    /// The snapshot in force, to hold for a whole request.
+    #[inline]
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// The config file and the files it reads.
+    pub fn sources(&self) -> Vec<PathBuf> {
+        self.sources.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The hash the config's files have now (as [`Config::hash`] is made),
+    /// without parsing them: what the watcher compares.
+    pub fn files_hash(&self) -> Option<String> {
+        let path = self.path.as_ref()?;
+        let text = std::fs::read(path).ok()?;
+        let sources = self.sources();
+        Some(crate::config::fingerprint(&text, sources.get(1..).unwrap_or_default()))
+    }
+
+    /// Where the config is read from, if it is.
+    pub fn path(&self) -> Option<&PathBuf> {
+        self.path.as_ref()
+    }
+
+    fn start_ring(&self) {
+        let keys = self.current.load().auth.keys().clone();
+        let Ok(mut task) = self.ring_task.lock() else { return };
+        if let Some(old) = task.take() {
+            old.abort();
+        }
+        if keys.is_remote() {
+            *task = Some(tokio::spawn(keys.run()));
+        }
+    }
+
+    /// Load the config file again and, if it or a file it reads changed,
+    /// compile it and put it in force. On any problem the snapshot in force
+    /// stays, every problem is logged with its path, and the failure is
+    /// counted.
+    pub async fn reload(&self) -> Result<Reloaded, ConfigErrors> {
+        let _one = self.reloading.lock().await;
+        let Some(path) = &self.path else {
+            return Err(ConfigErrors(vec!["(config): built in memory; there is no file to reload".into()]));
+        };
+        let metrics = &self.shared.metrics;
+        let config = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                for problem in &e.0 {
+                    tracing::error!(config = %path.display(), "reload refused, the config in force stays: {problem}");
+                }
+                metrics.reload_result(false);
+                return Err(e);
+            }
+        };
+        let prev = self.current.load_full();
+        if let Ok(mut s) = self.sources.lock() {
+            *s = watched(Some(path), &config);
+        }
+        if config.hash == prev.hash {
+            return Ok(Reloaded::Unchanged);
+        }
+        for w in &config.warnings {
+            tracing::warn!(config = %path.display(), "{w}");
+        }
+        let needs_restart = match self.process.lock() {
+            Ok(p) => p.differences(&ProcessSettings::of(&config)),
+            Err(_) => Vec::new(),
+        };
+        for setting in &needs_restart {
+            tracing::warn!(setting, "changed in the config; it takes effect at the next restart");
+        }
+        let next = Snapshot::compile(&config, Some(&prev), &self.shared);
+        let ring_changed = !Arc::ptr_eq(next.auth.keys(), prev.auth.keys());
+        for gone in prev.apps.iter().filter(|a| !next.apps.iter().any(|n| n.name == a.name)) {
+            metrics.forget_app(&gone.name);
+        }
+        let hash = next.hash.clone();
+        self.current.store(Arc::new(next));
+        if ring_changed {
+            self.start_ring();
+        }
+        metrics.config_loaded(&hash, Some(&prev.hash));
+        metrics.reload_result(true);
+        tracing::info!(config = %path.display(), hash = %hash, "config reloaded");
+        Ok(Reloaded::Applied { hash, needs_restart })
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Ok(mut task) = self.ring_task.lock()
+            && let Some(t) = task.take()
+        {
+            t.abort();
+        }
+    }
+}
+
+/// The config file (if any) and every file it reads.
+fn watched(path: Option<&PathBuf>, config: &Config) -> Vec<PathBuf> {
+    path.into_iter().cloned().chain(config.sources.iter().cloned()).collect()
+}
