@@ -47,8 +47,8 @@ pub struct Snapshot {
     /// By application index.
     pub apps: Vec<AppSlot>,
     pub auth: Authenticator,
-    /// The query parameter a credential may come in, if one is configured.
-    pub query_credential: Option<String>,
+    /// The query parameters a credential may come in.
+    pub query_credentials: Vec<String>,
     pub forwarding: Forwarding,
     pub headers: HeaderPolicy,
     pub trusted_proxies: Vec<IpNet>,
@@ -114,10 +114,14 @@ impl Snapshot {
                 counters: shared.metrics.app_counters(&a.application),
             })
             .collect();
-        let query_credential = config.credentials.iter().find_map(|c| match c {
-            CredentialSource::Query(q) => Some(q.clone()),
-            _ => None,
-        });
+        let query_credentials = config
+            .credentials
+            .iter()
+            .filter_map(|c| match c {
+                CredentialSource::Query(q) => Some(q.clone()),
+                _ => None,
+            })
+            .collect();
         // Serializing plain config data cannot fail; an empty list if it did.
         let manifest_json = serde_json::to_vec(&config.manifest.applications).unwrap_or_else(|_| b"[]".to_vec());
         Snapshot {
@@ -126,7 +130,7 @@ impl Snapshot {
             router: config.router.clone(),
             apps,
             auth,
-            query_credential,
+            query_credentials,
             headers: HeaderPolicy::new(&config.forwarding, &config.credentials),
             forwarding: config.forwarding.clone(),
             trusted_proxies: config.trusted_proxies.clone(),

@@ -256,7 +256,7 @@ async fn the_jwks_publishes_the_signing_keys_public_halves_only() {
 
 async fn with_store() -> (tempfile::TempDir, Harness) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let h = Harness::start_with(|y| y, support::sqlite_store(dir.path().join("ng.db"))).await;
+    let h = Harness::start_with(|_| {}, support::sqlite_store(dir.path().join("ng.db"))).await;
     (dir, h)
 }
 
@@ -388,7 +388,7 @@ async fn reference_tokens_never_expire_work_on_the_proxy_survive_a_restart_and_r
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ng.db");
     let store_at = support::sqlite_store;
-    let h = Harness::start_with(|y| y, store_at(path.clone())).await;
+    let h = Harness::start_with(|_| {}, store_at(path.clone())).await;
     let root = master(&h);
     let body = json!({"name": "ml-worker", "role": "user", "form": "reference", "accessRules": [{
         "application": "trading-account-management-api", "service": "*",
@@ -419,7 +419,7 @@ async fn reference_tokens_never_expire_work_on_the_proxy_survive_a_restart_and_r
 
     // A new process on the same store: the token still works, and revoking
     // it there takes effect at once.
-    let h = Harness::start_with(|y| y, store_at(path.clone())).await;
+    let h = Harness::start_with(|_| {}, store_at(path.clone())).await;
     assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await.status, 200);
     let root = master(&h);
     assert_eq!(h.api_request("DELETE", "/v1/tokens?name=ml-worker", &[("Authorization", &root)]).await.status, 204);
@@ -543,7 +543,7 @@ async fn the_first_start_on_an_empty_store_bootstraps_one_admin_token() {
     let file = dir.path().join("secrets/admin-token");
     let start = |db: std::path::PathBuf, file: std::path::PathBuf| {
         Harness::start_with(
-            |y| y,
+            |_| {},
             move |c| {
                 support::sqlite_store(db.clone())(c);
                 c.bootstrap.token_file = Some(file.clone());
@@ -640,7 +640,7 @@ async fn an_issuer_with_an_audience_and_a_max_lifetime_mints_only_what_its_proxy
     let dir = tempfile::tempdir().expect("tempdir");
     let store = support::sqlite_store(dir.path().join("ng.db"));
     let h = Harness::start_with(
-        |y| y,
+        |_| {},
         |c| {
             store(c);
             // As `audience: [trading]` and `max_lifetime: 2h` on the issuer

@@ -40,7 +40,7 @@ async fn post(
 #[tokio::test]
 async fn no_error_repeats_the_request_and_every_code_is_from_the_closed_set() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = Harness::start_with(|y| y, support::sqlite_store(dir.path().join("ng.db"))).await;
+    let mut h = Harness::start_with(|_| {}, support::sqlite_store(dir.path().join("ng.db"))).await;
     let crafter = std::mem::take(&mut h.gateway.as_mut().expect("running").crafter_tokens);
     let crafter_admin = crafter[0].1.clone();
     let root = master(&h);

@@ -35,7 +35,7 @@ async fn with_store_and(edit: impl Fn(&mut narrowgate::config::Config)) -> (temp
     let dir = tempfile::tempdir().expect("tempdir");
     let store = support::sqlite_store(dir.path().join("ng.db"));
     let h = Harness::start_with(
-        |y| y,
+        |_| {},
         |c| {
             store(c);
             edit(c)

@@ -41,7 +41,7 @@ async fn proxy(h: &Harness, method: &str, path: &str, token: &str) -> support::R
 #[tokio::test]
 async fn crafter_clients_manage_tokens_that_the_proxy_enforces() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = Harness::start_with(|y| y, support::sqlite_store(dir.path().join("ng.db"))).await;
+    let mut h = Harness::start_with(|_| {}, support::sqlite_store(dir.path().join("ng.db"))).await;
     let defaults = std::mem::take(&mut h.gateway.as_mut().expect("running").crafter_tokens);
     let apps: Vec<&str> = defaults.iter().map(|(a, _)| a.as_str()).collect();
     assert_eq!(apps, ["profile-admin", "engine", "social"], "Crafter's default tokens at first start");

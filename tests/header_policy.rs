@@ -50,7 +50,7 @@ async fn target_rewriting_and_method_override_headers_are_refused_in_every_spell
 #[tokio::test]
 async fn identity_headers_never_pass_from_a_client_in_any_spelling() {
     let h = Harness::start_with(
-        |y| y,
+        |_| {},
         |c| {
             // A configured identity header outside the gateway's namespace.
             c.forwarding.identity.subject = HeaderName::from_static("x-user-id");
@@ -136,7 +136,7 @@ async fn client_address_headers_are_replaced_unless_the_peer_is_a_trusted_proxy(
     h.shutdown().await;
 
     // From a trusted proxy the same headers are its word and are kept.
-    let h = Harness::start_with(|y| y, |c| c.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")]).await;
+    let h = Harness::start_with(|_| {}, |c| c.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")]).await;
     let auth = format!("Bearer {}", h.token("web", web_rules()));
     let resp = h
         .get(

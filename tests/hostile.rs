@@ -122,7 +122,7 @@ async fn a_megabyte_token_is_refused() {
     let h = Harness::start().await;
     let token = "a".repeat(1024 * 1024);
     let resp = h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {token}"))]).await;
-    assert!(resp.status == 431 || resp.status == 400 || resp.status == 0, "status {}", resp.status);
+    assert!(resp.status == 431 || resp.status == 400, "status {}", resp.status);
     assert!(h.upstream_received().is_empty());
     // The same megabyte in a query parameter.
     let resp = h.get(&format!("/users/current/accounts/a1?access_token={token}"), &[]).await;

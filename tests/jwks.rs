@@ -7,54 +7,97 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::http::StatusCode;
 
 use narrowgate::app::{self, Running};
 use narrowgate::config::Config;
 use narrowgate::token::now_unix;
 use narrowgate::token::testkit::{TestKey, payload, rule};
 use serde_json::json;
-use support::{Harness, eventually_async};
+use support::{ConfigDoc, Harness, eventually_async};
 
-/// A narrowgate that only issues: an api listener on `api`, signing with
-/// `keys`, the last one active.
-async fn start_issuer(dir: &std::path::Path, api: SocketAddr, keys: &[&TestKey]) -> Running {
-    let mut signing = String::new();
+/// A narrowgate that only issues: an api listener, signing with `keys`, the
+/// last one active.
+async fn start_issuer(dir: &std::path::Path, keys: &[&TestKey]) -> Running {
+    let mut signing = Vec::new();
     for k in keys {
         std::fs::write(dir.join(format!("{}.pem", k.kid)), &k.private_pem).expect("write key");
-        signing.push_str(&format!("      - kid: {0}\n        private_key_file: {0}.pem\n", k.kid));
+        signing.push(json!({ "kid": k.kid, "private_key_file": format!("{}.pem", k.kid) }));
     }
     let active = &keys.last().expect("a key").kid;
-    let yaml = format!(
-        "listeners:\n  proxy: 127.0.0.1:0\n  api: {api}\nupstream:\n  addresses: [\"127.0.0.1:9\"]\n\
-         issuers:\n  - name: narrowgate\n    issuer: narrowgate\n    algorithms: [ES256]\n    \
-         active_signing_key: {active}\n    signing_keys:\n{signing}{}",
-        &include_str!("../config/minimal.yaml")
-            [include_str!("../config/minimal.yaml").find("\napplications:").expect("minimal.yaml has applications")..]
-    );
-    app::start(Config::from_yaml(&yaml, dir).expect("issuer config")).await.expect("issuer starts")
+    let mut doc = ConfigDoc::parse(include_str!("../config/minimal.yaml"));
+    doc.0.as_object_mut().expect("a mapping").retain(|k, _| k == "applications");
+    doc.set("listeners", json!({ "proxy": "127.0.0.1:0", "api": "127.0.0.1:0" }))
+        .set("upstream", json!({ "addresses": ["127.0.0.1:9"] }))
+        .set(
+            "issuers",
+            json!([{
+                "name": "narrowgate", "issuer": "narrowgate", "algorithms": ["ES256"],
+                "active_signing_key": active, "signing_keys": signing,
+            }]),
+        );
+    let path = dir.join("issuer.yaml");
+    doc.write(&path);
+    app::start(Config::load(&path).expect("issuer config")).await.expect("issuer starts")
 }
 
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+/// The issuer's JWKS URL as the gateway knows it: a relay on an address of
+/// its own to whichever issuer runs now (502 while none does), so the
+/// issuer can stop and come back on a new port.
+struct Relay {
+    url: String,
+    target: Arc<Mutex<Option<SocketAddr>>>,
+}
+
+impl Relay {
+    async fn start() -> Relay {
+        let target: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let t = target.clone();
+        let app = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let t = t.clone();
+                async move {
+                    let Some(addr) = *t.lock().expect("lock") else {
+                        return (StatusCode::BAD_GATEWAY, String::new());
+                    };
+                    match reqwest::get(format!("http://{addr}/.well-known/jwks.json")).await {
+                        Ok(r) => (StatusCode::OK, r.text().await.unwrap_or_default()),
+                        Err(_) => (StatusCode::BAD_GATEWAY, String::new()),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        Relay { url, target }
+    }
+
+    /// Relay to `issuer` from now on (`None`: the issuer is down).
+    fn point(&self, issuer: Option<&Running>) {
+        *self.target.lock().expect("lock") = issuer.map(|i| i.api_addr.expect("the issuer's api listener"));
+    }
 }
 
 #[tokio::test]
 async fn enforce_only_gateway_follows_the_issuers_jwks() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let issuer_api = free_port();
+    let relay = Relay::start().await;
     let (k1, k2, stranger) = (TestKey::es256("k1"), TestKey::es256("k2"), TestKey::es256("k3"));
     let rules = json!([rule("*", &["*"], &["*:$USER_ID$:*"])]);
     let token =
         |key: &TestKey, sub: &str| format!("Bearer {}", key.sign(&payload(sub, now_unix(), 3600, rules.clone())));
-    let url = format!("http://{issuer_api}/.well-known/jwks.json");
+    let url = relay.url.clone();
     let h = Harness::start_with(
-        |y| {
-            y.replace(
-                "    keys:\n      # The demo replaces this key with a throwaway one it generates.\n      - kid: demo\n        algorithm: ES256\n        public_key_file: keys/demo.pub.pem\n",
-                &format!("    jwks_url: {url}\n    jwks_refresh: 1h\n    jwks_min_refetch: 200ms\n"),
-            )
+        |d| {
+            d.remove("issuers.0.keys");
+            d.set("issuers.0.jwks_url", url.as_str())
+                .set("issuers.0.jwks_refresh", "1h")
+                .set("issuers.0.jwks_min_refetch", "200ms");
         },
         |_| {},
     )
@@ -68,7 +111,8 @@ async fn enforce_only_gateway_follows_the_issuers_jwks() {
     assert!(h.upstream_received().is_empty());
 
     // The issuer comes up: the gateway loads its keys and becomes ready.
-    let issuer = start_issuer(dir.path(), issuer_api, &[&k1]).await;
+    let issuer = start_issuer(dir.path(), &[&k1]).await;
+    relay.point(Some(&issuer));
     eventually_async(Duration::from_secs(5), || async { (h.admin_get("/readyz").await.status == 200).then_some(()) })
         .await;
     let alice = token(&k1, "alice");
@@ -80,8 +124,10 @@ async fn enforce_only_gateway_follows_the_issuers_jwks() {
 
     // The issuer rotates k2 in. Past the refetch interval, the first request
     // carrying k2 makes the gateway fetch the keys again, and is allowed.
+    relay.point(None);
     issuer.shutdown().await;
-    let issuer = start_issuer(dir.path(), issuer_api, &[&k1, &k2]).await;
+    let issuer = start_issuer(dir.path(), &[&k1, &k2]).await;
+    relay.point(Some(&issuer));
     tokio::time::sleep(Duration::from_millis(250)).await;
     let resp = h.get(path, &[("Authorization", &token(&k2, "bob"))]).await;
     assert_eq!(resp.status, 200, "a rotated-in key is picked up on first use: {}", resp.body);
@@ -91,6 +137,7 @@ async fn enforce_only_gateway_follows_the_issuers_jwks() {
 
     // The issuer goes away: known keys keep working (tokens never seen
     // before, so not from the cache); a new kid cannot be decided.
+    relay.point(None);
     issuer.shutdown().await;
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(h.get(path, &[("Authorization", &token(&k1, "carol"))]).await.status, 200);
@@ -102,7 +149,8 @@ async fn enforce_only_gateway_follows_the_issuers_jwks() {
 
     // The issuer returns without k1 (withdrawn). Once the gateway fetches
     // again, k1 stops working at once, even for a token it had cached.
-    let issuer = start_issuer(dir.path(), issuer_api, &[&k2]).await;
+    let issuer = start_issuer(dir.path(), &[&k2]).await;
+    relay.point(Some(&issuer));
     tokio::time::sleep(Duration::from_millis(250)).await;
     let resp = h.get(path, &[("Authorization", &token(&stranger, "frank"))]).await;
     assert_eq!((resp.status, resp.reason().as_str()), (401, "unknown_key"), "fetched again, the issuer is back");
@@ -154,7 +202,7 @@ async fn an_unusable_key_in_a_jwks_is_skipped_and_a_key_rotated_in_beside_it_wor
     ));
     let url = jwks_server(doc.clone()).await;
     let h = Harness::start_with(
-        |y| y,
+        |_| {},
         |c| {
             c.jwks_sources = vec![narrowgate::token::JwksSource {
                 issuer: 0,

@@ -113,7 +113,13 @@ async fn facade_errors_have_metaapis_shape_and_statuses_the_sdk_does_not_retry()
     h.shutdown().await;
 
     // Off unless enabled.
-    let off = Harness::start_with(|y| y.replace("  metaapi: true\n", "  metaapi: false\n"), |_| {}).await;
+    let off = Harness::start_with(
+        |d| {
+            d.set("facades.metaapi", false);
+        },
+        |_| {},
+    )
+    .await;
     assert_eq!(off.api_post(path, &[("auth-token", &token)], "{}").await.status, 404);
     assert_eq!(off.api_request("GET", "/access-rule-manifest", &[]).await.status, 404);
     off.shutdown().await;

@@ -17,7 +17,7 @@ const SECRET: &str = "app-secret-for-the-prodmanager-tests";
 async fn gateway(dir: &tempfile::TempDir) -> Harness {
     let store = support::sqlite_store(dir.path().join("ng.db"));
     Harness::start_with(
-        |y| y,
+        |_| {},
         move |c| {
             store(c);
             let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, SECRET.as_bytes());

@@ -83,7 +83,7 @@ async fn revocations_in_the_sqlite_store_are_enforced_after_a_restart() {
         assert!(store.revoke("gone", 1).await.expect("revoke"));
         store.close().await;
     }
-    let h = Harness::start_with(|y| y, support::sqlite_store(path.clone())).await;
+    let h = Harness::start_with(|_| {}, support::sqlite_store(path.clone())).await;
     let gone = h.get("/users/current/accounts/a1", &[("Authorization", &token_with_jti(&h, "gone"))]).await;
     assert_eq!((gone.status, gone.reason().as_str()), (401, "revoked"));
     let kept = h.get("/users/current/accounts/a1", &[("Authorization", &token_with_jti(&h, "kept"))]).await;
@@ -105,8 +105,8 @@ async fn a_revocation_through_one_gateway_is_enforced_by_another_within_a_second
         create_if_missing: true,
     };
     let cfg_a = store_config.clone();
-    let a = Harness::start_with(|y| y, move |c| c.store = Some(cfg_a())).await;
-    let b = Harness::start_with(|y| y, move |c| c.store = Some(store_config())).await;
+    let a = Harness::start_with(|_| {}, move |c| c.store = Some(cfg_a())).await;
+    let b = Harness::start_with(|_| {}, move |c| c.store = Some(store_config())).await;
     let Some(Store::Postgres(store_a)) = a.gateway.as_ref().and_then(|g| g.store.clone()) else {
         panic!("gateway a has no PostgreSQL store");
     };

@@ -76,7 +76,7 @@ async fn enforce_only_gateways_follow_the_issuers_revocations_through_a_replica_
         &jwks,
         &feeds,
         "feed.token",
-        "  max_staleness: 1s\n  when_stale: refuse",
+        "revocation:\n  max_staleness: 1s\n  when_stale: refuse",
     ))
     .await;
 
@@ -181,21 +181,18 @@ async fn an_enforce_only_gateway_is_not_ready_until_it_has_the_revocation_set() 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let jwks = format!("http://{}/jwks", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-    let nowhere = format!("http://127.0.0.1:{}/v1/revocations", support::free_port());
+    // A feed URL where connections are closed unanswered.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let nowhere = format!("http://{}/v1/revocations", closed.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = closed.accept().await {
+            drop(conn);
+        }
+    });
     let config = enforcer_config(dir.path(), "e", echo.addr, &jwks, &[nowhere], "feed.token", "");
-    let parsed = narrowgate::config::Config::load(&config).expect("valid");
-    let admin = parsed.listeners.admin.expect("admin");
-    let mut child = std::process::Command::new(support::BIN)
-        .args(["serve", "--config", config.to_str().expect("utf8")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
     let start = Instant::now();
-    while tokio::net::TcpStream::connect(admin).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the admin listener never came up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (mut child, addrs) = support::spawn_serve(&config).await;
+    let admin = addrs.admin.expect("admin");
     // Once the keys are in, what it still waits for is the revocation set.
     loop {
         let r = send_raw(admin, build_request("GET", "/readyz", &[]).as_bytes()).await;

@@ -62,7 +62,8 @@ async fn a_store_is_created_only_when_the_operator_asks_and_only_once() {
     assert!(err.contains("no store at") && err.contains("narrowgate store init"), "{err}");
     assert!(!dir.path().join("data").exists(), "serve created something");
     // A typo in the path: the same.
-    let typo = process_config(dir.path(), "typo", echo.addr, &store.replace("data/ng.db", "dta/ng.db"));
+    let typo_store = "store:\n  sqlite:\n    path: dta/ng.db\n    bootstrap_token_file: data/admin-token";
+    let typo = process_config(dir.path(), "typo", echo.addr, typo_store);
     let (ok, _, err) = run(&["serve", "--config", typo.to_str().expect("utf8")]);
     assert!(!ok && err.contains("no store at"), "{err}");
     assert!(!dir.path().join("dta").exists());
@@ -147,7 +148,7 @@ async fn a_store_lost_under_a_running_gateway_stops_it_acknowledging_writes() {
         Loss::ReplacedByGarbage,
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let h = Harness::start_with(|y| y, support::sqlite_store(dir.path().join("data/ng.db"))).await;
+        let h = Harness::start_with(|_| {}, support::sqlite_store(dir.path().join("data/ng.db"))).await;
         let root = master(&h);
         let token_of = |r: support::Response| -> String {
             assert_eq!(r.status, 201, "{loss:?}: {}", r.body);

@@ -16,7 +16,7 @@ use support::Harness;
 #[tokio::test]
 async fn the_vk_token_lifecycle() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut h = Harness::start_with(|y| y, support::sqlite_store(dir.path().join("ng.db"))).await;
+    let mut h = Harness::start_with(|_| {}, support::sqlite_store(dir.path().join("ng.db"))).await;
     let root = h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).expect("bootstrap token");
     let auth = |t: &str| format!("Bearer {t}");
 

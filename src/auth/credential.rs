@@ -80,7 +80,7 @@ fn query_param<'a>(query: &'a str, param: &str) -> Result<Option<Cow<'a, str>>, 
     let mut found = None;
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k != param {
+        if !is_param(k, param) {
             continue;
         }
         if found.is_some() {
@@ -115,6 +115,13 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<Cow<'a, str>>
         }
     }
     Ok(found)
+}
+
+/// Whether a query key names `param`, as written or percent-encoded (an
+/// upstream that decodes keys would read `access%5Ftoken` as
+/// `access_token`: the gateway must see it as the credential too).
+pub fn is_param(key: &str, param: &str) -> bool {
+    key == param || (key.contains('%') && percent_decode(key).is_ok_and(|k| k == param))
 }
 
 fn percent_decode(v: &str) -> Result<Cow<'_, str>, CredentialError> {
@@ -196,6 +203,13 @@ mod tests {
             ),
             ("query", headers(&[]), Some("a=1&access_token=abc"), Ok(Some("abc"))),
             ("query twice", headers(&[]), Some("access_token=abc&access_token=abc"), Err(CredentialError::Conflict)),
+            ("query, key percent-encoded", headers(&[]), Some("access%5Ftoken=abc"), Ok(Some("abc"))),
+            (
+                "query twice, once encoded",
+                headers(&[]),
+                Some("access_token=abc&%61ccess_token=xyz"),
+                Err(CredentialError::Conflict),
+            ),
             (
                 "query vs header",
                 headers(&[("auth-token", "abc")]),

@@ -11,6 +11,7 @@ mod token;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
@@ -29,6 +30,11 @@ pub enum Command {
         /// The config file (YAML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Once listening, write the bound addresses here as JSON
+        /// (`{"proxy", "api", "admin"}`): with port 0 in the config, how a
+        /// supervisor or a test learns the ports the system chose.
+        #[arg(long)]
+        addresses_file: Option<PathBuf>,
     },
     /// Validate config files; lists every problem and exits non-zero on any.
     CheckConfig {
@@ -72,7 +78,7 @@ pub enum Command {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config, addresses_file } => serve(config, addresses_file),
         Command::CheckConfig { files, strict } => return check_config(&files, strict),
         Command::Keys { command } => keys::run(command),
         Command::Store { command } => store::run(command),
@@ -109,7 +115,7 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 /// Run the gateway on `path` until SIGTERM, Ctrl-C or the admin
 /// listener's `POST /shutdown`, then drain; SIGHUP reloads the config. A
 /// second SIGTERM or Ctrl-C during the drain exits at once.
-fn serve(path: PathBuf) -> anyhow::Result<()> {
+fn serve(path: PathBuf, addresses_file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     for w in &config.warnings {
         tracing::warn!(config = %path.display(), "{w}");
@@ -123,6 +129,9 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
         }
         for (application, id) in std::mem::take(&mut running.crafter_tokens) {
             println!("Crafter Profile access token for {application} (shown once; keep it safe): {id}");
+        }
+        if let Some(file) = &addresses_file {
+            write_addresses(file, &running).with_context(|| format!("writing {}", file.display()))?;
         }
         loop {
             tokio::select! {
@@ -145,6 +154,19 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// The bound addresses as JSON, written whole (a temporary file renamed) so
+/// a reader never sees half of it.
+fn write_addresses(file: &std::path::Path, running: &crate::app::Running) -> std::io::Result<()> {
+    let doc = serde_json::json!({
+        "proxy": running.proxy_addr.to_string(),
+        "api": running.api_addr.map(|a| a.to_string()),
+        "admin": running.admin_addr.map(|a| a.to_string()),
+    });
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, doc.to_string())?;
+    std::fs::rename(&tmp, file)
 }
 
 /// The signals `serve` answers.

@@ -357,14 +357,15 @@ fn strip_cookie(headers: &mut HeaderMap, cookie: &str) {
     }
 }
 
-/// Remove the credential query parameter; `None` if nothing changed.
-pub fn strip_query_param(query: &str, param: &str) -> Option<String> {
+/// Remove every credential query parameter (in any spelling the
+/// extractor accepts); `None` if nothing changed.
+pub fn strip_query_param(query: &str, params: &[String]) -> Option<String> {
     let mut changed = false;
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| {
             let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            let hit = key == param;
+            let hit = params.iter().any(|p| crate::auth::credential::is_param(key, p));
             changed |= hit;
             !hit
         })
@@ -393,8 +394,15 @@ mod tests {
 
     #[test]
     fn query_param_is_removed_exactly() {
-        assert_eq!(strip_query_param("a=1&token=x&b=2", "token").as_deref(), Some("a=1&b=2"));
-        assert_eq!(strip_query_param("token=x", "token").as_deref(), Some(""));
-        assert_eq!(strip_query_param("tokens=x", "token"), None);
+        let one = ["token".to_string()];
+        assert_eq!(strip_query_param("a=1&token=x&b=2", &one).as_deref(), Some("a=1&b=2"));
+        assert_eq!(strip_query_param("token=x", &one).as_deref(), Some(""));
+        assert_eq!(strip_query_param("tokens=x", &one), None);
+        // Percent-encoded keys an upstream would decode to the name.
+        assert_eq!(strip_query_param("%74oken=x&b=2", &one).as_deref(), Some("b=2"));
+        assert_eq!(strip_query_param("to%6Ben=x", &one).as_deref(), Some(""));
+        // Every configured parameter, wherever it stands.
+        let two = ["accessTokenId".to_string(), "access_token".to_string()];
+        assert_eq!(strip_query_param("x=1&access_token=a&accessTokenId=b&y=2", &two).as_deref(), Some("x=1&y=2"));
     }
 }

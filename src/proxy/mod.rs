@@ -437,8 +437,10 @@ pub fn decide<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
 /// `<canonical path>?<query without the credential>`.
 fn upstream_uri(snap: &Snapshot, uri: &Uri, decision: &Decision) -> Result<Uri, http::Error> {
     let query = uri.query();
-    let stripped_query = match (&snap.query_credential, query) {
-        (Some(param), Some(q)) if !snap.forwarding.forward_credential => headers::strip_query_param(q, param),
+    let stripped_query = match query {
+        Some(q) if !snap.query_credentials.is_empty() && !snap.forwarding.forward_credential => {
+            headers::strip_query_param(q, &snap.query_credentials)
+        }
         _ => None,
     };
     let pq = if decision.rewritten_path.is_none() && stripped_query.is_none() {

@@ -11,7 +11,7 @@ use narrowgate::config::Config;
 use narrowgate::echo::{EchoUpstream, Received};
 use narrowgate::token::now_unix;
 use narrowgate::token::testkit::{TestKey, payload};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -24,18 +24,23 @@ pub struct Harness {
     pub admin: SocketAddr,
     pub api: SocketAddr,
     pub key: TestKey,
+    /// The config file the gateway was started from (and reloads).
+    pub config_path: std::path::PathBuf,
+    /// Its document, to edit and write again for a reload.
+    pub doc: ConfigDoc,
     _dir: tempfile::TempDir,
 }
 
 impl Harness {
     /// The gateway on config/demo.yaml.
     pub async fn start() -> Harness {
-        Harness::start_with(|y| y, |_| {}).await
+        Harness::start_with(|_| {}, |_| {}).await
     }
 
-    /// The gateway on config/demo.yaml after `edit_yaml`, with `edit_config`
-    /// applied to the loaded config.
-    pub async fn start_with(edit_yaml: impl Fn(String) -> String, edit_config: impl Fn(&mut Config)) -> Harness {
+    /// The gateway on config/demo.yaml after `edit_doc` (written to the
+    /// config file it reloads from), with `edit_config` applied to the
+    /// loaded config (in memory only: a reload reads the file).
+    pub async fn start_with(edit_doc: impl FnOnce(&mut ConfigDoc), edit_config: impl FnOnce(&mut Config)) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = TestKey::es256("demo");
         std::fs::create_dir_all(dir.path().join("keys")).expect("mkdir");
@@ -43,25 +48,40 @@ impl Harness {
         // The token service signs with a key of its own.
         let signer = TestKey::es256("signer");
         std::fs::write(dir.path().join("keys/signer.pem"), &signer.private_pem).expect("write signing key");
-        let with_signing = |y: String| {
-            y.replace(
-                "        public_key_file: keys/demo.pub.pem\n",
-                "        public_key_file: keys/demo.pub.pem\n    signing_keys:\n      - kid: signer\n        private_key_file: keys/signer.pem\n",
-            )
-        };
         let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo upstream");
-        let mut config =
-            Config::from_yaml(&edit_yaml(with_signing(DEMO_YAML.to_string())), dir.path()).expect("demo config");
-        config.listeners.proxy = "127.0.0.1:0".parse().expect("addr");
-        config.listeners.admin = Some("127.0.0.1:0".parse().expect("addr"));
-        config.listeners.api = Some("127.0.0.1:0".parse().expect("addr"));
-        config.upstream.addresses = vec![echo.addr.to_string().parse().expect("authority")];
+        let mut doc = ConfigDoc::demo();
+        doc.set("listeners.proxy", "127.0.0.1:0")
+            .set("listeners.admin", "127.0.0.1:0")
+            .set("listeners.api", "127.0.0.1:0")
+            .set("upstream.addresses", json!([echo.addr.to_string()]))
+            .set("issuers.0.signing_keys", json!([{ "kid": "signer", "private_key_file": "keys/signer.pem" }]));
+        edit_doc(&mut doc);
+        let config_path = dir.path().join("narrowgate.yaml");
+        doc.write(&config_path);
+        let mut config = Config::load(&config_path).expect("the test config is valid");
         edit_config(&mut config);
-        let running = app::start(config).await.expect("gateway starts");
+        let running = app::start_from(config, Some(config_path.clone())).await.expect("gateway starts");
         let proxy = running.proxy_addr;
         let admin = running.admin_addr.expect("admin listener");
         let api = running.api_addr.expect("api listener");
-        Harness { echo, gateway: Some(running), proxy, admin, api, key, _dir: dir }
+        Harness { echo, gateway: Some(running), proxy, admin, api, key, config_path, doc, _dir: dir }
+    }
+
+    /// The directory the config file (and its keys) live in.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// The running gateway.
+    pub fn running(&self) -> &Running {
+        self.gateway.as_ref().expect("the gateway is running")
+    }
+
+    /// Edit the config document and write it to the config file (the
+    /// gateway sees it at its next reload).
+    pub fn rewrite(&mut self, edit: impl FnOnce(&mut ConfigDoc)) {
+        edit(&mut self.doc);
+        self.doc.write(&self.config_path);
     }
 
     /// A token for `sub` with these access rules, valid for an hour.
@@ -121,6 +141,88 @@ impl Harness {
     }
 }
 
+/// A config as a document: config/demo.yaml parsed into a tree and edited
+/// by path, so an edit that misses (a renamed key, a typo) fails the test
+/// instead of silently changing nothing, as a string replacement would.
+/// Written out as JSON, which is YAML.
+#[derive(Clone, Debug)]
+pub struct ConfigDoc(pub Value);
+
+impl ConfigDoc {
+    pub fn demo() -> ConfigDoc {
+        ConfigDoc::parse(DEMO_YAML)
+    }
+
+    pub fn parse(yaml: &str) -> ConfigDoc {
+        ConfigDoc(serde_saphyr::from_str(yaml).expect("valid YAML"))
+    }
+
+    /// The value at a dotted path (`issuers.0.keys`); fails the test when
+    /// there is none.
+    pub fn at(&mut self, path: &str) -> &mut Value {
+        let mut v = &mut self.0;
+        for step in path.split('.') {
+            v = match step.parse::<usize>() {
+                Ok(i) if v.is_array() => v.get_mut(i),
+                _ => v.get_mut(step),
+            }
+            .unwrap_or_else(|| panic!("the config has no {path}"));
+        }
+        v
+    }
+
+    /// Set the value at `path`; its parent must exist.
+    pub fn set(&mut self, path: &str, value: impl Into<Value>) -> &mut Self {
+        let (parent, key) = path.rsplit_once('.').map_or(("", path), |(p, k)| (p, k));
+        let parent = if parent.is_empty() { &mut self.0 } else { self.at(parent) };
+        match parent {
+            Value::Object(map) => {
+                map.insert(key.to_string(), value.into());
+            }
+            Value::Array(list) => {
+                let i: usize = key.parse().unwrap_or_else(|_| panic!("{path}: not an index"));
+                *list.get_mut(i).unwrap_or_else(|| panic!("the config has no {path}")) = value.into();
+            }
+            _ => panic!("{path}: the parent is not a mapping or a list"),
+        }
+        self
+    }
+
+    /// Remove the key at `path`, which must be there.
+    pub fn remove(&mut self, path: &str) -> Value {
+        let (parent, key) = path.rsplit_once('.').map_or(("", path), |(p, k)| (p, k));
+        let parent = if parent.is_empty() { &mut self.0 } else { self.at(parent) };
+        parent.as_object_mut().and_then(|m| m.remove(key)).unwrap_or_else(|| panic!("the config has no {path}"))
+    }
+
+    /// Merge a YAML fragment's mappings into the document (deeply).
+    pub fn merge_yaml(&mut self, yaml: &str) -> &mut Self {
+        if yaml.trim().is_empty() {
+            return self;
+        }
+        fn merge(into: &mut Value, from: Value) {
+            match (into, from) {
+                (Value::Object(a), Value::Object(b)) => {
+                    for (k, v) in b {
+                        merge(a.entry(k).or_insert(Value::Null), v);
+                    }
+                }
+                (slot, v) => *slot = v,
+            }
+        }
+        merge(&mut self.0, serde_saphyr::from_str(yaml).expect("a valid YAML fragment"));
+        self
+    }
+
+    pub fn write(&self, file: &std::path::Path) {
+        let text = serde_json::to_string_pretty(&self.0).expect("json");
+        // Whole or not at all: a watcher never reads half a file.
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, file).expect("rename config");
+    }
+}
+
 pub fn build_request(method: &str, target: &str, headers: &[(&str, &str)]) -> String {
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: gateway.test\r\n");
     for (k, v) in headers {
@@ -153,17 +255,26 @@ impl Response {
     }
 }
 
+/// Send `request` and read one response. The request is written while the
+/// response is read, so a server that answers early (431 for a huge
+/// header) is heard. A connection closed with no response gives status 0,
+/// which a test must expect by name; no response within 10 s fails the
+/// test.
 pub async fn send_raw(addr: SocketAddr, request: &[u8]) -> Response {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    // A server may answer and close before an oversized request is fully
-    // written (431 for a huge header): the write error is expected then, and
-    // the response, if any, is still read.
-    let _ = stream.write_all(request).await;
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let request = request.to_vec();
+    // The server may close before the whole request is written: the
+    // write error is expected then, and the response is still read.
+    let write = tokio::spawn(async move {
+        let _ = writer.write_all(&request).await;
+        writer
+    });
     let mut buf = Vec::new();
     let read = async {
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            match stream.read(&mut chunk).await {
+            match reader.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
@@ -172,7 +283,10 @@ pub async fn send_raw(addr: SocketAddr, request: &[u8]) -> Response {
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    if tokio::time::timeout(Duration::from_secs(10), read).await.is_err() {
+        panic!("no complete response from {addr} within 10 s; got {} bytes", buf.len());
+    }
+    write.abort();
     parse_response(&buf)
 }
 
@@ -282,10 +396,6 @@ pub fn sqlite_store(path: std::path::PathBuf) -> impl Fn(&mut Config) {
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_narrowgate");
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 /// A `narrowgate serve` process; killed when dropped, so a failing test
 /// leaves nothing running.
 pub struct GatewayProcess {
@@ -304,54 +414,78 @@ impl Drop for GatewayProcess {
     }
 }
 
-/// Write a config for a gateway process into `dir`: config/demo.yaml on
-/// fresh ports, forwarding to `upstream`, signing with a key of its own
-/// (the same key for every process sharing `dir`), with `store` (a YAML
-/// `store:` section).
-pub fn process_config(dir: &std::path::Path, name: &str, upstream: SocketAddr, store: &str) -> std::path::PathBuf {
+/// Write a config for a gateway process into `dir`: config/demo.yaml with
+/// every listener on port 0, forwarding to `upstream`, signing with a key of
+/// its own (the same key for every process sharing `dir`), with `extra` (a
+/// YAML fragment: `store:`, `revocation:` …) merged in.
+pub fn process_config(dir: &std::path::Path, name: &str, upstream: SocketAddr, extra: &str) -> std::path::PathBuf {
     let keys = dir.join("keys");
     if !keys.join("signer.pem").exists() {
         std::fs::create_dir_all(&keys).expect("mkdir");
         std::fs::write(keys.join("demo.pub.pem"), &TestKey::es256("demo").public).expect("write");
         std::fs::write(keys.join("signer.pem"), &TestKey::es256("signer").private_pem).expect("write");
     }
-    let (proxy, api, admin) = (free_port(), free_port(), free_port());
-    let yaml = DEMO_YAML
-        .replace("proxy: 127.0.0.1:8080", &format!("proxy: 127.0.0.1:{proxy}"))
-        .replace("admin: 127.0.0.1:9090", &format!("admin: 127.0.0.1:{admin}"))
-        .replace("api: 127.0.0.1:8081", &format!("api: 127.0.0.1:{api}"))
-        .replace("addresses: [\"127.0.0.1:3000\"]", &format!("addresses: [\"{upstream}\"]"))
-        .replace(
-            "        public_key_file: keys/demo.pub.pem\n",
-            "        public_key_file: keys/demo.pub.pem\n    signing_keys:\n      - kid: signer\n        private_key_file: keys/signer.pem\n",
-        )
-        .replace("unmatched: deny", &format!("unmatched: deny\n\n{store}"));
+    let mut doc = ConfigDoc::demo();
+    doc.set("listeners.proxy", "127.0.0.1:0")
+        .set("listeners.admin", "127.0.0.1:0")
+        .set("listeners.api", "127.0.0.1:0")
+        .set("upstream.addresses", json!([upstream.to_string()]))
+        .set("issuers.0.signing_keys", json!([{ "kid": "signer", "private_key_file": "keys/signer.pem" }]))
+        .merge_yaml(extra);
     let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).expect("write config");
+    doc.write(&path);
     path
 }
 
-/// Start `narrowgate serve` on `config` and wait until it reports ready.
+/// Start `narrowgate serve` on `config` (listeners on port 0; the process
+/// reports the bound addresses) and wait until it reports ready.
 pub async fn serve_process(config: &std::path::Path) -> GatewayProcess {
-    let parsed = Config::load(config).expect("the test config is valid");
-    let proxy = parsed.listeners.proxy;
-    let api = parsed.listeners.api;
-    let admin = parsed.listeners.admin.expect("admin listener");
-    let child = std::process::Command::new(BIN)
-        .args(["serve", "--config", config.to_str().expect("utf8")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn narrowgate serve");
+    let (child, addrs) = spawn_serve(config).await;
+    let admin = addrs.admin.expect("admin listener");
     eventually_async(Duration::from_secs(20), || async move {
-        let r = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(admin)).await;
-        if !matches!(r, Ok(Ok(_))) {
-            return None;
-        }
         (send_raw(admin, build_request("GET", "/readyz", &[]).as_bytes()).await.status == 200).then_some(())
     })
     .await;
-    GatewayProcess { child, proxy, api, admin, config: config.to_path_buf() }
+    GatewayProcess { child, proxy: addrs.proxy, api: addrs.api, admin, config: config.to_path_buf() }
+}
+
+/// The addresses a `serve` process listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub proxy: SocketAddr,
+    pub api: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+/// Spawn `narrowgate serve` on `config` with `--addresses-file` and wait
+/// for the addresses it bound (not for readiness). Its stdout and stderr
+/// go to `<config>.out` and `<config>.err`.
+pub async fn spawn_serve(config: &std::path::Path) -> (std::process::Child, Addresses) {
+    let file = config.with_extension("addresses.json");
+    let _ = std::fs::remove_file(&file);
+    let out = std::fs::File::create(config.with_extension("out")).expect("stdout file");
+    let err = std::fs::File::create(config.with_extension("err")).expect("stderr file");
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--config", config.to_str().expect("utf8"), "--addresses-file", file.to_str().expect("utf8")])
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn narrowgate serve");
+    let start = std::time::Instant::now();
+    let text = loop {
+        if let Ok(t) = std::fs::read_to_string(&file) {
+            break t;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let err = std::fs::read_to_string(config.with_extension("err")).unwrap_or_default();
+            panic!("narrowgate serve exited ({status}) before listening: {err}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "narrowgate serve did not listen within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let v: Value = serde_json::from_str(&text).expect("addresses JSON");
+    let addr = |k: &str| v[k].as_str().map(|a| a.parse().expect("an address"));
+    (child, Addresses { proxy: addr("proxy").expect("proxy"), api: addr("api"), admin: addr("admin") })
 }
 
 impl GatewayProcess {
@@ -413,7 +547,8 @@ impl PrivatePostgres {
                 .expect("chown");
             assert!(ok.success());
         }
-        let pg = PrivatePostgres { dir, bin, port: free_port() };
+        // Its own socket directory and no TCP: nothing to collide with.
+        let pg = PrivatePostgres { dir, bin, port: 5432 };
         let data = pg.data();
         pg.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8"]);
         pg.start_again();
@@ -441,9 +576,9 @@ impl PrivatePostgres {
         assert!(out.status.success(), "{tool} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    /// The URL of its `postgres` database.
+    /// The URL of its `postgres` database (through its Unix socket).
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!("postgres://postgres@localhost:{}/postgres?host={}", self.port, self.dir.path().display())
     }
 
     /// Stop it (fast shutdown: sessions are closed).
@@ -455,10 +590,7 @@ impl PrivatePostgres {
     pub fn start_again(&self) {
         let socket_dir = self.dir.path().to_str().expect("utf8").to_string();
         let log = self.dir.path().join("server.log");
-        let opts = format!(
-            "-p {} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
-            self.port
-        );
+        let opts = format!("-p {} -k {socket_dir} -c listen_addresses= -c fsync=off -c max_connections=100", self.port);
         self.run(
             "pg_ctl",
             &["-D", &self.data(), "-l", log.to_str().expect("utf8"), "-w", "-t", "60", "-o", &opts, "start"],
@@ -476,8 +608,8 @@ impl Drop for PrivatePostgres {
 /// Write the config of an enforce-only gateway process into `dir`: no
 /// store and no api listener; the issuer's keys from `jwks_url`; revocations
 /// followed from the issuers' feeds at `feed_urls` with the reader token in
-/// `token_file`; `extra` YAML appended (under `revocation:` too). The
-/// manifest is the demo's.
+/// `token_file`; `extra` (a YAML fragment) merged in. The manifest is the
+/// demo's.
 pub fn enforcer_config(
     dir: &std::path::Path,
     name: &str,
@@ -487,18 +619,25 @@ pub fn enforcer_config(
     token_file: &str,
     extra: &str,
 ) -> std::path::PathBuf {
-    let applications = &DEMO_YAML[DEMO_YAML.find("\napplications:").expect("the demo has applications")..];
-    let urls = feed_urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
-    let yaml = format!(
-        "listeners:\n  proxy: 127.0.0.1:{}\n  admin: 127.0.0.1:{}\n\
-         upstream:\n  addresses: [\"{upstream}\"]\n\
-         issuers:\n  - name: narrowgate\n    issuer: narrowgate\n    algorithms: [ES256]\n    jwks_url: {jwks_url}\n    jwks_min_refetch: 200ms\n\
-         credentials:\n  - source: bearer\n\
-         revocation:\n  follow:\n    urls: [{urls}]\n    token_file: {token_file}\n{extra}\n{applications}",
-        free_port(),
-        free_port(),
-    );
+    let mut doc = ConfigDoc::demo();
+    let demo = doc.0.as_object_mut().expect("a mapping");
+    demo.retain(|k, _| k == "applications");
+    doc.merge_yaml(&format!(
+        "listeners: {{ proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\n\
+         credentials: [ {{ source: bearer }} ]\n\
+         revocation: {{ follow: {{ token_file: {token_file} }} }}"
+    ))
+    .set("upstream", json!({ "addresses": [upstream.to_string()] }))
+    .set(
+        "issuers",
+        json!([{
+            "name": "narrowgate", "issuer": "narrowgate", "algorithms": ["ES256"],
+            "jwks_url": jwks_url, "jwks_min_refetch": "200ms",
+        }]),
+    )
+    .set("revocation.follow.urls", json!(feed_urls))
+    .merge_yaml(extra);
     let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).expect("write config");
+    doc.write(&path);
     path
 }
