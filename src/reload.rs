@@ -35,6 +35,19 @@ fn directories(files: &[PathBuf]) -> BTreeSet<PathBuf> {
         .collect()
 }
 
+/// Watch `wanted` and nothing else.
+fn follow(w: &mut impl Watcher, watching: &mut BTreeSet<PathBuf>, wanted: BTreeSet<PathBuf>) {
+    for dir in wanted.difference(watching) {
+        if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a config directory");
+        }
+    }
+    for dir in watching.difference(&wanted) {
+        let _ = w.unwatch(dir);
+    }
+    *watching = wanted;
+}
+
 /// Reload `runtime` whenever a file it reads changes, until aborted.
 pub async fn watch(runtime: Arc<Runtime>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -59,16 +72,7 @@ pub async fn watch(runtime: Arc<Runtime>) {
         // Follow the files the config in force reads (a reload may name
         // new ones).
         if let Some(w) = watcher.as_mut() {
-            let wanted = directories(&runtime.sources());
-            for dir in wanted.difference(&watching) {
-                if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a config directory");
-                }
-            }
-            for dir in watching.difference(&wanted) {
-                let _ = w.unwatch(dir);
-            }
-            watching = wanted;
+            follow(w, &mut watching, directories(&runtime.sources()));
         }
         let heard = tokio::select! {
             event = rx.recv(), if events => match event {
@@ -84,6 +88,14 @@ pub async fn watch(runtime: Arc<Runtime>) {
         if heard {
             // Debounce: a ConfigMap update is several events; wait for quiet.
             while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            // A directory may have been replaced under its name (a symlink
+            // swapped): watch every one afresh, before the files are read.
+            if let Some(w) = watcher.as_mut() {
+                for dir in std::mem::take(&mut watching) {
+                    let _ = w.unwatch(&dir);
+                }
+                follow(w, &mut watching, directories(&runtime.sources()));
+            }
         }
         let now = runtime.files_hash();
         if now == tried {

@@ -265,3 +265,53 @@ async fn the_operator_cli_drives_the_whole_token_lifecycle() {
     assert!(!success && err.contains("400 bad_request") && err.contains("lifetime"), "{err}");
     assert!(!err.contains(&root), "the caller's token is never echoed");
 }
+
+/// A second demo beside a running gateway: it fails on the taken address
+/// before it creates or prints anything, and says which listener, which
+/// address and why, once.
+#[tokio::test]
+async fn a_taken_address_stops_the_start_before_anything_is_written() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    for listener in ["proxy", "api", "admin"] {
+        let mut args = vec!["demo".to_string()];
+        for flag in ["--proxy", "--api", "--admin"] {
+            args.push(flag.to_string());
+            args.push(if flag == format!("--{listener}") { addr.clone() } else { "127.0.0.1:0".into() });
+        }
+        let (ok, out, err) = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args)
+        })
+        .await
+        .expect("join");
+        assert!(!ok, "{listener}: started on a taken address");
+        assert!(!out.contains("token"), "{listener}: tokens were created and printed: {out}");
+        let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error in {err}"));
+        assert!(line.contains(&format!("the {listener} listener cannot listen on {addr}")), "{line}");
+        assert!(line.contains(&format!("--{listener}")), "{listener}: how to choose another: {line}");
+        assert_eq!(line.matches("in use").count(), 1, "the cause once: {line}");
+    }
+    drop(taken);
+}
+
+/// The same through `serve`: the store a config asks to create is not
+/// created, and no bootstrap token file is written, when a listener's
+/// address is taken.
+#[tokio::test]
+async fn serve_on_a_taken_address_creates_no_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let store = "store:\n  sqlite:\n    path: data/ng.db\n    bootstrap_token_file: data/admin-token\n    create_if_missing: true";
+    let config = support::process_config(dir.path(), "ng", "127.0.0.1:9".parse().expect("addr"), store);
+    let mut doc = support::ConfigDoc::parse(&std::fs::read_to_string(&config).expect("read"));
+    doc.set("listeners.admin", addr.as_str());
+    doc.write(&config);
+    let (ok, out, err) = run(&["serve", "--config", config.to_str().expect("utf8")]);
+    assert!(!ok);
+    assert!(err.contains(&format!("the admin listener cannot listen on {addr}")), "{err}");
+    assert!(!out.contains("token"), "{out}");
+    assert!(!dir.path().join("data").exists(), "the store was created before the listeners were bound");
+    drop(taken);
+}

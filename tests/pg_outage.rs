@@ -11,14 +11,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use narrowgate::echo::EchoUpstream;
-use support::{GatewayProcess, PrivatePostgres, build_request, process_config, send_raw, serve_process};
+use support::{GatewayProcess, PrivatePostgres, process_config, serve_process};
 
 const ACCOUNT: &str = "/users/current/accounts/a1";
 
 /// One sample's value from a process's /metrics.
 async fn metric(g: &GatewayProcess, name: &str) -> Option<f64> {
-    let body = send_raw(g.admin, build_request("GET", "/metrics", &[]).as_bytes()).await.body;
-    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    support::metric(g.admin, name).await
 }
 
 async fn poll<F, Fut>(what: &str, deadline: Duration, mut f: F) -> Duration

@@ -30,8 +30,7 @@ fn reader(dir: &std::path::Path) -> (String, String) {
 }
 
 async fn metric(g: &GatewayProcess, name: &str) -> Option<f64> {
-    let body = send_raw(g.admin, build_request("GET", "/metrics", &[]).as_bytes()).await.body;
-    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    support::metric(g.admin, name).await
 }
 
 /// Poll until every gateway refuses every token as revoked; how long it took.

@@ -249,3 +249,85 @@ async fn whoami(State(s): State<ApiState>, req: Request) -> Result<Response, Api
     let issuer = s.service.issuer_of(&grant).await;
     Ok(ok_json(StatusCode::OK, &whoami_view(&grant, issuer)))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The token service's router as a service, without sockets.
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::runtime::Shared;
+    use crate::store::Mirror;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    async fn call(app: &Router, method: &str, path: &str) -> (StatusCode, serde_json::Value) {
+        let req = axum::http::Request::builder().method(method).uri(path).body(Body::empty()).expect("request");
+        let resp = app.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The demo config in a file (so it can be reloaded), its runtime, and
+    /// the api router on it.
+    fn router(dir: &std::path::Path, yaml: &str) -> (Arc<Runtime>, Router) {
+        let key = crate::token::testkit::TestKey::es256("demo");
+        std::fs::create_dir_all(dir.join("keys")).expect("mkdir");
+        std::fs::write(dir.join("keys/demo.pub.pem"), &key.public).expect("write");
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, yaml).expect("write");
+        let config = Config::load(&path).expect("demo config");
+        let metrics = Arc::new(Metrics::register(&prometheus::Registry::new()).expect("metrics"));
+        let mirror = Arc::new(Mirror::of(&config, Arc::default()));
+        let shared = Shared { metrics, revocations: mirror.revocations.clone(), references: mirror.references.clone() };
+        let runtime = Runtime::new(&config, Some(path), shared);
+        let service = Arc::new(TokenService::new(runtime.clone(), None, mirror));
+        (runtime.clone(), app(ApiState::new(runtime, service)))
+    }
+
+    const DEMO: &str = include_str!("../../config/demo.yaml");
+
+    #[tokio::test]
+    async fn public_documents_and_closed_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_rt, app) = router(dir.path(), DEMO);
+        let (status, manifest) = call(&app, "GET", "/v1/manifest").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(manifest.as_array().map(Vec::len), Some(4));
+        let (status, jwks) = call(&app, "GET", "/.well-known/jwks.json").await;
+        assert_eq!((status, jwks["keys"].clone()), (StatusCode::OK, serde_json::json!([])), "no signing keys");
+        let (status, body) = call(&app, "GET", "/v1/whoami").await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("missing_token")));
+        let (status, body) = call(&app, "GET", "/v2/anything").await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+        let (status, body) = call(&app, "POST", "/v1/tokens").await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("missing_token")));
+    }
+
+    #[tokio::test]
+    async fn facades_follow_the_policy_in_force() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (runtime, app) = router(dir.path(), DEMO);
+        let (status, manifest) = call(&app, "GET", "/access-rule-manifest").await;
+        assert_eq!((status, manifest.as_array().map(Vec::len)), (StatusCode::OK, Some(4)));
+
+        // MetaApi's facade off, one application fewer: after the reload the
+        // facade is gone and the manifest is the new one.
+        let mut doc: serde_json::Value = serde_saphyr::from_str(DEMO).expect("yaml");
+        doc["facades"]["metaapi"] = false.into();
+        doc["applications"].as_array_mut().expect("list").pop();
+        std::fs::write(dir.path().join("config.yaml"), doc.to_string()).expect("write");
+        let reloaded = runtime.reload().await.expect("reloads");
+        assert!(matches!(reloaded, crate::runtime::Reloaded::Applied { .. }), "{reloaded:?}");
+        let (status, body) = call(&app, "GET", "/access-rule-manifest").await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+        let (status, body) = call(&app, "POST", "/users/current/narrow-down-auth-token").await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+        let (_, manifest) = call(&app, "GET", "/v1/manifest").await;
+        assert_eq!(manifest.as_array().map(Vec::len), Some(3));
+        // The other facades stay.
+        let (status, _) = call(&app, "GET", "/api/token/whoami").await;
+        assert_ne!(status, StatusCode::NOT_FOUND);
+    }
+}

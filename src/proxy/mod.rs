@@ -488,3 +488,136 @@ fn set_forwarded(h: &mut http::HeaderMap, conn: &ConnInfo, trusted: bool, host: 
         h.insert(XFH, host);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `decide` on the demo config, without sockets: what one value says
+    //! about each kind of outcome.
+    use super::*;
+    use crate::token::testkit::{TestKey, payload, rule};
+    use serde_json::json;
+
+    struct Fixture {
+        gateway: Gateway,
+        key: TestKey,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = TestKey::es256("demo");
+        std::fs::create_dir_all(dir.path().join("keys")).expect("mkdir");
+        std::fs::write(dir.path().join("keys/demo.pub.pem"), &key.public).expect("write");
+        let config =
+            crate::config::Config::from_yaml(include_str!("../../config/demo.yaml"), dir.path()).expect("demo config");
+        let registry = prometheus::Registry::new();
+        let metrics = Arc::new(Metrics::register(&registry).expect("metrics"));
+        let gateway = Gateway::new(config, metrics, Arc::default());
+        Fixture { gateway, key, _dir: dir }
+    }
+
+    fn request(method: &str, path: &str, token: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().method(method).uri(path).header("host", "gateway.test");
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        b.body(()).expect("request")
+    }
+
+    fn route(g: &Gateway, d: &Decision) -> Option<String> {
+        d.route.map(|r| g.runtime().snapshot().routes[r].template.to_string())
+    }
+
+    fn app(g: &Gateway, d: &Decision) -> Option<String> {
+        d.app.map(|a| g.runtime().snapshot().apps[a].name.to_string())
+    }
+
+    #[test]
+    fn an_allowed_request_carries_its_route_grant_and_rule() {
+        let f = fixture();
+        let now = now_unix();
+        let token = f.key.sign(&payload(
+            "alice",
+            now,
+            3600,
+            json!([
+                rule("metastats-api", &["reader"], &["account:$USER_ID$:a1"]),
+                rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"]),
+            ]),
+        ));
+        let d = f.gateway.decide(&request("GET", "/users/current/accounts/a1", Some(&token)), now);
+        assert_eq!(d.reason, Reason::Allowed);
+        assert!(matches!(d.verdict, Verdict::Allow(Some(Allowed::Rule(1)))), "{:?}", d.verdict);
+        assert_eq!(d.rule_id(), Some("trading-account-management-api"));
+        assert_eq!(route(&f.gateway, &d).as_deref(), Some("GET /users/current/accounts/{accountId}"));
+        assert_eq!(app(&f.gateway, &d).as_deref(), Some("trading-account-management-api"));
+        assert_eq!(d.grant.as_ref().map(|g| &*g.subject), Some("alice"));
+        assert_eq!((d.rewritten_path, d.upgrade), (None, false));
+    }
+
+    #[test]
+    fn a_denial_carries_what_was_missing() {
+        let f = fixture();
+        let now = now_unix();
+        let token = f.key.sign(&payload(
+            "bob",
+            now,
+            3600,
+            json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])]),
+        ));
+        let d = f.gateway.decide(&request("DELETE", "/users/current/accounts/a1", Some(&token)), now);
+        assert_eq!(d.reason, Reason::InsufficientRole);
+        let Verdict::Deny { denial: Some(denial), status: None } = &d.verdict else { panic!("{:?}", d.verdict) };
+        assert_eq!(denial.missing_roles, vec![Box::from("writer")]);
+        assert!(d.rule_id().is_none());
+        assert_eq!(route(&f.gateway, &d).as_deref(), Some("DELETE /users/current/accounts/{accountId}"));
+        assert!(d.grant.is_some(), "the grant that was judged");
+
+        // Another account: the resource, not the role.
+        let d = f.gateway.decide(&request("GET", "/users/current/accounts/a2", Some(&token)), now);
+        assert_eq!(d.reason, Reason::ResourceNotAllowed);
+    }
+
+    #[test]
+    fn before_a_grant_there_is_none_in_the_decision() {
+        let f = fixture();
+        let now = now_unix();
+        let d = f.gateway.decide(&request("GET", "/nowhere", None), now);
+        assert_eq!((d.reason, d.route, d.app), (Reason::NoMatchingRoute, None, None));
+        assert!(d.grant.is_none() && !d.is_allow());
+        let d = f.gateway.decide(&request("GET", "/users/current/accounts/a1", None), now);
+        assert_eq!(d.reason, Reason::MissingToken);
+        assert!(d.grant.is_none() && d.route.is_some());
+        let d = f.gateway.decide(&request("GET", "/users/current/accounts/a1", Some("not.a.token")), now);
+        assert_eq!(d.reason, Reason::InvalidToken);
+        let d = f.gateway.decide(&request("GET", "/users/current/accounts%2Fa1", None), now);
+        assert_eq!((d.reason, d.route), (Reason::AmbiguousPath, None));
+        // A dot segment is resolved, not refused: the path forwarded is the
+        // canonical one.
+        let d = f.gateway.decide(&request("GET", "/users/current/./accounts/a1", None), now);
+        assert_eq!((d.reason, d.rewritten_path.as_deref()), (Reason::MissingToken, Some("/users/current/accounts/a1")));
+        // A public route: allowed, no token looked at.
+        let d = f.gateway.decide(&request("GET", "/health", Some("not.a.token")), now);
+        assert_eq!(d.reason, Reason::Public);
+        assert!(matches!(d.verdict, Verdict::Allow(None)) && d.grant.is_none());
+    }
+
+    #[test]
+    fn tenant_permissions_allow_by_their_own_index() {
+        let f = fixture();
+        let now = now_unix();
+        let mut p = payload("engine", now, 3600, json!([]));
+        p["tenantPermissions"] = json!([
+            { "tenant": "other", "allowedActions": ["READ_TENANT"] },
+            { "tenant": "acme", "allowedActions": ["READ_TENANT"] },
+        ]);
+        let token = f.key.sign(&p);
+        let d = f.gateway.decide(&request("GET", "/profile/api/1/tenant/acme", Some(&token)), now);
+        assert_eq!(d.reason, Reason::Allowed);
+        assert!(matches!(d.verdict, Verdict::Allow(Some(Allowed::TenantPermission(1)))), "{:?}", d.verdict);
+        assert_eq!(d.rule_id(), None, "no access rule allowed it");
+        assert_eq!(app(&f.gateway, &d).as_deref(), Some("profile-api"));
+        let d = f.gateway.decide(&request("POST", "/profile/api/1/profile/create/acme", Some(&token)), now);
+        assert_eq!(d.reason, Reason::TenantNotAllowed);
+    }
+}

@@ -291,7 +291,7 @@ pub async fn send_raw(addr: SocketAddr, request: &[u8]) -> Response {
 }
 
 /// Whether `buf` holds a whole response (so keep-alive peers need not close).
-fn is_complete(buf: &[u8]) -> bool {
+pub fn is_complete(buf: &[u8]) -> bool {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
     let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
     let body = &buf[end + 4..];
@@ -337,6 +337,13 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[(start + size + 2).min(data.len())..];
     }
     out
+}
+
+/// The value of one series on an admin listener's `/metrics`: `name` is
+/// the whole series as exposed, labels included.
+pub async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
+    let body = send_raw(admin, build_request("GET", "/metrics", &[]).as_bytes()).await.body;
+    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Poll `f` until it returns `Some`, failing after `deadline`.
