@@ -2,6 +2,49 @@
 
 use std::time::Duration;
 
+use serde::de::{self, Deserialize, Deserializer, Visitor};
+
+/// A duration as the config writes it, deserialized once: a bad one is
+/// reported by serde with its path (`server.drain_delay: "5x": unknown
+/// unit …`), and every section reads a plain [`Duration`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl From<HumanDuration> for Duration {
+    fn from(d: HumanDuration) -> Duration {
+        d.0
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration like 30s, 500ms or 2h45m30s")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
+                parse_duration(s).map(HumanDuration).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<HumanDuration, E> {
+                // A bare number is a unit left out, except nothing at all.
+                match n {
+                    0 => Ok(HumanDuration(Duration::ZERO)),
+                    _ => Err(E::custom(format!("{n} needs a unit, like {n}s or {n}ms"))),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<HumanDuration, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom("a duration cannot be negative")),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Parse a duration made of `<number><unit>` parts, units `d h m s ms`, each
 /// at most once and in decreasing order. A bare `0` is zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -65,6 +108,16 @@ mod tests {
         }
         for bad in ["", "s", "10", "5x", "1s2h", "1h1h", "-5s", "1.5h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_durations_deserialize_from_text_or_zero() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<HumanDuration>(v).map(Duration::from);
+        assert_eq!(parse(serde_json::json!("2h45m30s")).ok(), Some(Duration::from_secs(9930)));
+        assert_eq!(parse(serde_json::json!(0)).ok(), Some(Duration::ZERO));
+        for bad in [serde_json::json!(30), serde_json::json!(-1), serde_json::json!("5x"), serde_json::json!(true)] {
+            assert!(parse(bad.clone()).is_err(), "{bad}");
         }
     }
 }

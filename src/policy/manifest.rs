@@ -1,8 +1,11 @@
 //! The manifest: applications with their services, method groups, methods,
 //! scopes, entities and roles, and the routes that map HTTP requests onto
 //! them. Built and validated by `config`; read-only afterwards.
+//!
+//! The application types are read from the config (snake_case keys,
+//! unknown keys refused) and shown in MetaApi's manifest shape (camelCase).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::rules::RouteFacts;
 
@@ -14,53 +17,80 @@ pub struct Manifest {
 }
 
 /// One application, in MetaApi's access-rule-manifest shape.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all(serialize = "camelCase"), deny_unknown_fields)]
+#[schema(rename_all = "camelCase")]
 pub struct Application {
+    // In the config, default: the application's name.
+    #[serde(default)]
+    #[schema(required)]
     pub id: String,
     pub application: String,
+    #[serde(default)]
+    #[schema(required)]
     pub description: String,
     pub services: Vec<ServiceDef>,
+    #[serde(default)]
+    #[schema(required)]
     pub method_groups: Vec<MethodGroupDef>,
+    #[serde(default)]
+    #[schema(required)]
     pub roles: Vec<RoleSetDef>,
+    #[serde(default)]
+    #[schema(required)]
     pub entities: Vec<EntityDef>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity_composition_description: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceDef {
     pub service: String,
+    #[serde(default)]
+    #[schema(required)]
     pub description: String,
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MethodGroupDef {
     pub group: String,
+    #[serde(default)]
+    #[schema(required)]
     pub description: String,
     pub methods: Vec<MethodDef>,
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MethodDef {
     pub method: String,
+    #[serde(default)]
+    #[schema(required)]
     pub description: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RoleSetDef {
     pub roles: Vec<String>,
+    #[serde(default)]
+    #[schema(required)]
     pub description: String,
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all(serialize = "camelCase"), deny_unknown_fields)]
+#[schema(rename_all = "camelCase")]
 pub struct EntityDef {
     pub entity: String,
+    #[serde(default)]
+    #[schema(required)]
     pub description: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_description: Option<String>,
 }
 

@@ -1,0 +1,324 @@
+//! Where the gateway listens and what it talks to: listeners, the
+//! upstream, downstream connection limits, trusted proxies, credential
+//! sources, forwarding (identity headers), the grant cache, and what an
+//! unmatched request gets.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::HeaderName;
+use http::uri::Authority;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::duration::HumanDuration;
+use super::{Errors, header_name};
+use crate::token::verify::DEFAULT_MAX_TOKEN_BYTES;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listeners {
+    pub proxy: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    /// The token service; `None` in enforce-only mode.
+    pub api: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub addresses: Vec<Authority>,
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream to send its response head.
+    pub read_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Runtime threads: 1 runs everything on one thread (a sidecar's usual
+    /// share, and the cheapest per request); 0 means one per core.
+    pub worker_threads: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// After SIGTERM: how long the listeners keep accepting while
+    /// readiness is already false (endpoints are removed meanwhile).
+    pub drain_delay: Duration,
+    /// Then how long in-flight requests and WebSocket tunnels may take.
+    pub shutdown_grace: Duration,
+}
+
+/// Where a credential may come from, in the configured order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    Bearer,
+    Header(HeaderName),
+    Query(String),
+    Cookie(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    pub forward_credential: bool,
+    pub request_id: HeaderName,
+    pub identity: IdentityHeaders,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub subject: HeaderName,
+    pub token_id: HeaderName,
+    pub application: HeaderName,
+    pub roles: HeaderName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub capacity: usize,
+    pub max_ttl: Duration,
+}
+
+/// What a request matching no route gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// 403 `no_matching_route`.
+    Deny,
+    /// 404 `no_matching_route`.
+    NotFound,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListenersFile {
+    pub proxy: String,
+    #[serde(default)]
+    pub admin: Option<String>,
+    /// The token service; absent in enforce-only mode.
+    #[serde(default)]
+    pub api: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpstreamFile {
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub connect_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub read_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub pool_idle_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub pool_max_idle: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ServerFile {
+    #[serde(default)]
+    pub header_read_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub idle_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_headers: Option<usize>,
+    #[serde(default)]
+    pub max_token_bytes: Option<usize>,
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
+    /// After SIGTERM, how long to keep accepting while not ready (5s).
+    #[serde(default)]
+    pub drain_delay: Option<HumanDuration>,
+    /// Then how long in-flight requests may take (25s).
+    #[serde(default)]
+    pub shutdown_grace: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+pub(super) enum CredentialFile {
+    Bearer,
+    Header { name: String },
+    Query { name: String },
+    Cookie { name: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ForwardingFile {
+    #[serde(default)]
+    pub forward_credential: bool,
+    #[serde(default)]
+    pub request_id_header: Option<String>,
+    #[serde(default)]
+    pub identity_headers: Option<IdentityHeadersFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IdentityHeadersFile {
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub token_id: Option<String>,
+    #[serde(default)]
+    pub application: Option<String>,
+    #[serde(default)]
+    pub roles: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CacheFile {
+    #[serde(default)]
+    pub capacity: Option<usize>,
+    #[serde(default)]
+    pub max_ttl: Option<HumanDuration>,
+}
+
+pub(super) fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net);
+    }
+    s.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| format!("{s:?} is not an IP address or CIDR range"))
+}
+
+pub(super) fn socket_addr(s: &str, path: &str, errs: &mut Errors) -> Option<SocketAddr> {
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(path, format!("{s:?} is not an address like 127.0.0.1:8080"));
+            None
+        }
+    }
+}
+
+pub(super) fn build_listeners(f: ListenersFile, errs: &mut Errors) -> Option<Listeners> {
+    let proxy = socket_addr(&f.proxy, "listeners.proxy", errs);
+    let admin = f.admin.as_deref().map(|a| socket_addr(a, "listeners.admin", errs));
+    let api = f.api.as_deref().map(|a| socket_addr(a, "listeners.api", errs));
+    Some(Listeners { proxy: proxy?, admin: admin.flatten(), api: api.flatten() })
+}
+
+pub(super) fn build_upstream(f: UpstreamFile, errs: &mut Errors) -> Option<UpstreamConfig> {
+    if f.addresses.is_empty() {
+        errs.push("upstream.addresses", "at least one address is required");
+    }
+    let mut addresses = Vec::new();
+    for (i, a) in f.addresses.iter().enumerate() {
+        match a.parse::<Authority>() {
+            Ok(auth) if auth.port_u16().is_some() && !a.contains('@') => addresses.push(auth),
+            _ => errs.push(&format!("upstream.addresses[{i}]"), format!("{a:?} is not host:port")),
+        }
+    }
+    Some(UpstreamConfig {
+        addresses,
+        connect_timeout: f.connect_timeout.map_or(Duration::from_secs(2), Duration::from),
+        read_timeout: f.read_timeout.map_or(Duration::from_secs(30), Duration::from),
+        pool_idle_timeout: f.pool_idle_timeout.map_or(Duration::from_secs(90), Duration::from),
+        pool_max_idle: f.pool_max_idle.unwrap_or(256),
+    })
+}
+
+pub(super) fn build_credentials(list: Vec<CredentialFile>, errs: &mut Errors) -> Vec<CredentialSource> {
+    let mut out = Vec::new();
+    for (i, c) in list.into_iter().enumerate() {
+        let path = format!("credentials[{i}]");
+        let src = match c {
+            CredentialFile::Bearer => Some(CredentialSource::Bearer),
+            CredentialFile::Header { name } => {
+                let h = header_name(&name, &format!("{path}.name"), errs);
+                if h.as_ref() == Some(&http::header::AUTHORIZATION) {
+                    errs.push(&format!("{path}.name"), "use `source: bearer` for the Authorization header");
+                }
+                h.map(CredentialSource::Header)
+            }
+            CredentialFile::Query { name } if !name.is_empty() => Some(CredentialSource::Query(name)),
+            CredentialFile::Cookie { name } if !name.is_empty() => Some(CredentialSource::Cookie(name)),
+            _ => {
+                errs.push(&format!("{path}.name"), "must not be empty");
+                None
+            }
+        };
+        if let Some(src) = src {
+            if out.contains(&src) {
+                errs.push(&path, "listed twice");
+            }
+            out.push(src);
+        }
+    }
+    if out.is_empty() {
+        errs.push("credentials", "at least one credential source is required");
+    }
+    out
+}
+
+pub(super) fn build_forwarding(f: ForwardingFile, errs: &mut Errors) -> Forwarding {
+    let ih = f.identity_headers.unwrap_or_default();
+    let mut name = |v: &Option<String>, default: &'static str, path: &str| -> HeaderName {
+        let h = match v {
+            None => HeaderName::from_static(default),
+            Some(s) => header_name(s, path, errs).unwrap_or_else(|| HeaderName::from_static(default)),
+        };
+        if crate::http_names::is_reserved(&h) {
+            errs.push(path, format!("{h} is a header the gateway manages itself"));
+        }
+        h
+    };
+    let identity = IdentityHeaders {
+        subject: name(&ih.subject, "x-narrowgate-subject", "forwarding.identity_headers.subject"),
+        token_id: name(&ih.token_id, "x-narrowgate-token-id", "forwarding.identity_headers.token_id"),
+        application: name(&ih.application, "x-narrowgate-application", "forwarding.identity_headers.application"),
+        roles: name(&ih.roles, "x-narrowgate-roles", "forwarding.identity_headers.roles"),
+    };
+    let request_id = match &f.request_id_header {
+        None => HeaderName::from_static("x-request-id"),
+        Some(s) => {
+            header_name(s, "forwarding.request_id_header", errs).unwrap_or(HeaderName::from_static("x-request-id"))
+        }
+    };
+    Forwarding { forward_credential: f.forward_credential, request_id, identity }
+}
+
+/// The `server` section, and the token size limit it also holds.
+pub(super) fn build_server(f: ServerFile, errs: &mut Errors) -> (ServerConfig, usize) {
+    let server = ServerConfig {
+        worker_threads: f.worker_threads.unwrap_or(0),
+        header_read_timeout: f.header_read_timeout.map_or(Duration::from_secs(10), Duration::from),
+        idle_timeout: f.idle_timeout.map_or(Duration::from_secs(60), Duration::from),
+        max_header_bytes: f.max_header_bytes.unwrap_or(16 * 1024),
+        max_headers: f.max_headers.unwrap_or(64),
+        drain_delay: f.drain_delay.map_or(Duration::from_secs(5), Duration::from),
+        shutdown_grace: f.shutdown_grace.map_or(Duration::from_secs(25), Duration::from),
+    };
+    if server.max_header_bytes < 8192 {
+        errs.push("server.max_header_bytes", "must be at least 8192");
+    }
+    if server.max_headers == 0 {
+        errs.push("server.max_headers", "must be at least 1");
+    }
+    (server, f.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES))
+}
+
+pub(super) fn build_trusted_proxies(list: &[String], errs: &mut Errors) -> Vec<IpNet> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, s)| parse_cidr(s).map_err(|e| errs.push(&format!("trusted_proxies[{i}]"), e)).ok())
+        .collect()
+}
+
+pub(super) fn build_cache(f: CacheFile) -> CacheConfig {
+    CacheConfig {
+        capacity: f.capacity.unwrap_or(100_000),
+        max_ttl: f.max_ttl.map_or(Duration::from_secs(300), Duration::from),
+    }
+}
+
+/// The credential sources when the config names none: the bearer header
+/// and MetaApi's `auth-token`.
+pub(super) fn default_credentials() -> Vec<CredentialSource> {
+    vec![CredentialSource::Bearer, CredentialSource::Header(HeaderName::from_static("auth-token"))]
+}
