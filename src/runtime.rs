@@ -278,7 +278,7 @@ impl Runtime {
         let path = self.path.as_ref()?;
         let text = std::fs::read(path).ok()?;
         let sources = self.sources();
-        Some(crate::config::fingerprint(&text, sources.get(1..).unwrap_or_default()))
+        Some(crate::config::fingerprint(&text, &crate::config::read_all(sources.get(1..).unwrap_or_default())))
     }
 
     /// Where the config is read from, if it is.

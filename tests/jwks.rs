@@ -92,7 +92,7 @@ async fn enforce_only_gateway_follows_the_issuers_jwks() {
     let token =
         |key: &TestKey, sub: &str| format!("Bearer {}", key.sign(&payload(sub, now_unix(), 3600, rules.clone())));
     let url = relay.url.clone();
-    let h = Harness::start_with(
+    let mut h = Harness::start_with(
         |d| {
             d.remove("issuers.0.keys");
             d.set("issuers.0.jwks_url", url.as_str())
@@ -146,6 +146,17 @@ async fn enforce_only_gateway_follows_the_issuers_jwks() {
     assert_eq!((resp.status, resp.reason().as_str()), (503, "keys_unavailable"));
     assert_eq!(h.upstream_received().len(), 2);
     assert_eq!(h.admin_get("/readyz").await.status, 200, "still ready on the last good keys");
+
+    // A reload that changes the issuer (not its URL) while it is down keeps
+    // the last good keys: nothing becomes undecidable.
+    h.rewrite(|d| {
+        d.set("issuers.0.jwks_refresh", "2h");
+    });
+    let reloaded = h.running().runtime.reload().await.expect("reloads");
+    assert!(matches!(reloaded, narrowgate::runtime::Reloaded::Applied { .. }), "{reloaded:?}");
+    assert_eq!(h.get(path, &[("Authorization", &token(&k2, "dave-again"))]).await.status, 200);
+    assert_eq!(h.admin_get("/readyz").await.status, 200, "still ready after the reload");
+    h.upstream_received();
 
     // The issuer returns without k1 (withdrawn). Once the gateway fetches
     // again, k1 stops working at once, even for a token it had cached.

@@ -49,10 +49,13 @@ impl Authenticator {
     }
 
     /// The authenticator a (reloaded) config describes. With `prev` (the
-    /// one it replaces): when the issuers are unchanged their key ring (and
-    /// its JWKS fetching) and the grant cache carry over; when they
-    /// changed, a new ring shares the old one's key generation and bumps
-    /// it, so every grant the old keys verified is verified again.
+    /// one it replaces): when the issuers and their key files are unchanged
+    /// the key ring (and its JWKS fetching) carries over, and with it the
+    /// grant cache if the cache and the token size limit are unchanged too.
+    /// A changed ring always gets a new cache: requests still deciding
+    /// under the old snapshot verify with the old keys, and what they cache
+    /// must never be served under the new ones. The new ring starts with
+    /// the old one's last good JWKS keys for the sources it keeps.
     pub fn compile(
         config: &crate::config::Config,
         prev: Option<&Authenticator>,
@@ -63,18 +66,23 @@ impl Authenticator {
         let ring = match prev {
             Some(p) if p.issuers_hash == config.issuers_hash => p.keys().clone(),
             _ => {
-                let generation = prev.map(|p| p.keys().generation().clone()).unwrap_or_default();
-                generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                KeyRing::counting(
+                let ring = KeyRing::counting(
                     config.keys.clone(),
                     config.jwks_sources.clone(),
                     Some(metrics.jwks_keys_skipped.clone()),
-                    generation,
-                )
+                );
+                if let Some(p) = prev {
+                    ring.carry_over(p.keys());
+                }
+                ring
             }
         };
         let cache = match prev {
-            Some(p) if p.cache_config == config.cache && Arc::ptr_eq(p.keys().generation(), ring.generation()) => {
+            Some(p)
+                if Arc::ptr_eq(p.keys(), &ring)
+                    && p.cache_config == config.cache
+                    && p.verifier.max_token_bytes() == config.max_token_bytes =>
+            {
                 p.cache.clone()
             }
             _ => Arc::new(GrantCache::with_generation(
@@ -217,5 +225,70 @@ impl Authenticator {
             return Err(Reason::RevocationsUnavailable);
         }
         Ok(grant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::token::testkit::{TestKey, payload};
+
+    const CONFIG: &str = r#"
+listeners: { proxy: "127.0.0.1:0" }
+upstream: { addresses: ["127.0.0.1:3000"] }
+issuers:
+  - name: ng
+    issuer: narrowgate
+    algorithms: [ES256]
+    keys: [{ kid: demo, algorithm: ES256, public_key_file: key.pem }]
+applications: []
+"#;
+
+    fn authenticator(config: &Config, prev: Option<&Authenticator>) -> Authenticator {
+        let metrics = Arc::new(Metrics::register(&prometheus::Registry::new()).expect("metrics"));
+        Authenticator::compile(config, prev, Arc::default(), Arc::default(), metrics)
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("header"));
+        h
+    }
+
+    /// The key a token was verified with is withdrawn by a reload while a
+    /// request is still being decided under the old snapshot: what that
+    /// request verifies and caches must not be served under the new one.
+    #[test]
+    fn grants_verified_under_withdrawn_keys_never_outlive_the_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (old_key, new_key) = (TestKey::es256("demo"), TestKey::es256("demo"));
+        std::fs::write(dir.path().join("key.pem"), &old_key.public).expect("write");
+        let old = Config::from_yaml(CONFIG, dir.path()).expect("config");
+        let before = authenticator(&old, None);
+        std::fs::write(dir.path().join("key.pem"), &new_key.public).expect("write");
+        let new = Config::from_yaml(CONFIG, dir.path()).expect("config");
+        assert_ne!(old.issuers_hash, new.issuers_hash, "a key file's content is part of the issuers");
+        let after = authenticator(&new, Some(&before));
+
+        let now = crate::token::now_unix();
+        let token = old_key.sign(&payload("alice", now, 3600, serde_json::json!([])));
+        // The old snapshot, still deciding: verified and cached.
+        assert!(before.authenticate(&bearer(&token), None, now).is_ok());
+        assert!(before.authenticate(&bearer(&token), None, now).is_ok(), "served from its cache");
+        // The new snapshot: the old key is gone, cached or not.
+        assert_eq!(after.authenticate(&bearer(&token), None, now).err(), Some(Reason::InvalidToken));
+        let fresh = new_key.sign(&payload("bob", now, 3600, serde_json::json!([])));
+        assert!(after.authenticate(&bearer(&fresh), None, now).is_ok());
+
+        // Unchanged issuers: the ring and the cache carry over.
+        let again = authenticator(&new, Some(&after));
+        assert!(Arc::ptr_eq(again.keys(), after.keys()) && Arc::ptr_eq(&again.cache, &after.cache));
+        // A lower token size limit: the same ring, a new cache.
+        let mut smaller = Config::from_yaml(CONFIG, dir.path()).expect("config");
+        smaller.max_token_bytes = 64;
+        let limited = authenticator(&smaller, Some(&again));
+        assert!(Arc::ptr_eq(limited.keys(), again.keys()) && !Arc::ptr_eq(&limited.cache, &again.cache));
+        assert_eq!(limited.authenticate(&bearer(&fresh), None, now).err(), Some(Reason::TokenTooLarge));
     }
 }

@@ -216,9 +216,10 @@ pub(super) fn build_issuer(
     let mut own = Vec::new();
     for (i, k) in f.signing_keys.iter().enumerate() {
         let kpath = format!("{path}.signing_keys[{i}]");
-        errs.file(&base.join(&k.private_key_file));
-        check_private_file(&base.join(&k.private_key_file), &format!("{kpath}.private_key_file"), errs);
-        match crate::token::SigningKey::from_pem_file(&base.join(&k.private_key_file), &k.kid) {
+        let file = base.join(&k.private_key_file);
+        check_private_file(&file, &format!("{kpath}.private_key_file"), errs);
+        let read = errs.read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()));
+        match read.and_then(|pem| crate::token::SigningKey::from_pem(&pem, &k.kid).map_err(|e| e.to_string())) {
             Ok(key) if !algorithms.contains(&key.algorithm) => {
                 errs.push(&kpath, format!("a {:?} key, not among the issuer's algorithms", key.algorithm))
             }
@@ -285,8 +286,9 @@ pub(super) fn build_issuer(
         if is_hmac(alg) {
             check_private_file(&base.join(file), &format!("{kpath}.secret_file"), errs);
         }
-        errs.file(&base.join(file));
-        match keys::load_decoding_key(&base.join(file), alg) {
+        let file = base.join(file);
+        let read = errs.read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()));
+        match read.and_then(|b| keys::decoding_key(&b, alg, &file.display().to_string()).map_err(|e| e.to_string())) {
             Ok(key) => {
                 if let Err(e) = keyset.add_key(VerificationKey { kid: k.kid.clone(), algorithm: alg, key, issuer }) {
                     errs.push(&format!("{kpath}.kid"), e);
@@ -297,8 +299,8 @@ pub(super) fn build_issuer(
     }
     if let Some(jwks) = &f.jwks_file {
         let jpath = format!("{path}.jwks_file");
-        errs.file(&base.join(jwks));
-        match std::fs::read_to_string(base.join(jwks)) {
+        let read = errs.read(&base.join(jwks)).and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
+        match read {
             Err(e) => errs.push(&jpath, format!("cannot read {jwks:?}: {e}")),
             Ok(text) => match keys::keys_from_jwks(&text, &algorithms, issuer) {
                 Ok(list) => {

@@ -103,31 +103,36 @@ pub struct Config {
     pub issuers_hash: String,
 }
 
-/// SHA-256 of `text` and the current contents of `files` (a file that
-/// cannot be read counts as its absence), as hex.
-pub fn fingerprint(text: &[u8], files: &[PathBuf]) -> String {
+/// SHA-256 (hex) of a config's `text` and of each file it read, as
+/// `(path, contents)`, `None` for a file that could not be read.
+pub fn fingerprint(text: &[u8], files: &[(PathBuf, Option<Vec<u8>>)]) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     ctx.update(text);
-    for f in files {
-        ctx.update(f.to_string_lossy().as_bytes());
-        match std::fs::read(f) {
-            Ok(bytes) => {
+    for (path, contents) in files {
+        ctx.update(path.to_string_lossy().as_bytes());
+        match contents {
+            Some(bytes) => {
                 ctx.update(&(bytes.len() as u64).to_le_bytes());
-                ctx.update(&bytes);
+                ctx.update(bytes);
             }
-            Err(_) => ctx.update(b"\0absent"),
+            None => ctx.update(b"\0absent"),
         }
     }
     ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What [`fingerprint`] reads: each file's contents now.
+pub fn read_all(files: &[PathBuf]) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    files.iter().map(|f| (f.clone(), std::fs::read(f).ok())).collect()
+}
+
 /// What validating a config collects: its problems and warnings, each
-/// with its path, and the files it reads.
+/// with its path, and the files it read with what they held.
 #[derive(Default)]
 struct Errors {
     errors: Vec<String>,
     warnings: Vec<String>,
-    files: Vec<PathBuf>,
+    files: Vec<(PathBuf, Option<Vec<u8>>)>,
 }
 
 impl Errors {
@@ -135,10 +140,13 @@ impl Errors {
         self.errors.push(format!("{path}: {msg}"));
     }
 
-    /// A file the config reads (keys, key sets, tokens): watched for
-    /// changes and part of the config's hash.
-    fn file(&mut self, path: &Path) {
-        self.files.push(path.to_path_buf());
+    /// Read a file the config names (keys, key sets, tokens). What was
+    /// read is what the config's hash covers, so the hash always describes
+    /// the config in force; the file is also watched for changes.
+    fn read(&mut self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let read = std::fs::read(path);
+        self.files.push((path.to_path_buf(), read.as_ref().ok().cloned()));
+        read
     }
 
     /// Something that works but should not be so: logged by `serve`,
@@ -339,7 +347,7 @@ impl Config {
             (Some(listeners), Some(upstream), Some(router)) if errs.errors.is_empty() => Ok(Config {
                 hash: fingerprint(text.as_bytes(), &errs.files),
                 issuers_hash,
-                sources: errs.files,
+                sources: errs.files.into_iter().map(|(path, _)| path).collect(),
                 warnings: errs.warnings,
                 revocation,
                 registration,

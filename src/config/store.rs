@@ -236,9 +236,8 @@ pub(super) fn build_revocation(
             }
         }
         let file = base.join(&fw.token_file);
-        errs.file(&file);
         check_private_file(&file, "revocation.follow.token_file", errs);
-        match std::fs::read_to_string(&file) {
+        match errs.read(&file).and_then(|b| String::from_utf8(b).map_err(std::io::Error::other)) {
             Ok(t) if !t.trim().is_empty() => Some(FeedFollow { urls: fw.urls, token: t.trim().to_string() }),
             Ok(_) => {
                 errs.push("revocation.follow.token_file", format!("{} is empty", file.display()));

@@ -79,19 +79,12 @@ impl std::fmt::Debug for KeyRing {
 impl KeyRing {
     /// A ring of fixed keys (and remote `sources`, if any).
     pub fn new(base: KeySet, sources: Vec<JwksSource>) -> Arc<Self> {
-        Self::counting(base, sources, None, Arc::default())
+        Self::counting(base, sources, None)
     }
 
     /// [`KeyRing::new`], counting the JWKS keys skipped as unusable in
-    /// `skipped` (labelled by issuer name), with a key generation shared
-    /// with the ring it replaces (a reload bumps it, so grants the old
-    /// keys verified are verified again).
-    pub fn counting(
-        base: KeySet,
-        sources: Vec<JwksSource>,
-        skipped: Option<prometheus::IntCounterVec>,
-        generation: Arc<AtomicU64>,
-    ) -> Arc<Self> {
+    /// `skipped` (labelled by issuer name).
+    pub fn counting(base: KeySet, sources: Vec<JwksSource>, skipped: Option<prometheus::IntCounterVec>) -> Arc<Self> {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -108,7 +101,7 @@ impl KeyRing {
             state: Mutex::new(state),
             fetching: tokio::sync::Mutex::new(None),
             client,
-            generation,
+            generation: Arc::default(),
             skipped,
         })
     }
@@ -199,6 +192,38 @@ impl KeyRing {
                 Err(_) => st.failing = true,
             }
         }
+        self.install(state);
+    }
+
+    /// Start with `prev`'s last good keys for every source it shares (the
+    /// same URL, algorithms and `iss`), so a reload never leaves an
+    /// issuer's tokens undecidable until the next fetch, nor at all while
+    /// the issuer is down.
+    pub fn carry_over(&self, prev: &KeyRing) {
+        if !self.is_remote() {
+            return;
+        }
+        let (Ok(before), Ok(mut state)) = (prev.state.lock(), self.state.lock()) else { return };
+        for (source, st) in self.sources.iter().zip(state.iter_mut()) {
+            let iss = self.base.issuers.get(source.issuer).map(|i| &i.issuer);
+            let same = prev.sources.iter().zip(before.iter()).find(|(p, _)| {
+                p.url == source.url
+                    && p.algorithms == source.algorithms
+                    && prev.base.issuers.get(p.issuer).map(|i| &i.issuer) == iss
+            });
+            if let Some((_, last)) = same
+                && let Some(keys) = &last.keys
+            {
+                // The keys name their issuer by index: this ring's.
+                st.keys = Some(keys.iter().map(|k| VerificationKey { issuer: source.issuer, ..k.clone() }).collect());
+            }
+        }
+        drop(before);
+        self.install(state);
+    }
+
+    /// Put the base keys and every source's last good keys in force.
+    fn install(&self, state: std::sync::MutexGuard<'_, Vec<SourceState>>) {
         let mut set = self.base.clone();
         for (source, st) in self.sources.iter().zip(state.iter()) {
             for key in st.keys.iter().flatten() {

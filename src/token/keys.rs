@@ -137,23 +137,28 @@ fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
 /// Load a public key (or, for HS*, a secret) with the constructor its
 /// algorithm calls for.
 pub fn load_decoding_key(path: &Path, alg: Algorithm) -> Result<DecodingKey, KeyError> {
-    let bytes = read(path)?;
-    let invalid = || KeyError::Invalid { what: path.display().to_string(), alg };
+    decoding_key(&read(path)?, alg, &path.display().to_string())
+}
+
+/// A public key (or, for HS*, a secret) from the bytes of its file, named
+/// `what` in errors.
+pub fn decoding_key(bytes: &[u8], alg: Algorithm, what: &str) -> Result<DecodingKey, KeyError> {
+    let invalid = || KeyError::Invalid { what: what.to_string(), alg };
     match alg {
-        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&bytes).map_err(|_| invalid()),
-        Algorithm::EdDSA => DecodingKey::from_ed_pem(&bytes).map_err(|_| invalid()),
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(bytes).map_err(|_| invalid()),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(bytes).map_err(|_| invalid()),
         Algorithm::RS256
         | Algorithm::RS384
         | Algorithm::RS512
         | Algorithm::PS256
         | Algorithm::PS384
-        | Algorithm::PS512 => DecodingKey::from_rsa_pem(&bytes).map_err(|_| invalid()),
+        | Algorithm::PS512 => DecodingKey::from_rsa_pem(bytes).map_err(|_| invalid()),
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
             // A PEM file is never an HMAC secret.
             if bytes.starts_with(b"-----BEGIN") || bytes.len() < 32 {
                 return Err(invalid());
             }
-            Ok(DecodingKey::from_secret(&bytes))
+            Ok(DecodingKey::from_secret(bytes))
         }
         _ => Err(KeyError::Unsupported(format!("{alg:?}"))),
     }

@@ -140,6 +140,11 @@ impl Verifier {
         Verifier { keys, max_token_bytes }
     }
 
+    /// The largest token it verifies.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
+    }
+
     pub fn ring(&self) -> &std::sync::Arc<KeyRing> {
         &self.keys
     }
