@@ -157,8 +157,8 @@ fn bench_decide(c: &mut Criterion) {
         .header("user-agent", "bench")
         .body(())
         .expect("request");
-    assert!(gateway.decide(&req, now).is_allow());
-    c.bench_function("decide/all_phases_cache_hit", |b| b.iter(|| gateway.decide(black_box(&req), now).is_allow()));
+    assert!(gateway.decide(&req, now).1.is_allow());
+    c.bench_function("decide/all_phases_cache_hit", |b| b.iter(|| gateway.decide(black_box(&req), now).1.is_allow()));
 
     // What a browser sends: a dozen headers, each judged by the client
     // header policy (folded names).
@@ -180,9 +180,9 @@ fn bench_decide(c: &mut Criterion) {
         browser = browser.header(k, v);
     }
     let browser = browser.body(()).expect("request");
-    assert!(gateway.decide(&browser, now).is_allow());
+    assert!(gateway.decide(&browser, now).1.is_allow());
     c.bench_function("decide/all_phases_cache_hit_12_headers", |b| {
-        b.iter(|| gateway.decide(black_box(&browser), now).is_allow())
+        b.iter(|| gateway.decide(black_box(&browser), now).1.is_allow())
     });
 
     // A thousand distinct cached tokens, taken in turn: the cache's working
@@ -200,13 +200,13 @@ fn bench_decide(c: &mut Criterion) {
         })
         .collect();
     for r in &reqs {
-        assert!(gateway.decide(r, now).is_allow());
+        assert!(gateway.decide(r, now).1.is_allow());
     }
     let mut i = 0;
     c.bench_function("decide/all_phases_cache_hit_1000_tokens", |b| {
         b.iter(|| {
             i = (i + 1) % reqs.len();
-            gateway.decide(black_box(&reqs[i]), now).is_allow()
+            gateway.decide(black_box(&reqs[i]), now).1.is_allow()
         })
     });
 }

@@ -48,7 +48,26 @@ pub struct Running {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Endless background loops, aborted at shutdown.
-    background: Vec<JoinHandle<()>>,
+    background: Background,
+}
+
+/// Background loops (store watch and resync, feeds, the file watcher),
+/// aborted when dropped: at shutdown, and when a start fails half-way.
+#[derive(Default)]
+struct Background(Vec<JoinHandle<()>>);
+
+impl Background {
+    fn push(&mut self, task: JoinHandle<()>) {
+        self.0.push(task);
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +123,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
 
     // The store: a gateway that cannot load its revocations must not serve
     // (fail closed), and readiness means they are loaded.
-    let mut background = Vec::new();
+    let mut background = Background::default();
     let mirror = Arc::new(Mirror::of(&config, revocations.clone()));
     let (store, created) = match &config.store {
         Some(cfg) => {
@@ -175,11 +194,11 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
             runtime: runtime.clone(),
             shutdown: Arc::new(shutdown_tx),
         });
-        tasks.push(serve_axum("admin", listener, app, stop_rx.clone()));
+        tasks.push(serve_axum(listener, app, runtime.clone(), stop_rx.clone()));
     }
     if let Some((listener, _)) = api_listener {
-        let app = api::app(api::ApiState::new(runtime.clone(), service));
-        tasks.push(serve_axum("api", listener, app, stop_rx.clone()));
+        let app = api::app(api::ApiState::new(runtime.clone(), service).stopping_on(stop_rx.clone()));
+        tasks.push(serve_axum(listener, app, runtime.clone(), stop_rx.clone()));
     }
     if runtime.path().is_some() {
         background.push(tokio::spawn(crate::reload::watch(runtime.clone())));
@@ -208,20 +227,29 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     })
 }
 
-/// Serve an axum app until `stop`, then let its requests finish.
+/// Serve an axum app (the api or admin listener) like the proxy: the same
+/// header limits and timeouts, idle timeout and drain.
 fn serve_axum(
-    name: &'static str,
     listener: TcpListener,
     app: axum::Router,
+    runtime: Arc<Runtime>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = served.await {
-            tracing::warn!(listener = name, error = %e, "listener failed");
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let handler = move |req: hyper::Request<hyper::body::Incoming>, _conn| {
+        let call = hyper::service::Service::call(&service, req);
+        async move {
+            match call.await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
         }
+    };
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        server::serve(listener, runtime, handler, server::Drain::default(), stopped).await;
     })
 }
 
@@ -252,18 +280,21 @@ impl Running {
         self.draining.store(true, Ordering::Release);
         let _ = self.stop.send(true);
         let grace = self.runtime.snapshot().server.shutdown_grace;
+        let aborts: Vec<_> = self.tasks.iter().map(JoinHandle::abort_handle).collect();
         let all = async {
             for t in self.tasks {
                 let _ = t.await;
             }
         };
-        // The proxy bounds itself by the grace period; the axum listeners
-        // (a revocation feed streams until its reader leaves) are bounded here.
+        // The proxy bounds itself by the grace period; the other listeners
+        // are bounded here.
         if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!("listeners still busy after the grace period; stopping");
+            tracing::warn!("listeners still busy after the grace period; stopping them");
+            for a in aborts {
+                a.abort();
+            }
         }
-        for b in &self.background {
-            b.abort();
-        }
+        self.runtime.stop();
+        drop(self.background);
     }
 }

@@ -59,7 +59,7 @@ pub async fn bootstrap(service: &TokenService, file: Option<&Path>) -> Result<Op
     token.role = Role::Admin;
     token.master = true;
     token.rules = vec![AccessRule::everything()];
-    let (secret, record) = match service.mint(MintRequest::FirstStart { token }).await {
+    let (secret, record) = match service.mint(&service.snapshot(), MintRequest::FirstStart { token }).await {
         Ok(Minted::Token { secret, record }) => (secret, record),
         Ok(Minted::Registration { .. }) => return Err(ApiError::internal("bootstrap minted something else").into()),
         // Another replica bootstrapped first.
@@ -122,7 +122,7 @@ pub async fn crafter_defaults(service: &TokenService) -> Result<Vec<(String, Str
         token.application = Some(application.into());
         token.description = "Crafter Profile default access token".into();
         token.tenants = vec![tenants];
-        let record = match service.mint(MintRequest::FirstStart { token }).await? {
+        let record = match service.mint(&service.snapshot(), MintRequest::FirstStart { token }).await? {
             Minted::Token { record, .. } => record,
             Minted::Registration { .. } => return Err(ApiError::internal("a default minted something else").into()),
         };

@@ -18,8 +18,11 @@ use notify::Watcher;
 
 use crate::runtime::{Reloaded, Runtime};
 
-/// How long events are collected before one reload.
+/// How long events are collected before one reload: a quiet spell this
+/// long ends the collecting…
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// …and a steady stream of events is cut off after this.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
 /// How often the files are checked when no event came.
 const POLL: Duration = Duration::from_secs(30);
 
@@ -48,12 +51,36 @@ fn follow(w: &mut impl Watcher, watching: &mut BTreeSet<PathBuf>, wanted: BTreeS
     *watching = wanted;
 }
 
+/// Whether an event may change what the config reads: one of its files
+/// (written in place, or renamed over), or a `..`-named entry (a ConfigMap
+/// swapping `..data`). Reads — the gateway's own included — never are.
+fn relevant(event: &notify::Event, files: &BTreeSet<PathBuf>) -> bool {
+    if matches!(event.kind, notify::EventKind::Access(_)) {
+        return false;
+    }
+    event
+        .paths
+        .iter()
+        .any(|p| files.contains(p) || p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("..")))
+}
+
+/// The config's files as absolute paths (as the watcher reports them).
+fn absolute(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    files.iter().map(|f| if f.is_absolute() { f.clone() } else { cwd.join(f) }).collect()
+}
+
 /// Reload `runtime` whenever a file it reads changes, until aborted.
 pub async fn watch(runtime: Arc<Runtime>) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // Coalesced: any number of events between two looks is one wake-up.
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let files = Arc::new(std::sync::RwLock::new(absolute(&runtime.sources())));
+    let (c, f) = (changed.clone(), files.clone());
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
+        if let Ok(event) = event
+            && f.read().is_ok_and(|files| relevant(&event, &files))
+        {
+            c.notify_one();
         }
     });
     let mut watcher = match watcher {
@@ -64,40 +91,39 @@ pub async fn watch(runtime: Arc<Runtime>) {
         }
     };
     let mut watching: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut events = watcher.is_some();
     // The files' hash last tried: a broken file is reported once, not at
     // every poll, and an unchanged one costs no parse.
     let mut tried = Some(runtime.snapshot().hash.clone());
     loop {
         // Follow the files the config in force reads (a reload may name
         // new ones).
+        let sources = runtime.sources();
+        if let Ok(mut f) = files.write() {
+            *f = absolute(&sources);
+        }
         if let Some(w) = watcher.as_mut() {
-            follow(w, &mut watching, directories(&runtime.sources()));
+            follow(w, &mut watching, directories(&sources));
         }
         let heard = tokio::select! {
-            event = rx.recv(), if events => match event {
-                Some(()) => true,
-                // The watcher is gone: the poll alone from now on.
-                None => {
-                    events = false;
-                    false
-                }
-            },
+            _ = changed.notified(), if watcher.is_some() => true,
             _ = tokio::time::sleep(POLL) => false,
         };
         if heard {
-            // Debounce: a ConfigMap update is several events; wait for quiet.
-            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            // Debounce: a ConfigMap update is several events; wait for a
+            // quiet spell, but never longer than DEBOUNCE_MAX in all.
+            let start = tokio::time::Instant::now();
+            while start.elapsed() < DEBOUNCE_MAX && tokio::time::timeout(DEBOUNCE, changed.notified()).await.is_ok() {}
             // A directory may have been replaced under its name (a symlink
             // swapped): watch every one afresh, before the files are read.
             if let Some(w) = watcher.as_mut() {
                 for dir in std::mem::take(&mut watching) {
                     let _ = w.unwatch(&dir);
                 }
-                follow(w, &mut watching, directories(&runtime.sources()));
+                follow(w, &mut watching, directories(&sources));
             }
         }
-        let now = runtime.files_hash();
+        let rt = runtime.clone();
+        let now = tokio::task::spawn_blocking(move || rt.files_hash()).await.ok().flatten();
         if now == tried {
             continue;
         }

@@ -167,6 +167,9 @@ struct ProcessSettings {
     revocation_follow: Option<crate::config::FeedFollow>,
     staleness: crate::revocation::Staleness,
     bootstrap: crate::config::Bootstrap,
+    /// The `iss` of this gateway's own tokens: the store's mirror builds
+    /// reference tokens' grants with it.
+    signing_issuer: Option<String>,
 }
 
 impl ProcessSettings {
@@ -178,6 +181,7 @@ impl ProcessSettings {
             revocation_follow: c.revocation.follow.clone(),
             staleness: c.revocation.staleness,
             bootstrap: c.bootstrap.clone(),
+            signing_issuer: c.signing.as_ref().map(|s| s.issuer.clone()),
         }
     }
 
@@ -201,6 +205,9 @@ impl ProcessSettings {
         }
         if self.bootstrap != other.bootstrap {
             out.push("store.*.bootstrap_token_file");
+        }
+        if self.signing_issuer != other.signing_issuer {
+            out.push("issuers[].issuer (of the issuer with signing_keys)");
         }
         out
     }
@@ -307,7 +314,18 @@ impl Runtime {
             return Err(ConfigErrors(vec!["(config): built in memory; there is no file to reload".into()]));
         };
         let metrics = &self.shared.metrics;
-        let config = match Config::load(path) {
+        let prev = self.current.load_full();
+        // Reading files, parsing keys and compiling block: off the runtime
+        // threads (with one worker thread, the data plane would stall).
+        let (file, before, shared) = (path.clone(), prev.clone(), self.shared.clone());
+        let compiled = tokio::task::spawn_blocking(move || {
+            let config = Config::load(&file)?;
+            let next = (config.hash != before.hash).then(|| Snapshot::compile(&config, Some(&before), &shared));
+            Ok::<_, ConfigErrors>((config, next))
+        })
+        .await
+        .unwrap_or_else(|_| Err(ConfigErrors(vec!["(config): the reload task failed".into()])));
+        let (config, next) = match compiled {
             Ok(c) => c,
             Err(e) => {
                 for problem in &e.0 {
@@ -317,15 +335,17 @@ impl Runtime {
                 return Err(e);
             }
         };
-        let prev = self.current.load_full();
         if let Ok(mut s) = self.sources.lock() {
             *s = watched(Some(path), &config);
         }
-        if config.hash == prev.hash {
+        let Some(next) = next else {
             return Ok(Reloaded::Unchanged);
-        }
+        };
         for w in &config.warnings {
             tracing::warn!(config = %path.display(), "{w}");
+        }
+        if !config.enforce {
+            tracing::warn!("enforcement is OFF in the reloaded config: every request is forwarded unchecked");
         }
         let needs_restart = match self.process.lock() {
             Ok(p) => p.differences(&ProcessSettings::of(&config)),
@@ -334,7 +354,6 @@ impl Runtime {
         for setting in &needs_restart {
             tracing::warn!(setting, "changed in the config; it takes effect at the next restart");
         }
-        let next = Snapshot::compile(&config, Some(&prev), &self.shared);
         let ring_changed = !Arc::ptr_eq(next.auth.keys(), prev.auth.keys());
         for gone in prev.apps.iter().filter(|a| !next.apps.iter().any(|n| n.name == a.name)) {
             metrics.forget_app(&gone.name);
@@ -351,13 +370,20 @@ impl Runtime {
     }
 }
 
-impl Drop for Runtime {
-    fn drop(&mut self) {
+impl Runtime {
+    /// Stop the key ring's JWKS loop (at shutdown).
+    pub fn stop(&self) {
         if let Ok(mut task) = self.ring_task.lock()
             && let Some(t) = task.take()
         {
             t.abort();
         }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -759,3 +759,41 @@ async fn request_bodies_are_json_objects_never_read_by_position() {
     assert_eq!(listed.json()["tokens"], json!([]));
     h.shutdown().await;
 }
+
+/// A caller whose token is revoked while its request body is still
+/// arriving mints nothing: the body is read, then the caller is asked
+/// again under the policy in force.
+#[tokio::test]
+async fn a_token_revoked_while_its_body_trickles_in_mints_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_dir, h) = with_store().await;
+    let root = master(&h);
+    let created =
+        h.api_post("/v1/tokens", &[("Authorization", &root)], r#"{"name":"ops","role":"admin","lifetime":"1h"}"#).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let ops = format!("Bearer {}", created.json()["token"].as_str().expect("token"));
+    let ops_id = created.json()["id"].as_str().expect("id").to_string();
+
+    let body = r#"{"name":"late","lifetime":"1h"}"#;
+    let mut slow = tokio::net::TcpStream::connect(h.api).await.expect("connect");
+    let head = format!(
+        "POST /v1/tokens HTTP/1.1\r\nHost: t\r\nAuthorization: {ops}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.expect("head");
+    slow.write_all(&body.as_bytes()[..5]).await.expect("first bytes");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let revoked = h.api_request("DELETE", &format!("/v1/tokens/{ops_id}"), &[("Authorization", &root)]).await;
+    assert_eq!(revoked.status, 204, "{}", revoked.body);
+    slow.write_all(&body.as_bytes()[5..]).await.expect("the rest");
+    let mut buf = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), slow.read_to_end(&mut buf))
+        .await
+        .expect("answered")
+        .expect("read");
+    let resp = support::parse_response(&buf);
+    assert_eq!((resp.status, resp.reason().as_str()), (401, "revoked"), "{}", resp.body);
+    let listed = h.api_request("GET", "/v1/tokens?name=late", &[("Authorization", &root)]).await;
+    assert!(!listed.body.contains("\"late\""), "a token was minted: {}", listed.body);
+    h.shutdown().await;
+}

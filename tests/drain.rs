@@ -198,3 +198,24 @@ async fn post_shutdown_drains_and_the_grace_period_bounds_it() {
     let n = tokio::time::timeout(Duration::from_secs(2), ws.read(&mut buf)).await.expect("closed");
     assert!(matches!(n, Ok(0) | Err(_)));
 }
+
+/// A revocation feed streams until its reader leaves; a drain ends it
+/// instead of waiting out the grace period for it.
+#[tokio::test]
+async fn a_drain_ends_revocation_feed_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    let (mut g, root) = gateway(dir.path(), echo.addr, "200ms", "20s").await;
+    let api = g.api.expect("api listener");
+    let mut feed = TcpStream::connect(api).await.expect("connect");
+    let req = format!("GET /v1/revocations HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {root}\r\n\r\n");
+    feed.write_all(req.as_bytes()).await.expect("write");
+    let mut first = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), feed.read(&mut first)).await.expect("streams").expect("read");
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    signal(&g.child, "TERM");
+    let term = Instant::now();
+    let (code, at) = exited(&mut g.child, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0));
+    assert!(at - term < Duration::from_secs(3), "the feed held the drain for {:?}", at - term);
+}

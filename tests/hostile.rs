@@ -299,3 +299,27 @@ async fn ambiguous_message_framing_never_reaches_the_upstream_desynchronized() {
     assert!(h.upstream_received().is_empty());
     h.shutdown().await;
 }
+
+/// The api and admin listeners keep the proxy's connection limits: a
+/// client that never finishes its headers is cut off.
+#[tokio::test]
+async fn every_listener_cuts_off_a_slow_header() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = support::Harness::start_with(
+        |d| {
+            d.set("server.header_read_timeout", "300ms");
+        },
+        |_| {},
+    )
+    .await;
+    for (name, addr) in [("proxy", h.proxy), ("api", h.api), ("admin", h.admin)] {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ").await.expect("write");
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(3), conn.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "{name}: the connection was held open");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{name}: {text}");
+    }
+    h.shutdown().await;
+}

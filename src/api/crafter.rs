@@ -25,11 +25,12 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::error::{ApiCode, ApiError, Kind, read_body};
+use super::error::{ApiCode, ApiError, Kind};
 use super::service::{MintRequest, Minted, NewForm, NewToken, RevokeTarget};
 use super::{ApiState, ok_json};
 use crate::policy::issuance::{self, Authority};
 use crate::policy::tenant::{self, TenantPermission};
+use crate::runtime::Snapshot;
 use crate::store::TokenRecord;
 use crate::token::keys::random_uuid;
 use crate::token::{Grant, Role, now_unix};
@@ -76,17 +77,19 @@ fn caller_id(query: Option<&str>, form: Option<&[u8]>) -> Option<String> {
     query.and_then(|q| find(q.as_bytes())).or_else(|| form.and_then(find)).filter(|v| !v.is_empty())
 }
 
-/// The caller, if its id is a live master token; else Crafter's 403.
+/// The caller, if its id is a live master token, with the policy in force
+/// that said so; else Crafter's 403.
 #[allow(clippy::result_large_err)]
-async fn master(s: &ApiState, id: Option<String>) -> Result<Arc<Grant>, Response> {
+async fn master(s: &ApiState, id: Option<String>) -> Result<(Arc<Snapshot>, Arc<Grant>), Response> {
     let denied = || error(StatusCode::FORBIDDEN, "ACCESS_DENIED", "a valid access token id is required");
     let id = id.ok_or_else(denied)?;
-    let grant = s.snapshot().auth.authenticate_token_fetching(&id).await.map_err(|_| denied())?;
+    let snap = s.snapshot();
+    let grant = snap.auth.authenticate_token_fetching(&id).await.map_err(|_| denied())?;
     // Crafter's token API is for master tokens only.
     if issuance::authority(&grant) != Authority::Master {
         return Err(error(StatusCode::FORBIDDEN, "ACTION_DENIED", "only master access tokens manage access tokens"));
     }
-    Ok(grant)
+    Ok((snap, grant))
 }
 
 /// A token as Crafter shows it.
@@ -148,19 +151,29 @@ struct CreateBody {
 }
 
 async fn create(State(s): State<ApiState>, req: Request) -> Response {
-    let caller = match master(&s, caller_id(req.uri().query(), None)).await {
-        Ok(g) => g,
+    let id = caller_id(req.uri().query(), None);
+    if let Err(r) = master(&s, id.clone()).await {
+        return r;
+    }
+    let body = match super::error::body(req).await {
+        Ok(b) => b,
+        Err(e) => return crafter_error(e),
+    };
+    // Asked again once the body is in: the policy and the caller as they
+    // are now decide.
+    let (snap, caller) = match master(&s, id).await {
+        Ok(c) => c,
         Err(r) => return r,
     };
-    match create_token(&s, caller, req).await {
+    match create_token(&s, &snap, caller, &body).await {
         Ok(record) => ok_json(StatusCode::OK, &view(&record)),
         Err(e) => crafter_error(e),
     }
 }
 
 /// Crafter's create as the token service's: the id is the credential.
-async fn create_token(s: &ApiState, caller: Arc<Grant>, req: Request) -> Result<TokenRecord, ApiError> {
-    let body: CreateBody = read_body(req).await?;
+async fn create_token(s: &ApiState, snap: &Snapshot, caller: Arc<Grant>, body: &[u8]) -> Result<TokenRecord, ApiError> {
+    let body: CreateBody = super::error::parse(body)?;
     let id = match body.id.filter(|i| !i.is_empty()) {
         Some(id) if valid_id(&id) => id,
         Some(_) => return Err(ApiError::bad("id", "1 to 128 letters, digits, '-' or '_'")),
@@ -182,15 +195,15 @@ async fn create_token(s: &ApiState, caller: Arc<Grant>, req: Request) -> Result<
     token.master = body.master;
     token.tenants = body.tenant_permissions;
     token.expires_at = expires_at;
-    match s.service.mint(MintRequest::Create { by: caller, token }).await? {
+    match s.service.mint(snap, MintRequest::Create { by: caller, token }).await? {
         Minted::Token { record, .. } => Ok(record),
         Minted::Registration { .. } => Err(ApiError::internal("create minted something else")),
     }
 }
 
 async fn show(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
-    let caller = match master(&s, caller_id(req.uri().query(), None)).await {
-        Ok(g) => g,
+    let (_, caller) = match master(&s, caller_id(req.uri().query(), None)).await {
+        Ok(c) => c,
         Err(r) => return r,
     };
     match s.service.external(&caller, Some(strip_json(&id))).await {
@@ -203,8 +216,8 @@ async fn show(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -
 }
 
 async fn all(State(s): State<ApiState>, req: Request) -> Response {
-    let caller = match master(&s, caller_id(req.uri().query(), None)).await {
-        Ok(g) => g,
+    let (_, caller) = match master(&s, caller_id(req.uri().query(), None)).await {
+        Ok(c) => c,
         Err(r) => return r,
     };
     match s.service.external(&caller, None).await {
@@ -218,11 +231,11 @@ async fn all(State(s): State<ApiState>, req: Request) -> Response {
 async fn delete(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
     let query = req.uri().query().map(str::to_string);
     let form = axum::body::to_bytes(req.into_body(), 16 * 1024).await.unwrap_or_default();
-    let caller = match master(&s, caller_id(query.as_deref(), Some(&form))).await {
-        Ok(g) => g,
+    let (snap, caller) = match master(&s, caller_id(query.as_deref(), Some(&form))).await {
+        Ok(c) => c,
         Err(r) => return r,
     };
-    match s.service.revoke(&caller, RevokeTarget::ExternalId(strip_json(&id).to_string())).await {
+    match s.service.revoke(&snap, &caller, RevokeTarget::ExternalId(strip_json(&id).to_string())).await {
         Ok(_) => StatusCode::OK.into_response(),
         Err(e) if e.kind() == Kind::Api(ApiCode::NotFound) => StatusCode::OK.into_response(),
         Err(e) => crafter_error(e),

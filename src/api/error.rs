@@ -68,6 +68,9 @@ closed_set! {
         RegistrationExpired => ("registration_expired", 410),
         /// A registration token revoked, or its creator.
         RegistrationRevoked => ("registration_revoked", 410),
+        /// The request (its body included) took longer than the token
+        /// service waits.
+        RequestTimeout => ("request_timeout", 408),
         PayloadTooLarge => ("payload_too_large", 413),
         Internal => ("internal", 500),
         StoreUnavailable => ("store_unavailable", 503),
@@ -149,6 +152,10 @@ impl ApiError {
 
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(ApiCode::PayloadTooLarge, format!("the body is larger than {limit} bytes"))
+    }
+
+    pub fn request_timeout() -> Self {
+        Self::new(ApiCode::RequestTimeout, "the request took too long to arrive")
     }
 
     pub fn signing_unavailable() -> Self {
@@ -262,9 +269,12 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// Read a JSON object into `T` (see [`parse`]), at most [`MAX_BODY`].
 pub async fn read_body<T: DeserializeOwned>(req: axum::extract::Request) -> Result<T, ApiError> {
-    let body =
-        axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| ApiError::payload_too_large(MAX_BODY))?;
-    parse(&body)
+    parse(&body(req).await?)
+}
+
+/// A request's body, at most [`MAX_BODY`].
+pub async fn body(req: axum::extract::Request) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| ApiError::payload_too_large(MAX_BODY))
 }
 
 /// Parse a request body: a JSON object (never an array read by position),

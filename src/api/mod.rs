@@ -44,6 +44,9 @@ pub struct ApiState {
     openapi_json: Bytes,
     /// This replica's name in feed cursors: random per process.
     instance: Arc<str>,
+    /// Becomes true when the process stops: long-lived responses (the
+    /// revocation feed) end then, so the drain is not held open.
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl ApiState {
@@ -53,7 +56,14 @@ impl ApiState {
             service,
             openapi_json: Bytes::from(openapi::document()),
             instance: crate::token::keys::random_id(8).unwrap_or_else(|_| "replica".into()).into(),
+            stopping: None,
         }
+    }
+
+    /// End long-lived responses when `stopping` turns true.
+    pub fn stopping_on(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
     }
 
     /// The policy in force, for this request.
@@ -64,7 +74,31 @@ impl ApiState {
     /// The caller's grant, from a request's credential (its headers and
     /// query: a borrowed request body would not be `Send`).
     async fn caller(&self, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<Arc<Grant>, ApiError> {
-        self.snapshot().auth.authenticate_fetching(headers, query).await.map_err(ApiError::credential)
+        Ok(self.authorized(headers, query).await?.1)
+    }
+
+    /// The policy in force and the caller's grant under it: what a call
+    /// that acts passes on to the token service, so one policy decides it.
+    async fn authorized(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query: Option<&str>,
+    ) -> Result<(Arc<Snapshot>, Arc<Grant>), ApiError> {
+        let snap = self.snapshot();
+        let grant = snap.auth.authenticate_fetching(headers, query).await.map_err(ApiError::credential)?;
+        Ok((snap, grant))
+    }
+
+    /// A request's body (at most [`error::MAX_BODY`]), read once its caller
+    /// is authenticated, and the caller authenticated again when it is in,
+    /// under the policy in force then: a token revoked or a key withdrawn
+    /// while a body trickled in mints nothing.
+    async fn authorized_body(&self, req: Request) -> Result<(Arc<Snapshot>, Arc<Grant>, Bytes), ApiError> {
+        let (headers, query) = (req.headers().clone(), req.uri().query().map(str::to_owned));
+        self.caller(&headers, query.as_deref()).await?;
+        let body = error::body(req).await?;
+        let (snap, grant) = self.authorized(&headers, query.as_deref()).await?;
+        Ok((snap, grant, body))
     }
 }
 
@@ -86,8 +120,22 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/revocations", get(revocations::feed).post(revocations::revoke_jti))
         .merge(gated(metaapi::routes(Router::new()), &state, |f| f.metaapi))
         .merge(gated(crafter::routes(Router::new()), &state, |f| f.crafter))
-        .merge(gated(prodmanager::routes(Router::new()), &state, |f| f.prodmanager.is_some()));
+        .merge(gated(prodmanager::routes(Router::new()), &state, |f| f.prodmanager.is_some()))
+        .layer(axum::middleware::from_fn(bounded));
     router.fallback(|| async { ApiError::not_found("no such endpoint") }).with_state(state)
+}
+
+/// How long a request may take to arrive and be answered (its body read,
+/// the token minted and stored): a client that trickles its body holds
+/// nothing for longer. A streamed response (the revocation feed) is bounded
+/// only until its head.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn bounded(req: Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::request_timeout().into_response(),
+    }
 }
 
 /// `router`'s routes, answering only while `enabled` holds for the

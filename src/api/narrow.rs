@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiError, MAX_BODY, parse};
+use super::error::{ApiError, parse};
 use super::service::{MintRequest, Minted, Narrowing};
 use super::{ApiState, ok_json};
 use crate::policy::AccessRule;
@@ -162,11 +162,9 @@ pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Result<Re
 /// Authenticate the caller and narrow it as the request asks: the child's
 /// secret and record (for the native reply and MetaApi's).
 pub(crate) async fn mint(s: &ApiState, req: Request) -> Result<(String, TokenRecord), ApiError> {
-    let parent = s.caller(req.headers(), req.uri().query()).await?;
     let query = req.uri().query().map(str::to_string);
-    let body =
-        axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| ApiError::payload_too_large(MAX_BODY))?;
-    match s.service.mint(request(parent, query.as_deref(), &body)?).await? {
+    let (snap, parent, body) = s.authorized_body(req).await?;
+    match s.service.mint(&snap, request(parent, query.as_deref(), &body)?).await? {
         Minted::Token { secret, record } => Ok((secret, record)),
         Minted::Registration { .. } => Err(ApiError::internal("narrowing minted something else")),
     }

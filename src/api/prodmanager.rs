@@ -80,10 +80,6 @@ fn application_of<'a>(apps: &'a [ProdManagerApp], secret: &str) -> Option<&'a Pr
 }
 
 async fn create(State(s): State<ApiState>, req: Request) -> Response {
-    let snap = s.snapshot();
-    let Some(apps) = snap.facades.prodmanager.as_deref() else {
-        return failure(StatusCode::NOT_FOUND, "Not found", &BTreeMap::new());
-    };
     let mut reasons: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let fields = match form_fields(req).await {
         Ok(f) => f,
@@ -91,6 +87,12 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
             reasons.insert("body", vec![e]);
             return creation_failed(&reasons);
         }
+    };
+    // The secrets in force once the form is in: one rotated out by a reload
+    // while a form trickled in creates nothing.
+    let snap = s.snapshot();
+    let Some(apps) = snap.facades.prodmanager.as_deref() else {
+        return failure(StatusCode::NOT_FOUND, "Not found", &BTreeMap::new());
     };
     let one = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
     let permissions: Vec<&str> = fields.iter().filter(|(k, _)| k == "permission").map(|(_, v)| v.as_str()).collect();
@@ -168,7 +170,7 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
     token.expires_at = Some(expires_at);
     token.extra_claims = extra;
     let request = MintRequest::Application { application: app.application.clone(), token };
-    match s.service.mint(request).await {
+    match s.service.mint(&snap, request).await {
         Ok(Minted::Token { secret, .. }) => ok_json(StatusCode::OK, &secret),
         Ok(Minted::Registration { .. }) => {
             failure(StatusCode::INTERNAL_SERVER_ERROR, "Token creation failed", &reasons)

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiError, read_body};
+use super::error::{ApiError, parse, read_body};
 use super::service::{MintRequest, Minted, NewRegistration, RevokeTarget};
 use super::tokens::{duration_field, parse_role};
 use super::{ApiState, ok_json};
@@ -77,9 +77,9 @@ pub(crate) struct RegistrationCreated<'a> {
         (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
     ))]
 pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
-    let caller = s.caller(req.headers(), req.uri().query()).await?;
+    let (snap, caller, body) = s.authorized_body(req).await?;
     s.service.manager(&caller)?;
-    let input: CreateRegistration = read_body(req).await?;
+    let input: CreateRegistration = parse(&body)?;
     if input.name.trim().is_empty() || input.name.len() > 200 {
         return Err(ApiError::bad("name", "1 to 200 characters"));
     }
@@ -92,7 +92,7 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Result<Re
             Some(l) => Some(duration_field(l, "lifetime")?),
         },
     };
-    match s.service.mint(MintRequest::Registration { by: caller, registration }).await? {
+    match s.service.mint(&snap, MintRequest::Registration { by: caller, registration }).await? {
         Minted::Registration { secret, record } => Ok(ok_json(
             StatusCode::CREATED,
             &RegistrationCreated { token: &secret, id: &record.id, expires_at: record.expires_at },
@@ -118,8 +118,8 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let caller = s.caller(req.headers(), req.uri().query()).await?;
-    s.service.revoke(&caller, RevokeTarget::Registration(id)).await?;
+    let (snap, caller) = s.authorized(req.headers(), req.uri().query()).await?;
+    s.service.revoke(&snap, &caller, RevokeTarget::Registration(id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -137,7 +137,7 @@ pub(crate) async fn revoke(
     ))]
 pub(crate) async fn redeem(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
     let input: Redeem = read_body(req).await?;
-    match s.service.mint(MintRequest::Redeem { secret: input.token }).await? {
+    match s.service.mint(&s.snapshot(), MintRequest::Redeem { secret: input.token }).await? {
         Minted::Token { secret, record } => Ok(ok_json(
             StatusCode::CREATED,
             &Issued {

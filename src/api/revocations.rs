@@ -10,7 +10,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiError, read_body};
+use super::error::{ApiError, parse};
 use super::service::RevokeTarget;
 use super::tokens::{TimeInput, time_field};
 use super::{ApiState, ok_json};
@@ -56,15 +56,15 @@ struct Revoked<'a> {
         (status = 503, description = "The store is unavailable (store_unavailable)", body = ErrorBody),
     ))]
 pub(crate) async fn revoke_jti(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
-    let caller = s.caller(req.headers(), req.uri().query()).await?;
+    let (snap, caller, body) = s.authorized_body(req).await?;
     s.service.manager(&caller)?;
-    let input: RevokeJti = read_body(req).await?;
+    let input: RevokeJti = parse(&body)?;
     if input.jti.is_empty() || input.jti.len() > 256 {
         return Err(ApiError::bad("jti", "1 to 256 characters"));
     }
     let expires_at = time_field(&input.expires_at, "expiresAt")?;
     let target = RevokeTarget::Jti { jti: input.jti.clone(), issuer: input.issuer.clone(), expires_at };
-    let done = s.service.revoke(&caller, target).await?;
+    let done = s.service.revoke(&snap, &caller, target).await?;
     let status = if done.newly { StatusCode::CREATED } else { StatusCode::OK };
     Ok(ok_json(
         status,
@@ -99,6 +99,9 @@ async fn feed_reader(s: &ApiState, headers: &axum::http::HeaderMap, query: Optio
     }
 }
 
+/// How often a feed's reader is authorized again.
+const REAUTHORIZE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The revocation feed: JSON lines — the revoked ids (a snapshot, or what
 /// was added since `cursor`), each revocation as it happens, and a
 /// heartbeat every 250 ms with the time the set was last confirmed
@@ -113,6 +116,9 @@ async fn feed_reader(s: &ApiState, headers: &axum::http::HeaderMap, query: Optio
     ))]
 pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
     feed_reader(&s, req.headers(), req.uri().query()).await?;
+    // The reader is asked again every REAUTHORIZE: a reader token revoked
+    // or removed by a reload loses the stream.
+    let (headers, query) = (req.headers().clone(), req.uri().query().map(str::to_owned));
     let revs = s.snapshot().auth.revocations().clone();
     let instance = s.instance.clone();
     let cursor = req
@@ -134,17 +140,54 @@ pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Resp
         added: tokio::sync::watch::Receiver<usize>,
         heartbeat: tokio::time::Interval,
         first: Option<FeedLine>,
+        stopping: Option<tokio::sync::watch::Receiver<bool>>,
+        reauthorize: tokio::time::Interval,
+        api: ApiState,
+        headers: axum::http::HeaderMap,
+        query: Option<String>,
     }
     let mut heartbeat = tokio::time::interval(feed::HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let state = Follow { added: revs.subscribe(), revs, instance, pos, heartbeat, first: Some(first) };
+    let mut reauthorize = tokio::time::interval(REAUTHORIZE);
+    reauthorize.reset();
+    let state = Follow {
+        added: revs.subscribe(),
+        revs,
+        instance,
+        pos,
+        heartbeat,
+        first: Some(first),
+        stopping: s.stopping.clone(),
+        reauthorize,
+        api: s.clone(),
+        headers,
+        query,
+    };
     let lines = futures_util::stream::unfold(state, |mut st| async move {
+        let mut stopping = st.stopping.clone();
+        let stopped = async move {
+            match stopping.as_mut() {
+                Some(rx) => {
+                    let _ = rx.wait_for(|s| *s).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         let line = match st.first.take() {
             Some(first) => {
                 st.heartbeat.reset();
                 first
             }
             None => tokio::select! {
+                biased;
+                _ = stopped => return None,
+                _ = st.reauthorize.tick() => {
+                    feed_reader(&st.api, &st.headers, st.query.as_deref()).await.ok()?;
+                    FeedLine::Heartbeat {
+                        cursor: feed::cursor(&st.instance, st.pos),
+                        confirmed_at: st.revs.confirmed_ms(),
+                    }
+                }
                 changed = st.added.changed() => {
                     changed.ok()?;
                     let (ids, pos) = st.revs.since(st.pos);

@@ -14,7 +14,7 @@ use crate::policy::AccessRule;
 use crate::policy::issuance::{self, Authority, RegistrationWanted, Wanted};
 use crate::policy::narrow::{Simplified, child_expiry, narrow_detailed, narrow_simplified};
 use crate::policy::tenant::TenantPermission;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Snapshot};
 use crate::store::{
     JtiRevocation, Mirror, RedeemError, RegistrationRecord, Store, StoreError, TokenFilter, TokenForm, TokenRecord,
 };
@@ -185,12 +185,20 @@ impl TokenService {
         TokenService { store, runtime, mirror }
     }
 
+    /// The policy in force (for calls made without a request: the first
+    /// start's tokens).
+    pub fn snapshot(&self) -> std::sync::Arc<Snapshot> {
+        self.runtime.snapshot()
+    }
+
     fn store(&self) -> Result<&Store, ApiError> {
         self.store.as_ref().ok_or_else(|| StoreError::Unavailable("this gateway has no token store".into()).into())
     }
 
     /// Mint what `req` asks for, if its authority allows.
-    pub async fn mint(&self, req: MintRequest) -> Result<Minted, ApiError> {
+    /// Under `snap`, the policy in force that also authenticated the
+    /// caller: one policy decides the whole call.
+    pub async fn mint(&self, snap: &Snapshot, req: MintRequest) -> Result<Minted, ApiError> {
         let now = now_unix();
         match req {
             MintRequest::Create { by, token } => {
@@ -206,7 +214,7 @@ impl TokenService {
                 // Nobody grants more than it holds, nor what the manifest
                 // does not know. (No rules at all is within anyone's.)
                 if !token.rules.is_empty() {
-                    narrow_detailed(&by.rules, &token.rules, &self.runtime.snapshot().manifest)?;
+                    narrow_detailed(&by.rules, &token.rules, &snap.manifest)?;
                 }
                 let origin = Origin {
                     kind: TokenKind::Access,
@@ -214,12 +222,12 @@ impl TokenService {
                     parent_id: None,
                     created_by: Some(by.token_id.to_string()),
                 };
-                self.issue(token, origin, now).await
+                self.issue(snap, token, origin, now).await
             }
             MintRequest::Narrow { parent, narrowing, tenants, validity_hours } => {
-                self.narrow(&parent, narrowing, tenants, validity_hours, now).await
+                self.narrow(snap, &parent, narrowing, tenants, validity_hours, now).await
             }
-            MintRequest::Registration { by, registration } => self.register(&by, registration, now).await,
+            MintRequest::Registration { by, registration } => self.register(snap, &by, registration, now).await,
             MintRequest::Redeem { secret } => self.redeem(&secret, now).await,
             MintRequest::Application { application, token } => {
                 let origin = Origin {
@@ -228,7 +236,7 @@ impl TokenService {
                     parent_id: None,
                     created_by: Some(format!("prodmanager:{application}")),
                 };
-                self.issue(token, origin, now).await
+                self.issue(snap, token, origin, now).await
             }
             MintRequest::FirstStart { token } => {
                 let origin = Origin {
@@ -237,20 +245,20 @@ impl TokenService {
                     parent_id: None,
                     created_by: Some("bootstrap".into()),
                 };
-                self.issue(token, origin, now).await
+                self.issue(snap, token, origin, now).await
             }
         }
     }
 
     async fn narrow(
         &self,
+        snap: &Snapshot,
         parent: &Grant,
         narrowing: Narrowing,
         tenants: Option<Vec<TenantPermission>>,
         validity_hours: Option<f64>,
         now: u64,
     ) -> Result<Minted, ApiError> {
-        let snap = self.runtime.snapshot();
         let rules = match &narrowing {
             Narrowing::Simplified(s) => narrow_simplified(&parent.rules, s, &snap.manifest)?,
             Narrowing::Detailed(rules) => narrow_detailed(&parent.rules, rules, &snap.manifest)?,
@@ -275,15 +283,15 @@ impl TokenService {
             parent_id: Some(parent.token_id.to_string()),
             created_by: Some(parent.token_id.to_string()),
         };
-        self.issue(token, origin, now).await
+        self.issue(snap, token, origin, now).await
     }
 
-    async fn register(&self, by: &Grant, r: NewRegistration, now: u64) -> Result<Minted, ApiError> {
+    async fn register(&self, snap: &Snapshot, by: &Grant, r: NewRegistration, now: u64) -> Result<Minted, ApiError> {
         let store = self.store()?;
         let bounds = issuance::mint_registration(
             by,
             &RegistrationWanted { role: r.role, ttl: r.ttl, lifetime: r.lifetime },
-            &self.runtime.snapshot().registration,
+            &snap.registration,
             now,
         )?;
         if store.token_by_name(&r.name).await?.is_some_and(|t| t.revoked_at.is_none()) {
@@ -372,7 +380,7 @@ impl TokenService {
     }
 
     /// Make the secret, record the token, and make it usable here at once.
-    async fn issue(&self, t: NewToken, origin: Origin, now: u64) -> Result<Minted, ApiError> {
+    async fn issue(&self, snap: &Snapshot, t: NewToken, origin: Origin, now: u64) -> Result<Minted, ApiError> {
         let jti = random(16)?;
         if t.expires_at.is_none() && t.form == NewForm::Jwt {
             return Err(ApiError::bad(
@@ -399,7 +407,6 @@ impl TokenService {
         };
         let (secret, secret_hash, form, external_id) = match t.form {
             NewForm::Jwt => {
-                let snap = self.runtime.snapshot();
                 let signing = snap.signing.as_ref().ok_or_else(ApiError::signing_unavailable)?;
                 let token = signing.sign(&mut claims)?;
                 // Never issue what the proxy would refuse as too large.
@@ -465,7 +472,7 @@ impl TokenService {
 
     /// Revoke `target` on `by`'s authority: in force here at once, on other
     /// replicas through the store, on followers through the feed.
-    pub async fn revoke(&self, by: &Grant, target: RevokeTarget) -> Result<Revoked, ApiError> {
+    pub async fn revoke(&self, snap: &Snapshot, by: &Grant, target: RevokeTarget) -> Result<Revoked, ApiError> {
         let store = self.store()?;
         let now = now_unix() as i64;
         let record = match &target {
@@ -473,7 +480,7 @@ impl TokenService {
             RevokeTarget::Name(name) => store.token_by_name(name).await?,
             RevokeTarget::ExternalId(id) => store.token_by_external_id(id).await?,
             RevokeTarget::Jti { jti, issuer, expires_at } => {
-                if !self.runtime.snapshot().issuers.contains(issuer) {
+                if !snap.issuers.contains(issuer) {
                     return Err(ApiError::bad("issuer", "not the iss of any issuer this gateway trusts"));
                 }
                 match store.token(jti).await? {

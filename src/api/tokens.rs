@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiError, read_body};
+use super::error::{ApiError, parse};
 use super::narrow::RuleInput;
 use super::service::{MintRequest, Minted, NewForm, NewToken, RevokeTarget};
 use super::{ApiState, ok_json};
@@ -194,11 +194,12 @@ impl CreateRequest {
         (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
     ))]
 pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
-    let caller = s.caller(req.headers(), req.uri().query()).await?;
+    let (snap, caller, body) = s.authorized_body(req).await?;
     s.service.manager(&caller)?;
-    let input: CreateRequest = read_body(req).await?;
+    let input: CreateRequest = parse(&body)?;
     let token = input.into_new_token(&caller)?;
-    let Minted::Token { secret, record } = s.service.mint(MintRequest::Create { by: caller, token }).await? else {
+    let Minted::Token { secret, record } = s.service.mint(&snap, MintRequest::Create { by: caller, token }).await?
+    else {
         return Err(ApiError::internal("create minted something else"));
     };
     Ok(ok_json(StatusCode::CREATED, &Created { token: &secret, meta: view(&record) }))
@@ -299,8 +300,8 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let caller = s.caller(req.headers(), req.uri().query()).await?;
-    s.service.revoke(&caller, RevokeTarget::Id(id)).await?;
+    let (snap, caller) = s.authorized(req.headers(), req.uri().query()).await?;
+    s.service.revoke(&snap, &caller, RevokeTarget::Id(id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -317,9 +318,9 @@ pub(crate) async fn revoke(
         (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
     ))]
 pub(crate) async fn revoke_by_name(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
-    let caller = s.caller(req.headers(), req.uri().query()).await?;
+    let (snap, caller) = s.authorized(req.headers(), req.uri().query()).await?;
     let name = query_map(&req).remove("name").ok_or_else(|| ApiError::bad("name", "DELETE /v1/tokens needs ?name="))?;
-    s.service.revoke(&caller, RevokeTarget::Name(name)).await?;
+    s.service.revoke(&snap, &caller, RevokeTarget::Name(name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -89,6 +89,12 @@ pub(super) fn build_manifest(items: &[Value], errs: &mut Errors) -> (Manifest, V
         if app.application.is_empty() || app.application.contains([':', '*']) {
             errs.push(&format!("{apath}.application"), "must be a non-empty name without ':' or '*'");
         }
+        if app.application == "none" {
+            errs.push(
+                &format!("{apath}.application"),
+                "\"none\" is reserved: the metrics count requests that match no route as application=\"none\"",
+            );
+        }
         if app.services.is_empty() {
             errs.push(&format!("{apath}.services"), "at least one service is required");
         }

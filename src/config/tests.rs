@@ -422,3 +422,11 @@ fn broken_yaml_is_an_error_not_a_panic() {
         assert!(Config::from_yaml(text, dir.path()).is_err(), "{text:?}");
     }
 }
+
+#[test]
+fn the_application_name_the_metrics_use_for_no_route_is_reserved() {
+    let dir = key_dir();
+    let yaml = GOOD.replace("application: trading-account-management-api", "application: none");
+    let errs = Config::from_yaml(&yaml, dir.path()).expect_err("refused");
+    assert!(errs.0.iter().any(|e| e.starts_with("applications[0].application: \"none\" is reserved")), "{errs}");
+}

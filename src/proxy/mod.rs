@@ -146,8 +146,9 @@ pub struct Gateway {
     runtime: Arc<Runtime>,
     metrics: Arc<Metrics>,
     request_ids: RequestIds,
-    /// The WebSocket tunnels this gateway opened: a drain waits for them.
-    tunnels: server::InFlight,
+    /// The WebSocket tunnels this gateway opens, which a drain waits for,
+    /// and the signal that closes them past the grace period.
+    drain: server::Drain,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -175,7 +176,7 @@ impl Gateway {
             metrics: runtime.shared().metrics.clone(),
             runtime,
             request_ids: RequestIds { prefix, counter: AtomicU64::new(0) },
-            tunnels: server::InFlight::default(),
+            drain: server::Drain::default(),
         }
     }
 
@@ -183,9 +184,9 @@ impl Gateway {
         &self.runtime
     }
 
-    /// The WebSocket tunnels open now.
-    pub fn tunnels(&self) -> &server::InFlight {
-        &self.tunnels
+    /// The tunnels it opened, and how a drain ends them.
+    pub fn drain(&self) -> &server::Drain {
+        &self.drain
     }
 
     /// Handle one request end to end, under one snapshot.
@@ -215,10 +216,13 @@ impl Gateway {
         .await
     }
 
-    /// Phases 1–6 under the snapshot in force. Synchronous and free of I/O:
-    /// callable without sockets.
-    pub fn decide<B>(&self, req: &Request<B>, now: u64) -> Decision {
-        decide(&self.runtime.snapshot(), req, now)
+    /// Phases 1–6 under the snapshot in force, returned with it (the
+    /// decision's route and application are indices into it). Synchronous
+    /// and free of I/O: callable without sockets.
+    pub fn decide<B>(&self, req: &Request<B>, now: u64) -> (Arc<Snapshot>, Decision) {
+        let snap = self.runtime.snapshot();
+        let decision = decide(&snap, req, now);
+        (snap, decision)
     }
 
     /// Act on a decision: forward an allowed request (and relay the
@@ -311,7 +315,7 @@ impl Gateway {
             };
             headers::strip_response(resp.headers_mut(), true);
             let up = hyper::upgrade::on(&mut resp);
-            tokio::spawn(server::tunnel(down, up, self.tunnels.enter()));
+            tokio::spawn(server::tunnel(down, up, self.drain.tunnels.enter(), self.drain.on_cut()));
         } else {
             headers::strip_response(resp.headers_mut(), false);
         }
@@ -524,12 +528,12 @@ mod tests {
         b.body(()).expect("request")
     }
 
-    fn route(g: &Gateway, d: &Decision) -> Option<String> {
-        d.route.map(|r| g.runtime().snapshot().routes[r].template.to_string())
+    fn route(snap: &Snapshot, d: &Decision) -> Option<String> {
+        d.route.map(|r| snap.routes[r].template.to_string())
     }
 
-    fn app(g: &Gateway, d: &Decision) -> Option<String> {
-        d.app.map(|a| g.runtime().snapshot().apps[a].name.to_string())
+    fn app(snap: &Snapshot, d: &Decision) -> Option<String> {
+        d.app.map(|a| snap.apps[a].name.to_string())
     }
 
     #[test]
@@ -545,12 +549,12 @@ mod tests {
                 rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"]),
             ]),
         ));
-        let d = f.gateway.decide(&request("GET", "/users/current/accounts/a1", Some(&token)), now);
+        let (snap, d) = f.gateway.decide(&request("GET", "/users/current/accounts/a1", Some(&token)), now);
         assert_eq!(d.reason, Reason::Allowed);
         assert!(matches!(d.verdict, Verdict::Allow(Some(Allowed::Rule(1)))), "{:?}", d.verdict);
         assert_eq!(d.rule_id(), Some("trading-account-management-api"));
-        assert_eq!(route(&f.gateway, &d).as_deref(), Some("GET /users/current/accounts/{accountId}"));
-        assert_eq!(app(&f.gateway, &d).as_deref(), Some("trading-account-management-api"));
+        assert_eq!(route(&snap, &d).as_deref(), Some("GET /users/current/accounts/{accountId}"));
+        assert_eq!(app(&snap, &d).as_deref(), Some("trading-account-management-api"));
         assert_eq!(d.grant.as_ref().map(|g| &*g.subject), Some("alice"));
         assert_eq!((d.rewritten_path, d.upgrade), (None, false));
     }
@@ -565,16 +569,16 @@ mod tests {
             3600,
             json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])]),
         ));
-        let d = f.gateway.decide(&request("DELETE", "/users/current/accounts/a1", Some(&token)), now);
+        let (snap, d) = f.gateway.decide(&request("DELETE", "/users/current/accounts/a1", Some(&token)), now);
         assert_eq!(d.reason, Reason::InsufficientRole);
         let Verdict::Deny { denial: Some(denial), status: None } = &d.verdict else { panic!("{:?}", d.verdict) };
         assert_eq!(denial.missing_roles, vec![Box::from("writer")]);
         assert!(d.rule_id().is_none());
-        assert_eq!(route(&f.gateway, &d).as_deref(), Some("DELETE /users/current/accounts/{accountId}"));
+        assert_eq!(route(&snap, &d).as_deref(), Some("DELETE /users/current/accounts/{accountId}"));
         assert!(d.grant.is_some(), "the grant that was judged");
 
         // Another account: the resource, not the role.
-        let d = f.gateway.decide(&request("GET", "/users/current/accounts/a2", Some(&token)), now);
+        let (_, d) = f.gateway.decide(&request("GET", "/users/current/accounts/a2", Some(&token)), now);
         assert_eq!(d.reason, Reason::ResourceNotAllowed);
     }
 
@@ -582,22 +586,22 @@ mod tests {
     fn before_a_grant_there_is_none_in_the_decision() {
         let f = fixture();
         let now = now_unix();
-        let d = f.gateway.decide(&request("GET", "/nowhere", None), now);
+        let (_, d) = f.gateway.decide(&request("GET", "/nowhere", None), now);
         assert_eq!((d.reason, d.route, d.app), (Reason::NoMatchingRoute, None, None));
         assert!(d.grant.is_none() && !d.is_allow());
-        let d = f.gateway.decide(&request("GET", "/users/current/accounts/a1", None), now);
+        let (_, d) = f.gateway.decide(&request("GET", "/users/current/accounts/a1", None), now);
         assert_eq!(d.reason, Reason::MissingToken);
         assert!(d.grant.is_none() && d.route.is_some());
-        let d = f.gateway.decide(&request("GET", "/users/current/accounts/a1", Some("not.a.token")), now);
+        let (_, d) = f.gateway.decide(&request("GET", "/users/current/accounts/a1", Some("not.a.token")), now);
         assert_eq!(d.reason, Reason::InvalidToken);
-        let d = f.gateway.decide(&request("GET", "/users/current/accounts%2Fa1", None), now);
+        let (_, d) = f.gateway.decide(&request("GET", "/users/current/accounts%2Fa1", None), now);
         assert_eq!((d.reason, d.route), (Reason::AmbiguousPath, None));
         // A dot segment is resolved, not refused: the path forwarded is the
         // canonical one.
-        let d = f.gateway.decide(&request("GET", "/users/current/./accounts/a1", None), now);
+        let (_, d) = f.gateway.decide(&request("GET", "/users/current/./accounts/a1", None), now);
         assert_eq!((d.reason, d.rewritten_path.as_deref()), (Reason::MissingToken, Some("/users/current/accounts/a1")));
         // A public route: allowed, no token looked at.
-        let d = f.gateway.decide(&request("GET", "/health", Some("not.a.token")), now);
+        let (_, d) = f.gateway.decide(&request("GET", "/health", Some("not.a.token")), now);
         assert_eq!(d.reason, Reason::Public);
         assert!(matches!(d.verdict, Verdict::Allow(None)) && d.grant.is_none());
     }
@@ -612,12 +616,12 @@ mod tests {
             { "tenant": "acme", "allowedActions": ["READ_TENANT"] },
         ]);
         let token = f.key.sign(&p);
-        let d = f.gateway.decide(&request("GET", "/profile/api/1/tenant/acme", Some(&token)), now);
+        let (snap, d) = f.gateway.decide(&request("GET", "/profile/api/1/tenant/acme", Some(&token)), now);
         assert_eq!(d.reason, Reason::Allowed);
         assert!(matches!(d.verdict, Verdict::Allow(Some(Allowed::TenantPermission(1)))), "{:?}", d.verdict);
         assert_eq!(d.rule_id(), None, "no access rule allowed it");
-        assert_eq!(app(&f.gateway, &d).as_deref(), Some("profile-api"));
-        let d = f.gateway.decide(&request("POST", "/profile/api/1/profile/create/acme", Some(&token)), now);
+        assert_eq!(app(&snap, &d).as_deref(), Some("profile-api"));
+        let (_, d) = f.gateway.decide(&request("POST", "/profile/api/1/profile/create/acme", Some(&token)), now);
         assert_eq!(d.reason, Reason::TenantNotAllowed);
     }
 }

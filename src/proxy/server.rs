@@ -19,6 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
+
 use super::{ConnInfo, Gateway};
 
 /// Whether a connection moved bytes, and how many requests are in flight.
@@ -158,9 +161,14 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// Relay bytes between the two upgraded connections until either closes;
-/// counted in flight (for the drain) until then.
-pub async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade, _in_flight: InFlightGuard) {
+/// Relay bytes between the two upgraded connections until either closes
+/// or `cut` resolves; counted in flight (for the drain) until then.
+pub async fn tunnel(
+    down: hyper::upgrade::OnUpgrade,
+    up: hyper::upgrade::OnUpgrade,
+    _in_flight: InFlightGuard,
+    cut: impl std::future::Future<Output = ()>,
+) {
     let (down, up) = match tokio::try_join!(down, up) {
         Ok(pair) => pair,
         Err(e) => {
@@ -169,21 +177,68 @@ pub async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgra
         }
     };
     let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        tracing::debug!(error = %e, "tunnel closed");
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut down, &mut up) => {
+            if let Err(e) = copied {
+                tracing::debug!(error = %e, "tunnel closed");
+            }
+        }
+        _ = cut => tracing::debug!("tunnel closed at the end of the shutdown grace period"),
     }
 }
 
-/// Serve the proxy listener until `stop` resolves; then stop accepting,
-/// ask every connection to close after its current request (`Connection:
-/// close` on that response; idle ones close at once), and wait — at most
-/// the snapshot's `shutdown_grace` — for requests and tunnels to finish.
-pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, stop: impl std::future::Future<Output = ()>) {
+/// What a drain waits for besides connections, and how it ends them: the
+/// WebSocket tunnels a listener opened, and the signal that closes every
+/// connection and tunnel still open when the grace period is over.
+#[derive(Clone, Debug, Default)]
+pub struct Drain {
+    pub tunnels: InFlight,
+    cut: Arc<watch::Sender<bool>>,
+}
+
+impl Drain {
+    /// Close every connection and tunnel still open.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Resolves once [`Drain::cut`] is called.
+    pub fn on_cut(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.cut.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+}
+
+/// Serve HTTP/1.1 on `listener` with `handler` until `stop` resolves;
+/// then stop accepting, ask every connection to close after its current
+/// request (`Connection: close` on that response; idle ones close at once),
+/// and wait — at most the snapshot's `shutdown_grace` — for requests and
+/// `drain`'s tunnels to finish, then close what is left. Each connection
+/// takes its limits (header size, count and read timeout, idle timeout)
+/// from the snapshot in force when it is accepted. Every listener — proxy,
+/// api, admin — is served so.
+pub async fn serve<H, F, B>(
+    listener: TcpListener,
+    runtime: Arc<crate::runtime::Runtime>,
+    handler: H,
+    drain: Drain,
+    stop: impl std::future::Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (closing_tx, closing_rx) = watch::channel(false);
     let connections = InFlight::default();
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
+            biased;
+            _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -193,12 +248,9 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, stop: impl std::f
                     continue;
                 }
             },
-            _ = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        // Each connection takes its limits from the snapshot in force when
-        // it was accepted.
-        let limits = gateway.runtime().snapshot().server.clone();
+        let limits = runtime.snapshot().server.clone();
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -210,15 +262,13 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, stop: impl std::f
         let info = Arc::new(ConnInfo::new(peer));
         let activity = Arc::new(Activity::default());
         let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
-        let gw = gateway.clone();
         let act = activity.clone();
+        let handler = handler.clone();
         let svc = service_fn(move |req| {
-            let gw = gw.clone();
-            let info = info.clone();
-            let act = act.clone();
+            let (handler, info, act) = (handler.clone(), info.clone(), act.clone());
             async move {
                 act.in_flight.fetch_add(1, Ordering::Relaxed);
-                let resp = gw.handle(req, &info).await;
+                let resp = handler(req, info).await;
                 act.in_flight.fetch_sub(1, Ordering::Relaxed);
                 act.touch();
                 Ok::<_, Infallible>(resp)
@@ -228,38 +278,57 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, stop: impl std::f
         let idle = limits.idle_timeout;
         let mut closing = closing_rx.clone();
         let alive = connections.enter();
+        let cut = drain.on_cut();
         tokio::spawn(async move {
             let _alive = alive;
-            tokio::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::debug!(error = %e, "connection ended with an error");
+            let served = async move {
+                tokio::pin!(conn);
+                tokio::select! {
+                    res = conn.as_mut() => {
+                        if let Err(e) = res {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        return;
                     }
-                    return;
+                    _ = idle_watch(activity, idle) => {
+                        tracing::debug!("idle connection closed");
+                        return;
+                    }
+                    _ = closing.wait_for(|c| *c) => {}
                 }
-                _ = idle_watch(activity, idle) => {
-                    tracing::debug!("idle connection closed");
-                    return;
-                }
-                _ = closing.wait_for(|c| *c) => {}
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            };
+            // Past the grace period the connection is dropped, closing it.
+            tokio::select! {
+                _ = served => {}
+                _ = cut => {}
             }
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
         });
     }
     drop(listener);
     let _ = closing_tx.send(true);
-    let grace = gateway.runtime().snapshot().server.shutdown_grace;
+    let grace = runtime.snapshot().server.shutdown_grace;
     let drained = async {
         connections.idle().await;
-        gateway.tunnels().idle().await;
+        drain.tunnels.idle().await;
     };
     if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
             connections = connections.len(),
-            tunnels = gateway.tunnels().len(),
+            tunnels = drain.tunnels.len(),
             "requests still in flight after the shutdown grace period; closing them"
         );
+        drain.cut();
     }
+}
+
+/// Serve the proxy listener with `gateway` until `stop` resolves, then drain.
+pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, stop: impl std::future::Future<Output = ()>) {
+    let (runtime, drain) = (gateway.runtime().clone(), gateway.drain().clone());
+    let handler = move |req, info: Arc<ConnInfo>| {
+        let gw = gateway.clone();
+        async move { gw.handle(req, &info).await }
+    };
+    serve(listener, runtime, handler, drain, stop).await;
 }
