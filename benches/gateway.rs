@@ -12,7 +12,7 @@ use narrowgate::metrics::Metrics;
 use narrowgate::policy::manifest::{ResourceSpec, Route, RouteAccess};
 use narrowgate::policy::{AccessRule, Decision, Router, evaluate};
 use narrowgate::proxy::Gateway;
-use narrowgate::revocation::Revocations;
+use narrowgate::store::Revocations;
 use narrowgate::token::testkit::{self, TestKey, payload, rule};
 use narrowgate::token::{GrantCache, Verifier, now_unix};
 use serde_json::json;

@@ -22,8 +22,8 @@ use crate::api;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, server};
-use crate::revocation::Revocations;
 use crate::runtime::{Runtime, Shared};
+use crate::store::Revocations;
 use crate::store::{Mirror, Store};
 
 /// A running gateway.

@@ -96,9 +96,8 @@ async fn handle(
     rec: Arc<Mutex<Vec<Received>>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let delay = req.headers().get("x-echo-delay-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let forced = req.headers().get("x-echo-upgrade").cloned();
+    let (forced, forced_accept) = misbehaviour(req.headers());
     let upgrade = forced.or_else(|| req.headers().get(header::UPGRADE).cloned());
-    let forced_accept = req.headers().get("x-echo-accept").cloned();
     let ws_key = req.headers().get("sec-websocket-key").cloned();
     let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let method = req.method().to_string();
@@ -147,6 +146,20 @@ async fn handle(
     let mut resp = Response::new(Full::new(Bytes::from(json)));
     resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     Ok(resp)
+}
+
+/// What a test asks the echo to get wrong: the protocol it switches to
+/// whatever was asked (`x-echo-upgrade`), and the accept value it answers
+/// a WebSocket handshake with (`x-echo-accept`). Test builds only: the
+/// demo's echo always answers correctly.
+#[cfg(any(test, feature = "test-support"))]
+fn misbehaviour(h: &header::HeaderMap) -> (Option<header::HeaderValue>, Option<header::HeaderValue>) {
+    (h.get("x-echo-upgrade").cloned(), h.get("x-echo-accept").cloned())
+}
+
+#[cfg(not(any(test, feature = "test-support")))]
+fn misbehaviour(_: &header::HeaderMap) -> (Option<header::HeaderValue>, Option<header::HeaderValue>) {
+    (None, None)
 }
 
 fn websocket_accept(key: &[u8]) -> header::HeaderValue {

@@ -235,7 +235,7 @@ impl Metrics {
     }
 
     /// Bring the revocation gauges up to date (called at each scrape).
-    pub fn observe_revocations(&self, r: &crate::revocation::Revocations) {
+    pub fn observe_revocations(&self, r: &crate::store::Revocations) {
         let g = &self.revocation;
         g.ids.set(r.len() as i64);
         g.feed_up.set(i64::from(r.feed_up()));

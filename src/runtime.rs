@@ -18,7 +18,6 @@ use http::HeaderValue;
 use ipnet::IpNet;
 
 use crate::auth::Authenticator;
-use crate::auth::reference::ReferenceTokens;
 use crate::config::{
     Config, ConfigErrors, CredentialSource, Facades, Forwarding, ServerConfig, Signing, Unmatched, UpstreamConfig,
 };
@@ -27,7 +26,8 @@ use crate::policy::issuance::RegistrationLimits;
 use crate::policy::{Manifest, Route, Router};
 use crate::proxy::headers::HeaderPolicy;
 use crate::proxy::upstream::Upstream;
-use crate::revocation::Revocations;
+use crate::store::ReferenceTokens;
+use crate::store::Revocations;
 
 /// One application of the snapshot, as the request path needs it.
 #[derive(Debug)]
@@ -165,7 +165,7 @@ struct ProcessSettings {
     store: Option<crate::config::StoreConfig>,
     worker_threads: usize,
     revocation_follow: Option<crate::config::FeedFollow>,
-    staleness: crate::revocation::Staleness,
+    staleness: crate::store::Staleness,
     bootstrap: crate::config::Bootstrap,
     /// The `iss` of this gateway's own tokens: the store's mirror builds
     /// reference tokens' grants with it.

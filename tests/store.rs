@@ -90,7 +90,7 @@ async fn sqlite_data_survives_reopening() {
 /// bypassed the notification is healed by the periodic resync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_reach_every_replica() {
-    use narrowgate::revocation::Revocations;
+    use narrowgate::store::Revocations;
     use std::time::{Duration, Instant};
 
     let a = postgres().await;

@@ -134,7 +134,7 @@ pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Resp
         None => FeedLine::Snapshot { cursor: feed::cursor(&instance, pos), ids, confirmed_at: revs.confirmed_ms() },
     };
     struct Follow {
-        revs: std::sync::Arc<crate::revocation::Revocations>,
+        revs: std::sync::Arc<crate::store::Revocations>,
         instance: std::sync::Arc<str>,
         pos: usize,
         added: tokio::sync::watch::Receiver<usize>,

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use super::error::ApiError;
-use crate::auth::reference;
 use crate::policy::AccessRule;
 use crate::policy::issuance::{self, Authority, RegistrationWanted, Wanted};
 use crate::policy::narrow::{Simplified, child_expiry, narrow_detailed, narrow_simplified};
@@ -20,6 +19,7 @@ use crate::store::{
 };
 use crate::token::claims::{Claims, WireRule, encode_grants};
 use crate::token::keys::random_id;
+use crate::token::reference;
 use crate::token::{Grant, Role, TokenKind, now_unix};
 
 /// A new token as every way of creating one describes it.
@@ -464,7 +464,7 @@ impl TokenService {
     /// A reference token is usable on this replica's proxy at once.
     fn publish(&self, record: &TokenRecord, hash: Option<[u8; 32]>) {
         let Some(h) = hash else { return };
-        match reference::grant_of(record, &self.mirror.issuer) {
+        match crate::store::mirror::grant_of(record, &self.mirror.issuer) {
             Some(grant) => self.mirror.references.insert(h, grant),
             None => tracing::warn!(token.jti = %record.id, "a reference token's grant could not be built"),
         }

@@ -4,7 +4,6 @@
 //! Synchronous and free of I/O.
 
 pub mod credential;
-pub mod reference;
 
 use std::sync::Arc;
 
@@ -13,7 +12,7 @@ use http::HeaderMap;
 use crate::config::CredentialSource;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
-use crate::revocation::Revocations;
+use crate::store::Revocations;
 use crate::token::{Grant, GrantCache, KeyRing, Verifier};
 use credential::CredentialError;
 
@@ -23,7 +22,7 @@ pub struct Authenticator {
     verifier: Verifier,
     cache: Arc<GrantCache>,
     revocations: Arc<Revocations>,
-    references: Arc<reference::ReferenceTokens>,
+    references: Arc<crate::store::ReferenceTokens>,
     metrics: Arc<Metrics>,
     /// What it was compiled from, to tell what a reload may keep.
     cache_config: crate::config::CacheConfig,
@@ -42,7 +41,7 @@ impl Authenticator {
     pub fn from_config(
         config: &crate::config::Config,
         revocations: Arc<Revocations>,
-        references: Arc<reference::ReferenceTokens>,
+        references: Arc<crate::store::ReferenceTokens>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self::compile(config, None, revocations, references, metrics)
@@ -60,7 +59,7 @@ impl Authenticator {
         config: &crate::config::Config,
         prev: Option<&Authenticator>,
         revocations: Arc<Revocations>,
-        references: Arc<reference::ReferenceTokens>,
+        references: Arc<crate::store::ReferenceTokens>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let ring = match prev {
@@ -104,7 +103,7 @@ impl Authenticator {
     }
 
     /// The reference-token mirror the store keeps current.
-    pub fn references(&self) -> &Arc<reference::ReferenceTokens> {
+    pub fn references(&self) -> &Arc<crate::store::ReferenceTokens> {
         &self.references
     }
 
@@ -173,7 +172,7 @@ impl Authenticator {
         // mirror; its expiry is checked here, as a JWT's is by the verifier.
         // Anything without the dots of a JWT is looked up as a reference
         // token too: `ngr_…` secrets and Crafter's access-token ids.
-        if reference::is_reference(token) || !token.contains('.') {
+        if crate::token::reference::is_reference(token) || !token.contains('.') {
             let grant = self.references.get(token).ok_or(Reason::InvalidToken)?;
             if grant.expires_at.is_some_and(|exp| now >= exp) {
                 return Err(Reason::Expired);

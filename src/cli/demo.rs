@@ -34,7 +34,7 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let dir = ScratchDir::create().context("creating a temporary directory")?;
     let generated = keys::generate(jsonwebtoken::Algorithm::ES256)?;
     std::fs::create_dir_all(dir.path().join("keys"))?;
     std::fs::write(dir.path().join("keys/demo.pub.pem"), &generated.public_pem)?;
@@ -140,6 +140,32 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     })?;
     drop(dir);
     Ok(())
+}
+
+/// The demo's throwaway directory (keys, the SQLite store): a new one with
+/// a random name, its owner's alone, removed when the demo ends.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn create() -> anyhow::Result<ScratchDir> {
+        let path = std::env::temp_dir().join(format!("narrowgate-demo-{}", random_id(12)?));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        // Fails if anything is there already: nothing planted is reused.
+        builder.create(&path)?;
+        Ok(ScratchDir(path))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// What the demo's web-app token may do: read account demo-account-1 in the

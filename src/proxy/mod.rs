@@ -163,7 +163,7 @@ impl Gateway {
     pub fn new(
         config: crate::config::Config,
         metrics: Arc<Metrics>,
-        revocations: Arc<crate::revocation::Revocations>,
+        revocations: Arc<crate::store::Revocations>,
     ) -> Self {
         let shared = crate::runtime::Shared { metrics, revocations, references: Default::default() };
         Gateway::on(Runtime::new(&config, None, shared))

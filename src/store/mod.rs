@@ -9,11 +9,15 @@
 //! the store: revocations and reference tokens are mirrored in memory.
 //! Secrets are never stored, only their SHA-256.
 
+pub mod mirror;
 mod postgres;
 mod sql;
 mod sqlite;
 #[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
 pub mod testsuite;
+
+pub use mirror::{Mirror, ReferenceTokens, Revocations, Staleness, resync};
 
 use std::future::Future;
 
@@ -479,46 +483,6 @@ impl Store {
             }
         })
     }
-}
-
-/// What the request path reads instead of the store: revoked ids, and the
-/// live reference tokens by hash.
-#[derive(Debug)]
-pub struct Mirror {
-    pub revocations: std::sync::Arc<crate::revocation::Revocations>,
-    pub references: std::sync::Arc<crate::auth::reference::ReferenceTokens>,
-    /// The `iss` reference tokens' grants carry.
-    pub issuer: String,
-}
-
-impl Mirror {
-    pub fn new(revocations: std::sync::Arc<crate::revocation::Revocations>) -> Self {
-        Mirror { revocations, references: Default::default(), issuer: "narrowgate".into() }
-    }
-
-    /// The mirror of a gateway run on `config`: its reference tokens carry
-    /// the config's issuer.
-    pub fn of(config: &crate::config::Config, revocations: std::sync::Arc<crate::revocation::Revocations>) -> Self {
-        let issuer = config.signing.as_ref().map_or_else(|| "narrowgate".to_string(), |s| s.issuer.clone());
-        Mirror { revocations, references: Default::default(), issuer }
-    }
-}
-
-/// Bring the mirror in line with the store: every revocation (the set only
-/// grows) and every live reference token.
-pub async fn resync<S: TokenStore>(store: &S, mirror: &Mirror) -> Result<usize, StoreError> {
-    let ids = store.revoked_ids().await?;
-    for id in &ids {
-        mirror.revocations.revoke(id);
-    }
-    let snapshot = mirror.references.begin_snapshot();
-    let references = store.reference_tokens().await?;
-    // A token revoked between the two reads carries its own revocation.
-    for r in references.iter().filter(|r| r.revoked_at.is_some()) {
-        mirror.revocations.revoke(&r.id);
-    }
-    mirror.references.replace_all(&references, &mirror.issuer, snapshot);
-    Ok(ids.len() + references.len())
 }
 
 /// SHA-256 of a secret, as stored.

@@ -12,8 +12,10 @@ pub mod encoding;
 pub mod grant;
 pub mod keyring;
 pub mod keys;
+pub mod reference;
 pub mod sign;
 #[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
 pub mod testkit;
 pub mod verify;
 
