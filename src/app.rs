@@ -144,8 +144,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     }
 
     // The policy in force, swapped by reloads.
-    let shared =
-        Shared { metrics: metrics.clone(), revocations: revocations.clone(), references: mirror.references.clone() };
+    let shared = Shared::new(metrics.clone(), revocations.clone(), mirror.references.clone());
     let runtime = Runtime::new(&config, path, shared);
     // Every token is minted and revoked by the one token service.
     let service = Arc::new(api::TokenService::new(runtime.clone(), store.clone(), mirror.clone()));

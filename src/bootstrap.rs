@@ -53,7 +53,7 @@ pub async fn first_start(service: &TokenService, config: &crate::config::Config)
 /// Create the first admin token; its secret, once. `None` when another
 /// replica creating the same store made it first.
 pub async fn bootstrap(service: &TokenService, file: Option<&Path>) -> Result<Option<String>, BootstrapError> {
-    let mut token = NewToken::user(NAME, NewForm::Reference);
+    let mut token = NewToken::user(NAME, NewForm::Reference, service.now());
     token.name = Some(NAME.into());
     token.description = "created at first start".into();
     token.role = Role::Admin;
@@ -116,7 +116,7 @@ pub async fn crafter_defaults(service: &TokenService) -> Result<Vec<(String, Str
     for (application, master, tenants) in defaults {
         // The id is the credential: a UUID, as Crafter's ids are.
         let id = crate::token::keys::random_uuid().map_err(|_| BootstrapError::Random)?;
-        let mut token = NewToken::user(application, NewForm::External(id.clone()));
+        let mut token = NewToken::user(application, NewForm::External(id.clone()), service.now());
         token.role = if master { Role::Admin } else { Role::User };
         token.master = master;
         token.application = Some(application.into());

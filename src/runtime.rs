@@ -18,6 +18,7 @@ use http::HeaderValue;
 use ipnet::IpNet;
 
 use crate::auth::Authenticator;
+use crate::clock::Clock;
 use crate::config::{
     Config, ConfigErrors, CredentialSource, Facades, Forwarding, ServerConfig, Signing, Unmatched, UpstreamConfig,
 };
@@ -85,6 +86,15 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub revocations: Arc<Revocations>,
     pub references: Arc<ReferenceTokens>,
+    /// The time every decision is judged by.
+    pub clock: Arc<Clock>,
+}
+
+impl Shared {
+    /// What a gateway's snapshots share, on the system clock.
+    pub fn new(metrics: Arc<Metrics>, revocations: Arc<Revocations>, references: Arc<ReferenceTokens>) -> Shared {
+        Shared { metrics, revocations, references, clock: Arc::default() }
+    }
 }
 
 impl Snapshot {
@@ -98,6 +108,7 @@ impl Snapshot {
             shared.revocations.clone(),
             shared.references.clone(),
             shared.metrics.clone(),
+            shared.clock.clone(),
         );
         let upstream = match prev {
             Some(p) if p.upstream_config == config.upstream => p.upstream.clone(),

@@ -125,7 +125,7 @@ async fn crafter_clients_manage_tokens_that_the_proxy_enforces() {
     );
 
     // Expired callers are refused like unknown ones.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    h.advance(Duration::from_secs(3));
     let r = call(&h, "GET", "/api/1/access_token/all.json?accessTokenId=short-lived", None, "").await;
     assert_eq!((r.status, r.json()["errorCode"].as_str()), (403, Some("ACCESS_DENIED")));
 

@@ -103,7 +103,7 @@ async fn the_vk_token_lifecycle() {
         )
         .await;
     let late = json!({ "token": late.json()["token"] }).to_string();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    h.advance(Duration::from_secs(2));
     let r = h.api_post("/v1/registration-tokens/redeem", &[], &late).await;
     // Not the proxy's `expired` (a 401 for a token): its own code.
     assert_eq!((r.status, r.reason().as_str()), (410, "registration_expired"));

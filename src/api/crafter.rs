@@ -33,7 +33,7 @@ use crate::policy::tenant::{self, TenantPermission};
 use crate::runtime::Snapshot;
 use crate::store::TokenRecord;
 use crate::token::keys::random_uuid;
-use crate::token::{Grant, Role, now_unix};
+use crate::token::{Grant, Role};
 
 const BASE: &str = "/api/1/access_token";
 
@@ -184,11 +184,11 @@ async fn create_token(s: &ApiState, snap: &Snapshot, caller: Arc<Grant>, body: &
     }
     tenant::validate(&body.tenant_permissions).map_err(|e| ApiError::bad(e.path, e.what))?;
     let expires_at = expires_on(&body.expires_on)?;
-    let now = now_unix();
+    let now = s.service.now();
     if expires_at.is_some_and(|e| e <= now) {
         return Err(ApiError::bad("expiresOn", "must be in the future"));
     }
-    let mut token = NewToken::user(body.application.clone(), NewForm::External(id));
+    let mut token = NewToken::user(body.application.clone(), NewForm::External(id), now);
     token.description = "Crafter Profile access token".into();
     token.application = Some(body.application);
     token.role = if body.master { Role::Admin } else { Role::User };

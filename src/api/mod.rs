@@ -328,7 +328,7 @@ mod tests {
         let config = Config::load(&path).expect("demo config");
         let metrics = Arc::new(Metrics::register(&prometheus::Registry::new()).expect("metrics"));
         let mirror = Arc::new(Mirror::of(&config, Arc::default()));
-        let shared = Shared { metrics, revocations: mirror.revocations.clone(), references: mirror.references.clone() };
+        let shared = Shared::new(metrics, mirror.revocations.clone(), mirror.references.clone());
         let runtime = Runtime::new(&config, Some(path), shared);
         let service = Arc::new(TokenService::new(runtime.clone(), None, mirror));
         (runtime.clone(), app(ApiState::new(runtime, service)))

@@ -24,7 +24,6 @@ use super::error::{ApiCode, Kind};
 use super::service::{MintRequest, Minted, NewForm, NewToken};
 use super::{ApiState, ok_json};
 use crate::config::ProdManagerApp;
-use crate::token::now_unix;
 
 pub(crate) fn routes(router: Router<ApiState>) -> Router<ApiState> {
     router.route("/api/token/create", post(create)).route("/api/token/whoami", get(whoami))
@@ -127,7 +126,7 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
     let name = length("name", 8, 16);
     let description = length("description", 12, 32);
     // Defaults are taken now, for this request.
-    let now = now_unix();
+    let now = s.service.now();
     let mut date = |field: &'static str, default: u64| match one(field) {
         None => default,
         Some(v) => parse_date(v).unwrap_or_else(|| {
@@ -161,7 +160,7 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
     extra.insert("description".into(), description.clone().into());
     extra.insert("permissions".into(), json!(permissions));
     extra.insert("version".into(), 1.into());
-    let mut token = NewToken::user(name.clone(), NewForm::Jwt);
+    let mut token = NewToken::user(name.clone(), NewForm::Jwt, now);
     token.name = Some(name);
     token.description = description;
     token.application = Some(app.application.clone());

@@ -20,7 +20,7 @@ use crate::store::{
 use crate::token::claims::{Claims, WireRule, encode_grants};
 use crate::token::keys::random_id;
 use crate::token::reference;
-use crate::token::{Grant, Role, TokenKind, now_unix};
+use crate::token::{Grant, Role, TokenKind};
 
 /// A new token as every way of creating one describes it.
 #[derive(Clone, Debug)]
@@ -44,8 +44,9 @@ pub struct NewToken {
 }
 
 impl NewToken {
-    /// A user token for `subject` with nothing granted yet, valid from now.
-    pub fn user(subject: impl Into<String>, form: NewForm) -> Self {
+    /// A user token for `subject` with nothing granted yet, valid from
+    /// `now`.
+    pub fn user(subject: impl Into<String>, form: NewForm, now: u64) -> Self {
         NewToken {
             name: None,
             subject: subject.into(),
@@ -55,7 +56,7 @@ impl NewToken {
             master: false,
             rules: Vec::new(),
             tenants: Vec::new(),
-            not_before: now_unix(),
+            not_before: now,
             expires_at: None,
             form,
             extra_claims: Default::default(),
@@ -185,6 +186,11 @@ impl TokenService {
         TokenService { store, runtime, mirror }
     }
 
+    /// The time tokens are minted and judged by.
+    pub fn now(&self) -> u64 {
+        self.runtime.shared().clock.now()
+    }
+
     /// The policy in force (for calls made without a request: the first
     /// start's tokens).
     pub fn snapshot(&self) -> std::sync::Arc<Snapshot> {
@@ -199,7 +205,7 @@ impl TokenService {
     /// Under `snap`, the policy in force that also authenticated the
     /// caller: one policy decides the whole call.
     pub async fn mint(&self, snap: &Snapshot, req: MintRequest) -> Result<Minted, ApiError> {
-        let now = now_unix();
+        let now = self.now();
         match req {
             MintRequest::Create { by, token } => {
                 let bounds = issuance::mint_access(
@@ -272,7 +278,7 @@ impl TokenService {
             (None, Some(max)) => exp.min(now + max),
             _ => exp,
         };
-        let mut token = NewToken::user(parent.subject.to_string(), NewForm::Jwt);
+        let mut token = NewToken::user(parent.subject.to_string(), NewForm::Jwt, now);
         token.rules = rules;
         token.tenants = tenants;
         token.not_before = now;
@@ -474,7 +480,7 @@ impl TokenService {
     /// replicas through the store, on followers through the feed.
     pub async fn revoke(&self, snap: &Snapshot, by: &Grant, target: RevokeTarget) -> Result<Revoked, ApiError> {
         let store = self.store()?;
-        let now = now_unix() as i64;
+        let now = self.now() as i64;
         let record = match &target {
             RevokeTarget::Id(id) => store.token(id).await?,
             RevokeTarget::Name(name) => store.token_by_name(name).await?,

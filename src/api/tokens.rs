@@ -19,8 +19,8 @@ use crate::config::parse_duration;
 use crate::policy::tenant::{self, TenantPermission};
 use crate::respond::ErrorBody;
 use crate::store::{TokenFilter, TokenRecord, kind_str, parse_kind, role_str};
+use crate::token::Role;
 use crate::token::claims::{WireRule, decode_grants};
-use crate::token::{Role, now_unix};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -122,7 +122,7 @@ pub(crate) fn duration_field(v: &str, name: &'static str) -> Result<u64, ApiErro
 impl CreateRequest {
     /// The token this asks for, on `caller`'s behalf (whose rules are the
     /// default).
-    fn into_new_token(self, caller: &crate::token::Grant) -> Result<NewToken, ApiError> {
+    fn into_new_token(self, caller: &crate::token::Grant, now: u64) -> Result<NewToken, ApiError> {
         if self.name.trim().is_empty() || self.name.len() > 200 {
             return Err(ApiError::bad("name", "1 to 200 characters"));
         }
@@ -132,7 +132,6 @@ impl CreateRequest {
             Some(_) => return Err(ApiError::bad("form", "not jwt or reference")),
         };
         let role = parse_role(self.role.as_deref())?;
-        let now = now_unix();
         let not_before = time_field(&self.not_before, "notBefore")?;
         let expires_at = time_field(&self.expires_at, "expiresAt")?;
         let expires_at = match (&self.lifetime, expires_at) {
@@ -166,7 +165,7 @@ impl CreateRequest {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let mut t = NewToken::user(self.name.clone(), form);
+        let mut t = NewToken::user(self.name.clone(), form, now);
         t.name = Some(self.name);
         t.description = self.description;
         t.application = self.application;
@@ -197,7 +196,7 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Result<Re
     let (snap, caller, body) = s.authorized_body(req).await?;
     s.service.manager(&caller)?;
     let input: CreateRequest = parse(&body)?;
-    let token = input.into_new_token(&caller)?;
+    let token = input.into_new_token(&caller, s.service.now())?;
     let Minted::Token { secret, record } = s.service.mint(&snap, MintRequest::Create { by: caller, token }).await?
     else {
         return Err(ApiError::internal("create minted something else"));

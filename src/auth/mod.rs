@@ -24,6 +24,7 @@ pub struct Authenticator {
     revocations: Arc<Revocations>,
     references: Arc<crate::store::ReferenceTokens>,
     metrics: Arc<Metrics>,
+    clock: Arc<crate::clock::Clock>,
     /// What it was compiled from, to tell what a reload may keep.
     cache_config: crate::config::CacheConfig,
     issuers_hash: String,
@@ -44,7 +45,7 @@ impl Authenticator {
         references: Arc<crate::store::ReferenceTokens>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self::compile(config, None, revocations, references, metrics)
+        Self::compile(config, None, revocations, references, metrics, Arc::default())
     }
 
     /// The authenticator a (reloaded) config describes. With `prev` (the
@@ -61,6 +62,7 @@ impl Authenticator {
         revocations: Arc<Revocations>,
         references: Arc<crate::store::ReferenceTokens>,
         metrics: Arc<Metrics>,
+        clock: Arc<crate::clock::Clock>,
     ) -> Self {
         let ring = match prev {
             Some(p) if p.issuers_hash == config.issuers_hash => p.keys().clone(),
@@ -99,7 +101,14 @@ impl Authenticator {
             revocations,
             references,
             metrics,
+            clock,
         }
+    }
+
+    /// The time decisions are judged by.
+    #[inline]
+    pub fn now(&self) -> u64 {
+        self.clock.now()
     }
 
     /// The reference-token mirror the store keeps current.
@@ -125,10 +134,10 @@ impl Authenticator {
     /// fetch the keys again (rate-limited) and decide once more. The only
     /// path that may wait on I/O, and only for unknown kids.
     pub async fn authenticate_fetching(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Arc<Grant>, Reason> {
-        match self.authenticate(headers, query, crate::token::now_unix()) {
+        match self.authenticate(headers, query, self.now()) {
             Err(r) if self.wants_refetch(r) => {
                 self.keys().refetch().await;
-                self.authenticate(headers, query, crate::token::now_unix())
+                self.authenticate(headers, query, self.now())
             }
             other => other,
         }
@@ -139,10 +148,10 @@ impl Authenticator {
     /// facade received in its own place (Crafter's `accessTokenId`, any
     /// `Authorization` scheme word ProdManager's clients send).
     pub async fn authenticate_token_fetching(&self, token: &str) -> Result<Arc<Grant>, Reason> {
-        match self.authenticate_token(token, crate::token::now_unix()) {
+        match self.authenticate_token(token, self.now()) {
             Err(r) if self.wants_refetch(r) => {
                 self.keys().refetch().await;
-                self.authenticate_token(token, crate::token::now_unix())
+                self.authenticate_token(token, self.now())
             }
             other => other,
         }
@@ -246,7 +255,7 @@ applications: []
 
     fn authenticator(config: &Config, prev: Option<&Authenticator>) -> Authenticator {
         let metrics = Arc::new(Metrics::register(&prometheus::Registry::new()).expect("metrics"));
-        Authenticator::compile(config, prev, Arc::default(), Arc::default(), metrics)
+        Authenticator::compile(config, prev, Arc::default(), Arc::default(), metrics, Arc::default())
     }
 
     fn bearer(token: &str) -> HeaderMap {

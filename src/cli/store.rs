@@ -47,7 +47,7 @@ fn init(path: PathBuf) -> anyhow::Result<()> {
         let mirror = Arc::new(Mirror::of(&config, Default::default()));
         // The policy the first tokens are minted under; nothing is served.
         let metrics = Arc::new(Metrics::register(&prometheus::Registry::new())?);
-        let shared = Shared { metrics, revocations: mirror.revocations.clone(), references: mirror.references.clone() };
+        let shared = Shared::new(metrics, mirror.revocations.clone(), mirror.references.clone());
         let runtime = Runtime::new(&config, None, shared);
         let service = crate::api::TokenService::new(runtime, Some(store), mirror);
         let first = crate::bootstrap::first_start(&service, &config).await.context("first start")?;

@@ -43,7 +43,7 @@ use crate::policy::{Allowed, Denial, evaluate};
 use crate::reason::Reason;
 use crate::respond;
 use crate::runtime::{Runtime, Snapshot};
-use crate::token::{Grant, now_unix};
+use crate::token::Grant;
 
 /// Response bodies: the upstream's, streamed, or one of ours.
 pub type Body = Either<upstream::UpstreamBody, Full<Bytes>>;
@@ -165,7 +165,7 @@ impl Gateway {
         metrics: Arc<Metrics>,
         revocations: Arc<crate::store::Revocations>,
     ) -> Self {
-        let shared = crate::runtime::Shared { metrics, revocations, references: Default::default() };
+        let shared = crate::runtime::Shared::new(metrics, revocations, Default::default());
         Gateway::on(Runtime::new(&config, None, shared))
     }
 
@@ -200,12 +200,12 @@ impl Gateway {
         };
         let span = tracing::debug_span!("request", request.id = ?request_id);
         async {
-            let mut decision = decide(&snap, &req, now_unix());
+            let mut decision = decide(&snap, &req, snap.auth.now());
             if snap.auth.wants_refetch(decision.reason) {
                 // A kid rotated in on an issuer: fetch its keys (rate-limited)
                 // and decide once more.
                 snap.auth.keys().refetch().await;
-                decision = decide(&snap, &req, now_unix());
+                decision = decide(&snap, &req, snap.auth.now());
             }
             let (reason, mut resp) = self.enforce(&snap, req, &decision, conn, trusted, &request_id).await;
             resp.headers_mut().insert(snap.forwarding.request_id.clone(), request_id.clone());
@@ -498,6 +498,7 @@ mod tests {
     //! `decide` on the demo config, without sockets: what one value says
     //! about each kind of outcome.
     use super::*;
+    use crate::token::now_unix;
     use crate::token::testkit::{TestKey, payload, rule};
     use serde_json::json;
 

@@ -77,6 +77,17 @@ impl Harness {
         self.gateway.as_ref().expect("the gateway is running")
     }
 
+    /// Move the gateway's clock forward: what expires within `by` has
+    /// expired, for the proxy and the token service alike.
+    pub fn advance(&self, by: Duration) {
+        self.running().runtime.shared().clock.advance(by);
+    }
+
+    /// The gateway's time.
+    pub fn now(&self) -> u64 {
+        self.running().runtime.shared().clock.now()
+    }
+
     /// Edit the config document and write it to the config file (the
     /// gateway sees it at its next reload).
     pub fn rewrite(&mut self, edit: impl FnOnce(&mut ConfigDoc)) {
