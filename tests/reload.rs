@@ -273,3 +273,28 @@ async fn a_configmap_update_is_picked_up() {
     assert_eq!(metric(admin, SUCCESS).await, Some(2.0));
     g.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_metrics_follow_the_applications_in_force() {
+    let mut h = Harness::start().await;
+    let auth = format!("Bearer {}", h.token("reader-1", json!([rule("*", &["*"], &["*:$USER_ID$:*"])])));
+    let series =
+        |app: &str| format!("narrowgate_requests_total{{application=\"{app}\",decision=\"allow\",reason=\"allowed\"}}");
+    assert_eq!(h.get("/metastats/users/current/accounts/a1/metrics", &[("Authorization", &auth)]).await.status, 200);
+    assert_eq!(metric(h.admin, &series("metastats-api")).await, Some(1.0));
+    // metastats-api leaves, reports-api arrives.
+    h.rewrite(|d| {
+        let apps = d.at("applications").as_array_mut().expect("a list");
+        let mut reports = apps.iter().find(|a| a["application"] == "metastats-api").expect("metastats").clone();
+        apps.retain(|a| a["application"] != "metastats-api");
+        reports["application"] = "reports-api".into();
+        reports["id"] = "reports-api".into();
+        apps.push(reports);
+    });
+    let (status, body) = reload(&h).await;
+    assert_eq!((status, body["result"].as_str()), (200, Some("applied")), "{body}");
+    assert_eq!(h.get("/metastats/users/current/accounts/a1/metrics", &[("Authorization", &auth)]).await.status, 200);
+    assert_eq!(metric(h.admin, &series("reports-api")).await, Some(1.0));
+    assert_eq!(metric(h.admin, &series("metastats-api")).await, None, "a removed application's series are gone");
+    h.shutdown().await;
+}
