@@ -158,6 +158,8 @@ fn bench_decide(c: &mut Criterion) {
         .body(())
         .expect("request");
     assert!(gateway.decide(&req, now).1.is_allow());
+    // What every request pays to hold the policy in force for its whole life.
+    c.bench_function("runtime/snapshot_per_request", |b| b.iter(|| black_box(gateway.runtime().snapshot())));
     c.bench_function("decide/all_phases_cache_hit", |b| b.iter(|| gateway.decide(black_box(&req), now).1.is_allow()));
 
     // What a browser sends: a dozen headers, each judged by the client

@@ -126,7 +126,7 @@ async fn a_megabyte_token_is_refused() {
     assert!(h.upstream_received().is_empty());
     // The same megabyte in a query parameter.
     let resp = h.get(&format!("/users/current/accounts/a1?access_token={token}"), &[]).await;
-    assert_ne!(resp.status, 200);
+    assert!(matches!(resp.status, 400 | 414 | 431), "status {}", resp.status);
     assert!(h.upstream_received().is_empty());
     h.shutdown().await;
 }
