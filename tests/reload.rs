@@ -298,3 +298,46 @@ async fn the_metrics_follow_the_applications_in_force() {
     assert_eq!(metric(h.admin, &series("metastats-api")).await, None, "a removed application's series are gone");
     h.shutdown().await;
 }
+
+/// `narrowgate serve`: SIGHUP reloads; a broken file is logged with the
+/// config's path and the problem's, counted, and changes nothing.
+#[tokio::test]
+async fn sighup_reloads_and_a_refused_reload_is_logged_with_its_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    let store = "store:\n  sqlite:\n    path: data/ng.db\n    bootstrap_token_file: data/admin-token\n    create_if_missing: true";
+    let config = support::process_config(dir.path(), "ng", echo.addr, store);
+    let g = support::serve_process(&config).await;
+    let root = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("token").trim().to_string();
+    let last_success = "narrowgate_config_last_reload_success_timestamp_seconds";
+    let started = metric(g.admin, last_success).await.expect("set at start");
+    let hup = || {
+        let ok = std::process::Command::new("kill").args(["-HUP", &g.child.id().to_string()]).status();
+        assert!(ok.expect("kill").success());
+    };
+
+    let mut doc = ConfigDoc::parse(&std::fs::read_to_string(&config).expect("read"));
+    let good = doc.clone();
+    doc.set("applications.0.routes.2.resource.id", "{nope}");
+    // The watcher may try it too: either way it is refused and counted.
+    doc.write(&config);
+    hup();
+    eventually_async(Duration::from_secs(5), || async { (metric(g.admin, FAILURE).await >= Some(1.0)).then_some(()) })
+        .await;
+    assert_eq!(g.call("GET", ACCOUNT, &root).await.status, 200, "the policy in force stays");
+    let log = std::fs::read_to_string(config.with_extension("err")).expect("stderr");
+    let line = log.lines().find(|l| l.contains("reload refused")).unwrap_or_else(|| panic!("not logged: {log}"));
+    assert!(line.contains(&config.display().to_string()), "the config's path: {line}");
+    assert!(line.contains("applications[0].routes[2].resource.id"), "the problem's path: {line}");
+
+    let mut fixed = good.clone();
+    fixed.set("applications.0.routes.2.roles", json!(["writer"]));
+    fixed.write(&config);
+    hup();
+    eventually_async(Duration::from_secs(5), || async { (metric(g.admin, SUCCESS).await >= Some(1.0)).then_some(()) })
+        .await;
+    assert_eq!(g.call("GET", ACCOUNT, &root).await.status, 200);
+    assert!(metric(g.admin, last_success).await.expect("set") >= started);
+    let log = std::fs::read_to_string(config.with_extension("err")).expect("stderr");
+    assert_eq!(log.matches("SIGHUP: reloading the config").count(), 2, "{log}");
+}
