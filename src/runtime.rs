@@ -358,6 +358,7 @@ impl Runtime {
         if !config.enforce {
             tracing::warn!("enforcement is OFF in the reloaded config: every request is forwarded unchecked");
         }
+        crate::telemetry::set_format(config.log.format);
         let needs_restart = match self.process.lock() {
             Ok(p) => p.differences(&ProcessSettings::of(&config)),
             Err(_) => Vec::new(),

@@ -114,8 +114,13 @@ fn keys_sign_and_inspect_round_trip() {
     assert!(out.contains("\"sub\": \"alice\""), "{out}");
     assert!(out.contains("expires: in 1h 59m") || out.contains("expires: in 2h 0m"), "{out}");
     assert!(out.contains("resources narrowed down: yes"), "{out}");
-    let (ok, _, _) = run(&["token", "inspect", "garbage"]);
+    let (ok, _, _) = run(&["token", "inspect", "not.a-jwt"]);
     assert!(!ok);
+    // What is not a JWT is named, not refused: a reference token, an id.
+    let (ok, out, _) = run(&["token", "inspect", "ngr_AAAA"]);
+    assert!(ok && out.starts_with("a narrowgate reference token"), "{out}");
+    let (ok, out, _) = run(&["token", "inspect", "sample-app-engine-1"]);
+    assert!(ok && out.contains("opaque id"), "{out}");
 }
 
 /// The README's first command: the demo starts, its printed curl lines do
@@ -123,7 +128,17 @@ fn keys_sign_and_inspect_round_trip() {
 #[tokio::test]
 async fn the_demo_runs_and_its_examples_hold() {
     let mut child = Command::new(BIN)
-        .args(["demo", "--proxy", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--api", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--proxy",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--api",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -174,6 +189,36 @@ async fn the_demo_runs_and_its_examples_hold() {
         support::send_raw(api, support::build_request("GET", "/v1/whoami", &[("Authorization", &narrowed)]).as_bytes())
             .await;
     assert_eq!((who.status, who.json()["subject"].as_str()), (200, Some("demo-web-app")));
+
+    // Every curl line shows the status it is about.
+    assert!(lines.iter().filter(|l| l.starts_with("curl ")).all(|l| l.contains("%{http_code}")), "{lines:?}");
+
+    // config/enforce-only.yaml beside the demo, as the README runs it (here
+    // on port 0 and pointed at this demo's addresses): the demo's tokens
+    // verify through its JWKS.
+    let echo = lines[0].rsplit("echo upstream ").next().expect("the echo's address").trim().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut doc =
+        support::ConfigDoc::parse(&std::fs::read_to_string(format!("{root}/config/enforce-only.yaml")).expect("read"));
+    doc.set("listeners", serde_json::json!({ "proxy": "127.0.0.1:0", "admin": "127.0.0.1:0" }))
+        .set("upstream.addresses", serde_json::json!([echo]))
+        .set("issuers.0.jwks_url", format!("http://{api}/.well-known/jwks.json"))
+        .set("revocation.follow.urls", serde_json::json!([format!("http://{api}/v1/revocations")]))
+        .set("revocation.follow.token_file", format!("{root}/config/keys/demo-feed.token"));
+    let config = dir.path().join("enforce-only.yaml");
+    doc.write(&config);
+    let enforcer = support::serve_process(&config).await;
+    let at = |path: &str, auth: &str| {
+        let req = support::build_request("GET", path, &[("Authorization", auth)]);
+        async move { support::send_raw(enforcer.proxy, req.as_bytes()).await }
+    };
+    assert_eq!(at("/users/current/accounts/demo-account-1", &narrowed).await.status, 200);
+    let other = at("/users/current/accounts/other-account", &narrowed).await;
+    assert_eq!((other.status, other.reason().as_str()), (403, "resource_not_allowed"));
+    let old = at("/users/current/accounts/demo-account-1", &expired).await;
+    assert_eq!((old.status, old.reason().as_str()), (401, "expired"));
+    drop(enforcer);
 
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
@@ -314,4 +359,32 @@ async fn serve_on_a_taken_address_creates_no_store() {
     assert!(!out.contains("token"), "{out}");
     assert!(!dir.path().join("data").exists(), "the store was created before the listeners were bound");
     drop(taken);
+}
+
+/// `log.format: json`: every line on stderr is a JSON object, without
+/// terminal colours; an upstream failure's line names the upstream and the
+/// OS error, which the client's 502 does not.
+#[tokio::test]
+async fn json_logs_name_a_failed_upstream_and_the_client_is_told_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = "store:\n  sqlite:\n    path: data/ng.db\n    bootstrap_token_file: data/admin-token\n    create_if_missing: true\n\
+                 log:\n  format: json";
+    // Port 1 on loopback: nothing listens there.
+    let config = support::process_config(dir.path(), "ng", "127.0.0.1:1".parse().expect("addr"), store);
+    let g = support::serve_process(&config).await;
+    let root = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("token").trim().to_string();
+    let r = g.call("GET", "/users/current/accounts/a1", &root).await;
+    assert_eq!((r.status, r.reason().as_str()), (502, "upstream_unavailable"), "{}", r.body);
+    assert!(!r.body.contains("127.0.0.1:1") && !r.body.contains("refused"), "{}", r.body);
+    drop(g);
+    let log = std::fs::read_to_string(config.with_extension("err")).expect("stderr");
+    assert!(!log.contains('\u{1b}'), "terminal colours in a log file");
+    let events: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    let failed = events.iter().find(|e| e["message"] == "upstream failed").unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(failed["upstream"], "127.0.0.1:1");
+    assert!(failed["error"].as_str().is_some_and(|e| e.contains("refused")), "{failed}");
+    assert_eq!(failed["reason"], "upstream_unavailable");
+    let serving = events.iter().find(|e| e["message"] == "narrowgate is serving").expect("start line");
+    assert!(serving["admin"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "a value, not Some(…): {serving}");
 }

@@ -463,7 +463,12 @@ impl TokenService {
             (None, _) => return Err(self.store().err().unwrap_or_else(|| ApiError::internal("no store"))),
         }
         self.publish(&record, secret_hash);
-        tracing::info!(token.jti = %jti, kind = ?record.kind, created_by = ?record.created_by, "minted a token");
+        tracing::info!(
+            token.jti = %jti,
+            kind = crate::store::kind_str(record.kind),
+            created_by = record.created_by.as_deref().unwrap_or("-"),
+            "minted a token"
+        );
         Ok(Minted::Token { secret, record })
     }
 

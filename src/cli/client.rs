@@ -26,8 +26,10 @@ pub struct CreateArgs {
     /// Unique name of the token.
     #[arg(long)]
     name: String,
+    /// What the token is for, shown when tokens are listed.
     #[arg(long, default_value = "")]
     description: String,
+    /// The application the token is for (informational; rules decide access).
     #[arg(long)]
     application: Option<String>,
     /// `user` or `admin` (admin needs a master caller).
@@ -77,21 +79,26 @@ pub struct NarrowArgs {
     /// Validity in hours (fractions allowed); default 24, never past the parent's expiry.
     #[arg(long)]
     validity_hours: Option<f64>,
+    /// Print only the new token.
     #[arg(long)]
     secret_only: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Only the token of this name.
     #[arg(long)]
     name: Option<String>,
+    /// Only tokens for this application.
     #[arg(long)]
     application: Option<String>,
     /// `access`, `narrowed` or `registration`.
     #[arg(long)]
     kind: Option<String>,
+    /// At most this many tokens.
     #[arg(long)]
     limit: Option<u32>,
+    /// Skip this many first.
     #[arg(long)]
     offset: Option<u32>,
 }
@@ -114,6 +121,7 @@ pub enum RegistrationCommand {
         /// How long the registration token may be redeemed, like `2h45m30s`.
         #[arg(long)]
         ttl: String,
+        /// Print only the registration token.
         #[arg(long)]
         secret_only: bool,
     },
@@ -123,6 +131,7 @@ pub enum RegistrationCommand {
         api: ApiArgs,
         /// The registration token; `-` reads it from stdin.
         registration_token: String,
+        /// Print only the access token.
         #[arg(long)]
         secret_only: bool,
     },

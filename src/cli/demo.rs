@@ -31,6 +31,10 @@ pub struct DemoArgs {
     /// Token service listen address (default from config/demo.yaml).
     #[arg(long)]
     api: Option<SocketAddr>,
+    /// The built-in echo upstream's address (config/enforce-only.yaml
+    /// forwards there too); another one is chosen if it is taken.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    upstream: SocketAddr,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -38,11 +42,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let generated = keys::generate(jsonwebtoken::Algorithm::ES256)?;
     std::fs::create_dir_all(dir.path().join("keys"))?;
     std::fs::write(dir.path().join("keys/demo.pub.pem"), &generated.public_pem)?;
-    let signing = SigningKey::from_pem(generated.private_pem.as_bytes(), "demo")?;
     // The token service signs with a throwaway key of its own and keeps its
-    // records in a SQLite file in the same temporary directory.
+    // records in a SQLite file in the same temporary directory. The tokens
+    // printed below are signed with it too, so an enforce-only gateway that
+    // takes the demo's JWKS (config/enforce-only.yaml) accepts them.
     let signer = keys::generate(jsonwebtoken::Algorithm::ES256)?;
     std::fs::write(dir.path().join("keys/demo-signer.pem"), &signer.private_pem)?;
+    let signing = SigningKey::from_pem(signer.private_pem.as_bytes(), "demo-signer")?;
     let yaml = DEMO_YAML.replace(
         "        public_key_file: keys/demo.pub.pem\n",
         "        public_key_file: keys/demo.pub.pem\n    signing_keys:\n      - kid: demo-signer\n        private_key_file: keys/demo-signer.pem\n",
@@ -75,7 +81,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     super::runtime(config.server.worker_threads)?.block_on(async move {
-        let echo = EchoUpstream::start("127.0.0.1:0".parse()?).await?;
+        let echo = match EchoUpstream::start(args.upstream).await {
+            Ok(echo) => echo,
+            Err(e) => {
+                eprintln!("# {} is taken ({e}); the echo upstream listens elsewhere", args.upstream);
+                EchoUpstream::start("127.0.0.1:0".parse()?).await?
+            }
+        };
         config.upstream.addresses = vec![echo.addr.to_string().parse()?];
         let mut running = crate::app::start(config).await?;
         let crafter = std::mem::take(&mut running.crafter_tokens);
@@ -97,40 +109,44 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         println!();
         println!("# allowed: the narrowed token may read account demo-account-1");
-        println!("curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_PROXY/users/current/accounts/demo-account-1");
+        println!("curl -s -w '  [HTTP %{{http_code}}]\\n' -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_PROXY/users/current/accounts/demo-account-1");
         println!("# denied, 403 resource_not_allowed: another account");
-        println!("curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_PROXY/users/current/accounts/other-account");
+        println!("curl -s -w '  [HTTP %{{http_code}}]\\n' -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_PROXY/users/current/accounts/other-account");
         println!("# denied, 403 insufficient_scope: trading needs the dealing scope");
-        println!("curl -s -X POST -H \"auth-token: $NG_NARROWED_TOKEN\" $NG_PROXY/mt-manager/accounts/demo-account-1/trade");
+        println!("curl -s -w '  [HTTP %{{http_code}}]\\n' -X POST -H \"auth-token: $NG_NARROWED_TOKEN\" $NG_PROXY/mt-manager/accounts/demo-account-1/trade");
         println!("# denied, 401 expired");
-        println!("curl -s -H \"Authorization: Bearer $NG_EXPIRED_TOKEN\" $NG_PROXY/users/current/accounts/demo-account-1");
+        println!("curl -s -w '  [HTTP %{{http_code}}]\\n' -H \"Authorization: Bearer $NG_EXPIRED_TOKEN\" $NG_PROXY/users/current/accounts/demo-account-1");
         println!("# the admin token may do anything");
-        println!("curl -s -X POST -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" $NG_PROXY/mt-manager/accounts/demo-account-1/trade");
+        println!("curl -s -w '  [HTTP %{{http_code}}]\\n' -X POST -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" $NG_PROXY/mt-manager/accounts/demo-account-1/trade");
         println!("# token service: narrow the admin token to reading account demo-account-2 for 30 minutes");
         println!(
-            "curl -s -X POST -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" -d '{{\"applications\":[\"trading-account-management-api\"],\"roles\":[\"reader\"],\"resources\":[{{\"entity\":\"account\",\"id\":\"demo-account-2\"}}],\"validityInHours\":0.5}}' $NG_API/v1/tokens/narrow"
+            "curl -s -w '  [HTTP %{{http_code}}]\\n' -X POST -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" -d '{{\"applications\":[\"trading-account-management-api\"],\"roles\":[\"reader\"],\"resources\":[{{\"entity\":\"account\",\"id\":\"demo-account-2\"}}],\"validityInHours\":0.5}}' $NG_API/v1/tokens/narrow"
         );
         println!("# create a named token, list tokens, revoke by name");
         println!(
-            "curl -s -X POST -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" -d '{{\"name\":\"reports\",\"lifetime\":\"2h45m30s\"}}' $NG_API/v1/tokens"
+            "curl -s -w '  [HTTP %{{http_code}}]\\n' -X POST -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" -d '{{\"name\":\"reports\",\"lifetime\":\"2h45m30s\"}}' $NG_API/v1/tokens"
         );
-        println!("curl -s -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" $NG_API/v1/tokens");
-        println!("curl -s -X DELETE -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" \"$NG_API/v1/tokens?name=reports\"");
+        println!("curl -s -w '  [HTTP %{{http_code}}]\\n' -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" $NG_API/v1/tokens");
+        println!("curl -s -w '  [HTTP %{{http_code}}]\\n' -X DELETE -H \"Authorization: Bearer $NG_ADMIN_TOKEN\" \"$NG_API/v1/tokens?name=reports\"");
         println!("# MetaApi clients: narrow with the auth-token header");
         println!(
-            "curl -s -X POST -H \"auth-token: $NG_ADMIN_TOKEN\" -H 'Content-Type: application/json' -d '{{\"roles\":[\"reader\"]}}' \"$NG_API/users/current/narrow-down-auth-token?validity-in-hours=0.5\""
+            "curl -s -w '  [HTTP %{{http_code}}]\\n' -X POST -H \"auth-token: $NG_ADMIN_TOKEN\" -H 'Content-Type: application/json' -d '{{\"roles\":[\"reader\"]}}' \"$NG_API/users/current/narrow-down-auth-token?validity-in-hours=0.5\""
         );
         println!("# ProdManager clients: a token from the application secret, then whoami");
         println!(
-            "curl -s -F secret=$NG_PRODMANAGER_SECRET -F name=reporter1 -F 'description=nightly reports' -F permission=read $NG_API/api/token/create"
+            "curl -s -w '  [HTTP %{{http_code}}]\\n' -F secret=$NG_PRODMANAGER_SECRET -F name=reporter1 -F 'description=nightly reports' -F permission=read $NG_API/api/token/create"
         );
-        println!("curl -s -H \"Authorization: Token $NG_ADMIN_TOKEN\" $NG_API/api/token/whoami");
+        println!("curl -s -w '  [HTTP %{{http_code}}]\\n' -H \"Authorization: Token $NG_ADMIN_TOKEN\" $NG_API/api/token/whoami");
         println!("# Crafter Profile clients: list access tokens (master), then a tenant route as the engine");
-        println!("curl -s \"$NG_API/api/1/access_token/all.json?accessTokenId=$NG_CRAFTER_PROFILE_ADMIN\"");
-        println!("curl -s \"$NG_PROXY/profile/api/1/tenant/acme?accessTokenId=$NG_CRAFTER_ENGINE\"");
+        println!("curl -s -w '  [HTTP %{{http_code}}]\\n' \"$NG_API/api/1/access_token/all.json?accessTokenId=$NG_CRAFTER_PROFILE_ADMIN\"");
+        println!("curl -s -w '  [HTTP %{{http_code}}]\\n' \"$NG_PROXY/profile/api/1/tenant/acme?accessTokenId=$NG_CRAFTER_ENGINE\"");
         println!("# what a token grants:   curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_API/v1/whoami");
         println!("# the manifest:          curl -s $NG_API/v1/manifest");
-        println!("# see a token's claims:  narrowgate token inspect $NG_NARROWED_TOKEN");
+        let exe = std::env::current_exe().map_or_else(|_| "narrowgate".into(), |p| p.display().to_string());
+        println!("# see a token's claims:  {exe} token inspect $NG_NARROWED_TOKEN");
+        println!("# an enforce-only sidecar beside the demo (its keys and revocations from here):");
+        println!("#   {exe} serve --config config/enforce-only.yaml");
+        println!("#   curl -s -w '  [HTTP %{{http_code}}]\\n' -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" http://127.0.0.1:8180/users/current/accounts/demo-account-1");
         println!("# metrics:               curl -s http://{}/metrics", running.admin_addr.map_or("-".into(), |a| a.to_string()));
         println!("# Ctrl-C stops the demo.");
         super::shutdown_signal().await;

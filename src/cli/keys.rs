@@ -12,8 +12,10 @@ pub enum KeysCommand {
     /// Generate a signing key pair: `<kid>.pem` (private, mode 0600) and
     /// `<kid>.pub.pem` in DIR; prints the kid.
     Generate {
+        /// The key's algorithm.
         #[arg(long, value_enum)]
         alg: KeyAlg,
+        /// The directory the two files are written to (created if missing).
         #[arg(long)]
         out: PathBuf,
     },

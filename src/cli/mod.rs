@@ -17,7 +17,14 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "narrowgate", version, about = "An enforcement gateway for bearer-token access rules")]
+#[command(
+    name = "narrowgate",
+    version,
+    about = "An enforcement gateway for bearer-token access rules",
+    after_help = "Logs go to stderr. RUST_LOG sets the level (default info; e.g. RUST_LOG=narrowgate=debug).\n\
+                  The format is the config's log.format (text or json); NARROWGATE_LOG_FORMAT=text|json overrides it.\n\
+                  Text is coloured only on a terminal."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -117,6 +124,7 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 /// second SIGTERM or Ctrl-C during the drain exits at once.
 fn serve(path: PathBuf, addresses_file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    crate::telemetry::set_format(config.log.format);
     for w in &config.warnings {
         tracing::warn!(config = %path.display(), "{w}");
     }
@@ -248,5 +256,33 @@ pub(crate) async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand, option and argument says what it is in `--help`.
+    #[test]
+    fn every_option_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && path.trim() != "narrowgate" {
+                missing.push(format!("{path} (the command)"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "without a description in --help: {missing:#?}");
     }
 }

@@ -22,7 +22,11 @@ pub enum TokenCommand {
     Sign(Box<SignArgs>),
     /// Show a token's header and claims, when it expires, and whether its
     /// resources are narrowed down. Verifies nothing. `-` reads stdin.
-    Inspect { token: String },
+    Inspect {
+        /// The token (a JWT, a reference token `ngr_…` or a Crafter id);
+        /// `-` reads it from stdin.
+        token: String,
+    },
     /// Create a token through the token service (admin or master caller).
     Create {
         #[command(flatten)]
@@ -41,6 +45,7 @@ pub enum TokenCommand {
     Show {
         #[command(flatten)]
         api: ApiArgs,
+        /// The token's id (its jti).
         id: String,
     },
     /// Revoke a token by id or by name; every token narrowed from it goes
@@ -87,20 +92,25 @@ pub struct SignArgs {
     /// A JSON file with the whole payload.
     #[arg(long, conflicts_with_all = ["sub", "application"])]
     claims: Option<PathBuf>,
+    /// The issuer (`iss`).
     #[arg(long, default_value = "narrowgate")]
     iss: String,
+    /// The subject (`sub`); required unless --claims gives the payload.
     #[arg(long)]
     sub: Option<String>,
+    /// The audience (`aud`), if the verifying issuer expects one.
     #[arg(long)]
     aud: Option<String>,
     /// Lifetime, e.g. `1h` or `2h45m30s`.
     #[arg(long, default_value = "1h")]
     ttl: String,
+    /// The token's name.
     #[arg(long)]
     name: Option<String>,
     /// `user` or `admin`.
     #[arg(long, default_value = "user")]
     role: String,
+    /// Master rights.
     #[arg(long)]
     master: bool,
     /// One rule per application (`*` for all); repeatable.
@@ -215,7 +225,23 @@ fn claims_from_flags(args: &SignArgs) -> anyhow::Result<Claims> {
 
 /// A human description of a token, without verifying it.
 pub fn inspect(token: &str, now: u64) -> anyhow::Result<String> {
+    let token = token.trim();
+    if token.starts_with(crate::api::registration_prefix()) {
+        return Ok("a narrowgate registration token: single use, exchanged for an access token with \
+                   `narrowgate registration redeem`; what it yields is known only to the token service\n"
+            .into());
+    }
+    if crate::token::reference::is_reference(token) {
+        return Ok("a narrowgate reference token: an opaque secret, not a JWT; the token service keeps its \
+                   grant (`narrowgate token whoami` with it shows what it grants)\n"
+            .into());
+    }
     let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() == 1 && (1..=128).contains(&token.len()) {
+        return Ok("not a JWT: an opaque id (a Crafter Profile access token id is one); only the token \
+                   service knows what it grants (`narrowgate token whoami` with it)\n"
+            .into());
+    }
     if parts.len() != 3 {
         bail!("not a JWT: expected three dot-separated parts, found {}", parts.len());
     }
@@ -241,6 +267,7 @@ pub fn inspect(token: &str, now: u64) -> anyhow::Result<String> {
         "resources narrowed down: {}\n",
         if are_resources_narrowed_down(&rules, &tenants) { "yes" } else { "no" }
     ));
+    out.push_str("signature: not verified (inspect only decodes; the gateway verifies)\n");
     Ok(out)
 }
 
@@ -257,6 +284,19 @@ fn human(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inspect_names_what_it_cannot_decode() {
+        let reference = crate::token::reference::new_secret().expect("secret");
+        assert!(inspect(&reference, 0).expect("named").starts_with("a narrowgate reference token"));
+        assert!(inspect("ngreg_abc", 0).expect("named").starts_with("a narrowgate registration token"));
+        assert!(inspect("9f1c2d3e-crafter-id", 0).expect("named").contains("opaque id"));
+        assert!(inspect("a.b", 0).is_err());
+        let key = crate::token::testkit::TestKey::es256("k");
+        let jwt = key.sign(&crate::token::testkit::payload("alice", 100, 60, serde_json::json!([])));
+        let out = inspect(&jwt, 130).expect("a JWT");
+        assert!(out.contains("expires: in 30s") && out.contains("signature: not verified"), "{out}");
+    }
 
     #[test]
     fn human_durations() {

@@ -16,6 +16,7 @@ mod facades;
 mod issuers;
 mod manifest;
 mod network;
+mod observe;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ use network::{
     CredentialFile, ListenersFile, UpstreamFile, build_cache, build_credentials, build_forwarding, build_listeners,
     build_server, build_trusted_proxies, build_upstream, default_credentials,
 };
+pub use observe::{LogConfig, LogFormat};
 pub use store::{Bootstrap, FeedFollow, RevocationConfig, StoreBackend, StoreConfig};
 use store::{RevocationFile, StoreFile, build_revocation, build_store};
 
@@ -90,6 +92,7 @@ pub struct Config {
     pub revocation: RevocationConfig,
     /// Registration tokens' bounds.
     pub registration: crate::policy::issuance::RegistrationLimits,
+    pub log: LogConfig,
     /// Problems that do not stop the gateway (a secret file others can
     /// read, a JWKS key skipped); `check-config --strict` fails on them.
     pub warnings: Vec<String>,
@@ -325,6 +328,7 @@ impl Config {
             },
         };
         let registration = build_issuance(optional(get("issuance"), "issuance", &mut errs), &mut errs);
+        let log: LogConfig = optional(get("log"), "log", &mut errs);
 
         // Enforcement off exists to measure the proxy alone; a gateway that
         // issues or stores tokens is a real deployment, never a benchmark.
@@ -351,6 +355,7 @@ impl Config {
                 warnings: errs.warnings,
                 revocation,
                 registration,
+                log,
                 listeners,
                 upstream,
                 server,
@@ -405,4 +410,5 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "facades",
     "revocation",
     "issuance",
+    "log",
 ];

@@ -44,6 +44,7 @@ use crate::reason::Reason;
 use crate::respond;
 use crate::runtime::{Runtime, Snapshot};
 use crate::token::Grant;
+use upstream::UpstreamFailure;
 
 /// Response bodies: the upstream's, streamed, or one of ours.
 pub type Body = Either<upstream::UpstreamBody, Full<Bytes>>;
@@ -83,6 +84,17 @@ pub struct Decision {
     pub upgrade: bool,
     /// The headers the client-header policy classified.
     pub headers: headers::Scan,
+}
+
+/// How a request ended: the reason (an upstream failure replaces an
+/// allow), the status sent, why forwarding failed if it did, and when the
+/// request began.
+#[derive(Debug)]
+pub struct Outcome {
+    pub reason: Reason,
+    pub status: StatusCode,
+    pub failure: Option<UpstreamFailure>,
+    pub start: Instant,
 }
 
 /// Allow, and by what; or deny, with what was missing.
@@ -198,7 +210,7 @@ impl Gateway {
             Some(v) if trusted => v.clone(),
             _ => self.request_ids.next(),
         };
-        let span = tracing::debug_span!("request", request.id = ?request_id);
+        let span = tracing::debug_span!("request", request.id = request_id.to_str().unwrap_or("-"));
         async {
             let mut decision = decide(&snap, &req, snap.auth.now());
             if snap.auth.wants_refetch(decision.reason) {
@@ -207,9 +219,10 @@ impl Gateway {
                 snap.auth.keys().refetch().await;
                 decision = decide(&snap, &req, snap.auth.now());
             }
-            let (reason, mut resp) = self.enforce(&snap, req, &decision, conn, trusted, &request_id).await;
+            let (reason, mut resp, failure) = self.enforce(&snap, req, &decision, conn, trusted, &request_id).await;
             resp.headers_mut().insert(snap.forwarding.request_id.clone(), request_id.clone());
-            self.record(&snap, &decision, reason, resp.status(), start, &request_id);
+            let outcome = Outcome { reason, status: resp.status(), failure, start };
+            self.record(&snap, &decision, &outcome, &request_id);
             resp
         }
         .instrument(span)
@@ -236,22 +249,22 @@ impl Gateway {
         conn: &ConnInfo,
         trusted: bool,
         request_id: &HeaderValue,
-    ) -> (Reason, Response<Body>) {
+    ) -> (Reason, Response<Body>, Option<UpstreamFailure>) {
         match &decision.verdict {
             Verdict::Deny { denial, status } => {
                 let resp = respond::error_response(decision.reason, denial.as_ref(), *status).map(Either::Right);
-                (decision.reason, resp)
+                (decision.reason, resp, None)
             }
             Verdict::Allow(_) => match self.forward(snap, req, decision, conn, trusted, request_id).await {
-                Ok(resp) => (decision.reason, resp),
-                Err(kind) => {
-                    self.metrics.upstream_error(kind);
-                    let r = if kind == UpstreamError::Timeout {
+                Ok(resp) => (decision.reason, resp, None),
+                Err(failure) => {
+                    self.metrics.upstream_error(failure.kind);
+                    let r = if failure.kind == UpstreamError::Timeout {
                         Reason::UpstreamTimeout
                     } else {
                         Reason::UpstreamUnavailable
                     };
-                    (r, respond::error_response(r, None, None).map(Either::Right))
+                    (r, respond::error_response(r, None, None).map(Either::Right), Some(failure))
                 }
             },
         }
@@ -266,8 +279,9 @@ impl Gateway {
         conn: &ConnInfo,
         trusted: bool,
         request_id: &HeaderValue,
-    ) -> Result<Response<Body>, UpstreamError> {
-        *req.uri_mut() = upstream_uri(snap, req.uri(), decision).map_err(|_| UpstreamError::Other)?;
+    ) -> Result<Response<Body>, UpstreamFailure> {
+        *req.uri_mut() = upstream_uri(snap, req.uri(), decision)
+            .map_err(|_| UpstreamFailure::unnamed(UpstreamError::Other, "the upstream URI could not be built"))?;
         let host = req.headers().get(header::HOST).cloned();
         let h = req.headers_mut();
         snap.headers.strip_inbound(
@@ -311,7 +325,10 @@ impl Gateway {
             let answers =
                 matches!(&expected_accept, Some(Some(accept)) if headers::answers_websocket(resp.headers(), accept));
             let Some(down) = downstream_upgrade.filter(|_| answers) else {
-                return Err(UpstreamError::Other);
+                return Err(UpstreamFailure::unnamed(
+                    UpstreamError::Other,
+                    "the upstream switched protocols without answering the WebSocket handshake",
+                ));
             };
             headers::strip_response(resp.headers_mut(), true);
             let up = hyper::upgrade::on(&mut resp);
@@ -323,23 +340,24 @@ impl Gateway {
     }
 
     /// Report a decision: one metrics update and one log line.
-    fn record(
-        &self,
-        snap: &Snapshot,
-        decision: &Decision,
-        reason: Reason,
-        status: StatusCode,
-        start: Instant,
-        request_id: &HeaderValue,
-    ) {
+    fn record(&self, snap: &Snapshot, decision: &Decision, outcome: &Outcome, request_id: &HeaderValue) {
+        let Outcome { reason, status, failure, start } = outcome;
+        let reason = *reason;
         let app = decision.app.and_then(|a| snap.apps.get(a));
         self.metrics.observe(reason, app.map(|a| &a.counters), start.elapsed().as_secs_f64());
         let route = decision.route.and_then(|r| snap.routes.get(r)).map_or("-", |r| &*r.template);
         let request_id = request_id.to_str().unwrap_or("-");
         if reason.is_allow() {
             tracing::debug!(reason = reason.code(), route, rule.id = decision.rule_id(), request_id, "allowed");
-        } else if matches!(reason, Reason::UpstreamUnavailable | Reason::UpstreamTimeout) {
-            tracing::warn!(reason = reason.code(), route, request_id, "upstream failed");
+        } else if let Some(f) = failure.as_ref() {
+            tracing::warn!(
+                reason = reason.code(),
+                route,
+                request_id,
+                upstream = f.upstream.as_str(),
+                error = f.cause.as_str(),
+                "upstream failed"
+            );
         } else {
             tracing::info!(reason = reason.code(), route, request_id, status = status.as_u16(), "denied");
         }

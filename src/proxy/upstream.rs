@@ -34,6 +34,23 @@ struct Idle {
 }
 
 /// One upstream address and its idle connections.
+/// Why forwarding failed: its kind (for metrics and the 502/504), which
+/// upstream, and the cause (an OS or protocol error) for the log. Never
+/// shown to the client.
+#[derive(Debug, Clone)]
+pub struct UpstreamFailure {
+    pub kind: UpstreamError,
+    /// `host:port`, or empty when none was chosen.
+    pub upstream: String,
+    pub cause: String,
+}
+
+impl UpstreamFailure {
+    pub fn unnamed(kind: UpstreamError, cause: &str) -> Self {
+        UpstreamFailure { kind, upstream: String::new(), cause: cause.to_string() }
+    }
+}
+
 struct Target {
     authority: Authority,
     idle: Mutex<Vec<Idle>>,
@@ -152,11 +169,14 @@ impl Upstream {
 
     /// Send `req` (origin-form URI, Host already set) to the next upstream;
     /// wait at most the read timeout for the response head.
-    pub async fn send(&self, req: http::Request<Incoming>) -> Result<http::Response<UpstreamBody>, UpstreamError> {
-        let target = self.pick().ok_or(UpstreamError::Connect)?.clone();
+    pub async fn send(&self, req: http::Request<Incoming>) -> Result<http::Response<UpstreamBody>, UpstreamFailure> {
+        let target =
+            self.pick().ok_or(UpstreamFailure::unnamed(UpstreamError::Connect, "no upstream address"))?.clone();
+        let fail = |kind, cause: String| UpstreamFailure { kind, upstream: target.authority.to_string(), cause };
         match tokio::time::timeout(self.read_timeout, self.exchange(&target, req)).await {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(r) => r,
+            Err(_) => Err(fail(UpstreamError::Timeout, format!("no response within {:?}", self.read_timeout))),
+            Ok(Err((kind, cause))) => Err(fail(kind, cause)),
+            Ok(Ok(resp)) => Ok(resp),
         }
     }
 
@@ -164,7 +184,7 @@ impl Upstream {
         &self,
         target: &Arc<Target>,
         mut req: http::Request<Incoming>,
-    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
+    ) -> Result<http::Response<UpstreamBody>, (UpstreamError, String)> {
         // A pooled connection may have been closed by the upstream while
         // idle; if the request was not sent on it, try once more on a new one.
         let mut pooled = target.take();
@@ -183,24 +203,25 @@ impl Upstream {
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(UpstreamError::Other),
+                    _ => return Err((UpstreamError::Other, e.into_error().to_string())),
                 },
             }
         }
     }
 
-    async fn connect(&self, target: &Target) -> Result<Sender, UpstreamError> {
+    async fn connect(&self, target: &Target) -> Result<Sender, (UpstreamError, String)> {
         let addr = target.authority.as_str();
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(_)) | Err(_) => return Err(UpstreamError::Connect),
+            Ok(Err(e)) => return Err((UpstreamError::Connect, e.to_string())),
+            Err(_) => return Err((UpstreamError::Connect, format!("no connection within {:?}", self.connect_timeout))),
         };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
             .writev(false)
             .handshake::<_, Incoming>(TokioIo::new(stream))
             .await
-            .map_err(|_| UpstreamError::Connect)?;
+            .map_err(|e| (UpstreamError::Connect, e.to_string()))?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
