@@ -70,7 +70,7 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
 /// `{"result": "refused", "problems"}` when the new config is refused and
 /// the one in force stays.
 async fn reload(State(s): State<AdminState>) -> Response {
-    match s.runtime.reload().await {
+    match s.runtime.reload_by("admin").await {
         Ok(Reloaded::Applied { hash, needs_restart }) => {
             json_response(StatusCode::OK, json!({ "result": "applied", "hash": hash, "needsRestart": needs_restart }))
         }

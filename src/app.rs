@@ -87,6 +87,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    #[error("audit log: {0}")]
+    Audit(#[source] std::io::Error),
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
@@ -144,7 +146,13 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     }
 
     // The policy in force, swapped by reloads.
-    let shared = Shared::new(metrics.clone(), revocations.clone(), mirror.references.clone());
+    let mut shared = Shared::new(metrics.clone(), revocations.clone(), mirror.references.clone());
+    let (audit, audit_task) =
+        crate::audit::Audit::start(&config.audit, metrics.audit_dropped.clone()).map_err(StartError::Audit)?;
+    shared.audit = Arc::new(audit);
+    if let Some(t) = audit_task {
+        background.push(t);
+    }
     let runtime = Runtime::new(&config, path, shared);
     // Every token is minted and revoked by the one token service.
     let service = Arc::new(api::TokenService::new(runtime.clone(), store.clone(), mirror.clone()));
@@ -294,6 +302,8 @@ impl Running {
             }
         }
         self.runtime.stop();
+        // What was decided is written before the process goes.
+        self.runtime.shared().audit.flush(std::time::Duration::from_secs(2)).await;
         drop(self.background);
     }
 }

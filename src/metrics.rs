@@ -74,6 +74,8 @@ pub struct Metrics {
     reloads: IntCounterVec,
     last_reload: Gauge,
     config_info: IntGaugeVec,
+    /// Audit events the full queue refused.
+    pub audit_dropped: IntCounter,
 }
 
 /// The revocation set and its feed, read from the set at each scrape.
@@ -179,12 +181,18 @@ impl Metrics {
             &["hash"],
         )?;
         registry.register(Box::new(config_info.clone()))?;
+        let audit_dropped = IntCounter::new(
+            "narrowgate_audit_events_dropped_total",
+            "Audit events dropped because the audit queue was full (the request path never waits for it).",
+        )?;
+        registry.register(Box::new(audit_dropped.clone()))?;
         Ok(Metrics {
             requests_vec,
             unmatched,
             reloads,
             last_reload,
             config_info,
+            audit_dropped,
             revocation,
             jwks_keys_skipped,
             durations,

@@ -128,7 +128,7 @@ pub async fn watch(runtime: Arc<Runtime>) {
             continue;
         }
         tried = now;
-        match runtime.reload().await {
+        match runtime.reload_by("file").await {
             Ok(Reloaded::Applied { hash, .. }) => {
                 tracing::info!(hash = %hash, trigger = if heard { "file change" } else { "poll" }, "config reloaded");
             }

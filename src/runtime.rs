@@ -71,6 +71,10 @@ pub struct Snapshot {
     pub max_token_bytes: usize,
     /// The `iss` of every trusted issuer.
     pub issuers: Vec<String>,
+    /// Whether decisions are audited (what only the audit needs is kept).
+    pub audit: bool,
+    /// The audit log (the process's).
+    pub audit_log: Arc<crate::audit::Audit>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -88,12 +92,14 @@ pub struct Shared {
     pub references: Arc<ReferenceTokens>,
     /// The time every decision is judged by.
     pub clock: Arc<Clock>,
+    /// Where decisions and token-service actions are audited.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 impl Shared {
     /// What a gateway's snapshots share, on the system clock.
     pub fn new(metrics: Arc<Metrics>, revocations: Arc<Revocations>, references: Arc<ReferenceTokens>) -> Shared {
-        Shared { metrics, revocations, references, clock: Arc::default() }
+        Shared { metrics, revocations, references, clock: Arc::default(), audit: Arc::default() }
     }
 }
 
@@ -159,6 +165,8 @@ impl Snapshot {
             registration: config.registration,
             max_token_bytes: config.max_token_bytes,
             issuers: config.keys.issuers.iter().map(|i| i.issuer.clone()).collect(),
+            audit: shared.audit.is_on(),
+            audit_log: shared.audit.clone(),
         }
     }
 
@@ -181,6 +189,7 @@ struct ProcessSettings {
     /// The `iss` of this gateway's own tokens: the store's mirror builds
     /// reference tokens' grants with it.
     signing_issuer: Option<String>,
+    audit: crate::config::AuditConfig,
 }
 
 impl ProcessSettings {
@@ -193,6 +202,7 @@ impl ProcessSettings {
             staleness: c.revocation.staleness,
             bootstrap: c.bootstrap.clone(),
             signing_issuer: c.signing.as_ref().map(|s| s.issuer.clone()),
+            audit: c.audit.clone(),
         }
     }
 
@@ -216,6 +226,9 @@ impl ProcessSettings {
         }
         if self.bootstrap != other.bootstrap {
             out.push("store.*.bootstrap_token_file");
+        }
+        if self.audit != other.audit {
+            out.push("audit");
         }
         if self.signing_issuer != other.signing_issuer {
             out.push("issuers[].issuer (of the issuer with signing_keys)");
@@ -320,6 +333,31 @@ impl Runtime {
     /// stays, every problem is logged with its path, and the failure is
     /// counted.
     pub async fn reload(&self) -> Result<Reloaded, ConfigErrors> {
+        self.reload_by("api").await
+    }
+
+    /// [`Runtime::reload`], audited as triggered by `trigger` (`sighup`,
+    /// `file`, `admin`).
+    pub async fn reload_by(&self, trigger: &'static str) -> Result<Reloaded, ConfigErrors> {
+        let result = self.reload_now().await;
+        let (outcome, hash) = match &result {
+            Ok(Reloaded::Applied { hash, .. }) => ("ok", Some(hash.clone())),
+            Ok(Reloaded::Unchanged) => ("unchanged", None),
+            Err(_) => ("refused", None),
+        };
+        self.shared.audit.record(crate::audit::Event::Action(crate::audit::ActionEvent {
+            action: "reload",
+            kind: None,
+            result: outcome,
+            by: Some(trigger.to_string()),
+            by_subject: None,
+            target: None,
+            config_hash: hash,
+        }));
+        result
+    }
+
+    async fn reload_now(&self) -> Result<Reloaded, ConfigErrors> {
         let _one = self.reloading.lock().await;
         let Some(path) = &self.path else {
             return Err(ConfigErrors(vec!["(config): built in memory; there is no file to reload".into()]));

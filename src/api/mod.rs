@@ -85,8 +85,22 @@ impl ApiState {
         query: Option<&str>,
     ) -> Result<(Arc<Snapshot>, Arc<Grant>), ApiError> {
         let snap = self.snapshot();
-        let grant = snap.auth.authenticate_fetching(headers, query).await.map_err(ApiError::credential)?;
-        Ok((snap, grant))
+        match snap.auth.authenticate_fetching(headers, query).await {
+            Ok(grant) => Ok((snap, grant)),
+            Err(reason) => {
+                // A call that acts, refused for its credential: audited.
+                snap.audit_log.record(crate::audit::Event::Action(crate::audit::ActionEvent {
+                    action: "authenticate",
+                    kind: None,
+                    result: reason.code(),
+                    by: None,
+                    by_subject: None,
+                    target: None,
+                    config_hash: None,
+                }));
+                Err(ApiError::credential(reason))
+            }
+        }
     }
 
     /// A request's body (at most [`error::MAX_BODY`]), read once its caller

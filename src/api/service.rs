@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use super::error::ApiError;
+use crate::audit::ActionEvent;
 use crate::policy::AccessRule;
 use crate::policy::issuance::{self, Authority, RegistrationWanted, Wanted};
 use crate::policy::narrow::{Simplified, child_expiry, narrow_detailed, narrow_simplified};
@@ -205,6 +206,46 @@ impl TokenService {
     /// Under `snap`, the policy in force that also authenticated the
     /// caller: one policy decides the whole call.
     pub async fn mint(&self, snap: &Snapshot, req: MintRequest) -> Result<Minted, ApiError> {
+        let (action, kind, by, by_subject) = match &req {
+            MintRequest::Create { by, .. } => {
+                ("mint", "create", Some(by.token_id.to_string()), Some(by.subject.to_string()))
+            }
+            MintRequest::Narrow { parent, .. } => {
+                ("mint", "narrow", Some(parent.token_id.to_string()), Some(parent.subject.to_string()))
+            }
+            MintRequest::Registration { by, .. } => {
+                ("mint", "registration", Some(by.token_id.to_string()), Some(by.subject.to_string()))
+            }
+            MintRequest::Redeem { .. } => ("redeem", "registration", None, None),
+            MintRequest::Application { application, .. } => {
+                ("mint", "application", Some(format!("prodmanager:{application}")), None)
+            }
+            MintRequest::FirstStart { .. } => ("mint", "first_start", Some("bootstrap".to_string()), None),
+        };
+        let minted = self.mint_inner(snap, req).await;
+        let target = match &minted {
+            Ok(Minted::Token { record, .. }) => Some(record.id.clone()),
+            Ok(Minted::Registration { record, .. }) => Some(record.id.clone()),
+            Err(_) => None,
+        };
+        self.audit(ActionEvent {
+            action,
+            kind: Some(kind),
+            result: minted.as_ref().map_or_else(ApiError::code, |_| "ok"),
+            by,
+            by_subject,
+            target,
+            config_hash: None,
+        });
+        minted
+    }
+
+    fn audit(&self, event: ActionEvent) {
+        self.runtime.shared().audit.record(crate::audit::Event::Action(event));
+    }
+
+    /// Mint what `req` asks for, if its authority allows.
+    async fn mint_inner(&self, snap: &Snapshot, req: MintRequest) -> Result<Minted, ApiError> {
         let now = self.now();
         match req {
             MintRequest::Create { by, token } => {
@@ -484,6 +525,33 @@ impl TokenService {
     /// Revoke `target` on `by`'s authority: in force here at once, on other
     /// replicas through the store, on followers through the feed.
     pub async fn revoke(&self, snap: &Snapshot, by: &Grant, target: RevokeTarget) -> Result<Revoked, ApiError> {
+        let kind = match &target {
+            RevokeTarget::Id(_) => "id",
+            RevokeTarget::Name(_) => "name",
+            RevokeTarget::ExternalId(_) => "external_id",
+            RevokeTarget::Jti { .. } => "jti",
+            RevokeTarget::Registration(_) => "registration",
+        };
+        // The target as far as it is not a credential: a Crafter id is one.
+        let named = match &target {
+            RevokeTarget::Id(id) | RevokeTarget::Registration(id) => Some(id.clone()),
+            RevokeTarget::Jti { jti, .. } => Some(jti.clone()),
+            RevokeTarget::Name(_) | RevokeTarget::ExternalId(_) => None,
+        };
+        let revoked = self.revoke_inner(snap, by, target).await;
+        self.audit(ActionEvent {
+            action: "revoke",
+            kind: Some(kind),
+            result: revoked.as_ref().map_or_else(ApiError::code, |_| "ok"),
+            by: Some(by.token_id.to_string()),
+            by_subject: Some(by.subject.to_string()),
+            target: revoked.as_ref().ok().map(|r| r.id.clone()).or(named),
+            config_hash: None,
+        });
+        revoked
+    }
+
+    async fn revoke_inner(&self, snap: &Snapshot, by: &Grant, target: RevokeTarget) -> Result<Revoked, ApiError> {
         let store = self.store()?;
         let now = self.now() as i64;
         let record = match &target {
@@ -540,19 +608,19 @@ impl TokenService {
 
     /// Tokens matching `filter` (admin callers).
     pub async fn list(&self, by: &Grant, filter: &TokenFilter) -> Result<Vec<TokenRecord>, ApiError> {
-        issuance::manager(by)?;
+        self.manager_for("list", by)?;
         Ok(self.store()?.list_tokens(filter).await?)
     }
 
     /// One token by id (admin callers).
     pub async fn show(&self, by: &Grant, id: &str) -> Result<TokenRecord, ApiError> {
-        issuance::manager(by)?;
+        self.manager_for("show", by)?;
         self.store()?.token(id).await?.ok_or_else(|| ApiError::not_found("no token with this id"))
     }
 
     /// A live token by its client-chosen id, or all of them (Crafter).
     pub async fn external(&self, by: &Grant, id: Option<&str>) -> Result<Vec<TokenRecord>, ApiError> {
-        issuance::manager(by)?;
+        self.manager_for("list", by)?;
         let store = self.store()?;
         Ok(match id {
             Some(id) => store.token_by_external_id(id).await?.into_iter().collect(),
@@ -579,8 +647,25 @@ impl TokenService {
         }
     }
 
-    /// The caller's authority to manage tokens, or why it has none.
+    /// The caller's authority to manage tokens, or why it has none (a
+    /// refusal is audited as a failed management call).
     pub fn manager(&self, by: &Grant) -> Result<Authority, ApiError> {
-        Ok(issuance::manager(by)?)
+        self.manager_for("manage", by)
+    }
+
+    fn manager_for(&self, action: &'static str, by: &Grant) -> Result<Authority, ApiError> {
+        issuance::manager(by).map_err(|e| {
+            let e = ApiError::from(e);
+            self.audit(ActionEvent {
+                action,
+                kind: None,
+                result: e.code(),
+                by: Some(by.token_id.to_string()),
+                by_subject: Some(by.subject.to_string()),
+                target: None,
+                config_hash: None,
+            });
+            e
+        })
     }
 }

@@ -147,7 +147,8 @@ fn serve(path: PathBuf, addresses_file: Option<PathBuf>) -> anyhow::Result<()> {
                     Signal::Hangup => {
                         tracing::info!("SIGHUP: reloading the config");
                         // The outcome is logged and counted by the reload itself.
-                        let _ = running.runtime.reload().await;
+                        let _ = running.runtime.reload_by("sighup").await;
+                        running.runtime.shared().audit.reopen();
                     }
                     Signal::Stop => break,
                 },

@@ -43,7 +43,7 @@ use network::{
     CredentialFile, ListenersFile, UpstreamFile, build_cache, build_credentials, build_forwarding, build_listeners,
     build_server, build_trusted_proxies, build_upstream, default_credentials,
 };
-pub use observe::{LogConfig, LogFormat};
+pub use observe::{AuditConfig, AuditSink, LogConfig, LogFormat};
 pub use store::{Bootstrap, FeedFollow, RevocationConfig, StoreBackend, StoreConfig};
 use store::{RevocationFile, StoreFile, build_revocation, build_store};
 
@@ -93,6 +93,7 @@ pub struct Config {
     /// Registration tokens' bounds.
     pub registration: crate::policy::issuance::RegistrationLimits,
     pub log: LogConfig,
+    pub audit: AuditConfig,
     /// Problems that do not stop the gateway (a secret file others can
     /// read, a JWKS key skipped); `check-config --strict` fails on them.
     pub warnings: Vec<String>,
@@ -329,6 +330,10 @@ impl Config {
         };
         let registration = build_issuance(optional(get("issuance"), "issuance", &mut errs), &mut errs);
         let log: LogConfig = optional(get("log"), "log", &mut errs);
+        let mut audit: AuditConfig = optional(get("audit"), "audit", &mut errs);
+        if let AuditSink::File { path } = &mut audit.sink {
+            *path = base.join(&*path);
+        }
 
         // Enforcement off exists to measure the proxy alone; a gateway that
         // issues or stores tokens is a real deployment, never a benchmark.
@@ -356,6 +361,7 @@ impl Config {
                 revocation,
                 registration,
                 log,
+                audit,
                 listeners,
                 upstream,
                 server,
@@ -411,4 +417,5 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "revocation",
     "issuance",
     "log",
+    "audit",
 ];

@@ -1,8 +1,8 @@
-//! What the gateway says about itself: the log format (and, in time, the
-//! audit log).
+//! What the gateway says about itself: the log format and the audit log.
 
 use serde::Deserialize;
 
+pub use crate::audit::{AuditConfig, AuditSink};
 pub use crate::telemetry::LogFormat;
 
 /// The `log` section.

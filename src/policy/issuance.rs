@@ -246,6 +246,7 @@ mod tests {
             token_id: "me".into(),
             subject: "me".into(),
             issuer: "narrowgate".into(),
+            kid: None,
             name: None,
             kind: crate::token::TokenKind::Access,
             role,

@@ -139,11 +139,13 @@ pub struct Denial {
     pub missing_roles: Vec<Box<str>>,
     /// For `insufficient_scope`: the required scopes not granted.
     pub missing_scopes: Vec<Box<str>>,
+    /// The rule that came closest (index into the grant's rules), if any.
+    pub closest: Option<usize>,
 }
 
 impl Denial {
     pub fn new(reason: Reason) -> Self {
-        Denial { reason, missing_roles: Vec::new(), missing_scopes: Vec::new() }
+        Denial { reason, missing_roles: Vec::new(), missing_scopes: Vec::new(), closest: None }
     }
 }
 
@@ -228,6 +230,7 @@ fn evaluate_rules(rules: &[AccessRule], facts: &RouteFacts<'_>) -> Result<usize,
     // Fail closed: no rule (or none that passed) means deny.
     let (stage, idx) = best.unwrap_or((Stage::Application, 0));
     let mut denial = Denial::new(stage.reason());
+    denial.closest = best.map(|(_, i)| i);
     match stage {
         Stage::Role => denial.missing_roles = facts.roles.to_vec(),
         Stage::Scope => {

@@ -84,6 +84,9 @@ pub struct Decision {
     pub upgrade: bool,
     /// The headers the client-header policy classified.
     pub headers: headers::Scan,
+    /// The resource id the request touches, decoded (kept only when the
+    /// audit log is on).
+    pub resource_id: Option<Box<str>>,
 }
 
 /// How a request ended: the reason (an upstream failure replaces an
@@ -95,6 +98,8 @@ pub struct Outcome {
     pub status: StatusCode,
     pub failure: Option<UpstreamFailure>,
     pub start: Instant,
+    pub request_id: HeaderValue,
+    pub method: http::Method,
 }
 
 /// Allow, and by what; or deny, with what was missing.
@@ -118,6 +123,7 @@ impl Decision {
             rewritten_path: None,
             upgrade: false,
             headers: headers::Scan::default(),
+            resource_id: None,
         }
     }
 
@@ -219,10 +225,11 @@ impl Gateway {
                 snap.auth.keys().refetch().await;
                 decision = decide(&snap, &req, snap.auth.now());
             }
+            let method = req.method().clone();
             let (reason, mut resp, failure) = self.enforce(&snap, req, &decision, conn, trusted, &request_id).await;
             resp.headers_mut().insert(snap.forwarding.request_id.clone(), request_id.clone());
-            let outcome = Outcome { reason, status: resp.status(), failure, start };
-            self.record(&snap, &decision, &outcome, &request_id);
+            let outcome = Outcome { reason, status: resp.status(), failure, start, request_id, method };
+            self.record(&snap, &decision, &outcome, conn);
             resp
         }
         .instrument(span)
@@ -268,6 +275,39 @@ impl Gateway {
                 }
             },
         }
+    }
+
+    /// A decision as an audit event: shared pointers and numbers; the audit
+    /// writer makes text of it off the request path.
+    fn audit(
+        snap: &Arc<Snapshot>,
+        decision: &Decision,
+        outcome: &Outcome,
+        conn: &ConnInfo,
+        elapsed: std::time::Duration,
+    ) {
+        let (allowed, denial) = match &decision.verdict {
+            Verdict::Allow(by) => (*by, None),
+            Verdict::Deny { denial, .. } => (None, denial.clone()),
+        };
+        let event = crate::audit::DecisionEvent {
+            at: std::time::SystemTime::now(),
+            request_id: outcome.request_id.clone(),
+            client: conn.peer,
+            method: outcome.method.clone(),
+            snapshot: snap.clone(),
+            route: decision.route,
+            resource_id: decision.resource_id.clone(),
+            reason: outcome.reason,
+            shadow: false,
+            allowed,
+            denial,
+            grant: decision.grant.clone(),
+            status: outcome.status.as_u16(),
+            forwarded: decision.is_allow() && outcome.failure.is_none(),
+            latency_us: elapsed.as_micros() as u64,
+        };
+        snap.audit_log.record(crate::audit::Event::Decision(Box::new(event)));
     }
 
     /// Forward an allowed request and relay the response.
@@ -339,12 +379,17 @@ impl Gateway {
         Ok(resp.map(Either::Left))
     }
 
-    /// Report a decision: one metrics update and one log line.
-    fn record(&self, snap: &Snapshot, decision: &Decision, outcome: &Outcome, request_id: &HeaderValue) {
-        let Outcome { reason, status, failure, start } = outcome;
+    /// Report a decision: one metrics update, one log line, and the audit
+    /// event when the audit log is on.
+    fn record(&self, snap: &Arc<Snapshot>, decision: &Decision, outcome: &Outcome, conn: &ConnInfo) {
+        let elapsed = outcome.start.elapsed();
+        let Outcome { reason, status, failure, request_id, .. } = outcome;
         let reason = *reason;
         let app = decision.app.and_then(|a| snap.apps.get(a));
-        self.metrics.observe(reason, app.map(|a| &a.counters), start.elapsed().as_secs_f64());
+        self.metrics.observe(reason, app.map(|a| &a.counters), elapsed.as_secs_f64());
+        if snap.audit {
+            Self::audit(snap, decision, outcome, conn, elapsed);
+        }
         let route = decision.route.and_then(|r| snap.routes.get(r)).map_or("-", |r| &*r.template);
         let request_id = request_id.to_str().unwrap_or("-");
         if reason.is_allow() {
@@ -402,6 +447,7 @@ pub fn decide<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
         rewritten_path,
         upgrade,
         headers: scan,
+        resource_id: None,
     };
     if !snap.enforce {
         return decision;
@@ -427,6 +473,9 @@ pub fn decide<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
         return deny(decision, Reason::UpgradeNotAllowed, None);
     }
     let resource_id = found.resource_id.map(canonical::decode_segment);
+    if snap.audit {
+        decision.resource_id = resource_id.as_deref().map(Into::into);
+    }
     let tenant = found.tenant.map(canonical::decode_segment);
     let Some(facts) = route.facts(resource_id.as_deref(), tenant.as_deref()) else {
         // A public route: no token is checked.

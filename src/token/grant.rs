@@ -14,6 +14,8 @@ pub struct Grant {
     pub subject: Box<str>,
     /// The `iss` of the token.
     pub issuer: Box<str>,
+    /// The id of the key that verified it (`None` for reference tokens).
+    pub kid: Option<Box<str>>,
     pub name: Option<Box<str>>,
     pub kind: TokenKind,
     pub role: Role,

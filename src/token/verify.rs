@@ -249,6 +249,7 @@ impl Verifier {
             token_id: token_id.into(),
             subject: subject.into(),
             issuer: iss.into(),
+            kid: key.kid.as_deref().map(Into::into),
             name: raw.name.map(Into::into),
             kind: raw.kind.unwrap_or_default(),
             role: raw.role.unwrap_or_default(),

@@ -357,6 +357,15 @@ pub async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
     body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// The value of `label` on the first series of `name` on an admin
+/// listener's `/metrics`.
+pub async fn metric_label(admin: SocketAddr, name: &str, label: &str) -> Option<String> {
+    let body = send_raw(admin, build_request("GET", "/metrics", &[]).as_bytes()).await.body;
+    let line = body.lines().find(|l| l.starts_with(&format!("{name}{{")))?;
+    let at = line.find(&format!("{label}=\""))? + label.len() + 2;
+    Some(line[at..].split('"').next()?.to_string())
+}
+
 /// Poll `f` until it returns `Some`, failing after `deadline`.
 pub async fn eventually<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = std::time::Instant::now();

@@ -22,6 +22,7 @@ pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
         token_id: record.id.as_str().into(),
         subject: record.subject.as_str().into(),
         issuer: issuer.into(),
+        kid: None,
         name: record.name.as_deref().map(Into::into),
         kind: record.kind,
         role: record.role,
