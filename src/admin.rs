@@ -43,6 +43,7 @@ pub fn app(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
         .route("/shutdown", post(shutdown))
+        .route("/explain", post(explain))
         .with_state(state)
 }
 
@@ -78,6 +79,27 @@ async fn reload(State(s): State<AdminState>) -> Response {
             json_response(StatusCode::OK, json!({ "result": "unchanged", "hash": s.runtime.snapshot().hash }))
         }
         Err(e) => json_response(StatusCode::UNPROCESSABLE_ENTITY, json!({ "result": "refused", "problems": e.0 })),
+    }
+}
+
+/// Explain a request under the policy in force: `{method, path, token?,
+/// headers?}` → the explanation (`crate::explain`). The token is never
+/// repeated.
+async fn explain(State(s): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let q: crate::explain::Question = match serde_json::from_slice(&body) {
+        Ok(q) => q,
+        Err(_) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": "bad_request", "message": "expected {method, path, token?, headers?}" }),
+            );
+        }
+    };
+    let snap = s.runtime.snapshot();
+    let answer = crate::explain::explain(&snap, &q, s.runtime.shared().clock.now());
+    match serde_json::to_value(&answer) {
+        Ok(v) => json_response(StatusCode::OK, v),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

@@ -37,6 +37,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod echo;
+pub mod explain;
 pub mod http_names;
 pub mod metrics;
 pub mod policy;

@@ -4,6 +4,7 @@
 
 mod client;
 mod demo;
+mod explain;
 mod keys;
 mod store;
 mod token;
@@ -77,6 +78,10 @@ pub enum Command {
     /// Print the token service's OpenAPI document (what `/v1/openapi.json`
     /// serves and `docs/openapi.json` holds).
     Openapi,
+    /// Explain why a request would be allowed or denied under a config: the
+    /// route, the credential, the token's verification and each of its rules
+    /// (offline; the admin listener's POST /explain answers the same).
+    Explain(explain::ExplainArgs),
     /// Run the gateway on config/demo.yaml with a built-in echo upstream and
     /// throwaway keys, and print tokens and curl lines to try.
     Demo(demo::DemoArgs),
@@ -92,6 +97,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token { command } => token::run(*command),
         Command::Registration { command } => client::registration(*command),
         Command::Demo(args) => demo::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Openapi => {
             print!("{}", crate::api::openapi::document());
             Ok(())

@@ -244,6 +244,36 @@ fn evaluate_rules(rules: &[AccessRule], facts: &RouteFacts<'_>) -> Result<usize,
     Err(denial)
 }
 
+/// The first dimension in which a rule fails a route (explain's words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    Application,
+    Service,
+    Group,
+    Method,
+    Resource,
+    Role,
+    Scope,
+}
+
+/// How one rule fares against a route: `None` if it allows it, else the
+/// first dimension that fails.
+pub fn first_failure(rule: &AccessRule, facts: &RouteFacts<'_>) -> Option<Dimension> {
+    match rule_stage(rule, facts) {
+        Stage::Passed => None,
+        Stage::Application => Some(Dimension::Application),
+        Stage::Service => Some(Dimension::Service),
+        Stage::Method => {
+            let group = rule.method_groups.iter().any(|g| g.group.matches(facts.group));
+            Some(if group { Dimension::Method } else { Dimension::Group })
+        }
+        Stage::Resource => Some(Dimension::Resource),
+        Stage::Role => Some(Dimension::Role),
+        Stage::Scope => Some(Dimension::Scope),
+    }
+}
+
 fn rule_stage(rule: &AccessRule, facts: &RouteFacts<'_>) -> Stage {
     if !rule.application.matches(facts.application) {
         return Stage::Application;

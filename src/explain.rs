@@ -1,0 +1,301 @@
+//! Why a request would be allowed or denied: the request path's own
+//! decision (`proxy::decide`, under the policy in force), and beside it what
+//! led there — the canonical path, the route (or the nearest ones), where
+//! the credential was found, what verifying it gave, and each of the
+//! token's rules against the route with the first dimension that failed.
+//!
+//! Served by `narrowgate explain` (offline, from a config file) and by
+//! `POST /explain` on the admin listener; both call [`explain`]. It never
+//! repeats the token.
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::credential;
+use crate::config::CredentialSource;
+use crate::policy::manifest::RouteAccess;
+use crate::policy::rules::{Dimension, first_failure};
+use crate::proxy::canonical;
+use crate::runtime::Snapshot;
+
+/// What to explain: a request as the gateway would see it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Question {
+    pub method: String,
+    /// The request target: path and query.
+    pub path: String,
+    /// A bearer token (as `Authorization: Bearer …`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Request headers as sent (credentials found in them as the gateway
+    /// would find them).
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+}
+
+/// The answer.
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub method: String,
+    /// The canonical path matched and forwarded…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canonical_path: Option<String>,
+    /// …or why the path is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_refused: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteView>,
+    /// When no route matched: the routes that came closest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nearest_routes: Vec<String>,
+    /// Where the credential was found (`bearer`, `header auth-token`,
+    /// `query accessTokenId`, `cookie …`), `none`, or why it is unusable.
+    pub credential: String,
+    /// The token as verified, or why it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// Each access rule of the token against the route.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleCheck>,
+    /// When the route acts on a tenant: the tenant permission that decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The gateway's decision: `allow` or `deny`, its reason code and the
+    /// status it answers with.
+    pub decision: &'static str,
+    pub reason: &'static str,
+    pub status: u16,
+    /// The config's hash: which policy answered.
+    pub config_hash: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteView {
+    pub template: String,
+    pub application: String,
+    pub service: String,
+    pub public: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// `entity` and the id this request touches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<(String, String)>,
+    /// The tenant this request acts on, and the action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<(String, String)>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Verification {
+    /// `ok`, or the reason code (`expired`, `unknown_key`, `revoked`, …).
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleCheck {
+    pub id: String,
+    /// `allows`, or the first dimension that fails.
+    pub result: String,
+}
+
+/// Explain `q` under `snap`, at `now`.
+pub fn explain(snap: &Snapshot, q: &Question, now: u64) -> Explanation {
+    let request = build(q);
+    let decision = match &request {
+        Ok(req) => Some(crate::proxy::decide(snap, req, now)),
+        Err(_) => None,
+    };
+    let (decision_word, reason, status) = match &decision {
+        Some(d) => {
+            let status = match &d.verdict {
+                crate::proxy::Verdict::Deny { status: Some(s), .. } => s.as_u16(),
+                _ => d.reason.status(),
+            };
+            (if d.is_allow() { "allow" } else { "deny" }, d.reason.code(), status)
+        }
+        None => ("deny", crate::reason::Reason::BadRequest.code(), 400),
+    };
+    let path = q.path.split_once('?').map_or(q.path.as_str(), |(p, _)| p);
+    let canonical_path = canonical::canonicalize(path).map(|c| c.into_owned()).map_err(|e| e.to_string());
+    let mut out = Explanation {
+        method: q.method.clone(),
+        path_refused: canonical_path.as_ref().err().cloned(),
+        canonical_path: canonical_path.ok(),
+        route: None,
+        nearest_routes: Vec::new(),
+        credential: "none".into(),
+        verification: None,
+        rules: Vec::new(),
+        tenant: None,
+        decision: decision_word,
+        reason,
+        status,
+        config_hash: snap.hash.clone(),
+    };
+    let (Ok(req), Some(canonical)) = (&request, &out.canonical_path) else { return out };
+    out.credential = credential_source(snap.auth.credentials(), req.headers(), req.uri().query());
+    let found = snap.router.at(&snap.routes, req.method(), canonical);
+    let Some(found) = found else {
+        out.nearest_routes = nearest(snap, req.method(), canonical);
+        return out;
+    };
+    let route = &snap.routes[found.route];
+    let resource_id = found.resource_id.map(canonical::decode_segment);
+    let tenant = found.tenant.map(canonical::decode_segment);
+    let facts = route.facts(resource_id.as_deref(), tenant.as_deref());
+    out.route = Some(view(route, facts.as_ref()));
+    let Some(facts) = facts else { return out };
+    let grant = snap.auth.authenticate(req.headers(), req.uri().query(), now);
+    out.verification = Some(match &grant {
+        Ok(g) => Verification {
+            result: "ok",
+            jti: Some(g.token_id.to_string()),
+            subject: Some(g.subject.to_string()),
+            issuer: Some(g.issuer.to_string()),
+            kid: g.kid.as_deref().map(str::to_string),
+            expires_at: g.expires_at,
+        },
+        Err(reason) => {
+            Verification { result: reason.code(), jti: None, subject: None, issuer: None, kid: None, expires_at: None }
+        }
+    });
+    let Ok(grant) = grant else { return out };
+    out.rules = grant
+        .rules
+        .iter()
+        .map(|r| RuleCheck {
+            id: r.id.to_string(),
+            result: match first_failure(r, &facts) {
+                None => "allows".into(),
+                Some(d) => format!("fails on {}", dimension_word(d)),
+            },
+        })
+        .collect();
+    if let Some((name, action)) = facts.tenant {
+        out.tenant = Some(match crate::policy::tenant::deciding(&grant.tenants, name) {
+            Some(i) if grant.tenants[i].allowed_actions.iter().any(|a| a == "*" || a == action) => {
+                format!("tenant permission {i} ({}) allows {action}", grant.tenants[i].tenant)
+            }
+            Some(i) => format!("tenant permission {i} ({}) does not allow {action}", grant.tenants[i].tenant),
+            None if grant.tenants.is_empty() => "the token has no tenant permissions".into(),
+            None => format!("no tenant permission names {name}"),
+        });
+    }
+    out
+}
+
+fn dimension_word(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Application => "application",
+        Dimension::Service => "service",
+        Dimension::Group => "group",
+        Dimension::Method => "method",
+        Dimension::Resource => "resource",
+        Dimension::Role => "role",
+        Dimension::Scope => "scope",
+    }
+}
+
+/// The request as the proxy would receive it.
+fn build(q: &Question) -> Result<http::Request<()>, http::Error> {
+    let mut b = http::Request::builder().method(q.method.as_str()).uri(q.path.as_str());
+    let mut host = false;
+    for (k, v) in &q.headers {
+        host |= k.eq_ignore_ascii_case("host");
+        b = b.header(k.as_str(), v.as_str());
+    }
+    if !host {
+        b = b.header(http::header::HOST, "explain.local");
+    }
+    if let Some(t) = &q.token {
+        b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    b.body(())
+}
+
+/// Which configured source holds the credential.
+fn credential_source(sources: &[CredentialSource], headers: &http::HeaderMap, query: Option<&str>) -> String {
+    match credential::extract(sources, headers, query) {
+        Ok(None) => return "none".into(),
+        Err(credential::CredentialError::Conflict) => return "conflicting (two different credentials)".into(),
+        Err(_) => return "malformed".into(),
+        Ok(Some(_)) => {}
+    }
+    for s in sources {
+        if let Ok(Some(_)) = credential::extract(std::slice::from_ref(s), headers, query) {
+            return match s {
+                CredentialSource::Bearer => "bearer".into(),
+                CredentialSource::Header(h) => format!("header {h}"),
+                CredentialSource::Query(q) => format!("query {q}"),
+                CredentialSource::Cookie(c) => format!("cookie {c}"),
+            };
+        }
+    }
+    "none".into()
+}
+
+fn view(route: &crate::policy::Route, facts: Option<&crate::policy::RouteFacts<'_>>) -> RouteView {
+    let (group, method, roles, scopes) = match &route.access {
+        RouteAccess::Public => (None, None, Vec::new(), Vec::new()),
+        RouteAccess::Protected { group, method, roles, scopes, .. } => (
+            Some(group.to_string()),
+            Some(method.to_string()),
+            roles.iter().map(|r| r.to_string()).collect(),
+            scopes.iter().map(|s| s.to_string()).collect(),
+        ),
+    };
+    RouteView {
+        template: route.template.to_string(),
+        application: route.application.to_string(),
+        service: route.service.to_string(),
+        public: matches!(route.access, RouteAccess::Public),
+        group,
+        method,
+        roles,
+        scopes,
+        resource: facts.and_then(|f| f.resource).map(|(e, i)| (e.to_string(), i.to_string())),
+        tenant: facts.and_then(|f| f.tenant).map(|(t, a)| (t.to_string(), a.to_string())),
+    }
+}
+
+/// The routes closest to a request no route matched: those whose path
+/// shares the longest run of leading segments with it (a route that
+/// matches the path with another method first).
+fn nearest(snap: &Snapshot, method: &http::Method, path: &str) -> Vec<String> {
+    let wanted: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut scored: Vec<(usize, &str)> = snap
+        .routes
+        .iter()
+        .map(|r| {
+            let segs: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
+            let same = wanted
+                .iter()
+                .zip(&segs)
+                .take_while(|(w, s)| w == s || (s.starts_with('{') && s.ends_with('}')))
+                .count();
+            let whole = same == wanted.len() && same == segs.len();
+            // A path match with another method outranks any partial match.
+            let score = if whole { 1000 } else { same * 10 } + usize::from(r.method == *method);
+            (score, &*r.template)
+        })
+        .filter(|(score, _)| *score >= 10)
+        .collect();
+    scored.sort_by_key(|s| std::cmp::Reverse(s.0));
+    scored.into_iter().take(3).map(|(_, t)| t.to_string()).collect()
+}
