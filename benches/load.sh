@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load test: wrk at 64 connections against an nginx origin directly, through
-# nginx as a plain reverse proxy, through narrowgate with enforcement off,
+# nginx as a plain reverse proxy, through narrowgate on a public route (no token checked),
 # and through narrowgate enforcing (one token; a pool of 1,000 tokens).
 # The proxy under test and the origin are pinned to core 0, wrk to core 1.
 # Reports req/s, p50/p99 latency and the proxy's CPU time per request, read
@@ -64,12 +64,11 @@ taskset -c 0 nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" & pids+=($!)
 
 # --- narrowgate configs, keys and tokens -------------------------------------
 kid=$($NG keys generate --alg es256 --out "$work/keys" | awk '/^kid:/{print $2}')
-ng_conf() { # file listen enforcement admin
+ng_conf() { # file listen access admin — access: the route's access fields, or "public: true"
   cat > "$1" <<CONF
 listeners: { proxy: "$2", admin: "$4" }
 upstream: { addresses: ["$ORIGIN"], pool_max_idle: 256 }
 server: { worker_threads: 1 }
-enforcement: $3
 issuers:
   - name: bench
     issuer: narrowgate
@@ -83,14 +82,15 @@ applications:
     entities: [{ entity: account }]
     routes:
       - route: GET /users/current/accounts/{accountId}
-        group: account-management
-        method: getAccount
-        resource: { entity: account, id: "{accountId}" }
-        roles: [reader]
+$3
 CONF
 }
-ng_conf "$work/off.yaml" "$NG_OFF" false 127.0.0.1:18092
-ng_conf "$work/on.yaml" "$NG_ON" true 127.0.0.1:18093
+# "Enforcement off": the same route public — every phase but the token's.
+ng_conf "$work/off.yaml" "$NG_OFF" "        public: true" 127.0.0.1:18092
+ng_conf "$work/on.yaml" "$NG_ON" '        group: account-management
+        method: getAccount
+        resource: { entity: account, id: "{accountId}" }
+        roles: [reader]' 127.0.0.1:18093
 sign() {
   $NG token sign --key "$work/keys/$kid.pem" --kid "$kid" --sub "$1" --ttl 2h \
     --application trading-account-management-api --grant-role reader --resource account:a1
@@ -159,7 +159,7 @@ for round in $(seq 1 "$ROUNDS"); do
   # so the rows differ only in what the proxy does with them.
   run "nginx origin, direct"               "http://$ORIGIN$PATH_A1" ""
   run "nginx reverse proxy"                "http://$NGINX_PROXY$PATH_A1" "$nginx_proxy_master" "$work/one.lua"
-  run "narrowgate, enforcement off"        "http://$NG_OFF$PATH_A1" "$ng_off" "$work/one.lua"
+  run "narrowgate, public route"           "http://$NG_OFF$PATH_A1" "$ng_off" "$work/one.lua"
   run "narrowgate enforcing, one token"    "http://$NG_ON$PATH_A1" "$ng_on" "$work/one.lua"
   run "narrowgate enforcing, 1000 tokens"  "http://$NG_ON$PATH_A1" "$ng_on" "$work/pool.lua"
 done

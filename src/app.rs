@@ -163,8 +163,8 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
         bootstrap_token = first.admin_token;
         crafter_tokens = first.crafter_tokens;
     }
-    if !config.enforce {
-        tracing::warn!("enforcement is OFF: every request is forwarded unchecked (for measurements only)");
+    if config.mode == crate::policy::Mode::Shadow {
+        tracing::warn!("shadow mode: requests the policy denies for authorization are forwarded and only recorded");
     }
 
     let gateway = Arc::new(Gateway::on(runtime.clone()));

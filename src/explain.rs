@@ -60,8 +60,8 @@ pub struct Explanation {
     /// When the route acts on a tenant: the tenant permission that decides.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    /// The gateway's decision: `allow` or `deny`, its reason code and the
-    /// status it answers with.
+    /// The gateway's decision: `allow`, `deny` or `shadow` (denied by the
+    /// policy, forwarded), its reason code and the status it answers with.
     pub decision: &'static str,
     pub reason: &'static str,
     pub status: u16,
@@ -122,6 +122,8 @@ pub fn explain(snap: &Snapshot, q: &Question, now: u64) -> Explanation {
         Err(_) => None,
     };
     let (decision_word, reason, status) = match &decision {
+        // Shadow mode: forwarded, and what the policy denies it for.
+        Some(d) if d.would_deny.is_some() => ("shadow", d.would_deny.as_ref().map_or("", |(r, _)| r.code()), 200),
         Some(d) => {
             let status = match &d.verdict {
                 crate::proxy::Verdict::Deny { status: Some(s), .. } => s.as_u16(),

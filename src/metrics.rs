@@ -76,6 +76,8 @@ pub struct Metrics {
     config_info: IntGaugeVec,
     /// Audit events the full queue refused.
     pub audit_dropped: IntCounter,
+    /// Shadow mode: requests forwarded that the policy denies.
+    would_deny: IntCounterVec,
 }
 
 /// The revocation set and its feed, read from the set at each scrape.
@@ -186,6 +188,14 @@ impl Metrics {
             "Audit events dropped because the audit queue was full (the request path never waits for it).",
         )?;
         registry.register(Box::new(audit_dropped.clone()))?;
+        let would_deny = IntCounterVec::new(
+            Opts::new(
+                "narrowgate_would_deny_total",
+                "Requests forwarded in shadow mode that the policy denies, by the reason and application.",
+            ),
+            &["reason", "application"],
+        )?;
+        registry.register(Box::new(would_deny.clone()))?;
         Ok(Metrics {
             requests_vec,
             unmatched,
@@ -193,6 +203,7 @@ impl Metrics {
             last_reload,
             config_info,
             audit_dropped,
+            would_deny,
             revocation,
             jwks_keys_skipped,
             durations,
@@ -211,7 +222,14 @@ impl Metrics {
     pub fn forget_app(&self, app: &str) {
         for reason in Reason::iter() {
             let _ = self.requests_vec.remove_label_values(&[decision_label(reason), reason.code(), app]);
+            let _ = self.would_deny.remove_label_values(&[reason.code(), app]);
         }
+    }
+
+    /// Shadow mode forwarded a request the policy denies for `reason`
+    /// (`app`: the application's name, `none` without a route).
+    pub fn would_deny(&self, reason: Reason, app: &str) {
+        self.would_deny.with_label_values(&[reason.code(), app]).inc();
     }
 
     /// A config came into force (at start, or by a reload).

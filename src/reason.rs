@@ -16,8 +16,10 @@ pub enum Reason {
     Allowed,
     /// The route is public: no token is checked.
     Public,
-    /// Enforcement is switched off in the config (benchmarks only).
-    NotEnforced,
+    /// Denied by the policy, forwarded anyway: the application (or the
+    /// gateway) is in shadow mode. What it would have been denied for is
+    /// in the audit event and `narrowgate_would_deny_total`.
+    Shadow,
     MissingToken,
     InvalidToken,
     Expired,
@@ -71,7 +73,7 @@ impl Reason {
     /// The HTTP status a denial for this reason gets.
     pub fn status(self) -> u16 {
         match self {
-            Reason::Allowed | Reason::Public | Reason::NotEnforced => 200,
+            Reason::Allowed | Reason::Public | Reason::Shadow => 200,
             Reason::MissingToken
             | Reason::InvalidToken
             | Reason::Expired
@@ -106,7 +108,25 @@ impl Reason {
 
     /// Whether a request decided for this reason reaches the upstream.
     pub fn is_allow(self) -> bool {
-        matches!(self, Reason::Allowed | Reason::Public | Reason::NotEnforced)
+        matches!(self, Reason::Allowed | Reason::Public | Reason::Shadow)
+    }
+
+    /// Whether this is an authorization denial — no route, or the token's
+    /// rules do not cover the request — which shadow mode forwards. Every
+    /// other denial (credential, signature, expiry, revocation, request
+    /// hygiene) is enforced in every mode.
+    pub fn is_authorization(self) -> bool {
+        matches!(
+            self,
+            Reason::NoMatchingRoute
+                | Reason::ApplicationNotAllowed
+                | Reason::ServiceNotAllowed
+                | Reason::MethodNotGranted
+                | Reason::ResourceNotAllowed
+                | Reason::InsufficientRole
+                | Reason::InsufficientScope
+                | Reason::TenantNotAllowed
+        )
     }
 }
 

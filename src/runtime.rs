@@ -37,6 +37,8 @@ pub struct AppSlot {
     /// The application's name as the identity header carries it.
     pub header: HeaderValue,
     pub counters: AppCounters,
+    /// Authorization denials are forwarded and recorded (shadow mode).
+    pub shadow: bool,
 }
 
 /// The compiled policy in force. Immutable: a reload makes a new one.
@@ -54,7 +56,8 @@ pub struct Snapshot {
     pub headers: HeaderPolicy,
     pub trusted_proxies: Vec<IpNet>,
     pub unmatched: Unmatched,
-    pub enforce: bool,
+    /// The gateway's mode; each application's is in its [`AppSlot`].
+    pub mode: crate::policy::Mode,
     /// Limits and timeouts of downstream connections accepted from now on.
     pub server: ServerConfig,
     pub upstream: Arc<Upstream>,
@@ -129,6 +132,7 @@ impl Snapshot {
                 // Validated at load: names are header-safe.
                 header: HeaderValue::from_str(&a.application).unwrap_or(HeaderValue::from_static("invalid")),
                 counters: shared.metrics.app_counters(&a.application),
+                shadow: a.mode.unwrap_or(config.mode) == crate::policy::Mode::Shadow,
             })
             .collect();
         let query_credentials = config
@@ -152,7 +156,7 @@ impl Snapshot {
             forwarding: config.forwarding.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             unmatched: config.unmatched,
-            enforce: config.enforce,
+            mode: config.mode,
             server: config.server.clone(),
             upstream,
             upstream_config: config.upstream.clone(),
@@ -167,6 +171,16 @@ impl Snapshot {
             issuers: config.keys.issuers.iter().map(|i| i.issuer.clone()).collect(),
             audit: shared.audit.is_on(),
             audit_log: shared.audit.clone(),
+        }
+    }
+
+    /// Whether authorization denials for application `app` (the gateway's
+    /// when no route matched) are only recorded.
+    #[inline]
+    pub fn shadows(&self, app: Option<usize>) -> bool {
+        match app {
+            Some(a) => self.apps.get(a).is_some_and(|s| s.shadow),
+            None => self.mode == crate::policy::Mode::Shadow,
         }
     }
 
@@ -393,8 +407,8 @@ impl Runtime {
         for w in &config.warnings {
             tracing::warn!(config = %path.display(), "{w}");
         }
-        if !config.enforce {
-            tracing::warn!("enforcement is OFF in the reloaded config: every request is forwarded unchecked");
+        if config.mode == crate::policy::Mode::Shadow && prev.mode != crate::policy::Mode::Shadow {
+            tracing::warn!("shadow mode from now on: authorization denials are forwarded and only recorded");
         }
         crate::telemetry::set_format(config.log.format);
         let needs_restart = match self.process.lock() {

@@ -80,8 +80,9 @@ pub struct Config {
     pub forwarding: Forwarding,
     pub cache: CacheConfig,
     pub unmatched: Unmatched,
-    /// `false` only for measuring the proxy without enforcement.
-    pub enforce: bool,
+    /// `enforce` (the default) or `shadow`: whether authorization denials
+    /// are refused or only recorded (applications may say otherwise).
+    pub mode: crate::policy::Mode,
     /// `None`: no store (an enforce-only gateway without a revocation feed).
     pub store: Option<StoreConfig>,
     pub bootstrap: Bootstrap,
@@ -295,9 +296,9 @@ impl Config {
             Value::Null => Unmatched::Deny,
             v => section::<Unmatched>(&v, "unmatched", &mut errs).unwrap_or(Unmatched::Deny),
         };
-        let enforce = match get("enforcement") {
-            Value::Null => true,
-            v => section::<bool>(&v, "enforcement", &mut errs).unwrap_or(true),
+        let mode = match get("mode") {
+            Value::Null => crate::policy::Mode::Enforce,
+            v => section::<crate::policy::Mode>(&v, "mode", &mut errs).unwrap_or_default(),
         };
 
         let (store, bootstrap) = match get("store") {
@@ -335,15 +336,6 @@ impl Config {
             *path = base.join(&*path);
         }
 
-        // Enforcement off exists to measure the proxy alone; a gateway that
-        // issues or stores tokens is a real deployment, never a benchmark.
-        if !enforce && (store.is_some() || listeners.as_ref().is_some_and(|l| l.api.is_some())) {
-            errs.push(
-                "enforcement",
-                "false is for benchmarks only (every request forwarded unchecked) and is refused in a config with a store or an api listener",
-            );
-        }
-
         let facades = match get("facades") {
             Value::Null => Facades::default(),
             v => match section::<FacadesFile>(&v, "facades", &mut errs) {
@@ -374,7 +366,7 @@ impl Config {
                 forwarding,
                 cache,
                 unmatched,
-                enforce,
+                mode,
                 store,
                 bootstrap,
                 facades,
@@ -410,7 +402,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "forwarding",
     "cache",
     "unmatched",
-    "enforcement",
+    "mode",
     "applications",
     "store",
     "facades",

@@ -50,7 +50,7 @@ fn a_good_config_loads() {
         vec![CredentialSource::Bearer, CredentialSource::Header(HeaderName::from_static("auth-token"))]
     );
     assert_eq!(c.unmatched, Unmatched::Deny);
-    assert!(c.enforce);
+    assert_eq!(c.mode, crate::policy::Mode::Enforce);
 }
 
 #[test]
@@ -323,16 +323,24 @@ fn secret_files_others_can_read_are_warned_about() {
 }
 
 #[test]
-fn enforcement_off_is_refused_beside_a_store_or_a_token_service() {
+fn the_mode_is_enforce_unless_shadow_is_asked_for() {
     let dir = key_dir();
-    let off = GOOD.replace("applications:", "enforcement: false\napplications:");
-    assert!(!Config::from_yaml(&off, dir.path()).expect("a benchmark config").enforce);
-    let with_store = off.replace("applications:", "store: { sqlite: {} }\napplications:");
-    let errs = Config::from_yaml(&with_store, dir.path()).expect_err("with a store").0;
-    assert!(errs.iter().any(|e| e.starts_with("enforcement:") && e.contains("benchmarks only")), "{errs:?}");
-    let with_api = off.replace("admin: \"127.0.0.1:0\"", "admin: \"127.0.0.1:0\", api: \"127.0.0.1:0\"");
-    let errs = Config::from_yaml(&with_api, dir.path()).expect_err("with an api listener").0;
-    assert!(errs.iter().any(|e| e.starts_with("enforcement:")), "{errs:?}");
+    let c = Config::from_yaml(GOOD, dir.path()).expect("loads");
+    assert_eq!(c.mode, crate::policy::Mode::Enforce);
+    let shadow = GOOD.replace("applications:", "mode: shadow\napplications:");
+    assert_eq!(Config::from_yaml(&shadow, dir.path()).expect("loads").mode, crate::policy::Mode::Shadow);
+    let per_app =
+        GOOD.replace("    services: [{ service: rest }]", "    mode: shadow\n    services: [{ service: rest }]");
+    let c = Config::from_yaml(&per_app, dir.path()).expect("loads");
+    assert_eq!(c.manifest.applications[0].mode, Some(crate::policy::Mode::Shadow));
+    assert!(
+        !serde_json::to_string(&c.manifest.applications).expect("json").contains("mode"),
+        "not in MetaApi's manifest"
+    );
+    for bad in ["mode: off\napplications:", "enforcement: false\napplications:"] {
+        let errs = Config::from_yaml(&GOOD.replace("applications:", bad), dir.path()).expect_err("refused");
+        assert!(errs.0.iter().any(|e| e.starts_with("mode") || e.starts_with("enforcement: unknown key")), "{errs}");
+    }
 }
 
 #[test]

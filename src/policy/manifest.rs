@@ -41,6 +41,24 @@ pub struct Application {
     pub entities: Vec<EntityDef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity_composition_description: Option<String>,
+    /// `enforce` or `shadow` for this application; default: the gateway's
+    /// `mode`. Not part of MetaApi's manifest.
+    #[serde(default, skip_serializing)]
+    pub mode: Option<Mode>,
+}
+
+/// Whether authorization denials are enforced or only recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Denied requests are refused.
+    #[default]
+    Enforce,
+    /// Requests the policy denies for an authorization reason (no route,
+    /// application, service, method, resource, role, scope, tenant) are
+    /// forwarded, recorded as `shadow`; credential, signature, expiry,
+    /// revocation and hygiene failures are still refused.
+    Shadow,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]

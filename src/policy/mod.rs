@@ -11,7 +11,7 @@ pub mod router;
 pub mod rules;
 pub mod tenant;
 
-pub use manifest::{Manifest, ResourceSpec, Route, RouteAccess};
+pub use manifest::{Manifest, Mode, ResourceSpec, Route, RouteAccess};
 pub use router::{RouteMatch, Router};
 pub use rules::{
     AccessRule, Allowed, Decision, Denial, MethodGroupRule, MethodRule, Pattern, ResourceRule, RouteFacts, evaluate,

@@ -332,6 +332,7 @@ mod tests {
 
     fn manifest() -> Manifest {
         let app = |name: &str| Application {
+            mode: None,
             id: name.into(),
             application: name.into(),
             description: String::new(),

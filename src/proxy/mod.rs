@@ -87,6 +87,9 @@ pub struct Decision {
     /// The resource id the request touches, decoded (kept only when the
     /// audit log is on).
     pub resource_id: Option<Box<str>>,
+    /// Shadow mode: what the policy denied it for, and what was missing;
+    /// the request is forwarded (`reason` is `shadow`).
+    pub would_deny: Option<(Reason, Option<Denial>)>,
 }
 
 /// How a request ended: the reason (an upstream failure replaces an
@@ -124,6 +127,7 @@ impl Decision {
             upgrade: false,
             headers: headers::Scan::default(),
             resource_id: None,
+            would_deny: None,
         }
     }
 
@@ -286,9 +290,10 @@ impl Gateway {
         conn: &ConnInfo,
         elapsed: std::time::Duration,
     ) {
-        let (allowed, denial) = match &decision.verdict {
-            Verdict::Allow(by) => (*by, None),
-            Verdict::Deny { denial, .. } => (None, denial.clone()),
+        let (allowed, denial) = match (&decision.verdict, &decision.would_deny) {
+            (_, Some((_, denial))) => (None, denial.clone()),
+            (Verdict::Allow(by), None) => (*by, None),
+            (Verdict::Deny { denial, .. }, None) => (None, denial.clone()),
         };
         let event = crate::audit::DecisionEvent {
             at: std::time::SystemTime::now(),
@@ -298,8 +303,9 @@ impl Gateway {
             snapshot: snap.clone(),
             route: decision.route,
             resource_id: decision.resource_id.clone(),
-            reason: outcome.reason,
-            shadow: false,
+            // A shadowed request is audited with what it would be denied for.
+            reason: decision.would_deny.as_ref().map_or(outcome.reason, |(r, _)| *r),
+            shadow: decision.would_deny.is_some(),
             allowed,
             denial,
             grant: decision.grant.clone(),
@@ -387,12 +393,22 @@ impl Gateway {
         let reason = *reason;
         let app = decision.app.and_then(|a| snap.apps.get(a));
         self.metrics.observe(reason, app.map(|a| &a.counters), elapsed.as_secs_f64());
+        if let Some((would, _)) = &decision.would_deny {
+            self.metrics.would_deny(*would, app.map_or("none", |a| &*a.name));
+        }
         if snap.audit {
             Self::audit(snap, decision, outcome, conn, elapsed);
         }
         let route = decision.route.and_then(|r| snap.routes.get(r)).map_or("-", |r| &*r.template);
         let request_id = request_id.to_str().unwrap_or("-");
-        if reason.is_allow() {
+        if let Some((would, _)) = &decision.would_deny {
+            tracing::info!(
+                would_deny = would.code(),
+                route,
+                request_id,
+                "shadow: forwarded a request the policy denies"
+            );
+        } else if reason.is_allow() {
             tracing::debug!(reason = reason.code(), route, rule.id = decision.rule_id(), request_id, "allowed");
         } else if let Some(f) = failure.as_ref() {
             tracing::warn!(
@@ -409,8 +425,22 @@ impl Gateway {
     }
 }
 
-/// Phases 1–6 of a request under `snap`.
+/// Phases 1–6 of a request under `snap`; in shadow mode an authorization
+/// denial becomes a forward that remembers it (a request asking for an
+/// upgrade is never shadowed: no unenforced tunnel).
 pub fn decide<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
+    let mut d = judge(snap, req, now);
+    if d.reason.is_authorization() && !d.upgrade && snap.shadows(d.app) {
+        if let Verdict::Deny { denial, .. } = std::mem::replace(&mut d.verdict, Verdict::Allow(None)) {
+            d.would_deny = Some((d.reason, denial));
+        }
+        d.reason = Reason::Shadow;
+    }
+    d
+}
+
+/// The policy's decision, shadow mode aside.
+fn judge<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
     // The request line and Host must be unambiguous before anything else.
     if req.method() == http::Method::CONNECT || req.uri().scheme().is_some() || req.uri().authority().is_some() {
         return Decision::deny(Reason::BadRequest);
@@ -439,7 +469,7 @@ pub fn decide<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
         Some(Err(headers::UpgradeRefusal::Handshake)) => return Decision::deny(Reason::BadRequest),
     };
     let mut decision = Decision {
-        reason: Reason::NotEnforced,
+        reason: Reason::Allowed,
         route: None,
         app: None,
         grant: None,
@@ -448,10 +478,8 @@ pub fn decide<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
         upgrade,
         headers: scan,
         resource_id: None,
+        would_deny: None,
     };
-    if !snap.enforce {
-        return decision;
-    }
     let deny = |mut d: Decision, reason: Reason, denial: Option<Denial>| {
         d.reason = reason;
         d.verdict = Verdict::Deny { denial, status: None };
