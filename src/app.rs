@@ -192,8 +192,11 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
             }
             Ok(())
         });
-        let (m, revs) = (metrics.clone(), revocations.clone());
-        let before_scrape: admin::BeforeScrape = Arc::new(move || m.observe_revocations(&revs));
+        let (m, revs, rt) = (metrics.clone(), revocations.clone(), runtime.clone());
+        let before_scrape: admin::BeforeScrape = Arc::new(move || {
+            m.observe_revocations(&revs);
+            m.observe_limits(&rt.snapshot().limits);
+        });
         let app = admin::app(AdminState {
             registry: registry.clone(),
             ready: check,
@@ -210,6 +213,18 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     if runtime.path().is_some() {
         background.push(tokio::spawn(crate::reload::watch(runtime.clone())));
     }
+    // Rate limiters forget the keys whose buckets are full again.
+    let rt = runtime.clone();
+    background.push(tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            every.tick().await;
+            let limits = rt.snapshot().limits.clone();
+            if limits.any() {
+                let _ = tokio::task::spawn_blocking(move || limits.sweep()).await;
+            }
+        }
+    }));
     tracing::info!(
         proxy = %proxy_addr,
         admin = %admin_addr.map_or("-".into(), |a| a.to_string()),

@@ -42,6 +42,7 @@ pub mod http_names;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reason;
 pub mod reload;
 pub mod respond;

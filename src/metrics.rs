@@ -78,6 +78,10 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     /// Shadow mode: requests forwarded that the policy denies.
     would_deny: IntCounterVec,
+    /// Requests over a rate limit, by the limit.
+    rate_limited: Vec<IntCounter>,
+    /// Keys not rate-limited because a limiter's table was full.
+    rate_limit_untracked: IntGauge,
 }
 
 /// The revocation set and its feed, read from the set at each scrape.
@@ -196,6 +200,22 @@ impl Metrics {
             &["reason", "application"],
         )?;
         registry.register(Box::new(would_deny.clone()))?;
+        let rate_limited_vec = IntCounterVec::new(
+            Opts::new(
+                "narrowgate_rate_limited_total",
+                "Requests over a rate limit, by the limit (client, token, subject, application); limits are per replica.",
+            ),
+            &["limit"],
+        )?;
+        registry.register(Box::new(rate_limited_vec.clone()))?;
+        let rate_limit_untracked = IntGauge::new(
+            "narrowgate_rate_limit_untracked_keys",
+            "Requests not rate-limited because their limiter tracked max_keys keys already (since the limits came into force).",
+        )?;
+        registry.register(Box::new(rate_limit_untracked.clone()))?;
+        let rate_limited = <crate::ratelimit::Scope as strum::IntoEnumIterator>::iter()
+            .map(|s| rate_limited_vec.with_label_values(&[<&'static str>::from(s)]))
+            .collect();
         Ok(Metrics {
             requests_vec,
             unmatched,
@@ -204,6 +224,8 @@ impl Metrics {
             config_info,
             audit_dropped,
             would_deny,
+            rate_limited,
+            rate_limit_untracked,
             revocation,
             jwks_keys_skipped,
             durations,
@@ -223,6 +245,13 @@ impl Metrics {
         for reason in Reason::iter() {
             let _ = self.requests_vec.remove_label_values(&[decision_label(reason), reason.code(), app]);
             let _ = self.would_deny.remove_label_values(&[reason.code(), app]);
+        }
+    }
+
+    /// A request over the `scope` limit (refused, or shadowed).
+    pub fn rate_limited(&self, scope: crate::ratelimit::Scope) {
+        if let Some(c) = self.rate_limited.get(scope as usize) {
+            c.inc();
         }
     }
 
@@ -261,6 +290,11 @@ impl Metrics {
     }
 
     /// Bring the revocation gauges up to date (called at each scrape).
+    /// Bring the rate-limit gauge up to date (called at each scrape).
+    pub fn observe_limits(&self, l: &crate::ratelimit::RateLimits) {
+        self.rate_limit_untracked.set(i64::try_from(l.untracked()).unwrap_or(i64::MAX));
+    }
+
     pub fn observe_revocations(&self, r: &crate::store::Revocations) {
         let g = &self.revocation;
         g.ids.set(r.len() as i64);

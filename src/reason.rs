@@ -54,6 +54,8 @@ pub enum Reason {
     /// The revocation set could not be confirmed current for longer than
     /// `revocation.max_staleness`, and the policy is to refuse.
     RevocationsUnavailable,
+    /// Over a rate limit (per client, token, subject or application).
+    RateLimited,
 }
 
 impl Reason {
@@ -98,6 +100,7 @@ impl Reason {
             Reason::UpstreamUnavailable => 502,
             Reason::UpstreamTimeout => 504,
             Reason::KeysUnavailable | Reason::RevocationsUnavailable => 503,
+            Reason::RateLimited => 429,
         }
     }
 

@@ -57,6 +57,7 @@ pub fn message(reason: Reason) -> &'static str {
         Reason::UnknownKey => "the token was signed with a key no trusted issuer publishes",
         Reason::TenantNotAllowed => "the token's tenant permissions do not allow this action on this tenant",
         Reason::RevocationsUnavailable => "the gateway cannot confirm which tokens are revoked; try again shortly",
+        Reason::RateLimited => "too many requests; retry after the time given",
         Reason::Allowed | Reason::Public | Reason::Shadow => "",
     }
 }

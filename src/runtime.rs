@@ -78,6 +78,9 @@ pub struct Snapshot {
     pub audit: bool,
     /// The audit log (the process's).
     pub audit_log: Arc<crate::audit::Audit>,
+    /// Rate limits and their state (kept by reloads that leave them as
+    /// they are).
+    pub limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -119,6 +122,11 @@ impl Snapshot {
             shared.metrics.clone(),
             shared.clock.clone(),
         );
+        let app_limits: Vec<_> = config.manifest.applications.iter().map(|a| a.rate_limit).collect();
+        let limits = match prev {
+            Some(p) if p.limits.same(&config.rate_limits, &app_limits) => p.limits.clone(),
+            _ => Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limits, app_limits)),
+        };
         let upstream = match prev {
             Some(p) if p.upstream_config == config.upstream => p.upstream.clone(),
             _ => Arc::new(Upstream::new(&config.upstream)),
@@ -171,6 +179,7 @@ impl Snapshot {
             issuers: config.keys.issuers.iter().map(|i| i.issuer.clone()).collect(),
             audit: shared.audit.is_on(),
             audit_log: shared.audit.clone(),
+            limits,
         }
     }
 

@@ -94,6 +94,7 @@ pub struct Config {
     /// Registration tokens' bounds.
     pub registration: crate::policy::issuance::RegistrationLimits,
     pub log: LogConfig,
+    pub rate_limits: crate::ratelimit::RateLimitConfig,
     pub audit: AuditConfig,
     /// Problems that do not stop the gateway (a secret file others can
     /// read, a JWKS key skipped); `check-config --strict` fails on them.
@@ -331,6 +332,7 @@ impl Config {
         };
         let registration = build_issuance(optional(get("issuance"), "issuance", &mut errs), &mut errs);
         let log: LogConfig = optional(get("log"), "log", &mut errs);
+        let rate_limits: crate::ratelimit::RateLimitConfig = optional(get("rate_limits"), "rate_limits", &mut errs);
         let mut audit: AuditConfig = optional(get("audit"), "audit", &mut errs);
         if let AuditSink::File { path } = &mut audit.sink {
             *path = base.join(&*path);
@@ -353,6 +355,7 @@ impl Config {
                 revocation,
                 registration,
                 log,
+                rate_limits,
                 audit,
                 listeners,
                 upstream,
@@ -410,4 +413,5 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "issuance",
     "log",
     "audit",
+    "rate_limits",
 ];

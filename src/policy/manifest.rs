@@ -45,6 +45,10 @@ pub struct Application {
     /// `mode`. Not part of MetaApi's manifest.
     #[serde(default, skip_serializing)]
     pub mode: Option<Mode>,
+    /// A rate limit for the whole application (per replica). Not part of
+    /// MetaApi's manifest.
+    #[serde(default, skip_serializing)]
+    pub rate_limit: Option<crate::ratelimit::Limit>,
 }
 
 /// Whether authorization denials are enforced or only recorded.

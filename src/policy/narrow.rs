@@ -333,6 +333,7 @@ mod tests {
     fn manifest() -> Manifest {
         let app = |name: &str| Application {
             mode: None,
+            rate_limit: None,
             id: name.into(),
             application: name.into(),
             description: String::new(),

@@ -90,6 +90,8 @@ pub struct Decision {
     /// Shadow mode: what the policy denied it for, and what was missing;
     /// the request is forwarded (`reason` is `shadow`).
     pub would_deny: Option<(Reason, Option<Denial>)>,
+    /// The rate limit it went over (refused with 429, or shadowed).
+    pub limited: Option<crate::ratelimit::Limited>,
 }
 
 /// How a request ended: the reason (an upstream failure replaces an
@@ -128,7 +130,32 @@ impl Decision {
             headers: headers::Scan::default(),
             resource_id: None,
             would_deny: None,
+            limited: None,
         }
+    }
+
+    /// Refused for the client's rate, before anything else was looked at.
+    fn limited(l: crate::ratelimit::Limited) -> Self {
+        let mut d = Decision::deny(Reason::RateLimited);
+        d.limited = Some(l);
+        d
+    }
+
+    /// Over a rate limit: refused with 429 (whatever it was decided
+    /// before), or in shadow forwarded and recorded.
+    fn over_limit(mut self, l: crate::ratelimit::Limited, shadow: bool) -> Self {
+        self.limited = Some(l);
+        if shadow {
+            if self.would_deny.is_none() && self.is_allow() {
+                self.would_deny = Some((Reason::RateLimited, None));
+                self.reason = Reason::Shadow;
+            }
+            return self;
+        }
+        self.reason = Reason::RateLimited;
+        self.verdict = Verdict::Deny { denial: None, status: None };
+        self.would_deny = None;
+        self
     }
 
     pub fn is_allow(&self) -> bool {
@@ -222,12 +249,34 @@ impl Gateway {
         };
         let span = tracing::debug_span!("request", request.id = request_id.to_str().unwrap_or("-"));
         async {
-            let mut decision = decide(&snap, &req, snap.auth.now());
-            if snap.auth.wants_refetch(decision.reason) {
-                // A kid rotated in on an issuer: fetch its keys (rate-limited)
-                // and decide once more.
-                snap.auth.keys().refetch().await;
-                decision = decide(&snap, &req, snap.auth.now());
+            // The client's rate first: a flood costs no token verification.
+            let over = snap.limits.check_client(conn.peer).err();
+            let decision = match over {
+                Some(l) if !snap.shadows(None) => Decision::limited(l),
+                _ => {
+                    let mut d = decide(&snap, &req, snap.auth.now());
+                    if snap.auth.wants_refetch(d.reason) {
+                        // A kid rotated in on an issuer: fetch its keys
+                        // (rate-limited) and decide once more.
+                        snap.auth.keys().refetch().await;
+                        d = decide(&snap, &req, snap.auth.now());
+                    }
+                    let token = d.grant.as_deref().map(|g| (&*g.token_id, &*g.subject));
+                    let over = over.or_else(|| snap.limits.check_request(token, d.app).err());
+                    match over {
+                        Some(l) => {
+                            // The client's limit is the gateway's; the
+                            // others are the application's.
+                            let app = if l.scope == crate::ratelimit::Scope::Client { None } else { d.app };
+                            let shadow = snap.shadows(app);
+                            d.over_limit(l, shadow)
+                        }
+                        None => d,
+                    }
+                }
+            };
+            if let Some(l) = &decision.limited {
+                self.metrics.rate_limited(l.scope);
             }
             let method = req.method().clone();
             let (reason, mut resp, failure) = self.enforce(&snap, req, &decision, conn, trusted, &request_id).await;
@@ -262,6 +311,13 @@ impl Gateway {
         request_id: &HeaderValue,
     ) -> (Reason, Response<Body>, Option<UpstreamFailure>) {
         match &decision.verdict {
+            Verdict::Deny { .. } if decision.reason == Reason::RateLimited => {
+                let resp = decision.limited.as_ref().map_or_else(
+                    || respond::error_response(Reason::RateLimited, None, None),
+                    |l| crate::ratelimit::response(l, std::time::SystemTime::now()),
+                );
+                (decision.reason, resp.map(Either::Right), None)
+            }
             Verdict::Deny { denial, status } => {
                 let resp = respond::error_response(decision.reason, denial.as_ref(), *status).map(Either::Right);
                 (decision.reason, resp, None)
@@ -479,6 +535,7 @@ fn judge<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
         headers: scan,
         resource_id: None,
         would_deny: None,
+        limited: None,
     };
     let deny = |mut d: Decision, reason: Reason, denial: Option<Denial>| {
         d.reason = reason;
