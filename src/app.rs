@@ -132,6 +132,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
             // Never creates a store the config does not ask to create: a
             // missing one stops the start (fail closed).
             let (store, created) = Store::open(cfg).await?;
+            let store = store.instrumented(metrics.store.clone());
             background.push(store.mirror(mirror.clone(), cfg.resync_interval).await?);
             background.push(store.watch());
             (Some(store), created)
@@ -168,6 +169,8 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     }
 
     let gateway = Arc::new(Gateway::on(runtime.clone()));
+    let (proxy_drain, api_drain, admin_drain) =
+        (gateway.drain().clone(), server::Drain::default(), server::Drain::default());
     let mut rx = stop_rx.clone();
     tasks.push(tokio::spawn(server::run(proxy_listener, gateway, async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -193,9 +196,17 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
             Ok(())
         });
         let (m, revs, rt) = (metrics.clone(), revocations.clone(), runtime.clone());
+        let drains = (proxy_drain.clone(), api_drain.clone(), admin_drain.clone());
+        let has_api = api_listener.is_some();
         let before_scrape: admin::BeforeScrape = Arc::new(move || {
             m.observe_revocations(&revs);
             m.observe_limits(&rt.snapshot().limits);
+            let (proxy, api, admin) = &drains;
+            m.observe_connections("proxy", proxy.connections.len(), Some(proxy.tunnels.len()));
+            if has_api {
+                m.observe_connections("api", api.connections.len(), None);
+            }
+            m.observe_connections("admin", admin.connections.len(), None);
         });
         let app = admin::app(AdminState {
             registry: registry.clone(),
@@ -204,11 +215,11 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
             runtime: runtime.clone(),
             shutdown: Arc::new(shutdown_tx),
         });
-        tasks.push(serve_axum(listener, app, runtime.clone(), stop_rx.clone()));
+        tasks.push(serve_axum(listener, app, runtime.clone(), admin_drain, stop_rx.clone()));
     }
     if let Some((listener, _)) = api_listener {
         let app = api::app(api::ApiState::new(runtime.clone(), service).stopping_on(stop_rx.clone()));
-        tasks.push(serve_axum(listener, app, runtime.clone(), stop_rx.clone()));
+        tasks.push(serve_axum(listener, app, runtime.clone(), api_drain, stop_rx.clone()));
     }
     if runtime.path().is_some() {
         background.push(tokio::spawn(crate::reload::watch(runtime.clone())));
@@ -255,6 +266,7 @@ fn serve_axum(
     listener: TcpListener,
     app: axum::Router,
     runtime: Arc<Runtime>,
+    drain: server::Drain,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let service = hyper_util::service::TowerToHyperService::new(app);
@@ -271,7 +283,7 @@ fn serve_axum(
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        server::serve(listener, runtime, handler, server::Drain::default(), stopped).await;
+        server::serve(listener, runtime, handler, drain, stopped).await;
     })
 }
 

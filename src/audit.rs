@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::policy::{Allowed, Denial};
 use crate::reason::Reason;
@@ -111,6 +111,8 @@ pub struct ActionEvent {
 pub enum Event {
     Decision(Box<DecisionEvent>),
     Action(ActionEvent),
+    /// Reopen the file: what was queued before goes to the old one.
+    Reopen,
 }
 
 /// The audit log's entrance, shared by the proxy, the token service and
@@ -119,7 +121,6 @@ pub enum Event {
 pub struct Audit {
     tx: Option<mpsc::Sender<Event>>,
     dropped: Option<prometheus::IntCounter>,
-    reopen: Arc<Notify>,
     /// Events taken off the queue and not yet written.
     writing: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -146,9 +147,12 @@ impl Audit {
         }
     }
 
-    /// Reopen the file (after a rotation moved it away).
-    pub fn reopen(&self) {
-        self.reopen.notify_one();
+    /// Reopen the file (after a rotation moved it away): every event
+    /// handed over before goes to the old file, every one after to the new.
+    pub async fn reopen(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Event::Reopen).await;
+        }
     }
 
     /// Wait (at most `within`) until every event handed over is written.
@@ -172,11 +176,10 @@ impl Audit {
             return Ok((Audit::off(), None));
         }
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let reopen = Arc::new(Notify::new());
         let writing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let out = Output::open(&config.sink)?;
-        let task = tokio::spawn(write(rx, out, config.sink.clone(), reopen.clone(), writing.clone()));
-        Ok((Audit { tx: Some(tx), dropped: Some(dropped), reopen, writing }, Some(task)))
+        let task = tokio::spawn(write(rx, out, config.sink.clone(), writing.clone()));
+        Ok((Audit { tx: Some(tx), dropped: Some(dropped), writing }, Some(task)))
     }
 }
 
@@ -218,32 +221,35 @@ async fn write(
     mut rx: mpsc::Receiver<Event>,
     mut out: Output,
     sink: AuditSink,
-    reopen: Arc<Notify>,
     writing: Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(256);
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
-        tokio::select! {
-            n = rx.recv_many(&mut batch, 256) => {
-                if n == 0 {
-                    return;
-                }
-                writing.store(n, std::sync::atomic::Ordering::Release);
-            }
-            _ = reopen.notified() => {
-                match Output::open(&sink) {
-                    Ok(o) => out = o,
-                    Err(e) => tracing::warn!(error = %e, "the audit log could not be reopened; writing to the old file"),
-                }
-                continue;
-            }
+        let n = rx.recv_many(&mut batch, 256).await;
+        if n == 0 {
+            return;
         }
+        writing.store(n, std::sync::atomic::Ordering::Release);
         buf.clear();
         for event in batch.drain(..) {
             let written = match &event {
                 Event::Decision(d) => serde_json::to_writer(&mut buf, &DecisionLine::of(d)),
                 Event::Action(a) => serde_json::to_writer(&mut buf, &ActionLine { time: now_ms(), event: "action", a }),
+                Event::Reopen => {
+                    // What came before goes to the old file.
+                    if let Err(e) = out.write_all(&buf).await {
+                        tracing::warn!(error = %e, "audit events could not be written");
+                    }
+                    buf.clear();
+                    match Output::open(&sink) {
+                        Ok(o) => out = o,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the audit log could not be reopened; writing to the old file")
+                        }
+                    }
+                    continue;
+                }
             };
             if written.is_ok() {
                 buf.push(b'\n');

@@ -1,11 +1,20 @@
 //! Prometheus metrics, registered into a registry passed in (never the
 //! global one). Label values come from closed sets only: decision, reason
-//! code, application name from the manifest, upstream error kind.
+//! code, application name and route template from the manifest, upstream
+//! error kind, store operation. `docs/metrics.md` is the catalogue; a test
+//! holds the two in step.
 //!
-//! Counter handles are resolved once at start and indexed on the request
-//! path, so recording a request is a few atomic adds, no label hashing.
+//! Request counters are resolved per route when a snapshot is compiled and
+//! each (route, reason) series is made on its first use, so recording a
+//! request is an atomic load and add, no label hashing, and no series
+//! exists that never counted anything.
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::sync::{Arc, OnceLock};
+
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 use crate::reason::Reason;
 
@@ -28,8 +37,12 @@ impl UpstreamError {
     }
 }
 
-fn counters_for(vec: &IntCounterVec, app: &str) -> AppCounters {
-    AppCounters(Reason::iter().map(|r| vec.with_label_values(&[decision_label(r), r.code(), app])).collect())
+fn counters_for(vec: &IntCounterVec, app: &str, route: &str) -> RouteCounters {
+    RouteCounters {
+        vec: vec.clone(),
+        labels: Arc::new((app.into(), route.into())),
+        cells: Arc::new(std::array::from_fn(|_| OnceLock::new())),
+    }
 }
 
 /// The decision label a reason falls under.
@@ -44,16 +57,25 @@ pub fn decision_label(reason: Reason) -> &'static str {
     }
 }
 
-/// One application's request counters, by [`Reason::index`]: resolved when
-/// a snapshot is compiled, so recording a request hashes no label.
+/// One route's request counters, by [`Reason::index`]: each series is
+/// made (labels hashed once) the first time it counts.
 #[derive(Clone, Debug)]
-pub struct AppCounters(Vec<IntCounter>);
+pub struct RouteCounters {
+    vec: IntCounterVec,
+    /// (application, route template).
+    labels: Arc<(Box<str>, Box<str>)>,
+    cells: Arc<[OnceLock<IntCounter>; Reason::COUNT]>,
+}
 
-impl AppCounters {
+impl RouteCounters {
     #[inline]
     fn inc(&self, reason: Reason) {
-        if let Some(c) = self.0.get(reason.index()) {
-            c.inc();
+        if let Some(cell) = self.cells.get(reason.index()) {
+            cell.get_or_init(|| {
+                let (app, route) = &*self.labels;
+                self.vec.with_label_values(&[decision_label(reason), reason.code(), app, route])
+            })
+            .inc();
         }
     }
 }
@@ -61,8 +83,21 @@ impl AppCounters {
 /// The gateway's metrics.
 pub struct Metrics {
     requests_vec: IntCounterVec,
-    /// Requests that matched no application.
-    unmatched: AppCounters,
+    /// Requests that matched no route.
+    unmatched: RouteCounters,
+    /// Time spent deciding (phases 1–6).
+    decision_seconds: Histogram,
+    /// Verified-token cache: entries now, and entries evicted.
+    pub cache: crate::token::cache::CacheCounters,
+    /// JWKS fetches by issuer and result, and the last success.
+    pub jwks: crate::token::keyring::JwksMetrics,
+    /// Store calls by operation and result, and their durations.
+    pub store: crate::store::StoreMetrics,
+    /// Token-service operations (and reloads) by kind and result.
+    operations: IntCounterVec,
+    /// Open connections by listener, and WebSocket tunnels.
+    connections: IntGaugeVec,
+    tunnels: IntGauge,
     /// Per decision label: allow, deny, error.
     durations: [Histogram; 3],
     pub cache_hits: IntCounter,
@@ -105,11 +140,81 @@ impl Metrics {
     /// naming them is compiled.
     pub fn register(registry: &Registry) -> prometheus::Result<Metrics> {
         let requests_vec = IntCounterVec::new(
-            Opts::new("narrowgate_requests_total", "Requests by decision, reason and application."),
-            &["decision", "reason", "application"],
+            Opts::new(
+                "narrowgate_requests_total",
+                "Requests by decision, reason, application and route template (none: no route matched).",
+            ),
+            &["decision", "reason", "application", "route"],
         )?;
         registry.register(Box::new(requests_vec.clone()))?;
-        let unmatched = counters_for(&requests_vec, "none");
+        let unmatched = counters_for(&requests_vec, "none", "none");
+        let decision_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "narrowgate_decision_duration_seconds",
+                "Time to decide a request (canonical path, route, credential, verification, revocation, rules).",
+            )
+            .buckets(vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.05, 0.5, 3.0]),
+        )?;
+        registry.register(Box::new(decision_seconds.clone()))?;
+        let cache_counters = crate::token::cache::CacheCounters {
+            entries: IntGauge::new("narrowgate_token_cache_entries", "Verified tokens in the cache.")?,
+            evictions: IntCounter::new(
+                "narrowgate_token_cache_evictions_total",
+                "Verified tokens evicted from (or not admitted to) the full cache.",
+            )?,
+        };
+        registry.register(Box::new(cache_counters.entries.clone()))?;
+        registry.register(Box::new(cache_counters.evictions.clone()))?;
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new("narrowgate_jwks_fetches_total", "JWKS fetches by issuer name and result (ok, error)."),
+            &["issuer", "result"],
+        )?;
+        registry.register(Box::new(jwks_fetches.clone()))?;
+        let jwks_last_success = GaugeVec::new(
+            Opts::new(
+                "narrowgate_jwks_last_success_timestamp_seconds",
+                "Unix time of an issuer's last good JWKS fetch.",
+            ),
+            &["issuer"],
+        )?;
+        registry.register(Box::new(jwks_last_success.clone()))?;
+        let store = crate::store::StoreMetrics {
+            calls: IntCounterVec::new(
+                Opts::new(
+                    "narrowgate_store_operations_total",
+                    "Token store calls by operation and result (ok, conflict, unavailable, corrupt, missing, lost, and for redeem: unknown, used, expired, revoked).",
+                ),
+                &["operation", "result"],
+            )?,
+            seconds: HistogramVec::new(
+                HistogramOpts::new("narrowgate_store_operation_duration_seconds", "Token store call durations.")
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                &["operation"],
+            )?,
+        };
+        registry.register(Box::new(store.calls.clone()))?;
+        registry.register(Box::new(store.seconds.clone()))?;
+        let operations = IntCounterVec::new(
+            Opts::new(
+                "narrowgate_token_service_operations_total",
+                "Token-service operations (mint, redeem, revoke, manage, list, show, authenticate) and reloads, by kind and result (ok or the error code).",
+            ),
+            &["operation", "kind", "result"],
+        )?;
+        registry.register(Box::new(operations.clone()))?;
+        let connections = IntGaugeVec::new(
+            Opts::new("narrowgate_open_connections", "Open client connections by listener (proxy, api, admin)."),
+            &["listener"],
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        let tunnels = IntGauge::new("narrowgate_open_tunnels", "Open WebSocket tunnels through the proxy.")?;
+        registry.register(Box::new(tunnels.clone()))?;
+        let build = IntGaugeVec::new(
+            Opts::new("narrowgate_build_info", "1, labelled with the version of the running narrowgate."),
+            &["version"],
+        )?;
+        registry.register(Box::new(build.clone()))?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let hist = prometheus::HistogramVec::new(
             HistogramOpts::new(
                 "narrowgate_request_duration_seconds",
@@ -216,9 +321,21 @@ impl Metrics {
         let rate_limited = <crate::ratelimit::Scope as strum::IntoEnumIterator>::iter()
             .map(|s| rate_limited_vec.with_label_values(&[<&'static str>::from(s)]))
             .collect();
+        let jwks = crate::token::keyring::JwksMetrics {
+            skipped: jwks_keys_skipped.clone(),
+            fetches: jwks_fetches,
+            last_success: jwks_last_success,
+        };
         Ok(Metrics {
             requests_vec,
             unmatched,
+            decision_seconds,
+            cache: cache_counters,
+            jwks,
+            store,
+            operations,
+            connections,
+            tunnels,
             reloads,
             last_reload,
             config_info,
@@ -235,16 +352,41 @@ impl Metrics {
         })
     }
 
-    /// The request counters of the application named `app`.
-    pub fn app_counters(&self, app: &str) -> AppCounters {
-        counters_for(&self.requests_vec, app)
+    /// The request counters of the route `template` of application `app`.
+    pub fn route_counters(&self, app: &str, template: &str) -> RouteCounters {
+        counters_for(&self.requests_vec, app, template)
+    }
+
+    /// A route a reload removed gets no more series.
+    pub fn forget_route(&self, app: &str, template: &str) {
+        for reason in Reason::iter() {
+            let _ = self.requests_vec.remove_label_values(&[decision_label(reason), reason.code(), app, template]);
+        }
     }
 
     /// An application a reload removed gets no more series.
     pub fn forget_app(&self, app: &str) {
         for reason in Reason::iter() {
-            let _ = self.requests_vec.remove_label_values(&[decision_label(reason), reason.code(), app]);
             let _ = self.would_deny.remove_label_values(&[reason.code(), app]);
+        }
+    }
+
+    /// The time one decision took.
+    #[inline]
+    pub fn decided(&self, seconds: f64) {
+        self.decision_seconds.observe(seconds);
+    }
+
+    /// A token-service operation or a reload, as audited.
+    pub fn operation(&self, e: &crate::audit::ActionEvent) {
+        self.operations.with_label_values(&[e.action, e.kind.unwrap_or(""), e.result]).inc();
+    }
+
+    /// Open connections of `listener` and tunnels (called at each scrape).
+    pub fn observe_connections(&self, listener: &str, open: usize, tunnels: Option<usize>) {
+        self.connections.with_label_values(&[listener]).set(i64::try_from(open).unwrap_or(i64::MAX));
+        if let Some(t) = tunnels {
+            self.tunnels.set(i64::try_from(t).unwrap_or(i64::MAX));
         }
     }
 
@@ -275,9 +417,10 @@ impl Metrics {
         self.reloads.with_label_values(&[if success { "success" } else { "failure" }]).inc();
     }
 
-    /// Record one request for `app`'s counters (`None` when no route matched).
-    pub fn observe(&self, reason: Reason, app: Option<&AppCounters>, seconds: f64) {
-        app.unwrap_or(&self.unmatched).inc(reason);
+    /// Record one request in its route's counters (`None` when no route
+    /// matched).
+    pub fn observe(&self, reason: Reason, route: Option<&RouteCounters>, seconds: f64) {
+        route.unwrap_or(&self.unmatched).inc(reason);
         let d = match reason {
             r if r.is_allow() => 0,
             Reason::UpstreamUnavailable

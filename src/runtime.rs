@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::config::{
     Config, ConfigErrors, CredentialSource, Facades, Forwarding, ServerConfig, Signing, Unmatched, UpstreamConfig,
 };
-use crate::metrics::{AppCounters, Metrics};
+use crate::metrics::{Metrics, RouteCounters};
 use crate::policy::issuance::RegistrationLimits;
 use crate::policy::{Manifest, Route, Router};
 use crate::proxy::headers::HeaderPolicy;
@@ -36,7 +36,6 @@ pub struct AppSlot {
     pub name: Box<str>,
     /// The application's name as the identity header carries it.
     pub header: HeaderValue,
-    pub counters: AppCounters,
     /// Authorization denials are forwarded and recorded (shadow mode).
     pub shadow: bool,
 }
@@ -46,6 +45,8 @@ pub struct Snapshot {
     /// SHA-256 of the config and the files it reads.
     pub hash: String,
     pub routes: Vec<Route>,
+    /// By route index.
+    pub route_counters: Vec<RouteCounters>,
     pub router: Router,
     /// By application index.
     pub apps: Vec<AppSlot>,
@@ -103,6 +104,12 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// A token-service operation or a reload: counted, and audited.
+    pub fn action(&self, event: crate::audit::ActionEvent) {
+        self.metrics.operation(&event);
+        self.audit.record(crate::audit::Event::Action(event));
+    }
+
     /// What a gateway's snapshots share, on the system clock.
     pub fn new(metrics: Arc<Metrics>, revocations: Arc<Revocations>, references: Arc<ReferenceTokens>) -> Shared {
         Shared { metrics, revocations, references, clock: Arc::default(), audit: Arc::default() }
@@ -139,7 +146,6 @@ impl Snapshot {
                 name: a.application.as_str().into(),
                 // Validated at load: names are header-safe.
                 header: HeaderValue::from_str(&a.application).unwrap_or(HeaderValue::from_static("invalid")),
-                counters: shared.metrics.app_counters(&a.application),
                 shadow: a.mode.unwrap_or(config.mode) == crate::policy::Mode::Shadow,
             })
             .collect();
@@ -156,6 +162,12 @@ impl Snapshot {
         Snapshot {
             hash: config.hash.clone(),
             routes: config.manifest.routes.clone(),
+            route_counters: config
+                .manifest
+                .routes
+                .iter()
+                .map(|r| shared.metrics.route_counters(&r.application, &r.template))
+                .collect(),
             router: config.router.clone(),
             apps,
             auth,
@@ -368,7 +380,7 @@ impl Runtime {
             Ok(Reloaded::Unchanged) => ("unchanged", None),
             Err(_) => ("refused", None),
         };
-        self.shared.audit.record(crate::audit::Event::Action(crate::audit::ActionEvent {
+        self.shared.action(crate::audit::ActionEvent {
             action: "reload",
             kind: None,
             result: outcome,
@@ -376,7 +388,7 @@ impl Runtime {
             by_subject: None,
             target: None,
             config_hash: hash,
-        }));
+        });
         result
     }
 
@@ -430,6 +442,10 @@ impl Runtime {
         let ring_changed = !Arc::ptr_eq(next.auth.keys(), prev.auth.keys());
         for gone in prev.apps.iter().filter(|a| !next.apps.iter().any(|n| n.name == a.name)) {
             metrics.forget_app(&gone.name);
+        }
+        let kept = |r: &Route| next.routes.iter().any(|n| n.template == r.template && n.application == r.application);
+        for gone in prev.routes.iter().filter(|r| !kept(r)) {
+            metrics.forget_route(&gone.application, &gone.template);
         }
         let hash = next.hash.clone();
         self.current.store(Arc::new(next));

@@ -33,22 +33,29 @@ async fn health_readiness_and_metrics() {
             .unwrap_or_else(|| panic!("no metric line {needle}"))
     };
     let tama = "trading-account-management-api";
+    let one = "GET /users/current/accounts/{accountId}";
     assert_eq!(
-        line(&format!(r#"narrowgate_requests_total{{application="{tama}",decision="allow",reason="allowed"}}"#)),
+        line(&format!(
+            r#"narrowgate_requests_total{{application="{tama}",decision="allow",reason="allowed",route="{one}"}}"#
+        )),
         3.0
     );
     assert_eq!(
         line(&format!(
-            r#"narrowgate_requests_total{{application="{tama}",decision="deny",reason="resource_not_allowed"}}"#
+            r#"narrowgate_requests_total{{application="{tama}",decision="deny",reason="resource_not_allowed",route="{one}"}}"#
         )),
         1.0
     );
     assert_eq!(
-        line(&format!(r#"narrowgate_requests_total{{application="{tama}",decision="deny",reason="missing_token"}}"#)),
+        line(&format!(
+            r#"narrowgate_requests_total{{application="{tama}",decision="deny",reason="missing_token",route="{one}"}}"#
+        )),
         1.0
     );
     assert_eq!(
-        line(r#"narrowgate_requests_total{application="none",decision="deny",reason="no_matching_route"}"#),
+        line(
+            r#"narrowgate_requests_total{application="none",decision="deny",reason="no_matching_route",route="none"}"#
+        ),
         1.0
     );
     // One verification, then cache hits for the same token.
@@ -57,5 +64,9 @@ async fn health_readiness_and_metrics() {
     assert_eq!(line(r#"narrowgate_request_duration_seconds_count{decision="allow"}"#), 3.0);
     assert!(!m.body.contains(&token), "a token in the metrics");
     assert!(!m.body.contains("/users/current/accounts/a1"), "a raw path as a label");
+    // No series exists that never counted anything.
+    assert!(!m.body.contains("reason=\"expired\""), "a series made before its first count");
+    assert_eq!(line("narrowgate_decision_duration_seconds_count"), 6.0);
+    assert_eq!(line("narrowgate_token_cache_entries"), 1.0);
     h.shutdown().await;
 }

@@ -17,6 +17,7 @@ use serde_json::json;
 use support::{ConfigDoc, Harness, build_request, eventually_async, metric, send_raw};
 
 const ACCOUNT: &str = "/users/current/accounts/a1";
+const METRICS_ROUTE: &str = "GET /metastats/users/current/accounts/{accountId}/metrics";
 const HISTORY: &str = "/users/current/accounts/a1/history";
 const SUCCESS: &str = "narrowgate_config_reloads_total{result=\"success\"}";
 const FAILURE: &str = "narrowgate_config_reloads_total{result=\"failure\"}";
@@ -278,8 +279,11 @@ async fn a_configmap_update_is_picked_up() {
 async fn the_metrics_follow_the_applications_in_force() {
     let mut h = Harness::start().await;
     let auth = format!("Bearer {}", h.token("reader-1", json!([rule("*", &["*"], &["*:$USER_ID$:*"])])));
-    let series =
-        |app: &str| format!("narrowgate_requests_total{{application=\"{app}\",decision=\"allow\",reason=\"allowed\"}}");
+    let series = |app: &str| {
+        format!(
+            "narrowgate_requests_total{{application=\"{app}\",decision=\"allow\",reason=\"allowed\",route=\"{METRICS_ROUTE}\"}}"
+        )
+    };
     assert_eq!(h.get("/metastats/users/current/accounts/a1/metrics", &[("Authorization", &auth)]).await.status, 200);
     assert_eq!(metric(h.admin, &series("metastats-api")).await, Some(1.0));
     // metastats-api leaves, reports-api arrives.

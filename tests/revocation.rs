@@ -96,7 +96,6 @@ async fn revocations_in_the_sqlite_store_are_enforced_after_a_restart() {
 /// enforced by the other's proxy within a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_through_one_gateway_is_enforced_by_another_within_a_second() {
-    use narrowgate::store::{Store, TokenStore};
     use std::time::{Duration, Instant};
     let url = support::fresh_postgres_database().await;
     let store_config = move || narrowgate::config::StoreConfig {
@@ -107,9 +106,8 @@ async fn a_revocation_through_one_gateway_is_enforced_by_another_within_a_second
     let cfg_a = store_config.clone();
     let a = Harness::start_with(|_| {}, move |c| c.store = Some(cfg_a())).await;
     let b = Harness::start_with(|_| {}, move |c| c.store = Some(store_config())).await;
-    let Some(Store::Postgres(store_a)) = a.gateway.as_ref().and_then(|g| g.store.clone()) else {
-        panic!("gateway a has no PostgreSQL store");
-    };
+    let store_a = a.gateway.as_ref().and_then(|g| g.store.clone()).expect("gateway a's store");
+    assert!(store_a.postgres().is_some(), "gateway a has a PostgreSQL store");
     store_a.insert_token(&stored("shared-1")).await.expect("insert");
     // Gateway b trusts a different key: sign with b's.
     let token = token_with_jti(&b, "shared-1");

@@ -57,8 +57,12 @@ async fn shadow_forwards_authorization_denials_and_enforces_the_rest() {
         assert_eq!(r.reason(), want, "{path}: {} {}", r.status, r.body);
     }
     assert!(h.upstream_received().is_empty(), "nothing else reached the upstream");
-    let allowed = "narrowgate_requests_total{application=\"trading-account-management-api\",decision=\"allow\",reason=\"shadow\"}";
-    assert_eq!(metric(h.admin, allowed).await, Some(2.0));
+    for route in ["GET /users/current/accounts/{accountId}", "DELETE /users/current/accounts/{accountId}"] {
+        let allowed = format!(
+            "narrowgate_requests_total{{application=\"trading-account-management-api\",decision=\"allow\",reason=\"shadow\",route=\"{route}\"}}"
+        );
+        assert_eq!(metric(h.admin, &allowed).await, Some(1.0), "{route}");
+    }
     let audit = h.dir().join("audit.jsonl");
     h.gateway.take().expect("running").shutdown().await;
     let events: Vec<serde_json::Value> = std::fs::read_to_string(audit)

@@ -89,7 +89,7 @@ impl ApiState {
             Ok(grant) => Ok((snap, grant)),
             Err(reason) => {
                 // A call that acts, refused for its credential: audited.
-                snap.audit_log.record(crate::audit::Event::Action(crate::audit::ActionEvent {
+                self.runtime.shared().action(crate::audit::ActionEvent {
                     action: "authenticate",
                     kind: None,
                     result: reason.code(),
@@ -97,7 +97,7 @@ impl ApiState {
                     by_subject: None,
                     target: None,
                     config_hash: None,
-                }));
+                });
                 Err(ApiError::credential(reason))
             }
         }

@@ -241,7 +241,7 @@ impl TokenService {
     }
 
     fn audit(&self, event: ActionEvent) {
-        self.runtime.shared().audit.record(crate::audit::Event::Action(event));
+        self.runtime.shared().action(event);
     }
 
     /// Mint what `req` asks for, if its authority allows.

@@ -67,11 +67,8 @@ impl Authenticator {
         let ring = match prev {
             Some(p) if p.issuers_hash == config.issuers_hash => p.keys().clone(),
             _ => {
-                let ring = KeyRing::counting(
-                    config.keys.clone(),
-                    config.jwks_sources.clone(),
-                    Some(metrics.jwks_keys_skipped.clone()),
-                );
+                let ring =
+                    KeyRing::counting(config.keys.clone(), config.jwks_sources.clone(), Some(metrics.jwks.clone()));
                 if let Some(p) = prev {
                     ring.carry_over(p.keys());
                 }
@@ -86,11 +83,14 @@ impl Authenticator {
             {
                 p.cache.clone()
             }
-            _ => Arc::new(GrantCache::with_generation(
-                config.cache.capacity,
-                config.cache.max_ttl.as_secs(),
-                ring.generation().clone(),
-            )),
+            _ => Arc::new(
+                GrantCache::with_generation(
+                    config.cache.capacity,
+                    config.cache.max_ttl.as_secs(),
+                    ring.generation().clone(),
+                )
+                .counted(metrics.cache.clone()),
+            ),
         };
         Authenticator {
             credentials: config.credentials.clone(),

@@ -153,8 +153,10 @@ fn serve(path: PathBuf, addresses_file: Option<PathBuf>) -> anyhow::Result<()> {
                     Signal::Hangup => {
                         tracing::info!("SIGHUP: reloading the config");
                         // The outcome is logged and counted by the reload itself.
+                        // A rotated audit file first, so the reload is
+                        // audited in the new one.
+                        running.runtime.shared().audit.reopen().await;
                         let _ = running.runtime.reload_by("sighup").await;
-                        running.runtime.shared().audit.reopen();
                     }
                     Signal::Stop => break,
                 },

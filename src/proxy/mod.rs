@@ -254,7 +254,9 @@ impl Gateway {
             let decision = match over {
                 Some(l) if !snap.shadows(None) => Decision::limited(l),
                 _ => {
+                    let deciding = Instant::now();
                     let mut d = decide(&snap, &req, snap.auth.now());
+                    self.metrics.decided(deciding.elapsed().as_secs_f64());
                     if snap.auth.wants_refetch(d.reason) {
                         // A kid rotated in on an issuer: fetch its keys
                         // (rate-limited) and decide once more.
@@ -448,7 +450,8 @@ impl Gateway {
         let Outcome { reason, status, failure, request_id, .. } = outcome;
         let reason = *reason;
         let app = decision.app.and_then(|a| snap.apps.get(a));
-        self.metrics.observe(reason, app.map(|a| &a.counters), elapsed.as_secs_f64());
+        let counters = decision.route.and_then(|r| snap.route_counters.get(r));
+        self.metrics.observe(reason, counters, elapsed.as_secs_f64());
         if let Some((would, _)) = &decision.would_deny {
             self.metrics.would_deny(*would, app.map_or("none", |a| &*a.name));
         }

@@ -192,6 +192,8 @@ pub async fn tunnel(
 /// connection and tunnel still open when the grace period is over.
 #[derive(Clone, Debug, Default)]
 pub struct Drain {
+    /// The listener's open connections.
+    pub connections: InFlight,
     pub tunnels: InFlight,
     cut: Arc<watch::Sender<bool>>,
 }
@@ -233,7 +235,7 @@ pub async fn serve<H, F, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (closing_tx, closing_rx) = watch::channel(false);
-    let connections = InFlight::default();
+    let connections = drain.connections.clone();
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {

@@ -334,30 +334,81 @@ macro_rules! delegate_token_store {
 pub(crate) use delegate_token_store;
 
 /// The configured store, whichever it is.
+/// The token store: SQLite or PostgreSQL, and the metrics its calls are
+/// counted in.
 #[derive(Clone, Debug)]
-pub enum Store {
+pub struct Store {
+    backend: Backend,
+    metrics: Option<StoreMetrics>,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
     Sqlite(SqliteStore),
     Postgres(PgStore),
 }
 
+/// Store calls by operation and result, and how long they took.
+#[derive(Clone, Debug)]
+pub struct StoreMetrics {
+    pub calls: prometheus::IntCounterVec,
+    pub seconds: prometheus::HistogramVec,
+}
+
+/// The `result` label of a failed store call.
+trait KindLabel {
+    fn kind_label(&self) -> &'static str;
+}
+
+impl KindLabel for StoreError {
+    fn kind_label(&self) -> &'static str {
+        match self {
+            StoreError::Conflict(_) => "conflict",
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Missing(_) => "missing",
+            StoreError::Lost(_) => "lost",
+        }
+    }
+}
+
+impl KindLabel for RedeemError {
+    fn kind_label(&self) -> &'static str {
+        match self {
+            RedeemError::Unknown => "unknown",
+            RedeemError::Used => "used",
+            RedeemError::Expired => "expired",
+            RedeemError::Revoked => "revoked",
+            RedeemError::Store(e) => e.kind_label(),
+        }
+    }
+}
+
 /// Call `$call` on whichever store this is, after its guard (a lost store
-/// answers nothing), and within PostgreSQL's call timeout.
+/// answers nothing), within PostgreSQL's call timeout, counted and timed
+/// as `$op`.
 macro_rules! dispatch {
-    ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            Store::Sqlite($s) => {
-                $s.guard()?;
-                $call.await
-            }
-            Store::Postgres($s) => {
-                $s.guard()?;
-                match tokio::time::timeout($s.timeout(), $call).await {
-                    Ok(r) => r,
-                    Err(_) => Err(StoreError::Unavailable("the store did not answer in time".into()).into()),
+    ($self:ident, $op:literal, $s:ident => $call:expr) => {{
+        let start = std::time::Instant::now();
+        let result = async {
+            match &$self.backend {
+                Backend::Sqlite($s) => {
+                    $s.guard()?;
+                    $call.await
+                }
+                Backend::Postgres($s) => {
+                    $s.guard()?;
+                    match tokio::time::timeout($s.timeout(), $call).await {
+                        Ok(r) => r,
+                        Err(_) => Err(StoreError::Unavailable("the store did not answer in time".into()).into()),
+                    }
                 }
             }
         }
-    };
+        .await;
+        $self.observe($op, start, result.as_ref().err().map(|e| e.kind_label()));
+        result
+    }};
 }
 
 impl Store {
@@ -369,20 +420,41 @@ impl Store {
         Ok(match &config.backend {
             StoreBackend::Sqlite { path } => {
                 let (s, created) = SqliteStore::open(path, create).await?;
-                (Store::Sqlite(s), created)
+                (Store { backend: Backend::Sqlite(s), metrics: None }, created)
             }
             StoreBackend::Postgres { url, timeout } => {
                 let (s, created) = PgStore::open(url, create, *timeout).await?;
-                (Store::Postgres(s), created)
+                (Store { backend: Backend::Postgres(s), metrics: None }, created)
             }
         })
     }
 
+    /// Count and time every call in `metrics` from now on.
+    pub fn instrumented(mut self, metrics: StoreMetrics) -> Store {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn observe(&self, op: &'static str, start: std::time::Instant, error: Option<&'static str>) {
+        if let Some(m) = &self.metrics {
+            m.calls.with_label_values(&[op, error.unwrap_or("ok")]).inc();
+            m.seconds.with_label_values(&[op]).observe(start.elapsed().as_secs_f64());
+        }
+    }
+
+    /// The PostgreSQL store, if this is one (tests reach its internals).
+    pub fn postgres(&self) -> Option<&PgStore> {
+        match &self.backend {
+            Backend::Postgres(s) => Some(s),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
     /// Whether the store was removed or replaced under this gateway.
     pub fn is_lost(&self) -> bool {
-        match self {
-            Store::Sqlite(s) => s.is_lost(),
-            Store::Postgres(s) => s.is_lost(),
+        match &self.backend {
+            Backend::Sqlite(s) => s.is_lost(),
+            Backend::Postgres(s) => s.is_lost(),
         }
     }
 
@@ -394,11 +466,11 @@ impl Store {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                match &store {
-                    Store::Sqlite(s) => {
+                match &store.backend {
+                    Backend::Sqlite(s) => {
                         let _ = s.guard();
                     }
-                    Store::Postgres(s) => s.check_identity().await,
+                    Backend::Postgres(s) => s.check_identity().await,
                 }
                 if store.is_lost() {
                     return;
@@ -409,58 +481,58 @@ impl Store {
 
     /// Record a token in whichever store this is.
     pub async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_token(token))
+        dispatch!(self, "insert_token", s => s.insert_token(token))
     }
 
     pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        dispatch!(self, s => s.token(id))
+        dispatch!(self, "token", s => s.token(id))
     }
 
     pub async fn count_tokens(&self) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.count_tokens())
+        dispatch!(self, "count_tokens", s => s.count_tokens())
     }
 
     pub async fn token_by_name(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
-        dispatch!(self, s => s.token_by_name(name))
+        dispatch!(self, "token_by_name", s => s.token_by_name(name))
     }
 
     pub async fn list_tokens(&self, filter: &TokenFilter) -> Result<Vec<TokenRecord>, StoreError> {
-        dispatch!(self, s => s.list_tokens(filter))
+        dispatch!(self, "list_tokens", s => s.list_tokens(filter))
     }
 
     pub async fn insert_registration(&self, reg: &RegistrationRecord) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_registration(reg))
+        dispatch!(self, "insert_registration", s => s.insert_registration(reg))
     }
 
     pub async fn revoke_registration(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.revoke_registration(id, at))
+        dispatch!(self, "revoke_registration", s => s.revoke_registration(id, at))
     }
 
     pub async fn redeem<F>(&self, secret_hash: &[u8], now: i64, build: F) -> Result<TokenRecord, RedeemError>
     where
         F: FnOnce(&RegistrationRecord) -> Result<TokenRecord, RedeemError> + Send,
     {
-        dispatch!(self, s => s.redeem(secret_hash, now, build))
+        dispatch!(self, "redeem", s => s.redeem(secret_hash, now, build))
     }
 
     pub async fn revoke(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.revoke(id, at))
+        dispatch!(self, "revoke", s => s.revoke(id, at))
     }
 
     pub async fn token_by_external_id(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        dispatch!(self, s => s.token_by_external_id(id))
+        dispatch!(self, "token_by_external_id", s => s.token_by_external_id(id))
     }
 
     pub async fn revoke_jti(&self, r: &JtiRevocation) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.revoke_jti(r))
+        dispatch!(self, "revoke_jti", s => s.revoke_jti(r))
     }
 
     pub async fn external_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        dispatch!(self, s => s.external_tokens())
+        dispatch!(self, "external_tokens", s => s.external_tokens())
     }
 
     pub async fn forget_secret(&self, id: &str) -> Result<(), StoreError> {
-        dispatch!(self, s => s.forget_secret(id))
+        dispatch!(self, "forget_secret", s => s.forget_secret(id))
     }
 
     /// Load the mirror now, then keep it current in the background.
@@ -469,12 +541,12 @@ impl Store {
         mirror: std::sync::Arc<Mirror>,
         resync_every: std::time::Duration,
     ) -> Result<tokio::task::JoinHandle<()>, StoreError> {
-        Ok(match self {
-            Store::Sqlite(s) => {
+        Ok(match &self.backend {
+            Backend::Sqlite(s) => {
                 resync(s, &mirror).await?;
                 s.follow(mirror, resync_every)
             }
-            Store::Postgres(s) => {
+            Backend::Postgres(s) => {
                 resync(s, &mirror).await?;
                 // Complete as of now; the follower keeps confirming it.
                 mirror.revocations.follow();

@@ -25,12 +25,20 @@ struct Entry {
     generation: u64,
 }
 
+/// What a cache reports: its entries now, and what it evicted.
+#[derive(Clone, Debug)]
+pub struct CacheCounters {
+    pub entries: prometheus::IntGauge,
+    pub evictions: prometheus::IntCounter,
+}
+
 /// A bounded cache of verified grants.
 pub struct GrantCache {
     inner: TinyUfo<u64, Arc<Entry>>,
     hasher: ahash::RandomState,
     max_ttl_secs: u64,
     generation: Arc<AtomicU64>,
+    counters: Option<CacheCounters>,
 }
 
 impl std::fmt::Debug for GrantCache {
@@ -54,6 +62,21 @@ impl GrantCache {
             hasher: ahash::RandomState::new(),
             max_ttl_secs,
             generation,
+            counters: None,
+        }
+    }
+
+    /// Report entries and evictions in `counters` (a new cache starts the
+    /// entry count again).
+    pub fn counted(mut self, counters: CacheCounters) -> Self {
+        counters.entries.set(0);
+        self.counters = Some(counters);
+        self
+    }
+
+    fn entries(&self, delta: i64) {
+        if let Some(c) = &self.counters {
+            c.entries.add(delta);
         }
     }
 
@@ -78,7 +101,9 @@ impl GrantCache {
             return None;
         }
         if now >= entry.fresh_until || entry.generation != self.generation() {
-            self.inner.remove(&key);
+            if self.inner.remove(&key).is_some() {
+                self.entries(-1);
+            }
             return None;
         }
         Some(entry.grant.clone())
@@ -98,7 +123,13 @@ impl GrantCache {
             return;
         }
         let entry = Arc::new(Entry { token: token.into(), grant, fresh_until, generation });
-        self.inner.put(self.key(token), entry, 1);
+        // What goes out — an older entry, or this one not admitted — is
+        // what the full cache evicted.
+        let evicted = self.inner.put(self.key(token), entry, 1).len();
+        if let Some(c) = &self.counters {
+            c.entries.add(1 - evicted as i64);
+            c.evictions.inc_by(evicted as u64);
+        }
     }
 }
 

@@ -30,6 +30,17 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// How long one fetch may take, connection included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What a key ring reports, by issuer name.
+#[derive(Clone, Debug)]
+pub struct JwksMetrics {
+    /// Keys skipped as unusable.
+    pub skipped: prometheus::IntCounterVec,
+    /// Fetches by result (`ok`, `error`).
+    pub fetches: prometheus::IntCounterVec,
+    /// Unix time of the last good fetch.
+    pub last_success: prometheus::GaugeVec,
+}
+
 /// One issuer's JWKS URL.
 #[derive(Clone, Debug)]
 pub struct JwksSource {
@@ -66,8 +77,8 @@ pub struct KeyRing {
     /// Bumped whenever a key is withdrawn: grants cached under an older
     /// generation are verified again.
     generation: Arc<AtomicU64>,
-    /// Keys skipped as unusable, by issuer name.
-    skipped: Option<prometheus::IntCounterVec>,
+    /// Keys skipped, fetches and last successes, by issuer name.
+    metrics: Option<JwksMetrics>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -82,9 +93,9 @@ impl KeyRing {
         Self::counting(base, sources, None)
     }
 
-    /// [`KeyRing::new`], counting the JWKS keys skipped as unusable in
-    /// `skipped` (labelled by issuer name).
-    pub fn counting(base: KeySet, sources: Vec<JwksSource>, skipped: Option<prometheus::IntCounterVec>) -> Arc<Self> {
+    /// [`KeyRing::new`], counting fetches, their results and the keys
+    /// skipped as unusable in `metrics` (labelled by issuer name).
+    pub fn counting(base: KeySet, sources: Vec<JwksSource>, metrics: Option<JwksMetrics>) -> Arc<Self> {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -102,7 +113,7 @@ impl KeyRing {
             fetching: tokio::sync::Mutex::new(None),
             client,
             generation: Arc::default(),
-            skipped,
+            metrics,
         })
     }
 
@@ -180,6 +191,13 @@ impl KeyRing {
             if let Err(e) = &fetched {
                 tracing::warn!(issuer = %source.name, error = %e, "JWKS fetch failed; keeping the last good keys");
             }
+            if let Some(m) = &self.metrics {
+                let result = if fetched.is_ok() { "ok" } else { "error" };
+                m.fetches.with_label_values(&[&source.name, result]).inc();
+                if fetched.is_ok() {
+                    m.last_success.with_label_values(&[&source.name]).set(crate::token::now_unix() as f64);
+                }
+            }
             results.push(fetched);
         }
         let Ok(mut state) = self.state.lock() else { return };
@@ -255,10 +273,10 @@ impl KeyRing {
         for why in &skipped {
             tracing::warn!(issuer = %source.name, key = %why, "JWKS key skipped");
         }
-        if let Some(counter) = &self.skipped
+        if let Some(m) = &self.metrics
             && !skipped.is_empty()
         {
-            counter.with_label_values(&[&source.name]).inc_by(skipped.len() as u64);
+            m.skipped.with_label_values(&[&source.name]).inc_by(skipped.len() as u64);
         }
         Ok(keys)
     }
