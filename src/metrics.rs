@@ -117,6 +117,24 @@ pub struct Metrics {
     rate_limited: Vec<IntCounter>,
     /// Keys not rate-limited because a limiter's table was full.
     rate_limit_untracked: IntGauge,
+    /// Every family registered: name and label names.
+    families: Vec<(String, Vec<String>)>,
+}
+
+/// A registry that remembers what was registered in it (the catalogue
+/// test compares it with `docs/metrics.md`).
+struct Recording<'r> {
+    registry: &'r Registry,
+    families: std::cell::RefCell<Vec<(String, Vec<String>)>>,
+}
+
+impl Recording<'_> {
+    fn register(&self, c: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
+        for d in c.desc() {
+            self.families.borrow_mut().push((d.fq_name.clone(), d.variable_labels.clone()));
+        }
+        self.registry.register(c)
+    }
 }
 
 /// The revocation set and its feed, read from the set at each scrape.
@@ -139,6 +157,7 @@ impl Metrics {
     /// counters from [`Metrics::app_counters`], by name, when a snapshot
     /// naming them is compiled.
     pub fn register(registry: &Registry) -> prometheus::Result<Metrics> {
+        let registry = &Recording { registry, families: std::cell::RefCell::new(Vec::new()) };
         let requests_vec = IntCounterVec::new(
             Opts::new(
                 "narrowgate_requests_total",
@@ -314,7 +333,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(rate_limited_vec.clone()))?;
         let rate_limit_untracked = IntGauge::new(
-            "narrowgate_rate_limit_untracked_keys",
+            "narrowgate_rate_limit_untracked_requests",
             "Requests not rate-limited because their limiter tracked max_keys keys already (since the limits came into force).",
         )?;
         registry.register(Box::new(rate_limit_untracked.clone()))?;
@@ -343,6 +362,7 @@ impl Metrics {
             would_deny,
             rate_limited,
             rate_limit_untracked,
+            families: registry.families.take(),
             revocation,
             jwks_keys_skipped,
             durations,
@@ -350,6 +370,11 @@ impl Metrics {
             cache_misses: cache.with_label_values(&["miss"]),
             upstream_errors: UpstreamError::ALL.iter().map(|k| upstream_vec.with_label_values(&[k.label()])).collect(),
         })
+    }
+
+    /// Every metric family registered, with its label names.
+    pub fn families(&self) -> &[(String, Vec<String>)] {
+        &self.families
     }
 
     /// The request counters of the route `template` of application `app`.
@@ -450,5 +475,37 @@ impl Metrics {
     pub fn upstream_error(&self, kind: UpstreamError) {
         let i = UpstreamError::ALL.iter().position(|k| *k == kind).unwrap_or(2);
         self.upstream_errors[i].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/metrics.md` lists every family the gateway registers, with
+    /// its labels, and nothing else.
+    #[test]
+    fn the_catalogue_is_the_registry() {
+        let metrics = Metrics::register(&Registry::new()).expect("metrics");
+        let mut registered: Vec<(String, Vec<String>)> = metrics.families().to_vec();
+        registered.sort();
+        let doc = include_str!("../docs/metrics.md");
+        let mut documented: Vec<(String, Vec<String>)> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                let name = cells.first()?.strip_suffix('`')?.to_string();
+                let labels = cells
+                    .get(2)?
+                    .split(", ")
+                    .filter_map(|c| c.trim().strip_prefix('`')?.split('`').next())
+                    .map(str::to_string)
+                    .collect();
+                Some((name, labels))
+            })
+            .collect();
+        documented.sort();
+        assert_eq!(registered, documented, "docs/metrics.md and the registry differ");
     }
 }

@@ -134,6 +134,6 @@ async fn limits_track_a_bounded_number_of_keys_and_shadow_mode_only_counts() {
     for _ in 0..2 {
         assert_eq!(h.get(metrics, &[("Authorization", &third)]).await.status, 200);
     }
-    assert_eq!(metric(h.admin, "narrowgate_rate_limit_untracked_keys").await, Some(2.0));
+    assert_eq!(metric(h.admin, "narrowgate_rate_limit_untracked_requests").await, Some(2.0));
     h.shutdown().await;
 }
