@@ -36,6 +36,7 @@ ORIGIN=127.0.0.1:18080
 NGINX_PROXY=127.0.0.1:18081
 NG_OFF=127.0.0.1:18082
 NG_ON=127.0.0.1:18083
+NG_AUDIT=127.0.0.1:18084
 
 # --- origin and nginx reverse proxy (one worker each) -----------------------
 nginx_conf() { # name listen body
@@ -64,8 +65,9 @@ taskset -c 0 nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" & pids+=($!)
 
 # --- narrowgate configs, keys and tokens -------------------------------------
 kid=$($NG keys generate --alg es256 --out "$work/keys" | awk '/^kid:/{print $2}')
-ng_conf() { # file listen access admin — access: the route's access fields, or "public: true"
+ng_conf() { # file listen access admin [top-level YAML] — access: the route's access fields, or "public: true"
   cat > "$1" <<CONF
+${5:-}
 listeners: { proxy: "$2", admin: "$4" }
 upstream: { addresses: ["$ORIGIN"], pool_max_idle: 256 }
 server: { worker_threads: 1 }
@@ -91,6 +93,11 @@ ng_conf "$work/on.yaml" "$NG_ON" '        group: account-management
         method: getAccount
         resource: { entity: account, id: "{accountId}" }
         roles: [reader]' 127.0.0.1:18093
+# The same, with the audit log on: an event per request to a file.
+ng_conf "$work/audit.yaml" "$NG_AUDIT" '        group: account-management
+        method: getAccount
+        resource: { entity: account, id: "{accountId}" }
+        roles: [reader]' 127.0.0.1:18094 "audit: { sink: { file: { path: $work/audit.jsonl } } }"
 sign() {
   $NG token sign --key "$work/keys/$kid.pem" --kid "$kid" --sub "$1" --ttl 2h \
     --application trading-account-management-api --grant-role reader --resource account:a1
@@ -101,6 +108,7 @@ for i in $(seq 1 1000); do sign "user-$i"; done > "$work/tokens"
 
 taskset -c 0 $NG serve --config "$work/off.yaml" 2>"$work/off.log" & ng_off=$!; pids+=($ng_off)
 taskset -c 0 $NG serve --config "$work/on.yaml" 2>"$work/on.log" & ng_on=$!; pids+=($ng_on)
+taskset -c 0 $NG serve --config "$work/audit.yaml" 2>"$work/audit.log" & ng_audit=$!; pids+=($ng_audit)
 
 cat > "$work/one.lua" <<LUA
 local f = io.open("$work/token"); local t = f:read("*l"); f:close()
@@ -117,7 +125,7 @@ end
 LUA
 
 wait_up() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://$1/" && return 0; sleep 0.1; done; echo "$1 did not come up" >&2; exit 1; }
-for a in $ORIGIN $NGINX_PROXY $NG_OFF $NG_ON; do wait_up "$a"; done
+for a in $ORIGIN $NGINX_PROXY $NG_OFF $NG_ON $NG_AUDIT; do wait_up "$a"; done
 
 # nginx runs a master and a worker: sum the CPU of the pid and its children.
 cpu_ticks() {
@@ -162,6 +170,8 @@ for round in $(seq 1 "$ROUNDS"); do
   run "narrowgate, public route"           "http://$NG_OFF$PATH_A1" "$ng_off" "$work/one.lua"
   run "narrowgate enforcing, one token"    "http://$NG_ON$PATH_A1" "$ng_on" "$work/one.lua"
   run "narrowgate enforcing, 1000 tokens"  "http://$NG_ON$PATH_A1" "$ng_on" "$work/pool.lua"
+  run "narrowgate enforcing, audit log on" "http://$NG_AUDIT$PATH_A1" "$ng_audit" "$work/one.lua"
 done
 echo
 echo "enforcing gateway's token cache: $(curl -s http://127.0.0.1:18093/metrics | grep '^narrowgate_token_cache_total' | tr '\n' ' ')"
+echo "audit log: $(wc -l < "$work/audit.jsonl") events written; $(curl -s http://127.0.0.1:18094/metrics | grep '^narrowgate_audit_events_dropped_total')"
