@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load test: wrk at 64 connections against an nginx origin directly, through
 # nginx as a plain reverse proxy, through narrowgate on a public route (no token checked),
-# and through narrowgate enforcing (one token; a pool of 1,000 tokens).
+# and through narrowgate enforcing (one token; a pool of 1,000 tokens; one
+# token with the audit log on, written to a file).
 # The proxy under test and the origin are pinned to core 0, wrk to core 1.
 # Reports req/s, p50/p99 latency and the proxy's CPU time per request, read
 # from /proc/PID/stat. Loopback only; every run is bounded in time.
@@ -97,7 +98,9 @@ ng_conf "$work/on.yaml" "$NG_ON" '        group: account-management
 ng_conf "$work/audit.yaml" "$NG_AUDIT" '        group: account-management
         method: getAccount
         resource: { entity: account, id: "{accountId}" }
-        roles: [reader]' 127.0.0.1:18094 "audit: { sink: { file: { path: $work/audit.jsonl } } }"
+        roles: [reader]' 127.0.0.1:18094 "audit: { sink: { file: { path: $work/log/audit.jsonl } } }"
+# (in a directory of its own: the config's directory is watched for changes)
+mkdir -p "$work/log"
 sign() {
   $NG token sign --key "$work/keys/$kid.pem" --kid "$kid" --sub "$1" --ttl 2h \
     --application trading-account-management-api --grant-role reader --resource account:a1
@@ -174,4 +177,4 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo
 echo "enforcing gateway's token cache: $(curl -s http://127.0.0.1:18093/metrics | grep '^narrowgate_token_cache_total' | tr '\n' ' ')"
-echo "audit log: $(wc -l < "$work/audit.jsonl") events written; $(curl -s http://127.0.0.1:18094/metrics | grep '^narrowgate_audit_events_dropped_total')"
+echo "audit log: $(wc -l < "$work/log/audit.jsonl") events written; $(curl -s http://127.0.0.1:18094/metrics | grep '^narrowgate_audit_events_dropped_total')"

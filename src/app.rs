@@ -148,12 +148,8 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
 
     // The policy in force, swapped by reloads.
     let mut shared = Shared::new(metrics.clone(), revocations.clone(), mirror.references.clone());
-    let (audit, audit_task) =
-        crate::audit::Audit::start(&config.audit, metrics.audit_dropped.clone()).map_err(StartError::Audit)?;
-    shared.audit = Arc::new(audit);
-    if let Some(t) = audit_task {
-        background.push(t);
-    }
+    shared.audit =
+        Arc::new(crate::audit::Audit::start(&config.audit, metrics.audit_dropped.clone()).map_err(StartError::Audit)?);
     let runtime = Runtime::new(&config, path, shared);
     // Every token is minted and revoked by the one token service.
     let service = Arc::new(api::TokenService::new(runtime.clone(), store.clone(), mirror.clone()));

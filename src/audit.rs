@@ -5,20 +5,20 @@
 //! The request path never waits for it: an event is a handful of shared
 //! pointers and numbers put on a bounded queue ([`Audit::record`]); when
 //! the queue is full the event is dropped and counted
-//! (`narrowgate_audit_events_dropped_total`). A writer task turns events
-//! into JSON and writes them in batches.
+//! (`narrowgate_audit_events_dropped_total`). A writer thread lets events
+//! gather for a moment, turns them into JSON and writes them in one go.
 //!
 //! What an event may hold is closed: ids, names and codes. Never a token,
 //! a secret, a key, a Crafter id (which is a credential), a raw path or a
 //! query: the route's template stands for the path.
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::policy::{Allowed, Denial};
@@ -107,13 +107,24 @@ pub struct ActionEvent {
     pub config_hash: Option<String>,
 }
 
+/// What the queue carries: pointer-sized, so handing an event over moves
+/// a few words.
 #[derive(Debug)]
 pub enum Event {
     Decision(Box<DecisionEvent>),
-    Action(ActionEvent),
+    Action(Box<ActionEvent>),
     /// Reopen the file: what was queued before goes to the old one.
     Reopen,
+    /// Answered once everything queued before is written.
+    Flushed(tokio::sync::oneshot::Sender<()>),
 }
+
+/// How long the writer lets events gather after the first one of a batch:
+/// under load, one write and one wake-up per interval rather than per
+/// event (the measured cost was the per-event hand-off, not the JSON).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+/// The most events written at once.
+const BATCH: usize = 4096;
 
 /// The audit log's entrance, shared by the proxy, the token service and
 /// the runtime.
@@ -121,8 +132,6 @@ pub enum Event {
 pub struct Audit {
     tx: Option<mpsc::Sender<Event>>,
     dropped: Option<prometheus::IntCounter>,
-    /// Events taken off the queue and not yet written.
-    writing: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Audit {
@@ -155,37 +164,37 @@ impl Audit {
         }
     }
 
-    /// Wait (at most `within`) until every event handed over is written.
+    /// Wait (at most `within`) until every event handed over before is
+    /// written.
     pub async fn flush(&self, within: std::time::Duration) {
         let Some(tx) = &self.tx else { return };
-        let written = async {
-            while tx.capacity() < tx.max_capacity() || self.writing.load(std::sync::atomic::Ordering::Acquire) > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let (done, written) = tokio::sync::oneshot::channel();
+        let flushed = async {
+            if tx.send(Event::Flushed(done)).await.is_ok() {
+                let _ = written.await;
             }
         };
-        let _ = tokio::time::timeout(within, written).await;
+        let _ = tokio::time::timeout(within, flushed).await;
     }
 
-    /// Start writing events to `config`'s sink; the writer task ends when
-    /// every sender is gone. `dropped` counts what the queue refused.
-    pub fn start(
-        config: &AuditConfig,
-        dropped: prometheus::IntCounter,
-    ) -> std::io::Result<(Audit, Option<tokio::task::JoinHandle<()>>)> {
+    /// Start writing events to `config`'s sink, on a thread of its own
+    /// (file writes never stall the data plane's threads); the thread ends
+    /// when every sender is gone. `dropped` counts what the queue refused.
+    pub fn start(config: &AuditConfig, dropped: prometheus::IntCounter) -> std::io::Result<Audit> {
         if config.sink == AuditSink::Off {
-            return Ok((Audit::off(), None));
+            return Ok(Audit::off());
         }
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let writing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let out = Output::open(&config.sink)?;
-        let task = tokio::spawn(write(rx, out, config.sink.clone(), writing.clone()));
-        Ok((Audit { tx: Some(tx), dropped: Some(dropped), writing }, Some(task)))
+        let sink = config.sink.clone();
+        std::thread::Builder::new().name("audit".into()).spawn(move || write(rx, out, sink))?;
+        Ok(Audit { tx: Some(tx), dropped: Some(dropped) })
     }
 }
 
 enum Output {
-    Stdout(tokio::io::Stdout),
-    File(tokio::fs::File),
+    Stdout,
+    File(std::fs::File),
 }
 
 impl Output {
@@ -196,52 +205,63 @@ impl Output {
                 options.create(true).append(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                Ok(Output::File(tokio::fs::File::from_std(options.open(path)?)))
+                Ok(Output::File(options.open(path)?))
             }
-            _ => Ok(Output::Stdout(tokio::io::stdout())),
+            _ => Ok(Output::Stdout),
         }
     }
 
-    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
         match self {
-            Output::Stdout(s) => {
-                s.write_all(buf).await?;
-                s.flush().await
+            Output::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(buf)?;
+                out.flush()
             }
-            Output::File(f) => {
-                f.write_all(buf).await?;
-                f.flush().await
-            }
+            Output::File(f) => f.write_all(buf),
         }
     }
 }
 
-/// The writer: take what is queued, make lines of it, write them at once.
-async fn write(
-    mut rx: mpsc::Receiver<Event>,
-    mut out: Output,
-    sink: AuditSink,
-    writing: Arc<std::sync::atomic::AtomicUsize>,
-) {
+/// The writer thread: wait for an event, let more gather, make lines of
+/// them, write them at once.
+fn write(mut rx: mpsc::Receiver<Event>, mut out: Output, sink: AuditSink) {
     let mut batch = Vec::with_capacity(256);
     let mut buf = Vec::with_capacity(64 * 1024);
-    loop {
-        let n = rx.recv_many(&mut batch, 256).await;
-        if n == 0 {
-            return;
+    let mut labels = Labels::default();
+    let emit = |out: &mut Output, buf: &mut Vec<u8>| {
+        if let Err(e) = out.write_all(buf) {
+            tracing::warn!(error = %e, "audit events could not be written");
         }
-        writing.store(n, std::sync::atomic::Ordering::Release);
         buf.clear();
+    };
+    loop {
+        match rx.blocking_recv() {
+            Some(first) => batch.push(first),
+            None => return,
+        }
+        std::thread::sleep(GATHER);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
         for event in batch.drain(..) {
-            let written = match &event {
-                Event::Decision(d) => serde_json::to_writer(&mut buf, &DecisionLine::of(d)),
-                Event::Action(a) => serde_json::to_writer(&mut buf, &ActionLine { time: now_ms(), event: "action", a }),
+            let written = match event {
+                Event::Decision(d) => {
+                    write_decision(&mut buf, &d, labels.of(&d.snapshot));
+                    Ok(())
+                }
+                Event::Action(a) => {
+                    serde_json::to_writer(&mut buf, &ActionLine { time: now_ms(), event: "action", a: &a })
+                }
                 Event::Reopen => {
                     // What came before goes to the old file.
-                    if let Err(e) = out.write_all(&buf).await {
-                        tracing::warn!(error = %e, "audit events could not be written");
-                    }
-                    buf.clear();
+                    emit(&mut out, &mut buf);
                     match Output::open(&sink) {
                         Ok(o) => out = o,
                         Err(e) => {
@@ -250,15 +270,17 @@ async fn write(
                     }
                     continue;
                 }
+                Event::Flushed(done) => {
+                    emit(&mut out, &mut buf);
+                    let _ = done.send(());
+                    continue;
+                }
             };
             if written.is_ok() {
                 buf.push(b'\n');
             }
         }
-        if let Err(e) = out.write_all(&buf).await {
-            tracing::warn!(error = %e, "audit events could not be written");
-        }
-        writing.store(0, std::sync::atomic::Ordering::Release);
+        emit(&mut out, &mut buf);
     }
 }
 
@@ -275,115 +297,232 @@ struct ActionLine<'a> {
     a: &'a ActionEvent,
 }
 
-/// A decision as one JSON line.
-#[derive(Serialize)]
-struct DecisionLine<'a> {
-    /// Unix milliseconds.
-    time: u64,
-    event: &'static str,
-    request_id: &'a str,
-    client: IpAddr,
-    method: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    route: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    application: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    group: Option<&'a str>,
-    #[serde(rename = "api_method", skip_serializing_if = "Option::is_none")]
-    api_method: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resource_entity: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resource_id: Option<&'a str>,
-    /// `allow`, `deny` or `shadow` (denied by the policy, forwarded).
-    decision: &'static str,
-    reason: &'static str,
-    /// The rule that allowed it, or (denied) the one that came closest.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rule: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tenant_permission: Option<usize>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    missing_roles: &'a [Box<str>],
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    missing_scopes: &'a [Box<str>],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    jti: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kid: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    issuer: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kind: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lineage_depth: Option<usize>,
-    status: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream_status: Option<u16>,
-    latency_us: u64,
-    config_hash: &'a str,
+/// Write a decision as one JSON line, field by field: with the file write,
+/// this is what the audit log costs per request (measured; see
+/// benches/README.md), so the snapshot's labels come pre-escaped and a
+/// string that needs no escaping is copied as it is.
+fn write_decision(out: &mut Vec<u8>, d: &DecisionEvent, labels: &SnapshotLabels) {
+    let route = d.route.and_then(|r| labels.routes.get(r));
+    let grant = d.grant.as_deref();
+    let rule_at = |i: usize| grant.and_then(|g| g.rules.get(i)).map(|r| &*r.id);
+    // The rule that allowed it, or (denied) the one that came closest.
+    let rule = match (&d.allowed, &d.denial) {
+        (Some(Allowed::Rule(i)), _) => rule_at(*i),
+        (_, Some(denial)) => denial.closest.and_then(rule_at),
+        _ => None,
+    };
+    let mut line = Line { out, first: true };
+    line.number("time", d.at.duration_since(UNIX_EPOCH).map_or(0, |t| t.as_millis() as u64));
+    line.raw("event", "\"decision\"");
+    line.string("request_id", d.request_id.to_str().unwrap_or("-"));
+    line.key("client");
+    let _ = write!(line.out, "\"{}\"", d.client);
+    line.string("method", d.method.as_str());
+    if let Some(r) = route {
+        line.raw("route", &r.template);
+        line.raw("application", &r.application);
+        line.raw("service", &r.service);
+        for (key, value) in [("group", &r.group), ("api_method", &r.method), ("resource_entity", &r.entity)] {
+            if let Some(v) = value {
+                line.raw(key, v);
+            }
+        }
+    }
+    if let Some(id) = &d.resource_id {
+        line.string("resource_id", id);
+    }
+    // `allow`, `deny` or `shadow` (denied by the policy, forwarded).
+    line.raw(
+        "decision",
+        if d.shadow {
+            "\"shadow\""
+        } else if d.reason.is_allow() {
+            "\"allow\""
+        } else {
+            "\"deny\""
+        },
+    );
+    line.string("reason", d.reason.code());
+    if let Some(rule) = rule {
+        line.string("rule", rule);
+    }
+    if let Some(Allowed::TenantPermission(i)) = d.allowed {
+        line.number("tenant_permission", i as u64);
+    }
+    if let Some(denial) = &d.denial {
+        line.strings("missing_roles", &denial.missing_roles);
+        line.strings("missing_scopes", &denial.missing_scopes);
+    }
+    if let Some(g) = grant {
+        line.string("jti", &g.token_id);
+        if let Some(kid) = &g.kid {
+            line.string("kid", kid);
+        }
+        line.string("issuer", &g.issuer);
+        line.string("subject", &g.subject);
+        line.string("kind", crate::store::kind_str(g.kind));
+        line.number("lineage_depth", g.lineage.len() as u64);
+    }
+    line.number("status", u64::from(d.status));
+    if d.forwarded {
+        line.number("upstream_status", u64::from(d.status));
+    }
+    line.number("latency_us", d.latency_us);
+    line.raw("config_hash", &labels.hash);
+    line.out.extend_from_slice(b"}");
 }
 
-impl<'a> DecisionLine<'a> {
-    fn of(d: &'a DecisionEvent) -> Self {
-        let snap = &d.snapshot;
-        let route = d.route.and_then(|r| snap.routes.get(r));
-        let access = route.and_then(|r| match &r.access {
-            crate::policy::manifest::RouteAccess::Protected { group, method, resource, .. } => {
-                Some((group, method, resource))
-            }
-            crate::policy::manifest::RouteAccess::Public => None,
-        });
-        let grant = d.grant.as_deref();
-        let rule_at = |i: usize| grant.and_then(|g| g.rules.get(i)).map(|r| &*r.id);
-        let rule = match (&d.allowed, &d.denial) {
-            (Some(Allowed::Rule(i)), _) => rule_at(*i),
-            (_, Some(denial)) => denial.closest.and_then(rule_at),
-            _ => None,
-        };
-        DecisionLine {
-            time: d.at.duration_since(UNIX_EPOCH).map_or(0, |t| t.as_millis() as u64),
-            event: "decision",
-            request_id: d.request_id.to_str().unwrap_or("-"),
-            client: d.client,
-            method: d.method.as_str(),
-            route: route.map(|r| &*r.template),
-            application: route.map(|r| &*r.application),
-            service: route.map(|r| &*r.service),
-            group: access.map(|(g, _, _)| &**g),
-            api_method: access.map(|(_, m, _)| &**m),
-            resource_entity: access.and_then(|(_, _, r)| r.as_ref()).map(|r| &*r.entity),
-            resource_id: d.resource_id.as_deref(),
-            decision: if d.shadow {
-                "shadow"
-            } else if d.reason.is_allow() {
-                "allow"
-            } else {
-                "deny"
-            },
-            reason: d.reason.code(),
-            rule,
-            tenant_permission: match d.allowed {
-                Some(Allowed::TenantPermission(i)) => Some(i),
-                _ => None,
-            },
-            missing_roles: d.denial.as_ref().map_or(&[], |x| &x.missing_roles),
-            missing_scopes: d.denial.as_ref().map_or(&[], |x| &x.missing_scopes),
-            jti: grant.map(|g| &*g.token_id),
-            kid: grant.and_then(|g| g.kid.as_deref()),
-            issuer: grant.map(|g| &*g.issuer),
-            subject: grant.map(|g| &*g.subject),
-            kind: grant.map(|g| crate::store::kind_str(g.kind)),
-            lineage_depth: grant.map(|g| g.lineage.len()),
-            status: d.status,
-            upstream_status: d.forwarded.then_some(d.status),
-            latency_us: d.latency_us,
-            config_hash: &snap.hash,
+/// A JSON object written a field at a time.
+struct Line<'b> {
+    out: &'b mut Vec<u8>,
+    first: bool,
+}
+
+impl Line<'_> {
+    fn key(&mut self, key: &str) {
+        self.out.push(if self.first { b'{' } else { b',' });
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    /// A value that is JSON already.
+    fn raw(&mut self, key: &str, json: &str) {
+        self.key(key);
+        self.out.extend_from_slice(json.as_bytes());
+    }
+
+    fn string(&mut self, key: &str, s: &str) {
+        self.key(key);
+        json_string(self.out, s);
+    }
+
+    fn number(&mut self, key: &str, n: u64) {
+        self.key(key);
+        let _ = write!(self.out, "{n}");
+    }
+
+    /// A list of strings; nothing when it is empty.
+    fn strings(&mut self, key: &str, items: &[Box<str>]) {
+        if items.is_empty() {
+            return;
         }
+        self.key(key);
+        for (i, s) in items.iter().enumerate() {
+            self.out.push(if i == 0 { b'[' } else { b',' });
+            json_string(self.out, s);
+        }
+        self.out.push(b']');
+    }
+}
+
+/// `s` as a JSON string: copied as it is when nothing in it needs escaping.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// A snapshot's route labels and config hash as JSON strings, escaped
+/// once per snapshot rather than once per event.
+#[derive(Default)]
+struct Labels {
+    /// The snapshot `labels` were made of.
+    of: Option<Arc<Snapshot>>,
+    labels: SnapshotLabels,
+}
+
+/// JSON texts (strings with their quotes).
+struct SnapshotLabels {
+    hash: Box<str>,
+    routes: Vec<RouteLabels>,
+}
+
+struct RouteLabels {
+    template: Box<str>,
+    application: Box<str>,
+    service: Box<str>,
+    group: Option<Box<str>>,
+    method: Option<Box<str>>,
+    entity: Option<Box<str>>,
+}
+
+/// `s` as JSON text.
+fn quoted(s: &str) -> Box<str> {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    json_string(&mut out, s);
+    String::from_utf8(out).unwrap_or_default().into()
+}
+
+impl Labels {
+    /// The labels of `snap`, made when it is first seen.
+    fn of(&mut self, snap: &Arc<Snapshot>) -> &SnapshotLabels {
+        if !self.of.as_ref().is_some_and(|s| Arc::ptr_eq(s, snap)) {
+            let routes = snap
+                .routes
+                .iter()
+                .map(|r| {
+                    let (group, method, entity) = match &r.access {
+                        crate::policy::manifest::RouteAccess::Protected { group, method, resource, .. } => {
+                            (Some(quoted(group)), Some(quoted(method)), resource.as_ref().map(|r| quoted(&r.entity)))
+                        }
+                        crate::policy::manifest::RouteAccess::Public => (None, None, None),
+                    };
+                    RouteLabels {
+                        template: quoted(&r.template),
+                        application: quoted(&r.application),
+                        service: quoted(&r.service),
+                        group,
+                        method,
+                        entity,
+                    }
+                })
+                .collect();
+            self.labels = SnapshotLabels { hash: quoted(&snap.hash), routes };
+            self.of = Some(snap.clone());
+        }
+        &self.labels
+    }
+}
+
+impl Default for SnapshotLabels {
+    fn default() -> Self {
+        SnapshotLabels { hash: "null".into(), routes: Vec::new() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_json_whatever_they_hold() {
+        for s in [
+            "",
+            "plain",
+            "quote \" and backslash \\",
+            "control \u{0} \u{1f} \n \t",
+            "unicode é ✓ \u{2028}",
+            "</script>",
+        ] {
+            let mut out = Vec::new();
+            json_string(&mut out, s);
+            let back: String = serde_json::from_slice(&out).expect("valid JSON");
+            assert_eq!(back, s);
+        }
+        let mut out = Vec::new();
+        let mut line = Line { out: &mut out, first: true };
+        line.string("a", "x\"y");
+        line.number("n", 7);
+        line.strings("none", &[]);
+        line.strings("roles", &["r1".into(), "r\\2".into()]);
+        line.out.push(b'}');
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v, serde_json::json!({"a": "x\"y", "n": 7, "roles": ["r1", "r\\2"]}));
     }
 }

@@ -107,7 +107,7 @@ impl Shared {
     /// A token-service operation or a reload: counted, and audited.
     pub fn action(&self, event: crate::audit::ActionEvent) {
         self.metrics.operation(&event);
-        self.audit.record(crate::audit::Event::Action(event));
+        self.audit.record(crate::audit::Event::Action(Box::new(event)));
     }
 
     /// What a gateway's snapshots share, on the system clock.
@@ -288,6 +288,8 @@ pub struct Runtime {
     shared: Shared,
     /// Where the config came from (`None`: built in memory, no reload).
     path: Option<PathBuf>,
+    /// The command line's settings, applied again at every reload.
+    overrides: crate::config::Overrides,
     /// The config file and every file it reads, for the watcher.
     sources: std::sync::Mutex<Vec<PathBuf>>,
     process: std::sync::Mutex<ProcessSettings>,
@@ -314,6 +316,7 @@ impl Runtime {
             current: ArcSwap::from_pointee(snapshot),
             sources: std::sync::Mutex::new(watched(path.as_ref(), config)),
             path,
+            overrides: config.overrides.clone(),
             process: std::sync::Mutex::new(ProcessSettings::of(config)),
             ring_task: std::sync::Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
@@ -402,8 +405,9 @@ impl Runtime {
         // Reading files, parsing keys and compiling block: off the runtime
         // threads (with one worker thread, the data plane would stall).
         let (file, before, shared) = (path.clone(), prev.clone(), self.shared.clone());
+        let overrides = self.overrides.clone();
         let compiled = tokio::task::spawn_blocking(move || {
-            let config = Config::load(&file)?;
+            let config = Config::load_with(&file, &overrides)?;
             let next = (config.hash != before.hash).then(|| Snapshot::compile(&config, Some(&before), &shared));
             Ok::<_, ConfigErrors>((config, next))
         })

@@ -107,6 +107,51 @@ pub struct Config {
     /// SHA-256 (hex) of the issuers section and their key files: when it
     /// is unchanged by a reload, verified grants stay cached.
     pub issuers_hash: String,
+    /// What the command line put in place of the file's settings (a
+    /// reload applies them again).
+    pub overrides: Overrides,
+}
+
+/// Settings from the command line (or the environment) that replace the
+/// file's: how one config file serves many pods — an injected sidecar's
+/// listeners and upstream differ per pod, its policy does not. The
+/// config's hash stays the file's (replicas of one config compare equal).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `listeners.proxy`.
+    pub proxy: Option<String>,
+    /// `listeners.admin`.
+    pub admin: Option<String>,
+    /// `upstream.addresses`, as the one address.
+    pub upstream: Option<String>,
+}
+
+impl Overrides {
+    fn apply(&self, top: &mut serde_json::Map<String, Value>) {
+        /// The section `name`, made a mapping if it is absent.
+        fn section<'m>(
+            top: &'m mut serde_json::Map<String, Value>,
+            name: &str,
+        ) -> Option<&'m mut serde_json::Map<String, Value>> {
+            let v = top.entry(name).or_insert(Value::Null);
+            if v.is_null() {
+                *v = Value::Object(Default::default());
+            }
+            v.as_object_mut()
+        }
+        for (value, name, key) in [(&self.proxy, "listeners", "proxy"), (&self.admin, "listeners", "admin")] {
+            if let Some(v) = value
+                && let Some(s) = section(top, name)
+            {
+                s.insert(key.into(), v.clone().into());
+            }
+        }
+        if let Some(upstream) = &self.upstream
+            && let Some(u) = section(top, "upstream")
+        {
+            u.insert("addresses".into(), Value::Array(vec![upstream.clone().into()]));
+        }
+    }
 }
 
 /// SHA-256 (hex) of a config's `text` and of each file it read, as
@@ -218,18 +263,29 @@ impl Config {
     /// Load and validate a config file. Relative key paths are resolved
     /// against the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with(path, &Overrides::default())
+    }
+
+    /// Load a config file with some of its settings replaced.
+    pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        Config::from_yaml(&text, &base)
+        Config::from_yaml_with(&text, &base, overrides)
     }
 
     /// Validate YAML text; `base` is the directory relative paths start from.
     pub fn from_yaml(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
+        Config::from_yaml_with(text, base, &Overrides::default())
+    }
+
+    /// Validate YAML text with some of its settings replaced.
+    pub fn from_yaml_with(text: &str, base: &Path, overrides: &Overrides) -> Result<Config, ConfigErrors> {
         let root: Value = serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![format!("YAML: {e}")]))?;
-        let Value::Object(top) = root else {
+        let Value::Object(mut top) = root else {
             return Err(ConfigErrors(vec!["(root): must be a mapping".into()]));
         };
+        overrides.apply(&mut top);
         let mut errs = Errors::default();
         for key in top.keys() {
             if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
@@ -350,6 +406,7 @@ impl Config {
             (Some(listeners), Some(upstream), Some(router)) if errs.errors.is_empty() => Ok(Config {
                 hash: fingerprint(text.as_bytes(), &errs.files),
                 issuers_hash,
+                overrides: overrides.clone(),
                 sources: errs.files.into_iter().map(|(path, _)| path).collect(),
                 warnings: errs.warnings,
                 revocation,
