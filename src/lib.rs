@@ -39,6 +39,7 @@ pub mod config;
 pub mod echo;
 pub mod explain;
 pub mod http_names;
+pub mod kube;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

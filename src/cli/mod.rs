@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod explain;
 mod keys;
+mod kube;
 mod store;
 mod token;
 
@@ -43,6 +44,18 @@ pub enum Command {
         /// supervisor or a test learns the ports the system chose.
         #[arg(long)]
         addresses_file: Option<PathBuf>,
+        /// Listen for the proxy here instead of the config's
+        /// listeners.proxy (how an injected sidecar is placed).
+        #[arg(long, env = "NARROWGATE_PROXY_LISTEN")]
+        proxy_listen: Option<String>,
+        /// Listen for the admin endpoints here instead of the config's
+        /// listeners.admin.
+        #[arg(long, env = "NARROWGATE_ADMIN_LISTEN")]
+        admin_listen: Option<String>,
+        /// Forward to this address instead of the config's
+        /// upstream.addresses (a sidecar's app on localhost).
+        #[arg(long, env = "NARROWGATE_UPSTREAM")]
+        upstream: Option<String>,
     },
     /// Validate config files; lists every problem and exits non-zero on any.
     CheckConfig {
@@ -85,12 +98,22 @@ pub enum Command {
     /// Run the gateway on config/demo.yaml with a built-in echo upstream and
     /// throwaway keys, and print tokens and curl lines to try.
     Demo(demo::DemoArgs),
+    /// Add the narrowgate sidecar to the workloads (Pods, Deployments,
+    /// StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs) in Kubernetes
+    /// manifests; other documents pass through unchanged.
+    Inject(kube::InjectArgs),
+    /// The sidecar injector as a mutating admission webhook over HTTPS
+    /// (`webhook certs` makes its certificates).
+    Webhook(kube::WebhookArgs),
 }
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve { config, addresses_file } => serve(config, addresses_file),
+        Command::Serve { config, addresses_file, proxy_listen, admin_listen, upstream } => {
+            let overrides = crate::config::Overrides { proxy: proxy_listen, admin: admin_listen, upstream };
+            serve(config, &overrides, addresses_file)
+        }
         Command::CheckConfig { files, strict } => return check_config(&files, strict),
         Command::Keys { command } => keys::run(command),
         Command::Store { command } => store::run(command),
@@ -98,6 +121,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Registration { command } => client::registration(*command),
         Command::Demo(args) => demo::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Inject(args) => kube::inject(args),
+        Command::Webhook(args) => kube::webhook(args),
         Command::Openapi => {
             print!("{}", crate::api::openapi::document());
             Ok(())
@@ -128,8 +153,8 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 /// Run the gateway on `path` until SIGTERM, Ctrl-C or the admin
 /// listener's `POST /shutdown`, then drain; SIGHUP reloads the config. A
 /// second SIGTERM or Ctrl-C during the drain exits at once.
-fn serve(path: PathBuf, addresses_file: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+fn serve(path: PathBuf, overrides: &crate::config::Overrides, addresses_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load_with(&path, overrides).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     crate::telemetry::set_format(config.log.format);
     for w in &config.warnings {
         tracing::warn!(config = %path.display(), "{w}");

@@ -1,0 +1,506 @@
+//! Sidecar injection: a pod (as raw JSON) → a JSON Patch that adds
+//! narrowgate to it.
+//!
+//! The pod is never decoded into typed structs: the patch is a list of
+//! targeted `add`/`replace`/`remove` operations on the JSON the API server
+//! sent, so fields this code does not know (newer than it, or a
+//! controller's own) survive as they were. `narrowgate inject` and the
+//! admission webhook both call [`pod`]; they differ only in where the pod
+//! sits in the document (`base`).
+//!
+//! What injection does, in the pod's own terms:
+//! - adds the gateway as a native sidecar (an init container with
+//!   `restartPolicy: Always`, placed first, so it is up before the app
+//!   starts and does not keep a Job alive), or as an ordinary container for
+//!   clusters older than 1.29;
+//! - takes over the app's port: the app's port loses its name, which the
+//!   gateway's port takes, so a Service that targets the port by name now
+//!   reaches the gateway, which forwards to the app on localhost;
+//! - rewrites the app's probes (and lifecycle handlers) that named that
+//!   port to its number, so the kubelet still reaches the app directly,
+//!   never through token enforcement;
+//! - mounts the gateway's config (a ConfigMap) and secret (a Secret) the
+//!   annotations name, and exposes its admin port for probes and scraping.
+//!
+//! A pod already injected yields no operation; an opted-out or
+//! `hostNetwork` pod yields only an annotation that says why it was left
+//! alone.
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+use serde_json::{Map, Value, json};
+
+/// The container's name, and the marker of an injected pod.
+pub const SIDECAR: &str = "narrowgate";
+/// `"false"` (label or annotation) leaves a pod alone; the webhook selects
+/// pods by this label or by their namespace's.
+pub const INJECT: &str = "narrowgate.io/inject";
+/// Set on an injected pod: `injected`.
+pub const STATUS: &str = "narrowgate.io/status";
+/// Set on a pod left alone: why.
+pub const SKIPPED: &str = "narrowgate.io/skipped";
+/// The app's port: a number or a port name (default: the port named
+/// `http`, else the first container's first port).
+pub const APP_PORT: &str = "narrowgate.io/app-port";
+/// The ConfigMap with the gateway's `config.yaml`.
+pub const CONFIG: &str = "narrowgate.io/config";
+/// The Secret mounted beside it (the revocation feed's token, keys).
+pub const SECRET: &str = "narrowgate.io/secret";
+/// `RUST_LOG` for the gateway (default `info`).
+pub const LOG_LEVEL: &str = "narrowgate.io/log-level";
+/// `native` or `container`: overrides the injector's `--sidecar-mode`.
+pub const SIDECAR_MODE: &str = "narrowgate.io/sidecar-mode";
+/// The gateway's resources: CPU and memory requests and limits.
+pub const CPU_REQUEST: &str = "narrowgate.io/cpu-request";
+pub const MEMORY_REQUEST: &str = "narrowgate.io/memory-request";
+pub const CPU_LIMIT: &str = "narrowgate.io/cpu-limit";
+pub const MEMORY_LIMIT: &str = "narrowgate.io/memory-limit";
+/// The gateway's ports, when the defaults clash with the pod's.
+pub const PROXY_PORT: &str = "narrowgate.io/proxy-port";
+pub const ADMIN_PORT: &str = "narrowgate.io/admin-port";
+
+const CONFIG_VOLUME: &str = "narrowgate-config";
+const SECRET_VOLUME: &str = "narrowgate-secret";
+const CONFIG_DIR: &str = "/etc/narrowgate/config";
+const SECRET_DIR: &str = "/etc/narrowgate/secret";
+/// The gateway's proxy port's name when the app's port had none.
+const PROXY_PORT_NAME: &str = "ng-proxy";
+const ADMIN_PORT_NAME: &str = "ng-admin";
+
+/// How the gateway joins the pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SidecarMode {
+    /// An init container with `restartPolicy: Always` (Kubernetes ≥ 1.29):
+    /// up before the app, stopped after it, never keeps a Job running.
+    Native,
+    /// An ordinary container (older clusters): starts beside the app, and
+    /// a Job's pod runs until it is stopped.
+    Container,
+}
+
+/// The injector's settings; pod annotations override most of them.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub image: String,
+    pub mode: SidecarMode,
+    pub proxy_port: u16,
+    pub admin_port: u16,
+    pub config_map: String,
+    pub secret: String,
+    pub log_level: String,
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub cpu_limit: Option<String>,
+    pub memory_limit: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            image: format!("narrowgate:{}", env!("CARGO_PKG_VERSION")),
+            mode: SidecarMode::Native,
+            proxy_port: 15080,
+            admin_port: 15090,
+            config_map: "narrowgate-sidecar".into(),
+            secret: "narrowgate-sidecar".into(),
+            log_level: "info".into(),
+            cpu_request: "50m".into(),
+            memory_request: "32Mi".into(),
+            cpu_limit: None,
+            memory_limit: Some("128Mi".into()),
+        }
+    }
+}
+
+/// What injection made of a pod.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// The operations that add the gateway.
+    Injected(Vec<PatchOperation>),
+    /// Injected before: nothing to do.
+    AlreadyInjected,
+    /// Left alone; the operations (possibly none) record why.
+    Skipped { reason: &'static str, ops: Vec<PatchOperation> },
+}
+
+impl Outcome {
+    /// The operations to apply.
+    pub fn ops(self) -> Vec<PatchOperation> {
+        match self {
+            Outcome::Injected(ops) | Outcome::Skipped { ops, .. } => ops,
+            Outcome::AlreadyInjected => Vec::new(),
+        }
+    }
+}
+
+/// A pod that cannot be injected as asked (the webhook refuses it: a pod
+/// meant to be protected must not start unprotected).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InjectError {
+    #[error("the pod has no spec.containers")]
+    NoContainers,
+    #[error("annotation {0}: {1}")]
+    Annotation(&'static str, String),
+    #[error("the app's port {0}")]
+    BadPort(&'static str),
+    #[error("port {0} is the gateway's; set {PROXY_PORT} / {ADMIN_PORT} to others")]
+    PortClash(u16),
+    #[error("the pod already has a volume named {0}")]
+    VolumeClash(&'static str),
+}
+
+/// The app's port the gateway takes over.
+struct AppPort {
+    container: usize,
+    /// Where the container declares it (`None`: a number the annotation
+    /// gave, declared nowhere).
+    index: Option<usize>,
+    number: u16,
+    name: Option<String>,
+}
+
+/// Inject the gateway into `pod` (an object with `metadata` and `spec`),
+/// which sits at `base` in the document the patch applies to (`""` for a
+/// pod, `/spec/template` for a Deployment).
+pub fn pod(pod: &Value, base: &str, options: &Options) -> Result<Outcome, InjectError> {
+    let meta = &pod["metadata"];
+    let spec = &pod["spec"];
+    let annotations = meta["annotations"].as_object();
+    let annotation = |k: &str| text_at(annotations, k);
+    let label = |k: &str| text_at(meta["labels"].as_object(), k);
+    let containers = spec["containers"].as_array().filter(|c| !c.is_empty()).ok_or(InjectError::NoContainers)?;
+    let init_containers = spec["initContainers"].as_array().map(Vec::as_slice).unwrap_or_default();
+
+    let named_sidecar = |c: &Value| c["name"] == SIDECAR;
+    if annotation(STATUS) == Some("injected")
+        || containers.iter().any(named_sidecar)
+        || init_containers.iter().any(named_sidecar)
+    {
+        return Ok(Outcome::AlreadyInjected);
+    }
+    let skip = |reason: &'static str| {
+        let ops = if annotation(SKIPPED) == Some(reason) {
+            Vec::new()
+        } else {
+            annotate(base, meta, [(SKIPPED, reason.into())])
+        };
+        Ok(Outcome::Skipped { reason, ops })
+    };
+    if label(INJECT) == Some("false") || annotation(INJECT) == Some("false") {
+        return skip("opted out");
+    }
+    if spec["hostNetwork"] == true {
+        return skip("hostNetwork: the pod shares the node's ports");
+    }
+
+    let mode = match annotation(SIDECAR_MODE) {
+        None => options.mode,
+        Some("native") => SidecarMode::Native,
+        Some("container") => SidecarMode::Container,
+        Some(_) => return Err(InjectError::Annotation(SIDECAR_MODE, "must be native or container".into())),
+    };
+    let port_setting = |key: &'static str, default: u16| match annotation(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| InjectError::Annotation(key, "must be a port number".into())),
+    };
+    let proxy_port = port_setting(PROXY_PORT, options.proxy_port)?;
+    let admin_port = port_setting(ADMIN_PORT, options.admin_port)?;
+    let Some(app) = app_port(containers, annotation(APP_PORT))? else {
+        // A worker, a Job: nothing listens, nothing to enforce.
+        return skip("no container port to take over");
+    };
+    for c in containers.iter().chain(init_containers) {
+        for p in c["ports"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let n = p["containerPort"].as_u64().unwrap_or(0);
+            if n == u64::from(proxy_port) || n == u64::from(admin_port) {
+                return Err(InjectError::PortClash(n as u16));
+            }
+        }
+    }
+    let volumes = spec["volumes"].as_array();
+    for name in [CONFIG_VOLUME, SECRET_VOLUME] {
+        if volumes.is_some_and(|v| v.iter().any(|v| v["name"] == name)) {
+            return Err(InjectError::VolumeClash(name));
+        }
+    }
+
+    let mut ops = Vec::new();
+    // The app's port gives its name to the gateway's port, declared on the
+    // app's container (a Service resolves a named targetPort through the
+    // pod's containers; before Kubernetes 1.32 not through init
+    // containers, where a native sidecar lives — and the pod shares one
+    // network namespace, so whichever container declares it, the port is
+    // the gateway's). The app's own probes that named the port now say
+    // its number.
+    let container_at = format!("{base}/spec/containers/{}", app.container);
+    let c = &containers[app.container];
+    if let (Some(_), Some(index)) = (&app.name, app.index) {
+        ops.push(remove(format!("{container_at}/ports/{index}/name")));
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            rename_port(&mut ops, &c[probe], &format!("{container_at}/{probe}"), &app);
+        }
+        for hook in ["postStart", "preStop"] {
+            rename_port(&mut ops, &c["lifecycle"][hook], &format!("{container_at}/lifecycle/{hook}"), &app);
+        }
+    }
+    let takeover = json!({
+        "name": app.name.as_deref().unwrap_or(PROXY_PORT_NAME),
+        "containerPort": proxy_port,
+        "protocol": "TCP",
+    });
+    if c["ports"].is_array() {
+        ops.push(add(format!("{container_at}/ports/-"), takeover));
+    } else {
+        ops.push(add(format!("{container_at}/ports"), json!([takeover])));
+    }
+
+    let settings = Settings {
+        proxy_port,
+        admin_port,
+        app_port: app.number,
+        log_level: annotation(LOG_LEVEL).unwrap_or(&options.log_level),
+        resources: resources(options, annotation)?,
+    };
+    let mut sidecar = sidecar(options, &settings);
+    let spec_at = format!("{base}/spec");
+    match mode {
+        SidecarMode::Native => {
+            sidecar["restartPolicy"] = "Always".into();
+            if spec["initContainers"].is_array() {
+                ops.push(add(format!("{spec_at}/initContainers/0"), sidecar));
+            } else {
+                ops.push(add(format!("{spec_at}/initContainers"), json!([sidecar])));
+            }
+        }
+        SidecarMode::Container => ops.push(add(format!("{spec_at}/containers/-"), sidecar)),
+    }
+    let new_volumes = [
+        json!({"name": CONFIG_VOLUME, "configMap": {"name": annotation(CONFIG).unwrap_or(&options.config_map)}}),
+        json!({"name": SECRET_VOLUME, "secret": {
+            "secretName": annotation(SECRET).unwrap_or(&options.secret), "optional": true}}),
+    ];
+    if volumes.is_some() {
+        ops.extend(new_volumes.into_iter().map(|v| add(format!("{spec_at}/volumes/-"), v)));
+    } else {
+        ops.push(add(format!("{spec_at}/volumes"), Value::Array(new_volumes.into())));
+    }
+
+    // Annotations last: the status marks a pod done, and scraping is
+    // pointed at the admin port unless the pod already says otherwise.
+    if annotation(SKIPPED).is_some() {
+        let mut at = pointer(&format!("{base}/metadata/annotations"));
+        at.push_back(SKIPPED);
+        ops.push(PatchOperation::Remove(RemoveOperation { path: at }));
+    }
+    let mut notes = vec![(STATUS, Value::from("injected"))];
+    if annotation("prometheus.io/scrape").is_none() {
+        notes.push(("prometheus.io/scrape", "true".into()));
+        notes.push(("prometheus.io/port", admin_port.to_string().into()));
+        notes.push(("prometheus.io/path", "/metrics".into()));
+    }
+    if annotation("kubectl.kubernetes.io/default-container").is_none()
+        && let Some(name) = c["name"].as_str()
+    {
+        // `kubectl logs` and `exec` keep choosing the app.
+        notes.push(("kubectl.kubernetes.io/default-container", name.into()));
+    }
+    ops.extend(annotate(base, meta, notes));
+    Ok(Outcome::Injected(ops))
+}
+
+/// The port to take over: the annotation's (a number or a name), else the
+/// port named `http`, else the first container's first port; `None` when
+/// the pod declares no port and names none.
+fn app_port(containers: &[Value], wanted: Option<&str>) -> Result<Option<AppPort>, InjectError> {
+    let ports = || {
+        containers
+            .iter()
+            .enumerate()
+            .flat_map(|(ci, c)| c["ports"].as_array().into_iter().flatten().enumerate().map(move |(pi, p)| (ci, pi, p)))
+    };
+    let found = match wanted {
+        Some(w) => match w.parse::<u16>() {
+            Ok(0) => return Err(InjectError::Annotation(APP_PORT, "must be a port number or name".into())),
+            Ok(n) => match ports().find(|(_, _, p)| p["containerPort"] == n) {
+                Some(found) => found,
+                // A port the app does not declare: forwarded to, taken
+                // over from no declaration.
+                None => return Ok(Some(AppPort { container: 0, index: None, number: n, name: None })),
+            },
+            Err(_) => ports()
+                .find(|(_, _, p)| p["name"] == w)
+                .ok_or_else(|| InjectError::Annotation(APP_PORT, "names no port of the pod's containers".into()))?,
+        },
+        None => match ports().find(|(_, _, p)| p["name"] == "http").or_else(|| ports().next()) {
+            Some(found) => found,
+            None => return Ok(None),
+        },
+    };
+    let (container, index, p) = found;
+    let number = p["containerPort"].as_u64().and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0);
+    let Some(number) = number else {
+        return Err(InjectError::BadPort("has no valid containerPort"));
+    };
+    if p["protocol"].as_str().is_some_and(|proto| proto != "TCP") {
+        return Err(InjectError::BadPort("is not TCP: an HTTP gateway cannot front it"));
+    }
+    if !p["hostPort"].is_null() {
+        return Err(InjectError::BadPort("has a hostPort, which would reach the app around the gateway"));
+    }
+    Ok(Some(AppPort { container, index: Some(index), number, name: p["name"].as_str().map(str::to_string) }))
+}
+
+/// A probe's or hook's handler that names the app's port: say its number.
+fn rename_port(ops: &mut Vec<PatchOperation>, handler: &Value, at: &str, app: &AppPort) {
+    for kind in ["httpGet", "tcpSocket"] {
+        if app.name.as_deref().is_some_and(|name| handler[kind]["port"] == name) {
+            ops.push(replace(format!("{at}/{kind}/port"), app.number.into()));
+        }
+    }
+}
+
+struct Settings<'a> {
+    proxy_port: u16,
+    admin_port: u16,
+    app_port: u16,
+    log_level: &'a str,
+    resources: Value,
+}
+
+/// The string at `key` of a map (labels, annotations).
+fn text_at<'a>(map: Option<&'a Map<String, Value>>, key: &str) -> Option<&'a str> {
+    map.and_then(|m| m.get(key)).and_then(Value::as_str)
+}
+
+fn resources<'a>(options: &'a Options, annotation: impl Fn(&str) -> Option<&'a str>) -> Result<Value, InjectError> {
+    let quantity = |key: &'static str, default: Option<&str>| -> Result<Option<String>, InjectError> {
+        match annotation(key) {
+            None => Ok(default.map(str::to_string)),
+            Some(v) if is_quantity(v) => Ok(Some(v.to_string())),
+            Some(_) => Err(InjectError::Annotation(key, "is not a Kubernetes quantity (e.g. 100m, 64Mi)".into())),
+        }
+    };
+    let mut requests = Map::new();
+    let mut limits = Map::new();
+    for (key, default, name) in [
+        (CPU_REQUEST, Some(options.cpu_request.as_str()), "cpu"),
+        (MEMORY_REQUEST, Some(options.memory_request.as_str()), "memory"),
+    ] {
+        if let Some(q) = quantity(key, default)? {
+            requests.insert(name.into(), q.into());
+        }
+    }
+    for (key, default, name) in
+        [(CPU_LIMIT, options.cpu_limit.as_deref(), "cpu"), (MEMORY_LIMIT, options.memory_limit.as_deref(), "memory")]
+    {
+        if let Some(q) = quantity(key, default)? {
+            limits.insert(name.into(), q.into());
+        }
+    }
+    let mut r = Map::new();
+    if !requests.is_empty() {
+        r.insert("requests".into(), requests.into());
+    }
+    if !limits.is_empty() {
+        r.insert("limits".into(), limits.into());
+    }
+    Ok(r.into())
+}
+
+/// A Kubernetes resource quantity: digits with an optional fraction and
+/// suffix (`100m`, `0.5`, `64Mi`, `1G`, `1e3`).
+fn is_quantity(v: &str) -> bool {
+    let number_end = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let (number, suffix) = v.split_at(number_end);
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    digits > 0
+        && number.matches('.').count() <= 1
+        && (["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].contains(&suffix)
+            || suffix.strip_prefix(['e', 'E']).is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())))
+}
+
+/// The gateway's container.
+fn sidecar(options: &Options, s: &Settings) -> Value {
+    let admin_probe = |path: &str, period: u32, failures: u32| json!({"httpGet": {"path": path, "port": s.admin_port}, "periodSeconds": period, "failureThreshold": failures});
+    json!({
+        "name": SIDECAR,
+        "image": options.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["serve", "--config", format!("{CONFIG_DIR}/config.yaml")],
+        "env": [
+            {"name": "NARROWGATE_PROXY_LISTEN", "value": format!("0.0.0.0:{}", s.proxy_port)},
+            {"name": "NARROWGATE_ADMIN_LISTEN", "value": format!("0.0.0.0:{}", s.admin_port)},
+            {"name": "NARROWGATE_UPSTREAM", "value": format!("127.0.0.1:{}", s.app_port)},
+            {"name": "NARROWGATE_LOG_FORMAT", "value": "json"},
+            {"name": "RUST_LOG", "value": s.log_level},
+        ],
+        // The proxy port is declared on the app's container (above).
+        "ports": [
+            {"name": ADMIN_PORT_NAME, "containerPort": s.admin_port, "protocol": "TCP"},
+        ],
+        // The app starts once the gateway listens; the pod is ready once
+        // the gateway has its keys and revocations.
+        "startupProbe": admin_probe("/healthz", 1, 60),
+        "readinessProbe": admin_probe("/readyz", 2, 3),
+        "livenessProbe": admin_probe("/healthz", 10, 3),
+        "resources": s.resources,
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": true},
+            {"name": SECRET_VOLUME, "mountPath": SECRET_DIR, "readOnly": true},
+        ],
+    })
+}
+
+/// Set annotations on the pod whose `metadata` is `meta`: one `add`
+/// each, or the whole map (or metadata) when there is none.
+fn annotate(base: &str, meta: &Value, notes: impl IntoIterator<Item = (&'static str, Value)>) -> Vec<PatchOperation> {
+    let notes: Vec<_> = notes.into_iter().collect();
+    if meta["annotations"].is_object() {
+        notes
+            .into_iter()
+            .map(|(k, v)| {
+                let mut at = pointer(&format!("{base}/metadata/annotations"));
+                at.push_back(k);
+                PatchOperation::Add(AddOperation { path: at, value: v })
+            })
+            .collect()
+    } else {
+        let map: Map<String, Value> = notes.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        if meta.is_object() {
+            vec![add(format!("{base}/metadata/annotations"), map.into())]
+        } else {
+            vec![add(format!("{base}/metadata"), json!({ "annotations": map }))]
+        }
+    }
+}
+
+/// A pointer from a path whose segments need no escaping (`base` is made
+/// by this module from fixed names and indices).
+fn pointer(path: &str) -> PointerBuf {
+    PointerBuf::parse(path).expect("the module's paths are well formed")
+}
+
+fn add(path: String, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path: pointer(&path), value })
+}
+
+fn replace(path: String, value: Value) -> PatchOperation {
+    PatchOperation::Replace(ReplaceOperation { path: pointer(&path), value })
+}
+
+fn remove(path: String) -> PatchOperation {
+    PatchOperation::Remove(RemoveOperation { path: pointer(&path) })
+}

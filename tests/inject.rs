@@ -1,0 +1,188 @@
+//! Sidecar injection against golden files: every `tests/golden/inject/
+//! NAME.in.yaml` injected must equal `NAME.out.yaml` (run with
+//! `NARROWGATE_BLESS=1` to write them after a deliberate change, then
+//! read the diff). Each output is also a fixed point (injecting it again
+//! changes nothing), each pod's webhook patch is checked in as
+//! `NAME.patch.json` and, applied to the pod, gives the same pod as
+//! `narrowgate inject`. CI runs kubernetes-validate over the outputs.
+
+use std::path::{Path, PathBuf};
+
+use narrowgate::kube::{Options, inject_documents, webhook};
+use serde_json::{Value, json};
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/inject")
+}
+
+fn options() -> Options {
+    Options { image: "narrowgate:test".into(), ..Options::default() }
+}
+
+fn inputs() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .expect("golden dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(".in.yaml"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 10, "the golden inputs are missing");
+    v
+}
+
+fn sibling(input: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(input.to_string_lossy().replace(".in.yaml", suffix))
+}
+
+/// Compare with the golden file, or write it when blessing.
+fn check(path: &Path, actual: &str, failures: &mut Vec<String>) {
+    if std::env::var_os("NARROWGATE_BLESS").is_some() {
+        std::fs::write(path, actual).expect("bless");
+        return;
+    }
+    match std::fs::read_to_string(path) {
+        Ok(expected) if expected == actual => {}
+        Ok(expected) => failures.push(format!(
+            "{} differs (NARROWGATE_BLESS=1 rewrites it)\n--- expected\n{expected}\n--- actual\n{actual}",
+            path.display()
+        )),
+        Err(_) => failures.push(format!("{} is missing (NARROWGATE_BLESS=1 writes it)", path.display())),
+    }
+}
+
+#[test]
+fn injection_matches_the_golden_files_and_is_idempotent() {
+    let mut failures = Vec::new();
+    for input in inputs() {
+        let text = std::fs::read_to_string(&input).expect("read");
+        let out = inject_documents(&text, &options()).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+        check(&sibling(&input, ".out.yaml"), &out, &mut failures);
+        let again = inject_documents(&out, &options()).expect("inject again");
+        if again != out {
+            failures.push(format!("{}: injecting the output again changed it:\n{again}", input.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The webhook's answer for a pod, the patch decoded.
+fn webhook_patch(pod: &Value) -> Option<Value> {
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "5a0e2b8c-6f4e-4d43-9c1a-3f0d9e8b7a61",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
+        }
+    });
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    let resp = webhook::review(&headers, &serde_json::to_vec(&review).expect("json"), &options());
+    assert_eq!(resp.status(), 200);
+    let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(resp.into_body(), usize::MAX))
+        .expect("ready")
+        .expect("body");
+    let answer: Value = serde_json::from_slice(&body).expect("review");
+    assert_eq!(answer["response"]["uid"], "5a0e2b8c-6f4e-4d43-9c1a-3f0d9e8b7a61");
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let patch = answer["response"]["patch"].as_str()?;
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(patch).expect("base64");
+    Some(serde_json::from_slice(&bytes).expect("patch json"))
+}
+
+#[test]
+fn the_webhook_patch_gives_the_same_pod_as_inject() {
+    let mut failures = Vec::new();
+    for input in inputs().into_iter().filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("pod")))
+    {
+        let text = std::fs::read_to_string(&input).expect("read");
+        let pod: Value = serde_saphyr::from_str(&text).expect("yaml");
+        let injected: Value =
+            serde_saphyr::from_str(&inject_documents(&text, &options()).expect("inject")).expect("yaml");
+        let mut patched = pod.clone();
+        let patch = webhook_patch(&pod);
+        if let Some(patch) = &patch {
+            let ops: json_patch::Patch = serde_json::from_value(patch.clone()).expect("a JSON Patch");
+            json_patch::patch(&mut patched, &ops).expect("the patch applies to the request's object");
+        }
+        assert_eq!(patched, injected, "{}: webhook and inject disagree", input.display());
+        let shown = patch.map_or("[]\n".to_string(), |p| serde_json::to_string_pretty(&p).expect("json") + "\n");
+        check(&sibling(&input, ".patch.json"), &shown, &mut failures);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn annotation_keys_are_escaped_in_patch_paths() {
+    let pod = json!({
+        "metadata": {"name": "p", "annotations": {"a/b": "c"}},
+        "spec": {"containers": [{"name": "p", "ports": [{"containerPort": 8080}]}]},
+    });
+    let patch = webhook_patch(&pod).expect("a patch");
+    let paths: Vec<&str> = patch.as_array().expect("ops").iter().filter_map(|op| op["path"].as_str()).collect();
+    assert!(paths.contains(&"/metadata/annotations/narrowgate.io~1status"), "{paths:?}");
+    assert!(paths.contains(&"/metadata/annotations/prometheus.io~1scrape"), "{paths:?}");
+}
+
+#[test]
+fn pods_that_cannot_be_injected_as_asked_are_refused_with_the_reason() {
+    let cases = [
+        (json!({"narrowgate.io/app-port": "nope"}), 8080, "names no port"),
+        (json!({"narrowgate.io/sidecar-mode": "sideways"}), 8080, "native or container"),
+        (json!({"narrowgate.io/memory-limit": "lots"}), 8080, "quantity"),
+        (json!({"narrowgate.io/proxy-port": "99999"}), 8080, "port number"),
+        (json!({}), 15080, "port 15080 is the gateway's"),
+        (json!({}), 15090, "port 15090 is the gateway's"),
+    ];
+    for (annotations, port, expected) in cases {
+        let pod = json!({
+            "metadata": {"name": "p", "annotations": annotations},
+            "spec": {"containers": [{"name": "p", "ports": [{"name": "http", "containerPort": port}]}]},
+        });
+        let err = narrowgate::kube::inject::pod(&pod, "", &options()).expect_err("refused");
+        assert!(err.to_string().contains(expected), "{err} (expected {expected})");
+    }
+    for (port, expected) in [
+        (json!({"containerPort": 5353, "protocol": "UDP"}), "is not TCP"),
+        (json!({"containerPort": 8080, "hostPort": 80}), "hostPort"),
+        (json!({"containerPort": 0}), "no valid containerPort"),
+        (json!({"containerPort": "eighty"}), "no valid containerPort"),
+    ] {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "p", "ports": [port]}]}});
+        let err = narrowgate::kube::inject::pod(&pod, "", &options()).expect_err("refused");
+        assert!(err.to_string().contains(expected), "{err} (expected {expected})");
+    }
+    for spec in [json!({}), json!({"containers": []}), json!({"containers": "x"})] {
+        let pod = json!({"metadata": {"name": "p"}, "spec": spec});
+        assert!(narrowgate::kube::inject::pod(&pod, "", &options()).is_err(), "{spec}");
+    }
+    // No port at all (a worker, a Job): left alone, the reason recorded;
+    // so is a pod whose annotation says so.
+    let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "p"}]}});
+    match narrowgate::kube::inject::pod(&pod, "", &options()).expect("skipped") {
+        narrowgate::kube::Outcome::Skipped { reason, ops } => {
+            assert_eq!(reason, "no container port to take over");
+            assert_eq!(ops.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The webhook refuses such a pod, saying why, not echoing the pod.
+    let bad = json!({
+        "metadata": {"name": "p", "annotations": {"narrowgate.io/app-port": "<script>"}},
+        "spec": {"containers": [{"name": "p", "ports": [{"containerPort": 8080}]}]},
+    });
+    let err = narrowgate::kube::inject::pod(&bad, "", &options()).expect_err("refused");
+    assert!(!err.to_string().contains("<script>"));
+}
