@@ -186,3 +186,56 @@ fn pods_that_cannot_be_injected_as_asked_are_refused_with_the_reason() {
     let err = narrowgate::kube::inject::pod(&bad, "", &options()).expect_err("refused");
     assert!(!err.to_string().contains("<script>"));
 }
+
+/// What the API server checks after the webhook, done here on every
+/// injected pod: it parses as a typed Pod (k8s-openapi), container names
+/// are unique, ports do not clash, and only init containers that are
+/// sidecars (`restartPolicy: Always`) have probes.
+#[test]
+fn injected_pods_pass_what_the_api_server_checks() {
+    let mut pods = 0;
+    for input in inputs() {
+        let out = std::fs::read_to_string(sibling(&input, ".out.yaml")).expect("golden output");
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&out).expect("yaml");
+        let docs = docs.into_iter().flat_map(|d| match d["kind"].as_str() {
+            Some("List") => d["items"].as_array().cloned().unwrap_or_default(),
+            _ => vec![d],
+        });
+        for doc in docs {
+            let Some(base) = narrowgate::kube::pod_template(doc["kind"].as_str().unwrap_or_default()) else { continue };
+            let template = doc.pointer(base).expect("a pod template");
+            let name = format!("{}: {} {}", input.display(), doc["kind"], doc["metadata"]["name"]);
+            let pod =
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": template["metadata"], "spec": template["spec"]});
+            let typed: k8s_openapi::api::core::v1::Pod =
+                serde_json::from_value(pod).unwrap_or_else(|e| panic!("{name}: not a Pod: {e}"));
+            let spec = typed.spec.unwrap_or_else(|| panic!("{name}: no spec"));
+            let init = spec.init_containers.clone().unwrap_or_default();
+            let all: Vec<_> = spec.containers.iter().chain(init.iter()).collect();
+            let mut names = std::collections::HashSet::new();
+            let mut ports = std::collections::HashSet::new();
+            let mut port_names = std::collections::HashSet::new();
+            for c in &all {
+                assert!(names.insert(c.name.clone()), "{name}: container name {} twice", c.name);
+                for p in c.ports.iter().flatten() {
+                    let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                    assert!(ports.insert((p.container_port, protocol)), "{name}: port {} twice", p.container_port);
+                    if let Some(n) = &p.name {
+                        assert!(port_names.insert(n.clone()), "{name}: port name {n} twice");
+                        assert!(n.len() <= 15, "{name}: port name {n} is longer than 15");
+                    }
+                }
+            }
+            for c in &init {
+                let probed = c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some();
+                assert!(
+                    !probed || c.restart_policy.as_deref() == Some("Always"),
+                    "{name}: init container {} has probes but is no sidecar",
+                    c.name
+                );
+            }
+            pods += 1;
+        }
+    }
+    assert!(pods >= 15, "only {pods} pods checked");
+}
