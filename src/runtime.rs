@@ -70,6 +70,8 @@ pub struct Snapshot {
     pub jwks_json: Bytes,
     pub signing: Option<Signing>,
     pub facades: Facades,
+    /// The admin web console's settings.
+    pub console: crate::config::ConsoleConfig,
     pub feed_readers: Arc<[[u8; 32]]>,
     pub registration: RegistrationLimits,
     pub max_token_bytes: usize,
@@ -185,6 +187,7 @@ impl Snapshot {
             jwks_json: crate::api::build_jwks(config.signing.as_ref()),
             signing: config.signing.clone(),
             facades: config.facades.clone(),
+            console: config.console.clone(),
             feed_readers: config.revocation.feed_readers.clone().into(),
             registration: config.registration,
             max_token_bytes: config.max_token_bytes,

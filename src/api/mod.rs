@@ -23,6 +23,7 @@ use error::json;
 pub use error::{ApiCode, ApiError, Kind};
 pub use service::TokenService;
 
+mod console;
 mod crafter;
 pub mod error;
 mod metaapi;
@@ -47,6 +48,8 @@ pub struct ApiState {
     /// Becomes true when the process stops: long-lived responses (the
     /// revocation feed) end then, so the drain is not held open.
     stopping: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The console's signed-in browsers.
+    sessions: Arc<console::Sessions>,
 }
 
 impl ApiState {
@@ -57,6 +60,7 @@ impl ApiState {
             openapi_json: Bytes::from(openapi::document()),
             instance: crate::token::keys::random_id(8).unwrap_or_else(|_| "replica".into()).into(),
             stopping: None,
+            sessions: Arc::default(),
         }
     }
 
@@ -135,6 +139,16 @@ pub fn app(state: ApiState) -> Router {
         .merge(gated(metaapi::routes(Router::new()), &state, |f| f.metaapi))
         .merge(gated(crafter::routes(Router::new()), &state, |f| f.crafter))
         .merge(gated(prodmanager::routes(Router::new()), &state, |f| f.prodmanager.is_some()))
+        .merge(console::routes(Router::new()).route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            |State(s): State<ApiState>, req: Request, next: axum::middleware::Next| async move {
+                if s.snapshot().console.enabled {
+                    next.run(req).await
+                } else {
+                    ApiError::not_found("no such endpoint").into_response()
+                }
+            },
+        )))
         .layer(axum::middleware::from_fn(bounded));
     router.fallback(|| async { ApiError::not_found("no such endpoint") }).with_state(state)
 }

@@ -61,6 +61,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         resync_interval: std::time::Duration::from_secs(30),
         create_if_missing: true,
     });
+    // The admin web console, on the api listener.
+    config.console.enabled = true;
     // Enforce-only gateways beside the demo follow its revocation feed.
     config.revocation.feed_readers = vec![sha256(DEMO_FEED_TOKEN.trim())];
     // A throwaway ProdManager application secret; only its digest is configured.
@@ -142,6 +144,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("curl -s -w '  [HTTP %{{http_code}}]\\n' \"$NG_PROXY/profile/api/1/tenant/acme?accessTokenId=$NG_CRAFTER_ENGINE\"");
         println!("# what a token grants:   curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_API/v1/whoami");
         println!("# the manifest:          curl -s $NG_API/v1/manifest");
+        println!(
+            "# the web console:       http://{}/console (sign in with $NG_ADMIN_TOKEN)",
+            running.api_addr.map_or("-".into(), |a| a.to_string())
+        );
         let exe = std::env::current_exe().map_or_else(|_| "narrowgate".into(), |p| p.display().to_string());
         println!("# see a token's claims:  {exe} token inspect $NG_NARROWED_TOKEN");
         println!("# an enforce-only sidecar beside the demo (its keys and revocations from here):");

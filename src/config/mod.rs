@@ -11,6 +11,7 @@
 //! (`applications[0].routes[2].resource.id: …`). Loading reads key files
 //! but binds nothing and spawns nothing.
 
+mod console;
 pub mod duration;
 mod facades;
 mod issuers;
@@ -30,6 +31,7 @@ use serde_json::Value;
 
 use crate::policy::{Manifest, Router};
 use crate::token::keys::KeySet;
+pub use console::ConsoleConfig;
 pub use duration::parse_duration;
 pub use facades::{Facades, ProdManagerApp};
 use facades::{FacadesFile, build_facades};
@@ -88,6 +90,8 @@ pub struct Config {
     pub bootstrap: Bootstrap,
     /// Compatibility facades on the api listener.
     pub facades: Facades,
+    /// The admin web console on the api listener.
+    pub console: ConsoleConfig,
     pub manifest: Manifest,
     pub router: Router,
     pub revocation: RevocationConfig,
@@ -402,8 +406,22 @@ impl Config {
             },
         };
 
+        let console = match get("console") {
+            Value::Null => ConsoleConfig::default(),
+            v => match section::<console::ConsoleFile>(&v, "console", &mut errs) {
+                Some(f) => console::build_console(
+                    f,
+                    listeners.as_ref().is_some_and(|l| l.api.is_some()),
+                    store.is_some(),
+                    &mut errs,
+                ),
+                None => ConsoleConfig::default(),
+            },
+        };
+
         match (listeners, upstream, router) {
             (Some(listeners), Some(upstream), Some(router)) if errs.errors.is_empty() => Ok(Config {
+                console,
                 hash: fingerprint(text.as_bytes(), &errs.files),
                 issuers_hash,
                 overrides: overrides.clone(),
@@ -471,4 +489,5 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "log",
     "audit",
     "rate_limits",
+    "console",
 ];

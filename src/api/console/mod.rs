@@ -1,0 +1,626 @@
+//! The admin web console under `/console` on the api listener: pages
+//! rendered on the server (askama templates, escaped by default) over the
+//! same [`TokenService`](super::TokenService) and authority rules as the
+//! JSON API — one more client of them, not a second implementation.
+//!
+//! Sign-in exchanges an admin or master token for a server-side session
+//! ([`session`]); every page authenticates that token again under the
+//! policy in force, so a revoked or expired sign-in token ends its
+//! sessions at once. Every state-changing form carries the session's CSRF
+//! token and must come from this origin. Responses forbid framing, inline
+//! script and caching; the only script is the vendored htmx, served from
+//! the binary, and every page works without it.
+
+mod session;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+
+use session::Session;
+pub use session::Sessions;
+
+use super::{ApiError, ApiState};
+use crate::api::service::RevokeTarget;
+use crate::runtime::Snapshot;
+use crate::store::{TokenFilter, TokenRecord};
+use crate::token::Grant;
+
+/// Tokens on one page of the list.
+const PAGE: usize = 50;
+/// The most tokens the list and the lineage look through.
+const SCAN: u32 = 10_000;
+
+const HTMX: &[u8] = include_bytes!("../../../assets/console/htmx.min.js");
+const CSS: &[u8] = include_bytes!("../../../assets/console/console.css");
+
+/// The console's routes (answering only while the policy in force enables
+/// the console; see `api::app`).
+pub(super) fn routes(router: Router<ApiState>) -> Router<ApiState> {
+    router
+        .route("/console", get(|| async { Redirect::to("/console/tokens") }))
+        .route("/console/", get(|| async { Redirect::to("/console/tokens") }))
+        .route("/console/sign-in", get(sign_in_page).post(sign_in))
+        .route("/console/sign-out", post(sign_out))
+        .route("/console/tokens", get(tokens))
+        .route("/console/tokens/{id}", get(token))
+        .route("/console/tokens/{id}/revoke", get(revoke_page).post(revoke))
+        .route("/console/static/htmx.min.js", get(|| async { asset(HTMX, "text/javascript; charset=utf-8") }))
+        .route("/console/static/console.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
+        .layer(axum::middleware::from_fn(security_headers))
+}
+
+fn asset(bytes: &'static [u8], content_type: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], bytes).into_response()
+}
+
+/// What every console response carries: no framing, no inline script or
+/// style, nothing loaded from elsewhere, no caching of pages (a token's
+/// value is shown once), no referrer.
+async fn security_headers(req: Request, next: axum::middleware::Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// A rendered page.
+fn page(status: StatusCode, t: &impl Template) -> Response {
+    match t.render() {
+        Ok(body) => (status, Html(body)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a console page could not be rendered");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// A signed-in request: its session, the policy in force and the grant
+/// of the token the session was opened with, authenticated again now.
+struct Signed {
+    session: Arc<Session>,
+    snap: Arc<Snapshot>,
+    grant: Arc<Grant>,
+}
+
+impl Signed {
+    fn who(&self) -> Option<String> {
+        Some(self.session.label.clone())
+    }
+
+    fn csrf(&self) -> Option<String> {
+        Some(self.session.csrf.clone())
+    }
+}
+
+/// A response that ends the request early (boxed: it is large).
+type Refused = Box<Response>;
+
+/// The signed-in caller, or the way to the sign-in page.
+async fn signed_in(s: &ApiState, headers: &HeaderMap) -> Result<Signed, Refused> {
+    let snap = s.snapshot();
+    let Some(id) = session::cookie(headers) else {
+        return Err(Box::new(Redirect::to("/console/sign-in").into_response()));
+    };
+    let Some(session) = s.sessions.get(id, s.service.now(), &snap.console) else {
+        return Err(Box::new(Redirect::to("/console/sign-in?ended=idle").into_response()));
+    };
+    // The sign-in token, judged again under the policy in force.
+    let grant = match snap.auth.authenticate_fetching(&session.credential, None).await {
+        Ok(g) if s.service.manager(&g).is_ok() => g,
+        _ => {
+            s.sessions.end(id);
+            return Err(Box::new(Redirect::to("/console/sign-in?ended=token").into_response()));
+        }
+    };
+    Ok(Signed { session, snap, grant })
+}
+
+/// A form's fields.
+fn form(body: &[u8]) -> HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// A request's query parameters.
+fn query(uri: &Uri) -> HashMap<String, String> {
+    form(uri.query().unwrap_or_default().as_bytes())
+}
+
+/// A state-changing request must come from this origin (when the browser
+/// says where it comes from) and carry the session's CSRF token.
+fn checked(headers: &HeaderMap, signed: &Signed, fields: &HashMap<String, String>) -> Result<(), Refused> {
+    let submitted =
+        fields.get("csrf").map(String::as_str).or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()));
+    if !same_origin(headers) || !session::csrf_ok(&signed.session, submitted) {
+        return Err(Box::new(error_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "The form did not come from this console's own page (its security token was missing or wrong). Reload the page and try again.",
+            Some(signed),
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the request's `Origin`, if any, is this host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    origin.to_str().ok().and_then(|o| o.split_once("://")).is_some_and(|(_, authority)| authority == host)
+}
+
+#[derive(Template)]
+#[template(path = "console/error.html")]
+struct ErrorPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+    heading: &'static str,
+    message: String,
+}
+
+fn error_page(status: StatusCode, heading: &'static str, message: &str, signed: Option<&Signed>) -> Response {
+    page(
+        status,
+        &ErrorPage {
+            who: signed.and_then(Signed::who),
+            csrf: signed.and_then(Signed::csrf),
+            notice: None,
+            heading,
+            message: message.to_string(),
+        },
+    )
+}
+
+/// A token-service error as a page: its status and fixed message.
+fn service_error(e: ApiError, signed: &Signed) -> Response {
+    error_page(e.status(), "That did not work", &format!("{} ({})", e.message(), e.code()), Some(signed))
+}
+
+#[derive(Template)]
+#[template(path = "console/sign_in.html")]
+struct SignInPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+}
+
+async fn sign_in_page(uri: Uri) -> Response {
+    let q = query(&uri);
+    let notice = match q.get("ended").map(String::as_str) {
+        Some("idle") => Some("Your session ended. Sign in again.".to_string()),
+        Some("token") => Some("Your session ended: the token it was opened with is no longer valid.".to_string()),
+        Some("out") => Some("Signed out.".to_string()),
+        _ => None,
+    };
+    page(StatusCode::OK, &SignInPage { who: None, csrf: None, notice })
+}
+
+async fn sign_in(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let refused = |status: StatusCode, why: &str| {
+        page(status, &SignInPage { who: None, csrf: None, notice: Some(format!("Not signed in: {why}.")) })
+    };
+    if !same_origin(&headers) {
+        return refused(StatusCode::FORBIDDEN, "the form came from another site");
+    }
+    let fields = form(&body);
+    let token = fields.get("token").map(|t| t.trim()).unwrap_or_default();
+    let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
+        return refused(StatusCode::UNAUTHORIZED, "that is not a token");
+    };
+    let mut credential = HeaderMap::new();
+    credential.insert(header::AUTHORIZATION, value);
+    let snap = s.snapshot();
+    let grant = match snap.auth.authenticate_fetching(&credential, None).await {
+        Ok(g) => g,
+        Err(reason) => return refused(StatusCode::UNAUTHORIZED, &format!("the token was refused ({})", reason.code())),
+    };
+    if s.service.manager(&grant).is_err() {
+        return refused(StatusCode::FORBIDDEN, "the console needs an administrator or master token");
+    }
+    let label = grant.name.as_deref().unwrap_or(&grant.subject).to_string();
+    let (id, _) = match s.sessions.open(credential, label, s.service.now(), &snap.console) {
+        Ok(opened) => opened,
+        Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    };
+    s.runtime.shared().action(crate::audit::ActionEvent {
+        action: "console_sign_in",
+        kind: None,
+        result: "ok",
+        by: Some(grant.token_id.to_string()),
+        by_subject: Some(grant.subject.to_string()),
+        target: None,
+        config_hash: None,
+    });
+    let mut resp = Redirect::to("/console/tokens").into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&session::set_cookie(&id, snap.console.secure_cookie)) {
+        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    resp
+}
+
+async fn sign_out(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let signed = match signed_in(&s, &headers).await {
+        Ok(signed) => signed,
+        Err(to_sign_in) => return *to_sign_in,
+    };
+    if let Err(refused) = checked(&headers, &signed, &form(&body)) {
+        return *refused;
+    }
+    if let Some(id) = session::cookie(&headers) {
+        s.sessions.end(id);
+    }
+    let mut resp = Redirect::to("/console/sign-in?ended=out").into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&session::clear_cookie(signed.snap.console.secure_cookie)) {
+        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    resp
+}
+
+/// A token as the list shows it.
+struct TokenRow {
+    id: String,
+    name: Option<String>,
+    kind: &'static str,
+    role: &'static str,
+    master: bool,
+    application: String,
+    created_by: String,
+    expires: String,
+    state: &'static str,
+}
+
+fn when(secs: Option<i64>) -> String {
+    match secs {
+        None => "never".into(),
+        Some(t) => jiff::Timestamp::from_second(t)
+            .map_or_else(|_| t.to_string(), |ts| ts.strftime("%Y-%m-%d %H:%M UTC").to_string()),
+    }
+}
+
+fn state(t: &TokenRecord, now: u64) -> &'static str {
+    if t.revoked_at.is_some() {
+        "revoked"
+    } else if t.expires_at.is_some_and(|e| e <= now as i64) {
+        "expired"
+    } else {
+        "live"
+    }
+}
+
+fn row(t: &TokenRecord, now: u64) -> TokenRow {
+    TokenRow {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        kind: crate::store::kind_str(t.kind),
+        role: crate::store::role_str(t.role),
+        master: t.master,
+        application: t.application.clone().unwrap_or_else(|| "—".into()),
+        created_by: t.created_by.clone().unwrap_or_else(|| "—".into()),
+        expires: when(t.expires_at),
+        state: state(t, now),
+    }
+}
+
+/// The list's filters, as the form shows them.
+#[derive(Default)]
+struct ListFilter {
+    name: String,
+    application: String,
+    kind: String,
+    state: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/tokens.html")]
+struct TokensPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+    filter: ListFilter,
+    kinds: [(&'static str, &'static str); 3],
+    states: [(&'static str, &'static str); 4],
+    rows: Vec<TokenRow>,
+    first: usize,
+    last: usize,
+    more: bool,
+    prev: Option<String>,
+    next: Option<String>,
+}
+
+/// Every token the caller may see that matches `filter` (at most [`SCAN`]).
+async fn scan(s: &ApiState, signed: &Signed, filter: TokenFilter) -> Result<(Vec<TokenRecord>, bool), ApiError> {
+    let mut tokens = s.service.list(&signed.grant, &TokenFilter { limit: SCAN + 1, offset: 0, ..filter }).await?;
+    let cut = tokens.len() > SCAN as usize;
+    tokens.truncate(SCAN as usize);
+    Ok((tokens, cut))
+}
+
+async fn tokens(State(s): State<ApiState>, uri: Uri, headers: HeaderMap) -> Response {
+    let q = query(&uri);
+    let signed = match signed_in(&s, &headers).await {
+        Ok(signed) => signed,
+        Err(to_sign_in) => return *to_sign_in,
+    };
+    let get = |k: &str| q.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let kind = match get("kind").as_deref() {
+        Some("access") => Some(crate::token::TokenKind::Access),
+        Some("narrowed") => Some(crate::token::TokenKind::Narrowed),
+        _ => None,
+    };
+    let wanted_state = get("state").filter(|s| ["live", "expired", "revoked"].contains(&s.as_str()));
+    let filter = TokenFilter { name: get("name"), application: get("application"), kind, limit: 0, offset: 0 };
+    let (all, cut) = match scan(&s, &signed, filter).await {
+        Ok(found) => found,
+        Err(e) => return service_error(e, &signed),
+    };
+    let now = s.service.now();
+    let mut rows: Vec<TokenRow> =
+        all.iter().map(|t| row(t, now)).filter(|r| wanted_state.as_deref().is_none_or(|w| r.state == w)).collect();
+    // Newest first, as an operator scans them.
+    rows.reverse();
+    let page_no = q.get("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(0);
+    let total = rows.len();
+    let start = (page_no * PAGE).min(total);
+    let end = (start + PAGE).min(total);
+    let rows: Vec<TokenRow> = rows.into_iter().skip(start).take(PAGE).collect();
+    let link = |p: usize| {
+        let mut link_query = form_urlencoded::Serializer::new(String::new());
+        for k in ["name", "application", "kind", "state"] {
+            if let Some(v) = get(k) {
+                link_query.append_pair(k, &v);
+            }
+        }
+        link_query.append_pair("page", &p.to_string());
+        format!("/console/tokens?{}", link_query.finish())
+    };
+    let filter_shown = ListFilter {
+        name: get("name").unwrap_or_default(),
+        application: get("application").unwrap_or_default(),
+        kind: get("kind").filter(|k| k == "access" || k == "narrowed").unwrap_or_default(),
+        state: wanted_state.unwrap_or_default(),
+    };
+    page(
+        StatusCode::OK,
+        &TokensPage {
+            who: signed.who(),
+            csrf: signed.csrf(),
+            notice: cut
+                .then(|| format!("Showing the first {SCAN} tokens that match; narrow the filters to see others.")),
+            filter: filter_shown,
+            kinds: [("", "any"), ("access", "access"), ("narrowed", "narrowed")],
+            states: [("", "any"), ("live", "live"), ("expired", "expired"), ("revoked", "revoked")],
+            rows,
+            first: if total == 0 { 0 } else { start + 1 },
+            last: end,
+            more: end < total,
+            prev: (page_no > 0).then(|| link(page_no - 1)),
+            next: (end < total).then(|| link(page_no + 1)),
+        },
+    )
+}
+
+/// A token's details as the page shows them.
+struct TokenDetail {
+    id: String,
+    title: String,
+    name: String,
+    description: String,
+    kind: &'static str,
+    form: &'static str,
+    role: &'static str,
+    master: bool,
+    application: String,
+    subject: String,
+    created: String,
+    created_by: String,
+    expires: String,
+    state: &'static str,
+    live: bool,
+}
+
+struct RuleRow {
+    id: String,
+    application: String,
+    service: String,
+    methods: String,
+    roles: String,
+    resources: String,
+}
+
+struct Child {
+    id: String,
+    label: String,
+    state: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "console/token.html")]
+struct TokenPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+    t: TokenDetail,
+    rules: Vec<RuleRow>,
+    tenants: Vec<(usize, crate::policy::tenant::TenantPermission)>,
+    ancestors: Vec<String>,
+    children: Vec<Child>,
+}
+
+fn rule_rows(grants: &str) -> (Vec<RuleRow>, Vec<crate::policy::tenant::TenantPermission>) {
+    let (rules, tenants) = crate::token::claims::decode_grants(grants).unwrap_or_default();
+    let rows = rules
+        .into_iter()
+        .map(|r| RuleRow {
+            methods: r
+                .method_groups
+                .iter()
+                .map(|g| {
+                    let methods: Vec<String> = g
+                        .methods
+                        .iter()
+                        .map(|m| match &m.scopes {
+                            Some(scopes) => format!("{} [{}]", m.method, scopes.join(", ")),
+                            None => m.method.clone(),
+                        })
+                        .collect();
+                    format!("{}: {}", g.group, methods.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            roles: r.roles.join(", "),
+            resources: r.resources.join(", "),
+            id: r.id,
+            application: r.application,
+            service: r.service,
+        })
+        .collect();
+    (rows, tenants)
+}
+
+/// The tokens whose lineage holds `id` (narrowed from it, or minted under
+/// it by a non-master), nearest first.
+fn descendants<'a>(all: &'a [TokenRecord], id: &str) -> Vec<&'a TokenRecord> {
+    let mut found: Vec<&TokenRecord> = all.iter().filter(|t| t.lineage.iter().any(|a| a == id)).collect();
+    found.sort_by_key(|t| t.lineage.len());
+    found
+}
+
+/// The signed-in caller, the token `id` as the service shows it to them,
+/// and every token they may see (for its lineage).
+async fn with_token(
+    s: &ApiState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(Signed, TokenRecord, Vec<TokenRecord>), Refused> {
+    let signed = signed_in(s, headers).await?;
+    let record = match s.service.show(&signed.grant, id).await {
+        Ok(r) => r,
+        Err(e) => return Err(Box::new(service_error(e, &signed))),
+    };
+    match scan(s, &signed, TokenFilter::default()).await {
+        Ok((all, _)) => Ok((signed, record, all)),
+        Err(e) => Err(Box::new(service_error(e, &signed))),
+    }
+}
+
+async fn token(State(s): State<ApiState>, Path(id): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
+    let q = query(&uri);
+    let (signed, record, all) = match with_token(&s, &headers, &id).await {
+        Ok(found) => found,
+        Err(refused) => return *refused,
+    };
+    let now = s.service.now();
+    let depth = record.lineage.len();
+    let children = descendants(&all, &record.id)
+        .into_iter()
+        .map(|c| Child {
+            id: c.id.clone(),
+            label: format!(
+                "{}{}",
+                "— ".repeat(c.lineage.len().saturating_sub(depth + 1)),
+                c.name.clone().unwrap_or_else(|| c.id.clone())
+            ),
+            state: state(c, now),
+        })
+        .collect();
+    let (rules, tenants) = rule_rows(&record.grants);
+    let st = state(&record, now);
+    let detail = TokenDetail {
+        title: record.name.clone().unwrap_or_else(|| record.id.clone()),
+        id: record.id.clone(),
+        name: record.name.clone().unwrap_or_else(|| "—".into()),
+        description: if record.description.is_empty() { "—".into() } else { record.description.clone() },
+        kind: crate::store::kind_str(record.kind),
+        form: record.form.as_str(),
+        role: crate::store::role_str(record.role),
+        master: record.master,
+        application: record.application.clone().unwrap_or_else(|| "—".into()),
+        subject: record.subject.clone(),
+        created: when(Some(record.created_at)),
+        created_by: record.created_by.clone().unwrap_or_else(|| "—".into()),
+        expires: when(record.expires_at),
+        state: st,
+        live: st == "live",
+    };
+    page(
+        StatusCode::OK,
+        &TokenPage {
+            who: signed.who(),
+            csrf: signed.csrf(),
+            notice: (q.contains_key("revoked") && st == "revoked").then(|| "Revoked.".to_string()),
+            t: detail,
+            rules,
+            tenants: tenants.into_iter().enumerate().map(|(i, t)| (i + 1, t)).collect(),
+            ancestors: record.lineage.clone(),
+            children,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "console/revoke.html")]
+struct RevokePage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+    id: String,
+    title: String,
+    descendants: usize,
+}
+
+async fn revoke_page(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let (signed, record, all) = match with_token(&s, &headers, &id).await {
+        Ok(found) => found,
+        Err(refused) => return *refused,
+    };
+    let now = s.service.now();
+    let live = descendants(&all, &record.id).into_iter().filter(|t| state(t, now) == "live").count();
+    page(
+        StatusCode::OK,
+        &RevokePage {
+            who: signed.who(),
+            csrf: signed.csrf(),
+            notice: None,
+            title: record.name.clone().unwrap_or_else(|| record.id.clone()),
+            id: record.id,
+            descendants: live,
+        },
+    )
+}
+
+async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let signed = match signed_in(&s, &headers).await {
+        Ok(signed) => signed,
+        Err(to_sign_in) => return *to_sign_in,
+    };
+    if let Err(refused) = checked(&headers, &signed, &form(&body)) {
+        return *refused;
+    }
+    match s.service.revoke(&signed.snap, &signed.grant, RevokeTarget::Id(id.clone())).await {
+        Ok(_) => {
+            let path: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+            Redirect::to(&format!("/console/tokens/{path}?revoked=1")).into_response()
+        }
+        Err(e) => service_error(e, &signed),
+    }
+}

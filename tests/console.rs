@@ -1,0 +1,300 @@
+//! The admin web console over real HTTP on the api listener (the browser
+//! tests drive the same pages in Chromium): sign-in and sessions, the
+//! token list and details, revocation with its CSRF and origin checks,
+//! markup rendered as text, the headers every page carries.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::Harness;
+
+struct Console {
+    h: Harness,
+    http: reqwest::Client,
+    admin: String,
+}
+
+struct Page {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    /// The value of the first hidden `csrf` field.
+    fn csrf(&self) -> String {
+        let at = self.body.find("name=\"csrf\" value=\"").expect("a csrf field") + "name=\"csrf\" value=\"".len();
+        self.body[at..].split('"').next().expect("value").to_string()
+    }
+}
+
+impl Console {
+    async fn start() -> Console {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("ng.db");
+        let mut h = Harness::start_with(
+            |_| {},
+            move |c| {
+                support::sqlite_store(db.clone())(c);
+                c.console.enabled = true;
+            },
+        )
+        .await;
+        std::mem::forget(dir);
+        let admin = h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).expect("bootstrapped");
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        Console { h, http, admin }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.h.api)
+    }
+
+    async fn read(resp: reqwest::Response) -> Page {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        Page { status, headers, body: resp.text().await.unwrap_or_default() }
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Page {
+        let mut req = self.http.get(self.url(path));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        Console::read(req.send().await.expect("GET")).await
+    }
+
+    async fn post(&self, path: &str, cookie: Option<&str>, fields: &[(&str, &str)], origin: Option<&str>) -> Page {
+        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+        let mut req =
+            self.http.post(self.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        Console::read(req.send().await.expect("POST")).await
+    }
+
+    /// Sign in with `token`; the session cookie (`name=value`).
+    async fn sign_in(&self, token: &str) -> String {
+        let origin = format!("http://{}", self.h.api);
+        let page = self.post("/console/sign-in", None, &[("token", token)], Some(&origin)).await;
+        assert_eq!(page.status, 303, "{}", page.body);
+        assert_eq!(page.location(), "/console/tokens");
+        let set = page.headers.get("set-cookie").and_then(|v| v.to_str().ok()).expect("a session cookie").to_string();
+        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/console"), "{set}");
+        assert!(!set.contains(token), "the token is never the cookie");
+        set.split(';').next().expect("pair").to_string()
+    }
+
+    /// A call to the JSON API with `token`.
+    async fn api(&self, method: &str, path: &str, token: &str, body: Option<&str>) -> support::Response {
+        let auth = format!("Bearer {token}");
+        match body {
+            Some(b) => self.h.api_post(path, &[("Authorization", &auth)], b).await,
+            None => self.h.api_request(method, path, &[("Authorization", &auth)]).await,
+        }
+    }
+
+    async fn create(&self, body: &str) -> Value {
+        let resp = self.api("POST", "/v1/tokens", &self.admin, Some(body)).await;
+        assert_eq!(resp.status, 201, "{}", resp.body);
+        resp.json()
+    }
+}
+
+#[tokio::test]
+async fn the_console_is_off_unless_enabled() {
+    let h = Harness::start().await;
+    let resp = h.api_request("GET", "/console/sign-in", &[]).await;
+    assert_eq!(resp.status, 404);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn sign_in_lists_tokens_and_refuses_what_it_should() {
+    let c = Console::start().await;
+    // Not signed in: to the sign-in page.
+    let page = c.get("/console/tokens", None).await;
+    assert_eq!((page.status, page.location()), (303, "/console/sign-in"));
+    let page = c.get("/console/sign-in", None).await;
+    assert_eq!(page.status, 200);
+    for (name, value) in [
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("cache-control", "no-store"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(page.headers.get(name).and_then(|v| v.to_str().ok()), Some(value), "{name}");
+    }
+    let csp = page.headers.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    assert!(!page.body.contains("<script>") && !page.body.contains(" style="), "no inline script or style");
+
+    // Refused sign-ins: garbage, a user token, another site's form.
+    let origin = format!("http://{}", c.h.api);
+    let page = c.post("/console/sign-in", None, &[("token", "not-a-token<b>")], Some(&origin)).await;
+    assert_eq!(page.status, 401);
+    assert!(page.headers.get("set-cookie").is_none());
+    assert!(!page.body.contains("not-a-token"), "the input is not echoed");
+    let user = c.create(r#"{"name":"plain-user","lifetime":"1h"}"#).await;
+    let user_token = user["token"].as_str().expect("token");
+    let page = c.post("/console/sign-in", None, &[("token", user_token)], Some(&origin)).await;
+    assert_eq!(page.status, 403, "a user token does not open the console");
+    let page = c.post("/console/sign-in", None, &[("token", &c.admin)], Some("http://evil.example")).await;
+    assert_eq!(page.status, 403, "a sign-in posted from another site");
+    assert!(page.headers.get("set-cookie").is_none());
+
+    // The admin signs in and sees the tokens.
+    let cookie = c.sign_in(&c.admin).await;
+    let page = c.get("/console/tokens", Some(&cookie)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("plain-user"));
+    assert!(!page.body.contains(&c.admin), "the sign-in token is never rendered");
+    assert!(!page.body.contains(user_token), "no token value is listed");
+    // A forged cookie is not a session.
+    let page = c.get("/console/tokens", Some("ng_console=forged")).await;
+    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=idle"));
+    // Filters.
+    let page = c.get("/console/tokens?name=plain-user", Some(&cookie)).await;
+    assert!(page.body.contains("plain-user"));
+    let page = c.get("/console/tokens?name=nobody", Some(&cookie)).await;
+    assert!(page.body.contains("No tokens match."));
+    let page = c.get("/console/tokens?state=revoked", Some(&cookie)).await;
+    assert!(!page.body.contains("plain-user"));
+
+    // The details page.
+    let id = user["id"].as_str().expect("id");
+    let page = c.get(&format!("/console/tokens/{id}"), Some(&cookie)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(id) && page.body.contains("Revoke"));
+    c.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn markup_in_every_field_is_rendered_as_text() {
+    let c = Console::start().await;
+    let evil = "<script>alert(1)</script>";
+    let made = c
+        .create(&format!(
+            r#"{{"name":"x{evil}","description":"d{evil}\"'&","lifetime":"1h","tenantPermissions":[{{"tenant":"t{evil}","allowedActions":["READ_TENANT"]}}]}}"#
+        ))
+        .await;
+    let cookie = c.sign_in(&c.admin).await;
+    let id = made["id"].as_str().expect("id");
+    for path in ["/console/tokens".to_string(), format!("/console/tokens/{id}"), format!("/console/tokens/{id}/revoke")]
+    {
+        let page = c.get(&path, Some(&cookie)).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        assert!(!page.body.contains("<script>alert"), "{path}: markup rendered as markup");
+        let shown = ["&lt;script&gt;alert(1)&lt;/script&gt;", "&#60;script&#62;alert(1)&#60;/script&#62;"];
+        assert!(shown.iter().any(|t| page.body.contains(t)), "{path}: the text is shown, escaped: {}", page.body);
+    }
+    c.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoking_needs_the_form_token_and_counts_what_dies_with_it() {
+    let c = Console::start().await;
+    let parent = c.create(r#"{"name":"parent-app","lifetime":"1h","role":"admin"}"#).await;
+    let parent_token = parent["token"].as_str().expect("token").to_string();
+    // A child minted under the (non-master) admin carries it in its lineage.
+    let resp = c.api("POST", "/v1/tokens", &parent_token, Some(r#"{"name":"child-app","lifetime":"1h"}"#)).await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    let child = resp.json();
+    let cookie = c.sign_in(&c.admin).await;
+    let id = parent["id"].as_str().expect("id");
+
+    let page = c.get(&format!("/console/tokens/{id}"), Some(&cookie)).await;
+    assert!(page.body.contains("child-app"), "the lineage shows the child");
+    let page = c.get(&format!("/console/tokens/{id}/revoke"), Some(&cookie)).await;
+    assert!(page.body.contains("<strong>1</strong> token(s)"), "{}", page.body);
+    let csrf = page.csrf();
+
+    let path = format!("/console/tokens/{id}/revoke");
+    let origin = format!("http://{}", c.h.api);
+    let refused = c.post(&path, Some(&cookie), &[], Some(&origin)).await;
+    assert_eq!(refused.status, 403, "no form token");
+    let refused = c.post(&path, Some(&cookie), &[("csrf", "forged")], Some(&origin)).await;
+    assert_eq!(refused.status, 403, "a wrong form token");
+    let refused = c.post(&path, Some(&cookie), &[("csrf", &csrf)], Some("http://evil.example")).await;
+    assert_eq!(refused.status, 403, "another site's form");
+    let refused = c.post(&path, None, &[("csrf", &csrf)], Some(&origin)).await;
+    assert_eq!(refused.status, 303, "no session: to the sign-in page");
+    let show = c.api("GET", &format!("/v1/tokens/{id}"), &c.admin, None).await;
+    assert!(show.json()["revokedAt"].is_null(), "nothing was revoked yet");
+
+    let done = c.post(&path, Some(&cookie), &[("csrf", &csrf)], Some(&origin)).await;
+    assert_eq!((done.status, done.location()), (303, format!("/console/tokens/{id}?revoked=1").as_str()));
+    let show = c.api("GET", &format!("/v1/tokens/{id}"), &c.admin, None).await;
+    assert!(show.json()["revokedAt"].is_number(), "revoked through the same service");
+    // The child dies with it, on the proxy too.
+    let child_token = child["token"].as_str().expect("token");
+    let who = c.api("GET", "/v1/whoami", child_token, None).await;
+    assert_eq!(who.status, 401);
+    c.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn sessions_end_at_sign_out_when_idle_and_when_their_token_dies() {
+    let c = Console::start().await;
+    let origin = format!("http://{}", c.h.api);
+    // Sign-out.
+    let cookie = c.sign_in(&c.admin).await;
+    let page = c.get("/console/tokens", Some(&cookie)).await;
+    let csrf = page.csrf();
+    let out = c.post("/console/sign-out", Some(&cookie), &[("csrf", &csrf)], Some(&origin)).await;
+    assert_eq!((out.status, out.location()), (303, "/console/sign-in?ended=out"));
+    assert!(out.headers.get("set-cookie").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("Max-Age=0")));
+    let page = c.get("/console/tokens", Some(&cookie)).await;
+    assert_eq!(page.status, 303, "the session is gone on the server, whatever the browser keeps");
+
+    // Idle for longer than the idle timeout (15 minutes by default).
+    let cookie = c.sign_in(&c.admin).await;
+    c.h.advance(Duration::from_secs(14 * 60));
+    assert_eq!(c.get("/console/tokens", Some(&cookie)).await.status, 200);
+    c.h.advance(Duration::from_secs(16 * 60));
+    let page = c.get("/console/tokens", Some(&cookie)).await;
+    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=idle"));
+
+    // The sign-in token revoked: its sessions end at once.
+    let ops = c.create(r#"{"name":"ops-admin","lifetime":"2h","role":"admin"}"#).await;
+    let cookie = c.sign_in(ops["token"].as_str().expect("token")).await;
+    assert_eq!(c.get("/console/tokens", Some(&cookie)).await.status, 200);
+    let resp = c.api("DELETE", &format!("/v1/tokens/{}", ops["id"].as_str().expect("id")), &c.admin, None).await;
+    assert_eq!(resp.status, 204);
+    let page = c.get("/console/tokens", Some(&cookie)).await;
+    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=token"));
+    let page = c.get("/console/sign-in?ended=token", None).await;
+    assert!(page.body.contains("no longer valid"));
+    c.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_vendored_script_is_served_from_the_binary() {
+    let c = Console::start().await;
+    let resp = c.http.get(c.url("/console/static/htmx.min.js")).send().await.expect("GET");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap_or_default().starts_with("text/javascript"));
+    let bytes = resp.bytes().await.expect("body");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex, "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717",
+        "htmx 2.0.11 as vendored (assets/console/VENDORED.md)"
+    );
+    let css = c.http.get(c.url("/console/static/console.css")).send().await.expect("GET");
+    assert_eq!(css.status(), 200);
+    c.h.shutdown().await;
+}
