@@ -298,3 +298,109 @@ async fn the_vendored_script_is_served_from_the_binary() {
     assert_eq!(css.status(), 200);
     c.h.shutdown().await;
 }
+
+#[tokio::test]
+async fn tokens_are_created_from_the_manifest_and_shown_once() {
+    let c = Console::start().await;
+    let origin = format!("http://{}", c.h.api);
+    let cookie = c.sign_in(&c.admin).await;
+    let form = c.get("/console/tokens/new", Some(&cookie)).await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    assert!(form.body.contains("name=\"master\""), "a master is offered master");
+    assert!(form.body.contains("account-management:getAccount"), "methods come from the manifest");
+    let csrf = form.csrf();
+
+    // A reference token for one account, through the proxy afterwards.
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("name", "reader-app"),
+        ("role", "user"),
+        ("form", "reference"),
+        ("expiry", "24h"),
+        ("a0.application", "trading-account-management-api"),
+        ("a0.service", "rest"),
+        ("a0.method", "account-management:getAccount"),
+        ("a0.role", "reader"),
+        ("a0.resources", "account:a1"),
+    ];
+    let made = c.post("/console/tokens/new", Some(&cookie), &fields, Some(&origin)).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let at = made.body.find("ngr_").expect("the value is shown");
+    let secret: String = made.body[at..].chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_').collect();
+    assert!(made.body.contains("the only time the token is shown"));
+    let allowed = c.h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {secret}"))]).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    let denied = c.h.get("/users/current/accounts/a2", &[("Authorization", &format!("Bearer {secret}"))]).await;
+    assert_eq!((denied.status, denied.reason()), (403, "resource_not_allowed".to_string()));
+    // Never again: not on the list, not on its page.
+    let list = c.get("/console/tokens", Some(&cookie)).await;
+    assert!(list.body.contains("reader-app") && !list.body.contains(&secret));
+    let id_at = list.body.find("/console/tokens/").expect("a link");
+    let _ = id_at;
+    for t in
+        c.api("GET", "/v1/tokens?name=reader-app", &c.admin, None).await.json()["tokens"].as_array().expect("tokens")
+    {
+        let page = c.get(&format!("/console/tokens/{}", t["id"].as_str().expect("id")), Some(&cookie)).await;
+        assert!(!page.body.contains(&secret), "the value is never shown again");
+        assert!(page.body.contains("account-management: getAccount") && page.body.contains("account:$USER_ID$:a1"));
+    }
+
+    // A JWT with Crafter-style tenant permissions only.
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("name", "tenant-app"),
+        ("form", "jwt"),
+        ("expiry", "1h"),
+        ("t0.tenant", "acme"),
+        ("t0.action", "READ_TENANT"),
+        ("t0.action", "MANAGE_PROFILES"),
+        ("t1.tenant", "*"),
+        ("t1.action", "READ_TENANT"),
+    ];
+    let made = c.post("/console/tokens/new", Some(&cookie), &fields, Some(&origin)).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let listed = c.api("GET", "/v1/tokens?name=tenant-app", &c.admin, None).await.json();
+    let tp = &listed["tokens"][0]["tenantPermissions"];
+    assert_eq!(tp[0]["tenant"], "acme");
+    assert_eq!(tp[0]["allowedActions"], serde_json::json!(["READ_TENANT", "MANAGE_PROFILES"]));
+    assert_eq!(tp[1]["tenant"], "*", "in the order entered");
+
+    // Refused: no form token; a JWT that never expires; nothing granted.
+    let refused = c.post("/console/tokens/new", Some(&cookie), &[("name", "x"), ("expiry", "1h")], Some(&origin)).await;
+    assert_eq!(refused.status, 403);
+    let never = [("csrf", csrf.as_str()), ("name", "forever-jwt"), ("form", "jwt"), ("expiry", "none")];
+    let refused = c.post("/console/tokens/new", Some(&cookie), &never, Some(&origin)).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("Not created"));
+    let nothing = [("csrf", csrf.as_str()), ("name", "empty"), ("expiry", "1h")];
+    assert_eq!(c.post("/console/tokens/new", Some(&cookie), &nothing, Some(&origin)).await.status, 400);
+    c.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_non_master_admin_is_not_offered_master_and_cannot_post_it() {
+    let c = Console::start().await;
+    let origin = format!("http://{}", c.h.api);
+    let ops = c.create(r#"{"name":"ops","lifetime":"2h","role":"admin"}"#).await;
+    let cookie = c.sign_in(ops["token"].as_str().expect("token")).await;
+    let form = c.get("/console/tokens/new", Some(&cookie)).await;
+    assert!(!form.body.contains("name=\"master\""), "not offered");
+    let csrf = form.csrf();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("name", "sneaky-master"),
+        ("role", "user"),
+        ("master", "on"),
+        ("form", "reference"),
+        ("expiry", "1h"),
+        ("t0.tenant", "acme"),
+        ("t0.action", "READ_TENANT"),
+    ];
+    let refused = c.post("/console/tokens/new", Some(&cookie), &fields, Some(&origin)).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let notice = refused.body.split("class=\"notice\"").nth(1).unwrap_or_default();
+    assert!(notice.contains("Not created") && notice.contains("master"), "{notice}");
+    let listed = c.api("GET", "/v1/tokens?name=sneaky-master", &c.admin, None).await.json();
+    assert_eq!(listed["tokens"], serde_json::json!([]), "nothing was minted");
+    c.h.shutdown().await;
+}

@@ -196,12 +196,23 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Result<Re
     let (snap, caller, body) = s.authorized_body(req).await?;
     s.service.manager(&caller)?;
     let input: CreateRequest = parse(&body)?;
-    let token = input.into_new_token(&caller, s.service.now())?;
-    let Minted::Token { secret, record } = s.service.mint(&snap, MintRequest::Create { by: caller, token }).await?
-    else {
-        return Err(ApiError::internal("create minted something else"));
-    };
+    let (secret, record) = create_token(&s, &snap, caller, input).await?;
     Ok(ok_json(StatusCode::CREATED, &Created { token: &secret, meta: view(&record) }))
+}
+
+/// Mint the token `input` asks for on `caller`'s behalf: the API's and the
+/// console's one way to create a token. Its secret (shown once) and record.
+pub(crate) async fn create_token(
+    s: &ApiState,
+    snap: &crate::runtime::Snapshot,
+    caller: std::sync::Arc<crate::token::Grant>,
+    input: CreateRequest,
+) -> Result<(String, TokenRecord), ApiError> {
+    let token = input.into_new_token(&caller, s.service.now())?;
+    match s.service.mint(snap, MintRequest::Create { by: caller, token }).await? {
+        Minted::Token { secret, record } => Ok((secret, record)),
+        _ => Err(ApiError::internal("create minted something else")),
+    }
 }
 
 /// A new token: the secret (shown this once) and its record.

@@ -40,6 +40,7 @@ const SCAN: u32 = 10_000;
 
 const HTMX: &[u8] = include_bytes!("../../../assets/console/htmx.min.js");
 const CSS: &[u8] = include_bytes!("../../../assets/console/console.css");
+const JS: &[u8] = include_bytes!("../../../assets/console/console.js");
 
 /// The console's routes (answering only while the policy in force enables
 /// the console; see `api::app`).
@@ -50,10 +51,12 @@ pub(super) fn routes(router: Router<ApiState>) -> Router<ApiState> {
         .route("/console/sign-in", get(sign_in_page).post(sign_in))
         .route("/console/sign-out", post(sign_out))
         .route("/console/tokens", get(tokens))
+        .route("/console/tokens/new", get(new_token_page).post(create))
         .route("/console/tokens/{id}", get(token))
         .route("/console/tokens/{id}/revoke", get(revoke_page).post(revoke))
         .route("/console/static/htmx.min.js", get(|| async { asset(HTMX, "text/javascript; charset=utf-8") }))
         .route("/console/static/console.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
+        .route("/console/static/console.js", get(|| async { asset(JS, "text/javascript; charset=utf-8") }))
         .layer(axum::middleware::from_fn(security_headers))
 }
 
@@ -137,6 +140,11 @@ async fn signed_in(s: &ApiState, headers: &HeaderMap) -> Result<Signed, Refused>
 
 /// A form's fields.
 fn form(body: &[u8]) -> HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// A form's fields in order, repeated names kept (checkbox groups).
+fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(body).into_owned().collect()
 }
 
@@ -622,5 +630,170 @@ async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, headers: Head
             Redirect::to(&format!("/console/tokens/{path}?revoked=1")).into_response()
         }
         Err(e) => service_error(e, &signed),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/new_token.html")]
+struct NewTokenPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+    offer_master: bool,
+    apps: Vec<crate::policy::manifest::Application>,
+    actions: [&'static str; 6],
+}
+
+fn new_token_form(signed: &Signed, notice: Option<String>) -> NewTokenPage {
+    NewTokenPage {
+        who: signed.who(),
+        csrf: signed.csrf(),
+        notice,
+        // Only a master may mint a master; the service refuses it anyway.
+        offer_master: signed.grant.master,
+        apps: signed.snap.manifest.applications.clone(),
+        actions: crate::policy::tenant::ACTIONS,
+    }
+}
+
+async fn new_token_page(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    match signed_in(&s, &headers).await {
+        Ok(signed) => page(StatusCode::OK, &new_token_form(&signed, None)),
+        Err(to_sign_in) => *to_sign_in,
+    }
+}
+
+/// The create form as the token service's create request (the JSON API's
+/// own shape, so one validation decides both).
+fn create_request(fields: &[(String, String)], now: u64) -> Result<serde_json::Value, &'static str> {
+    use serde_json::{Value, json};
+    let one = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim()).filter(|v| !v.is_empty());
+    let all = |k: &str| -> Vec<&str> { fields.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect() };
+    let mut req = json!({
+        "name": one("name").unwrap_or_default(),
+        "description": one("description").unwrap_or_default(),
+        "role": one("role").unwrap_or("user"),
+        "master": one("master") == Some("on"),
+        "form": one("form").unwrap_or("jwt"),
+    });
+    if let Some(app) = one("application") {
+        req["application"] = app.into();
+    }
+    match one("expiry").unwrap_or("24h") {
+        "none" => req["lifetime"] = "none".into(),
+        "custom" => {
+            let date = one("expires_on").ok_or("choose the expiry date")?;
+            let day: jiff::civil::Date = date.parse().map_err(|_| "the expiry date is not a date")?;
+            let end = day
+                .at(23, 59, 59, 0)
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .map_err(|_| "the expiry date is out of range")?;
+            if end.timestamp().as_second() <= now as i64 {
+                return Err("the expiry date is in the past");
+            }
+            req["expiresAt"] = end.timestamp().as_second().into();
+        }
+        preset @ ("1h" | "24h" | "720h") => req["lifetime"] = preset.into(),
+        _ => return Err("choose an expiry"),
+    }
+    // One rule per application with any method ticked.
+    let mut rules = Vec::new();
+    for i in 0.. {
+        let key = |k: &str| format!("a{i}.{k}");
+        let Some(application) = one(&key("application")) else { break };
+        let methods = all(&key("method"));
+        if methods.is_empty() {
+            continue;
+        }
+        let scopes = all(&key("scope"));
+        let mut groups: Vec<(String, Vec<Value>)> = Vec::new();
+        for gm in methods {
+            let Some((group, method)) = gm.split_once(':') else { return Err("a method was not understood") };
+            let prefix = format!("{group}:{method}:");
+            let picked: Vec<&str> = scopes.iter().filter_map(|sc| sc.strip_prefix(prefix.as_str())).collect();
+            let mut m = json!({"method": method});
+            if !picked.is_empty() {
+                m["scopes"] = picked.into();
+            }
+            match groups.iter_mut().find(|(g, _)| g == group) {
+                Some((_, ms)) => ms.push(m),
+                None => groups.push((group.to_string(), vec![m])),
+            }
+        }
+        let resources: Vec<Value> = one(&key("resources"))
+            .unwrap_or("*:*")
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(|r| r.split_once(':').map(|(entity, id)| json!({"entity": entity.trim(), "id": id.trim()})))
+            .collect::<Option<_>>()
+            .ok_or("a resource is not entity:id")?;
+        rules.push(json!({
+            "application": application,
+            "service": one(&key("service")).unwrap_or_default(),
+            "methodGroups": groups.into_iter().map(|(group, methods)| json!({"group": group, "methods": methods})).collect::<Vec<_>>(),
+            "roles": all(&key("role")),
+            "resources": resources,
+        }));
+    }
+    let mut tenants = Vec::new();
+    for row in 0..3 {
+        if let Some(tenant) = one(&format!("t{row}.tenant")) {
+            tenants.push(json!({"tenant": tenant, "allowedActions": all(&format!("t{row}.action"))}));
+        }
+    }
+    if !tenants.is_empty() {
+        req["tenantPermissions"] = tenants.into();
+    }
+    // No rules with tenant permissions: the token grants only those.
+    if !rules.is_empty() || req.get("tenantPermissions").is_none() {
+        req["accessRules"] = rules.into();
+    }
+    Ok(req)
+}
+
+#[derive(Template)]
+#[template(path = "console/created.html")]
+struct CreatedPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+    id: String,
+    name: String,
+    secret: String,
+}
+
+async fn create(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let signed = match signed_in(&s, &headers).await {
+        Ok(signed) => signed,
+        Err(to_sign_in) => return *to_sign_in,
+    };
+    let pairs = form_pairs(&body);
+    let fields: HashMap<String, String> = pairs.iter().cloned().collect();
+    if let Err(refused) = checked(&headers, &signed, &fields) {
+        return *refused;
+    }
+    let retry = |status: StatusCode, why: String| page(status, &new_token_form(&signed, Some(why)));
+    let request = match create_request(&pairs, s.service.now()) {
+        Ok(r) => r,
+        Err(why) => return retry(StatusCode::BAD_REQUEST, format!("Not created: {why}.")),
+    };
+    let input: super::tokens::CreateRequest = match serde_json::from_value(request) {
+        Ok(i) => i,
+        Err(_) => return retry(StatusCode::BAD_REQUEST, "Not created: the form was not understood.".into()),
+    };
+    match super::tokens::create_token(&s, &signed.snap, signed.grant.clone(), input).await {
+        Ok((secret, record)) => page(
+            StatusCode::CREATED,
+            &CreatedPage {
+                who: signed.who(),
+                csrf: signed.csrf(),
+                notice: None,
+                name: record.name.clone().unwrap_or_else(|| record.id.clone()),
+                id: record.id,
+                secret,
+            },
+        ),
+        Err(e) => retry(e.status(), format!("Not created: {} ({}).", e.message(), e.code())),
     }
 }
