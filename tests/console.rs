@@ -131,7 +131,7 @@ async fn sign_in_lists_tokens_and_refuses_what_it_should() {
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
         ("cache-control", "no-store"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
     ] {
         assert_eq!(page.headers.get(name).and_then(|v| v.to_str().ok()), Some(value), "{name}");
     }

@@ -66,7 +66,7 @@ fn asset(bytes: &'static [u8], content_type: &'static str) -> Response {
 
 /// What every console response carries: no framing, no inline script or
 /// style, nothing loaded from elsewhere, no caching of pages (a token's
-/// value is shown once), no referrer.
+/// value is shown once), no referrer to other sites.
 async fn security_headers(req: Request, next: axum::middleware::Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
@@ -79,7 +79,9 @@ async fn security_headers(req: Request, next: axum::middleware::Next) -> Respons
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not no-referrer: under it a browser sends `Origin: null` with its own
+    // forms, and the origin check could not tell them from forged ones.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
