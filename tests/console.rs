@@ -404,3 +404,43 @@ async fn a_non_master_admin_is_not_offered_master_and_cannot_post_it() {
     assert_eq!(listed["tokens"], serde_json::json!([]), "nothing was minted");
     c.h.shutdown().await;
 }
+
+#[tokio::test]
+async fn registration_tokens_manifest_and_status() {
+    let c = Console::start().await;
+    let origin = format!("http://{}", c.h.api);
+    let cookie = c.sign_in(&c.admin).await;
+    // A registration token: shown once, redeemable once.
+    let form = c.get("/console/registration", Some(&cookie)).await;
+    assert_eq!(form.status, 200);
+    let csrf = form.csrf();
+    let fields =
+        [("csrf", csrf.as_str()), ("name", "ml-client"), ("role", "User"), ("ttl", "2h45m30s"), ("lifetime", "720h")];
+    let made = c.post("/console/registration", Some(&cookie), &fields, Some(&origin)).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let at = made.body.find("ngreg_").expect("the value is shown");
+    let secret: String = made.body[at..].chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_').collect();
+    let redeemed = c.h.api_post("/v1/registration-tokens/redeem", &[], &format!(r#"{{"token":"{secret}"}}"#)).await;
+    assert_eq!(redeemed.status, 201, "{}", redeemed.body);
+    let again = c.h.api_post("/v1/registration-tokens/redeem", &[], &format!(r#"{{"token":"{secret}"}}"#)).await;
+    assert_ne!(again.status, 201, "single use");
+    let list = c.get("/console/tokens", Some(&cookie)).await;
+    assert!(!list.body.contains(&secret), "registration tokens are never listed");
+    let bad = [("csrf", csrf.as_str()), ("name", "x"), ("role", "User"), ("ttl", "soon")];
+    let refused = c.post("/console/registration", Some(&cookie), &bad, Some(&origin)).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+
+    // The manifest and the routes.
+    let page = c.get("/console/manifest", Some(&cookie)).await;
+    assert_eq!(page.status, 200);
+    for expected in ["trading-account-management-api", "GET /users/current/accounts/{accountId}", "public: no token"] {
+        assert!(page.body.contains(expected), "{expected}");
+    }
+    // Status: the config in force, the keys, the store.
+    let page = c.get("/console/status", Some(&cookie)).await;
+    assert_eq!(page.status, 200);
+    let hash = c.h.running().runtime.snapshot().hash.clone();
+    assert!(page.body.contains(&hash), "the config hash");
+    assert!(page.body.contains("signer") && page.body.contains("reachable"), "{}", page.body);
+    c.h.shutdown().await;
+}

@@ -80,6 +80,21 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Result<Re
     let (snap, caller, body) = s.authorized_body(req).await?;
     s.service.manager(&caller)?;
     let input: CreateRegistration = parse(&body)?;
+    let (secret, record) = create_registration(&s, &snap, caller, input).await?;
+    Ok(ok_json(
+        StatusCode::CREATED,
+        &RegistrationCreated { token: &secret, id: &record.id, expires_at: record.expires_at },
+    ))
+}
+
+/// Mint the registration token `input` asks for: the API's and the
+/// console's one way. Its secret (shown once) and record.
+pub(crate) async fn create_registration(
+    s: &ApiState,
+    snap: &crate::runtime::Snapshot,
+    caller: std::sync::Arc<crate::token::Grant>,
+    input: CreateRegistration,
+) -> Result<(String, crate::store::RegistrationRecord), ApiError> {
     if input.name.trim().is_empty() || input.name.len() > 200 {
         return Err(ApiError::bad("name", "1 to 200 characters"));
     }
@@ -92,11 +107,8 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Result<Re
             Some(l) => Some(duration_field(l, "lifetime")?),
         },
     };
-    match s.service.mint(&snap, MintRequest::Registration { by: caller, registration }).await? {
-        Minted::Registration { secret, record } => Ok(ok_json(
-            StatusCode::CREATED,
-            &RegistrationCreated { token: &secret, id: &record.id, expires_at: record.expires_at },
-        )),
+    match s.service.mint(snap, MintRequest::Registration { by: caller, registration }).await? {
+        Minted::Registration { secret, record } => Ok((secret, record)),
         Minted::Token { .. } => Err(ApiError::internal("a registration minted something else")),
     }
 }

@@ -54,6 +54,9 @@ pub(super) fn routes(router: Router<ApiState>) -> Router<ApiState> {
         .route("/console/tokens/new", get(new_token_page).post(create))
         .route("/console/tokens/{id}", get(token))
         .route("/console/tokens/{id}/revoke", get(revoke_page).post(revoke))
+        .route("/console/registration", get(registration_page).post(registration))
+        .route("/console/manifest", get(manifest))
+        .route("/console/status", get(status))
         .route("/console/static/htmx.min.js", get(|| async { asset(HTMX, "text/javascript; charset=utf-8") }))
         .route("/console/static/console.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
         .route("/console/static/console.js", get(|| async { asset(JS, "text/javascript; charset=utf-8") }))
@@ -798,4 +801,219 @@ async fn create(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> R
         ),
         Err(e) => retry(e.status(), format!("Not created: {} ({}).", e.message(), e.code())),
     }
+}
+
+#[derive(Template)]
+#[template(path = "console/registration.html")]
+struct RegistrationPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/registration_created.html")]
+struct RegistrationCreatedPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+    id: String,
+    secret: String,
+    expires: String,
+}
+
+async fn registration_page(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    match signed_in(&s, &headers).await {
+        Ok(signed) => page(StatusCode::OK, &RegistrationPage { who: signed.who(), csrf: signed.csrf(), notice: None }),
+        Err(to_sign_in) => *to_sign_in,
+    }
+}
+
+async fn registration(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let signed = match signed_in(&s, &headers).await {
+        Ok(signed) => signed,
+        Err(to_sign_in) => return *to_sign_in,
+    };
+    let fields = form(&body);
+    if let Err(refused) = checked(&headers, &signed, &fields) {
+        return *refused;
+    }
+    let retry = |status: StatusCode, why: String| {
+        page(status, &RegistrationPage { who: signed.who(), csrf: signed.csrf(), notice: Some(why) })
+    };
+    let get = |k: &str| fields.get(k).map(|v| v.trim()).unwrap_or_default();
+    let mut request = serde_json::json!({"name": get("name"), "role": get("role"), "ttl": get("ttl")});
+    if !get("lifetime").is_empty() {
+        request["lifetime"] = get("lifetime").into();
+    }
+    let Ok(input) = serde_json::from_value::<super::registration::CreateRegistration>(request) else {
+        return retry(StatusCode::BAD_REQUEST, "Not created: the form was not understood.".into());
+    };
+    match super::registration::create_registration(&s, &signed.snap, signed.grant.clone(), input).await {
+        Ok((secret, record)) => page(
+            StatusCode::CREATED,
+            &RegistrationCreatedPage {
+                who: signed.who(),
+                csrf: signed.csrf(),
+                notice: None,
+                id: record.id,
+                secret,
+                expires: when(Some(record.expires_at)),
+            },
+        ),
+        Err(e) => retry(e.status(), format!("Not created: {} ({}).", e.message(), e.code())),
+    }
+}
+
+/// A route as the manifest page shows it.
+struct RouteRow {
+    template: String,
+    application: String,
+    service: String,
+    needs: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/manifest.html")]
+struct ManifestPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+    hash: String,
+    apps: Vec<crate::policy::manifest::Application>,
+    routes: Vec<RouteRow>,
+}
+
+async fn manifest(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let signed = match signed_in(&s, &headers).await {
+        Ok(signed) => signed,
+        Err(to_sign_in) => return *to_sign_in,
+    };
+    let routes = signed
+        .snap
+        .routes
+        .iter()
+        .map(|r| RouteRow {
+            template: r.template.to_string(),
+            application: r.application.to_string(),
+            service: r.service.to_string(),
+            needs: match &r.access {
+                crate::policy::manifest::RouteAccess::Public => "public: no token".into(),
+                crate::policy::manifest::RouteAccess::Protected { group, method, scopes, roles, resource, tenant } => {
+                    let mut needs = format!("{group} / {method}");
+                    if !roles.is_empty() {
+                        needs.push_str(&format!("; a role of {}", roles.join(", ")));
+                    }
+                    if !scopes.is_empty() {
+                        needs.push_str(&format!("; scopes {}", scopes.join(", ")));
+                    }
+                    if let Some(res) = resource {
+                        needs.push_str(&format!("; the {} in the path", res.entity));
+                    }
+                    if tenant.is_some() {
+                        needs.push_str("; or a tenant permission");
+                    }
+                    needs
+                }
+            },
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &ManifestPage {
+            who: signed.who(),
+            csrf: signed.csrf(),
+            notice: None,
+            hash: signed.snap.hash.clone(),
+            apps: signed.snap.manifest.applications.clone(),
+            routes,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "console/status.html")]
+struct StatusPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+    hash: String,
+    applications: usize,
+    routes: usize,
+    mode: &'static str,
+    signing: String,
+    revocations: String,
+    references: usize,
+    store: String,
+    keys: Vec<(String, String, String, String)>,
+    key_sources: String,
+}
+
+async fn status(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let signed = match signed_in(&s, &headers).await {
+        Ok(signed) => signed,
+        Err(to_sign_in) => return *to_sign_in,
+    };
+    let snap = &signed.snap;
+    let shared = s.runtime.shared();
+    let ring = snap.auth.keys();
+    let set = ring.current();
+    let keys = set
+        .keys
+        .iter()
+        .map(|k| {
+            let issuer = set.issuers.get(k.issuer);
+            (
+                issuer.map(|i| i.name.clone()).unwrap_or_default(),
+                issuer.map(|i| i.issuer.clone()).unwrap_or_default(),
+                k.kid.clone().unwrap_or_else(|| "(none)".into()),
+                format!("{:?}", k.algorithm),
+            )
+        })
+        .collect();
+    let key_sources = match (ring.is_remote(), ring.degraded()) {
+        (false, _) => "configured files".to_string(),
+        (true, false) => "configured files and JWKS URLs, fetched".to_string(),
+        (true, true) => {
+            "configured files and JWKS URLs; a fetch is failing (the last good keys are in use)".to_string()
+        }
+    };
+    let revocations = match shared.revocations.last_confirmed_secs() {
+        None => format!("{} revoked ids (from this gateway's store)", shared.revocations.len()),
+        Some(_) => format!(
+            "{} revoked ids, followed from an issuer's feed; confirmed {} s ago",
+            shared.revocations.len(),
+            shared.revocations.staleness().as_secs()
+        ),
+    };
+    let store = match s.service.list(&signed.grant, &TokenFilter { limit: 1, ..TokenFilter::default() }).await {
+        Ok(_) => "reachable".to_string(),
+        Err(e) => format!("failing ({})", e.code()),
+    };
+    page(
+        StatusCode::OK,
+        &StatusPage {
+            who: signed.who(),
+            csrf: signed.csrf(),
+            notice: None,
+            hash: snap.hash.clone(),
+            applications: snap.manifest.applications.len(),
+            routes: snap.routes.len(),
+            mode: if snap.mode == crate::policy::Mode::Shadow {
+                "shadow (authorization denials forwarded and recorded)"
+            } else {
+                "enforce"
+            },
+            signing: snap
+                .signing
+                .as_ref()
+                .and_then(|sg| sg.keys.get(sg.active).map(|k| format!("{} with key {}", sg.issuer, k.kid)))
+                .unwrap_or_else(|| "nothing (no signing key)".into()),
+            revocations,
+            references: shared.references.len(),
+            store,
+            keys,
+            key_sources,
+        },
+    )
 }
