@@ -444,3 +444,102 @@ async fn registration_tokens_manifest_and_status() {
     assert!(page.body.contains("signer") && page.body.contains("reachable"), "{}", page.body);
     c.h.shutdown().await;
 }
+
+/// `(method, path, status)` of every preview row on a page.
+fn preview_rows(body: &str) -> Vec<(String, String, u16)> {
+    body.split("class=\"preview-row\"")
+        .skip(1)
+        .map(|row| {
+            let attr = |name: &str| {
+                let at = row.find(&format!("{name}=\"")).expect("attribute") + name.len() + 2;
+                row[at..].split('"').next().expect("value").replace("&#123;", "{").replace("&#125;", "}")
+            };
+            (attr("data-method"), attr("data-path"), attr("data-status").parse().expect("status"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_narrowed_child_does_what_its_preview_says() {
+    let c = Console::start().await;
+    let origin = format!("http://{}", c.h.api);
+    let parent = c
+        .create(
+            r#"{"name":"wide-app","lifetime":"2h","accessRules":[{"application":"trading-account-management-api","service":"rest",
+                "methodGroups":[{"group":"account-management","methods":[{"method":"getAccount"},{"method":"getAccounts"}]}],
+                "roles":["reader","writer"],"resources":[{"entity":"*","id":"*"}]}]}"#,
+        )
+        .await;
+    let id = parent["id"].as_str().expect("id");
+    let cookie = c.sign_in(&c.admin).await;
+    let form = c.get(&format!("/console/tokens/{id}/narrow"), Some(&cookie)).await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    let csrf = form.csrf();
+    let path = format!("/console/tokens/{id}/narrow");
+    let asked = |action: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("application", "trading-account-management-api".to_string()),
+            ("role", "reader".to_string()),
+            ("resources", "account:a1".to_string()),
+            ("validity", "1".to_string()),
+            ("action", action.to_string()),
+        ]
+    };
+    let fields = asked("preview");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let shown = c.post(&path, Some(&cookie), &fields, Some(&origin)).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    let rows = preview_rows(&shown.body);
+    assert!(rows.iter().any(|(_, p, s)| p == "/users/current/accounts/a1" && *s == 200), "{rows:?}");
+    assert!(rows.iter().any(|(_, p, s)| p.ends_with("/not-one-of-them") && *s == 403), "{rows:?}");
+    assert!(!shown.body.contains("id=\"secret\""), "a preview mints nothing");
+
+    let fields = asked("create");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let made = c.post(&path, Some(&cookie), &fields, Some(&origin)).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let at = made.body.find("id=\"secret\"").expect("the value");
+    let child: String =
+        made.body[at..].split('>').nth(1).expect("text").split('<').next().expect("value").trim().to_string();
+    assert_eq!(child.split('.').count(), 3, "a JWT");
+    // Every preview row, against the proxy: what the preview said.
+    for (method, path, status) in &rows {
+        let resp = c.h.request(method, path, &[("Authorization", &format!("Bearer {child}"))]).await;
+        assert_eq!(resp.status, *status, "{method} {path}: the preview said {status}: {}", resp.body);
+    }
+    // The child dies with its parent.
+    c.api("DELETE", &format!("/v1/tokens/{id}"), &c.admin, None).await;
+    let resp = c.h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {child}"))]).await;
+    assert_eq!(resp.status, 401);
+    let refused = c.get(&format!("/console/tokens/{id}/narrow"), Some(&cookie)).await;
+    assert_eq!(refused.status, 403, "a revoked token is not narrowed");
+    c.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_denial_is_explained_without_showing_the_token() {
+    let c = Console::start().await;
+    let origin = format!("http://{}", c.h.api);
+    let made = c
+        .create(
+            r#"{"name":"one-account","lifetime":"1h","accessRules":[{"application":"trading-account-management-api","service":"rest",
+                "methodGroups":[{"group":"account-management","methods":[{"method":"getAccount"}]}],
+                "roles":["reader"],"resources":[{"entity":"account","id":"a1"}]}]}"#,
+        )
+        .await;
+    let token = made["token"].as_str().expect("token");
+    let cookie = c.sign_in(&c.admin).await;
+    let form = c.get("/console/explain", Some(&cookie)).await;
+    let csrf = form.csrf();
+    let fields = [("csrf", csrf.as_str()), ("method", "get"), ("path", "/users/current/accounts/a2"), ("token", token)];
+    let page = c.post("/console/explain", Some(&cookie), &fields, Some(&origin)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("deny (resource_not_allowed), HTTP 403"), "{}", page.body);
+    assert!(page.body.contains("fails on resource"));
+    assert!(!page.body.contains(token), "the token is not shown back");
+    // The proxy agrees.
+    let resp = c.h.get("/users/current/accounts/a2", &[("Authorization", &format!("Bearer {token}"))]).await;
+    assert_eq!(resp.status, 403);
+    c.h.shutdown().await;
+}

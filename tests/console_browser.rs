@@ -67,6 +67,13 @@ async fn the_console_works_in_a_real_browser() {
     assert_eq!(r["reference_in_details"], false, "the value is shown once");
     assert_eq!(r["reference_after_reload"], false);
     assert_eq!(r["reference_on_proxy"], json!([200, 403]), "allowed for its account, denied for another");
+    assert_eq!(r["preview_in_place"], true, "the preview is a partial update (htmx)");
+    let rows = r["preview"].as_array().expect("preview rows");
+    assert!(rows.iter().any(|row| row[2] == 200) && rows.iter().any(|row| row[2] == 403), "{r}");
+    for row in r["child_on_proxy"].as_array().expect("rows") {
+        assert_eq!(row[3], row[2], "the proxy does what the preview said: {row}");
+    }
+    assert_eq!(r["child_after_parent_revoked"], 401, "the child dies with its parent");
     assert_eq!(r["jwt_parts"], 3);
     assert_eq!(r["jwt_tenants"], json!([{"tenant": "acme", "allowedActions": ["READ_TENANT", "MANAGE_PROFILES"]}]));
     assert_eq!(r["forged_heading"], "Refused", "a form without its CSRF token is refused");
@@ -79,7 +86,7 @@ async fn the_console_works_in_a_real_browser() {
     assert_eq!(r["first_tab_stop"], "Skip to content", "keyboard users start at the skip link");
     assert_eq!(r["after_sign_out"], "sign-in");
     assert_eq!(r["console_errors"], json!([]), "no script or CSP errors in the browser console");
-    for name in ["sign-in", "tokens", "new-token", "created", "token", "revoke"] {
+    for name in ["sign-in", "tokens", "new-token", "created", "token", "narrow", "revoke"] {
         assert!(shots.join(format!("{name}.png")).exists(), "screenshot {name}");
     }
     drop(gateway);

@@ -116,6 +116,24 @@ with sync_playwright() as p:
     result["reference_on_proxy"] = [proxy_status("/users/current/accounts/demo-account-1", reference),
                                     proxy_status("/users/current/accounts/other-account", reference)]
 
+    # Narrow the reference token; the preview (an htmx partial update)
+    # says what the child may call, and the proxy then does exactly that.
+    page.goto(reference_url)
+    page.get_by_role("link", name="Narrow…").click()
+    page.get_by_label("Resources").fill("account:demo-account-1")
+    page.get_by_label("Valid for (hours; empty: 24, within the parent's expiry)").fill("1")
+    url_before = page.url
+    page.get_by_role("button", name="Preview").click()
+    page.locator(".preview-row").first.wait_for(timeout=5000)
+    result["preview_in_place"] = page.url == url_before
+    rows = page.locator(".preview-row").evaluate_all(
+        "rows => rows.map(r => [r.dataset.method, r.dataset.path, Number(r.dataset.status)])")
+    shot(page, "narrow")
+    page.get_by_role("button", name="Create the narrowed token").click()
+    child = page.locator("#secret").input_value()
+    result["preview"] = rows
+    result["child_on_proxy"] = [[m, path, status, http(m, PROXY + path, child)[0]] for m, path, status in rows]
+
     # A JWT with tenant permissions.
     page.goto(API + "/console/tokens/new")
     page.get_by_label("Name", exact=True).fill("browser-tenants")
@@ -144,6 +162,7 @@ with sync_playwright() as p:
     page.get_by_role("button", name="Revoke", exact=True).click()
     result["revoked_notice"] = page.locator(".notice").inner_text()
     result["revoked_on_proxy"] = proxy_status("/users/current/accounts/demo-account-1", reference)
+    result["child_after_parent_revoked"] = proxy_status("/users/current/accounts/demo-account-1", child)
 
     # A non-master admin is not offered master, and is refused if it
     # posts it anyway.

@@ -54,9 +54,11 @@ pub(super) fn routes(router: Router<ApiState>) -> Router<ApiState> {
         .route("/console/tokens/new", get(new_token_page).post(create))
         .route("/console/tokens/{id}", get(token))
         .route("/console/tokens/{id}/revoke", get(revoke_page).post(revoke))
+        .route("/console/tokens/{id}/narrow", get(narrow_page).post(narrow))
         .route("/console/registration", get(registration_page).post(registration))
         .route("/console/manifest", get(manifest))
         .route("/console/status", get(status))
+        .route("/console/explain", get(explain_page).post(explain))
         .route("/console/static/htmx.min.js", get(|| async { asset(HTMX, "text/javascript; charset=utf-8") }))
         .route("/console/static/console.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
         .route("/console/static/console.js", get(|| async { asset(JS, "text/javascript; charset=utf-8") }))
@@ -1014,6 +1016,366 @@ async fn status(State(s): State<ApiState>, headers: HeaderMap) -> Response {
             store,
             keys,
             key_sources,
+        },
+    )
+}
+
+/// One line of a narrowing preview: a route, a concrete request to it, and
+/// what the child would get.
+struct PreviewRow {
+    route: String,
+    method: String,
+    path: String,
+    status: u16,
+    verdict: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/narrow.html")]
+struct NarrowPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+    id: String,
+    title: String,
+    apps: Vec<(usize, String, bool)>,
+    roles: Vec<(usize, String, bool)>,
+    resources: String,
+    validity: String,
+    preview: Vec<PreviewRow>,
+}
+
+/// What the narrow form asked for.
+#[derive(Default)]
+struct NarrowForm {
+    applications: Vec<String>,
+    roles: Vec<String>,
+    resources: String,
+    validity: String,
+}
+
+/// The parent to narrow: the signed-in caller must see it, it must be
+/// live, and a master token is narrowed only by a master.
+async fn narrowable(s: &ApiState, headers: &HeaderMap, id: &str) -> Result<(Signed, TokenRecord, Arc<Grant>), Refused> {
+    let signed = signed_in(s, headers).await?;
+    let record = match s.service.show(&signed.grant, id).await {
+        Ok(r) => r,
+        Err(e) => return Err(Box::new(service_error(e, &signed))),
+    };
+    let refuse =
+        |why: &str| Err(Box::new(error_page(StatusCode::FORBIDDEN, "Cannot narrow this token", why, Some(&signed))));
+    if state(&record, s.service.now()) != "live" {
+        return refuse("It is revoked or expired.");
+    }
+    if record.master && !signed.grant.master {
+        return refuse("It is a master token; only a master may narrow it.");
+    }
+    let issuer = signed.snap.signing.as_ref().map(|sg| sg.issuer.clone()).unwrap_or_default();
+    let Some(parent) = crate::store::mirror::grant_of(&record, &issuer) else {
+        return refuse("Its access rules could not be read.");
+    };
+    Ok((signed, record, Arc::new(parent)))
+}
+
+fn parent_choices(parent: &Grant) -> (Vec<String>, Vec<String>) {
+    let mut apps: Vec<String> = Vec::new();
+    let mut roles: Vec<String> = Vec::new();
+    for r in &parent.rules {
+        let wire = crate::token::WireRule::from_rule(r);
+        if !apps.contains(&wire.application) {
+            apps.push(wire.application);
+        }
+        for role in wire.roles {
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
+    }
+    (apps, roles)
+}
+
+fn narrow_page_of(
+    signed: &Signed,
+    record: &TokenRecord,
+    parent: &Grant,
+    asked: &NarrowForm,
+    notice: Option<String>,
+    preview: Vec<PreviewRow>,
+) -> NarrowPage {
+    let (apps, roles) = parent_choices(parent);
+    let first = asked.applications.is_empty() && asked.roles.is_empty();
+    NarrowPage {
+        who: signed.who(),
+        csrf: signed.csrf(),
+        notice,
+        id: record.id.clone(),
+        title: record.name.clone().unwrap_or_else(|| record.id.clone()),
+        apps: apps
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let on = first || asked.applications.contains(&a);
+                (i, a, on)
+            })
+            .collect(),
+        roles: roles
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let on = first || asked.roles.contains(&r);
+                (i, r, on)
+            })
+            .collect(),
+        resources: asked.resources.clone(),
+        validity: asked.validity.clone(),
+        preview,
+    }
+}
+
+async fn narrow_page(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    match narrowable(&s, &headers, &id).await {
+        Ok((signed, record, parent)) => {
+            page(StatusCode::OK, &narrow_page_of(&signed, &record, &parent, &NarrowForm::default(), None, Vec::new()))
+        }
+        Err(refused) => *refused,
+    }
+}
+
+/// The simplified narrowing the form asks for, within `parent`'s choices
+/// (all ticked: no restriction on that dimension).
+fn simplified(asked: &NarrowForm, parent: &Grant) -> Result<crate::policy::narrow::Simplified, &'static str> {
+    let (apps, roles) = parent_choices(parent);
+    if asked.applications.is_empty() {
+        return Err("tick at least one application");
+    }
+    let resources = if asked.resources.trim().is_empty() {
+        None
+    } else {
+        Some(
+            asked
+                .resources
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(|r| r.split_once(':').map(|(e, i)| (e.trim().to_string(), i.trim().to_string())))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("a resource is not entity:id")?,
+        )
+    };
+    Ok(crate::policy::narrow::Simplified {
+        applications: (asked.applications.len() < apps.len()).then(|| asked.applications.clone()),
+        roles: (asked.roles.len() < roles.len() || asked.roles.is_empty()).then(|| asked.roles.clone()),
+        resources,
+    })
+}
+
+/// What a child with `rules` may call: each protected route, tried with
+/// each resource id the narrowing names and with one it does not.
+fn preview(snap: &Snapshot, rules: &[crate::policy::AccessRule], asked: &[(String, String)]) -> Vec<PreviewRow> {
+    const OTHER: &str = "not-one-of-them";
+    let mut rows = Vec::new();
+    for route in &snap.routes {
+        let crate::policy::manifest::RouteAccess::Protected { resource, .. } = &route.access else { continue };
+        let mut probes: Vec<Option<&str>> = match resource {
+            Some(spec) => asked
+                .iter()
+                .filter(|(e, _)| *e == *spec.entity || e == "*")
+                .map(|(_, id)| Some(id.as_str()))
+                .filter(|id| *id != Some("*"))
+                .collect(),
+            None => vec![None],
+        };
+        if resource.is_some() {
+            probes.push(Some(OTHER));
+        }
+        for probe in probes {
+            let Some(facts) = route.facts(probe, None) else { continue };
+            let decision = crate::policy::evaluate(rules, &[], &facts);
+            let allowed = matches!(decision, crate::policy::Decision::Allow(_));
+            let mut path = String::new();
+            for (i, segment) in route.path.split('/').enumerate() {
+                if i > 0 {
+                    path.push('/');
+                }
+                match (segment.strip_prefix('{').and_then(|p| p.strip_suffix('}')), resource) {
+                    (Some(param), Some(spec)) if param == &*spec.param => path.push_str(probe.unwrap_or("x")),
+                    (Some(_), _) => path.push('x'),
+                    (None, _) => path.push_str(segment),
+                }
+            }
+            let on = match (resource, probe) {
+                (Some(spec), Some(OTHER)) => format!(" for any other {}", spec.entity),
+                (Some(spec), Some(id)) => format!(" for {} {id}", spec.entity),
+                _ => String::new(),
+            };
+            rows.push(PreviewRow {
+                route: route.template.to_string(),
+                method: route.method.to_string(),
+                path,
+                status: if allowed { 200 } else { 403 },
+                verdict: if allowed { format!("allowed{on}") } else { format!("denied{on}") },
+            });
+        }
+    }
+    rows
+}
+
+#[derive(Template)]
+#[template(path = "console/created.html")]
+struct NarrowedPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+    id: String,
+    name: String,
+    secret: String,
+}
+
+async fn narrow(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let (signed, record, parent) = match narrowable(&s, &headers, &id).await {
+        Ok(found) => found,
+        Err(refused) => return *refused,
+    };
+    let pairs = form_pairs(&body);
+    let fields: HashMap<String, String> = pairs.iter().cloned().collect();
+    if let Err(refused) = checked(&headers, &signed, &fields) {
+        return *refused;
+    }
+    let all = |k: &str| -> Vec<String> { pairs.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect() };
+    let asked = NarrowForm {
+        applications: all("application"),
+        roles: all("role"),
+        resources: fields.get("resources").cloned().unwrap_or_default(),
+        validity: fields.get("validity").map(|v| v.trim().to_string()).unwrap_or_default(),
+    };
+    let retry = |status: StatusCode, why: String| {
+        page(status, &narrow_page_of(&signed, &record, &parent, &asked, Some(why), Vec::new()))
+    };
+    let wanted = match simplified(&asked, &parent) {
+        Ok(w) => w,
+        Err(why) => return retry(StatusCode::BAD_REQUEST, format!("Not narrowed: {why}.")),
+    };
+    let validity = match asked.validity.as_str() {
+        "" => None,
+        v => match v.parse::<f64>() {
+            Ok(h) if h > 0.0 => Some(h),
+            _ => {
+                return retry(
+                    StatusCode::BAD_REQUEST,
+                    "Not narrowed: the validity is not a positive number of hours.".into(),
+                );
+            }
+        },
+    };
+    if fields.get("action").map(String::as_str) == Some("preview") {
+        // The child's rules as the service would compute them, minted nowhere.
+        return match crate::policy::narrow::narrow_simplified(&parent.rules, &wanted, &signed.snap.manifest) {
+            Ok(rules) => {
+                let rows = preview(&signed.snap, &rules, wanted.resources.as_deref().unwrap_or_default());
+                page(StatusCode::OK, &narrow_page_of(&signed, &record, &parent, &asked, None, rows))
+            }
+            Err(e) => retry(StatusCode::BAD_REQUEST, format!("Not narrowed: {e}.")),
+        };
+    }
+    let request = crate::api::service::MintRequest::Narrow {
+        parent: parent.clone(),
+        narrowing: crate::api::service::Narrowing::Simplified(wanted),
+        tenants: None,
+        validity_hours: validity,
+    };
+    match s.service.mint(&signed.snap, request).await {
+        Ok(crate::api::service::Minted::Token { secret, record: child }) => {
+            // The service records the parent as the minter; this says who
+            // asked for it.
+            s.runtime.shared().action(crate::audit::ActionEvent {
+                action: "console_narrow",
+                kind: None,
+                result: "ok",
+                by: Some(signed.grant.token_id.to_string()),
+                by_subject: Some(signed.grant.subject.to_string()),
+                target: Some(child.id.clone()),
+                config_hash: None,
+            });
+            page(
+                StatusCode::CREATED,
+                &NarrowedPage {
+                    who: signed.who(),
+                    csrf: signed.csrf(),
+                    notice: None,
+                    name: child
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("a child of {}", record.name.as_deref().unwrap_or(&record.id))),
+                    id: child.id,
+                    secret,
+                },
+            )
+        }
+        Ok(_) => error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "That did not work",
+            "narrowing minted something else",
+            Some(&signed),
+        ),
+        Err(e) => retry(e.status(), format!("Not narrowed: {} ({}).", e.message(), e.code())),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/explain.html")]
+struct ExplainPage {
+    who: Option<String>,
+    csrf: Option<String>,
+    notice: Option<String>,
+    method: String,
+    path: String,
+    answer: Option<crate::explain::Explanation>,
+}
+
+async fn explain_page(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    match signed_in(&s, &headers).await {
+        Ok(signed) => page(
+            StatusCode::OK,
+            &ExplainPage {
+                who: signed.who(),
+                csrf: signed.csrf(),
+                notice: None,
+                method: "GET".into(),
+                path: "/".into(),
+                answer: None,
+            },
+        ),
+        Err(to_sign_in) => *to_sign_in,
+    }
+}
+
+async fn explain(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let signed = match signed_in(&s, &headers).await {
+        Ok(signed) => signed,
+        Err(to_sign_in) => return *to_sign_in,
+    };
+    let fields = form(&body);
+    if let Err(refused) = checked(&headers, &signed, &fields) {
+        return *refused;
+    }
+    let get = |k: &str| fields.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+    let method = if get("method").is_empty() { "GET".to_string() } else { get("method").to_ascii_uppercase() };
+    let question = crate::explain::Question {
+        method: method.clone(),
+        path: get("path"),
+        token: Some(get("token")).filter(|t| !t.is_empty()),
+        headers: Vec::new(),
+    };
+    let answer = crate::explain::explain(&signed.snap, &question, s.runtime.shared().clock.now());
+    page(
+        StatusCode::OK,
+        &ExplainPage {
+            who: signed.who(),
+            csrf: signed.csrf(),
+            notice: None,
+            method,
+            path: question.path,
+            answer: Some(answer),
         },
     )
 }
