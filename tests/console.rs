@@ -83,10 +83,19 @@ impl Console {
         Console::read(req.send().await.expect("POST")).await
     }
 
+    /// Post the sign-in form with `token`, as its page sets it up (the
+    /// form's token in a field and a cookie), from `origin`.
+    async fn sign_in_post(&self, token: &str, origin: &str) -> Page {
+        let form = self.get("/console/sign-in", None).await;
+        let pre = form.headers.get("set-cookie").and_then(|v| v.to_str().ok()).expect("the form's cookie");
+        let pre = pre.split(';').next().expect("pair").to_string();
+        self.post("/console/sign-in", Some(&pre), &[("csrf", &form.csrf()), ("token", token)], Some(origin)).await
+    }
+
     /// Sign in with `token`; the session cookie (`name=value`).
     async fn sign_in(&self, token: &str) -> String {
         let origin = format!("http://{}", self.h.api);
-        let page = self.post("/console/sign-in", None, &[("token", token)], Some(&origin)).await;
+        let page = self.sign_in_post(token, &origin).await;
         assert_eq!(page.status, 303, "{}", page.body);
         assert_eq!(page.location(), "/console/tokens");
         let set = page.headers.get("set-cookie").and_then(|v| v.to_str().ok()).expect("a session cookie").to_string();
@@ -144,17 +153,32 @@ async fn sign_in_lists_tokens_and_refuses_what_it_should() {
 
     // Refused sign-ins: garbage, a user token, another site's form.
     let origin = format!("http://{}", c.h.api);
-    let page = c.post("/console/sign-in", None, &[("token", "not-a-token<b>")], Some(&origin)).await;
+    let page = c.sign_in_post("not-a-token<b>", &origin).await;
     assert_eq!(page.status, 401);
-    assert!(page.headers.get("set-cookie").is_none());
+    assert!(
+        !page.headers.get_all("set-cookie").iter().any(|v| v.to_str().unwrap_or_default().starts_with("ng_console="))
+    );
     assert!(!page.body.contains("not-a-token"), "the input is not echoed");
     let user = c.create(r#"{"name":"plain-user","lifetime":"1h"}"#).await;
     let user_token = user["token"].as_str().expect("token");
-    let page = c.post("/console/sign-in", None, &[("token", user_token)], Some(&origin)).await;
+    let page = c.sign_in_post(user_token, &origin).await;
     assert_eq!(page.status, 403, "a user token does not open the console");
-    let page = c.post("/console/sign-in", None, &[("token", &c.admin)], Some("http://evil.example")).await;
+    let page = c.sign_in_post(&c.admin, "http://evil.example").await;
     assert_eq!(page.status, 403, "a sign-in posted from another site");
-    assert!(page.headers.get("set-cookie").is_none());
+    let page = c.post("/console/sign-in", None, &[("token", &c.admin)], Some(&origin)).await;
+    assert_eq!(page.status, 403, "a sign-in without the form's token (login CSRF)");
+    let page = c
+        .post(
+            "/console/sign-in",
+            Some("ng_console_sign_in=abc"),
+            &[("csrf", "abd"), ("token", &c.admin)],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(page.status, 403, "a sign-in whose form token is not its cookie's");
+    assert!(
+        !page.headers.get_all("set-cookie").iter().any(|v| v.to_str().unwrap_or_default().starts_with("ng_console="))
+    );
 
     // The admin signs in and sees the tokens.
     let cookie = c.sign_in(&c.admin).await;
@@ -173,6 +197,10 @@ async fn sign_in_lists_tokens_and_refuses_what_it_should() {
     assert!(page.body.contains("No tokens match."));
     let page = c.get("/console/tokens?state=revoked", Some(&cookie)).await;
     assert!(!page.body.contains("plain-user"));
+    let page = c.get("/console/tokens?form=reference", Some(&cookie)).await;
+    assert!(!page.body.contains("plain-user"), "a JWT is not a reference token");
+    let page = c.get("/console/tokens?form=jwt&name=plain-user", Some(&cookie)).await;
+    assert!(page.body.contains("plain-user"));
 
     // The details page.
     let id = user["id"].as_str().expect("id");
@@ -188,7 +216,7 @@ async fn markup_in_every_field_is_rendered_as_text() {
     let evil = "<script>alert(1)</script>";
     let made = c
         .create(&format!(
-            r#"{{"name":"x{evil}","description":"d{evil}\"'&","lifetime":"1h","tenantPermissions":[{{"tenant":"t{evil}","allowedActions":["READ_TENANT"]}}]}}"#
+            r#"{{"name":"x{evil}","description":"d{evil}\"'&","application":"a{evil}","lifetime":"1h","tenantPermissions":[{{"tenant":"t{evil}","allowedActions":["READ_TENANT"]}}]}}"#
         ))
         .await;
     let cookie = c.sign_in(&c.admin).await;
@@ -326,7 +354,8 @@ async fn tokens_are_created_from_the_manifest_and_shown_once() {
     let made = c.post("/console/tokens/new", Some(&cookie), &fields, Some(&origin)).await;
     assert_eq!(made.status, 201, "{}", made.body);
     let at = made.body.find("ngr_").expect("the value is shown");
-    let secret: String = made.body[at..].chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_').collect();
+    let secret: String =
+        made.body[at..].chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_' || *ch == '-').collect();
     assert!(made.body.contains("the only time the token is shown"));
     let allowed = c.h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {secret}"))]).await;
     assert_eq!(allowed.status, 200, "{}", allowed.body);
@@ -419,7 +448,8 @@ async fn registration_tokens_manifest_and_status() {
     let made = c.post("/console/registration", Some(&cookie), &fields, Some(&origin)).await;
     assert_eq!(made.status, 201, "{}", made.body);
     let at = made.body.find("ngreg_").expect("the value is shown");
-    let secret: String = made.body[at..].chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_').collect();
+    let secret: String =
+        made.body[at..].chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_' || *ch == '-').collect();
     let redeemed = c.h.api_post("/v1/registration-tokens/redeem", &[], &format!(r#"{{"token":"{secret}"}}"#)).await;
     assert_eq!(redeemed.status, 201, "{}", redeemed.body);
     let again = c.h.api_post("/v1/registration-tokens/redeem", &[], &format!(r#"{{"token":"{secret}"}}"#)).await;

@@ -227,17 +227,28 @@ async fn sign_in_page(uri: Uri) -> Response {
         Some("out") => Some("Signed out.".to_string()),
         _ => None,
     };
-    page(StatusCode::OK, &SignInPage { who: None, csrf: None, notice })
+    sign_in_form(StatusCode::OK, notice)
+}
+
+/// The sign-in form with a fresh form token, also set as a cookie the
+/// form must match (there is no session yet to hold it).
+fn sign_in_form(status: StatusCode, notice: Option<String>) -> Response {
+    let Ok(token) = session::random_token() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let mut resp = page(status, &SignInPage { who: None, csrf: Some(token.clone()), notice });
+    if let Ok(cookie) = HeaderValue::from_str(&session::sign_in_cookie(&token)) {
+        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    resp
 }
 
 async fn sign_in(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let refused = |status: StatusCode, why: &str| {
-        page(status, &SignInPage { who: None, csrf: None, notice: Some(format!("Not signed in: {why}.")) })
-    };
-    if !same_origin(&headers) {
-        return refused(StatusCode::FORBIDDEN, "the form came from another site");
-    }
+    let refused = |status: StatusCode, why: &str| sign_in_form(status, Some(format!("Not signed in: {why}.")));
     let fields = form(&body);
+    if !same_origin(&headers) || !session::sign_in_token_ok(&headers, fields.get("csrf").map(String::as_str)) {
+        return refused(StatusCode::FORBIDDEN, "the form did not come from this console's own page; try again");
+    }
     let token = fields.get("token").map(|t| t.trim()).unwrap_or_default();
     let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
         return refused(StatusCode::UNAUTHORIZED, "that is not a token");
@@ -267,8 +278,10 @@ async fn sign_in(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
         config_hash: None,
     });
     let mut resp = Redirect::to("/console/tokens").into_response();
-    if let Ok(cookie) = HeaderValue::from_str(&session::set_cookie(&id, snap.console.secure_cookie)) {
-        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    for cookie in [session::set_cookie(&id, snap.console.secure_cookie), session::clear_sign_in_cookie()] {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     resp
 }
@@ -342,6 +355,7 @@ struct ListFilter {
     name: String,
     application: String,
     kind: String,
+    form: String,
     state: String,
 }
 
@@ -353,6 +367,7 @@ struct TokensPage {
     notice: Option<String>,
     filter: ListFilter,
     kinds: [(&'static str, &'static str); 3],
+    forms: [(&'static str, &'static str); 3],
     states: [(&'static str, &'static str); 4],
     rows: Vec<TokenRow>,
     first: usize,
@@ -383,14 +398,19 @@ async fn tokens(State(s): State<ApiState>, uri: Uri, headers: HeaderMap) -> Resp
         _ => None,
     };
     let wanted_state = get("state").filter(|s| ["live", "expired", "revoked"].contains(&s.as_str()));
+    let wanted_form = get("form").filter(|f| f == "jwt" || f == "reference");
     let filter = TokenFilter { name: get("name"), application: get("application"), kind, limit: 0, offset: 0 };
     let (all, cut) = match scan(&s, &signed, filter).await {
         Ok(found) => found,
         Err(e) => return service_error(e, &signed),
     };
     let now = s.service.now();
-    let mut rows: Vec<TokenRow> =
-        all.iter().map(|t| row(t, now)).filter(|r| wanted_state.as_deref().is_none_or(|w| r.state == w)).collect();
+    let mut rows: Vec<TokenRow> = all
+        .iter()
+        .filter(|t| wanted_form.as_deref().is_none_or(|f| t.form.as_str() == f))
+        .map(|t| row(t, now))
+        .filter(|r| wanted_state.as_deref().is_none_or(|w| r.state == w))
+        .collect();
     // Newest first, as an operator scans them.
     rows.reverse();
     let page_no = q.get("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(0);
@@ -400,7 +420,7 @@ async fn tokens(State(s): State<ApiState>, uri: Uri, headers: HeaderMap) -> Resp
     let rows: Vec<TokenRow> = rows.into_iter().skip(start).take(PAGE).collect();
     let link = |p: usize| {
         let mut link_query = form_urlencoded::Serializer::new(String::new());
-        for k in ["name", "application", "kind", "state"] {
+        for k in ["name", "application", "kind", "form", "state"] {
             if let Some(v) = get(k) {
                 link_query.append_pair(k, &v);
             }
@@ -412,6 +432,7 @@ async fn tokens(State(s): State<ApiState>, uri: Uri, headers: HeaderMap) -> Resp
         name: get("name").unwrap_or_default(),
         application: get("application").unwrap_or_default(),
         kind: get("kind").filter(|k| k == "access" || k == "narrowed").unwrap_or_default(),
+        form: wanted_form.unwrap_or_default(),
         state: wanted_state.unwrap_or_default(),
     };
     page(
@@ -423,6 +444,7 @@ async fn tokens(State(s): State<ApiState>, uri: Uri, headers: HeaderMap) -> Resp
                 .then(|| format!("Showing the first {SCAN} tokens that match; narrow the filters to see others.")),
             filter: filter_shown,
             kinds: [("", "any"), ("access", "access"), ("narrowed", "narrowed")],
+            forms: [("", "any"), ("jwt", "JWT"), ("reference", "reference")],
             states: [("", "any"), ("live", "live"), ("expired", "expired"), ("revoked", "revoked")],
             rows,
             first: if total == 0 { 0 } else { start + 1 },

@@ -17,6 +17,8 @@ use dashmap::DashMap;
 
 /// The cookie's name.
 pub const COOKIE: &str = "ng_console";
+/// The sign-in form's token, before there is a session.
+pub const SIGN_IN_COOKIE: &str = "ng_console_sign_in";
 /// At most this many sessions at once; past it, expired ones are swept
 /// and a new sign-in is refused if none is.
 const MAX_SESSIONS: usize = 10_000;
@@ -62,7 +64,7 @@ fn digest(id: &str) -> [u8; 32] {
 }
 
 /// 256 random bits, base64url.
-fn random_token() -> Result<String, OpenError> {
+pub fn random_token() -> Result<String, OpenError> {
     use aws_lc_rs::rand::SecureRandom;
     use base64::Engine;
     let mut bytes = [0u8; 32];
@@ -132,19 +134,45 @@ fn alive(s: &Session, now: u64, limits: &crate::config::ConsoleConfig) -> bool {
 
 /// The session id in a request's cookies.
 pub fn cookie(headers: &HeaderMap) -> Option<&str> {
+    named_cookie(headers, COOKIE)
+}
+
+fn named_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value)
 }
 
 /// `Set-Cookie` for a new session.
 pub fn set_cookie(id: &str, secure: bool) -> String {
     format!("{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict{}", if secure { "; Secure" } else { "" })
+}
+
+/// `Set-Cookie` for the sign-in form's token (its own path, gone when
+/// the browser closes).
+pub fn sign_in_cookie(token: &str) -> String {
+    format!("{SIGN_IN_COOKIE}={token}; Path=/console/sign-in; HttpOnly; SameSite=Strict")
+}
+
+/// `Set-Cookie` that removes the sign-in form's token (signed in).
+pub fn clear_sign_in_cookie() -> String {
+    format!("{SIGN_IN_COOKIE}=; Path=/console/sign-in; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// Whether a sign-in form carries the token its page set (double submit:
+/// a page on another site can neither read the cookie nor set it).
+pub fn sign_in_token_ok(headers: &HeaderMap, submitted: Option<&str>) -> bool {
+    match (named_cookie(headers, SIGN_IN_COOKIE), submitted) {
+        (Some(c), Some(s)) if !c.is_empty() => {
+            aws_lc_rs::constant_time::verify_slices_are_equal(c.as_bytes(), s.as_bytes()).is_ok()
+        }
+        _ => false,
+    }
 }
 
 /// `Set-Cookie` that removes it.
