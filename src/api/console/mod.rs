@@ -176,6 +176,23 @@ fn checked(headers: &HeaderMap, signed: &Signed, fields: &HashMap<String, String
     Ok(())
 }
 
+/// A signed-in form post: the caller and the form's fields (`pairs` in
+/// order, repeated names kept, for checkbox groups), once its origin and
+/// CSRF token are checked.
+struct Posted {
+    signed: Signed,
+    fields: HashMap<String, String>,
+    pairs: Vec<(String, String)>,
+}
+
+async fn posted(s: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Posted, Refused> {
+    let signed = signed_in(s, headers).await?;
+    let pairs = form_pairs(body);
+    let fields: HashMap<String, String> = pairs.iter().cloned().collect();
+    checked(headers, &signed, &fields)?;
+    Ok(Posted { signed, fields, pairs })
+}
+
 /// Whether the request's `Origin`, if any, is this host.
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else { return true };
@@ -287,13 +304,10 @@ async fn sign_in(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
 }
 
 async fn sign_out(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let signed = match signed_in(&s, &headers).await {
-        Ok(signed) => signed,
-        Err(to_sign_in) => return *to_sign_in,
+    let signed = match posted(&s, &headers, &body).await {
+        Ok(p) => p.signed,
+        Err(refused) => return *refused,
     };
-    if let Err(refused) = checked(&headers, &signed, &form(&body)) {
-        return *refused;
-    }
     if let Some(id) = session::cookie(&headers) {
         s.sessions.end(id);
     }
@@ -646,13 +660,10 @@ async fn revoke_page(State(s): State<ApiState>, Path(id): Path<String>, headers:
 }
 
 async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let signed = match signed_in(&s, &headers).await {
-        Ok(signed) => signed,
-        Err(to_sign_in) => return *to_sign_in,
+    let signed = match posted(&s, &headers, &body).await {
+        Ok(p) => p.signed,
+        Err(refused) => return *refused,
     };
-    if let Err(refused) = checked(&headers, &signed, &form(&body)) {
-        return *refused;
-    }
     match s.service.revoke(&signed.snap, &signed.grant, RevokeTarget::Id(id.clone())).await {
         Ok(_) => {
             let path: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
@@ -793,15 +804,10 @@ struct CreatedPage {
 }
 
 async fn create(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let signed = match signed_in(&s, &headers).await {
-        Ok(signed) => signed,
-        Err(to_sign_in) => return *to_sign_in,
+    let Posted { signed, pairs, .. } = match posted(&s, &headers, &body).await {
+        Ok(p) => p,
+        Err(refused) => return *refused,
     };
-    let pairs = form_pairs(&body);
-    let fields: HashMap<String, String> = pairs.iter().cloned().collect();
-    if let Err(refused) = checked(&headers, &signed, &fields) {
-        return *refused;
-    }
     let retry = |status: StatusCode, why: String| page(status, &new_token_form(&signed, Some(why)));
     let request = match create_request(&pairs, s.service.now()) {
         Ok(r) => r,
@@ -854,14 +860,10 @@ async fn registration_page(State(s): State<ApiState>, headers: HeaderMap) -> Res
 }
 
 async fn registration(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let signed = match signed_in(&s, &headers).await {
-        Ok(signed) => signed,
-        Err(to_sign_in) => return *to_sign_in,
+    let Posted { signed, fields, .. } = match posted(&s, &headers, &body).await {
+        Ok(p) => p,
+        Err(refused) => return *refused,
     };
-    let fields = form(&body);
-    if let Err(refused) = checked(&headers, &signed, &fields) {
-        return *refused;
-    }
     let retry = |status: StatusCode, why: String| {
         page(status, &RegistrationPage { who: signed.who(), csrf: signed.csrf(), notice: Some(why) })
     };
@@ -1372,14 +1374,10 @@ async fn explain_page(State(s): State<ApiState>, headers: HeaderMap) -> Response
 }
 
 async fn explain(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let signed = match signed_in(&s, &headers).await {
-        Ok(signed) => signed,
-        Err(to_sign_in) => return *to_sign_in,
+    let Posted { signed, fields, .. } = match posted(&s, &headers, &body).await {
+        Ok(p) => p,
+        Err(refused) => return *refused,
     };
-    let fields = form(&body);
-    if let Err(refused) = checked(&headers, &signed, &fields) {
-        return *refused;
-    }
     let get = |k: &str| fields.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
     let method = if get("method").is_empty() { "GET".to_string() } else { get("method").to_ascii_uppercase() };
     let question = crate::explain::Question {
