@@ -220,6 +220,21 @@ async fn markup_in_every_field_is_rendered_as_text() {
         ))
         .await;
     let cookie = c.sign_in(&c.admin).await;
+    // A refused form comes back filled in: escaped too.
+    let form = c.get("/console/tokens/new", Some(&cookie)).await;
+    let csrf = form.csrf();
+    let origin = format!("http://{}", c.h.api);
+    let attack = format!("\"><b id=x>{evil}");
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("name", attack.as_str()),
+        ("form", "jwt"),
+        ("expiry", "none"),
+        ("t0.tenant", attack.as_str()),
+    ];
+    let refused = c.post("/console/tokens/new", Some(&cookie), &fields, Some(&origin)).await;
+    assert_eq!(refused.status, 400);
+    assert!(!refused.body.contains("<b id=x>") && !refused.body.contains("<script>alert"), "{}", refused.body);
     let id = made["id"].as_str().expect("id");
     for path in ["/console/tokens".to_string(), format!("/console/tokens/{id}"), format!("/console/tokens/{id}/revoke")]
     {
@@ -401,6 +416,8 @@ async fn tokens_are_created_from_the_manifest_and_shown_once() {
     let refused = c.post("/console/tokens/new", Some(&cookie), &never, Some(&origin)).await;
     assert_eq!(refused.status, 400, "{}", refused.body);
     assert!(refused.body.contains("Not created"));
+    assert!(refused.body.contains("value=\"forever-jwt\""), "the form comes back as it was filled in");
+    assert!(refused.body.contains("<option value=\"none\" selected>"), "{}", refused.body);
     let nothing = [("csrf", csrf.as_str()), ("name", "empty"), ("expiry", "1h")];
     assert_eq!(c.post("/console/tokens/new", Some(&cookie), &nothing, Some(&origin)).await.status, 400);
     c.h.shutdown().await;

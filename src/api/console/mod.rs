@@ -682,9 +682,57 @@ struct NewTokenPage {
     offer_master: bool,
     apps: Vec<crate::policy::manifest::Application>,
     actions: [&'static str; 6],
+    expiries: [(&'static str, &'static str); 5],
+    /// What was submitted, when the form comes back refused: it is shown
+    /// again as it was filled in.
+    asked: Vec<(String, String)>,
 }
 
-fn new_token_form(signed: &Signed, notice: Option<String>) -> NewTokenPage {
+impl NewTokenPage {
+    fn value(&self, name: &str) -> &str {
+        self.asked.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str())
+    }
+
+    fn has(&self, name: &str, value: &str) -> bool {
+        self.asked.iter().any(|(n, v)| n == name && v == value)
+    }
+
+    fn expiry_is(&self, value: &str) -> bool {
+        match self.value("expiry") {
+            "" => value == "24h",
+            v => v == value,
+        }
+    }
+
+    fn app_ticked(&self, i: &usize, kind: &str, value: &str) -> bool {
+        self.has(&format!("a{i}.{kind}"), value)
+    }
+
+    fn method_ticked(&self, i: &usize, group: &str, method: &str, scope: &str) -> bool {
+        if scope.is_empty() {
+            self.has(&format!("a{i}.method"), &format!("{group}:{method}"))
+        } else {
+            self.has(&format!("a{i}.scope"), &format!("{group}:{method}:{scope}"))
+        }
+    }
+
+    fn resources(&self, i: &usize) -> &str {
+        match self.value(&format!("a{i}.resources")) {
+            "" => "*:*",
+            v => v,
+        }
+    }
+
+    fn tenant(&self, row: &usize) -> &str {
+        self.value(&format!("t{row}.tenant"))
+    }
+
+    fn action_ticked(&self, row: &usize, action: &str) -> bool {
+        self.has(&format!("t{row}.action"), action)
+    }
+}
+
+fn new_token_form(signed: &Signed, notice: Option<String>, asked: Vec<(String, String)>) -> NewTokenPage {
     NewTokenPage {
         who: signed.who(),
         csrf: signed.csrf(),
@@ -693,12 +741,21 @@ fn new_token_form(signed: &Signed, notice: Option<String>) -> NewTokenPage {
         offer_master: signed.grant.master,
         apps: signed.snap.manifest.applications.clone(),
         actions: crate::policy::tenant::ACTIONS,
+        expiries: [
+            ("1h", "in 1 hour"),
+            ("24h", "in 24 hours"),
+            ("720h", "in 30 days"),
+            ("custom", "on the date below"),
+            ("none", "never (reference tokens only)"),
+        ],
+        // The form token is the session's; it is rendered on its own.
+        asked: asked.into_iter().filter(|(n, _)| n != "csrf").collect(),
     }
 }
 
 async fn new_token_page(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     match signed_in(&s, &headers).await {
-        Ok(signed) => page(StatusCode::OK, &new_token_form(&signed, None)),
+        Ok(signed) => page(StatusCode::OK, &new_token_form(&signed, None, Vec::new())),
         Err(to_sign_in) => *to_sign_in,
     }
 }
@@ -808,7 +865,7 @@ async fn create(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> R
         Ok(p) => p,
         Err(refused) => return *refused,
     };
-    let retry = |status: StatusCode, why: String| page(status, &new_token_form(&signed, Some(why)));
+    let retry = |status: StatusCode, why: String| page(status, &new_token_form(&signed, Some(why), pairs.clone()));
     let request = match create_request(&pairs, s.service.now()) {
         Ok(r) => r,
         Err(why) => return retry(StatusCode::BAD_REQUEST, format!("Not created: {why}.")),
