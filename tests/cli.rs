@@ -388,3 +388,34 @@ async fn json_logs_name_a_failed_upstream_and_the_client_is_told_nothing() {
     let serving = events.iter().find(|e| e["message"] == "narrowgate is serving").expect("start line");
     assert!(serving["admin"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "a value, not Some(…): {serving}");
 }
+
+#[test]
+fn token_sign_makes_many_distinct_tokens_for_load_tests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().to_str().expect("utf8");
+    let (ok, out, err) = run(&["keys", "generate", "--alg", "es256", "--out", out_dir]);
+    assert!(ok, "{err}");
+    let kid = out.lines().find_map(|l| l.strip_prefix("kid: ")).expect("kid").to_string();
+    let key = format!("{out_dir}/{kid}.pem");
+    let (ok, out, err) = run(&["token", "sign", "--key", &key, "--kid", &kid, "--sub", "load", "--count", "3"]);
+    assert!(ok, "{err}");
+    let tokens: Vec<&str> = out.lines().collect();
+    assert_eq!(tokens.len(), 3);
+    let mut subjects = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for t in &tokens {
+        let (ok, shown, _) = run(&["token", "inspect", t]);
+        assert!(ok);
+        let claim = |name: &str| {
+            shown
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(&format!("\"{name}\": \"")))
+                .map(|v| v.trim_end_matches(['"', ',']).to_string())
+        };
+        subjects.push(claim("sub").expect("sub"));
+        assert!(ids.insert(claim("jti").expect("jti")), "each token its own id");
+    }
+    assert_eq!(subjects, ["load-1", "load-2", "load-3"]);
+    let (ok, _, err) = run(&["token", "sign", "--key", &key, "--kid", &kid, "--claims", "x.json", "--count", "2"]);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+}

@@ -81,7 +81,7 @@ pub enum TokenCommand {
     },
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct SignArgs {
     /// PKCS#8 PEM private key (ES256, ES384 or EdDSA).
     #[arg(long)]
@@ -122,6 +122,10 @@ pub struct SignArgs {
     /// `entity:id` resources; repeatable; default every resource.
     #[arg(long)]
     resource: Vec<String>,
+    /// How many tokens, one a line (the subject gets `-1`, `-2`, …
+    /// appended): distinct tokens for load tests, from one process.
+    #[arg(long, default_value_t = 1, conflicts_with = "claims")]
+    count: usize,
 }
 
 pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
@@ -142,6 +146,17 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
                     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
                     let payload: serde_json::Value = serde_json::from_str(&text).context("claims file is not JSON")?;
                     sign::sign(&payload, &key)?
+                }
+                None if args.count > 1 => {
+                    use std::io::Write;
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    let sub = args.sub.clone().unwrap_or_default();
+                    let mut each = (*args).clone();
+                    for i in 1..=args.count {
+                        each.sub = Some(format!("{sub}-{i}"));
+                        writeln!(out, "{}", sign::sign(&claims_from_flags(&each)?, &key)?)?;
+                    }
+                    return Ok(out.flush()?);
                 }
                 None => sign::sign(&claims_from_flags(&args)?, &key)?,
             };
