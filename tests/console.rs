@@ -372,10 +372,18 @@ async fn tokens_are_created_from_the_manifest_and_shown_once() {
     let secret: String =
         made.body[at..].chars().take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_' || *ch == '-').collect();
     assert!(made.body.contains("the only time the token is shown"));
+    c.h.upstream_received();
     let allowed = c.h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {secret}"))]).await;
     assert_eq!(allowed.status, 200, "{}", allowed.body);
     let denied = c.h.get("/users/current/accounts/a2", &[("Authorization", &format!("Bearer {secret}"))]).await;
     assert_eq!((denied.status, denied.reason()), (403, "resource_not_allowed".to_string()));
+    // The upstream saw the allowed request only, as the console's token,
+    // and never the token itself.
+    let seen = c.h.upstream_received();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].target, "/users/current/accounts/a1");
+    assert!(seen[0].headers.iter().all(|(_, v)| !v.contains(&secret)), "the credential is not forwarded");
+    assert!(seen[0].header("x-narrowgate-token-id").is_some_and(|id| !id.is_empty()));
     // Never again: not on the list, not on its page.
     let list = c.get("/console/tokens", Some(&cookie)).await;
     assert!(list.body.contains("reader-app") && !list.body.contains(&secret));
@@ -550,11 +558,16 @@ async fn a_narrowed_child_does_what_its_preview_says() {
     let child: String =
         made.body[at..].split('>').nth(1).expect("text").split('<').next().expect("value").trim().to_string();
     assert_eq!(child.split('.').count(), 3, "a JWT");
-    // Every preview row, against the proxy: what the preview said.
+    // Every preview row, against the proxy: what the preview said, and
+    // the upstream sees exactly the rows the preview allowed.
+    c.h.upstream_received();
     for (method, path, status) in &rows {
         let resp = c.h.request(method, path, &[("Authorization", &format!("Bearer {child}"))]).await;
         assert_eq!(resp.status, *status, "{method} {path}: the preview said {status}: {}", resp.body);
     }
+    let forwarded: Vec<String> = c.h.upstream_received().into_iter().map(|r| r.target).collect();
+    let allowed: Vec<String> = rows.iter().filter(|(_, _, s)| *s == 200).map(|(_, p, _)| p.clone()).collect();
+    assert_eq!(forwarded, allowed);
     // The child dies with its parent.
     c.api("DELETE", &format!("/v1/tokens/{id}"), &c.admin, None).await;
     let resp = c.h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {child}"))]).await;

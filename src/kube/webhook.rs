@@ -232,7 +232,9 @@ pub enum CertificateError {
 impl Certificate {
     /// Load the pair.
     pub fn load(cert: &Path, key: &Path) -> Result<Certificate, CertificateError> {
-        let (certified, seen) = read_pair(cert, key)?;
+        let (cert_pem, key_pem) = read_files(cert, key)?;
+        let certified = parse_pair(cert, key, &cert_pem, &key_pem)?;
+        let seen = [cert_pem, key_pem].concat();
         Ok(Certificate {
             current: ArcSwap::from_pointee(certified),
             loaded: std::sync::Mutex::new(seen),
@@ -244,16 +246,17 @@ impl Certificate {
     /// Load the files again if they changed; whether the certificate in
     /// use changed. A pair that does not load keeps the last good one.
     pub fn reload(&self) -> bool {
-        let (Ok(c), Ok(k)) = (std::fs::read(&self.cert), std::fs::read(&self.key)) else {
+        let Ok((cert_pem, key_pem)) = read_files(&self.cert, &self.key) else {
             return false;
         };
-        let seen = [c, k].concat();
+        let parsed = parse_pair(&self.cert, &self.key, &cert_pem, &key_pem);
+        let seen = [cert_pem, key_pem].concat();
         let Ok(mut loaded) = self.loaded.lock() else { return false };
         if *loaded == seen {
             return false;
         }
-        match read_pair(&self.cert, &self.key) {
-            Ok((certified, seen)) => {
+        match parsed {
+            Ok(certified) => {
                 self.current.store(Arc::new(certified));
                 *loaded = seen;
                 tracing::info!(cert = %self.cert.display(), "serving certificate reloaded");
@@ -268,20 +271,25 @@ impl Certificate {
     }
 }
 
-fn read_pair(cert: &Path, key: &Path) -> Result<(CertifiedKey, Vec<u8>), CertificateError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+/// The certificate and key files' contents, each read once.
+fn read_files(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), CertificateError> {
     let cert_pem = std::fs::read(cert).map_err(|e| CertificateError::Read(cert.to_path_buf(), e))?;
     let key_pem = std::fs::read(key).map_err(|e| CertificateError::Read(key.to_path_buf(), e))?;
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
+    Ok((cert_pem, key_pem))
+}
+
+/// The serving pair from the files' contents (their paths name them in
+/// errors).
+fn parse_pair(cert: &Path, key: &Path, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, CertificateError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem).filter_map(Result::ok).collect();
     if chain.is_empty() {
         return Err(CertificateError::NoCertificate(cert.to_path_buf()));
     }
-    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| CertificateError::Key(key.to_path_buf()))?;
+    let private = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| CertificateError::Key(key.to_path_buf()))?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let certified = CertifiedKey::from_der(chain, private, &provider).map_err(CertificateError::Mismatch)?;
-    Ok((certified, [cert_pem, key_pem].concat()))
+    CertifiedKey::from_der(chain, private, &provider).map_err(CertificateError::Mismatch)
 }
 
 /// Serve the webhook until `stop` resolves, then stop accepting and give

@@ -1191,26 +1191,25 @@ fn narrow_page_of(
         notice,
         id: record.id.clone(),
         title: record.name.clone().unwrap_or_else(|| record.id.clone()),
-        apps: apps
-            .into_iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let on = first || asked.applications.contains(&a);
-                (i, a, on)
-            })
-            .collect(),
-        roles: roles
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let on = first || asked.roles.contains(&r);
-                (i, r, on)
-            })
-            .collect(),
+        apps: ticks(apps, &asked.applications, first),
+        roles: ticks(roles, &asked.roles, first),
         resources: asked.resources.clone(),
         validity: asked.validity.clone(),
         preview,
     }
+}
+
+/// Checkbox rows `(index, value, ticked)`: all ticked on a fresh form,
+/// else what was asked.
+fn ticks(values: Vec<String>, asked: &[String], fresh: bool) -> Vec<(usize, String, bool)> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let on = fresh || asked.contains(&v);
+            (i, v, on)
+        })
+        .collect()
 }
 
 async fn narrow_page(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
