@@ -73,6 +73,17 @@ async fn fifty_concurrent_redeems_on_postgres_yield_one_token() {
     testsuite::concurrent_redeems_yield_one_token(Arc::new(postgres().await), 50).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_on_sqlite_get_their_own_outcomes() {
+    let (_dir, s) = sqlite().await;
+    testsuite::concurrent_writes_get_their_own_outcomes(Arc::new(s), 64).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_on_postgres_get_their_own_outcomes() {
+    testsuite::concurrent_writes_get_their_own_outcomes(Arc::new(postgres().await), 64).await;
+}
+
 #[tokio::test]
 async fn sqlite_data_survives_reopening() {
     let (dir, s) = sqlite().await;

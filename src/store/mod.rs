@@ -13,6 +13,7 @@ pub mod mirror;
 mod postgres;
 mod sql;
 mod sqlite;
+mod writer;
 #[doc(hidden)]
 #[cfg(any(test, feature = "test-support"))]
 pub mod testsuite;
@@ -263,7 +264,7 @@ macro_rules! delegate_token_store {
                 id: &str,
                 at: i64,
             ) -> impl std::future::Future<Output = Result<bool, $crate::store::StoreError>> + Send {
-                self.revoke_and_announce(id, at)
+                self.core.revoke(id, at)
             }
             fn revoked_ids(
                 &self,
@@ -274,7 +275,7 @@ macro_rules! delegate_token_store {
                 &self,
                 r: &$crate::store::JtiRevocation,
             ) -> impl std::future::Future<Output = Result<bool, $crate::store::StoreError>> + Send {
-                self.revoke_jti_and_announce(r)
+                self.core.revoke_jti(r)
             }
             fn reference_tokens(
                 &self,

@@ -11,6 +11,7 @@ use sqlx::pool::PoolOptions;
 
 use super::StoreError;
 use super::sql::SqlCore;
+use super::writer::WriterOptions;
 
 /// The NOTIFY channel revocations are announced on; the payload is the id.
 pub const REVOCATION_CHANNEL: &str = "narrowgate_revocations";
@@ -60,7 +61,9 @@ impl PgStore {
             ));
         }
         sqlx::migrate!("migrations/postgres").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let core = SqlCore { pool };
+        // Revocations are announced to every replica in the batch's
+        // transaction (NOTIFY is delivered on commit).
+        let core = SqlCore::new(pool, WriterOptions { announce: Some(REVOCATION_CHANNEL), after_commit: None });
         let id = core.store_id().await?;
         let store = PgStore { core, url: url.to_string(), timeout, id, lost: Arc::new(OnceLock::new()) };
         Ok((store, has_schema == 0))
@@ -110,35 +113,6 @@ impl PgStore {
 
     pub async fn close(&self) {
         self.core.pool.close().await;
-    }
-
-    /// Revoke, then announce it to every replica in the same transaction
-    /// (NOTIFY is delivered on commit).
-    async fn revoke_and_announce(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        let mut tx = self.core.pool.begin().await?;
-        let done = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let revoked = done.rows_affected() == 1;
-        if revoked {
-            sqlx::query("SELECT pg_notify($1, $2)").bind(REVOCATION_CHANNEL).bind(id).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(revoked)
-    }
-
-    /// Record another issuer's jti as revoked, announced like any
-    /// revocation in the same transaction.
-    async fn revoke_jti_and_announce(&self, r: &super::JtiRevocation) -> Result<bool, StoreError> {
-        let mut tx = self.core.pool.begin().await?;
-        let revoked = self.core.revoke_jti(&mut *tx, r).await?;
-        if revoked {
-            sqlx::query("SELECT pg_notify($1, $2)").bind(REVOCATION_CHANNEL).bind(&r.jti).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(revoked)
     }
 }
 

@@ -6,6 +6,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyRow;
 use sqlx::{Row, Transaction};
 
+use super::writer::{Write, Writer, WriterOptions};
 use super::{
     JtiRevocation, RedeemError, RegistrationRecord, StoreError, TokenFilter, TokenForm, TokenRecord, kind_str,
     parse_kind, parse_role, role_str,
@@ -27,13 +28,22 @@ macro_rules! reg_columns {
     };
 }
 
-/// The shared implementation.
+/// The shared implementation: reads go to the pool, writes through the
+/// store's [`Writer`] (group commit), except a redemption, which runs its
+/// caller's check inside its own transaction.
 #[derive(Clone, Debug)]
 pub(crate) struct SqlCore {
     pub pool: AnyPool,
+    writer: Writer,
 }
 
 impl SqlCore {
+    /// The shared queries over `pool`, with a writer task started for it.
+    pub fn new(pool: AnyPool, options: WriterOptions) -> SqlCore {
+        let writer = Writer::spawn(pool.clone(), options);
+        SqlCore { pool, writer }
+    }
+
     /// The store's id (`store_meta`); a database without one holds no
     /// store: [`StoreError::Corrupt`].
     pub async fn store_id(&self) -> Result<String, StoreError> {
@@ -104,15 +114,18 @@ fn registration_from_row(row: &AnyRow) -> Result<RegistrationRecord, StoreError>
     })
 }
 
-async fn insert_token_in<'c, E>(exec: E, t: &TokenRecord) -> Result<(), StoreError>
+/// Insert a token unless its id, name or external id is taken: the rows
+/// inserted (0 on a conflict).
+pub(crate) async fn insert_token_in<'c, E>(exec: E, t: &TokenRecord) -> Result<u64, StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     let lineage = serde_json::to_string(&t.lineage).map_err(|_| corrupt("lineage"))?;
-    sqlx::query(concat!(
+    let done = sqlx::query(concat!(
         "INSERT INTO tokens (",
         token_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+         ON CONFLICT DO NOTHING"
     ))
     .bind(&t.id)
     .bind(&t.name)
@@ -135,12 +148,62 @@ where
     .bind(&t.external_id)
     .execute(exec)
     .await?;
-    Ok(())
+    Ok(done.rows_affected())
+}
+
+/// Record the revocation of a jti this store has no token for; `false`
+/// if it was revoked already.
+pub(crate) async fn revoke_jti_in<'e, E>(executor: E, r: &JtiRevocation) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let done = sqlx::query(
+        "INSERT INTO revoked_jtis (jti, issuer, expires_at, revoked_at, revoked_by) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(&r.jti)
+    .bind(&r.issuer)
+    .bind(r.expires_at)
+    .bind(r.revoked_at)
+    .bind(&r.revoked_by)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Insert a registration token unless its id or secret is taken: the rows
+/// inserted (0 on a conflict).
+pub(crate) async fn insert_registration_in<'e, E>(executor: E, r: &RegistrationRecord) -> Result<u64, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let done = sqlx::query(concat!(
+        "INSERT INTO registration_tokens (",
+        reg_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
+    ))
+    .bind(&r.id)
+    .bind(&r.secret_hash)
+    .bind(&r.name)
+    .bind(role_str(r.role))
+    .bind(&r.grants)
+    .bind(r.lifetime_secs)
+    .bind(r.expires_at)
+    .bind(&r.created_by)
+    .bind(r.created_at)
+    .bind(r.used_at)
+    .bind(&r.redeemed_token)
+    .bind(serde_json::to_string(&r.lineage).map_err(|_| corrupt("lineage"))?)
+    .bind(r.expires_cap)
+    .bind(r.revoked_at)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 impl SqlCore {
     pub async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
-        insert_token_in(&self.pool, t).await
+        self.writer.submit(Write::InsertToken(Box::new(t.clone()))).await.map(drop)
     }
 
     pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -183,13 +246,10 @@ impl SqlCore {
         rows.iter().map(token_from_row).collect()
     }
 
+    /// Revoke (announced to other replicas in the same transaction where
+    /// the store has them).
     pub async fn revoke(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        self.writer.submit(Write::Revoke { id: id.to_string(), at }).await
     }
 
     /// Every revoked id: tokens of this store, and other issuers' jtis not
@@ -207,23 +267,9 @@ impl SqlCore {
     }
 
     /// Record the revocation of a jti this store has no token for; `false`
-    /// if it was revoked already.
-    pub async fn revoke_jti<'e, E>(&self, executor: E, r: &JtiRevocation) -> Result<bool, StoreError>
-    where
-        E: sqlx::Executor<'e, Database = sqlx::Any>,
-    {
-        let done = sqlx::query(
-            "INSERT INTO revoked_jtis (jti, issuer, expires_at, revoked_at, revoked_by) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (jti) DO NOTHING",
-        )
-        .bind(&r.jti)
-        .bind(&r.issuer)
-        .bind(r.expires_at)
-        .bind(r.revoked_at)
-        .bind(&r.revoked_by)
-        .execute(executor)
-        .await?;
-        Ok(done.rows_affected() == 1)
+    /// if it was revoked already (announced like [`SqlCore::revoke`]).
+    pub async fn revoke_jti(&self, r: &JtiRevocation) -> Result<bool, StoreError> {
+        self.writer.submit(Write::RevokeJti(Box::new(r.clone()))).await
     }
 
     pub async fn reference_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -276,28 +322,7 @@ impl SqlCore {
     }
 
     pub async fn insert_registration(&self, r: &RegistrationRecord) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO registration_tokens (",
-            reg_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-        ))
-        .bind(&r.id)
-        .bind(&r.secret_hash)
-        .bind(&r.name)
-        .bind(role_str(r.role))
-        .bind(&r.grants)
-        .bind(r.lifetime_secs)
-        .bind(r.expires_at)
-        .bind(&r.created_by)
-        .bind(r.created_at)
-        .bind(r.used_at)
-        .bind(&r.redeemed_token)
-        .bind(serde_json::to_string(&r.lineage).map_err(|_| corrupt("lineage"))?)
-        .bind(r.expires_cap)
-        .bind(r.revoked_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.writer.submit(Write::InsertRegistration(Box::new(r.clone()))).await.map(drop)
     }
 
     /// Revoke an unredeemed registration token; `false` if unknown, used
@@ -346,7 +371,9 @@ impl SqlCore {
         let reg = registration_from_row(&row)?;
         // A refusal drops the transaction: the claim is rolled back.
         let token = build(&reg)?;
-        insert_token_in(&mut *tx, &token).await?;
+        if insert_token_in(&mut *tx, &token).await? == 0 {
+            return Err(StoreError::Conflict("a token with this name or id".into()).into());
+        }
         sqlx::query("UPDATE registration_tokens SET redeemed_token = $1 WHERE id = $2")
             .bind(&token.id)
             .bind(&reg.id)

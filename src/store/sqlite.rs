@@ -17,11 +17,18 @@ use sqlx::pool::PoolOptions;
 
 use super::StoreError;
 use super::sql::SqlCore;
+use super::writer::{AfterCommit, WriterOptions};
 
 /// A SQLite-backed [`TokenStore`](super::TokenStore).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     core: SqlCore,
+    file: FileGuard,
+}
+
+/// The file a store opened, and whether it is still the one at its path.
+#[derive(Clone, Debug)]
+struct FileGuard {
     path: PathBuf,
     /// Device and inode of the file opened.
     identity: FileIdentity,
@@ -132,8 +139,15 @@ impl SqliteStore {
         }
         sqlx::migrate!("migrations/sqlite").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let identity = identity_of(path).map_err(|e| unavailable(path, e))?;
-        let store =
-            SqliteStore { core: SqlCore { pool }, path: path.to_path_buf(), identity, lost: Arc::new(OnceLock::new()) };
+        let file = FileGuard { path: path.to_path_buf(), identity, lost: Arc::new(OnceLock::new()) };
+        // A batch committed into a file removed or replaced meanwhile is
+        // acknowledged to nobody.
+        let after_commit = {
+            let file = file.clone();
+            Arc::new(move || file.guard()) as AfterCommit
+        };
+        let core = SqlCore::new(pool, WriterOptions { announce: None, after_commit: Some(after_commit) });
+        let store = SqliteStore { core, file };
         Ok((store, !has_schema))
     }
 
@@ -143,12 +157,23 @@ impl SqliteStore {
 
     /// Where the store is.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.file.path
     }
 
     /// Fail unless the file opened is still the one at the path: a store
     /// removed or replaced under a running gateway is lost, for good.
     pub fn guard(&self) -> Result<(), StoreError> {
+        self.file.guard()
+    }
+
+    /// Whether the store has been lost.
+    pub fn is_lost(&self) -> bool {
+        self.file.lost.get().is_some()
+    }
+}
+
+impl FileGuard {
+    fn guard(&self) -> Result<(), StoreError> {
         if let Some(why) = self.lost.get() {
             return Err(StoreError::Lost(why.clone()));
         }
@@ -171,20 +196,6 @@ impl SqliteStore {
         StoreError::Lost(why)
     }
 
-    /// Whether the store has been lost.
-    pub fn is_lost(&self) -> bool {
-        self.lost.get().is_some()
-    }
-
-    /// One process per SQLite file: the in-process mirror is told directly,
-    /// so revoking needs no further announcement.
-    async fn revoke_and_announce(&self, id: &str, at: i64) -> Result<bool, StoreError> {
-        self.core.revoke(id, at).await
-    }
-
-    async fn revoke_jti_and_announce(&self, r: &super::JtiRevocation) -> Result<bool, StoreError> {
-        self.core.revoke_jti(&self.core.pool, r).await
-    }
 }
 
 super::delegate_token_store!(SqliteStore);

@@ -296,3 +296,46 @@ pub async fn external_ids_are_unique_while_live<S: TokenStore>(s: &S) {
     assert_eq!(s.token_by_external_id("e8f5170c-877b").await.expect("get").map(|t| t.id).as_deref(), Some("j4"));
     assert!(s.revoked_ids().await.expect("revoked").contains(&"j1".to_string()));
 }
+
+/// Concurrent writes (group-committed in batches): each caller gets its
+/// own write's outcome. Of many inserts of one name exactly one wins; the
+/// others are conflicts, and so is a revocation of a token that is not
+/// there or not live; a write that fails for another reason (a
+/// registration token naming a token that does not exist) fails alone,
+/// and every other write of its batch is stored.
+pub async fn concurrent_writes_get_their_own_outcomes<S: TokenStore>(s: Arc<S>, n: usize) {
+    s.insert_token(&token("victim", None, None, TokenKind::Access, 50)).await.expect("insert");
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let same = token(&format!("same-{i}"), Some("contested"), None, TokenKind::Access, 100);
+            let distinct = token(&format!("w-{i}"), None, None, TokenKind::Narrowed, 100 + i as i64);
+            let (same, distinct) = (s.insert_token(&same), s.insert_token(&distinct));
+            let revoke = s.revoke("victim", 200 + i as i64);
+            let mut broken = registration(&format!("broken-{i}"), &format!("reg-broken-{i}"), i64::MAX);
+            broken.redeemed_token = Some("no-such-token".into());
+            let (same, distinct, revoke, broken) = tokio::join!(same, distinct, revoke, s.insert_registration(&broken));
+            (same, distinct, revoke, broken)
+        }));
+    }
+    let (mut won, mut revoked) = (0, 0);
+    for t in tasks {
+        let (same, distinct, revoke, broken) = t.await.expect("join");
+        match same {
+            Ok(()) => won += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("an insert of a taken name failed otherwise: {e}"),
+        }
+        distinct.expect("a distinct token is stored whatever else its batch held");
+        revoked += usize::from(revoke.expect("revoke"));
+        assert!(broken.is_err(), "a registration token naming no token is refused");
+    }
+    assert_eq!(won, 1, "exactly one insert of a name wins");
+    assert_eq!(revoked, 1, "exactly one revocation finds the token live");
+    let stored = s.list_tokens(&TokenFilter { limit: 1000, ..TokenFilter::default() }).await.expect("list");
+    assert_eq!(stored.iter().filter(|t| t.id.starts_with("w-")).count(), n);
+    assert_eq!(stored.iter().filter(|t| t.name.as_deref() == Some("contested")).count(), 1);
+    assert!(s.token("victim").await.expect("get").expect("kept").revoked_at.is_some());
+    assert!(!s.revoke("nope", 300).await.expect("revoke"), "an unknown token is not revoked");
+}
