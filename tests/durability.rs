@@ -70,3 +70,127 @@ async fn a_killed_gateway_restarts_with_every_token_revocation_and_redemption_in
         "no second bootstrap"
     );
 }
+
+/// One request to the token service over a connection of its own: the
+/// response, or `None` when none came whole (the process was killed).
+async fn try_api_call(
+    api: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> Option<support::Response> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(api).await.ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    // Whole when its length says so, or (a 204) when the server closes
+    // after its head; a kill cuts it short of both.
+    while !support::is_complete(&buf) {
+        match tokio::time::timeout(std::time::Duration::from_secs(20), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 204 ") && buf.ends_with(b"\r\n\r\n") => break,
+            _ => return None,
+        }
+    }
+    Some(support::parse_response(&buf))
+}
+
+/// Killed in the middle of a burst of concurrent mints and revocations
+/// (committed in groups): every one acknowledged before the kill is there
+/// after the restart. The tokens are reference tokens, which work only if
+/// the store has them; the revoked ones are JWTs, which would work again
+/// if their revocation were lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_killed_during_a_burst_keeps_every_acknowledged_mint_and_revocation() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const WORKERS: usize = 48;
+    const EACH: usize = 24;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    let config = process_config(
+        dir.path(),
+        "narrowgate",
+        echo.addr,
+        "store:\n  sqlite:\n    path: data/narrowgate.db\n    bootstrap_token_file: data/admin-token\n    create_if_missing: true",
+    );
+    let mut g = serve_process(&config).await;
+    let root = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("bootstrap file").trim().to_string();
+    let mut victims = Vec::new();
+    for i in 0..WORKERS {
+        let body = format!(r#"{{"name":"victim-{i}","lifetime":"1h"}}"#);
+        let r = g.api_call("POST", "/v1/tokens", Some(&root), Some(&body)).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        victims.push(r.json()["token"].as_str().expect("token").to_string());
+    }
+
+    // Each worker revokes its victim, then mints reference tokens, one
+    // request after another, until the process is gone.
+    let api = g.api.expect("api");
+    let acked = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        let (root, acked) = (root.clone(), acked.clone());
+        workers.push(tokio::spawn(async move {
+            let mut revoked = false;
+            let mut minted = Vec::new();
+            let path = format!("/v1/tokens?name=victim-{w}");
+            match try_api_call(api, "DELETE", &path, &root, "").await {
+                Some(r) if r.status == 204 => {
+                    revoked = true;
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+                Some(r) => panic!("revoke answered {}: {}", r.status, r.body),
+                None => return (revoked, minted),
+            }
+            for i in 0..EACH {
+                let body = format!(r#"{{"name":"burst-{w}-{i}","form":"reference"}}"#);
+                match try_api_call(api, "POST", "/v1/tokens", &root, &body).await {
+                    Some(r) if r.status == 201 => {
+                        minted.push(r.json()["token"].as_str().expect("token").to_string());
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Some(r) => panic!("create answered {}: {}", r.status, r.body),
+                    None => break,
+                }
+            }
+            (revoked, minted)
+        }));
+    }
+    let total = WORKERS * (EACH + 1);
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while acked.load(Ordering::SeqCst) < total / 4 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("a quarter of the burst acknowledged");
+    g.child.kill().expect("kill -9");
+    let _ = g.child.wait();
+    let (mut revoked, mut minted) = (Vec::new(), Vec::new());
+    for (w, task) in workers.into_iter().enumerate() {
+        let (r, m) = task.await.expect("worker");
+        if r {
+            revoked.push(&victims[w]);
+        }
+        minted.extend(m);
+    }
+    assert!(minted.len() + revoked.len() < total, "the kill came after the burst, not during it");
+    assert!(!revoked.is_empty() && !minted.is_empty());
+
+    let g = serve_process(&config).await;
+    for t in &minted {
+        assert_eq!(g.call("GET", "/users/current/accounts/a1", t).await.status, 200, "an acknowledged mint was lost");
+    }
+    for t in &revoked {
+        let r = g.call("GET", "/users/current/accounts/a1", t).await;
+        assert_eq!((r.status, r.reason().as_str()), (401, "revoked"), "an acknowledged revocation was lost");
+    }
+}

@@ -13,10 +13,10 @@ pub mod mirror;
 mod postgres;
 mod sql;
 mod sqlite;
-mod writer;
 #[doc(hidden)]
 #[cfg(any(test, feature = "test-support"))]
 pub mod testsuite;
+mod writer;
 
 pub use mirror::{Mirror, ReferenceTokens, Revocations, Staleness, resync};
 

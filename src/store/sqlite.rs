@@ -195,7 +195,6 @@ impl FileGuard {
         }
         StoreError::Lost(why)
     }
-
 }
 
 super::delegate_token_store!(SqliteStore);

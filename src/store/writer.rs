@@ -151,7 +151,11 @@ fn inserted(rows: u64, what: &str) -> Outcome {
     if rows == 1 { Ok(true) } else { Err(StoreError::Conflict(what.to_string())) }
 }
 
-async fn announce(tx: &mut sqlx::Transaction<'_, sqlx::Any>, options: &WriterOptions, id: &str) -> Result<(), StoreError> {
+async fn announce(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    options: &WriterOptions,
+    id: &str,
+) -> Result<(), StoreError> {
     if let Some(channel) = options.announce {
         sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(id).execute(&mut **tx).await?;
     }
