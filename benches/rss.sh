@@ -2,8 +2,10 @@
 # Memory of the token cache: the enforcing gateway's resident set size
 # (VmRSS from /proc) after start, and after N distinct ES256 tokens have
 # each been verified once and cached, for each N given (default 10000 and
-# 100000); reports MiB and bytes per cached entry. A fresh gateway per N,
-# its cache large enough to hold all N; an nginx origin behind it.
+# 100000); reports MiB and bytes per cached entry. Twice per N: tokens
+# with the same rules (shared in memory) and tokens each with a resource
+# of its own. A fresh gateway per run, its cache large enough to hold all
+# N; an nginx origin behind it.
 #
 #   benches/rss.sh [N...]
 set -euo pipefail
@@ -42,8 +44,11 @@ kid=$($NG keys generate --alg es256 --out "$work/keys" | awk '/^kid:/{print $2}'
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 metric() { curl -s "http://$ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
-printf '| cached tokens | RSS after start | RSS with them cached | per entry |\n| --- | --- | --- | --- |\n'
+printf '| cached tokens | rules | RSS after start | RSS with them cached | per entry |\n| --- | --- | --- | --- | --- |\n'
 for n in "${SIZES[@]}"; do
+# Every token the same rules (one application's users: what sharing rule
+# sets is for), then each token a resource of its own (nothing shared).
+for resource in account:a1 'account:a{i}'; do
   cat > "$work/ng.yaml" <<CONF
 listeners: { proxy: "$PROXY", admin: "$ADMIN" }
 upstream: { addresses: ["$ORIGIN"] }
@@ -68,7 +73,7 @@ applications:
         roles: [reader]
 CONF
   $NG token sign --key "$work/keys/$kid.pem" --kid "$kid" --sub user --ttl 2h --count "$n" \
-    --application trading-account-management-api --grant-role reader --resource account:a1 > "$work/tokens"
+    --application trading-account-management-api --grant-role reader --resource "$resource" > "$work/tokens"
   cat > "$work/once.lua" <<LUA
 local tokens = {}
 for line in io.lines("$work/tokens") do tokens[#tokens + 1] = line end
@@ -90,7 +95,9 @@ LUA
     [[ ${entries%.*} -ge $n ]] && break
   done
   full=$(rss_kib "$ng")
-  printf '| %s | %.1f MiB | %.1f MiB | %d B |\n' "$n" "$(echo "$base/1024" | bc -l)" "$(echo "$full/1024" | bc -l)" \
+  printf '| %s | %s | %.1f MiB | %.1f MiB | %d B |\n' "$n" "$([ "$resource" = account:a1 ] && echo shared || echo distinct)" \
+    "$(echo "$base/1024" | bc -l)" "$(echo "$full/1024" | bc -l)" \
     "$(( (full - base) * 1024 / n ))"
   kill "$ng"; wait "$ng" 2>/dev/null || true
+done
 done

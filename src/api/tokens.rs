@@ -151,7 +151,7 @@ impl CreateRequest {
         tenant::validate(&self.tenant_permissions).map_err(|e| ApiError::bad(e.path, e.what))?;
         let rules = match &self.access_rules {
             None if !self.tenant_permissions.is_empty() => Vec::new(),
-            None => caller.rules.clone(),
+            None => caller.rules.to_vec(),
             Some(list) if list.is_empty() && self.tenant_permissions.is_empty() => {
                 return Err(ApiError::bad("accessRules", "the token would grant nothing"));
             }

@@ -123,7 +123,8 @@ pub struct SignArgs {
     #[arg(long)]
     resource: Vec<String>,
     /// How many tokens, one a line (the subject gets `-1`, `-2`, …
-    /// appended): distinct tokens for load tests, from one process.
+    /// appended, and `{i}` in a `--resource` becomes that number):
+    /// distinct tokens for load tests, from one process.
     #[arg(long, default_value_t = 1, conflicts_with = "claims")]
     count: usize,
 }
@@ -154,6 +155,7 @@ pub fn run(cmd: TokenCommand) -> anyhow::Result<()> {
                     let mut each = (*args).clone();
                     for i in 1..=args.count {
                         each.sub = Some(format!("{sub}-{i}"));
+                        each.resource = args.resource.iter().map(|r| r.replace("{i}", &i.to_string())).collect();
                         writeln!(out, "{}", sign::sign(&claims_from_flags(&each)?, &key)?)?;
                     }
                     return Ok(out.flush()?);

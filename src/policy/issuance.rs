@@ -251,7 +251,7 @@ mod tests {
             kind: crate::token::TokenKind::Access,
             role,
             master,
-            rules: vec![],
+            rules: Default::default(),
             tenants: vec![TenantPermission { tenant: "acme".into(), allowed_actions: vec!["READ_TENANT".into()] }],
             issued_at: None,
             not_before: None,

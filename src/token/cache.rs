@@ -1,8 +1,13 @@
 //! The verified-token cache.
 //!
-//! Bounded (TinyUFO: TinyLFU admission, S3-FIFO eviction), keyed by the whole
-//! token: TinyUFO stores only a 64-bit hash, so each entry keeps the token
-//! and a hit is confirmed by comparing it, never by hash alone. Entries
+//! Bounded (TinyUFO: TinyLFU admission, S3-FIFO eviction), keyed by the
+//! token's SHA-256: TinyUFO stores only a 64-bit hash, so each entry keeps
+//! the whole digest and a hit is confirmed by comparing it, never by the
+//! 64-bit hash alone — as exact as comparing the token, without keeping
+//! the token (a JWT is most of an entry's size otherwise). The digest is
+//! taken once per distinct token a thread sees in a row: a small
+//! thread-local memo, checked by comparing the whole token, remembers the
+//! last few (a connection sends the same token again and again). Entries
 //! expire no later than the token. It caches grants, never decisions:
 //! revocation and evaluation run on every request. Entries remember the
 //! key generation they were verified under: when a key is withdrawn (the
@@ -17,7 +22,8 @@ use tinyufo::TinyUfo;
 use super::grant::Grant;
 
 struct Entry {
-    token: Box<str>,
+    /// SHA-256 of the token.
+    digest: Digest,
     grant: Arc<Grant>,
     /// Unix seconds after which the entry must not be used.
     fresh_until: u64,
@@ -35,7 +41,6 @@ pub struct CacheCounters {
 /// A bounded cache of verified grants.
 pub struct GrantCache {
     inner: TinyUfo<u64, Arc<Entry>>,
-    hasher: ahash::RandomState,
     max_ttl_secs: u64,
     generation: Arc<AtomicU64>,
     counters: Option<CacheCounters>,
@@ -57,13 +62,7 @@ impl GrantCache {
     /// ring's) is what it was when they were verified.
     pub fn with_generation(capacity: usize, max_ttl_secs: u64, generation: Arc<AtomicU64>) -> Self {
         let capacity = capacity.max(1);
-        GrantCache {
-            inner: TinyUfo::new(capacity, capacity),
-            hasher: ahash::RandomState::new(),
-            max_ttl_secs,
-            generation,
-            counters: None,
-        }
+        GrantCache { inner: TinyUfo::new_compact(capacity, capacity), max_ttl_secs, generation, counters: None }
     }
 
     /// Report entries and evictions in `counters` (a new cache starts the
@@ -87,17 +86,13 @@ impl GrantCache {
         self.generation.load(Ordering::Acquire)
     }
 
-    #[inline]
-    fn key(&self, token: &str) -> u64 {
-        self.hasher.hash_one(token)
-    }
-
     /// The cached grant for exactly this token, if fresh at `now`.
     pub fn get(&self, token: &str, now: u64) -> Option<Arc<Grant>> {
-        let key = self.key(token);
+        let digest = digest(token.as_bytes());
+        let key = key_of(&digest);
         let entry = self.inner.get(&key)?;
-        if *entry.token != *token {
-            // A 64-bit hash collision: treat as a miss.
+        if entry.digest != digest {
+            // Another token with the same 64 bits: a miss.
             return None;
         }
         if now >= entry.fresh_until || entry.generation != self.generation() {
@@ -122,15 +117,67 @@ impl GrantCache {
         if fresh_until <= now {
             return;
         }
-        let entry = Arc::new(Entry { token: token.into(), grant, fresh_until, generation });
+        let digest = digest(token.as_bytes());
+        let entry = Arc::new(Entry { digest, grant, fresh_until, generation });
         // What goes out — an older entry, or this one not admitted — is
         // what the full cache evicted.
-        let evicted = self.inner.put(self.key(token), entry, 1).len();
+        let evicted = self.inner.put(key_of(&digest), entry, 1).len();
         if let Some(c) = &self.counters {
             c.entries.add(1 - evicted as i64);
             c.evictions.inc_by(evicted as u64);
         }
     }
+}
+
+type Digest = [u8; 32];
+
+/// TinyUFO's key: the digest's first 64 bits.
+#[inline]
+fn key_of(digest: &Digest) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_ne_bytes(first)
+}
+
+/// Memo slots per thread, and the longest token a slot keeps.
+const MEMO_SLOTS: usize = 16;
+const MEMO_MAX_TOKEN: usize = 2048;
+
+thread_local! {
+    /// The last tokens this thread digested, with their digests; a slot
+    /// is chosen by the token's length and last bytes (a signature's:
+    /// random), and trusted only when the whole token matches.
+    static MEMO: std::cell::RefCell<[(Vec<u8>, Digest); MEMO_SLOTS]> =
+        std::cell::RefCell::new(std::array::from_fn(|_| (Vec::new(), [0; 32])));
+}
+
+/// SHA-256 of `token`, from the thread's memo when it digested this very
+/// token last in its slot.
+fn digest(token: &[u8]) -> Digest {
+    let mut tail = [0u8; 8];
+    let n = token.len().min(8);
+    tail[..n].copy_from_slice(&token[token.len() - n..]);
+    let slot = (u64::from_ne_bytes(tail) ^ token.len() as u64) as usize % MEMO_SLOTS;
+    MEMO.with(|memo| {
+        let Ok(mut memo) = memo.try_borrow_mut() else { return sha256(token) };
+        let (kept, digest) = &mut memo[slot];
+        if !kept.is_empty() && kept.as_slice() == token {
+            return *digest;
+        }
+        let d = sha256(token);
+        if token.len() <= MEMO_MAX_TOKEN {
+            kept.clear();
+            kept.extend_from_slice(token);
+            *digest = d;
+        }
+        d
+    })
+}
+
+fn sha256(token: &[u8]) -> Digest {
+    let mut d = [0u8; 32];
+    d.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token).as_ref());
+    d
 }
 
 #[cfg(test)]
@@ -169,6 +216,35 @@ mod tests {
         let last = other.pop();
         other.push(if last == Some('A') { 'B' } else { 'A' });
         assert!(cache.get(&other, now).is_none());
+    }
+
+    #[test]
+    fn tokens_sharing_a_memo_slot_keep_their_own_digests() {
+        // Same length, same last bytes: the same memo slot, one after the
+        // other, in both orders; an empty token is digested like any other.
+        let a = "a".repeat(700) + "SIGNATURE";
+        let b = "b".repeat(700) + "SIGNATURE";
+        for (first, second) in [(&a, &b), (&b, &a), (&a, &a)] {
+            assert_eq!(digest(first.as_bytes()), sha256(first.as_bytes()));
+            assert_eq!(digest(second.as_bytes()), sha256(second.as_bytes()));
+        }
+        assert_eq!(digest(b""), sha256(b""));
+        let long = "c".repeat(MEMO_MAX_TOKEN + 1);
+        assert_eq!(digest(long.as_bytes()), sha256(long.as_bytes()));
+        assert_eq!(digest(long.as_bytes()), sha256(long.as_bytes()));
+
+        let key = TestKey::es256("k");
+        let verifier = Verifier::new(testkit::keyset(&[&key], testkit::issuer_policy()), 8192);
+        let now = crate::token::now_unix();
+        let token = key.sign(&payload("a", now, 3600, serde_json::json!([])));
+        let cache = GrantCache::new(16, 300);
+        cache.put(&token, Arc::new(verifier.verify(&token, now).expect("valid")), now);
+        // A token differing only before its last 8 bytes: same slot, a miss.
+        let mut other = token.clone().into_bytes();
+        other[10] = if other[10] == b'A' { b'B' } else { b'A' };
+        let other = String::from_utf8(other).expect("ascii");
+        assert!(cache.get(&other, now).is_none());
+        assert!(cache.get(&token, now).is_some());
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub struct Verifier {
     keys: std::sync::Arc<KeyRing>,
     max_token_bytes: usize,
+    /// Rule sets shared between the grants it makes.
+    rule_sets: std::sync::Arc<super::grant::RuleSets>,
 }
 
 #[derive(Deserialize)]
@@ -132,12 +134,12 @@ struct RawClaims {
 impl Verifier {
     /// A verifier of fixed keys.
     pub fn new(keys: KeySet, max_token_bytes: usize) -> Self {
-        Verifier { keys: KeyRing::new(keys, Vec::new()), max_token_bytes }
+        Self::with_ring(KeyRing::new(keys, Vec::new()), max_token_bytes)
     }
 
     /// A verifier of the keys `ring` holds at each call.
     pub fn with_ring(keys: std::sync::Arc<KeyRing>, max_token_bytes: usize) -> Self {
-        Verifier { keys, max_token_bytes }
+        Verifier { keys, max_token_bytes, rule_sets: Default::default() }
     }
 
     /// The largest token it verifies.
@@ -237,14 +239,11 @@ impl Verifier {
             // the signature, which ECDSA lets an attacker re-encode).
             None => fingerprint(signing_input),
         };
-        let rules = raw
-            .access_rules
-            .unwrap_or_default()
-            .iter()
-            .map(WireRule::compile)
-            .collect::<Option<Vec<_>>>()
+        let (rules, rule_roles) = self
+            .rule_sets
+            .intern(raw.access_rules.as_deref().unwrap_or_default())
             .ok_or(VerifyError::Claim("accessRules"))?;
-        let headers = IdentityValues::build(subject, &token_id, &rules).ok_or(VerifyError::Claim("sub"))?;
+        let headers = IdentityValues::with_roles(subject, &token_id, rule_roles).ok_or(VerifyError::Claim("sub"))?;
         Ok(Grant {
             token_id: token_id.into(),
             subject: subject.into(),

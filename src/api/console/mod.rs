@@ -1161,7 +1161,7 @@ async fn narrowable(s: &ApiState, headers: &HeaderMap, id: &str) -> Result<(Sign
 fn parent_choices(parent: &Grant) -> (Vec<String>, Vec<String>) {
     let mut apps: Vec<String> = Vec::new();
     let mut roles: Vec<String> = Vec::new();
-    for r in &parent.rules {
+    for r in parent.rules.iter() {
         let wire = crate::token::WireRule::from_rule(r);
         if !apps.contains(&wire.application) {
             apps.push(wire.application);

@@ -16,7 +16,7 @@ use crate::token::reference::hash;
 /// cannot be read (such a token is refused, never half-honoured).
 pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
     let (wire, tenants) = crate::token::claims::decode_grants(&record.grants)?;
-    let rules = wire.iter().map(WireRule::compile).collect::<Option<Vec<_>>>()?;
+    let rules: std::sync::Arc<[_]> = wire.iter().map(WireRule::compile).collect::<Option<_>>()?;
     let headers = IdentityValues::build(&record.subject, &record.id, &rules)?;
     Some(Grant {
         token_id: record.id.as_str().into(),
