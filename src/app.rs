@@ -89,12 +89,86 @@ pub enum StartError {
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
     #[error("audit log: {0}")]
     Audit(#[source] std::io::Error),
+    #[error("a proxy worker could not start: {0}")]
+    Worker(#[source] std::io::Error),
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
     let l = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { listener, addr, source })?;
     let bound = l.local_addr().map_err(|source| StartError::Bind { listener, addr, source })?;
     Ok((l, bound))
+}
+
+/// The proxy's listening sockets: one, or for several workers one per
+/// worker, all on one address with `SO_REUSEPORT` so the kernel spreads
+/// connections over them. A probe bind without `SO_REUSEPORT` comes first:
+/// a port another process holds — even one sharing it with `SO_REUSEPORT` —
+/// is an error, never a port shared with a stranger.
+fn bind_workers(addr: SocketAddr, workers: usize) -> Result<(Vec<std::net::TcpListener>, SocketAddr), StartError> {
+    let err = |source| StartError::Bind { listener: "proxy", addr, source };
+    let probe = std::net::TcpListener::bind(addr).map_err(err)?;
+    let bound = probe.local_addr().map_err(err)?;
+    drop(probe);
+    let listeners = (0..workers)
+        .map(|_| {
+            let socket = match bound {
+                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            }
+            .map_err(err)?;
+            socket.set_reuseaddr(true).map_err(err)?;
+            socket.set_reuseport(true).map_err(err)?;
+            socket.bind(bound).map_err(err)?;
+            // Listen here (nothing is accepted before the worker runs), then
+            // hand the socket to the worker's runtime.
+            let listener = socket.listen(4096).map_err(err)?;
+            listener.into_std().map_err(err)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((listeners, bound))
+}
+
+/// Serve the proxy on `listeners`, one worker each: a thread with a
+/// current-thread runtime of its own, so a request never leaves the thread
+/// that accepted its connection (its upstream connections are the
+/// worker's own too). Returns a task per worker on the calling runtime
+/// that ends when the worker has drained.
+fn spawn_workers(
+    listeners: Vec<std::net::TcpListener>,
+    gateway: &Arc<Gateway>,
+    stop: &watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let mut tasks = Vec::new();
+    for (k, listener) in listeners.into_iter().enumerate() {
+        let addr = listener.local_addr().map_err(StartError::Worker)?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Worker)?;
+        let (gateway, mut stop) = (gateway.clone(), stop.clone());
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("proxy-worker-{}", k + 1))
+            .spawn(move || {
+                crate::proxy::upstream::set_worker_slot(k + 1);
+                rt.block_on(async move {
+                    let listener = match listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener)) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(worker = k + 1, %addr, error = %e, "a proxy worker cannot listen");
+                            return;
+                        }
+                    };
+                    server::run(listener, gateway, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                });
+                drop(done);
+            })
+            .map_err(StartError::Worker)?;
+        tasks.push(tokio::spawn(async move {
+            let _ = finished.await;
+        }));
+    }
+    Ok(tasks)
 }
 
 /// Bind every listener and start serving `config`.
@@ -105,7 +179,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// [`start`], with the file the config was read from, so it can reload.
 pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running, StartError> {
     // Every listener first: nothing is written before all are ours.
-    let (proxy_listener, proxy_addr) = bind("proxy", config.listeners.proxy).await?;
+    let workers = config.server.workers();
+    let (proxy_listener, proxy_addr) = if workers > 1 {
+        let (listeners, addr) = bind_workers(config.listeners.proxy, workers)?;
+        (Err(listeners), addr)
+    } else {
+        let (listener, addr) = bind("proxy", config.listeners.proxy).await?;
+        (Ok(listener), addr)
+    };
     let admin_listener = match config.listeners.admin {
         Some(a) => Some(bind("admin", a).await?),
         None => None,
@@ -167,10 +248,15 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     let gateway = Arc::new(Gateway::on(runtime.clone()));
     let (proxy_drain, api_drain, admin_drain) =
         (gateway.drain().clone(), server::Drain::default(), server::Drain::default());
-    let mut rx = stop_rx.clone();
-    tasks.push(tokio::spawn(server::run(proxy_listener, gateway, async move {
-        let _ = rx.wait_for(|s| *s).await;
-    })));
+    match proxy_listener {
+        Ok(listener) => {
+            let mut rx = stop_rx.clone();
+            tasks.push(tokio::spawn(server::run(listener, gateway, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })));
+        }
+        Err(listeners) => tasks.extend(spawn_workers(listeners, &gateway, &stop_rx)?),
+    }
 
     let draining = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_requested) = watch::channel(false);

@@ -138,7 +138,7 @@ impl Snapshot {
         };
         let upstream = match prev {
             Some(p) if p.upstream_config == config.upstream => p.upstream.clone(),
-            _ => Arc::new(Upstream::new(&config.upstream)),
+            _ => Arc::new(Upstream::new(&config.upstream, config.server.workers())),
         };
         let apps = config
             .manifest

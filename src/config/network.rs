@@ -33,10 +33,22 @@ pub struct UpstreamConfig {
     pub pool_max_idle: usize,
 }
 
+impl ServerConfig {
+    /// How many proxy workers `worker_threads` means on this machine.
+    pub fn workers(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Runtime threads: 1 runs everything on one thread (a sidecar's usual
-    /// share, and the cheapest per request); 0 means one per core.
+    /// Proxy workers: 1 runs everything on one thread (a sidecar's usual
+    /// share, and the cheapest per request); N > 1 runs N workers, each a
+    /// thread of its own with its own listening socket (`SO_REUSEPORT`)
+    /// and upstream connections; 0 means one per core.
     pub worker_threads: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,

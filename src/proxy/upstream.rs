@@ -9,6 +9,10 @@
 //! response body has been read to its end — never earlier, so no request
 //! ever waits behind another's body. The pool's lock is held only to push
 //! or pop, never across an await.
+//!
+//! Each proxy worker (a thread with a runtime of its own) keeps its own
+//! idle connections: a connection is driven by the runtime that dialled it,
+//! so a worker only ever reuses its own, and no request crosses threads.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,14 +57,19 @@ impl UpstreamFailure {
 
 struct Target {
     authority: Authority,
-    idle: Mutex<Vec<Idle>>,
+    /// Per worker slot (see [`set_worker_slot`]).
+    idle: Box<[Mutex<Vec<Idle>>]>,
     max_idle: usize,
     idle_timeout: Duration,
 }
 
 impl Target {
+    fn idle(&self) -> &Mutex<Vec<Idle>> {
+        &self.idle[WORKER_SLOT.with(std::cell::Cell::get) % self.idle.len()]
+    }
+
     fn take(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.idle().lock().ok()?;
         while let Some(entry) = idle.pop() {
             if entry.since.elapsed() < self.idle_timeout && entry.sender.is_ready() {
                 return Some(entry.sender);
@@ -74,7 +83,7 @@ impl Target {
         if !sender.is_ready() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock()
+        if let Ok(mut idle) = self.idle().lock()
             && idle.len() < self.max_idle
         {
             idle.push(Idle { sender, since: Instant::now() });
@@ -136,15 +145,28 @@ impl Body for UpstreamBody {
     }
 }
 
+thread_local! {
+    /// Which pool slot this thread's connections go to: 0 for the control
+    /// runtime (and tests), k for proxy worker k.
+    static WORKER_SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Mark this thread as proxy worker `k` (1-based), so it pools its own
+/// upstream connections.
+pub fn set_worker_slot(k: usize) {
+    WORKER_SLOT.with(|s| s.set(k));
+}
+
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Self {
+    /// A pool for `workers` proxy workers (and the control runtime).
+    pub fn new(cfg: &UpstreamConfig, workers: usize) -> Self {
         let targets = cfg
             .addresses
             .iter()
             .map(|a| {
                 Arc::new(Target {
                     authority: a.clone(),
-                    idle: Mutex::new(Vec::new()),
+                    idle: (0..=workers).map(|_| Mutex::new(Vec::new())).collect(),
                     max_idle: cfg.pool_max_idle,
                     idle_timeout: cfg.pool_idle_timeout,
                 })
