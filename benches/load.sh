@@ -2,8 +2,13 @@
 # Load test: wrk at 64 connections against an nginx origin directly, through
 # nginx as a plain reverse proxy, through narrowgate on a public route (no token checked),
 # and through narrowgate enforcing (one token; a pool of 1,000 tokens; one
-# token with the audit log on, written to a file).
-# The proxy under test and the origin are pinned to core 0, wrk to core 1.
+# token with the audit log on, written to a file); then the cold stream
+# (every request a token never seen, ES256 verified each time) through
+# narrowgate and, if installed, HAProxy's jwt_verify; then both cores at 256
+# connections, nothing pinned: nginx with 1 and 2 workers, narrowgate with
+# 1 and 2 threads.
+# In the one-core runs the proxy under test and the origin are pinned to
+# core 0, wrk to core 1.
 # Reports req/s, p50/p99 latency and the proxy's CPU time per request, read
 # from /proc/PID/stat. Loopback only; every run is bounded in time.
 #
@@ -28,6 +33,7 @@ need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y $2
 need wrk wrk
 need nginx nginx-light
 need taskset util-linux
+# (optional) apt-get install haproxy: the cold stream's reference.
 
 cargo build --release --quiet
 NG=./target/release/narrowgate
@@ -40,17 +46,17 @@ NG_ON=127.0.0.1:18083
 NG_AUDIT=127.0.0.1:18084
 
 # --- origin and nginx reverse proxy (one worker each) -----------------------
-nginx_conf() { # name listen body
+nginx_conf() { # name listen body [workers] [origin]
   mkdir -p "$work/$1"
   cat > "$work/$1/nginx.conf" <<CONF
-worker_processes 1;
+worker_processes ${4:-1};
 daemon off;
 pid $work/$1/nginx.pid;
 error_log $work/$1/error.log crit;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream origin { server $ORIGIN; keepalive 128; }
+  upstream origin { server ${5:-$ORIGIN}; keepalive 128; }
   server {
     listen $2 reuseport backlog=4096;
     keepalive_requests 1000000;
@@ -141,14 +147,14 @@ cpu_ticks() {
 
 printf '| %-34s | %9s | %8s | %8s | %14s |\n' "target" "req/s" "p50" "p99" "proxy CPU/req"
 printf '|%s|%s|%s|%s|%s|\n' "------------------------------------" "-----------" "----------" "----------" "----------------"
-run() { # label url pid lua
+run() { # label url pid lua — env: WRK (the wrk command: pinned to core 1), CONNS, WARM (0: no warm-up)
   local label=$1 url=$2 pid=$3 lua=${4:-}
-  local args=(-t1 -c"$CONNS" -d"${DUR}s" --latency)
+  local args=(-c"$CONNS" -d"${DUR}s" --latency)
   [ -n "$lua" ] && args+=(-s "$lua")
-  taskset -c 1 wrk -t1 -c"$CONNS" -d2s ${lua:+-s "$lua"} "$url" > /dev/null 2>&1 || true   # warm-up
+  [ "${WARM:-1}" = 0 ] || $WRK -c"$CONNS" -d2s ${lua:+-s "$lua"} "$url" > /dev/null 2>&1 || true   # warm-up
   local before after out reqs
   before=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0 )
-  out=$(taskset -c 1 wrk "${args[@]}" "$url")
+  out=$($WRK "${args[@]}" "$url")
   after=$( [ -n "$pid" ] && cpu_ticks "$pid" || echo 0 )
   reqs=$(echo "$out" | awk '/requests in/{print $1}')
   local rps p50 p99 non2xx cpu
@@ -165,6 +171,7 @@ run() { # label url pid lua
 }
 PATH_A1=/users/current/accounts/a1
 nginx_proxy_master=$(cat "$work/proxy/nginx.pid")
+WRK="taskset -c 1 wrk -t1"
 for round in $(seq 1 "$ROUNDS"); do
   # Every proxied run sends the same request bytes, bearer token included,
   # so the rows differ only in what the proxy does with them.
@@ -175,6 +182,86 @@ for round in $(seq 1 "$ROUNDS"); do
   run "narrowgate enforcing, 1000 tokens"  "http://$NG_ON$PATH_A1" "$ng_on" "$work/pool.lua"
   run "narrowgate enforcing, audit log on" "http://$NG_AUDIT$PATH_A1" "$ng_audit" "$work/one.lua"
 done
+
+# --- the cold stream: every request a token never seen before ------------
+# (ES256 verified on every request). A pool larger than a run can use up;
+# each run starts where the last one stopped. HAProxy's jwt_verify (ES256,
+# signature only: it reads no claims) on the same stream, when installed.
+COLD_N=$((DUR * 15000 * ROUNDS * 2 + 20000))
+echo "minting $COLD_N tokens for the cold stream..." >&2
+$NG token sign --key "$work/keys/$kid.pem" --kid "$kid" --sub cold --ttl 2h --count "$COLD_N" \
+  --application trading-account-management-api --grant-role reader --resource account:a1 > "$work/cold"
+echo 0 > "$work/cold.next"
+cat > "$work/cold.lua" <<LUA
+local tokens = {}
+for line in io.lines("$work/cold") do tokens[#tokens + 1] = line end
+local f = io.open("$work/cold.next"); local i = tonumber(f:read("*l")); f:close()
+request = function()
+  i = i + 1
+  -- (wraps round only if the pool runs out, which would repeat tokens)
+  return wrk.format("GET", nil, { ["Authorization"] = "Bearer " .. tokens[(i - 1) % #tokens + 1] })
+end
+done = function(summary)
+  -- Past every token sent, the ones in flight included.
+  local f = io.open("$work/cold.next", "w"); f:write(i + summary.requests + 1000); f:close()
+end
+LUA
+HAPROXY=127.0.0.1:18085
+ha_pid=
+if command -v haproxy >/dev/null; then
+  cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind $HAPROXY
+  http-request deny unless { req.hdr(authorization) -m beg "Bearer " }
+  http-request set-var(txn.bearer) req.hdr(authorization),word(2,' ')
+  http-request deny unless { var(txn.bearer),jwt_header_query('\$.alg') -m str ES256 }
+  http-request deny unless { var(txn.bearer),jwt_verify("ES256","$work/keys/$kid.pub.pem") -m int 1 }
+  default_backend be
+backend be
+  http-reuse always
+  server origin $ORIGIN
+CONF
+  taskset -c 0 haproxy -f "$work/haproxy.cfg" -db > "$work/haproxy.log" 2>&1 & ha_pid=$!; pids+=($ha_pid)
+  wait_up "$HAPROXY"
+fi
+for round in $(seq 1 "$ROUNDS"); do
+  WARM=0 run "narrowgate enforcing, cold stream" "http://$NG_ON$PATH_A1" "$ng_on" "$work/cold.lua"
+  [ -z "$ha_pid" ] || WARM=0 run "HAProxy jwt_verify, cold stream" "http://$HAPROXY$PATH_A1" "$ha_pid" "$work/cold.lua"
+done
+
+# --- two cores, 256 connections, nothing pinned ----------------------------
+# nginx with 1 and 2 workers, narrowgate enforcing with 1 and 2 threads,
+# before an origin of 2 workers; wrk with 2 threads shares the cores.
+ORIGIN2=127.0.0.1:18088
+nginx_conf origin2 "$ORIGIN2" 'default_type application/json; return 200 "{\"ok\":true}\n";' 2
+nginx_conf proxy1w 127.0.0.1:18089 'proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";' 1 "$ORIGIN2"
+nginx_conf proxy2w 127.0.0.1:18090 'proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";' 2 "$ORIGIN2"
+for n in origin2 proxy1w proxy2w; do nginx -c "$work/$n/nginx.conf" -p "$work/$n" & pids+=($!); done
+on_route='        group: account-management
+        method: getAccount
+        resource: { entity: account, id: "{accountId}" }
+        roles: [reader]'
+ng_conf "$work/t1.yaml" 127.0.0.1:18086 "$on_route" 127.0.0.1:18096
+ng_conf "$work/t2.yaml" 127.0.0.1:18087 "$on_route" 127.0.0.1:18097
+sed -i -e "s|\"$ORIGIN\"|\"$ORIGIN2\"|" "$work/t1.yaml" "$work/t2.yaml"
+sed -i -e 's|worker_threads: 1|worker_threads: 2|' "$work/t2.yaml"
+$NG serve --config "$work/t1.yaml" 2>"$work/t1.log" & ng_t1=$!; pids+=($ng_t1)
+$NG serve --config "$work/t2.yaml" 2>"$work/t2.log" & ng_t2=$!; pids+=($ng_t2)
+for a in $ORIGIN2 127.0.0.1:18089 127.0.0.1:18090 127.0.0.1:18086 127.0.0.1:18087; do wait_up "$a"; done
+for round in $(seq 1 "$ROUNDS"); do
+  WRK="wrk -t2" CONNS=256 run "2 cores: nginx, 1 worker"        "http://127.0.0.1:18089$PATH_A1" "$(cat "$work/proxy1w/nginx.pid")" "$work/one.lua"
+  WRK="wrk -t2" CONNS=256 run "2 cores: nginx, 2 workers"       "http://127.0.0.1:18090$PATH_A1" "$(cat "$work/proxy2w/nginx.pid")" "$work/one.lua"
+  WRK="wrk -t2" CONNS=256 run "2 cores: narrowgate, 1 thread"   "http://127.0.0.1:18086$PATH_A1" "$ng_t1" "$work/one.lua"
+  WRK="wrk -t2" CONNS=256 run "2 cores: narrowgate, 2 threads"  "http://127.0.0.1:18087$PATH_A1" "$ng_t2" "$work/one.lua"
+done
+[ "$(cat "$work/cold.next")" -le "$COLD_N" ] || echo "the cold stream ran out of tokens and repeated some" >&2
 echo
 echo "enforcing gateway's token cache: $(curl -s http://127.0.0.1:18093/metrics | grep '^narrowgate_token_cache_total' | tr '\n' ' ')"
 echo "audit log: $(wc -l < "$work/log/audit.jsonl") events written; $(curl -s http://127.0.0.1:18094/metrics | grep '^narrowgate_audit_events_dropped_total')"
