@@ -138,7 +138,12 @@ impl Snapshot {
         };
         let upstream = match prev {
             Some(p) if p.upstream_config == config.upstream => p.upstream.clone(),
-            _ => Arc::new(Upstream::new(&config.upstream, config.server.workers())),
+            // The workers started with the process: a reload changes
+            // their pools, never their number.
+            _ => Arc::new(Upstream::new(
+                &config.upstream,
+                prev.map_or(config.server.workers(), |p| p.upstream.workers()),
+            )),
         };
         let apps = config
             .manifest

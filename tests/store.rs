@@ -84,6 +84,36 @@ async fn concurrent_writes_on_postgres_get_their_own_outcomes() {
     testsuite::concurrent_writes_get_their_own_outcomes(Arc::new(postgres().await), 64).await;
 }
 
+/// Writes queued while the SQLite file is replaced under the store all
+/// fail as lost, and none of them lands in the file now at the path (the
+/// writer neither writes into it nor replays the batch one by one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_to_a_replaced_sqlite_file_fail_and_land_nowhere() {
+    let (dir, s) = sqlite().await;
+    let path = dir.path().join("data/narrowgate.db");
+    let (other, _) = SqliteStore::open(&dir.path().join("other/narrowgate.db"), true).await.expect("another store");
+    other.close().await;
+    std::fs::rename(&path, dir.path().join("data/moved.db")).expect("move the store away");
+    std::fs::rename(dir.path().join("other/narrowgate.db"), &path).expect("another file in its place");
+    let s = Arc::new(s);
+    let writes: Vec<_> = (0..32)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut t = testsuite::sample_token(&format!("late-{i}"));
+                t.name = None;
+                s.insert_token(&t).await
+            })
+        })
+        .collect();
+    for w in writes {
+        let r = w.await.expect("join");
+        assert!(matches!(r, Err(narrowgate::store::StoreError::Lost(_))), "{r:?}");
+    }
+    let (now_there, _) = SqliteStore::open(&path, false).await.expect("the file at the path");
+    assert_eq!(now_there.count_tokens().await.expect("count"), 0, "nothing went into the replacement");
+}
+
 #[tokio::test]
 async fn sqlite_data_survives_reopening() {
     let (dir, s) = sqlite().await;

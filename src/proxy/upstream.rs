@@ -180,6 +180,11 @@ impl Upstream {
         }
     }
 
+    /// How many proxy workers it keeps connections for.
+    pub fn workers(&self) -> usize {
+        self.targets.first().map_or(1, |t| t.idle.len() - 1)
+    }
+
     /// The next upstream, round robin.
     fn pick(&self) -> Option<&Arc<Target>> {
         let n = self.targets.len();

@@ -63,7 +63,7 @@ impl PgStore {
         sqlx::migrate!("migrations/postgres").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         // Revocations are announced to every replica in the batch's
         // transaction (NOTIFY is delivered on commit).
-        let core = SqlCore::new(pool, WriterOptions { announce: Some(REVOCATION_CHANNEL), after_commit: None });
+        let core = SqlCore::new(pool, WriterOptions { announce: Some(REVOCATION_CHANNEL), check: None });
         let id = core.store_id().await?;
         let store = PgStore { core, url: url.to_string(), timeout, id, lost: Arc::new(OnceLock::new()) };
         Ok((store, has_schema == 0))

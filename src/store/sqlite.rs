@@ -17,7 +17,7 @@ use sqlx::pool::PoolOptions;
 
 use super::StoreError;
 use super::sql::SqlCore;
-use super::writer::{AfterCommit, WriterOptions};
+use super::writer::{StoreCheck, WriterOptions};
 
 /// A SQLite-backed [`TokenStore`](super::TokenStore).
 #[derive(Clone, Debug)]
@@ -140,13 +140,15 @@ impl SqliteStore {
         sqlx::migrate!("migrations/sqlite").run(&pool).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let identity = identity_of(path).map_err(|e| unavailable(path, e))?;
         let file = FileGuard { path: path.to_path_buf(), identity, lost: Arc::new(OnceLock::new()) };
-        // A batch committed into a file removed or replaced meanwhile is
-        // acknowledged to nobody.
-        let after_commit = {
+        // Checked before each batch (nothing is written into a file that is
+        // no longer the store's) and after its commit (a batch committed
+        // into a file removed or replaced meanwhile is acknowledged to
+        // nobody).
+        let check = {
             let file = file.clone();
-            Arc::new(move || file.guard()) as AfterCommit
+            Arc::new(move || file.guard()) as StoreCheck
         };
-        let core = SqlCore::new(pool, WriterOptions { announce: None, after_commit: Some(after_commit) });
+        let core = SqlCore::new(pool, WriterOptions { announce: None, check: Some(check) });
         let store = SqliteStore { core, file };
         Ok((store, !has_schema))
     }

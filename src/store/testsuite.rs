@@ -29,6 +29,11 @@ fn token(id: &str, name: Option<&str>, app: Option<&str>, kind: TokenKind, creat
     }
 }
 
+/// A token record for tests outside the suite.
+pub fn sample_token(id: &str) -> TokenRecord {
+    token(id, Some(id), None, TokenKind::Access, 100)
+}
+
 fn registration(id: &str, secret: &str, expires_at: i64) -> RegistrationRecord {
     RegistrationRecord {
         id: id.into(),

@@ -12,10 +12,14 @@
 //!
 //! Writes that collide with a unique name or id do not fail the batch:
 //! inserts are `ON CONFLICT DO NOTHING` and nothing inserted is that
-//! write's [`StoreError::Conflict`]. Any other failure rolls the batch
-//! back and each of its writes is applied again in a transaction of its
-//! own, so each caller gets its own write's outcome and no write fails
-//! for another's.
+//! write's [`StoreError::Conflict`]. A statement that fails otherwise rolls
+//! the batch back and each of its writes is applied again in a
+//! transaction of its own, so each caller gets its own write's outcome and
+//! no write fails for another's. When the store itself fails — no
+//! connection, no transaction, a commit that may or may not have happened,
+//! a SQLite file no longer the store's — every write of the batch gets
+//! that error and nothing is replayed (a replay could report a committed
+//! write as a conflict, or write into whatever file is now at the path).
 
 use std::sync::Arc;
 
@@ -43,16 +47,16 @@ pub(crate) enum Write {
 
 type Outcome = Result<bool, StoreError>;
 
-/// Checked after each commit: an error there is every caller's answer (a
-/// SQLite file replaced meanwhile took the batch with it).
-pub(crate) type AfterCommit = Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
+/// Checked before and after each batch: an error there is every caller's
+/// answer (a SQLite file replaced meanwhile took the batch with it).
+pub(crate) type StoreCheck = Arc<dyn Fn() -> Result<(), StoreError> + Send + Sync>;
 
 /// How a store's writer behaves beyond the shared SQL.
 pub(crate) struct WriterOptions {
     /// PostgreSQL: announce each revocation on this NOTIFY channel, in the
     /// batch's transaction (delivered on commit).
     pub announce: Option<&'static str>,
-    pub after_commit: Option<AfterCommit>,
+    pub check: Option<StoreCheck>,
 }
 
 /// The queue into a store's writer task.
@@ -85,18 +89,19 @@ async fn run(pool: AnyPool, mut rx: mpsc::Receiver<(Write, oneshot::Sender<Outco
         let writes: Vec<&Write> = batch.iter().map(|(w, _)| w).collect();
         let outcomes = match apply(&pool, &writes, &options).await {
             Ok(outcomes) => outcomes,
-            Err(e) if writes.len() == 1 => vec![Err(e)],
-            // Something other than a conflict failed: find out whose.
-            Err(_) => {
+            Err(Failed::Statement(e)) if writes.len() == 1 => vec![Err(e)],
+            // A statement failed for one of them: find out whose.
+            Err(Failed::Statement(_)) => {
                 let mut alone = Vec::with_capacity(writes.len());
                 for w in &writes {
                     alone.push(match apply(&pool, &[w], &options).await {
                         Ok(mut o) => o.pop().unwrap_or_else(|| Err(StoreError::Unavailable("no outcome".into()))),
-                        Err(e) => Err(e),
+                        Err(Failed::Statement(e) | Failed::Store(e)) => Err(e),
                     });
                 }
                 alone
             }
+            Err(Failed::Store(e)) => writes.iter().map(|_| Err(same(&e))).collect(),
         };
         for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
             // A caller that stopped waiting (a timeout) is not told.
@@ -105,10 +110,47 @@ async fn run(pool: AnyPool, mut rx: mpsc::Receiver<(Write, oneshot::Sender<Outco
     }
 }
 
-/// Apply `writes` in one transaction: each write's outcome, or the error
-/// that rolled them all back.
-async fn apply(pool: &AnyPool, writes: &[&Write], options: &WriterOptions) -> Result<Vec<Outcome>, StoreError> {
-    let mut tx = pool.begin().await?;
+/// Why a batch failed as a whole.
+enum Failed {
+    /// A statement failed: the batch was rolled back, each write may be
+    /// tried alone.
+    Statement(StoreError),
+    /// The store failed (connecting, beginning, committing, or its file is
+    /// no longer the store's): not to be replayed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Self {
+        Failed::Statement(e)
+    }
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(e: sqlx::Error) -> Self {
+        Failed::Statement(e.into())
+    }
+}
+
+/// The same error again, for each write of a failed batch.
+fn same(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+        StoreError::Missing(m) => StoreError::Missing(m.clone()),
+        StoreError::Lost(m) => StoreError::Lost(m.clone()),
+    }
+}
+
+/// Apply `writes` in one transaction: each write's outcome, or why the
+/// batch failed as a whole.
+async fn apply(pool: &AnyPool, writes: &[&Write], options: &WriterOptions) -> Result<Vec<Outcome>, Failed> {
+    let store_failed = |e: sqlx::Error| Failed::Store(e.into());
+    if let Some(check) = &options.check {
+        check().map_err(Failed::Store)?;
+    }
+    let mut tx = pool.begin().await.map_err(store_failed)?;
     let mut outcomes = Vec::with_capacity(writes.len());
     for w in writes {
         let outcome = match w {
@@ -140,9 +182,9 @@ async fn apply(pool: &AnyPool, writes: &[&Write], options: &WriterOptions) -> Re
         };
         outcomes.push(outcome);
     }
-    tx.commit().await?;
-    if let Some(check) = &options.after_commit {
-        check()?;
+    tx.commit().await.map_err(store_failed)?;
+    if let Some(check) = &options.check {
+        check().map_err(Failed::Store)?;
     }
     Ok(outcomes)
 }
@@ -151,11 +193,7 @@ fn inserted(rows: u64, what: &str) -> Outcome {
     if rows == 1 { Ok(true) } else { Err(StoreError::Conflict(what.to_string())) }
 }
 
-async fn announce(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    options: &WriterOptions,
-    id: &str,
-) -> Result<(), StoreError> {
+async fn announce(tx: &mut sqlx::Transaction<'_, sqlx::Any>, options: &WriterOptions, id: &str) -> Result<(), Failed> {
     if let Some(channel) = options.announce {
         sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(id).execute(&mut **tx).await?;
     }
