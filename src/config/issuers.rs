@@ -290,7 +290,7 @@ pub(super) fn build_issuer(
         let read = errs.read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()));
         match read.and_then(|b| keys::decoding_key(&b, alg, &file.display().to_string()).map_err(|e| e.to_string())) {
             Ok(key) => {
-                if let Err(e) = keyset.add_key(VerificationKey { kid: k.kid.clone(), algorithm: alg, key, issuer }) {
+                if let Err(e) = keyset.add_key(VerificationKey::new(k.kid.clone(), alg, key, issuer)) {
                     errs.push(&format!("{kpath}.kid"), e);
                 }
             }

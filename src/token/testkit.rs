@@ -82,7 +82,7 @@ impl TestKey {
 
     /// The verification key for a [`KeySet`].
     pub fn verification_key(&self, issuer: usize) -> VerificationKey {
-        VerificationKey { kid: Some(self.kid.clone()), algorithm: self.alg, key: self.decoding.clone(), issuer }
+        VerificationKey::new(Some(self.kid.clone()), self.alg, self.decoding.clone(), issuer)
     }
 
     /// The header narrowgate would write for this key.

@@ -188,9 +188,8 @@ impl Verifier {
         }
         let signing_input_len = h64.len() + 1 + p64.len();
         let signing_input = &token.as_bytes()[..signing_input_len];
-        match jsonwebtoken::crypto::verify(s64, signing_input, &key.key, alg) {
-            Ok(true) => {}
-            _ => return Err(VerifyError::Signature),
+        if !signature_valid(key, s64, signing_input, alg) {
+            return Err(VerifyError::Signature);
         }
 
         let payload = b64_decode(p64).ok_or(VerifyError::Malformed)?;
@@ -270,6 +269,29 @@ impl Verifier {
     }
 }
 
+/// Whether `s64` signs `signing_input` under `key`: through the key parsed
+/// once where there is one (the signature decoded on the stack), else
+/// through jsonwebtoken.
+fn signature_valid(
+    key: &super::keys::VerificationKey,
+    s64: &str,
+    signing_input: &[u8],
+    alg: jsonwebtoken::Algorithm,
+) -> bool {
+    use base64::Engine;
+    match &key.parsed {
+        Some(parsed) => {
+            // P-384's 96 bytes are the longest signature verified here.
+            let mut sig = [0u8; 96];
+            match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(s64, &mut sig) {
+                Ok(n) => parsed.verify_sig(signing_input, &sig[..n]).is_ok(),
+                Err(_) => false,
+            }
+        }
+        None => matches!(jsonwebtoken::crypto::verify(s64, signing_input, &key.key, alg), Ok(true)),
+    }
+}
+
 fn string_claim<'a>(v: &'a Option<Value>, name: &'static str) -> Result<Option<&'a str>, VerifyError> {
     match v {
         None => Ok(None),
@@ -340,6 +362,14 @@ mod tests {
     fn without(mut p: Value, key: &str) -> Value {
         p.as_object_mut().expect("object").remove(key);
         p
+    }
+
+    /// `token` with its signature segment changed by `f`.
+    fn resigned(token: &str, f: impl FnOnce(&mut String)) -> String {
+        let (input, sig) = token.rsplit_once('.').expect("three segments");
+        let mut sig = sig.to_string();
+        f(&mut sig);
+        format!("{input}.{sig}")
     }
 
     #[test]
@@ -490,6 +520,43 @@ mod tests {
                     let q: Vec<&str> = other.split('.').collect();
                     format!("{}.{}.{}", p[0], q[1], p[2])
                 },
+                want: Err(VerifyError::Signature),
+            },
+            // The signature as the parsed-key path decodes it: every way of
+            // spelling it other than the one signed is refused.
+            Case {
+                name: "ES256 signature with a byte more",
+                token: resigned(&es.sign(&good), |s| s.push_str("AA")),
+                want: Err(VerifyError::Signature),
+            },
+            Case {
+                name: "ES256 signature far too long",
+                token: resigned(&es.sign(&good), |s| *s = s.repeat(3)),
+                want: Err(VerifyError::Signature),
+            },
+            Case {
+                name: "ES256 signature cut short",
+                token: resigned(&es.sign(&good), |s| s.truncate(40)),
+                want: Err(VerifyError::Signature),
+            },
+            Case {
+                name: "ES256 signature padded",
+                token: resigned(&es.sign(&good), |s| s.push('=')),
+                want: Err(VerifyError::Signature),
+            },
+            Case {
+                name: "ES256 signature empty of meaning",
+                token: resigned(&es.sign(&good), |s| *s = "A".repeat(86)),
+                want: Err(VerifyError::Signature),
+            },
+            Case {
+                name: "EdDSA signature with a byte more",
+                token: resigned(&ed.sign(&good), |s| s.push_str("AA")),
+                want: Err(VerifyError::Signature),
+            },
+            Case {
+                name: "EdDSA signature in standard base64",
+                token: resigned(&ed.sign(&good), |s| *s = s.replace('-', "+").replace('_', "/") + "+/"),
                 want: Err(VerifyError::Signature),
             },
             Case {
