@@ -8,8 +8,9 @@ use narrowgate::echo::EchoUpstream;
 use serde_json::json;
 use support::{process_config, serve_process};
 
-#[tokio::test]
-async fn a_killed_gateway_restarts_with_every_token_revocation_and_redemption_intact() {
+/// A gateway config on a SQLite store of its own (with its directory and
+/// the echo upstream it forwards to, both kept alive by the caller).
+async fn sqlite_gateway() -> (tempfile::TempDir, EchoUpstream, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
     let config = process_config(
@@ -18,9 +19,20 @@ async fn a_killed_gateway_restarts_with_every_token_revocation_and_redemption_in
         echo.addr,
         "store:\n  sqlite:\n    path: data/narrowgate.db\n    bootstrap_token_file: data/admin-token\n    create_if_missing: true",
     );
+    (dir, echo, config)
+}
+
+/// The bootstrap admin token the first start wrote.
+fn bootstrap_token(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("data/admin-token")).expect("bootstrap file").trim().to_string()
+}
+
+#[tokio::test]
+async fn a_killed_gateway_restarts_with_every_token_revocation_and_redemption_intact() {
+    let (dir, _echo, config) = sqlite_gateway().await;
 
     let mut g = serve_process(&config).await;
-    let root = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("bootstrap file").trim().to_string();
+    let root = bootstrap_token(dir.path());
     let created = |r: support::Response| -> String {
         assert_eq!(r.status, 201, "{}", r.body);
         r.json()["token"].as_str().expect("token").to_string()
@@ -113,16 +125,9 @@ async fn a_gateway_killed_during_a_burst_keeps_every_acknowledged_mint_and_revoc
 
     const WORKERS: usize = 48;
     const EACH: usize = 24;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
-    let config = process_config(
-        dir.path(),
-        "narrowgate",
-        echo.addr,
-        "store:\n  sqlite:\n    path: data/narrowgate.db\n    bootstrap_token_file: data/admin-token\n    create_if_missing: true",
-    );
+    let (dir, _echo, config) = sqlite_gateway().await;
     let mut g = serve_process(&config).await;
-    let root = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("bootstrap file").trim().to_string();
+    let root = bootstrap_token(dir.path());
     let mut victims = Vec::new();
     for i in 0..WORKERS {
         let body = format!(r#"{{"name":"victim-{i}","lifetime":"1h"}}"#);

@@ -30,7 +30,7 @@ use crate::token::{Role, TokenKind};
 
 /// Failures of the store. Messages are for operators; they never contain
 /// secrets.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique name or id is taken.
     #[error("{0} already exists")]

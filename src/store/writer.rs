@@ -101,7 +101,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::Receiver<(Write, oneshot::Sender<Outco
                 }
                 alone
             }
-            Err(Failed::Store(e)) => writes.iter().map(|_| Err(same(&e))).collect(),
+            Err(Failed::Store(e)) => writes.iter().map(|_| Err(e.clone())).collect(),
         };
         for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
             // A caller that stopped waiting (a timeout) is not told.
@@ -129,17 +129,6 @@ impl From<StoreError> for Failed {
 impl From<sqlx::Error> for Failed {
     fn from(e: sqlx::Error) -> Self {
         Failed::Statement(e.into())
-    }
-}
-
-/// The same error again, for each write of a failed batch.
-fn same(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
-        StoreError::Missing(m) => StoreError::Missing(m.clone()),
-        StoreError::Lost(m) => StoreError::Lost(m.clone()),
     }
 }
 
