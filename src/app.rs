@@ -372,9 +372,15 @@ fn serve_axum(
 impl Running {
     /// Resolves when the admin listener is asked to shut down
     /// (`POST /shutdown`, for Jobs whose sidecar must exit with the app).
+    /// Never resolves when nobody can ask: without an admin listener the
+    /// request's sender does not exist, and a closed channel is not a
+    /// request to stop (it once made every admin-less gateway drain and
+    /// exit as it started).
     pub async fn shutdown_requested(&self) {
         let mut rx = self.shutdown_requested.clone();
-        let _ = rx.wait_for(|s| *s).await;
+        if rx.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// The drain: readiness false at once; keep accepting for the

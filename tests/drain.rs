@@ -219,3 +219,79 @@ async fn a_drain_ends_revocation_feed_streams() {
     assert_eq!(code, Some(0));
     assert!(at - term < Duration::from_secs(3), "the feed held the drain for {:?}", at - term);
 }
+
+/// The listener combinations a config may ask for: (api, admin) beside
+/// the proxy, which is always there.
+const COMBINATIONS: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
+
+/// A config with the proxy and the listeners asked for, a drain delay of
+/// zero (a gateway that stopped on its own would be gone at once).
+fn listeners_config(dir: &std::path::Path, echo: SocketAddr, api: bool, admin: bool) -> std::path::PathBuf {
+    let extra = "store:\n  sqlite:\n    path: data/ng.db\n    bootstrap_token_file: data/admin-token\n    \
+                 create_if_missing: true\nserver:\n  drain_delay: 0s\n  shutdown_grace: 2s";
+    let path = process_config(dir, &format!("api-{api}-admin-{admin}"), echo, extra);
+    let mut doc = support::ConfigDoc::parse(&std::fs::read_to_string(&path).expect("config"));
+    if !api {
+        // The facades are served on the api listener.
+        doc.remove("listeners.api");
+        doc.remove("facades");
+    }
+    if !admin {
+        doc.remove("listeners.admin");
+    }
+    doc.write(&path);
+    path
+}
+
+/// Nobody asked to stop, whatever listeners there are: without an admin
+/// listener there is no one to ask, and that is no request to stop.
+#[tokio::test]
+async fn no_listener_combination_asks_itself_to_stop() {
+    let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    for (api, admin) in COMBINATIONS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = listeners_config(dir.path(), echo.addr, api, admin);
+        let config = narrowgate::config::Config::load(&path).expect("config");
+        let running = narrowgate::app::start_from(config, Some(path)).await.expect("starts");
+        assert_eq!((running.api_addr.is_some(), running.admin_addr.is_some()), (api, admin));
+        let asked = tokio::time::timeout(Duration::from_millis(300), running.shutdown_requested()).await;
+        assert!(asked.is_err(), "api {api}, admin {admin}: a stop was requested by nobody");
+        running.shutdown().await;
+    }
+}
+
+/// The smallest config (`listeners: {proxy: …}` only) runs until SIGTERM,
+/// serving all along, and then drains and exits 0; so does every other
+/// combination of listeners.
+#[tokio::test]
+async fn every_listener_combination_serves_until_sigterm() {
+    let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let minimal = dir.path().join("minimal.yaml");
+    let mut doc = support::ConfigDoc::parse(include_str!("../config/minimal.yaml"));
+    doc.set("listeners.proxy", "127.0.0.1:0").set("upstream.addresses", serde_json::json!([echo.addr.to_string()]));
+    doc.merge_yaml("server:\n  drain_delay: 0s\n  shutdown_grace: 2s");
+    std::fs::create_dir_all(dir.path().join("keys")).expect("mkdir");
+    std::fs::write(dir.path().join("keys/demo.pub.pem"), narrowgate::token::testkit::TestKey::es256("demo").public)
+        .expect("key");
+    doc.write(&minimal);
+    let mut configs = vec![("proxy only, config/minimal.yaml", minimal)];
+    for (api, admin) in COMBINATIONS {
+        configs.push(("demo listeners", listeners_config(dir.path(), echo.addr, api, admin)));
+    }
+    for (what, config) in configs {
+        let (mut child, addrs) = support::spawn_serve(&config).await;
+        let start = Instant::now();
+        // Served, and still served well past the moment a gateway that
+        // stopped itself would have exited (its drain delay is zero).
+        while start.elapsed() < Duration::from_millis(1500) {
+            let r = send_raw(addrs.proxy, build_request("GET", "/nowhere", &[]).as_bytes()).await;
+            assert_eq!(r.status, 403, "{what} ({}): {}", config.display(), r.body);
+            assert!(child.try_wait().expect("wait").is_none(), "{what}: exited on its own");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        signal(&child, "TERM");
+        let (code, _) = exited(&mut child, Duration::from_secs(5)).await;
+        assert_eq!(code, Some(0), "{what}: a drain on SIGTERM exits 0");
+    }
+}
