@@ -242,7 +242,9 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
         crafter_tokens = first.crafter_tokens;
     }
     if config.mode == crate::policy::Mode::Shadow {
-        tracing::warn!("shadow mode: requests the policy denies for authorization are forwarded and only recorded");
+        tracing::warn!(
+            "shadow mode: requests the access rules deny are forwarded (without identity) and only recorded"
+        );
     }
 
     let gateway = Arc::new(Gateway::on(runtime.clone()));

@@ -319,7 +319,7 @@ impl Metrics {
         let would_deny = IntCounterVec::new(
             Opts::new(
                 "narrowgate_would_deny_total",
-                "Requests forwarded in shadow mode that the policy denies, by the reason and application.",
+                "Requests forwarded in shadow mode that the access rules deny, by the reason and application.",
             ),
             &["reason", "application"],
         )?;
@@ -334,7 +334,7 @@ impl Metrics {
         registry.register(Box::new(rate_limited_vec.clone()))?;
         let rate_limit_untracked = IntGauge::new(
             "narrowgate_rate_limit_untracked_requests",
-            "Requests not rate-limited because their limiter tracked max_keys keys already (since the limits came into force).",
+            "Requests whose key found its limiter's table full (max_keys): limited together by one shared overflow bucket (since the limits came into force).",
         )?;
         registry.register(Box::new(rate_limit_untracked.clone()))?;
         let rate_limited = <crate::ratelimit::Scope as strum::IntoEnumIterator>::iter()
@@ -415,15 +415,15 @@ impl Metrics {
         }
     }
 
-    /// A request over the `scope` limit (refused, or shadowed).
+    /// A request over the `scope` limit (refused).
     pub fn rate_limited(&self, scope: crate::ratelimit::Scope) {
         if let Some(c) = self.rate_limited.get(scope as usize) {
             c.inc();
         }
     }
 
-    /// Shadow mode forwarded a request the policy denies for `reason`
-    /// (`app`: the application's name, `none` without a route).
+    /// Shadow mode forwarded a request the access rules deny for `reason`
+    /// (`app`: the route's application).
     pub fn would_deny(&self, reason: Reason, app: &str) {
         self.would_deny.with_label_values(&[reason.code(), app]).inc();
     }

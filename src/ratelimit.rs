@@ -2,10 +2,15 @@
 //! even looked at (so a flood of bad tokens is cheap to refuse), then per
 //! token, per subject and per application once it is verified.
 //!
-//! Limits are per replica: N replicas let N times the rate through. Each
-//! keyed limiter tracks at most `max_keys` keys; idle ones are swept, and
-//! a key that finds the table full is not limited (counted) rather than
-//! refused — a flood of new addresses must not lock out everyone else.
+//! Limits are per replica: N replicas let N times the rate through. A
+//! client is its address, an IPv6 client its `/64` (configurable): one
+//! host holds a whole IPv6 prefix and would otherwise be a new client at
+//! every address. Each keyed limiter tracks at most `max_keys` keys; idle
+//! ones are swept, and the keys that still find the table full share one
+//! overflow bucket of the same limit — limited together, never unlimited
+//! (a flood of new addresses or tokens buys nothing), and the keys already
+//! tracked keep their own buckets, so the flood does not lock out everyone
+//! else.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -74,15 +79,55 @@ pub struct RateLimitConfig {
     /// Keys each limiter tracks at most.
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
+    /// The prefix length an IPv6 client is counted by (default 64).
+    #[serde(default = "default_ipv6_prefix")]
+    pub client_ipv6_prefix: Ipv6Prefix,
 }
 
 fn default_max_keys() -> usize {
     100_000
 }
 
+fn default_ipv6_prefix() -> Ipv6Prefix {
+    Ipv6Prefix(64)
+}
+
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { per_client: None, per_token: None, per_subject: None, max_keys: default_max_keys() }
+        RateLimitConfig {
+            per_client: None,
+            per_token: None,
+            per_subject: None,
+            max_keys: default_max_keys(),
+            client_ipv6_prefix: default_ipv6_prefix(),
+        }
+    }
+}
+
+/// An IPv6 prefix length, 1 to 128.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Prefix(u8);
+
+impl<'de> Deserialize<'de> for Ipv6Prefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Ipv6Prefix, D::Error> {
+        match u8::deserialize(d) {
+            Ok(n @ 1..=128) => Ok(Ipv6Prefix(n)),
+            _ => Err(serde::de::Error::custom("an IPv6 prefix length from 1 to 128")),
+        }
+    }
+}
+
+impl Ipv6Prefix {
+    /// The key `ip` is counted under: an IPv4 address itself, an IPv6 one
+    /// cut to the prefix.
+    pub fn client_key(self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.0)).unwrap_or(0);
+                IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & mask))
+            }
+        }
     }
 }
 
@@ -107,11 +152,14 @@ pub struct Limited {
 
 /// A limiter per key: governor's GCRA state for each, in a map this
 /// module bounds. A key idle for as long as its bucket takes to fill again
-/// is forgotten without loss.
+/// is forgotten without loss. Keys that find the map full share
+/// `overflow`.
 struct Keyed<K: std::hash::Hash + Eq + Clone> {
     limit: Limit,
     quota: Quota,
     map: dashmap::DashMap<K, Tracked>,
+    /// The one bucket of every key the map has no room for.
+    overflow: DefaultDirectRateLimiter,
     /// How long a bucket takes to fill from empty.
     refill: Duration,
 }
@@ -126,7 +174,7 @@ impl<K: std::hash::Hash + Eq + Clone> Keyed<K> {
     fn new(limit: Limit) -> Self {
         let quota = limit.quota();
         let refill = quota.burst_size_replenished_in();
-        Keyed { limit, quota, map: dashmap::DashMap::new(), refill }
+        Keyed { limit, quota, map: dashmap::DashMap::new(), overflow: DefaultDirectRateLimiter::direct(quota), refill }
     }
 
     /// Forget the keys idle for longer than a refill.
@@ -148,7 +196,8 @@ pub struct RateLimits {
     subject: Option<Keyed<u64>>,
     apps: Vec<Option<(Limit, DefaultDirectRateLimiter)>>,
     hasher: ahash::RandomState,
-    /// Keys not tracked because a table was full.
+    /// Requests of keys not tracked because a table was full (limited
+    /// together by its overflow bucket).
     untracked: std::sync::atomic::AtomicU64,
     /// The time keys' last use is measured from.
     epoch: std::time::Instant,
@@ -197,7 +246,7 @@ impl RateLimits {
     #[inline]
     pub fn check_client(&self, ip: IpAddr) -> Result<(), Limited> {
         match &self.client {
-            Some(k) => self.check_keyed(k, &ip, Scope::Client),
+            Some(k) => self.check_keyed(k, &self.config.client_ipv6_prefix.client_key(ip), Scope::Client),
             None => Ok(()),
         }
     }
@@ -236,12 +285,13 @@ impl RateLimits {
             return t.limiter.check().map_err(over);
         }
         // A new key: room is made by forgetting idle ones; a table still
-        // full leaves the key unlimited (counted) rather than refused.
+        // full puts the key in the shared overflow bucket (counted): never
+        // unlimited, so more keys buy no more requests.
         if k.map.len() >= self.config.max_keys {
             k.sweep(now);
             if k.map.len() >= self.config.max_keys {
                 self.untracked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Ok(());
+                return k.overflow.check().map_err(over);
             }
         }
         let t = k.map.entry(key.clone()).or_insert_with(|| Tracked {
@@ -262,7 +312,8 @@ impl RateLimits {
         }
     }
 
-    /// Keys left untracked because a table was full, since start.
+    /// Requests of keys left untracked because a table was full (limited
+    /// by the overflow bucket), since start.
     pub fn untracked(&self) -> u64 {
         self.untracked.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -297,4 +348,85 @@ pub fn response(l: &Limited, now: std::time::SystemTime) -> http::Response<http_
         h.insert("ratelimit", v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_keys: usize, per_client: &str) -> RateLimits {
+        let config: RateLimitConfig = serde_json::from_value(serde_json::json!({
+            "per_client": { "rate": per_client },
+            "per_token": { "rate": per_client },
+            "max_keys": max_keys,
+        }))
+        .expect("config");
+        RateLimits::new(&config, Vec::new())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("an address")
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_prefix_and_an_ipv4_client_its_address() {
+        struct Case {
+            prefix: u8,
+            ip: &'static str,
+            want: &'static str,
+        }
+        let cases = [
+            Case { prefix: 64, ip: "2001:db8:1:2:aaaa:bbbb:cccc:dddd", want: "2001:db8:1:2::" },
+            Case { prefix: 64, ip: "2001:db8:1:2::1", want: "2001:db8:1:2::" },
+            Case { prefix: 48, ip: "2001:db8:1:2::1", want: "2001:db8:1::" },
+            Case { prefix: 128, ip: "2001:db8::7", want: "2001:db8::7" },
+            Case { prefix: 1, ip: "ffff::1", want: "8000::" },
+            Case { prefix: 64, ip: "192.0.2.7", want: "192.0.2.7" },
+        ];
+        for c in cases {
+            assert_eq!(Ipv6Prefix(c.prefix).client_key(ip(c.ip)), ip(c.want), "/{} of {}", c.prefix, c.ip);
+        }
+        for bad in [0, 129, 255] {
+            assert!(serde_json::from_value::<Ipv6Prefix>(bad.into()).is_err(), "{bad}");
+        }
+        assert_eq!(RateLimitConfig::default().client_ipv6_prefix, Ipv6Prefix(64));
+    }
+
+    #[test]
+    fn every_address_of_one_ipv6_prefix_shares_a_bucket() {
+        let l = limits(100_000, "2/h");
+        for host in 1..=2u16 {
+            assert!(l.check_client(ip(&format!("2001:db8:0:7::{host:x}"))).is_ok());
+        }
+        for host in 3..=50u16 {
+            let over = l.check_client(ip(&format!("2001:db8:0:7:{host:x}::1"))).expect_err("the /64 is over");
+            assert_eq!(over.scope, Scope::Client);
+        }
+        assert!(l.check_client(ip("2001:db8:0:8::1")).is_ok(), "the next /64 is another client");
+    }
+
+    #[test]
+    fn keys_that_find_the_table_full_share_one_overflow_bucket() {
+        // Two keys tracked; every key after them shares one more bucket.
+        let l = limits(2, "3/h");
+        for k in ["10.0.0.1", "10.0.0.2"] {
+            for _ in 0..3 {
+                assert!(l.check_client(ip(k)).is_ok(), "{k} has a bucket of its own");
+            }
+            assert!(l.check_client(ip(k)).is_err());
+        }
+        for n in 3..6 {
+            assert!(l.check_client(ip(&format!("10.0.0.{n}"))).is_ok(), "the overflow bucket's burst");
+        }
+        for n in 6..200 {
+            assert!(l.check_client(ip(&format!("10.0.0.{n}"))).is_err(), "10.0.0.{n}: a new key buys nothing");
+        }
+        assert_eq!(l.untracked(), 197);
+        // The same for tokens: new jtis (narrowing mints them freely) share it.
+        for jti in ["a", "b"] {
+            assert!(l.check_request(Some((jti, "s")), None).is_ok());
+        }
+        let over = (0..10).filter(|n| l.check_request(Some((&format!("t{n}"), "s")), None).is_err()).count();
+        assert_eq!(over, 7, "three from the overflow's burst, then refused");
+    }
 }

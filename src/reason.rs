@@ -16,9 +16,10 @@ pub enum Reason {
     Allowed,
     /// The route is public: no token is checked.
     Public,
-    /// Denied by the policy, forwarded anyway: the application (or the
-    /// gateway) is in shadow mode. What it would have been denied for is
-    /// in the audit event and `narrowgate_would_deny_total`.
+    /// Denied by the token's access rules, forwarded anyway: the
+    /// application (or the gateway) is in shadow mode. What it would have
+    /// been denied for is in the audit event, `narrowgate_would_deny_total`
+    /// and the header the upstream gets instead of the identity headers.
     Shadow,
     MissingToken,
     InvalidToken,
@@ -114,15 +115,15 @@ impl Reason {
         matches!(self, Reason::Allowed | Reason::Public | Reason::Shadow)
     }
 
-    /// Whether this is an authorization denial — no route, or the token's
-    /// rules do not cover the request — which shadow mode forwards. Every
-    /// other denial (credential, signature, expiry, revocation, request
-    /// hygiene) is enforced in every mode.
-    pub fn is_authorization(self) -> bool {
+    /// Whether this is a denial by the token's access rules (or tenant
+    /// permissions) — the only kind shadow mode may forward, and only for
+    /// a verified token on a matched route. Every other denial (no route,
+    /// credential, signature, expiry, revocation, request hygiene, rate
+    /// limits) is enforced in every mode.
+    pub fn is_rule_denial(self) -> bool {
         matches!(
             self,
-            Reason::NoMatchingRoute
-                | Reason::ApplicationNotAllowed
+            Reason::ApplicationNotAllowed
                 | Reason::ServiceNotAllowed
                 | Reason::MethodNotGranted
                 | Reason::ResourceNotAllowed

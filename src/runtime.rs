@@ -203,14 +203,11 @@ impl Snapshot {
         }
     }
 
-    /// Whether authorization denials for application `app` (the gateway's
-    /// when no route matched) are only recorded.
+    /// Whether access-rule denials on application `app`'s routes are only
+    /// recorded (its `mode`, else the gateway's).
     #[inline]
-    pub fn shadows(&self, app: Option<usize>) -> bool {
-        match app {
-            Some(a) => self.apps.get(a).is_some_and(|s| s.shadow),
-            None => self.mode == crate::policy::Mode::Shadow,
-        }
+    pub fn shadows(&self, app: usize) -> bool {
+        self.apps.get(app).is_some_and(|s| s.shadow)
     }
 
     /// Whether `peer` is a configured proxy whose `X-Forwarded-*` are kept.
@@ -441,7 +438,9 @@ impl Runtime {
             tracing::warn!(config = %path.display(), "{w}");
         }
         if config.mode == crate::policy::Mode::Shadow && prev.mode != crate::policy::Mode::Shadow {
-            tracing::warn!("shadow mode from now on: authorization denials are forwarded and only recorded");
+            tracing::warn!(
+                "shadow mode from now on: requests the access rules deny are forwarded (without identity) and only recorded"
+            );
         }
         crate::telemetry::set_format(config.log.format);
         let needs_restart = match self.process.lock() {

@@ -1,7 +1,8 @@
 //! Rate limits: per client address before the token is looked at, per
 //! token, per subject and per application after; 429 with `Retry-After`,
 //! the IETF `RateLimit-Policy`/`RateLimit` fields and MetaApi's
-//! `metadata.recommendedRetryTime`; bounded state; shadow mode.
+//! `metadata.recommendedRetryTime`; bounded state, whose overflow is
+//! limited too; enforced in shadow mode as in any other.
 
 mod support;
 
@@ -106,34 +107,54 @@ async fn subjects_and_applications_have_limits_of_their_own() {
 }
 
 #[tokio::test]
-async fn limits_track_a_bounded_number_of_keys_and_shadow_mode_only_counts() {
+async fn shadow_mode_does_not_relax_rate_limits() {
     let h = Harness::start_with(
         |d| {
-            d.set("rate_limits", json!({ "per_token": { "rate": "1/h" }, "max_keys": 2 }));
-            d.set("applications.0.mode", "shadow");
+            d.set("rate_limits", json!({ "per_token": { "rate": "1/h" }, "per_client": { "rate": "100/h" } }));
+            d.set("mode", "shadow");
         },
         |_| {},
     )
     .await;
-    // Shadow: over the limit, still forwarded, and counted as would-deny.
-    let first = token(&h, "erin", "e-1");
-    for _ in 0..2 {
-        assert_eq!(h.get(ACCOUNT, &[("Authorization", &first)]).await.status, 200);
-    }
+    let erin = token(&h, "erin", "e-1");
+    assert_eq!(h.get(ACCOUNT, &[("Authorization", &erin)]).await.status, 200);
+    let r = h.get(ACCOUNT, &[("Authorization", &erin)]).await;
+    assert_eq!((r.status, r.reason().as_str()), (429, "rate_limited"), "{}", r.body);
+    assert_eq!(h.upstream_received().len(), 1, "the limited request never reached the upstream");
+    assert_eq!(metric(h.admin, &limited("token")).await, Some(1.0));
     let shadowed =
         "narrowgate_would_deny_total{application=\"trading-account-management-api\",reason=\"rate_limited\"}";
-    assert_eq!(metric(h.admin, shadowed).await, Some(1.0));
-    assert_eq!(h.upstream_received().len(), 2);
-    // Outside shadow the limit refuses; a third key finds the table full
-    // (two keys tracked) and is let through, counted.
-    let metrics = "/metastats/users/current/accounts/a1/metrics";
-    let second = token(&h, "frank", "f-1");
-    assert_eq!(h.get(metrics, &[("Authorization", &second)]).await.status, 200);
-    assert_eq!(h.get(metrics, &[("Authorization", &second)]).await.status, 429);
-    let third = token(&h, "gina", "g-1");
-    for _ in 0..2 {
-        assert_eq!(h.get(metrics, &[("Authorization", &third)]).await.status, 200);
+    assert_eq!(metric(h.admin, shadowed).await, None, "a rate limit is never shadowed");
+    h.shutdown().await;
+}
+
+/// Clients beyond the table's room are limited together, never let
+/// through unlimited: each address of 127.0.0.0/8 is another client.
+#[tokio::test]
+async fn clients_that_find_the_table_full_share_one_bucket() {
+    let h = Harness::start_with(
+        |d| {
+            d.set("rate_limits", json!({ "per_client": { "rate": "2/h" }, "max_keys": 2 }));
+        },
+        |_| {},
+    )
+    .await;
+    let from = |n: u8| std::net::IpAddr::from([127, 0, 0, n]);
+    let get = |n: u8| {
+        let req = support::build_request("GET", "/health", &[]);
+        let proxy = h.proxy;
+        async move { support::send_raw_from(from(n), proxy, req.as_bytes()).await.status }
+    };
+    // Two clients fill the table; each has its own two requests.
+    for n in [11, 12] {
+        assert_eq!((get(n).await, get(n).await, get(n).await), (200, 200, 429), "127.0.0.{n}");
     }
-    assert_eq!(metric(h.admin, "narrowgate_rate_limit_untracked_requests").await, Some(2.0));
+    // Every client after them shares one bucket of the same limit: two
+    // requests among them all, then 429 — however many addresses.
+    let statuses: Vec<u16> = futures_util::future::join_all((13..40).map(get)).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 2, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    assert_eq!(metric(h.admin, "narrowgate_rate_limit_untracked_requests").await, Some(27.0));
+    assert_eq!(h.upstream_received().len(), 6);
     h.shutdown().await;
 }

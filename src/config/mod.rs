@@ -82,8 +82,9 @@ pub struct Config {
     pub forwarding: Forwarding,
     pub cache: CacheConfig,
     pub unmatched: Unmatched,
-    /// `enforce` (the default) or `shadow`: whether authorization denials
-    /// are refused or only recorded (applications may say otherwise).
+    /// `enforce` (the default) or `shadow`: whether access-rule denials of
+    /// verified tokens are refused or only recorded (applications may say
+    /// otherwise).
     pub mode: crate::policy::Mode,
     /// `None`: no store (an enforce-only gateway without a revocation feed).
     pub store: Option<StoreConfig>,

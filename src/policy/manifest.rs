@@ -51,17 +51,18 @@ pub struct Application {
     pub rate_limit: Option<crate::ratelimit::Limit>,
 }
 
-/// Whether authorization denials are enforced or only recorded.
+/// Whether access-rule denials are enforced or only recorded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Denied requests are refused.
     #[default]
     Enforce,
-    /// Requests the policy denies for an authorization reason (no route,
-    /// application, service, method, resource, role, scope, tenant) are
-    /// forwarded, recorded as `shadow`; credential, signature, expiry,
-    /// revocation and hygiene failures are still refused.
+    /// A verified token's request on a matched route that its access rules
+    /// deny (application, service, method, resource, role, scope, tenant)
+    /// is forwarded without identity headers, recorded as `shadow`; no
+    /// route, a missing or bad credential, expiry, revocation, rate limits
+    /// and hygiene are still refused.
     Shadow,
 }
 

@@ -22,6 +22,11 @@ use crate::http_names::{
 };
 use crate::reason::Reason;
 
+/// What a request forwarded in shadow mode carries instead of the
+/// identity headers: the reason code the rules deny it for. Under the
+/// `x-narrowgate-` prefix, so a client can never send it itself.
+pub const WOULD_DENY: HeaderName = HeaderName::from_static("x-narrowgate-would-deny");
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1 and the common non-standard ones).
 pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.contains(&name)

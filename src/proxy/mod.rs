@@ -141,17 +141,10 @@ impl Decision {
         d
     }
 
-    /// Over a rate limit: refused with 429 (whatever it was decided
-    /// before), or in shadow forwarded and recorded.
-    fn over_limit(mut self, l: crate::ratelimit::Limited, shadow: bool) -> Self {
+    /// Over a rate limit: refused with 429, whatever it was decided
+    /// before, in every mode.
+    fn over_limit(mut self, l: crate::ratelimit::Limited) -> Self {
         self.limited = Some(l);
-        if shadow {
-            if self.would_deny.is_none() && self.is_allow() {
-                self.would_deny = Some((Reason::RateLimited, None));
-                self.reason = Reason::Shadow;
-            }
-            return self;
-        }
         self.reason = Reason::RateLimited;
         self.verdict = Verdict::Deny { denial: None, status: None };
         self.would_deny = None;
@@ -250,10 +243,9 @@ impl Gateway {
         let span = tracing::debug_span!("request", request.id = request_id.to_str().unwrap_or("-"));
         async {
             // The client's rate first: a flood costs no token verification.
-            let over = snap.limits.check_client(conn.peer).err();
-            let decision = match over {
-                Some(l) if !snap.shadows(None) => Decision::limited(l),
-                _ => {
+            let decision = match snap.limits.check_client(conn.peer) {
+                Err(l) => Decision::limited(l),
+                Ok(()) => {
                     let deciding = Instant::now();
                     let mut d = decide(&snap, &req, snap.auth.now());
                     self.metrics.decided(deciding.elapsed().as_secs_f64());
@@ -264,16 +256,9 @@ impl Gateway {
                         d = decide(&snap, &req, snap.auth.now());
                     }
                     let token = d.grant.as_deref().map(|g| (&*g.token_id, &*g.subject));
-                    let over = over.or_else(|| snap.limits.check_request(token, d.app).err());
-                    match over {
-                        Some(l) => {
-                            // The client's limit is the gateway's; the
-                            // others are the application's.
-                            let app = if l.scope == crate::ratelimit::Scope::Client { None } else { d.app };
-                            let shadow = snap.shadows(app);
-                            d.over_limit(l, shadow)
-                        }
-                        None => d,
+                    match snap.limits.check_request(token, d.app) {
+                        Err(l) => d.over_limit(l),
+                        Ok(()) => d,
                     }
                 }
             };
@@ -398,7 +383,12 @@ impl Gateway {
         );
         set_forwarded(h, conn, trusted, host);
         h.insert(snap.forwarding.request_id.clone(), request_id.clone());
-        if let Some(grant) = &decision.grant {
+        if let Some((would, _)) = &decision.would_deny {
+            // Shadowed: the rules deny it, so it carries no identity an
+            // upstream could take for an authenticated caller, only the
+            // reason it would have been refused for.
+            h.insert(headers::WOULD_DENY, HeaderValue::from_static(would.code()));
+        } else if let Some(grant) = &decision.grant {
             let id = &snap.forwarding.identity;
             h.insert(id.subject.clone(), grant.headers.subject.clone());
             h.insert(id.token_id.clone(), grant.headers.token_id.clone());
@@ -484,12 +474,15 @@ impl Gateway {
     }
 }
 
-/// Phases 1–6 of a request under `snap`; in shadow mode an authorization
-/// denial becomes a forward that remembers it (a request asking for an
-/// upgrade is never shadowed: no unenforced tunnel).
+/// Phases 1–6 of a request under `snap`. In shadow mode a denial by the
+/// access rules of a verified token on a matched route becomes a forward
+/// that remembers it; nothing else is relaxed — no route, no or a bad
+/// credential, revocation and hygiene are refused in every mode, and a
+/// request asking for an upgrade is never shadowed (no unenforced tunnel).
 pub fn decide<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
     let mut d = judge(snap, req, now);
-    if d.reason.is_authorization() && !d.upgrade && snap.shadows(d.app) {
+    let shadowed_app = d.app.filter(|a| d.route.is_some() && snap.shadows(*a));
+    if d.reason.is_rule_denial() && d.grant.is_some() && !d.upgrade && shadowed_app.is_some() {
         if let Verdict::Deny { denial, .. } = std::mem::replace(&mut d.verdict, Verdict::Allow(None)) {
             d.would_deny = Some((d.reason, denial));
         }

@@ -272,7 +272,19 @@ impl Response {
 /// which a test must expect by name; no response within 10 s fails the
 /// test.
 pub async fn send_raw(addr: SocketAddr, request: &[u8]) -> Response {
-    let stream = TcpStream::connect(addr).await.expect("connect");
+    exchange_on(TcpStream::connect(addr).await.expect("connect"), addr, request).await
+}
+
+/// [`send_raw`] from the local address `from` (any of 127.0.0.0/8 on
+/// loopback): another client, as the gateway sees it.
+pub async fn send_raw_from(from: std::net::IpAddr, addr: SocketAddr, request: &[u8]) -> Response {
+    let socket = if from.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+    let socket = socket.expect("socket");
+    socket.bind(SocketAddr::new(from, 0)).expect("bind the client's address");
+    exchange_on(socket.connect(addr).await.expect("connect"), addr, request).await
+}
+
+async fn exchange_on(stream: TcpStream, addr: SocketAddr, request: &[u8]) -> Response {
     let (mut reader, mut writer) = stream.into_split();
     let request = request.to_vec();
     // The server may close before the whole request is written: the
