@@ -41,7 +41,7 @@ pub fn app(state: AdminState) -> Router {
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/reload", post(reload))
+        .route("/reload", post(reload).get(last_reload))
         .route("/shutdown", post(shutdown))
         .route("/explain", post(explain))
         .with_state(state)
@@ -67,19 +67,43 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 /// Load the config again. 200 `{"result": "applied", "hash",
-/// "needsRestart"}` or `{"result": "unchanged", "hash"}`; 422
-/// `{"result": "refused", "problems"}` when the new config is refused and
-/// the one in force stays.
+/// "needsRestart"}` or `{"result": "unchanged", "hash", "needsRestart",
+/// "last"}` (another trigger — the file watcher, SIGHUP — may have applied
+/// the change first: `last` says what it did); 422 `{"result": "refused",
+/// "problems"}` when the new config is refused and the one in force stays.
+/// `needsRestart` always lists the restart-only settings the config in
+/// force changed.
 async fn reload(State(s): State<AdminState>) -> Response {
     match s.runtime.reload_by("admin").await {
-        Ok(Reloaded::Applied { hash, needs_restart }) => {
-            json_response(StatusCode::OK, json!({ "result": "applied", "hash": hash, "needsRestart": needs_restart }))
-        }
-        Ok(Reloaded::Unchanged) => {
-            json_response(StatusCode::OK, json!({ "result": "unchanged", "hash": s.runtime.snapshot().hash }))
-        }
+        Ok(Reloaded::Applied { hash, .. }) => json_response(
+            StatusCode::OK,
+            json!({ "result": "applied", "hash": hash, "needsRestart": s.runtime.needs_restart() }),
+        ),
+        Ok(Reloaded::Unchanged) => json_response(
+            StatusCode::OK,
+            json!({
+                "result": "unchanged",
+                "hash": s.runtime.snapshot().hash,
+                "needsRestart": s.runtime.needs_restart(),
+                "last": s.runtime.last_reload(),
+            }),
+        ),
         Err(e) => json_response(StatusCode::UNPROCESSABLE_ENTITY, json!({ "result": "refused", "problems": e.0 })),
     }
+}
+
+/// The reload state: the config in force (`hash`), the restart-only
+/// settings it changed (`needsRestart`), and the last reload that applied
+/// or refused a config (`last`: trigger, time, result, hash or problems).
+async fn last_reload(State(s): State<AdminState>) -> Response {
+    json_response(
+        StatusCode::OK,
+        json!({
+            "hash": s.runtime.snapshot().hash,
+            "needsRestart": s.runtime.needs_restart(),
+            "last": s.runtime.last_reload(),
+        }),
+    )
 }
 
 /// Explain a request under the policy in force: `{method, path, token?,

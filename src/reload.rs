@@ -5,9 +5,12 @@
 //! by themselves: a Kubernetes ConfigMap update swaps the `..data` symlink
 //! to a new directory, so the file's own inode never changes and a watch
 //! on it hears nothing (the bug Oathkeeper and Pomerium shipped). Any
-//! event in a watched directory starts a short debounce; then the runtime
-//! reloads, which does nothing if the config's content hash is unchanged.
-//! A slow poll is the backstop for file systems that send no events.
+//! event in a watched directory starts a short debounce; then, if the
+//! files' hash is neither the config in force's nor the one last refused
+//! (the runtime's own state, whatever triggered the last reload: a
+//! rollback to an earlier config is a change like any other), the runtime
+//! reloads. A slow poll is the backstop for file systems that send no
+//! events.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -91,9 +94,6 @@ pub async fn watch(runtime: Arc<Runtime>) {
         }
     };
     let mut watching: BTreeSet<PathBuf> = BTreeSet::new();
-    // The files' hash last tried: a broken file is reported once, not at
-    // every poll, and an unchanged one costs no parse.
-    let mut tried = Some(runtime.snapshot().hash.clone());
     loop {
         // Follow the files the config in force reads (a reload may name
         // new ones).
@@ -122,12 +122,14 @@ pub async fn watch(runtime: Arc<Runtime>) {
                 follow(w, &mut watching, directories(&sources));
             }
         }
+        // Compared with the config in force and the last refused files,
+        // never with a memory of our own: an unchanged config costs no
+        // parse, a broken one is reported once, and going back to an
+        // earlier config is applied.
         let rt = runtime.clone();
-        let now = tokio::task::spawn_blocking(move || rt.files_hash()).await.ok().flatten();
-        if now == tried {
+        if !tokio::task::spawn_blocking(move || rt.worth_reloading()).await.unwrap_or(false) {
             continue;
         }
-        tried = now;
         match runtime.reload_by("file").await {
             Ok(Reloaded::Applied { hash, .. }) => {
                 tracing::info!(hash = %hash, trigger = if heard { "file change" } else { "poll" }, "config reloaded");

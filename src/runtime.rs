@@ -9,7 +9,7 @@
 //! threads, how revocations are followed — is the process's: a reload that
 //! changes them says so and applies the rest.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -287,6 +287,38 @@ pub enum Reloaded {
     Applied { hash: String, needs_restart: Vec<&'static str> },
 }
 
+/// The last reload that changed something or was refused: what an
+/// operator asks after the fact (`GET /reload`), whichever trigger ran it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastReload {
+    /// `sighup`, `file`, `admin` or `api`.
+    pub trigger: &'static str,
+    /// Unix seconds.
+    pub at: u64,
+    /// `applied` or `refused`.
+    pub result: &'static str,
+    /// The config put in force (applied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Why it was refused, each problem with its path.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// What reloads have left behind, read from the state itself rather than
+/// remembered by each trigger.
+#[derive(Default)]
+struct ReloadState {
+    /// The files' hash ([`Runtime::files_hash`]; empty: unreadable) of the
+    /// last refused config: the watcher does not try the same files again.
+    refused: Option<String>,
+    last: Option<LastReload>,
+    /// The restart-only settings in which the config in force differs
+    /// from the ones the process started with.
+    needs_restart: Vec<&'static str>,
+}
+
 /// The process's policy in force, and how it is reloaded.
 pub struct Runtime {
     current: ArcSwap<Snapshot>,
@@ -302,6 +334,7 @@ pub struct Runtime {
     ring_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    reloads: std::sync::Mutex<ReloadState>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -325,6 +358,7 @@ impl Runtime {
             process: std::sync::Mutex::new(ProcessSettings::of(config)),
             ring_task: std::sync::Mutex::new(None),
             reloading: tokio::sync::Mutex::new(()),
+            reloads: std::sync::Mutex::new(ReloadState::default()),
             shared,
         });
         runtime.start_ring();
@@ -349,10 +383,29 @@ impl Runtime {
     /// The hash the config's files have now (as [`Config::hash`] is made),
     /// without parsing them: what the watcher compares.
     pub fn files_hash(&self) -> Option<String> {
-        let path = self.path.as_ref()?;
-        let text = std::fs::read(path).ok()?;
-        let sources = self.sources();
-        Some(crate::config::fingerprint(&text, &crate::config::read_all(sources.get(1..).unwrap_or_default())))
+        files_hash(self.path.as_ref()?, &self.sources())
+    }
+
+    /// Whether the config's files, now, are what a reload should try: not
+    /// the config in force, nor the files last refused (a broken file is
+    /// reported once, not at every look).
+    pub fn worth_reloading(&self) -> bool {
+        let now = self.files_hash().unwrap_or_default();
+        if now == self.current.load().hash {
+            return false;
+        }
+        self.reloads.lock().map_or(true, |r| r.refused.as_deref() != Some(now.as_str()))
+    }
+
+    /// The last reload that applied or refused a config.
+    pub fn last_reload(&self) -> Option<LastReload> {
+        self.reloads.lock().ok().and_then(|r| r.last.clone())
+    }
+
+    /// The restart-only settings the config in force changed (they wait
+    /// for a restart).
+    pub fn needs_restart(&self) -> Vec<&'static str> {
+        self.reloads.lock().map(|r| r.needs_restart.clone()).unwrap_or_default()
     }
 
     /// Where the config is read from, if it is.
@@ -388,6 +441,17 @@ impl Runtime {
             Ok(Reloaded::Unchanged) => ("unchanged", None),
             Err(_) => ("refused", None),
         };
+        let last = match &result {
+            Ok(Reloaded::Applied { hash, .. }) => Some(("applied", Some(hash.clone()), Vec::new())),
+            Err(e) => Some(("refused", None, e.0.clone())),
+            Ok(Reloaded::Unchanged) => None,
+        };
+        if let Some((result, hash, problems)) = last
+            && let Ok(mut r) = self.reloads.lock()
+        {
+            let at = self.shared.clock.now();
+            r.last = Some(LastReload { trigger, at, result, hash, problems });
+        }
         self.shared.action(crate::audit::ActionEvent {
             action: "reload",
             kind: None,
@@ -411,13 +475,19 @@ impl Runtime {
         // threads (with one worker thread, the data plane would stall).
         let (file, before, shared) = (path.clone(), prev.clone(), self.shared.clone());
         let overrides = self.overrides.clone();
-        let compiled = tokio::task::spawn_blocking(move || {
-            let config = Config::load_with(&file, &overrides)?;
-            let next = (config.hash != before.hash).then(|| Snapshot::compile(&config, Some(&before), &shared));
-            Ok::<_, ConfigErrors>((config, next))
+        let sources = self.sources();
+        let (tried, compiled) = tokio::task::spawn_blocking(move || {
+            // The files as they are before they are read: what a refusal
+            // is remembered by.
+            let tried = files_hash(&file, &sources).unwrap_or_default();
+            let compiled = Config::load_with(&file, &overrides).map(|config| {
+                let next = (config.hash != before.hash).then(|| Snapshot::compile(&config, Some(&before), &shared));
+                (config, next)
+            });
+            (tried, compiled)
         })
         .await
-        .unwrap_or_else(|_| Err(ConfigErrors(vec!["(config): the reload task failed".into()])));
+        .unwrap_or_else(|_| (String::new(), Err(ConfigErrors(vec!["(config): the reload task failed".into()]))));
         let (config, next) = match compiled {
             Ok(c) => c,
             Err(e) => {
@@ -425,9 +495,15 @@ impl Runtime {
                     tracing::error!(config = %path.display(), "reload refused, the config in force stays: {problem}");
                 }
                 metrics.reload_result(false);
+                if let Ok(mut r) = self.reloads.lock() {
+                    r.refused = Some(tried);
+                }
                 return Err(e);
             }
         };
+        if let Ok(mut r) = self.reloads.lock() {
+            r.refused = None;
+        }
         if let Ok(mut s) = self.sources.lock() {
             *s = watched(Some(path), &config);
         }
@@ -449,6 +525,9 @@ impl Runtime {
         };
         for setting in &needs_restart {
             tracing::warn!(setting, "changed in the config; it takes effect at the next restart");
+        }
+        if let Ok(mut r) = self.reloads.lock() {
+            r.needs_restart = needs_restart.clone();
         }
         let ring_changed = !Arc::ptr_eq(next.auth.keys(), prev.auth.keys());
         for gone in prev.apps.iter().filter(|a| !next.apps.iter().any(|n| n.name == a.name)) {
@@ -485,6 +564,13 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The hash of the config file at `path` and the files it reads
+/// (`sources`, the config file first), as [`Config::hash`] is made.
+fn files_hash(path: &Path, sources: &[PathBuf]) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    Some(crate::config::fingerprint(&text, &crate::config::read_all(sources.get(1..).unwrap_or_default())))
 }
 
 /// The config file (if any) and every file it reads.

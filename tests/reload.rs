@@ -183,10 +183,9 @@ async fn a_broken_config_leaves_the_policy_in_force_and_is_counted() {
     });
     let (status, body) = reload(&h).await;
     assert_eq!(status, 200, "{body}");
-    // The watcher may have applied it first; either way it is in force.
-    if body["result"] == "applied" {
-        assert_eq!(body["needsRestart"], json!(["server.worker_threads"]), "{body}");
-    }
+    // The watcher may have applied it first; either way it is in force,
+    // and what it left to a restart is said.
+    assert_eq!(body["needsRestart"], json!(["server.worker_threads"]), "{body}");
     eventually_async(Duration::from_secs(5), || async {
         (h.get(HISTORY, &[("Authorization", &auth)]).await.status == 200).then_some(())
     })
@@ -195,6 +194,85 @@ async fn a_broken_config_leaves_the_policy_in_force_and_is_counted() {
     assert_eq!(metric(h.admin, SUCCESS).await, Some(1.0));
     let (status, body) = reload(&h).await;
     assert_eq!((status, body["result"].as_str()), (200, Some("unchanged")), "{body}");
+    assert_eq!(body["needsRestart"], json!(["server.worker_threads"]), "still waiting for a restart: {body}");
+    assert_eq!(body["last"]["result"], "applied", "{body}");
+    h.shutdown().await;
+}
+
+/// GET /reload on the admin listener.
+async fn reload_state(h: &Harness) -> serde_json::Value {
+    let r = h.admin_get("/reload").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+/// Whichever trigger applied a change, POST /reload and GET /reload tell
+/// what is in force and what waits for a restart.
+#[tokio::test]
+async fn a_reload_the_watcher_applied_is_reported_to_the_operator() {
+    let mut h = Harness::start().await;
+    let auth = format!("Bearer {}", h.token("reader-1", json!([rule("*", &["reader"], &["account:$USER_ID$:a1"])])));
+    let state = reload_state(&h).await;
+    assert_eq!((state["last"].clone(), state["needsRestart"].clone()), (json!(null), json!([])), "{state}");
+    h.rewrite(|d| {
+        change(d);
+        d.set("server.worker_threads", 2);
+        d.set("listeners.admin", "127.0.0.1:1");
+    });
+    // Nobody asks: the watcher applies it.
+    eventually_async(Duration::from_secs(5), || async {
+        (h.get(HISTORY, &[("Authorization", &auth)]).await.status == 200).then_some(())
+    })
+    .await;
+    let in_force = h.running().runtime.snapshot().hash.clone();
+    let (status, body) = reload(&h).await;
+    assert_eq!((status, body["result"].as_str()), (200, Some("unchanged")), "{body}");
+    assert_eq!(body["needsRestart"], json!(["listeners", "server.worker_threads"]), "{body}");
+    assert_eq!(body["last"]["trigger"], "file", "{body}");
+    assert_eq!(body["last"]["result"], "applied", "{body}");
+    assert_eq!(body["last"]["hash"], in_force.as_str(), "{body}");
+    let state = reload_state(&h).await;
+    assert_eq!(state["hash"], in_force.as_str());
+    assert_eq!(state["needsRestart"], body["needsRestart"]);
+    assert_eq!(state["last"], body["last"]);
+    // A refusal is the last word until something applies.
+    std::fs::write(&h.config_path, "listeners: [unclosed").expect("write");
+    let (status, _) = reload(&h).await;
+    assert_eq!(status, 422);
+    let state = reload_state(&h).await;
+    assert_eq!((state["last"]["result"].as_str(), state["last"]["trigger"].as_str()), (Some("refused"), Some("admin")));
+    assert!(state["last"]["problems"].to_string().contains("not valid YAML"), "{state}");
+    assert_eq!(state["hash"], in_force.as_str(), "the config in force stays");
+    h.shutdown().await;
+}
+
+/// A rollback — the file back to the config in force before the last
+/// reload, as a ConfigMap rollback writes it — is a change like any other,
+/// whichever trigger applied the config it rolls back from.
+#[tokio::test]
+async fn a_rollback_after_a_reload_is_applied() {
+    let mut h = Harness::start().await;
+    let auth = format!("Bearer {}", h.token("reader-1", json!([rule("*", &["reader"], &["account:$USER_ID$:a1"])])));
+    let first = h.running().runtime.snapshot().hash.clone();
+    let good = h.doc.clone();
+    for round in 0..3 {
+        // The change, applied at once by POST /reload, then rolled back
+        // before the watcher has looked at the files.
+        h.rewrite(change);
+        let (status, body) = reload(&h).await;
+        assert_eq!((status, body["result"].as_str()), (200, Some("applied")), "round {round}: {body}");
+        assert_eq!(h.get(HISTORY, &[("Authorization", &auth)]).await.status, 200, "round {round}");
+        h.doc = good.clone();
+        h.rewrite(|_| {});
+        eventually_async(Duration::from_secs(5), || async {
+            (h.get(HISTORY, &[("Authorization", &auth)]).await.status == 403).then_some(())
+        })
+        .await;
+        assert_eq!(h.get(ACCOUNT, &[("Authorization", &auth)]).await.status, 200, "round {round}: rolled back");
+        assert_eq!(h.running().runtime.snapshot().hash, first, "round {round}");
+        let state = reload_state(&h).await;
+        assert_eq!(state["last"]["trigger"], "file", "round {round}: {state}");
+    }
     h.shutdown().await;
 }
 
@@ -334,6 +412,22 @@ async fn sighup_reloads_and_a_refused_reload_is_logged_with_its_paths() {
     assert!(line.contains(&config.display().to_string()), "the config's path: {line}");
     assert!(line.contains("applications[0].routes[2].resource.id"), "the problem's path: {line}");
 
+    // Another file swapped in for the config (an .env full of passwords):
+    // refused, and nothing of it lands in the log or the admin's answer.
+    let secrets = "DB_USER=app\nDB_PASSWORD=hunter2-s3cr3t\nAPI_KEY=\"sk_live_0123456789\n";
+    std::fs::write(&config, secrets).expect("write");
+    hup();
+    eventually_async(Duration::from_secs(5), || async { (metric(g.admin, FAILURE).await >= Some(2.0)).then_some(()) })
+        .await;
+    let state = send_raw(g.admin, build_request("GET", "/reload", &[]).as_bytes()).await.json();
+    assert_eq!(state["last"]["result"], "refused", "{state}");
+    let log = std::fs::read_to_string(config.with_extension("err")).expect("stderr");
+    for secret in ["hunter2-s3cr3t", "sk_live_0123456789", "DB_PASSWORD"] {
+        assert!(!log.contains(secret), "the log quotes the swapped-in file: {log}");
+        assert!(!state.to_string().contains(secret), "GET /reload quotes it: {state}");
+    }
+    assert_eq!(g.call("GET", ACCOUNT, &root).await.status, 200, "the policy in force stays");
+
     let mut fixed = good.clone();
     fixed.set("applications.0.routes.2.roles", json!(["writer"]));
     fixed.write(&config);
@@ -343,5 +437,5 @@ async fn sighup_reloads_and_a_refused_reload_is_logged_with_its_paths() {
     assert_eq!(g.call("GET", ACCOUNT, &root).await.status, 200);
     assert!(metric(g.admin, last_success).await.expect("set") >= started);
     let log = std::fs::read_to_string(config.with_extension("err")).expect("stderr");
-    assert_eq!(log.matches("SIGHUP: reloading the config").count(), 2, "{log}");
+    assert_eq!(log.matches("SIGHUP: reloading the config").count(), 3, "{log}");
 }

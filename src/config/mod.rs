@@ -254,6 +254,17 @@ fn section<T: DeserializeOwned>(v: &Value, path: &str, errs: &mut Errors) -> Opt
     }
 }
 
+/// A file that is not YAML, by where it stops being YAML and nothing else:
+/// the parser's message quotes the file, and a file swapped in for the
+/// config (an `.env` full of passwords) must not land in a response or a
+/// log line.
+fn not_yaml(e: &serde_saphyr::Error) -> String {
+    match e.location() {
+        Some(at) => format!("(file): not valid YAML, at line {} column {}", at.line(), at.column()),
+        None => "(file): not valid YAML".to_string(),
+    }
+}
+
 fn header_name(s: &str, path: &str, errs: &mut Errors) -> Option<HeaderName> {
     match HeaderName::from_bytes(s.as_bytes()) {
         Ok(h) => Some(h),
@@ -286,10 +297,18 @@ impl Config {
 
     /// Validate YAML text with some of its settings replaced.
     pub fn from_yaml_with(text: &str, base: &Path, overrides: &Overrides) -> Result<Config, ConfigErrors> {
-        let root: Value = serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![format!("YAML: {e}")]))?;
+        let root: Value = serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![not_yaml(&e)]))?;
         let Value::Object(mut top) = root else {
             return Err(ConfigErrors(vec!["(root): must be a mapping".into()]));
         };
+        // A mapping with none of the config's sections is some other file
+        // (a Secret, a values file): nothing of it is named either.
+        if !top.is_empty() && !top.keys().any(|k| TOP_LEVEL_KEYS.contains(&k.as_str())) {
+            return Err(ConfigErrors(vec![format!(
+                "(root): none of the config's sections ({}); is this the config file?",
+                TOP_LEVEL_KEYS.join(", ")
+            )]));
+        }
         overrides.apply(&mut top);
         let mut errs = Errors::default();
         for key in top.keys() {

@@ -438,3 +438,32 @@ fn the_application_name_the_metrics_use_for_no_route_is_reserved() {
     let errs = Config::from_yaml(&yaml, dir.path()).expect_err("refused");
     assert!(errs.0.iter().any(|e| e.starts_with("applications[0].application: \"none\" is reserved")), "{errs}");
 }
+
+#[test]
+fn a_file_that_is_not_the_config_is_never_quoted() {
+    const SECRET: &str = "hunter2-s3cr3t";
+    struct Case {
+        name: &'static str,
+        text: String,
+        /// Where the parser stops, when it is not YAML at all.
+        at: Option<&'static str>,
+    }
+    let cases = [
+        Case { name: "an .env file", text: format!("DB_USER=app\nDB_PASSWORD={SECRET}\n"), at: None },
+        Case { name: "an .env file with a quote", text: format!("A=\"{SECRET}\nB='x\n"), at: None },
+        Case { name: "an unclosed flow", text: format!("password: [{SECRET}\n  user: {{"), at: Some("line") },
+        Case { name: "a tab where YAML wants spaces", text: format!("a:\n\tpassword: {SECRET}\n"), at: Some("line") },
+        Case { name: "an unclosed quote", text: format!("token: \"{SECRET}\nnext: 1\n  - x: '"), at: Some("line") },
+        Case { name: "a key file", text: format!("-----BEGIN PRIVATE KEY-----\n{SECRET}\n-----END"), at: None },
+        Case { name: "a document of secrets", text: format!("{SECRET}: {SECRET}\n"), at: None },
+    ];
+    for c in cases {
+        let problems = Config::from_yaml(&c.text, Path::new(".")).expect_err(c.name).0;
+        let all = problems.join("\n");
+        assert!(!all.contains(SECRET), "{}: quoted the file: {all}", c.name);
+        assert!(!all.contains("DB_PASSWORD") && !all.contains("BEGIN"), "{}: {all}", c.name);
+        if let Some(at) = c.at {
+            assert!(all.contains("not valid YAML") && all.contains(at), "{}: {all}", c.name);
+        }
+    }
+}
