@@ -254,9 +254,13 @@ async fn registration_tokens_are_bounded_and_revocable_by_id() {
     let user = own(&h, "u", "user", false, 3600);
     let r = h.api_request("DELETE", &format!("/v1/registration-tokens/{id}"), &[("Authorization", &user)]).await;
     assert_eq!((r.status, r.reason().as_str()), (403, "admin_required"));
+    // A non-master admin's reach is its own lineage: the master's
+    // registration token is not in it.
     let r = h.api_request("DELETE", &format!("/v1/registration-tokens/{id}"), &[("Authorization", &admin)]).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = h.api_request("DELETE", &format!("/v1/registration-tokens/{id}"), &[("Authorization", &master)]).await;
     assert_eq!(r.status, 204, "{}", r.body);
-    let r = h.api_request("DELETE", &format!("/v1/registration-tokens/{id}"), &[("Authorization", &admin)]).await;
+    let r = h.api_request("DELETE", &format!("/v1/registration-tokens/{id}"), &[("Authorization", &master)]).await;
     assert_eq!(r.status, 404);
     let r = h.api_post("/v1/registration-tokens/redeem", &[], &json!({"token": reg.json()["token"]}).to_string()).await;
     assert_eq!((r.status, r.reason().as_str()), (410, "registration_revoked"));
@@ -389,4 +393,162 @@ async fn a_revoked_tokens_name_is_free_again() {
     assert_eq!(h.api_request("DELETE", "/v1/tokens?name=reports", &[("Authorization", &master)]).await.status, 204);
     assert_eq!(h.get(ACCOUNT, &[("Authorization", &bearer(&second))]).await.reason(), "revoked");
     h.shutdown().await;
+}
+
+/// The tokens the master lists: (id, name, state).
+async fn all_tokens(h: &Harness, master: &str) -> Vec<Value> {
+    let r = h.api_request("GET", "/v1/tokens?limit=1000", &[("Authorization", master)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["tokens"].as_array().expect("list").clone()
+}
+
+/// Two non-master admins made by a master, each with a family of its own:
+/// each sees, revokes and narrows only itself and its lineage — never the
+/// other's tokens, never the master's; the master all of them. Both sides:
+/// what the caller got, and what the store and the proxy then hold.
+#[tokio::test]
+async fn a_non_master_admin_sees_and_acts_only_within_its_lineage() {
+    let (_dir, h) = with_store().await;
+    let master = own(&h, "root", "admin", true, 3600);
+    let admin = |name: &'static str| {
+        let h = &h;
+        let master = master.clone();
+        async move {
+            let body = json!({"name": name, "role": "admin", "lifetime": "1h"}).to_string();
+            let (secret, id) = created(&h.api_post("/v1/tokens", &[("Authorization", &master)], &body).await);
+            (bearer(&secret), id)
+        }
+    };
+    let ((a, a_id), (b, b_id)) = (admin("ops-a").await, admin("ops-b").await);
+    let make = |by: &str, name: &str| {
+        let body = json!({"name": name, "lifetime": "30m", "form": "reference"}).to_string();
+        let h = &h;
+        let by = by.to_string();
+        async move { created(&h.api_post("/v1/tokens", &[("Authorization", &by)], &body).await) }
+    };
+    let (a_user, a_user_id) = make(&a, "a-user").await;
+    let child =
+        h.api_post("/v1/tokens/narrow", &[("Authorization", &bearer(&a_user))], r#"{"roles":["reader"]}"#).await;
+    assert_eq!(child.status, 200, "{}", child.body);
+    let a_child_id = child.json()["id"].as_str().expect("id").to_string();
+    let (b_user, b_user_id) = make(&b, "b-user").await;
+    let (_, m_user_id) = make(&master, "m-user").await;
+    let (_, m2_id) = created(
+        &h.api_post(
+            "/v1/tokens",
+            &[("Authorization", &master)],
+            r#"{"name":"second-master","role":"admin","master":true,"form":"reference","lifetime":"none"}"#,
+        )
+        .await,
+    );
+    let reg = |by: &str, name: &str| {
+        let body = json!({"name": name, "role": "User", "ttl": "10m"}).to_string();
+        let h = &h;
+        let by = by.to_string();
+        async move {
+            let r = h.api_post("/v1/registration-tokens", &[("Authorization", &by)], &body).await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            (r.json()["token"].as_str().expect("secret").to_string(), r.json()["id"].as_str().expect("id").to_string())
+        }
+    };
+    let (_, a_reg_id) = reg(&a, "a-device").await;
+    let (b_reg, b_reg_id) = reg(&b, "b-device").await;
+    let before = all_tokens(&h, &master).await.len();
+
+    // Listing: itself and its lineage, nothing else.
+    let mut seen: Vec<String> = all_ids(&h, &a).await;
+    seen.sort();
+    let mut want = vec![a_id.clone(), a_user_id.clone(), a_child_id.clone()];
+    want.sort();
+    assert_eq!(seen, want, "ops-a lists itself and its lineage");
+    assert_eq!(all_ids(&h, &b).await.len(), 2, "ops-b: itself and b-user");
+    assert_eq!(all_tokens(&h, &master).await.len(), before, "the master lists every token");
+    for name in ["b-user", "m-user", "ops-b", "second-master"] {
+        let r = h.api_request("GET", &format!("/v1/tokens?name={name}"), &[("Authorization", &a)]).await;
+        assert_eq!(r.json()["tokens"], json!([]), "{name} is not listed to ops-a");
+    }
+
+    // Viewing, revoking, narrowing what is out of reach: as if it did not
+    // exist (a master: master_required to revoke).
+    for (what, id) in [("a peer's token", &b_user_id), ("a peer", &b_id), ("a master's token", &m_user_id)] {
+        let r = h.api_request("GET", &format!("/v1/tokens/{id}"), &[("Authorization", &a)]).await;
+        assert_eq!((r.status, r.reason().as_str()), (404, "not_found"), "view {what}: {}", r.body);
+        let r = h.api_request("DELETE", &format!("/v1/tokens/{id}"), &[("Authorization", &a)]).await;
+        assert_eq!((r.status, r.reason().as_str()), (404, "not_found"), "revoke {what}: {}", r.body);
+        let r =
+            h.api_post(&format!("/v1/tokens/{id}/narrow"), &[("Authorization", &a)], r#"{"roles":["reader"]}"#).await;
+        assert_eq!((r.status, r.reason().as_str()), (404, "not_found"), "narrow {what}: {}", r.body);
+        let by_jti = json!({"jti": id, "issuer": "narrowgate"}).to_string();
+        let r = h.api_post("/v1/revocations", &[("Authorization", &a)], &by_jti).await;
+        assert_eq!((r.status, r.reason().as_str()), (404, "not_found"), "revoke {what} by jti: {}", r.body);
+    }
+    let r = h.api_request("DELETE", "/v1/tokens?name=b-user", &[("Authorization", &a)]).await;
+    assert_eq!((r.status, r.reason().as_str()), (404, "not_found"), "by name: {}", r.body);
+    let r = h.api_request("GET", &format!("/v1/tokens/{m2_id}"), &[("Authorization", &a)]).await;
+    assert_eq!(r.status, 404, "a master is not shown: {}", r.body);
+    let r = h.api_request("DELETE", &format!("/v1/tokens/{m2_id}"), &[("Authorization", &a)]).await;
+    assert_eq!((r.status, r.reason().as_str()), (403, "master_required"));
+    let r = h.api_request("DELETE", &format!("/v1/registration-tokens/{b_reg_id}"), &[("Authorization", &a)]).await;
+    assert_eq!(r.status, 404, "a peer's registration token: {}", r.body);
+    // A jti with no record here is in no one's lineage: a master's.
+    let foreign = json!({"jti": "from-elsewhere", "issuer": "narrowgate"}).to_string();
+    let r = h.api_post("/v1/revocations", &[("Authorization", &a)], &foreign).await;
+    assert_eq!((r.status, r.reason().as_str()), (403, "master_required"), "{}", r.body);
+
+    // Nothing happened: the store holds what it held, the peer's tokens
+    // still work, its registration token still redeems.
+    assert_eq!(all_tokens(&h, &master).await.len(), before, "nothing was minted");
+    assert_eq!(h.get(ACCOUNT, &[("Authorization", &bearer(&b_user))]).await.status, 200);
+    assert_eq!(h.upstream_received().len(), 1);
+    let redeemed = h.api_post("/v1/registration-tokens/redeem", &[], &json!({"token": b_reg}).to_string()).await;
+    assert_eq!(redeemed.status, 201, "{}", redeemed.body);
+
+    // Within its lineage it may: narrow a token it minted (the child is
+    // that token's, in its lineage and the admin's), revoke one, and its
+    // own registration tokens.
+    let r = h
+        .api_post(&format!("/v1/tokens/{a_user_id}/narrow"), &[("Authorization", &a)], r#"{"roles":["reader"]}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let grandchild = bearer(r.json()["token"].as_str().expect("token"));
+    let who = h.api_request("GET", "/v1/whoami", &[("Authorization", &grandchild)]).await.json();
+    assert_eq!(who["lineage"], json!([a_id, a_user_id]), "{who}");
+    assert_eq!(who["subject"], "a-user", "{who}");
+    assert_eq!(h.get(ACCOUNT, &[("Authorization", &grandchild)]).await.status, 200);
+    let r = h.api_request("DELETE", &format!("/v1/registration-tokens/{a_reg_id}"), &[("Authorization", &a)]).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = h.api_request("DELETE", &format!("/v1/tokens/{a_child_id}"), &[("Authorization", &a)]).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    // The master narrows anyone's token.
+    let r = h
+        .api_post(&format!("/v1/tokens/{b_user_id}/narrow"), &[("Authorization", &master)], r#"{"roles":["reader"]}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Revoking ops-a revokes its lineage; every view says so, with the
+    // ancestor, and nothing more is narrowed from it.
+    assert_eq!(h.api_request("DELETE", "/v1/tokens?name=ops-a", &[("Authorization", &master)]).await.status, 204);
+    assert_eq!(h.get(ACCOUNT, &[("Authorization", &grandchild)]).await.reason(), "revoked");
+    let shown = h.api_request("GET", &format!("/v1/tokens/{a_user_id}"), &[("Authorization", &master)]).await.json();
+    assert_eq!(
+        (shown["state"].as_str(), shown["revokedBy"].as_str()),
+        (Some("revoked"), Some(a_id.as_str())),
+        "{shown}"
+    );
+    assert!(shown["revokedAt"].is_i64(), "the ancestor's revocation time: {shown}");
+    let listed = all_tokens(&h, &master).await;
+    let state = |id: &str| listed.iter().find(|t| t["id"] == id).map(|t| t["state"].clone());
+    assert_eq!(state(&a_user_id), Some(json!("revoked")));
+    assert_eq!(state(&a_id), Some(json!("revoked")));
+    assert_eq!(state(&b_user_id), Some(json!("live")));
+    let r = h
+        .api_post(&format!("/v1/tokens/{a_user_id}/narrow"), &[("Authorization", &master)], r#"{"roles":["reader"]}"#)
+        .await;
+    assert_eq!((r.status, r.reason().as_str()), (410, "not_live"), "{}", r.body);
+    h.shutdown().await;
+}
+
+/// The ids of every token `by` may list.
+async fn all_ids(h: &Harness, by: &str) -> Vec<String> {
+    all_tokens(h, by).await.iter().map(|t| t["id"].as_str().expect("id").to_string()).collect()
 }

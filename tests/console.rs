@@ -603,3 +603,151 @@ async fn a_denial_is_explained_without_showing_the_token() {
     assert_eq!(resp.status, 403);
     c.h.shutdown().await;
 }
+
+/// How many tokens the master lists.
+async fn count(c: &Console) -> Option<usize> {
+    c.api("GET", "/v1/tokens?limit=1000", &c.admin, None).await.json()["tokens"].as_array().map(Vec::len)
+}
+
+/// The fields of the narrow form the console renders, as a browser would
+/// post them.
+fn narrow_fields(csrf: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("csrf", csrf.to_string()),
+        ("application", "trading-account-management-api".to_string()),
+        ("role", "reader".to_string()),
+        ("resources", "account:a1".to_string()),
+        ("validity", "1".to_string()),
+        ("action", "create".to_string()),
+    ]
+}
+
+/// Every console action is the API's own call with the API's own
+/// authority: a non-master admin sees, narrows and revokes only itself and
+/// its lineage — nothing of a peer admin's, a user's from elsewhere, or a
+/// master's — whatever it types into the address bar or posts.
+#[tokio::test]
+async fn the_console_acts_only_where_the_api_would() {
+    let c = Console::start().await;
+    let origin = format!("http://{}", c.h.api);
+    let ops = c.create(r#"{"name":"ops-a","lifetime":"2h","role":"admin"}"#).await;
+    let peer = c.create(r#"{"name":"ops-b","lifetime":"2h","role":"admin"}"#).await;
+    let (ops_token, peer_token) = (ops["token"].as_str().expect("t"), peer["token"].as_str().expect("t"));
+    let mine = c.api("POST", "/v1/tokens", ops_token, Some(r#"{"name":"mine","lifetime":"1h"}"#)).await.json();
+    let theirs = c.api("POST", "/v1/tokens", peer_token, Some(r#"{"name":"theirs","lifetime":"1h"}"#)).await.json();
+    let masters = c.create(r#"{"name":"masters-user","lifetime":"1h"}"#).await;
+    let before = count(&c).await;
+    let cookie = c.sign_in(ops_token).await;
+
+    // The list: its own family only.
+    let list = c.get("/console/tokens", Some(&cookie)).await;
+    assert!(list.body.contains(">mine<") && list.body.contains(">ops-a<"), "{}", list.body);
+    for other in ["theirs", "ops-b", "masters-user"] {
+        assert!(!list.body.contains(&format!(">{other}<")), "{other} is listed to ops-a");
+    }
+    // A form token of its own, from a page it may open.
+    let own_form = c.get(&format!("/console/tokens/{}/narrow", mine["id"].as_str().expect("id")), Some(&cookie)).await;
+    assert_eq!(own_form.status, 200, "{}", own_form.body);
+    let csrf = own_form.csrf();
+
+    // Out of reach: every page and every post, as if it did not exist.
+    for (what, victim) in [("a peer admin's token", &theirs), ("a peer admin", &peer), ("a master's token", &masters)] {
+        let id = victim["id"].as_str().expect("id");
+        for page in ["", "/narrow", "/revoke"] {
+            let got = c.get(&format!("/console/tokens/{id}{page}"), Some(&cookie)).await;
+            assert_eq!(got.status, 404, "GET {what}{page}: {}", got.body);
+        }
+        let fields = narrow_fields(&csrf);
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let made = c.post(&format!("/console/tokens/{id}/narrow"), Some(&cookie), &fields, Some(&origin)).await;
+        assert_eq!(made.status, 404, "narrow {what}: {}", made.body);
+        assert!(!made.body.contains("id=\"secret\""), "narrow {what}: a token was shown");
+        let revoked =
+            c.post(&format!("/console/tokens/{id}/revoke"), Some(&cookie), &[("csrf", &csrf)], Some(&origin)).await;
+        assert_eq!(revoked.status, 404, "revoke {what}: {}", revoked.body);
+    }
+    // The store holds what it held; the victims still work on the proxy.
+    assert_eq!(count(&c).await, before, "nothing was minted");
+    for victim in [&theirs, &masters] {
+        let token = victim["token"].as_str().expect("token");
+        assert_eq!(
+            c.h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {token}"))]).await.status,
+            200
+        );
+    }
+    assert_eq!(c.h.upstream_received().len(), 2);
+
+    // Within its lineage the console does what the API does: a child of
+    // its own token, in its lineage, that dies with it.
+    let fields = narrow_fields(&csrf);
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mine_id = mine["id"].as_str().expect("id");
+    let made = c.post(&format!("/console/tokens/{mine_id}/narrow"), Some(&cookie), &fields, Some(&origin)).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let at = made.body.find("id=\"secret\"").expect("the value");
+    let child: String =
+        made.body[at..].split('>').nth(1).expect("text").split('<').next().expect("value").trim().to_string();
+    let who = c.api("GET", "/v1/whoami", &child, None).await.json();
+    assert_eq!(who["lineage"], serde_json::json!([ops["id"], mine["id"]]), "{who}");
+    assert_eq!(
+        c.api("DELETE", &format!("/v1/tokens/{}", ops["id"].as_str().expect("id")), &c.admin, None).await.status,
+        204
+    );
+    assert_eq!(c.api("GET", "/v1/whoami", &child, None).await.reason(), "revoked");
+    c.h.shutdown().await;
+}
+
+/// A token whose ancestor was revoked is refused by the proxy, and every
+/// view of it says so — the API, the console's list and page — with the
+/// ancestor named; nothing is narrowed from it any more.
+#[tokio::test]
+async fn a_token_revoked_with_its_ancestor_shows_revoked_everywhere() {
+    let c = Console::start().await;
+    let origin = format!("http://{}", c.h.api);
+    let ops = c.create(r#"{"name":"ops","lifetime":"2h","role":"admin"}"#).await;
+    let ops_id = ops["id"].as_str().expect("id").to_string();
+    let user = c
+        .api("POST", "/v1/tokens", ops["token"].as_str().expect("t"), Some(r#"{"name":"heir","lifetime":"1h"}"#))
+        .await;
+    let user = user.json();
+    let user_id = user["id"].as_str().expect("id").to_string();
+    let cookie = c.sign_in(&c.admin).await;
+    let page = c.get(&format!("/console/tokens/{user_id}"), Some(&cookie)).await;
+    assert!(page.body.contains("/narrow\">Narrow…"), "offered while live");
+    let csrf = page.csrf();
+
+    assert_eq!(c.api("DELETE", &format!("/v1/tokens/{ops_id}"), &c.admin, None).await.status, 204);
+    let token = user["token"].as_str().expect("token");
+    assert_eq!(
+        c.h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {token}"))]).await.status,
+        401
+    );
+    // The API.
+    let shown = c.api("GET", &format!("/v1/tokens/{user_id}"), &c.admin, None).await.json();
+    assert_eq!(
+        (shown["state"].as_str(), shown["revokedBy"].as_str()),
+        (Some("revoked"), Some(ops_id.as_str())),
+        "{shown}"
+    );
+    assert!(shown["revokedAt"].is_number(), "{shown}");
+    let listed = c.api("GET", "/v1/tokens?name=heir", &c.admin, None).await.json();
+    assert_eq!(listed["tokens"][0]["state"], "revoked", "{listed}");
+    // The console: the list (and its filter), the page, no Narrow….
+    let list = c.get("/console/tokens?state=live", Some(&cookie)).await;
+    assert!(!list.body.contains(">heir<"), "listed as live");
+    let list = c.get("/console/tokens?state=revoked", Some(&cookie)).await;
+    assert!(list.body.contains(">heir<"), "not listed as revoked: {}", list.body);
+    let page = c.get(&format!("/console/tokens/{user_id}"), Some(&cookie)).await;
+    assert!(page.body.contains("revoked (with its ancestor"), "{}", page.body);
+    assert!(page.body.contains(&ops_id));
+    assert!(!page.body.contains("Narrow…"), "not offered once revoked");
+    let form = c.get(&format!("/console/tokens/{user_id}/narrow"), Some(&cookie)).await;
+    assert_eq!(form.status, 403, "{}", form.body);
+    let fields = narrow_fields(&csrf);
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let made = c.post(&format!("/console/tokens/{user_id}/narrow"), Some(&cookie), &fields, Some(&origin)).await;
+    assert_eq!(made.status, 403, "{}", made.body);
+    let r = c.api("POST", &format!("/v1/tokens/{user_id}/narrow"), &c.admin, Some(r#"{"roles":["reader"]}"#)).await;
+    assert_eq!((r.status, r.reason().as_str()), (410, "not_live"), "{}", r.body);
+    c.h.shutdown().await;
+}

@@ -68,6 +68,9 @@ closed_set! {
         RegistrationExpired => ("registration_expired", 410),
         /// A registration token revoked, or its creator.
         RegistrationRevoked => ("registration_revoked", 410),
+        /// The token to act on is revoked (itself or an ancestor) or
+        /// expired: nothing more is made from it.
+        NotLive => ("not_live", 410),
         /// The request (its body included) took longer than the token
         /// service waits.
         RequestTimeout => ("request_timeout", 408),
@@ -144,6 +147,10 @@ impl ApiError {
 
     pub fn registration_expired() -> Self {
         Self::new(ApiCode::RegistrationExpired, "this registration token has expired")
+    }
+
+    pub fn not_live() -> Self {
+        Self::new(ApiCode::NotLive, "the token is revoked (itself or an ancestor) or expired")
     }
 
     pub fn registration_revoked() -> Self {
@@ -235,6 +242,7 @@ impl From<IssuanceError> for ApiError {
         match e {
             IssuanceError::AdminRequired => ApiError::admin_required(),
             IssuanceError::MasterRequired => Self::new(ApiCode::MasterRequired, e.to_string()),
+            IssuanceError::OutOfReach => ApiError::not_found("no such token within this token's lineage"),
             IssuanceError::WouldWiden { field, what } => ApiError::widen(field, what),
             IssuanceError::OutOfBounds { field, what } => ApiError::bad(field, what),
             IssuanceError::TooLarge { .. } => Self::new(ApiCode::TokenTooLarge, e.to_string()),

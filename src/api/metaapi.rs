@@ -29,7 +29,7 @@ pub(crate) fn routes(router: Router<ApiState>) -> Router<ApiState> {
 /// `POST /users/current/narrow-down-auth-token[?validity-in-hours=N]`,
 /// credential in `auth-token`, body in any of MetaApi's four forms.
 async fn narrow_down_auth_token(State(s): State<ApiState>, req: Request) -> Response {
-    match super::narrow::mint(&s, req).await {
+    match super::narrow::mint(&s, None, req).await {
         Ok((token, _)) => ok_json(StatusCode::OK, &json!({ "token": token })),
         Err(e) => metaapi_error(e),
     }

@@ -132,6 +132,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/openapi.json", get(|State(s): State<ApiState>| async move { json(StatusCode::OK, s.openapi_json) }))
         .route("/v1/tokens", get(tokens::list).post(tokens::create).delete(tokens::revoke_by_name))
         .route("/v1/tokens/{id}", get(tokens::show).delete(tokens::revoke))
+        .route("/v1/tokens/{id}/narrow", axum::routing::post(narrow::narrow_token))
         .route("/v1/registration-tokens", axum::routing::post(registration::create))
         .route("/v1/registration-tokens/{id}", axum::routing::delete(registration::revoke))
         .route("/v1/registration-tokens/redeem", axum::routing::post(registration::redeem))

@@ -1,12 +1,15 @@
 //! `POST /v1/tokens/narrow`: a child of the calling token, never wider (see
-//! `policy::narrow` and `policy::issuance`), minted by the token service. A
-//! child is always a user token without master rights: narrowing exists to
-//! hand out less power, never the power to mint more. MetaApi's facade
-//! reads its requests with the same [`request`].
+//! `policy::narrow` and `policy::issuance`), minted by the token service;
+//! `POST /v1/tokens/{id}/narrow`: a child of another token the caller may
+//! act on (a master: any; a non-master admin: one in its lineage), the
+//! console's narrow page's one call. A child is always a user token
+//! without master rights: narrowing exists to hand out less power, never
+//! the power to mint more. MetaApi's facade reads its requests with the
+//! same [`request`].
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -92,8 +95,13 @@ pub(crate) fn compile(input: &RuleInput) -> Option<AccessRule> {
 }
 
 /// A narrowing request (body and query, in the native or MetaApi form) as
-/// the token service takes it, for `parent`.
-pub(crate) fn request(parent: Arc<Grant>, query: Option<&str>, body: &[u8]) -> Result<MintRequest, ApiError> {
+/// the token service takes it: `by` narrows `token` (`None`: itself).
+pub(crate) fn request(
+    by: Arc<Grant>,
+    token: Option<String>,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<MintRequest, ApiError> {
     let query_hours = query_validity(query)?;
     let input: NarrowRequest = if body.iter().all(u8::is_ascii_whitespace) {
         NarrowRequest {
@@ -135,7 +143,7 @@ pub(crate) fn request(parent: Arc<Grant>, query: Option<&str>, body: &[u8]) -> R
             resources: input.resources.map(|rs| rs.into_iter().map(|r| (r.entity, r.id)).collect()),
         }),
     };
-    Ok(MintRequest::Narrow { parent, narrowing, tenants: input.tenant_permissions, validity_hours })
+    Ok(MintRequest::Narrow { by, token, narrowing, tenants: input.tenant_permissions, validity_hours })
 }
 
 /// Narrow the calling token: a child that allows a subset of what it does,
@@ -154,17 +162,46 @@ pub(crate) fn request(parent: Arc<Grant>, query: Option<&str>, body: &[u8]) -> R
         (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
     ))]
 pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
-    let (token, record) = mint(&s, req).await?;
-    let expires_at = record.expires_at.and_then(|e| u64::try_from(e).ok()).unwrap_or_default();
-    Ok(ok_json(StatusCode::OK, &NarrowResponse { token, id: record.id, expires_at }))
+    let (token, record) = mint(&s, None, req).await?;
+    Ok(narrowed(token, record))
 }
 
-/// Authenticate the caller and narrow it as the request asks: the child's
-/// secret and record (for the native reply and MetaApi's).
-pub(crate) async fn mint(s: &ApiState, req: Request) -> Result<(String, TokenRecord), ApiError> {
+fn narrowed(token: String, record: TokenRecord) -> Response {
+    let expires_at = record.expires_at.and_then(|e| u64::try_from(e).ok()).unwrap_or_default();
+    ok_json(StatusCode::OK, &NarrowResponse { token, id: record.id, expires_at })
+}
+
+/// Narrow another token: a master any token, a non-master admin one in its
+/// lineage (what it minted, and what was narrowed from that), any token
+/// itself; the child is the target's (its subject, in its lineage), never
+/// wider than it, and never from a revoked or expired token.
+#[utoipa::path(post, path = "/v1/tokens/{id}/narrow", tag = "tokens", request_body = NarrowRequest,
+    security(("bearer" = []), ("auth-token" = [])),
+    params(("id" = String, Path, description = "The id (jti) of the token to narrow")),
+    responses(
+        (status = 200, description = "The narrowed token", body = NarrowResponse),
+        (status = 400, description = "Malformed, names something the manifest does not know (bad_request), or too large (token_too_large)", body = ErrorBody),
+        (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
+        (status = 403, description = "Not an admin (admin_required), a master token and the caller is not a master (master_required), or would widen the token (would_widen)", body = ErrorBody),
+        (status = 404, description = "No such token within the caller's reach (not_found)", body = ErrorBody),
+        (status = 410, description = "The token is revoked, itself or an ancestor, or expired (not_live)", body = ErrorBody),
+        (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
+    ))]
+pub(crate) async fn narrow_token(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (token, record) = mint(&s, Some(id), req).await?;
+    Ok(narrowed(token, record))
+}
+
+/// Authenticate the caller and narrow it (or `token`) as the request asks:
+/// the child's secret and record (for the native reply and MetaApi's).
+pub(crate) async fn mint(s: &ApiState, token: Option<String>, req: Request) -> Result<(String, TokenRecord), ApiError> {
     let query = req.uri().query().map(str::to_string);
-    let (snap, parent, body) = s.authorized_body(req).await?;
-    match s.service.mint(&snap, request(parent, query.as_deref(), &body)?).await? {
+    let (snap, by, body) = s.authorized_body(req).await?;
+    match s.service.mint(&snap, request(by, token, query.as_deref(), &body)?).await? {
         Minted::Token { secret, record } => Ok((secret, record)),
         Minted::Registration { .. } => Err(ApiError::internal("narrowing minted something else")),
     }

@@ -21,6 +21,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         super::jwks,
         openapi_json,
         super::narrow::narrow,
+        super::narrow::narrow_token,
         super::tokens::create,
         super::tokens::list,
         super::tokens::show,

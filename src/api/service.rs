@@ -104,9 +104,13 @@ pub enum MintRequest {
     /// An access token, asked for by a token with management authority
     /// (the native API, Crafter's facade).
     Create { by: Arc<Grant>, token: NewToken },
-    /// A child of `parent`, asked for by `parent` itself.
+    /// A child of the token `token` (`None`: `by` itself), asked for by
+    /// `by`: any token narrows itself; another token only on the terms of
+    /// `issuance::may_narrow` (a master, or a non-master admin within its
+    /// lineage), and only while it is live.
     Narrow {
-        parent: Arc<Grant>,
+        by: Arc<Grant>,
+        token: Option<String>,
         narrowing: Narrowing,
         /// Tenant permissions the child keeps (within the parent's);
         /// `None`: none.
@@ -146,6 +150,42 @@ pub enum RevokeTarget {
     Registration(String),
 }
 
+/// A token's state as the proxy enforces it: its own revocation, or an
+/// ancestor's, counts as much as its expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenState {
+    Live,
+    Expired,
+    /// Revoked at `at` (when known), itself (`by: None`) or with the
+    /// ancestor `by`.
+    Revoked {
+        at: Option<i64>,
+        by: Option<String>,
+    },
+}
+
+impl TokenState {
+    /// `live`, `expired` or `revoked`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TokenState::Live => "live",
+            TokenState::Expired => "expired",
+            TokenState::Revoked { .. } => "revoked",
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        *self == TokenState::Live
+    }
+}
+
+/// A token as shown to a manager: its record and its effective state.
+#[derive(Clone, Debug)]
+pub struct Shown {
+    pub record: TokenRecord,
+    pub state: TokenState,
+}
+
 /// A revocation done: the id, and whether it was new.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revoked {
@@ -173,6 +213,21 @@ pub struct TokenService {
 impl std::fmt::Debug for TokenService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenService").finish_non_exhaustive()
+    }
+}
+
+/// A stored token as the authority model sees it.
+fn authority_target(record: &TokenRecord) -> issuance::Target<'_> {
+    issuance::Target { id: &record.id, master: record.master, lineage: &record.lineage }
+}
+
+/// A token the caller may not see is, to it, no token at all.
+fn not_visible(e: issuance::IssuanceError) -> ApiError {
+    match e {
+        issuance::IssuanceError::OutOfReach | issuance::IssuanceError::MasterRequired => {
+            ApiError::not_found("no token with this id")
+        }
+        other => other.into(),
     }
 }
 
@@ -210,8 +265,8 @@ impl TokenService {
             MintRequest::Create { by, .. } => {
                 ("mint", "create", Some(by.token_id.to_string()), Some(by.subject.to_string()))
             }
-            MintRequest::Narrow { parent, .. } => {
-                ("mint", "narrow", Some(parent.token_id.to_string()), Some(parent.subject.to_string()))
+            MintRequest::Narrow { by, .. } => {
+                ("mint", "narrow", Some(by.token_id.to_string()), Some(by.subject.to_string()))
             }
             MintRequest::Registration { by, .. } => {
                 ("mint", "registration", Some(by.token_id.to_string()), Some(by.subject.to_string()))
@@ -271,7 +326,11 @@ impl TokenService {
                 };
                 self.issue(snap, token, origin, now).await
             }
-            MintRequest::Narrow { parent, narrowing, tenants, validity_hours } => {
+            MintRequest::Narrow { by, token, narrowing, tenants, validity_hours } => {
+                let parent = match token {
+                    Some(id) if id != *by.token_id => self.narrowable(snap, &by, &id, now).await?,
+                    _ => by,
+                };
                 self.narrow(snap, &parent, narrowing, tenants, validity_hours, now).await
             }
             MintRequest::Registration { by, registration } => self.register(snap, &by, registration, now).await,
@@ -295,6 +354,20 @@ impl TokenService {
                 self.issue(snap, token, origin, now).await
             }
         }
+    }
+
+    /// The token `id` as a parent `by` may narrow: visible to it, live
+    /// (not revoked, nor any ancestor, nor expired), and its grant.
+    async fn narrowable(&self, snap: &Snapshot, by: &Grant, id: &str, now: u64) -> Result<Arc<Grant>, ApiError> {
+        let record = self.store()?.token(id).await?.ok_or_else(|| ApiError::not_found("no token with this id"))?;
+        issuance::may_narrow(by, &authority_target(&record)).map_err(not_visible)?;
+        if !self.state_of(&record, now).is_live() {
+            return Err(ApiError::not_live());
+        }
+        let _ = snap;
+        crate::store::mirror::grant_of(&record, &self.mirror.issuer)
+            .map(Arc::new)
+            .ok_or_else(|| ApiError::internal("the token's grant could not be read"))
     }
 
     async fn narrow(
@@ -565,7 +638,11 @@ impl TokenService {
                 match store.token(jti).await? {
                     Some(own) => Some(own),
                     None => {
-                        issuance::manager(by)?;
+                        // A token this store has no record of is in no
+                        // one's lineage here: a master's to revoke.
+                        if issuance::manager(by)? != Authority::Master {
+                            return Err(issuance::IssuanceError::MasterRequired.into());
+                        }
                         let r = JtiRevocation {
                             jti: jti.clone(),
                             issuer: issuer.clone(),
@@ -582,7 +659,13 @@ impl TokenService {
             }
             RevokeTarget::Registration(id) => {
                 issuance::manager(by)?;
-                if !store.revoke_registration(id, now).await? {
+                // Its lineage is the one the token it yields gets: a
+                // non-master revokes only its own (and its descendants').
+                let reg = store.registration(id).await?;
+                let reach = reg.as_ref().map(|r| {
+                    issuance::may_act_on(by, &issuance::Target { id: &r.id, master: false, lineage: &r.lineage })
+                });
+                if !matches!(reach, Some(Ok(_))) || !store.revoke_registration(id, now).await? {
                     return Err(ApiError::not_found("no unredeemed registration token with this id"));
                 }
                 tracing::info!(registration.id = %id, "revoked a registration token");
@@ -595,7 +678,7 @@ impl TokenService {
                 "no such token here; another issuer's token is revoked with POST /v1/revocations (jti and issuer)",
             ));
         };
-        issuance::may_act_on(by, record.master)?;
+        issuance::may_act_on(by, &authority_target(&record))?;
         let newly = store.revoke(&record.id, now).await?;
         self.mirror.revocations.revoke(&record.id);
         if matches!(target, RevokeTarget::ExternalId(_)) {
@@ -606,26 +689,75 @@ impl TokenService {
         Ok(Revoked { id: record.id, newly })
     }
 
-    /// Tokens matching `filter` (admin callers).
-    pub async fn list(&self, by: &Grant, filter: &TokenFilter) -> Result<Vec<TokenRecord>, ApiError> {
+    /// The tokens matching `filter` that `by` may see (a master: all; a
+    /// non-master admin: itself and its lineage), with their effective
+    /// state.
+    pub async fn list(&self, by: &Grant, filter: &TokenFilter) -> Result<Vec<Shown>, ApiError> {
         self.manager_for("list", by)?;
-        Ok(self.store()?.list_tokens(filter).await?)
+        let within = issuance::visible_lineage(by)?.map(str::to_string);
+        let filter = TokenFilter { within_lineage_of: within, ..filter.clone() };
+        let records = self.store()?.list_tokens(&filter).await?;
+        Ok(self.shown(records).await)
     }
 
-    /// One token by id (admin callers).
-    pub async fn show(&self, by: &Grant, id: &str) -> Result<TokenRecord, ApiError> {
+    /// One token by id, if `by` may see it, with its effective state.
+    pub async fn show(&self, by: &Grant, id: &str) -> Result<Shown, ApiError> {
         self.manager_for("show", by)?;
-        self.store()?.token(id).await?.ok_or_else(|| ApiError::not_found("no token with this id"))
+        let record = self.store()?.token(id).await?.ok_or_else(|| ApiError::not_found("no token with this id"))?;
+        // A token out of reach is one the caller is not told of.
+        issuance::may_act_on(by, &authority_target(&record)).map_err(not_visible)?;
+        self.shown(vec![record]).await.into_iter().next().ok_or_else(|| ApiError::internal("shown nothing"))
     }
 
-    /// A live token by its client-chosen id, or all of them (Crafter).
+    /// A live token by its client-chosen id, or all of them (Crafter),
+    /// as far as `by` may see them.
     pub async fn external(&self, by: &Grant, id: Option<&str>) -> Result<Vec<TokenRecord>, ApiError> {
         self.manager_for("list", by)?;
         let store = self.store()?;
-        Ok(match id {
+        let found = match id {
             Some(id) => store.token_by_external_id(id).await?.into_iter().collect(),
             None => store.external_tokens().await?,
-        })
+        };
+        Ok(found.into_iter().filter(|r| issuance::may_act_on(by, &authority_target(r)).is_ok()).collect())
+    }
+
+    /// Records with their effective state: revoked if they or an ancestor
+    /// are in the revocation set the proxy enforces (the ancestor's
+    /// revocation time read once per ancestor), else expired or live.
+    async fn shown(&self, records: Vec<TokenRecord>) -> Vec<Shown> {
+        let now = self.now();
+        let mut ancestors: std::collections::HashMap<String, Option<i64>> = Default::default();
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let mut state = self.state_of(&record, now);
+            if let TokenState::Revoked { at: at @ None, by: Some(ancestor) } = &mut state {
+                if !ancestors.contains_key(ancestor) {
+                    let when = match &self.store {
+                        Some(store) => store.token(ancestor).await.ok().flatten().and_then(|a| a.revoked_at),
+                        None => None,
+                    };
+                    ancestors.insert(ancestor.clone(), when);
+                }
+                *at = ancestors.get(ancestor).copied().flatten();
+            }
+            out.push(Shown { record, state });
+        }
+        out
+    }
+
+    /// A token's effective state at `now`, as the proxy would judge it.
+    fn state_of(&self, record: &TokenRecord, now: u64) -> TokenState {
+        let revocations = &self.mirror.revocations;
+        if record.revoked_at.is_some() || revocations.is_revoked(&record.id) {
+            return TokenState::Revoked { at: record.revoked_at, by: None };
+        }
+        if let Some(ancestor) = record.lineage.iter().find(|a| revocations.is_revoked(a)) {
+            return TokenState::Revoked { at: None, by: Some(ancestor.clone()) };
+        }
+        match record.expires_at {
+            Some(e) if i64::try_from(now).is_ok_and(|now| e <= now) => TokenState::Expired,
+            _ => TokenState::Live,
+        }
     }
 
     /// Who issued `grant`: its creator's name (or id) as the store records

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, parse};
 use super::narrow::RuleInput;
-use super::service::{MintRequest, Minted, NewForm, NewToken, RevokeTarget};
+use super::service::{MintRequest, Minted, NewForm, NewToken, RevokeTarget, Shown, TokenState};
 use super::{ApiState, ok_json};
 use crate::config::parse_duration;
 use crate::policy::tenant::{self, TenantPermission};
@@ -72,14 +72,27 @@ struct TokenView<'a> {
     parent_id: Option<&'a str>,
     created_by: Option<&'a str>,
     created_at: i64,
+    /// `live`, `expired` or `revoked` — as the proxy enforces it: a token
+    /// whose ancestor was revoked is revoked.
+    state: &'static str,
+    /// When it was revoked, itself or through `revokedBy`.
     revoked_at: Option<i64>,
+    /// The ancestor whose revocation revokes it (absent when it was
+    /// revoked itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_by: Option<&'a str>,
     /// As `whoami` shows them.
     access_rules: Vec<super::RuleView>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tenant_permissions: Vec<TenantPermission>,
 }
 
-fn view(t: &TokenRecord) -> TokenView<'_> {
+fn view(shown: &Shown) -> TokenView<'_> {
+    let t = &shown.record;
+    let (revoked_at, revoked_by) = match &shown.state {
+        TokenState::Revoked { at, by } => (*at, by.as_deref()),
+        _ => (None, None),
+    };
     let (access_rules, tenant_permissions) = decode_grants(&t.grants).unwrap_or_default();
     TokenView {
         id: &t.id,
@@ -96,7 +109,9 @@ fn view(t: &TokenRecord) -> TokenView<'_> {
         parent_id: t.parent_id.as_deref(),
         created_by: t.created_by.as_deref(),
         created_at: t.created_at,
-        revoked_at: t.revoked_at,
+        state: shown.state.as_str(),
+        revoked_at,
+        revoked_by,
         access_rules: access_rules.iter().filter_map(WireRule::compile).map(|r| super::RuleView::of(&r)).collect(),
         tenant_permissions,
     }
@@ -197,7 +212,8 @@ pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Result<Re
     s.service.manager(&caller)?;
     let input: CreateRequest = parse(&body)?;
     let (secret, record) = create_token(&s, &snap, caller, input).await?;
-    Ok(ok_json(StatusCode::CREATED, &Created { token: &secret, meta: view(&record) }))
+    let shown = Shown { record, state: TokenState::Live };
+    Ok(ok_json(StatusCode::CREATED, &Created { token: &secret, meta: view(&shown) }))
 }
 
 /// Mint the token `input` asks for on `caller`'s behalf: the API's and the
@@ -237,7 +253,8 @@ fn query_map(req: &Request) -> HashMap<String, String> {
     req.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
-/// List tokens, oldest first; never their secrets.
+/// List the tokens the caller may see — a master every token, a non-master
+/// admin itself and its lineage — oldest first; never their secrets.
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
     security(("bearer" = []), ("auth-token" = [])),
     params(
@@ -265,8 +282,14 @@ pub(crate) async fn list(State(s): State<ApiState>, req: Request) -> Result<Resp
         .get("kind")
         .map(|k| parse_kind(k).ok_or_else(|| ApiError::bad("kind", "not access, narrowed or registration")))
         .transpose()?;
-    let filter =
-        TokenFilter { name: q.get("name").cloned(), application: q.get("application").cloned(), kind, limit, offset };
+    let filter = TokenFilter {
+        name: q.get("name").cloned(),
+        application: q.get("application").cloned(),
+        kind,
+        within_lineage_of: None,
+        limit,
+        offset,
+    };
     let tokens = s.service.list(&caller, &filter).await?;
     let views: Vec<TokenView<'_>> = tokens.iter().map(view).collect();
     Ok(ok_json(StatusCode::OK, &TokenList { tokens: views, limit, offset }))
@@ -280,7 +303,7 @@ pub(crate) async fn list(State(s): State<ApiState>, req: Request) -> Result<Resp
         (status = 200, description = "The token", body = TokenView),
         (status = 401, description = "No valid token (missing_token, invalid_token, expired, revoked, …)", body = ErrorBody),
         (status = 403, description = "The caller is not an admin or master token (admin_required)", body = ErrorBody),
-        (status = 404, description = "No token with this id (not_found)", body = ErrorBody),
+        (status = 404, description = "No token with this id within the caller's reach (not_found)", body = ErrorBody),
         (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
     ))]
 pub(crate) async fn show(
@@ -289,8 +312,8 @@ pub(crate) async fn show(
     req: Request,
 ) -> Result<Response, ApiError> {
     let caller = s.caller(req.headers(), req.uri().query()).await?;
-    let record = s.service.show(&caller, &id).await?;
-    Ok(ok_json(StatusCode::OK, &view(&record)))
+    let shown = s.service.show(&caller, &id).await?;
+    Ok(ok_json(StatusCode::OK, &view(&shown)))
 }
 
 /// Revoke a token by id; every token narrowed from it or minted under it

@@ -8,6 +8,13 @@
 //!   counts for nothing.
 //! - Only a master creates admin or master tokens, and only a master acts
 //!   on (revokes) a master token.
+//! - A master sees and acts on (views, revokes, narrows) every token; a
+//!   non-master admin only on itself and the tokens in its lineage —
+//!   those minted under it (directly or through a registration token) and
+//!   those narrowed from them — never a master's, never a peer admin's;
+//!   any other token only narrows itself. Every front end (the JSON API,
+//!   the facades, the console) asks this same rule through the token
+//!   service.
 //! - What a non-master admin mints, directly or through a registration
 //!   token, never outlives it and carries it in its lineage, so revoking
 //!   the admin revokes it too. A master may mint tokens that outlive it:
@@ -51,6 +58,10 @@ pub enum IssuanceError {
     AdminRequired,
     #[error("only a master token acts on a master token")]
     MasterRequired,
+    /// Not itself, and not in its lineage: as far as the caller is
+    /// concerned, no such token (404).
+    #[error("no such token within this token's lineage")]
+    OutOfReach,
     /// Asks for more than the caller may give (403).
     #[error("{field}: {what}")]
     WouldWiden { field: String, what: &'static str },
@@ -128,13 +139,52 @@ pub fn mint_access(by: &Grant, want: &Wanted<'_>) -> Result<Bounds, IssuanceErro
     Ok(Bounds { lineage: lineage_under(by, a) })
 }
 
-/// May `by` act on (revoke) a token that is `target_master`?
-pub fn may_act_on(by: &Grant, target_master: bool) -> Result<Authority, IssuanceError> {
+/// A token another token wants to see or act on, as the authority model
+/// sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub id: &'a str,
+    pub master: bool,
+    /// Its ancestors' ids: who minted it (a non-master) and whom it was
+    /// narrowed from.
+    pub lineage: &'a [String],
+}
+
+/// May `by` see and act on (view, revoke, narrow) `target`? A master: any
+/// token. A non-master admin: itself and the tokens in its lineage — never
+/// a master ([`IssuanceError::MasterRequired`]), never anyone else's
+/// ([`IssuanceError::OutOfReach`]). Anyone else: nothing.
+pub fn may_act_on(by: &Grant, target: &Target<'_>) -> Result<Authority, IssuanceError> {
     let a = manager(by)?;
-    if target_master && a != Authority::Master {
+    if a == Authority::Master {
+        return Ok(a);
+    }
+    if target.master {
         return Err(IssuanceError::MasterRequired);
     }
-    Ok(a)
+    if target.id == &*by.token_id || target.lineage.iter().any(|ancestor| ancestor == &*by.token_id) {
+        return Ok(a);
+    }
+    Err(IssuanceError::OutOfReach)
+}
+
+/// Which tokens `by` may list: `None` every token (a master), else the
+/// id whose lineage bounds them (itself and its descendants).
+pub fn visible_lineage(by: &Grant) -> Result<Option<&str>, IssuanceError> {
+    match manager(by)? {
+        Authority::Master => Ok(None),
+        _ => Ok(Some(&by.token_id)),
+    }
+}
+
+/// May `by` narrow `target`? Itself, always (narrowing hands out less,
+/// and a token holds what it holds); another token only on the terms of
+/// [`may_act_on`].
+pub fn may_narrow(by: &Grant, target: &Target<'_>) -> Result<(), IssuanceError> {
+    if target.id == &*by.token_id {
+        return Ok(());
+    }
+    may_act_on(by, target).map(|_| ())
 }
 
 /// Configured bounds on registration tokens.
@@ -364,13 +414,108 @@ mod tests {
     }
 
     #[test]
-    fn only_a_master_acts_on_a_master() {
+    fn a_non_master_acts_only_within_its_lineage_and_a_master_on_anything() {
         let admin = grant(Role::Admin, false, true, None);
         let master = grant(Role::Admin, true, true, None);
-        assert_eq!(may_act_on(&admin, false), Ok(Authority::Admin));
-        assert_eq!(may_act_on(&admin, true), Err(IssuanceError::MasterRequired));
-        assert_eq!(may_act_on(&master, true), Ok(Authority::Master));
-        assert_eq!(may_act_on(&grant(Role::User, false, true, None), false), Err(IssuanceError::AdminRequired));
+        let user = grant(Role::User, false, true, None);
+        let external_admin = grant(Role::Admin, true, false, None);
+        let lineage = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        struct Case {
+            name: &'static str,
+            id: &'static str,
+            master: bool,
+            lineage: Vec<String>,
+            admin: Result<(), IssuanceError>,
+            master_may: bool,
+        }
+        let cases = [
+            Case {
+                name: "itself",
+                id: "me",
+                master: false,
+                lineage: lineage(&["root"]),
+                admin: Ok(()),
+                master_may: true,
+            },
+            Case {
+                name: "a token it minted",
+                id: "t1",
+                master: false,
+                lineage: lineage(&["root", "me"]),
+                admin: Ok(()),
+                master_may: true,
+            },
+            Case {
+                name: "a child of one it minted",
+                id: "t2",
+                master: false,
+                lineage: lineage(&["root", "me", "t1"]),
+                admin: Ok(()),
+                master_may: true,
+            },
+            Case {
+                name: "a peer admin",
+                id: "peer",
+                master: false,
+                lineage: lineage(&["root"]),
+                admin: Err(IssuanceError::OutOfReach),
+                master_may: true,
+            },
+            Case {
+                name: "a peer's token",
+                id: "t3",
+                master: false,
+                lineage: lineage(&["root", "peer"]),
+                admin: Err(IssuanceError::OutOfReach),
+                master_may: true,
+            },
+            Case {
+                name: "its own creator",
+                id: "root",
+                master: false,
+                lineage: lineage(&[]),
+                admin: Err(IssuanceError::OutOfReach),
+                master_may: true,
+            },
+            Case {
+                name: "a master",
+                id: "m",
+                master: true,
+                lineage: lineage(&[]),
+                admin: Err(IssuanceError::MasterRequired),
+                master_may: true,
+            },
+            Case {
+                name: "a master naming it in its lineage",
+                id: "m2",
+                master: true,
+                lineage: lineage(&["me"]),
+                admin: Err(IssuanceError::MasterRequired),
+                master_may: true,
+            },
+            Case {
+                name: "a token whose id is a prefix of the admin's",
+                id: "m",
+                master: false,
+                lineage: lineage(&["m", "mee"]),
+                admin: Err(IssuanceError::OutOfReach),
+                master_may: true,
+            },
+        ];
+        for c in cases {
+            let t = Target { id: c.id, master: c.master, lineage: &c.lineage };
+            assert_eq!(may_act_on(&admin, &t).map(|_| ()), c.admin, "admin on {}", c.name);
+            assert_eq!(may_act_on(&master, &t).is_ok(), c.master_may, "master on {}", c.name);
+            assert_eq!(may_act_on(&user, &t).map(|_| ()), Err(IssuanceError::AdminRequired), "user on {}", c.name);
+            assert_eq!(may_act_on(&external_admin, &t).map(|_| ()), Err(IssuanceError::AdminRequired), "{}", c.name);
+            // Narrowing: the same terms, and any token narrows itself.
+            let narrow_user = if c.id == "me" { Ok(()) } else { Err(IssuanceError::AdminRequired) };
+            assert_eq!(may_narrow(&user, &t), narrow_user, "user narrows {}", c.name);
+            assert_eq!(may_narrow(&admin, &t), c.admin, "admin narrows {}", c.name);
+        }
+        assert_eq!(visible_lineage(&admin), Ok(Some("me")));
+        assert_eq!(visible_lineage(&master), Ok(None));
+        assert_eq!(visible_lineage(&user), Err(IssuanceError::AdminRequired));
     }
 
     #[test]

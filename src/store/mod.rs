@@ -177,8 +177,19 @@ pub struct TokenFilter {
     pub name: Option<String>,
     pub application: Option<String>,
     pub kind: Option<TokenKind>,
+    /// Only this token and the tokens whose lineage holds it (what a
+    /// non-master admin may see).
+    pub within_lineage_of: Option<String>,
     pub limit: u32,
     pub offset: u32,
+}
+
+impl TokenRecord {
+    /// Whether this is the token `id` or one in its lineage (minted under
+    /// it, narrowed from it, or from one that was).
+    pub fn is_within_lineage_of(&self, id: &str) -> bool {
+        self.id == id || self.lineage.iter().any(|ancestor| ancestor == id)
+    }
 }
 
 /// The store's operations. Every implementation passes `testsuite`.
@@ -211,6 +222,8 @@ pub trait TokenStore: Send + Sync + 'static {
     /// used again (Crafter re-creates a deleted token with the same id).
     fn forget_secret(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn insert_registration(&self, reg: &RegistrationRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// A registration token by id, redeemed or not.
+    fn registration(&self, id: &str) -> impl Future<Output = Result<Option<RegistrationRecord>, StoreError>> + Send;
     /// Revoke an unredeemed registration token; `false` if unknown, used or
     /// revoked already.
     fn revoke_registration(&self, id: &str, at: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -310,6 +323,14 @@ macro_rules! delegate_token_store {
                 reg: &$crate::store::RegistrationRecord,
             ) -> impl std::future::Future<Output = Result<(), $crate::store::StoreError>> + Send {
                 self.core.insert_registration(reg)
+            }
+            fn registration(
+                &self,
+                id: &str,
+            ) -> impl std::future::Future<
+                Output = Result<Option<$crate::store::RegistrationRecord>, $crate::store::StoreError>,
+            > + Send {
+                self.core.registration(id)
             }
             fn revoke_registration(
                 &self,
@@ -503,6 +524,10 @@ impl Store {
 
     pub async fn insert_registration(&self, reg: &RegistrationRecord) -> Result<(), StoreError> {
         dispatch!(self, "insert_registration", s => s.insert_registration(reg))
+    }
+
+    pub async fn registration(&self, id: &str) -> Result<Option<RegistrationRecord>, StoreError> {
+        dispatch!(self, "registration", s => s.registration(id))
     }
 
     pub async fn revoke_registration(&self, id: &str, at: i64) -> Result<bool, StoreError> {

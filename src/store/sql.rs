@@ -28,6 +28,23 @@ macro_rules! reg_columns {
     };
 }
 
+/// A `LIKE` pattern (escape `\\`) that finds `id` as one element of a
+/// lineage column (a JSON list of strings): its JSON spelling, quotes
+/// included.
+fn lineage_pattern(id: &str) -> String {
+    let json = serde_json::to_string(id).unwrap_or_default();
+    let mut pattern = String::with_capacity(json.len() + 2);
+    pattern.push('%');
+    for c in json.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 /// The shared implementation: reads go to the pool, writes through the
 /// store's [`Writer`] (group commit), except a redemption, which runs its
 /// caller's check inside its own transaction.
@@ -234,16 +251,26 @@ impl SqlCore {
             token_columns!(),
             " FROM tokens \
              WHERE ($1 IS NULL OR name = $1) AND ($2 IS NULL OR application = $2) AND ($3 IS NULL OR kind = $3) \
-             ORDER BY created_at, id LIMIT $4 OFFSET $5"
+             AND ($4 IS NULL OR id = $4 OR lineage LIKE $5 ESCAPE '\\') \
+             ORDER BY created_at, id LIMIT $6 OFFSET $7"
         ))
         .bind(&f.name)
         .bind(&f.application)
         .bind(f.kind.map(kind_str))
+        .bind(&f.within_lineage_of)
+        .bind(f.within_lineage_of.as_deref().map(lineage_pattern))
         .bind(i64::from(limit))
         .bind(i64::from(f.offset))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(token_from_row).collect()
+        let tokens: Vec<TokenRecord> = rows.iter().map(token_from_row).collect::<Result<_, _>>()?;
+        // The pattern finds the id as one element of the JSON list; the
+        // exact check keeps a contrived id (one spelling `","`) from
+        // matching more.
+        Ok(match &f.within_lineage_of {
+            Some(id) => tokens.into_iter().filter(|t| t.is_within_lineage_of(id)).collect(),
+            None => tokens,
+        })
     }
 
     /// Revoke (announced to other replicas in the same transaction where
@@ -327,6 +354,14 @@ impl SqlCore {
 
     /// Revoke an unredeemed registration token; `false` if unknown, used
     /// or revoked already.
+    pub async fn registration(&self, id: &str) -> Result<Option<RegistrationRecord>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", reg_columns!(), " FROM registration_tokens WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(registration_from_row).transpose()
+    }
+
     pub async fn revoke_registration(&self, id: &str, at: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE registration_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL AND used_at IS NULL",

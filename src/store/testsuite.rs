@@ -106,6 +106,36 @@ pub async fn listing_filters_and_pages<S: TokenStore>(s: &S) {
     assert_eq!(ids(s.list_tokens(&named).await.expect("list")), ["l3"]);
     let page2 = TokenFilter { limit: 2, offset: 2, ..Default::default() };
     assert_eq!(ids(s.list_tokens(&page2).await.expect("list")), ["l2", "l3"]);
+
+    // What a non-master admin sees: itself and the tokens whose lineage
+    // holds it, by exact element — never a prefix, a suffix, or ids that
+    // LIKE's wildcards or JSON's quoting would let match.
+    let family: [(&str, &[&str]); 9] = [
+        ("adm", &["root"]),
+        ("adm-child", &["root", "adm"]),
+        ("adm-grandchild", &["root", "adm", "adm-child"]),
+        ("peer", &["root"]),
+        ("peer-child", &["root", "peer"]),
+        ("prefix", &["root", "adm-x"]),
+        ("suffix", &["root", "x-adm"]),
+        ("wild", &["root", "a%m", "a_m"]),
+        ("quoted", &["root", "\"adm\"", "adm\\"]),
+    ];
+    for (i, (id, lineage)) in family.iter().enumerate() {
+        let mut t = token(id, None, None, TokenKind::Access, 400 + i as i64);
+        t.lineage = lineage.iter().map(|l| l.to_string()).collect();
+        s.insert_token(&t).await.expect("insert");
+    }
+    let within = |id: &str| TokenFilter { within_lineage_of: Some(id.into()), ..Default::default() };
+    assert_eq!(ids(s.list_tokens(&within("adm")).await.expect("list")), ["adm", "adm-child", "adm-grandchild"]);
+    assert_eq!(ids(s.list_tokens(&within("peer")).await.expect("list")), ["peer", "peer-child"]);
+    assert_eq!(ids(s.list_tokens(&within("a%m")).await.expect("list")), ["wild"]);
+    assert_eq!(ids(s.list_tokens(&within("a_m")).await.expect("list")), ["wild"]);
+    assert_eq!(ids(s.list_tokens(&within("\"adm\"")).await.expect("list")), ["quoted"]);
+    assert_eq!(ids(s.list_tokens(&within("adm\\")).await.expect("list")), ["quoted"]);
+    assert_eq!(ids(s.list_tokens(&within("\",\"")).await.expect("list")), Vec::<String>::new());
+    assert_eq!(ids(s.list_tokens(&within("%")).await.expect("list")), Vec::<String>::new());
+    assert_eq!(s.list_tokens(&within("root")).await.expect("list").len(), family.len());
 }
 
 /// Revocation marks once; the mirror's resync sees it.

@@ -28,7 +28,7 @@ use session::Session;
 pub use session::Sessions;
 
 use super::{ApiError, ApiState};
-use crate::api::service::RevokeTarget;
+use crate::api::service::{RevokeTarget, Shown};
 use crate::runtime::Snapshot;
 use crate::store::{TokenFilter, TokenRecord};
 use crate::token::Grant;
@@ -339,17 +339,8 @@ fn when(secs: Option<i64>) -> String {
     }
 }
 
-fn state(t: &TokenRecord, now: u64) -> &'static str {
-    if t.revoked_at.is_some() {
-        "revoked"
-    } else if t.expires_at.is_some_and(|e| e <= now as i64) {
-        "expired"
-    } else {
-        "live"
-    }
-}
-
-fn row(t: &TokenRecord, now: u64) -> TokenRow {
+fn row(shown: &Shown) -> TokenRow {
+    let t = &shown.record;
     TokenRow {
         id: t.id.clone(),
         name: t.name.clone(),
@@ -359,7 +350,7 @@ fn row(t: &TokenRecord, now: u64) -> TokenRow {
         application: t.application.clone().unwrap_or_else(|| "—".into()),
         created_by: t.created_by.clone().unwrap_or_else(|| "—".into()),
         expires: when(t.expires_at),
-        state: state(t, now),
+        state: shown.state.as_str(),
     }
 }
 
@@ -391,8 +382,9 @@ struct TokensPage {
     next: Option<String>,
 }
 
-/// Every token the caller may see that matches `filter` (at most [`SCAN`]).
-async fn scan(s: &ApiState, signed: &Signed, filter: TokenFilter) -> Result<(Vec<TokenRecord>, bool), ApiError> {
+/// Every token the caller may see that matches `filter` (at most [`SCAN`]),
+/// with its effective state.
+async fn scan(s: &ApiState, signed: &Signed, filter: TokenFilter) -> Result<(Vec<Shown>, bool), ApiError> {
     let mut tokens = s.service.list(&signed.grant, &TokenFilter { limit: SCAN + 1, offset: 0, ..filter }).await?;
     let cut = tokens.len() > SCAN as usize;
     tokens.truncate(SCAN as usize);
@@ -413,16 +405,15 @@ async fn tokens(State(s): State<ApiState>, uri: Uri, headers: HeaderMap) -> Resp
     };
     let wanted_state = get("state").filter(|s| ["live", "expired", "revoked"].contains(&s.as_str()));
     let wanted_form = get("form").filter(|f| f == "jwt" || f == "reference");
-    let filter = TokenFilter { name: get("name"), application: get("application"), kind, limit: 0, offset: 0 };
+    let filter = TokenFilter { name: get("name"), application: get("application"), kind, ..TokenFilter::default() };
     let (all, cut) = match scan(&s, &signed, filter).await {
         Ok(found) => found,
         Err(e) => return service_error(e, &signed),
     };
-    let now = s.service.now();
     let mut rows: Vec<TokenRow> = all
         .iter()
-        .filter(|t| wanted_form.as_deref().is_none_or(|f| t.form.as_str() == f))
-        .map(|t| row(t, now))
+        .filter(|t| wanted_form.as_deref().is_none_or(|f| t.record.form.as_str() == f))
+        .map(row)
         .filter(|r| wanted_state.as_deref().is_none_or(|w| r.state == w))
         .collect();
     // Newest first, as an operator scans them.
@@ -486,6 +477,8 @@ struct TokenDetail {
     created_by: String,
     expires: String,
     state: &'static str,
+    /// The ancestor whose revocation revokes it.
+    revoked_by: Option<String>,
     live: bool,
 }
 
@@ -550,19 +543,15 @@ fn rule_rows(grants: &str) -> (Vec<RuleRow>, Vec<crate::policy::tenant::TenantPe
 
 /// The tokens whose lineage holds `id` (narrowed from it, or minted under
 /// it by a non-master), nearest first.
-fn descendants<'a>(all: &'a [TokenRecord], id: &str) -> Vec<&'a TokenRecord> {
-    let mut found: Vec<&TokenRecord> = all.iter().filter(|t| t.lineage.iter().any(|a| a == id)).collect();
-    found.sort_by_key(|t| t.lineage.len());
+fn descendants<'a>(all: &'a [Shown], id: &str) -> Vec<&'a Shown> {
+    let mut found: Vec<&Shown> = all.iter().filter(|t| t.record.lineage.iter().any(|a| a == id)).collect();
+    found.sort_by_key(|t| t.record.lineage.len());
     found
 }
 
 /// The signed-in caller, the token `id` as the service shows it to them,
 /// and every token they may see (for its lineage).
-async fn with_token(
-    s: &ApiState,
-    headers: &HeaderMap,
-    id: &str,
-) -> Result<(Signed, TokenRecord, Vec<TokenRecord>), Refused> {
+async fn with_token(s: &ApiState, headers: &HeaderMap, id: &str) -> Result<(Signed, Shown, Vec<Shown>), Refused> {
     let signed = signed_in(s, headers).await?;
     let record = match s.service.show(&signed.grant, id).await {
         Ok(r) => r,
@@ -576,26 +565,30 @@ async fn with_token(
 
 async fn token(State(s): State<ApiState>, Path(id): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
     let q = query(&uri);
-    let (signed, record, all) = match with_token(&s, &headers, &id).await {
+    let (signed, shown, all) = match with_token(&s, &headers, &id).await {
         Ok(found) => found,
         Err(refused) => return *refused,
     };
-    let now = s.service.now();
+    let record = &shown.record;
     let depth = record.lineage.len();
     let children = descendants(&all, &record.id)
         .into_iter()
         .map(|c| Child {
-            id: c.id.clone(),
+            id: c.record.id.clone(),
             label: format!(
                 "{}{}",
-                "— ".repeat(c.lineage.len().saturating_sub(depth + 1)),
-                c.name.clone().unwrap_or_else(|| c.id.clone())
+                "— ".repeat(c.record.lineage.len().saturating_sub(depth + 1)),
+                c.record.name.clone().unwrap_or_else(|| c.record.id.clone())
             ),
-            state: state(c, now),
+            state: c.state.as_str(),
         })
         .collect();
     let (rules, tenants) = rule_rows(&record.grants);
-    let st = state(&record, now);
+    let st = shown.state.as_str();
+    let revoked_by = match &shown.state {
+        crate::api::service::TokenState::Revoked { by, .. } => by.clone(),
+        _ => None,
+    };
     let detail = TokenDetail {
         title: record.name.clone().unwrap_or_else(|| record.id.clone()),
         id: record.id.clone(),
@@ -611,7 +604,8 @@ async fn token(State(s): State<ApiState>, Path(id): Path<String>, uri: Uri, head
         created_by: record.created_by.clone().unwrap_or_else(|| "—".into()),
         expires: when(record.expires_at),
         state: st,
-        live: st == "live",
+        revoked_by,
+        live: shown.state.is_live(),
     };
     page(
         StatusCode::OK,
@@ -640,12 +634,12 @@ struct RevokePage {
 }
 
 async fn revoke_page(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let (signed, record, all) = match with_token(&s, &headers, &id).await {
+    let (signed, shown, all) = match with_token(&s, &headers, &id).await {
         Ok(found) => found,
         Err(refused) => return *refused,
     };
-    let now = s.service.now();
-    let live = descendants(&all, &record.id).into_iter().filter(|t| state(t, now) == "live").count();
+    let record = shown.record;
+    let live = descendants(&all, &record.id).into_iter().filter(|t| t.state.is_live()).count();
     page(
         StatusCode::OK,
         &RevokePage {
@@ -1135,27 +1129,26 @@ struct NarrowForm {
     validity: String,
 }
 
-/// The parent to narrow: the signed-in caller must see it, it must be
-/// live, and a master token is narrowed only by a master.
+/// The parent the page shows: one the signed-in token may see (the
+/// service's rule), and live. Its rules offer the form's choices and the
+/// preview; whether the narrowing may be done is the service's to decide
+/// again when it is posted, exactly as for `POST /v1/tokens/{id}/narrow`.
 async fn narrowable(s: &ApiState, headers: &HeaderMap, id: &str) -> Result<(Signed, TokenRecord, Arc<Grant>), Refused> {
     let signed = signed_in(s, headers).await?;
-    let record = match s.service.show(&signed.grant, id).await {
+    let shown = match s.service.show(&signed.grant, id).await {
         Ok(r) => r,
         Err(e) => return Err(Box::new(service_error(e, &signed))),
     };
     let refuse =
         |why: &str| Err(Box::new(error_page(StatusCode::FORBIDDEN, "Cannot narrow this token", why, Some(&signed))));
-    if state(&record, s.service.now()) != "live" {
-        return refuse("It is revoked or expired.");
-    }
-    if record.master && !signed.grant.master {
-        return refuse("It is a master token; only a master may narrow it.");
+    if !shown.state.is_live() {
+        return refuse("It is revoked (itself or an ancestor) or expired.");
     }
     let issuer = signed.snap.signing.as_ref().map(|sg| sg.issuer.clone()).unwrap_or_default();
-    let Some(parent) = crate::store::mirror::grant_of(&record, &issuer) else {
+    let Some(parent) = crate::store::mirror::grant_of(&shown.record, &issuer) else {
         return refuse("Its access rules could not be read.");
     };
-    Ok((signed, record, Arc::new(parent)))
+    Ok((signed, shown.record, Arc::new(parent)))
 }
 
 fn parent_choices(parent: &Grant) -> (Vec<String>, Vec<String>) {
@@ -1357,40 +1350,30 @@ async fn narrow(State(s): State<ApiState>, Path(id): Path<String>, headers: Head
             Err(e) => retry(StatusCode::BAD_REQUEST, format!("Not narrowed: {e}.")),
         };
     }
+    // The API's own call (`POST /v1/tokens/{id}/narrow`): the service
+    // decides whether the signed-in token may narrow this one.
     let request = crate::api::service::MintRequest::Narrow {
-        parent: parent.clone(),
+        by: signed.grant.clone(),
+        token: Some(record.id.clone()),
         narrowing: crate::api::service::Narrowing::Simplified(wanted),
         tenants: None,
         validity_hours: validity,
     };
     match s.service.mint(&signed.snap, request).await {
-        Ok(crate::api::service::Minted::Token { secret, record: child }) => {
-            // The service records the parent as the minter; this says who
-            // asked for it.
-            s.runtime.shared().action(crate::audit::ActionEvent {
-                action: "console_narrow",
-                kind: None,
-                result: "ok",
-                by: Some(signed.grant.token_id.to_string()),
-                by_subject: Some(signed.grant.subject.to_string()),
-                target: Some(child.id.clone()),
-                config_hash: None,
-            });
-            page(
-                StatusCode::CREATED,
-                &NarrowedPage {
-                    who: signed.who(),
-                    csrf: signed.csrf(),
-                    notice: None,
-                    name: child
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("a child of {}", record.name.as_deref().unwrap_or(&record.id))),
-                    id: child.id,
-                    secret,
-                },
-            )
-        }
+        Ok(crate::api::service::Minted::Token { secret, record: child }) => page(
+            StatusCode::CREATED,
+            &NarrowedPage {
+                who: signed.who(),
+                csrf: signed.csrf(),
+                notice: None,
+                name: child
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("a child of {}", record.name.as_deref().unwrap_or(&record.id))),
+                id: child.id,
+                secret,
+            },
+        ),
         Ok(_) => error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
             "That did not work",
