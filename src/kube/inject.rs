@@ -134,7 +134,8 @@ impl Outcome {
 }
 
 /// A pod that cannot be injected as asked (the webhook refuses it: a pod
-/// meant to be protected must not start unprotected).
+/// meant to be protected must not start unprotected). Messages name
+/// fields, annotations and port numbers, never a value the pod chose.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InjectError {
     #[error("the pod has no spec.containers")]
@@ -143,8 +144,22 @@ pub enum InjectError {
     Annotation(&'static str, String),
     #[error("the app's port {0}")]
     BadPort(&'static str),
-    #[error("port {0} is the gateway's; set {PROXY_PORT} / {ADMIN_PORT} to others")]
-    PortClash(u16),
+    #[error("the gateway's proxy and admin ports are both {0}; set {PROXY_PORT} / {ADMIN_PORT} apart")]
+    GatewayPortsCoincide(u16),
+    #[error(
+        "the app's port {port} is the gateway's {which} port: the gateway would forward to itself; \
+         set {PROXY_PORT} / {ADMIN_PORT} to others"
+    )]
+    AppPortClash { port: u16, which: &'static str },
+    #[error("port {port} is the gateway's {which} port; set {PROXY_PORT} / {ADMIN_PORT} to others")]
+    PortClash { port: u16, which: &'static str },
+    #[error("a port of the pod is named {0}, the name of the gateway's port; rename it")]
+    PortNameReserved(&'static str),
+    #[error(
+        "another port of the pod has the name of the app's port {0}, which the gateway's port takes over: \
+         a Service targeting it could reach either"
+    )]
+    PortNameTwice(u16),
     #[error("the pod already has a volume named {0}")]
     VolumeClash(&'static str),
 }
@@ -193,6 +208,102 @@ pub fn pod(pod: &Value, base: &str, options: &Options) -> Result<Outcome, Inject
         return skip("hostNetwork: the pod shares the node's ports");
     }
 
+    let settings = settings(annotations, options)?;
+    let Some(plan) = plan(containers, init_containers, annotation(APP_PORT), &settings, options)? else {
+        // A worker, a Job: nothing listens, nothing to enforce.
+        return skip("no container port to take over");
+    };
+    let volumes = spec["volumes"].as_array();
+    for name in [CONFIG_VOLUME, SECRET_VOLUME] {
+        if volumes.is_some_and(|v| v.iter().any(|v| v["name"] == name)) {
+            return Err(InjectError::VolumeClash(name));
+        }
+    }
+
+    let mut ops = Vec::new();
+    // The app's port gives its name to the gateway's port, declared on the
+    // app's container (a Service resolves a named targetPort through the
+    // pod's containers; before Kubernetes 1.32 not through init
+    // containers, where a native sidecar lives — and the pod shares one
+    // network namespace, so whichever container declares it, the port is
+    // the gateway's). The app's own probes that named the port now say
+    // its number.
+    let app = &plan.app;
+    let container_at = format!("{base}/spec/containers/{}", app.container);
+    let c = &containers[app.container];
+    if let (Some(_), Some(index)) = (&app.name, app.index) {
+        ops.push(remove(format!("{container_at}/ports/{index}/name")));
+        for probe in PROBES {
+            rename_port(&mut ops, &c[probe], &format!("{container_at}/{probe}"), app);
+        }
+        for hook in ["postStart", "preStop"] {
+            rename_port(&mut ops, &c["lifecycle"][hook], &format!("{container_at}/lifecycle/{hook}"), app);
+        }
+    }
+    if c["ports"].is_array() {
+        ops.push(add(format!("{container_at}/ports/-"), plan.takeover));
+    } else {
+        ops.push(add(format!("{container_at}/ports"), json!([plan.takeover])));
+    }
+
+    let spec_at = format!("{base}/spec");
+    match settings.mode {
+        SidecarMode::Native if spec["initContainers"].is_array() => {
+            ops.push(add(format!("{spec_at}/initContainers/0"), plan.sidecar));
+        }
+        SidecarMode::Native => ops.push(add(format!("{spec_at}/initContainers"), json!([plan.sidecar]))),
+        SidecarMode::Container => ops.push(add(format!("{spec_at}/containers/-"), plan.sidecar)),
+    }
+    if volumes.is_some() {
+        ops.extend(plan.volumes.into_iter().map(|v| add(format!("{spec_at}/volumes/-"), v)));
+    } else {
+        ops.push(add(format!("{spec_at}/volumes"), Value::Array(plan.volumes.into())));
+    }
+
+    // Annotations last: the status marks a pod done, and scraping is
+    // pointed at the admin port unless the pod already says otherwise.
+    if annotation(SKIPPED).is_some() {
+        let mut at = pointer(&format!("{base}/metadata/annotations"));
+        at.push_back(SKIPPED);
+        ops.push(PatchOperation::Remove(RemoveOperation { path: at }));
+    }
+    let mut notes = vec![(STATUS, Value::from("injected"))];
+    if annotation("prometheus.io/scrape").is_none() {
+        notes.push(("prometheus.io/scrape", "true".into()));
+        notes.push(("prometheus.io/port", settings.admin_port.to_string().into()));
+        notes.push(("prometheus.io/path", "/metrics".into()));
+    }
+    if annotation("kubectl.kubernetes.io/default-container").is_none()
+        && let Some(name) = c["name"].as_str()
+    {
+        // `kubectl logs` and `exec` keep choosing the app.
+        notes.push(("kubectl.kubernetes.io/default-container", name.into()));
+    }
+    ops.extend(annotate(base, meta, notes));
+    Ok(Outcome::Injected(ops))
+}
+
+/// The probes of a container.
+const PROBES: [&str; 3] = ["livenessProbe", "readinessProbe", "startupProbe"];
+
+/// The injector's settings for one pod: its options, overridden by the
+/// pod's annotations.
+struct Settings<'a> {
+    mode: SidecarMode,
+    proxy_port: u16,
+    admin_port: u16,
+    log_level: &'a str,
+    resources: Value,
+    config_map: &'a str,
+    secret: &'a str,
+}
+
+/// Read the pod's annotations over the options; refuse what cannot be.
+fn settings<'a>(
+    annotations: Option<&'a Map<String, Value>>,
+    options: &'a Options,
+) -> Result<Settings<'a>, InjectError> {
+    let annotation = |k: &str| text_at(annotations, k);
     let mode = match annotation(SIDECAR_MODE) {
         None => options.mode,
         Some("native") => SidecarMode::Native,
@@ -209,107 +320,104 @@ pub fn pod(pod: &Value, base: &str, options: &Options) -> Result<Outcome, Inject
     };
     let proxy_port = port_setting(PROXY_PORT, options.proxy_port)?;
     let admin_port = port_setting(ADMIN_PORT, options.admin_port)?;
-    let Some(app) = app_port(containers, annotation(APP_PORT))? else {
-        // A worker, a Job: nothing listens, nothing to enforce.
-        return skip("no container port to take over");
-    };
-    for c in containers.iter().chain(init_containers) {
-        for p in c["ports"].as_array().map(Vec::as_slice).unwrap_or_default() {
-            let n = p["containerPort"].as_u64().unwrap_or(0);
-            if n == u64::from(proxy_port) || n == u64::from(admin_port) {
-                return Err(InjectError::PortClash(n as u16));
-            }
-        }
+    if proxy_port == admin_port {
+        // Fail closed: one of the gateway's listeners could not bind, and
+        // the admin port's probes would answer for the proxy.
+        return Err(InjectError::GatewayPortsCoincide(proxy_port));
     }
-    let volumes = spec["volumes"].as_array();
-    for name in [CONFIG_VOLUME, SECRET_VOLUME] {
-        if volumes.is_some_and(|v| v.iter().any(|v| v["name"] == name)) {
-            return Err(InjectError::VolumeClash(name));
-        }
-    }
-
-    let mut ops = Vec::new();
-    // The app's port gives its name to the gateway's port, declared on the
-    // app's container (a Service resolves a named targetPort through the
-    // pod's containers; before Kubernetes 1.32 not through init
-    // containers, where a native sidecar lives — and the pod shares one
-    // network namespace, so whichever container declares it, the port is
-    // the gateway's). The app's own probes that named the port now say
-    // its number.
-    let container_at = format!("{base}/spec/containers/{}", app.container);
-    let c = &containers[app.container];
-    if let (Some(_), Some(index)) = (&app.name, app.index) {
-        ops.push(remove(format!("{container_at}/ports/{index}/name")));
-        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-            rename_port(&mut ops, &c[probe], &format!("{container_at}/{probe}"), &app);
-        }
-        for hook in ["postStart", "preStop"] {
-            rename_port(&mut ops, &c["lifecycle"][hook], &format!("{container_at}/lifecycle/{hook}"), &app);
-        }
-    }
-    let takeover = json!({
-        "name": app.name.as_deref().unwrap_or(PROXY_PORT_NAME),
-        "containerPort": proxy_port,
-        "protocol": "TCP",
-    });
-    if c["ports"].is_array() {
-        ops.push(add(format!("{container_at}/ports/-"), takeover));
-    } else {
-        ops.push(add(format!("{container_at}/ports"), json!([takeover])));
-    }
-
-    let settings = Settings {
+    Ok(Settings {
+        mode,
         proxy_port,
         admin_port,
-        app_port: app.number,
         log_level: annotation(LOG_LEVEL).unwrap_or(&options.log_level),
         resources: resources(options, annotation)?,
-    };
-    let mut sidecar = sidecar(options, &settings);
-    let spec_at = format!("{base}/spec");
-    match mode {
-        SidecarMode::Native => {
-            sidecar["restartPolicy"] = "Always".into();
-            if spec["initContainers"].is_array() {
-                ops.push(add(format!("{spec_at}/initContainers/0"), sidecar));
-            } else {
-                ops.push(add(format!("{spec_at}/initContainers"), json!([sidecar])));
-            }
-        }
-        SidecarMode::Container => ops.push(add(format!("{spec_at}/containers/-"), sidecar)),
-    }
-    let new_volumes = [
-        json!({"name": CONFIG_VOLUME, "configMap": {"name": annotation(CONFIG).unwrap_or(&options.config_map)}}),
-        json!({"name": SECRET_VOLUME, "secret": {
-            "secretName": annotation(SECRET).unwrap_or(&options.secret), "optional": true}}),
-    ];
-    if volumes.is_some() {
-        ops.extend(new_volumes.into_iter().map(|v| add(format!("{spec_at}/volumes/-"), v)));
-    } else {
-        ops.push(add(format!("{spec_at}/volumes"), Value::Array(new_volumes.into())));
-    }
+        config_map: annotation(CONFIG).unwrap_or(&options.config_map),
+        secret: annotation(SECRET).unwrap_or(&options.secret),
+    })
+}
 
-    // Annotations last: the status marks a pod done, and scraping is
-    // pointed at the admin port unless the pod already says otherwise.
-    if annotation(SKIPPED).is_some() {
-        let mut at = pointer(&format!("{base}/metadata/annotations"));
-        at.push_back(SKIPPED);
-        ops.push(PatchOperation::Remove(RemoveOperation { path: at }));
+/// What injection adds to a pod, before it is said as operations.
+struct Plan {
+    app: AppPort,
+    /// The gateway's proxy port, declared on the app's container under
+    /// the name the app's port gives up (`ng-proxy` when it had none).
+    takeover: Value,
+    sidecar: Value,
+    volumes: [Value; 2],
+}
+
+/// What injection adds to a pod of these containers with these
+/// settings; `None` when the pod has no port to take over.
+fn plan(
+    containers: &[Value],
+    init_containers: &[Value],
+    app_port_annotation: Option<&str>,
+    s: &Settings,
+    options: &Options,
+) -> Result<Option<Plan>, InjectError> {
+    let Some(app) = app_port(containers, app_port_annotation)? else { return Ok(None) };
+    check_ports(containers, init_containers, &app, s)?;
+    let takeover = json!({
+        "name": app.name.as_deref().unwrap_or(PROXY_PORT_NAME),
+        "containerPort": s.proxy_port,
+        "protocol": "TCP",
+    });
+    let mut sidecar = sidecar(options, s, app.number);
+    if s.mode == SidecarMode::Native {
+        sidecar["restartPolicy"] = "Always".into();
     }
-    let mut notes = vec![(STATUS, Value::from("injected"))];
-    if annotation("prometheus.io/scrape").is_none() {
-        notes.push(("prometheus.io/scrape", "true".into()));
-        notes.push(("prometheus.io/port", admin_port.to_string().into()));
-        notes.push(("prometheus.io/path", "/metrics".into()));
+    let volumes = [
+        json!({"name": CONFIG_VOLUME, "configMap": {"name": s.config_map}}),
+        json!({"name": SECRET_VOLUME, "secret": {"secretName": s.secret, "optional": true}}),
+    ];
+    Ok(Some(Plan { app, takeover, sidecar, volumes }))
+}
+
+/// Refuse a pod whose ports clash with the gateway's, rather than make a
+/// pod the API server rejects or a gateway that forwards to itself. Init
+/// containers count: the pod is one network namespace, and a Service
+/// resolves port names through them too (Kubernetes 1.32 and later).
+fn check_ports(
+    containers: &[Value],
+    init_containers: &[Value],
+    app: &AppPort,
+    s: &Settings,
+) -> Result<(), InjectError> {
+    let gateway = [(s.proxy_port, "proxy"), (s.admin_port, "admin")];
+    if let Some((port, which)) = gateway.into_iter().find(|(port, _)| *port == app.number) {
+        // Fail closed: the gateway would listen where it forwards to, and
+        // the app would be unreachable (or reachable only through itself).
+        return Err(InjectError::AppPortClash { port, which });
     }
-    if annotation("kubectl.kubernetes.io/default-container").is_none()
-        && let Some(name) = c["name"].as_str()
-    {
-        // `kubectl logs` and `exec` keep choosing the app.
-        notes.push(("kubectl.kubernetes.io/default-container", name.into()));
+    let declared = || {
+        let app_ports = containers.iter().enumerate().map(|(ci, c)| (Some(ci), c));
+        app_ports.chain(init_containers.iter().map(|c| (None, c))).flat_map(|(ci, c)| {
+            c["ports"].as_array().into_iter().flatten().enumerate().map(move |(pi, p)| ((ci, pi), p))
+        })
+    };
+    for (_, p) in declared() {
+        if let Some(name) = [PROXY_PORT_NAME, ADMIN_PORT_NAME].into_iter().find(|n| p["name"] == *n) {
+            // Fail closed: port names are the pod's to share with Services;
+            // two ports of one name reach whichever the kubelet finds first.
+            return Err(InjectError::PortNameReserved(name));
+        }
+        let number = p["containerPort"].as_u64();
+        if let Some((port, which)) = gateway.into_iter().find(|(port, _)| number == Some(u64::from(*port))) {
+            // Fail closed: two listeners on one port of one network
+            // namespace; the second to bind fails.
+            return Err(InjectError::PortClash { port, which });
+        }
     }
-    ops.extend(annotate(base, meta, notes));
-    Ok(Outcome::Injected(ops))
+    if let Some(name) = &app.name {
+        let app_at = app.index.map(|pi| (Some(app.container), pi));
+        if declared().any(|(at, p)| Some(at) != app_at && p["name"] == name.as_str()) {
+            // Fail closed: after the takeover the gateway's port would share
+            // the name with that port, and a Service targeting the name
+            // could reach it instead of the gateway.
+            return Err(InjectError::PortNameTwice(app.number));
+        }
+    }
+    Ok(())
 }
 
 /// The port to take over: the annotation's (a number or a name), else the
@@ -361,14 +469,6 @@ fn rename_port(ops: &mut Vec<PatchOperation>, handler: &Value, at: &str, app: &A
             ops.push(replace(format!("{at}/{kind}/port"), app.number.into()));
         }
     }
-}
-
-struct Settings<'a> {
-    proxy_port: u16,
-    admin_port: u16,
-    app_port: u16,
-    log_level: &'a str,
-    resources: Value,
 }
 
 /// The string at `key` of a map (labels, annotations).
@@ -423,8 +523,8 @@ fn is_quantity(v: &str) -> bool {
             || suffix.strip_prefix(['e', 'E']).is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())))
 }
 
-/// The gateway's container.
-fn sidecar(options: &Options, s: &Settings) -> Value {
+/// The gateway's container, forwarding to the app's port.
+fn sidecar(options: &Options, s: &Settings, app_port: u16) -> Value {
     let admin_probe = |path: &str, period: u32, failures: u32| json!({"httpGet": {"path": path, "port": s.admin_port}, "periodSeconds": period, "failureThreshold": failures});
     json!({
         "name": SIDECAR,
@@ -434,7 +534,7 @@ fn sidecar(options: &Options, s: &Settings) -> Value {
         "env": [
             {"name": "NARROWGATE_PROXY_LISTEN", "value": format!("0.0.0.0:{}", s.proxy_port)},
             {"name": "NARROWGATE_ADMIN_LISTEN", "value": format!("0.0.0.0:{}", s.admin_port)},
-            {"name": "NARROWGATE_UPSTREAM", "value": format!("127.0.0.1:{}", s.app_port)},
+            {"name": "NARROWGATE_UPSTREAM", "value": format!("127.0.0.1:{app_port}")},
             {"name": "NARROWGATE_LOG_FORMAT", "value": "json"},
             {"name": "RUST_LOG", "value": s.log_level},
         ],
