@@ -8,18 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
-use narrowgate::kube::{Options, inject_documents, webhook};
+use narrowgate::kube::{inject_documents, webhook};
 use serde_json::{Value, json};
 
 mod kube_pods;
-use kube_pods::{Refused, replica_pod, with};
+use kube_pods::{Refused, options, replica_pod, with};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/inject")
-}
-
-fn options() -> Options {
-    Options { image: "narrowgate:test".into(), ..Options::default() }
 }
 
 fn inputs() -> Vec<PathBuf> {
@@ -283,21 +279,68 @@ fn inject_refuses_pods_whose_ports_clash_with_the_gateways_naming_the_clash() {
 }
 
 #[test]
-fn the_command_refuses_a_proxy_port_equal_to_its_admin_port() {
+fn inject_refuses_pods_that_look_injected_without_the_injectors_sidecar() {
+    assert_inject_refuses(kube_pods::false_claims());
+}
+
+/// A pod with the injector's own sidecar — as the injector wrote it, or
+/// as the API server shows it — comes out of `narrowgate inject` exactly
+/// as it went in, as a Pod and as a Deployment's template.
+#[test]
+fn inject_leaves_pods_with_the_injectors_own_sidecar_as_they_are() {
+    for (case, pod) in kube_pods::genuinely_injected() {
+        for kind in ["Pod", "Deployment"] {
+            let text = manifest(&pod, kind);
+            let out = inject_documents(&text, &options()).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(out, text, "{case} ({kind}): left as it is");
+        }
+        assert_the_api_server_accepts(case, &pod["metadata"], &pod["spec"]);
+    }
+}
+
+/// `narrowgate inject FLAGS -f -` over `stdin`.
+fn run_inject(flags: &[&str], stdin: &str) -> std::process::Output {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_narrowgate"))
-        .args(["inject", "--image", "narrowgate:test", "--proxy-port", "15090", "-f", "-"])
+        .args(["inject", "--image", "narrowgate:test", "-f", "-"])
+        .args(flags)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run inject");
     use std::io::Write;
-    child.stdin.take().expect("stdin").write_all(manifest(&replica_pod(), "Pod").as_bytes()).expect("write");
-    let out = child.wait_with_output().expect("wait");
-    assert!(!out.status.success(), "the command fails");
-    assert!(out.stdout.is_empty(), "and writes no manifest: {}", String::from_utf8_lossy(&out.stdout));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("document 0 (Pod web): the gateway's proxy and admin ports are both 15090"), "{err}");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+/// The command prints why it refuses a pod, fails, and writes no
+/// manifest: for its own flags (the proxy port on the admin port) and
+/// for a pod that looks injected without the gateway.
+#[test]
+fn the_command_prints_why_it_refuses_a_pod_and_writes_nothing() {
+    let impostor = with(replica_pod(), |p| {
+        p["metadata"]["annotations"] = json!({"narrowgate.io/status": "injected"});
+        p["spec"]["initContainers"] = json!([{"name": "narrowgate", "image": "registry.example/impostor:1"}]);
+    });
+    for (flags, pod, expected) in [
+        (
+            &["--proxy-port", "15090"][..],
+            replica_pod(),
+            "document 0 (Pod web): the gateway's proxy and admin ports are both 15090",
+        ),
+        (
+            &[][..],
+            impostor,
+            "document 0 (Pod web): the pod looks injected (the annotation narrowgate.io/status: injected) but \
+             the narrowgate container differs from the injector's in env; remove the injection",
+        ),
+    ] {
+        let out = run_inject(flags, &manifest(&pod, "Pod"));
+        assert!(!out.status.success(), "the command fails");
+        assert!(out.stdout.is_empty(), "and writes no manifest: {}", String::from_utf8_lossy(&out.stdout));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+    }
 }
 
 /// The refusal's way out works: a pod whose port clashes is injected once

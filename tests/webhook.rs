@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use narrowgate::kube::{Options, inject_documents};
+use narrowgate::kube::inject_documents;
 use serde_json::{Value, json};
 
 mod kube_pods;
@@ -164,10 +164,9 @@ async fn the_webhook_injects_over_tls_and_picks_up_a_rotated_certificate() {
         let patch: json_patch::Patch = serde_json::from_slice(&patch).expect("a JSON Patch");
         let mut patched = pod();
         json_patch::patch(&mut patched, &patch).expect("applies to the request's object");
-        let options = Options { image: "narrowgate:test".into(), ..Options::default() };
         let yaml = serde_saphyr::to_string(&pod()).expect("yaml");
         let injected: Value =
-            serde_saphyr::from_str(&inject_documents(&yaml, &options).expect("inject")).expect("yaml");
+            serde_saphyr::from_str(&inject_documents(&yaml, &kube_pods::options()).expect("inject")).expect("yaml");
         assert_eq!(patched, injected, "the webhook and `narrowgate inject` make the same pod");
         assert_eq!(patched["spec"]["initContainers"][0]["name"], "narrowgate");
         assert_eq!(patched["spec"]["initContainers"][0]["restartPolicy"], "Always");
@@ -281,6 +280,35 @@ async fn the_webhook_refuses_pods_whose_ports_clash_with_the_gateways_naming_the
         reason: "the gateway's proxy and admin ports are both 15090",
     }];
     assert_refused(&c, &webhook, cases).await;
+}
+
+#[tokio::test]
+async fn the_webhook_refuses_pods_that_look_injected_without_its_sidecar() {
+    let (_dir, webhook, c) = serving(&[]).await;
+    assert_refused(&c, &webhook, kube_pods::false_claims()).await;
+}
+
+/// Called again after another webhook's patch (`reinvocationPolicy:
+/// IfNeeded`), the webhook sees its own sidecar as the API server
+/// defaulted it: allowed, no patch. So is every pod that carries the
+/// injector's sidecar exactly.
+#[tokio::test]
+async fn the_webhook_admits_its_own_sidecar_unchanged_when_called_again() {
+    let (_dir, webhook, c) = serving(&[]).await;
+    let first = answer(&c, &webhook, "first", pod()).await;
+    let patch =
+        base64::engine::general_purpose::STANDARD.decode(first["patch"].as_str().expect("a patch")).expect("base64");
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).expect("a JSON Patch");
+    let mut patched = pod();
+    json_patch::patch(&mut patched, &patch).expect("applies to the request's object");
+    let again = answer(&c, &webhook, "again", kube_pods::defaulted(patched)).await;
+    assert_eq!(again, json!({"uid": "again", "allowed": true}), "no patch the second time");
+
+    for (i, (case, pod)) in kube_pods::genuinely_injected().into_iter().enumerate() {
+        let uid = format!("genuine-{i}");
+        let response = answer(&c, &webhook, &uid, pod).await;
+        assert_eq!(response, json!({"uid": uid, "allowed": true}), "{case}");
+    }
 }
 
 #[test]
