@@ -8,15 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
-use narrowgate::kube::{Options, inject_documents, webhook};
+use narrowgate::kube::{inject_documents, webhook};
 use serde_json::{Value, json};
+
+mod kube_pods;
+use kube_pods::{Refused, options, replica_pod, with};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/inject")
-}
-
-fn options() -> Options {
-    Options { image: "narrowgate:test".into(), ..Options::default() }
 }
 
 fn inputs() -> Vec<PathBuf> {
@@ -187,10 +186,44 @@ fn pods_that_cannot_be_injected_as_asked_are_refused_with_the_reason() {
     assert!(!err.to_string().contains("<script>"));
 }
 
-/// What the API server checks after the webhook, done here on every
-/// injected pod: it parses as a typed Pod (k8s-openapi), container names
-/// are unique, ports do not clash, and only init containers that are
-/// sidecars (`restartPolicy: Always`) have probes.
+/// What the API server checks after the webhook: the pod parses as a
+/// typed Pod (k8s-openapi), container names are unique, ports do not
+/// clash (numbers, and names across the pod, which Services resolve),
+/// and only init containers that are sidecars (`restartPolicy: Always`)
+/// have probes.
+fn assert_the_api_server_accepts(name: &str, metadata: &Value, spec: &Value) {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec});
+    let typed: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(pod).unwrap_or_else(|e| panic!("{name}: not a Pod: {e}"));
+    let spec = typed.spec.unwrap_or_else(|| panic!("{name}: no spec"));
+    let init = spec.init_containers.clone().unwrap_or_default();
+    let all: Vec<_> = spec.containers.iter().chain(init.iter()).collect();
+    let mut names = std::collections::HashSet::new();
+    let mut ports = std::collections::HashSet::new();
+    let mut port_names = std::collections::HashSet::new();
+    for c in &all {
+        assert!(names.insert(c.name.clone()), "{name}: container name {} twice", c.name);
+        for p in c.ports.iter().flatten() {
+            let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+            assert!(ports.insert((p.container_port, protocol)), "{name}: port {} twice", p.container_port);
+            if let Some(n) = &p.name {
+                assert!(port_names.insert(n.clone()), "{name}: port name {n} twice");
+                assert!(n.len() <= 15, "{name}: port name {n} is longer than 15");
+            }
+        }
+    }
+    for c in &init {
+        let probed = c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some();
+        assert!(
+            !probed || c.restart_policy.as_deref() == Some("Always"),
+            "{name}: init container {} has probes but is no sidecar",
+            c.name
+        );
+    }
+}
+
+/// Every injected pod of the golden files passes what the API server
+/// checks.
 #[test]
 fn injected_pods_pass_what_the_api_server_checks() {
     let mut pods = 0;
@@ -205,37 +238,136 @@ fn injected_pods_pass_what_the_api_server_checks() {
             let Some(base) = narrowgate::kube::pod_template(doc["kind"].as_str().unwrap_or_default()) else { continue };
             let template = doc.pointer(base).expect("a pod template");
             let name = format!("{}: {} {}", input.display(), doc["kind"], doc["metadata"]["name"]);
-            let pod =
-                json!({"apiVersion": "v1", "kind": "Pod", "metadata": template["metadata"], "spec": template["spec"]});
-            let typed: k8s_openapi::api::core::v1::Pod =
-                serde_json::from_value(pod).unwrap_or_else(|e| panic!("{name}: not a Pod: {e}"));
-            let spec = typed.spec.unwrap_or_else(|| panic!("{name}: no spec"));
-            let init = spec.init_containers.clone().unwrap_or_default();
-            let all: Vec<_> = spec.containers.iter().chain(init.iter()).collect();
-            let mut names = std::collections::HashSet::new();
-            let mut ports = std::collections::HashSet::new();
-            let mut port_names = std::collections::HashSet::new();
-            for c in &all {
-                assert!(names.insert(c.name.clone()), "{name}: container name {} twice", c.name);
-                for p in c.ports.iter().flatten() {
-                    let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-                    assert!(ports.insert((p.container_port, protocol)), "{name}: port {} twice", p.container_port);
-                    if let Some(n) = &p.name {
-                        assert!(port_names.insert(n.clone()), "{name}: port name {n} twice");
-                        assert!(n.len() <= 15, "{name}: port name {n} is longer than 15");
-                    }
-                }
-            }
-            for c in &init {
-                let probed = c.liveness_probe.is_some() || c.readiness_probe.is_some() || c.startup_probe.is_some();
-                assert!(
-                    !probed || c.restart_policy.as_deref() == Some("Always"),
-                    "{name}: init container {} has probes but is no sidecar",
-                    c.name
-                );
-            }
+            assert_the_api_server_accepts(&name, &template["metadata"], &template["spec"]);
             pods += 1;
         }
     }
     assert!(pods >= 15, "only {pods} pods checked");
+}
+
+/// `pod` as a manifest: the Pod `web` itself, or a Deployment `web`
+/// whose template it is.
+fn manifest(pod: &Value, kind: &str) -> String {
+    let named = with(pod.clone(), |p| p["metadata"]["name"] = "web".into());
+    let doc = match kind {
+        "Pod" => named,
+        _ => json!({
+            "apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": named["metadata"], "spec": named["spec"]}},
+        }),
+    };
+    serde_saphyr::to_string(&doc).expect("yaml")
+}
+
+/// `narrowgate inject` refuses each pod, as a Pod and as a Deployment's
+/// template, naming the document and the reason.
+fn assert_inject_refuses(cases: Vec<Refused>) {
+    for Refused { case, pod, reason } in cases {
+        for kind in ["Pod", "Deployment"] {
+            let err = inject_documents(&manifest(&pod, kind), &options()).expect_err(case).to_string();
+            assert!(err.starts_with(&format!("document 0 ({kind} web): ")), "{case}: {err}");
+            assert!(err.contains(reason), "{case}: {err} (expected {reason})");
+            assert!(!err.contains("registry.example"), "{case}: the pod is not echoed: {err}");
+        }
+    }
+}
+
+#[test]
+fn inject_refuses_pods_whose_ports_clash_with_the_gateways_naming_the_clash() {
+    assert_inject_refuses(kube_pods::port_clashes());
+}
+
+#[test]
+fn inject_refuses_pods_that_look_injected_without_the_injectors_sidecar() {
+    assert_inject_refuses(kube_pods::false_claims());
+}
+
+/// A pod with the injector's own sidecar — as the injector wrote it, or
+/// as the API server shows it — comes out of `narrowgate inject` exactly
+/// as it went in, as a Pod and as a Deployment's template.
+#[test]
+fn inject_leaves_pods_with_the_injectors_own_sidecar_as_they_are() {
+    for (case, pod) in kube_pods::genuinely_injected() {
+        for kind in ["Pod", "Deployment"] {
+            let text = manifest(&pod, kind);
+            let out = inject_documents(&text, &options()).unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(out, text, "{case} ({kind}): left as it is");
+        }
+        assert_the_api_server_accepts(case, &pod["metadata"], &pod["spec"]);
+    }
+}
+
+/// `narrowgate inject FLAGS -f -` over `stdin`.
+fn run_inject(flags: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_narrowgate"))
+        .args(["inject", "--image", "narrowgate:test", "-f", "-"])
+        .args(flags)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run inject");
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+/// The command prints why it refuses a pod, fails, and writes no
+/// manifest: for its own flags (the proxy port on the admin port) and
+/// for a pod that looks injected without the gateway.
+#[test]
+fn the_command_prints_why_it_refuses_a_pod_and_writes_nothing() {
+    let impostor = with(replica_pod(), |p| {
+        p["metadata"]["annotations"] = json!({"narrowgate.io/status": "injected"});
+        p["spec"]["initContainers"] = json!([{"name": "narrowgate", "image": "registry.example/impostor:1"}]);
+    });
+    for (flags, pod, expected) in [
+        (
+            &["--proxy-port", "15090"][..],
+            replica_pod(),
+            "document 0 (Pod web): the gateway's proxy and admin ports are both 15090",
+        ),
+        (
+            &[][..],
+            impostor,
+            "document 0 (Pod web): the pod looks injected (the annotation narrowgate.io/status: injected) but \
+             the narrowgate container differs from the injector's in env; remove the injection",
+        ),
+    ] {
+        let out = run_inject(flags, &manifest(&pod, "Pod"));
+        assert!(!out.status.success(), "the command fails");
+        assert!(out.stdout.is_empty(), "and writes no manifest: {}", String::from_utf8_lossy(&out.stdout));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+/// The refusal's way out works: a pod whose port clashes is injected once
+/// an annotation moves the gateway's port, into a pod the API server
+/// accepts.
+#[test]
+fn moving_the_gateways_port_resolves_a_clash() {
+    for (case, pod, annotation) in [
+        (
+            "a second port of the app is the proxy port",
+            with(replica_pod(), |p| {
+                p["spec"]["containers"][0]["ports"] = json!([
+                {"name": "http", "containerPort": 8080}, {"name": "debug", "containerPort": 15080}])
+            }),
+            ("narrowgate.io/proxy-port", "15081"),
+        ),
+        (
+            "the app's port is the admin port",
+            with(replica_pod(), |p| p["spec"]["containers"][0]["ports"][0]["containerPort"] = 15090.into()),
+            ("narrowgate.io/admin-port", "15091"),
+        ),
+    ] {
+        assert!(inject_documents(&manifest(&pod, "Pod"), &options()).is_err(), "{case}: refused as it is");
+        let moved = with(pod, |p| p["metadata"]["annotations"] = json!({annotation.0: annotation.1}));
+        let out = inject_documents(&manifest(&moved, "Pod"), &options()).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let injected: Value = serde_saphyr::from_str(&out).expect("yaml");
+        assert_eq!(injected["spec"]["initContainers"][0]["name"], "narrowgate", "{case}");
+        assert_the_api_server_accepts(case, &injected["metadata"], &injected["spec"]);
+    }
 }

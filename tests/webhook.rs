@@ -10,10 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use narrowgate::kube::{Options, inject_documents};
+use narrowgate::kube::inject_documents;
 use serde_json::{Value, json};
 
+mod kube_pods;
 mod support;
+use kube_pods::{Refused, replica_pod as pod};
 use support::eventually;
 
 const BIN: &str = env!("CARGO_BIN_EXE_narrowgate");
@@ -42,10 +44,13 @@ impl Drop for Webhook {
     }
 }
 
-async fn start(dir: &Path) -> Webhook {
+/// The webhook on the certificates in `dir`, with `flags` beside the
+/// test's own.
+async fn start(dir: &Path, flags: &[&str]) -> Webhook {
     let addresses = dir.join("addresses.json");
     let child = Command::new(BIN)
         .args(["webhook", "--listen", "127.0.0.1:0", "--reload-interval", "1s", "--image", "narrowgate:test"])
+        .args(flags)
         .arg("--tls-cert")
         .arg(dir.join("tls.crt"))
         .arg("--tls-key")
@@ -83,6 +88,11 @@ fn url(addr: SocketAddr, path: &str) -> String {
 /// A Pod CREATE as the API server sends it for a ReplicaSet's pod: no
 /// name, only generateName, no namespace in the object.
 fn pod_review(uid: &str, dry_run: bool) -> Value {
+    review_of(uid, dry_run, pod())
+}
+
+/// The review of a Pod CREATE of `object`.
+fn review_of(uid: &str, dry_run: bool, object: Value) -> Value {
     json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -99,50 +109,11 @@ fn pod_review(uid: &str, dry_run: bool) -> Value {
                 "uid": "8b2e5d1c-0c2f-4b8e-9f3e-2d1a7c6b5e4f",
                 "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]
             },
-            "object": pod(),
+            "object": object,
             "oldObject": null,
             "dryRun": dry_run,
             "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
         }
-    })
-}
-
-fn pod() -> Value {
-    json!({
-        "kind": "Pod",
-        "apiVersion": "v1",
-        "metadata": {
-            "generateName": "web-7d4b9c8f6d-",
-            "labels": {"app": "web", "pod-template-hash": "7d4b9c8f6d"},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9c8f6d",
-                "uid": "c1d2e3f4-0000-4000-8000-000000000001", "controller": true, "blockOwnerDeletion": true}]
-        },
-        "spec": {
-            "volumes": [{"name": "kube-api-access-x7k2p", "projected": {"sources": [
-                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}], "defaultMode": 420}}],
-            "containers": [{
-                "name": "web", "image": "registry.example/web:1.4.2",
-                "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
-                "readinessProbe": {"httpGet": {"path": "/ready", "port": "http", "scheme": "HTTP"},
-                    "timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3},
-                "resources": {},
-                "volumeMounts": [{"name": "kube-api-access-x7k2p", "readOnly": true,
-                    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}],
-                "terminationMessagePath": "/dev/termination-log",
-                "terminationMessagePolicy": "File",
-                "imagePullPolicy": "IfNotPresent"
-            }],
-            "restartPolicy": "Always",
-            "terminationGracePeriodSeconds": 30,
-            "dnsPolicy": "ClusterFirst",
-            "serviceAccountName": "default",
-            "serviceAccount": "default",
-            "securityContext": {},
-            "schedulerName": "default-scheduler",
-            "enableServiceLinks": true,
-            "preemptionPolicy": "PreemptLowerPriority"
-        },
-        "status": {}
     })
 }
 
@@ -163,7 +134,7 @@ async fn the_webhook_injects_over_tls_and_picks_up_a_rotated_certificate() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.path().join("tls.key")).expect("key").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the serving key is its owner's only");
-    let webhook = start(dir.path()).await;
+    let webhook = start(dir.path(), &[]).await;
     let ca = std::fs::read(dir.path().join("ca.crt")).expect("ca");
     let c = client(&ca, webhook.addr);
 
@@ -193,10 +164,9 @@ async fn the_webhook_injects_over_tls_and_picks_up_a_rotated_certificate() {
         let patch: json_patch::Patch = serde_json::from_slice(&patch).expect("a JSON Patch");
         let mut patched = pod();
         json_patch::patch(&mut patched, &patch).expect("applies to the request's object");
-        let options = Options { image: "narrowgate:test".into(), ..Options::default() };
         let yaml = serde_saphyr::to_string(&pod()).expect("yaml");
         let injected: Value =
-            serde_saphyr::from_str(&inject_documents(&yaml, &options).expect("inject")).expect("yaml");
+            serde_saphyr::from_str(&inject_documents(&yaml, &kube_pods::options()).expect("inject")).expect("yaml");
         assert_eq!(patched, injected, "the webhook and `narrowgate inject` make the same pod");
         assert_eq!(patched["spec"]["initContainers"][0]["name"], "narrowgate");
         assert_eq!(patched["spec"]["initContainers"][0]["restartPolicy"], "Always");
@@ -256,6 +226,89 @@ async fn the_webhook_injects_over_tls_and_picks_up_a_rotated_certificate() {
     std::fs::write(dir.path().join("tls.crt"), "not a certificate").expect("write");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(fresh.get(url(webhook.addr, "/healthz")).send().await.expect("still served").status(), 200);
+}
+
+/// A webhook on fresh certificates (with `flags`), and a client that
+/// trusts them; the directory holds the files while the test runs.
+async fn serving(flags: &[&str]) -> (tempfile::TempDir, Webhook, reqwest::Client) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_certs(dir.path());
+    let webhook = start(dir.path(), flags).await;
+    let ca = std::fs::read(dir.path().join("ca.crt")).expect("ca");
+    let client = client(&ca, webhook.addr);
+    (dir, webhook, client)
+}
+
+/// The webhook's answer to a Pod CREATE of `object`: the review's
+/// `response`.
+async fn answer(c: &reqwest::Client, webhook: &Webhook, uid: &str, object: Value) -> Value {
+    let body = serde_json::to_vec(&review_of(uid, false, object)).unwrap_or_default();
+    let resp = post(c, webhook.addr, "application/json", body).await;
+    assert_eq!(resp.status(), 200);
+    let review: Value = resp.json().await.expect("a review");
+    assert_eq!(review["response"]["uid"], uid);
+    review["response"].clone()
+}
+
+/// Each pod is refused: not allowed, a 403 status whose message names the
+/// reason, and no patch.
+async fn assert_refused(c: &reqwest::Client, webhook: &Webhook, cases: Vec<Refused>) {
+    for (i, Refused { case, pod, reason }) in cases.into_iter().enumerate() {
+        let response = answer(c, webhook, &format!("refused-{i}"), pod).await;
+        assert_eq!(response["allowed"], false, "{case}: {response}");
+        assert_eq!(response["status"]["code"], 403, "{case}: {response}");
+        let message = response["status"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("narrowgate: ") && message.contains(reason),
+            "{case}: {message} (expected {reason})"
+        );
+        assert!(!message.contains("registry.example"), "{case}: the pod is not echoed: {message}");
+        assert!(response.get("patch").is_none() && response.get("patchType").is_none(), "{case}: a patch: {response}");
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_refuses_pods_whose_ports_clash_with_the_gateways_naming_the_clash() {
+    let (_dir, webhook, c) = serving(&[]).await;
+    assert_refused(&c, &webhook, kube_pods::port_clashes()).await;
+
+    // The injector's own ports set to coincide: every pod is refused.
+    let (_dir, webhook, c) = serving(&["--proxy-port", "15090"]).await;
+    let cases = vec![Refused {
+        case: "the injector's proxy port is its admin port",
+        pod: pod(),
+        reason: "the gateway's proxy and admin ports are both 15090",
+    }];
+    assert_refused(&c, &webhook, cases).await;
+}
+
+#[tokio::test]
+async fn the_webhook_refuses_pods_that_look_injected_without_its_sidecar() {
+    let (_dir, webhook, c) = serving(&[]).await;
+    assert_refused(&c, &webhook, kube_pods::false_claims()).await;
+}
+
+/// Called again after another webhook's patch (`reinvocationPolicy:
+/// IfNeeded`), the webhook sees its own sidecar as the API server
+/// defaulted it: allowed, no patch. So is every pod that carries the
+/// injector's sidecar exactly.
+#[tokio::test]
+async fn the_webhook_admits_its_own_sidecar_unchanged_when_called_again() {
+    let (_dir, webhook, c) = serving(&[]).await;
+    let first = answer(&c, &webhook, "first", pod()).await;
+    let patch =
+        base64::engine::general_purpose::STANDARD.decode(first["patch"].as_str().expect("a patch")).expect("base64");
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).expect("a JSON Patch");
+    let mut patched = pod();
+    json_patch::patch(&mut patched, &patch).expect("applies to the request's object");
+    let again = answer(&c, &webhook, "again", kube_pods::defaulted(patched)).await;
+    assert_eq!(again, json!({"uid": "again", "allowed": true}), "no patch the second time");
+
+    for (i, (case, pod)) in kube_pods::genuinely_injected().into_iter().enumerate() {
+        let uid = format!("genuine-{i}");
+        let response = answer(&c, &webhook, &uid, pod).await;
+        assert_eq!(response, json!({"uid": uid, "allowed": true}), "{case}");
+    }
 }
 
 #[test]

@@ -22,9 +22,14 @@
 //! - mounts the gateway's config (a ConfigMap) and secret (a Secret) the
 //!   annotations name, and exposes its admin port for probes and scraping.
 //!
-//! A pod already injected yields no operation; an opted-out or
-//! `hostNetwork` pod yields only an annotation that says why it was left
-//! alone.
+//! A pod already injected yields no operation — but "already injected"
+//! means the injector's own sidecar is there exactly as the injector
+//! would write it for this pod under these options ([`verify`]). A pod
+//! that only looks injected (the status annotation, a container named
+//! `narrowgate`, the injector's volumes) is refused, never admitted bare:
+//! a claim a pod can write itself would otherwise skip the gateway. An
+//! opted-out or `hostNetwork` pod yields only an annotation that says why
+//! it was left alone.
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
@@ -134,7 +139,8 @@ impl Outcome {
 }
 
 /// A pod that cannot be injected as asked (the webhook refuses it: a pod
-/// meant to be protected must not start unprotected).
+/// meant to be protected must not start unprotected). Messages name
+/// fields, annotations and port numbers, never a value the pod chose.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InjectError {
     #[error("the pod has no spec.containers")]
@@ -143,10 +149,79 @@ pub enum InjectError {
     Annotation(&'static str, String),
     #[error("the app's port {0}")]
     BadPort(&'static str),
-    #[error("port {0} is the gateway's; set {PROXY_PORT} / {ADMIN_PORT} to others")]
-    PortClash(u16),
-    #[error("the pod already has a volume named {0}")]
-    VolumeClash(&'static str),
+    #[error("the gateway's proxy and admin ports are both {0}; set {PROXY_PORT} / {ADMIN_PORT} apart")]
+    GatewayPortsCoincide(u16),
+    #[error(
+        "the app's port {port} is the gateway's {which} port: the gateway would forward to itself; \
+         set {PROXY_PORT} / {ADMIN_PORT} to others"
+    )]
+    AppPortClash { port: u16, which: &'static str },
+    #[error("port {port} is the gateway's {which} port; set {PROXY_PORT} / {ADMIN_PORT} to others")]
+    PortClash { port: u16, which: &'static str },
+    #[error("a port of the pod is named {0}, the name of the gateway's port; rename it")]
+    PortNameReserved(&'static str),
+    #[error(
+        "another port of the pod has the name of the app's port {0}, which the gateway's port takes over: \
+         a Service targeting it could reach either"
+    )]
+    PortNameTwice(u16),
+    #[error(
+        "the pod looks injected ({claim}) but {problem}; remove the injection from it and let the injector add \
+         the gateway"
+    )]
+    NotInjected { claim: Claim, problem: Mismatch },
+}
+
+/// What makes a pod look injected. Such a pod is never injected again,
+/// and admitted only when the claim is true (see [`verify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The annotation `narrowgate.io/status: injected`.
+    Status,
+    /// A container or init container named `narrowgate`.
+    Container,
+    /// A volume of one of the injector's names.
+    Volume(&'static str),
+}
+
+impl std::fmt::Display for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Claim::Status => write!(f, "the annotation {STATUS}: injected"),
+            Claim::Container => write!(f, "a container named {SIDECAR}"),
+            Claim::Volume(name) => write!(f, "a volume named {name}"),
+        }
+    }
+}
+
+/// How a pod that looks injected differs from what the injector writes.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    #[error("it has no container named {SIDECAR}")]
+    NoSidecar,
+    #[error("it has more than one container named {SIDECAR}")]
+    SidecarTwice,
+    #[error(
+        "the {SIDECAR} container is not where the native sidecar mode puts it (an init container with \
+         restartPolicy: Always, no other such init container before it)"
+    )]
+    NotNative,
+    #[error("the {SIDECAR} container is not where the container sidecar mode puts it (among the containers)")]
+    NotContainer,
+    #[error("the {SIDECAR} container differs from the injector's in {0}")]
+    Sidecar(&'static str),
+    #[error("the gateway does not forward to the app's port {0}")]
+    Upstream(u16),
+    #[error("no app container declares the gateway's port {0} as the injector does")]
+    ProxyPort(u16),
+    #[error("the volume {0} is missing, twice, or not the injector's")]
+    Volume(&'static str),
+    #[error("it lacks the annotation {STATUS}: injected")]
+    Status,
+    #[error("it uses the node's network (hostNetwork), where the injector never injects")]
+    HostNetwork,
+    #[error("it declares no port for the gateway to take over")]
+    NoAppPort,
 }
 
 /// The app's port the gateway takes over.
@@ -171,11 +246,12 @@ pub fn pod(pod: &Value, base: &str, options: &Options) -> Result<Outcome, Inject
     let containers = spec["containers"].as_array().filter(|c| !c.is_empty()).ok_or(InjectError::NoContainers)?;
     let init_containers = spec["initContainers"].as_array().map(Vec::as_slice).unwrap_or_default();
 
-    let named_sidecar = |c: &Value| c["name"] == SIDECAR;
-    if annotation(STATUS) == Some("injected")
-        || containers.iter().any(named_sidecar)
-        || init_containers.iter().any(named_sidecar)
-    {
+    if let Some(claim) = claim(spec, annotations) {
+        // Whatever else the pod says (an opt-out too), a pod that looks
+        // injected is checked: the injector's own sidecar, or a refusal.
+        // Admitted on its word, it would run bare while looking protected
+        // to everything that reads the status or the containers.
+        verify(pod, claim, options)?;
         return Ok(Outcome::AlreadyInjected);
     }
     let skip = |reason: &'static str| {
@@ -193,6 +269,96 @@ pub fn pod(pod: &Value, base: &str, options: &Options) -> Result<Outcome, Inject
         return skip("hostNetwork: the pod shares the node's ports");
     }
 
+    let settings = settings(annotations, options)?;
+    let Some(plan) = plan(containers, init_containers, annotation(APP_PORT), &settings, options)? else {
+        // A worker, a Job: nothing listens, nothing to enforce.
+        return skip("no container port to take over");
+    };
+
+    let mut ops = Vec::new();
+    // The app's port gives its name to the gateway's port, declared on the
+    // app's container (a Service resolves a named targetPort through the
+    // pod's containers; before Kubernetes 1.32 not through init
+    // containers, where a native sidecar lives — and the pod shares one
+    // network namespace, so whichever container declares it, the port is
+    // the gateway's). The app's own probes that named the port now say
+    // its number.
+    let app = &plan.app;
+    let container_at = format!("{base}/spec/containers/{}", app.container);
+    let c = &containers[app.container];
+    if let (Some(_), Some(index)) = (&app.name, app.index) {
+        ops.push(remove(format!("{container_at}/ports/{index}/name")));
+        for probe in PROBES {
+            rename_port(&mut ops, &c[probe], &format!("{container_at}/{probe}"), app);
+        }
+        for hook in ["postStart", "preStop"] {
+            rename_port(&mut ops, &c["lifecycle"][hook], &format!("{container_at}/lifecycle/{hook}"), app);
+        }
+    }
+    if c["ports"].is_array() {
+        ops.push(add(format!("{container_at}/ports/-"), plan.takeover));
+    } else {
+        ops.push(add(format!("{container_at}/ports"), json!([plan.takeover])));
+    }
+
+    let spec_at = format!("{base}/spec");
+    match settings.mode {
+        SidecarMode::Native if spec["initContainers"].is_array() => {
+            ops.push(add(format!("{spec_at}/initContainers/0"), plan.sidecar));
+        }
+        SidecarMode::Native => ops.push(add(format!("{spec_at}/initContainers"), json!([plan.sidecar]))),
+        SidecarMode::Container => ops.push(add(format!("{spec_at}/containers/-"), plan.sidecar)),
+    }
+    if spec["volumes"].is_array() {
+        ops.extend(plan.volumes.into_iter().map(|v| add(format!("{spec_at}/volumes/-"), v)));
+    } else {
+        ops.push(add(format!("{spec_at}/volumes"), Value::Array(plan.volumes.into())));
+    }
+
+    // Annotations last: the status marks a pod done, and scraping is
+    // pointed at the admin port unless the pod already says otherwise.
+    if annotation(SKIPPED).is_some() {
+        let mut at = pointer(&format!("{base}/metadata/annotations"));
+        at.push_back(SKIPPED);
+        ops.push(PatchOperation::Remove(RemoveOperation { path: at }));
+    }
+    let mut notes = vec![(STATUS, Value::from("injected"))];
+    if annotation("prometheus.io/scrape").is_none() {
+        notes.push(("prometheus.io/scrape", "true".into()));
+        notes.push(("prometheus.io/port", settings.admin_port.to_string().into()));
+        notes.push(("prometheus.io/path", "/metrics".into()));
+    }
+    if annotation("kubectl.kubernetes.io/default-container").is_none()
+        && let Some(name) = c["name"].as_str()
+    {
+        // `kubectl logs` and `exec` keep choosing the app.
+        notes.push(("kubectl.kubernetes.io/default-container", name.into()));
+    }
+    ops.extend(annotate(base, meta, notes));
+    Ok(Outcome::Injected(ops))
+}
+
+/// The probes of a container.
+const PROBES: [&str; 3] = ["livenessProbe", "readinessProbe", "startupProbe"];
+
+/// The injector's settings for one pod: its options, overridden by the
+/// pod's annotations.
+struct Settings<'a> {
+    mode: SidecarMode,
+    proxy_port: u16,
+    admin_port: u16,
+    log_level: &'a str,
+    resources: Value,
+    config_map: &'a str,
+    secret: &'a str,
+}
+
+/// Read the pod's annotations over the options; refuse what cannot be.
+fn settings<'a>(
+    annotations: Option<&'a Map<String, Value>>,
+    options: &'a Options,
+) -> Result<Settings<'a>, InjectError> {
+    let annotation = |k: &str| text_at(annotations, k);
     let mode = match annotation(SIDECAR_MODE) {
         None => options.mode,
         Some("native") => SidecarMode::Native,
@@ -209,107 +375,333 @@ pub fn pod(pod: &Value, base: &str, options: &Options) -> Result<Outcome, Inject
     };
     let proxy_port = port_setting(PROXY_PORT, options.proxy_port)?;
     let admin_port = port_setting(ADMIN_PORT, options.admin_port)?;
-    let Some(app) = app_port(containers, annotation(APP_PORT))? else {
-        // A worker, a Job: nothing listens, nothing to enforce.
-        return skip("no container port to take over");
-    };
-    for c in containers.iter().chain(init_containers) {
-        for p in c["ports"].as_array().map(Vec::as_slice).unwrap_or_default() {
-            let n = p["containerPort"].as_u64().unwrap_or(0);
-            if n == u64::from(proxy_port) || n == u64::from(admin_port) {
-                return Err(InjectError::PortClash(n as u16));
-            }
-        }
+    if proxy_port == admin_port {
+        // Fail closed: one of the gateway's listeners could not bind, and
+        // the admin port's probes would answer for the proxy.
+        return Err(InjectError::GatewayPortsCoincide(proxy_port));
     }
-    let volumes = spec["volumes"].as_array();
-    for name in [CONFIG_VOLUME, SECRET_VOLUME] {
-        if volumes.is_some_and(|v| v.iter().any(|v| v["name"] == name)) {
-            return Err(InjectError::VolumeClash(name));
-        }
-    }
-
-    let mut ops = Vec::new();
-    // The app's port gives its name to the gateway's port, declared on the
-    // app's container (a Service resolves a named targetPort through the
-    // pod's containers; before Kubernetes 1.32 not through init
-    // containers, where a native sidecar lives — and the pod shares one
-    // network namespace, so whichever container declares it, the port is
-    // the gateway's). The app's own probes that named the port now say
-    // its number.
-    let container_at = format!("{base}/spec/containers/{}", app.container);
-    let c = &containers[app.container];
-    if let (Some(_), Some(index)) = (&app.name, app.index) {
-        ops.push(remove(format!("{container_at}/ports/{index}/name")));
-        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-            rename_port(&mut ops, &c[probe], &format!("{container_at}/{probe}"), &app);
-        }
-        for hook in ["postStart", "preStop"] {
-            rename_port(&mut ops, &c["lifecycle"][hook], &format!("{container_at}/lifecycle/{hook}"), &app);
-        }
-    }
-    let takeover = json!({
-        "name": app.name.as_deref().unwrap_or(PROXY_PORT_NAME),
-        "containerPort": proxy_port,
-        "protocol": "TCP",
-    });
-    if c["ports"].is_array() {
-        ops.push(add(format!("{container_at}/ports/-"), takeover));
-    } else {
-        ops.push(add(format!("{container_at}/ports"), json!([takeover])));
-    }
-
-    let settings = Settings {
+    Ok(Settings {
+        mode,
         proxy_port,
         admin_port,
-        app_port: app.number,
         log_level: annotation(LOG_LEVEL).unwrap_or(&options.log_level),
         resources: resources(options, annotation)?,
-    };
-    let mut sidecar = sidecar(options, &settings);
-    let spec_at = format!("{base}/spec");
-    match mode {
-        SidecarMode::Native => {
-            sidecar["restartPolicy"] = "Always".into();
-            if spec["initContainers"].is_array() {
-                ops.push(add(format!("{spec_at}/initContainers/0"), sidecar));
-            } else {
-                ops.push(add(format!("{spec_at}/initContainers"), json!([sidecar])));
-            }
-        }
-        SidecarMode::Container => ops.push(add(format!("{spec_at}/containers/-"), sidecar)),
+        config_map: annotation(CONFIG).unwrap_or(&options.config_map),
+        secret: annotation(SECRET).unwrap_or(&options.secret),
+    })
+}
+
+/// What injection adds to a pod, before it is said as operations.
+struct Plan {
+    app: AppPort,
+    /// The gateway's proxy port, declared on the app's container under
+    /// the name the app's port gives up (`ng-proxy` when it had none).
+    takeover: Value,
+    sidecar: Value,
+    volumes: [Value; 2],
+}
+
+/// What injection adds to a pod of these containers with these
+/// settings; `None` when the pod has no port to take over.
+fn plan(
+    containers: &[Value],
+    init_containers: &[Value],
+    app_port_annotation: Option<&str>,
+    s: &Settings,
+    options: &Options,
+) -> Result<Option<Plan>, InjectError> {
+    let Some(app) = app_port(containers, app_port_annotation)? else { return Ok(None) };
+    check_ports(containers, init_containers, &app, s)?;
+    let takeover = json!({
+        "name": app.name.as_deref().unwrap_or(PROXY_PORT_NAME),
+        "containerPort": s.proxy_port,
+        "protocol": "TCP",
+    });
+    let mut sidecar = sidecar(options, s, app.number);
+    if s.mode == SidecarMode::Native {
+        sidecar["restartPolicy"] = "Always".into();
     }
-    let new_volumes = [
-        json!({"name": CONFIG_VOLUME, "configMap": {"name": annotation(CONFIG).unwrap_or(&options.config_map)}}),
-        json!({"name": SECRET_VOLUME, "secret": {
-            "secretName": annotation(SECRET).unwrap_or(&options.secret), "optional": true}}),
+    let volumes = [
+        json!({"name": CONFIG_VOLUME, "configMap": {"name": s.config_map}}),
+        json!({"name": SECRET_VOLUME, "secret": {"secretName": s.secret, "optional": true}}),
     ];
-    if volumes.is_some() {
-        ops.extend(new_volumes.into_iter().map(|v| add(format!("{spec_at}/volumes/-"), v)));
+    Ok(Some(Plan { app, takeover, sidecar, volumes }))
+}
+
+/// Refuse a pod whose ports clash with the gateway's, rather than make a
+/// pod the API server rejects or a gateway that forwards to itself. Init
+/// containers count: the pod is one network namespace, and a Service
+/// resolves port names through them too (Kubernetes 1.32 and later).
+fn check_ports(
+    containers: &[Value],
+    init_containers: &[Value],
+    app: &AppPort,
+    s: &Settings,
+) -> Result<(), InjectError> {
+    let gateway = [(s.proxy_port, "proxy"), (s.admin_port, "admin")];
+    if let Some((port, which)) = gateway.into_iter().find(|(port, _)| *port == app.number) {
+        // Fail closed: the gateway would listen where it forwards to, and
+        // the app would be unreachable (or reachable only through itself).
+        return Err(InjectError::AppPortClash { port, which });
+    }
+    let declared = || {
+        let app_ports = containers.iter().enumerate().map(|(ci, c)| (Some(ci), c));
+        app_ports.chain(init_containers.iter().map(|c| (None, c))).flat_map(|(ci, c)| {
+            c["ports"].as_array().into_iter().flatten().enumerate().map(move |(pi, p)| ((ci, pi), p))
+        })
+    };
+    for (_, p) in declared() {
+        if let Some(name) = [PROXY_PORT_NAME, ADMIN_PORT_NAME].into_iter().find(|n| p["name"] == *n) {
+            // Fail closed: port names are the pod's to share with Services;
+            // two ports of one name reach whichever the kubelet finds first.
+            return Err(InjectError::PortNameReserved(name));
+        }
+        let number = p["containerPort"].as_u64();
+        if let Some((port, which)) = gateway.into_iter().find(|(port, _)| number == Some(u64::from(*port))) {
+            // Fail closed: two listeners on one port of one network
+            // namespace; the second to bind fails.
+            return Err(InjectError::PortClash { port, which });
+        }
+    }
+    if let Some(name) = &app.name {
+        let app_at = app.index.map(|pi| (Some(app.container), pi));
+        if declared().any(|(at, p)| Some(at) != app_at && p["name"] == name.as_str()) {
+            // Fail closed: after the takeover the gateway's port would share
+            // the name with that port, and a Service targeting the name
+            // could reach it instead of the gateway.
+            return Err(InjectError::PortNameTwice(app.number));
+        }
+    }
+    Ok(())
+}
+
+/// What makes the pod look injected, if anything: the status annotation,
+/// a container or init container named `narrowgate`, or a volume of the
+/// injector's names.
+fn claim(spec: &Value, annotations: Option<&Map<String, Value>>) -> Option<Claim> {
+    if text_at(annotations, STATUS) == Some("injected") {
+        return Some(Claim::Status);
+    }
+    let named = |list: &str, name: &str| spec[list].as_array().is_some_and(|l| l.iter().any(|c| c["name"] == name));
+    if named("containers", SIDECAR) || named("initContainers", SIDECAR) {
+        return Some(Claim::Container);
+    }
+    [CONFIG_VOLUME, SECRET_VOLUME].into_iter().find(|v| named("volumes", v)).map(Claim::Volume)
+}
+
+/// Every field of a v1 Container, in the API's order: the sidecar of a
+/// pod that looks injected is compared with the injector's field by
+/// field, and a refusal names the first that differs.
+const CONTAINER_FIELDS: [&str; 25] = [
+    "name",
+    "image",
+    "command",
+    "args",
+    "workingDir",
+    "ports",
+    "envFrom",
+    "env",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "restartPolicyRules",
+    "volumeMounts",
+    "volumeDevices",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "imagePullPolicy",
+    "securityContext",
+    "stdin",
+    "stdinOnce",
+    "tty",
+];
+
+/// Accept a pod that looks injected only if it carries the injector's own
+/// sidecar, exactly as the injector would write it for this pod under
+/// these options: the `narrowgate` container where the sidecar mode puts
+/// it and equal to [`sidecar`]'s, the two volumes, the gateway's port on
+/// the app's container under the name the app's port gave up, and the
+/// status annotation. What the API server fills in before a webhook sees
+/// the pod (see [`undefault_container`]) is no difference: the webhook
+/// sees its own sidecar that way when it is called again
+/// (`reinvocationPolicy: IfNeeded`), and so does `narrowgate inject` on
+/// `kubectl get -o yaml`'s output.
+///
+/// The app's port is not in the injected pod as the injector found it:
+/// the gateway's port took its name. So the pod as it was is recovered —
+/// the sidecar and the volumes taken out, the gateway's port taken off
+/// its container and its name given back to the port the sidecar
+/// forwards to — and what injection would add to that pod ([`plan`], with
+/// every check injection makes: the upstream is no port of the
+/// gateway's, no port clashes) must be what the pod has.
+fn verify(pod: &Value, claim: Claim, options: &Options) -> Result<(), InjectError> {
+    let wrong = |problem| Err(InjectError::NotInjected { claim, problem });
+    let spec = &pod["spec"];
+    let annotations = pod["metadata"]["annotations"].as_object();
+    if spec["hostNetwork"] == true {
+        // Fail closed: the injector leaves such a pod alone (its app's
+        // port is the node's, reachable around the gateway), so a
+        // sidecar in it is none of the injector's.
+        return wrong(Mismatch::HostNetwork);
+    }
+    let s = settings(annotations, options)?;
+    let list = |key: &str| spec[key].as_array().cloned().unwrap_or_default();
+    let (mut containers, mut init_containers) = (list("containers"), list("initContainers"));
+    let is_sidecar = |c: &Value| c["name"] == SIDECAR;
+    let (sidecar, placed) = if let Some(i) = init_containers.iter().position(is_sidecar) {
+        // Fail closed on a native sidecar before it: it would start first
+        // and could hold the gateway's ports and answer its probes. An
+        // ordinary init container before it has ended by then.
+        let first = !init_containers[..i].iter().any(|c| c["restartPolicy"] == "Always");
+        (init_containers.remove(i), s.mode == SidecarMode::Native && first)
+    } else if let Some(i) = containers.iter().position(is_sidecar) {
+        (containers.remove(i), s.mode == SidecarMode::Container)
     } else {
-        ops.push(add(format!("{spec_at}/volumes"), Value::Array(new_volumes.into())));
+        // Fail closed: the claim without the gateway.
+        return wrong(Mismatch::NoSidecar);
+    };
+    if containers.iter().chain(&init_containers).any(is_sidecar) {
+        // Fail closed: which of the two is the gateway is not for the
+        // injector to guess.
+        return wrong(Mismatch::SidecarTwice);
+    }
+    if !placed {
+        // Fail closed: elsewhere, the gateway may start after the app (or,
+        // as an ordinary init container, keep the app from starting).
+        return wrong(match s.mode {
+            SidecarMode::Native => Mismatch::NotNative,
+            SidecarMode::Container => Mismatch::NotContainer,
+        });
+    }
+    let upstream = sidecar["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == "NARROWGATE_UPSTREAM")
+        .and_then(|e| e["value"].as_str()?.strip_prefix("127.0.0.1:")?.parse::<u16>().ok());
+    let Some(upstream) = upstream else {
+        // Fail closed: the sidecar names no port it forwards to.
+        return wrong(Mismatch::Sidecar("env"));
+    };
+    let takeover_at = containers.iter().enumerate().find_map(|(ci, c)| {
+        let pi = c["ports"].as_array()?.iter().position(|p| p["containerPort"] == s.proxy_port)?;
+        Some((ci, pi))
+    });
+    let Some((ci, pi)) = takeover_at else {
+        // Fail closed: no Service could reach the gateway.
+        return wrong(Mismatch::ProxyPort(s.proxy_port));
+    };
+    let mut takeover = Value::Null;
+    if let Some(ports) = containers[ci].get_mut("ports").and_then(Value::as_array_mut) {
+        takeover = ports.remove(pi);
+        if let Some(name) = takeover["name"].as_str().filter(|n| *n != PROXY_PORT_NAME)
+            && let Some(app) = ports.iter_mut().find(|p| p["containerPort"] == upstream && p.get("name").is_none())
+        {
+            app["name"] = name.into();
+        }
     }
 
-    // Annotations last: the status marks a pod done, and scraping is
-    // pointed at the admin port unless the pod already says otherwise.
-    if annotation(SKIPPED).is_some() {
-        let mut at = pointer(&format!("{base}/metadata/annotations"));
-        at.push_back(SKIPPED);
-        ops.push(PatchOperation::Remove(RemoveOperation { path: at }));
+    let Some(plan) = plan(&containers, &init_containers, text_at(annotations, APP_PORT), &s, options)? else {
+        // Fail closed: a gateway in a pod the injector would have left
+        // alone is none of the injector's.
+        return wrong(Mismatch::NoAppPort);
+    };
+    if plan.app.number != upstream {
+        // Fail closed: the gateway forwards elsewhere than to the app.
+        return wrong(Mismatch::Upstream(plan.app.number));
     }
-    let mut notes = vec![(STATUS, Value::from("injected"))];
-    if annotation("prometheus.io/scrape").is_none() {
-        notes.push(("prometheus.io/scrape", "true".into()));
-        notes.push(("prometheus.io/port", admin_port.to_string().into()));
-        notes.push(("prometheus.io/path", "/metrics".into()));
+    if plan.app.container != ci || undefault_port(takeover) != undefault_port(plan.takeover) {
+        // Fail closed: a Service that targets the app's port by its name
+        // may reach the app around the gateway.
+        return wrong(Mismatch::ProxyPort(s.proxy_port));
     }
-    if annotation("kubectl.kubernetes.io/default-container").is_none()
-        && let Some(name) = c["name"].as_str()
+    let (actual, expected) = (undefault_container(sidecar), undefault_container(plan.sidecar));
+    if let Some(field) = CONTAINER_FIELDS.into_iter().find(|f| actual.get(f) != expected.get(f)) {
+        // Fail closed: another image, command, environment, port, probe,
+        // privilege or mount makes it something other than the gateway.
+        return wrong(Mismatch::Sidecar(field));
+    }
+    if actual.as_object().is_some_and(|c| c.keys().any(|k| !CONTAINER_FIELDS.contains(&k.as_str()))) {
+        // Fail closed: a field newer than this injector may change what
+        // the container runs.
+        return wrong(Mismatch::Sidecar("fields the injector does not know"));
+    }
+    let volumes = list("volumes");
+    for (name, expected) in [CONFIG_VOLUME, SECRET_VOLUME].into_iter().zip(plan.volumes) {
+        let mut named = volumes.iter().filter(|v| v["name"] == name);
+        match (named.next(), named.next()) {
+            (Some(v), None) if undefault_volume(v.clone()) == undefault_volume(expected) => {}
+            // Fail closed: the gateway would run on another config or
+            // secret than the injector gave it, or the mount is ambiguous.
+            _ => return wrong(Mismatch::Volume(name)),
+        }
+    }
+    if text_at(annotations, STATUS) != Some("injected") {
+        // Fail closed: the pod does not say what it is.
+        return wrong(Mismatch::Status);
+    }
+    Ok(())
+}
+
+/// Remove `key` from the object `v` when it holds `default`.
+fn strip_default(v: Option<&mut Value>, key: &str, default: Value) {
+    if let Some(map) = v.and_then(Value::as_object_mut)
+        && map.get(key) == Some(&default)
     {
-        // `kubectl logs` and `exec` keep choosing the app.
-        notes.push(("kubectl.kubernetes.io/default-container", name.into()));
+        map.remove(key);
     }
-    ops.extend(annotate(base, meta, notes));
-    Ok(Outcome::Injected(ops))
+}
+
+/// A container as the injector compares it: without what the API server
+/// fills in with its defaults before a webhook sees a pod (on decoding,
+/// and again after each webhook's patch) — the termination message's
+/// path and policy, probe timings and scheme, port protocols — and with
+/// resource quantities by value, as the API server rewrites them in its
+/// own spelling (`0.5Gi` comes back `512Mi`).
+fn undefault_container(mut c: Value) -> Value {
+    strip_default(Some(&mut c), "terminationMessagePath", "/dev/termination-log".into());
+    strip_default(Some(&mut c), "terminationMessagePolicy", "File".into());
+    for probe in PROBES {
+        let mut p = c.get_mut(probe);
+        for (key, default) in
+            [("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)]
+        {
+            strip_default(p.as_deref_mut(), key, default.into());
+        }
+        strip_default(p.and_then(|p| p.get_mut("httpGet")), "scheme", "HTTP".into());
+    }
+    for port in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+        strip_default(Some(port), "protocol", "TCP".into());
+    }
+    for section in ["requests", "limits"] {
+        let quantities = c.get_mut("resources").and_then(|r| r.get_mut(section)).and_then(Value::as_object_mut);
+        for q in quantities.into_iter().flat_map(|q| q.values_mut()) {
+            if let Some((digits, exponent)) = q.as_str().and_then(quantity) {
+                *q = format!("{digits}e{exponent}").into();
+            }
+        }
+    }
+    c
+}
+
+/// A port as the injector compares it (the API server's default protocol
+/// is TCP).
+fn undefault_port(mut p: Value) -> Value {
+    strip_default(Some(&mut p), "protocol", "TCP".into());
+    p
+}
+
+/// A volume as the injector compares it (the API server's default mode
+/// of a ConfigMap's or a Secret's files is 0644).
+fn undefault_volume(mut v: Value) -> Value {
+    for source in ["configMap", "secret"] {
+        strip_default(v.get_mut(source), "defaultMode", 0o644.into());
+    }
+    v
 }
 
 /// The port to take over: the annotation's (a number or a name), else the
@@ -363,24 +755,16 @@ fn rename_port(ops: &mut Vec<PatchOperation>, handler: &Value, at: &str, app: &A
     }
 }
 
-struct Settings<'a> {
-    proxy_port: u16,
-    admin_port: u16,
-    app_port: u16,
-    log_level: &'a str,
-    resources: Value,
-}
-
 /// The string at `key` of a map (labels, annotations).
 fn text_at<'a>(map: Option<&'a Map<String, Value>>, key: &str) -> Option<&'a str> {
     map.and_then(|m| m.get(key)).and_then(Value::as_str)
 }
 
 fn resources<'a>(options: &'a Options, annotation: impl Fn(&str) -> Option<&'a str>) -> Result<Value, InjectError> {
-    let quantity = |key: &'static str, default: Option<&str>| -> Result<Option<String>, InjectError> {
+    let setting = |key: &'static str, default: Option<&str>| -> Result<Option<String>, InjectError> {
         match annotation(key) {
             None => Ok(default.map(str::to_string)),
-            Some(v) if is_quantity(v) => Ok(Some(v.to_string())),
+            Some(v) if quantity(v).is_some() => Ok(Some(v.to_string())),
             Some(_) => Err(InjectError::Annotation(key, "is not a Kubernetes quantity (e.g. 100m, 64Mi)".into())),
         }
     };
@@ -390,14 +774,14 @@ fn resources<'a>(options: &'a Options, annotation: impl Fn(&str) -> Option<&'a s
         (CPU_REQUEST, Some(options.cpu_request.as_str()), "cpu"),
         (MEMORY_REQUEST, Some(options.memory_request.as_str()), "memory"),
     ] {
-        if let Some(q) = quantity(key, default)? {
+        if let Some(q) = setting(key, default)? {
             requests.insert(name.into(), q.into());
         }
     }
     for (key, default, name) in
         [(CPU_LIMIT, options.cpu_limit.as_deref(), "cpu"), (MEMORY_LIMIT, options.memory_limit.as_deref(), "memory")]
     {
-        if let Some(q) = quantity(key, default)? {
+        if let Some(q) = setting(key, default)? {
             limits.insert(name.into(), q.into());
         }
     }
@@ -411,20 +795,48 @@ fn resources<'a>(options: &'a Options, annotation: impl Fn(&str) -> Option<&'a s
     Ok(r.into())
 }
 
-/// A Kubernetes resource quantity: digits with an optional fraction and
-/// suffix (`100m`, `0.5`, `64Mi`, `1G`, `1e3`).
-fn is_quantity(v: &str) -> bool {
+/// A Kubernetes resource quantity's value as `digits × 10^exponent`, the
+/// digits without a trailing zero: one value, one spelling (`0.5Gi` and
+/// `512Mi`, `1e3` and `1k`). `None` for what is no quantity — digits with
+/// an optional fraction and suffix (`100m`, `0.5`, `64Mi`, `1G`, `1e3`) —
+/// or one too large to say exactly.
+fn quantity(v: &str) -> Option<(u128, i64)> {
     let number_end = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
     let (number, suffix) = v.split_at(number_end);
-    let digits = number.chars().filter(char::is_ascii_digit).count();
-    digits > 0
-        && number.matches('.').count() <= 1
-        && (["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].contains(&suffix)
-            || suffix.strip_prefix(['e', 'E']).is_some_and(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())))
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.len() + fraction.len() == 0 || fraction.contains('.') {
+        return None;
+    }
+    // SI suffixes are powers of 1000 from nano to exa, binary ones powers
+    // of 1024 from kibi to exbi.
+    const DECIMAL: [&str; 10] = ["n", "u", "m", "", "k", "M", "G", "T", "P", "E"];
+    const BINARY: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    let (decimal, binary) = if let Some(i) = DECIMAL.iter().position(|s| *s == suffix) {
+        (3 * (i64::try_from(i).ok()? - 3), 0)
+    } else if let Some(i) = BINARY.iter().position(|s| *s == suffix) {
+        (0, 10 * (u32::try_from(i).ok()? + 1))
+    } else {
+        let e = suffix.strip_prefix(['e', 'E']).filter(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()))?;
+        (e.parse::<i64>().ok()?, 0)
+    };
+    let mut digits: u128 = 0;
+    for d in whole.bytes().chain(fraction.bytes()) {
+        digits = digits.checked_mul(10)?.checked_add(u128::from(d - b'0'))?;
+    }
+    digits = digits.checked_mul(1u128 << binary)?;
+    let mut exponent = decimal - i64::try_from(fraction.len()).ok()?;
+    if digits == 0 {
+        return Some((0, 0));
+    }
+    while digits.is_multiple_of(10) {
+        digits /= 10;
+        exponent += 1;
+    }
+    Some((digits, exponent))
 }
 
-/// The gateway's container.
-fn sidecar(options: &Options, s: &Settings) -> Value {
+/// The gateway's container, forwarding to the app's port.
+fn sidecar(options: &Options, s: &Settings, app_port: u16) -> Value {
     let admin_probe = |path: &str, period: u32, failures: u32| json!({"httpGet": {"path": path, "port": s.admin_port}, "periodSeconds": period, "failureThreshold": failures});
     json!({
         "name": SIDECAR,
@@ -434,7 +846,7 @@ fn sidecar(options: &Options, s: &Settings) -> Value {
         "env": [
             {"name": "NARROWGATE_PROXY_LISTEN", "value": format!("0.0.0.0:{}", s.proxy_port)},
             {"name": "NARROWGATE_ADMIN_LISTEN", "value": format!("0.0.0.0:{}", s.admin_port)},
-            {"name": "NARROWGATE_UPSTREAM", "value": format!("127.0.0.1:{}", s.app_port)},
+            {"name": "NARROWGATE_UPSTREAM", "value": format!("127.0.0.1:{app_port}")},
             {"name": "NARROWGATE_LOG_FORMAT", "value": "json"},
             {"name": "RUST_LOG", "value": s.log_level},
         ],
@@ -503,4 +915,32 @@ fn replace(path: String, value: Value) -> PatchOperation {
 
 fn remove(path: String) -> PatchOperation {
     PatchOperation::Remove(RemoveOperation { path: pointer(&path) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_compare_by_value_however_spelled() {
+        for (a, b) in [
+            ("0.5Gi", "512Mi"),
+            ("1.5Mi", "1536Ki"),
+            ("128Mi", "134217728"),
+            ("1e3", "1k"),
+            ("1000m", "1"),
+            ("0.5", "500m"),
+            ("0.0005", "500u"),
+            ("0", "0m"),
+        ] {
+            assert!(quantity(a).is_some(), "{a}");
+            assert_eq!(quantity(a), quantity(b), "{a} = {b}");
+        }
+        for (a, b) in [("1Mi", "1M"), ("100m", "1"), ("1Ki", "1k")] {
+            assert_ne!(quantity(a), quantity(b), "{a} ≠ {b}");
+        }
+        for bad in ["", ".", "Mi", "lots", "1.2.3", "1x", "1e", "-1", "99999999999999999999999999999999999999999Ei"] {
+            assert_eq!(quantity(bad), None, "{bad}");
+        }
+    }
 }

@@ -10,9 +10,11 @@
 //! use.
 //!
 //! What is answered:
-//! - a Pod CREATE: the patch (or none when already injected), or, for a
-//!   pod that asks for something impossible (a port clash, a bad
-//!   annotation), `allowed: false` with the reason: a pod meant to be
+//! - a Pod CREATE: the patch (none when the pod already carries the
+//!   injector's own sidecar, as it does when the webhook is called again
+//!   after another webhook's patch), or, for a pod that asks for
+//!   something impossible (a port clash, a bad annotation) or only looks
+//!   injected, `allowed: false` with the reason: a pod meant to be
 //!   protected must not start unprotected;
 //! - anything else (another kind, another operation, a subresource):
 //!   allowed, unchanged;
