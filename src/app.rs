@@ -223,7 +223,11 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     // An enforce-only gateway follows an issuer's revocation feed; it is not
     // ready until the first snapshot is in.
     if let Some(follow) = &config.revocation.follow {
-        let source = crate::revocation::feed::Source { urls: follow.urls.clone(), token: follow.token.clone() };
+        let source = crate::revocation::feed::Source {
+            urls: follow.urls.clone(),
+            token: follow.token.clone(),
+            max_ids: follow.max_ids,
+        };
         background.push(crate::revocation::feed::follow(source, revocations.clone()));
     }
 
@@ -308,16 +312,22 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     if runtime.path().is_some() {
         background.push(tokio::spawn(crate::reload::watch(runtime.clone())));
     }
-    // Rate limiters forget the keys whose buckets are full again.
-    let rt = runtime.clone();
+    // Rate limiters forget the keys whose buckets are full again, and the
+    // revocation set the ids whose tokens have expired.
+    let (rt, revs) = (runtime.clone(), revocations.clone());
     background.push(tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
         loop {
             every.tick().await;
             let limits = rt.snapshot().limits.clone();
-            if limits.any() {
-                let _ = tokio::task::spawn_blocking(move || limits.sweep()).await;
-            }
+            let (revs, now) = (revs.clone(), rt.shared().clock.now());
+            let _ = tokio::task::spawn_blocking(move || {
+                if limits.any() {
+                    limits.sweep();
+                }
+                revs.sweep(now);
+            })
+            .await;
         }
     }));
     tracing::info!(

@@ -144,6 +144,8 @@ struct RevocationGauges {
     last_sync: Gauge,
     staleness: Gauge,
     connects: IntGauge,
+    /// What the follower refused of its source, by reason.
+    refused: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -293,6 +295,18 @@ impl Metrics {
                 "narrowgate_revocation_feed_connects",
                 "Times the revocation follower has (re)connected to its source and resynced.",
             )?,
+            refused: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "narrowgate_revocation_feed_refused",
+                        "What the revocation follower refused of its source since start, by reason \
+                         (line_too_long, id_too_long, malformed, set_full).",
+                    ),
+                    &["reason"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
         };
         let reloads = IntCounterVec::new(
             Opts::new("narrowgate_config_reloads_total", "Config reloads by result (success, failure)."),
@@ -470,6 +484,10 @@ impl Metrics {
         g.last_sync.set(r.last_confirmed_secs().unwrap_or(0.0));
         g.staleness.set(r.staleness().as_secs_f64());
         g.connects.set(r.connects() as i64);
+        for why in <crate::store::FeedRefusal as strum::IntoEnumIterator>::iter() {
+            let n = i64::try_from(r.refusals(why)).unwrap_or(i64::MAX);
+            g.refused.with_label_values(&[<&'static str>::from(why)]).set(n);
+        }
     }
 
     pub fn upstream_error(&self, kind: UpstreamError) {

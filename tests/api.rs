@@ -74,7 +74,7 @@ async fn whoami_refuses_like_the_proxy() {
     p["jti"] = json!("carol-1");
     let carol = format!("Bearer {}", h.sign(&p));
     assert_eq!(h.api_request("GET", "/v1/whoami", &[("Authorization", &carol)]).await.status, 200);
-    h.gateway.as_ref().expect("running").revocations.revoke("carol-1");
+    h.gateway.as_ref().expect("running").revocations.revoke("carol-1", None);
     let resp = h.api_request("GET", "/v1/whoami", &[("Authorization", &carol)]).await;
     assert_eq!((resp.status, resp.reason().as_str()), (401, "revoked"));
     h.shutdown().await;
@@ -130,7 +130,7 @@ async fn a_narrowed_token_works_on_the_proxy_within_its_narrower_rules() {
     assert_eq!(h.upstream_received().len(), 2);
 
     // Revoking the parent rejects the child.
-    h.gateway.as_ref().expect("running").revocations.revoke("parent-1");
+    h.gateway.as_ref().expect("running").revocations.revoke("parent-1", None);
     let resp = h.get("/users/current/accounts/a1", &[("Authorization", &child_auth)]).await;
     assert_eq!((resp.status, resp.reason().as_str()), (401, "revoked"));
     h.shutdown().await;
@@ -197,7 +197,7 @@ async fn escalation_attempts_are_refused_and_nothing_is_issued() {
         assert!(resp.json()["token"].is_null(), "{name}: a token was issued");
     }
     // Narrowing a revoked or expired token, or without one.
-    h.gateway.as_ref().expect("running").revocations.revoke("parent-3");
+    h.gateway.as_ref().expect("running").revocations.revoke("parent-3", None);
     assert_eq!(h.api_post("/v1/tokens/narrow", &[("Authorization", &auth)], "{}").await.status, 401);
     let expired = format!("Bearer {}", h.sign(&payload("old", now_unix() - 7200, 3600, parent_rules())));
     assert_eq!(h.api_post("/v1/tokens/narrow", &[("Authorization", &expired)], "{}").await.status, 401);

@@ -26,7 +26,7 @@ async fn revoking_a_token_or_an_ancestor_rejects_it_even_when_cached() {
     assert_eq!(h.upstream_received().len(), 1);
 
     let revocations = h.gateway.as_ref().expect("running").revocations.clone();
-    revocations.revoke("root-1");
+    revocations.revoke("root-1", None);
     let resp = h.get("/users/current/accounts/a1", &[("Authorization", &child)]).await;
     assert_eq!((resp.status, resp.reason().as_str()), (401, "revoked"));
     assert!(resp.header("www-authenticate").is_some_and(|v| v.contains("invalid_token")));
@@ -34,7 +34,7 @@ async fn revoking_a_token_or_an_ancestor_rejects_it_even_when_cached() {
 
     // Unrelated tokens are untouched; revoking one by its own id works too.
     assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &other)]).await.status, 200);
-    revocations.revoke("other-1");
+    revocations.revoke("other-1", None);
     assert_eq!(h.get("/users/current/accounts/a1", &[("Authorization", &other)]).await.status, 401);
     assert_eq!(h.upstream_received().len(), 1);
     h.shutdown().await;

@@ -208,3 +208,189 @@ async fn an_enforce_only_gateway_is_not_ready_until_it_has_the_revocation_set() 
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A feed that answers every follower with `first` (whatever it is: a
+/// snapshot, a line that never ends, junk), then a heartbeat every 200 ms
+/// until the follower goes. Real sockets; the HTTP a follower reads.
+async fn fake_feed(first: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/v1/revocations", listener.local_addr().expect("addr"));
+    let first = std::sync::Arc::new(first);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let first = first.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = conn.read(&mut head).await;
+                let start = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n";
+                if conn.write_all(start).await.is_err() || conn.write_all(&first).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now");
+                    let beat =
+                        format!("{{\"type\":\"heartbeat\",\"cursor\":\"f:1\",\"confirmedAt\":{}}}\n", now.as_millis());
+                    if conn.write_all(beat.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// An enforce-only gateway (in process) following `feed`, its keys from a
+/// file, with `extra` merged into its config; the key its tokens are
+/// signed with.
+async fn follower(
+    dir: &std::path::Path,
+    echo: std::net::SocketAddr,
+    feed: &str,
+    extra: &str,
+) -> (narrowgate::app::Running, narrowgate::token::testkit::TestKey) {
+    let _ = reader(dir);
+    let key = narrowgate::token::testkit::TestKey::es256("k1");
+    std::fs::write(dir.join("k1.pub.pem"), &key.public).expect("key");
+    let config =
+        enforcer_config(dir, "follower", echo, "http://unused.invalid/jwks", &[feed.to_string()], "feed.token", extra);
+    let mut doc = support::ConfigDoc::parse(&std::fs::read_to_string(&config).expect("config"));
+    doc.set(
+        "issuers",
+        serde_json::json!([{ "name": "narrowgate", "issuer": "narrowgate", "algorithms": ["ES256"],
+                              "keys": [{ "kid": "k1", "algorithm": "ES256", "public_key_file": "k1.pub.pem" }] }]),
+    );
+    doc.write(&config);
+    let loaded = narrowgate::config::Config::load(&config).expect("valid");
+    (narrowgate::app::start_from(loaded, Some(config)).await.expect("starts"), key)
+}
+
+/// A token with this `jti`, valid for an hour.
+fn token_with_jti(key: &narrowgate::token::testkit::TestKey, jti: &str) -> String {
+    let rules = serde_json::json!([narrowgate::token::testkit::rule("*", &["*"], &["*:$USER_ID$:*"])]);
+    let mut p = narrowgate::token::testkit::payload("web", narrowgate::token::now_unix(), 3600, rules);
+    p["jti"] = jti.into();
+    format!("Bearer {}", key.sign(&p))
+}
+
+fn line(kind: &str, ids: &[String], expires: &[Option<u64>]) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("now").as_millis();
+    format!(
+        "{}\n",
+        serde_json::json!({ "type": kind, "cursor": "f:1", "ids": ids, "expiresAt": expires, "confirmedAt": now as u64 })
+    )
+}
+
+/// A follower takes each id with its token's expiry and forgets it with
+/// it; ids no token may carry are skipped and counted, the rest enforced.
+#[tokio::test]
+async fn a_follower_holds_ids_until_their_tokens_expire_and_skips_impossible_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    let now = narrowgate::token::now_unix();
+    let ids = ["live", "long-expired", "forever", &"x".repeat(257), ""].map(str::to_string);
+    let feed =
+        fake_feed(line("snapshot", &ids, &[Some(now + 3600), Some(now - 7200), None, None, None]).into_bytes()).await;
+    let (g, key) = follower(dir.path(), echo.addr, &feed, "").await;
+    let admin = g.admin_addr.expect("admin");
+    support::eventually_async(Duration::from_secs(5), || async {
+        (send_raw(admin, build_request("GET", "/readyz", &[]).as_bytes()).await.status == 200).then_some(())
+    })
+    .await;
+    let call = |jti: &str| {
+        let (proxy, auth) = (g.proxy_addr, token_with_jti(&key, jti));
+        async move { send_raw(proxy, build_request("GET", ACCOUNT, &[("Authorization", &auth)]).as_bytes()).await }
+    };
+    for jti in ["live", "forever"] {
+        assert_eq!(call(jti).await.reason(), "revoked", "{jti}");
+    }
+    assert_eq!(call("never-revoked").await.status, 200);
+    assert_eq!(echo.received().len(), 1, "only the unrevoked token reached the upstream");
+    assert_eq!(support::metric(admin, "narrowgate_revocations").await, Some(2.0), "an expired token's id is moot");
+    let refused = "narrowgate_revocation_feed_refused{reason=\"id_too_long\"}";
+    assert_eq!(support::metric(admin, refused).await, Some(2.0), "the empty id and the 257-byte one");
+    g.shutdown().await;
+}
+
+/// What a feed sends beyond the follower's bounds — a set past its cap, a
+/// line that never ends, a line that is not the feed's — is refused and
+/// counted, the set is not confirmed, and the gateway goes stale and does
+/// what `when_stale` says: here it refuses token-checked requests, and
+/// nothing reaches the upstream.
+#[tokio::test]
+async fn a_hostile_feed_makes_the_follower_stale_not_unbounded() {
+    let now = narrowgate::token::now_unix();
+    let many: Vec<String> = (0..50).map(|i| format!("id-{i}")).collect();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("a set past max_ids", line("snapshot", &many, &vec![Some(now + 3600); 50]).into_bytes(), "set_full"),
+        ("a line that never ends", vec![b'x'; narrowgate::revocation::feed::MAX_LINE + (1 << 20)], "line_too_long"),
+        ("junk", b"{\"type\":\"snapshot\",\"ids\":[\n".to_vec(), "malformed"),
+    ];
+    for (what, first, reason) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+        let feed = fake_feed(first).await;
+        let extra = "revocation:\n  follow:\n    max_ids: 10\n  max_staleness: 1s\n  when_stale: refuse";
+        let (g, key) = follower(dir.path(), echo.addr, &feed, extra).await;
+        let admin = g.admin_addr.expect("admin");
+        let counted = format!("narrowgate_revocation_feed_refused{{reason=\"{reason}\"}}");
+        support::eventually_async(Duration::from_secs(10), || async {
+            (support::metric(admin, &counted).await >= Some(1.0)).then_some(())
+        })
+        .await;
+        let auth = token_with_jti(&key, "t-1");
+        let r = send_raw(g.proxy_addr, build_request("GET", ACCOUNT, &[("Authorization", &auth)]).as_bytes()).await;
+        assert_eq!((r.status, r.reason().as_str()), (503, "revocations_unavailable"), "{what}: {}", r.body);
+        let ready = send_raw(admin, build_request("GET", "/readyz", &[]).as_bytes()).await;
+        assert_eq!(ready.status, 503, "{what}: never confirmed, never ready");
+        assert!(support::metric(admin, "narrowgate_revocations").await <= Some(10.0), "{what}: bounded");
+        assert!(echo.received().is_empty(), "{what}: nothing reached the upstream");
+        g.shutdown().await;
+    }
+}
+
+/// The issuer's feed carries each revoked id with its token's expiry (a
+/// jti revoked without one: `null`), so followers forget what it forgets.
+#[tokio::test]
+async fn the_feed_sends_each_id_with_its_tokens_expiry() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = support::Harness::start_with(|_| {}, support::sqlite_store(dir.path().join("ng.db"))).await;
+    let mut p = narrowgate::token::testkit::payload("root", narrowgate::token::now_unix(), 3600, serde_json::json!([]));
+    p["role"] = "admin".into();
+    p["master"] = true.into();
+    let root = format!("Bearer {}", h.sign(&p));
+    let made = h.api_post("/v1/tokens", &[("Authorization", &root)], r#"{"name":"short","lifetime":"10m"}"#).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let (id, exp) =
+        (made.json()["id"].as_str().expect("id").to_string(), made.json()["expiresAt"].as_u64().expect("exp"));
+    assert_eq!(h.api_request("DELETE", &format!("/v1/tokens/{id}"), &[("Authorization", &root)]).await.status, 204);
+    let forever = serde_json::json!({"jti": "ext-1", "issuer": "narrowgate"}).to_string();
+    assert_eq!(h.api_post("/v1/revocations", &[("Authorization", &root)], &forever).await.status, 201);
+    let mut feed = tokio::net::TcpStream::connect(h.api).await.expect("connect");
+    let req = format!("GET /v1/revocations HTTP/1.1\r\nHost: t\r\nAuthorization: {root}\r\n\r\n");
+    feed.write_all(req.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"snapshot\"") || !got.ends_with(b"\n\r\n") {
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), feed.read(&mut chunk)).await.expect("in time").expect("read");
+        assert!(n > 0, "closed");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    let snapshot = text.lines().find(|l| l.contains("\"snapshot\"")).expect("a snapshot line");
+    let line: serde_json::Value = serde_json::from_str(snapshot).expect("json");
+    let pairs: Vec<(String, Option<u64>)> = line["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .zip(line["expiresAt"].as_array().expect("expiresAt"))
+        .map(|(i, e)| (i.as_str().expect("id").to_string(), e.as_u64()))
+        .collect();
+    assert!(pairs.contains(&(id, Some(exp))), "{line}");
+    assert!(pairs.contains(&("ext-1".to_string(), None)), "{line}");
+    h.shutdown().await;
+}

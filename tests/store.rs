@@ -141,6 +141,12 @@ async fn revocations_reach_every_replica() {
     let mirror = Arc::new(Revocations::default());
     let follower = b.follow(Arc::new(narrowgate::store::Mirror::new(mirror.clone())), Duration::from_millis(300));
 
+    // The suite's tokens expired long ago, and an expired token's
+    // revocation is moot (not held): these are live.
+    sqlx::query("UPDATE tokens SET expires_at = NULL WHERE id IN ('u1', 't1')")
+        .execute(&sqlx::AnyPool::connect(a.url()).await.expect("pool"))
+        .await
+        .expect("update");
     // Give the follower its LISTEN before the revocation is made; wait on
     // state, not time: the resync has run once the set reflects the store.
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -161,8 +167,9 @@ async fn revocations_reach_every_replica() {
     eprintln!("revocation propagated in {:?}", start.elapsed());
 
     // A revocation written without NOTIFY (a missed notification) heals on
-    // the next resync.
-    sqlx::query("UPDATE tokens SET revoked_at = 3 WHERE id = 'u2'")
+    // the next resync (of a token not yet expired: an expired one's
+    // revocation is moot, and not held).
+    sqlx::query("UPDATE tokens SET revoked_at = 3, expires_at = NULL WHERE id = 'u2'")
         .execute(&sqlx::AnyPool::connect(a.url()).await.expect("pool"))
         .await
         .expect("update");
@@ -204,7 +211,7 @@ async fn a_store_of_the_previous_schema_upgrades_with_its_data() {
     let (s, created) = SqliteStore::open(&path, false).await.expect("upgrade");
     assert!(!created);
     assert_eq!(s.token("t1").await.expect("get").and_then(|t| t.name).as_deref(), Some("device"));
-    assert_eq!(s.revoked_ids().await.expect("ids"), ["t0"]);
+    assert_eq!(s.revoked_ids().await.expect("ids"), [("t0".to_string(), None)]);
     // The revoked token's name is free again; a live one's is not.
     let mut again = s.token("t1").await.expect("get").expect("t1");
     again.id = "t2".into();

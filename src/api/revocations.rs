@@ -59,8 +59,8 @@ pub(crate) async fn revoke_jti(State(s): State<ApiState>, req: Request) -> Resul
     let (snap, caller, body) = s.authorized_body(req).await?;
     s.service.manager(&caller)?;
     let input: RevokeJti = parse(&body)?;
-    if input.jti.is_empty() || input.jti.len() > 256 {
-        return Err(ApiError::bad("jti", "1 to 256 characters"));
+    if input.jti.is_empty() || input.jti.len() > crate::token::MAX_JTI {
+        return Err(ApiError::bad("jti", "1 to 256 bytes"));
     }
     let expires_at = time_field(&input.expires_at, "expiresAt")?;
     let target = RevokeTarget::Jti { jti: input.jti.clone(), issuer: input.issuer.clone(), expires_at };
@@ -125,14 +125,11 @@ pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Resp
         .uri()
         .query()
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "cursor").map(|(_, v)| v.into_owned()));
-    let (_, len) = revs.since(usize::MAX);
+    let clock = s.runtime.shared().clock.clone();
+    let (_, len) = revs.since(usize::MAX, clock.now());
     let resume = cursor.as_deref().and_then(|c| feed::resume_at(c, &instance, len));
-    let (ids, pos) = revs.since(resume.unwrap_or(0));
-    let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    let first = match resume {
-        Some(_) => FeedLine::Delta { cursor: feed::cursor(&instance, pos), ids, confirmed_at: revs.confirmed_ms() },
-        None => FeedLine::Snapshot { cursor: feed::cursor(&instance, pos), ids, confirmed_at: revs.confirmed_ms() },
-    };
+    let (held, pos) = revs.since(resume.unwrap_or(0), clock.now());
+    let first = FeedLine::of(resume.is_some(), feed::cursor(&instance, pos), held, revs.confirmed_ms());
     struct Follow {
         revs: std::sync::Arc<crate::store::Revocations>,
         instance: std::sync::Arc<str>,
@@ -142,6 +139,7 @@ pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Resp
         first: Option<FeedLine>,
         stopping: Option<tokio::sync::watch::Receiver<bool>>,
         reauthorize: tokio::time::Interval,
+        clock: std::sync::Arc<crate::clock::Clock>,
         api: ApiState,
         headers: axum::http::HeaderMap,
         query: Option<String>,
@@ -159,6 +157,7 @@ pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Resp
         first: Some(first),
         stopping: s.stopping.clone(),
         reauthorize,
+        clock,
         api: s.clone(),
         headers,
         query,
@@ -190,14 +189,10 @@ pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Resp
                 }
                 changed = st.added.changed() => {
                     changed.ok()?;
-                    let (ids, pos) = st.revs.since(st.pos);
+                    let (held, pos) = st.revs.since(st.pos, st.clock.now());
                     st.pos = pos;
                     st.heartbeat.reset();
-                    FeedLine::Delta {
-                        cursor: feed::cursor(&st.instance, pos),
-                        ids: ids.iter().map(|i| i.to_string()).collect(),
-                        confirmed_at: st.revs.confirmed_ms(),
-                    }
+                    FeedLine::of(true, feed::cursor(&st.instance, pos), held, st.revs.confirmed_ms())
                 }
                 _ = st.heartbeat.tick() => FeedLine::Heartbeat {
                     cursor: feed::cursor(&st.instance, st.pos),

@@ -651,7 +651,7 @@ impl TokenService {
                             revoked_by: Some(by.token_id.to_string()),
                         };
                         let newly = store.revoke_jti(&r).await?;
-                        self.mirror.revocations.revoke(jti);
+                        self.mirror.revocations.revoke(jti, *expires_at);
                         tracing::info!(token.jti = %jti, "revoked another issuer's token");
                         return Ok(Revoked { id: jti.clone(), newly });
                     }
@@ -680,7 +680,7 @@ impl TokenService {
         };
         issuance::may_act_on(by, &authority_target(&record))?;
         let newly = store.revoke(&record.id, now).await?;
-        self.mirror.revocations.revoke(&record.id);
+        self.mirror.revocations.revoke(&record.id, record.expires_at.and_then(|e| u64::try_from(e).ok()));
         if matches!(target, RevokeTarget::ExternalId(_)) {
             // Crafter re-creates a deleted token with the same id.
             store.forget_secret(&record.id).await?;

@@ -75,6 +75,8 @@ pub struct FeedFollow {
     pub urls: Vec<String>,
     /// The feed reader token (a secret: never printed).
     pub token: String,
+    /// The most ids the followed set holds (beyond it the set goes stale).
+    pub max_ids: usize,
 }
 
 impl std::fmt::Debug for FeedFollow {
@@ -144,6 +146,11 @@ pub(super) struct FollowFile {
     /// A file holding the feed reader token (its SHA-256 is among the
     /// issuer's `feed_readers_sha256`).
     pub token_file: String,
+    /// The most revoked ids the followed set holds (default 1,000,000;
+    /// about 100 bytes each). An issuer revoking more makes the follower
+    /// stale: `when_stale` decides.
+    #[serde(default)]
+    pub max_ids: Option<usize>,
 }
 
 pub(super) fn build_store(f: StoreFile, base: &Path, errs: &mut Errors) -> (StoreConfig, Bootstrap) {
@@ -229,6 +236,9 @@ pub(super) fn build_revocation(
         if fw.urls.is_empty() {
             errs.push("revocation.follow.urls", "list at least one issuer feed URL");
         }
+        if fw.max_ids == Some(0) {
+            errs.push("revocation.follow.max_ids", "must be at least 1");
+        }
         for (i, u) in fw.urls.iter().enumerate() {
             match u.parse::<http::Uri>() {
                 Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
@@ -238,7 +248,11 @@ pub(super) fn build_revocation(
         let file = base.join(&fw.token_file);
         check_private_file(&file, "revocation.follow.token_file", errs);
         match errs.read(&file).and_then(|b| String::from_utf8(b).map_err(std::io::Error::other)) {
-            Ok(t) if !t.trim().is_empty() => Some(FeedFollow { urls: fw.urls, token: t.trim().to_string() }),
+            Ok(t) if !t.trim().is_empty() => Some(FeedFollow {
+                urls: fw.urls,
+                token: t.trim().to_string(),
+                max_ids: fw.max_ids.unwrap_or(DEFAULT_MAX_IDS),
+            }),
             Ok(_) => {
                 errs.push("revocation.follow.token_file", format!("{} is empty", file.display()));
                 None
@@ -251,6 +265,9 @@ pub(super) fn build_revocation(
     });
     RevocationConfig { staleness: crate::store::Staleness { max, refuse }, feed_readers, follow }
 }
+
+/// The most revoked ids a followed set holds unless the config says.
+const DEFAULT_MAX_IDS: usize = 1_000_000;
 
 /// What an enforce-only gateway does when its revocation set goes
 /// unconfirmed for longer than `max_staleness`.

@@ -13,7 +13,7 @@ pub mod feed;
 
 use std::time::Duration;
 
-pub use crate::store::{Revocations, Staleness};
+pub use crate::store::{FeedRefusal, Revocations, SetFull, Staleness};
 
 /// A follower's reconnection back-off: from the first to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_millis(400));

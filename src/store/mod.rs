@@ -18,7 +18,7 @@ mod sqlite;
 pub mod testsuite;
 mod writer;
 
-pub use mirror::{Mirror, ReferenceTokens, Revocations, Staleness, resync};
+pub use mirror::{FeedRefusal, Mirror, ReferenceTokens, Revocations, SetFull, Staleness, resync};
 
 use std::future::Future;
 
@@ -206,7 +206,7 @@ pub trait TokenStore: Send + Sync + 'static {
     fn revoke(&self, id: &str, at: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Every revoked token id, other issuers' unexpired jtis included: the
     /// mirror's full resync.
-    fn revoked_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    fn revoked_ids(&self) -> impl Future<Output = Result<Vec<(String, Option<i64>)>, StoreError>> + Send;
     /// Revoke another issuer's token by jti (this store has no record of
     /// it); `false` if revoked already.
     fn revoke_jti(&self, r: &JtiRevocation) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -281,7 +281,8 @@ macro_rules! delegate_token_store {
             }
             fn revoked_ids(
                 &self,
-            ) -> impl std::future::Future<Output = Result<Vec<String>, $crate::store::StoreError>> + Send {
+            ) -> impl std::future::Future<Output = Result<Vec<(String, Option<i64>)>, $crate::store::StoreError>> + Send
+            {
                 self.core.revoked_ids()
             }
             fn revoke_jti(

@@ -178,12 +178,15 @@ impl PgStore {
                     if n.channel() == TOKEN_CHANNEL {
                         if let Some(record) = super::TokenStore::token(self, n.payload()).await? {
                             if record.revoked_at.is_some() {
-                                mirror.revocations.revoke(&record.id);
+                                mirror.revocations
+                                    .revoke(&record.id, record.expires_at.and_then(|e| u64::try_from(e).ok()));
                             }
                             mirror.references.add(&record, &mirror.issuer);
                         }
                     } else {
-                        mirror.revocations.revoke(n.payload());
+                        // The notification names the id only: held until
+                        // the next resync tells its expiry.
+                        mirror.revocations.revoke(n.payload(), None);
                     }
                     mirror.revocations.confirm();
                 }

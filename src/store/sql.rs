@@ -279,18 +279,20 @@ impl SqlCore {
         self.writer.submit(Write::Revoke { id: id.to_string(), at }).await
     }
 
-    /// Every revoked id: tokens of this store, and other issuers' jtis not
-    /// yet past their expiry.
-    pub async fn revoked_ids(&self) -> Result<Vec<String>, StoreError> {
+    /// Every revoked id with its token's expiry (`None`: never, or not
+    /// known): tokens of this store and other issuers' jtis, not yet past
+    /// their expiry and the grace the revocation set keeps them for.
+    pub async fn revoked_ids(&self) -> Result<Vec<(String, Option<i64>)>, StoreError> {
         let now = crate::token::now_unix() as i64;
+        let keep_after = now.saturating_sub(super::mirror::EXPIRY_GRACE.as_secs() as i64);
         let rows = sqlx::query(
-            "SELECT id FROM tokens WHERE revoked_at IS NOT NULL \
-             UNION SELECT jti AS id FROM revoked_jtis WHERE expires_at IS NULL OR expires_at > $1",
+            "SELECT id, expires_at FROM tokens WHERE revoked_at IS NOT NULL AND (expires_at IS NULL OR expires_at >= $1) \
+             UNION SELECT jti AS id, expires_at FROM revoked_jtis WHERE expires_at IS NULL OR expires_at >= $1",
         )
-        .bind(now)
+        .bind(keep_after)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| r.try_get::<String, _>("id").map_err(StoreError::from)).collect()
+        rows.iter().map(|r| Ok((r.try_get::<String, _>("id")?, r.try_get::<Option<i64>, _>("expires_at")?))).collect()
     }
 
     /// Record the revocation of a jti this store has no token for; `false`

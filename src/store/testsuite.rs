@@ -140,8 +140,12 @@ pub async fn listing_filters_and_pages<S: TokenStore>(s: &S) {
 
 /// Revocation marks once; the mirror's resync sees it.
 pub async fn revocation_is_recorded<S: TokenStore>(s: &S) {
-    s.insert_token(&token("r1", None, None, TokenKind::Access, 400)).await.expect("insert");
+    let mut never = token("r1", None, None, TokenKind::Access, 400);
+    never.expires_at = None;
+    s.insert_token(&never).await.expect("insert");
+    let exp = crate::token::now_unix() as i64 + 3600;
     let mut reference = token("r2", None, None, TokenKind::Access, 401);
+    reference.expires_at = Some(exp);
     reference.form = TokenForm::Reference;
     reference.secret_hash = Some(hash_secret("ng_r2"));
     s.insert_token(&reference).await.expect("insert");
@@ -152,7 +156,7 @@ pub async fn revocation_is_recorded<S: TokenStore>(s: &S) {
     assert!(s.revoke("r2", 503).await.expect("revoke"));
     let mut revoked = s.revoked_ids().await.expect("ids");
     revoked.sort();
-    assert_eq!(revoked, ["r1", "r2"]);
+    assert_eq!(revoked, [("r1".to_string(), None), ("r2".to_string(), Some(exp))], "with their expiries");
     assert_eq!(s.token("r1").await.expect("get").and_then(|t| t.revoked_at), Some(500));
     // Revoked reference tokens stay mirrored (with their revocation), so
     // they are refused as revoked; a forgotten secret is mirrored no more.
@@ -175,12 +179,26 @@ pub async fn external_jtis_are_revoked_until_they_expire<S: TokenStore>(s: &S) {
     assert!(s.revoke_jti(&jti("ext-live", Some(now + 3600))).await.expect("revoke"));
     assert!(!s.revoke_jti(&jti("ext-live", Some(now + 7200))).await.expect("again"), "once");
     assert!(s.revoke_jti(&jti("ext-forever", None)).await.expect("revoke"));
-    assert!(s.revoke_jti(&jti("ext-expired", Some(now - 1))).await.expect("revoke"));
-    s.insert_token(&token("own", None, None, TokenKind::Access, 100)).await.expect("insert");
+    assert!(s.revoke_jti(&jti("ext-expired", Some(now - 3600))).await.expect("revoke"));
+    let mut own = token("own", None, None, TokenKind::Access, 100);
+    own.expires_at = Some(now + 60);
+    s.insert_token(&own).await.expect("insert");
     assert!(s.revoke("own", 200).await.expect("revoke"));
-    let mut revoked = s.revoked_ids().await.expect("ids");
+    // A token of this store expired long ago (its descendants with it).
+    s.insert_token(&token("own-expired", None, None, TokenKind::Access, 100)).await.expect("insert");
+    assert!(s.revoke("own-expired", 200).await.expect("revoke"));
+    // One that expired within the grace is still held (clock skew).
+    let mut just = token("own-just-expired", None, None, TokenKind::Access, 100);
+    just.expires_at = Some(now - 60);
+    s.insert_token(&just).await.expect("insert");
+    assert!(s.revoke("own-just-expired", 200).await.expect("revoke"));
+    let mut revoked: Vec<String> = s.revoked_ids().await.expect("ids").into_iter().map(|(id, _)| id).collect();
     revoked.sort();
-    assert_eq!(revoked, ["ext-forever", "ext-live", "own"], "an expired token needs no revocation");
+    assert_eq!(
+        revoked,
+        ["ext-forever", "ext-live", "own", "own-just-expired"],
+        "an expired token needs no revocation, once the grace has passed"
+    );
 }
 
 /// A revoked token's name is free again; a live one's is not.
@@ -329,7 +347,7 @@ pub async fn external_ids_are_unique_while_live<S: TokenStore>(s: &S) {
     assert_eq!((old.secret_hash, old.external_id, old.revoked_at), (None, None, Some(200)));
     s.insert_token(&crafter("j4", "e8f5170c-877b", 300)).await.expect("the id is free again");
     assert_eq!(s.token_by_external_id("e8f5170c-877b").await.expect("get").map(|t| t.id).as_deref(), Some("j4"));
-    assert!(s.revoked_ids().await.expect("revoked").contains(&"j1".to_string()));
+    assert!(s.token("j1").await.expect("get").is_some_and(|t| t.revoked_at.is_some()));
 }
 
 /// Concurrent writes (group-committed in batches): each caller gets its

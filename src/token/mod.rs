@@ -19,6 +19,11 @@ pub mod sign;
 pub mod testkit;
 pub mod verify;
 
+/// The longest `jti` a token may carry: what a revocation may name (the
+/// token service and the revocation feed refuse longer ids, so a longer
+/// jti could never be revoked, and a token carrying one is refused).
+pub const MAX_JTI: usize = 256;
+
 pub use cache::GrantCache;
 pub use claims::{Claims, Role, TokenKind, WireRule};
 pub use grant::Grant;

@@ -232,7 +232,9 @@ impl Verifier {
         }
         let subject = string_claim(&raw.sub, "sub")?.ok_or(VerifyError::Claim("sub"))?;
         let token_id = match string_claim(&raw.jti, "jti")? {
-            Some(jti) if !jti.is_empty() => jti.to_string(),
+            Some(jti) if !jti.is_empty() && jti.len() <= super::MAX_JTI => jti.to_string(),
+            // Empty, or longer than any revocation may name: refused, so
+            // that every token honoured can be revoked.
             Some(_) => return Err(VerifyError::Claim("jti")),
             // Without a jti, derive a stable id from header and payload (not
             // the signature, which ECDSA lets an attacker re-encode).

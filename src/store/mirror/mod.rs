@@ -9,7 +9,7 @@ mod revocations;
 use std::sync::Arc;
 
 pub use references::{ReferenceTokens, grant_of};
-pub use revocations::{Revocations, Staleness};
+pub use revocations::{EXPIRY_GRACE, FeedRefusal, Held, Revocations, SetFull, Staleness};
 
 use super::{StoreError, TokenStore};
 
@@ -40,14 +40,14 @@ impl Mirror {
 /// grows) and every live reference token.
 pub async fn resync<S: TokenStore>(store: &S, mirror: &Mirror) -> Result<usize, StoreError> {
     let ids = store.revoked_ids().await?;
-    for id in &ids {
-        mirror.revocations.revoke(id);
+    for (id, expires_at) in &ids {
+        mirror.revocations.revoke(id, expires_at.and_then(|e| u64::try_from(e).ok()));
     }
     let snapshot = mirror.references.begin_snapshot();
     let references = store.reference_tokens().await?;
     // A token revoked between the two reads carries its own revocation.
     for r in references.iter().filter(|r| r.revoked_at.is_some()) {
-        mirror.revocations.revoke(&r.id);
+        mirror.revocations.revoke(&r.id, r.expires_at.and_then(|e| u64::try_from(e).ok()));
     }
     mirror.references.replace_all(&references, &mirror.issuer, snapshot);
     Ok(ids.len() + references.len())

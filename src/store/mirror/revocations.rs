@@ -1,11 +1,20 @@
-//! The revocation set: every revoked token id (the set only grows), how
+//! The revocation set: every revoked token id with its token's expiry, how
 //! current it is, and a log of additions the revocation feed serves from.
+//!
+//! An id is held until its token's expiry and [`EXPIRY_GRACE`] have passed
+//! (a token is never honoured past its expiry, its descendants never
+//! outlive it, and the grace covers every issuer's clock skew), then
+//! forgotten by [`Revocations::sweep`]; an id whose expiry is not known is
+//! held for good. A set filled from the network (a follower) is capped:
+//! [`Revocations::revoke_within`] refuses to grow past it, and its caller
+//! stops confirming the set, so the gateway goes stale and does what
+//! `revocation.when_stale` says — never silently forgetting a revocation.
 
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use dashmap::DashSet;
+use dashmap::DashMap;
 use tokio::sync::watch;
 
 use crate::token::Grant;
@@ -27,13 +36,49 @@ impl Default for Staleness {
     }
 }
 
+/// How long past its token's expiry a revoked id is still held: longer
+/// than any issuer's `clock_skew` (at most 5 minutes), so a token accepted
+/// a little past its `exp` is still refused.
+pub const EXPIRY_GRACE: Duration = Duration::from_secs(600);
+
+/// A revoked id and its token's expiry (`None`: held for good), as the feed
+/// sends it.
+pub type Held = (Box<str>, Option<u64>);
+
+/// An expiry that is not known, or none: held for good.
+const NEVER: u64 = u64::MAX;
+
+/// A follower's set is at its cap: the id could not be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the revocation set holds its maximum of {max} ids (revocation.follow.max_ids)")]
+pub struct SetFull {
+    pub max: usize,
+}
+
+/// Why a follower refused part of what its source sent (counted, and
+/// exported as `narrowgate_revocation_feed_refused{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumIter, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum FeedRefusal {
+    /// A line longer than the follower reads.
+    LineTooLong,
+    /// An id longer than any jti a token may carry (or empty).
+    IdTooLong,
+    /// A line that is not one of the feed's.
+    Malformed,
+    /// An id the capped set had no room for.
+    SetFull,
+}
+
 #[derive(Debug)]
 pub struct Revocations {
-    ids: DashSet<Box<str>>,
+    /// Revoked id → its token's expiry (Unix seconds; [`NEVER`]).
+    ids: DashMap<Box<str>, u64>,
     /// Lets the common case (nothing revoked) skip the set entirely.
     len: AtomicUsize,
-    /// Every id in the order it was added: the feed's deltas.
-    log: RwLock<Vec<Box<str>>>,
+    /// Every id in the order it was added, with its expiry: the feed's
+    /// deltas.
+    log: RwLock<Vec<(Box<str>, u64)>>,
     /// The log's length, for feed subscribers to wait on.
     added: watch::Sender<usize>,
     staleness: Staleness,
@@ -49,6 +94,8 @@ pub struct Revocations {
     stale_logged: AtomicBool,
     /// How many times the follower (re)connected to its source.
     connects: AtomicU64,
+    /// What the follower refused, by [`FeedRefusal`].
+    refused: [AtomicU64; 4],
 }
 
 impl Default for Revocations {
@@ -64,7 +111,7 @@ fn now_ms() -> u64 {
 impl Revocations {
     pub fn new(staleness: Staleness) -> Self {
         Revocations {
-            ids: DashSet::new(),
+            ids: DashMap::new(),
             len: AtomicUsize::new(0),
             log: RwLock::new(Vec::new()),
             added: watch::Sender::new(0),
@@ -74,23 +121,86 @@ impl Revocations {
             confirmed_ms: AtomicU64::new(0),
             stale_logged: AtomicBool::new(false),
             connects: AtomicU64::new(0),
+            refused: Default::default(),
         }
     }
 
-    pub fn revoke(&self, token_id: &str) {
-        if self.ids.insert(token_id.into()) {
+    /// Revoke `token_id`, held until its token's expiry (`None`: not known,
+    /// held for good). A known expiry replaces an unknown one (a
+    /// notification names only the id; the store's resync tells its
+    /// expiry); of two known ones the later is kept.
+    pub fn revoke(&self, token_id: &str, expires_at: Option<u64>) {
+        let exp = expires_at.unwrap_or(NEVER);
+        let added = match self.ids.entry(token_id.into()) {
+            dashmap::Entry::Occupied(mut held) => {
+                let now_known = *held.get() == NEVER && exp != NEVER;
+                if now_known || (exp != NEVER && exp > *held.get()) {
+                    held.insert(exp);
+                }
+                false
+            }
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(exp);
+                true
+            }
+        };
+        if added {
             self.len.fetch_add(1, Ordering::Release);
             // Writers are rare (a revocation); readers of the log are feed
             // subscribers, never the request path.
             if let Ok(mut log) = self.log.write() {
-                log.push(token_id.into());
+                log.push((token_id.into(), exp));
                 self.added.send_replace(log.len());
             }
         }
     }
 
+    /// [`Revocations::revoke`], for a set that holds at most `max` ids
+    /// (one filled from the network): an id whose token expired before the
+    /// grace is not taken (it is moot), and a new id that finds the set
+    /// full, once the expired ones are swept at `now`, is refused and
+    /// counted.
+    pub fn revoke_within(&self, token_id: &str, expires_at: Option<u64>, max: usize, now: u64) -> Result<(), SetFull> {
+        if expires_at.is_some_and(|exp| exp < now.saturating_sub(EXPIRY_GRACE.as_secs())) {
+            return Ok(());
+        }
+        if !self.ids.contains_key(token_id) && self.len() >= max {
+            self.sweep(now);
+            if self.len() >= max {
+                self.refused(FeedRefusal::SetFull);
+                return Err(SetFull { max });
+            }
+        }
+        self.revoke(token_id, expires_at);
+        Ok(())
+    }
+
+    /// Forget the ids whose tokens expired more than [`EXPIRY_GRACE`]
+    /// before `now` (Unix seconds); how many went.
+    pub fn sweep(&self, now: u64) -> usize {
+        let before = self.ids.len();
+        let keep_after = now.saturating_sub(EXPIRY_GRACE.as_secs());
+        self.ids.retain(|_, exp| *exp >= keep_after);
+        let gone = before.saturating_sub(self.ids.len());
+        if gone > 0 {
+            self.len.store(self.ids.len(), Ordering::Release);
+            self.ids.shrink_to_fit();
+        }
+        gone
+    }
+
+    /// Count a refusal of the follower's.
+    pub fn refused(&self, why: FeedRefusal) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times the follower refused for `why`, since start.
+    pub fn refusals(&self, why: FeedRefusal) -> u64 {
+        self.refused[why as usize].load(Ordering::Relaxed)
+    }
+
     pub fn is_revoked(&self, token_id: &str) -> bool {
-        self.len.load(Ordering::Acquire) != 0 && self.ids.contains(token_id)
+        self.len.load(Ordering::Acquire) != 0 && self.ids.contains_key(token_id)
     }
 
     /// Whether the grant or any ancestor has been revoked.
@@ -98,7 +208,7 @@ impl Revocations {
         if self.len.load(Ordering::Acquire) == 0 {
             return false;
         }
-        self.ids.contains(&*grant.token_id) || grant.lineage.iter().any(|id| self.ids.contains(&**id))
+        self.ids.contains_key(&*grant.token_id) || grant.lineage.iter().any(|id| self.ids.contains_key(&**id))
     }
 
     /// How many ids are revoked.
@@ -110,11 +220,16 @@ impl Revocations {
         self.len() == 0
     }
 
-    /// The ids added from position `from` of the log on, and the log's
-    /// length (the next position).
-    pub fn since(&self, from: usize) -> (Vec<Box<str>>, usize) {
+    /// The ids added from position `from` of the log on that are still
+    /// held at `now`, with their expiry (`None`: held for good), and the
+    /// log's length (the next position).
+    pub fn since(&self, from: usize, now: u64) -> (Vec<Held>, usize) {
+        let keep_after = now.saturating_sub(EXPIRY_GRACE.as_secs());
         match self.log.read() {
-            Ok(log) => (log.get(from..).map(<[_]>::to_vec).unwrap_or_default(), log.len()),
+            Ok(log) => {
+                let held = log.get(from..).unwrap_or_default().iter().filter(|(_, exp)| *exp >= keep_after);
+                (held.map(|(id, exp)| (id.clone(), (*exp != NEVER).then_some(*exp))).collect(), log.len())
+            }
             Err(_) => (Vec::new(), from),
         }
     }
@@ -252,11 +367,51 @@ mod tests {
     fn the_log_lists_each_id_once_in_order() {
         let r = Revocations::default();
         for id in ["a", "b", "a", "c"] {
-            r.revoke(id);
+            r.revoke(id, None);
         }
-        assert_eq!(r.since(0), (vec!["a".into(), "b".into(), "c".into()], 3));
-        assert_eq!(r.since(2), (vec!["c".into()], 3));
-        assert_eq!(r.since(9), (vec![], 3));
+        let ids = |v: Vec<Held>| v.into_iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>();
+        let (all, len) = r.since(0, 0);
+        assert_eq!((ids(all), len), (vec!["a".to_string(), "b".into(), "c".into()], 3));
+        assert_eq!(ids(r.since(2, 0).0), vec!["c".to_string()]);
+        assert_eq!(r.since(9, 0), (vec![], 3));
         assert_eq!(*r.subscribe().borrow(), 3);
+    }
+
+    #[test]
+    fn ids_are_held_until_their_tokens_expire_and_the_grace_passes() {
+        let r = Revocations::default();
+        let grace = EXPIRY_GRACE.as_secs();
+        r.revoke("short", Some(1_000));
+        r.revoke("long", Some(5_000));
+        r.revoke("unknown", None);
+        // A notification without the expiry, then the resync's: the known
+        // expiry holds; a second known one never shortens it.
+        r.revoke("later-known", None);
+        r.revoke("later-known", Some(2_000));
+        r.revoke("later-known", Some(1_500));
+        assert_eq!(r.sweep(1_000 + grace), 0, "within the grace: held");
+        assert!(r.is_revoked("short"));
+        assert_eq!(r.since(0, 1_000 + grace + 1).0.len(), 3, "the feed no longer sends an expired id");
+        assert_eq!(r.sweep(1_000 + grace + 1), 1);
+        assert!(!r.is_revoked("short") && r.is_revoked("later-known") && r.len() == 3);
+        assert_eq!(r.sweep(2_000 + grace + 1), 1);
+        assert_eq!(r.sweep(u64::MAX - 1), 1, "only the one whose expiry is unknown stays");
+        assert!(r.is_revoked("unknown") && r.len() == 1);
+    }
+
+    #[test]
+    fn a_capped_set_refuses_to_grow_past_its_cap_after_sweeping() {
+        let r = Revocations::default();
+        for i in 0..3 {
+            r.revoke_within(&format!("t{i}"), Some(100), 3, 0).expect("room");
+        }
+        assert_eq!(r.revoke_within("t0", Some(200), 3, 0), Ok(()), "an id it holds is no growth");
+        assert_eq!(r.revoke_within("t3", None, 3, 0), Err(SetFull { max: 3 }));
+        assert_eq!(r.refusals(FeedRefusal::SetFull), 1);
+        assert!(!r.is_revoked("t3") && r.len() == 3);
+        // Once t1 and t2 expired (t0 now lives longer), there is room.
+        let later = 100 + EXPIRY_GRACE.as_secs() + 1;
+        assert_eq!(r.revoke_within("t3", None, 3, later), Ok(()));
+        assert!(r.is_revoked("t0") && r.is_revoked("t3") && !r.is_revoked("t1") && r.len() == 2);
     }
 }
