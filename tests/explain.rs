@@ -467,3 +467,60 @@ async fn a_route_without_a_resource_is_not_said_to_fail_on_resource() {
     assert!(h.upstream_received().is_empty());
     h.shutdown().await;
 }
+
+/// The same on PostgreSQL (run by `scripts/test`, which starts a server):
+/// the gateway's store read in read-only sessions — a reference token and
+/// a revoked JWT get the live verdicts — and a database without a store
+/// is refused and left without one.
+#[tokio::test]
+async fn offline_explain_reads_a_postgres_store_and_never_makes_one() {
+    let url = support::fresh_postgres_database().await;
+    let store = format!("store:\n  postgres:\n    url: \"{url}\"\n    create_if_missing: true");
+    let mut h = Harness::start_with(
+        |doc| {
+            doc.merge_yaml(&store);
+        },
+        |_| {},
+    )
+    .await;
+    let root = format!("Bearer {}", h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).expect("created"));
+    let (reference, _) = mint(
+        &h,
+        &root,
+        "/v1/tokens",
+        json!({"name": "worker", "form": "reference", "accessRules": account_rule("a1")}),
+    )
+    .await;
+    let (doomed, _) =
+        mint(&h, &root, "/v1/tokens", json!({"name": "doomed", "lifetime": "1h", "accessRules": account_rule("a1")}))
+            .await;
+    let r = h.api_request("DELETE", "/v1/tokens?name=doomed", &[("Authorization", &root)]).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    for (token, status, reason) in [(&reference, 200, "allowed"), (&doomed, 401, "revoked")] {
+        let auth = format!("Bearer {token}");
+        let live = h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await;
+        assert_eq!(live.status, status, "{}", live.body);
+        assert_eq!(h.upstream_received().len(), usize::from(status == 200));
+        let (e, _) = offline(&h.config_path, "GET", "/users/current/accounts/a1", &[("authorization", auth)]);
+        assert_eq!((e["status"].as_u64(), e["reason"].as_str()), (Some(u64::from(status)), Some(reason)), "{e}");
+    }
+    h.shutdown().await;
+
+    // An empty database: refused, and still empty.
+    let empty = support::fresh_postgres_database().await;
+    let (_dir, _key, config) = demo_config(|doc| {
+        doc.merge_yaml(&format!("store:\n  postgres:\n    url: \"{empty}\""));
+    });
+    let (ok, _, err) = explain_cli(&config, &["GET", "/users/current/accounts/a1"]);
+    assert!(!ok && err.contains("holds no narrowgate store"), "{err}");
+    let pool = sqlx::AnyPool::connect(&empty).await.expect("connect");
+    let tables: i64 = sqlx::Row::get(
+        &sqlx::query("SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema()")
+            .fetch_one(&pool)
+            .await
+            .expect("count"),
+        "n",
+    );
+    assert_eq!(tables, 0, "explain made something");
+    pool.close().await;
+}
