@@ -375,6 +375,19 @@ fn a_missing_store_is_an_error_offline_and_is_never_created() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
+
+    // A store that cannot be reached: said, with the way to go on without
+    // it, which then says what it could not know.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let (_dir, _key, config) = demo_config(|doc| {
+        doc.merge_yaml(&format!("store:\n  postgres:\n    url: \"postgres://ng@{closed}/ng\"\n    timeout: 200ms"));
+    });
+    let (ok, _, err) = explain_cli(&config, &["--token", &token, "GET", "/users/current/accounts/a1"]);
+    assert!(!ok && err.contains("cannot be read") && err.contains("--without-store"), "{err}");
+    let (ok, out, err) =
+        explain_cli(&config, &["--without-store", "--token", &token, "GET", "/users/current/accounts/a1"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("→ deny 401") && out.contains("not known here: the store was not read"), "{out}");
 }
 
 /// What explain cannot know offline is said in a line of its own, never
