@@ -6,15 +6,17 @@
 //!
 //! Served by `narrowgate explain` (offline, from a config file) and by
 //! `POST /explain` on the admin listener; both call [`explain`]. It never
-//! repeats the token.
+//! repeats the token: the request target it shows has its query
+//! credentials redacted, and nothing else carries the credential.
 
 use serde::{Deserialize, Serialize};
 
 use crate::auth::credential;
 use crate::config::CredentialSource;
 use crate::policy::manifest::RouteAccess;
-use crate::policy::rules::{Dimension, first_failure};
+use crate::policy::rules::{Dimension, Miss, first_failure};
 use crate::proxy::canonical;
+use crate::reason::Reason;
 use crate::runtime::Snapshot;
 
 /// What to explain: a request as the gateway would see it.
@@ -37,6 +39,9 @@ pub struct Question {
 #[derive(Debug, Serialize)]
 pub struct Explanation {
     pub method: String,
+    /// The request target as given, with the value of every query
+    /// parameter the gateway reads as a credential redacted (`…`).
+    pub target: String,
     /// The canonical path matched and forwarded…
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canonical_path: Option<String>,
@@ -67,6 +72,12 @@ pub struct Explanation {
     pub status: u16,
     /// The config's hash: which policy answered.
     pub config_hash: String,
+    /// What this answer could not know, each in a sentence: offline, the
+    /// parts of the gateway's state that live elsewhere (a store not read,
+    /// a JWKS URL not reached, an issuer's revocation feed). Empty when
+    /// the answer stands on everything the gateway itself would have.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_known: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,13 +116,24 @@ pub struct Verification {
     pub kid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// Why a token was refused, where the reason code alone would leave
+    /// the reader guessing (a key this config does not have).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct RuleCheck {
     pub id: String,
-    /// `allows`, or the first dimension that fails.
+    /// `allows`, or the first dimension that fails and why, in words.
     pub result: String,
+    /// The first dimension that fails…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimension: Option<Dimension>,
+    /// …and why: the rule grants other values, none at all, or the route
+    /// names none (only `*` covers a route without a resource).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub miss: Option<Miss>,
 }
 
 /// Explain `q` under `snap`, at `now`.
@@ -131,12 +153,17 @@ pub fn explain(snap: &Snapshot, q: &Question, now: u64) -> Explanation {
             };
             (if d.is_allow() { "allow" } else { "deny" }, d.reason.code(), status)
         }
-        None => ("deny", crate::reason::Reason::BadRequest.code(), 400),
+        None => ("deny", Reason::BadRequest.code(), 400),
     };
-    let path = q.path.split_once('?').map_or(q.path.as_str(), |(p, _)| p);
+    let (path, query) = q.path.split_once('?').map_or((q.path.as_str(), None), |(p, q)| (p, Some(q)));
+    let target = match query {
+        Some(query) => format!("{path}?{}", credential::redact_query(query, &snap.query_credentials)),
+        None => path.to_string(),
+    };
     let canonical_path = canonical::canonicalize(path).map(|c| c.into_owned()).map_err(|e| e.to_string());
     let mut out = Explanation {
         method: q.method.clone(),
+        target,
         path_refused: canonical_path.as_ref().err().cloned(),
         canonical_path: canonical_path.ok(),
         route: None,
@@ -149,9 +176,11 @@ pub fn explain(snap: &Snapshot, q: &Question, now: u64) -> Explanation {
         reason,
         status,
         config_hash: snap.hash.clone(),
+        not_known: Vec::new(),
     };
     let (Ok(req), Some(canonical)) = (&request, &out.canonical_path) else { return out };
-    out.credential = credential_source(snap.auth.credentials(), req.headers(), req.uri().query());
+    let (source, reference_form) = credential_source(snap.auth.credentials(), req.headers(), req.uri().query());
+    out.credential = source;
     let found = snap.router.at(&snap.routes, req.method(), canonical);
     let Some(found) = found else {
         out.nearest_routes = nearest(snap, req.method(), canonical);
@@ -172,21 +201,30 @@ pub fn explain(snap: &Snapshot, q: &Question, now: u64) -> Explanation {
             issuer: Some(g.issuer.to_string()),
             kid: g.kid.as_deref().map(str::to_string),
             expires_at: g.expires_at,
+            detail: None,
         },
-        Err(reason) => {
-            Verification { result: reason.code(), jti: None, subject: None, issuer: None, kid: None, expires_at: None }
-        }
+        Err(reason) => Verification {
+            result: reason.code(),
+            jti: None,
+            subject: None,
+            issuer: None,
+            kid: None,
+            expires_at: None,
+            detail: refusal_detail(snap, *reason, reference_form),
+        },
     });
     let Ok(grant) = grant else { return out };
     out.rules = grant
         .rules
         .iter()
-        .map(|r| RuleCheck {
-            id: r.id.to_string(),
-            result: match first_failure(r, &facts) {
-                None => "allows".into(),
-                Some(d) => format!("fails on {}", dimension_word(d)),
-            },
+        .map(|r| {
+            let failure = first_failure(r, &facts);
+            RuleCheck {
+                id: r.id.to_string(),
+                result: failure.map_or_else(|| "allows".into(), |f| failure_words(f.dimension, f.miss)),
+                dimension: failure.map(|f| f.dimension),
+                miss: failure.map(|f| f.miss),
+            }
         })
         .collect();
     if let Some((name, action)) = facts.tenant {
@@ -202,15 +240,40 @@ pub fn explain(snap: &Snapshot, q: &Question, now: u64) -> Explanation {
     out
 }
 
-fn dimension_word(d: Dimension) -> &'static str {
-    match d {
-        Dimension::Application => "application",
-        Dimension::Service => "service",
-        Dimension::Group => "group",
-        Dimension::Method => "method",
-        Dimension::Resource => "resource",
-        Dimension::Role => "role",
-        Dimension::Scope => "scope",
+/// A rule's failure in words: "fails on" only where the rule grants other
+/// values than the route needs.
+fn failure_words(d: Dimension, miss: Miss) -> String {
+    let d = d.word();
+    match miss {
+        Miss::NotGranted => format!("fails on {d}"),
+        Miss::RuleGrantsNone => format!("grants no {d} at all"),
+        Miss::RouteNamesNone => {
+            format!("the route names no single {d}, so only a rule granting every {d} (*) covers it")
+        }
+    }
+}
+
+/// What a refusal's code leaves unsaid: a key this config does not have
+/// (named by the config's key ids, never the token's), a reference token
+/// this gateway does not know.
+fn refusal_detail(snap: &Snapshot, reason: Reason, reference_form: bool) -> Option<String> {
+    match reason {
+        Reason::UnknownKey => {
+            let keys = snap.auth.keys().current();
+            let kids: Vec<&str> = keys.keys.iter().filter_map(|k| k.kid.as_deref()).collect();
+            Some(format!(
+                "the token was signed with a key this config does not have (its key ids: {}); a token from another \
+                 gateway or another run (`narrowgate demo` makes new keys each time: explain its tokens with the \
+                 config it prints as NG_CONFIG) is unknown here",
+                if kids.is_empty() { "none".to_string() } else { kids.join(", ") }
+            ))
+        }
+        Reason::InvalidToken if reference_form => Some(
+            "not a JWT, and this gateway knows no reference token with this secret (reference tokens come from \
+             its store; a gateway without one knows none)"
+                .into(),
+        ),
+        _ => None,
     }
 }
 
@@ -231,25 +294,27 @@ fn build(q: &Question) -> Result<http::Request<()>, http::Error> {
     b.body(())
 }
 
-/// Which configured source holds the credential.
-fn credential_source(sources: &[CredentialSource], headers: &http::HeaderMap, query: Option<&str>) -> String {
-    match credential::extract(sources, headers, query) {
-        Ok(None) => return "none".into(),
-        Err(credential::CredentialError::Conflict) => return "conflicting (two different credentials)".into(),
-        Err(_) => return "malformed".into(),
-        Ok(Some(_)) => {}
-    }
+/// Which configured source holds the credential (`none`, or why it is
+/// unusable), and whether it is looked up as a reference token.
+fn credential_source(sources: &[CredentialSource], headers: &http::HeaderMap, query: Option<&str>) -> (String, bool) {
+    let reference_form = match credential::extract(sources, headers, query) {
+        Ok(None) => return ("none".into(), false),
+        Err(credential::CredentialError::Conflict) => return ("conflicting (two different credentials)".into(), false),
+        Err(_) => return ("malformed".into(), false),
+        Ok(Some(token)) => crate::auth::is_reference_form(&token),
+    };
     for s in sources {
         if let Ok(Some(_)) = credential::extract(std::slice::from_ref(s), headers, query) {
-            return match s {
+            let label = match s {
                 CredentialSource::Bearer => "bearer".into(),
                 CredentialSource::Header(h) => format!("header {h}"),
                 CredentialSource::Query(q) => format!("query {q}"),
                 CredentialSource::Cookie(c) => format!("cookie {c}"),
             };
+            return (label, reference_form);
         }
     }
-    "none".into()
+    ("none".into(), false)
 }
 
 fn view(route: &crate::policy::Route, facts: Option<&crate::policy::RouteFacts<'_>>) -> RouteView {

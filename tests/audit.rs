@@ -12,10 +12,11 @@ use support::{BIN, GatewayProcess, build_request, eventually_async, process_conf
 
 const SECRET: &str = "prodmanager-application-secret-for-the-audit-test";
 
-/// `narrowgate store init`'s output: the bootstrap token and Crafter's ids.
+/// `narrowgate store init --print-secrets`'s output (stdout is not a
+/// terminal here): the bootstrap token and Crafter's ids.
 fn init(config: &std::path::Path) -> (String, Vec<String>) {
     let out = std::process::Command::new(BIN)
-        .args(["store", "init", "--config", config.to_str().expect("utf8")])
+        .args(["store", "init", "--print-secrets", "--config", config.to_str().expect("utf8")])
         .output()
         .expect("store init");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -190,6 +190,35 @@ async fn the_demo_runs_and_its_examples_hold() {
             .await;
     assert_eq!((who.status, who.json()["subject"].as_str()), (200, Some("demo-web-app")));
 
+    // Offline explain on the config the demo runs (NG_CONFIG): the demo's
+    // JWTs and its store's reference tokens (Crafter's ids, read from the
+    // running demo's SQLite file) get the gateway's verdicts; on the
+    // repository's config/demo.yaml, whose key is not the demo's, the
+    // token is `unknown_key` and the answer says where its config is.
+    let config = export("NG_CONFIG");
+    let engine = export("NG_CRAFTER_ENGINE");
+    let explain = |config: &str, args: &[&str]| {
+        let out = Command::new(BIN).args(["explain", "--config", config]).args(args).output().expect("explain");
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{stderr}");
+        stdout
+    };
+    let narrowed_token = export("NG_NARROWED_TOKEN");
+    let said = explain(&config, &["--token", &narrowed_token, "GET", "/users/current/accounts/demo-account-1"]);
+    assert!(said.starts_with("GET /users/current/accounts/demo-account-1 → allow 200 allowed"), "{said}");
+    let said = explain(&config, &["--token", &narrowed_token, "GET", "/users/current/accounts/other-account"]);
+    assert!(said.contains("→ deny 403 resource_not_allowed"), "{said}");
+    let crafter_target = format!("/profile/api/1/tenant/acme?accessTokenId={engine}");
+    let live = send("GET", &crafter_target, "").await;
+    assert_eq!(live.status, 200, "{}", live.body);
+    let said = explain(&config, &["GET", &crafter_target]);
+    assert!(said.starts_with("GET /profile/api/1/tenant/acme?accessTokenId=… → allow 200 allowed"), "{said}");
+    assert!(!said.contains(&engine) && !said.contains(&narrowed_token), "{said}");
+    let repo_config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.yaml");
+    let said = explain(repo_config, &["--token", &narrowed_token, "GET", "/users/current/accounts/demo-account-1"]);
+    assert!(said.contains("→ deny 401 unknown_key") && said.contains("NG_CONFIG"), "{said}");
+
     // Every curl line shows the status it is about.
     assert!(lines.iter().filter(|l| l.starts_with("curl ")).all(|l| l.contains("%{http_code}")), "{lines:?}");
 

@@ -598,6 +598,13 @@ async fn a_denial_is_explained_without_showing_the_token() {
     assert!(page.body.contains("deny (resource_not_allowed), HTTP 403"), "{}", page.body);
     assert!(page.body.contains("fails on resource"));
     assert!(!page.body.contains(token), "the token is not shown back");
+    // A token in the query: explained, and the path is shown back redacted.
+    let in_query = format!("/users/current/accounts/a2?accessTokenId={token}");
+    let fields = [("csrf", csrf.as_str()), ("method", "get"), ("path", in_query.as_str())];
+    let page = c.post("/console/explain", Some(&cookie), &fields, Some(&origin)).await;
+    assert!(page.body.contains("deny (resource_not_allowed), HTTP 403"), "{}", page.body);
+    assert!(page.body.contains("accessTokenId=…"), "{}", page.body);
+    assert!(!page.body.contains(token), "the token in the query is not shown back");
     // The proxy agrees.
     let resp = c.h.get("/users/current/accounts/a2", &[("Authorization", &format!("Bearer {token}"))]).await;
     assert_eq!(resp.status, 403);

@@ -68,12 +68,13 @@ async fn a_store_is_created_only_when_the_operator_asks_and_only_once() {
     assert!(!ok && err.contains("no store at"), "{err}");
     assert!(!dir.path().join("dta").exists());
 
-    // `store init` creates it, owner-only, with the bootstrap token once.
+    // `store init` creates it, owner-only, with the bootstrap token once,
+    // in its file (stdout is not a terminal here: it is not printed).
     let (ok, out, err) = run(&["store", "init", "--config", cfg]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("created the store") && out.contains("bootstrap admin token"), "{out}");
+    assert!(out.contains("created the store") && out.contains("bootstrap admin token: written to"), "{out}");
     let root = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("token file").trim().to_string();
-    assert!(out.contains(&root), "the printed token is the one in the file");
+    assert!(!out.contains(&root) && !err.contains(&root), "the token was printed: {out}");
     #[cfg(unix)]
     assert_eq!((mode(&db), mode(&dir.path().join("data"))), (0o600, 0o700));
     // Again: nothing changes, no second admin.

@@ -75,6 +75,10 @@ pub enum NewForm {
     /// A reference token whose secret is this client-chosen id (Crafter's
     /// access tokens, whose id is the credential).
     External(String),
+    /// A reference token whose secret only its holder knows: the service
+    /// gets its SHA-256 and never the secret (the operator's first admin
+    /// credential). Minted, it hands back no secret (an empty string).
+    Digest([u8; 32]),
 }
 
 /// How a narrowed token is to be cut from its parent.
@@ -542,6 +546,7 @@ impl TokenService {
                 let h = reference::hash(&id);
                 (id.clone(), Some(h), TokenForm::Reference, Some(id))
             }
+            NewForm::Digest(h) => (String::new(), Some(h), TokenForm::Reference, None),
         };
         let record = TokenRecord {
             id: jti.clone(),

@@ -117,6 +117,27 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<Cow<'a, str>>
     Ok(found)
 }
 
+/// `query` with the value of every parameter the gateway would read as a
+/// credential (`params`, in any spelling [`is_param`] accepts) replaced by
+/// `…`: how a request is shown without its credential.
+pub fn redact_query<'a>(query: &'a str, params: &[String]) -> Cow<'a, str> {
+    let named = |pair: &str| {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        params.iter().any(|p| is_param(key, p))
+    };
+    if !query.split('&').any(named) {
+        return Cow::Borrowed(query);
+    }
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if named(pair) => format!("{k}=…"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    Cow::Owned(pairs.join("&"))
+}
+
 /// Whether a query key names `param`, as written or percent-encoded (an
 /// upstream that decodes keys would read `access%5Ftoken` as
 /// `access_token`: the gateway must see it as the credential too).
@@ -171,6 +192,24 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn query_credentials_are_redacted_in_every_spelling_the_gateway_reads() {
+        let params = ["accessTokenId".to_string(), "access_token".to_string()];
+        let cases = [
+            ("nothing to redact", "a=1&b=2", "a=1&b=2"),
+            ("one", "a=1&accessTokenId=s3cret&b=2", "a=1&accessTokenId=…&b=2"),
+            ("two names", "access_token=s3cret&accessTokenId=s3cret", "access_token=…&accessTokenId=…"),
+            ("percent-encoded key", "%61ccess_token=s3cret", "%61ccess_token=…"),
+            ("encoded underscore", "access%5Ftoken=s3cret&x=1", "access%5Ftoken=…&x=1"),
+            ("given twice", "access_token=s3cret&access_token=other", "access_token=…&access_token=…"),
+            ("a key without a value", "access_token", "access_token"),
+            ("a longer name is another parameter", "access_tokens=x", "access_tokens=x"),
+        ];
+        for (name, query, want) in cases {
+            assert_eq!(redact_query(query, &params), want, "{name}");
+        }
     }
 
     #[test]

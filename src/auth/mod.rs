@@ -181,7 +181,7 @@ impl Authenticator {
         // mirror; its expiry is checked here, as a JWT's is by the verifier.
         // Anything without the dots of a JWT is looked up as a reference
         // token too: `ngr_…` secrets and Crafter's access-token ids.
-        if crate::token::reference::is_reference(token) || !token.contains('.') {
+        if is_reference_form(token) {
             let grant = self.references.get(token).ok_or(Reason::InvalidToken)?;
             if grant.expires_at.is_some_and(|exp| now >= exp) {
                 return Err(Reason::Expired);
@@ -234,6 +234,13 @@ impl Authenticator {
         }
         Ok(grant)
     }
+}
+
+/// Whether a credential is looked up as a reference token rather than
+/// verified as a JWT: `ngr_…` secrets, and anything without the dots of a
+/// JWT (Crafter's access-token ids).
+pub fn is_reference_form(token: &str) -> bool {
+    crate::token::reference::is_reference(token) || !token.contains('.')
 }
 
 #[cfg(test)]

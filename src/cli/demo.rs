@@ -1,6 +1,10 @@
 //! `narrowgate demo`: the gateway on `config/demo.yaml`, a built-in echo
 //! upstream, throwaway keys in a temporary directory, and ready-made tokens
 //! and curl lines. Ctrl-C stops it and removes the keys.
+//!
+//! The config it runs is written into that directory (with the keys and
+//! the store it names) and printed as `NG_CONFIG`, so `narrowgate explain
+//! --config "$NG_CONFIG"` judges the demo's tokens as its gateway does.
 
 use std::net::SocketAddr;
 
@@ -11,6 +15,7 @@ use crate::echo::EchoUpstream;
 use crate::policy::{AccessRule, MethodGroupRule, MethodRule, Pattern, ResourceRule};
 use crate::token::claims::{Claims, Role, TokenKind, WireRule};
 use crate::token::keys::{self, SigningKey, random_id};
+use crate::token::reference::hash_hex;
 use crate::token::{now_unix, sign};
 
 /// The demo manifest, built in so `narrowgate demo` runs from anywhere.
@@ -49,40 +54,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let signer = keys::generate(jsonwebtoken::Algorithm::ES256)?;
     std::fs::write(dir.path().join("keys/demo-signer.pem"), &signer.private_pem)?;
     let signing = SigningKey::from_pem(signer.private_pem.as_bytes(), "demo-signer")?;
-    let yaml = DEMO_YAML.replace(
-        "        public_key_file: keys/demo.pub.pem\n",
-        "        public_key_file: keys/demo.pub.pem\n    signing_keys:\n      - kid: demo-signer\n        private_key_file: keys/demo-signer.pem\n",
-    );
-    let mut config = Config::from_yaml(&yaml, dir.path()).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
-    // A throwaway store: the demo may create it (a real gateway's store is
-    // created by `narrowgate store init`, never silently at start).
-    config.store = Some(crate::config::StoreConfig {
-        backend: crate::config::StoreBackend::Sqlite { path: dir.path().join("data/narrowgate.db") },
-        resync_interval: std::time::Duration::from_secs(30),
-        create_if_missing: true,
-    });
-    // The admin web console, on the api listener.
-    config.console.enabled = true;
-    // Enforce-only gateways beside the demo follow its revocation feed.
-    config.revocation.feed_readers = vec![sha256(DEMO_FEED_TOKEN.trim())];
     // A throwaway ProdManager application secret; only its digest is configured.
     let pm_secret = random_id(24)?;
-    if let Some(apps) = config.facades.prodmanager.as_mut() {
-        for app in apps.iter_mut() {
-            app.secret_sha256 = sha256(&pm_secret);
-        }
-    }
-    if let Some(p) = args.proxy {
-        config.listeners.proxy = p;
-    }
-    if let Some(a) = args.admin {
-        config.listeners.admin = Some(a);
-    }
-    if let Some(a) = args.api {
-        config.listeners.api = Some(a);
-    }
+    let mut doc = demo_document(&args, &pm_secret)?;
+    // The config the demo runs, written where `narrowgate explain --config
+    // "$NG_CONFIG"` finds it, with the keys and the store it names.
+    let config_path = dir.path().join("narrowgate.yaml");
+    let workers = write_config(&doc, &config_path)?.server.worker_threads;
 
-    super::runtime(config.server.worker_threads)?.block_on(async move {
+    super::runtime(workers)?.block_on(async move {
         let echo = match EchoUpstream::start(args.upstream).await {
             Ok(echo) => echo,
             Err(e) => {
@@ -90,7 +70,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 EchoUpstream::start("127.0.0.1:0".parse()?).await?
             }
         };
-        config.upstream.addresses = vec![echo.addr.to_string().parse()?];
+        doc["upstream"]["addresses"] = serde_json::json!([echo.addr.to_string()]);
+        let config = write_config(&doc, &config_path)?;
         let mut running = crate::app::start(config).await?;
         let crafter = std::mem::take(&mut running.crafter_tokens);
         let proxy = format!("http://{}", running.proxy_addr);
@@ -99,6 +80,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let narrowed = sign::sign(&demo_claims("demo-web-app", Role::User, false, narrowed_rules(), now, 3600), &signing)?;
         let expired = sign::sign(&demo_claims("demo-old", Role::User, false, narrowed_rules(), now - 7200, 3600), &signing)?;
         println!("# narrowgate demo: proxy {proxy}, admin http://{}, echo upstream {}", running.admin_addr.map_or("-".into(), |a| a.to_string()), echo.addr);
+        println!("export NG_CONFIG={}", config_path.display());
         println!("export NG_PROXY={proxy}");
         println!("export NG_API=http://{}", running.api_addr.map_or("-".into(), |a| a.to_string()));
         println!("export NG_ADMIN_TOKEN={admin}");
@@ -143,12 +125,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("curl -s -w '  [HTTP %{{http_code}}]\\n' \"$NG_API/api/1/access_token/all.json?accessTokenId=$NG_CRAFTER_PROFILE_ADMIN\"");
         println!("curl -s -w '  [HTTP %{{http_code}}]\\n' \"$NG_PROXY/profile/api/1/tenant/acme?accessTokenId=$NG_CRAFTER_ENGINE\"");
         println!("# what a token grants:   curl -s -H \"Authorization: Bearer $NG_NARROWED_TOKEN\" $NG_API/v1/whoami");
+        let exe = std::env::current_exe().map_or_else(|_| "narrowgate".into(), |p| p.display().to_string());
+        println!(
+            "# why, offline:         {exe} explain --config \"$NG_CONFIG\" --token \"$NG_NARROWED_TOKEN\" GET /users/current/accounts/other-account"
+        );
         println!("# the manifest:          curl -s $NG_API/v1/manifest");
         println!(
             "# the web console:       http://{}/console (sign in with $NG_ADMIN_TOKEN)",
             running.api_addr.map_or("-".into(), |a| a.to_string())
         );
-        let exe = std::env::current_exe().map_or_else(|_| "narrowgate".into(), |p| p.display().to_string());
         println!("# see a token's claims:  {exe} token inspect $NG_NARROWED_TOKEN");
         println!("# an enforce-only sidecar beside the demo (its keys and revocations from here):");
         println!("#   {exe} serve --config config/enforce-only.yaml");
@@ -162,6 +147,41 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     })?;
     drop(dir);
     Ok(())
+}
+
+/// config/demo.yaml as the demo runs it, relative to its directory: the
+/// throwaway signing key, a SQLite store it may create, the console on,
+/// the feed reader `config/enforce-only.yaml` presents, ProdManager's
+/// secret by its digest, and the listeners the flags chose.
+fn demo_document(args: &DemoArgs, pm_secret: &str) -> anyhow::Result<serde_json::Value> {
+    use serde_json::json;
+    let mut doc: serde_json::Value =
+        serde_saphyr::from_str(DEMO_YAML).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    doc["issuers"][0]["signing_keys"] = json!([{ "kid": "demo-signer", "private_key_file": "keys/demo-signer.pem" }]);
+    // A throwaway store: the demo may create it (a real gateway's store is
+    // created by `narrowgate store init`, never silently at start).
+    doc["store"] = json!({ "sqlite": { "path": "data/narrowgate.db", "create_if_missing": true } });
+    // The admin web console, on the api listener.
+    doc["console"] = json!({ "enabled": true });
+    // Enforce-only gateways beside the demo follow its revocation feed.
+    doc["revocation"] = json!({ "feed_readers_sha256": [hash_hex(DEMO_FEED_TOKEN.trim())] });
+    if let Some(apps) = doc["facades"]["prodmanager"]["applications"].as_array_mut() {
+        for app in apps {
+            app["secret_sha256"] = json!(hash_hex(pm_secret));
+        }
+    }
+    for (name, addr) in [("proxy", args.proxy), ("admin", args.admin), ("api", args.api)] {
+        if let Some(a) = addr {
+            doc["listeners"][name] = json!(a.to_string());
+        }
+    }
+    Ok(doc)
+}
+
+/// Write the demo's config (JSON, which is YAML) and load it from there.
+fn write_config(doc: &serde_json::Value, path: &std::path::Path) -> anyhow::Result<Config> {
+    std::fs::write(path, serde_json::to_string_pretty(doc)?)?;
+    Config::load(path).map_err(|e| anyhow::anyhow!("demo config: {e}"))
 }
 
 /// The demo's throwaway directory (keys, the SQLite store): a new one with
@@ -242,10 +262,4 @@ fn demo_claims(sub: &str, role: Role, master: bool, rules: Vec<AccessRule>, star
         access_rules: rules.iter().map(WireRule::from_rule).collect(),
         lineage: vec![],
     }
-}
-
-fn sha256(secret: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&crate::store::hash_secret(secret));
-    out
 }

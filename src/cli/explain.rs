@@ -1,6 +1,14 @@
 //! `narrowgate explain`: why a request would be allowed or denied, offline,
 //! under a config file (the same code as the admin listener's
 //! `POST /explain`).
+//!
+//! It loads what the gateway would have: the config's keys, the keys of
+//! its JWKS URLs (fetched once), and its store's reference tokens and
+//! revocations — the store opened read-only, never created or changed; a
+//! missing or unreadable store is an error, unless `--without-store` says
+//! to go on without it. What it still cannot know (a store not read, a
+//! JWKS URL not reached, an issuer's revocation feed it does not follow)
+//! is said in lines of their own, never passed off as a reason.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +19,7 @@ use crate::config::Config;
 use crate::explain::{Explanation, Question, explain};
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, Shared};
+use crate::store::{Mirror, StoreError};
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
@@ -27,6 +36,10 @@ pub struct ExplainArgs {
     /// Print the explanation as JSON.
     #[arg(long)]
     json: bool,
+    /// Do not read the config's store: reference tokens and revocations
+    /// are then unknown, and the explanation says so.
+    #[arg(long)]
+    without_store: bool,
     /// The request's method.
     method: String,
     /// The request's path (and query).
@@ -45,6 +58,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         .map(|h| {
             h.split_once(':')
                 .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                // Never the header itself: it may hold the credential.
                 .ok_or_else(|| anyhow::anyhow!("--header wants `Name: value`"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -52,25 +66,71 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let answer = rt.block_on(async {
         let metrics = Arc::new(Metrics::register(&prometheus::Registry::new())?);
-        let runtime = Runtime::new(&config, None, Shared::new(metrics, Arc::default(), Arc::default()));
+        let mirror = Mirror::of(&config, Arc::default());
+        let mut not_known = Vec::new();
+        match (&config.store, args.without_store) {
+            (Some(store), false) => {
+                crate::store::load_read_only(store, &mirror).await.map_err(|e| match e {
+                    // Never guessed: a gateway whose store is missing does not start.
+                    StoreError::Missing(why) => anyhow::anyhow!("the config's store: {why}"),
+                    e => anyhow::anyhow!(
+                        "the config's store cannot be read ({e}); explain reads it as the gateway does (reference \
+                         tokens, revocations), or explains without it under --without-store"
+                    ),
+                })?;
+            }
+            (Some(_), true) => not_known.push(
+                "the store was not read (--without-store): a reference token is unknown here (refused as \
+                 invalid_token) and no revocation is seen"
+                    .to_string(),
+            ),
+            (None, _) => {}
+        }
+        let shared = Shared::new(metrics, mirror.revocations.clone(), mirror.references.clone());
+        let runtime = Runtime::new(&config, None, shared);
         let snap = runtime.snapshot();
         // Issuers with a JWKS URL: their keys, once (or the reason there are none).
         if snap.auth.keys().is_remote() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), snap.auth.keys().refetch()).await;
+            if snap.auth.keys().degraded() {
+                let issuers: Vec<&str> = config.jwks_sources.iter().map(|s| s.name.as_str()).collect();
+                not_known.push(format!(
+                    "the keys at the JWKS URL of {} could not all be fetched: a token signed with a key only \
+                     published there cannot be verified here (keys_unavailable), as on a gateway that cannot \
+                     reach it",
+                    issuers.join(", ")
+                ));
+            }
         }
-        Ok::<_, anyhow::Error>(explain(&snap, &question, runtime.shared().clock.now()))
+        if config.revocation.follow.is_some() {
+            not_known.push(
+                "revocations: this gateway follows an issuer's revocation feed, which explain does not read: a \
+                 token revoked there (or narrowed from one revoked there) is not seen as revoked here"
+                    .to_string(),
+            );
+        }
+        let mut answer = explain(&snap, &question, runtime.shared().clock.now());
+        // Said only where a token was checked: nothing else depends on it.
+        if answer.verification.as_ref().is_some_and(|v| v.result != crate::reason::Reason::MissingToken.code()) {
+            answer.not_known = not_known;
+        }
+        Ok::<_, anyhow::Error>(answer)
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
-        print!("{}", render(&question.method, &question.path, &answer));
+        print!("{}", render(&answer));
     }
     Ok(())
 }
 
 /// The explanation as a few lines for a terminal.
-fn render(method: &str, path: &str, e: &Explanation) -> String {
-    let mut out = format!("{method} {path} → {} {} {}\n", e.decision, e.status, e.reason);
+fn render(e: &Explanation) -> String {
+    // The target as explain shows it: query credentials redacted.
+    let mut out = format!("{} {} → {} {} {}\n", e.method, e.target, e.decision, e.status, e.reason);
+    for line in &e.not_known {
+        out.push_str(&format!("  not known here: {line}\n"));
+    }
     if let Some(p) = &e.canonical_path {
         out.push_str(&format!("  canonical path: {p}\n"));
     }
@@ -110,6 +170,9 @@ fn render(method: &str, path: &str, e: &Explanation) -> String {
             }
         }
         out.push('\n');
+        if let Some(d) = &v.detail {
+            out.push_str(&format!("    {d}\n"));
+        }
     }
     for r in &e.rules {
         out.push_str(&format!("  rule {}: {}\n", r.id, r.result));

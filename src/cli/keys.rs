@@ -44,9 +44,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Secret => {
             let secret = keys::random_id(32)?;
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
-            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-            println!("secret: {secret}\nsecret_sha256: {hex}");
+            println!("secret: {secret}\nsecret_sha256: {}", crate::token::reference::hash_hex(&secret));
             Ok(())
         }
     }

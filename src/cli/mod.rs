@@ -159,15 +159,20 @@ fn serve(path: PathBuf, overrides: &crate::config::Overrides, addresses_file: Op
     for w in &config.warnings {
         tracing::warn!(config = %path.display(), "{w}");
     }
+    // Secrets a new store starts with are printed only to someone reading:
+    // a service's stdout is a log.
+    let print = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    if config.store.as_ref().is_some_and(|s| s.create_if_missing) {
+        crate::bootstrap::check_handover(&config.bootstrap, print)?;
+    }
+    let bootstrap = config.bootstrap.clone();
     runtime(config.server.worker_threads)?.block_on(async move {
         let mut signals = Signals::new()?;
         let mut running = crate::app::start_from(config, Some(path)).await?;
-        if let Some(secret) = running.bootstrap_token.take() {
-            // Shown once, on stdout, never in the logs.
-            println!("bootstrap admin token (shown once; keep it safe): {secret}");
-        }
-        for (application, id) in std::mem::take(&mut running.crafter_tokens) {
-            println!("Crafter Profile access token for {application} (shown once; keep it safe): {id}");
+        let (admin, crafter) = (running.bootstrap_token.take(), std::mem::take(&mut running.crafter_tokens));
+        let made = admin.is_some() || !crafter.is_empty();
+        for line in crate::bootstrap::announce(made, admin.as_deref(), &crafter, &bootstrap, print) {
+            println!("{line}");
         }
         if let Some(file) = &addresses_file {
             write_addresses(file, &running).with_context(|| format!("writing {}", file.display()))?;

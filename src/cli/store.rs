@@ -11,34 +11,58 @@ use clap::Subcommand;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, Shared};
-use crate::store::{Mirror, Store};
+use crate::store::{Mirror, Store, StoreError};
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Create the config's store (SQLite file, mode 0600, or the schema in
-    /// a PostgreSQL database) with its bootstrap admin token, printed once.
+    /// a PostgreSQL database) with its bootstrap admin token: the one whose
+    /// SHA-256 the config holds (bootstrap_token_sha256), or a generated
+    /// one, written to bootstrap_token_file and printed only on a terminal.
     /// A store that exists already is left as it is.
     Init {
         /// The gateway's config file; its `store` section says where.
         #[arg(long, short)]
         config: PathBuf,
+        /// Print the secrets a new store starts with (a generated admin
+        /// token, Crafter's default ids) even when stdout is not a
+        /// terminal: for a human reading through a pipe, never for a Job
+        /// or a service whose output is a log.
+        #[arg(long)]
+        print_secrets: bool,
     },
 }
 
 pub fn run(command: StoreCommand) -> anyhow::Result<()> {
     match command {
-        StoreCommand::Init { config } => init(config),
+        StoreCommand::Init { config, print_secrets } => {
+            init(config, print_secrets || std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        }
     }
 }
 
-fn init(path: PathBuf) -> anyhow::Result<()> {
+/// `print`: someone reads stdout (a terminal, or `--print-secrets`).
+fn init(path: PathBuf, print: bool) -> anyhow::Result<()> {
     let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let Some(mut store_config) = config.store.clone() else {
         anyhow::bail!("{}: the config has no store section", path.display());
     };
-    store_config.create_if_missing = true;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
+        // An existing store first: it is left as it is, and nothing of the
+        // first start is asked for.
+        store_config.create_if_missing = false;
+        match Store::open(&store_config).await {
+            Ok(_) => {
+                println!("the store exists already; nothing was changed");
+                return Ok(());
+            }
+            Err(StoreError::Missing(_)) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context("opening the store")),
+        }
+        // Nothing is created that could hand its first admin to nobody.
+        crate::bootstrap::check_handover(&config.bootstrap, print)?;
+        store_config.create_if_missing = true;
         let (store, created) = Store::open(&store_config).await.context("opening the store")?;
         if !created {
             println!("the store exists already; nothing was changed");
@@ -52,11 +76,15 @@ fn init(path: PathBuf) -> anyhow::Result<()> {
         let service = crate::api::TokenService::new(runtime, Some(store), mirror);
         let first = crate::bootstrap::first_start(&service, &config).await.context("first start")?;
         println!("created the store");
-        if let Some(secret) = first.admin_token {
-            println!("bootstrap admin token (shown once; keep it safe): {secret}");
-        }
-        for (application, id) in first.crafter_tokens {
-            println!("Crafter Profile access token for {application} (shown once; keep it safe): {id}");
+        let made = first.admin_id.is_some();
+        for line in crate::bootstrap::announce(
+            made,
+            first.admin_token.as_deref(),
+            &first.crafter_tokens,
+            &config.bootstrap,
+            print,
+        ) {
+            println!("{line}");
         }
         Ok(())
     })

@@ -38,11 +38,16 @@ pub enum StoreBackend {
     },
 }
 
-/// Where the first admin token is written (mode 0600) when a store is
-/// created empty; it is also printed once.
+/// The first admin credential of a store created empty: either the
+/// operator's own secret, of which the config holds only the SHA-256 (the
+/// store records that digest and never sees the secret), or a secret
+/// generated then and written to `token_file` (mode 0600). A generated one
+/// is printed only on a terminal (see `bootstrap`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bootstrap {
     pub token_file: Option<PathBuf>,
+    /// SHA-256 of the operator's first admin credential.
+    pub token_sha256: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for StoreBackend {
@@ -96,6 +101,10 @@ pub(super) enum StoreFile {
         resync_interval: Option<HumanDuration>,
         #[serde(default)]
         bootstrap_token_file: Option<String>,
+        /// SHA-256 (hex) of the first admin credential, which the operator
+        /// keeps (`narrowgate keys secret` makes a pair).
+        #[serde(default)]
+        bootstrap_token_sha256: Option<String>,
         /// Create the database at start if it does not exist (demos);
         /// otherwise `narrowgate store init` creates it.
         #[serde(default)]
@@ -107,6 +116,10 @@ pub(super) enum StoreFile {
         resync_interval: Option<HumanDuration>,
         #[serde(default)]
         bootstrap_token_file: Option<String>,
+        /// SHA-256 (hex) of the first admin credential, which the operator
+        /// keeps (`narrowgate keys secret` makes a pair).
+        #[serde(default)]
+        bootstrap_token_sha256: Option<String>,
         /// Create the schema at start if the database has none.
         #[serde(default)]
         create_if_missing: bool,
@@ -162,7 +175,13 @@ pub(super) fn build_store(f: StoreFile, base: &Path, errs: &mut Errors) -> (Stor
         d
     };
     match f {
-        StoreFile::Sqlite { path, resync_interval, bootstrap_token_file, create_if_missing } => {
+        StoreFile::Sqlite {
+            path,
+            resync_interval,
+            bootstrap_token_file,
+            bootstrap_token_sha256,
+            create_if_missing,
+        } => {
             let path = base.join(path.as_deref().unwrap_or("data/narrowgate.db"));
             // The database holds token records: like a key, for its owner only.
             check_private_file(&path, "store.sqlite.path", errs);
@@ -172,10 +191,17 @@ pub(super) fn build_store(f: StoreFile, base: &Path, errs: &mut Errors) -> (Stor
                     resync_interval: resync(resync_interval, errs),
                     create_if_missing,
                 },
-                Bootstrap { token_file: bootstrap_token_file.map(|p| base.join(p)) },
+                bootstrap(bootstrap_token_file, bootstrap_token_sha256, base, "sqlite", errs),
             )
         }
-        StoreFile::Postgres { url, resync_interval, bootstrap_token_file, create_if_missing, timeout } => {
+        StoreFile::Postgres {
+            url,
+            resync_interval,
+            bootstrap_token_file,
+            bootstrap_token_sha256,
+            create_if_missing,
+            timeout,
+        } => {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
                 // Not echoing the value: it may hold a password.
                 errs.push("store.postgres.url", "must be a postgres:// or postgresql:// URL");
@@ -190,10 +216,40 @@ pub(super) fn build_store(f: StoreFile, base: &Path, errs: &mut Errors) -> (Stor
                     resync_interval: resync(resync_interval, errs),
                     create_if_missing,
                 },
-                Bootstrap { token_file: bootstrap_token_file.map(|p| base.join(p)) },
+                bootstrap(bootstrap_token_file, bootstrap_token_sha256, base, "postgres", errs),
             )
         }
     }
+}
+
+/// The first admin credential: the operator's digest, or a file for a
+/// generated secret — not both (a generated secret would not be the one
+/// the digest names).
+fn bootstrap(file: Option<String>, sha256: Option<String>, base: &Path, backend: &str, errs: &mut Errors) -> Bootstrap {
+    let at = |field: &str| format!("store.{backend}.{field}");
+    let token_sha256 = sha256.and_then(|h| match parse_sha256_hex(&h) {
+        // Fail closed: all zeros is the shipped placeholder, a digest no
+        // secret has; a store made with it would have an admin nobody holds.
+        Some(d) if d == [0; 32] => {
+            errs.push(
+                &at("bootstrap_token_sha256"),
+                "is the placeholder (all zeros): put the SHA-256 of your first admin secret here (`narrowgate keys secret` makes a pair)",
+            );
+            None
+        }
+        Some(d) => Some(d),
+        None => {
+            errs.push(&at("bootstrap_token_sha256"), "must be 64 hex digits (the SHA-256 of a secret)");
+            None
+        }
+    });
+    if token_sha256.is_some() && file.is_some() {
+        errs.push(
+            &at("bootstrap_token_file"),
+            "the first admin credential is the one bootstrap_token_sha256 names; no token is generated to write here",
+        );
+    }
+    Bootstrap { token_file: file.map(|p| base.join(p)), token_sha256 }
 }
 
 pub(super) fn build_revocation(

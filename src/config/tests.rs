@@ -292,6 +292,46 @@ fn the_store_section_is_validated() {
     assert!(errs.iter().any(|e| e.starts_with("store")), "{errs:?}");
 }
 
+/// The first admin credential: the operator's digest, or a file for a
+/// generated one — not both, never the all-zero placeholder, never
+/// malformed (and the value is not echoed).
+#[test]
+fn the_bootstrap_credential_is_a_digest_or_a_file() {
+    let dir = key_dir();
+    let with = |store: &str| GOOD.replace("applications:", &format!("store: {store}\napplications:"));
+    let digest = crate::token::reference::hash_hex("an operator's secret");
+    let c = Config::from_yaml(
+        &with(&format!("{{ postgres: {{ url: \"postgres://db/ng\", bootstrap_token_sha256: \"{digest}\" }} }}")),
+        dir.path(),
+    )
+    .expect("valid");
+    assert_eq!(c.bootstrap.token_sha256, Some(crate::token::reference::hash("an operator's secret")));
+    assert_eq!(c.bootstrap.token_file, None);
+    let c =
+        Config::from_yaml(&with("{ sqlite: { bootstrap_token_file: data/admin-token } }"), dir.path()).expect("valid");
+    assert_eq!((c.bootstrap.token_file, c.bootstrap.token_sha256), (Some(dir.path().join("data/admin-token")), None));
+    let zeros = "0".repeat(64);
+    let cases = [
+        (
+            format!("{{ sqlite: {{ bootstrap_token_sha256: \"{digest}\", bootstrap_token_file: t }} }}"),
+            "store.sqlite.bootstrap_token_file:",
+        ),
+        (
+            format!("{{ sqlite: {{ bootstrap_token_sha256: \"{zeros}\" }} }}"),
+            "store.sqlite.bootstrap_token_sha256: is the placeholder",
+        ),
+        (
+            "{ postgres: { url: \"postgres://db/ng\", bootstrap_token_sha256: \"ngr_secret\" } }".to_string(),
+            "store.postgres.bootstrap_token_sha256: must be 64 hex digits",
+        ),
+    ];
+    for (store, want) in cases {
+        let errs = Config::from_yaml(&with(&store), dir.path()).expect_err(want).0;
+        assert!(errs.iter().any(|e| e.starts_with(want)), "{want}: {errs:?}");
+        assert!(!errs.join("\n").contains("ngr_secret"), "the value was echoed: {errs:?}");
+    }
+}
+
 #[cfg(unix)]
 fn chmod(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;

@@ -257,21 +257,67 @@ pub enum Dimension {
     Scope,
 }
 
-/// How one rule fares against a route: `None` if it allows it, else the
-/// first dimension that fails.
-pub fn first_failure(rule: &AccessRule, facts: &RouteFacts<'_>) -> Option<Dimension> {
-    match rule_stage(rule, facts) {
-        Stage::Passed => None,
-        Stage::Application => Some(Dimension::Application),
-        Stage::Service => Some(Dimension::Service),
-        Stage::Method => {
-            let group = rule.method_groups.iter().any(|g| g.group.matches(facts.group));
-            Some(if group { Dimension::Method } else { Dimension::Group })
+impl Dimension {
+    /// The dimension in explain's words.
+    pub fn word(self) -> &'static str {
+        match self {
+            Dimension::Application => "application",
+            Dimension::Service => "service",
+            Dimension::Group => "group",
+            Dimension::Method => "method",
+            Dimension::Resource => "resource",
+            Dimension::Role => "role",
+            Dimension::Scope => "scope",
         }
-        Stage::Resource => Some(Dimension::Resource),
-        Stage::Role => Some(Dimension::Role),
-        Stage::Scope => Some(Dimension::Scope),
     }
+}
+
+/// Why a rule fails a route on its first failing dimension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Miss {
+    /// The route needs a value the rule does not grant (it grants others).
+    NotGranted,
+    /// The rule grants nothing at all on this dimension (an empty list).
+    RuleGrantsNone,
+    /// The route names no single value on this dimension (a route without
+    /// a resource may touch any of them): only the wildcard covers it.
+    RouteNamesNone,
+}
+
+/// How one rule fails a route: the first dimension that fails, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub dimension: Dimension,
+    pub miss: Miss,
+}
+
+/// How one rule fares against a route: `None` if it allows it, else the
+/// first dimension that fails and why — the same order and the same
+/// judgement as [`evaluate`], told apart where "fails" alone would mislead
+/// (a route that names no resource; a rule that grants no role at all).
+pub fn first_failure(rule: &AccessRule, facts: &RouteFacts<'_>) -> Option<Failure> {
+    let groups = || rule.method_groups.iter().filter(|g| g.group.matches(facts.group));
+    let (dimension, miss) = match rule_stage(rule, facts) {
+        Stage::Passed => return None,
+        Stage::Application => (Dimension::Application, Miss::NotGranted),
+        Stage::Service => (Dimension::Service, Miss::NotGranted),
+        Stage::Method if rule.method_groups.is_empty() => (Dimension::Group, Miss::RuleGrantsNone),
+        Stage::Method if groups().next().is_none() => (Dimension::Group, Miss::NotGranted),
+        Stage::Method if groups().all(|g| g.methods.is_empty()) => (Dimension::Method, Miss::RuleGrantsNone),
+        Stage::Method => (Dimension::Method, Miss::NotGranted),
+        Stage::Resource if rule.resources.is_empty() => (Dimension::Resource, Miss::RuleGrantsNone),
+        Stage::Resource if facts.resource.is_none() => (Dimension::Resource, Miss::RouteNamesNone),
+        Stage::Resource => (Dimension::Resource, Miss::NotGranted),
+        Stage::Role if rule.roles.is_empty() => (Dimension::Role, Miss::RuleGrantsNone),
+        Stage::Role if facts.roles.is_empty() => (Dimension::Role, Miss::RouteNamesNone),
+        Stage::Role => (Dimension::Role, Miss::NotGranted),
+        Stage::Scope => {
+            let none = matching_methods(rule, facts).all(|m| m.scopes.as_ref().is_some_and(Vec::is_empty));
+            (Dimension::Scope, if none { Miss::RuleGrantsNone } else { Miss::NotGranted })
+        }
+    };
+    Some(Failure { dimension, miss })
 }
 
 fn rule_stage(rule: &AccessRule, facts: &RouteFacts<'_>) -> Stage {
@@ -491,6 +537,179 @@ mod tests {
         );
         let wide = rule("*", "*", &[("*", all)], &["*"], &["*:$USER_ID$:*"]);
         assert_eq!(evaluate(&[wide], &[], &facts), Decision::Allow(Allowed::Rule(0)));
+    }
+
+    /// `first_failure` names the dimension `evaluate` stops at, and tells a
+    /// rule that grants other values from one that grants none at all and
+    /// from a route that names none (a route without a resource is not
+    /// "another resource"); a route that needs no scope never fails on one.
+    #[test]
+    fn first_failure_table() {
+        let (roles, scopes) = (b(&["reader", "writer"]), b(&["dealing"]));
+        fn facts<'a>(
+            resource: Option<(&'a str, &'a str)>,
+            scopes: &'a [Box<str>],
+            roles: &'a [Box<str>],
+        ) -> RouteFacts<'a> {
+            RouteFacts {
+                application: "mt-manager-api",
+                service: "rest",
+                group: "deals",
+                method: "openPosition",
+                scopes,
+                roles,
+                resource,
+                tenant: None,
+            }
+        }
+        let one = facts(Some(("account", "acc-1")), &scopes, &roles);
+        let no_resource = facts(None, &[], &roles);
+        let no_roles = facts(Some(("account", "acc-1")), &[], &[]);
+        let all: Methods<'_> = &[("*", None)];
+        let any = "*:$USER_ID$:*";
+        use Dimension as D;
+        use Miss as M;
+        struct Case<'a> {
+            name: &'a str,
+            rule: AccessRule,
+            facts: RouteFacts<'a>,
+            want: Option<(Dimension, Miss)>,
+        }
+        let cases = [
+            Case { name: "everything", rule: AccessRule::everything(), facts: one, want: None },
+            Case {
+                name: "other application",
+                rule: rule("metastats-api", "*", &[("*", all)], &["*"], &[any]),
+                facts: one,
+                want: Some((D::Application, M::NotGranted)),
+            },
+            Case {
+                name: "other service",
+                rule: rule("*", "ws", &[("*", all)], &["*"], &[any]),
+                facts: one,
+                want: Some((D::Service, M::NotGranted)),
+            },
+            Case {
+                name: "no method group at all",
+                rule: rule("*", "*", &[], &["*"], &[any]),
+                facts: one,
+                want: Some((D::Group, M::RuleGrantsNone)),
+            },
+            Case {
+                name: "other group",
+                rule: rule("*", "*", &[("accounts", all)], &["*"], &[any]),
+                facts: one,
+                want: Some((D::Group, M::NotGranted)),
+            },
+            Case {
+                name: "the group without methods",
+                rule: rule("*", "*", &[("deals", &[])], &["*"], &[any]),
+                facts: one,
+                want: Some((D::Method, M::RuleGrantsNone)),
+            },
+            Case {
+                name: "other method",
+                rule: rule("*", "*", &[("deals", &[("closePosition", None)])], &["*"], &[any]),
+                facts: one,
+                want: Some((D::Method, M::NotGranted)),
+            },
+            Case {
+                name: "no resource at all",
+                rule: rule("*", "*", &[("*", all)], &["*"], &[]),
+                facts: one,
+                want: Some((D::Resource, M::RuleGrantsNone)),
+            },
+            Case {
+                name: "no resource at all, on a route without one",
+                rule: rule("*", "*", &[("*", all)], &["*"], &[]),
+                facts: no_resource,
+                want: Some((D::Resource, M::RuleGrantsNone)),
+            },
+            Case {
+                name: "other resource",
+                rule: rule("*", "*", &[("*", all)], &["*"], &["account:$USER_ID$:acc-2"]),
+                facts: one,
+                want: Some((D::Resource, M::NotGranted)),
+            },
+            Case {
+                name: "one resource, on a route that names none",
+                rule: rule("*", "*", &[("*", all)], &["*"], &["account:$USER_ID$:acc-1"]),
+                facts: no_resource,
+                want: Some((D::Resource, M::RouteNamesNone)),
+            },
+            Case {
+                name: "every id of one entity, on a route that names none",
+                rule: rule("*", "*", &[("*", all)], &["*"], &["account:$USER_ID$:*"]),
+                facts: no_resource,
+                want: Some((D::Resource, M::RouteNamesNone)),
+            },
+            Case {
+                name: "every resource, on a route that names none",
+                rule: rule("*", "*", &[("*", all)], &["reader"], &[any]),
+                facts: no_resource,
+                want: None,
+            },
+            Case {
+                name: "no role at all",
+                rule: rule("*", "*", &[("*", all)], &[], &[any]),
+                facts: one,
+                want: Some((D::Role, M::RuleGrantsNone)),
+            },
+            Case {
+                name: "other role",
+                rule: rule("*", "*", &[("*", all)], &["admin"], &[any]),
+                facts: one,
+                want: Some((D::Role, M::NotGranted)),
+            },
+            Case {
+                name: "a role, on a route that lists none",
+                rule: rule("*", "*", &[("*", all)], &["reader"], &[any]),
+                facts: no_roles,
+                want: Some((D::Role, M::RouteNamesNone)),
+            },
+            Case {
+                name: "every role, on a route that lists none",
+                rule: rule("*", "*", &[("*", all)], &["*"], &[any]),
+                facts: no_roles,
+                want: None,
+            },
+            Case {
+                name: "no scope at all",
+                rule: rule("*", "*", &[("deals", &[("*", Some(&[]))])], &["reader"], &[any]),
+                facts: one,
+                want: Some((D::Scope, M::RuleGrantsNone)),
+            },
+            Case {
+                name: "other scope",
+                rule: rule("*", "*", &[("deals", &[("*", Some(&["public"]))])], &["reader"], &[any]),
+                facts: one,
+                want: Some((D::Scope, M::NotGranted)),
+            },
+            Case {
+                name: "no scope at all, on a route that needs none",
+                rule: rule("*", "*", &[("deals", &[("*", Some(&[]))])], &["reader"], &[any]),
+                facts: no_resource,
+                want: None,
+            },
+        ];
+        for c in cases {
+            let got = first_failure(&c.rule, &c.facts);
+            assert_eq!(got.map(|f| (f.dimension, f.miss)), c.want, "{}", c.name);
+            // The same judgement as the gateway's.
+            let reason = match evaluate(std::slice::from_ref(&c.rule), &[], &c.facts) {
+                Decision::Allow(_) => None,
+                Decision::Deny(d) => Some(d.reason),
+            };
+            let want = c.want.map(|(d, _)| match d {
+                D::Application => Reason::ApplicationNotAllowed,
+                D::Service => Reason::ServiceNotAllowed,
+                D::Group | D::Method => Reason::MethodNotGranted,
+                D::Resource => Reason::ResourceNotAllowed,
+                D::Role => Reason::InsufficientRole,
+                D::Scope => Reason::InsufficientScope,
+            });
+            assert_eq!(reason, want, "{}: evaluate", c.name);
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod mirror;
 mod postgres;
+mod readonly;
 mod sql;
 mod sqlite;
 #[doc(hidden)]
@@ -23,6 +24,7 @@ pub use mirror::{FeedRefusal, Mirror, ReferenceTokens, Revocations, SetFull, Sta
 use std::future::Future;
 
 pub use postgres::PgStore;
+pub use readonly::load_read_only;
 pub use sqlite::SqliteStore;
 
 use crate::config::StoreBackend;

@@ -18,6 +18,13 @@ pub fn is_reference(token: &str) -> bool {
     token.starts_with(PREFIX)
 }
 
+/// SHA-256 of a secret in hex, as a config names a secret it must not hold
+/// (`feed_readers_sha256`, ProdManager's `secret_sha256`,
+/// `bootstrap_token_sha256`).
+pub fn hash_hex(secret: &str) -> String {
+    hash(secret).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// SHA-256 of a secret, as the store and the mirror key it.
 pub fn hash(secret: &str) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());

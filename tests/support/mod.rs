@@ -3,6 +3,8 @@
 //! the request), and token minting with a test key.
 #![allow(dead_code)]
 
+pub mod matrix;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1433,7 +1433,8 @@ async fn explain(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
             csrf: signed.csrf(),
             notice: None,
             method,
-            path: question.path,
+            // Shown back with its query credentials redacted.
+            path: answer.target.clone(),
             answer: Some(answer),
         },
     )
