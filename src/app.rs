@@ -35,11 +35,12 @@ pub struct Running {
     pub revocations: Arc<Revocations>,
     pub store: Option<Store>,
     pub runtime: Arc<Runtime>,
-    /// The first admin token's secret, when this start created it: print it
-    /// once, then forget it.
+    /// The first admin token's secret, when this start generated it: shown
+    /// once, and only to a reader at a terminal (`bootstrap::announce`),
+    /// then forgotten.
     pub bootstrap_token: Option<String>,
     /// Crafter's default access tokens, (application, id), when this start
-    /// created them: print once.
+    /// created them: shown once, likewise.
     pub crafter_tokens: Vec<(String, String)>,
     /// Readiness is false once set.
     draining: Arc<AtomicBool>,

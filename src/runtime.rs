@@ -265,7 +265,7 @@ impl ProcessSettings {
             out.push("revocation.max_staleness/when_stale");
         }
         if self.bootstrap != other.bootstrap {
-            out.push("store.*.bootstrap_token_file");
+            out.push("store.*.bootstrap_token_file/bootstrap_token_sha256");
         }
         if self.audit != other.audit {
             out.push("audit");
