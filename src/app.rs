@@ -321,7 +321,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
         loop {
             every.tick().await;
             let limits = rt.snapshot().limits.clone();
-            let (revs, now) = (revs.clone(), rt.shared().clock.now());
+            let (revs, now) = (revs.clone(), crate::time::UnixTime::clamped(rt.shared().clock.now()));
             let _ = tokio::task::spawn_blocking(move || {
                 if limits.any() {
                     limits.sweep();

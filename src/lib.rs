@@ -23,6 +23,7 @@
 //! - [`proxy`]: the data plane, one phase per step above;
 //! - [`revocation`]: the in-memory revocation set the request path reads;
 //! - [`admin`], [`metrics`], [`telemetry`]: operations;
+//! - [`time`]: the one checked Unix-time type, from the wire to the store;
 //! - [`app`]: binds the listeners and runs everything;
 //! - [`echo`]: the demo's built-in upstream, also the tests' real upstream;
 //! - [`cli`]: the subcommands.
@@ -51,4 +52,5 @@ pub mod revocation;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;
+pub mod time;
 pub mod token;

@@ -217,7 +217,7 @@ async fn a_narrowed_token_is_recorded_with_its_parent() {
     assert_eq!(record.parent_id.as_deref(), Some("parent-4"));
     assert_eq!(record.lineage, ["parent-4"]);
     assert_eq!(record.kind, narrowgate::token::TokenKind::Narrowed);
-    assert_eq!(record.expires_at, resp.json()["expiresAt"].as_i64());
+    assert_eq!(record.expires_at.map(narrowgate::time::UnixTime::secs), resp.json()["expiresAt"].as_u64());
     h.shutdown().await;
 }
 

@@ -58,7 +58,7 @@ fn stored(jti: &str) -> narrowgate::store::TokenRecord {
         parent_id: None,
         lineage: vec![],
         created_by: None,
-        created_at: 0,
+        created_at: narrowgate::time::UnixTime::EPOCH,
         revoked_at: None,
         external_id: None,
     }
@@ -80,7 +80,7 @@ async fn revocations_in_the_sqlite_store_are_enforced_after_a_restart() {
         let (store, _) = SqliteStore::open(&path, true).await.expect("open");
         store.insert_token(&stored("gone")).await.expect("insert");
         store.insert_token(&stored("kept")).await.expect("insert");
-        assert!(store.revoke("gone", 1).await.expect("revoke"));
+        assert!(store.revoke("gone", narrowgate::time::UnixTime::EPOCH).await.expect("revoke"));
         store.close().await;
     }
     let h = Harness::start_with(|_| {}, support::sqlite_store(path.clone())).await;
@@ -114,7 +114,7 @@ async fn a_revocation_through_one_gateway_is_enforced_by_another_within_a_second
     assert_eq!(b.get("/users/current/accounts/a1", &[("Authorization", &token)]).await.status, 200);
 
     let start = Instant::now();
-    assert!(store_a.revoke("shared-1", 1).await.expect("revoke"));
+    assert!(store_a.revoke("shared-1", narrowgate::time::UnixTime::EPOCH).await.expect("revoke"));
     loop {
         let resp = b.get("/users/current/accounts/a1", &[("Authorization", &token)]).await;
         if resp.status == 401 {

@@ -151,7 +151,7 @@ async fn revocations_reach_every_replica() {
     // state, not time: the resync has run once the set reflects the store.
     tokio::time::timeout(Duration::from_secs(5), async {
         while !mirror.is_revoked("u1") {
-            a.revoke("u1", 1).await.expect("revoke u1");
+            a.revoke("u1", narrowgate::time::UnixTime::EPOCH).await.expect("revoke u1");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -159,7 +159,7 @@ async fn revocations_reach_every_replica() {
     .expect("follower came up");
 
     let start = Instant::now();
-    assert!(a.revoke("t1", 2).await.expect("revoke"));
+    assert!(a.revoke("t1", narrowgate::time::UnixTime::EPOCH).await.expect("revoke"));
     while !mirror.is_revoked("t1") {
         assert!(start.elapsed() < Duration::from_secs(1), "revocation not propagated within 1 s");
         tokio::time::sleep(Duration::from_millis(2)).await;

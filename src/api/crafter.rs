@@ -32,6 +32,7 @@ use crate::policy::issuance::{self, Authority};
 use crate::policy::tenant::{self, TenantPermission};
 use crate::runtime::Snapshot;
 use crate::store::TokenRecord;
+use crate::time::UnixTime;
 use crate::token::keys::random_uuid;
 use crate::token::{Grant, Role};
 
@@ -100,7 +101,7 @@ fn view(t: &TokenRecord) -> Value {
         "application": t.application,
         "master": t.master,
         "tenantPermissions": tenants,
-        "expiresOn": t.expires_at.map(|e| e * 1000),
+        "expiresOn": t.expires_at.map(crate::time::UnixTime::millis),
     })
 }
 
@@ -116,12 +117,14 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// `expiresOn`: epoch milliseconds, ISO-8601 (with an offset, or UTC
-/// without), or `MM/dd/yyyy HH:mm:ss` (UTC); `null`: never.
-fn expires_on(v: &Value) -> Result<Option<u64>, ApiError> {
-    let bad = || ApiError::bad("expiresOn", "not epoch milliseconds, ISO-8601 or MM/dd/yyyy HH:mm:ss");
+/// without), or `MM/dd/yyyy HH:mm:ss` (UTC), up to 9999-12-30T22:00:00Z; `null`:
+/// never.
+fn expires_on(v: &Value) -> Result<Option<UnixTime>, ApiError> {
+    let bad =
+        || ApiError::bad("expiresOn", "not epoch milliseconds, ISO-8601 or MM/dd/yyyy HH:mm:ss, from 1970 to 9999");
     match v {
         Value::Null => Ok(None),
-        Value::Number(n) => n.as_u64().map(|ms| Some(ms.div_ceil(1000))).ok_or_else(bad),
+        Value::Number(n) => n.as_u64().and_then(|ms| UnixTime::from_millis_ceil(ms).ok()).map(Some).ok_or_else(bad),
         Value::String(s) => {
             let utc = |c: jiff::civil::DateTime| c.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp());
             let ts = s
@@ -129,7 +132,7 @@ fn expires_on(v: &Value) -> Result<Option<u64>, ApiError> {
                 .ok()
                 .or_else(|| s.parse::<jiff::civil::DateTime>().ok().and_then(utc))
                 .or_else(|| jiff::civil::DateTime::strptime("%m/%d/%Y %H:%M:%S", s).ok().and_then(utc));
-            ts.and_then(|t| u64::try_from(t.as_second()).ok()).map(Some).ok_or_else(bad)
+            ts.and_then(|t| UnixTime::from_timestamp(t).ok()).map(Some).ok_or_else(bad)
         }
         _ => Err(bad()),
     }
@@ -249,12 +252,32 @@ mod tests {
     #[test]
     fn expiry_in_every_form_crafter_clients_send() {
         assert_eq!(expires_on(&json!(null)), Ok(None));
-        assert_eq!(expires_on(&json!(1_893_456_000_000u64)), Ok(Some(1_893_456_000)));
-        assert_eq!(expires_on(&json!(1_893_456_000_001u64)), Ok(Some(1_893_456_001)), "never earlier");
-        assert_eq!(expires_on(&json!("2030-01-01T00:00:00Z")), Ok(Some(1_893_456_000)));
-        assert_eq!(expires_on(&json!("2030-01-01T02:00:00+02:00")), Ok(Some(1_893_456_000)));
-        assert_eq!(expires_on(&json!("2030-01-01T00:00:00")), Ok(Some(1_893_456_000)), "UTC without an offset");
-        assert_eq!(expires_on(&json!("01/01/2030 00:00:00")), Ok(Some(1_893_456_000)));
+        assert_eq!(
+            expires_on(&json!(1_893_456_000_000u64)),
+            Ok(Some(UnixTime::from_secs(1_893_456_000).expect("in range")))
+        );
+        assert_eq!(
+            expires_on(&json!(1_893_456_000_001u64)),
+            Ok(Some(UnixTime::from_secs(1_893_456_001).expect("in range"))),
+            "never earlier"
+        );
+        assert_eq!(
+            expires_on(&json!("2030-01-01T00:00:00Z")),
+            Ok(Some(UnixTime::from_secs(1_893_456_000).expect("in range")))
+        );
+        assert_eq!(
+            expires_on(&json!("2030-01-01T02:00:00+02:00")),
+            Ok(Some(UnixTime::from_secs(1_893_456_000).expect("in range")))
+        );
+        assert_eq!(
+            expires_on(&json!("2030-01-01T00:00:00")),
+            Ok(Some(UnixTime::from_secs(1_893_456_000).expect("in range"))),
+            "UTC without an offset"
+        );
+        assert_eq!(
+            expires_on(&json!("01/01/2030 00:00:00")),
+            Ok(Some(UnixTime::from_secs(1_893_456_000).expect("in range")))
+        );
         for bad in [json!("2030-13-01T00:00:00Z"), json!("tomorrow"), json!(-5), json!(true)] {
             let e = expires_on(&bad).expect_err("refused");
             assert!(!e.message().contains("tomorrow"), "the value is not repeated: {}", e.message());

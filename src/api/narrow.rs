@@ -167,7 +167,7 @@ pub(crate) async fn narrow(State(s): State<ApiState>, req: Request) -> Result<Re
 }
 
 fn narrowed(token: String, record: TokenRecord) -> Response {
-    let expires_at = record.expires_at.and_then(|e| u64::try_from(e).ok()).unwrap_or_default();
+    let expires_at = record.expires_at.map_or(0, crate::time::UnixTime::secs);
     ok_json(StatusCode::OK, &NarrowResponse { token, id: record.id, expires_at })
 }
 

@@ -24,6 +24,7 @@ use super::error::{ApiCode, Kind};
 use super::service::{MintRequest, Minted, NewForm, NewToken};
 use super::{ApiState, ok_json};
 use crate::config::ProdManagerApp;
+use crate::time::UnixTime;
 
 pub(crate) fn routes(router: Router<ApiState>) -> Router<ApiState> {
     router.route("/api/token/create", post(create)).route("/api/token/whoami", get(whoami))
@@ -58,11 +59,11 @@ async fn form_fields(req: Request) -> Result<Vec<(String, String)>, String> {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM`, UTC.
-fn parse_date(v: &str) -> Option<u64> {
+/// `YYYY-MM-DDTHH:MM`, UTC, from 1970 to 9999.
+fn parse_date(v: &str) -> Option<UnixTime> {
     let civil = jiff::civil::DateTime::strptime("%Y-%m-%dT%H:%M", v).ok()?;
     let ts = civil.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
-    u64::try_from(ts.as_second()).ok()
+    UnixTime::from_timestamp(ts).ok()
 }
 
 /// The application whose secret this is, comparing SHA-256 digests in
@@ -127,7 +128,7 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
     let description = length("description", 12, 32);
     // Defaults are taken now, for this request.
     let now = s.service.now();
-    let mut date = |field: &'static str, default: u64| match one(field) {
+    let mut date = |field: &'static str, default: UnixTime| match one(field) {
         None => default,
         Some(v) => parse_date(v).unwrap_or_else(|| {
             reasons.insert(field, vec!["Not a valid datetime (YYYY-MM-DDTHH:MM, UTC).".into()]);
@@ -135,7 +136,7 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
         }),
     };
     let not_before = date("not_before_date", now);
-    let expires_at = date("expiration_date", now + 3600);
+    let expires_at = date("expiration_date", now.saturating_add(std::time::Duration::from_secs(3600)));
     if !reasons.contains_key("expiration_date") && (expires_at <= not_before || expires_at <= now) {
         reasons.insert("expiration_date", vec!["Must be later than not_before_date and now.".into()]);
     }

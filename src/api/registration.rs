@@ -48,7 +48,8 @@ struct Issued<'a> {
     id: &'a str,
     name: Option<&'a str>,
     role: &'static str,
-    expires_at: Option<i64>,
+    #[schema(value_type = Option<u64>)]
+    expires_at: Option<crate::time::UnixTime>,
 }
 
 /// A registration token: its secret (shown this once) and until when it
@@ -59,7 +60,8 @@ pub(crate) struct RegistrationCreated<'a> {
     token: &'a str,
     /// Its id, to revoke it by (`DELETE /v1/registration-tokens/{id}`).
     id: &'a str,
-    expires_at: i64,
+    #[schema(value_type = u64)]
+    expires_at: crate::time::UnixTime,
 }
 
 /// Mint a single-use registration token (admin caller; administrator

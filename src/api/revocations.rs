@@ -36,7 +36,8 @@ pub(crate) struct RevokeJti {
 struct Revoked<'a> {
     jti: &'a str,
     issuer: &'a str,
-    expires_at: Option<i64>,
+    #[schema(value_type = Option<u64>)]
+    expires_at: Option<crate::time::UnixTime>,
     /// `false` when it was revoked already.
     newly_revoked: bool,
 }
@@ -66,15 +67,7 @@ pub(crate) async fn revoke_jti(State(s): State<ApiState>, req: Request) -> Resul
     let target = RevokeTarget::Jti { jti: input.jti.clone(), issuer: input.issuer.clone(), expires_at };
     let done = s.service.revoke(&snap, &caller, target).await?;
     let status = if done.newly { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(ok_json(
-        status,
-        &Revoked {
-            jti: &done.id,
-            issuer: &input.issuer,
-            expires_at: expires_at.map(|e| e as i64),
-            newly_revoked: done.newly,
-        },
-    ))
+    Ok(ok_json(status, &Revoked { jti: &done.id, issuer: &input.issuer, expires_at, newly_revoked: done.newly }))
 }
 
 /// Who may read the feed: a feed-reader token (its SHA-256 configured in
@@ -126,9 +119,10 @@ pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Resp
         .query()
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "cursor").map(|(_, v)| v.into_owned()));
     let clock = s.runtime.shared().clock.clone();
-    let (_, len) = revs.since(usize::MAX, clock.now());
+    let now = || crate::time::UnixTime::clamped(clock.now());
+    let (_, len) = revs.since(usize::MAX, now());
     let resume = cursor.as_deref().and_then(|c| feed::resume_at(c, &instance, len));
-    let (held, pos) = revs.since(resume.unwrap_or(0), clock.now());
+    let (held, pos) = revs.since(resume.unwrap_or(0), now());
     let first = FeedLine::of(resume.is_some(), feed::cursor(&instance, pos), held, revs.confirmed_ms());
     struct Follow {
         revs: std::sync::Arc<crate::store::Revocations>,
@@ -189,7 +183,7 @@ pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Resp
                 }
                 changed = st.added.changed() => {
                     changed.ok()?;
-                    let (held, pos) = st.revs.since(st.pos, st.clock.now());
+                    let (held, pos) = st.revs.since(st.pos, crate::time::UnixTime::clamped(st.clock.now()));
                     st.pos = pos;
                     st.heartbeat.reset();
                     FeedLine::of(true, feed::cursor(&st.instance, pos), held, st.revs.confirmed_ms())

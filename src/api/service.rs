@@ -18,6 +18,7 @@ use crate::runtime::{Runtime, Snapshot};
 use crate::store::{
     JtiRevocation, Mirror, RedeemError, RegistrationRecord, Store, StoreError, TokenFilter, TokenForm, TokenRecord,
 };
+use crate::time::UnixTime;
 use crate::token::claims::{Claims, WireRule, encode_grants};
 use crate::token::keys::random_id;
 use crate::token::reference;
@@ -35,10 +36,9 @@ pub struct NewToken {
     pub master: bool,
     pub rules: Vec<AccessRule>,
     pub tenants: Vec<TenantPermission>,
-    /// Unix seconds.
-    pub not_before: u64,
-    /// Unix seconds; `None`: never expires (reference forms only).
-    pub expires_at: Option<u64>,
+    pub not_before: UnixTime,
+    /// `None`: never expires (reference forms only).
+    pub expires_at: Option<UnixTime>,
     pub form: NewForm,
     /// Extra JWT claims a facade's clients read.
     pub extra_claims: serde_json::Map<String, serde_json::Value>,
@@ -47,7 +47,7 @@ pub struct NewToken {
 impl NewToken {
     /// A user token for `subject` with nothing granted yet, valid from
     /// `now`.
-    pub fn user(subject: impl Into<String>, form: NewForm, now: u64) -> Self {
+    pub fn user(subject: impl Into<String>, form: NewForm, now: UnixTime) -> Self {
         NewToken {
             name: None,
             subject: subject.into(),
@@ -149,7 +149,7 @@ pub enum RevokeTarget {
     /// A token by its client-chosen id (Crafter); the id is free again after.
     ExternalId(String),
     /// Any token by jti, another issuer's included: held until `expires_at`.
-    Jti { jti: String, issuer: String, expires_at: Option<u64> },
+    Jti { jti: String, issuer: String, expires_at: Option<UnixTime> },
     /// An unredeemed registration token, by id.
     Registration(String),
 }
@@ -163,7 +163,7 @@ pub enum TokenState {
     /// Revoked at `at` (when known), itself (`by: None`) or with the
     /// ancestor `by`.
     Revoked {
-        at: Option<i64>,
+        at: Option<UnixTime>,
         by: Option<String>,
     },
 }
@@ -247,8 +247,8 @@ impl TokenService {
     }
 
     /// The time tokens are minted and judged by.
-    pub fn now(&self) -> u64 {
-        self.runtime.shared().clock.now()
+    pub fn now(&self) -> UnixTime {
+        UnixTime::clamped(self.runtime.shared().clock.now())
     }
 
     /// The policy in force (for calls made without a request: the first
@@ -362,7 +362,7 @@ impl TokenService {
 
     /// The token `id` as a parent `by` may narrow: visible to it, live
     /// (not revoked, nor any ancestor, nor expired), and its grant.
-    async fn narrowable(&self, snap: &Snapshot, by: &Grant, id: &str, now: u64) -> Result<Arc<Grant>, ApiError> {
+    async fn narrowable(&self, snap: &Snapshot, by: &Grant, id: &str, now: UnixTime) -> Result<Arc<Grant>, ApiError> {
         let record = self.store()?.token(id).await?.ok_or_else(|| ApiError::not_found("no token with this id"))?;
         issuance::may_narrow(by, &authority_target(&record)).map_err(not_visible)?;
         if !self.state_of(&record, now).is_live() {
@@ -381,7 +381,7 @@ impl TokenService {
         narrowing: Narrowing,
         tenants: Option<Vec<TenantPermission>>,
         validity_hours: Option<f64>,
-        now: u64,
+        now: UnixTime,
     ) -> Result<Minted, ApiError> {
         let rules = match &narrowing {
             Narrowing::Simplified(s) => narrow_simplified(&parent.rules, s, &snap.manifest)?,
@@ -393,7 +393,7 @@ impl TokenService {
         // The default validity stays within the issuer's max_lifetime; an
         // explicit one beyond it is refused when signing.
         let exp = match (validity_hours, signing.max_lifetime_secs) {
-            (None, Some(max)) => exp.min(now + max),
+            (None, Some(max)) => exp.min(now.saturating_add(std::time::Duration::from_secs(max))),
             _ => exp,
         };
         let mut token = NewToken::user(parent.subject.to_string(), NewForm::Jwt, now);
@@ -410,7 +410,13 @@ impl TokenService {
         self.issue(snap, token, origin, now).await
     }
 
-    async fn register(&self, snap: &Snapshot, by: &Grant, r: NewRegistration, now: u64) -> Result<Minted, ApiError> {
+    async fn register(
+        &self,
+        snap: &Snapshot,
+        by: &Grant,
+        r: NewRegistration,
+        now: UnixTime,
+    ) -> Result<Minted, ApiError> {
         let store = self.store()?;
         let bounds = issuance::mint_registration(
             by,
@@ -432,14 +438,14 @@ impl TokenService {
             name: r.name,
             role: r.role,
             grants: encode_grants(&rules, &by.tenants),
-            lifetime_secs: r.lifetime.map(|l| l as i64),
-            expires_at: bounds.expires_at as i64,
+            lifetime_secs: r.lifetime,
+            expires_at: bounds.expires_at,
             created_by: Some(by.token_id.to_string()),
-            created_at: now as i64,
+            created_at: now,
             used_at: None,
             redeemed_token: None,
             lineage: bounds.lineage,
-            expires_cap: bounds.yield_cap.map(|c| c as i64),
+            expires_cap: bounds.yield_cap,
             revoked_at: None,
         };
         store.insert_registration(&record).await?;
@@ -447,7 +453,7 @@ impl TokenService {
         Ok(Minted::Registration { secret, record })
     }
 
-    async fn redeem(&self, presented: &str, now: u64) -> Result<Minted, ApiError> {
+    async fn redeem(&self, presented: &str, now: UnixTime) -> Result<Minted, ApiError> {
         if !presented.starts_with(super::registration::PREFIX) {
             return Err(ApiError::bad("token", "not a registration token"));
         }
@@ -456,16 +462,12 @@ impl TokenService {
         let hash = reference::hash(&secret);
         let revocations = self.mirror.revocations.clone();
         let redeemed = store
-            .redeem(&reference::hash(presented), now as i64, move |reg| {
+            .redeem(&reference::hash(presented), now, move |reg| {
                 // Revoked with its creator: refused, and left unused.
                 if reg.lineage.iter().any(|l| revocations.is_revoked(l)) {
                     return Err(RedeemError::Revoked);
                 }
-                let expires_at = issuance::redeemed_expiry(
-                    now,
-                    reg.lifetime_secs.and_then(|l| u64::try_from(l).ok()),
-                    reg.expires_cap.and_then(|c| u64::try_from(c).ok()),
-                );
+                let expires_at = issuance::redeemed_expiry(now, reg.lifetime_secs, reg.expires_cap);
                 Ok(TokenRecord {
                     id,
                     name: Some(reg.name.clone()),
@@ -478,12 +480,12 @@ impl TokenService {
                     grants: reg.grants.clone(),
                     form: TokenForm::Reference,
                     secret_hash: Some(hash.to_vec()),
-                    not_before: Some(now as i64),
-                    expires_at: expires_at.map(|e| e as i64),
+                    not_before: Some(now),
+                    expires_at,
                     parent_id: None,
                     lineage: reg.lineage.clone(),
                     created_by: reg.created_by.clone(),
-                    created_at: now as i64,
+                    created_at: now,
                     revoked_at: None,
                     external_id: None,
                 })
@@ -504,7 +506,7 @@ impl TokenService {
     }
 
     /// Make the secret, record the token, and make it usable here at once.
-    async fn issue(&self, snap: &Snapshot, t: NewToken, origin: Origin, now: u64) -> Result<Minted, ApiError> {
+    async fn issue(&self, snap: &Snapshot, t: NewToken, origin: Origin, now: UnixTime) -> Result<Minted, ApiError> {
         let jti = random(16)?;
         if t.expires_at.is_none() && t.form == NewForm::Jwt {
             return Err(ApiError::bad(
@@ -516,9 +518,9 @@ impl TokenService {
             iss: self.mirror.issuer.clone(),
             sub: t.subject.clone(),
             aud: None,
-            exp: t.expires_at,
-            nbf: Some(t.not_before),
-            iat: now,
+            exp: t.expires_at.map(UnixTime::secs),
+            nbf: Some(t.not_before.secs()),
+            iat: now.secs(),
             jti: jti.clone(),
             name: t.name.clone(),
             kind: origin.kind,
@@ -560,12 +562,12 @@ impl TokenService {
             grants: encode_grants(&claims.access_rules, &claims.tenant_permissions),
             form,
             secret_hash: secret_hash.map(|h| h.to_vec()),
-            not_before: Some(t.not_before as i64),
-            expires_at: t.expires_at.map(|e| e as i64),
+            not_before: Some(t.not_before),
+            expires_at: t.expires_at,
             parent_id: origin.parent_id,
             lineage: origin.lineage,
             created_by: origin.created_by,
-            created_at: now as i64,
+            created_at: now,
             revoked_at: None,
             external_id,
         };
@@ -631,7 +633,7 @@ impl TokenService {
 
     async fn revoke_inner(&self, snap: &Snapshot, by: &Grant, target: RevokeTarget) -> Result<Revoked, ApiError> {
         let store = self.store()?;
-        let now = self.now() as i64;
+        let now = self.now();
         let record = match &target {
             RevokeTarget::Id(id) => store.token(id).await?,
             RevokeTarget::Name(name) => store.token_by_name(name).await?,
@@ -651,7 +653,7 @@ impl TokenService {
                         let r = JtiRevocation {
                             jti: jti.clone(),
                             issuer: issuer.clone(),
-                            expires_at: expires_at.map(|e| e as i64),
+                            expires_at: *expires_at,
                             revoked_at: now,
                             revoked_by: Some(by.token_id.to_string()),
                         };
@@ -685,7 +687,7 @@ impl TokenService {
         };
         issuance::may_act_on(by, &authority_target(&record))?;
         let newly = store.revoke(&record.id, now).await?;
-        self.mirror.revocations.revoke(&record.id, record.expires_at.and_then(|e| u64::try_from(e).ok()));
+        self.mirror.revocations.revoke(&record.id, record.expires_at);
         if matches!(target, RevokeTarget::ExternalId(_)) {
             // Crafter re-creates a deleted token with the same id.
             store.forget_secret(&record.id).await?;
@@ -731,7 +733,7 @@ impl TokenService {
     /// revocation time read once per ancestor), else expired or live.
     async fn shown(&self, records: Vec<TokenRecord>) -> Vec<Shown> {
         let now = self.now();
-        let mut ancestors: std::collections::HashMap<String, Option<i64>> = Default::default();
+        let mut ancestors: std::collections::HashMap<String, Option<UnixTime>> = Default::default();
         let mut out = Vec::with_capacity(records.len());
         for record in records {
             let mut state = self.state_of(&record, now);
@@ -751,7 +753,7 @@ impl TokenService {
     }
 
     /// A token's effective state at `now`, as the proxy would judge it.
-    fn state_of(&self, record: &TokenRecord, now: u64) -> TokenState {
+    fn state_of(&self, record: &TokenRecord, now: UnixTime) -> TokenState {
         let revocations = &self.mirror.revocations;
         if record.revoked_at.is_some() || revocations.is_revoked(&record.id) {
             return TokenState::Revoked { at: record.revoked_at, by: None };
@@ -760,7 +762,7 @@ impl TokenService {
             return TokenState::Revoked { at: None, by: Some(ancestor.clone()) };
         }
         match record.expires_at {
-            Some(e) if i64::try_from(now).is_ok_and(|now| e <= now) => TokenState::Expired,
+            Some(e) if e <= now => TokenState::Expired,
             _ => TokenState::Live,
         }
     }

@@ -19,6 +19,7 @@ use crate::config::parse_duration;
 use crate::policy::tenant::{self, TenantPermission};
 use crate::respond::ErrorBody;
 use crate::store::{TokenFilter, TokenRecord, kind_str, parse_kind, role_str};
+use crate::time::UnixTime;
 use crate::token::Role;
 use crate::token::claims::{WireRule, decode_grants};
 
@@ -67,16 +68,20 @@ struct TokenView<'a> {
     application: Option<&'a str>,
     subject: &'a str,
     form: &'static str,
-    not_before: Option<i64>,
-    expires_at: Option<i64>,
+    #[schema(value_type = Option<u64>)]
+    not_before: Option<UnixTime>,
+    #[schema(value_type = Option<u64>)]
+    expires_at: Option<UnixTime>,
     parent_id: Option<&'a str>,
     created_by: Option<&'a str>,
-    created_at: i64,
+    #[schema(value_type = u64)]
+    created_at: UnixTime,
     /// `live`, `expired` or `revoked` — as the proxy enforces it: a token
     /// whose ancestor was revoked is revoked.
     state: &'static str,
     /// When it was revoked, itself or through `revokedBy`.
-    revoked_at: Option<i64>,
+    #[schema(value_type = Option<u64>)]
+    revoked_at: Option<UnixTime>,
     /// The ancestor whose revocation revokes it (absent when it was
     /// revoked itself).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,7 +142,7 @@ pub(crate) fn duration_field(v: &str, name: &'static str) -> Result<u64, ApiErro
 impl CreateRequest {
     /// The token this asks for, on `caller`'s behalf (whose rules are the
     /// default).
-    fn into_new_token(self, caller: &crate::token::Grant, now: u64) -> Result<NewToken, ApiError> {
+    fn into_new_token(self, caller: &crate::token::Grant, now: UnixTime) -> Result<NewToken, ApiError> {
         if self.name.trim().is_empty() || self.name.len() > 200 {
             return Err(ApiError::bad("name", "1 to 200 characters"));
         }
@@ -152,7 +157,10 @@ impl CreateRequest {
         let expires_at = match (&self.lifetime, expires_at) {
             (Some(_), Some(_)) => return Err(ApiError::bad("lifetime", "give lifetime or expiresAt, not both")),
             (Some(l), None) if l == "none" => None,
-            (Some(l), None) => Some(now + duration_field(l, "lifetime")?),
+            (Some(l), None) => Some(
+                now.checked_add(duration_field(l, "lifetime")?)
+                    .ok_or_else(|| ApiError::bad("lifetime", "would end after 9999-12-30T22:00:00Z"))?,
+            ),
             (None, Some(e)) if e > now => Some(e),
             (None, Some(_)) => return Err(ApiError::bad("expiresAt", "must be in the future")),
             (None, None) => None,
@@ -358,22 +366,35 @@ pub(crate) async fn revoke_by_name(State(s): State<ApiState>, req: Request) -> R
 }
 
 /// A point in time as a client may send it: Unix seconds, or RFC 3339 /
-/// ISO 8601 with an offset (`2026-12-31T23:59:59Z`, `…+02:00`).
+/// ISO 8601 with an offset (`2026-12-31T23:59:59Z`, `…+02:00`). Any JSON
+/// number is read (a negative one, a fraction, one past 2^64), so that
+/// [`time_field`] refuses it naming the field, never a generic parse error.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub(crate) enum TimeInput {
+    /// Unix seconds, 0 to 253402207200 (9999-12-30T22:00:00Z).
     Unix(u64),
+    /// Refused: before 1970 (read only to be refused by name).
+    Negative(#[allow(dead_code)] i64),
+    /// Refused: not whole seconds, or beyond any integer.
+    Fraction(#[allow(dead_code)] f64),
     Text(String),
 }
 
-/// The Unix seconds of a time field, or an error naming it.
-pub(crate) fn time_field(v: &Option<TimeInput>, name: &'static str) -> Result<Option<u64>, ApiError> {
+/// The time of a field, within [`UnixTime`]'s range, or 400 naming it.
+pub(crate) fn time_field(v: &Option<TimeInput>, name: &'static str) -> Result<Option<UnixTime>, ApiError> {
+    let bad = || {
+        ApiError::bad(
+            name,
+            "not Unix seconds from 0 to 253402207200 or an RFC 3339 time from 1970 to 9999 like 2026-12-31T23:59:59Z",
+        )
+    };
     match v {
         None => Ok(None),
-        Some(TimeInput::Unix(n)) => Ok(Some(*n)),
-        Some(TimeInput::Text(t)) => match t.parse::<jiff::Timestamp>() {
-            Ok(ts) if ts.as_second() >= 0 => Ok(Some(ts.as_second() as u64)),
-            _ => Err(ApiError::bad(name, "not Unix seconds or an RFC 3339 time like 2026-12-31T23:59:59Z")),
-        },
+        Some(TimeInput::Unix(n)) => UnixTime::from_secs(*n).map(Some).map_err(|_| bad()),
+        Some(TimeInput::Negative(_) | TimeInput::Fraction(_)) => Err(bad()),
+        Some(TimeInput::Text(t)) => {
+            t.parse::<jiff::Timestamp>().ok().and_then(|ts| UnixTime::from_timestamp(ts).ok()).map(Some).ok_or_else(bad)
+        }
     }
 }

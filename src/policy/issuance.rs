@@ -29,6 +29,7 @@
 //! values.
 
 use crate::policy::tenant::{self, TenantPermission};
+use crate::time::UnixTime;
 use crate::token::{Grant, Role};
 
 /// What a token may do to other tokens.
@@ -94,8 +95,14 @@ fn lineage_under(by: &Grant, a: Authority) -> Vec<String> {
 }
 
 /// A non-master's tokens end no later than it does.
-fn within_life(by: &Grant, a: Authority, expires_at: Option<u64>, field: &'static str) -> Result<(), IssuanceError> {
-    match (a, by.expires_at, expires_at) {
+fn within_life(
+    by: &Grant,
+    a: Authority,
+    expires_at: Option<UnixTime>,
+    field: &'static str,
+) -> Result<(), IssuanceError> {
+    // A grant's expiry past the range ends later than anything minted.
+    match (a, by.expires_at.map(UnixTime::clamped), expires_at) {
         (Authority::Master, _, _) | (_, None, _) => Ok(()),
         (_, Some(limit), Some(exp)) if exp <= limit => Ok(()),
         _ => Err(widen(field, "the token would outlive the token creating it (only a master's may)")),
@@ -108,7 +115,7 @@ pub struct Wanted<'a> {
     pub role: Role,
     pub master: bool,
     /// `None`: never expires.
-    pub expires_at: Option<u64>,
+    pub expires_at: Option<UnixTime>,
     pub tenants: &'a [TenantPermission],
 }
 
@@ -210,10 +217,10 @@ pub struct RegistrationWanted {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistrationBounds {
     /// Its own expiry.
-    pub expires_at: u64,
+    pub expires_at: UnixTime,
     /// The latest expiry the yielded token may have: its creator's, unless
     /// a master created it.
-    pub yield_cap: Option<u64>,
+    pub yield_cap: Option<UnixTime>,
     /// The yielded token's lineage.
     pub lineage: Vec<String>,
 }
@@ -223,7 +230,7 @@ pub fn mint_registration(
     by: &Grant,
     want: &RegistrationWanted,
     limits: &RegistrationLimits,
-    now: u64,
+    now: UnixTime,
 ) -> Result<RegistrationBounds, IssuanceError> {
     let a = manager(by)?;
     if want.role == Role::Admin && a != Authority::Master {
@@ -251,18 +258,24 @@ pub fn mint_registration(
                 what: "required: issuance.registration_max_lifetime bounds it",
             });
         }
+        // A lifetime that would end past the range of time ends nowhere.
+        (Some(l), _) if now.checked_add(l).is_none() => {
+            return Err(IssuanceError::OutOfBounds { field: "lifetime", what: "would end after 9999-12-30T22:00:00Z" });
+        }
         _ => {}
     }
-    let expires_at = now.saturating_add(want.ttl);
+    let expires_at = now
+        .checked_add(want.ttl)
+        .ok_or(IssuanceError::OutOfBounds { field: "ttl", what: "would end after 9999-12-30T22:00:00Z" })?;
     within_life(by, a, Some(expires_at), "ttl")?;
-    let yield_cap = if a == Authority::Master { None } else { by.expires_at };
+    let yield_cap = if a == Authority::Master { None } else { by.expires_at.map(UnixTime::clamped) };
     Ok(RegistrationBounds { expires_at, yield_cap, lineage: lineage_under(by, a) })
 }
 
 /// The expiry of the token a registration yields when redeemed at `now`:
 /// its lifetime from now, never past the cap its creator set.
-pub fn redeemed_expiry(now: u64, lifetime: Option<u64>, cap: Option<u64>) -> Option<u64> {
-    match (lifetime.map(|l| now.saturating_add(l)), cap) {
+pub fn redeemed_expiry(now: UnixTime, lifetime: Option<u64>, cap: Option<UnixTime>) -> Option<UnixTime> {
+    match (lifetime.map(|l| now.saturating_add(std::time::Duration::from_secs(l))), cap) {
         (Some(e), Some(c)) => Some(e.min(c)),
         (e, None) => e,
         (None, c) => c,
@@ -315,6 +328,15 @@ mod tests {
 
     const NOW: u64 = 1_000_000;
 
+    /// `secs` after NOW, as a time.
+    fn now_plus(secs: u64) -> UnixTime {
+        UnixTime::clamped(NOW + secs)
+    }
+
+    fn now() -> UnixTime {
+        UnixTime::clamped(NOW)
+    }
+
     #[test]
     fn authority_comes_only_from_an_issuer_that_may_confer_it() {
         let cases = [
@@ -350,25 +372,25 @@ mod tests {
             Case {
                 name: "admin mints a user token",
                 by: &admin,
-                want: w(Role::User, false, Some(NOW + 60), none),
+                want: w(Role::User, false, Some(now_plus(60)), none),
                 ok: Ok(vec!["root", "me"]),
             },
             Case {
                 name: "admin mints an admin",
                 by: &admin,
-                want: w(Role::Admin, false, Some(NOW + 60), none),
+                want: w(Role::Admin, false, Some(now_plus(60)), none),
                 ok: Err("role"),
             },
             Case {
                 name: "admin mints a master",
                 by: &admin,
-                want: w(Role::User, true, Some(NOW + 60), none),
+                want: w(Role::User, true, Some(now_plus(60)), none),
                 ok: Err("master"),
             },
             Case {
                 name: "admin's token outlives it",
                 by: &admin,
-                want: w(Role::User, false, Some(NOW + 7200), none),
+                want: w(Role::User, false, Some(now_plus(7200)), none),
                 ok: Err("expiresAt"),
             },
             Case {
@@ -380,7 +402,7 @@ mod tests {
             Case {
                 name: "admin grants a tenant it lacks",
                 by: &admin,
-                want: w(Role::User, false, Some(NOW + 60), &all),
+                want: w(Role::User, false, Some(now_plus(60)), &all),
                 ok: Err("tenantPermissions[0]"),
             },
             Case {
@@ -392,13 +414,13 @@ mod tests {
             Case {
                 name: "a user mints",
                 by: &user,
-                want: w(Role::User, false, Some(NOW + 60), none),
+                want: w(Role::User, false, Some(now_plus(60)), none),
                 ok: Err("admin_required"),
             },
             Case {
                 name: "an external issuer's master",
                 by: &external_master,
-                want: w(Role::User, false, Some(NOW + 60), none),
+                want: w(Role::User, false, Some(now_plus(60)), none),
                 ok: Err("admin_required"),
             },
         ];
@@ -524,16 +546,16 @@ mod tests {
         let admin = grant(Role::Admin, false, true, Some(NOW + 3600));
         let master = grant(Role::Admin, true, true, Some(NOW + 3600));
         let want = |role, ttl, lifetime| RegistrationWanted { role, ttl, lifetime };
-        let ok = mint_registration(&admin, &want(Role::User, 600, None), &limits, NOW).expect("within");
+        let ok = mint_registration(&admin, &want(Role::User, 600, None), &limits, now()).expect("within");
         assert_eq!(
             ok,
             RegistrationBounds {
-                expires_at: NOW + 600,
-                yield_cap: Some(NOW + 3600),
+                expires_at: now_plus(600),
+                yield_cap: Some(now_plus(3600)),
                 lineage: vec!["root".into(), "me".into()]
             }
         );
-        let m = mint_registration(&master, &want(Role::Admin, 7200, None), &limits, NOW).expect("a master's");
+        let m = mint_registration(&master, &want(Role::Admin, 7200, None), &limits, now()).expect("a master's");
         assert_eq!((m.yield_cap, m.lineage.len()), (None, 0));
         let refused = [
             (&admin, want(Role::Admin, 600, None), limits, "role"),
@@ -555,16 +577,17 @@ mod tests {
             ),
         ];
         for (by, w, l, field) in refused {
-            match mint_registration(by, &w, &l, NOW) {
+            match mint_registration(by, &w, &l, now()) {
                 Err(IssuanceError::WouldWiden { field: f, .. }) => assert_eq!(f, field),
                 Err(IssuanceError::OutOfBounds { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("{w:?}: {other:?}"),
             }
         }
-        assert_eq!(redeemed_expiry(NOW, Some(60), Some(NOW + 30)), Some(NOW + 30), "capped by the creator");
-        assert_eq!(redeemed_expiry(NOW, Some(60), None), Some(NOW + 60));
-        assert_eq!(redeemed_expiry(NOW, None, Some(NOW + 30)), Some(NOW + 30), "never past the creator");
-        assert_eq!(redeemed_expiry(NOW, None, None), None);
+        assert_eq!(redeemed_expiry(now(), Some(60), Some(now_plus(30))), Some(now_plus(30)), "capped by the creator");
+        assert_eq!(redeemed_expiry(now(), Some(60), None), Some(now_plus(60)));
+        assert_eq!(redeemed_expiry(now(), None, Some(now_plus(30))), Some(now_plus(30)), "never past the creator");
+        assert_eq!(redeemed_expiry(now(), None, None), None);
+        assert_eq!(redeemed_expiry(now(), Some(u64::MAX), None), Some(UnixTime::MAX), "clamped, never wrapped");
     }
 
     #[test]

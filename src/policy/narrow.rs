@@ -11,6 +11,7 @@
 
 use super::manifest::Manifest;
 use super::rules::{AccessRule, MethodRule, Pattern, ResourceRule};
+use crate::time::UnixTime;
 
 /// Why a narrowing request was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -298,15 +299,19 @@ fn check_known(rule: &AccessRule, manifest: &Manifest, path: &str) -> Result<(),
 /// The child's expiry: `hours` from `now` (fractions allowed), never after
 /// the parent's: asking for more is refused. Without `hours`, 24 hours or
 /// the parent's remaining life, whichever is shorter.
-pub fn child_expiry(parent_exp: Option<u64>, now: u64, hours: Option<f64>) -> Result<u64, NarrowError> {
+pub fn child_expiry(parent_exp: Option<u64>, now: UnixTime, hours: Option<f64>) -> Result<UnixTime, NarrowError> {
+    // A parent's expiry past the range of time ends after any child's.
+    let parent_exp = parent_exp.map(UnixTime::clamped);
     let Some(hours) = hours else {
-        let default = now.saturating_add(24 * 3600);
+        let default = now.saturating_add(std::time::Duration::from_secs(24 * 3600));
         return Ok(parent_exp.map_or(default, |p| p.min(default)));
     };
     if !hours.is_finite() || hours <= 0.0 || hours > 24.0 * 366.0 * 10.0 {
         return Err(NarrowError::BadValidity);
     }
-    let exp = now.saturating_add((hours * 3600.0).round() as u64);
+    let validity =
+        std::time::Duration::try_from_secs_f64((hours * 3600.0).round()).map_err(|_| NarrowError::BadValidity)?;
+    let exp = now.saturating_add(validity);
     match parent_exp {
         Some(p) if exp > p => {
             Err(NarrowError::WouldWiden { path: "validityInHours".into(), what: "the token would outlive its parent" })
@@ -559,13 +564,16 @@ mod tests {
 
     #[test]
     fn validity_never_outlives_the_parent() {
-        assert_eq!(child_expiry(None, 1000, None), Ok(1000 + 24 * 3600));
-        assert_eq!(child_expiry(Some(5000), 1000, None), Ok(5000), "the default never outlives the parent");
-        assert_eq!(child_expiry(Some(10_000), 1000, Some(0.5)), Ok(2800));
-        assert!(matches!(child_expiry(Some(2000), 1000, Some(1.0)), Err(NarrowError::WouldWiden { .. })));
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-            assert!(matches!(child_expiry(None, 1000, Some(bad)), Err(NarrowError::BadValidity)), "{bad}");
+        let t = UnixTime::clamped;
+        assert_eq!(child_expiry(None, t(1000), None), Ok(t(1000 + 24 * 3600)));
+        assert_eq!(child_expiry(Some(5000), t(1000), None), Ok(t(5000)), "the default never outlives the parent");
+        assert_eq!(child_expiry(Some(10_000), t(1000), Some(0.5)), Ok(t(2800)));
+        assert!(matches!(child_expiry(Some(2000), t(1000), Some(1.0)), Err(NarrowError::WouldWiden { .. })));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
+            assert!(matches!(child_expiry(None, t(1000), Some(bad)), Err(NarrowError::BadValidity)), "{bad}");
         }
+        // A parent that ends past the range of time: the child ends within it.
+        assert_eq!(child_expiry(Some(u64::MAX), UnixTime::MAX, Some(1.0)), Ok(UnixTime::MAX));
     }
 
     // ---- properties -------------------------------------------------------

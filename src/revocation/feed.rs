@@ -34,6 +34,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Revocations;
+use crate::time::UnixTime;
 
 /// How often a feed says it is alive when nothing is revoked.
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
@@ -85,7 +86,7 @@ impl FeedLine {
     /// `held`, the ids with their expiries.
     pub fn of(resumed: bool, cursor: String, held: Vec<crate::store::mirror::Held>, confirmed_at: u64) -> FeedLine {
         let (ids, expires_at): (Vec<String>, Vec<Option<u64>>) =
-            held.into_iter().map(|(id, exp)| (id.to_string(), exp)).unzip();
+            held.into_iter().map(|(id, exp)| (id.to_string(), exp.map(UnixTime::secs))).unzip();
         if resumed {
             FeedLine::Delta { cursor, ids, expires_at, confirmed_at }
         } else {
@@ -142,9 +143,10 @@ pub fn apply(set: &Revocations, line: FeedLine, max_ids: usize, now_ms: u64) -> 
                     set.refused(super::FeedRefusal::IdTooLong);
                     continue;
                 }
-                let exp = expires_at.get(i).copied().flatten();
+                // An expiry out of range is no expiry: held for good.
+                let exp = expires_at.get(i).copied().flatten().and_then(|e| UnixTime::from_secs(e).ok());
                 // Full: the set is not confirmed, and goes stale.
-                set.revoke_within(id, exp, max_ids, now_ms / 1000)?;
+                set.revoke_within(id, exp, max_ids, UnixTime::clamped(now_ms / 1000))?;
             }
             (cursor, confirmed_at)
         }
@@ -340,7 +342,7 @@ mod tests {
         // t1 is forgotten once its token expired (and the grace passed);
         // t2's expiry is not known: held.
         let after = now / 1000 + 60 + crate::store::mirror::EXPIRY_GRACE.as_secs() + 1;
-        assert_eq!(set.sweep(after), 1);
+        assert_eq!(set.sweep(UnixTime::clamped(after)), 1);
         assert!(!set.is_revoked("t1") && set.is_revoked("t2"));
         // A confirmation from the future counts as now, not later.
         apply(&set, FeedLine::Heartbeat { cursor: "a:2".into(), confirmed_at: u64::MAX }, 10, now_ms())
@@ -350,7 +352,7 @@ mod tests {
         let old: FeedLine =
             serde_json::from_str(r#"{"type":"delta","cursor":"a:3","ids":["t3"],"confirmedAt":1}"#).expect("parses");
         apply(&set, old, 10, now_ms()).expect("applies");
-        assert_eq!(set.sweep(u64::MAX - 1), 0);
+        assert_eq!(set.sweep(UnixTime::MAX), 0);
         assert!(
             serde_json::from_str::<FeedLine>(r#"{"type":"delta","cursor":"a:3","ids":[],"confirmedAt":1,"x":1}"#)
                 .is_err()

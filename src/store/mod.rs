@@ -28,6 +28,7 @@ pub use readonly::load_read_only;
 pub use sqlite::SqliteStore;
 
 use crate::config::StoreBackend;
+pub use crate::time::UnixTime;
 use crate::token::{Role, TokenKind};
 
 /// Failures of the store. Messages are for operators; they never contain
@@ -121,15 +122,15 @@ pub struct TokenRecord {
     pub form: TokenForm,
     /// SHA-256 of a reference token's secret.
     pub secret_hash: Option<Vec<u8>>,
-    pub not_before: Option<i64>,
+    pub not_before: Option<UnixTime>,
     /// `None`: never expires.
-    pub expires_at: Option<i64>,
+    pub expires_at: Option<UnixTime>,
     pub parent_id: Option<String>,
     /// Ancestor ids, root first.
     pub lineage: Vec<String>,
     pub created_by: Option<String>,
-    pub created_at: i64,
-    pub revoked_at: Option<i64>,
+    pub created_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
     /// A credential id a facade's client chose (Crafter), unique while live.
     pub external_id: Option<String>,
 }
@@ -144,20 +145,21 @@ pub struct RegistrationRecord {
     pub role: Role,
     /// JSON: the access rules of the token it yields.
     pub grants: String,
-    /// Lifetime of the access token it yields; `None`: never expires.
-    pub lifetime_secs: Option<i64>,
+    /// Lifetime of the access token it yields, seconds; `None`: never
+    /// expires.
+    pub lifetime_secs: Option<u64>,
     /// Its own expiry.
-    pub expires_at: i64,
+    pub expires_at: UnixTime,
     pub created_by: Option<String>,
-    pub created_at: i64,
-    pub used_at: Option<i64>,
+    pub created_at: UnixTime,
+    pub used_at: Option<UnixTime>,
     pub redeemed_token: Option<String>,
     /// The lineage the yielded token gets (its creator's, when the creator
     /// is not a master, so revoking the creator revokes it).
     pub lineage: Vec<String>,
     /// The latest expiry the yielded token may have (its creator's).
-    pub expires_cap: Option<i64>,
-    pub revoked_at: Option<i64>,
+    pub expires_cap: Option<UnixTime>,
+    pub revoked_at: Option<UnixTime>,
 }
 
 /// The revocation of a token this store has no record of (another
@@ -167,9 +169,9 @@ pub struct JtiRevocation {
     pub jti: String,
     /// The issuer (`iss`) the token came from, as the operator named it.
     pub issuer: String,
-    /// The token's expiry (Unix seconds); `None`: kept for good.
-    pub expires_at: Option<i64>,
-    pub revoked_at: i64,
+    /// The token's expiry; `None`: kept for good.
+    pub expires_at: Option<UnixTime>,
+    pub revoked_at: UnixTime,
     pub revoked_by: Option<String>,
 }
 
@@ -205,10 +207,10 @@ pub trait TokenStore: Send + Sync + 'static {
     fn list_tokens(&self, filter: &TokenFilter) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
     /// Revoke a token; `false` if unknown or already revoked. Its
     /// descendants carry it in their lineage and are rejected with it.
-    fn revoke(&self, id: &str, at: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn revoke(&self, id: &str, at: UnixTime) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Every revoked token id, other issuers' unexpired jtis included: the
     /// mirror's full resync.
-    fn revoked_ids(&self) -> impl Future<Output = Result<Vec<(String, Option<i64>)>, StoreError>> + Send;
+    fn revoked_ids(&self) -> impl Future<Output = Result<Vec<(String, Option<UnixTime>)>, StoreError>> + Send;
     /// Revoke another issuer's token by jti (this store has no record of
     /// it); `false` if revoked already.
     fn revoke_jti(&self, r: &JtiRevocation) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -228,14 +230,14 @@ pub trait TokenStore: Send + Sync + 'static {
     fn registration(&self, id: &str) -> impl Future<Output = Result<Option<RegistrationRecord>, StoreError>> + Send;
     /// Revoke an unredeemed registration token; `false` if unknown, used or
     /// revoked already.
-    fn revoke_registration(&self, id: &str, at: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn revoke_registration(&self, id: &str, at: UnixTime) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Atomically mark the registration token with this secret hash used and
     /// record the token `build` makes from it. Of any number of concurrent
     /// redeems exactly one succeeds. If `build` refuses, nothing changes.
     fn redeem<F>(
         &self,
         secret_hash: &[u8],
-        now: i64,
+        now: UnixTime,
         build: F,
     ) -> impl Future<Output = Result<TokenRecord, RedeemError>> + Send
     where
@@ -277,13 +279,15 @@ macro_rules! delegate_token_store {
             fn revoke(
                 &self,
                 id: &str,
-                at: i64,
+                at: $crate::store::UnixTime,
             ) -> impl std::future::Future<Output = Result<bool, $crate::store::StoreError>> + Send {
                 self.core.revoke(id, at)
             }
             fn revoked_ids(
                 &self,
-            ) -> impl std::future::Future<Output = Result<Vec<(String, Option<i64>)>, $crate::store::StoreError>> + Send
+            ) -> impl std::future::Future<
+                Output = Result<Vec<(String, Option<$crate::store::UnixTime>)>, $crate::store::StoreError>,
+            > + Send
             {
                 self.core.revoked_ids()
             }
@@ -338,14 +342,14 @@ macro_rules! delegate_token_store {
             fn revoke_registration(
                 &self,
                 id: &str,
-                at: i64,
+                at: $crate::store::UnixTime,
             ) -> impl std::future::Future<Output = Result<bool, $crate::store::StoreError>> + Send {
                 self.core.revoke_registration(id, at)
             }
             fn redeem<F>(
                 &self,
                 secret_hash: &[u8],
-                now: i64,
+                now: $crate::store::UnixTime,
                 build: F,
             ) -> impl std::future::Future<Output = Result<$crate::store::TokenRecord, $crate::store::RedeemError>> + Send
             where
@@ -533,18 +537,18 @@ impl Store {
         dispatch!(self, "registration", s => s.registration(id))
     }
 
-    pub async fn revoke_registration(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+    pub async fn revoke_registration(&self, id: &str, at: UnixTime) -> Result<bool, StoreError> {
         dispatch!(self, "revoke_registration", s => s.revoke_registration(id, at))
     }
 
-    pub async fn redeem<F>(&self, secret_hash: &[u8], now: i64, build: F) -> Result<TokenRecord, RedeemError>
+    pub async fn redeem<F>(&self, secret_hash: &[u8], now: UnixTime, build: F) -> Result<TokenRecord, RedeemError>
     where
         F: FnOnce(&RegistrationRecord) -> Result<TokenRecord, RedeemError> + Send,
     {
         dispatch!(self, "redeem", s => s.redeem(secret_hash, now, build))
     }
 
-    pub async fn revoke(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+    pub async fn revoke(&self, id: &str, at: UnixTime) -> Result<bool, StoreError> {
         dispatch!(self, "revoke", s => s.revoke(id, at))
     }
 

@@ -178,8 +178,7 @@ impl PgStore {
                     if n.channel() == TOKEN_CHANNEL {
                         if let Some(record) = super::TokenStore::token(self, n.payload()).await? {
                             if record.revoked_at.is_some() {
-                                mirror.revocations
-                                    .revoke(&record.id, record.expires_at.and_then(|e| u64::try_from(e).ok()));
+                                mirror.revocations.revoke(&record.id, record.expires_at);
                             }
                             mirror.references.add(&record, &mirror.issuer);
                         }

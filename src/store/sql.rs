@@ -11,6 +11,7 @@ use super::{
     JtiRevocation, RedeemError, RegistrationRecord, StoreError, TokenFilter, TokenForm, TokenRecord, kind_str,
     parse_kind, parse_role, role_str,
 };
+use crate::time::UnixTime;
 
 // Column lists as macros so every statement is a `&'static str` (sqlx only
 // takes dynamic SQL through an explicit audit).
@@ -82,6 +83,22 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
+/// A time column: checked into range on the way out (a row written out of
+/// range — as once by an unchecked cast — is corrupt, never a wrong time).
+fn time_at(row: &AnyRow, column: &'static str) -> Result<UnixTime, StoreError> {
+    UnixTime::from_i64(row.try_get::<i64, _>(column)?).map_err(|_| corrupt(column))
+}
+
+/// A nullable time column, checked likewise.
+fn time_or_null(row: &AnyRow, column: &'static str) -> Result<Option<UnixTime>, StoreError> {
+    row.try_get::<Option<i64>, _>(column)?.map(|t| UnixTime::from_i64(t).map_err(|_| corrupt(column))).transpose()
+}
+
+/// A nullable time as its column holds it.
+fn column(t: Option<UnixTime>) -> Option<i64> {
+    t.map(UnixTime::as_i64)
+}
+
 fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     let kind: String = row.try_get("kind")?;
     let role: String = row.try_get("role")?;
@@ -99,13 +116,13 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
         grants: row.try_get("grants")?,
         form: TokenForm::parse(&form).ok_or_else(|| corrupt("form"))?,
         secret_hash: row.try_get("secret_hash")?,
-        not_before: row.try_get("not_before")?,
-        expires_at: row.try_get("expires_at")?,
+        not_before: time_or_null(row, "not_before")?,
+        expires_at: time_or_null(row, "expires_at")?,
         parent_id: row.try_get("parent_id")?,
         lineage: serde_json::from_str(&lineage).map_err(|_| corrupt("lineage"))?,
         created_by: row.try_get("created_by")?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
+        created_at: time_at(row, "created_at")?,
+        revoked_at: time_or_null(row, "revoked_at")?,
         external_id: row.try_get("external_id")?,
     })
 }
@@ -115,18 +132,21 @@ fn registration_from_row(row: &AnyRow) -> Result<RegistrationRecord, StoreError>
     let lineage: String = row.try_get("lineage")?;
     Ok(RegistrationRecord {
         lineage: serde_json::from_str(&lineage).map_err(|_| corrupt("lineage"))?,
-        expires_cap: row.try_get("expires_cap")?,
-        revoked_at: row.try_get("revoked_at")?,
+        expires_cap: time_or_null(row, "expires_cap")?,
+        revoked_at: time_or_null(row, "revoked_at")?,
         id: row.try_get("id")?,
         secret_hash: row.try_get("secret_hash")?,
         name: row.try_get("name")?,
         role: parse_role(&role).ok_or_else(|| corrupt("role"))?,
         grants: row.try_get("grants")?,
-        lifetime_secs: row.try_get("lifetime_secs")?,
-        expires_at: row.try_get("expires_at")?,
+        lifetime_secs: row
+            .try_get::<Option<i64>, _>("lifetime_secs")?
+            .map(|l| u64::try_from(l).map_err(|_| corrupt("lifetime_secs")))
+            .transpose()?,
+        expires_at: time_at(row, "expires_at")?,
         created_by: row.try_get("created_by")?,
-        created_at: row.try_get("created_at")?,
-        used_at: row.try_get("used_at")?,
+        created_at: time_at(row, "created_at")?,
+        used_at: time_or_null(row, "used_at")?,
         redeemed_token: row.try_get("redeemed_token")?,
     })
 }
@@ -155,13 +175,13 @@ where
     .bind(&t.grants)
     .bind(t.form.as_str())
     .bind(&t.secret_hash)
-    .bind(t.not_before)
-    .bind(t.expires_at)
+    .bind(column(t.not_before))
+    .bind(column(t.expires_at))
     .bind(&t.parent_id)
     .bind(lineage)
     .bind(&t.created_by)
-    .bind(t.created_at)
-    .bind(t.revoked_at)
+    .bind(t.created_at.as_i64())
+    .bind(column(t.revoked_at))
     .bind(&t.external_id)
     .execute(exec)
     .await?;
@@ -180,8 +200,8 @@ where
     )
     .bind(&r.jti)
     .bind(&r.issuer)
-    .bind(r.expires_at)
-    .bind(r.revoked_at)
+    .bind(column(r.expires_at))
+    .bind(r.revoked_at.as_i64())
     .bind(&r.revoked_by)
     .execute(executor)
     .await?;
@@ -204,15 +224,15 @@ where
     .bind(&r.name)
     .bind(role_str(r.role))
     .bind(&r.grants)
-    .bind(r.lifetime_secs)
-    .bind(r.expires_at)
+    .bind(r.lifetime_secs.map(|l| i64::try_from(l).map_err(|_| corrupt("lifetime_secs"))).transpose()?)
+    .bind(r.expires_at.as_i64())
     .bind(&r.created_by)
-    .bind(r.created_at)
-    .bind(r.used_at)
+    .bind(r.created_at.as_i64())
+    .bind(column(r.used_at))
     .bind(&r.redeemed_token)
     .bind(serde_json::to_string(&r.lineage).map_err(|_| corrupt("lineage"))?)
-    .bind(r.expires_cap)
-    .bind(r.revoked_at)
+    .bind(column(r.expires_cap))
+    .bind(column(r.revoked_at))
     .execute(executor)
     .await?;
     Ok(done.rows_affected())
@@ -275,16 +295,16 @@ impl SqlCore {
 
     /// Revoke (announced to other replicas in the same transaction where
     /// the store has them).
-    pub async fn revoke(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+    pub async fn revoke(&self, id: &str, at: UnixTime) -> Result<bool, StoreError> {
         self.writer.submit(Write::Revoke { id: id.to_string(), at }).await
     }
 
     /// Every revoked id with its token's expiry (`None`: never, or not
     /// known): tokens of this store and other issuers' jtis, not yet past
     /// their expiry and the grace the revocation set keeps them for.
-    pub async fn revoked_ids(&self) -> Result<Vec<(String, Option<i64>)>, StoreError> {
-        let now = crate::token::now_unix() as i64;
-        let keep_after = now.saturating_sub(super::mirror::EXPIRY_GRACE.as_secs() as i64);
+    pub async fn revoked_ids(&self) -> Result<Vec<(String, Option<UnixTime>)>, StoreError> {
+        let now = UnixTime::clamped(crate::token::now_unix());
+        let keep_after = now.saturating_sub(super::mirror::EXPIRY_GRACE).as_i64();
         let rows = sqlx::query(
             "SELECT id, expires_at FROM tokens WHERE revoked_at IS NOT NULL AND (expires_at IS NULL OR expires_at >= $1) \
              UNION SELECT jti AS id, expires_at FROM revoked_jtis WHERE expires_at IS NULL OR expires_at >= $1",
@@ -292,7 +312,7 @@ impl SqlCore {
         .bind(keep_after)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok((r.try_get::<String, _>("id")?, r.try_get::<Option<i64>, _>("expires_at")?))).collect()
+        rows.iter().map(|r| Ok((r.try_get::<String, _>("id")?, time_or_null(r, "expires_at")?))).collect()
     }
 
     /// Record the revocation of a jti this store has no token for; `false`
@@ -364,11 +384,11 @@ impl SqlCore {
         row.as_ref().map(registration_from_row).transpose()
     }
 
-    pub async fn revoke_registration(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+    pub async fn revoke_registration(&self, id: &str, at: UnixTime) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE registration_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL AND used_at IS NULL",
         )
-        .bind(at)
+        .bind(at.as_i64())
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -378,14 +398,14 @@ impl SqlCore {
     /// One transaction: a conditional UPDATE claims the registration token
     /// (only one concurrent claimant can match `used_at IS NULL`), then the
     /// new token is inserted and linked. Any failure rolls both back.
-    pub async fn redeem<F>(&self, secret_hash: &[u8], now: i64, build: F) -> Result<TokenRecord, RedeemError>
+    pub async fn redeem<F>(&self, secret_hash: &[u8], now: UnixTime, build: F) -> Result<TokenRecord, RedeemError>
     where
         F: FnOnce(&RegistrationRecord) -> Result<TokenRecord, RedeemError> + Send,
     {
         let mut tx: Transaction<'_, sqlx::Any> = self.pool.begin().await.map_err(StoreError::from)?;
         let claimed = sqlx::query(concat!("UPDATE registration_tokens SET used_at = $1 WHERE secret_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
              RETURNING ", reg_columns!()))
-        .bind(now)
+        .bind(now.as_i64())
         .bind(secret_hash)
         .fetch_optional(&mut *tx)
         .await

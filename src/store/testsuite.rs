@@ -5,6 +5,11 @@ use std::sync::Arc;
 
 use super::*;
 
+/// A time the suite writes (within range by construction).
+fn at(secs: i64) -> UnixTime {
+    UnixTime::from_i64(secs).expect("a test time")
+}
+
 fn token(id: &str, name: Option<&str>, app: Option<&str>, kind: TokenKind, created_at: i64) -> TokenRecord {
     TokenRecord {
         id: id.into(),
@@ -18,12 +23,12 @@ fn token(id: &str, name: Option<&str>, app: Option<&str>, kind: TokenKind, creat
         grants: r#"[{"application":"*"}]"#.into(),
         form: TokenForm::Jwt,
         secret_hash: None,
-        not_before: Some(created_at),
-        expires_at: Some(created_at + 3600),
+        not_before: Some(at(created_at)),
+        expires_at: Some(at(created_at + 3600)),
         parent_id: None,
         lineage: vec![],
         created_by: Some("admin".into()),
-        created_at,
+        created_at: at(created_at),
         revoked_at: None,
         external_id: None,
     }
@@ -42,13 +47,13 @@ fn registration(id: &str, secret: &str, expires_at: i64) -> RegistrationRecord {
         role: Role::Admin,
         grants: r#"[{"application":"from-registration"}]"#.into(),
         lifetime_secs: None,
-        expires_at,
+        expires_at: at(expires_at),
         created_by: Some("admin".into()),
-        created_at: 1000,
+        created_at: at(1000),
         used_at: None,
         redeemed_token: None,
         lineage: vec!["creator".into()],
-        expires_cap: Some(9000),
+        expires_cap: Some(at(9000)),
         revoked_at: None,
     }
 }
@@ -57,7 +62,7 @@ fn redeemed(reg: &RegistrationRecord, id: &str, now: i64) -> TokenRecord {
     let mut t = token(id, Some(&reg.name), None, TokenKind::Access, now);
     t.role = reg.role;
     t.grants = reg.grants.clone();
-    t.expires_at = reg.lifetime_secs.map(|l| now + l);
+    t.expires_at = reg.lifetime_secs.and_then(|l| at(now).checked_add(l));
     t.created_by = reg.created_by.clone();
     t
 }
@@ -145,23 +150,23 @@ pub async fn revocation_is_recorded<S: TokenStore>(s: &S) {
     s.insert_token(&never).await.expect("insert");
     let exp = crate::token::now_unix() as i64 + 3600;
     let mut reference = token("r2", None, None, TokenKind::Access, 401);
-    reference.expires_at = Some(exp);
+    reference.expires_at = Some(at(exp));
     reference.form = TokenForm::Reference;
     reference.secret_hash = Some(hash_secret("ng_r2"));
     s.insert_token(&reference).await.expect("insert");
     assert_eq!(s.reference_tokens().await.expect("refs").len(), 1);
-    assert!(s.revoke("r1", 500).await.expect("revoke"));
-    assert!(!s.revoke("r1", 501).await.expect("again"), "a second revoke changes nothing");
-    assert!(!s.revoke("missing", 502).await.expect("unknown"));
-    assert!(s.revoke("r2", 503).await.expect("revoke"));
+    assert!(s.revoke("r1", at(500)).await.expect("revoke"));
+    assert!(!s.revoke("r1", at(501)).await.expect("again"), "a second revoke changes nothing");
+    assert!(!s.revoke("missing", at(502)).await.expect("unknown"));
+    assert!(s.revoke("r2", at(503)).await.expect("revoke"));
     let mut revoked = s.revoked_ids().await.expect("ids");
     revoked.sort();
-    assert_eq!(revoked, [("r1".to_string(), None), ("r2".to_string(), Some(exp))], "with their expiries");
-    assert_eq!(s.token("r1").await.expect("get").and_then(|t| t.revoked_at), Some(500));
+    assert_eq!(revoked, [("r1".to_string(), None), ("r2".to_string(), Some(at(exp)))], "with their expiries");
+    assert_eq!(s.token("r1").await.expect("get").and_then(|t| t.revoked_at), Some(at(500)));
     // Revoked reference tokens stay mirrored (with their revocation), so
     // they are refused as revoked; a forgotten secret is mirrored no more.
     let refs = s.reference_tokens().await.expect("refs");
-    assert_eq!((refs.len(), refs[0].revoked_at), (1, Some(503)));
+    assert_eq!((refs.len(), refs[0].revoked_at), (1, Some(at(503))));
     s.forget_secret("r2").await.expect("forget");
     assert!(s.reference_tokens().await.expect("refs").is_empty(), "no secret, nothing to mirror");
 }
@@ -172,8 +177,8 @@ pub async fn external_jtis_are_revoked_until_they_expire<S: TokenStore>(s: &S) {
     let jti = |id: &str, expires_at: Option<i64>| JtiRevocation {
         jti: id.into(),
         issuer: "https://idp.example".into(),
-        expires_at,
-        revoked_at: now,
+        expires_at: expires_at.map(at),
+        revoked_at: at(now),
         revoked_by: Some("admin".into()),
     };
     assert!(s.revoke_jti(&jti("ext-live", Some(now + 3600))).await.expect("revoke"));
@@ -181,17 +186,17 @@ pub async fn external_jtis_are_revoked_until_they_expire<S: TokenStore>(s: &S) {
     assert!(s.revoke_jti(&jti("ext-forever", None)).await.expect("revoke"));
     assert!(s.revoke_jti(&jti("ext-expired", Some(now - 3600))).await.expect("revoke"));
     let mut own = token("own", None, None, TokenKind::Access, 100);
-    own.expires_at = Some(now + 60);
+    own.expires_at = Some(at(now + 60));
     s.insert_token(&own).await.expect("insert");
-    assert!(s.revoke("own", 200).await.expect("revoke"));
+    assert!(s.revoke("own", at(200)).await.expect("revoke"));
     // A token of this store expired long ago (its descendants with it).
     s.insert_token(&token("own-expired", None, None, TokenKind::Access, 100)).await.expect("insert");
-    assert!(s.revoke("own-expired", 200).await.expect("revoke"));
+    assert!(s.revoke("own-expired", at(200)).await.expect("revoke"));
     // One that expired within the grace is still held (clock skew).
     let mut just = token("own-just-expired", None, None, TokenKind::Access, 100);
-    just.expires_at = Some(now - 60);
+    just.expires_at = Some(at(now - 60));
     s.insert_token(&just).await.expect("insert");
-    assert!(s.revoke("own-just-expired", 200).await.expect("revoke"));
+    assert!(s.revoke("own-just-expired", at(200)).await.expect("revoke"));
     let mut revoked: Vec<String> = s.revoked_ids().await.expect("ids").into_iter().map(|(id, _)| id).collect();
     revoked.sort();
     assert_eq!(
@@ -208,14 +213,14 @@ pub async fn names_are_unique_among_live_tokens<S: TokenStore>(s: &S) {
         s.insert_token(&token("n2", Some("reports"), None, TokenKind::Access, 101)).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(s.revoke("n1", 150).await.expect("revoke"));
+    assert!(s.revoke("n1", at(150)).await.expect("revoke"));
     s.insert_token(&token("n2", Some("reports"), None, TokenKind::Access, 200)).await.expect("the name is free again");
     assert_eq!(s.token_by_name("reports").await.expect("get").map(|t| t.id).as_deref(), Some("n2"), "the live one");
     assert!(matches!(
         s.insert_token(&token("n3", Some("reports"), None, TokenKind::Access, 201)).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(s.revoke("n2", 250).await.expect("revoke"));
+    assert!(s.revoke("n2", at(250)).await.expect("revoke"));
     assert_eq!(s.token_by_name("reports").await.expect("get").map(|t| t.id).as_deref(), Some("n2"), "the latest");
 }
 
@@ -223,42 +228,43 @@ pub async fn names_are_unique_among_live_tokens<S: TokenStore>(s: &S) {
 pub async fn registration_tokens_are_revocable<S: TokenStore>(s: &S) {
     s.insert_registration(&registration("g9", "reg-secret-9", 5000)).await.expect("insert");
     s.insert_registration(&registration("g10", "reg-secret-10", 5000)).await.expect("insert");
-    assert!(s.revoke_registration("g9", 1000).await.expect("revoke"));
-    assert!(!s.revoke_registration("g9", 1001).await.expect("again"), "once");
-    assert!(!s.revoke_registration("missing", 1001).await.expect("unknown"));
-    let r = s.redeem(&hash_secret("reg-secret-9"), 1100, |r| Ok(redeemed(r, "never", 1100))).await;
+    assert!(s.revoke_registration("g9", at(1000)).await.expect("revoke"));
+    assert!(!s.revoke_registration("g9", at(1001)).await.expect("again"), "once");
+    assert!(!s.revoke_registration("missing", at(1001)).await.expect("unknown"));
+    let r = s.redeem(&hash_secret("reg-secret-9"), at(1100), |r| Ok(redeemed(r, "never", 1100))).await;
     assert!(matches!(r, Err(RedeemError::Revoked)), "{r:?}");
     let mut seen = None;
     let t = s
-        .redeem(&hash_secret("reg-secret-10"), 1100, |r| {
+        .redeem(&hash_secret("reg-secret-10"), at(1100), |r| {
             seen = Some((r.lineage.clone(), r.expires_cap));
             Ok(redeemed(r, "from-g10", 1100))
         })
         .await
         .expect("redeem");
-    assert_eq!(seen, Some((vec!["creator".to_string()], Some(9000))), "the bounds come back");
+    assert_eq!(seen, Some((vec!["creator".to_string()], Some(at(9000)))), "the bounds come back");
     assert_eq!(t.id, "from-g10");
-    assert!(!s.revoke_registration("g10", 1200).await.expect("used"), "a used one is not revoked");
+    assert!(!s.revoke_registration("g10", at(1200)).await.expect("used"), "a used one is not revoked");
 }
 
 /// Redeeming: once, not after expiry, not unknown secrets.
 pub async fn registration_tokens_redeem_once<S: TokenStore>(s: &S) {
     s.insert_registration(&registration("g1", "reg-secret-1", 2000)).await.expect("insert");
     s.insert_registration(&registration("g2", "reg-secret-2", 1500)).await.expect("insert");
-    let t = s.redeem(&hash_secret("reg-secret-1"), 1600, |r| Ok(redeemed(r, "from-g1", 1600))).await.expect("redeem");
+    let t =
+        s.redeem(&hash_secret("reg-secret-1"), at(1600), |r| Ok(redeemed(r, "from-g1", 1600))).await.expect("redeem");
     assert_eq!((t.name.as_deref(), t.role, t.expires_at), (Some("from-g1"), Role::Admin, None));
     assert_eq!(t.grants, r#"[{"application":"from-registration"}]"#, "the registration's rules reach the token");
     assert_eq!(s.token("from-g1").await.expect("get"), Some(t));
     assert!(matches!(
-        s.redeem(&hash_secret("reg-secret-1"), 1601, |r| Ok(redeemed(r, "x", 1601))).await,
+        s.redeem(&hash_secret("reg-secret-1"), at(1601), |r| Ok(redeemed(r, "x", 1601))).await,
         Err(RedeemError::Used)
     ));
     assert!(matches!(
-        s.redeem(&hash_secret("reg-secret-2"), 1600, |r| Ok(redeemed(r, "y", 1600))).await,
+        s.redeem(&hash_secret("reg-secret-2"), at(1600), |r| Ok(redeemed(r, "y", 1600))).await,
         Err(RedeemError::Expired)
     ));
     assert!(matches!(
-        s.redeem(&hash_secret("nope"), 1600, |r| Ok(redeemed(r, "z", 1600))).await,
+        s.redeem(&hash_secret("nope"), at(1600), |r| Ok(redeemed(r, "z", 1600))).await,
         Err(RedeemError::Unknown)
     ));
     assert_eq!(s.token("x").await.expect("get"), None, "a failed redeem issues nothing");
@@ -270,11 +276,11 @@ pub async fn registration_tokens_redeem_once<S: TokenStore>(s: &S) {
 pub async fn a_failed_redeem_rolls_back<S: TokenStore>(s: &S) {
     s.insert_token(&token("taken", Some("from-g3"), None, TokenKind::Access, 1)).await.expect("insert");
     s.insert_registration(&registration("g3", "reg-secret-3", 5000)).await.expect("insert");
-    let clash = s.redeem(&hash_secret("reg-secret-3"), 1700, |r| Ok(redeemed(r, "new-id", 1700))).await;
+    let clash = s.redeem(&hash_secret("reg-secret-3"), at(1700), |r| Ok(redeemed(r, "new-id", 1700))).await;
     assert!(matches!(clash, Err(RedeemError::Store(StoreError::Conflict(_)))), "{clash:?}");
     // Still redeemable: the claim was rolled back with the failed insert.
     let ok = s
-        .redeem(&hash_secret("reg-secret-3"), 1701, |r| {
+        .redeem(&hash_secret("reg-secret-3"), at(1701), |r| {
             let mut t = redeemed(r, "new-id", 1701);
             t.name = Some("from-g3-second".into());
             Ok(t)
@@ -283,20 +289,20 @@ pub async fn a_failed_redeem_rolls_back<S: TokenStore>(s: &S) {
     assert!(ok.is_ok(), "{ok:?}");
     // A builder that refuses leaves the registration token unused.
     s.insert_registration(&registration("g4", "reg-secret-4", 5000)).await.expect("insert");
-    let refused = s.redeem(&hash_secret("reg-secret-4"), 1800, |_| Err(RedeemError::Revoked)).await;
+    let refused = s.redeem(&hash_secret("reg-secret-4"), at(1800), |_| Err(RedeemError::Revoked)).await;
     assert!(matches!(refused, Err(RedeemError::Revoked)), "{refused:?}");
-    let ok = s.redeem(&hash_secret("reg-secret-4"), 1801, |r| Ok(redeemed(r, "from-g4", 1801))).await;
+    let ok = s.redeem(&hash_secret("reg-secret-4"), at(1801), |r| Ok(redeemed(r, "from-g4", 1801))).await;
     assert!(ok.is_ok(), "{ok:?}");
 }
 
 /// Of `n` concurrent redeems of one registration token exactly one wins.
 pub async fn concurrent_redeems_yield_one_token<S: TokenStore>(s: Arc<S>, n: usize) {
-    s.insert_registration(&registration("race", "reg-race", i64::MAX)).await.expect("insert");
+    s.insert_registration(&registration("race", "reg-race", UnixTime::MAX.as_i64())).await.expect("insert");
     let mut tasks = Vec::new();
     for i in 0..n {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            s.redeem(&hash_secret("reg-race"), 2000, move |r| {
+            s.redeem(&hash_secret("reg-race"), at(2000), move |r| {
                 let mut t = redeemed(r, &format!("race-{i}"), 2000);
                 t.name = Some(format!("race-winner-{i}"));
                 Ok(t)
@@ -340,11 +346,11 @@ pub async fn external_ids_are_unique_while_live<S: TokenStore>(s: &S) {
     // Forgetting is only for revoked tokens.
     s.forget_secret("j1").await.expect("forget");
     assert_eq!(s.token("j1").await.expect("get").and_then(|t| t.external_id).as_deref(), Some("e8f5170c-877b"));
-    assert!(s.revoke("j1", 200).await.expect("revoke"));
+    assert!(s.revoke("j1", at(200)).await.expect("revoke"));
     assert_eq!(s.token_by_external_id("e8f5170c-877b").await.expect("get"), None, "gone once revoked");
     s.forget_secret("j1").await.expect("forget");
     let old = s.token("j1").await.expect("get").expect("kept");
-    assert_eq!((old.secret_hash, old.external_id, old.revoked_at), (None, None, Some(200)));
+    assert_eq!((old.secret_hash, old.external_id, old.revoked_at), (None, None, Some(at(200))));
     s.insert_token(&crafter("j4", "e8f5170c-877b", 300)).await.expect("the id is free again");
     assert_eq!(s.token_by_external_id("e8f5170c-877b").await.expect("get").map(|t| t.id).as_deref(), Some("j4"));
     assert!(s.token("j1").await.expect("get").is_some_and(|t| t.revoked_at.is_some()));
@@ -365,8 +371,8 @@ pub async fn concurrent_writes_get_their_own_outcomes<S: TokenStore>(s: Arc<S>, 
             let same = token(&format!("same-{i}"), Some("contested"), None, TokenKind::Access, 100);
             let distinct = token(&format!("w-{i}"), None, None, TokenKind::Narrowed, 100 + i as i64);
             let (same, distinct) = (s.insert_token(&same), s.insert_token(&distinct));
-            let revoke = s.revoke("victim", 200 + i as i64);
-            let mut broken = registration(&format!("broken-{i}"), &format!("reg-broken-{i}"), i64::MAX);
+            let revoke = s.revoke("victim", at(200 + i as i64));
+            let mut broken = registration(&format!("broken-{i}"), &format!("reg-broken-{i}"), UnixTime::MAX.as_i64());
             broken.redeemed_token = Some("no-such-token".into());
             let (same, distinct, revoke, broken) = tokio::join!(same, distinct, revoke, s.insert_registration(&broken));
             (same, distinct, revoke, broken)
@@ -390,5 +396,5 @@ pub async fn concurrent_writes_get_their_own_outcomes<S: TokenStore>(s: Arc<S>, 
     assert_eq!(stored.iter().filter(|t| t.id.starts_with("w-")).count(), n);
     assert_eq!(stored.iter().filter(|t| t.name.as_deref() == Some("contested")).count(), 1);
     assert!(s.token("victim").await.expect("get").expect("kept").revoked_at.is_some());
-    assert!(!s.revoke("nope", 300).await.expect("revoke"), "an unknown token is not revoked");
+    assert!(!s.revoke("nope", at(300)).await.expect("revoke"), "an unknown token is not revoked");
 }

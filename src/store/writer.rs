@@ -38,7 +38,7 @@ pub(crate) enum Write {
     /// Record a new token: `Ok(true)`, or [`StoreError::Conflict`].
     InsertToken(Box<TokenRecord>),
     /// Revoke a token: whether it was live.
-    Revoke { id: String, at: i64 },
+    Revoke { id: String, at: crate::time::UnixTime },
     /// Record another issuer's jti as revoked: whether it was not yet.
     RevokeJti(Box<JtiRevocation>),
     /// Record a registration token: `Ok(true)`, or [`StoreError::Conflict`].
@@ -148,7 +148,7 @@ async fn apply(pool: &AnyPool, writes: &[&Write], options: &WriterOptions) -> Re
             }
             Write::Revoke { id, at } => {
                 let done = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                    .bind(at)
+                    .bind(at.as_i64())
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;

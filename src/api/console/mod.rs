@@ -131,7 +131,7 @@ async fn signed_in(s: &ApiState, headers: &HeaderMap) -> Result<Signed, Refused>
     let Some(id) = session::cookie(headers) else {
         return Err(Box::new(Redirect::to("/console/sign-in").into_response()));
     };
-    let Some(session) = s.sessions.get(id, s.service.now(), &snap.console) else {
+    let Some(session) = s.sessions.get(id, s.service.now().secs(), &snap.console) else {
         return Err(Box::new(Redirect::to("/console/sign-in?ended=idle").into_response()));
     };
     // The sign-in token, judged again under the policy in force.
@@ -281,7 +281,7 @@ async fn sign_in(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
         return refused(StatusCode::FORBIDDEN, "the console needs an administrator or master token");
     }
     let label = grant.name.as_deref().unwrap_or(&grant.subject).to_string();
-    let (id, _) = match s.sessions.open(credential, label, s.service.now(), &snap.console) {
+    let (id, _) = match s.sessions.open(credential, label, s.service.now().secs(), &snap.console) {
         Ok(opened) => opened,
         Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -331,11 +331,10 @@ struct TokenRow {
     state: &'static str,
 }
 
-fn when(secs: Option<i64>) -> String {
-    match secs {
+fn when(t: Option<crate::time::UnixTime>) -> String {
+    match t {
         None => "never".into(),
-        Some(t) => jiff::Timestamp::from_second(t)
-            .map_or_else(|_| t.to_string(), |ts| ts.strftime("%Y-%m-%d %H:%M UTC").to_string()),
+        Some(t) => t.timestamp().strftime("%Y-%m-%d %H:%M UTC").to_string(),
     }
 }
 
@@ -756,7 +755,7 @@ async fn new_token_page(State(s): State<ApiState>, headers: HeaderMap) -> Respon
 
 /// The create form as the token service's create request (the JSON API's
 /// own shape, so one validation decides both).
-fn create_request(fields: &[(String, String)], now: u64) -> Result<serde_json::Value, &'static str> {
+fn create_request(fields: &[(String, String)], now: crate::time::UnixTime) -> Result<serde_json::Value, &'static str> {
     use serde_json::{Value, json};
     let one = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim()).filter(|v| !v.is_empty());
     let all = |k: &str| -> Vec<&str> { fields.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str()).collect() };
@@ -779,7 +778,7 @@ fn create_request(fields: &[(String, String)], now: u64) -> Result<serde_json::V
                 .at(23, 59, 59, 0)
                 .to_zoned(jiff::tz::TimeZone::UTC)
                 .map_err(|_| "the expiry date is out of range")?;
-            if end.timestamp().as_second() <= now as i64 {
+            if end.timestamp().as_second() <= now.as_i64() {
                 return Err("the expiry date is in the past");
             }
             req["expiresAt"] = end.timestamp().as_second().into();

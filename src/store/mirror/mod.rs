@@ -41,13 +41,13 @@ impl Mirror {
 pub async fn resync<S: TokenStore>(store: &S, mirror: &Mirror) -> Result<usize, StoreError> {
     let ids = store.revoked_ids().await?;
     for (id, expires_at) in &ids {
-        mirror.revocations.revoke(id, expires_at.and_then(|e| u64::try_from(e).ok()));
+        mirror.revocations.revoke(id, *expires_at);
     }
     let snapshot = mirror.references.begin_snapshot();
     let references = store.reference_tokens().await?;
     // A token revoked between the two reads carries its own revocation.
     for r in references.iter().filter(|r| r.revoked_at.is_some()) {
-        mirror.revocations.revoke(&r.id, r.expires_at.and_then(|e| u64::try_from(e).ok()));
+        mirror.revocations.revoke(&r.id, r.expires_at);
     }
     mirror.references.replace_all(&references, &mirror.issuer, snapshot);
     Ok(ids.len() + references.len())

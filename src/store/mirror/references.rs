@@ -12,6 +12,8 @@ use crate::token::claims::WireRule;
 use crate::token::grant::{Grant, IdentityValues};
 use crate::token::reference::hash;
 
+use crate::time::UnixTime;
+
 /// The grant a stored reference token stands for; `None` if its record
 /// cannot be read (such a token is refused, never half-honoured).
 pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
@@ -29,9 +31,9 @@ pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
         master: record.master,
         rules,
         tenants,
-        issued_at: u64::try_from(record.created_at).ok(),
-        not_before: record.not_before.and_then(|n| u64::try_from(n).ok()),
-        expires_at: record.expires_at.and_then(|n| u64::try_from(n).ok()),
+        issued_at: Some(record.created_at.secs()),
+        not_before: record.not_before.map(UnixTime::secs),
+        expires_at: record.expires_at.map(UnixTime::secs),
         lineage: record.lineage.iter().map(|l| l.as_str().into()).collect(),
         headers,
         // This gateway's own store: its tokens' roles are its to give.
@@ -132,7 +134,7 @@ mod tests {
             parent_id: None,
             lineage: vec![],
             created_by: None,
-            created_at: 0,
+            created_at: UnixTime::EPOCH,
             revoked_at: None,
             external_id: None,
         }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::sync::watch;
 
+use crate::time::UnixTime;
 use crate::token::Grant;
 
 /// What a gateway does when it cannot confirm its revocation set for
@@ -43,7 +44,7 @@ pub const EXPIRY_GRACE: Duration = Duration::from_secs(600);
 
 /// A revoked id and its token's expiry (`None`: held for good), as the feed
 /// sends it.
-pub type Held = (Box<str>, Option<u64>);
+pub type Held = (Box<str>, Option<UnixTime>);
 
 /// An expiry that is not known, or none: held for good.
 const NEVER: u64 = u64::MAX;
@@ -129,8 +130,8 @@ impl Revocations {
     /// held for good). A known expiry replaces an unknown one (a
     /// notification names only the id; the store's resync tells its
     /// expiry); of two known ones the later is kept.
-    pub fn revoke(&self, token_id: &str, expires_at: Option<u64>) {
-        let exp = expires_at.unwrap_or(NEVER);
+    pub fn revoke(&self, token_id: &str, expires_at: Option<UnixTime>) {
+        let exp = expires_at.map_or(NEVER, UnixTime::secs);
         let added = match self.ids.entry(token_id.into()) {
             dashmap::Entry::Occupied(mut held) => {
                 let now_known = *held.get() == NEVER && exp != NEVER;
@@ -160,8 +161,14 @@ impl Revocations {
     /// grace is not taken (it is moot), and a new id that finds the set
     /// full, once the expired ones are swept at `now`, is refused and
     /// counted.
-    pub fn revoke_within(&self, token_id: &str, expires_at: Option<u64>, max: usize, now: u64) -> Result<(), SetFull> {
-        if expires_at.is_some_and(|exp| exp < now.saturating_sub(EXPIRY_GRACE.as_secs())) {
+    pub fn revoke_within(
+        &self,
+        token_id: &str,
+        expires_at: Option<UnixTime>,
+        max: usize,
+        now: UnixTime,
+    ) -> Result<(), SetFull> {
+        if expires_at.is_some_and(|exp| exp < now.saturating_sub(EXPIRY_GRACE)) {
             return Ok(());
         }
         if !self.ids.contains_key(token_id) && self.len() >= max {
@@ -176,10 +183,10 @@ impl Revocations {
     }
 
     /// Forget the ids whose tokens expired more than [`EXPIRY_GRACE`]
-    /// before `now` (Unix seconds); how many went.
-    pub fn sweep(&self, now: u64) -> usize {
+    /// before `now`; how many went.
+    pub fn sweep(&self, now: UnixTime) -> usize {
         let before = self.ids.len();
-        let keep_after = now.saturating_sub(EXPIRY_GRACE.as_secs());
+        let keep_after = now.saturating_sub(EXPIRY_GRACE).secs();
         self.ids.retain(|_, exp| *exp >= keep_after);
         let gone = before.saturating_sub(self.ids.len());
         if gone > 0 {
@@ -223,12 +230,13 @@ impl Revocations {
     /// The ids added from position `from` of the log on that are still
     /// held at `now`, with their expiry (`None`: held for good), and the
     /// log's length (the next position).
-    pub fn since(&self, from: usize, now: u64) -> (Vec<Held>, usize) {
-        let keep_after = now.saturating_sub(EXPIRY_GRACE.as_secs());
+    pub fn since(&self, from: usize, now: UnixTime) -> (Vec<Held>, usize) {
+        let keep_after = now.saturating_sub(EXPIRY_GRACE).secs();
         match self.log.read() {
             Ok(log) => {
                 let held = log.get(from..).unwrap_or_default().iter().filter(|(_, exp)| *exp >= keep_after);
-                (held.map(|(id, exp)| (id.clone(), (*exp != NEVER).then_some(*exp))).collect(), log.len())
+                // Every expiry held came from a UnixTime, or is NEVER.
+                (held.map(|(id, exp)| (id.clone(), UnixTime::from_secs(*exp).ok())).collect(), log.len())
             }
             Err(_) => (Vec::new(), from),
         }
@@ -345,6 +353,10 @@ impl Revocations {
 mod tests {
     use super::*;
 
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::clamped(secs)
+    }
+
     #[test]
     fn a_followed_set_goes_stale_and_the_policy_decides() {
         let serve = Revocations::new(Staleness { max: Duration::from_millis(50), refuse: false });
@@ -370,10 +382,10 @@ mod tests {
             r.revoke(id, None);
         }
         let ids = |v: Vec<Held>| v.into_iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>();
-        let (all, len) = r.since(0, 0);
+        let (all, len) = r.since(0, at(0));
         assert_eq!((ids(all), len), (vec!["a".to_string(), "b".into(), "c".into()], 3));
-        assert_eq!(ids(r.since(2, 0).0), vec!["c".to_string()]);
-        assert_eq!(r.since(9, 0), (vec![], 3));
+        assert_eq!(ids(r.since(2, at(0)).0), vec!["c".to_string()]);
+        assert_eq!(r.since(9, at(0)), (vec![], 3));
         assert_eq!(*r.subscribe().borrow(), 3);
     }
 
@@ -381,21 +393,21 @@ mod tests {
     fn ids_are_held_until_their_tokens_expire_and_the_grace_passes() {
         let r = Revocations::default();
         let grace = EXPIRY_GRACE.as_secs();
-        r.revoke("short", Some(1_000));
-        r.revoke("long", Some(5_000));
+        r.revoke("short", Some(at(1_000)));
+        r.revoke("long", Some(at(5_000)));
         r.revoke("unknown", None);
         // A notification without the expiry, then the resync's: the known
         // expiry holds; a second known one never shortens it.
         r.revoke("later-known", None);
-        r.revoke("later-known", Some(2_000));
-        r.revoke("later-known", Some(1_500));
-        assert_eq!(r.sweep(1_000 + grace), 0, "within the grace: held");
+        r.revoke("later-known", Some(at(2_000)));
+        r.revoke("later-known", Some(at(1_500)));
+        assert_eq!(r.sweep(at(1_000 + grace)), 0, "within the grace: held");
         assert!(r.is_revoked("short"));
-        assert_eq!(r.since(0, 1_000 + grace + 1).0.len(), 3, "the feed no longer sends an expired id");
-        assert_eq!(r.sweep(1_000 + grace + 1), 1);
+        assert_eq!(r.since(0, at(1_000 + grace + 1)).0.len(), 3, "the feed no longer sends an expired id");
+        assert_eq!(r.sweep(at(1_000 + grace + 1)), 1);
         assert!(!r.is_revoked("short") && r.is_revoked("later-known") && r.len() == 3);
-        assert_eq!(r.sweep(2_000 + grace + 1), 1);
-        assert_eq!(r.sweep(u64::MAX - 1), 1, "only the one whose expiry is unknown stays");
+        assert_eq!(r.sweep(at(2_000 + grace + 1)), 1);
+        assert_eq!(r.sweep(at(u64::MAX - 1)), 1, "only the one whose expiry is unknown stays");
         assert!(r.is_revoked("unknown") && r.len() == 1);
     }
 
@@ -403,15 +415,15 @@ mod tests {
     fn a_capped_set_refuses_to_grow_past_its_cap_after_sweeping() {
         let r = Revocations::default();
         for i in 0..3 {
-            r.revoke_within(&format!("t{i}"), Some(100), 3, 0).expect("room");
+            r.revoke_within(&format!("t{i}"), Some(at(100)), 3, at(0)).expect("room");
         }
-        assert_eq!(r.revoke_within("t0", Some(200), 3, 0), Ok(()), "an id it holds is no growth");
-        assert_eq!(r.revoke_within("t3", None, 3, 0), Err(SetFull { max: 3 }));
+        assert_eq!(r.revoke_within("t0", Some(at(200)), 3, at(0)), Ok(()), "an id it holds is no growth");
+        assert_eq!(r.revoke_within("t3", None, 3, at(0)), Err(SetFull { max: 3 }));
         assert_eq!(r.refusals(FeedRefusal::SetFull), 1);
         assert!(!r.is_revoked("t3") && r.len() == 3);
         // Once t1 and t2 expired (t0 now lives longer), there is room.
         let later = 100 + EXPIRY_GRACE.as_secs() + 1;
-        assert_eq!(r.revoke_within("t3", None, 3, later), Ok(()));
+        assert_eq!(r.revoke_within("t3", None, 3, at(later)), Ok(()));
         assert!(r.is_revoked("t0") && r.is_revoked("t3") && !r.is_revoked("t1") && r.len() == 2);
     }
 }
