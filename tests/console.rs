@@ -1,7 +1,9 @@
 //! The admin web console over real HTTP on the api listener (the browser
 //! tests drive the same pages in Chromium): sign-in and sessions, the
 //! token list and details, revocation with its CSRF and origin checks,
-//! markup rendered as text, the headers every page carries.
+//! markup rendered as text, the headers every page carries, and the
+//! console's own bounds: form bodies, `Origin` and `Referer`, `Secure`
+//! cookies.
 
 mod support;
 
@@ -36,15 +38,21 @@ impl Page {
 
 impl Console {
     async fn start() -> Console {
+        Console::start_with(|_| {}, |_| {}).await
+    }
+
+    /// The console with a store, after `edit_doc` and `edit_console`.
+    async fn start_with(
+        edit_doc: impl FnOnce(&mut support::ConfigDoc),
+        edit_console: impl FnOnce(&mut narrowgate::config::ConsoleConfig),
+    ) -> Console {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("ng.db");
-        let mut h = Harness::start_with(
-            |_| {},
-            move |c| {
-                support::sqlite_store(db.clone())(c);
-                c.console.enabled = true;
-            },
-        )
+        let mut h = Harness::start_with(edit_doc, move |c| {
+            support::sqlite_store(db.clone())(c);
+            c.console.enabled = true;
+            edit_console(&mut c.console);
+        })
         .await;
         std::mem::forget(dir);
         let admin = h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).expect("bootstrapped");
@@ -54,6 +62,11 @@ impl Console {
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.h.api)
+    }
+
+    /// The console's own origin (plain HTTP).
+    fn origin(&self) -> String {
+        format!("http://{}", self.h.api)
     }
 
     async fn read(resp: reqwest::Response) -> Page {
@@ -71,14 +84,26 @@ impl Console {
     }
 
     async fn post(&self, path: &str, cookie: Option<&str>, fields: &[(&str, &str)], origin: Option<&str>) -> Page {
+        let headers: Vec<(&str, &str)> = origin.map(|o| ("origin", o)).into_iter().collect();
+        self.post_via(&self.http, path, cookie, fields, &headers).await
+    }
+
+    /// Post a form through `http` with these headers besides the cookie.
+    async fn post_via(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        cookie: Option<&str>,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
         let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
-        let mut req =
-            self.http.post(self.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
+        let mut req = http.post(self.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
         if let Some(c) = cookie {
             req = req.header("cookie", c);
         }
-        if let Some(o) = origin {
-            req = req.header("origin", o);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         Console::read(req.send().await.expect("POST")).await
     }
@@ -86,10 +111,16 @@ impl Console {
     /// Post the sign-in form with `token`, as its page sets it up (the
     /// form's token in a field and a cookie), from `origin`.
     async fn sign_in_post(&self, token: &str, origin: &str) -> Page {
-        let form = self.get("/console/sign-in", None).await;
+        self.sign_in_via(&self.http, token, &[("origin", origin)]).await
+    }
+
+    /// The sign-in form fetched and posted with `token` through `http`,
+    /// with `headers`.
+    async fn sign_in_via(&self, http: &reqwest::Client, token: &str, headers: &[(&str, &str)]) -> Page {
+        let form = Console::read(http.get(self.url("/console/sign-in")).send().await.expect("GET")).await;
         let pre = form.headers.get("set-cookie").and_then(|v| v.to_str().ok()).expect("the form's cookie");
         let pre = pre.split(';').next().expect("pair").to_string();
-        self.post("/console/sign-in", Some(&pre), &[("csrf", &form.csrf()), ("token", token)], Some(origin)).await
+        self.post_via(http, "/console/sign-in", Some(&pre), &[("csrf", &form.csrf()), ("token", token)], headers).await
     }
 
     /// Sign in with `token`; the session cookie (`name=value`).
@@ -750,4 +781,168 @@ async fn a_token_revoked_with_its_ancestor_shows_revoked_everywhere() {
     let r = c.api("POST", &format!("/v1/tokens/{user_id}/narrow"), &c.admin, Some(r#"{"roles":["reader"]}"#)).await;
     assert_eq!((r.status, r.reason().as_str()), (410, "not_live"), "{}", r.body);
     c.h.shutdown().await;
+}
+
+/// A form post as raw bytes: the body with a `Content-Length`, or chunked.
+fn raw_form_post(c: &Console, path: &str, cookie: &str, body: &str, chunked: bool) -> Vec<u8> {
+    let api = c.h.api;
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {api}\r\nOrigin: http://{api}\r\nCookie: {cookie}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n"
+    );
+    if chunked {
+        req.push_str("Transfer-Encoding: chunked\r\n\r\n");
+        for chunk in body.as_bytes().chunks(10_000) {
+            req.push_str(&format!("{:x}\r\n{}\r\n", chunk.len(), String::from_utf8_lossy(chunk)));
+        }
+        req.push_str("0\r\n\r\n");
+    } else {
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    }
+    req.into_bytes()
+}
+
+/// `fields`, then a padding field that brings the body to `len` bytes.
+fn padded(fields: &[(&str, &str)], len: usize) -> String {
+    let mut body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+    body.push_str("&pad=");
+    let pad = len.checked_sub(body.len()).expect("room for the padding");
+    body.push_str(&"x".repeat(pad));
+    body
+}
+
+/// Every console form is read with the JSON API's limit, 64 KiB: a body
+/// of exactly that is read and acted on, one byte more gets 413 and
+/// nothing is done — with a `Content-Length` or chunked, on the sign-in
+/// form and on a signed-in form alike.
+#[tokio::test]
+async fn console_forms_are_read_with_the_api_body_limit() {
+    const LIMIT: usize = 64 * 1024;
+    let c = Console::start().await;
+    for chunked in [false, true] {
+        for (len, want) in [(LIMIT, 303), (LIMIT + 1, 413)] {
+            let form = c.get("/console/sign-in", None).await;
+            let pre = form.headers.get("set-cookie").and_then(|v| v.to_str().ok()).expect("the form's cookie");
+            let pre = pre.split(';').next().expect("pair");
+            let body = padded(&[("csrf", &form.csrf()), ("token", &c.admin)], len);
+            let resp = support::send_raw(c.h.api, &raw_form_post(&c, "/console/sign-in", pre, &body, chunked)).await;
+            assert_eq!(resp.status, want, "sign-in, {len} bytes, chunked: {chunked}");
+            let session = resp.headers.iter().any(|(k, v)| k == "set-cookie" && v.starts_with("ng_console="));
+            assert_eq!(session, want == 303, "a session only when the form was read");
+        }
+    }
+
+    let cookie = c.sign_in(&c.admin).await;
+    for chunked in [false, true] {
+        for (len, want) in [(LIMIT, 303), (LIMIT + 1, 413)] {
+            let victim = c.create(&format!(r#"{{"name":"victim-{len}-{chunked}","lifetime":"1h"}}"#)).await;
+            let (id, token) = (victim["id"].as_str().expect("id"), victim["token"].as_str().expect("token"));
+            let csrf = c.get(&format!("/console/tokens/{id}/revoke"), Some(&cookie)).await.csrf();
+            let body = padded(&[("csrf", &csrf)], len);
+            let path = format!("/console/tokens/{id}/revoke");
+            let resp = support::send_raw(c.h.api, &raw_form_post(&c, &path, &cookie, &body, chunked)).await;
+            assert_eq!(resp.status, want, "revoke, {len} bytes, chunked: {chunked}: {}", resp.body);
+            let shown = c.api("GET", &format!("/v1/tokens/{id}"), &c.admin, None).await.json();
+            assert_eq!(shown["revokedAt"].is_number(), want == 303, "{len} bytes, chunked: {chunked}: {shown}");
+            let on_proxy =
+                c.h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {token}"))]).await;
+            assert_eq!(on_proxy.status, if want == 303 { 401 } else { 200 });
+        }
+    }
+    c.h.shutdown().await;
+}
+
+/// A post that changes something must come from the console's own origin:
+/// its `Origin` when it sends one, else its `Referer`. Another origin's,
+/// `null`, another scheme or port, not a URL, sent twice, or neither
+/// header: refused, and nothing changed in the store.
+#[tokio::test]
+async fn a_form_post_must_come_from_this_origin_by_origin_or_referer() {
+    let c = Console::start().await;
+    let here = c.origin();
+    let api = c.h.api;
+    let victim = c.create(r#"{"name":"victim","lifetime":"1h"}"#).await;
+    let (id, token) = (victim["id"].as_str().expect("id"), victim["token"].as_str().expect("token"));
+    let cookie = c.sign_in(&c.admin).await;
+    let path = format!("/console/tokens/{id}/revoke");
+    let csrf = c.get(&path, Some(&cookie)).await.csrf();
+    let other_port = format!("http://{}:{}/console/tokens", api.ip(), api.port() + 1);
+    let refused: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("another site's Origin", vec![("origin", "http://evil.example".into())]),
+        ("Origin: null", vec![("origin", "null".into())]),
+        ("this host over https", vec![("origin", format!("https://{api}"))]),
+        ("an Origin with a path", vec![("origin", format!("{here}/console"))]),
+        ("two Origins", vec![("origin", here.clone()), ("origin", "http://evil.example".into())]),
+        (
+            "another site's Origin with this origin's Referer",
+            vec![("origin", "http://evil.example".into()), ("referer", format!("{here}/console/tokens"))],
+        ),
+        ("another site's Referer", vec![("referer", "http://evil.example/console/tokens".into())]),
+        ("a Referer of another port", vec![("referer", other_port)]),
+        ("a Referer of this host over https", vec![("referer", format!("https://{api}/console/tokens"))]),
+        ("a Referer that is not a URL", vec![("referer", "not a url".into())]),
+        ("a relative Referer", vec![("referer", "/console/tokens".into())]),
+        ("neither Origin nor Referer", vec![]),
+    ];
+    for (what, headers) in &refused {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let page = c.post_via(&c.http, &path, Some(&cookie), &[("csrf", &csrf)], &headers).await;
+        assert_eq!(page.status, 403, "{what}: {}", page.body);
+        assert!(page.body.contains("Refused"), "{what}");
+    }
+    let shown = c.api("GET", &format!("/v1/tokens/{id}"), &c.admin, None).await.json();
+    assert!(shown["revokedAt"].is_null(), "nothing was revoked: {shown}");
+    let bearer = format!("Bearer {token}");
+    assert_eq!(c.h.get("/users/current/accounts/a1", &[("Authorization", &bearer)]).await.status, 200);
+
+    // This origin's Referer, without an Origin: done.
+    let referer = format!("{here}/console/tokens/{id}/revoke");
+    let page = c.post_via(&c.http, &path, Some(&cookie), &[("csrf", &csrf)], &[("referer", &referer)]).await;
+    assert_eq!((page.status, page.location()), (303, format!("/console/tokens/{id}?revoked=1").as_str()));
+    let shown = c.api("GET", &format!("/v1/tokens/{id}"), &c.admin, None).await.json();
+    assert!(shown["revokedAt"].is_number(), "{shown}");
+    assert_eq!(c.h.get("/users/current/accounts/a1", &[("Authorization", &bearer)]).await.status, 401);
+
+    // The sign-in form alike.
+    assert_eq!(c.sign_in_via(&c.http, &c.admin, &[]).await.status, 403, "neither header");
+    let page = c.sign_in_via(&c.http, &c.admin, &[("referer", &format!("{here}/console/sign-in"))]).await;
+    assert_eq!(page.status, 303, "this origin's Referer");
+    c.h.shutdown().await;
+}
+
+/// Every cookie the console sets or clears — the sign-in form's, set and
+/// cleared, and the session's, set and cleared — is `Secure` exactly when
+/// `console.secure_cookie` says users reach it over HTTPS; its origin is
+/// then `https://`, and the other scheme's is another origin.
+#[tokio::test]
+async fn every_console_cookie_is_secure_when_secure_cookie_is_set() {
+    for secure in [false, true] {
+        let c = Console::start_with(|_| {}, |console| console.secure_cookie = secure).await;
+        let (scheme, other) = if secure { ("https", "http") } else { ("http", "https") };
+        let origin = format!("{scheme}://{}", c.h.api);
+        let cookies = |what: &str, page: &Page, want: &[&str]| {
+            let set: Vec<&str> = page.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect();
+            assert_eq!(set.len(), want.len(), "{what}: {set:?}");
+            for (cookie, prefix) in set.iter().zip(want) {
+                assert!(cookie.starts_with(prefix), "{what}: {cookie}");
+                assert_eq!(cookie.ends_with("; Secure"), secure, "{what}, secure_cookie {secure}: {cookie}");
+            }
+        };
+        cookies("the sign-in form", &c.get("/console/sign-in", None).await, &["ng_console_sign_in="]);
+        let refused = c.sign_in_post("ngr_not-a-token", &origin).await;
+        assert_eq!(refused.status, 401);
+        cookies("a refused sign-in's new form", &refused, &["ng_console_sign_in="]);
+        let signed_in = c.sign_in_post(&c.admin, &origin).await;
+        assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+        cookies("a sign-in", &signed_in, &["ng_console=", "ng_console_sign_in=;"]);
+        let session = signed_in.headers.get("set-cookie").and_then(|v| v.to_str().ok()).expect("cookie");
+        let session = session.split(';').next().expect("pair").to_string();
+        let csrf = c.get("/console/tokens", Some(&session)).await.csrf();
+        let out = c.post("/console/sign-out", Some(&session), &[("csrf", &csrf)], Some(&origin)).await;
+        assert_eq!(out.status, 303);
+        cookies("a sign-out", &out, &["ng_console=;"]);
+        let elsewhere = c.sign_in_post(&c.admin, &format!("{other}://{}", c.h.api)).await;
+        assert_eq!(elsewhere.status, 403, "secure_cookie {secure}: {other} is another origin");
+        c.h.shutdown().await;
+    }
 }

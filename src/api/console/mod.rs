@@ -7,9 +7,10 @@
 //! ([`session`]); every page authenticates that token again under the
 //! policy in force, so a revoked or expired sign-in token ends its
 //! sessions at once. Every state-changing form carries the session's CSRF
-//! token and must come from this origin. Responses forbid framing, inline
-//! script and caching; the only script is the vendored htmx, served from
-//! the binary, and every page works without it.
+//! token, must come from this origin ([`same_origin`]) and is read with
+//! the JSON API's body limit ([`form_body`]). Responses forbid framing,
+//! inline script and caching; the only script is the vendored htmx,
+//! served from the binary, and every page works without it.
 
 mod session;
 
@@ -160,12 +161,13 @@ fn query(uri: &Uri) -> HashMap<String, String> {
     form(uri.query().unwrap_or_default().as_bytes())
 }
 
-/// A state-changing request must come from this origin (when the browser
-/// says where it comes from) and carry the session's CSRF token.
+/// A state-changing request must come from this origin and carry the
+/// session's CSRF token.
 fn checked(headers: &HeaderMap, signed: &Signed, fields: &HashMap<String, String>) -> Result<(), Refused> {
     let submitted =
         fields.get("csrf").map(String::as_str).or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()));
-    if !same_origin(headers) || !session::csrf_ok(&signed.session, submitted) {
+    // Fail closed: from elsewhere, or without the form's token, nothing is done.
+    if !same_origin(headers, signed.snap.console.secure_cookie) || !session::csrf_ok(&signed.session, submitted) {
         return Err(Box::new(error_page(
             StatusCode::FORBIDDEN,
             "Refused",
@@ -176,28 +178,75 @@ fn checked(headers: &HeaderMap, signed: &Signed, fields: &HashMap<String, String
     Ok(())
 }
 
-/// A signed-in form post: the caller and the form's fields (`pairs` in
-/// order, repeated names kept, for checkbox groups), once its origin and
-/// CSRF token are checked.
+/// A signed-in form post: the caller, the request's headers and the
+/// form's fields (`pairs` in order, repeated names kept, for checkbox
+/// groups), once its origin and CSRF token are checked.
 struct Posted {
     signed: Signed,
+    headers: HeaderMap,
     fields: HashMap<String, String>,
     pairs: Vec<(String, String)>,
 }
 
-async fn posted(s: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Posted, Refused> {
-    let signed = signed_in(s, headers).await?;
-    let pairs = form_pairs(body);
+/// Read a signed-in form post the way the JSON API reads a body
+/// (`authorized_body`): the session first, so an anonymous client is sent
+/// away before its body is read; the body within the API's limit; and the
+/// session's token authenticated again once the body is in, under the
+/// policy in force then (a token revoked while the body trickled in does
+/// nothing).
+async fn posted(s: &ApiState, req: Request) -> Result<Posted, Refused> {
+    let headers = req.headers().clone();
+    let first = signed_in(s, &headers).await?;
+    let body = form_body(req, Some(&first)).await?;
+    let signed = signed_in(s, &headers).await?;
+    let pairs = form_pairs(&body);
     let fields: HashMap<String, String> = pairs.iter().cloned().collect();
-    checked(headers, &signed, &fields)?;
-    Ok(Posted { signed, fields, pairs })
+    checked(&headers, &signed, &fields)?;
+    Ok(Posted { signed, headers, fields, pairs })
 }
 
-/// Whether the request's `Origin`, if any, is this host.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else { return true };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    origin.to_str().ok().and_then(|o| o.split_once("://")).is_some_and(|(_, authority)| authority == host)
+/// A form's body, read with the JSON API's own limit and reader
+/// ([`super::error::body`], 64 KiB, with or without `Content-Length`):
+/// past it, 413 and nothing done.
+async fn form_body(req: Request, signed: Option<&Signed>) -> Result<Bytes, Refused> {
+    super::error::body(req).await.map_err(|e| Box::new(error_page(e.status(), "Too large", e.message(), signed)))
+}
+
+/// Whether a state-changing request comes from this console's own origin:
+/// `https://` the request's `Host` with `console.secure_cookie` (users
+/// reach it over HTTPS), else `http://` it. The request's `Origin` decides
+/// when it has one (`null` is no origin of ours); without it, its
+/// `Referer` must be a URL of this origin. A browser sends at least one of
+/// them with every form it posts and every post a page's script makes
+/// (the console's `Referrer-Policy: same-origin` keeps the `Referer` on
+/// its own requests), so a request with neither did not come from one of
+/// its pages: refused, as is a header sent twice or one that is not a URL
+/// (fail closed).
+fn same_origin(headers: &HeaderMap, secure: bool) -> bool {
+    let scheme = if secure { "https" } else { "http" };
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+    let one = |name: header::HeaderName| {
+        let mut values = headers.get_all(name).into_iter();
+        match (values.next(), values.next()) {
+            (None, _) => None,
+            (Some(v), None) => Some(v.to_str().ok()),
+            (Some(_), Some(_)) => Some(None),
+        }
+    };
+    let of_this_origin = |url: &str, whole: bool| {
+        let Ok(uri) = url.parse::<Uri>() else { return false };
+        // An origin is scheme://host[:port] and nothing else; a referer
+        // may go on with a path and query.
+        let exact = !whole || url.len() == scheme.len() + 3 + uri.authority().map_or(0, |a| a.as_str().len());
+        exact
+            && uri.scheme_str() == Some(scheme)
+            && uri.authority().is_some_and(|a| a.as_str().eq_ignore_ascii_case(host))
+    };
+    match (one(header::ORIGIN), one(header::REFERER)) {
+        (Some(origin), _) => origin.is_some_and(|o| of_this_origin(o, true)),
+        (None, Some(referer)) => referer.is_some_and(|r| of_this_origin(r, false)),
+        (None, None) => false,
+    }
 }
 
 #[derive(Template)]
@@ -236,7 +285,7 @@ struct SignInPage {
     notice: Option<String>,
 }
 
-async fn sign_in_page(uri: Uri) -> Response {
+async fn sign_in_page(State(s): State<ApiState>, uri: Uri) -> Response {
     let q = query(&uri);
     let notice = match q.get("ended").map(String::as_str) {
         Some("idle") => Some("Your session ended. Sign in again.".to_string()),
@@ -244,26 +293,40 @@ async fn sign_in_page(uri: Uri) -> Response {
         Some("out") => Some("Signed out.".to_string()),
         _ => None,
     };
-    sign_in_form(StatusCode::OK, notice)
+    sign_in_form(StatusCode::OK, notice, s.snapshot().console.secure_cookie)
 }
 
 /// The sign-in form with a fresh form token, also set as a cookie the
 /// form must match (there is no session yet to hold it).
-fn sign_in_form(status: StatusCode, notice: Option<String>) -> Response {
+fn sign_in_form(status: StatusCode, notice: Option<String>, secure: bool) -> Response {
     let Ok(token) = session::random_token() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let mut resp = page(status, &SignInPage { who: None, csrf: Some(token.clone()), notice });
-    if let Ok(cookie) = HeaderValue::from_str(&session::sign_in_cookie(&token)) {
+    if let Ok(cookie) = HeaderValue::from_str(&session::sign_in_cookie(&token, secure)) {
         resp.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     resp
 }
 
-async fn sign_in(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let refused = |status: StatusCode, why: &str| sign_in_form(status, Some(format!("Not signed in: {why}.")));
+/// Sign in: the form's origin and token first, then the token itself.
+async fn sign_in(State(s): State<ApiState>, req: Request) -> Response {
+    let snap = s.snapshot();
+    let console = &snap.console;
+    let refused = |status: StatusCode, why: &str| {
+        sign_in_form(status, Some(format!("Not signed in: {why}.")), console.secure_cookie)
+    };
+    let headers = req.headers().clone();
+    let body = match form_body(req, None).await {
+        Ok(b) => b,
+        Err(too_large) => return *too_large,
+    };
     let fields = form(&body);
-    if !same_origin(&headers) || !session::sign_in_token_ok(&headers, fields.get("csrf").map(String::as_str)) {
+    // Fail closed: a form from elsewhere, or without its page's token, is
+    // refused before the token is looked at.
+    if !same_origin(&headers, console.secure_cookie)
+        || !session::sign_in_token_ok(&headers, fields.get("csrf").map(String::as_str))
+    {
         return refused(StatusCode::FORBIDDEN, "the form did not come from this console's own page; try again");
     }
     let token = fields.get("token").map(|t| t.trim()).unwrap_or_default();
@@ -272,7 +335,6 @@ async fn sign_in(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
     };
     let mut credential = HeaderMap::new();
     credential.insert(header::AUTHORIZATION, value);
-    let snap = s.snapshot();
     let grant = match snap.auth.authenticate_fetching(&credential, None).await {
         Ok(g) => g,
         Err(reason) => return refused(StatusCode::UNAUTHORIZED, &format!("the token was refused ({})", reason.code())),
@@ -281,7 +343,7 @@ async fn sign_in(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
         return refused(StatusCode::FORBIDDEN, "the console needs an administrator or master token");
     }
     let label = grant.name.as_deref().unwrap_or(&grant.subject).to_string();
-    let (id, _) = match s.sessions.open(credential, label, s.service.now(), &snap.console) {
+    let (id, _) = match s.sessions.open(credential, label, s.service.now(), console) {
         Ok(opened) => opened,
         Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -295,7 +357,9 @@ async fn sign_in(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
         config_hash: None,
     });
     let mut resp = Redirect::to("/console/tokens").into_response();
-    for cookie in [session::set_cookie(&id, snap.console.secure_cookie), session::clear_sign_in_cookie()] {
+    for cookie in
+        [session::set_cookie(&id, console.secure_cookie), session::clear_sign_in_cookie(console.secure_cookie)]
+    {
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             resp.headers_mut().append(header::SET_COOKIE, v);
         }
@@ -303,9 +367,9 @@ async fn sign_in(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
     resp
 }
 
-async fn sign_out(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let signed = match posted(&s, &headers, &body).await {
-        Ok(p) => p.signed,
+async fn sign_out(State(s): State<ApiState>, req: Request) -> Response {
+    let Posted { signed, headers, .. } = match posted(&s, req).await {
+        Ok(p) => p,
         Err(refused) => return *refused,
     };
     if let Some(id) = session::cookie(&headers) {
@@ -653,8 +717,8 @@ async fn revoke_page(State(s): State<ApiState>, Path(id): Path<String>, headers:
     )
 }
 
-async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let signed = match posted(&s, &headers, &body).await {
+async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
+    let signed = match posted(&s, req).await {
         Ok(p) => p.signed,
         Err(refused) => return *refused,
     };
@@ -854,8 +918,8 @@ struct CreatedPage {
     secret: String,
 }
 
-async fn create(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Posted { signed, pairs, .. } = match posted(&s, &headers, &body).await {
+async fn create(State(s): State<ApiState>, req: Request) -> Response {
+    let Posted { signed, pairs, .. } = match posted(&s, req).await {
         Ok(p) => p,
         Err(refused) => return *refused,
     };
@@ -910,8 +974,8 @@ async fn registration_page(State(s): State<ApiState>, headers: HeaderMap) -> Res
     }
 }
 
-async fn registration(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Posted { signed, fields, .. } = match posted(&s, &headers, &body).await {
+async fn registration(State(s): State<ApiState>, req: Request) -> Response {
+    let Posted { signed, fields, .. } = match posted(&s, req).await {
         Ok(p) => p,
         Err(refused) => return *refused,
     };
@@ -1133,8 +1197,7 @@ struct NarrowForm {
 /// service's rule), and live. Its rules offer the form's choices and the
 /// preview; whether the narrowing may be done is the service's to decide
 /// again when it is posted, exactly as for `POST /v1/tokens/{id}/narrow`.
-async fn narrowable(s: &ApiState, headers: &HeaderMap, id: &str) -> Result<(Signed, TokenRecord, Arc<Grant>), Refused> {
-    let signed = signed_in(s, headers).await?;
+async fn narrowable(s: &ApiState, signed: Signed, id: &str) -> Result<(Signed, TokenRecord, Arc<Grant>), Refused> {
     let shown = match s.service.show(&signed.grant, id).await {
         Ok(r) => r,
         Err(e) => return Err(Box::new(service_error(e, &signed))),
@@ -1206,7 +1269,11 @@ fn ticks(values: Vec<String>, asked: &[String], fresh: bool) -> Vec<(usize, Stri
 }
 
 async fn narrow_page(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    match narrowable(&s, &headers, &id).await {
+    let signed = match signed_in(&s, &headers).await {
+        Ok(signed) => signed,
+        Err(to_sign_in) => return *to_sign_in,
+    };
+    match narrowable(&s, signed, &id).await {
         Ok((signed, record, parent)) => {
             page(StatusCode::OK, &narrow_page_of(&signed, &record, &parent, &NarrowForm::default(), None, Vec::new()))
         }
@@ -1304,16 +1371,15 @@ struct NarrowedPage {
     secret: String,
 }
 
-async fn narrow(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let (signed, record, parent) = match narrowable(&s, &headers, &id).await {
+async fn narrow(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
+    let Posted { signed, fields, pairs, .. } = match posted(&s, req).await {
+        Ok(p) => p,
+        Err(refused) => return *refused,
+    };
+    let (signed, record, parent) = match narrowable(&s, signed, &id).await {
         Ok(found) => found,
         Err(refused) => return *refused,
     };
-    let pairs = form_pairs(&body);
-    let fields: HashMap<String, String> = pairs.iter().cloned().collect();
-    if let Err(refused) = checked(&headers, &signed, &fields) {
-        return *refused;
-    }
     let all = |k: &str| -> Vec<String> { pairs.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect() };
     let asked = NarrowForm {
         applications: all("application"),
@@ -1412,8 +1478,8 @@ async fn explain_page(State(s): State<ApiState>, headers: HeaderMap) -> Response
     }
 }
 
-async fn explain(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Posted { signed, fields, .. } = match posted(&s, &headers, &body).await {
+async fn explain(State(s): State<ApiState>, req: Request) -> Response {
+    let Posted { signed, fields, .. } = match posted(&s, req).await {
         Ok(p) => p,
         Err(refused) => return *refused,
     };
@@ -1437,4 +1503,107 @@ async fn explain(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
             answer: Some(answer),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_post_comes_from_this_origin_by_its_origin_or_else_its_referer() {
+        struct Case {
+            name: &'static str,
+            secure: bool,
+            headers: &'static [(&'static str, &'static str)],
+            want: bool,
+        }
+        let cases = [
+            Case { name: "this origin", secure: false, headers: &[("origin", "http://console.test:8081")], want: true },
+            Case {
+                name: "case of the host",
+                secure: false,
+                headers: &[("origin", "http://Console.TEST:8081")],
+                want: true,
+            },
+            Case { name: "over https", secure: true, headers: &[("origin", "https://console.test:8081")], want: true },
+            Case {
+                name: "http when https",
+                secure: true,
+                headers: &[("origin", "http://console.test:8081")],
+                want: false,
+            },
+            Case {
+                name: "https when http",
+                secure: false,
+                headers: &[("origin", "https://console.test:8081")],
+                want: false,
+            },
+            Case {
+                name: "another port",
+                secure: false,
+                headers: &[("origin", "http://console.test:8082")],
+                want: false,
+            },
+            Case { name: "no port", secure: false, headers: &[("origin", "http://console.test")], want: false },
+            Case { name: "null", secure: false, headers: &[("origin", "null")], want: false },
+            Case { name: "a path", secure: false, headers: &[("origin", "http://console.test:8081/")], want: false },
+            Case { name: "userinfo", secure: false, headers: &[("origin", "http://a@console.test:8081")], want: false },
+            Case {
+                name: "two origins",
+                secure: false,
+                headers: &[("origin", "http://console.test:8081"), ("origin", "http://console.test:8081")],
+                want: false,
+            },
+            Case {
+                name: "the origin decides over the referer",
+                secure: false,
+                headers: &[("origin", "http://evil.test"), ("referer", "http://console.test:8081/console")],
+                want: false,
+            },
+            Case {
+                name: "a referer of this origin",
+                secure: false,
+                headers: &[("referer", "http://console.test:8081/console/tokens?page=2")],
+                want: true,
+            },
+            Case {
+                name: "a bare referer",
+                secure: false,
+                headers: &[("referer", "http://console.test:8081")],
+                want: true,
+            },
+            Case {
+                name: "a referer over https",
+                secure: true,
+                headers: &[("referer", "https://console.test:8081/console/tokens")],
+                want: true,
+            },
+            Case {
+                name: "another site's referer",
+                secure: false,
+                headers: &[("referer", "http://evil.test/console.test:8081")],
+                want: false,
+            },
+            Case {
+                name: "a referer on another host's path",
+                secure: false,
+                headers: &[("referer", "http://evil.test/?http://console.test:8081")],
+                want: false,
+            },
+            Case { name: "a relative referer", secure: false, headers: &[("referer", "/console")], want: false },
+            Case { name: "not a url", secure: false, headers: &[("referer", "console.test:8081")], want: false },
+            Case { name: "neither", secure: false, headers: &[], want: false },
+        ];
+        for c in cases {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("console.test:8081"));
+            for (name, value) in c.headers {
+                h.append(*name, HeaderValue::from_static(value));
+            }
+            assert_eq!(same_origin(&h, c.secure), c.want, "{}", c.name);
+        }
+        let mut no_host = HeaderMap::new();
+        no_host.insert(header::ORIGIN, HeaderValue::from_static("http://console.test:8081"));
+        assert!(!same_origin(&no_host, false), "no Host: no origin to compare with");
+    }
 }

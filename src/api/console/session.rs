@@ -148,20 +148,35 @@ fn named_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, value)| value)
 }
 
+/// A `Set-Cookie` value of the console's: `HttpOnly`, `SameSite=Strict`,
+/// `Secure` when users reach the console over HTTPS; `clear` removes it.
+fn set_cookie_value(name: &str, value: &str, path: &str, secure: bool, clear: bool) -> String {
+    format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Strict{}{}",
+        if clear { "; Max-Age=0" } else { "" },
+        if secure { "; Secure" } else { "" }
+    )
+}
+
 /// `Set-Cookie` for a new session.
 pub fn set_cookie(id: &str, secure: bool) -> String {
-    format!("{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict{}", if secure { "; Secure" } else { "" })
+    set_cookie_value(COOKIE, id, "/console", secure, false)
+}
+
+/// `Set-Cookie` that removes it.
+pub fn clear_cookie(secure: bool) -> String {
+    set_cookie_value(COOKIE, "", "/console", secure, true)
 }
 
 /// `Set-Cookie` for the sign-in form's token (its own path, gone when
 /// the browser closes).
-pub fn sign_in_cookie(token: &str) -> String {
-    format!("{SIGN_IN_COOKIE}={token}; Path=/console/sign-in; HttpOnly; SameSite=Strict")
+pub fn sign_in_cookie(token: &str, secure: bool) -> String {
+    set_cookie_value(SIGN_IN_COOKIE, token, "/console/sign-in", secure, false)
 }
 
 /// `Set-Cookie` that removes the sign-in form's token (signed in).
-pub fn clear_sign_in_cookie() -> String {
-    format!("{SIGN_IN_COOKIE}=; Path=/console/sign-in; HttpOnly; SameSite=Strict; Max-Age=0")
+pub fn clear_sign_in_cookie(secure: bool) -> String {
+    set_cookie_value(SIGN_IN_COOKIE, "", "/console/sign-in", secure, true)
 }
 
 /// Whether a sign-in form carries the token its page set (double submit:
@@ -173,11 +188,6 @@ pub fn sign_in_token_ok(headers: &HeaderMap, submitted: Option<&str>) -> bool {
         }
         _ => false,
     }
-}
-
-/// `Set-Cookie` that removes it.
-pub fn clear_cookie(secure: bool) -> String {
-    format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{}", if secure { "; Secure" } else { "" })
 }
 
 /// Whether a submitted form token is the session's (constant time).
@@ -230,6 +240,16 @@ mod tests {
         assert_eq!(cookie(&h), Some("abc"));
         assert!(set_cookie("x", false).contains("HttpOnly; SameSite=Strict"));
         assert!(set_cookie("x", true).ends_with("; Secure"));
+        for secure in [false, true] {
+            for c in [
+                set_cookie("x", secure),
+                clear_cookie(secure),
+                sign_in_cookie("x", secure),
+                clear_sign_in_cookie(secure),
+            ] {
+                assert_eq!(c.ends_with("; Secure"), secure, "{c}");
+            }
+        }
         let s = Sessions::default();
         let (_, session) = s.open(HeaderMap::new(), "admin".into(), 0, &limits()).expect("open");
         assert!(csrf_ok(&session, Some(&session.csrf.clone())));
