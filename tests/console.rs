@@ -2,8 +2,8 @@
 //! tests drive the same pages in Chromium): sign-in and sessions, the
 //! token list and details, revocation with its CSRF and origin checks,
 //! markup rendered as text, the headers every page carries, and the
-//! console's own bounds: form bodies, `Origin` and `Referer`, `Secure`
-//! cookies.
+//! console's own bounds: sessions per token and in all, form bodies,
+//! `Origin` and `Referer`, `Secure` cookies.
 
 mod support;
 
@@ -220,7 +220,7 @@ async fn sign_in_lists_tokens_and_refuses_what_it_should() {
     assert!(!page.body.contains(user_token), "no token value is listed");
     // A forged cookie is not a session.
     let page = c.get("/console/tokens", Some("ng_console=forged")).await;
-    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=idle"));
+    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=session"));
     // Filters.
     let page = c.get("/console/tokens?name=plain-user", Some(&cookie)).await;
     assert!(page.body.contains("plain-user"));
@@ -340,16 +340,30 @@ async fn sessions_end_at_sign_out_when_idle_and_when_their_token_dies() {
     assert_eq!(c.get("/console/tokens", Some(&cookie)).await.status, 200);
     c.h.advance(Duration::from_secs(16 * 60));
     let page = c.get("/console/tokens", Some(&cookie)).await;
-    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=idle"));
+    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=session"));
 
-    // The sign-in token revoked: its sessions end at once.
+    // The sign-in token revoked: its sessions end at once (the table lets
+    // them go as the revocation arrives).
     let ops = c.create(r#"{"name":"ops-admin","lifetime":"2h","role":"admin"}"#).await;
     let cookie = c.sign_in(ops["token"].as_str().expect("token")).await;
     assert_eq!(c.get("/console/tokens", Some(&cookie)).await.status, 200);
     let resp = c.api("DELETE", &format!("/v1/tokens/{}", ops["id"].as_str().expect("id")), &c.admin, None).await;
     assert_eq!(resp.status, 204);
     let page = c.get("/console/tokens", Some(&cookie)).await;
-    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=token"));
+    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=session"));
+    let page = c.get("/console/sign-in?ended=session", None).await;
+    assert!(page.body.contains("Your session ended"));
+
+    // The sign-in token expired: the session ends with it.
+    let brief = c.create(r#"{"name":"brief-admin","lifetime":"1h","role":"admin"}"#).await;
+    let cookie = c.sign_in(brief["token"].as_str().expect("token")).await;
+    for _ in 0..4 {
+        c.h.advance(Duration::from_secs(14 * 60));
+        assert_eq!(c.get("/console/tokens", Some(&cookie)).await.status, 200, "used within the idle timeout");
+    }
+    c.h.advance(Duration::from_secs(14 * 60));
+    let page = c.get("/console/tokens", Some(&cookie)).await;
+    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=session"));
     let page = c.get("/console/sign-in?ended=token", None).await;
     assert!(page.body.contains("no longer valid"));
     c.h.shutdown().await;
@@ -780,6 +794,97 @@ async fn a_token_revoked_with_its_ancestor_shows_revoked_everywhere() {
     assert_eq!(made.status, 403, "{}", made.body);
     let r = c.api("POST", &format!("/v1/tokens/{user_id}/narrow"), &c.admin, Some(r#"{"roles":["reader"]}"#)).await;
     assert_eq!((r.status, r.reason().as_str()), (410, "not_live"), "{}", r.body);
+    c.h.shutdown().await;
+}
+
+/// The open sessions the status page counts.
+async fn sessions_open(c: &Console, cookie: &str) -> usize {
+    let page = c.get("/console/status", Some(cookie)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let at = page.body.find("data-open=\"").expect("the count") + "data-open=\"".len();
+    page.body[at..].split('"').next().expect("value").parse().expect("a number")
+}
+
+/// One admin token signing in again and again holds five sessions (its
+/// least recently used ones end, nobody else's); revoking it through the
+/// API ends them at once and frees their room.
+#[tokio::test]
+async fn a_flooding_token_holds_its_bound_and_its_revocation_frees_the_table() {
+    let c = Console::start().await;
+    let ops = c.create(r#"{"name":"ops","lifetime":"2h","role":"admin"}"#).await;
+    let (ops_id, ops_token) = (ops["id"].as_str().expect("id"), ops["token"].as_str().expect("token"));
+    let peer = c.create(r#"{"name":"peer","lifetime":"2h","role":"admin"}"#).await;
+    let master = c.sign_in(&c.admin).await;
+    let peer_session = c.sign_in(peer["token"].as_str().expect("token")).await;
+
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        flood.push(c.sign_in(ops_token).await);
+    }
+    assert_eq!(sessions_open(&c, &master).await, 1 + 1 + 5, "the flooding token holds five sessions");
+    assert_eq!(c.get("/console/tokens", Some(&peer_session)).await.status, 200, "nobody else's ended");
+    for (i, cookie) in flood.iter().enumerate() {
+        let page = c.get("/console/tokens", Some(cookie)).await;
+        let want = if i < 35 { (303, "/console/sign-in?ended=session") } else { (200, "") };
+        assert_eq!((page.status, page.location()), want, "the flood's session {i}");
+    }
+
+    let resp = c.api("DELETE", &format!("/v1/tokens/{ops_id}"), &c.admin, None).await;
+    assert_eq!(resp.status, 204);
+    assert_eq!(sessions_open(&c, &master).await, 2, "its five sessions are gone");
+    for cookie in &flood[35..] {
+        let page = c.get("/console/tokens", Some(cookie)).await;
+        assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=session"));
+    }
+    let shown = c.api("GET", &format!("/v1/tokens/{ops_id}"), &c.admin, None).await.json();
+    assert_eq!(shown["state"].as_str(), Some("revoked"), "the store holds the revocation: {shown}");
+    assert_eq!(c.sign_in_post(ops_token, &c.origin()).await.status, 401, "and it signs in no more");
+    // Another token signs in; the peer is still signed in.
+    let other = c.create(r#"{"name":"ops-2","lifetime":"2h","role":"admin"}"#).await;
+    let cookie = c.sign_in(other["token"].as_str().expect("token")).await;
+    assert_eq!(c.get("/console/tokens", Some(&cookie)).await.status, 200);
+    assert_eq!(c.get("/console/tokens", Some(&peer_session)).await.status, 200);
+    assert_eq!(sessions_open(&c, &master).await, 3);
+    c.h.shutdown().await;
+}
+
+/// A full table is never a lockout: admin tokens signing in to their
+/// bound fill it, and a master and a peer still sign in and stay signed
+/// in while the flood goes on — the room comes from the tokens holding
+/// the most sessions, which then displace only themselves.
+#[tokio::test]
+async fn a_full_table_makes_room_from_the_tokens_holding_the_most() {
+    let c = Console::start_with(
+        |_| {},
+        |console| {
+            console.max_sessions = 12;
+            console.max_sessions_per_token = 3;
+        },
+    )
+    .await;
+    let mut flood = Vec::new();
+    for i in 0..6 {
+        let made = c.create(&format!(r#"{{"name":"flood-{i}","lifetime":"2h","role":"admin"}}"#)).await;
+        flood.push(made["token"].as_str().expect("token").to_string());
+    }
+    for token in &flood {
+        for _ in 0..3 {
+            c.sign_in(token).await;
+        }
+    }
+    let master = c.sign_in(&c.admin).await;
+    assert_eq!(sessions_open(&c, &master).await, 12, "the table is full, and the master signed in");
+    let peer = c.create(r#"{"name":"peer","lifetime":"2h","role":"admin"}"#).await;
+    let peer_session = c.sign_in(peer["token"].as_str().expect("token")).await;
+    for _ in 0..3 {
+        for token in &flood {
+            c.sign_in(token).await;
+        }
+    }
+    assert_eq!(sessions_open(&c, &master).await, 12);
+    for (who, cookie) in [("the master", &master), ("a peer", &peer_session)] {
+        assert_eq!(c.get("/console/tokens", Some(cookie)).await.status, 200, "{who} is still signed in");
+    }
     c.h.shutdown().await;
 }
 

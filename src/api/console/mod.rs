@@ -5,12 +5,14 @@
 //!
 //! Sign-in exchanges an admin or master token for a server-side session
 //! ([`session`]); every page authenticates that token again under the
-//! policy in force, so a revoked or expired sign-in token ends its
-//! sessions at once. Every state-changing form carries the session's CSRF
-//! token, must come from this origin ([`same_origin`]) and is read with
-//! the JSON API's body limit ([`form_body`]). Responses forbid framing,
-//! inline script and caching; the only script is the vendored htmx,
-//! served from the binary, and every page works without it.
+//! policy in force, and a revoked sign-in token's sessions end as soon as
+//! this replica learns of the revocation. The session table is bounded
+//! per token and as a whole without locking anyone out. Every
+//! state-changing form carries the session's CSRF token, must come from
+//! this origin ([`same_origin`]) and is read with the JSON API's body
+//! limit ([`form_body`]). Responses forbid framing, inline script and
+//! caching; the only script is the vendored htmx, served from the binary,
+//! and every page works without it.
 
 mod session;
 
@@ -25,8 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use session::Session;
-pub use session::Sessions;
+use session::{Session, Sessions};
 
 use super::{ApiError, ApiState};
 use crate::api::service::{RevokeTarget, Shown};
@@ -38,6 +39,25 @@ use crate::token::Grant;
 const PAGE: usize = 50;
 /// The most tokens the list and the lineage look through.
 const SCAN: u32 = 10_000;
+
+/// What the console keeps between requests: its sessions. They outlive
+/// reloads; their bounds are the policy's in force.
+pub struct ConsoleState {
+    sessions: Arc<Sessions>,
+}
+
+impl ConsoleState {
+    /// Sessions that end with their tokens' revocation in `revocations`.
+    pub fn new(revocations: Arc<crate::store::Revocations>) -> Self {
+        ConsoleState { sessions: Arc::new(Sessions::new(revocations)) }
+    }
+
+    /// The task that ends revoked tokens' sessions as the revocations
+    /// arrive (see [`session::follow_revocations`]).
+    pub fn follow_revocations(&self) -> impl Future<Output = ()> + Send + 'static {
+        session::follow_revocations(&self.sessions)
+    }
+}
 
 const HTMX: &[u8] = include_bytes!("../../../assets/console/htmx.min.js");
 const CSS: &[u8] = include_bytes!("../../../assets/console/console.css");
@@ -132,14 +152,16 @@ async fn signed_in(s: &ApiState, headers: &HeaderMap) -> Result<Signed, Refused>
     let Some(id) = session::cookie(headers) else {
         return Err(Box::new(Redirect::to("/console/sign-in").into_response()));
     };
-    let Some(session) = s.sessions.get(id, s.service.now(), &snap.console) else {
-        return Err(Box::new(Redirect::to("/console/sign-in?ended=idle").into_response()));
+    // No such session: it was idle or too old, signed out, or ended with
+    // its token (revoked, expired) or to make room for a sign-in.
+    let Some(session) = s.console.sessions.get(id, s.service.now(), &snap.console) else {
+        return Err(Box::new(Redirect::to("/console/sign-in?ended=session").into_response()));
     };
     // The sign-in token, judged again under the policy in force.
     let grant = match snap.auth.authenticate_fetching(&session.credential, None).await {
         Ok(g) if s.service.manager(&g).is_ok() => g,
         _ => {
-            s.sessions.end(id);
+            s.console.sessions.end(id);
             return Err(Box::new(Redirect::to("/console/sign-in?ended=token").into_response()));
         }
     };
@@ -288,7 +310,7 @@ struct SignInPage {
 async fn sign_in_page(State(s): State<ApiState>, uri: Uri) -> Response {
     let q = query(&uri);
     let notice = match q.get("ended").map(String::as_str) {
-        Some("idle") => Some("Your session ended. Sign in again.".to_string()),
+        Some("session") => Some("Your session ended. Sign in again.".to_string()),
         Some("token") => Some("Your session ended: the token it was opened with is no longer valid.".to_string()),
         Some("out") => Some("Signed out.".to_string()),
         _ => None,
@@ -342,8 +364,7 @@ async fn sign_in(State(s): State<ApiState>, req: Request) -> Response {
     if s.service.manager(&grant).is_err() {
         return refused(StatusCode::FORBIDDEN, "the console needs an administrator or master token");
     }
-    let label = grant.name.as_deref().unwrap_or(&grant.subject).to_string();
-    let (id, _) = match s.sessions.open(credential, label, s.service.now(), console) {
+    let (id, _) = match s.console.sessions.open(credential, &grant, s.service.now(), console) {
         Ok(opened) => opened,
         Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -373,7 +394,7 @@ async fn sign_out(State(s): State<ApiState>, req: Request) -> Response {
         Err(refused) => return *refused,
     };
     if let Some(id) = session::cookie(&headers) {
-        s.sessions.end(id);
+        s.console.sessions.end(id);
     }
     let mut resp = Redirect::to("/console/sign-in?ended=out").into_response();
     if let Ok(cookie) = HeaderValue::from_str(&session::clear_cookie(signed.snap.console.secure_cookie)) {
@@ -1088,6 +1109,9 @@ struct StatusPage {
     store: String,
     keys: Vec<(String, String, String, String)>,
     key_sources: String,
+    sessions_open: usize,
+    sessions_max: usize,
+    sessions_per_token: usize,
 }
 
 async fn status(State(s): State<ApiState>, headers: HeaderMap) -> Response {
@@ -1155,6 +1179,9 @@ async fn status(State(s): State<ApiState>, headers: HeaderMap) -> Response {
             store,
             keys,
             key_sources,
+            sessions_open: s.console.sessions.open_count(s.service.now(), &snap.console),
+            sessions_max: snap.console.max_sessions,
+            sessions_per_token: snap.console.max_sessions_per_token,
         },
     )
 }
