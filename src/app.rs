@@ -356,7 +356,9 @@ fn serve_axum(
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let service = hyper_util::service::TowerToHyperService::new(app);
-    let handler = move |req: hyper::Request<hyper::body::Incoming>, _conn| {
+    let handler = move |mut req: hyper::Request<hyper::body::Incoming>, conn: Arc<crate::proxy::ConnInfo>| {
+        // The client's address, for handlers that count per client.
+        req.extensions_mut().insert(axum::extract::ConnectInfo(conn.peer));
         let call = hyper::service::Service::call(&service, req);
         async move {
             match call.await {

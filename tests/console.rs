@@ -2,11 +2,12 @@
 //! tests drive the same pages in Chromium): sign-in and sessions, the
 //! token list and details, revocation with its CSRF and origin checks,
 //! markup rendered as text, the headers every page carries, and the
-//! console's own bounds: sessions per token and in all, form bodies,
-//! `Origin` and `Referer`, `Secure` cookies.
+//! console's own bounds: sessions per token and in all, failed sign-ins
+//! per client, form bodies, `Origin` and `Referer`, `Secure` cookies.
 
 mod support;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -67,6 +68,16 @@ impl Console {
     /// The console's own origin (plain HTTP).
     fn origin(&self) -> String {
         format!("http://{}", self.h.api)
+    }
+
+    /// A browser at another loopback address (another client).
+    fn client_at(ip: &str) -> reqwest::Client {
+        let ip: IpAddr = ip.parse().expect("an address");
+        reqwest::Client::builder()
+            .local_address(ip)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
     }
 
     async fn read(resp: reqwest::Response) -> Page {
@@ -799,9 +810,14 @@ async fn a_token_revoked_with_its_ancestor_shows_revoked_everywhere() {
 
 /// The open sessions the status page counts.
 async fn sessions_open(c: &Console, cookie: &str) -> usize {
+    status_figure(c, cookie, "data-open").await
+}
+
+/// A figure of the status page, by its attribute.
+async fn status_figure(c: &Console, cookie: &str, attribute: &str) -> usize {
     let page = c.get("/console/status", Some(cookie)).await;
     assert_eq!(page.status, 200, "{}", page.body);
-    let at = page.body.find("data-open=\"").expect("the count") + "data-open=\"".len();
+    let at = page.body.find(&format!("{attribute}=\"")).expect("the figure") + attribute.len() + 2;
     page.body[at..].split('"').next().expect("value").parse().expect("a number")
 }
 
@@ -884,6 +900,73 @@ async fn a_full_table_makes_room_from_the_tokens_holding_the_most() {
     assert_eq!(sessions_open(&c, &master).await, 12);
     for (who, cookie) in [("the master", &master), ("a peer", &peer_session)] {
         assert_eq!(c.get("/console/tokens", Some(cookie)).await.status, 200, "{who} is still signed in");
+    }
+    c.h.shutdown().await;
+}
+
+/// Failed sign-ins count per client address: after five, that client's
+/// sign-ins get 429 with `Retry-After` — with the right token too, and
+/// with a body too large to read, since neither is looked at — while
+/// another client and sign-ins that succeed go on. Behind a trusted proxy
+/// the client is the address it forwards; anyone else's
+/// `X-Forwarded-For` is not believed.
+#[tokio::test]
+async fn failed_sign_ins_are_throttled_per_client() {
+    let c = Console::start_with(
+        |doc| {
+            doc.set("trusted_proxies", serde_json::json!(["127.0.0.5/32"]));
+        },
+        |_| {},
+    )
+    .await;
+    let origin = c.origin();
+    let from_page = [("origin", origin.as_str())];
+    let (guesser, neighbour, regular) =
+        (Console::client_at("127.0.0.2"), Console::client_at("127.0.0.3"), Console::client_at("127.0.0.4"));
+    let ops = c.create(r#"{"name":"ops","lifetime":"2h","role":"admin"}"#).await;
+    let watcher = c.sign_in(ops["token"].as_str().expect("token")).await;
+    for i in 0..5 {
+        let page = c.sign_in_via(&guesser, "ngr_not-a-token", &from_page).await;
+        assert_eq!(page.status, 401, "failure {i}: {}", page.body);
+    }
+    let page = c.sign_in_via(&guesser, &c.admin, &from_page).await;
+    assert_eq!(page.status, 429, "the right token is not looked at: {}", page.body);
+    assert_eq!(page.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("360"), "a failure drains in 6 min");
+    assert!(page.body.contains("too many failed sign-ins"));
+    let cookies: Vec<&str> = page.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect();
+    assert!(!cookies.iter().any(|v| v.starts_with("ng_console=")), "no session: {cookies:?}");
+    let big = "x".repeat(100 * 1024);
+    let page = c.post_via(&guesser, "/console/sign-in", None, &[("pad", &big)], &from_page).await;
+    assert_eq!(page.status, 429, "nor is its body read (413 otherwise)");
+    assert_eq!(sessions_open(&c, &watcher).await, 1, "no session was opened");
+
+    assert_eq!(c.sign_in_via(&neighbour, "ngr_not-a-token", &from_page).await.status, 401, "another client");
+    for i in 0..8 {
+        assert_eq!(c.sign_in_via(&regular, &c.admin, &from_page).await.status, 303, "success {i} is not throttled");
+    }
+    assert_eq!(status_figure(&c, &watcher, "data-waiting").await, 1, "one client waits");
+
+    // Six minutes on, the guesser may try once more.
+    c.h.advance(Duration::from_secs(360));
+    assert_eq!(c.sign_in_via(&guesser, &c.admin, &from_page).await.status, 303);
+
+    // Behind a trusted proxy, clients are told apart by X-Forwarded-For.
+    let proxy = Console::client_at("127.0.0.5");
+    let forwarded = |ip: &'static str| [("origin", origin.clone()), ("x-forwarded-for", format!("203.0.113.9, {ip}"))];
+    for _ in 0..5 {
+        let headers = forwarded("198.51.100.1");
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(c.sign_in_via(&proxy, "ngr_not-a-token", &headers).await.status, 401);
+    }
+    for (ip, via, want) in [
+        ("198.51.100.1", &proxy, 429),
+        ("198.51.100.2", &proxy, 401),
+        // An untrusted peer's forwarded address is its own word: not believed.
+        ("198.51.100.1", &Console::client_at("127.0.0.6"), 401),
+    ] {
+        let headers = forwarded(ip);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(c.sign_in_via(via, "ngr_not-a-token", &headers).await.status, want, "{ip}");
     }
     c.h.shutdown().await;
 }

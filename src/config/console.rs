@@ -1,11 +1,13 @@
 //! The `console` section: the admin web console on the api listener.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::Errors;
 use super::duration::HumanDuration;
+use crate::ratelimit::{Limit, Rate};
 
 /// The most sessions `max_sessions_per_token` may allow: the setting
 /// bounds what one token holds of a table shared by everyone.
@@ -35,6 +37,11 @@ pub struct ConsoleConfig {
     /// Sessions one sign-in token holds at most; one more ends its least
     /// recently used one (1 to [`MAX_SESSIONS_PER_TOKEN`], default 5).
     pub max_sessions_per_token: usize,
+    /// Failed sign-ins one client address (an IPv6 client: its
+    /// `rate_limits.client_ipv6_prefix`, /64) may make: `burst` at once,
+    /// then one per `rate`'s period; past it, sign-in answers 429 without
+    /// looking at the token (default 10/h, burst 5).
+    pub failed_sign_ins: Limit,
 }
 
 impl Default for ConsoleConfig {
@@ -46,6 +53,10 @@ impl Default for ConsoleConfig {
             secure_cookie: false,
             max_sessions: 10_000,
             max_sessions_per_token: 5,
+            failed_sign_ins: Limit {
+                rate: Rate { count: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN), per: Duration::from_secs(3600) },
+                burst: Some(NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN)),
+            },
         }
     }
 }
@@ -65,6 +76,8 @@ pub(super) struct ConsoleFile {
     max_sessions: Option<usize>,
     #[serde(default)]
     max_sessions_per_token: Option<usize>,
+    #[serde(default)]
+    failed_sign_ins: Option<Limit>,
 }
 
 pub(super) fn build_console(f: ConsoleFile, has_api: bool, has_store: bool, errs: &mut Errors) -> ConsoleConfig {
@@ -76,6 +89,7 @@ pub(super) fn build_console(f: ConsoleFile, has_api: bool, has_store: bool, errs
         secure_cookie: f.secure_cookie,
         max_sessions: f.max_sessions.unwrap_or(d.max_sessions),
         max_sessions_per_token: f.max_sessions_per_token.unwrap_or(d.max_sessions_per_token),
+        failed_sign_ins: f.failed_sign_ins.unwrap_or(d.failed_sign_ins),
     };
     if c.enabled && !(has_api && has_store) {
         errs.push("console.enabled", "the console needs the api listener and a store");
@@ -111,12 +125,14 @@ mod tests {
         let (c, errs) = build(serde_json::json!({ "enabled": true }));
         assert_eq!(errs, Vec::<String>::new());
         assert_eq!((c.max_sessions, c.max_sessions_per_token), (10_000, 5));
+        assert_eq!(c.failed_sign_ins.rate.count.get(), 10);
+        assert_eq!(c.failed_sign_ins.burst.map(NonZeroU32::get), Some(5));
 
         let (c, errs) = build(serde_json::json!({
-            "max_sessions": 50, "max_sessions_per_token": 2,
+            "max_sessions": 50, "max_sessions_per_token": 2, "failed_sign_ins": { "rate": "3/m" },
         }));
         assert_eq!(errs, Vec::<String>::new());
-        assert_eq!((c.max_sessions, c.max_sessions_per_token), (50, 2));
+        assert_eq!((c.max_sessions, c.max_sessions_per_token, c.failed_sign_ins.rate.count.get()), (50, 2, 3));
 
         for (section, want) in [
             (
@@ -138,5 +154,8 @@ mod tests {
         ] {
             assert_eq!(build(section.clone()).1, vec![want.to_string()], "{section}");
         }
+        assert!(
+            serde_json::from_value::<ConsoleFile>(serde_json::json!({ "failed_sign_ins": { "rate": "0/m" } })).is_err()
+        );
     }
 }

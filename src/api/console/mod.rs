@@ -7,22 +7,25 @@
 //! ([`session`]); every page authenticates that token again under the
 //! policy in force, and a revoked sign-in token's sessions end as soon as
 //! this replica learns of the revocation. The session table is bounded
-//! per token and as a whole without locking anyone out. Every
-//! state-changing form carries the session's CSRF token, must come from
-//! this origin ([`same_origin`]) and is read with the JSON API's body
-//! limit ([`form_body`]). Responses forbid framing, inline script and
-//! caching; the only script is the vendored htmx, served from the binary,
-//! and every page works without it.
+//! per token and as a whole without locking anyone out; failed sign-ins
+//! are throttled per client ([`throttle`]). Every state-changing form
+//! carries the session's CSRF token, must come from this origin
+//! ([`same_origin`]) and is read with the JSON API's body limit
+//! ([`form_body`]). Responses forbid framing, inline script and caching;
+//! the only script is the vendored htmx, served from the binary, and
+//! every page works without it.
 
 mod session;
+mod throttle;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use askama::Template;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -40,16 +43,18 @@ const PAGE: usize = 50;
 /// The most tokens the list and the lineage look through.
 const SCAN: u32 = 10_000;
 
-/// What the console keeps between requests: its sessions. They outlive
-/// reloads; their bounds are the policy's in force.
+/// What the console keeps between requests: its sessions and the failed
+/// sign-ins of each client. Both outlive reloads; their bounds are the
+/// policy's in force.
 pub struct ConsoleState {
     sessions: Arc<Sessions>,
+    failures: throttle::Throttle,
 }
 
 impl ConsoleState {
     /// Sessions that end with their tokens' revocation in `revocations`.
     pub fn new(revocations: Arc<crate::store::Revocations>) -> Self {
-        ConsoleState { sessions: Arc::new(Sessions::new(revocations)) }
+        ConsoleState { sessions: Arc::new(Sessions::new(revocations)), failures: throttle::Throttle::default() }
     }
 
     /// The task that ends revoked tokens' sessions as the revocations
@@ -271,6 +276,40 @@ fn same_origin(headers: &HeaderMap, secure: bool) -> bool {
     }
 }
 
+/// The client a request comes from, as failed sign-ins are counted: the
+/// connection's address or — when that is one of `trusted_proxies` — the
+/// nearest address in `X-Forwarded-For` that is not (a proxy in front of
+/// the console would otherwise make all its users one client), stopping
+/// at a hop that is not an address; an IPv6 client is its prefix
+/// (`rate_limits.client_ipv6_prefix`).
+fn client(snap: &Snapshot, req: &Request) -> IpAddr {
+    // No connection address (a router driven without sockets): every such
+    // request is one client.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<IpAddr>>()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.0.to_canonical());
+    let mut client = peer;
+    if snap.is_trusted(peer) {
+        let hops: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        for hop in hops.into_iter().rev() {
+            let Ok(ip) = hop.parse::<IpAddr>() else { break };
+            client = ip.to_canonical();
+            if !snap.is_trusted(client) {
+                break;
+            }
+        }
+    }
+    snap.limits.client(client)
+}
+
 #[derive(Template)]
 #[template(path = "console/error.html")]
 struct ErrorPage {
@@ -331,13 +370,39 @@ fn sign_in_form(status: StatusCode, notice: Option<String>, secure: bool) -> Res
     resp
 }
 
-/// Sign in: the form's origin and token first, then the token itself.
+/// Sign in: a client past its failed sign-ins is answered 429 first,
+/// before its body is read or its token looked at; then the form's origin
+/// and token, then the token itself. A refusal after the token was looked
+/// at counts as a failure of the client; a sign-in does not.
 async fn sign_in(State(s): State<ApiState>, req: Request) -> Response {
     let snap = s.snapshot();
     let console = &snap.console;
+    let client = client(&snap, &req);
     let refused = |status: StatusCode, why: &str| {
         sign_in_form(status, Some(format!("Not signed in: {why}.")), console.secure_cookie)
     };
+    let audit = |result: &'static str, by: Option<&Grant>| {
+        s.runtime.shared().action(crate::audit::ActionEvent {
+            action: "console_sign_in",
+            kind: None,
+            result,
+            by: by.map(|g| g.token_id.to_string()),
+            by_subject: by.map(|g| g.subject.to_string()),
+            target: None,
+            config_hash: None,
+        });
+    };
+    // Fail closed: a client that failed too often waits, whatever it sends.
+    if let Err(wait) = s.console.failures.admits(client, s.service.now(), &console.failed_sign_ins) {
+        audit(crate::reason::Reason::RateLimited.code(), None);
+        let secs = wait.as_secs();
+        let mut resp = refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("too many failed sign-ins from your address; try again in {secs} seconds"),
+        );
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return resp;
+    }
     let headers = req.headers().clone();
     let body = match form_body(req, None).await {
         Ok(b) => b,
@@ -345,38 +410,39 @@ async fn sign_in(State(s): State<ApiState>, req: Request) -> Response {
     };
     let fields = form(&body);
     // Fail closed: a form from elsewhere, or without its page's token, is
-    // refused before the token is looked at.
+    // refused before the token is looked at (and is no failed guess).
     if !same_origin(&headers, console.secure_cookie)
         || !session::sign_in_token_ok(&headers, fields.get("csrf").map(String::as_str))
     {
         return refused(StatusCode::FORBIDDEN, "the form did not come from this console's own page; try again");
     }
+    let failed = |status: StatusCode, why: &str, result: &'static str, by: Option<&Grant>| {
+        s.console.failures.failed(client, s.service.now(), &console.failed_sign_ins);
+        audit(result, by);
+        refused(status, why)
+    };
     let token = fields.get("token").map(|t| t.trim()).unwrap_or_default();
     let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
-        return refused(StatusCode::UNAUTHORIZED, "that is not a token");
+        return failed(StatusCode::UNAUTHORIZED, "that is not a token", "invalid_token", None);
     };
     let mut credential = HeaderMap::new();
     credential.insert(header::AUTHORIZATION, value);
     let grant = match snap.auth.authenticate_fetching(&credential, None).await {
         Ok(g) => g,
-        Err(reason) => return refused(StatusCode::UNAUTHORIZED, &format!("the token was refused ({})", reason.code())),
+        Err(reason) => {
+            let why = format!("the token was refused ({})", reason.code());
+            return failed(StatusCode::UNAUTHORIZED, &why, reason.code(), None);
+        }
     };
-    if s.service.manager(&grant).is_err() {
-        return refused(StatusCode::FORBIDDEN, "the console needs an administrator or master token");
+    if let Err(e) = s.service.manager(&grant) {
+        let why = "the console needs an administrator or master token";
+        return failed(StatusCode::FORBIDDEN, why, e.code(), Some(&grant));
     }
     let (id, _) = match s.console.sessions.open(credential, &grant, s.service.now(), console) {
         Ok(opened) => opened,
         Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    s.runtime.shared().action(crate::audit::ActionEvent {
-        action: "console_sign_in",
-        kind: None,
-        result: "ok",
-        by: Some(grant.token_id.to_string()),
-        by_subject: Some(grant.subject.to_string()),
-        target: None,
-        config_hash: None,
-    });
+    audit("ok", Some(&grant));
     let mut resp = Redirect::to("/console/tokens").into_response();
     for cookie in
         [session::set_cookie(&id, console.secure_cookie), session::clear_sign_in_cookie(console.secure_cookie)]
@@ -1112,6 +1178,7 @@ struct StatusPage {
     sessions_open: usize,
     sessions_max: usize,
     sessions_per_token: usize,
+    throttled: usize,
 }
 
 async fn status(State(s): State<ApiState>, headers: HeaderMap) -> Response {
@@ -1182,6 +1249,7 @@ async fn status(State(s): State<ApiState>, headers: HeaderMap) -> Response {
             sessions_open: s.console.sessions.open_count(s.service.now(), &snap.console),
             sessions_max: snap.console.max_sessions,
             sessions_per_token: snap.console.max_sessions_per_token,
+            throttled: s.console.failures.waiting(s.service.now(), &snap.console.failed_sign_ins),
         },
     )
 }
@@ -1632,5 +1700,87 @@ mod tests {
         let mut no_host = HeaderMap::new();
         no_host.insert(header::ORIGIN, HeaderValue::from_static("http://console.test:8081"));
         assert!(!same_origin(&no_host, false), "no Host: no origin to compare with");
+    }
+
+    /// The demo policy (an IPv6 client is its /64) trusting `trusted`.
+    fn snapshot(dir: &std::path::Path, trusted: &str) -> Arc<Snapshot> {
+        let key = crate::token::testkit::TestKey::es256("demo");
+        std::fs::create_dir_all(dir.join("keys")).expect("mkdir");
+        std::fs::write(dir.join("keys/demo.pub.pem"), &key.public).expect("write");
+        let mut config =
+            crate::config::Config::from_yaml(include_str!("../../../config/demo.yaml"), dir).expect("demo config");
+        config.trusted_proxies = vec![trusted.parse().expect("a network")];
+        let metrics = Arc::new(crate::metrics::Metrics::register(&prometheus::Registry::new()).expect("metrics"));
+        let shared = crate::runtime::Shared::new(metrics, Arc::default(), Arc::default());
+        crate::runtime::Runtime::new(&config, None, shared).snapshot()
+    }
+
+    #[test]
+    fn a_client_is_its_address_its_ipv6_prefix_or_what_a_trusted_proxy_forwards() {
+        struct Case {
+            name: &'static str,
+            peer: Option<&'static str>,
+            forwarded: &'static [&'static str],
+            want: &'static str,
+        }
+        let cases = [
+            Case { name: "an IPv4 peer", peer: Some("192.0.2.7"), forwarded: &[], want: "192.0.2.7" },
+            Case {
+                name: "an IPv6 peer is its /64",
+                peer: Some("2001:db8:1:2:3:4:5:6"),
+                forwarded: &[],
+                want: "2001:db8:1:2::",
+            },
+            Case { name: "an IPv4-mapped peer", peer: Some("::ffff:192.0.2.7"), forwarded: &[], want: "192.0.2.7" },
+            Case {
+                name: "an untrusted peer's X-Forwarded-For",
+                peer: Some("192.0.2.7"),
+                forwarded: &["198.51.100.1"],
+                want: "192.0.2.7",
+            },
+            Case {
+                name: "a trusted proxy's client",
+                peer: Some("10.0.0.1"),
+                forwarded: &["203.0.113.9, 198.51.100.1"],
+                want: "198.51.100.1",
+            },
+            Case {
+                name: "past trusted proxies, over two headers",
+                peer: Some("10.0.0.1"),
+                forwarded: &["198.51.100.1", "10.0.0.2, 10.0.0.3"],
+                want: "198.51.100.1",
+            },
+            Case {
+                name: "a forwarded IPv6 client is its /64",
+                peer: Some("10.0.0.1"),
+                forwarded: &["2001:db8:9::1"],
+                want: "2001:db8:9::",
+            },
+            Case {
+                name: "a hop that is not an address ends the walk",
+                peer: Some("10.0.0.1"),
+                forwarded: &["198.51.100.1, unknown, 10.0.0.2"],
+                want: "10.0.0.2",
+            },
+            Case {
+                name: "a trusted proxy forwarding nothing",
+                peer: Some("10.0.0.1"),
+                forwarded: &[],
+                want: "10.0.0.1",
+            },
+            Case { name: "no connection address", peer: None, forwarded: &["198.51.100.1"], want: "0.0.0.0" },
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snap = snapshot(dir.path(), "10.0.0.0/8");
+        for c in cases {
+            let mut req = Request::new(axum::body::Body::empty());
+            if let Some(peer) = c.peer {
+                req.extensions_mut().insert(ConnectInfo(peer.parse::<IpAddr>().expect("address")));
+            }
+            for value in c.forwarded {
+                req.headers_mut().append("x-forwarded-for", HeaderValue::from_static(value));
+            }
+            assert_eq!(client(&snap, &req), c.want.parse::<IpAddr>().expect("address"), "{}", c.name);
+        }
     }
 }
