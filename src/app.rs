@@ -307,7 +307,9 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
         tasks.push(serve_axum(listener, app, runtime.clone(), admin_drain, stop_rx.clone()));
     }
     if let Some((listener, _)) = api_listener {
-        let app = api::app(api::ApiState::new(runtime.clone(), service).stopping_on(stop_rx.clone()));
+        let state = api::ApiState::new(runtime.clone(), service).stopping_on(stop_rx.clone());
+        background.push(tokio::spawn(state.console_follows_revocations()));
+        let app = api::app(state);
         tasks.push(serve_axum(listener, app, runtime.clone(), api_drain, stop_rx.clone()));
     }
     if runtime.path().is_some() {
@@ -365,7 +367,9 @@ fn serve_axum(
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let service = hyper_util::service::TowerToHyperService::new(app);
-    let handler = move |req: hyper::Request<hyper::body::Incoming>, _conn| {
+    let handler = move |mut req: hyper::Request<hyper::body::Incoming>, conn: Arc<crate::proxy::ConnInfo>| {
+        // The client's address, for handlers that count per client.
+        req.extensions_mut().insert(axum::extract::ConnectInfo(conn.peer));
         let call = hyper::service::Service::call(&service, req);
         async move {
             match call.await {

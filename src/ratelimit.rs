@@ -242,11 +242,19 @@ impl RateLimits {
         self.client.is_some() || self.token.is_some() || self.subject.is_some() || self.apps.iter().any(Option::is_some)
     }
 
+    /// The client `ip` is counted as: an IPv4 address itself, an IPv6 one
+    /// cut to `client_ipv6_prefix`. Every limit per client keys on it (the
+    /// console's failed sign-ins too).
+    #[inline]
+    pub fn client(&self, ip: IpAddr) -> IpAddr {
+        self.config.client_ipv6_prefix.client_key(ip)
+    }
+
     /// The client address's limit, before anything else is looked at.
     #[inline]
     pub fn check_client(&self, ip: IpAddr) -> Result<(), Limited> {
         match &self.client {
-            Some(k) => self.check_keyed(k, &self.config.client_ipv6_prefix.client_key(ip), Scope::Client),
+            Some(k) => self.check_keyed(k, &self.client(ip), Scope::Client),
             None => Ok(()),
         }
     }

@@ -1,10 +1,13 @@
 //! The admin web console over real HTTP on the api listener (the browser
 //! tests drive the same pages in Chromium): sign-in and sessions, the
 //! token list and details, revocation with its CSRF and origin checks,
-//! markup rendered as text, the headers every page carries.
+//! markup rendered as text, the headers every page carries, and the
+//! console's own bounds: sessions per token and in all, failed sign-ins
+//! per client, form bodies, `Origin` and `Referer`, `Secure` cookies.
 
 mod support;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -36,15 +39,21 @@ impl Page {
 
 impl Console {
     async fn start() -> Console {
+        Console::start_with(|_| {}, |_| {}).await
+    }
+
+    /// The console with a store, after `edit_doc` and `edit_console`.
+    async fn start_with(
+        edit_doc: impl FnOnce(&mut support::ConfigDoc),
+        edit_console: impl FnOnce(&mut narrowgate::config::ConsoleConfig),
+    ) -> Console {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("ng.db");
-        let mut h = Harness::start_with(
-            |_| {},
-            move |c| {
-                support::sqlite_store(db.clone())(c);
-                c.console.enabled = true;
-            },
-        )
+        let mut h = Harness::start_with(edit_doc, move |c| {
+            support::sqlite_store(db.clone())(c);
+            c.console.enabled = true;
+            edit_console(&mut c.console);
+        })
         .await;
         std::mem::forget(dir);
         let admin = h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).expect("bootstrapped");
@@ -54,6 +63,21 @@ impl Console {
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.h.api)
+    }
+
+    /// The console's own origin (plain HTTP).
+    fn origin(&self) -> String {
+        format!("http://{}", self.h.api)
+    }
+
+    /// A browser at another loopback address (another client).
+    fn client_at(ip: &str) -> reqwest::Client {
+        let ip: IpAddr = ip.parse().expect("an address");
+        reqwest::Client::builder()
+            .local_address(ip)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
     }
 
     async fn read(resp: reqwest::Response) -> Page {
@@ -71,14 +95,26 @@ impl Console {
     }
 
     async fn post(&self, path: &str, cookie: Option<&str>, fields: &[(&str, &str)], origin: Option<&str>) -> Page {
+        let headers: Vec<(&str, &str)> = origin.map(|o| ("origin", o)).into_iter().collect();
+        self.post_via(&self.http, path, cookie, fields, &headers).await
+    }
+
+    /// Post a form through `http` with these headers besides the cookie.
+    async fn post_via(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        cookie: Option<&str>,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
         let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
-        let mut req =
-            self.http.post(self.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
+        let mut req = http.post(self.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
         if let Some(c) = cookie {
             req = req.header("cookie", c);
         }
-        if let Some(o) = origin {
-            req = req.header("origin", o);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         Console::read(req.send().await.expect("POST")).await
     }
@@ -86,10 +122,16 @@ impl Console {
     /// Post the sign-in form with `token`, as its page sets it up (the
     /// form's token in a field and a cookie), from `origin`.
     async fn sign_in_post(&self, token: &str, origin: &str) -> Page {
-        let form = self.get("/console/sign-in", None).await;
+        self.sign_in_via(&self.http, token, &[("origin", origin)]).await
+    }
+
+    /// The sign-in form fetched and posted with `token` through `http`,
+    /// with `headers`.
+    async fn sign_in_via(&self, http: &reqwest::Client, token: &str, headers: &[(&str, &str)]) -> Page {
+        let form = Console::read(http.get(self.url("/console/sign-in")).send().await.expect("GET")).await;
         let pre = form.headers.get("set-cookie").and_then(|v| v.to_str().ok()).expect("the form's cookie");
         let pre = pre.split(';').next().expect("pair").to_string();
-        self.post("/console/sign-in", Some(&pre), &[("csrf", &form.csrf()), ("token", token)], Some(origin)).await
+        self.post_via(http, "/console/sign-in", Some(&pre), &[("csrf", &form.csrf()), ("token", token)], headers).await
     }
 
     /// Sign in with `token`; the session cookie (`name=value`).
@@ -189,7 +231,7 @@ async fn sign_in_lists_tokens_and_refuses_what_it_should() {
     assert!(!page.body.contains(user_token), "no token value is listed");
     // A forged cookie is not a session.
     let page = c.get("/console/tokens", Some("ng_console=forged")).await;
-    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=idle"));
+    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=session"));
     // Filters.
     let page = c.get("/console/tokens?name=plain-user", Some(&cookie)).await;
     assert!(page.body.contains("plain-user"));
@@ -309,16 +351,30 @@ async fn sessions_end_at_sign_out_when_idle_and_when_their_token_dies() {
     assert_eq!(c.get("/console/tokens", Some(&cookie)).await.status, 200);
     c.h.advance(Duration::from_secs(16 * 60));
     let page = c.get("/console/tokens", Some(&cookie)).await;
-    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=idle"));
+    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=session"));
 
-    // The sign-in token revoked: its sessions end at once.
+    // The sign-in token revoked: its sessions end at once (the table lets
+    // them go as the revocation arrives).
     let ops = c.create(r#"{"name":"ops-admin","lifetime":"2h","role":"admin"}"#).await;
     let cookie = c.sign_in(ops["token"].as_str().expect("token")).await;
     assert_eq!(c.get("/console/tokens", Some(&cookie)).await.status, 200);
     let resp = c.api("DELETE", &format!("/v1/tokens/{}", ops["id"].as_str().expect("id")), &c.admin, None).await;
     assert_eq!(resp.status, 204);
     let page = c.get("/console/tokens", Some(&cookie)).await;
-    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=token"));
+    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=session"));
+    let page = c.get("/console/sign-in?ended=session", None).await;
+    assert!(page.body.contains("Your session ended"));
+
+    // The sign-in token expired: the session ends with it.
+    let brief = c.create(r#"{"name":"brief-admin","lifetime":"1h","role":"admin"}"#).await;
+    let cookie = c.sign_in(brief["token"].as_str().expect("token")).await;
+    for _ in 0..4 {
+        c.h.advance(Duration::from_secs(14 * 60));
+        assert_eq!(c.get("/console/tokens", Some(&cookie)).await.status, 200, "used within the idle timeout");
+    }
+    c.h.advance(Duration::from_secs(14 * 60));
+    let page = c.get("/console/tokens", Some(&cookie)).await;
+    assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=session"));
     let page = c.get("/console/sign-in?ended=token", None).await;
     assert!(page.body.contains("no longer valid"));
     c.h.shutdown().await;
@@ -757,4 +813,331 @@ async fn a_token_revoked_with_its_ancestor_shows_revoked_everywhere() {
     let r = c.api("POST", &format!("/v1/tokens/{user_id}/narrow"), &c.admin, Some(r#"{"roles":["reader"]}"#)).await;
     assert_eq!((r.status, r.reason().as_str()), (410, "not_live"), "{}", r.body);
     c.h.shutdown().await;
+}
+
+/// The open sessions the status page counts.
+async fn sessions_open(c: &Console, cookie: &str) -> usize {
+    status_figure(c, cookie, "data-open").await
+}
+
+/// A figure of the status page, by its attribute.
+async fn status_figure(c: &Console, cookie: &str, attribute: &str) -> usize {
+    let page = c.get("/console/status", Some(cookie)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let at = page.body.find(&format!("{attribute}=\"")).expect("the figure") + attribute.len() + 2;
+    page.body[at..].split('"').next().expect("value").parse().expect("a number")
+}
+
+/// One admin token signing in again and again holds five sessions (its
+/// least recently used ones end, nobody else's); revoking it through the
+/// API ends them at once and frees their room.
+#[tokio::test]
+async fn a_flooding_token_holds_its_bound_and_its_revocation_frees_the_table() {
+    let c = Console::start().await;
+    let ops = c.create(r#"{"name":"ops","lifetime":"2h","role":"admin"}"#).await;
+    let (ops_id, ops_token) = (ops["id"].as_str().expect("id"), ops["token"].as_str().expect("token"));
+    let peer = c.create(r#"{"name":"peer","lifetime":"2h","role":"admin"}"#).await;
+    let master = c.sign_in(&c.admin).await;
+    let peer_session = c.sign_in(peer["token"].as_str().expect("token")).await;
+
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        flood.push(c.sign_in(ops_token).await);
+    }
+    assert_eq!(sessions_open(&c, &master).await, 1 + 1 + 5, "the flooding token holds five sessions");
+    assert_eq!(c.get("/console/tokens", Some(&peer_session)).await.status, 200, "nobody else's ended");
+    for (i, cookie) in flood.iter().enumerate() {
+        let page = c.get("/console/tokens", Some(cookie)).await;
+        let want = if i < 35 { (303, "/console/sign-in?ended=session") } else { (200, "") };
+        assert_eq!((page.status, page.location()), want, "the flood's session {i}");
+    }
+
+    let resp = c.api("DELETE", &format!("/v1/tokens/{ops_id}"), &c.admin, None).await;
+    assert_eq!(resp.status, 204);
+    assert_eq!(sessions_open(&c, &master).await, 2, "its five sessions are gone");
+    for cookie in &flood[35..] {
+        let page = c.get("/console/tokens", Some(cookie)).await;
+        assert_eq!((page.status, page.location()), (303, "/console/sign-in?ended=session"));
+    }
+    let shown = c.api("GET", &format!("/v1/tokens/{ops_id}"), &c.admin, None).await.json();
+    assert_eq!(shown["state"].as_str(), Some("revoked"), "the store holds the revocation: {shown}");
+    assert_eq!(c.sign_in_post(ops_token, &c.origin()).await.status, 401, "and it signs in no more");
+    // Another token signs in; the peer is still signed in.
+    let other = c.create(r#"{"name":"ops-2","lifetime":"2h","role":"admin"}"#).await;
+    let cookie = c.sign_in(other["token"].as_str().expect("token")).await;
+    assert_eq!(c.get("/console/tokens", Some(&cookie)).await.status, 200);
+    assert_eq!(c.get("/console/tokens", Some(&peer_session)).await.status, 200);
+    assert_eq!(sessions_open(&c, &master).await, 3);
+    c.h.shutdown().await;
+}
+
+/// A full table is never a lockout: admin tokens signing in to their
+/// bound fill it, and a master and a peer still sign in and stay signed
+/// in while the flood goes on — the room comes from the tokens holding
+/// the most sessions, which then displace only themselves.
+#[tokio::test]
+async fn a_full_table_makes_room_from_the_tokens_holding_the_most() {
+    let c = Console::start_with(
+        |_| {},
+        |console| {
+            console.max_sessions = 12;
+            console.max_sessions_per_token = 3;
+        },
+    )
+    .await;
+    let mut flood = Vec::new();
+    for i in 0..6 {
+        let made = c.create(&format!(r#"{{"name":"flood-{i}","lifetime":"2h","role":"admin"}}"#)).await;
+        flood.push(made["token"].as_str().expect("token").to_string());
+    }
+    for token in &flood {
+        for _ in 0..3 {
+            c.sign_in(token).await;
+        }
+    }
+    let master = c.sign_in(&c.admin).await;
+    assert_eq!(sessions_open(&c, &master).await, 12, "the table is full, and the master signed in");
+    let peer = c.create(r#"{"name":"peer","lifetime":"2h","role":"admin"}"#).await;
+    let peer_session = c.sign_in(peer["token"].as_str().expect("token")).await;
+    for _ in 0..3 {
+        for token in &flood {
+            c.sign_in(token).await;
+        }
+    }
+    assert_eq!(sessions_open(&c, &master).await, 12);
+    for (who, cookie) in [("the master", &master), ("a peer", &peer_session)] {
+        assert_eq!(c.get("/console/tokens", Some(cookie)).await.status, 200, "{who} is still signed in");
+    }
+    c.h.shutdown().await;
+}
+
+/// Failed sign-ins count per client address: after five, that client's
+/// sign-ins get 429 with `Retry-After` — with the right token too, and
+/// with a body too large to read, since neither is looked at — while
+/// another client and sign-ins that succeed go on. Behind a trusted proxy
+/// the client is the address it forwards; anyone else's
+/// `X-Forwarded-For` is not believed.
+#[tokio::test]
+async fn failed_sign_ins_are_throttled_per_client() {
+    let c = Console::start_with(
+        |doc| {
+            doc.set("trusted_proxies", serde_json::json!(["127.0.0.5/32"]));
+        },
+        |_| {},
+    )
+    .await;
+    let origin = c.origin();
+    let from_page = [("origin", origin.as_str())];
+    let (guesser, neighbour, regular) =
+        (Console::client_at("127.0.0.2"), Console::client_at("127.0.0.3"), Console::client_at("127.0.0.4"));
+    let ops = c.create(r#"{"name":"ops","lifetime":"2h","role":"admin"}"#).await;
+    let watcher = c.sign_in(ops["token"].as_str().expect("token")).await;
+    for i in 0..5 {
+        let page = c.sign_in_via(&guesser, "ngr_not-a-token", &from_page).await;
+        assert_eq!(page.status, 401, "failure {i}: {}", page.body);
+    }
+    let page = c.sign_in_via(&guesser, &c.admin, &from_page).await;
+    assert_eq!(page.status, 429, "the right token is not looked at: {}", page.body);
+    assert_eq!(page.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("360"), "a failure drains in 6 min");
+    assert!(page.body.contains("too many failed sign-ins"));
+    let cookies: Vec<&str> = page.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect();
+    assert!(!cookies.iter().any(|v| v.starts_with("ng_console=")), "no session: {cookies:?}");
+    let big = "x".repeat(100 * 1024);
+    let page = c.post_via(&guesser, "/console/sign-in", None, &[("pad", &big)], &from_page).await;
+    assert_eq!(page.status, 429, "nor is its body read (413 otherwise)");
+    assert_eq!(sessions_open(&c, &watcher).await, 1, "no session was opened");
+
+    assert_eq!(c.sign_in_via(&neighbour, "ngr_not-a-token", &from_page).await.status, 401, "another client");
+    for i in 0..8 {
+        assert_eq!(c.sign_in_via(&regular, &c.admin, &from_page).await.status, 303, "success {i} is not throttled");
+    }
+    assert_eq!(status_figure(&c, &watcher, "data-waiting").await, 1, "one client waits");
+
+    // Six minutes on, the guesser may try once more.
+    c.h.advance(Duration::from_secs(360));
+    assert_eq!(c.sign_in_via(&guesser, &c.admin, &from_page).await.status, 303);
+
+    // Behind a trusted proxy, clients are told apart by X-Forwarded-For.
+    let proxy = Console::client_at("127.0.0.5");
+    let forwarded = |ip: &'static str| [("origin", origin.clone()), ("x-forwarded-for", format!("203.0.113.9, {ip}"))];
+    for _ in 0..5 {
+        let headers = forwarded("198.51.100.1");
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(c.sign_in_via(&proxy, "ngr_not-a-token", &headers).await.status, 401);
+    }
+    for (ip, via, want) in [
+        ("198.51.100.1", &proxy, 429),
+        ("198.51.100.2", &proxy, 401),
+        // An untrusted peer's forwarded address is its own word: not believed.
+        ("198.51.100.1", &Console::client_at("127.0.0.6"), 401),
+    ] {
+        let headers = forwarded(ip);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(c.sign_in_via(via, "ngr_not-a-token", &headers).await.status, want, "{ip}");
+    }
+    c.h.shutdown().await;
+}
+
+/// A form post as raw bytes: the body with a `Content-Length`, or chunked.
+fn raw_form_post(c: &Console, path: &str, cookie: &str, body: &str, chunked: bool) -> Vec<u8> {
+    let api = c.h.api;
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {api}\r\nOrigin: http://{api}\r\nCookie: {cookie}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n"
+    );
+    if chunked {
+        req.push_str("Transfer-Encoding: chunked\r\n\r\n");
+        for chunk in body.as_bytes().chunks(10_000) {
+            req.push_str(&format!("{:x}\r\n{}\r\n", chunk.len(), String::from_utf8_lossy(chunk)));
+        }
+        req.push_str("0\r\n\r\n");
+    } else {
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    }
+    req.into_bytes()
+}
+
+/// `fields`, then a padding field that brings the body to `len` bytes.
+fn padded(fields: &[(&str, &str)], len: usize) -> String {
+    let mut body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+    body.push_str("&pad=");
+    let pad = len.checked_sub(body.len()).expect("room for the padding");
+    body.push_str(&"x".repeat(pad));
+    body
+}
+
+/// Every console form is read with the JSON API's limit, 64 KiB: a body
+/// of exactly that is read and acted on, one byte more gets 413 and
+/// nothing is done — with a `Content-Length` or chunked, on the sign-in
+/// form and on a signed-in form alike.
+#[tokio::test]
+async fn console_forms_are_read_with_the_api_body_limit() {
+    const LIMIT: usize = 64 * 1024;
+    let c = Console::start().await;
+    for chunked in [false, true] {
+        for (len, want) in [(LIMIT, 303), (LIMIT + 1, 413)] {
+            let form = c.get("/console/sign-in", None).await;
+            let pre = form.headers.get("set-cookie").and_then(|v| v.to_str().ok()).expect("the form's cookie");
+            let pre = pre.split(';').next().expect("pair");
+            let body = padded(&[("csrf", &form.csrf()), ("token", &c.admin)], len);
+            let resp = support::send_raw(c.h.api, &raw_form_post(&c, "/console/sign-in", pre, &body, chunked)).await;
+            assert_eq!(resp.status, want, "sign-in, {len} bytes, chunked: {chunked}");
+            let session = resp.headers.iter().any(|(k, v)| k == "set-cookie" && v.starts_with("ng_console="));
+            assert_eq!(session, want == 303, "a session only when the form was read");
+        }
+    }
+
+    let cookie = c.sign_in(&c.admin).await;
+    for chunked in [false, true] {
+        for (len, want) in [(LIMIT, 303), (LIMIT + 1, 413)] {
+            let victim = c.create(&format!(r#"{{"name":"victim-{len}-{chunked}","lifetime":"1h"}}"#)).await;
+            let (id, token) = (victim["id"].as_str().expect("id"), victim["token"].as_str().expect("token"));
+            let csrf = c.get(&format!("/console/tokens/{id}/revoke"), Some(&cookie)).await.csrf();
+            let body = padded(&[("csrf", &csrf)], len);
+            let path = format!("/console/tokens/{id}/revoke");
+            let resp = support::send_raw(c.h.api, &raw_form_post(&c, &path, &cookie, &body, chunked)).await;
+            assert_eq!(resp.status, want, "revoke, {len} bytes, chunked: {chunked}: {}", resp.body);
+            let shown = c.api("GET", &format!("/v1/tokens/{id}"), &c.admin, None).await.json();
+            assert_eq!(shown["revokedAt"].is_number(), want == 303, "{len} bytes, chunked: {chunked}: {shown}");
+            let on_proxy =
+                c.h.get("/users/current/accounts/a1", &[("Authorization", &format!("Bearer {token}"))]).await;
+            assert_eq!(on_proxy.status, if want == 303 { 401 } else { 200 });
+        }
+    }
+    c.h.shutdown().await;
+}
+
+/// A post that changes something must come from the console's own origin:
+/// its `Origin` when it sends one, else its `Referer`. Another origin's,
+/// `null`, another scheme or port, not a URL, sent twice, or neither
+/// header: refused, and nothing changed in the store.
+#[tokio::test]
+async fn a_form_post_must_come_from_this_origin_by_origin_or_referer() {
+    let c = Console::start().await;
+    let here = c.origin();
+    let api = c.h.api;
+    let victim = c.create(r#"{"name":"victim","lifetime":"1h"}"#).await;
+    let (id, token) = (victim["id"].as_str().expect("id"), victim["token"].as_str().expect("token"));
+    let cookie = c.sign_in(&c.admin).await;
+    let path = format!("/console/tokens/{id}/revoke");
+    let csrf = c.get(&path, Some(&cookie)).await.csrf();
+    let other_port = format!("http://{}:{}/console/tokens", api.ip(), api.port() + 1);
+    let refused: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("another site's Origin", vec![("origin", "http://evil.example".into())]),
+        ("Origin: null", vec![("origin", "null".into())]),
+        ("this host over https", vec![("origin", format!("https://{api}"))]),
+        ("an Origin with a path", vec![("origin", format!("{here}/console"))]),
+        ("two Origins", vec![("origin", here.clone()), ("origin", "http://evil.example".into())]),
+        (
+            "another site's Origin with this origin's Referer",
+            vec![("origin", "http://evil.example".into()), ("referer", format!("{here}/console/tokens"))],
+        ),
+        ("another site's Referer", vec![("referer", "http://evil.example/console/tokens".into())]),
+        ("a Referer of another port", vec![("referer", other_port)]),
+        ("a Referer of this host over https", vec![("referer", format!("https://{api}/console/tokens"))]),
+        ("a Referer that is not a URL", vec![("referer", "not a url".into())]),
+        ("a relative Referer", vec![("referer", "/console/tokens".into())]),
+        ("neither Origin nor Referer", vec![]),
+    ];
+    for (what, headers) in &refused {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let page = c.post_via(&c.http, &path, Some(&cookie), &[("csrf", &csrf)], &headers).await;
+        assert_eq!(page.status, 403, "{what}: {}", page.body);
+        assert!(page.body.contains("Refused"), "{what}");
+    }
+    let shown = c.api("GET", &format!("/v1/tokens/{id}"), &c.admin, None).await.json();
+    assert!(shown["revokedAt"].is_null(), "nothing was revoked: {shown}");
+    let bearer = format!("Bearer {token}");
+    assert_eq!(c.h.get("/users/current/accounts/a1", &[("Authorization", &bearer)]).await.status, 200);
+
+    // This origin's Referer, without an Origin: done.
+    let referer = format!("{here}/console/tokens/{id}/revoke");
+    let page = c.post_via(&c.http, &path, Some(&cookie), &[("csrf", &csrf)], &[("referer", &referer)]).await;
+    assert_eq!((page.status, page.location()), (303, format!("/console/tokens/{id}?revoked=1").as_str()));
+    let shown = c.api("GET", &format!("/v1/tokens/{id}"), &c.admin, None).await.json();
+    assert!(shown["revokedAt"].is_number(), "{shown}");
+    assert_eq!(c.h.get("/users/current/accounts/a1", &[("Authorization", &bearer)]).await.status, 401);
+
+    // The sign-in form alike.
+    assert_eq!(c.sign_in_via(&c.http, &c.admin, &[]).await.status, 403, "neither header");
+    let page = c.sign_in_via(&c.http, &c.admin, &[("referer", &format!("{here}/console/sign-in"))]).await;
+    assert_eq!(page.status, 303, "this origin's Referer");
+    c.h.shutdown().await;
+}
+
+/// Every cookie the console sets or clears — the sign-in form's, set and
+/// cleared, and the session's, set and cleared — is `Secure` exactly when
+/// `console.secure_cookie` says users reach it over HTTPS; its origin is
+/// then `https://`, and the other scheme's is another origin.
+#[tokio::test]
+async fn every_console_cookie_is_secure_when_secure_cookie_is_set() {
+    for secure in [false, true] {
+        let c = Console::start_with(|_| {}, |console| console.secure_cookie = secure).await;
+        let (scheme, other) = if secure { ("https", "http") } else { ("http", "https") };
+        let origin = format!("{scheme}://{}", c.h.api);
+        let cookies = |what: &str, page: &Page, want: &[&str]| {
+            let set: Vec<&str> = page.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect();
+            assert_eq!(set.len(), want.len(), "{what}: {set:?}");
+            for (cookie, prefix) in set.iter().zip(want) {
+                assert!(cookie.starts_with(prefix), "{what}: {cookie}");
+                assert_eq!(cookie.ends_with("; Secure"), secure, "{what}, secure_cookie {secure}: {cookie}");
+            }
+        };
+        cookies("the sign-in form", &c.get("/console/sign-in", None).await, &["ng_console_sign_in="]);
+        let refused = c.sign_in_post("ngr_not-a-token", &origin).await;
+        assert_eq!(refused.status, 401);
+        cookies("a refused sign-in's new form", &refused, &["ng_console_sign_in="]);
+        let signed_in = c.sign_in_post(&c.admin, &origin).await;
+        assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+        cookies("a sign-in", &signed_in, &["ng_console=", "ng_console_sign_in=;"]);
+        let session = signed_in.headers.get("set-cookie").and_then(|v| v.to_str().ok()).expect("cookie");
+        let session = session.split(';').next().expect("pair").to_string();
+        let csrf = c.get("/console/tokens", Some(&session)).await.csrf();
+        let out = c.post("/console/sign-out", Some(&session), &[("csrf", &csrf)], Some(&origin)).await;
+        assert_eq!(out.status, 303);
+        cookies("a sign-out", &out, &["ng_console=;"]);
+        let elsewhere = c.sign_in_post(&c.admin, &format!("{other}://{}", c.h.api)).await;
+        assert_eq!(elsewhere.status, 403, "secure_cookie {secure}: {other} is another origin");
+        c.h.shutdown().await;
+    }
 }

@@ -48,20 +48,26 @@ pub struct ApiState {
     /// Becomes true when the process stops: long-lived responses (the
     /// revocation feed) end then, so the drain is not held open.
     stopping: Option<tokio::sync::watch::Receiver<bool>>,
-    /// The console's signed-in browsers.
-    sessions: Arc<console::Sessions>,
+    /// The console's signed-in browsers and failed sign-ins.
+    console: Arc<console::ConsoleState>,
 }
 
 impl ApiState {
     pub fn new(runtime: Arc<Runtime>, service: Arc<TokenService>) -> Self {
         ApiState {
-            runtime,
-            service,
             openapi_json: Bytes::from(openapi::document()),
             instance: crate::token::keys::random_id(8).unwrap_or_else(|_| "replica".into()).into(),
             stopping: None,
-            sessions: Arc::default(),
+            console: Arc::new(console::ConsoleState::new(runtime.shared().revocations.clone())),
+            runtime,
+            service,
         }
+    }
+
+    /// The task that ends console sessions as their sign-in tokens are
+    /// revoked (for the process's background work).
+    pub fn console_follows_revocations(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.console.follow_revocations()
     }
 
     /// End long-lived responses when `stopping` turns true.

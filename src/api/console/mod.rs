@@ -5,27 +5,32 @@
 //!
 //! Sign-in exchanges an admin or master token for a server-side session
 //! ([`session`]); every page authenticates that token again under the
-//! policy in force, so a revoked or expired sign-in token ends its
-//! sessions at once. Every state-changing form carries the session's CSRF
-//! token and must come from this origin. Responses forbid framing, inline
-//! script and caching; the only script is the vendored htmx, served from
-//! the binary, and every page works without it.
+//! policy in force, and a revoked sign-in token's sessions end as soon as
+//! this replica learns of the revocation. The session table is bounded
+//! per token and as a whole without locking anyone out; failed sign-ins
+//! are throttled per client ([`throttle`]). Every state-changing form
+//! carries the session's CSRF token, must come from this origin
+//! ([`same_origin`]) and is read with the JSON API's body limit
+//! ([`form_body`]). Responses forbid framing, inline script and caching;
+//! the only script is the vendored htmx, served from the binary, and
+//! every page works without it.
 
 mod session;
+mod throttle;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use askama::Template;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use session::Session;
-pub use session::Sessions;
+use session::{Session, Sessions};
 
 use super::{ApiError, ApiState};
 use crate::api::service::{RevokeTarget, Shown};
@@ -37,6 +42,27 @@ use crate::token::Grant;
 const PAGE: usize = 50;
 /// The most tokens the list and the lineage look through.
 const SCAN: u32 = 10_000;
+
+/// What the console keeps between requests: its sessions and the failed
+/// sign-ins of each client. Both outlive reloads; their bounds are the
+/// policy's in force.
+pub struct ConsoleState {
+    sessions: Arc<Sessions>,
+    failures: throttle::Throttle,
+}
+
+impl ConsoleState {
+    /// Sessions that end with their tokens' revocation in `revocations`.
+    pub fn new(revocations: Arc<crate::store::Revocations>) -> Self {
+        ConsoleState { sessions: Arc::new(Sessions::new(revocations)), failures: throttle::Throttle::default() }
+    }
+
+    /// The task that ends revoked tokens' sessions as the revocations
+    /// arrive (see [`session::follow_revocations`]).
+    pub fn follow_revocations(&self) -> impl Future<Output = ()> + Send + 'static {
+        session::follow_revocations(&self.sessions)
+    }
+}
 
 const HTMX: &[u8] = include_bytes!("../../../assets/console/htmx.min.js");
 const CSS: &[u8] = include_bytes!("../../../assets/console/console.css");
@@ -131,14 +157,16 @@ async fn signed_in(s: &ApiState, headers: &HeaderMap) -> Result<Signed, Refused>
     let Some(id) = session::cookie(headers) else {
         return Err(Box::new(Redirect::to("/console/sign-in").into_response()));
     };
-    let Some(session) = s.sessions.get(id, s.service.now().secs(), &snap.console) else {
-        return Err(Box::new(Redirect::to("/console/sign-in?ended=idle").into_response()));
+    // No such session: it was idle or too old, signed out, or ended with
+    // its token (revoked, expired) or to make room for a sign-in.
+    let Some(session) = s.console.sessions.get(id, s.service.now().secs(), &snap.console) else {
+        return Err(Box::new(Redirect::to("/console/sign-in?ended=session").into_response()));
     };
     // The sign-in token, judged again under the policy in force.
     let grant = match snap.auth.authenticate_fetching(&session.credential, None).await {
         Ok(g) if s.service.manager(&g).is_ok() => g,
         _ => {
-            s.sessions.end(id);
+            s.console.sessions.end(id);
             return Err(Box::new(Redirect::to("/console/sign-in?ended=token").into_response()));
         }
     };
@@ -160,12 +188,13 @@ fn query(uri: &Uri) -> HashMap<String, String> {
     form(uri.query().unwrap_or_default().as_bytes())
 }
 
-/// A state-changing request must come from this origin (when the browser
-/// says where it comes from) and carry the session's CSRF token.
+/// A state-changing request must come from this origin and carry the
+/// session's CSRF token.
 fn checked(headers: &HeaderMap, signed: &Signed, fields: &HashMap<String, String>) -> Result<(), Refused> {
     let submitted =
         fields.get("csrf").map(String::as_str).or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()));
-    if !same_origin(headers) || !session::csrf_ok(&signed.session, submitted) {
+    // Fail closed: from elsewhere, or without the form's token, nothing is done.
+    if !same_origin(headers, signed.snap.console.secure_cookie) || !session::csrf_ok(&signed.session, submitted) {
         return Err(Box::new(error_page(
             StatusCode::FORBIDDEN,
             "Refused",
@@ -176,28 +205,109 @@ fn checked(headers: &HeaderMap, signed: &Signed, fields: &HashMap<String, String
     Ok(())
 }
 
-/// A signed-in form post: the caller and the form's fields (`pairs` in
-/// order, repeated names kept, for checkbox groups), once its origin and
-/// CSRF token are checked.
+/// A signed-in form post: the caller, the request's headers and the
+/// form's fields (`pairs` in order, repeated names kept, for checkbox
+/// groups), once its origin and CSRF token are checked.
 struct Posted {
     signed: Signed,
+    headers: HeaderMap,
     fields: HashMap<String, String>,
     pairs: Vec<(String, String)>,
 }
 
-async fn posted(s: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Posted, Refused> {
-    let signed = signed_in(s, headers).await?;
-    let pairs = form_pairs(body);
+/// Read a signed-in form post the way the JSON API reads a body
+/// (`authorized_body`): the session first, so an anonymous client is sent
+/// away before its body is read; the body within the API's limit; and the
+/// session's token authenticated again once the body is in, under the
+/// policy in force then (a token revoked while the body trickled in does
+/// nothing).
+async fn posted(s: &ApiState, req: Request) -> Result<Posted, Refused> {
+    let headers = req.headers().clone();
+    let first = signed_in(s, &headers).await?;
+    let body = form_body(req, Some(&first)).await?;
+    let signed = signed_in(s, &headers).await?;
+    let pairs = form_pairs(&body);
     let fields: HashMap<String, String> = pairs.iter().cloned().collect();
-    checked(headers, &signed, &fields)?;
-    Ok(Posted { signed, fields, pairs })
+    checked(&headers, &signed, &fields)?;
+    Ok(Posted { signed, headers, fields, pairs })
 }
 
-/// Whether the request's `Origin`, if any, is this host.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else { return true };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    origin.to_str().ok().and_then(|o| o.split_once("://")).is_some_and(|(_, authority)| authority == host)
+/// A form's body, read with the JSON API's own limit and reader
+/// ([`super::error::body`], 64 KiB, with or without `Content-Length`):
+/// past it, 413 and nothing done.
+async fn form_body(req: Request, signed: Option<&Signed>) -> Result<Bytes, Refused> {
+    super::error::body(req).await.map_err(|e| Box::new(error_page(e.status(), "Too large", e.message(), signed)))
+}
+
+/// Whether a state-changing request comes from this console's own origin:
+/// `https://` the request's `Host` with `console.secure_cookie` (users
+/// reach it over HTTPS), else `http://` it. The request's `Origin` decides
+/// when it has one (`null` is no origin of ours); without it, its
+/// `Referer` must be a URL of this origin. A browser sends at least one of
+/// them with every form it posts and every post a page's script makes
+/// (the console's `Referrer-Policy: same-origin` keeps the `Referer` on
+/// its own requests), so a request with neither did not come from one of
+/// its pages: refused, as is a header sent twice or one that is not a URL
+/// (fail closed).
+fn same_origin(headers: &HeaderMap, secure: bool) -> bool {
+    let scheme = if secure { "https" } else { "http" };
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+    let one = |name: header::HeaderName| {
+        let mut values = headers.get_all(name).into_iter();
+        match (values.next(), values.next()) {
+            (None, _) => None,
+            (Some(v), None) => Some(v.to_str().ok()),
+            (Some(_), Some(_)) => Some(None),
+        }
+    };
+    let of_this_origin = |url: &str, whole: bool| {
+        let Ok(uri) = url.parse::<Uri>() else { return false };
+        // An origin is scheme://host[:port] and nothing else; a referer
+        // may go on with a path and query.
+        let exact = !whole || url.len() == scheme.len() + 3 + uri.authority().map_or(0, |a| a.as_str().len());
+        exact
+            && uri.scheme_str() == Some(scheme)
+            && uri.authority().is_some_and(|a| a.as_str().eq_ignore_ascii_case(host))
+    };
+    match (one(header::ORIGIN), one(header::REFERER)) {
+        (Some(origin), _) => origin.is_some_and(|o| of_this_origin(o, true)),
+        (None, Some(referer)) => referer.is_some_and(|r| of_this_origin(r, false)),
+        (None, None) => false,
+    }
+}
+
+/// The client a request comes from, as failed sign-ins are counted: the
+/// connection's address or — when that is one of `trusted_proxies` — the
+/// nearest address in `X-Forwarded-For` that is not (a proxy in front of
+/// the console would otherwise make all its users one client), stopping
+/// at a hop that is not an address; an IPv6 client is its prefix
+/// (`rate_limits.client_ipv6_prefix`).
+fn client(snap: &Snapshot, req: &Request) -> IpAddr {
+    // No connection address (a router driven without sockets): every such
+    // request is one client.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<IpAddr>>()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.0.to_canonical());
+    let mut client = peer;
+    if snap.is_trusted(peer) {
+        let hops: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        for hop in hops.into_iter().rev() {
+            let Ok(ip) = hop.parse::<IpAddr>() else { break };
+            client = ip.to_canonical();
+            if !snap.is_trusted(client) {
+                break;
+            }
+        }
+    }
+    snap.limits.client(client)
 }
 
 #[derive(Template)]
@@ -236,66 +346,107 @@ struct SignInPage {
     notice: Option<String>,
 }
 
-async fn sign_in_page(uri: Uri) -> Response {
+async fn sign_in_page(State(s): State<ApiState>, uri: Uri) -> Response {
     let q = query(&uri);
     let notice = match q.get("ended").map(String::as_str) {
-        Some("idle") => Some("Your session ended. Sign in again.".to_string()),
+        Some("session") => Some("Your session ended. Sign in again.".to_string()),
         Some("token") => Some("Your session ended: the token it was opened with is no longer valid.".to_string()),
         Some("out") => Some("Signed out.".to_string()),
         _ => None,
     };
-    sign_in_form(StatusCode::OK, notice)
+    sign_in_form(StatusCode::OK, notice, s.snapshot().console.secure_cookie)
 }
 
 /// The sign-in form with a fresh form token, also set as a cookie the
 /// form must match (there is no session yet to hold it).
-fn sign_in_form(status: StatusCode, notice: Option<String>) -> Response {
+fn sign_in_form(status: StatusCode, notice: Option<String>, secure: bool) -> Response {
     let Ok(token) = session::random_token() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let mut resp = page(status, &SignInPage { who: None, csrf: Some(token.clone()), notice });
-    if let Ok(cookie) = HeaderValue::from_str(&session::sign_in_cookie(&token)) {
+    if let Ok(cookie) = HeaderValue::from_str(&session::sign_in_cookie(&token, secure)) {
         resp.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     resp
 }
 
-async fn sign_in(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let refused = |status: StatusCode, why: &str| sign_in_form(status, Some(format!("Not signed in: {why}.")));
+/// Sign in: a client past its failed sign-ins is answered 429 first,
+/// before its body is read or its token looked at; then the form's origin
+/// and token, then the token itself. A refusal after the token was looked
+/// at counts as a failure of the client; a sign-in does not.
+async fn sign_in(State(s): State<ApiState>, req: Request) -> Response {
+    let snap = s.snapshot();
+    let console = &snap.console;
+    let client = client(&snap, &req);
+    let refused = |status: StatusCode, why: &str| {
+        sign_in_form(status, Some(format!("Not signed in: {why}.")), console.secure_cookie)
+    };
+    let audit = |result: &'static str, by: Option<&Grant>| {
+        s.runtime.shared().action(crate::audit::ActionEvent {
+            action: "console_sign_in",
+            kind: None,
+            result,
+            by: by.map(|g| g.token_id.to_string()),
+            by_subject: by.map(|g| g.subject.to_string()),
+            target: None,
+            config_hash: None,
+        });
+    };
+    // Fail closed: a client that failed too often waits, whatever it sends.
+    if let Err(wait) = s.console.failures.admits(client, s.service.now().secs(), &console.failed_sign_ins) {
+        audit(crate::reason::Reason::RateLimited.code(), None);
+        let secs = wait.as_secs();
+        let mut resp = refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("too many failed sign-ins from your address; try again in {secs} seconds"),
+        );
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return resp;
+    }
+    let headers = req.headers().clone();
+    let body = match form_body(req, None).await {
+        Ok(b) => b,
+        Err(too_large) => return *too_large,
+    };
     let fields = form(&body);
-    if !same_origin(&headers) || !session::sign_in_token_ok(&headers, fields.get("csrf").map(String::as_str)) {
+    // Fail closed: a form from elsewhere, or without its page's token, is
+    // refused before the token is looked at (and is no failed guess).
+    if !same_origin(&headers, console.secure_cookie)
+        || !session::sign_in_token_ok(&headers, fields.get("csrf").map(String::as_str))
+    {
         return refused(StatusCode::FORBIDDEN, "the form did not come from this console's own page; try again");
     }
+    let failed = |status: StatusCode, why: &str, result: &'static str, by: Option<&Grant>| {
+        s.console.failures.failed(client, s.service.now().secs(), &console.failed_sign_ins);
+        audit(result, by);
+        refused(status, why)
+    };
     let token = fields.get("token").map(|t| t.trim()).unwrap_or_default();
     let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) else {
-        return refused(StatusCode::UNAUTHORIZED, "that is not a token");
+        return failed(StatusCode::UNAUTHORIZED, "that is not a token", "invalid_token", None);
     };
     let mut credential = HeaderMap::new();
     credential.insert(header::AUTHORIZATION, value);
-    let snap = s.snapshot();
     let grant = match snap.auth.authenticate_fetching(&credential, None).await {
         Ok(g) => g,
-        Err(reason) => return refused(StatusCode::UNAUTHORIZED, &format!("the token was refused ({})", reason.code())),
+        Err(reason) => {
+            let why = format!("the token was refused ({})", reason.code());
+            return failed(StatusCode::UNAUTHORIZED, &why, reason.code(), None);
+        }
     };
-    if s.service.manager(&grant).is_err() {
-        return refused(StatusCode::FORBIDDEN, "the console needs an administrator or master token");
+    if let Err(e) = s.service.manager(&grant) {
+        let why = "the console needs an administrator or master token";
+        return failed(StatusCode::FORBIDDEN, why, e.code(), Some(&grant));
     }
-    let label = grant.name.as_deref().unwrap_or(&grant.subject).to_string();
-    let (id, _) = match s.sessions.open(credential, label, s.service.now().secs(), &snap.console) {
+    let (id, _) = match s.console.sessions.open(credential, &grant, s.service.now().secs(), console) {
         Ok(opened) => opened,
         Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
-    s.runtime.shared().action(crate::audit::ActionEvent {
-        action: "console_sign_in",
-        kind: None,
-        result: "ok",
-        by: Some(grant.token_id.to_string()),
-        by_subject: Some(grant.subject.to_string()),
-        target: None,
-        config_hash: None,
-    });
+    audit("ok", Some(&grant));
     let mut resp = Redirect::to("/console/tokens").into_response();
-    for cookie in [session::set_cookie(&id, snap.console.secure_cookie), session::clear_sign_in_cookie()] {
+    for cookie in
+        [session::set_cookie(&id, console.secure_cookie), session::clear_sign_in_cookie(console.secure_cookie)]
+    {
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             resp.headers_mut().append(header::SET_COOKIE, v);
         }
@@ -303,13 +454,13 @@ async fn sign_in(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
     resp
 }
 
-async fn sign_out(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let signed = match posted(&s, &headers, &body).await {
-        Ok(p) => p.signed,
+async fn sign_out(State(s): State<ApiState>, req: Request) -> Response {
+    let Posted { signed, headers, .. } = match posted(&s, req).await {
+        Ok(p) => p,
         Err(refused) => return *refused,
     };
     if let Some(id) = session::cookie(&headers) {
-        s.sessions.end(id);
+        s.console.sessions.end(id);
     }
     let mut resp = Redirect::to("/console/sign-in?ended=out").into_response();
     if let Ok(cookie) = HeaderValue::from_str(&session::clear_cookie(signed.snap.console.secure_cookie)) {
@@ -652,8 +803,8 @@ async fn revoke_page(State(s): State<ApiState>, Path(id): Path<String>, headers:
     )
 }
 
-async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let signed = match posted(&s, &headers, &body).await {
+async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
+    let signed = match posted(&s, req).await {
         Ok(p) => p.signed,
         Err(refused) => return *refused,
     };
@@ -853,8 +1004,8 @@ struct CreatedPage {
     secret: String,
 }
 
-async fn create(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Posted { signed, pairs, .. } = match posted(&s, &headers, &body).await {
+async fn create(State(s): State<ApiState>, req: Request) -> Response {
+    let Posted { signed, pairs, .. } = match posted(&s, req).await {
         Ok(p) => p,
         Err(refused) => return *refused,
     };
@@ -909,8 +1060,8 @@ async fn registration_page(State(s): State<ApiState>, headers: HeaderMap) -> Res
     }
 }
 
-async fn registration(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Posted { signed, fields, .. } = match posted(&s, &headers, &body).await {
+async fn registration(State(s): State<ApiState>, req: Request) -> Response {
+    let Posted { signed, fields, .. } = match posted(&s, req).await {
         Ok(p) => p,
         Err(refused) => return *refused,
     };
@@ -1023,6 +1174,10 @@ struct StatusPage {
     store: String,
     keys: Vec<(String, String, String, String)>,
     key_sources: String,
+    sessions_open: usize,
+    sessions_max: usize,
+    sessions_per_token: usize,
+    throttled: usize,
 }
 
 async fn status(State(s): State<ApiState>, headers: HeaderMap) -> Response {
@@ -1090,6 +1245,10 @@ async fn status(State(s): State<ApiState>, headers: HeaderMap) -> Response {
             store,
             keys,
             key_sources,
+            sessions_open: s.console.sessions.open_count(s.service.now().secs(), &snap.console),
+            sessions_max: snap.console.max_sessions,
+            sessions_per_token: snap.console.max_sessions_per_token,
+            throttled: s.console.failures.waiting(s.service.now().secs(), &snap.console.failed_sign_ins),
         },
     )
 }
@@ -1132,8 +1291,7 @@ struct NarrowForm {
 /// service's rule), and live. Its rules offer the form's choices and the
 /// preview; whether the narrowing may be done is the service's to decide
 /// again when it is posted, exactly as for `POST /v1/tokens/{id}/narrow`.
-async fn narrowable(s: &ApiState, headers: &HeaderMap, id: &str) -> Result<(Signed, TokenRecord, Arc<Grant>), Refused> {
-    let signed = signed_in(s, headers).await?;
+async fn narrowable(s: &ApiState, signed: Signed, id: &str) -> Result<(Signed, TokenRecord, Arc<Grant>), Refused> {
     let shown = match s.service.show(&signed.grant, id).await {
         Ok(r) => r,
         Err(e) => return Err(Box::new(service_error(e, &signed))),
@@ -1205,7 +1363,11 @@ fn ticks(values: Vec<String>, asked: &[String], fresh: bool) -> Vec<(usize, Stri
 }
 
 async fn narrow_page(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    match narrowable(&s, &headers, &id).await {
+    let signed = match signed_in(&s, &headers).await {
+        Ok(signed) => signed,
+        Err(to_sign_in) => return *to_sign_in,
+    };
+    match narrowable(&s, signed, &id).await {
         Ok((signed, record, parent)) => {
             page(StatusCode::OK, &narrow_page_of(&signed, &record, &parent, &NarrowForm::default(), None, Vec::new()))
         }
@@ -1303,16 +1465,15 @@ struct NarrowedPage {
     secret: String,
 }
 
-async fn narrow(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let (signed, record, parent) = match narrowable(&s, &headers, &id).await {
+async fn narrow(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
+    let Posted { signed, fields, pairs, .. } = match posted(&s, req).await {
+        Ok(p) => p,
+        Err(refused) => return *refused,
+    };
+    let (signed, record, parent) = match narrowable(&s, signed, &id).await {
         Ok(found) => found,
         Err(refused) => return *refused,
     };
-    let pairs = form_pairs(&body);
-    let fields: HashMap<String, String> = pairs.iter().cloned().collect();
-    if let Err(refused) = checked(&headers, &signed, &fields) {
-        return *refused;
-    }
     let all = |k: &str| -> Vec<String> { pairs.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect() };
     let asked = NarrowForm {
         applications: all("application"),
@@ -1411,8 +1572,8 @@ async fn explain_page(State(s): State<ApiState>, headers: HeaderMap) -> Response
     }
 }
 
-async fn explain(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Posted { signed, fields, .. } = match posted(&s, &headers, &body).await {
+async fn explain(State(s): State<ApiState>, req: Request) -> Response {
+    let Posted { signed, fields, .. } = match posted(&s, req).await {
         Ok(p) => p,
         Err(refused) => return *refused,
     };
@@ -1437,4 +1598,189 @@ async fn explain(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
             answer: Some(answer),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_post_comes_from_this_origin_by_its_origin_or_else_its_referer() {
+        struct Case {
+            name: &'static str,
+            secure: bool,
+            headers: &'static [(&'static str, &'static str)],
+            want: bool,
+        }
+        let cases = [
+            Case { name: "this origin", secure: false, headers: &[("origin", "http://console.test:8081")], want: true },
+            Case {
+                name: "case of the host",
+                secure: false,
+                headers: &[("origin", "http://Console.TEST:8081")],
+                want: true,
+            },
+            Case { name: "over https", secure: true, headers: &[("origin", "https://console.test:8081")], want: true },
+            Case {
+                name: "http when https",
+                secure: true,
+                headers: &[("origin", "http://console.test:8081")],
+                want: false,
+            },
+            Case {
+                name: "https when http",
+                secure: false,
+                headers: &[("origin", "https://console.test:8081")],
+                want: false,
+            },
+            Case {
+                name: "another port",
+                secure: false,
+                headers: &[("origin", "http://console.test:8082")],
+                want: false,
+            },
+            Case { name: "no port", secure: false, headers: &[("origin", "http://console.test")], want: false },
+            Case { name: "null", secure: false, headers: &[("origin", "null")], want: false },
+            Case { name: "a path", secure: false, headers: &[("origin", "http://console.test:8081/")], want: false },
+            Case { name: "userinfo", secure: false, headers: &[("origin", "http://a@console.test:8081")], want: false },
+            Case {
+                name: "two origins",
+                secure: false,
+                headers: &[("origin", "http://console.test:8081"), ("origin", "http://console.test:8081")],
+                want: false,
+            },
+            Case {
+                name: "the origin decides over the referer",
+                secure: false,
+                headers: &[("origin", "http://evil.test"), ("referer", "http://console.test:8081/console")],
+                want: false,
+            },
+            Case {
+                name: "a referer of this origin",
+                secure: false,
+                headers: &[("referer", "http://console.test:8081/console/tokens?page=2")],
+                want: true,
+            },
+            Case {
+                name: "a bare referer",
+                secure: false,
+                headers: &[("referer", "http://console.test:8081")],
+                want: true,
+            },
+            Case {
+                name: "a referer over https",
+                secure: true,
+                headers: &[("referer", "https://console.test:8081/console/tokens")],
+                want: true,
+            },
+            Case {
+                name: "another site's referer",
+                secure: false,
+                headers: &[("referer", "http://evil.test/console.test:8081")],
+                want: false,
+            },
+            Case {
+                name: "a referer on another host's path",
+                secure: false,
+                headers: &[("referer", "http://evil.test/?http://console.test:8081")],
+                want: false,
+            },
+            Case { name: "a relative referer", secure: false, headers: &[("referer", "/console")], want: false },
+            Case { name: "not a url", secure: false, headers: &[("referer", "console.test:8081")], want: false },
+            Case { name: "neither", secure: false, headers: &[], want: false },
+        ];
+        for c in cases {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("console.test:8081"));
+            for (name, value) in c.headers {
+                h.append(*name, HeaderValue::from_static(value));
+            }
+            assert_eq!(same_origin(&h, c.secure), c.want, "{}", c.name);
+        }
+        let mut no_host = HeaderMap::new();
+        no_host.insert(header::ORIGIN, HeaderValue::from_static("http://console.test:8081"));
+        assert!(!same_origin(&no_host, false), "no Host: no origin to compare with");
+    }
+
+    /// The demo policy (an IPv6 client is its /64) trusting `trusted`.
+    fn snapshot(dir: &std::path::Path, trusted: &str) -> Arc<Snapshot> {
+        let key = crate::token::testkit::TestKey::es256("demo");
+        std::fs::create_dir_all(dir.join("keys")).expect("mkdir");
+        std::fs::write(dir.join("keys/demo.pub.pem"), &key.public).expect("write");
+        let mut config =
+            crate::config::Config::from_yaml(include_str!("../../../config/demo.yaml"), dir).expect("demo config");
+        config.trusted_proxies = vec![trusted.parse().expect("a network")];
+        let metrics = Arc::new(crate::metrics::Metrics::register(&prometheus::Registry::new()).expect("metrics"));
+        let shared = crate::runtime::Shared::new(metrics, Arc::default(), Arc::default());
+        crate::runtime::Runtime::new(&config, None, shared).snapshot()
+    }
+
+    #[test]
+    fn a_client_is_its_address_its_ipv6_prefix_or_what_a_trusted_proxy_forwards() {
+        struct Case {
+            name: &'static str,
+            peer: Option<&'static str>,
+            forwarded: &'static [&'static str],
+            want: &'static str,
+        }
+        let cases = [
+            Case { name: "an IPv4 peer", peer: Some("192.0.2.7"), forwarded: &[], want: "192.0.2.7" },
+            Case {
+                name: "an IPv6 peer is its /64",
+                peer: Some("2001:db8:1:2:3:4:5:6"),
+                forwarded: &[],
+                want: "2001:db8:1:2::",
+            },
+            Case { name: "an IPv4-mapped peer", peer: Some("::ffff:192.0.2.7"), forwarded: &[], want: "192.0.2.7" },
+            Case {
+                name: "an untrusted peer's X-Forwarded-For",
+                peer: Some("192.0.2.7"),
+                forwarded: &["198.51.100.1"],
+                want: "192.0.2.7",
+            },
+            Case {
+                name: "a trusted proxy's client",
+                peer: Some("10.0.0.1"),
+                forwarded: &["203.0.113.9, 198.51.100.1"],
+                want: "198.51.100.1",
+            },
+            Case {
+                name: "past trusted proxies, over two headers",
+                peer: Some("10.0.0.1"),
+                forwarded: &["198.51.100.1", "10.0.0.2, 10.0.0.3"],
+                want: "198.51.100.1",
+            },
+            Case {
+                name: "a forwarded IPv6 client is its /64",
+                peer: Some("10.0.0.1"),
+                forwarded: &["2001:db8:9::1"],
+                want: "2001:db8:9::",
+            },
+            Case {
+                name: "a hop that is not an address ends the walk",
+                peer: Some("10.0.0.1"),
+                forwarded: &["198.51.100.1, unknown, 10.0.0.2"],
+                want: "10.0.0.2",
+            },
+            Case {
+                name: "a trusted proxy forwarding nothing",
+                peer: Some("10.0.0.1"),
+                forwarded: &[],
+                want: "10.0.0.1",
+            },
+            Case { name: "no connection address", peer: None, forwarded: &["198.51.100.1"], want: "0.0.0.0" },
+        ];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snap = snapshot(dir.path(), "10.0.0.0/8");
+        for c in cases {
+            let mut req = Request::new(axum::body::Body::empty());
+            if let Some(peer) = c.peer {
+                req.extensions_mut().insert(ConnectInfo(peer.parse::<IpAddr>().expect("address")));
+            }
+            for value in c.forwarded {
+                req.headers_mut().append("x-forwarded-for", HeaderValue::from_static(value));
+            }
+            assert_eq!(client(&snap, &req), c.want.parse::<IpAddr>().expect("address"), "{}", c.name);
+        }
+    }
 }

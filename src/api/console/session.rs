@@ -4,24 +4,49 @@
 //! `SameSite=Strict` cookie scoped to `/console`; the server keeps only
 //! its SHA-256, so the table holds nothing a browser could present. A
 //! session ends when it has been idle for `idle_timeout`, when it is
-//! `max_age` old, at sign-out — and whenever the token it was opened with
-//! stops being valid, because every request authenticates that token
-//! again under the policy in force (held here, server-side, never sent
-//! back). Each session carries its CSRF token for the forms it renders.
+//! `max_age` old, when its sign-in token expires, at sign-out — and
+//! whenever the token it was opened with stops being valid, because every
+//! request authenticates that token again under the policy in force (held
+//! here, server-side, never sent back). Each session carries its CSRF
+//! token for the forms it renders.
+//!
+//! The table is bounded, and no token fills it for others:
+//! - A sign-in token holds at most `console.max_sessions_per_token`
+//!   sessions; one more ends its least recently used one. A token that
+//!   signs in again and again ends only its own sessions (refusing it
+//!   instead would let whoever holds a copy of a token lock its owner
+//!   out).
+//! - The table holds at most `console.max_sessions`. A sign-in that finds
+//!   it full first drops the sessions that have ended (idle, too old, their
+//!   token expired or revoked); if it is still full, the least recently
+//!   used session of the token holding the most sessions ends — the
+//!   newcomer's own when it will be one of the largest. A sign-in is never
+//!   refused for room. Only a master mints admin tokens, so a non-master
+//!   admin holds at most its own bound however it floods, and filling the
+//!   table takes `max_sessions / max_sessions_per_token` admin tokens (a
+//!   master's doing, or an external issuer's trusted to manage); even then
+//!   a token holding fewer sessions than the largest keeps them, so a
+//!   master still signs in and stays signed in.
+//! - A revoked token's sessions, and those of every token in its lineage,
+//!   end as soon as this replica's revocation set holds the revocation
+//!   (the token service's own revoke, another replica's notification, an
+//!   issuer's feed): [`follow_revocations`] applies each addition, and the
+//!   table applies any it has not seen whenever it is used.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::http::HeaderMap;
-use dashmap::DashMap;
+
+use crate::config::ConsoleConfig;
+use crate::store::Revocations;
+use crate::token::Grant;
 
 /// The cookie's name.
 pub const COOKIE: &str = "ng_console";
 /// The sign-in form's token, before there is a session.
 pub const SIGN_IN_COOKIE: &str = "ng_console_sign_in";
-/// At most this many sessions at once; past it, expired ones are swept
-/// and a new sign-in is refused if none is.
-const MAX_SESSIONS: usize = 10_000;
 
 /// One signed-in browser.
 pub struct Session {
@@ -31,32 +56,119 @@ pub struct Session {
     pub csrf: String,
     /// Who signed in, for the page header (a name or subject).
     pub label: String,
+    /// The sign-in token's id (`jti`).
+    token: Box<str>,
+    /// Its ancestors, root first: revoking any of them ends the session.
+    lineage: Vec<Box<str>>,
+    /// When the sign-in token expires (Unix seconds; `None`: never).
+    expires_at: Option<u64>,
     created: u64,
     last_seen: AtomicU64,
+    /// Its place in the order sessions were opened (the clock counts
+    /// whole seconds: among sessions used in the same one, the first
+    /// opened is the least recently used).
+    opened: u64,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("label", &self.label).finish_non_exhaustive()
+        f.debug_struct("Session").field("label", &self.label).field("token", &self.token).finish_non_exhaustive()
     }
 }
 
+impl Session {
+    /// Whether its sign-in token or an ancestor has been revoked.
+    fn revoked(&self, revocations: &Revocations) -> bool {
+        revocations.is_revoked(&self.token) || self.lineage.iter().any(|id| revocations.is_revoked(id))
+    }
+
+    /// Whether it is still open at `now`.
+    fn alive(&self, now: u64, limits: &ConsoleConfig) -> bool {
+        let idle = now.saturating_sub(self.last_seen.load(Ordering::Relaxed));
+        idle < limits.idle_timeout.as_secs()
+            && now.saturating_sub(self.created) < limits.max_age.as_secs()
+            && self.expires_at.is_none_or(|exp| now < exp)
+    }
+
+    /// What orders sessions from least to most recently used.
+    fn recency(&self) -> (u64, u64) {
+        (self.last_seen.load(Ordering::Relaxed), self.opened)
+    }
+}
+
+type Key = [u8; 32];
+
 /// The table of sessions, keyed by the SHA-256 of their ids.
-#[derive(Default)]
 pub struct Sessions {
-    map: DashMap<[u8; 32], Arc<Session>>,
+    table: Mutex<Table>,
+    revocations: Arc<Revocations>,
+}
+
+/// The sessions and each sign-in token's, changed together (only through
+/// [`Table::insert`] and [`Table::remove`]).
+#[derive(Default)]
+struct Table {
+    map: HashMap<Key, Arc<Session>>,
+    /// Each sign-in token's sessions (at most the per-token bound).
+    by_token: HashMap<Box<str>, Vec<Key>>,
+    /// The size of the revocation set when it was last applied (the set
+    /// only grows).
+    revocations_seen: usize,
+    /// Sessions opened so far.
+    opened: u64,
+}
+
+impl Table {
+    fn insert(&mut self, key: Key, session: Arc<Session>) {
+        self.by_token.entry(session.token.clone()).or_default().push(key);
+        self.map.insert(key, session);
+    }
+
+    fn remove(&mut self, key: &Key) {
+        let Some(session) = self.map.remove(key) else { return };
+        if let Some(keys) = self.by_token.get_mut(&*session.token) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.by_token.remove(&*session.token);
+            }
+        }
+    }
+
+    /// End every session `ended` says has ended.
+    fn remove_where(&mut self, ended: impl Fn(&Session) -> bool) {
+        let keys: Vec<Key> = self.map.iter().filter(|(_, s)| ended(s)).map(|(k, _)| *k).collect();
+        for key in &keys {
+            self.remove(key);
+        }
+    }
+
+    /// The least recently used of `keys`.
+    fn least_recently_used<'k>(&self, keys: impl Iterator<Item = &'k Key>) -> Option<Key> {
+        keys.filter_map(|k| self.map.get(k).map(|s| (s.recency(), *k))).min().map(|(_, k)| k)
+    }
+
+    /// The session a sign-in of `token` ends in a full table: the least
+    /// recently used of the token that will hold the most sessions — its
+    /// own when it will be one of the largest (ties end its own).
+    fn displaced_by(&self, token: &str) -> Option<Key> {
+        let own = self.by_token.get(token).map_or(&[][..], Vec::as_slice);
+        let largest_other = self.by_token.iter().filter(|(t, _)| &***t != token).max_by_key(|(_, keys)| keys.len());
+        let victim = match largest_other {
+            Some((_, keys)) if own.is_empty() || keys.len() > own.len() + 1 => keys.as_slice(),
+            _ => own,
+        };
+        self.least_recently_used(victim.iter())
+    }
 }
 
 /// Why a session could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("too many console sessions are open")]
-    Full,
     #[error("no randomness")]
     Random,
 }
 
-fn digest(id: &str) -> [u8; 32] {
+fn digest(id: &str) -> Key {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
@@ -73,39 +185,82 @@ pub fn random_token() -> Result<String, OpenError> {
 }
 
 impl Sessions {
-    /// Open a session; its id (for the cookie) and the session.
+    /// An empty table whose sessions end with their tokens' revocation in
+    /// `revocations`.
+    pub fn new(revocations: Arc<Revocations>) -> Self {
+        Sessions { table: Mutex::default(), revocations }
+    }
+
+    /// The table, with every revocation it has not seen applied.
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // Nothing panics while holding the lock; were it poisoned, the
+        // table is still whole (each change is one insert or remove).
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        // An id is in the set before the set's size counts it: every id
+        // counted here is seen by `revoked`.
+        let revoked = self.revocations.len();
+        if revoked != table.revocations_seen {
+            table.revocations_seen = revoked;
+            table.remove_where(|s| s.revoked(&self.revocations));
+        }
+        table
+    }
+
+    /// Open a session for `grant`'s token, presented as `credential`; its
+    /// id (for the cookie) and the session. Room is made as the module
+    /// says: never refused for it.
     pub fn open(
         &self,
         credential: HeaderMap,
-        label: String,
+        grant: &Grant,
         now: u64,
-        limits: &crate::config::ConsoleConfig,
+        limits: &ConsoleConfig,
     ) -> Result<(String, Arc<Session>), OpenError> {
-        if self.map.len() >= MAX_SESSIONS {
-            self.sweep(now, limits);
-            if self.map.len() >= MAX_SESSIONS {
-                return Err(OpenError::Full);
-            }
-        }
         let id = random_token()?;
+        let csrf = random_token()?;
+        let mut table = self.table();
+        table.opened += 1;
         let session = Arc::new(Session {
             credential,
-            csrf: random_token()?,
-            label,
+            csrf,
+            label: grant.name.as_deref().unwrap_or(&grant.subject).to_string(),
+            token: grant.token_id.clone(),
+            lineage: grant.lineage.clone(),
+            expires_at: grant.expires_at,
             created: now,
             last_seen: AtomicU64::new(now),
+            opened: table.opened,
         });
-        self.map.insert(digest(&id), session.clone());
+        // The token's own bound: its least recently used sessions end.
+        while let Some(oldest) = table
+            .by_token
+            .get(&*session.token)
+            .filter(|keys| keys.len() >= limits.max_sessions_per_token)
+            .and_then(|keys| table.least_recently_used(keys.iter()))
+        {
+            table.remove(&oldest);
+        }
+        // The table's bound: what has ended goes first, then the least
+        // recently used sessions of the token holding the most.
+        if table.map.len() >= limits.max_sessions {
+            table.remove_where(|s| !s.alive(now, limits));
+        }
+        while table.map.len() >= limits.max_sessions {
+            let Some(victim) = table.displaced_by(&session.token) else { break };
+            table.remove(&victim);
+        }
+        table.insert(digest(&id), session.clone());
         Ok((id, session))
     }
 
     /// The live session with this id, marked used now; an idle or too old
     /// one ends here.
-    pub fn get(&self, id: &str, now: u64, limits: &crate::config::ConsoleConfig) -> Option<Arc<Session>> {
+    pub fn get(&self, id: &str, now: u64, limits: &ConsoleConfig) -> Option<Arc<Session>> {
         let key = digest(id);
-        let session = self.map.get(&key).map(|s| s.clone())?;
-        if !alive(&session, now, limits) {
-            self.map.remove(&key);
+        let mut table = self.table();
+        let session = table.map.get(&key)?.clone();
+        if !session.alive(now, limits) {
+            table.remove(&key);
             return None;
         }
         session.last_seen.store(now, Ordering::Relaxed);
@@ -114,22 +269,29 @@ impl Sessions {
 
     /// End a session (sign-out, or its token no longer valid).
     pub fn end(&self, id: &str) {
-        self.map.remove(&digest(id));
+        self.table().remove(&digest(id));
     }
 
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    fn sweep(&self, now: u64, limits: &crate::config::ConsoleConfig) {
-        self.map.retain(|_, s| alive(s, now, limits));
+    /// How many sessions are open at `now` (those that ended are dropped).
+    pub fn open_count(&self, now: u64, limits: &ConsoleConfig) -> usize {
+        let mut table = self.table();
+        table.remove_where(|s| !s.alive(now, limits));
+        table.map.len()
     }
 }
 
-fn alive(s: &Session, now: u64, limits: &crate::config::ConsoleConfig) -> bool {
-    let idle = now.saturating_sub(s.last_seen.load(Ordering::Relaxed));
-    idle < limits.idle_timeout.as_secs() && now.saturating_sub(s.created) < limits.max_age.as_secs()
+/// End the sessions of every token revoked from now on as soon as the
+/// revocation set holds it, not at their next page: the task a server
+/// runs beside the console (it ends when the table is gone).
+pub fn follow_revocations(sessions: &Arc<Sessions>) -> impl Future<Output = ()> + Send + 'static {
+    let table = Arc::downgrade(sessions);
+    let mut added = sessions.revocations.subscribe();
+    async move {
+        while added.changed().await.is_ok() {
+            let Some(sessions) = table.upgrade() else { return };
+            drop(sessions.table());
+        }
+    }
 }
 
 /// The session id in a request's cookies.
@@ -148,20 +310,35 @@ fn named_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, value)| value)
 }
 
+/// A `Set-Cookie` value of the console's: `HttpOnly`, `SameSite=Strict`,
+/// `Secure` when users reach the console over HTTPS; `clear` removes it.
+fn set_cookie_value(name: &str, value: &str, path: &str, secure: bool, clear: bool) -> String {
+    format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Strict{}{}",
+        if clear { "; Max-Age=0" } else { "" },
+        if secure { "; Secure" } else { "" }
+    )
+}
+
 /// `Set-Cookie` for a new session.
 pub fn set_cookie(id: &str, secure: bool) -> String {
-    format!("{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict{}", if secure { "; Secure" } else { "" })
+    set_cookie_value(COOKIE, id, "/console", secure, false)
+}
+
+/// `Set-Cookie` that removes it.
+pub fn clear_cookie(secure: bool) -> String {
+    set_cookie_value(COOKIE, "", "/console", secure, true)
 }
 
 /// `Set-Cookie` for the sign-in form's token (its own path, gone when
 /// the browser closes).
-pub fn sign_in_cookie(token: &str) -> String {
-    format!("{SIGN_IN_COOKIE}={token}; Path=/console/sign-in; HttpOnly; SameSite=Strict")
+pub fn sign_in_cookie(token: &str, secure: bool) -> String {
+    set_cookie_value(SIGN_IN_COOKIE, token, "/console/sign-in", secure, false)
 }
 
 /// `Set-Cookie` that removes the sign-in form's token (signed in).
-pub fn clear_sign_in_cookie() -> String {
-    format!("{SIGN_IN_COOKIE}=; Path=/console/sign-in; HttpOnly; SameSite=Strict; Max-Age=0")
+pub fn clear_sign_in_cookie(secure: bool) -> String {
+    set_cookie_value(SIGN_IN_COOKIE, "", "/console/sign-in", secure, true)
 }
 
 /// Whether a sign-in form carries the token its page set (double submit:
@@ -173,11 +350,6 @@ pub fn sign_in_token_ok(headers: &HeaderMap, submitted: Option<&str>) -> bool {
         }
         _ => false,
     }
-}
-
-/// `Set-Cookie` that removes it.
-pub fn clear_cookie(secure: bool) -> String {
-    format!("{COOKIE}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{}", if secure { "; Secure" } else { "" })
 }
 
 /// Whether a submitted form token is the session's (constant time).
@@ -200,27 +372,166 @@ mod tests {
         }
     }
 
+    /// A sign-in token: `id`, under `lineage` (root first), expiring at `exp`.
+    fn grant(id: &str, lineage: &[&str], exp: Option<u64>) -> Grant {
+        Grant {
+            token_id: id.into(),
+            subject: id.into(),
+            issuer: "narrowgate".into(),
+            kid: None,
+            name: None,
+            kind: crate::token::TokenKind::Access,
+            role: crate::token::Role::Admin,
+            master: false,
+            rules: Arc::default(),
+            tenants: Vec::new(),
+            issued_at: None,
+            not_before: None,
+            expires_at: exp,
+            lineage: lineage.iter().map(|l| (*l).into()).collect(),
+            headers: crate::token::grant::IdentityValues::build(id, id, &[]).expect("headers"),
+            may_manage: true,
+            extra: Vec::new(),
+        }
+    }
+
+    fn table() -> Sessions {
+        Sessions::new(Arc::default())
+    }
+
     #[test]
     fn sessions_end_when_idle_or_old_and_at_sign_out() {
-        let s = Sessions::default();
-        let (id, session) = s.open(HeaderMap::new(), "admin".into(), 1000, &limits()).expect("open");
+        let s = table();
+        let admin = grant("admin", &[], None);
+        let (id, session) = s.open(HeaderMap::new(), &admin, 1000, &limits()).expect("open");
         assert_eq!(id.len(), 43, "256 bits, base64url");
         assert_ne!(session.csrf, id);
         assert!(s.get(&id, 1059, &limits()).is_some(), "used within the idle timeout");
         assert!(s.get(&id, 1118, &limits()).is_some(), "idle time counts from the last use");
         assert!(s.get(&id, 1178, &limits()).is_none(), "idle for a minute: ended");
-        assert!(s.is_empty());
+        assert_eq!(s.open_count(1178, &limits()), 0);
 
-        let (id, _) = s.open(HeaderMap::new(), "admin".into(), 1000, &limits()).expect("open");
+        let (id, _) = s.open(HeaderMap::new(), &admin, 1000, &limits()).expect("open");
         for t in (1030..1600).step_by(30) {
             assert!(s.get(&id, t, &limits()).is_some());
         }
         assert!(s.get(&id, 1600, &limits()).is_none(), "ten minutes old: ended however busy");
 
-        let (id, _) = s.open(HeaderMap::new(), "admin".into(), 1000, &limits()).expect("open");
+        let (id, _) = s.open(HeaderMap::new(), &admin, 1000, &limits()).expect("open");
         s.end(&id);
         assert!(s.get(&id, 1001, &limits()).is_none());
         assert!(s.get("forged", 1001, &limits()).is_none());
+
+        let brief = grant("brief", &[], Some(1030));
+        let (id, _) = s.open(HeaderMap::new(), &brief, 1000, &limits()).expect("open");
+        assert!(s.get(&id, 1029, &limits()).is_some());
+        assert!(s.get(&id, 1030, &limits()).is_none(), "its token expired: ended");
+    }
+
+    #[test]
+    fn a_token_holds_its_bound_and_one_more_ends_its_least_recently_used() {
+        let s = table();
+        let limits =
+            ConsoleConfig { max_sessions_per_token: 3, idle_timeout: std::time::Duration::from_secs(3600), ..limits() };
+        let (flood, other) = (grant("flood", &[], None), grant("other", &[], None));
+        let (kept, _) = s.open(HeaderMap::new(), &other, 1000, &limits).expect("open");
+        let ids: Vec<String> =
+            (0..3).map(|i| s.open(HeaderMap::new(), &flood, 1000 + i, &limits).expect("open").0).collect();
+        // The first is used again: the second is now the least recently used.
+        assert!(s.get(&ids[0], 1010, &limits).is_some());
+        for t in 1011..1111 {
+            s.open(HeaderMap::new(), &flood, t, &limits).expect("open");
+        }
+        assert_eq!(s.open_count(1111, &limits), 4, "three of the flooding token's, one of the other's");
+        assert!(s.get(&ids[1], 1111, &limits).is_none() && s.get(&ids[2], 1111, &limits).is_none());
+        assert!(s.get(&kept, 1111, &limits).is_some(), "another token's session is untouched");
+        // A lower bound after a reload: the next sign-in brings the token down to it.
+        let lower = ConsoleConfig { max_sessions_per_token: 1, ..limits.clone() };
+        s.open(HeaderMap::new(), &flood, 1112, &lower).expect("open");
+        assert_eq!(s.open_count(1112, &lower), 2);
+    }
+
+    #[test]
+    fn a_full_table_makes_room_from_the_token_holding_the_most_never_refusing() {
+        let s = table();
+        let limits = ConsoleConfig {
+            max_sessions: 10,
+            max_sessions_per_token: 3,
+            idle_timeout: std::time::Duration::from_secs(3600),
+            ..limits()
+        };
+        // Admin tokens a master minted, each signing in to its bound.
+        let flood: Vec<Grant> = (0..5).map(|i| grant(&format!("flood-{i}"), &[], None)).collect();
+        let clock = std::cell::Cell::new(1000);
+        let sign_in = |g: &Grant| {
+            clock.set(clock.get() + 1);
+            s.open(HeaderMap::new(), g, clock.get(), &limits).expect("never refused for room").0
+        };
+        for g in &flood {
+            for _ in 0..3 {
+                sign_in(g);
+            }
+        }
+        // A master signs in to a full table, and a peer; the flood goes on.
+        let master = sign_in(&grant("master", &[], None));
+        let peer = sign_in(&grant("peer", &[], None));
+        for _ in 0..3 {
+            for g in &flood {
+                sign_in(g);
+            }
+        }
+        let now = clock.get();
+        assert_eq!(s.open_count(now, &limits), 10);
+        for kept in [&master, &peer] {
+            assert!(s.get(kept, now, &limits).is_some(), "a token holding fewer sessions keeps them");
+        }
+        // A master that would hold as many as the largest (two) ends its
+        // own least recently used session to sign in again.
+        assert_eq!(s.table().by_token.values().map(Vec::len).max(), Some(2));
+        let again = sign_in(&grant("master", &[], None));
+        let now = clock.get();
+        assert!(s.get(&again, now, &limits).is_some());
+        assert!(s.get(&master, now, &limits).is_none(), "its own least recently used made room");
+        assert!(s.get(&peer, now, &limits).is_some());
+
+        // Sessions that ended go before anyone's live ones.
+        let doomed = sign_in(&grant("expiring", &[], Some(now + 10)));
+        let late = s.open(HeaderMap::new(), &grant("late", &[], None), now + 10, &limits).expect("open").0;
+        assert!(s.get(&doomed, now + 10, &limits).is_none());
+        for kept in [&again, &peer, &late] {
+            assert!(s.get(kept, now + 10, &limits).is_some());
+        }
+        assert_eq!(s.open_count(now + 10, &limits), 10, "the expired session made room: no live one ended");
+    }
+
+    #[test]
+    fn revoking_a_token_or_an_ancestor_ends_its_sessions() {
+        let revocations = Arc::new(Revocations::default());
+        let s = Sessions::new(revocations.clone());
+        let (ops, child, other) = (grant("ops", &[], None), grant("child", &["ops"], None), grant("other", &[], None));
+        let (a, _) = s.open(HeaderMap::new(), &ops, 1000, &limits()).expect("open");
+        let (b, _) = s.open(HeaderMap::new(), &child, 1000, &limits()).expect("open");
+        let (c, _) = s.open(HeaderMap::new(), &other, 1000, &limits()).expect("open");
+        assert_eq!(s.open_count(1001, &limits()), 3);
+        revocations.revoke("ops", None);
+        assert_eq!(s.open_count(1001, &limits()), 1, "the token and the one in its lineage");
+        assert!(s.get(&a, 1001, &limits()).is_none() && s.get(&b, 1001, &limits()).is_none());
+        assert!(s.get(&c, 1001, &limits()).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_revocation_frees_the_table_without_waiting_for_a_page() {
+        let revocations = Arc::new(Revocations::default());
+        let s = Arc::new(Sessions::new(revocations.clone()));
+        tokio::spawn(follow_revocations(&s));
+        s.open(HeaderMap::new(), &grant("ops", &[], None), 1000, &limits()).expect("open");
+        revocations.revoke("ops", None);
+        let start = std::time::Instant::now();
+        // The table itself, not a count that would apply the revocation.
+        while !s.table.lock().expect("lock").map.is_empty() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(5), "the follower ended the session");
+            tokio::task::yield_now().await;
+        }
     }
 
     #[test]
@@ -230,8 +541,18 @@ mod tests {
         assert_eq!(cookie(&h), Some("abc"));
         assert!(set_cookie("x", false).contains("HttpOnly; SameSite=Strict"));
         assert!(set_cookie("x", true).ends_with("; Secure"));
-        let s = Sessions::default();
-        let (_, session) = s.open(HeaderMap::new(), "admin".into(), 0, &limits()).expect("open");
+        for secure in [false, true] {
+            for c in [
+                set_cookie("x", secure),
+                clear_cookie(secure),
+                sign_in_cookie("x", secure),
+                clear_sign_in_cookie(secure),
+            ] {
+                assert_eq!(c.ends_with("; Secure"), secure, "{c}");
+            }
+        }
+        let s = table();
+        let (_, session) = s.open(HeaderMap::new(), &grant("admin", &[], None), 0, &limits()).expect("open");
         assert!(csrf_ok(&session, Some(&session.csrf.clone())));
         assert!(!csrf_ok(&session, Some("nope")));
         assert!(!csrf_ok(&session, None));
