@@ -82,15 +82,23 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("metrics: {0}")]
+    // Each message says what failed and names the setting or the file; the
+    // cause is its source, shown once after it (`error: …: No such file or
+    // directory`), never also inside the message.
+    #[error("metrics")]
     Metrics(#[from] prometheus::Error),
-    #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error("bootstrap: {0}")]
+    /// The store could not be opened or read; `setting` says where it is.
+    #[error("the store ({setting})")]
+    Store {
+        setting: &'static str,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error(transparent)]
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
-    #[error("audit log: {0}")]
-    Audit(#[source] std::io::Error),
-    #[error("a proxy worker could not start: {0}")]
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("a proxy worker could not start")]
     Worker(#[source] std::io::Error),
 }
 
@@ -204,6 +212,9 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     let revocations = Arc::new(Revocations::new(config.revocation.staleness));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    // The audit log before the store: a store created by this start and
+    // then abandoned by a failure would never get its first admin token.
+    let audit = Arc::new(crate::audit::Audit::start(&config.audit, metrics.audit_dropped.clone())?);
 
     // The store: a gateway that cannot load its revocations must not serve
     // (fail closed), and readiness means they are loaded.
@@ -211,11 +222,12 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     let mirror = Arc::new(Mirror::of(&config, revocations.clone()));
     let (store, created) = match &config.store {
         Some(cfg) => {
+            let named = |source| StartError::Store { setting: cfg.backend.setting(), source };
             // Never creates a store the config does not ask to create: a
             // missing one stops the start (fail closed).
-            let (store, created) = Store::open(cfg).await?;
+            let (store, created) = Store::open(cfg).await.map_err(named)?;
             let store = store.instrumented(metrics.store.clone());
-            background.push(store.mirror(mirror.clone(), cfg.resync_interval).await?);
+            background.push(store.mirror(mirror.clone(), cfg.resync_interval).await.map_err(named)?);
             background.push(store.watch());
             (Some(store), created)
         }
@@ -234,8 +246,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
 
     // The policy in force, swapped by reloads.
     let mut shared = Shared::new(metrics.clone(), revocations.clone(), mirror.references.clone());
-    shared.audit =
-        Arc::new(crate::audit::Audit::start(&config.audit, metrics.audit_dropped.clone()).map_err(StartError::Audit)?);
+    shared.audit = audit;
     let runtime = Runtime::new(&config, path, shared);
     // Every token is minted and revoked by the one token service.
     let service = Arc::new(api::TokenService::new(runtime.clone(), store.clone(), mirror.clone()));

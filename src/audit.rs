@@ -180,16 +180,33 @@ impl Audit {
     /// Start writing events to `config`'s sink, on a thread of its own
     /// (file writes never stall the data plane's threads); the thread ends
     /// when every sender is gone. `dropped` counts what the queue refused.
-    pub fn start(config: &AuditConfig, dropped: prometheus::IntCounter) -> std::io::Result<Audit> {
+    pub fn start(config: &AuditConfig, dropped: prometheus::IntCounter) -> Result<Audit, AuditError> {
         if config.sink == AuditSink::Off {
             return Ok(Audit::off());
         }
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let out = Output::open(&config.sink)?;
         let sink = config.sink.clone();
-        std::thread::Builder::new().name("audit".into()).spawn(move || write(rx, out, sink))?;
+        std::thread::Builder::new()
+            .name("audit".into())
+            .spawn(move || write(rx, out, sink))
+            .map_err(AuditError::Thread)?;
         Ok(Audit { tx: Some(tx), dropped: Some(dropped) })
     }
+}
+
+/// Why the audit log could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The file could not be opened (or created) for appending.
+    #[error("audit.sink.file.path: cannot open {} for appending", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the audit log's writer thread could not start")]
+    Thread(#[source] std::io::Error),
 }
 
 enum Output {
@@ -198,14 +215,15 @@ enum Output {
 }
 
 impl Output {
-    fn open(sink: &AuditSink) -> std::io::Result<Output> {
+    fn open(sink: &AuditSink) -> Result<Output, AuditError> {
         match sink {
             AuditSink::File { path } => {
                 let mut options = std::fs::OpenOptions::new();
                 options.create(true).append(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                Ok(Output::File(options.open(path)?))
+                let file = options.open(path).map_err(|source| AuditError::Open { path: path.clone(), source })?;
+                Ok(Output::File(file))
             }
             _ => Ok(Output::Stdout),
         }
@@ -232,9 +250,13 @@ fn write(mut rx: mpsc::Receiver<Event>, mut out: Output, sink: AuditSink) {
     let mut batch = Vec::with_capacity(256);
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut labels = Labels::default();
+    let to = match &sink {
+        AuditSink::File { path } => path.display().to_string(),
+        _ => "stdout".to_string(),
+    };
     let emit = |out: &mut Output, buf: &mut Vec<u8>| {
         if let Err(e) = out.write_all(buf) {
-            tracing::warn!(error = %e, "audit events could not be written");
+            tracing::warn!(error = %e, to = %to, "audit events could not be written");
         }
         buf.clear();
     };
@@ -264,9 +286,11 @@ fn write(mut rx: mpsc::Receiver<Event>, mut out: Output, sink: AuditSink) {
                     emit(&mut out, &mut buf);
                     match Output::open(&sink) {
                         Ok(o) => out = o,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the audit log could not be reopened; writing to the old file")
-                        }
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            cause = %std::error::Error::source(&e).map_or(String::new(), ToString::to_string),
+                            "the audit log could not be reopened; writing to the old file"
+                        ),
                     }
                     continue;
                 }

@@ -35,7 +35,8 @@ pub const NAME: &str = "bootstrap-admin";
 pub enum BootstrapError {
     #[error(transparent)]
     Mint(#[from] ApiError),
-    #[error("cannot write the bootstrap token file {path}: {source}")]
+    // The cause is the source, shown once after this.
+    #[error("cannot write the bootstrap token file {path} (bootstrap_token_file)")]
     File { path: String, source: std::io::Error },
     #[error("no randomness available")]
     Random,

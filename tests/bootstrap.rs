@@ -177,8 +177,9 @@ async fn an_unattended_run_with_no_way_to_hand_the_admin_over_creates_nothing() 
 }
 
 /// The issuer's Kubernetes manifests and the README's install steps: the
-/// store-init Job's config names the first admin by digest (a placeholder
-/// the operator replaces: refused until then), the Job never asks for the
+/// store-init Job's config names the first admin and the sidecars' feed
+/// reader by digest (placeholders the operator replaces: refused until
+/// then), every file a step reads is made by an earlier step, the Job never asks for the
 /// secrets to be printed, and no step reads a token from a log.
 #[test]
 fn no_kubernetes_step_prints_the_first_admin_token() {
@@ -200,9 +201,13 @@ fn no_kubernetes_step_prints_the_first_admin_token() {
     let shipped = narrowgate::config::Config::from_yaml(&serde_json::to_string(&doc.0).expect("json"), dir.path());
     let problems = shipped.expect_err("the placeholder is refused").0.join("\n");
     assert!(problems.contains("bootstrap_token_sha256: is the placeholder"), "{problems}");
+    // The sidecars' feed reader, likewise: its placeholder is refused.
+    assert!(problems.contains("revocation.feed_readers_sha256[0]: is the placeholder"), "{problems}");
     let (_, digest) = operator_secret();
     assert_ne!(digest, placeholder);
     doc.set("store.postgres.bootstrap_token_sha256", digest);
+    let (_, feed_digest) = operator_secret();
+    doc.set("revocation.feed_readers_sha256", serde_json::json!([feed_digest]));
     let config = narrowgate::config::Config::from_yaml(&serde_json::to_string(&doc.0).expect("json"), dir.path())
         .expect("the issuer's config with the operator's digest");
     assert!(narrowgate::bootstrap::check_handover(&config.bootstrap, false).is_ok());
@@ -228,6 +233,19 @@ fn no_kubernetes_step_prints_the_first_admin_token() {
     }
     steps.extend(read("README.md").lines().filter(|l| l.contains("kubectl")).map(|l| ("README.md".into(), l.into())));
     assert!(steps.iter().any(|(_, l)| l.contains("job/narrowgate-store-init")), "the README waits for the Job");
+    // A Secret made from a file is made from one an earlier step wrote.
+    let readme = read("README.md");
+    let mut from_files = 0;
+    for (at, _) in readme.match_indices("--from-file=") {
+        let file: String = readme[at + "--from-file=".len()..].chars().take_while(|c| !c.is_whitespace()).collect();
+        let earlier = &readme[..at];
+        assert!(
+            earlier.contains(&format!("--out {file}")) || earlier.contains(&format!("> {file}")),
+            "README: no step before makes {file}"
+        );
+        from_files += 1;
+    }
+    assert!(from_files >= 1, "the README makes the sidecars' Secret from a file");
     for (name, line) in &steps {
         let l = line.to_ascii_lowercase();
         assert!(!(l.contains("logs") && l.contains("store-init")), "{name}: {line}");

@@ -448,3 +448,147 @@ fn token_sign_makes_many_distinct_tokens_for_load_tests() {
     let (ok, _, err) = run(&["token", "sign", "--key", &key, "--kid", &kid, "--claims", "x.json", "--count", "2"]);
     assert!(!ok && err.contains("cannot be used with"), "{err}");
 }
+
+/// Every shipped config passes `check-config --strict` as a fresh clone
+/// checks it out (files 0644, directories 0755: git keeps no other modes),
+/// so it starts without a warning too.
+#[cfg(unix)]
+#[test]
+fn every_shipped_config_is_strict_clean_as_a_fresh_clone_checks_it_out() {
+    use std::os::unix::fs::PermissionsExt;
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).expect("copy");
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+            }
+        }
+    }
+    let clone = tempfile::tempdir().expect("tempdir");
+    copy(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config")), &clone.path().join("config"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(clone.path().join("config")).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let (ok, out, err) = run(&["check-config", "--strict", path.to_str().expect("utf8")]);
+            assert!(ok && !err.contains("warning"), "{}: {out}{err}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "the shipped configs were found: {checked}");
+}
+
+/// `demo_token` spares only the demo's published feed token the mode
+/// check: another token under it is refused (its value never printed), and
+/// the published token without it is checked like any secret.
+#[cfg(unix)]
+#[test]
+fn the_demo_token_flag_spares_only_the_published_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |name: &str, token: &str, demo_token: bool| {
+        let file = dir.path().join(format!("{name}.token"));
+        std::fs::write(&file, token).expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let mut doc = support::ConfigDoc::parse(
+            &std::fs::read_to_string(format!("{root}/config/enforce-only.yaml")).expect("read"),
+        );
+        doc.set("revocation.follow.token_file", file.to_str().expect("utf8"));
+        doc.set("revocation.follow.demo_token", demo_token);
+        let path = dir.path().join(format!("{name}.yaml"));
+        doc.write(&path);
+        path
+    };
+    let published = std::fs::read_to_string(format!("{root}/config/keys/demo-feed.token")).expect("read");
+    let secret = "a-real-reader-token-0123456789";
+
+    let path = config("foreign", secret, true);
+    let (ok, out, err) = run(&["check-config", path.to_str().expect("utf8")]);
+    assert!(!ok, "another token under demo_token is refused: {out}{err}");
+    assert!(err.contains("revocation.follow.demo_token") && err.contains("not the demo's published token"), "{err}");
+    assert!(!err.contains(secret) && !out.contains(secret), "the token is never printed");
+
+    let path = config("unflagged", &published, false);
+    let (ok, out, err) = run(&["check-config", "--strict", path.to_str().expect("utf8")]);
+    assert!(!ok && err.contains("revocation.follow.token_file") && err.contains("chmod 600"), "{out}{err}");
+
+    let path = config("flagged", &published, true);
+    let (ok, out, err) = run(&["check-config", "--strict", path.to_str().expect("utf8")]);
+    assert!(ok && !err.contains("warning"), "{out}{err}");
+}
+
+/// What `serve` and `store init` will write where the config says is
+/// checked by `check-config` as by them, before anything starts: each
+/// problem once, naming the setting and the path, and nothing created.
+#[test]
+fn check_config_serve_and_store_init_refuse_the_same_unwritable_paths_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    std::fs::write(d.join("a-file"), "x").expect("write");
+    let base = support::process_config(d, "base", "127.0.0.1:9".parse().expect("addr"), "");
+    let base = std::fs::read_to_string(base).expect("read");
+    struct Case {
+        name: &'static str,
+        extra: &'static str,
+        setting: &'static str,
+        path: &'static str,
+        /// `store init` writes this one too.
+        store_init: bool,
+    }
+    let cases = [
+        Case {
+            name: "an audit file in a missing directory",
+            extra: "audit: { sink: { file: { path: no-such-dir/audit.jsonl } } }",
+            setting: "audit.sink.file.path",
+            path: "no-such-dir",
+            store_init: false,
+        },
+        Case {
+            name: "an audit file behind a file",
+            extra: "audit: { sink: { file: { path: a-file/audit.jsonl } } }",
+            setting: "audit.sink.file.path",
+            path: "a-file",
+            store_init: false,
+        },
+        Case {
+            name: "a store behind a file",
+            extra: "store: { sqlite: { path: a-file/ng.db, create_if_missing: true, bootstrap_token_file: admin.token } }",
+            setting: "store.sqlite.path",
+            path: "a-file",
+            store_init: true,
+        },
+        Case {
+            name: "a bootstrap token file behind a file",
+            extra: "store: { sqlite: { path: data/ng.db, create_if_missing: true, bootstrap_token_file: a-file/admin.token } }",
+            setting: "store.sqlite.bootstrap_token_file",
+            path: "a-file",
+            store_init: true,
+        },
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        let mut doc = support::ConfigDoc::parse(&base);
+        doc.merge_yaml(c.extra);
+        let config = d.join(format!("case-{i}.yaml"));
+        doc.write(&config);
+        let config = config.to_str().expect("utf8");
+        let mut commands = vec![vec!["check-config", config], vec!["serve", "--config", config]];
+        if c.store_init {
+            commands.push(vec!["store", "init", "--config", config]);
+        }
+        for args in commands {
+            let (ok, out, err) = run(&args);
+            assert!(!ok, "{}: {args:?} refused: {out}{err}", c.name);
+            assert!(err.contains(c.setting) && err.contains(c.path), "{}: {args:?} names both: {err}", c.name);
+            assert_eq!(err.matches(c.setting).count(), 1, "{}: {args:?} says it once: {err}", c.name);
+            assert!(!err.contains("os error"), "{}: {args:?} explains itself: {err}", c.name);
+        }
+        assert!(!d.join("data").exists() && !d.join("admin.token").exists(), "{}: nothing created", c.name);
+    }
+}

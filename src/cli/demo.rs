@@ -22,8 +22,8 @@ use crate::token::{now_unix, sign};
 const DEMO_YAML: &str = include_str!("../../config/demo.yaml");
 /// The revocation-feed reader token `config/enforce-only.yaml` presents:
 /// published with the demo, so an enforce-only gateway beside it follows
-/// its revocations as written. No secret; never use it elsewhere.
-const DEMO_FEED_TOKEN: &str = include_str!("../../config/keys/demo-feed.token");
+/// its revocations as written.
+use crate::config::DEMO_FEED_TOKEN;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {

@@ -19,9 +19,15 @@ pub enum KeysCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Make an application secret (for ProdManager clients): prints the
-    /// secret, to hand to the application, and its SHA-256, for the config.
-    Secret,
+    /// Make a secret (a first admin credential, a feed reader token, a
+    /// ProdManager application secret): prints the secret, to hand over,
+    /// and its SHA-256, for the config.
+    Secret {
+        /// Write the secret to this new file (0600) instead of printing it;
+        /// only its SHA-256 is printed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -42,9 +48,16 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             println!("kid: {}\nprivate key: {}\npublic key: {}", key.kid, private.display(), public.display());
             Ok(())
         }
-        KeysCommand::Secret => {
+        KeysCommand::Secret { out } => {
             let secret = keys::random_id(32)?;
-            println!("secret: {secret}\nsecret_sha256: {}", crate::token::reference::hash_hex(&secret));
+            let digest = crate::token::reference::hash_hex(&secret);
+            match out {
+                Some(file) => {
+                    write_private(&file, secret.as_bytes())?;
+                    println!("secret: written to {}\nsecret_sha256: {digest}", file.display());
+                }
+                None => println!("secret: {secret}\nsecret_sha256: {digest}"),
+            }
             Ok(())
         }
     }

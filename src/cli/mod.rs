@@ -155,6 +155,17 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 /// second SIGTERM or Ctrl-C during the drain exits at once.
 fn serve(path: PathBuf, overrides: &crate::config::Overrides, addresses_file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load_with(&path, overrides).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // What the start will write, before anything starts: as check-config
+    // says it, with the setting and the path.
+    let problems = config.preflight(crate::config::Purpose::Serve).problems;
+    if !problems.is_empty() {
+        anyhow::bail!("{}: {}", path.display(), crate::config::ConfigErrors(problems));
+    }
+    if let Some(file) = &addresses_file
+        && let Err(why) = crate::config::creatable(file, crate::config::Dirs::Existing)
+    {
+        anyhow::bail!("--addresses-file: {why}");
+    }
     crate::telemetry::set_format(config.log.format);
     for w in &config.warnings {
         tracing::warn!(config = %path.display(), "{w}");
@@ -259,10 +270,21 @@ enum Signal {
 fn check_config(files: &[PathBuf], strict: bool) -> ExitCode {
     let mut failed = false;
     for f in files {
-        match Config::load(f) {
-            Ok(c) => {
+        let checked = Config::load(f).and_then(|c| {
+            // What serve or store init would write, on this machine.
+            let found = c.preflight(crate::config::Purpose::Check);
+            match found.problems.is_empty() {
+                true => Ok((c, found.notes)),
+                false => Err(crate::config::ConfigErrors(found.problems)),
+            }
+        });
+        match checked {
+            Ok((c, notes)) => {
                 for w in &c.warnings {
                     eprintln!("{}: warning: {w}", f.display());
+                }
+                for n in &notes {
+                    eprintln!("{}: note: {n}", f.display());
                 }
                 failed |= strict && !c.warnings.is_empty();
                 println!(

@@ -47,6 +47,13 @@ fn init(path: PathBuf, print: bool) -> anyhow::Result<()> {
     let Some(mut store_config) = config.store.clone() else {
         anyhow::bail!("{}: the config has no store section", path.display());
     };
+    // The store's file and the bootstrap token file can be written: never
+    // a store made whose first admin token then cannot be.
+    let problems = config.preflight(crate::config::Purpose::StoreInit).problems;
+    if !problems.is_empty() {
+        anyhow::bail!("{}: {}", path.display(), crate::config::ConfigErrors(problems));
+    }
+    let opening = format!("opening the store ({})", store_config.backend.setting());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         // An existing store first: it is left as it is, and nothing of the
@@ -58,12 +65,12 @@ fn init(path: PathBuf, print: bool) -> anyhow::Result<()> {
                 return Ok(());
             }
             Err(StoreError::Missing(_)) => {}
-            Err(e) => return Err(anyhow::Error::new(e).context("opening the store")),
+            Err(e) => return Err(anyhow::Error::new(e).context(opening)),
         }
         // Nothing is created that could hand its first admin to nobody.
         crate::bootstrap::check_handover(&config.bootstrap, print)?;
         store_config.create_if_missing = true;
-        let (store, created) = Store::open(&store_config).await.context("opening the store")?;
+        let (store, created) = Store::open(&store_config).await.context(opening)?;
         if !created {
             println!("the store exists already; nothing was changed");
             return Ok(());

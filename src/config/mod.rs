@@ -9,7 +9,9 @@
 //! Durations deserialize once, through [`duration::HumanDuration`]. Every
 //! problem is collected and reported at once with its path
 //! (`applications[0].routes[2].resource.id: …`). Loading reads key files
-//! but binds nothing and spawns nothing.
+//! but binds nothing and spawns nothing; what a command will write where
+//! the config says (the audit file, the store) is checked apart, by
+//! `preflight`, before the command starts.
 
 mod console;
 pub mod duration;
@@ -18,6 +20,7 @@ mod issuers;
 mod manifest;
 mod network;
 mod observe;
+mod preflight;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -46,7 +49,8 @@ use network::{
     build_server, build_trusted_proxies, build_upstream, default_credentials,
 };
 pub use observe::{AuditConfig, AuditSink, LogConfig, LogFormat};
-pub use store::{Bootstrap, FeedFollow, RevocationConfig, StoreBackend, StoreConfig};
+pub use preflight::{Dirs, Preflight, Purpose, creatable};
+pub use store::{Bootstrap, DEMO_FEED_TOKEN, FeedFollow, RevocationConfig, StoreBackend, StoreConfig};
 use store::{RevocationFile, StoreFile, build_revocation, build_store};
 
 /// Every problem found in a config file, each prefixed with its path.

@@ -50,6 +50,25 @@ pub struct Bootstrap {
     pub token_sha256: Option<[u8; 32]>,
 }
 
+impl StoreBackend {
+    /// Its section of the config: `store.sqlite` or `store.postgres`.
+    pub fn section(&self) -> &'static str {
+        match self {
+            StoreBackend::Sqlite { .. } => "store.sqlite",
+            StoreBackend::Postgres { .. } => "store.postgres",
+        }
+    }
+
+    /// The setting that says where it is: `store.sqlite.path` or
+    /// `store.postgres.url`.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            StoreBackend::Sqlite { .. } => "store.sqlite.path",
+            StoreBackend::Postgres { .. } => "store.postgres.url",
+        }
+    }
+}
+
 impl std::fmt::Debug for StoreBackend {
     // The PostgreSQL URL may hold a password: never printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,6 +178,11 @@ pub(super) struct FollowFile {
     /// A file holding the feed reader token (its SHA-256 is among the
     /// issuer's `feed_readers_sha256`).
     pub token_file: String,
+    /// The file holds the reader token published with `narrowgate demo`
+    /// (`config/keys/demo-feed.token`), no secret: its mode is not checked,
+    /// since a checkout cannot make it private. Refused for any other token.
+    #[serde(default)]
+    pub demo_token: bool,
     /// The most revoked ids the followed set holds (default 1,000,000;
     /// about 100 bytes each). An issuer revoking more makes the follower
     /// stale: `when_stale` decides.
@@ -269,14 +293,20 @@ pub(super) fn build_revocation(
         .iter()
         .enumerate()
         .filter_map(|(i, h)| {
-            let parsed = parse_sha256_hex(h);
-            if parsed.is_none() {
-                errs.push(
-                    &format!("revocation.feed_readers_sha256[{i}]"),
-                    "must be 64 hex digits (the SHA-256 of a token)",
-                );
+            let at = format!("revocation.feed_readers_sha256[{i}]");
+            match parse_sha256_hex(h) {
+                // All zeros is a placeholder, the digest of no token: a
+                // gateway started with it would leave every sidecar stale.
+                Some(d) if d == [0; 32] => {
+                    errs.push(&at, "is the placeholder (all zeros): put the SHA-256 of the sidecars' feed reader token here (`narrowgate keys secret --out feed.token` makes one)");
+                    None
+                }
+                Some(d) => Some(d),
+                None => {
+                    errs.push(&at, "must be 64 hex digits (the SHA-256 of a token)");
+                    None
+                }
             }
-            parsed
         })
         .collect::<Vec<_>>();
     if !feed_readers.is_empty() && listeners.as_ref().is_none_or(|l| l.api.is_none()) {
@@ -302,8 +332,18 @@ pub(super) fn build_revocation(
             }
         }
         let file = base.join(&fw.token_file);
-        check_private_file(&file, "revocation.follow.token_file", errs);
+        if !fw.demo_token {
+            check_private_file(&file, "revocation.follow.token_file", errs);
+        }
         match errs.read(&file).and_then(|b| String::from_utf8(b).map_err(std::io::Error::other)) {
+            Ok(t) if fw.demo_token && t.trim() != DEMO_FEED_TOKEN.trim() => {
+                // A real token never goes unchecked under the demo's flag.
+                errs.push(
+                    "revocation.follow.demo_token",
+                    format!("{} is not the demo's published token; remove demo_token and chmod 600 it", file.display()),
+                );
+                None
+            }
             Ok(t) if !t.trim().is_empty() => Some(FeedFollow {
                 urls: fw.urls,
                 token: t.trim().to_string(),
@@ -321,6 +361,11 @@ pub(super) fn build_revocation(
     });
     RevocationConfig { staleness: crate::store::Staleness { max, refuse }, feed_readers, follow }
 }
+
+/// The revocation-feed reader token published with `narrowgate demo`
+/// (`config/enforce-only.yaml` presents it): no secret, never to be used
+/// elsewhere.
+pub const DEMO_FEED_TOKEN: &str = include_str!("../../config/keys/demo-feed.token");
 
 /// The most revoked ids a followed set holds unless the config says.
 const DEFAULT_MAX_IDS: usize = 1_000_000;
