@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::policy::{Allowed, Denial};
@@ -26,39 +26,7 @@ use crate::reason::Reason;
 use crate::runtime::Snapshot;
 use crate::token::Grant;
 
-/// Where audit events go.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum AuditSink {
-    /// Not written (the default).
-    #[default]
-    Off,
-    /// Standard output, one line each (the diagnostic log is on stderr).
-    Stdout,
-    /// A file, appended to and reopened on SIGHUP (for rotation).
-    File { path: PathBuf },
-}
-
-/// The `audit` section.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditConfig {
-    #[serde(default)]
-    pub sink: AuditSink,
-    /// Events held while the writer catches up; more are dropped, counted.
-    #[serde(default = "default_queue")]
-    pub queue: usize,
-}
-
-fn default_queue() -> usize {
-    65_536
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig { sink: AuditSink::Off, queue: default_queue() }
-    }
-}
+pub use crate::config::{AuditConfig, AuditSink};
 
 /// One decision of the proxy, as the request path hands it over: shared
 /// pointers and numbers; the writer makes text of it.

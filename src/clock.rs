@@ -16,7 +16,7 @@ impl Clock {
     #[inline]
     pub fn now(&self) -> u64 {
         let offset = self.offset.load(Ordering::Relaxed);
-        crate::token::now_unix().saturating_add_signed(offset)
+        now_unix().saturating_add_signed(offset)
     }
 
     /// Move this clock forward by `by` (whole seconds): what expires in
@@ -27,6 +27,16 @@ impl Clock {
     }
 }
 
+/// Seconds since the Unix epoch, from the system clock.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        // A clock before 1970 is broken; 0 makes every token look not yet
+        // valid or expired-checked against 0, which fails closed for exp.
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,7 +44,7 @@ mod tests {
     #[test]
     fn a_clock_follows_the_system_until_moved() {
         let clock = Clock::default();
-        let before = crate::token::now_unix();
+        let before = now_unix();
         assert!((before..=before + 1).contains(&clock.now()));
         clock.advance(Duration::from_secs(3600));
         assert!((before + 3600..=before + 3601).contains(&clock.now()));

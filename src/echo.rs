@@ -163,6 +163,6 @@ fn misbehaviour(_: &header::HeaderMap) -> (Option<header::HeaderValue>, Option<h
 }
 
 fn websocket_accept(key: &[u8]) -> header::HeaderValue {
-    let v = crate::proxy::headers::websocket_accept(key);
+    let v = crate::http_names::websocket_accept(key);
     header::HeaderValue::from_str(&v).unwrap_or(header::HeaderValue::from_static(""))
 }

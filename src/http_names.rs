@@ -153,6 +153,16 @@ pub fn is_reserved(name: &HeaderName) -> bool {
         || ["host", "authorization", "cookie", "content-length"].iter().any(|n| is(n))
 }
 
+/// The `Sec-WebSocket-Accept` a genuine answer to `key` carries (RFC 6455
+/// §4.2.2).
+pub fn websocket_accept(key: &[u8]) -> String {
+    let mut input = Vec::with_capacity(key.len() + 36);
+    input.extend_from_slice(key.trim_ascii());
+    input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &input);
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest.as_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,11 +188,6 @@ fn gated(router: Router<ApiState>, state: &ApiState, enabled: fn(&Facades) -> bo
     ))
 }
 
-/// The prefix of registration tokens (`ngreg_`).
-pub fn registration_prefix() -> &'static str {
-    registration::PREFIX
-}
-
 /// A value as a JSON response.
 pub(crate) fn ok_json<T: Serialize>(status: StatusCode, v: &T) -> Response {
     match serde_json::to_vec(v) {

@@ -17,10 +17,6 @@ use super::tokens::{duration_field, parse_role};
 use super::{ApiState, ok_json};
 use crate::respond::ErrorBody;
 
-/// Registration secrets start with this (distinct from access tokens, so
-/// one can never be presented as the other).
-pub const PREFIX: &str = "ngreg_";
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateRegistration {

@@ -428,7 +428,7 @@ impl TokenService {
             return Err(ApiError::conflict("name"));
         }
         let (id, secret) = (random(16)?, reference::new_secret().ok_or_else(|| ApiError::internal("no randomness"))?);
-        let secret = format!("{}{}", super::registration::PREFIX, &secret[reference::PREFIX.len()..]);
+        let secret = format!("{}{}", reference::REGISTRATION_PREFIX, &secret[reference::PREFIX.len()..]);
         // The yielded token gets the creator's rules and tenant permissions:
         // nobody hands out more.
         let rules: Vec<WireRule> = by.rules.iter().map(WireRule::from_rule).collect();
@@ -454,7 +454,7 @@ impl TokenService {
     }
 
     async fn redeem(&self, presented: &str, now: UnixTime) -> Result<Minted, ApiError> {
-        if !presented.starts_with(super::registration::PREFIX) {
+        if !presented.starts_with(reference::REGISTRATION_PREFIX) {
             return Err(ApiError::bad("token", "not a registration token"));
         }
         let store = self.store()?;

@@ -243,7 +243,7 @@ fn claims_from_flags(args: &SignArgs) -> anyhow::Result<Claims> {
 /// A human description of a token, without verifying it.
 pub fn inspect(token: &str, now: u64) -> anyhow::Result<String> {
     let token = token.trim();
-    if token.starts_with(crate::api::registration_prefix()) {
+    if token.starts_with(crate::token::reference::REGISTRATION_PREFIX) {
         return Ok("a narrowgate registration token: single use, exchanged for an access token with \
                    `narrowgate registration redeem`; what it yields is known only to the token service\n"
             .into());

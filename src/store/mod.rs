@@ -9,6 +9,9 @@
 //! the store: revocations and reference tokens are mirrored in memory.
 //! Secrets are never stored, only their SHA-256.
 
+// First: its column-list macros are used by the stores below.
+#[macro_use]
+mod queries;
 pub mod mirror;
 mod postgres;
 mod readonly;

@@ -144,7 +144,7 @@ async fn apply(pool: &AnyPool, writes: &[&Write], options: &WriterOptions) -> Re
     for w in writes {
         let outcome = match w {
             Write::InsertToken(t) => {
-                inserted(super::sql::insert_token_in(&mut *tx, t).await?, "a token with this name or id")
+                inserted(super::queries::insert_token_in(&mut *tx, t).await?, "a token with this name or id")
             }
             Write::Revoke { id, at } => {
                 let done = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
@@ -159,15 +159,16 @@ async fn apply(pool: &AnyPool, writes: &[&Write], options: &WriterOptions) -> Re
                 Ok(revoked)
             }
             Write::RevokeJti(r) => {
-                let revoked = super::sql::revoke_jti_in(&mut *tx, r).await?;
+                let revoked = super::queries::revoke_jti_in(&mut *tx, r).await?;
                 if revoked {
                     announce(&mut tx, options, &r.jti).await?;
                 }
                 Ok(revoked)
             }
-            Write::InsertRegistration(r) => {
-                inserted(super::sql::insert_registration_in(&mut *tx, r).await?, "a registration token with this id")
-            }
+            Write::InsertRegistration(r) => inserted(
+                super::queries::insert_registration_in(&mut *tx, r).await?,
+                "a registration token with this id",
+            ),
         };
         outcomes.push(outcome);
     }

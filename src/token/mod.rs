@@ -31,12 +31,5 @@ pub use keyring::{JwksSource, KeyRing};
 pub use keys::{IssuerPolicy, KeySet, SigningKey};
 pub use verify::{Verifier, VerifyError};
 
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        // A clock before 1970 is broken; 0 makes every token look not yet
-        // valid or expired-checked against 0, which fails closed for exp.
-        .unwrap_or(0)
-}
+/// Seconds since the Unix epoch (the system clock; see [`crate::clock`]).
+pub use crate::clock::now_unix;

@@ -7,6 +7,10 @@
 /// Every reference token starts with this.
 pub const PREFIX: &str = "ngr_";
 
+/// Registration secrets start with this (distinct from access tokens, so
+/// one can never be presented as the other).
+pub const REGISTRATION_PREFIX: &str = "ngreg_";
+
 /// A new reference secret: the prefix and 32 random bytes, base64url.
 pub fn new_secret() -> Option<String> {
     let mut bytes = [0u8; 32];
