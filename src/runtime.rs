@@ -189,7 +189,7 @@ impl Snapshot {
             upstream_config: config.upstream.clone(),
             manifest: Arc::new(config.manifest.clone()),
             manifest_json: Bytes::from(manifest_json),
-            jwks_json: crate::api::build_jwks(config.signing.as_ref()),
+            jwks_json: crate::token::jwks::build_jwks(config.signing.as_ref()),
             signing: config.signing.clone(),
             facades: config.facades.clone(),
             console: config.console.clone(),

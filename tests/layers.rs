@@ -73,7 +73,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("policy", "token"),
     ("revocation", "store"),
     ("config", "store"),
-    ("runtime", "api"),
     ("runtime", "proxy"),
     ("audit", "runtime"),
     ("api::service", "api"),
@@ -87,8 +86,7 @@ const KNOWN: &[(&str, &str)] = &[
 ];
 
 /// File circles today, each sorted.
-const KNOWN_CIRCLES: &[&[&str]] =
-    &[&["api/mod.rs", "audit.rs", "auth/mod.rs", "metrics.rs", "proxy/upstream.rs", "runtime.rs"]];
+const KNOWN_CIRCLES: &[&[&str]] = &[&["audit.rs", "auth/mod.rs", "metrics.rs", "proxy/upstream.rs", "runtime.rs"]];
 
 /// One path from a file to another module's file.
 #[derive(Debug, Clone)]

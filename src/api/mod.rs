@@ -15,7 +15,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::config::{Facades, Signing};
+use crate::config::Facades;
 use crate::respond::ErrorBody;
 use crate::runtime::{Runtime, Snapshot};
 use crate::token::{Grant, Role, TokenKind};
@@ -202,26 +202,6 @@ pub(crate) fn ok_json<T: Serialize>(status: StatusCode, v: &T) -> Response {
     responses((status = 200, description = "A JWK Set (RFC 7517) of public keys, each with kid, alg and use", body = Object)))]
 async fn jwks(State(s): State<ApiState>) -> Response {
     json(StatusCode::OK, s.snapshot().jwks_json.clone())
-}
-
-/// Build the JWKS document, once per snapshot.
-pub fn build_jwks(signing: Option<&Signing>) -> Bytes {
-    let keys: Vec<serde_json::Value> =
-        signing.map(|sg| sg.keys.iter().filter_map(|k| public_jwk(k)).collect()).unwrap_or_default();
-    Bytes::from(serde_json::json!({ "keys": keys }).to_string())
-}
-
-fn public_jwk(key: &crate::token::SigningKey) -> Option<serde_json::Value> {
-    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(key.encoding_key(), key.algorithm).ok()?;
-    let mut v = serde_json::to_value(jwk).ok()?;
-    let obj = v.as_object_mut()?;
-    // Only public parameters leave the gateway, whatever the library put in.
-    for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
-        obj.remove(private);
-    }
-    obj.insert("kid".into(), key.kid.clone().into());
-    obj.insert("use".into(), "sig".into());
-    Some(v)
 }
 
 /// The access-rule manifest, in MetaApi's shape: every application with its

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod claims;
 pub mod encoding;
 pub mod grant;
+pub mod jwks;
 pub mod keyring;
 pub mod keys;
 pub mod reference;
