@@ -484,7 +484,7 @@ impl Metrics {
         g.last_sync.set(r.last_confirmed_secs().unwrap_or(0.0));
         g.staleness.set(r.staleness().as_secs_f64());
         g.connects.set(r.connects() as i64);
-        for why in <crate::store::FeedRefusal as strum::IntoEnumIterator>::iter() {
+        for why in <crate::revocation::FeedRefusal as strum::IntoEnumIterator>::iter() {
             let n = i64::try_from(r.refusals(why)).unwrap_or(i64::MAX);
             g.refused.with_label_values(&[<&'static str>::from(why)]).set(n);
         }

@@ -224,7 +224,7 @@ struct ProcessSettings {
     store: Option<crate::config::StoreConfig>,
     worker_threads: usize,
     revocation_follow: Option<crate::config::FeedFollow>,
-    staleness: crate::store::Staleness,
+    staleness: crate::revocation::Staleness,
     bootstrap: crate::config::Bootstrap,
     /// The `iss` of this gateway's own tokens: the store's mirror builds
     /// reference tokens' grants with it.

@@ -71,8 +71,6 @@ const LAYERS: &[(&str, u32)] = &[
 /// Imports against the table today, as (from entry, to entry).
 const KNOWN: &[(&str, &str)] = &[
     ("policy", "token"),
-    ("revocation", "store"),
-    ("config", "store"),
     ("runtime", "proxy"),
     ("audit", "runtime"),
     ("api::service", "api"),

@@ -85,7 +85,7 @@ impl std::fmt::Debug for StoreBackend {
 /// confirm them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RevocationConfig {
-    pub staleness: crate::store::Staleness,
+    pub staleness: crate::revocation::Staleness,
     /// SHA-256 of the tokens that may read this gateway's revocation feed.
     pub feed_readers: Vec<[u8; 32]>,
     /// An issuer's feed this (enforce-only) gateway follows.
@@ -359,7 +359,7 @@ pub(super) fn build_revocation(
             }
         }
     });
-    RevocationConfig { staleness: crate::store::Staleness { max, refuse }, feed_readers, follow }
+    RevocationConfig { staleness: crate::revocation::Staleness { max, refuse }, feed_readers, follow }
 }
 
 /// The revocation-feed reader token published with `narrowgate demo`

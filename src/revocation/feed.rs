@@ -84,7 +84,7 @@ pub enum FeedLine {
 impl FeedLine {
     /// A snapshot (`resumed`: a delta, the catch-up after a cursor) of
     /// `held`, the ids with their expiries.
-    pub fn of(resumed: bool, cursor: String, held: Vec<crate::store::mirror::Held>, confirmed_at: u64) -> FeedLine {
+    pub fn of(resumed: bool, cursor: String, held: Vec<super::Held>, confirmed_at: u64) -> FeedLine {
         let (ids, expires_at): (Vec<String>, Vec<Option<u64>>) =
             held.into_iter().map(|(id, exp)| (id.to_string(), exp.map(UnixTime::secs))).unzip();
         if resumed {
@@ -341,7 +341,7 @@ mod tests {
         assert!(set.is_revoked("t1") && set.is_revoked("t2") && set.is_loaded());
         // t1 is forgotten once its token expired (and the grace passed);
         // t2's expiry is not known: held.
-        let after = now / 1000 + 60 + crate::store::mirror::EXPIRY_GRACE.as_secs() + 1;
+        let after = now / 1000 + 60 + crate::revocation::EXPIRY_GRACE.as_secs() + 1;
         assert_eq!(set.sweep(UnixTime::clamped(after)), 1);
         assert!(!set.is_revoked("t1") && set.is_revoked("t2"));
         // A confirmation from the future counts as now, not later.
@@ -373,7 +373,7 @@ mod tests {
         let ids = vec!["ok".to_string(), String::new(), "x".repeat(MAX_ID + 1), "y".repeat(MAX_ID)];
         apply(&set, line(ids, vec![]), 10, now_ms()).expect("applies");
         assert!(set.is_revoked("ok") && set.is_revoked(&"y".repeat(MAX_ID)) && set.len() == 2);
-        assert_eq!(set.refusals(crate::store::FeedRefusal::IdTooLong), 2);
+        assert_eq!(set.refusals(crate::revocation::FeedRefusal::IdTooLong), 2);
         // Expiries that do not pair with the ids: malformed, nothing applied.
         let bad = line(vec!["z".into()], vec![Some(1), Some(2)]);
         assert_eq!(apply(&set, bad, 10, now_ms()), Err(ApplyError::Malformed));
@@ -383,7 +383,7 @@ mod tests {
         let many = (0..20).map(|i| format!("t{i}")).collect();
         assert_eq!(
             apply(&set, line(many, vec![]), 10, now_ms() + 5_000),
-            Err(ApplyError::Full(crate::store::SetFull { max: 10 }))
+            Err(ApplyError::Full(crate::revocation::SetFull { max: 10 }))
         );
         assert_eq!(set.len(), 10);
         assert_eq!(set.confirmed_ms(), before, "a set it could not complete is not confirmed");

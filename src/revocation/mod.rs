@@ -2,18 +2,20 @@
 //! ([`feed`], for enforce-only gateways) or another replica's PostgreSQL
 //! notifications; both reconnect through [`Reconnect`].
 //!
-//! The set itself ([`Revocations`]: revoked ids, checked on every request
-//! for the token and each of its ancestors, never cached with the grant)
-//! is part of the store's in-memory mirror (`store::mirror`). When it is
+//! The set itself ([`Revocations`], in [`set`]: revoked ids, checked on
+//! every request for the token and each of its ancestors, never cached
+//! with the grant) is part of the store's in-memory mirror
+//! (`store::mirror`), which this layer sits below. When it is
 //! followed, the follower confirms it every time it hears from its source;
 //! how long ago that was is the set's staleness, and [`Staleness`] says
 //! what the gateway does when it grows too large.
 
 pub mod feed;
+mod set;
 
 use std::time::Duration;
 
-pub use crate::store::{FeedRefusal, Revocations, SetFull, Staleness};
+pub use set::{EXPIRY_GRACE, FeedRefusal, Held, Revocations, SetFull, Staleness};
 
 /// A follower's reconnection back-off: from the first to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_millis(400));

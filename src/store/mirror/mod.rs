@@ -4,12 +4,11 @@
 //! by an issuer's revocation feed.
 
 mod references;
-mod revocations;
 
 use std::sync::Arc;
 
+pub use crate::revocation::{EXPIRY_GRACE, FeedRefusal, Held, Revocations, SetFull, Staleness};
 pub use references::{ReferenceTokens, grant_of};
-pub use revocations::{EXPIRY_GRACE, FeedRefusal, Held, Revocations, SetFull, Staleness};
 
 use super::{StoreError, TokenStore};
 
