@@ -28,9 +28,9 @@
 //! Errors name the field at fault with fixed text: never the client's
 //! values.
 
+use super::grant::{Grant, Role};
 use crate::policy::tenant::{self, TenantPermission};
 use crate::time::UnixTime;
-use crate::token::{Grant, Role};
 
 /// What a token may do to other tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -302,7 +302,7 @@ pub fn fits(len: usize, limit: usize) -> Result<(), IssuanceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::grant::IdentityValues;
+    use crate::policy::grant::IdentityValues;
 
     fn grant(role: Role, master: bool, may_manage: bool, expires_at: Option<u64>) -> Grant {
         Grant {
@@ -311,7 +311,7 @@ mod tests {
             issuer: "narrowgate".into(),
             kid: None,
             name: None,
-            kind: crate::token::TokenKind::Access,
+            kind: crate::policy::grant::TokenKind::Access,
             role,
             master,
             rules: Default::default(),

@@ -4,6 +4,7 @@
 //! axum, so it can be tested and benchmarked alone. A denial is a value
 //! ([`Decision::Deny`]), never an `Err`.
 
+pub mod grant;
 pub mod issuance;
 pub mod manifest;
 pub mod narrow;

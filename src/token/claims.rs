@@ -11,27 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{AccessRule, MethodGroupRule, MethodRule, Pattern, ResourceRule};
 
-/// What a token is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenKind {
-    /// An access token minted by an admin (or bootstrap, or redemption).
-    #[default]
-    Access,
-    /// A child narrowed from another token.
-    Narrowed,
-    /// A single-use registration token.
-    Registration,
-}
-
-/// What the holder may do to other tokens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    #[default]
-    User,
-    Admin,
-}
+pub use crate::policy::grant::{Role, TokenKind};
 
 /// The payload of a narrowgate JWT.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
