@@ -21,9 +21,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::policy::manifest::{Route, RouteAccess};
 use crate::policy::{Allowed, Denial};
 use crate::reason::Reason;
-use crate::runtime::Snapshot;
 use crate::token::Grant;
 
 pub use crate::config::{AuditConfig, AuditSink};
@@ -36,7 +36,8 @@ pub struct DecisionEvent {
     pub request_id: http::HeaderValue,
     pub client: IpAddr,
     pub method: http::Method,
-    pub snapshot: Arc<Snapshot>,
+    /// Its snapshot's route labels and config hash.
+    pub labels: Arc<Labels>,
     pub route: Option<usize>,
     pub resource_id: Option<Box<str>>,
     pub reason: Reason,
@@ -217,7 +218,6 @@ impl Output {
 fn write(mut rx: mpsc::Receiver<Event>, mut out: Output, sink: AuditSink) {
     let mut batch = Vec::with_capacity(256);
     let mut buf = Vec::with_capacity(64 * 1024);
-    let mut labels = Labels::default();
     let to = match &sink {
         AuditSink::File { path } => path.display().to_string(),
         _ => "stdout".to_string(),
@@ -243,7 +243,7 @@ fn write(mut rx: mpsc::Receiver<Event>, mut out: Output, sink: AuditSink) {
         for event in batch.drain(..) {
             let written = match event {
                 Event::Decision(d) => {
-                    write_decision(&mut buf, &d, labels.of(&d.snapshot));
+                    write_decision(&mut buf, &d, &d.labels);
                     Ok(())
                 }
                 Event::Action(a) => {
@@ -291,9 +291,10 @@ struct ActionLine<'a> {
 
 /// Write a decision as one JSON line, field by field: with the file write,
 /// this is what the audit log costs per request (measured; see
-/// benches/README.md), so the snapshot's labels come pre-escaped and a
-/// string that needs no escaping is copied as it is.
-fn write_decision(out: &mut Vec<u8>, d: &DecisionEvent, labels: &SnapshotLabels) {
+/// benches/README.md), so the snapshot's labels come pre-escaped (made
+/// when it was compiled) and a string that needs no escaping is copied as
+/// it is.
+fn write_decision(out: &mut Vec<u8>, d: &DecisionEvent, labels: &Labels) {
     let route = d.route.and_then(|r| labels.routes.get(r));
     let grant = d.grant.as_deref();
     let rule_at = |i: usize| grant.and_then(|g| g.rules.get(i)).map(|r| &*r.id);
@@ -420,21 +421,16 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// A snapshot's route labels and config hash as JSON strings, escaped
-/// once per snapshot rather than once per event.
-#[derive(Default)]
-struct Labels {
-    /// The snapshot `labels` were made of.
-    of: Option<Arc<Snapshot>>,
-    labels: SnapshotLabels,
-}
-
-/// JSON texts (strings with their quotes).
-struct SnapshotLabels {
+/// A snapshot's route labels and config hash as JSON texts (strings with
+/// their quotes), escaped once when the snapshot is compiled rather than
+/// once per event; each decision event carries its snapshot's.
+#[derive(Debug)]
+pub struct Labels {
     hash: Box<str>,
     routes: Vec<RouteLabels>,
 }
 
+#[derive(Debug)]
 struct RouteLabels {
     template: Box<str>,
     application: Box<str>,
@@ -452,39 +448,28 @@ fn quoted(s: &str) -> Box<str> {
 }
 
 impl Labels {
-    /// The labels of `snap`, made when it is first seen.
-    fn of(&mut self, snap: &Arc<Snapshot>) -> &SnapshotLabels {
-        if !self.of.as_ref().is_some_and(|s| Arc::ptr_eq(s, snap)) {
-            let routes = snap
-                .routes
-                .iter()
-                .map(|r| {
-                    let (group, method, entity) = match &r.access {
-                        crate::policy::manifest::RouteAccess::Protected { group, method, resource, .. } => {
-                            (Some(quoted(group)), Some(quoted(method)), resource.as_ref().map(|r| quoted(&r.entity)))
-                        }
-                        crate::policy::manifest::RouteAccess::Public => (None, None, None),
-                    };
-                    RouteLabels {
-                        template: quoted(&r.template),
-                        application: quoted(&r.application),
-                        service: quoted(&r.service),
-                        group,
-                        method,
-                        entity,
+    /// The labels of a config's hash and routes.
+    pub fn new(hash: &str, routes: &[Route]) -> Labels {
+        let routes = routes
+            .iter()
+            .map(|r| {
+                let (group, method, entity) = match &r.access {
+                    RouteAccess::Protected { group, method, resource, .. } => {
+                        (Some(quoted(group)), Some(quoted(method)), resource.as_ref().map(|r| quoted(&r.entity)))
                     }
-                })
-                .collect();
-            self.labels = SnapshotLabels { hash: quoted(&snap.hash), routes };
-            self.of = Some(snap.clone());
-        }
-        &self.labels
-    }
-}
-
-impl Default for SnapshotLabels {
-    fn default() -> Self {
-        SnapshotLabels { hash: "null".into(), routes: Vec::new() }
+                    RouteAccess::Public => (None, None, None),
+                };
+                RouteLabels {
+                    template: quoted(&r.template),
+                    application: quoted(&r.application),
+                    service: quoted(&r.service),
+                    group,
+                    method,
+                    entity,
+                }
+            })
+            .collect();
+        Labels { hash: quoted(hash), routes }
     }
 }
 

@@ -44,6 +44,8 @@ pub struct AppSlot {
 pub struct Snapshot {
     /// SHA-256 of the config and the files it reads.
     pub hash: String,
+    /// The hash and the routes as the audit log writes them.
+    pub audit_labels: Arc<crate::audit::Labels>,
     pub routes: Vec<Route>,
     /// By route index.
     pub route_counters: Vec<RouteCounters>,
@@ -168,6 +170,7 @@ impl Snapshot {
         let manifest_json = serde_json::to_vec(&config.manifest.applications).unwrap_or_else(|_| b"[]".to_vec());
         Snapshot {
             hash: config.hash.clone(),
+            audit_labels: Arc::new(crate::audit::Labels::new(&config.hash, &config.manifest.routes)),
             routes: config.manifest.routes.clone(),
             route_counters: config
                 .manifest

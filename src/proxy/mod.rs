@@ -343,7 +343,7 @@ impl Gateway {
             request_id: outcome.request_id.clone(),
             client: conn.peer,
             method: outcome.method.clone(),
-            snapshot: snap.clone(),
+            labels: snap.audit_labels.clone(),
             route: decision.route,
             resource_id: decision.resource_id.clone(),
             // A shadowed request is audited with what it would be denied for.
