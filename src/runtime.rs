@@ -19,13 +19,13 @@ use ipnet::IpNet;
 
 use crate::auth::Authenticator;
 use crate::clock::Clock;
+use crate::config::HeaderPolicy;
 use crate::config::{
     Config, ConfigErrors, CredentialSource, Facades, Forwarding, ServerConfig, Signing, Unmatched, UpstreamConfig,
 };
 use crate::metrics::{Metrics, RouteCounters};
 use crate::policy::issuance::RegistrationLimits;
 use crate::policy::{Manifest, Route, Router};
-use crate::proxy::headers::HeaderPolicy;
 use crate::proxy::upstream::Upstream;
 use crate::store::ReferenceTokens;
 use crate::store::Revocations;

@@ -16,6 +16,7 @@
 mod console;
 pub mod duration;
 mod facades;
+pub mod header_policy;
 mod issuers;
 mod manifest;
 mod network;
@@ -38,6 +39,7 @@ pub use console::ConsoleConfig;
 pub use duration::parse_duration;
 pub use facades::{Facades, ProdManagerApp};
 use facades::{FacadesFile, build_facades};
+pub use header_policy::{HeaderPolicy, Scan};
 use issuers::{IssuerFile, build_issuance, build_issuer};
 pub use issuers::{MintError, Signing};
 use manifest::{build_manifest, build_router};
