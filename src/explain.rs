@@ -140,7 +140,7 @@ pub struct RuleCheck {
 pub fn explain(snap: &Snapshot, q: &Question, now: u64) -> Explanation {
     let request = build(q);
     let decision = match &request {
-        Ok(req) => Some(crate::proxy::decide(snap, req, now)),
+        Ok(req) => Some(crate::proxy::decide::decide(snap, req, now)),
         Err(_) => None,
     };
     let (decision_word, reason, status) = match &decision {
@@ -148,7 +148,7 @@ pub fn explain(snap: &Snapshot, q: &Question, now: u64) -> Explanation {
         Some(d) if d.would_deny.is_some() => ("shadow", d.would_deny.as_ref().map_or("", |(r, _)| r.code()), 200),
         Some(d) => {
             let status = match &d.verdict {
-                crate::proxy::Verdict::Deny { status: Some(s), .. } => s.as_u16(),
+                crate::proxy::decide::Verdict::Deny { status: Some(s), .. } => s.as_u16(),
                 _ => d.reason.status(),
             };
             (if d.is_allow() { "allow" } else { "deny" }, d.reason.code(), status)

@@ -75,7 +75,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("api::service", "runtime"),
     ("bootstrap", "api"),
     ("bootstrap", "api::service"),
-    ("explain", "proxy"),
     ("proxy::server", "proxy"),
     ("api", "api::console"),
     ("api::console", "api"),

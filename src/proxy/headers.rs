@@ -12,14 +12,14 @@
 //! afterwards, so `Connection` can never remove them: `X-Forwarded-*`,
 //! `X-Real-IP`, the request id, and the identity headers from the grant.
 
-use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
 use crate::config::header_policy::Class;
 pub use crate::config::header_policy::{HeaderPolicy, Scan};
 use crate::config::{CredentialSource, Forwarding};
-use crate::http_names::{HOP_BY_HOP, HeaderClass};
+use crate::http_names::{HOP_BY_HOP, HeaderClass, connection_has};
+pub use crate::http_names::{UpgradeRefusal, upgrade, websocket_accept};
 
 /// What a request forwarded in shadow mode carries instead of the
 /// identity headers: the reason code the rules deny it for. Under the
@@ -75,54 +75,6 @@ impl HeaderPolicy {
     }
 }
 
-/// Why an upgrade request is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpgradeRefusal {
-    /// A protocol other than WebSocket (h2c, TLS/1.x, …), or several.
-    Protocol,
-    /// `Upgrade: websocket` without a well-formed RFC 6455 handshake.
-    Handshake,
-}
-
-/// Whether the request asks to switch protocols, and if so whether it is
-/// the one upgrade the gateway relays: a WebSocket opening handshake (RFC
-/// 6455 §4.1: GET over HTTP/1.1, `Connection: upgrade`, exactly one
-/// `Upgrade: websocket`, `Sec-WebSocket-Version: 13`, and one
-/// `Sec-WebSocket-Key` of 16 base64-encoded bytes). Anything that mentions
-/// an upgrade and is not that is refused: the upstream must never be asked
-/// to switch to a protocol the gateway cannot enforce.
-pub fn upgrade(method: &http::Method, version: http::Version, headers: &HeaderMap) -> Result<bool, UpgradeRefusal> {
-    let mut upgrades = headers.get_all(header::UPGRADE).iter();
-    let connection_upgrade = connection_has(headers, "upgrade");
-    let first = upgrades.next();
-    if first.is_none() && !connection_upgrade && !headers.contains_key("http2-settings") {
-        return Ok(false);
-    }
-    let Some(value) = first else { return Err(UpgradeRefusal::Protocol) };
-    if upgrades.next().is_some() || !value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket") {
-        return Err(UpgradeRefusal::Protocol);
-    }
-    let single = |name: &str| {
-        let mut all = headers.get_all(name).iter();
-        match (all.next(), all.next()) {
-            (Some(v), None) => Some(v.as_bytes().trim_ascii()),
-            _ => None,
-        }
-    };
-    let key_ok = single("sec-websocket-key")
-        .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
-        .is_some_and(|k| k.len() == 16);
-    let handshake = method == http::Method::GET
-        && version == http::Version::HTTP_11
-        && connection_upgrade
-        && single("sec-websocket-version") == Some(b"13".as_slice())
-        && key_ok
-        && !headers.contains_key("http2-settings");
-    if handshake { Ok(true) } else { Err(UpgradeRefusal::Handshake) }
-}
-
-pub use crate::http_names::websocket_accept;
-
 /// Whether an upstream's 101 answers the WebSocket handshake whose
 /// `Sec-WebSocket-Accept` should be `accept`: `Upgrade: websocket`,
 /// `Connection: upgrade`, and the accept value.
@@ -134,13 +86,6 @@ pub fn answers_websocket(headers: &HeaderMap, accept: &str) -> bool {
 }
 
 /// Whether a `Connection` header lists `token`.
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
-}
-
 /// Header names listed in `Connection`, other than the hop-by-hop ones that
 /// are removed anyway (so the usual `Connection: keep-alive` costs nothing).
 fn connection_listed(headers: &HeaderMap, out: &mut SmallVec<[HeaderName; 4]>) {
