@@ -26,7 +26,6 @@ use crate::config::{
 use crate::metrics::{Metrics, RouteCounters};
 use crate::policy::issuance::RegistrationLimits;
 use crate::policy::{Manifest, Route, Router};
-use crate::proxy::upstream::Upstream;
 use crate::store::ReferenceTokens;
 use crate::store::Revocations;
 
@@ -63,8 +62,12 @@ pub struct Snapshot {
     pub mode: crate::policy::Mode,
     /// Limits and timeouts of downstream connections accepted from now on.
     pub server: ServerConfig,
-    pub upstream: Arc<Upstream>,
-    upstream_config: UpstreamConfig,
+    /// Where requests are forwarded; the proxy keeps the connection pool
+    /// (process state) and makes a new one when this changes.
+    pub upstream_config: UpstreamConfig,
+    /// Counts the changes of `upstream_config` since the process started,
+    /// so the proxy tells a changed upstream by one compare.
+    pub upstream_generation: u64,
     // The token service's and the api listener's.
     pub manifest: Arc<Manifest>,
     /// The manifest in MetaApi's shape, serialized once.
@@ -138,14 +141,10 @@ impl Snapshot {
             Some(p) if p.limits.same(&config.rate_limits, &app_limits) => p.limits.clone(),
             _ => Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limits, app_limits)),
         };
-        let upstream = match prev {
-            Some(p) if p.upstream_config == config.upstream => p.upstream.clone(),
-            // The workers started with the process: a reload changes
-            // their pools, never their number.
-            _ => Arc::new(Upstream::new(
-                &config.upstream,
-                prev.map_or(config.server.workers(), |p| p.upstream.workers()),
-            )),
+        let upstream_generation = match prev {
+            Some(p) if p.upstream_config == config.upstream => p.upstream_generation,
+            Some(p) => p.upstream_generation + 1,
+            None => 0,
         };
         let apps = config
             .manifest
@@ -188,8 +187,8 @@ impl Snapshot {
             unmatched: config.unmatched,
             mode: config.mode,
             server: config.server.clone(),
-            upstream,
             upstream_config: config.upstream.clone(),
+            upstream_generation,
             manifest: Arc::new(config.manifest.clone()),
             manifest_json: Bytes::from(manifest_json),
             jwks_json: crate::token::jwks::build_jwks(config.signing.as_ref()),

@@ -70,7 +70,6 @@ const LAYERS: &[(&str, u32)] = &[
 
 /// Imports against the table today, as (from entry, to entry).
 const KNOWN: &[(&str, &str)] = &[
-    ("runtime", "proxy"),
     ("api::service", "api"),
     ("api::service", "runtime"),
     ("bootstrap", "api"),

@@ -439,3 +439,44 @@ async fn sighup_reloads_and_a_refused_reload_is_logged_with_its_paths() {
     let log = std::fs::read_to_string(config.with_extension("err")).expect("stderr");
     assert_eq!(log.matches("SIGHUP: reloading the config").count(), 3, "{log}");
 }
+
+/// A reload that changes the upstream moves forwarding to it: the proxy
+/// makes a new connection pool for it, the old upstream gets nothing
+/// more, and a reload that leaves it alone keeps the pool.
+#[tokio::test]
+async fn a_reload_that_changes_the_upstream_forwards_to_the_new_one() {
+    let mut h = Harness::start().await;
+    let token = h.token("reader-1", json!([rule("*", &["reader"], &["account:$USER_ID$:a1"])]));
+    let auth = format!("Bearer {token}");
+    let get = |proxy| {
+        let auth = auth.clone();
+        async move { send_raw(proxy, build_request("GET", ACCOUNT, &[("Authorization", &auth)]).as_bytes()).await }
+    };
+    assert_eq!(get(h.proxy).await.status, 200);
+    assert_eq!(h.upstream_received().len(), 1, "the first upstream, before the reload");
+
+    let second = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    h.rewrite(|d| {
+        d.set("upstream.addresses", json!([second.addr.to_string()]));
+    });
+    let (status, body) = reload(&h).await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..3 {
+        assert_eq!(get(h.proxy).await.status, 200);
+    }
+    assert!(h.upstream_received().is_empty(), "the old upstream got nothing after the reload");
+    let moved = second.received();
+    assert_eq!(moved.len(), 3);
+    assert!(moved.iter().all(|r| r.target == ACCOUNT && r.header("x-narrowgate-subject") == Some("reader-1")));
+
+    // Another change that leaves the upstream as it is: still the second.
+    h.rewrite(|d| {
+        d.set("forwarding.identity_headers.subject", "x-narrowgate-user");
+    });
+    let (status, body) = reload(&h).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(h.proxy).await.status, 200);
+    assert_eq!((second.received().len(), h.upstream_received().len()), (4, 0));
+    assert_eq!(second.received()[3].header("x-narrowgate-user"), Some("reader-1"));
+    h.shutdown().await;
+}

@@ -30,6 +30,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
+
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -104,6 +106,20 @@ pub struct Gateway {
     /// The WebSocket tunnels this gateway opens, which a drain waits for,
     /// and the signal that closes them past the grace period.
     drain: server::Drain,
+    /// The upstream connection pool: process state, made for the
+    /// snapshot's upstream and made again when a reload changes it.
+    upstream: ArcSwap<Pool>,
+    /// Held while a changed upstream's pool is made (never across an await).
+    remaking: std::sync::Mutex<()>,
+    /// The proxy's workers, fixed at start: a reload changes their pools,
+    /// never their number.
+    workers: usize,
+}
+
+/// An upstream pool and the snapshot generation it was made for.
+struct Pool {
+    generation: u64,
+    upstream: Arc<upstream::Upstream>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -127,12 +143,40 @@ impl Gateway {
     /// A gateway deciding by `runtime`'s snapshot in force.
     pub fn on(runtime: Arc<Runtime>) -> Self {
         let prefix = crate::token::keys::random_id(4).unwrap_or_else(|_| "ng".into());
+        let snap = runtime.snapshot();
+        let workers = snap.server.workers();
+        let pool = Pool {
+            generation: snap.upstream_generation,
+            upstream: Arc::new(upstream::Upstream::new(&snap.upstream_config, workers)),
+        };
         Gateway {
+            upstream: ArcSwap::from_pointee(pool),
+            remaking: std::sync::Mutex::default(),
+            workers,
             metrics: runtime.shared().metrics.clone(),
             runtime,
             request_ids: RequestIds { prefix, counter: AtomicU64::new(0) },
             drain: server::Drain::default(),
         }
+    }
+
+    /// The pool for `snap`'s upstream: the current one, unless a reload
+    /// changed the upstream since it was made. A request decided under an
+    /// older snapshot uses the newer pool (the reload's upstream).
+    fn upstream(&self, snap: &Snapshot) -> Arc<upstream::Upstream> {
+        let pool = self.upstream.load();
+        if pool.generation >= snap.upstream_generation {
+            return pool.upstream.clone();
+        }
+        // One request makes the new pool; the others wait and take it.
+        let _one = self.remaking.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pool = self.upstream.load();
+        if pool.generation >= snap.upstream_generation {
+            return pool.upstream.clone();
+        }
+        let upstream = Arc::new(upstream::Upstream::new(&snap.upstream_config, self.workers));
+        self.upstream.store(Arc::new(Pool { generation: snap.upstream_generation, upstream: upstream.clone() }));
+        upstream
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -322,7 +366,7 @@ impl Gateway {
             .then(|| req.headers().get("sec-websocket-key").map(|k| headers::websocket_accept(k.as_bytes())));
         let downstream_upgrade = decision.upgrade.then(|| hyper::upgrade::on(&mut req));
 
-        let mut resp = snap.upstream.send(req).await?;
+        let mut resp = self.upstream(snap).send(req).await?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             // Only a 101 that answers the client's WebSocket handshake is
