@@ -14,7 +14,8 @@ use support::{GatewayProcess, Harness, process_config, send_raw, serve_process};
 
 /// The values every numeric time field is tried with, as JSON.
 const EDGES: [&str; 5] = ["0", "-1", "9007199254740992", "9223372036854775808", "18446744073709551615"];
-const MAX: u64 = 253_402_207_200;
+/// The last second a time may be (the type says it; never written twice).
+const MAX: u64 = narrowgate::time::UnixTime::MAX.secs();
 
 fn master(h: &Harness) -> String {
     let mut p = payload("root", narrowgate::token::now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
