@@ -21,8 +21,9 @@ use crate::admin::{self, AdminState};
 use crate::api;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::proxy::{Gateway, server};
+use crate::proxy::Gateway;
 use crate::runtime::{Runtime, Shared};
+use crate::server;
 use crate::store::Revocations;
 use crate::store::{Mirror, Store};
 
@@ -165,10 +166,11 @@ fn spawn_workers(
                             return;
                         }
                     };
-                    server::run(listener, gateway, async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await;
+                    gateway
+                        .serve(listener, async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await;
                 });
                 drop(done);
             })
@@ -269,7 +271,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     match proxy_listener {
         Ok(listener) => {
             let mut rx = stop_rx.clone();
-            tasks.push(tokio::spawn(server::run(listener, gateway, async move {
+            tasks.push(tokio::spawn(gateway.serve(listener, async move {
                 let _ = rx.wait_for(|s| *s).await;
             })));
         }
@@ -377,23 +379,12 @@ fn serve_axum(
     drain: server::Drain,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let service = hyper_util::service::TowerToHyperService::new(app);
-    let handler = move |mut req: hyper::Request<hyper::body::Incoming>, conn: Arc<crate::proxy::ConnInfo>| {
-        // The client's address, for handlers that count per client.
-        req.extensions_mut().insert(axum::extract::ConnectInfo(conn.peer));
-        let call = hyper::service::Service::call(&service, req);
-        async move {
-            match call.await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            }
-        }
-    };
+    let limits = move || server::Limits::from(&runtime.snapshot().server);
     tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        server::serve(listener, runtime, handler, drain, stopped).await;
+        server::serve_router(listener, None, limits, app, drain, stopped).await;
     })
 }
 

@@ -31,7 +31,7 @@
 //! | 6 | [`store`] | token records: models, queries, the writer, SQLite and PostgreSQL |
 //! | 7–10 | [`audit`], [`metrics`], [`auth`], the token service ([`api::service`]), [`bootstrap`] | the service layer |
 //! | 11 | [`runtime`] | the compiled policy in force, swapped by reloads |
-//! | 12–14 | [`respond`], the HTTP server loop, the pure decision, [`explain`] | what the front ends share |
+//! | 12–14 | [`respond`], [`server`] (the one HTTP server loop), the pure decision, [`explain`] | what the front ends share |
 //! | 15 | [`proxy`], [`api`] (and its console), [`kube`], [`admin`], [`reload`], [`echo`] | front ends: thin adapters over the layers below |
 //! | 16 | [`app`] | binds the listeners and runs everything |
 //! | 17 | [`cli`] | the subcommands (`main.rs` is their crate) |
@@ -58,6 +58,7 @@ pub mod reload;
 pub mod respond;
 pub mod revocation;
 pub mod runtime;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod time;

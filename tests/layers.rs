@@ -51,7 +51,6 @@ const LAYERS: &[(&str, u32)] = &[
     // Front ends: shared HTTP pieces, the pure decision, explain, adapters.
     ("respond", 12),
     ("server", 12),
-    ("proxy::server", 12), // until the one server loop is server/
     ("proxy::canonical", 12),
     ("proxy::decide", 13),
     ("explain", 14),
@@ -74,7 +73,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("api::service", "runtime"),
     ("bootstrap", "api"),
     ("bootstrap", "api::service"),
-    ("proxy::server", "proxy"),
     ("api", "api::console"),
     ("api::console", "api"),
 ];

@@ -42,6 +42,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::inject::{self, Options, Outcome};
+use crate::server::{self, Drain, Limits};
 
 /// The largest review accepted (the API server's own request limit is
 /// 3 MiB; a review carries the object once or twice).
@@ -328,57 +329,16 @@ pub async fn serve(
             }
         }
     });
+    let limits = || Limits {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(90),
+        max_header_bytes: 64 * 1024,
+        max_headers: 100,
+        shutdown_grace: Duration::from_secs(10),
+    };
     let app = router(config.options);
-    let in_flight = crate::proxy::server::InFlight::default();
-    // Asks every connection to close after its current request.
-    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
-    tokio::pin!(stop);
-    loop {
-        let (tcp, _) = tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let (acceptor, app, alive) = (acceptor.clone(), app.clone(), in_flight.enter());
-        let mut closing = closing_rx.clone();
-        tokio::spawn(async move {
-            let _alive = alive;
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-            tokio::pin!(served);
-            let ended = tokio::select! {
-                ended = served.as_mut() => ended,
-                _ = async { let _ = closing.wait_for(|c| *c).await; } => {
-                    served.as_mut().graceful_shutdown();
-                    served.await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, "webhook connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    let _ = closing_tx.send(true);
+    server::serve_router(listener, Some(acceptor), limits, app, Drain::default(), stop).await;
     watcher.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(10), in_flight.idle()).await;
     Ok(())
 }
 

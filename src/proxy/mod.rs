@@ -22,10 +22,8 @@
 pub mod canonical;
 pub mod decide;
 pub mod headers;
-pub mod server;
 pub mod upstream;
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -45,26 +43,13 @@ use crate::policy::Allowed;
 use crate::reason::Reason;
 use crate::respond;
 use crate::runtime::{Runtime, Snapshot};
+use crate::server;
+pub use crate::server::ConnInfo;
 pub use decide::{Decision, Verdict, decide};
 use upstream::UpstreamFailure;
 
 /// Response bodies: the upstream's, streamed, or one of ours.
 pub type Body = Either<upstream::UpstreamBody, Full<Bytes>>;
-
-/// Per-connection facts, computed once per connection.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: IpAddr,
-    peer_value: HeaderValue,
-}
-
-impl ConnInfo {
-    pub fn new(peer: SocketAddr) -> Self {
-        let ip = peer.ip().to_canonical();
-        let peer_value = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        ConnInfo { peer: ip, peer_value }
-    }
-}
 
 /// How a request ended: the reason (an upstream failure replaces an
 /// allow), the status sent, why forwarding failed if it did, and when the
@@ -186,6 +171,21 @@ impl Gateway {
     /// The tunnels it opened, and how a drain ends them.
     pub fn drain(&self) -> &server::Drain {
         &self.drain
+    }
+
+    /// Serve the proxy listener until `stop` resolves, then drain.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let (runtime, drain) = (self.runtime.clone(), self.drain.clone());
+        let limits = move || server::Limits::from(&runtime.snapshot().server);
+        let handler = move |req, info: Arc<ConnInfo>| {
+            let gw = self.clone();
+            async move { gw.handle(req, &info).await }
+        };
+        server::serve(listener, None, limits, handler, drain, stop).await;
     }
 
     /// Handle one request end to end, under one snapshot.
@@ -466,15 +466,15 @@ fn set_forwarded(h: &mut http::HeaderMap, conn: &ConnInfo, trusted: bool, host: 
     const XRI: HeaderName = HeaderName::from_static("x-real-ip");
     let xff = match h.get(&XFF).and_then(|v| v.to_str().ok()) {
         Some(prev) if trusted => {
-            HeaderValue::from_str(&format!("{prev}, {}", conn.peer)).unwrap_or_else(|_| conn.peer_value.clone())
+            HeaderValue::from_str(&format!("{prev}, {}", conn.peer)).unwrap_or_else(|_| conn.peer_value().clone())
         }
-        _ => conn.peer_value.clone(),
+        _ => conn.peer_value().clone(),
     };
     h.insert(XFF, xff);
     // A trusted proxy's X-Real-IP names its client; anyone else's was
     // stripped, and the address is the connection's.
     if !(trusted && h.contains_key(&XRI)) {
-        h.insert(XRI, conn.peer_value.clone());
+        h.insert(XRI, conn.peer_value().clone());
     }
     if !h.contains_key(&XFP) {
         h.insert(XFP, HeaderValue::from_static("http"));

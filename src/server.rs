@@ -1,8 +1,10 @@
-//! Accepting downstream connections: HTTP/1.1 with keep-alive, limits on
-//! header size and count, a header-read timeout, an idle timeout between
-//! requests, upgrades (and the tunnels they open), and the drain: stop
-//! accepting, close keep-alive connections after their current request,
-//! let requests and tunnels finish within a grace period.
+//! The one HTTP server loop every listener runs — proxy, api, admin and
+//! the admission webhook: accept (optionally TLS), HTTP/1.1 with
+//! keep-alive, limits on header size and count, a header-read timeout
+//! (which also bounds a TLS handshake), an idle timeout between requests,
+//! upgrades (and the tunnels they open), and the drain: stop accepting,
+//! close keep-alive connections after their current request, let requests
+//! and tunnels finish within a grace period.
 
 use std::convert::Infallible;
 use std::io;
@@ -19,10 +21,58 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use http::header::HeaderValue;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use std::net::{IpAddr, SocketAddr};
+use tokio_rustls::TlsAcceptor;
 
-use super::{ConnInfo, Gateway};
+use crate::config::ServerConfig;
+
+/// Per-connection facts, computed once per connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: IpAddr,
+    peer_value: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr) -> Self {
+        let ip = peer.ip().to_canonical();
+        let peer_value = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        ConnInfo { peer: ip, peer_value }
+    }
+
+    /// The peer's address as a header value (`X-Forwarded-For`).
+    pub fn peer_value(&self) -> &HeaderValue {
+        &self.peer_value
+    }
+}
+
+/// A listener's limits, read when a connection is accepted (so a reload
+/// applies to the connections that follow it) and when the drain begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bounds the TLS handshake and each request's header section.
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// How long the drain waits for requests and tunnels in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl From<&ServerConfig> for Limits {
+    fn from(c: &ServerConfig) -> Self {
+        Limits {
+            header_read_timeout: c.header_read_timeout,
+            idle_timeout: c.idle_timeout,
+            max_header_bytes: c.max_header_bytes,
+            max_headers: c.max_headers,
+            shutdown_grace: c.shutdown_grace,
+        }
+    }
+}
 
 /// Whether a connection moved bytes, and how many requests are in flight.
 /// A counter, not a clock: reading the time on every read and write costs
@@ -216,14 +266,15 @@ impl Drain {
 /// Serve HTTP/1.1 on `listener` with `handler` until `stop` resolves;
 /// then stop accepting, ask every connection to close after its current
 /// request (`Connection: close` on that response; idle ones close at once),
-/// and wait — at most the snapshot's `shutdown_grace` — for requests and
-/// `drain`'s tunnels to finish, then close what is left. Each connection
-/// takes its limits (header size, count and read timeout, idle timeout)
-/// from the snapshot in force when it is accepted. Every listener — proxy,
-/// api, admin — is served so.
+/// and wait — at most `limits().shutdown_grace` — for requests and
+/// `drain`'s tunnels to finish, then close what is left. With `tls`, each
+/// connection first completes a TLS handshake within the header-read
+/// timeout. Each connection takes its limits from `limits()` when it is
+/// accepted.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
-    runtime: Arc<crate::runtime::Runtime>,
+    tls: Option<TlsAcceptor>,
+    limits: impl Fn() -> Limits,
     handler: H,
     drain: Drain,
     stop: impl std::future::Future<Output = ()>,
@@ -252,65 +303,24 @@ pub async fn serve<H, F, B>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let limits = runtime.snapshot().server.clone();
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes)
-            .max_headers(limits.max_headers)
-            .keep_alive(true)
-            .writev(false);
-        let info = Arc::new(ConnInfo::new(peer));
-        let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
-        let act = activity.clone();
-        let handler = handler.clone();
-        let svc = service_fn(move |req| {
-            let (handler, info, act) = (handler.clone(), info.clone(), act.clone());
-            async move {
-                act.in_flight.fetch_add(1, Ordering::Relaxed);
-                let resp = handler(req, info).await;
-                act.in_flight.fetch_sub(1, Ordering::Relaxed);
-                act.touch();
-                Ok::<_, Infallible>(resp)
-            }
-        });
-        let conn = builder.serve_connection(io, svc).with_upgrades();
-        let idle = limits.idle_timeout;
-        let mut closing = closing_rx.clone();
-        let alive = connections.enter();
-        let cut = drain.on_cut();
+        let connection = Connection {
+            limits: limits(),
+            info: Arc::new(ConnInfo::new(peer)),
+            closing: closing_rx.clone(),
+            _alive: connections.enter(),
+        };
+        let (handler, cut, tls) = (handler.clone(), drain.on_cut(), tls.clone());
         tokio::spawn(async move {
-            let _alive = alive;
-            let served = async move {
-                tokio::pin!(conn);
-                tokio::select! {
-                    res = conn.as_mut() => {
-                        if let Err(e) = res {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                        return;
-                    }
-                    _ = idle_watch(activity, idle) => {
-                        tracing::debug!("idle connection closed");
-                        return;
-                    }
-                    _ = closing.wait_for(|c| *c) => {}
-                }
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            };
             // Past the grace period the connection is dropped, closing it.
             tokio::select! {
-                _ = served => {}
+                _ = connection.run(stream, tls, handler) => {}
                 _ = cut => {}
             }
         });
     }
     drop(listener);
     let _ = closing_tx.send(true);
-    let grace = runtime.snapshot().server.shutdown_grace;
+    let grace = limits().shutdown_grace;
     let drained = async {
         connections.idle().await;
         drain.tunnels.idle().await;
@@ -325,12 +335,108 @@ pub async fn serve<H, F, B>(
     }
 }
 
-/// Serve the proxy listener with `gateway` until `stop` resolves, then drain.
-pub async fn run(listener: TcpListener, gateway: Arc<Gateway>, stop: impl std::future::Future<Output = ()>) {
-    let (runtime, drain) = (gateway.runtime().clone(), gateway.drain().clone());
-    let handler = move |req, info: Arc<ConnInfo>| {
-        let gw = gateway.clone();
-        async move { gw.handle(req, &info).await }
+/// Serve an axum app (the api, admin or webhook listener) like the proxy:
+/// the same limits, timeouts and drain. Handlers find the client's address
+/// as `ConnectInfo<IpAddr>`.
+pub async fn serve_router(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: impl Fn() -> Limits,
+    app: axum::Router,
+    drain: Drain,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let handler = move |mut req: Request<Incoming>, conn: Arc<ConnInfo>| {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(conn.peer));
+        let call = hyper::service::Service::call(&service, req);
+        async move {
+            match call.await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        }
     };
-    serve(listener, runtime, handler, drain, stop).await;
+    serve(listener, tls, limits, handler, drain, stop).await;
+}
+
+/// One accepted connection: its limits, its peer, the signal to close
+/// after the current request, and its place in the drain's count.
+struct Connection {
+    limits: Limits,
+    info: Arc<ConnInfo>,
+    closing: watch::Receiver<bool>,
+    _alive: InFlightGuard,
+}
+
+impl Connection {
+    async fn run<H, F, B>(self, stream: TcpStream, tls: Option<TlsAcceptor>, handler: H)
+    where
+        H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+        F: std::future::Future<Output = Response<B>> + Send + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let activity = Arc::new(Activity::default());
+        let tracked = Tracked { inner: stream, activity: activity.clone() };
+        match tls {
+            None => self.http(tracked, activity, handler).await,
+            Some(acceptor) => {
+                match tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(tracked)).await {
+                    Ok(Ok(tls)) => self.http(tls, activity, handler).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn http<IO, H, F, B>(mut self, io: IO, activity: Arc<Activity>, handler: H)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+        F: std::future::Future<Output = Response<B>> + Send + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limits = &self.limits;
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers)
+            .keep_alive(true)
+            .writev(false);
+        let (info, act) = (self.info.clone(), activity.clone());
+        let svc = service_fn(move |req| {
+            let (handler, info, act) = (handler.clone(), info.clone(), act.clone());
+            async move {
+                act.in_flight.fetch_add(1, Ordering::Relaxed);
+                let resp = handler(req, info).await;
+                act.in_flight.fetch_sub(1, Ordering::Relaxed);
+                act.touch();
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = idle_watch(activity, limits.idle_timeout) => {
+                tracing::debug!("idle connection closed");
+                return;
+            }
+            _ = self.closing.wait_for(|c| *c) => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
 }
