@@ -96,7 +96,7 @@ pub enum StartError {
         source: crate::store::StoreError,
     },
     #[error(transparent)]
-    Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    Bootstrap(#[from] crate::service::bootstrap::BootstrapError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
     #[error("a proxy worker could not start")]
@@ -255,7 +255,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     let mut bootstrap_token = None;
     let mut crafter_tokens = Vec::new();
     if created {
-        let first = crate::bootstrap::first_start(&service, &config).await?;
+        let first = crate::service::bootstrap::first_start(&service, &config).await?;
         bootstrap_token = first.admin_token;
         crafter_tokens = first.crafter_tokens;
     }

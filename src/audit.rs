@@ -52,15 +52,67 @@ pub struct DecisionEvent {
     pub latency_us: u64,
 }
 
+/// Declares a closed set of audited names: the enum, `as_str()` and its
+/// serialization as that string, from one list.
+macro_rules! names {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $variant,)* }
+        impl $name {
+            /// Every member, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            /// The name in the audit log and the metrics.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+        }
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+names! {
+    /// What was done.
+    pub enum Action {
+        Mint => "mint",
+        Redeem => "redeem",
+        Revoke => "revoke",
+        List => "list",
+        Show => "show",
+        /// A management call refused before it said what it wanted.
+        Manage => "manage",
+        /// A call that acts, refused for its credential.
+        Authenticate => "authenticate",
+        ConsoleSignIn => "console_sign_in",
+        Reload => "reload",
+    }
+}
+
+names! {
+    /// What kind of it: how a token was minted, or what a revocation named.
+    pub enum ActionKind {
+        Create => "create",
+        Narrow => "narrow",
+        Registration => "registration",
+        Application => "application",
+        FirstStart => "first_start",
+        Id => "id",
+        Name => "name",
+        ExternalId => "external_id",
+        Jti => "jti",
+    }
+}
+
 /// A token-service action, or a reload.
 #[derive(Debug, Serialize)]
 pub struct ActionEvent {
-    /// `mint`, `revoke`, `redeem`, `authenticate`, `reload`.
-    pub action: &'static str,
-    /// What kind: `create`, `narrow`, `registration`, `application`,
-    /// `first_start`; for revoke the target (`id`, `name`, …).
+    pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<&'static str>,
+    pub kind: Option<ActionKind>,
     /// `ok`, or the error code.
     pub result: &'static str,
     /// Who: the acting token's id (`jti`), or what stood for it.

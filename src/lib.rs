@@ -29,7 +29,7 @@
 //! | 4 | [`revocation`] | the revocation set and the feeds that fill it |
 //! | 5 | [`config`] | YAML → validated [`config::Config`], every problem with its path |
 //! | 6 | [`store`] | token records: models, queries, the writer, SQLite and PostgreSQL |
-//! | 7–10 | [`audit`], [`metrics`], [`auth`], the token service ([`api::service`]), [`bootstrap`] | the service layer |
+//! | 7–10 | [`audit`], [`metrics`], [`auth`], the token service ([`service`], with its first start) | the service layer |
 //! | 11 | [`runtime`] | the compiled policy in force, swapped by reloads |
 //! | 12–14 | [`respond`], [`server`] (the one HTTP server loop), the pure decision, [`explain`] | what the front ends share |
 //! | 15 | [`proxy`], [`api`] (and its console), [`kube`], [`admin`], [`reload`], [`echo`] | front ends: thin adapters over the layers below |
@@ -41,7 +41,6 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
-pub mod bootstrap;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -59,6 +58,7 @@ pub mod respond;
 pub mod revocation;
 pub mod runtime;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -418,7 +418,9 @@ impl Metrics {
 
     /// A token-service operation or a reload, as audited.
     pub fn operation(&self, e: &crate::audit::ActionEvent) {
-        self.operations.with_label_values(&[e.action, e.kind.unwrap_or(""), e.result]).inc();
+        self.operations
+            .with_label_values(&[e.action.as_str(), e.kind.map_or("", crate::audit::ActionKind::as_str), e.result])
+            .inc();
     }
 
     /// Open connections of `listener` and tunnels (called at each scrape).

@@ -21,11 +21,10 @@ use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::HeaderPolicy;
 use crate::config::{
-    Config, ConfigErrors, CredentialSource, Facades, Forwarding, ServerConfig, Signing, Unmatched, UpstreamConfig,
+    Config, ConfigErrors, CredentialSource, Facades, Forwarding, ServerConfig, Unmatched, UpstreamConfig,
 };
 use crate::metrics::{Metrics, RouteCounters};
-use crate::policy::issuance::RegistrationLimits;
-use crate::policy::{Manifest, Route, Router};
+use crate::policy::{Route, Router};
 use crate::store::ReferenceTokens;
 use crate::store::Revocations;
 
@@ -69,19 +68,15 @@ pub struct Snapshot {
     /// so the proxy tells a changed upstream by one compare.
     pub upstream_generation: u64,
     // The token service's and the api listener's.
-    pub manifest: Arc<Manifest>,
+    /// What the token service works by.
+    pub service: Arc<crate::service::Settings>,
     /// The manifest in MetaApi's shape, serialized once.
     pub manifest_json: Bytes,
     pub jwks_json: Bytes,
-    pub signing: Option<Signing>,
     pub facades: Facades,
     /// The admin web console's settings.
     pub console: crate::config::ConsoleConfig,
     pub feed_readers: Arc<[[u8; 32]]>,
-    pub registration: RegistrationLimits,
-    pub max_token_bytes: usize,
-    /// The `iss` of every trusted issuer.
-    pub issuers: Vec<String>,
     /// Whether decisions are audited (what only the audit needs is kept).
     pub audit: bool,
     /// The audit log (the process's).
@@ -189,16 +184,18 @@ impl Snapshot {
             server: config.server.clone(),
             upstream_config: config.upstream.clone(),
             upstream_generation,
-            manifest: Arc::new(config.manifest.clone()),
+            service: Arc::new(crate::service::Settings {
+                manifest: Arc::new(config.manifest.clone()),
+                signing: config.signing.clone(),
+                registration: config.registration,
+                max_token_bytes: config.max_token_bytes,
+                issuers: config.keys.issuers.iter().map(|i| i.issuer.clone()).collect(),
+            }),
             manifest_json: Bytes::from(manifest_json),
             jwks_json: crate::token::jwks::build_jwks(config.signing.as_ref()),
-            signing: config.signing.clone(),
             facades: config.facades.clone(),
             console: config.console.clone(),
             feed_readers: config.revocation.feed_readers.clone().into(),
-            registration: config.registration,
-            max_token_bytes: config.max_token_bytes,
-            issuers: config.keys.issuers.iter().map(|i| i.issuer.clone()).collect(),
             audit: shared.audit.is_on(),
             audit_log: shared.audit.clone(),
             limits,
@@ -345,6 +342,22 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// The runtime is where the token service finds its settings in force,
+/// the time, and the audit.
+impl crate::service::Host for Runtime {
+    fn settings(&self) -> Arc<crate::service::Settings> {
+        self.snapshot().service.clone()
+    }
+
+    fn now(&self) -> crate::time::UnixTime {
+        crate::time::UnixTime::clamped(self.shared().clock.now())
+    }
+
+    fn record(&self, event: crate::audit::ActionEvent) {
+        self.shared().action(event);
+    }
+}
+
 impl Runtime {
     /// The runtime of a loaded config, read from `path` (for reloads).
     /// Starts the key ring's JWKS loop when it has remote sources (needs a
@@ -455,7 +468,7 @@ impl Runtime {
             r.last = Some(LastReload { trigger, at, result, hash, problems });
         }
         self.shared.action(crate::audit::ActionEvent {
-            action: "reload",
+            action: crate::audit::Action::Reload,
             kind: None,
             result: outcome,
             by: Some(trigger.to_string()),

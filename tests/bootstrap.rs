@@ -210,7 +210,7 @@ fn no_kubernetes_step_prints_the_first_admin_token() {
     doc.set("revocation.feed_readers_sha256", serde_json::json!([feed_digest]));
     let config = narrowgate::config::Config::from_yaml(&serde_json::to_string(&doc.0).expect("json"), dir.path())
         .expect("the issuer's config with the operator's digest");
-    assert!(narrowgate::bootstrap::check_handover(&config.bootstrap, false).is_ok());
+    assert!(narrowgate::service::bootstrap::check_handover(&config.bootstrap, false).is_ok());
 
     // The Job runs `store init` as it is: nothing printed on request.
     let job = ConfigDoc::parse(&read("deploy/kubernetes/issuer/store-init-job.yaml"));

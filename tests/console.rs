@@ -693,10 +693,10 @@ fn narrow_fields(csrf: &str) -> Vec<(&'static str, String)> {
 async fn the_console_acts_only_where_the_api_would() {
     let c = Console::start().await;
     let origin = format!("http://{}", c.h.api);
-    let ops = c.create(r#"{"name":"ops-a","lifetime":"2h","role":"admin"}"#).await;
-    let peer = c.create(r#"{"name":"ops-b","lifetime":"2h","role":"admin"}"#).await;
+    let ops = c.create(r#"{"name":"ops-a","lifetime":"3h","role":"admin"}"#).await;
+    let peer = c.create(r#"{"name":"ops-b","lifetime":"3h","role":"admin"}"#).await;
     let (ops_token, peer_token) = (ops["token"].as_str().expect("t"), peer["token"].as_str().expect("t"));
-    let mine = c.api("POST", "/v1/tokens", ops_token, Some(r#"{"name":"mine","lifetime":"1h"}"#)).await.json();
+    let mine = c.api("POST", "/v1/tokens", ops_token, Some(r#"{"name":"mine","lifetime":"2h"}"#)).await.json();
     let theirs = c.api("POST", "/v1/tokens", peer_token, Some(r#"{"name":"theirs","lifetime":"1h"}"#)).await.json();
     let masters = c.create(r#"{"name":"masters-user","lifetime":"1h"}"#).await;
     let before = count(&c).await;

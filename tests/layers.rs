@@ -44,8 +44,6 @@ const LAYERS: &[(&str, u32)] = &[
     ("metrics", 8),
     ("auth", 9),
     ("service", 10),
-    ("api::service", 10), // until it moves to service/
-    ("bootstrap", 10),    // until it moves to service/
     // The policy in force, swapped by reloads.
     ("runtime", 11),
     // Front ends: shared HTTP pieces, the pure decision, explain, adapters.
@@ -68,14 +66,7 @@ const LAYERS: &[(&str, u32)] = &[
 ];
 
 /// Imports against the table today, as (from entry, to entry).
-const KNOWN: &[(&str, &str)] = &[
-    ("api::service", "api"),
-    ("api::service", "runtime"),
-    ("bootstrap", "api"),
-    ("bootstrap", "api::service"),
-    ("api", "api::console"),
-    ("api::console", "api"),
-];
+const KNOWN: &[(&str, &str)] = &[("api", "api::console"), ("api::console", "api")];
 
 /// File circles today, each sorted: none left; keep it so.
 const KNOWN_CIRCLES: &[&[&str]] = &[];

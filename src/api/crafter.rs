@@ -26,11 +26,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiCode, ApiError, Kind};
-use super::service::{MintRequest, Minted, NewForm, NewToken, RevokeTarget};
 use super::{ApiState, ok_json};
 use crate::policy::issuance::{self, Authority};
 use crate::policy::tenant::{self, TenantPermission};
 use crate::runtime::Snapshot;
+use crate::service::{NewForm, NewToken, RevokeTarget};
 use crate::store::TokenRecord;
 use crate::time::UnixTime;
 use crate::token::keys::random_uuid;
@@ -54,7 +54,8 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// The token service's error in Crafter's shape and codes.
-fn crafter_error(e: ApiError) -> Response {
+fn crafter_error(e: impl Into<ApiError>) -> Response {
+    let e = e.into();
     let (status, code) = match e.kind() {
         Kind::Credential(_) => (StatusCode::FORBIDDEN, "ACCESS_DENIED"),
         Kind::Api(ApiCode::Conflict) => (StatusCode::CONFLICT, "ACCESS_TOKEN_EXISTS"),
@@ -198,10 +199,7 @@ async fn create_token(s: &ApiState, snap: &Snapshot, caller: Arc<Grant>, body: &
     token.master = body.master;
     token.tenants = body.tenant_permissions;
     token.expires_at = expires_at;
-    match s.service.mint(snap, MintRequest::Create { by: caller, token }).await? {
-        Minted::Token { record, .. } => Ok(record),
-        Minted::Registration { .. } => Err(ApiError::internal("create minted something else")),
-    }
+    Ok(s.service.create(&snap.service, caller, token).await?.record)
 }
 
 async fn show(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
@@ -238,9 +236,9 @@ async fn delete(State(s): State<ApiState>, Path(id): Path<String>, req: Request)
         Ok(c) => c,
         Err(r) => return r,
     };
-    match s.service.revoke(&snap, &caller, RevokeTarget::ExternalId(strip_json(&id).to_string())).await {
+    match s.service.revoke(&snap.service, &caller, RevokeTarget::ExternalId(strip_json(&id).to_string())).await {
         Ok(_) => StatusCode::OK.into_response(),
-        Err(e) if e.kind() == Kind::Api(ApiCode::NotFound) => StatusCode::OK.into_response(),
+        Err(e) if e.kind() == crate::service::ErrorKind::NotFound => StatusCode::OK.into_response(),
         Err(e) => crafter_error(e),
     }
 }

@@ -1,4 +1,5 @@
-//! The token service's one error type, [`ApiError`], and its one rendering
+//! The api listener's one error type, [`ApiError`] (the service's
+//! [`ServiceError`] mapped to codes and statuses), and its one rendering
 //! (`{"error": code, "message": …}`). Codes come from one closed set,
 //! [`ApiCode`], plus the proxy's own [`Reason`]s for a refused credential
 //! (which keep their codes, statuses and `WWW-Authenticate`). Each facade
@@ -21,6 +22,7 @@ use crate::policy::issuance::IssuanceError;
 use crate::policy::narrow::NarrowError;
 use crate::reason::Reason;
 use crate::respond::{self, error_response};
+use crate::service::{ErrorKind, ServiceError};
 use crate::store::StoreError;
 
 /// Declares a closed set of codes: the enum, `ALL`, `code()` and
@@ -119,15 +121,6 @@ impl ApiError {
         Self::new(ApiCode::BadRequest, format!("{field}: {what}"))
     }
 
-    /// More than the caller may give, at `field`.
-    pub fn widen(field: impl Display, what: &'static str) -> Self {
-        Self::new(ApiCode::WouldWiden, format!("{field}: {what}"))
-    }
-
-    pub fn admin_required() -> Self {
-        Self::new(ApiCode::AdminRequired, "only admin or master tokens manage tokens")
-    }
-
     pub fn feed_reader_required() -> Self {
         Self::new(ApiCode::FeedReaderRequired, "only feed-reader, admin or master tokens read the revocation feed")
     }
@@ -136,37 +129,12 @@ impl ApiError {
         Self::new(ApiCode::NotFound, what)
     }
 
-    /// Taken: a live token has this `field` (name, id) already.
-    pub fn conflict(field: &'static str) -> Self {
-        Self::new(ApiCode::Conflict, format!("{field}: a live token has it already"))
-    }
-
-    pub fn already_redeemed() -> Self {
-        Self::new(ApiCode::AlreadyRedeemed, "this registration token has been used")
-    }
-
-    pub fn registration_expired() -> Self {
-        Self::new(ApiCode::RegistrationExpired, "this registration token has expired")
-    }
-
-    pub fn not_live() -> Self {
-        Self::new(ApiCode::NotLive, "the token is revoked (itself or an ancestor) or expired")
-    }
-
-    pub fn registration_revoked() -> Self {
-        Self::new(ApiCode::RegistrationRevoked, "this registration token, or the token that created it, was revoked")
-    }
-
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(ApiCode::PayloadTooLarge, format!("the body is larger than {limit} bytes"))
     }
 
     pub fn request_timeout() -> Self {
         Self::new(ApiCode::RequestTimeout, "the request took too long to arrive")
-    }
-
-    pub fn signing_unavailable() -> Self {
-        Self::new(ApiCode::SigningUnavailable, "this gateway cannot sign tokens now")
     }
 
     /// Something that should not happen; `what` is logged, not returned.
@@ -225,52 +193,40 @@ pub fn json(status: StatusCode, body: Bytes) -> Response {
     resp
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(_) => ApiError::conflict("name"),
-            e => {
-                tracing::warn!(error = %e, "token store failed");
-                ApiError::new(ApiCode::StoreUnavailable, "the token store is unavailable")
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let code = match e.kind() {
+            ErrorKind::BadRequest => ApiCode::BadRequest,
+            ErrorKind::TokenTooLarge => ApiCode::TokenTooLarge,
+            ErrorKind::AdminRequired => ApiCode::AdminRequired,
+            ErrorKind::MasterRequired => ApiCode::MasterRequired,
+            ErrorKind::WouldWiden => ApiCode::WouldWiden,
+            ErrorKind::NotFound => ApiCode::NotFound,
+            ErrorKind::Conflict => ApiCode::Conflict,
+            ErrorKind::AlreadyRedeemed => ApiCode::AlreadyRedeemed,
+            ErrorKind::RegistrationExpired => ApiCode::RegistrationExpired,
+            ErrorKind::RegistrationRevoked => ApiCode::RegistrationRevoked,
+            ErrorKind::NotLive => ApiCode::NotLive,
+            ErrorKind::Internal => ApiCode::Internal,
+            ErrorKind::StoreUnavailable => ApiCode::StoreUnavailable,
+            ErrorKind::SigningUnavailable => ApiCode::SigningUnavailable,
+        };
+        ApiError::new(code, e.into_message())
+    }
+}
+
+/// What the service's errors are made from is the api's too, mapped the
+/// same way.
+macro_rules! through_service {
+    ($($from:ty),*) => {$(
+        impl From<$from> for ApiError {
+            fn from(e: $from) -> Self {
+                ServiceError::from(e).into()
             }
         }
-    }
+    )*};
 }
-
-impl From<IssuanceError> for ApiError {
-    fn from(e: IssuanceError) -> Self {
-        match e {
-            IssuanceError::AdminRequired => ApiError::admin_required(),
-            IssuanceError::MasterRequired => Self::new(ApiCode::MasterRequired, e.to_string()),
-            IssuanceError::OutOfReach => ApiError::not_found("no such token within this token's lineage"),
-            IssuanceError::WouldWiden { field, what } => ApiError::widen(field, what),
-            IssuanceError::OutOfBounds { field, what } => ApiError::bad(field, what),
-            IssuanceError::TooLarge { .. } => Self::new(ApiCode::TokenTooLarge, e.to_string()),
-        }
-    }
-}
-
-impl From<NarrowError> for ApiError {
-    fn from(e: NarrowError) -> Self {
-        match e {
-            NarrowError::WouldWiden { path, what } => ApiError::widen(path, what),
-            NarrowError::Unknown { path, what } => ApiError::bad(path, what),
-            NarrowError::Empty => ApiError::bad("accessRules", "the narrowed token would grant nothing"),
-            NarrowError::BadValidity => {
-                ApiError::bad("validityInHours", "not a positive number of hours (at most ten years)")
-            }
-        }
-    }
-}
-
-impl From<MintError> for ApiError {
-    fn from(e: MintError) -> Self {
-        match e {
-            MintError::TooLong { .. } => Self::new(ApiCode::BadRequest, format!("expiresAt: {e}")),
-            MintError::Sign => ApiError::signing_unavailable(),
-        }
-    }
-}
+through_service!(StoreError, IssuanceError, NarrowError, MintError);
 
 /// The largest body the token service reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -381,6 +337,14 @@ mod tests {
                 "{} would mean two things",
                 r.code()
             );
+        }
+    }
+
+    #[test]
+    fn every_service_error_keeps_its_code() {
+        for k in ErrorKind::ALL {
+            let e = ApiError::from(ServiceError::new(*k, "m"));
+            assert_eq!(e.code(), k.code());
         }
     }
 

@@ -18,10 +18,10 @@ use serde::Serialize;
 use crate::config::Facades;
 use crate::respond::ErrorBody;
 use crate::runtime::{Runtime, Snapshot};
+pub use crate::service::TokenService;
 use crate::token::{Grant, Role, TokenKind};
 use error::json;
 pub use error::{ApiCode, ApiError, Kind};
-pub use service::TokenService;
 
 mod console;
 mod crafter;
@@ -32,7 +32,6 @@ pub mod openapi;
 mod prodmanager;
 mod registration;
 mod revocations;
-pub mod service;
 mod tokens;
 
 /// What the token service's handlers share. The policy — authentication,
@@ -100,7 +99,7 @@ impl ApiState {
             Err(reason) => {
                 // A call that acts, refused for its credential: audited.
                 self.runtime.shared().action(crate::audit::ActionEvent {
-                    action: "authenticate",
+                    action: crate::audit::Action::Authenticate,
                     kind: None,
                     result: reason.code(),
                     by: None,

@@ -7,22 +7,19 @@
 //! the power to mint more. MetaApi's facade reads its requests with the
 //! same [`request`].
 
-use std::sync::Arc;
-
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, parse};
-use super::service::{MintRequest, Minted, Narrowing};
 use super::{ApiState, ok_json};
 use crate::policy::AccessRule;
 use crate::policy::narrow::Simplified;
 use crate::policy::tenant::TenantPermission;
 use crate::respond::ErrorBody;
+use crate::service::Narrowing;
 use crate::store::TokenRecord;
-use crate::token::Grant;
 use crate::token::claims::{WireMethodGroup, WireRule};
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -97,11 +94,10 @@ pub(crate) fn compile(input: &RuleInput) -> Option<AccessRule> {
 /// A narrowing request (body and query, in the native or MetaApi form) as
 /// the token service takes it: `by` narrows `token` (`None`: itself).
 pub(crate) fn request(
-    by: Arc<Grant>,
     token: Option<String>,
     query: Option<&str>,
     body: &[u8],
-) -> Result<MintRequest, ApiError> {
+) -> Result<crate::service::NarrowRequest, ApiError> {
     let query_hours = query_validity(query)?;
     let input: NarrowRequest = if body.iter().all(u8::is_ascii_whitespace) {
         NarrowRequest {
@@ -143,7 +139,7 @@ pub(crate) fn request(
             resources: input.resources.map(|rs| rs.into_iter().map(|r| (r.entity, r.id)).collect()),
         }),
     };
-    Ok(MintRequest::Narrow { by, token, narrowing, tenants: input.tenant_permissions, validity_hours })
+    Ok(crate::service::NarrowRequest { token, narrowing, tenants: input.tenant_permissions, validity_hours })
 }
 
 /// Narrow the calling token: a child that allows a subset of what it does,
@@ -201,8 +197,6 @@ pub(crate) async fn narrow_token(
 pub(crate) async fn mint(s: &ApiState, token: Option<String>, req: Request) -> Result<(String, TokenRecord), ApiError> {
     let query = req.uri().query().map(str::to_string);
     let (snap, by, body) = s.authorized_body(req).await?;
-    match s.service.mint(&snap, request(by, token, query.as_deref(), &body)?).await? {
-        Minted::Token { secret, record } => Ok((secret, record)),
-        Minted::Registration { .. } => Err(ApiError::internal("narrowing minted something else")),
-    }
+    let minted = s.service.narrow(&snap.service, by, request(token, query.as_deref(), &body)?).await?;
+    Ok((minted.secret, minted.record))
 }

@@ -21,9 +21,9 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use super::error::{ApiCode, Kind};
-use super::service::{MintRequest, Minted, NewForm, NewToken};
 use super::{ApiState, ok_json};
 use crate::config::ProdManagerApp;
+use crate::service::{NewForm, NewToken};
 use crate::time::UnixTime;
 
 pub(crate) fn routes(router: Router<ApiState>) -> Router<ApiState> {
@@ -169,12 +169,8 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
     token.not_before = not_before;
     token.expires_at = Some(expires_at);
     token.extra_claims = extra;
-    let request = MintRequest::Application { application: app.application.clone(), token };
-    match s.service.mint(&snap, request).await {
-        Ok(Minted::Token { secret, .. }) => ok_json(StatusCode::OK, &secret),
-        Ok(Minted::Registration { .. }) => {
-            failure(StatusCode::INTERNAL_SERVER_ERROR, "Token creation failed", &reasons)
-        }
+    match s.service.application_token(&snap.service, &app.application, token).await.map_err(super::ApiError::from) {
+        Ok(minted) => ok_json(StatusCode::OK, &minted.secret),
         Err(e) => {
             let (status, field, why) = match e.kind() {
                 Kind::Api(ApiCode::Conflict) => {

@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, parse, read_body};
-use super::service::{MintRequest, Minted, NewRegistration, RevokeTarget};
 use super::tokens::{duration_field, parse_role};
 use super::{ApiState, ok_json};
 use crate::respond::ErrorBody;
+use crate::service::{MintedToken, NewRegistration, RevokeTarget};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -105,10 +105,8 @@ pub(crate) async fn create_registration(
             Some(l) => Some(duration_field(l, "lifetime")?),
         },
     };
-    match s.service.mint(snap, MintRequest::Registration { by: caller, registration }).await? {
-        Minted::Registration { secret, record } => Ok((secret, record)),
-        Minted::Token { .. } => Err(ApiError::internal("a registration minted something else")),
-    }
+    let minted = s.service.create_registration(&snap.service, caller, registration).await?;
+    Ok((minted.secret, minted.record))
 }
 
 /// Revoke an unredeemed registration token by its id (it is never listed:
@@ -129,7 +127,7 @@ pub(crate) async fn revoke(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (snap, caller) = s.authorized(req.headers(), req.uri().query()).await?;
-    s.service.revoke(&snap, &caller, RevokeTarget::Registration(id)).await?;
+    s.service.revoke(&snap.service, &caller, RevokeTarget::Registration(id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -147,17 +145,15 @@ pub(crate) async fn revoke(
     ))]
 pub(crate) async fn redeem(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
     let input: Redeem = read_body(req).await?;
-    match s.service.mint(&s.snapshot(), MintRequest::Redeem { secret: input.token }).await? {
-        Minted::Token { secret, record } => Ok(ok_json(
-            StatusCode::CREATED,
-            &Issued {
-                token: &secret,
-                id: &record.id,
-                name: record.name.as_deref(),
-                role: crate::store::role_str(record.role),
-                expires_at: record.expires_at,
-            },
-        )),
-        Minted::Registration { .. } => Err(ApiError::internal("a redemption minted something else")),
-    }
+    let MintedToken { secret, record } = s.service.redeem(&input.token).await?;
+    Ok(ok_json(
+        StatusCode::CREATED,
+        &Issued {
+            token: &secret,
+            id: &record.id,
+            name: record.name.as_deref(),
+            role: crate::store::role_str(record.role),
+            expires_at: record.expires_at,
+        },
+    ))
 }

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, parse};
-use super::service::RevokeTarget;
 use super::tokens::{TimeInput, time_field};
 use super::{ApiState, ok_json};
 use crate::respond::ErrorBody;
 use crate::revocation::feed::{self, FeedLine};
+use crate::service::RevokeTarget;
 
 /// A token from another issuer, to revoke.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -65,7 +65,7 @@ pub(crate) async fn revoke_jti(State(s): State<ApiState>, req: Request) -> Resul
     }
     let expires_at = time_field(&input.expires_at, "expiresAt")?;
     let target = RevokeTarget::Jti { jti: input.jti.clone(), issuer: input.issuer.clone(), expires_at };
-    let done = s.service.revoke(&snap, &caller, target).await?;
+    let done = s.service.revoke(&snap.service, &caller, target).await?;
     let status = if done.newly { StatusCode::CREATED } else { StatusCode::OK };
     Ok(ok_json(status, &Revoked { jti: &done.id, issuer: &input.issuer, expires_at, newly_revoked: done.newly }))
 }

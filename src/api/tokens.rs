@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, parse};
 use super::narrow::RuleInput;
-use super::service::{MintRequest, Minted, NewForm, NewToken, RevokeTarget, Shown, TokenState};
 use super::{ApiState, ok_json};
 use crate::config::parse_duration;
 use crate::policy::tenant::{self, TenantPermission};
 use crate::respond::ErrorBody;
+use crate::service::{NewForm, NewToken, RevokeTarget, Shown, TokenState};
 use crate::store::{TokenFilter, TokenRecord, kind_str, parse_kind, role_str};
 use crate::time::UnixTime;
 use crate::token::Role;
@@ -233,10 +233,8 @@ pub(crate) async fn create_token(
     input: CreateRequest,
 ) -> Result<(String, TokenRecord), ApiError> {
     let token = input.into_new_token(&caller, s.service.now())?;
-    match s.service.mint(snap, MintRequest::Create { by: caller, token }).await? {
-        Minted::Token { secret, record } => Ok((secret, record)),
-        _ => Err(ApiError::internal("create minted something else")),
-    }
+    let minted = s.service.create(&snap.service, caller, token).await?;
+    Ok((minted.secret, minted.record))
 }
 
 /// A new token: the secret (shown this once) and its record.
@@ -342,7 +340,7 @@ pub(crate) async fn revoke(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (snap, caller) = s.authorized(req.headers(), req.uri().query()).await?;
-    s.service.revoke(&snap, &caller, RevokeTarget::Id(id)).await?;
+    s.service.revoke(&snap.service, &caller, RevokeTarget::Id(id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -361,7 +359,7 @@ pub(crate) async fn revoke(
 pub(crate) async fn revoke_by_name(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
     let (snap, caller) = s.authorized(req.headers(), req.uri().query()).await?;
     let name = query_map(&req).remove("name").ok_or_else(|| ApiError::bad("name", "DELETE /v1/tokens needs ?name="))?;
-    s.service.revoke(&snap, &caller, RevokeTarget::Name(name)).await?;
+    s.service.revoke(&snap.service, &caller, RevokeTarget::Name(name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -174,7 +174,7 @@ fn serve(path: PathBuf, overrides: &crate::config::Overrides, addresses_file: Op
     // a service's stdout is a log.
     let print = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if config.store.as_ref().is_some_and(|s| s.create_if_missing) {
-        crate::bootstrap::check_handover(&config.bootstrap, print)?;
+        crate::service::bootstrap::check_handover(&config.bootstrap, print)?;
     }
     let bootstrap = config.bootstrap.clone();
     runtime(config.server.worker_threads)?.block_on(async move {
@@ -182,7 +182,7 @@ fn serve(path: PathBuf, overrides: &crate::config::Overrides, addresses_file: Op
         let mut running = crate::app::start_from(config, Some(path)).await?;
         let (admin, crafter) = (running.bootstrap_token.take(), std::mem::take(&mut running.crafter_tokens));
         let made = admin.is_some() || !crafter.is_empty();
-        for line in crate::bootstrap::announce(made, admin.as_deref(), &crafter, &bootstrap, print) {
+        for line in crate::service::bootstrap::announce(made, admin.as_deref(), &crafter, &bootstrap, print) {
             println!("{line}");
         }
         if let Some(file) = &addresses_file {

@@ -68,7 +68,7 @@ fn init(path: PathBuf, print: bool) -> anyhow::Result<()> {
             Err(e) => return Err(anyhow::Error::new(e).context(opening)),
         }
         // Nothing is created that could hand its first admin to nobody.
-        crate::bootstrap::check_handover(&config.bootstrap, print)?;
+        crate::service::bootstrap::check_handover(&config.bootstrap, print)?;
         store_config.create_if_missing = true;
         let (store, created) = Store::open(&store_config).await.context(opening)?;
         if !created {
@@ -81,10 +81,10 @@ fn init(path: PathBuf, print: bool) -> anyhow::Result<()> {
         let shared = Shared::new(metrics, mirror.revocations.clone(), mirror.references.clone());
         let runtime = Runtime::new(&config, None, shared);
         let service = crate::api::TokenService::new(runtime, Some(store), mirror);
-        let first = crate::bootstrap::first_start(&service, &config).await.context("first start")?;
+        let first = crate::service::bootstrap::first_start(&service, &config).await.context("first start")?;
         println!("created the store");
         let made = first.admin_id.is_some();
-        for line in crate::bootstrap::announce(
+        for line in crate::service::bootstrap::announce(
             made,
             first.admin_token.as_deref(),
             &first.crafter_tokens,

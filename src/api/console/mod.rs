@@ -33,8 +33,8 @@ use axum::routing::{get, post};
 use session::{Session, Sessions};
 
 use super::{ApiError, ApiState};
-use crate::api::service::{RevokeTarget, Shown};
 use crate::runtime::Snapshot;
+use crate::service::{RevokeTarget, Shown};
 use crate::store::{TokenFilter, TokenRecord};
 use crate::token::Grant;
 
@@ -334,7 +334,8 @@ fn error_page(status: StatusCode, heading: &'static str, message: &str, signed: 
 }
 
 /// A token-service error as a page: its status and fixed message.
-fn service_error(e: ApiError, signed: &Signed) -> Response {
+fn service_error(e: impl Into<ApiError>, signed: &Signed) -> Response {
+    let e = e.into();
     error_page(e.status(), "That did not work", &format!("{} ({})", e.message(), e.code()), Some(signed))
 }
 
@@ -383,7 +384,7 @@ async fn sign_in(State(s): State<ApiState>, req: Request) -> Response {
     };
     let audit = |result: &'static str, by: Option<&Grant>| {
         s.runtime.shared().action(crate::audit::ActionEvent {
-            action: "console_sign_in",
+            action: crate::audit::Action::ConsoleSignIn,
             kind: None,
             result,
             by: by.map(|g| g.token_id.to_string()),
@@ -736,7 +737,7 @@ async fn token(State(s): State<ApiState>, Path(id): Path<String>, uri: Uri, head
     let (rules, tenants) = rule_rows(&record.grants);
     let st = shown.state.as_str();
     let revoked_by = match &shown.state {
-        crate::api::service::TokenState::Revoked { by, .. } => by.clone(),
+        crate::service::TokenState::Revoked { by, .. } => by.clone(),
         _ => None,
     };
     let detail = TokenDetail {
@@ -808,7 +809,7 @@ async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, req: Request)
         Ok(p) => p.signed,
         Err(refused) => return *refused,
     };
-    match s.service.revoke(&signed.snap, &signed.grant, RevokeTarget::Id(id.clone())).await {
+    match s.service.revoke(&signed.snap.service, &signed.grant, RevokeTarget::Id(id.clone())).await {
         Ok(_) => {
             let path: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
             Redirect::to(&format!("/console/tokens/{path}?revoked=1")).into_response()
@@ -883,7 +884,7 @@ fn new_token_form(signed: &Signed, notice: Option<String>, asked: Vec<(String, S
         notice,
         // Only a master may mint a master; the service refuses it anyway.
         offer_master: signed.grant.master,
-        apps: signed.snap.manifest.applications.clone(),
+        apps: signed.snap.service.manifest.applications.clone(),
         actions: crate::policy::tenant::ACTIONS,
         expiries: [
             ("1h", "in 1 hour"),
@@ -1152,7 +1153,7 @@ async fn manifest(State(s): State<ApiState>, headers: HeaderMap) -> Response {
             csrf: signed.csrf(),
             notice: None,
             hash: signed.snap.hash.clone(),
-            apps: signed.snap.manifest.applications.clone(),
+            apps: signed.snap.service.manifest.applications.clone(),
             routes,
         },
     )
@@ -1228,7 +1229,7 @@ async fn status(State(s): State<ApiState>, headers: HeaderMap) -> Response {
             csrf: signed.csrf(),
             notice: None,
             hash: snap.hash.clone(),
-            applications: snap.manifest.applications.len(),
+            applications: snap.service.manifest.applications.len(),
             routes: snap.routes.len(),
             mode: if snap.mode == crate::policy::Mode::Shadow {
                 "shadow (authorization denials forwarded and recorded)"
@@ -1236,6 +1237,7 @@ async fn status(State(s): State<ApiState>, headers: HeaderMap) -> Response {
                 "enforce"
             },
             signing: snap
+                .service
                 .signing
                 .as_ref()
                 .and_then(|sg| sg.keys.get(sg.active).map(|k| format!("{} with key {}", sg.issuer, k.kid)))
@@ -1301,7 +1303,7 @@ async fn narrowable(s: &ApiState, signed: Signed, id: &str) -> Result<(Signed, T
     if !shown.state.is_live() {
         return refuse("It is revoked (itself or an ancestor) or expired.");
     }
-    let issuer = signed.snap.signing.as_ref().map(|sg| sg.issuer.clone()).unwrap_or_default();
+    let issuer = signed.snap.service.signing.as_ref().map(|sg| sg.issuer.clone()).unwrap_or_default();
     let Some(parent) = crate::store::mirror::grant_of(&shown.record, &issuer) else {
         return refuse("Its access rules could not be read.");
     };
@@ -1502,7 +1504,7 @@ async fn narrow(State(s): State<ApiState>, Path(id): Path<String>, req: Request)
     };
     if fields.get("action").map(String::as_str) == Some("preview") {
         // The child's rules as the service would compute them, minted nowhere.
-        return match crate::policy::narrow::narrow_simplified(&parent.rules, &wanted, &signed.snap.manifest) {
+        return match crate::policy::narrow::narrow_simplified(&parent.rules, &wanted, &signed.snap.service.manifest) {
             Ok(rules) => {
                 let rows = preview(&signed.snap, &rules, wanted.resources.as_deref().unwrap_or_default());
                 page(StatusCode::OK, &narrow_page_of(&signed, &record, &parent, &asked, None, rows))
@@ -1512,15 +1514,14 @@ async fn narrow(State(s): State<ApiState>, Path(id): Path<String>, req: Request)
     }
     // The API's own call (`POST /v1/tokens/{id}/narrow`): the service
     // decides whether the signed-in token may narrow this one.
-    let request = crate::api::service::MintRequest::Narrow {
-        by: signed.grant.clone(),
+    let request = crate::service::NarrowRequest {
         token: Some(record.id.clone()),
-        narrowing: crate::api::service::Narrowing::Simplified(wanted),
+        narrowing: crate::service::Narrowing::Simplified(wanted),
         tenants: None,
         validity_hours: validity,
     };
-    match s.service.mint(&signed.snap, request).await {
-        Ok(crate::api::service::Minted::Token { secret, record: child }) => page(
+    match s.service.narrow(&signed.snap.service, signed.grant.clone(), request).await.map_err(ApiError::from) {
+        Ok(crate::service::MintedToken { secret, record: child }) => page(
             StatusCode::CREATED,
             &NarrowedPage {
                 who: signed.who(),
@@ -1533,12 +1534,6 @@ async fn narrow(State(s): State<ApiState>, Path(id): Path<String>, req: Request)
                 id: child.id,
                 secret,
             },
-        ),
-        Ok(_) => error_page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "That did not work",
-            "narrowing minted something else",
-            Some(&signed),
         ),
         Err(e) => retry(e.status(), format!("Not narrowed: {} ({}).", e.message(), e.code())),
     }

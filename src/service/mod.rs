@@ -3,18 +3,25 @@
 //! (`policy::issuance`, `policy::narrow`), the secret (signed, sized, or
 //! generated), the store, then the in-memory mirror the proxy reads (other
 //! replicas hear of it from the store). Handlers and facades translate
-//! their wire formats to a [`MintRequest`] or a [`RevokeTarget`] and back;
+//! their wire formats to a [`NewToken`], a [`NarrowRequest`] or a
+//! [`RevokeTarget`] and back, calling one typed method for each way of
+//! minting;
 //! they decide nothing about authority themselves.
+
+pub mod bootstrap;
+mod error;
 
 use std::sync::Arc;
 
-use super::error::ApiError;
-use crate::audit::ActionEvent;
+pub use error::{ErrorKind, ServiceError};
+
+use crate::audit::{Action, ActionEvent, ActionKind};
 use crate::policy::AccessRule;
+use crate::policy::Manifest;
+use crate::policy::issuance::RegistrationLimits;
 use crate::policy::issuance::{self, Authority, RegistrationWanted, Wanted};
 use crate::policy::narrow::{Simplified, child_expiry, narrow_detailed, narrow_simplified};
 use crate::policy::tenant::TenantPermission;
-use crate::runtime::{Runtime, Snapshot};
 use crate::store::{
     JtiRevocation, Mirror, RedeemError, RegistrationRecord, Store, StoreError, TokenFilter, TokenForm, TokenRecord,
 };
@@ -22,6 +29,7 @@ use crate::time::UnixTime;
 use crate::token::claims::{Claims, WireRule, encode_grants};
 use crate::token::keys::random_id;
 use crate::token::reference;
+use crate::token::sign::Signing;
 use crate::token::{Grant, Role, TokenKind};
 
 /// A new token as every way of creating one describes it.
@@ -102,41 +110,33 @@ pub struct NewRegistration {
     pub lifetime: Option<u64>,
 }
 
-/// What to mint, and on whose authority.
+/// A narrowing asked for: of the token `token` (`None`: the caller
+/// itself). Any token narrows itself; another token only on the terms of
+/// `issuance::may_narrow` (a master, or a non-master admin within its
+/// lineage), and only while it is live.
 #[derive(Clone, Debug)]
-pub enum MintRequest {
-    /// An access token, asked for by a token with management authority
-    /// (the native API, Crafter's facade).
-    Create { by: Arc<Grant>, token: NewToken },
-    /// A child of the token `token` (`None`: `by` itself), asked for by
-    /// `by`: any token narrows itself; another token only on the terms of
-    /// `issuance::may_narrow` (a master, or a non-master admin within its
-    /// lineage), and only while it is live.
-    Narrow {
-        by: Arc<Grant>,
-        token: Option<String>,
-        narrowing: Narrowing,
-        /// Tenant permissions the child keeps (within the parent's);
-        /// `None`: none.
-        tenants: Option<Vec<TenantPermission>>,
-        validity_hours: Option<f64>,
-    },
-    /// A single-use registration token.
-    Registration { by: Arc<Grant>, registration: NewRegistration },
-    /// The access token a registration token fixed; no other credential.
-    Redeem { secret: String },
-    /// A token for an application that proved its configured secret
-    /// (ProdManager's facade); its rules are the configured ones.
-    Application { application: String, token: NewToken },
-    /// What a newly created store starts with (bootstrap, Crafter defaults).
-    FirstStart { token: NewToken },
+pub struct NarrowRequest {
+    pub token: Option<String>,
+    pub narrowing: Narrowing,
+    /// Tenant permissions the child keeps (within the parent's); `None`:
+    /// none.
+    pub tenants: Option<Vec<TenantPermission>>,
+    pub validity_hours: Option<f64>,
 }
 
-/// What was minted: the secret, shown this once, and the record.
+/// A token minted: its secret, shown this once, and its record.
 #[derive(Debug)]
-pub enum Minted {
-    Token { secret: String, record: TokenRecord },
-    Registration { secret: String, record: RegistrationRecord },
+pub struct MintedToken {
+    pub secret: String,
+    pub record: TokenRecord,
+}
+
+/// A registration token minted: its secret, shown this once, and its
+/// record.
+#[derive(Debug)]
+pub struct MintedRegistration {
+    pub secret: String,
+    pub record: RegistrationRecord,
 }
 
 /// What to revoke.
@@ -205,12 +205,51 @@ struct Origin {
     created_by: Option<String>,
 }
 
+impl Origin {
+    /// An access token of no family, made on `created_by`'s word.
+    fn first(created_by: String) -> Self {
+        Origin { kind: TokenKind::Access, lineage: Vec::new(), parent_id: None, created_by: Some(created_by) }
+    }
+}
+
+/// Who an audited action was for.
+enum Caller<'a> {
+    Token(&'a Grant),
+    Named(String),
+    None,
+}
+
+/// What the service works by, compiled from config into each snapshot:
+/// one call reads one `Settings` from start to end.
+#[derive(Debug)]
+pub struct Settings {
+    pub manifest: Arc<Manifest>,
+    /// The active key; `None` when this gateway cannot sign now.
+    pub signing: Option<Signing>,
+    pub registration: RegistrationLimits,
+    pub max_token_bytes: usize,
+    /// The `iss` of every trusted issuer (whose jtis may be revoked).
+    pub issuers: Vec<String>,
+}
+
+/// Where the service finds the settings in force, the time, and where it
+/// reports what it did: the runtime, in the process.
+pub trait Host: Send + Sync + 'static {
+    /// The settings in force now (for calls made without a request: the
+    /// first start's tokens).
+    fn settings(&self) -> Arc<Settings>;
+    /// The time tokens are minted and judged by.
+    fn now(&self) -> UnixTime;
+    /// Count and audit one operation.
+    fn record(&self, event: ActionEvent);
+}
+
 /// The token service. Its settings (signing keys, manifest, limits,
-/// issuers) are the snapshot's in force when each call starts: a reload
+/// issuers) are the ones in force when each call starts: a reload
 /// changes them for the next call, never half-way through one.
 pub struct TokenService {
     store: Option<Store>,
-    runtime: Arc<Runtime>,
+    host: Arc<dyn Host>,
     mirror: Arc<Mirror>,
 }
 
@@ -226,169 +265,189 @@ fn authority_target(record: &TokenRecord) -> issuance::Target<'_> {
 }
 
 /// A token the caller may not see is, to it, no token at all.
-fn not_visible(e: issuance::IssuanceError) -> ApiError {
+fn not_visible(e: issuance::IssuanceError) -> ServiceError {
     match e {
         issuance::IssuanceError::OutOfReach | issuance::IssuanceError::MasterRequired => {
-            ApiError::not_found("no token with this id")
+            ServiceError::not_found("no token with this id")
         }
         other => other.into(),
     }
 }
 
-fn random(n: usize) -> Result<String, ApiError> {
-    random_id(n).map_err(|_| ApiError::internal("no randomness available"))
+fn random(n: usize) -> Result<String, ServiceError> {
+    random_id(n).map_err(|_| ServiceError::internal("no randomness available"))
 }
 
 impl TokenService {
-    /// The service of `runtime`'s policy, writing to `store` (if any) and
+    /// The service of `host`'s settings, writing to `store` (if any) and
     /// keeping `mirror` — the one the proxy reads — current.
-    pub fn new(runtime: Arc<Runtime>, store: Option<Store>, mirror: Arc<Mirror>) -> Self {
-        TokenService { store, runtime, mirror }
+    pub fn new(host: Arc<dyn Host>, store: Option<Store>, mirror: Arc<Mirror>) -> Self {
+        TokenService { store, host, mirror }
     }
 
     /// The time tokens are minted and judged by.
     pub fn now(&self) -> UnixTime {
-        UnixTime::clamped(self.runtime.shared().clock.now())
+        self.host.now()
     }
 
-    /// The policy in force (for calls made without a request: the first
+    /// The settings in force (for calls made without a request: the first
     /// start's tokens).
-    pub fn snapshot(&self) -> std::sync::Arc<Snapshot> {
-        self.runtime.snapshot()
+    pub fn settings(&self) -> Arc<Settings> {
+        self.host.settings()
     }
 
-    fn store(&self) -> Result<&Store, ApiError> {
+    fn store(&self) -> Result<&Store, ServiceError> {
         self.store.as_ref().ok_or_else(|| StoreError::Unavailable("this gateway has no token store".into()).into())
     }
 
-    /// Mint what `req` asks for, if its authority allows.
-    /// Under `snap`, the policy in force that also authenticated the
-    /// caller: one policy decides the whole call.
-    pub async fn mint(&self, snap: &Snapshot, req: MintRequest) -> Result<Minted, ApiError> {
-        let (action, kind, by, by_subject) = match &req {
-            MintRequest::Create { by, .. } => {
-                ("mint", "create", Some(by.token_id.to_string()), Some(by.subject.to_string()))
-            }
-            MintRequest::Narrow { by, .. } => {
-                ("mint", "narrow", Some(by.token_id.to_string()), Some(by.subject.to_string()))
-            }
-            MintRequest::Registration { by, .. } => {
-                ("mint", "registration", Some(by.token_id.to_string()), Some(by.subject.to_string()))
-            }
-            MintRequest::Redeem { .. } => ("redeem", "registration", None, None),
-            MintRequest::Application { application, .. } => {
-                ("mint", "application", Some(format!("prodmanager:{application}")), None)
-            }
-            MintRequest::FirstStart { .. } => ("mint", "first_start", Some("bootstrap".to_string()), None),
-        };
-        let minted = self.mint_inner(snap, req).await;
-        let target = match &minted {
-            Ok(Minted::Token { record, .. }) => Some(record.id.clone()),
-            Ok(Minted::Registration { record, .. }) => Some(record.id.clone()),
-            Err(_) => None,
+    // Each way of minting, audited as one action. Under `snap`, the
+    // settings in force that also authenticated the caller: one policy
+    // decides the whole call.
+
+    /// An access token, asked for by a token with management authority
+    /// (the native API, Crafter's facade).
+    pub async fn create(&self, snap: &Settings, by: Arc<Grant>, token: NewToken) -> Result<MintedToken, ServiceError> {
+        let done = self.create_inner(snap, &by, token).await;
+        self.audit_mint(Action::Mint, ActionKind::Create, Caller::Token(&by), done.as_ref().map(|m| &m.record.id));
+        done
+    }
+
+    /// A child of a token, asked for by `by` (see [`NarrowRequest`]).
+    pub async fn narrow(
+        &self,
+        snap: &Settings,
+        by: Arc<Grant>,
+        req: NarrowRequest,
+    ) -> Result<MintedToken, ServiceError> {
+        let now = self.now();
+        let done = async {
+            let parent = match req.token {
+                Some(id) if id != *by.token_id => self.narrowable(&by, &id, now).await?,
+                _ => by.clone(),
+            };
+            self.narrow_inner(snap, &parent, req.narrowing, req.tenants, req.validity_hours, now).await
+        }
+        .await;
+        self.audit_mint(Action::Mint, ActionKind::Narrow, Caller::Token(&by), done.as_ref().map(|m| &m.record.id));
+        done
+    }
+
+    /// A single-use registration token.
+    pub async fn create_registration(
+        &self,
+        snap: &Settings,
+        by: Arc<Grant>,
+        registration: NewRegistration,
+    ) -> Result<MintedRegistration, ServiceError> {
+        let done = self.register(snap, &by, registration, self.now()).await;
+        self.audit_mint(
+            Action::Mint,
+            ActionKind::Registration,
+            Caller::Token(&by),
+            done.as_ref().map(|m| &m.record.id),
+        );
+        done
+    }
+
+    /// The access token a registration token fixed; no other credential.
+    pub async fn redeem(&self, secret: &str) -> Result<MintedToken, ServiceError> {
+        let done = self.redeem_inner(secret, self.now()).await;
+        self.audit_mint(Action::Redeem, ActionKind::Registration, Caller::None, done.as_ref().map(|m| &m.record.id));
+        done
+    }
+
+    /// A token for an application that proved its configured secret
+    /// (ProdManager's facade); its rules are the configured ones.
+    pub async fn application_token(
+        &self,
+        snap: &Settings,
+        application: &str,
+        token: NewToken,
+    ) -> Result<MintedToken, ServiceError> {
+        let by = format!("prodmanager:{application}");
+        let origin = Origin::first(by.clone());
+        let done = self.issue(snap, token, origin, self.now()).await;
+        self.audit_mint(Action::Mint, ActionKind::Application, Caller::Named(by), done.as_ref().map(|m| &m.record.id));
+        done
+    }
+
+    /// What a newly created store starts with (bootstrap, Crafter defaults).
+    pub async fn first_start(&self, snap: &Settings, token: NewToken) -> Result<MintedToken, ServiceError> {
+        let origin = Origin::first("bootstrap".into());
+        let done = self.issue(snap, token, origin, self.now()).await;
+        let by = Caller::Named("bootstrap".into());
+        self.audit_mint(Action::Mint, ActionKind::FirstStart, by, done.as_ref().map(|m| &m.record.id));
+        done
+    }
+
+    fn audit_mint(&self, action: Action, kind: ActionKind, by: Caller<'_>, done: Result<&String, &ServiceError>) {
+        let (by, by_subject) = match by {
+            Caller::Token(g) => (Some(g.token_id.to_string()), Some(g.subject.to_string())),
+            Caller::Named(name) => (Some(name), None),
+            Caller::None => (None, None),
         };
         self.audit(ActionEvent {
             action,
             kind: Some(kind),
-            result: minted.as_ref().map_or_else(ApiError::code, |_| "ok"),
+            result: done.map_or_else(|e| e.code(), |_| "ok"),
             by,
             by_subject,
-            target,
+            target: done.ok().cloned(),
             config_hash: None,
         });
-        minted
     }
 
     fn audit(&self, event: ActionEvent) {
-        self.runtime.shared().action(event);
+        self.host.record(event);
     }
 
-    /// Mint what `req` asks for, if its authority allows.
-    async fn mint_inner(&self, snap: &Snapshot, req: MintRequest) -> Result<Minted, ApiError> {
-        let now = self.now();
-        match req {
-            MintRequest::Create { by, token } => {
-                let bounds = issuance::mint_access(
-                    &by,
-                    &Wanted {
-                        role: token.role,
-                        master: token.master,
-                        expires_at: token.expires_at,
-                        tenants: &token.tenants,
-                    },
-                )?;
-                // Nobody grants more than it holds, nor what the manifest
-                // does not know. (No rules at all is within anyone's.)
-                if !token.rules.is_empty() {
-                    narrow_detailed(&by.rules, &token.rules, &snap.manifest)?;
-                }
-                let origin = Origin {
-                    kind: TokenKind::Access,
-                    lineage: bounds.lineage,
-                    parent_id: None,
-                    created_by: Some(by.token_id.to_string()),
-                };
-                self.issue(snap, token, origin, now).await
-            }
-            MintRequest::Narrow { by, token, narrowing, tenants, validity_hours } => {
-                let parent = match token {
-                    Some(id) if id != *by.token_id => self.narrowable(snap, &by, &id, now).await?,
-                    _ => by,
-                };
-                self.narrow(snap, &parent, narrowing, tenants, validity_hours, now).await
-            }
-            MintRequest::Registration { by, registration } => self.register(snap, &by, registration, now).await,
-            MintRequest::Redeem { secret } => self.redeem(&secret, now).await,
-            MintRequest::Application { application, token } => {
-                let origin = Origin {
-                    kind: TokenKind::Access,
-                    lineage: Vec::new(),
-                    parent_id: None,
-                    created_by: Some(format!("prodmanager:{application}")),
-                };
-                self.issue(snap, token, origin, now).await
-            }
-            MintRequest::FirstStart { token } => {
-                let origin = Origin {
-                    kind: TokenKind::Access,
-                    lineage: Vec::new(),
-                    parent_id: None,
-                    created_by: Some("bootstrap".into()),
-                };
-                self.issue(snap, token, origin, now).await
-            }
+    async fn create_inner(&self, snap: &Settings, by: &Grant, token: NewToken) -> Result<MintedToken, ServiceError> {
+        let bounds = issuance::mint_access(
+            by,
+            &Wanted { role: token.role, master: token.master, expires_at: token.expires_at, tenants: &token.tenants },
+        )?;
+        // Nobody grants more than it holds, nor what the manifest does not
+        // know. (No rules at all is within anyone's.)
+        if !token.rules.is_empty() {
+            narrow_detailed(&by.rules, &token.rules, &snap.manifest)?;
         }
+        let origin = Origin {
+            kind: TokenKind::Access,
+            lineage: bounds.lineage,
+            parent_id: None,
+            created_by: Some(by.token_id.to_string()),
+        };
+        self.issue(snap, token, origin, self.now()).await
     }
 
     /// The token `id` as a parent `by` may narrow: visible to it, live
     /// (not revoked, nor any ancestor, nor expired), and its grant.
-    async fn narrowable(&self, snap: &Snapshot, by: &Grant, id: &str, now: UnixTime) -> Result<Arc<Grant>, ApiError> {
-        let record = self.store()?.token(id).await?.ok_or_else(|| ApiError::not_found("no token with this id"))?;
+    async fn narrowable(&self, by: &Grant, id: &str, now: UnixTime) -> Result<Arc<Grant>, ServiceError> {
+        let record = self.store()?.token(id).await?.ok_or_else(|| ServiceError::not_found("no token with this id"))?;
         issuance::may_narrow(by, &authority_target(&record)).map_err(not_visible)?;
         if !self.state_of(&record, now).is_live() {
-            return Err(ApiError::not_live());
+            return Err(ServiceError::not_live());
         }
-        let _ = snap;
         crate::store::mirror::grant_of(&record, &self.mirror.issuer)
             .map(Arc::new)
-            .ok_or_else(|| ApiError::internal("the token's grant could not be read"))
+            .ok_or_else(|| ServiceError::internal("the token's grant could not be read"))
     }
 
-    async fn narrow(
+    async fn narrow_inner(
         &self,
-        snap: &Snapshot,
+        snap: &Settings,
         parent: &Grant,
         narrowing: Narrowing,
         tenants: Option<Vec<TenantPermission>>,
         validity_hours: Option<f64>,
         now: UnixTime,
-    ) -> Result<Minted, ApiError> {
+    ) -> Result<MintedToken, ServiceError> {
         let rules = match &narrowing {
             Narrowing::Simplified(s) => narrow_simplified(&parent.rules, s, &snap.manifest)?,
             Narrowing::Detailed(rules) => narrow_detailed(&parent.rules, rules, &snap.manifest)?,
         };
         let tenants = issuance::narrowed_tenants(&parent.tenants, tenants.as_deref())?;
-        let signing = snap.signing.as_ref().ok_or_else(ApiError::signing_unavailable)?;
+        let signing = snap.signing.as_ref().ok_or_else(ServiceError::signing_unavailable)?;
         let exp = child_expiry(parent.expires_at, now, validity_hours)?;
         // The default validity stays within the issuer's max_lifetime; an
         // explicit one beyond it is refused when signing.
@@ -412,11 +471,11 @@ impl TokenService {
 
     async fn register(
         &self,
-        snap: &Snapshot,
+        snap: &Settings,
         by: &Grant,
         r: NewRegistration,
         now: UnixTime,
-    ) -> Result<Minted, ApiError> {
+    ) -> Result<MintedRegistration, ServiceError> {
         let store = self.store()?;
         let bounds = issuance::mint_registration(
             by,
@@ -425,9 +484,10 @@ impl TokenService {
             now,
         )?;
         if store.token_by_name(&r.name).await?.is_some_and(|t| t.revoked_at.is_none()) {
-            return Err(ApiError::conflict("name"));
+            return Err(ServiceError::conflict("name"));
         }
-        let (id, secret) = (random(16)?, reference::new_secret().ok_or_else(|| ApiError::internal("no randomness"))?);
+        let (id, secret) =
+            (random(16)?, reference::new_secret().ok_or_else(|| ServiceError::internal("no randomness"))?);
         let secret = format!("{}{}", reference::REGISTRATION_PREFIX, &secret[reference::PREFIX.len()..]);
         // The yielded token gets the creator's rules and tenant permissions:
         // nobody hands out more.
@@ -450,15 +510,16 @@ impl TokenService {
         };
         store.insert_registration(&record).await?;
         tracing::info!(registration.id = %record.id, created_by = %by.token_id, "created a registration token");
-        Ok(Minted::Registration { secret, record })
+        Ok(MintedRegistration { secret, record })
     }
 
-    async fn redeem(&self, presented: &str, now: UnixTime) -> Result<Minted, ApiError> {
+    async fn redeem_inner(&self, presented: &str, now: UnixTime) -> Result<MintedToken, ServiceError> {
         if !presented.starts_with(reference::REGISTRATION_PREFIX) {
-            return Err(ApiError::bad("token", "not a registration token"));
+            return Err(ServiceError::bad("token", "not a registration token"));
         }
         let store = self.store()?;
-        let (id, secret) = (random(16)?, reference::new_secret().ok_or_else(|| ApiError::internal("no randomness"))?);
+        let (id, secret) =
+            (random(16)?, reference::new_secret().ok_or_else(|| ServiceError::internal("no randomness"))?);
         let hash = reference::hash(&secret);
         let revocations = self.mirror.revocations.clone();
         let redeemed = store
@@ -493,23 +554,29 @@ impl TokenService {
             .await;
         let record = match redeemed {
             Ok(r) => r,
-            Err(RedeemError::Unknown) => return Err(ApiError::not_found("unknown registration token")),
-            Err(RedeemError::Used) => return Err(ApiError::already_redeemed()),
-            Err(RedeemError::Expired) => return Err(ApiError::registration_expired()),
-            Err(RedeemError::Revoked) => return Err(ApiError::registration_revoked()),
-            Err(RedeemError::Store(StoreError::Conflict(_))) => return Err(ApiError::conflict("name")),
+            Err(RedeemError::Unknown) => return Err(ServiceError::not_found("unknown registration token")),
+            Err(RedeemError::Used) => return Err(ServiceError::already_redeemed()),
+            Err(RedeemError::Expired) => return Err(ServiceError::registration_expired()),
+            Err(RedeemError::Revoked) => return Err(ServiceError::registration_revoked()),
+            Err(RedeemError::Store(StoreError::Conflict(_))) => return Err(ServiceError::conflict("name")),
             Err(RedeemError::Store(e)) => return Err(e.into()),
         };
         self.publish(&record, Some(hash));
         tracing::info!(token.jti = %record.id, "redeemed a registration token");
-        Ok(Minted::Token { secret, record })
+        Ok(MintedToken { secret, record })
     }
 
     /// Make the secret, record the token, and make it usable here at once.
-    async fn issue(&self, snap: &Snapshot, t: NewToken, origin: Origin, now: UnixTime) -> Result<Minted, ApiError> {
+    async fn issue(
+        &self,
+        snap: &Settings,
+        t: NewToken,
+        origin: Origin,
+        now: UnixTime,
+    ) -> Result<MintedToken, ServiceError> {
         let jti = random(16)?;
         if t.expires_at.is_none() && t.form == NewForm::Jwt {
-            return Err(ApiError::bad(
+            return Err(ServiceError::bad(
                 "expiresAt",
                 "a JWT needs an expiry; a token that never expires uses the reference form",
             ));
@@ -533,14 +600,14 @@ impl TokenService {
         };
         let (secret, secret_hash, form, external_id) = match t.form {
             NewForm::Jwt => {
-                let signing = snap.signing.as_ref().ok_or_else(ApiError::signing_unavailable)?;
+                let signing = snap.signing.as_ref().ok_or_else(ServiceError::signing_unavailable)?;
                 let token = signing.sign(&mut claims)?;
                 // Never issue what the proxy would refuse as too large.
                 issuance::fits(token.len(), snap.max_token_bytes)?;
                 (token, None, TokenForm::Jwt, None)
             }
             NewForm::Reference => {
-                let secret = reference::new_secret().ok_or_else(|| ApiError::internal("no randomness"))?;
+                let secret = reference::new_secret().ok_or_else(|| ServiceError::internal("no randomness"))?;
                 let h = reference::hash(&secret);
                 (secret, Some(h), TokenForm::Reference, None)
             }
@@ -574,14 +641,16 @@ impl TokenService {
         match (&self.store, origin.kind) {
             (Some(store), _) => match store.insert_token(&record).await {
                 Ok(()) => {}
-                Err(StoreError::Conflict(_)) if record.external_id.is_some() => return Err(ApiError::conflict("id")),
+                Err(StoreError::Conflict(_)) if record.external_id.is_some() => {
+                    return Err(ServiceError::conflict("id"));
+                }
                 // Never hand out a token the store does not know: fail closed.
                 Err(e) => return Err(e.into()),
             },
             // Without a store, a narrowed JWT stands on its signature (and
             // its lineage is revoked with its parent's); nothing else may.
             (None, TokenKind::Narrowed) => {}
-            (None, _) => return Err(self.store().err().unwrap_or_else(|| ApiError::internal("no store"))),
+            (None, _) => return Err(self.store().err().unwrap_or_else(|| ServiceError::internal("no store"))),
         }
         self.publish(&record, secret_hash);
         tracing::info!(
@@ -590,7 +659,7 @@ impl TokenService {
             created_by = record.created_by.as_deref().unwrap_or("-"),
             "minted a token"
         );
-        Ok(Minted::Token { secret, record })
+        Ok(MintedToken { secret, record })
     }
 
     /// A reference token is usable on this replica's proxy at once.
@@ -604,13 +673,13 @@ impl TokenService {
 
     /// Revoke `target` on `by`'s authority: in force here at once, on other
     /// replicas through the store, on followers through the feed.
-    pub async fn revoke(&self, snap: &Snapshot, by: &Grant, target: RevokeTarget) -> Result<Revoked, ApiError> {
+    pub async fn revoke(&self, snap: &Settings, by: &Grant, target: RevokeTarget) -> Result<Revoked, ServiceError> {
         let kind = match &target {
-            RevokeTarget::Id(_) => "id",
-            RevokeTarget::Name(_) => "name",
-            RevokeTarget::ExternalId(_) => "external_id",
-            RevokeTarget::Jti { .. } => "jti",
-            RevokeTarget::Registration(_) => "registration",
+            RevokeTarget::Id(_) => ActionKind::Id,
+            RevokeTarget::Name(_) => ActionKind::Name,
+            RevokeTarget::ExternalId(_) => ActionKind::ExternalId,
+            RevokeTarget::Jti { .. } => ActionKind::Jti,
+            RevokeTarget::Registration(_) => ActionKind::Registration,
         };
         // The target as far as it is not a credential: a Crafter id is one.
         let named = match &target {
@@ -620,9 +689,9 @@ impl TokenService {
         };
         let revoked = self.revoke_inner(snap, by, target).await;
         self.audit(ActionEvent {
-            action: "revoke",
+            action: Action::Revoke,
             kind: Some(kind),
-            result: revoked.as_ref().map_or_else(ApiError::code, |_| "ok"),
+            result: revoked.as_ref().map_or_else(ServiceError::code, |_| "ok"),
             by: Some(by.token_id.to_string()),
             by_subject: Some(by.subject.to_string()),
             target: revoked.as_ref().ok().map(|r| r.id.clone()).or(named),
@@ -631,7 +700,7 @@ impl TokenService {
         revoked
     }
 
-    async fn revoke_inner(&self, snap: &Snapshot, by: &Grant, target: RevokeTarget) -> Result<Revoked, ApiError> {
+    async fn revoke_inner(&self, snap: &Settings, by: &Grant, target: RevokeTarget) -> Result<Revoked, ServiceError> {
         let store = self.store()?;
         let now = self.now();
         let record = match &target {
@@ -640,7 +709,7 @@ impl TokenService {
             RevokeTarget::ExternalId(id) => store.token_by_external_id(id).await?,
             RevokeTarget::Jti { jti, issuer, expires_at } => {
                 if !snap.issuers.contains(issuer) {
-                    return Err(ApiError::bad("issuer", "not the iss of any issuer this gateway trusts"));
+                    return Err(ServiceError::bad("issuer", "not the iss of any issuer this gateway trusts"));
                 }
                 match store.token(jti).await? {
                     Some(own) => Some(own),
@@ -673,7 +742,7 @@ impl TokenService {
                     issuance::may_act_on(by, &issuance::Target { id: &r.id, master: false, lineage: &r.lineage })
                 });
                 if !matches!(reach, Some(Ok(_))) || !store.revoke_registration(id, now).await? {
-                    return Err(ApiError::not_found("no unredeemed registration token with this id"));
+                    return Err(ServiceError::not_found("no unredeemed registration token with this id"));
                 }
                 tracing::info!(registration.id = %id, "revoked a registration token");
                 return Ok(Revoked { id: id.clone(), newly: true });
@@ -681,7 +750,7 @@ impl TokenService {
         };
         let Some(record) = record else {
             issuance::manager(by)?;
-            return Err(ApiError::not_found(
+            return Err(ServiceError::not_found(
                 "no such token here; another issuer's token is revoked with POST /v1/revocations (jti and issuer)",
             ));
         };
@@ -699,8 +768,8 @@ impl TokenService {
     /// The tokens matching `filter` that `by` may see (a master: all; a
     /// non-master admin: itself and its lineage), with their effective
     /// state.
-    pub async fn list(&self, by: &Grant, filter: &TokenFilter) -> Result<Vec<Shown>, ApiError> {
-        self.manager_for("list", by)?;
+    pub async fn list(&self, by: &Grant, filter: &TokenFilter) -> Result<Vec<Shown>, ServiceError> {
+        self.manager_for(Action::List, by)?;
         let within = issuance::visible_lineage(by)?.map(str::to_string);
         let filter = TokenFilter { within_lineage_of: within, ..filter.clone() };
         let records = self.store()?.list_tokens(&filter).await?;
@@ -708,18 +777,18 @@ impl TokenService {
     }
 
     /// One token by id, if `by` may see it, with its effective state.
-    pub async fn show(&self, by: &Grant, id: &str) -> Result<Shown, ApiError> {
-        self.manager_for("show", by)?;
-        let record = self.store()?.token(id).await?.ok_or_else(|| ApiError::not_found("no token with this id"))?;
+    pub async fn show(&self, by: &Grant, id: &str) -> Result<Shown, ServiceError> {
+        self.manager_for(Action::Show, by)?;
+        let record = self.store()?.token(id).await?.ok_or_else(|| ServiceError::not_found("no token with this id"))?;
         // A token out of reach is one the caller is not told of.
         issuance::may_act_on(by, &authority_target(&record)).map_err(not_visible)?;
-        self.shown(vec![record]).await.into_iter().next().ok_or_else(|| ApiError::internal("shown nothing"))
+        self.shown(vec![record]).await.into_iter().next().ok_or_else(|| ServiceError::internal("shown nothing"))
     }
 
     /// A live token by its client-chosen id, or all of them (Crafter),
     /// as far as `by` may see them.
-    pub async fn external(&self, by: &Grant, id: Option<&str>) -> Result<Vec<TokenRecord>, ApiError> {
-        self.manager_for("list", by)?;
+    pub async fn external(&self, by: &Grant, id: Option<&str>) -> Result<Vec<TokenRecord>, ServiceError> {
+        self.manager_for(Action::List, by)?;
         let store = self.store()?;
         let found = match id {
             Some(id) => store.token_by_external_id(id).await?.into_iter().collect(),
@@ -788,13 +857,13 @@ impl TokenService {
 
     /// The caller's authority to manage tokens, or why it has none (a
     /// refusal is audited as a failed management call).
-    pub fn manager(&self, by: &Grant) -> Result<Authority, ApiError> {
-        self.manager_for("manage", by)
+    pub fn manager(&self, by: &Grant) -> Result<Authority, ServiceError> {
+        self.manager_for(Action::Manage, by)
     }
 
-    fn manager_for(&self, action: &'static str, by: &Grant) -> Result<Authority, ApiError> {
+    fn manager_for(&self, action: Action, by: &Grant) -> Result<Authority, ServiceError> {
         issuance::manager(by).map_err(|e| {
-            let e = ApiError::from(e);
+            let e = ServiceError::from(e);
             self.audit(ActionEvent {
                 action,
                 kind: None,

@@ -21,11 +21,11 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::api::service::{MintRequest, Minted, NewForm, NewToken};
-use crate::api::{ApiCode, ApiError, Kind, TokenService};
 use crate::config::Bootstrap;
 use crate::policy::AccessRule;
 use crate::policy::tenant::TenantPermission;
+use crate::service::{ErrorKind, ServiceError, TokenService};
+use crate::service::{NewForm, NewToken};
 use crate::token::Role;
 
 /// The bootstrap token's name.
@@ -34,7 +34,7 @@ pub const NAME: &str = "bootstrap-admin";
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
     #[error(transparent)]
-    Mint(#[from] ApiError),
+    Mint(#[from] ServiceError),
     // The cause is the source, shown once after this.
     #[error("cannot write the bootstrap token file {path} (bootstrap_token_file)")]
     File { path: String, source: std::io::Error },
@@ -138,11 +138,10 @@ pub async fn bootstrap(
     token.role = Role::Admin;
     token.master = true;
     token.rules = vec![AccessRule::everything()];
-    let (secret, record) = match service.mint(&service.snapshot(), MintRequest::FirstStart { token }).await {
-        Ok(Minted::Token { secret, record }) => (secret, record),
-        Ok(Minted::Registration { .. }) => return Err(ApiError::internal("bootstrap minted something else").into()),
+    let (secret, record) = match service.first_start(&service.settings(), token).await {
+        Ok(minted) => (minted.secret, minted.record),
         // Another replica bootstrapped first.
-        Err(e) if e.kind() == Kind::Api(ApiCode::Conflict) => return Ok(None),
+        Err(e) if e.kind() == ErrorKind::Conflict => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     if config.token_sha256.is_some() {
@@ -206,10 +205,7 @@ pub async fn crafter_defaults(service: &TokenService) -> Result<Vec<(String, Str
         token.application = Some(application.into());
         token.description = "Crafter Profile default access token".into();
         token.tenants = vec![tenants];
-        let record = match service.mint(&service.snapshot(), MintRequest::FirstStart { token }).await? {
-            Minted::Token { record, .. } => record,
-            Minted::Registration { .. } => return Err(ApiError::internal("a default minted something else").into()),
-        };
+        let record = service.first_start(&service.settings(), token).await?.record;
         tracing::info!(token.jti = %record.id, application, "created a Crafter default access token");
         out.push((application.to_string(), id));
     }
