@@ -320,9 +320,10 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
         tasks.push(serve_axum(listener, app, runtime.clone(), admin_drain, stop_rx.clone()));
     }
     if let Some((listener, _)) = api_listener {
+        let console = crate::console::Console::new(runtime.clone(), service.clone());
+        background.push(tokio::spawn(console.follow_revocations()));
         let state = api::ApiState::new(runtime.clone(), service).stopping_on(stop_rx.clone());
-        background.push(tokio::spawn(state.console_follows_revocations()));
-        let app = api::app(state);
+        let app = api::app(state, crate::console::router(console));
         tasks.push(serve_axum(listener, app, runtime.clone(), api_drain, stop_rx.clone()));
     }
     if runtime.path().is_some() {

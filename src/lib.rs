@@ -32,7 +32,7 @@
 //! | 7–10 | [`audit`], [`metrics`], [`auth`], the token service ([`service`], with its first start) | the service layer |
 //! | 11 | [`runtime`] | the compiled policy in force, swapped by reloads |
 //! | 12–14 | [`respond`], [`server`] (the one HTTP server loop), the pure decision, [`explain`] | what the front ends share |
-//! | 15 | [`proxy`], [`api`] (and its console), [`kube`], [`admin`], [`reload`], [`echo`] | front ends: thin adapters over the layers below |
+//! | 15 | [`proxy`], [`api`], [`console`], [`kube`], [`admin`], [`reload`], [`echo`] | front ends: thin adapters over the layers below |
 //! | 16 | [`app`] | binds the listeners and runs everything |
 //! | 17 | [`cli`] | the subcommands (`main.rs` is their crate) |
 
@@ -44,6 +44,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod echo;
 pub mod explain;
 pub mod http_names;

@@ -12,6 +12,91 @@ use serde::Serialize;
 
 use crate::policy::Denial;
 use crate::reason::Reason;
+use crate::service::ErrorKind;
+
+/// The largest body the token service's listener reads (api and console).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Declares a closed set of codes: the enum, `ALL`, `code()` and
+/// `status()` from one list, so no variant can be left out of any.
+macro_rules! closed_set {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $variant:ident => ($code:literal, $status:literal),)* }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vm])* $variant,)* }
+        impl $name {
+            /// Every member, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            /// The stable snake_case code.
+            pub fn code(self) -> &'static str {
+                match self { $($name::$variant => $code,)* }
+            }
+            /// The HTTP status.
+            pub fn status(self) -> StatusCode {
+                match self { $($name::$variant => StatusCode::from_u16($status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),)* }
+            }
+        }
+    };
+}
+
+closed_set! {
+    /// The token service's own error codes. Stable: clients key on them, so
+    /// a code is never renamed, only added.
+    pub enum ApiCode {
+        /// Malformed input; the message names the field.
+        BadRequest => ("bad_request", 400),
+        /// The token would not fit `server.max_token_bytes`.
+        TokenTooLarge => ("token_too_large", 400),
+        /// The caller has no management authority.
+        AdminRequired => ("admin_required", 403),
+        /// Acting on a master token needs a master.
+        MasterRequired => ("master_required", 403),
+        /// The revocation feed is for feed readers, admins and masters.
+        FeedReaderRequired => ("feed_reader_required", 403),
+        /// More than the caller may give; the message names the field.
+        WouldWiden => ("would_widen", 403),
+        NotFound => ("not_found", 404),
+        Conflict => ("conflict", 409),
+        AlreadyRedeemed => ("already_redeemed", 409),
+        /// A registration token past its TTL.
+        RegistrationExpired => ("registration_expired", 410),
+        /// A registration token revoked, or its creator.
+        RegistrationRevoked => ("registration_revoked", 410),
+        /// The token to act on is revoked (itself or an ancestor) or
+        /// expired: nothing more is made from it.
+        NotLive => ("not_live", 410),
+        /// The request (its body included) took longer than the token
+        /// service waits.
+        RequestTimeout => ("request_timeout", 408),
+        PayloadTooLarge => ("payload_too_large", 413),
+        Internal => ("internal", 500),
+        StoreUnavailable => ("store_unavailable", 503),
+        SigningUnavailable => ("signing_unavailable", 503),
+    }
+}
+
+/// The service's errors as the listener's codes (the code strings are the
+/// same; each gets its status).
+impl From<ErrorKind> for ApiCode {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::BadRequest => ApiCode::BadRequest,
+            ErrorKind::TokenTooLarge => ApiCode::TokenTooLarge,
+            ErrorKind::AdminRequired => ApiCode::AdminRequired,
+            ErrorKind::MasterRequired => ApiCode::MasterRequired,
+            ErrorKind::WouldWiden => ApiCode::WouldWiden,
+            ErrorKind::NotFound => ApiCode::NotFound,
+            ErrorKind::Conflict => ApiCode::Conflict,
+            ErrorKind::AlreadyRedeemed => ApiCode::AlreadyRedeemed,
+            ErrorKind::RegistrationExpired => ApiCode::RegistrationExpired,
+            ErrorKind::RegistrationRevoked => ApiCode::RegistrationRevoked,
+            ErrorKind::NotLive => ApiCode::NotLive,
+            ErrorKind::Internal => ApiCode::Internal,
+            ErrorKind::StoreUnavailable => ApiCode::StoreUnavailable,
+            ErrorKind::SigningUnavailable => ApiCode::SigningUnavailable,
+        }
+    }
+}
 
 #[derive(Serialize, utoipa::ToSchema)]
 /// Every error body, on the proxy and the token service alike.
@@ -84,6 +169,17 @@ pub fn error_response(
     if let Some(v) = www_authenticate(reason, scopes) {
         resp.headers_mut().insert(WWW_AUTHENTICATE, v);
     }
+    resp
+}
+
+/// The token service listener's error response: `{"error": code,
+/// "message": …}` with the code's status. `message` is fixed text or names
+/// a field, never a value a client sent.
+pub fn code_response(code: ApiCode, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "error": code.code(), "message": message });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = code.status();
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 

@@ -55,7 +55,6 @@ const LAYERS: &[(&str, u32)] = &[
     ("proxy", 15),
     ("api", 15),
     ("console", 15),
-    ("api::console", 15), // until it moves to console/
     ("kube", 15),
     ("admin", 15),
     ("reload", 15),
@@ -65,8 +64,9 @@ const LAYERS: &[(&str, u32)] = &[
     ("cli", 17),
 ];
 
-/// Imports against the table today, as (from entry, to entry).
-const KNOWN: &[(&str, &str)] = &[("api", "api::console"), ("api::console", "api")];
+/// Imports against the table, as (from entry, to entry): none left; keep
+/// it so (an entry here is a breach allowed while it is being fixed).
+const KNOWN: &[(&str, &str)] = &[];
 
 /// File circles today, each sorted: none left; keep it so.
 const KNOWN_CIRCLES: &[&[&str]] = &[];
@@ -496,7 +496,8 @@ fn every_way_of_naming_a_module_is_seen() {
     let want: BTreeSet<(String, bool)> =
         ["b/c.rs", "b/mod.rs", "d.rs", "e.rs", "f.rs", "g.rs", "h.rs"].iter().map(|f| (f.to_string(), false)).collect();
     assert_eq!(got, want);
-    assert_eq!(layer("api/console/mod.rs"), Some(("api::console", 15)));
+    assert_eq!(layer("proxy/decide.rs"), Some(("proxy::decide", 13)));
+    assert_eq!(layer("console/session.rs"), Some(("console", 15)));
     assert_eq!(layer("api/tokens.rs"), Some(("api", 15)));
     assert_eq!(layer("store/sql.rs"), Some(("store", 6)));
 }

@@ -21,67 +21,12 @@ use crate::config::MintError;
 use crate::policy::issuance::IssuanceError;
 use crate::policy::narrow::NarrowError;
 use crate::reason::Reason;
+pub use crate::respond::ApiCode;
 use crate::respond::{self, error_response};
-use crate::service::{ErrorKind, ServiceError};
+#[cfg(test)]
+use crate::service::ErrorKind;
+use crate::service::ServiceError;
 use crate::store::StoreError;
-
-/// Declares a closed set of codes: the enum, `ALL`, `code()` and
-/// `status()` from one list, so no variant can be left out of any.
-macro_rules! closed_set {
-    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $variant:ident => ($code:literal, $status:literal),)* }) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vm])* $variant,)* }
-        impl $name {
-            /// Every member, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
-            /// The stable snake_case code.
-            pub fn code(self) -> &'static str {
-                match self { $($name::$variant => $code,)* }
-            }
-            /// The HTTP status.
-            pub fn status(self) -> StatusCode {
-                match self { $($name::$variant => StatusCode::from_u16($status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),)* }
-            }
-        }
-    };
-}
-
-closed_set! {
-    /// The token service's own error codes. Stable: clients key on them, so
-    /// a code is never renamed, only added.
-    pub enum ApiCode {
-        /// Malformed input; the message names the field.
-        BadRequest => ("bad_request", 400),
-        /// The token would not fit `server.max_token_bytes`.
-        TokenTooLarge => ("token_too_large", 400),
-        /// The caller has no management authority.
-        AdminRequired => ("admin_required", 403),
-        /// Acting on a master token needs a master.
-        MasterRequired => ("master_required", 403),
-        /// The revocation feed is for feed readers, admins and masters.
-        FeedReaderRequired => ("feed_reader_required", 403),
-        /// More than the caller may give; the message names the field.
-        WouldWiden => ("would_widen", 403),
-        NotFound => ("not_found", 404),
-        Conflict => ("conflict", 409),
-        AlreadyRedeemed => ("already_redeemed", 409),
-        /// A registration token past its TTL.
-        RegistrationExpired => ("registration_expired", 410),
-        /// A registration token revoked, or its creator.
-        RegistrationRevoked => ("registration_revoked", 410),
-        /// The token to act on is revoked (itself or an ancestor) or
-        /// expired: nothing more is made from it.
-        NotLive => ("not_live", 410),
-        /// The request (its body included) took longer than the token
-        /// service waits.
-        RequestTimeout => ("request_timeout", 408),
-        PayloadTooLarge => ("payload_too_large", 413),
-        Internal => ("internal", 500),
-        StoreUnavailable => ("store_unavailable", 503),
-        SigningUnavailable => ("signing_unavailable", 503),
-    }
-}
 
 /// What went wrong: one of the service's codes, or the proxy's reason for
 /// refusing the credential.
@@ -178,10 +123,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self.kind {
             Kind::Credential(reason) => error_response(reason, None, None).into_response(),
-            Kind::Api(code) => {
-                let body = serde_json::json!({ "error": code.code(), "message": self.message });
-                json(code.status(), Bytes::from(body.to_string()))
-            }
+            Kind::Api(code) => respond::code_response(code, &self.message).into_response(),
         }
     }
 }
@@ -195,23 +137,7 @@ pub fn json(status: StatusCode, body: Bytes) -> Response {
 
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
-        let code = match e.kind() {
-            ErrorKind::BadRequest => ApiCode::BadRequest,
-            ErrorKind::TokenTooLarge => ApiCode::TokenTooLarge,
-            ErrorKind::AdminRequired => ApiCode::AdminRequired,
-            ErrorKind::MasterRequired => ApiCode::MasterRequired,
-            ErrorKind::WouldWiden => ApiCode::WouldWiden,
-            ErrorKind::NotFound => ApiCode::NotFound,
-            ErrorKind::Conflict => ApiCode::Conflict,
-            ErrorKind::AlreadyRedeemed => ApiCode::AlreadyRedeemed,
-            ErrorKind::RegistrationExpired => ApiCode::RegistrationExpired,
-            ErrorKind::RegistrationRevoked => ApiCode::RegistrationRevoked,
-            ErrorKind::NotLive => ApiCode::NotLive,
-            ErrorKind::Internal => ApiCode::Internal,
-            ErrorKind::StoreUnavailable => ApiCode::StoreUnavailable,
-            ErrorKind::SigningUnavailable => ApiCode::SigningUnavailable,
-        };
-        ApiError::new(code, e.into_message())
+        ApiError::new(ApiCode::from(e.kind()), e.into_message())
     }
 }
 
@@ -228,8 +154,7 @@ macro_rules! through_service {
 }
 through_service!(StoreError, IssuanceError, NarrowError, MintError);
 
-/// The largest body the token service reads.
-pub const MAX_BODY: usize = 64 * 1024;
+pub use crate::respond::MAX_BODY;
 
 /// Read a JSON object into `T` (see [`parse`]), at most [`MAX_BODY`].
 pub async fn read_body<T: DeserializeOwned>(req: axum::extract::Request) -> Result<T, ApiError> {

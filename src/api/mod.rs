@@ -23,7 +23,6 @@ use crate::token::{Grant, Role, TokenKind};
 use error::json;
 pub use error::{ApiCode, ApiError, Kind};
 
-mod console;
 mod crafter;
 pub mod error;
 mod metaapi;
@@ -47,8 +46,6 @@ pub struct ApiState {
     /// Becomes true when the process stops: long-lived responses (the
     /// revocation feed) end then, so the drain is not held open.
     stopping: Option<tokio::sync::watch::Receiver<bool>>,
-    /// The console's signed-in browsers and failed sign-ins.
-    console: Arc<console::ConsoleState>,
 }
 
 impl ApiState {
@@ -57,16 +54,9 @@ impl ApiState {
             openapi_json: Bytes::from(openapi::document()),
             instance: crate::token::keys::random_id(8).unwrap_or_else(|_| "replica".into()).into(),
             stopping: None,
-            console: Arc::new(console::ConsoleState::new(runtime.shared().revocations.clone())),
             runtime,
             service,
         }
-    }
-
-    /// The task that ends console sessions as their sign-in tokens are
-    /// revoked (for the process's background work).
-    pub fn console_follows_revocations(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.console.follow_revocations()
     }
 
     /// End long-lived responses when `stopping` turns true.
@@ -127,8 +117,10 @@ impl ApiState {
 
 /// The token service's router; testable without sockets. The facades'
 /// routes are always there and answer only while the policy in force
-/// enables them, so a reload turns them on and off.
-pub fn app(state: ApiState) -> Router {
+/// enables them, so a reload turns them on and off. `beside`: another
+/// front end's routes served on the same listener (the console), under
+/// the same request bound and fallback.
+pub fn app(state: ApiState, beside: Router) -> Router {
     let router = Router::new()
         .route("/v1/manifest", get(manifest))
         .route("/v1/whoami", get(whoami))
@@ -144,19 +136,12 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/revocations", get(revocations::feed).post(revocations::revoke_jti))
         .merge(gated(metaapi::routes(Router::new()), &state, |f| f.metaapi))
         .merge(gated(crafter::routes(Router::new()), &state, |f| f.crafter))
-        .merge(gated(prodmanager::routes(Router::new()), &state, |f| f.prodmanager.is_some()))
-        .merge(console::routes(Router::new()).route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            |State(s): State<ApiState>, req: Request, next: axum::middleware::Next| async move {
-                if s.snapshot().console.enabled {
-                    next.run(req).await
-                } else {
-                    ApiError::not_found("no such endpoint").into_response()
-                }
-            },
-        )))
-        .layer(axum::middleware::from_fn(bounded));
-    router.fallback(|| async { ApiError::not_found("no such endpoint") }).with_state(state)
+        .merge(gated(prodmanager::routes(Router::new()), &state, |f| f.prodmanager.is_some()));
+    router
+        .with_state(state)
+        .merge(beside)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::middleware::from_fn(bounded))
 }
 
 /// How long a request may take to arrive and be answered (its body read,
@@ -345,7 +330,7 @@ mod tests {
         let shared = Shared::new(metrics, mirror.revocations.clone(), mirror.references.clone());
         let runtime = Runtime::new(&config, Some(path), shared);
         let service = Arc::new(TokenService::new(runtime.clone(), None, mirror));
-        (runtime.clone(), app(ApiState::new(runtime, service)))
+        (runtime.clone(), app(ApiState::new(runtime, service), Router::new()))
     }
 
     const DEMO: &str = include_str!("../../config/demo.yaml");

@@ -14,32 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, parse};
 use super::{ApiState, ok_json};
-use crate::policy::AccessRule;
 use crate::policy::narrow::Simplified;
 use crate::policy::tenant::TenantPermission;
 use crate::respond::ErrorBody;
 use crate::service::Narrowing;
+use crate::service::input::{ResourceInput, RuleInput, compile};
 use crate::store::TokenRecord;
-use crate::token::claims::{WireMethodGroup, WireRule};
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ResourceInput {
-    pub entity: String,
-    pub id: String,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct RuleInput {
-    #[serde(default)]
-    pub id: String,
-    pub application: String,
-    pub service: String,
-    pub method_groups: Vec<WireMethodGroup>,
-    pub roles: Vec<String>,
-    pub resources: Vec<ResourceInput>,
-}
 
 /// Either form; both at once is refused.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -77,18 +57,6 @@ pub(crate) struct NarrowResponse {
     pub token: String,
     pub id: String,
     pub expires_at: u64,
-}
-
-pub(crate) fn compile(input: &RuleInput) -> Option<AccessRule> {
-    WireRule {
-        id: if input.id.is_empty() { input.application.clone() } else { input.id.clone() },
-        application: input.application.clone(),
-        service: input.service.clone(),
-        method_groups: input.method_groups.clone(),
-        roles: input.roles.clone(),
-        resources: input.resources.iter().map(|r| format!("{}:$USER_ID$:{}", r.entity, r.id)).collect(),
-    }
-    .compile()
 }
 
 /// A narrowing request (body and query, in the native or MetaApi form) as

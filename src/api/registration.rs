@@ -12,24 +12,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, parse, read_body};
-use super::tokens::{duration_field, parse_role};
 use super::{ApiState, ok_json};
 use crate::respond::ErrorBody;
-use crate::service::{MintedToken, NewRegistration, RevokeTarget};
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct CreateRegistration {
-    /// Name of the access token it yields.
-    name: String,
-    /// `user`/`User` or `admin`/`Administrator`.
-    role: String,
-    /// Lifetime of the access token; absent or `none`: never expires.
-    #[serde(default)]
-    lifetime: Option<String>,
-    /// How long the registration token itself may be redeemed.
-    ttl: String,
-}
+use crate::service::input::CreateRegistration;
+use crate::service::{MintedToken, RevokeTarget};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -93,19 +79,7 @@ pub(crate) async fn create_registration(
     caller: std::sync::Arc<crate::token::Grant>,
     input: CreateRegistration,
 ) -> Result<(String, crate::store::RegistrationRecord), ApiError> {
-    if input.name.trim().is_empty() || input.name.len() > 200 {
-        return Err(ApiError::bad("name", "1 to 200 characters"));
-    }
-    let registration = NewRegistration {
-        name: input.name,
-        role: parse_role(Some(&input.role))?,
-        ttl: duration_field(&input.ttl, "ttl")?,
-        lifetime: match input.lifetime.as_deref() {
-            None | Some("none") => None,
-            Some(l) => Some(duration_field(l, "lifetime")?),
-        },
-    };
-    let minted = s.service.create_registration(&snap.service, caller, registration).await?;
+    let minted = s.service.create_registration(&snap.service, caller, input.into_new_registration()?).await?;
     Ok((minted.secret, minted.record))
 }
 

@@ -11,11 +11,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, parse};
-use super::tokens::{TimeInput, time_field};
 use super::{ApiState, ok_json};
 use crate::respond::ErrorBody;
 use crate::revocation::feed::{self, FeedLine};
 use crate::service::RevokeTarget;
+use crate::service::input::{TimeInput, time_field};
 
 /// A token from another issuer, to revoke.
 #[derive(Deserialize, utoipa::ToSchema)]

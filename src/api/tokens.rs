@@ -9,51 +9,17 @@ use std::collections::HashMap;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::error::{ApiError, parse};
-use super::narrow::RuleInput;
 use super::{ApiState, ok_json};
-use crate::config::parse_duration;
-use crate::policy::tenant::{self, TenantPermission};
+use crate::policy::tenant::TenantPermission;
 use crate::respond::ErrorBody;
-use crate::service::{NewForm, NewToken, RevokeTarget, Shown, TokenState};
+use crate::service::input::CreateRequest;
+use crate::service::{RevokeTarget, Shown, TokenState};
 use crate::store::{TokenFilter, TokenRecord, kind_str, parse_kind, role_str};
 use crate::time::UnixTime;
-use crate::token::Role;
 use crate::token::claims::{WireRule, decode_grants};
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct CreateRequest {
-    name: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    application: Option<String>,
-    #[serde(default)]
-    role: Option<String>,
-    #[serde(default)]
-    master: bool,
-    /// Default: the caller's own rules (none when tenant permissions are given).
-    #[serde(default)]
-    access_rules: Option<Vec<RuleInput>>,
-    /// Crafter-style: per tenant, the actions allowed.
-    #[serde(default)]
-    tenant_permissions: Vec<TenantPermission>,
-    /// Unix seconds or RFC 3339 (`2026-12-31T23:59:59Z`).
-    #[serde(default)]
-    not_before: Option<TimeInput>,
-    /// Unix seconds or RFC 3339; or `lifetime`.
-    #[serde(default)]
-    expires_at: Option<TimeInput>,
-    /// `2h45m30s` style.
-    #[serde(default)]
-    lifetime: Option<String>,
-    /// `jwt` (the default).
-    #[serde(default)]
-    form: Option<String>,
-}
 
 /// A token as listed and viewed: metadata, never a secret.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -119,86 +85,6 @@ fn view(shown: &Shown) -> TokenView<'_> {
         revoked_by,
         access_rules: access_rules.iter().filter_map(WireRule::compile).map(|r| super::RuleView::of(&r)).collect(),
         tenant_permissions,
-    }
-}
-
-/// Parse a role as the native API and VK's clients write it.
-pub(crate) fn parse_role(v: Option<&str>) -> Result<Role, ApiError> {
-    match v {
-        None | Some("user") | Some("User") => Ok(Role::User),
-        Some("admin") | Some("Administrator") => Ok(Role::Admin),
-        Some(_) => Err(ApiError::bad("role", "not user (User) or admin (Administrator)")),
-    }
-}
-
-/// A `2h45m30s`-style duration field, in seconds (positive).
-pub(crate) fn duration_field(v: &str, name: &'static str) -> Result<u64, ApiError> {
-    match parse_duration(v) {
-        Ok(d) if d.as_secs() > 0 => Ok(d.as_secs()),
-        _ => Err(ApiError::bad(name, "not a duration like 2h45m30s")),
-    }
-}
-
-impl CreateRequest {
-    /// The token this asks for, on `caller`'s behalf (whose rules are the
-    /// default).
-    fn into_new_token(self, caller: &crate::token::Grant, now: UnixTime) -> Result<NewToken, ApiError> {
-        if self.name.trim().is_empty() || self.name.len() > 200 {
-            return Err(ApiError::bad("name", "1 to 200 characters"));
-        }
-        let form = match self.form.as_deref() {
-            None | Some("jwt") => NewForm::Jwt,
-            Some("reference") => NewForm::Reference,
-            Some(_) => return Err(ApiError::bad("form", "not jwt or reference")),
-        };
-        let role = parse_role(self.role.as_deref())?;
-        let not_before = time_field(&self.not_before, "notBefore")?;
-        let expires_at = time_field(&self.expires_at, "expiresAt")?;
-        let expires_at = match (&self.lifetime, expires_at) {
-            (Some(_), Some(_)) => return Err(ApiError::bad("lifetime", "give lifetime or expiresAt, not both")),
-            (Some(l), None) if l == "none" => None,
-            (Some(l), None) => Some(
-                now.checked_add(duration_field(l, "lifetime")?)
-                    .ok_or_else(|| ApiError::bad("lifetime", "would end after 9999-12-30T22:00:00Z"))?,
-            ),
-            (None, Some(e)) if e > now => Some(e),
-            (None, Some(_)) => return Err(ApiError::bad("expiresAt", "must be in the future")),
-            (None, None) => None,
-        };
-        if expires_at.is_none() && form == NewForm::Jwt {
-            return Err(ApiError::bad(
-                "lifetime",
-                "a JWT needs lifetime or expiresAt; a token that never expires uses \"form\": \"reference\"",
-            ));
-        }
-        tenant::validate(&self.tenant_permissions).map_err(|e| ApiError::bad(e.path, e.what))?;
-        let rules = match &self.access_rules {
-            None if !self.tenant_permissions.is_empty() => Vec::new(),
-            None => caller.rules.to_vec(),
-            Some(list) if list.is_empty() && self.tenant_permissions.is_empty() => {
-                return Err(ApiError::bad("accessRules", "the token would grant nothing"));
-            }
-            Some(list) => list
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    super::narrow::compile(r).ok_or_else(|| {
-                        ApiError::bad(format!("accessRules[{i}]"), "empty application, service, entity or id")
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        let mut t = NewToken::user(self.name.clone(), form, now);
-        t.name = Some(self.name);
-        t.description = self.description;
-        t.application = self.application;
-        t.role = role;
-        t.master = self.master;
-        t.rules = rules;
-        t.tenants = self.tenant_permissions;
-        t.not_before = not_before.unwrap_or(now);
-        t.expires_at = expires_at;
-        Ok(t)
     }
 }
 
@@ -361,38 +247,4 @@ pub(crate) async fn revoke_by_name(State(s): State<ApiState>, req: Request) -> R
     let name = query_map(&req).remove("name").ok_or_else(|| ApiError::bad("name", "DELETE /v1/tokens needs ?name="))?;
     s.service.revoke(&snap.service, &caller, RevokeTarget::Name(name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// A point in time as a client may send it: Unix seconds, or RFC 3339 /
-/// ISO 8601 with an offset (`2026-12-31T23:59:59Z`, `…+02:00`). Any JSON
-/// number is read (a negative one, a fraction, one past 2^64), so that
-/// [`time_field`] refuses it naming the field, never a generic parse error.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub(crate) enum TimeInput {
-    /// Unix seconds, 0 to 253402207200 (9999-12-30T22:00:00Z).
-    Unix(u64),
-    /// Refused: before 1970 (read only to be refused by name).
-    Negative(#[allow(dead_code)] i64),
-    /// Refused: not whole seconds, or beyond any integer.
-    Fraction(#[allow(dead_code)] f64),
-    Text(String),
-}
-
-/// The time of a field, within [`UnixTime`]'s range, or 400 naming it.
-pub(crate) fn time_field(v: &Option<TimeInput>, name: &'static str) -> Result<Option<UnixTime>, ApiError> {
-    let bad = || {
-        ApiError::bad(
-            name,
-            "not Unix seconds from 0 to 253402207200 or an RFC 3339 time from 1970 to 9999 like 2026-12-31T23:59:59Z",
-        )
-    };
-    match v {
-        None => Ok(None),
-        Some(TimeInput::Unix(n)) => UnixTime::from_secs(*n).map(Some).map_err(|_| bad()),
-        Some(TimeInput::Negative(_) | TimeInput::Fraction(_)) => Err(bad()),
-        Some(TimeInput::Text(t)) => {
-            t.parse::<jiff::Timestamp>().ok().and_then(|ts| UnixTime::from_timestamp(ts).ok()).map(Some).ok_or_else(bad)
-        }
-    }
 }

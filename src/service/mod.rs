@@ -10,6 +10,7 @@
 
 pub mod bootstrap;
 mod error;
+pub mod input;
 
 use std::sync::Arc;
 

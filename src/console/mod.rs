@@ -1,7 +1,9 @@
 //! The admin web console under `/console` on the api listener: pages
 //! rendered on the server (askama templates, escaped by default) over the
-//! same [`TokenService`](super::TokenService) and authority rules as the
-//! JSON API — one more client of them, not a second implementation.
+//! same [`TokenService`] and authority rules as the JSON API — one more
+//! client of them, not a second implementation. A front end of its own,
+//! served on the api listener beside the API (`app` mounts it), reading the
+//! same request shapes (`service::input`).
 //!
 //! Sign-in exchanges an admin or master token for a server-side session
 //! ([`session`]); every page authenticates that token again under the
@@ -32,9 +34,10 @@ use axum::routing::{get, post};
 
 use session::{Session, Sessions};
 
-use super::{ApiError, ApiState};
-use crate::runtime::Snapshot;
-use crate::service::{RevokeTarget, Shown};
+use crate::respond::{ApiCode, MAX_BODY};
+use crate::runtime::{Runtime, Snapshot};
+use crate::service::input::{CreateRegistration, CreateRequest};
+use crate::service::{RevokeTarget, ServiceError, Shown, TokenService};
 use crate::store::{TokenFilter, TokenRecord};
 use crate::token::Grant;
 
@@ -46,32 +49,48 @@ const SCAN: u32 = 10_000;
 /// What the console keeps between requests: its sessions and the failed
 /// sign-ins of each client. Both outlive reloads; their bounds are the
 /// policy's in force.
-pub struct ConsoleState {
+struct Kept {
     sessions: Arc<Sessions>,
     failures: throttle::Throttle,
 }
 
-impl ConsoleState {
-    /// Sessions that end with their tokens' revocation in `revocations`.
-    pub fn new(revocations: Arc<crate::store::Revocations>) -> Self {
-        ConsoleState { sessions: Arc::new(Sessions::new(revocations)), failures: throttle::Throttle::default() }
+/// What the console's handlers share: the policy in force, the token
+/// service, and what the console keeps.
+#[derive(Clone)]
+pub struct Console {
+    runtime: Arc<Runtime>,
+    service: Arc<TokenService>,
+    console: Arc<Kept>,
+}
+
+impl Console {
+    /// The console of `runtime`'s policy over `service`; its sessions end
+    /// with their tokens' revocation.
+    pub fn new(runtime: Arc<Runtime>, service: Arc<TokenService>) -> Self {
+        let sessions = Arc::new(Sessions::new(runtime.shared().revocations.clone()));
+        Console { runtime, service, console: Arc::new(Kept { sessions, failures: throttle::Throttle::default() }) }
     }
 
     /// The task that ends revoked tokens' sessions as the revocations
     /// arrive (see [`session::follow_revocations`]).
     pub fn follow_revocations(&self) -> impl Future<Output = ()> + Send + 'static {
-        session::follow_revocations(&self.sessions)
+        session::follow_revocations(&self.console.sessions)
+    }
+
+    /// The policy in force, for this request.
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.runtime.snapshot()
     }
 }
 
-const HTMX: &[u8] = include_bytes!("../../../assets/console/htmx.min.js");
-const CSS: &[u8] = include_bytes!("../../../assets/console/console.css");
-const JS: &[u8] = include_bytes!("../../../assets/console/console.js");
+const HTMX: &[u8] = include_bytes!("../../assets/console/htmx.min.js");
+const CSS: &[u8] = include_bytes!("../../assets/console/console.css");
+const JS: &[u8] = include_bytes!("../../assets/console/console.js");
 
-/// The console's routes (answering only while the policy in force enables
-/// the console; see `api::app`).
-pub(super) fn routes(router: Router<ApiState>) -> Router<ApiState> {
-    router
+/// The console's routes, answering only while the policy in force enables
+/// the console (otherwise as if they were not there).
+pub fn router(state: Console) -> Router {
+    Router::new()
         .route("/console", get(|| async { Redirect::to("/console/tokens") }))
         .route("/console/", get(|| async { Redirect::to("/console/tokens") }))
         .route("/console/sign-in", get(sign_in_page).post(sign_in))
@@ -89,6 +108,16 @@ pub(super) fn routes(router: Router<ApiState>) -> Router<ApiState> {
         .route("/console/static/console.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
         .route("/console/static/console.js", get(|| async { asset(JS, "text/javascript; charset=utf-8") }))
         .layer(axum::middleware::from_fn(security_headers))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), enabled))
+        .with_state(state)
+}
+
+async fn enabled(State(s): State<Console>, req: Request, next: axum::middleware::Next) -> Response {
+    if s.snapshot().console.enabled {
+        next.run(req).await
+    } else {
+        crate::respond::code_response(ApiCode::NotFound, "no such endpoint").into_response()
+    }
 }
 
 fn asset(bytes: &'static [u8], content_type: &'static str) -> Response {
@@ -152,7 +181,7 @@ impl Signed {
 type Refused = Box<Response>;
 
 /// The signed-in caller, or the way to the sign-in page.
-async fn signed_in(s: &ApiState, headers: &HeaderMap) -> Result<Signed, Refused> {
+async fn signed_in(s: &Console, headers: &HeaderMap) -> Result<Signed, Refused> {
     let snap = s.snapshot();
     let Some(id) = session::cookie(headers) else {
         return Err(Box::new(Redirect::to("/console/sign-in").into_response()));
@@ -221,7 +250,7 @@ struct Posted {
 /// session's token authenticated again once the body is in, under the
 /// policy in force then (a token revoked while the body trickled in does
 /// nothing).
-async fn posted(s: &ApiState, req: Request) -> Result<Posted, Refused> {
+async fn posted(s: &Console, req: Request) -> Result<Posted, Refused> {
     let headers = req.headers().clone();
     let first = signed_in(s, &headers).await?;
     let body = form_body(req, Some(&first)).await?;
@@ -232,11 +261,13 @@ async fn posted(s: &ApiState, req: Request) -> Result<Posted, Refused> {
     Ok(Posted { signed, headers, fields, pairs })
 }
 
-/// A form's body, read with the JSON API's own limit and reader
-/// ([`super::error::body`], 64 KiB, with or without `Content-Length`):
-/// past it, 413 and nothing done.
+/// A form's body, read with the JSON API's own limit ([`MAX_BODY`], 64
+/// KiB, with or without `Content-Length`): past it, 413 and nothing done.
 async fn form_body(req: Request, signed: Option<&Signed>) -> Result<Bytes, Refused> {
-    super::error::body(req).await.map_err(|e| Box::new(error_page(e.status(), "Too large", e.message(), signed)))
+    axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| {
+        let message = format!("the body is larger than {MAX_BODY} bytes");
+        Box::new(error_page(ApiCode::PayloadTooLarge.status(), "Too large", &message, signed))
+    })
 }
 
 /// Whether a state-changing request comes from this console's own origin:
@@ -334,9 +365,13 @@ fn error_page(status: StatusCode, heading: &'static str, message: &str, signed: 
 }
 
 /// A token-service error as a page: its status and fixed message.
-fn service_error(e: impl Into<ApiError>, signed: &Signed) -> Response {
-    let e = e.into();
-    error_page(e.status(), "That did not work", &format!("{} ({})", e.message(), e.code()), Some(signed))
+fn service_error(e: ServiceError, signed: &Signed) -> Response {
+    error_page(status_of(&e), "That did not work", &format!("{} ({})", e.message(), e.code()), Some(signed))
+}
+
+/// The status the API answers `e` with.
+fn status_of(e: &ServiceError) -> StatusCode {
+    ApiCode::from(e.kind()).status()
 }
 
 #[derive(Template)]
@@ -347,7 +382,7 @@ struct SignInPage {
     notice: Option<String>,
 }
 
-async fn sign_in_page(State(s): State<ApiState>, uri: Uri) -> Response {
+async fn sign_in_page(State(s): State<Console>, uri: Uri) -> Response {
     let q = query(&uri);
     let notice = match q.get("ended").map(String::as_str) {
         Some("session") => Some("Your session ended. Sign in again.".to_string()),
@@ -375,7 +410,7 @@ fn sign_in_form(status: StatusCode, notice: Option<String>, secure: bool) -> Res
 /// before its body is read or its token looked at; then the form's origin
 /// and token, then the token itself. A refusal after the token was looked
 /// at counts as a failure of the client; a sign-in does not.
-async fn sign_in(State(s): State<ApiState>, req: Request) -> Response {
+async fn sign_in(State(s): State<Console>, req: Request) -> Response {
     let snap = s.snapshot();
     let console = &snap.console;
     let client = client(&snap, &req);
@@ -455,7 +490,7 @@ async fn sign_in(State(s): State<ApiState>, req: Request) -> Response {
     resp
 }
 
-async fn sign_out(State(s): State<ApiState>, req: Request) -> Response {
+async fn sign_out(State(s): State<Console>, req: Request) -> Response {
     let Posted { signed, headers, .. } = match posted(&s, req).await {
         Ok(p) => p,
         Err(refused) => return *refused,
@@ -535,14 +570,14 @@ struct TokensPage {
 
 /// Every token the caller may see that matches `filter` (at most [`SCAN`]),
 /// with its effective state.
-async fn scan(s: &ApiState, signed: &Signed, filter: TokenFilter) -> Result<(Vec<Shown>, bool), ApiError> {
+async fn scan(s: &Console, signed: &Signed, filter: TokenFilter) -> Result<(Vec<Shown>, bool), ServiceError> {
     let mut tokens = s.service.list(&signed.grant, &TokenFilter { limit: SCAN + 1, offset: 0, ..filter }).await?;
     let cut = tokens.len() > SCAN as usize;
     tokens.truncate(SCAN as usize);
     Ok((tokens, cut))
 }
 
-async fn tokens(State(s): State<ApiState>, uri: Uri, headers: HeaderMap) -> Response {
+async fn tokens(State(s): State<Console>, uri: Uri, headers: HeaderMap) -> Response {
     let q = query(&uri);
     let signed = match signed_in(&s, &headers).await {
         Ok(signed) => signed,
@@ -702,7 +737,7 @@ fn descendants<'a>(all: &'a [Shown], id: &str) -> Vec<&'a Shown> {
 
 /// The signed-in caller, the token `id` as the service shows it to them,
 /// and every token they may see (for its lineage).
-async fn with_token(s: &ApiState, headers: &HeaderMap, id: &str) -> Result<(Signed, Shown, Vec<Shown>), Refused> {
+async fn with_token(s: &Console, headers: &HeaderMap, id: &str) -> Result<(Signed, Shown, Vec<Shown>), Refused> {
     let signed = signed_in(s, headers).await?;
     let record = match s.service.show(&signed.grant, id).await {
         Ok(r) => r,
@@ -714,7 +749,7 @@ async fn with_token(s: &ApiState, headers: &HeaderMap, id: &str) -> Result<(Sign
     }
 }
 
-async fn token(State(s): State<ApiState>, Path(id): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
+async fn token(State(s): State<Console>, Path(id): Path<String>, uri: Uri, headers: HeaderMap) -> Response {
     let q = query(&uri);
     let (signed, shown, all) = match with_token(&s, &headers, &id).await {
         Ok(found) => found,
@@ -784,7 +819,7 @@ struct RevokePage {
     descendants: usize,
 }
 
-async fn revoke_page(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn revoke_page(State(s): State<Console>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let (signed, shown, all) = match with_token(&s, &headers, &id).await {
         Ok(found) => found,
         Err(refused) => return *refused,
@@ -804,7 +839,7 @@ async fn revoke_page(State(s): State<ApiState>, Path(id): Path<String>, headers:
     )
 }
 
-async fn revoke(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
+async fn revoke(State(s): State<Console>, Path(id): Path<String>, req: Request) -> Response {
     let signed = match posted(&s, req).await {
         Ok(p) => p.signed,
         Err(refused) => return *refused,
@@ -898,7 +933,7 @@ fn new_token_form(signed: &Signed, notice: Option<String>, asked: Vec<(String, S
     }
 }
 
-async fn new_token_page(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+async fn new_token_page(State(s): State<Console>, headers: HeaderMap) -> Response {
     match signed_in(&s, &headers).await {
         Ok(signed) => page(StatusCode::OK, &new_token_form(&signed, None, Vec::new())),
         Err(to_sign_in) => *to_sign_in,
@@ -1005,7 +1040,7 @@ struct CreatedPage {
     secret: String,
 }
 
-async fn create(State(s): State<ApiState>, req: Request) -> Response {
+async fn create(State(s): State<Console>, req: Request) -> Response {
     let Posted { signed, pairs, .. } = match posted(&s, req).await {
         Ok(p) => p,
         Err(refused) => return *refused,
@@ -1015,11 +1050,15 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
         Ok(r) => r,
         Err(why) => return retry(StatusCode::BAD_REQUEST, format!("Not created: {why}.")),
     };
-    let input: super::tokens::CreateRequest = match serde_json::from_value(request) {
+    let input: CreateRequest = match serde_json::from_value(request) {
         Ok(i) => i,
         Err(_) => return retry(StatusCode::BAD_REQUEST, "Not created: the form was not understood.".into()),
     };
-    match super::tokens::create_token(&s, &signed.snap, signed.grant.clone(), input).await {
+    let created = match input.into_new_token(&signed.grant, s.service.now()) {
+        Ok(token) => s.service.create(&signed.snap.service, signed.grant.clone(), token).await,
+        Err(e) => Err(e),
+    };
+    match created.map(|m| (m.secret, m.record)) {
         Ok((secret, record)) => page(
             StatusCode::CREATED,
             &CreatedPage {
@@ -1031,7 +1070,7 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
                 secret,
             },
         ),
-        Err(e) => retry(e.status(), format!("Not created: {} ({}).", e.message(), e.code())),
+        Err(e) => retry(status_of(&e), format!("Not created: {} ({}).", e.message(), e.code())),
     }
 }
 
@@ -1054,14 +1093,14 @@ struct RegistrationCreatedPage {
     expires: String,
 }
 
-async fn registration_page(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+async fn registration_page(State(s): State<Console>, headers: HeaderMap) -> Response {
     match signed_in(&s, &headers).await {
         Ok(signed) => page(StatusCode::OK, &RegistrationPage { who: signed.who(), csrf: signed.csrf(), notice: None }),
         Err(to_sign_in) => *to_sign_in,
     }
 }
 
-async fn registration(State(s): State<ApiState>, req: Request) -> Response {
+async fn registration(State(s): State<Console>, req: Request) -> Response {
     let Posted { signed, fields, .. } = match posted(&s, req).await {
         Ok(p) => p,
         Err(refused) => return *refused,
@@ -1074,10 +1113,14 @@ async fn registration(State(s): State<ApiState>, req: Request) -> Response {
     if !get("lifetime").is_empty() {
         request["lifetime"] = get("lifetime").into();
     }
-    let Ok(input) = serde_json::from_value::<super::registration::CreateRegistration>(request) else {
+    let Ok(input) = serde_json::from_value::<CreateRegistration>(request) else {
         return retry(StatusCode::BAD_REQUEST, "Not created: the form was not understood.".into());
     };
-    match super::registration::create_registration(&s, &signed.snap, signed.grant.clone(), input).await {
+    let created = match input.into_new_registration() {
+        Ok(r) => s.service.create_registration(&signed.snap.service, signed.grant.clone(), r).await,
+        Err(e) => Err(e),
+    };
+    match created.map(|m| (m.secret, m.record)) {
         Ok((secret, record)) => page(
             StatusCode::CREATED,
             &RegistrationCreatedPage {
@@ -1089,7 +1132,7 @@ async fn registration(State(s): State<ApiState>, req: Request) -> Response {
                 expires: when(Some(record.expires_at)),
             },
         ),
-        Err(e) => retry(e.status(), format!("Not created: {} ({}).", e.message(), e.code())),
+        Err(e) => retry(status_of(&e), format!("Not created: {} ({}).", e.message(), e.code())),
     }
 }
 
@@ -1112,7 +1155,7 @@ struct ManifestPage {
     routes: Vec<RouteRow>,
 }
 
-async fn manifest(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+async fn manifest(State(s): State<Console>, headers: HeaderMap) -> Response {
     let signed = match signed_in(&s, &headers).await {
         Ok(signed) => signed,
         Err(to_sign_in) => return *to_sign_in,
@@ -1181,7 +1224,7 @@ struct StatusPage {
     throttled: usize,
 }
 
-async fn status(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+async fn status(State(s): State<Console>, headers: HeaderMap) -> Response {
     let signed = match signed_in(&s, &headers).await {
         Ok(signed) => signed,
         Err(to_sign_in) => return *to_sign_in,
@@ -1293,7 +1336,7 @@ struct NarrowForm {
 /// service's rule), and live. Its rules offer the form's choices and the
 /// preview; whether the narrowing may be done is the service's to decide
 /// again when it is posted, exactly as for `POST /v1/tokens/{id}/narrow`.
-async fn narrowable(s: &ApiState, signed: Signed, id: &str) -> Result<(Signed, TokenRecord, Arc<Grant>), Refused> {
+async fn narrowable(s: &Console, signed: Signed, id: &str) -> Result<(Signed, TokenRecord, Arc<Grant>), Refused> {
     let shown = match s.service.show(&signed.grant, id).await {
         Ok(r) => r,
         Err(e) => return Err(Box::new(service_error(e, &signed))),
@@ -1364,7 +1407,7 @@ fn ticks(values: Vec<String>, asked: &[String], fresh: bool) -> Vec<(usize, Stri
         .collect()
 }
 
-async fn narrow_page(State(s): State<ApiState>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn narrow_page(State(s): State<Console>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let signed = match signed_in(&s, &headers).await {
         Ok(signed) => signed,
         Err(to_sign_in) => return *to_sign_in,
@@ -1467,7 +1510,7 @@ struct NarrowedPage {
     secret: String,
 }
 
-async fn narrow(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
+async fn narrow(State(s): State<Console>, Path(id): Path<String>, req: Request) -> Response {
     let Posted { signed, fields, pairs, .. } = match posted(&s, req).await {
         Ok(p) => p,
         Err(refused) => return *refused,
@@ -1520,7 +1563,7 @@ async fn narrow(State(s): State<ApiState>, Path(id): Path<String>, req: Request)
         tenants: None,
         validity_hours: validity,
     };
-    match s.service.narrow(&signed.snap.service, signed.grant.clone(), request).await.map_err(ApiError::from) {
+    match s.service.narrow(&signed.snap.service, signed.grant.clone(), request).await {
         Ok(crate::service::MintedToken { secret, record: child }) => page(
             StatusCode::CREATED,
             &NarrowedPage {
@@ -1535,7 +1578,7 @@ async fn narrow(State(s): State<ApiState>, Path(id): Path<String>, req: Request)
                 secret,
             },
         ),
-        Err(e) => retry(e.status(), format!("Not narrowed: {} ({}).", e.message(), e.code())),
+        Err(e) => retry(status_of(&e), format!("Not narrowed: {} ({}).", e.message(), e.code())),
     }
 }
 
@@ -1550,7 +1593,7 @@ struct ExplainPage {
     answer: Option<crate::explain::Explanation>,
 }
 
-async fn explain_page(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+async fn explain_page(State(s): State<Console>, headers: HeaderMap) -> Response {
     match signed_in(&s, &headers).await {
         Ok(signed) => page(
             StatusCode::OK,
@@ -1567,7 +1610,7 @@ async fn explain_page(State(s): State<ApiState>, headers: HeaderMap) -> Response
     }
 }
 
-async fn explain(State(s): State<ApiState>, req: Request) -> Response {
+async fn explain(State(s): State<Console>, req: Request) -> Response {
     let Posted { signed, fields, .. } = match posted(&s, req).await {
         Ok(p) => p,
         Err(refused) => return *refused,
@@ -1703,7 +1746,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("keys")).expect("mkdir");
         std::fs::write(dir.join("keys/demo.pub.pem"), &key.public).expect("write");
         let mut config =
-            crate::config::Config::from_yaml(include_str!("../../../config/demo.yaml"), dir).expect("demo config");
+            crate::config::Config::from_yaml(include_str!("../../config/demo.yaml"), dir).expect("demo config");
         config.trusted_proxies = vec![trusted.parse().expect("a network")];
         let metrics = Arc::new(crate::metrics::Metrics::register(&prometheus::Registry::new()).expect("metrics"));
         let shared = crate::runtime::Shared::new(metrics, Arc::default(), Arc::default());
