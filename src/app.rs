@@ -211,7 +211,9 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
 
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::register(&registry)?);
-    let revocations = Arc::new(Revocations::new(config.revocation.staleness));
+    // The one clock every decision and decision-changing timer reads.
+    let clock = Arc::new(crate::clock::Clock::default());
+    let revocations = Arc::new(Revocations::new(config.revocation.staleness, clock.clone()));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     // The audit log before the store: a store created by this start and
@@ -249,6 +251,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     // The policy in force, swapped by reloads.
     let mut shared = Shared::new(metrics.clone(), revocations.clone(), mirror.references.clone());
     shared.audit = audit;
+    shared.clock = clock;
     let runtime = Runtime::new(&config, path, shared);
     // Every token is minted and revoked by the one token service.
     let service = Arc::new(api::TokenService::new(runtime.clone(), store.clone(), mirror.clone()));

@@ -133,7 +133,8 @@ pub struct ActionEvent {
 #[derive(Debug)]
 pub enum Event {
     Decision(Box<DecisionEvent>),
-    Action(Box<ActionEvent>),
+    /// An action and when it happened (Unix milliseconds, by the clock).
+    Action(Box<(u64, ActionEvent)>),
     /// Reopen the file: what was queued before goes to the old one.
     Reopen,
     /// Answered once everything queued before is written.
@@ -299,7 +300,8 @@ fn write(mut rx: mpsc::Receiver<Event>, mut out: Output, sink: AuditSink) {
                     Ok(())
                 }
                 Event::Action(a) => {
-                    serde_json::to_writer(&mut buf, &ActionLine { time: now_ms(), event: "action", a: &a })
+                    let (time, a) = &*a;
+                    serde_json::to_writer(&mut buf, &ActionLine { time: *time, event: "action", a })
                 }
                 Event::Reopen => {
                     // What came before goes to the old file.
@@ -326,10 +328,6 @@ fn write(mut rx: mpsc::Receiver<Event>, mut out: Output, sink: AuditSink) {
         }
         emit(&mut out, &mut buf);
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Serialize)]

@@ -109,7 +109,7 @@ impl Shared {
     /// A token-service operation or a reload: counted, and audited.
     pub fn action(&self, event: crate::audit::ActionEvent) {
         self.metrics.operation(&event);
-        self.audit.record(crate::audit::Event::Action(Box::new(event)));
+        self.audit.record(crate::audit::Event::Action(Box::new((self.clock.now_ms(), event))));
     }
 
     /// What a gateway's snapshots share, on the system clock.

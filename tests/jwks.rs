@@ -128,7 +128,7 @@ async fn enforce_only_gateway_follows_the_issuers_jwks() {
     issuer.shutdown().await;
     let issuer = start_issuer(dir.path(), &[&k1, &k2]).await;
     relay.point(Some(&issuer));
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    h.advance(Duration::from_millis(250));
     let resp = h.get(path, &[("Authorization", &token(&k2, "bob"))]).await;
     assert_eq!(resp.status, 200, "a rotated-in key is picked up on first use: {}", resp.body);
     let got = h.upstream_received();
@@ -139,7 +139,7 @@ async fn enforce_only_gateway_follows_the_issuers_jwks() {
     // before, so not from the cache); a new kid cannot be decided.
     relay.point(None);
     issuer.shutdown().await;
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    h.advance(Duration::from_millis(250));
     assert_eq!(h.get(path, &[("Authorization", &token(&k1, "carol"))]).await.status, 200);
     assert_eq!(h.get(path, &[("Authorization", &token(&k2, "dave"))]).await.status, 200);
     let resp = h.get(path, &[("Authorization", &token(&stranger, "erin"))]).await;
@@ -162,7 +162,7 @@ async fn enforce_only_gateway_follows_the_issuers_jwks() {
     // again, k1 stops working at once, even for a token it had cached.
     let issuer = start_issuer(dir.path(), &[&k2]).await;
     relay.point(Some(&issuer));
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    h.advance(Duration::from_millis(250));
     let resp = h.get(path, &[("Authorization", &token(&stranger, "frank"))]).await;
     assert_eq!((resp.status, resp.reason().as_str()), (401, "unknown_key"), "fetched again, the issuer is back");
     let resp = h.get(path, &[("Authorization", &alice)]).await;
@@ -254,7 +254,7 @@ async fn an_unusable_key_in_a_jwks_is_skipped_and_a_key_rotated_in_beside_it_wor
     let mut next: serde_json::Value = serde_json::from_str(&doc.lock().expect("lock")).expect("json");
     next["keys"].as_array_mut().expect("keys").push(jwk(&k2, json!({"use": "sig", "key_ops": ["verify"]})));
     *doc.lock().expect("lock") = next.to_string();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    h.advance(Duration::from_millis(150));
     let resp = h.get(path, &[("Authorization", &token(&k2, "bob"))]).await;
     assert_eq!(resp.status, 200, "{}", resp.body);
     assert_eq!(h.upstream_received()[0].header("x-narrowgate-subject"), Some("bob"));

@@ -67,8 +67,12 @@ impl Authenticator {
         let ring = match prev {
             Some(p) if p.issuers_hash == config.issuers_hash => p.keys().clone(),
             _ => {
-                let ring =
-                    KeyRing::counting(config.keys.clone(), config.jwks_sources.clone(), Some(metrics.jwks.clone()));
+                let ring = KeyRing::counting(
+                    config.keys.clone(),
+                    config.jwks_sources.clone(),
+                    Some(metrics.jwks.clone()),
+                    clock.clone(),
+                );
                 if let Some(p) = prev {
                     ring.carry_over(p.keys());
                 }

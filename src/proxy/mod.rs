@@ -258,7 +258,7 @@ impl Gateway {
             Verdict::Deny { .. } if decision.reason == Reason::RateLimited => {
                 let resp = decision.limited.as_ref().map_or_else(
                     || respond::error_response(Reason::RateLimited, None, None),
-                    |l| crate::ratelimit::response(l, std::time::SystemTime::now()),
+                    |l| crate::ratelimit::response(l, self.runtime.shared().clock.system_time()),
                 );
                 (decision.reason, resp.map(Either::Right), None)
             }
@@ -284,6 +284,7 @@ impl Gateway {
     /// A decision as an audit event: shared pointers and numbers; the audit
     /// writer makes text of it off the request path.
     fn audit(
+        &self,
         snap: &Arc<Snapshot>,
         decision: &Decision,
         outcome: &Outcome,
@@ -296,7 +297,7 @@ impl Gateway {
             (Verdict::Deny { denial, .. }, None) => (None, denial.clone()),
         };
         let event = crate::audit::DecisionEvent {
-            at: std::time::SystemTime::now(),
+            at: self.runtime.shared().clock.system_time(),
             request_id: outcome.request_id.clone(),
             client: conn.peer,
             method: outcome.method.clone(),
@@ -403,7 +404,7 @@ impl Gateway {
             self.metrics.would_deny(*would, app.map_or("none", |a| &*a.name));
         }
         if snap.audit {
-            Self::audit(snap, decision, outcome, conn, elapsed);
+            self.audit(snap, decision, outcome, conn, elapsed);
         }
         let route = decision.route.and_then(|r| snap.routes.get(r)).map_or("-", |r| &*r.template);
         let request_id = request_id.to_str().unwrap_or("-");

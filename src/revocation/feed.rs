@@ -157,12 +157,6 @@ pub fn apply(set: &Revocations, line: FeedLine, max_ids: usize, now_ms: u64) -> 
     Ok(cursor)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// A stream cut into lines, each byte scanned once: a line that never
 /// ends costs one pass over what arrived, never one per chunk, and ends
 /// the stream at [`MAX_LINE`].
@@ -293,7 +287,7 @@ async fn follow_once(
                 // The first line is always the snapshot or the catch-up.
                 return "the feed did not start with the revocation set".into();
             }
-            match apply(set, parsed, source.max_ids, now_ms()) {
+            match apply(set, parsed, source.max_ids, set.now_ms()) {
                 Ok(c) => *cursor = Some(c),
                 // Not confirmed: the set goes stale, and the gateway does
                 // what `when_stale` says.
@@ -326,7 +320,7 @@ mod tests {
     fn lines_round_trip_and_apply() {
         let set = Revocations::default();
         set.follow();
-        let now = now_ms();
+        let now = crate::clock::now_unix_ms();
         let line = FeedLine::Snapshot {
             cursor: "a:2".into(),
             ids: vec!["t1".into(), "t2".into()],
@@ -345,13 +339,18 @@ mod tests {
         assert_eq!(set.sweep(UnixTime::clamped(after)), 1);
         assert!(!set.is_revoked("t1") && set.is_revoked("t2"));
         // A confirmation from the future counts as now, not later.
-        apply(&set, FeedLine::Heartbeat { cursor: "a:2".into(), confirmed_at: u64::MAX }, 10, now_ms())
-            .expect("applies");
+        apply(
+            &set,
+            FeedLine::Heartbeat { cursor: "a:2".into(), confirmed_at: u64::MAX },
+            10,
+            crate::clock::now_unix_ms(),
+        )
+        .expect("applies");
         assert!(set.staleness() < Duration::from_secs(1));
         // An issuer from before expiries: every id held for good.
         let old: FeedLine =
             serde_json::from_str(r#"{"type":"delta","cursor":"a:3","ids":["t3"],"confirmedAt":1}"#).expect("parses");
-        apply(&set, old, 10, now_ms()).expect("applies");
+        apply(&set, old, 10, crate::clock::now_unix_ms()).expect("applies");
         assert_eq!(set.sweep(UnixTime::MAX), 0);
         assert!(
             serde_json::from_str::<FeedLine>(r#"{"type":"delta","cursor":"a:3","ids":[],"confirmedAt":1,"x":1}"#)
@@ -367,22 +366,22 @@ mod tests {
             cursor: "a:1".into(),
             ids,
             expires_at,
-            confirmed_at: now_ms(),
+            confirmed_at: crate::clock::now_unix_ms(),
         };
         // Ids no token may carry: skipped and counted, the rest applied.
         let ids = vec!["ok".to_string(), String::new(), "x".repeat(MAX_ID + 1), "y".repeat(MAX_ID)];
-        apply(&set, line(ids, vec![]), 10, now_ms()).expect("applies");
+        apply(&set, line(ids, vec![]), 10, crate::clock::now_unix_ms()).expect("applies");
         assert!(set.is_revoked("ok") && set.is_revoked(&"y".repeat(MAX_ID)) && set.len() == 2);
         assert_eq!(set.refusals(crate::revocation::FeedRefusal::IdTooLong), 2);
         // Expiries that do not pair with the ids: malformed, nothing applied.
         let bad = line(vec!["z".into()], vec![Some(1), Some(2)]);
-        assert_eq!(apply(&set, bad, 10, now_ms()), Err(ApplyError::Malformed));
+        assert_eq!(apply(&set, bad, 10, crate::clock::now_unix_ms()), Err(ApplyError::Malformed));
         assert!(!set.is_revoked("z"));
         // Past the cap: refused, and the set is not confirmed.
         let before = set.confirmed_ms();
         let many = (0..20).map(|i| format!("t{i}")).collect();
         assert_eq!(
-            apply(&set, line(many, vec![]), 10, now_ms() + 5_000),
+            apply(&set, line(many, vec![]), 10, crate::clock::now_unix_ms() + 5_000),
             Err(ApplyError::Full(crate::revocation::SetFull { max: 10 }))
         );
         assert_eq!(set.len(), 10);

@@ -10,13 +10,14 @@
 //! stops confirming the set, so the gateway goes stale and does what
 //! `revocation.when_stale` says — never silently forgetting a revocation.
 
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::time::UnixTime;
 use crate::token::Grant;
 
@@ -97,21 +98,21 @@ pub struct Revocations {
     connects: AtomicU64,
     /// What the follower refused, by [`FeedRefusal`].
     refused: [AtomicU64; 4],
+    /// What staleness and confirmations are timed by.
+    clock: Arc<Clock>,
 }
 
 impl Default for Revocations {
     fn default() -> Self {
-        Revocations::new(Staleness::default())
+        Revocations::new(Staleness::default(), Arc::default())
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Revocations {
-    pub fn new(staleness: Staleness) -> Self {
+    /// An empty set, stale by `staleness` as timed by `clock`.
+    pub fn new(staleness: Staleness, clock: Arc<Clock>) -> Self {
         Revocations {
+            clock,
             ids: DashMap::new(),
             len: AtomicUsize::new(0),
             log: RwLock::new(Vec::new()),
@@ -255,7 +256,7 @@ impl Revocations {
 
     /// The follower heard from its source: the set is complete as of now.
     pub fn confirm(&self) {
-        self.confirm_at(now_ms());
+        self.confirm_at(self.now_ms());
     }
 
     /// The set was complete at `ms` (Unix milliseconds): a source's own
@@ -303,7 +304,7 @@ impl Revocations {
     /// Unix milliseconds the set is known complete as of: now for an
     /// unfollowed set, else its last confirmation (0: never).
     pub fn confirmed_ms(&self) -> u64 {
-        if self.is_followed() { self.confirmed_ms.load(Ordering::Acquire) } else { now_ms() }
+        if self.is_followed() { self.confirmed_ms.load(Ordering::Acquire) } else { self.now_ms() }
     }
 
     /// Unix seconds of the last confirmation; `None` for an unfollowed set
@@ -319,7 +320,12 @@ impl Revocations {
         if !self.is_followed() {
             return Duration::ZERO;
         }
-        Duration::from_millis(now_ms().saturating_sub(self.confirmed_ms.load(Ordering::Acquire)))
+        Duration::from_millis(self.now_ms().saturating_sub(self.confirmed_ms.load(Ordering::Acquire)))
+    }
+
+    /// The set's time, in Unix milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// The configured policy.
@@ -359,8 +365,9 @@ mod tests {
 
     #[test]
     fn a_followed_set_goes_stale_and_the_policy_decides() {
-        let serve = Revocations::new(Staleness { max: Duration::from_millis(50), refuse: false });
-        let refuse = Revocations::new(Staleness { max: Duration::from_millis(50), refuse: true });
+        let clock = Arc::new(Clock::default());
+        let serve = Revocations::new(Staleness { max: Duration::from_millis(50), refuse: false }, clock.clone());
+        let refuse = Revocations::new(Staleness { max: Duration::from_millis(50), refuse: true }, clock.clone());
         for r in [&serve, &refuse] {
             assert!(r.is_loaded() && !r.is_stale() && !r.refuses(), "unfollowed: always current");
             r.follow();
@@ -368,7 +375,7 @@ mod tests {
             r.confirm();
             assert!(r.is_loaded() && !r.is_stale());
         }
-        std::thread::sleep(Duration::from_millis(80));
+        clock.advance(Duration::from_millis(80));
         assert!(serve.is_stale() && !serve.refuses());
         assert!(refuse.is_stale() && refuse.refuses());
         refuse.confirm();

@@ -23,6 +23,8 @@ use arc_swap::{ArcSwap, Guard};
 use jsonwebtoken::Algorithm;
 use tokio::sync::watch;
 
+use crate::clock::Clock;
+
 use super::keys::{JwksKeys, KeySet, VerificationKey, keys_from_jwks};
 
 /// The largest JWKS document accepted.
@@ -79,6 +81,8 @@ pub struct KeyRing {
     generation: Arc<AtomicU64>,
     /// Keys skipped, fetches and last successes, by issuer name.
     metrics: Option<JwksMetrics>,
+    /// What the refetch backoff is timed by.
+    clock: Arc<Clock>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -90,12 +94,18 @@ impl std::fmt::Debug for KeyRing {
 impl KeyRing {
     /// A ring of fixed keys (and remote `sources`, if any).
     pub fn new(base: KeySet, sources: Vec<JwksSource>) -> Arc<Self> {
-        Self::counting(base, sources, None)
+        Self::counting(base, sources, None, Arc::default())
     }
 
     /// [`KeyRing::new`], counting fetches, their results and the keys
-    /// skipped as unusable in `metrics` (labelled by issuer name).
-    pub fn counting(base: KeySet, sources: Vec<JwksSource>, metrics: Option<JwksMetrics>) -> Arc<Self> {
+    /// skipped as unusable in `metrics` (labelled by issuer name), its
+    /// refetch backoff timed by `clock`.
+    pub fn counting(
+        base: KeySet,
+        sources: Vec<JwksSource>,
+        metrics: Option<JwksMetrics>,
+        clock: Arc<Clock>,
+    ) -> Arc<Self> {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -114,6 +124,7 @@ impl KeyRing {
             client,
             generation: Arc::default(),
             metrics,
+            clock,
         })
     }
 
@@ -159,10 +170,11 @@ impl KeyRing {
         }
         let min = self.sources.iter().map(|s| s.min_refetch).min().unwrap_or_default();
         let mut last = self.fetching.lock().await;
-        if last.is_some_and(|t| t.elapsed() < min) {
+        let now = self.clock.instant();
+        if last.is_some_and(|t| now.saturating_duration_since(t) < min) {
             return;
         }
-        *last = Some(Instant::now());
+        *last = Some(now);
         self.fetch_all().await;
     }
 
@@ -176,7 +188,7 @@ impl KeyRing {
         loop {
             {
                 let mut last = self.fetching.lock().await;
-                *last = Some(Instant::now());
+                *last = Some(self.clock.instant());
                 self.fetch_all().await;
             }
             let wait = if self.degraded() { retry } else { refresh };
@@ -354,10 +366,11 @@ mod tests {
         serde_json::json!({ "keys": list }).to_string()
     }
 
-    fn ring(url: &str, min_refetch: Duration) -> Arc<KeyRing> {
+    fn ring(url: &str, min_refetch: Duration) -> (Arc<KeyRing>, Arc<Clock>) {
         let mut base = KeySet::default();
         let issuer = base.add_issuer(testkit::issuer_policy());
-        KeyRing::new(
+        let clock = Arc::new(Clock::default());
+        let ring = KeyRing::counting(
             base,
             vec![JwksSource {
                 issuer,
@@ -367,14 +380,17 @@ mod tests {
                 refresh: Duration::from_secs(3600),
                 min_refetch,
             }],
-        )
+            None,
+            clock.clone(),
+        );
+        (ring, clock)
     }
 
     #[tokio::test]
     async fn refetches_are_rate_limited_and_a_failed_fetch_keeps_the_last_good_keys() {
         let idp = issuer().await;
         let (k1, k2) = (TestKey::es256("k1"), TestKey::es256("k2"));
-        let ring = ring(&idp.url, Duration::from_millis(300));
+        let (ring, clock) = ring(&idp.url, Duration::from_millis(300));
         assert!(ring.degraded() && ring.current().is_empty(), "nothing loaded before the first fetch");
 
         *idp.doc.lock().expect("lock") = Some(jwks(&[&k1]));
@@ -389,7 +405,7 @@ mod tests {
         }
         assert_eq!(idp.hits.load(Ordering::SeqCst), 1);
         assert!(ring.current().find(Some("k2")).is_none());
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        clock.advance(Duration::from_millis(350));
         ring.refetch().await;
         assert_eq!(idp.hits.load(Ordering::SeqCst), 2);
         assert!(ring.current().find(Some("k2")).is_some(), "picked up after the interval");
@@ -397,13 +413,13 @@ mod tests {
         // The issuer fails, then serves garbage: the last good keys stay.
         for bad in [None, Some("{\"keys\": 7}".to_string()), Some("x".repeat(MAX_JWKS_BYTES + 1))] {
             *idp.doc.lock().expect("lock") = bad;
-            tokio::time::sleep(Duration::from_millis(350)).await;
+            clock.advance(Duration::from_millis(350));
             ring.refetch().await;
             assert!(ring.degraded(), "a failed fetch is reported");
             assert!(ring.current().find(Some("k1")).is_some() && ring.current().find(Some("k2")).is_some());
         }
         *idp.doc.lock().expect("lock") = Some(jwks(&[&k2]));
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        clock.advance(Duration::from_millis(350));
         ring.refetch().await;
         assert!(!ring.degraded());
         let before = ring.generation().load(Ordering::Acquire);
@@ -415,7 +431,7 @@ mod tests {
     async fn concurrent_refetches_share_one_fetch() {
         let idp = issuer().await;
         *idp.doc.lock().expect("lock") = Some(jwks(&[&TestKey::es256("k1")]));
-        let ring = ring(&idp.url, Duration::from_secs(60));
+        let (ring, _) = ring(&idp.url, Duration::from_secs(60));
         let all: Vec<_> = (0..16)
             .map(|_| {
                 tokio::spawn({
