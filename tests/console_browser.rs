@@ -14,6 +14,7 @@ fn python() -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs chromium and Playwright: scripts/test installs them"]
 async fn the_console_works_in_a_real_browser() {
     let dir = tempfile::tempdir().expect("tempdir");
     let upstream = narrowgate::echo::EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");

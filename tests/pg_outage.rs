@@ -34,6 +34,7 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test starts one"]
 async fn a_postgres_outage_costs_latency_not_a_revocation_window() {
     let pg = PrivatePostgres::start();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -53,6 +53,7 @@ async fn all_refuse(gateways: &[&GatewayProcess], tokens: &[&str]) -> Duration {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test starts one"]
 async fn enforce_only_gateways_follow_the_issuers_revocations_through_a_replica_outage() {
     let dir = tempfile::tempdir().expect("tempdir");
     let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");

@@ -41,6 +41,7 @@ macro_rules! suite {
             use super::*;
             $(
                 #[tokio::test]
+                #[ignore = "needs PostgreSQL: scripts/test starts one"]
                 async fn $name() {
                     let s = postgres().await;
                     testsuite::$name(&s).await;
@@ -69,6 +70,7 @@ async fn fifty_concurrent_redeems_on_sqlite_yield_one_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: scripts/test starts one"]
 async fn fifty_concurrent_redeems_on_postgres_yield_one_token() {
     testsuite::concurrent_redeems_yield_one_token(Arc::new(postgres().await), 50).await;
 }
@@ -80,6 +82,7 @@ async fn concurrent_writes_on_sqlite_get_their_own_outcomes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL: scripts/test starts one"]
 async fn concurrent_writes_on_postgres_get_their_own_outcomes() {
     testsuite::concurrent_writes_get_their_own_outcomes(Arc::new(postgres().await), 64).await;
 }
@@ -130,6 +133,7 @@ async fn sqlite_data_survives_reopening() {
 /// force in the other's mirror within a second (notification), and one that
 /// bypassed the notification is healed by the periodic resync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test starts one"]
 async fn revocations_reach_every_replica() {
     use narrowgate::store::Revocations;
     use std::time::{Duration, Instant};
