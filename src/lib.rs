@@ -16,7 +16,7 @@
 //! # Layers
 //!
 //! From the bottom up; a module imports only modules of lower layers
-//! (`tests/layers.rs` checks every path in `src/` against this table and
+//! (`tests/it/layers.rs` checks every path in `src/` against this table and
 //! fails on an upward import or an import circle; the breaches left from
 //! before the table are listed there and only shrink):
 //!

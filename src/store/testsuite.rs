@@ -1,5 +1,5 @@
 //! The store test suite: every [`TokenStore`] implementation must pass it.
-//! Run from `tests/store.rs` against SQLite and PostgreSQL alike.
+//! Run from `tests/it/store.rs` against SQLite and PostgreSQL alike.
 
 use std::sync::Arc;
 
