@@ -16,6 +16,7 @@ use crate::config::CredentialSource;
 use crate::policy::manifest::RouteAccess;
 use crate::policy::rules::{Dimension, Miss, first_failure};
 use crate::proxy::canonical;
+use crate::proxy::decide::Verdict;
 use crate::reason::Reason;
 use crate::runtime::Snapshot;
 
@@ -145,14 +146,14 @@ pub fn explain(snap: &Snapshot, q: &Question, now: u64) -> Explanation {
     };
     let (decision_word, reason, status) = match &decision {
         // Shadow mode: forwarded, and what the policy denies it for.
-        Some(d) if d.would_deny.is_some() => ("shadow", d.would_deny.as_ref().map_or("", |(r, _)| r.code()), 200),
-        Some(d) => {
-            let status = match &d.verdict {
-                crate::proxy::decide::Verdict::Deny { status: Some(s), .. } => s.as_u16(),
-                _ => d.reason.status(),
-            };
-            (if d.is_allow() { "allow" } else { "deny" }, d.reason.code(), status)
-        }
+        Some(d) => match &d.verdict {
+            Verdict::Shadow { would, .. } => ("shadow", would.code(), 200),
+            Verdict::Allow { reason, .. } => ("allow", reason.code(), reason.status()),
+            Verdict::Deny { reason, status, .. } => {
+                ("deny", reason.code(), status.map_or(reason.status(), |s| s.as_u16()))
+            }
+            Verdict::Limited(_) => ("deny", Reason::RateLimited.code(), Reason::RateLimited.status()),
+        },
         None => ("deny", Reason::BadRequest.code(), 400),
     };
     let (path, query) = q.path.split_once('?').map_or((q.path.as_str(), None), |(p, q)| (p, Some(q)));

@@ -15,20 +15,18 @@ use crate::reason::Reason;
 use crate::runtime::Snapshot;
 use crate::token::Grant;
 
-/// A request decided: what phases 1–6 found, as one value. `enforce`
-/// acts on it and `record` reports it; the audit log and shadow mode plug
-/// in there.
+/// A request decided: what phases 1–6 found, and the one [`Verdict`].
+/// `enforce` acts on it and `record` reports it; the audit log and shadow
+/// mode plug in there.
 #[derive(Debug)]
 pub struct Decision {
-    /// Why: `allowed`, `public`, `not_enforced`, or the denial's reason.
-    pub reason: Reason,
+    pub verdict: Verdict,
     /// The matched route (index into the snapshot's routes).
     pub route: Option<usize>,
     /// Its application (index into the snapshot's applications).
     pub app: Option<usize>,
     /// The verified grant, when a token was checked and held.
     pub grant: Option<Arc<Grant>>,
-    pub verdict: Verdict,
     /// The canonical path when it differs from the request's.
     pub rewritten_path: Option<String>,
     /// A WebSocket handshake the route accepts.
@@ -38,65 +36,88 @@ pub struct Decision {
     /// The resource id the request touches, decoded (kept only when the
     /// audit log is on).
     pub resource_id: Option<Box<str>>,
-    /// Shadow mode: what the policy denied it for, and what was missing;
-    /// the request is forwarded (`reason` is `shadow`).
-    pub would_deny: Option<(Reason, Option<Denial>)>,
-    /// The rate limit it went over (refused with 429, or shadowed).
-    pub limited: Option<crate::ratelimit::Limited>,
 }
 
-/// Allow, and by what; or deny, with what was missing.
+/// What happens to the request, and why: one value, so no combination of
+/// reason, verdict, shadow and limit can disagree with another.
 #[derive(Debug)]
 pub enum Verdict {
-    /// `None` for public routes and enforcement off.
-    Allow(Option<Allowed>),
-    /// `status` overrides the reason's (404 for unmatched routes if so
-    /// configured).
-    Deny { denial: Option<Denial>, status: Option<StatusCode> },
+    /// Forwarded: `allowed` (`by` the rule or tenant permission that
+    /// allowed it) or `public` (`by` none).
+    Allow { reason: Reason, by: Option<Allowed> },
+    /// Forwarded in shadow mode though the access rules deny it, for
+    /// `would` (with what was missing).
+    Shadow { would: Reason, denial: Option<Denial> },
+    /// Refused for `reason`; `status` overrides the reason's (404 for
+    /// unmatched routes if so configured).
+    Deny { reason: Reason, denial: Option<Denial>, status: Option<StatusCode> },
+    /// Over a rate limit: 429, in every mode.
+    Limited(crate::ratelimit::Limited),
+}
+
+impl Verdict {
+    fn deny(reason: Reason) -> Self {
+        Verdict::Deny { reason, denial: None, status: None }
+    }
 }
 
 impl Decision {
     pub(super) fn deny(reason: Reason) -> Self {
+        Decision::facts(Verdict::deny(reason))
+    }
+
+    /// `verdict`, with no facts found yet.
+    fn facts(verdict: Verdict) -> Self {
         Decision {
-            reason,
+            verdict,
             route: None,
             app: None,
             grant: None,
-            verdict: Verdict::Deny { denial: None, status: None },
             rewritten_path: None,
             upgrade: false,
             headers: Scan::default(),
             resource_id: None,
-            would_deny: None,
-            limited: None,
         }
     }
 
     /// Refused for the client's rate, before anything else was looked at.
     pub(super) fn limited(l: crate::ratelimit::Limited) -> Self {
-        let mut d = Decision::deny(Reason::RateLimited);
-        d.limited = Some(l);
-        d
+        Decision::facts(Verdict::Limited(l))
     }
 
     /// Over a rate limit: refused with 429, whatever it was decided
     /// before, in every mode.
     pub(super) fn over_limit(mut self, l: crate::ratelimit::Limited) -> Self {
-        self.limited = Some(l);
-        self.reason = Reason::RateLimited;
-        self.verdict = Verdict::Deny { denial: None, status: None };
-        self.would_deny = None;
+        self.verdict = Verdict::Limited(l);
         self
     }
 
+    /// The reason it ends with (`shadow` for a shadowed request).
+    pub fn reason(&self) -> Reason {
+        match &self.verdict {
+            Verdict::Allow { reason, .. } | Verdict::Deny { reason, .. } => *reason,
+            Verdict::Shadow { .. } => Reason::Shadow,
+            Verdict::Limited(_) => Reason::RateLimited,
+        }
+    }
+
+    /// Whether it is forwarded (allowed or shadowed).
     pub fn is_allow(&self) -> bool {
-        matches!(self.verdict, Verdict::Allow(_))
+        matches!(self.verdict, Verdict::Allow { .. } | Verdict::Shadow { .. })
+    }
+
+    /// What a shadowed request would have been denied for.
+    pub fn would_deny(&self) -> Option<Reason> {
+        match &self.verdict {
+            Verdict::Shadow { would, .. } => Some(*would),
+            _ => None,
+        }
     }
 
     /// The id of the access rule that allowed the request, if one did.
     pub fn rule_id(&self) -> Option<&str> {
         match (&self.verdict, &self.grant) {
-            (Verdict::Allow(Some(Allowed::Rule(i))), Some(g)) => g.rules.get(*i).map(|r| &*r.id),
+            (Verdict::Allow { by: Some(Allowed::Rule(i)), .. }, Some(g)) => g.rules.get(*i).map(|r| &*r.id),
             _ => None,
         }
     }
@@ -110,11 +131,11 @@ impl Decision {
 pub fn decide<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
     let mut d = judge(snap, req, now);
     let shadowed_app = d.app.filter(|a| d.route.is_some() && snap.shadows(*a));
-    if d.reason.is_rule_denial() && d.grant.is_some() && !d.upgrade && shadowed_app.is_some() {
-        if let Verdict::Deny { denial, .. } = std::mem::replace(&mut d.verdict, Verdict::Allow(None)) {
-            d.would_deny = Some((d.reason, denial));
+    if d.reason().is_rule_denial() && d.grant.is_some() && !d.upgrade && shadowed_app.is_some() {
+        let placeholder = Verdict::Allow { reason: Reason::Shadow, by: None };
+        if let Verdict::Deny { reason, denial, .. } = std::mem::replace(&mut d.verdict, placeholder) {
+            d.verdict = Verdict::Shadow { would: reason, denial };
         }
-        d.reason = Reason::Shadow;
     }
     d
 }
@@ -149,31 +170,21 @@ fn judge<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
         Some(Err(UpgradeRefusal::Handshake)) => return Decision::deny(Reason::BadRequest),
     };
     let mut decision = Decision {
-        reason: Reason::Allowed,
-        route: None,
-        app: None,
-        grant: None,
-        verdict: Verdict::Allow(None),
         rewritten_path,
         upgrade,
         headers: scan,
-        resource_id: None,
-        would_deny: None,
-        limited: None,
+        ..Decision::facts(Verdict::Allow { reason: Reason::Allowed, by: None })
     };
     let deny = |mut d: Decision, reason: Reason, denial: Option<Denial>| {
-        d.reason = reason;
-        d.verdict = Verdict::Deny { denial, status: None };
+        d.verdict = Verdict::Deny { reason, denial, status: None };
         d
     };
 
     // Phase 2: route.
     let Some(found) = snap.router.at(&snap.routes, req.method(), &canonical) else {
-        let mut d = deny(decision, Reason::NoMatchingRoute, None);
-        if snap.unmatched == Unmatched::NotFound {
-            d.verdict = Verdict::Deny { denial: None, status: Some(StatusCode::NOT_FOUND) };
-        }
-        return d;
+        let status = (snap.unmatched == Unmatched::NotFound).then_some(StatusCode::NOT_FOUND);
+        decision.verdict = Verdict::Deny { reason: Reason::NoMatchingRoute, denial: None, status };
+        return decision;
     };
     let route = &snap.routes[found.route];
     decision.route = Some(found.route);
@@ -188,7 +199,7 @@ fn judge<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
     let tenant = found.tenant.map(canonical::decode_segment);
     let Some(facts) = route.facts(resource_id.as_deref(), tenant.as_deref()) else {
         // A public route: no token is checked.
-        decision.reason = Reason::Public;
+        decision.verdict = Verdict::Allow { reason: Reason::Public, by: None };
         return decision;
     };
 
@@ -203,8 +214,7 @@ fn judge<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
     decision.grant = Some(grant);
     match verdict {
         crate::policy::Decision::Allow(by) => {
-            decision.reason = Reason::Allowed;
-            decision.verdict = Verdict::Allow(Some(by));
+            decision.verdict = Verdict::Allow { reason: Reason::Allowed, by: Some(by) };
             decision
         }
         crate::policy::Decision::Deny(denial) => {

@@ -206,7 +206,7 @@ impl Gateway {
                     let deciding = Instant::now();
                     let mut d = decide(&snap, &req, snap.auth.now());
                     self.metrics.decided(deciding.elapsed().as_secs_f64());
-                    if snap.auth.wants_refetch(d.reason) {
+                    if snap.auth.wants_refetch(d.reason()) {
                         // A kid rotated in on an issuer: fetch its keys
                         // (rate-limited) and decide once more.
                         snap.auth.keys().refetch().await;
@@ -219,7 +219,7 @@ impl Gateway {
                     }
                 }
             };
-            if let Some(l) = &decision.limited {
+            if let Verdict::Limited(l) = &decision.verdict {
                 self.metrics.rate_limited(l.scope);
             }
             let method = req.method().clone();
@@ -255,29 +255,28 @@ impl Gateway {
         request_id: &HeaderValue,
     ) -> (Reason, Response<Body>, Option<UpstreamFailure>) {
         match &decision.verdict {
-            Verdict::Deny { .. } if decision.reason == Reason::RateLimited => {
-                let resp = decision.limited.as_ref().map_or_else(
-                    || respond::error_response(Reason::RateLimited, None, None),
-                    |l| crate::ratelimit::response(l, self.runtime.shared().clock.system_time()),
-                );
-                (decision.reason, resp.map(Either::Right), None)
+            Verdict::Limited(l) => {
+                let resp = crate::ratelimit::response(l, self.runtime.shared().clock.system_time());
+                (Reason::RateLimited, resp.map(Either::Right), None)
             }
-            Verdict::Deny { denial, status } => {
-                let resp = respond::error_response(decision.reason, denial.as_ref(), *status).map(Either::Right);
-                (decision.reason, resp, None)
+            Verdict::Deny { reason, denial, status } => {
+                let resp = respond::error_response(*reason, denial.as_ref(), *status).map(Either::Right);
+                (*reason, resp, None)
             }
-            Verdict::Allow(_) => match self.forward(snap, req, decision, conn, trusted, request_id).await {
-                Ok(resp) => (decision.reason, resp, None),
-                Err(failure) => {
-                    self.metrics.upstream_error(failure.kind);
-                    let r = if failure.kind == UpstreamError::Timeout {
-                        Reason::UpstreamTimeout
-                    } else {
-                        Reason::UpstreamUnavailable
-                    };
-                    (r, respond::error_response(r, None, None).map(Either::Right), Some(failure))
+            Verdict::Allow { .. } | Verdict::Shadow { .. } => {
+                match self.forward(snap, req, decision, conn, trusted, request_id).await {
+                    Ok(resp) => (decision.reason(), resp, None),
+                    Err(failure) => {
+                        self.metrics.upstream_error(failure.kind);
+                        let r = if failure.kind == UpstreamError::Timeout {
+                            Reason::UpstreamTimeout
+                        } else {
+                            Reason::UpstreamUnavailable
+                        };
+                        (r, respond::error_response(r, None, None).map(Either::Right), Some(failure))
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -291,10 +290,10 @@ impl Gateway {
         conn: &ConnInfo,
         elapsed: std::time::Duration,
     ) {
-        let (allowed, denial) = match (&decision.verdict, &decision.would_deny) {
-            (_, Some((_, denial))) => (None, denial.clone()),
-            (Verdict::Allow(by), None) => (*by, None),
-            (Verdict::Deny { denial, .. }, None) => (None, denial.clone()),
+        let (allowed, denial) = match &decision.verdict {
+            Verdict::Allow { by, .. } => (*by, None),
+            Verdict::Shadow { denial, .. } | Verdict::Deny { denial, .. } => (None, denial.clone()),
+            Verdict::Limited(_) => (None, None),
         };
         let event = crate::audit::DecisionEvent {
             at: self.runtime.shared().clock.system_time(),
@@ -305,8 +304,8 @@ impl Gateway {
             route: decision.route,
             resource_id: decision.resource_id.clone(),
             // A shadowed request is audited with what it would be denied for.
-            reason: decision.would_deny.as_ref().map_or(outcome.reason, |(r, _)| *r),
-            shadow: decision.would_deny.is_some(),
+            reason: decision.would_deny().unwrap_or(outcome.reason),
+            shadow: decision.would_deny().is_some(),
             allowed,
             denial,
             grant: decision.grant.clone(),
@@ -341,7 +340,7 @@ impl Gateway {
         );
         set_forwarded(h, conn, trusted, host);
         h.insert(snap.forwarding.request_id.clone(), request_id.clone());
-        if let Some((would, _)) = &decision.would_deny {
+        if let Some(would) = decision.would_deny() {
             // Shadowed: the rules deny it, so it carries no identity an
             // upstream could take for an authenticated caller, only the
             // reason it would have been refused for.
@@ -352,7 +351,7 @@ impl Gateway {
             h.insert(id.token_id.clone(), grant.headers.token_id.clone());
             // The roles of the rule that allowed it (none when tenant
             // permissions did).
-            if let Verdict::Allow(Some(Allowed::Rule(i))) = decision.verdict
+            if let Verdict::Allow { by: Some(Allowed::Rule(i)), .. } = decision.verdict
                 && let Some(v) = grant.headers.rule_roles.get(i)
             {
                 h.insert(id.roles.clone(), v.clone());
@@ -400,15 +399,15 @@ impl Gateway {
         let app = decision.app.and_then(|a| snap.apps.get(a));
         let counters = decision.route.and_then(|r| snap.route_counters.get(r));
         self.metrics.observe(reason, counters, elapsed.as_secs_f64());
-        if let Some((would, _)) = &decision.would_deny {
-            self.metrics.would_deny(*would, app.map_or("none", |a| &*a.name));
+        if let Some(would) = decision.would_deny() {
+            self.metrics.would_deny(would, app.map_or("none", |a| &*a.name));
         }
         if snap.audit {
             self.audit(snap, decision, outcome, conn, elapsed);
         }
         let route = decision.route.and_then(|r| snap.routes.get(r)).map_or("-", |r| &*r.template);
         let request_id = request_id.to_str().unwrap_or("-");
-        if let Some((would, _)) = &decision.would_deny {
+        if let Some(would) = decision.would_deny() {
             tracing::info!(
                 would_deny = would.code(),
                 route,
@@ -545,8 +544,8 @@ mod tests {
             ]),
         ));
         let (snap, d) = f.gateway.decide(&request("GET", "/users/current/accounts/a1", Some(&token)), now);
-        assert_eq!(d.reason, Reason::Allowed);
-        assert!(matches!(d.verdict, Verdict::Allow(Some(Allowed::Rule(1)))), "{:?}", d.verdict);
+        assert_eq!(d.reason(), Reason::Allowed);
+        assert!(matches!(d.verdict, Verdict::Allow { by: Some(Allowed::Rule(1)), .. }), "{:?}", d.verdict);
         assert_eq!(d.rule_id(), Some("trading-account-management-api"));
         assert_eq!(route(&snap, &d).as_deref(), Some("GET /users/current/accounts/{accountId}"));
         assert_eq!(app(&snap, &d).as_deref(), Some("trading-account-management-api"));
@@ -565,8 +564,8 @@ mod tests {
             json!([rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"])]),
         ));
         let (snap, d) = f.gateway.decide(&request("DELETE", "/users/current/accounts/a1", Some(&token)), now);
-        assert_eq!(d.reason, Reason::InsufficientRole);
-        let Verdict::Deny { denial: Some(denial), status: None } = &d.verdict else { panic!("{:?}", d.verdict) };
+        assert_eq!(d.reason(), Reason::InsufficientRole);
+        let Verdict::Deny { denial: Some(denial), status: None, .. } = &d.verdict else { panic!("{:?}", d.verdict) };
         assert_eq!(denial.missing_roles, vec![Box::from("writer")]);
         assert!(d.rule_id().is_none());
         assert_eq!(route(&snap, &d).as_deref(), Some("DELETE /users/current/accounts/{accountId}"));
@@ -574,7 +573,7 @@ mod tests {
 
         // Another account: the resource, not the role.
         let (_, d) = f.gateway.decide(&request("GET", "/users/current/accounts/a2", Some(&token)), now);
-        assert_eq!(d.reason, Reason::ResourceNotAllowed);
+        assert_eq!(d.reason(), Reason::ResourceNotAllowed);
     }
 
     #[test]
@@ -582,23 +581,26 @@ mod tests {
         let f = fixture();
         let now = now_unix();
         let (_, d) = f.gateway.decide(&request("GET", "/nowhere", None), now);
-        assert_eq!((d.reason, d.route, d.app), (Reason::NoMatchingRoute, None, None));
+        assert_eq!((d.reason(), d.route, d.app), (Reason::NoMatchingRoute, None, None));
         assert!(d.grant.is_none() && !d.is_allow());
         let (_, d) = f.gateway.decide(&request("GET", "/users/current/accounts/a1", None), now);
-        assert_eq!(d.reason, Reason::MissingToken);
+        assert_eq!(d.reason(), Reason::MissingToken);
         assert!(d.grant.is_none() && d.route.is_some());
         let (_, d) = f.gateway.decide(&request("GET", "/users/current/accounts/a1", Some("not.a.token")), now);
-        assert_eq!(d.reason, Reason::InvalidToken);
+        assert_eq!(d.reason(), Reason::InvalidToken);
         let (_, d) = f.gateway.decide(&request("GET", "/users/current/accounts%2Fa1", None), now);
-        assert_eq!((d.reason, d.route), (Reason::AmbiguousPath, None));
+        assert_eq!((d.reason(), d.route), (Reason::AmbiguousPath, None));
         // A dot segment is resolved, not refused: the path forwarded is the
         // canonical one.
         let (_, d) = f.gateway.decide(&request("GET", "/users/current/./accounts/a1", None), now);
-        assert_eq!((d.reason, d.rewritten_path.as_deref()), (Reason::MissingToken, Some("/users/current/accounts/a1")));
+        assert_eq!(
+            (d.reason(), d.rewritten_path.as_deref()),
+            (Reason::MissingToken, Some("/users/current/accounts/a1"))
+        );
         // A public route: allowed, no token looked at.
         let (_, d) = f.gateway.decide(&request("GET", "/health", Some("not.a.token")), now);
-        assert_eq!(d.reason, Reason::Public);
-        assert!(matches!(d.verdict, Verdict::Allow(None)) && d.grant.is_none());
+        assert_eq!(d.reason(), Reason::Public);
+        assert!(matches!(d.verdict, Verdict::Allow { by: None, .. }) && d.grant.is_none());
     }
 
     #[test]
@@ -612,11 +614,11 @@ mod tests {
         ]);
         let token = f.key.sign(&p);
         let (snap, d) = f.gateway.decide(&request("GET", "/profile/api/1/tenant/acme", Some(&token)), now);
-        assert_eq!(d.reason, Reason::Allowed);
-        assert!(matches!(d.verdict, Verdict::Allow(Some(Allowed::TenantPermission(1)))), "{:?}", d.verdict);
+        assert_eq!(d.reason(), Reason::Allowed);
+        assert!(matches!(d.verdict, Verdict::Allow { by: Some(Allowed::TenantPermission(1)), .. }), "{:?}", d.verdict);
         assert_eq!(d.rule_id(), None, "no access rule allowed it");
         assert_eq!(app(&snap, &d).as_deref(), Some("profile-api"));
         let (_, d) = f.gateway.decide(&request("POST", "/profile/api/1/profile/create/acme", Some(&token)), now);
-        assert_eq!(d.reason, Reason::TenantNotAllowed);
+        assert_eq!(d.reason(), Reason::TenantNotAllowed);
     }
 }
