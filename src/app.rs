@@ -413,7 +413,10 @@ impl Running {
     pub async fn drain(self) {
         self.draining.store(true, Ordering::Release);
         let delay = self.runtime.snapshot().server.drain_delay;
-        tracing::info!(delay_ms = delay.as_millis() as u64, "draining: not ready; still accepting for the drain delay");
+        tracing::info!(
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "draining: not ready; still accepting for the drain delay"
+        );
         tokio::time::sleep(delay).await;
         tracing::info!("draining: no longer accepting; waiting for requests in flight");
         self.shutdown().await;

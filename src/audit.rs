@@ -355,7 +355,10 @@ fn write_decision(out: &mut Vec<u8>, d: &DecisionEvent, labels: &Labels) {
         _ => None,
     };
     let mut line = Line { out, first: true };
-    line.number("time", d.at.duration_since(UNIX_EPOCH).map_or(0, |t| t.as_millis() as u64));
+    line.number(
+        "time",
+        d.at.duration_since(UNIX_EPOCH).map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+    );
     line.raw("event", "\"decision\"");
     line.string("request_id", d.request_id.to_str().unwrap_or("-"));
     line.key("client");

@@ -1,6 +1,8 @@
 //! The data plane: the request path of DESIGN.md §4 as a fixed series of
-//! phases. Read top to bottom, [`Gateway::handle`] is the whole flow:
+//! phases. Read top to bottom, [`Gateway::handle`] is the whole flow, each
+//! phase a named function:
 //!
+//! 0. **admit** the client under its rate limit (`Gateway::admit`);
 //! 1. **canonicalize** the path once (`canonical`); ambiguous → 400;
 //! 2. **route** method + canonical path (`policy::Router`); none → deny;
 //! 3. **credential** from the configured sources (`credential`);
@@ -9,19 +11,25 @@
 //! 6. **evaluate** the grant's rules and tenant permissions against the
 //!    route (`policy::evaluate`);
 //!
-//! — together [`Gateway::decide`], which returns one [`Decision`] —
-//! then **enforce** it (forward with header hygiene, `headers` and
-//! `upstream`, or answer the denial) and **record** it (one metrics update
-//! and one log line, in the request's span).
+//! — together [`decide`] (`decide.rs`, pure, shared with `explain`), which
+//! returns one [`Decision`] with one [`Verdict`], decided again once when
+//! a token names a key just rotated in (`Gateway::decide_refetching`) —
+//! then the request's own **limits** (`Gateway::limit`), then **enforce**
+//! it (`Gateway::enforce`: answer the denial, or **forward**, `forward.rs`,
+//! with header hygiene, `headers` and `upstream`) and **record** it
+//! (`record.rs`: one metrics update, one log line in the request's span,
+//! the audit event).
 //!
 //! Every request is decided and forwarded under one policy snapshot
 //! (`runtime`), loaded once at its start: a reload never splits a request.
 //! `decide` is synchronous, free of I/O and locks, so nothing is held
-//! across an await. Only forwarding awaits.
+//! across an await. Only the key refetch and forwarding await.
 
 pub mod canonical;
 pub mod decide;
+mod forward;
 pub mod headers;
+mod record;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -31,15 +39,13 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
+use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::metrics::{Metrics, UpstreamError};
-use crate::policy::Allowed;
 use crate::reason::Reason;
 use crate::respond;
 use crate::runtime::{Runtime, Snapshot};
@@ -199,25 +205,9 @@ impl Gateway {
         };
         let span = tracing::debug_span!("request", request.id = request_id.to_str().unwrap_or("-"));
         async {
-            // The client's rate first: a flood costs no token verification.
-            let decision = match snap.limits.check_client(conn.peer) {
+            let decision = match Self::admit(&snap, conn) {
                 Err(l) => Decision::limited(l),
-                Ok(()) => {
-                    let deciding = Instant::now();
-                    let mut d = decide(&snap, &req, snap.auth.now());
-                    self.metrics.decided(deciding.elapsed().as_secs_f64());
-                    if snap.auth.wants_refetch(d.reason()) {
-                        // A kid rotated in on an issuer: fetch its keys
-                        // (rate-limited) and decide once more.
-                        snap.auth.keys().refetch().await;
-                        d = decide(&snap, &req, snap.auth.now());
-                    }
-                    let token = d.grant.as_deref().map(|g| (&*g.token_id, &*g.subject));
-                    match snap.limits.check_request(token, d.app) {
-                        Err(l) => d.over_limit(l),
-                        Ok(()) => d,
-                    }
-                }
+                Ok(()) => Self::limit(&snap, self.decide_refetching(&snap, &req).await),
             };
             if let Verdict::Limited(l) = &decision.verdict {
                 self.metrics.rate_limited(l.scope);
@@ -231,6 +221,35 @@ impl Gateway {
         }
         .instrument(span)
         .await
+    }
+
+    /// Phase 0: the client's rate first, so a flood costs no token
+    /// verification.
+    fn admit(snap: &Snapshot, conn: &ConnInfo) -> Result<(), crate::ratelimit::Limited> {
+        snap.limits.check_client(conn.peer)
+    }
+
+    /// Phases 1–6; when the token names a key that rotated in on an issuer,
+    /// its keys are fetched (rate-limited) and the request decided once more.
+    async fn decide_refetching<B>(&self, snap: &Snapshot, req: &Request<B>) -> Decision {
+        let deciding = Instant::now();
+        let d = decide(snap, req, snap.auth.now());
+        self.metrics.decided(deciding.elapsed().as_secs_f64());
+        if !snap.auth.wants_refetch(d.reason()) {
+            return d;
+        }
+        snap.auth.keys().refetch().await;
+        decide(snap, req, snap.auth.now())
+    }
+
+    /// The request's own rate limits (per token, per application), once it
+    /// is known whose it is: over one, 429 whatever was decided.
+    fn limit(snap: &Snapshot, d: Decision) -> Decision {
+        let token = d.grant.as_deref().map(|g| (&*g.token_id, &*g.subject));
+        match snap.limits.check_request(token, d.app) {
+            Err(l) => d.over_limit(l),
+            Ok(()) => d,
+        }
     }
 
     /// Phases 1–6 under the snapshot in force, returned with it (the
@@ -279,211 +298,6 @@ impl Gateway {
             }
         }
     }
-
-    /// A decision as an audit event: shared pointers and numbers; the audit
-    /// writer makes text of it off the request path.
-    fn audit(
-        &self,
-        snap: &Arc<Snapshot>,
-        decision: &Decision,
-        outcome: &Outcome,
-        conn: &ConnInfo,
-        elapsed: std::time::Duration,
-    ) {
-        let (allowed, denial) = match &decision.verdict {
-            Verdict::Allow { by, .. } => (*by, None),
-            Verdict::Shadow { denial, .. } | Verdict::Deny { denial, .. } => (None, denial.clone()),
-            Verdict::Limited(_) => (None, None),
-        };
-        let event = crate::audit::DecisionEvent {
-            at: self.runtime.shared().clock.system_time(),
-            request_id: outcome.request_id.clone(),
-            client: conn.peer,
-            method: outcome.method.clone(),
-            labels: snap.audit_labels.clone(),
-            route: decision.route,
-            resource_id: decision.resource_id.clone(),
-            // A shadowed request is audited with what it would be denied for.
-            reason: decision.would_deny().unwrap_or(outcome.reason),
-            shadow: decision.would_deny().is_some(),
-            allowed,
-            denial,
-            grant: decision.grant.clone(),
-            status: outcome.status.as_u16(),
-            forwarded: decision.is_allow() && outcome.failure.is_none(),
-            latency_us: elapsed.as_micros() as u64,
-        };
-        snap.audit_log.record(crate::audit::Event::Decision(Box::new(event)));
-    }
-
-    /// Forward an allowed request and relay the response.
-    async fn forward(
-        &self,
-        snap: &Snapshot,
-        mut req: Request<Incoming>,
-        decision: &Decision,
-        conn: &ConnInfo,
-        trusted: bool,
-        request_id: &HeaderValue,
-    ) -> Result<Response<Body>, UpstreamFailure> {
-        *req.uri_mut() = upstream_uri(snap, req.uri(), decision)
-            .map_err(|_| UpstreamFailure::unnamed(UpstreamError::Other, "the upstream URI could not be built"))?;
-        let host = req.headers().get(header::HOST).cloned();
-        let h = req.headers_mut();
-        snap.headers.strip_inbound(
-            h,
-            &decision.headers,
-            &snap.forwarding,
-            snap.auth.credentials(),
-            trusted,
-            decision.upgrade,
-        );
-        set_forwarded(h, conn, trusted, host);
-        h.insert(snap.forwarding.request_id.clone(), request_id.clone());
-        if let Some(would) = decision.would_deny() {
-            // Shadowed: the rules deny it, so it carries no identity an
-            // upstream could take for an authenticated caller, only the
-            // reason it would have been refused for.
-            h.insert(headers::WOULD_DENY, HeaderValue::from_static(would.code()));
-        } else if let Some(grant) = &decision.grant {
-            let id = &snap.forwarding.identity;
-            h.insert(id.subject.clone(), grant.headers.subject.clone());
-            h.insert(id.token_id.clone(), grant.headers.token_id.clone());
-            // The roles of the rule that allowed it (none when tenant
-            // permissions did).
-            if let Verdict::Allow { by: Some(Allowed::Rule(i)), .. } = decision.verdict
-                && let Some(v) = grant.headers.rule_roles.get(i)
-            {
-                h.insert(id.roles.clone(), v.clone());
-            }
-            if let Some(app) = decision.app.and_then(|a| snap.apps.get(a)) {
-                h.insert(id.application.clone(), app.header.clone());
-            }
-        }
-        // What a genuine answer to this WebSocket handshake carries.
-        let expected_accept = decision
-            .upgrade
-            .then(|| req.headers().get("sec-websocket-key").map(|k| headers::websocket_accept(k.as_bytes())));
-        let downstream_upgrade = decision.upgrade.then(|| hyper::upgrade::on(&mut req));
-
-        let mut resp = self.upstream(snap).send(req).await?;
-        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if switching {
-            // Only a 101 that answers the client's WebSocket handshake is
-            // relayed; an upstream switching to anything else (or unasked)
-            // would open a tunnel nothing enforces. Dropping the response
-            // closes that upstream connection.
-            let answers =
-                matches!(&expected_accept, Some(Some(accept)) if headers::answers_websocket(resp.headers(), accept));
-            let Some(down) = downstream_upgrade.filter(|_| answers) else {
-                return Err(UpstreamFailure::unnamed(
-                    UpstreamError::Other,
-                    "the upstream switched protocols without answering the WebSocket handshake",
-                ));
-            };
-            headers::strip_response(resp.headers_mut(), true);
-            let up = hyper::upgrade::on(&mut resp);
-            tokio::spawn(server::tunnel(down, up, self.drain.tunnels.enter(), self.drain.on_cut()));
-        } else {
-            headers::strip_response(resp.headers_mut(), false);
-        }
-        Ok(resp.map(Either::Left))
-    }
-
-    /// Report a decision: one metrics update, one log line, and the audit
-    /// event when the audit log is on.
-    fn record(&self, snap: &Arc<Snapshot>, decision: &Decision, outcome: &Outcome, conn: &ConnInfo) {
-        let elapsed = outcome.start.elapsed();
-        let Outcome { reason, status, failure, request_id, .. } = outcome;
-        let reason = *reason;
-        let app = decision.app.and_then(|a| snap.apps.get(a));
-        let counters = decision.route.and_then(|r| snap.route_counters.get(r));
-        self.metrics.observe(reason, counters, elapsed.as_secs_f64());
-        if let Some(would) = decision.would_deny() {
-            self.metrics.would_deny(would, app.map_or("none", |a| &*a.name));
-        }
-        if snap.audit {
-            self.audit(snap, decision, outcome, conn, elapsed);
-        }
-        let route = decision.route.and_then(|r| snap.routes.get(r)).map_or("-", |r| &*r.template);
-        let request_id = request_id.to_str().unwrap_or("-");
-        if let Some(would) = decision.would_deny() {
-            tracing::info!(
-                would_deny = would.code(),
-                route,
-                request_id,
-                "shadow: forwarded a request the policy denies"
-            );
-        } else if reason.is_allow() {
-            tracing::debug!(reason = reason.code(), route, rule.id = decision.rule_id(), request_id, "allowed");
-        } else if let Some(f) = failure.as_ref() {
-            tracing::warn!(
-                reason = reason.code(),
-                route,
-                request_id,
-                upstream = f.upstream.as_str(),
-                error = f.cause.as_str(),
-                "upstream failed"
-            );
-        } else {
-            tracing::info!(reason = reason.code(), route, request_id, status = status.as_u16(), "denied");
-        }
-    }
-}
-
-/// `<canonical path>?<query without the credential>`.
-fn upstream_uri(snap: &Snapshot, uri: &Uri, decision: &Decision) -> Result<Uri, http::Error> {
-    let query = uri.query();
-    let stripped_query = match query {
-        Some(q) if !snap.query_credentials.is_empty() && !snap.forwarding.forward_credential => {
-            headers::strip_query_param(q, &snap.query_credentials)
-        }
-        _ => None,
-    };
-    let pq = if decision.rewritten_path.is_none() && stripped_query.is_none() {
-        // The common case: reuse the request's bytes.
-        uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))
-    } else {
-        let path = decision.rewritten_path.as_deref().unwrap_or(uri.path());
-        let q = stripped_query.as_deref().or(query).filter(|q| !q.is_empty());
-        let s = match q {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_string(),
-        };
-        PathAndQuery::try_from(s)?
-    };
-    // Origin-form: the upstream connection is chosen by the pool.
-    Uri::builder().path_and_query(pq).build()
-}
-
-/// `X-Forwarded-For/Proto/Host` and `X-Real-IP`: a trusted proxy's values
-/// are kept (X-Forwarded-For extended), anyone else's were stripped and are
-/// replaced from the connection.
-fn set_forwarded(h: &mut http::HeaderMap, conn: &ConnInfo, trusted: bool, host: Option<HeaderValue>) {
-    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    const XRI: HeaderName = HeaderName::from_static("x-real-ip");
-    let xff = match h.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(prev) if trusted => {
-            HeaderValue::from_str(&format!("{prev}, {}", conn.peer)).unwrap_or_else(|_| conn.peer_value().clone())
-        }
-        _ => conn.peer_value().clone(),
-    };
-    h.insert(XFF, xff);
-    // A trusted proxy's X-Real-IP names its client; anyone else's was
-    // stripped, and the address is the connection's.
-    if !(trusted && h.contains_key(&XRI)) {
-        h.insert(XRI, conn.peer_value().clone());
-    }
-    if !h.contains_key(&XFP) {
-        h.insert(XFP, HeaderValue::from_static("http"));
-    }
-    if !h.contains_key(&XFH)
-        && let Some(host) = host
-    {
-        h.insert(XFH, host);
-    }
 }
 
 #[cfg(test)]
@@ -491,6 +305,7 @@ mod tests {
     //! `decide` on the demo config, without sockets: what one value says
     //! about each kind of outcome.
     use super::*;
+    use crate::policy::Allowed;
     use crate::token::now_unix;
     use crate::token::testkit::{TestKey, payload, rule};
     use serde_json::json;

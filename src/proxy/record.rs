@@ -1,0 +1,87 @@
+//! Phase 8: report a decision — one metrics update, one log line in the
+//! request's span, and the audit event when the audit log is on (shared
+//! pointers and numbers; the audit writer makes text of them off the
+//! request path).
+
+use std::sync::Arc;
+
+use super::{ConnInfo, Decision, Gateway, Outcome, Verdict};
+use crate::runtime::Snapshot;
+
+impl Gateway {
+    /// Report a decision: one metrics update, one log line, and the audit
+    /// event when the audit log is on.
+    pub(super) fn record(&self, snap: &Arc<Snapshot>, decision: &Decision, outcome: &Outcome, conn: &ConnInfo) {
+        let elapsed = outcome.start.elapsed();
+        let Outcome { reason, status, failure, request_id, .. } = outcome;
+        let reason = *reason;
+        let app = decision.app.and_then(|a| snap.apps.get(a));
+        let counters = decision.route.and_then(|r| snap.route_counters.get(r));
+        self.metrics.observe(reason, counters, elapsed.as_secs_f64());
+        if let Some(would) = decision.would_deny() {
+            self.metrics.would_deny(would, app.map_or("none", |a| &*a.name));
+        }
+        if snap.audit {
+            self.audit(snap, decision, outcome, conn, elapsed);
+        }
+        let route = decision.route.and_then(|r| snap.routes.get(r)).map_or("-", |r| &*r.template);
+        let request_id = request_id.to_str().unwrap_or("-");
+        if let Some(would) = decision.would_deny() {
+            tracing::info!(
+                would_deny = would.code(),
+                route,
+                request_id,
+                "shadow: forwarded a request the policy denies"
+            );
+        } else if reason.is_allow() {
+            tracing::debug!(reason = reason.code(), route, rule.id = decision.rule_id(), request_id, "allowed");
+        } else if let Some(f) = failure.as_ref() {
+            tracing::warn!(
+                reason = reason.code(),
+                route,
+                request_id,
+                upstream = f.upstream.as_str(),
+                error = f.cause.as_str(),
+                "upstream failed"
+            );
+        } else {
+            tracing::info!(reason = reason.code(), route, request_id, status = status.as_u16(), "denied");
+        }
+    }
+
+    /// A decision as an audit event: shared pointers and numbers; the audit
+    /// writer makes text of it off the request path.
+    fn audit(
+        &self,
+        snap: &Arc<Snapshot>,
+        decision: &Decision,
+        outcome: &Outcome,
+        conn: &ConnInfo,
+        elapsed: std::time::Duration,
+    ) {
+        let (allowed, denial) = match &decision.verdict {
+            Verdict::Allow { by, .. } => (*by, None),
+            Verdict::Shadow { denial, .. } | Verdict::Deny { denial, .. } => (None, denial.clone()),
+            Verdict::Limited(_) => (None, None),
+        };
+        let event = crate::audit::DecisionEvent {
+            at: self.runtime.shared().clock.system_time(),
+            request_id: outcome.request_id.clone(),
+            client: conn.peer,
+            method: outcome.method.clone(),
+            labels: snap.audit_labels.clone(),
+            route: decision.route,
+            resource_id: decision.resource_id.clone(),
+            // A shadowed request is audited with what it would be denied for.
+            reason: decision.would_deny().unwrap_or(outcome.reason),
+            shadow: decision.would_deny().is_some(),
+            allowed,
+            denial,
+            grant: decision.grant.clone(),
+            status: outcome.status.as_u16(),
+            forwarded: decision.is_allow() && outcome.failure.is_none(),
+            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        };
+        snap.audit_log.record(crate::audit::Event::Decision(Box::new(event)));
+    }
+}
