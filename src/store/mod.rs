@@ -1,7 +1,7 @@
 //! The store: issued-token records, reference-token hashes, registration
 //! tokens and revocations — the source of truth behind the token service.
 //!
-//! One [`TokenStore`] trait, two implementations run by the same test suite:
+//! One [`Store`], two backends run by the same test suite:
 //! [`SqliteStore`] (embedded default: a file, migrations at start, WAL) and
 //! [`PgStore`] (several replicas sharing one database). Both share their
 //! queries in `sql` over sqlx's `Any` driver; what differs — connecting,
@@ -22,9 +22,8 @@ mod sqlite;
 pub mod testsuite;
 mod writer;
 
-pub use mirror::{FeedRefusal, Mirror, ReferenceTokens, Revocations, SetFull, Staleness, resync};
-
-use std::future::Future;
+use mirror::resync;
+pub use mirror::{FeedRefusal, Mirror, ReferenceTokens, Revocations, SetFull, Staleness};
 
 pub use postgres::PgStore;
 pub use readonly::load_read_only;
@@ -199,175 +198,11 @@ impl TokenRecord {
     }
 }
 
-/// The store's operations. Every implementation passes `testsuite`.
-pub trait TokenStore: Send + Sync + 'static {
-    /// Record a new token; a taken id or name is a [`StoreError::Conflict`].
-    fn insert_token(&self, token: &TokenRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn token(&self, id: &str) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
-    fn token_by_name(&self, name: &str) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
-    /// Tokens matching the filter, oldest first; registration tokens are
-    /// never listed.
-    fn list_tokens(&self, filter: &TokenFilter) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
-    /// Revoke a token; `false` if unknown or already revoked. Its
-    /// descendants carry it in their lineage and are rejected with it.
-    fn revoke(&self, id: &str, at: UnixTime) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Every revoked token id, other issuers' unexpired jtis included: the
-    /// mirror's full resync.
-    fn revoked_ids(&self) -> impl Future<Output = Result<Vec<(String, Option<UnixTime>)>, StoreError>> + Send;
-    /// Revoke another issuer's token by jti (this store has no record of
-    /// it); `false` if revoked already.
-    fn revoke_jti(&self, r: &JtiRevocation) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Reference tokens with their secret's hash, revoked ones too (so they
-    /// are refused as revoked): the mirror's full resync.
-    fn reference_tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
-    fn count_tokens(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
-    /// The live token whose client-chosen credential id this is.
-    fn token_by_external_id(&self, id: &str) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
-    /// Every live token with a client-chosen credential id, oldest first.
-    fn external_tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
-    /// Clear a revoked token's secret hash and external id, so they can be
-    /// used again (Crafter re-creates a deleted token with the same id).
-    fn forget_secret(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn insert_registration(&self, reg: &RegistrationRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// A registration token by id, redeemed or not.
-    fn registration(&self, id: &str) -> impl Future<Output = Result<Option<RegistrationRecord>, StoreError>> + Send;
-    /// Revoke an unredeemed registration token; `false` if unknown, used or
-    /// revoked already.
-    fn revoke_registration(&self, id: &str, at: UnixTime) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Atomically mark the registration token with this secret hash used and
-    /// record the token `build` makes from it. Of any number of concurrent
-    /// redeems exactly one succeeds. If `build` refuses, nothing changes.
-    fn redeem<F>(
-        &self,
-        secret_hash: &[u8],
-        now: UnixTime,
-        build: F,
-    ) -> impl Future<Output = Result<TokenRecord, RedeemError>> + Send
-    where
-        F: FnOnce(&RegistrationRecord) -> Result<TokenRecord, RedeemError> + Send;
-}
-
-/// Implement [`TokenStore`] for a store type by delegating every operation
-/// to its `core` (the shared queries); each store adds only what differs.
-macro_rules! delegate_token_store {
-    ($store:ty) => {
-        impl $crate::store::TokenStore for $store {
-            fn insert_token(
-                &self,
-                token: &$crate::store::TokenRecord,
-            ) -> impl std::future::Future<Output = Result<(), $crate::store::StoreError>> + Send {
-                self.core.insert_token(token)
-            }
-            fn token(
-                &self,
-                id: &str,
-            ) -> impl std::future::Future<Output = Result<Option<$crate::store::TokenRecord>, $crate::store::StoreError>> + Send
-            {
-                self.core.token(id)
-            }
-            fn token_by_name(
-                &self,
-                name: &str,
-            ) -> impl std::future::Future<Output = Result<Option<$crate::store::TokenRecord>, $crate::store::StoreError>> + Send
-            {
-                self.core.token_by_name(name)
-            }
-            fn list_tokens(
-                &self,
-                filter: &$crate::store::TokenFilter,
-            ) -> impl std::future::Future<Output = Result<Vec<$crate::store::TokenRecord>, $crate::store::StoreError>> + Send
-            {
-                self.core.list_tokens(filter)
-            }
-            fn revoke(
-                &self,
-                id: &str,
-                at: $crate::store::UnixTime,
-            ) -> impl std::future::Future<Output = Result<bool, $crate::store::StoreError>> + Send {
-                self.core.revoke(id, at)
-            }
-            fn revoked_ids(
-                &self,
-            ) -> impl std::future::Future<
-                Output = Result<Vec<(String, Option<$crate::store::UnixTime>)>, $crate::store::StoreError>,
-            > + Send
-            {
-                self.core.revoked_ids()
-            }
-            fn revoke_jti(
-                &self,
-                r: &$crate::store::JtiRevocation,
-            ) -> impl std::future::Future<Output = Result<bool, $crate::store::StoreError>> + Send {
-                self.core.revoke_jti(r)
-            }
-            fn reference_tokens(
-                &self,
-            ) -> impl std::future::Future<Output = Result<Vec<$crate::store::TokenRecord>, $crate::store::StoreError>> + Send
-            {
-                self.core.reference_tokens()
-            }
-            fn count_tokens(&self) -> impl std::future::Future<Output = Result<i64, $crate::store::StoreError>> + Send {
-                self.core.count_tokens()
-            }
-            fn token_by_external_id(
-                &self,
-                id: &str,
-            ) -> impl std::future::Future<Output = Result<Option<$crate::store::TokenRecord>, $crate::store::StoreError>> + Send
-            {
-                self.core.token_by_external_id(id)
-            }
-            fn external_tokens(
-                &self,
-            ) -> impl std::future::Future<Output = Result<Vec<$crate::store::TokenRecord>, $crate::store::StoreError>> + Send
-            {
-                self.core.external_tokens()
-            }
-            fn forget_secret(
-                &self,
-                id: &str,
-            ) -> impl std::future::Future<Output = Result<(), $crate::store::StoreError>> + Send {
-                self.core.forget_secret(id)
-            }
-            fn insert_registration(
-                &self,
-                reg: &$crate::store::RegistrationRecord,
-            ) -> impl std::future::Future<Output = Result<(), $crate::store::StoreError>> + Send {
-                self.core.insert_registration(reg)
-            }
-            fn registration(
-                &self,
-                id: &str,
-            ) -> impl std::future::Future<
-                Output = Result<Option<$crate::store::RegistrationRecord>, $crate::store::StoreError>,
-            > + Send {
-                self.core.registration(id)
-            }
-            fn revoke_registration(
-                &self,
-                id: &str,
-                at: $crate::store::UnixTime,
-            ) -> impl std::future::Future<Output = Result<bool, $crate::store::StoreError>> + Send {
-                self.core.revoke_registration(id, at)
-            }
-            fn redeem<F>(
-                &self,
-                secret_hash: &[u8],
-                now: $crate::store::UnixTime,
-                build: F,
-            ) -> impl std::future::Future<Output = Result<$crate::store::TokenRecord, $crate::store::RedeemError>> + Send
-            where
-                F: FnOnce(&$crate::store::RegistrationRecord) -> Result<$crate::store::TokenRecord, $crate::store::RedeemError> + Send,
-            {
-                self.core.redeem(secret_hash, now, build)
-            }
-        }
-    };
-}
-pub(crate) use delegate_token_store;
-
-/// The configured store, whichever it is.
 /// The token store: SQLite or PostgreSQL, and the metrics its calls are
-/// counted in.
+/// counted in. Every operation is written once, in `sql.rs` (`SqlCore`,
+/// the queries both backends share), and offered once, here: each call
+/// passes its backend's guard (a lost store answers nothing), PostgreSQL's
+/// call timeout, and is counted and timed.
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Backend,
@@ -424,13 +259,15 @@ macro_rules! dispatch {
         let start = std::time::Instant::now();
         let result = async {
             match &$self.backend {
-                Backend::Sqlite($s) => {
-                    $s.guard()?;
+                Backend::Sqlite(backend) => {
+                    backend.guard()?;
+                    let $s = backend.core();
                     $call.await
                 }
-                Backend::Postgres($s) => {
-                    $s.guard()?;
-                    match tokio::time::timeout($s.timeout(), $call).await {
+                Backend::Postgres(backend) => {
+                    backend.guard()?;
+                    let $s = backend.core();
+                    match tokio::time::timeout(backend.timeout(), $call).await {
                         Ok(r) => r,
                         Err(_) => Err(StoreError::Unavailable("the store did not answer in time".into()).into()),
                     }
@@ -441,6 +278,18 @@ macro_rules! dispatch {
         $self.observe($op, start, result.as_ref().err().map(|e| e.kind_label()));
         result
     }};
+}
+
+impl From<SqliteStore> for Store {
+    fn from(s: SqliteStore) -> Store {
+        Store { backend: Backend::Sqlite(s), metrics: None }
+    }
+}
+
+impl From<PgStore> for Store {
+    fn from(s: PgStore) -> Store {
+        Store { backend: Backend::Postgres(s), metrics: None }
+    }
 }
 
 impl Store {
@@ -571,6 +420,26 @@ impl Store {
         dispatch!(self, "forget_secret", s => s.forget_secret(id))
     }
 
+    /// Every revoked token id, other issuers' unexpired jtis included: the
+    /// mirror's full resync.
+    pub async fn revoked_ids(&self) -> Result<Vec<(String, Option<UnixTime>)>, StoreError> {
+        dispatch!(self, "revoked_ids", s => s.revoked_ids())
+    }
+
+    /// Reference tokens with their secret's hash, revoked ones too (so they
+    /// are refused as revoked): the mirror's full resync.
+    pub async fn reference_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        dispatch!(self, "reference_tokens", s => s.reference_tokens())
+    }
+
+    /// Close the store's connections (tests reopen the same file).
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(s) => s.core().pool.close().await,
+        }
+    }
+
     /// Load the mirror now, then keep it current in the background.
     pub async fn mirror(
         &self,
@@ -579,11 +448,11 @@ impl Store {
     ) -> Result<tokio::task::JoinHandle<()>, StoreError> {
         Ok(match &self.backend {
             Backend::Sqlite(s) => {
-                resync(s, &mirror).await?;
+                resync(s.core(), &mirror).await?;
                 s.follow(mirror, resync_every)
             }
             Backend::Postgres(s) => {
-                resync(s, &mirror).await?;
+                resync(s.core(), &mirror).await?;
                 // Complete as of now; the follower keeps confirming it.
                 mirror.revocations.follow();
                 mirror.revocations.confirm();

@@ -19,7 +19,7 @@ pub const REVOCATION_CHANNEL: &str = "narrowgate_revocations";
 /// migration 0002); the payload is the id.
 pub const TOKEN_CHANNEL: &str = "narrowgate_tokens";
 
-/// A PostgreSQL-backed [`TokenStore`](super::TokenStore).
+/// A PostgreSQL backend of the [`Store`](super::Store).
 #[derive(Clone)]
 pub struct PgStore {
     core: SqlCore,
@@ -40,6 +40,11 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
+    /// The queries, shared with the other backend.
+    pub(crate) fn core(&self) -> &SqlCore {
+        &self.core
+    }
+
     /// Connect to `url` (`postgres://…`) and migrate. A database without a
     /// narrowgate schema gets one only with `create`, else it is
     /// [`StoreError::Missing`]. Also returns whether this call created it.
@@ -116,8 +121,6 @@ impl PgStore {
     }
 }
 
-super::delegate_token_store!(PgStore);
-
 /// How often a following replica checks that its LISTEN connection is
 /// alive (a database that vanished without closing it is noticed this
 /// soon), and confirms its revocation set current.
@@ -162,7 +165,7 @@ impl PgStore {
             .await
             .map_err(|_| timed_out())??;
         // Listening before the resync: nothing revoked in between is missed.
-        super::resync(self, mirror).await?;
+        super::resync(&self.core, mirror).await?;
         mirror.revocations.confirm();
         mirror.revocations.connected();
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -176,7 +179,7 @@ impl PgStore {
                         return Err(StoreError::Unavailable("the notification connection was lost".into()));
                     };
                     if n.channel() == TOKEN_CHANNEL {
-                        if let Some(record) = super::TokenStore::token(self, n.payload()).await? {
+                        if let Some(record) = self.core.token(n.payload()).await? {
                             if record.revoked_at.is_some() {
                                 mirror.revocations.revoke(&record.id, record.expires_at);
                             }
@@ -198,7 +201,7 @@ impl PgStore {
                     mirror.revocations.confirm();
                 }
                 _ = resync.tick() => {
-                    super::resync(self, mirror).await?;
+                    super::resync(&self.core, mirror).await?;
                     mirror.revocations.confirm();
                 }
             }

@@ -21,8 +21,6 @@ struct ReadOnly {
     core: SqlCore,
 }
 
-super::delegate_token_store!(ReadOnly);
-
 /// Load the configured store's reference tokens and revocations into
 /// `mirror`, reading only. A store that does not exist is
 /// [`StoreError::Missing`] (never created); one that cannot be reached or
@@ -90,7 +88,7 @@ pub async fn load_read_only(config: &StoreConfig, mirror: &Mirror) -> Result<usi
         return Err(e);
     }
     let store = ReadOnly { core: SqlCore::new(pool, WriterOptions { announce: None, check: None }) };
-    let read = super::resync(&store, mirror).await;
+    let read = super::resync(&store.core, mirror).await;
     store.core.pool.close().await;
     read
 }

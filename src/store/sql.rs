@@ -126,7 +126,7 @@ impl SqlCore {
     /// their expiry and the grace the revocation set keeps them for.
     pub async fn revoked_ids(&self) -> Result<Vec<(String, Option<UnixTime>)>, StoreError> {
         let now = UnixTime::clamped(crate::token::now_unix());
-        let keep_after = now.saturating_sub(super::mirror::EXPIRY_GRACE).as_i64();
+        let keep_after = now.saturating_sub(crate::revocation::EXPIRY_GRACE).as_i64();
         let rows = sqlx::query(
             "SELECT id, expires_at FROM tokens WHERE revoked_at IS NOT NULL AND (expires_at IS NULL OR expires_at >= $1) \
              UNION SELECT jti AS id, expires_at FROM revoked_jtis WHERE expires_at IS NULL OR expires_at >= $1",

@@ -19,7 +19,7 @@ use super::StoreError;
 use super::sql::SqlCore;
 use super::writer::{StoreCheck, WriterOptions};
 
-/// A SQLite-backed [`TokenStore`](super::TokenStore).
+/// A SQLite backend of the [`Store`](super::Store).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     core: SqlCore,
@@ -81,6 +81,11 @@ fn create_file(path: &Path) -> Result<(), StoreError> {
 }
 
 impl SqliteStore {
+    /// The queries, shared with the other backend.
+    pub(crate) fn core(&self) -> &SqlCore {
+        &self.core
+    }
+
     /// Open the store at `path` and migrate it. A store that does not exist
     /// is created only with `create`, else it is [`StoreError::Missing`].
     /// Also returns whether this call created it.
@@ -199,8 +204,6 @@ impl FileGuard {
     }
 }
 
-super::delegate_token_store!(SqliteStore);
-
 impl SqliteStore {
     /// Keep the mirror current: one process owns a SQLite file, so this only
     /// resyncs every `resync_every` (what is made in-process reaches the
@@ -215,7 +218,7 @@ impl SqliteStore {
                     // Reading a lost file would only bring back what it held.
                     continue;
                 }
-                if let Err(e) = super::resync(&store, &mirror).await {
+                if let Err(e) = super::resync(&store.core, &mirror).await {
                     tracing::warn!(error = %e, "revocation resync failed; keeping the last known set");
                 }
             }

@@ -1,4 +1,4 @@
-//! The store test suite: every [`TokenStore`] implementation must pass it.
+//! The store test suite: the [`Store`] on every backend must pass it.
 //! Run from `tests/it/store.rs` against SQLite and PostgreSQL alike.
 
 use std::sync::Arc;
@@ -68,7 +68,7 @@ fn redeemed(reg: &RegistrationRecord, id: &str, now: i64) -> TokenRecord {
 }
 
 /// Records go in and come back out unchanged; names and ids are unique.
-pub async fn records_round_trip<S: TokenStore>(s: &S) {
+pub async fn records_round_trip(s: &Store) {
     let mut t = token("t1", Some("first"), Some("metastats-api"), TokenKind::Access, 100);
     t.master = true;
     t.role = Role::Admin;
@@ -91,7 +91,7 @@ pub async fn records_round_trip<S: TokenStore>(s: &S) {
 }
 
 /// Filters and pages.
-pub async fn listing_filters_and_pages<S: TokenStore>(s: &S) {
+pub async fn listing_filters_and_pages(s: &Store) {
     for i in 0..5 {
         let app = if i % 2 == 0 { "a" } else { "b" };
         s.insert_token(&token(&format!("l{i}"), Some(&format!("list-{i}")), Some(app), TokenKind::Access, 200 + i))
@@ -144,7 +144,7 @@ pub async fn listing_filters_and_pages<S: TokenStore>(s: &S) {
 }
 
 /// Revocation marks once; the mirror's resync sees it.
-pub async fn revocation_is_recorded<S: TokenStore>(s: &S) {
+pub async fn revocation_is_recorded(s: &Store) {
     let mut never = token("r1", None, None, TokenKind::Access, 400);
     never.expires_at = None;
     s.insert_token(&never).await.expect("insert");
@@ -172,7 +172,7 @@ pub async fn revocation_is_recorded<S: TokenStore>(s: &S) {
 }
 
 /// Another issuer's tokens are revoked by jti, until they expire.
-pub async fn external_jtis_are_revoked_until_they_expire<S: TokenStore>(s: &S) {
+pub async fn external_jtis_are_revoked_until_they_expire(s: &Store) {
     let now = crate::token::now_unix() as i64;
     let jti = |id: &str, expires_at: Option<i64>| JtiRevocation {
         jti: id.into(),
@@ -207,7 +207,7 @@ pub async fn external_jtis_are_revoked_until_they_expire<S: TokenStore>(s: &S) {
 }
 
 /// A revoked token's name is free again; a live one's is not.
-pub async fn names_are_unique_among_live_tokens<S: TokenStore>(s: &S) {
+pub async fn names_are_unique_among_live_tokens(s: &Store) {
     s.insert_token(&token("n1", Some("reports"), None, TokenKind::Access, 100)).await.expect("insert");
     assert!(matches!(
         s.insert_token(&token("n2", Some("reports"), None, TokenKind::Access, 101)).await,
@@ -225,7 +225,7 @@ pub async fn names_are_unique_among_live_tokens<S: TokenStore>(s: &S) {
 }
 
 /// Registration tokens keep their bounds, and a revoked one is not redeemed.
-pub async fn registration_tokens_are_revocable<S: TokenStore>(s: &S) {
+pub async fn registration_tokens_are_revocable(s: &Store) {
     s.insert_registration(&registration("g9", "reg-secret-9", 5000)).await.expect("insert");
     s.insert_registration(&registration("g10", "reg-secret-10", 5000)).await.expect("insert");
     assert!(s.revoke_registration("g9", at(1000)).await.expect("revoke"));
@@ -247,7 +247,7 @@ pub async fn registration_tokens_are_revocable<S: TokenStore>(s: &S) {
 }
 
 /// Redeeming: once, not after expiry, not unknown secrets.
-pub async fn registration_tokens_redeem_once<S: TokenStore>(s: &S) {
+pub async fn registration_tokens_redeem_once(s: &Store) {
     s.insert_registration(&registration("g1", "reg-secret-1", 2000)).await.expect("insert");
     s.insert_registration(&registration("g2", "reg-secret-2", 1500)).await.expect("insert");
     let t =
@@ -273,7 +273,7 @@ pub async fn registration_tokens_redeem_once<S: TokenStore>(s: &S) {
 }
 
 /// A redeem whose token cannot be recorded leaves the registration unused.
-pub async fn a_failed_redeem_rolls_back<S: TokenStore>(s: &S) {
+pub async fn a_failed_redeem_rolls_back(s: &Store) {
     s.insert_token(&token("taken", Some("from-g3"), None, TokenKind::Access, 1)).await.expect("insert");
     s.insert_registration(&registration("g3", "reg-secret-3", 5000)).await.expect("insert");
     let clash = s.redeem(&hash_secret("reg-secret-3"), at(1700), |r| Ok(redeemed(r, "new-id", 1700))).await;
@@ -296,7 +296,7 @@ pub async fn a_failed_redeem_rolls_back<S: TokenStore>(s: &S) {
 }
 
 /// Of `n` concurrent redeems of one registration token exactly one wins.
-pub async fn concurrent_redeems_yield_one_token<S: TokenStore>(s: Arc<S>, n: usize) {
+pub async fn concurrent_redeems_yield_one_token(s: Arc<Store>, n: usize) {
     s.insert_registration(&registration("race", "reg-race", UnixTime::MAX.as_i64())).await.expect("insert");
     let mut tasks = Vec::new();
     for i in 0..n {
@@ -326,7 +326,7 @@ pub async fn concurrent_redeems_yield_one_token<S: TokenStore>(s: Arc<S>, n: usi
 /// Client-chosen credential ids (Crafter): unique while live, found only
 /// while live, and free to be used again once the token is revoked and its
 /// secret forgotten.
-pub async fn external_ids_are_unique_while_live<S: TokenStore>(s: &S) {
+pub async fn external_ids_are_unique_while_live(s: &Store) {
     let crafter = |id: &str, external: &str, at: i64| {
         let mut t = token(id, None, Some("engine"), TokenKind::Access, at);
         t.form = TokenForm::Reference;
@@ -362,7 +362,7 @@ pub async fn external_ids_are_unique_while_live<S: TokenStore>(s: &S) {
 /// there or not live; a write that fails for another reason (a
 /// registration token naming a token that does not exist) fails alone,
 /// and every other write of its batch is stored.
-pub async fn concurrent_writes_get_their_own_outcomes<S: TokenStore>(s: Arc<S>, n: usize) {
+pub async fn concurrent_writes_get_their_own_outcomes(s: Arc<Store>, n: usize) {
     s.insert_token(&token("victim", None, None, TokenKind::Access, 50)).await.expect("insert");
     let mut tasks = Vec::new();
     for i in 0..n {

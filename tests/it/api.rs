@@ -260,12 +260,10 @@ async fn with_store() -> (tempfile::TempDir, Harness) {
     (dir, h)
 }
 
+/// [`support::master`] with the jti `master-1`, the creator that the
+/// tokens it makes name.
 fn master(h: &Harness) -> String {
-    let mut p = payload("root", now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
-    p["role"] = json!("admin");
-    p["master"] = json!(true);
-    p["jti"] = json!("master-1");
-    format!("Bearer {}", h.sign(&p))
+    support::master_with_jti(h, "master-1")
 }
 
 #[tokio::test]
@@ -461,10 +459,7 @@ async fn registration_tokens_are_single_use_even_under_concurrency_and_listed_no
     let body = json!({ "token": secret }).to_string();
     let mut tasks = Vec::new();
     for _ in 0..50 {
-        let req = format!(
-            "POST /v1/registration-tokens/redeem HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+        let req = support::raw_body_request("POST", "/v1/registration-tokens/redeem", None, "application/json", &body);
         let api = h.api;
         tasks.push(tokio::spawn(async move { support::send_raw(api, req.as_bytes()).await }));
     }
@@ -776,13 +771,30 @@ async fn a_token_revoked_while_its_body_trickles_in_mints_nothing() {
 
     let body = r#"{"name":"late","lifetime":"1h"}"#;
     let mut slow = tokio::net::TcpStream::connect(h.api).await.expect("connect");
-    let head = format!(
-        "POST /v1/tokens HTTP/1.1\r\nHost: t\r\nAuthorization: {ops}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let len = body.len().to_string();
+    let headers = [
+        ("Host", "t"),
+        ("Authorization", ops.as_str()),
+        ("Content-Type", "application/json"),
+        ("Content-Length", len.as_str()),
+        ("Connection", "close"),
+    ];
+    // The head only: the body follows in two writes.
+    let head = support::raw_request("POST", "/v1/tokens", &headers, "");
+    // The revocation must come after the first check of the caller (once
+    // the head is in) and before the second (once the body is). `ops` was
+    // never checked before, so its first check counts a token-cache miss;
+    // the rest of that check (verify, revocation) neither yields nor does
+    // I/O, so it is over before the revocation, an HTTP call of its own,
+    // lands: the service is then reading the body.
+    const MISSES: &str = r#"narrowgate_token_cache_total{result="miss"}"#;
+    let before = support::metric(h.admin, MISSES).await.unwrap_or(0.0);
     slow.write_all(head.as_bytes()).await.expect("head");
     slow.write_all(&body.as_bytes()[..5]).await.expect("first bytes");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    support::eventually_async(std::time::Duration::from_secs(5), || async {
+        (support::metric(h.admin, MISSES).await.unwrap_or(0.0) > before).then_some(())
+    })
+    .await;
     let revoked = h.api_request("DELETE", &format!("/v1/tokens/{ops_id}"), &[("Authorization", &root)]).await;
     assert_eq!(revoked.status, 204, "{}", revoked.body);
     slow.write_all(&body.as_bytes()[5..]).await.expect("the rest");

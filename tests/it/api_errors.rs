@@ -7,20 +7,12 @@ use crate::support;
 
 use narrowgate::api::ApiCode;
 use narrowgate::reason::Reason;
-use narrowgate::token::now_unix;
-use narrowgate::token::testkit::{payload, rule};
+use narrowgate::token::testkit::rule;
 use serde_json::json;
-use support::{Harness, send_raw};
+use support::{Harness, master, send_raw};
 
 /// Sent in every field below; never to be seen in a reply.
 const MARK: &str = "zqx7731mark";
-
-fn master(h: &Harness) -> String {
-    let mut p = payload("root", now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
-    p["role"] = json!("admin");
-    p["master"] = json!(true);
-    format!("Bearer {}", h.sign(&p))
-}
 
 async fn post(
     h: &Harness,
@@ -29,12 +21,11 @@ async fn post(
     content_type: &str,
     body: &str,
 ) -> support::Response {
-    let mut req = format!("POST {target} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
-    send_raw(h.api, req.as_bytes()).await
+    let len = body.len().to_string();
+    let mut all = vec![("Host", "t"), ("Content-Type", content_type)];
+    all.extend_from_slice(headers);
+    all.extend([("Content-Length", len.as_str()), ("Connection", "close")]);
+    send_raw(h.api, support::raw_request("POST", target, &all, body).as_bytes()).await
 }
 
 #[tokio::test]

@@ -71,10 +71,7 @@ async fn every_decision_and_action_is_audited_and_no_secret_is_written_anywhere(
     let redeem = json!({ "token": registration }).to_string();
     let (redeemed, redeemed_id) = minted(&api(&g, "POST", "/v1/registration-tokens/redeem", None, Some(&redeem)).await);
     let form = format!("secret={SECRET}&name=reporter&description=nightly+reports&permission=read");
-    let req = format!(
-        "POST /api/token/create HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
-        form.len()
-    );
+    let req = support::raw_body_request("POST", "/api/token/create", None, "application/x-www-form-urlencoded", &form);
     let pm = send_raw(g.api.expect("api"), req.as_bytes()).await;
     assert_eq!(pm.status, 200, "{}", pm.body);
     let pm_token: String = serde_json::from_str(&pm.body).expect("a JSON string");

@@ -980,21 +980,27 @@ async fn failed_sign_ins_are_throttled_per_client() {
 
 /// A form post as raw bytes: the body with a `Content-Length`, or chunked.
 fn raw_form_post(c: &Console, path: &str, cookie: &str, body: &str, chunked: bool) -> Vec<u8> {
-    let api = c.h.api;
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {api}\r\nOrigin: http://{api}\r\nCookie: {cookie}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n"
-    );
+    let (host, origin) = (c.h.api.to_string(), format!("http://{}", c.h.api));
+    let mut headers = vec![
+        ("Host", host.as_str()),
+        ("Origin", origin.as_str()),
+        ("Cookie", cookie),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Connection", "close"),
+    ];
+    let len = body.len().to_string();
     if chunked {
-        req.push_str("Transfer-Encoding: chunked\r\n\r\n");
+        headers.push(("Transfer-Encoding", "chunked"));
+        let mut chunks = String::new();
         for chunk in body.as_bytes().chunks(10_000) {
-            req.push_str(&format!("{:x}\r\n{}\r\n", chunk.len(), String::from_utf8_lossy(chunk)));
+            chunks.push_str(&format!("{:x}\r\n{}\r\n", chunk.len(), String::from_utf8_lossy(chunk)));
         }
-        req.push_str("0\r\n\r\n");
+        chunks.push_str("0\r\n\r\n");
+        support::raw_request("POST", path, &headers, &chunks).into_bytes()
     } else {
-        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        headers.push(("Content-Length", len.as_str()));
+        support::raw_request("POST", path, &headers, body).into_bytes()
     }
-    req.into_bytes()
 }
 
 /// `fields`, then a padding field that brings the body to `len` bytes.

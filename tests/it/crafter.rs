@@ -14,12 +14,13 @@ use serde_json::{Value, json};
 use support::{Harness, send_raw};
 
 async fn call(h: &Harness, method: &str, target: &str, content_type: Option<&str>, body: &str) -> support::Response {
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: profile.test\r\nAccept: application/json\r\n");
+    let len = body.len().to_string();
+    let mut headers = vec![("Host", "profile.test"), ("Accept", "application/json")];
     if let Some(ct) = content_type {
-        req.push_str(&format!("Content-Type: {ct}\r\n"));
+        headers.push(("Content-Type", ct));
     }
-    req.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
-    send_raw(h.api, req.as_bytes()).await
+    headers.extend([("Content-Length", len.as_str()), ("Connection", "close")]);
+    send_raw(h.api, support::raw_request(method, target, &headers, body).as_bytes()).await
 }
 
 /// `POST …/create.json?accessTokenId=` with the token as JSON.

@@ -11,7 +11,10 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use narrowgate::echo::EchoUpstream;
-use support::{GatewayProcess, Response, build_request, is_complete, parse_response, process_config, send_raw};
+use support::{
+    GatewayProcess, Response, build_request, eventually, eventually_async, is_complete, parse_response, process_config,
+    raw_request, send_raw,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,16 +38,10 @@ fn signal(child: &Child, name: &str) {
     assert!(ok.expect("kill").success());
 }
 
-/// Wait for the process to exit; its exit code and when.
+/// Wait for the process to exit (failing if it still runs after
+/// `within`); its exit code and when.
 async fn exited(child: &mut Child, within: Duration) -> (Option<i32>, Instant) {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return (status.code(), Instant::now());
-        }
-        assert!(start.elapsed() < within, "still running after {within:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(within, || child.try_wait().expect("wait").map(|status| (status.code(), Instant::now()))).await
 }
 
 /// One request on an open connection, and its response.
@@ -65,12 +62,9 @@ async fn exchange(stream: &mut TcpStream, request: &str) -> Response {
 
 /// A kept-alive request (no `Connection: close`).
 fn keep_alive(path: &str, headers: &[(&str, &str)]) -> String {
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: gateway.test\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req
+    let mut all = vec![("Host", "gateway.test")];
+    all.extend_from_slice(headers);
+    raw_request("GET", path, &all, "")
 }
 
 /// An open WebSocket tunnel through the gateway to the echo upstream.
@@ -125,15 +119,18 @@ async fn sigterm_drains_requests_and_tunnels_then_exits_zero() {
     let mut kept = TcpStream::connect(g.proxy).await.expect("connect");
     let first = exchange(&mut kept, &keep_alive(ACCOUNT, &[("Authorization", &auth)])).await;
     assert_eq!((first.status, first.header("connection")), (200, None));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The slow request is in flight: the echo records a request before it
+    // waits out its delay.
+    eventually(Duration::from_secs(5), || {
+        echo.received().iter().any(|r| r.header("x-echo-delay-ms") == Some("2500")).then_some(())
+    })
+    .await;
 
     signal(&g.child, "TERM");
     let term = Instant::now();
-    // Unready first, while still accepting.
-    while readyz(g.admin).await != 503 {
-        assert!(term.elapsed() < Duration::from_millis(500), "readyz still 200 after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Unready first (within 500 ms), while still accepting.
+    eventually_async(Duration::from_secs(5), || async { (readyz(g.admin).await == 503).then_some(()) }).await;
+    assert!(term.elapsed() < Duration::from_millis(500), "readyz still 200 after SIGTERM: {:?}", term.elapsed());
     let fresh = send_raw(g.proxy, build_request("GET", "/health", &[]).as_bytes()).await;
     assert_eq!(fresh.status, 200, "new connections are served during the drain delay");
     assert!(term.elapsed() < Duration::from_secs(1));
@@ -208,7 +205,8 @@ async fn a_drain_ends_revocation_feed_streams() {
     let (mut g, root) = gateway(dir.path(), echo.addr, "200ms", "20s").await;
     let api = g.api.expect("api listener");
     let mut feed = TcpStream::connect(api).await.expect("connect");
-    let req = format!("GET /v1/revocations HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {root}\r\n\r\n");
+    let auth = format!("Bearer {root}");
+    let req = raw_request("GET", "/v1/revocations", &[("Host", "t"), ("Authorization", &auth)], "");
     feed.write_all(req.as_bytes()).await.expect("write");
     let mut first = [0u8; 256];
     let n = tokio::time::timeout(Duration::from_secs(5), feed.read(&mut first)).await.expect("streams").expect("read");

@@ -94,10 +94,8 @@ async fn try_api_call(
 ) -> Option<support::Response> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(api).await.ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let auth = format!("Bearer {token}");
+    let req = support::raw_body_request(method, path, Some(&auth), "application/json", body);
     stream.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
@@ -170,13 +168,13 @@ async fn a_gateway_killed_during_a_burst_keeps_every_acknowledged_mint_and_revoc
         }));
     }
     let total = WORKERS * (EACH + 1);
-    tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        while acked.load(Ordering::SeqCst) < total / 4 {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+    // Kill it once a quarter of the burst is acknowledged (within 60 s).
+    // Polled every 10 ms, the kill may come a little past the quarter; the
+    // assert after the kill checks it still came during the burst.
+    support::eventually(std::time::Duration::from_secs(60), || {
+        (acked.load(Ordering::SeqCst) >= total / 4).then_some(())
     })
-    .await
-    .expect("a quarter of the burst acknowledged");
+    .await;
     g.child.kill().expect("kill -9");
     let _ = g.child.wait();
     let (mut revoked, mut minted) = (Vec::new(), Vec::new());

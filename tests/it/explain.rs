@@ -10,10 +10,7 @@ use support::{BIN, Harness, send_raw};
 
 async fn explain(h: &Harness, question: Value) -> (u16, Value) {
     let body = question.to_string();
-    let req = format!(
-        "POST /explain HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let req = support::raw_body_request("POST", "/explain", None, "application/json", &body);
     let r = send_raw(h.admin, req.as_bytes()).await;
     (r.status, r.json())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use narrowgate::token::testkit::rule;
 use serde_json::{Value, json};
-use support::{Harness, eventually, parse_response};
+use support::{Harness, eventually, parse_response, raw_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -164,10 +164,14 @@ async fn keep_alive_serves_several_requests_and_bodies_stream_through() {
     let mut stream = TcpStream::connect(h.proxy).await.expect("connect");
     for i in 0..3 {
         let body = format!("{{\"n\":{i}}}");
-        let req = format!(
-            "PUT /users/current/accounts/a1 HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let len = body.len().to_string();
+        let headers = [
+            ("Host", "gateway.test"),
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+            ("Content-Length", len.as_str()),
+        ];
+        let req = raw_request("PUT", "/users/current/accounts/a1", &headers, &body);
         stream.write_all(req.as_bytes()).await.expect("write");
         let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
@@ -206,9 +210,15 @@ async fn websocket_upgrades_pass_through() {
     let h = Harness::start().await;
     let auth = format!("Bearer {}", h.token("web", web_rules()));
     let mut stream = TcpStream::connect(h.proxy).await.expect("connect");
-    let req = format!(
-        "GET /mt-manager/accounts/a1/stream HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: {auth}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
+    let headers = [
+        ("Host", "gateway.test"),
+        ("Authorization", auth.as_str()),
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    let req = raw_request("GET", "/mt-manager/accounts/a1/stream", &headers, "");
     stream.write_all(req.as_bytes()).await.expect("write");
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -351,6 +361,8 @@ async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
         eventually(Duration::from_secs(5), || (closed.load(Ordering::SeqCst) > i).then_some(())).await;
         // The upstream has closed; the gateway learns it when its connection
         // task reads the FIN, which nothing outside the pool can observe.
+        // With nothing to poll, this stays a fixed wait (ample on loopback):
+        // the next request must find the connection gone, not race the FIN.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(conns.load(Ordering::SeqCst), 3);

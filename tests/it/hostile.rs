@@ -262,12 +262,9 @@ async fn upgrades_are_enforced_like_any_request() {
 }
 
 fn ws_request(target: &str, headers: &[(&str, &str)]) -> String {
-    let mut req = format!("GET {target} HTTP/1.1\r\nHost: gateway.test\r\nConnection: Upgrade\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req
+    let mut all = vec![("Host", "gateway.test"), ("Connection", "Upgrade")];
+    all.extend_from_slice(headers);
+    support::raw_request("GET", target, &all, "")
 }
 
 #[tokio::test]

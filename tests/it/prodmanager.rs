@@ -30,11 +30,11 @@ async fn gateway(dir: &tempfile::TempDir) -> Harness {
 }
 
 async fn post_form(h: &Harness, content_type: &str, body: &[u8]) -> support::Response {
-    let mut req = format!(
-        "POST /api/token/create HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
+    let len = body.len().to_string();
+    let headers =
+        [("Host", "t"), ("Content-Type", content_type), ("Content-Length", len.as_str()), ("Connection", "close")];
+    // The head as text; the body as given (bytes).
+    let mut req = support::raw_request("POST", "/api/token/create", &headers, "").into_bytes();
     req.extend_from_slice(body);
     send_raw(h.api, &req).await
 }

@@ -10,7 +10,7 @@ use crate::support;
 use narrowgate::token::now_unix;
 use narrowgate::token::testkit::{payload, rule};
 use serde_json::{Value, json};
-use support::{Harness, metric};
+use support::{Harness, master, metric, web_rules};
 
 const TAMA: &str = "trading-account-management-api";
 
@@ -40,19 +40,6 @@ async fn shadow(whole_gateway: bool) -> (tempfile::TempDir, Harness) {
     )
     .await;
     (dir, h)
-}
-
-/// A web app's token: read account a1 of the trading API, and the
-/// `public` scope of the MT manager's methods on a1.
-fn web_rules() -> Value {
-    json!([
-        rule(TAMA, &["reader"], &["account:$USER_ID$:a1"]),
-        {
-            "id": "mt", "application": "mt-manager-api", "service": "*",
-            "methodGroups": [{ "group": "mt-manager", "methods": [{ "method": "*", "scopes": ["public"] }] }],
-            "roles": ["reader", "writer"], "resources": ["account:$USER_ID$:a1"]
-        }
-    ])
 }
 
 /// Every request a shadowing gateway must still refuse, with the reason:
@@ -139,12 +126,7 @@ async fn shadow_forwards_only_rule_denials_and_without_identity() {
         gone["jti"] = json!("gone-jti");
         let revoked_token = h.sign(&gone);
         let jti = "gone-jti";
-        let admin = {
-            let mut p = payload("root", now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
-            p["role"] = json!("admin");
-            p["master"] = json!(true);
-            format!("Bearer {}", h.sign(&p))
-        };
+        let admin = master(&h);
         let body = json!({ "jti": jti, "issuer": "narrowgate" }).to_string();
         assert_eq!(h.api_post("/v1/revocations", &[("Authorization", &admin)], &body).await.status, 201);
         let revoked = format!("Bearer {revoked_token}");

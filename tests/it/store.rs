@@ -8,7 +8,7 @@ use crate::support;
 
 use std::sync::Arc;
 
-use narrowgate::store::{PgStore, SqliteStore, TokenStore, testsuite};
+use narrowgate::store::{PgStore, SqliteStore, Store, testsuite};
 
 async fn sqlite() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -33,7 +33,7 @@ macro_rules! suite {
                 #[tokio::test]
                 async fn $name() {
                     let (_dir, s) = sqlite().await;
-                    testsuite::$name(&s).await;
+                    testsuite::$name(&Store::from(s)).await;
                 }
             )*
         }
@@ -44,7 +44,7 @@ macro_rules! suite {
                 #[ignore = "needs PostgreSQL: scripts/test starts one"]
                 async fn $name() {
                     let s = postgres().await;
-                    testsuite::$name(&s).await;
+                    testsuite::$name(&Store::from(s)).await;
                 }
             )*
         }
@@ -66,25 +66,25 @@ suite!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_redeems_on_sqlite_yield_one_token() {
     let (_dir, s) = sqlite().await;
-    testsuite::concurrent_redeems_yield_one_token(Arc::new(s), 50).await;
+    testsuite::concurrent_redeems_yield_one_token(Arc::new(Store::from(s)), 50).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs PostgreSQL: scripts/test starts one"]
 async fn fifty_concurrent_redeems_on_postgres_yield_one_token() {
-    testsuite::concurrent_redeems_yield_one_token(Arc::new(postgres().await), 50).await;
+    testsuite::concurrent_redeems_yield_one_token(Arc::new(Store::from(postgres().await)), 50).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_on_sqlite_get_their_own_outcomes() {
     let (_dir, s) = sqlite().await;
-    testsuite::concurrent_writes_get_their_own_outcomes(Arc::new(s), 64).await;
+    testsuite::concurrent_writes_get_their_own_outcomes(Arc::new(Store::from(s)), 64).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs PostgreSQL: scripts/test starts one"]
 async fn concurrent_writes_on_postgres_get_their_own_outcomes() {
-    testsuite::concurrent_writes_get_their_own_outcomes(Arc::new(postgres().await), 64).await;
+    testsuite::concurrent_writes_get_their_own_outcomes(Arc::new(Store::from(postgres().await)), 64).await;
 }
 
 /// Writes queued while the SQLite file is replaced under the store all
@@ -98,7 +98,7 @@ async fn writes_to_a_replaced_sqlite_file_fail_and_land_nowhere() {
     other.close().await;
     std::fs::rename(&path, dir.path().join("data/moved.db")).expect("move the store away");
     std::fs::rename(dir.path().join("other/narrowgate.db"), &path).expect("another file in its place");
-    let s = Arc::new(s);
+    let s = Arc::new(Store::from(s));
     let writes: Vec<_> = (0..32)
         .map(|i| {
             let s = s.clone();
@@ -114,17 +114,20 @@ async fn writes_to_a_replaced_sqlite_file_fail_and_land_nowhere() {
         assert!(matches!(r, Err(narrowgate::store::StoreError::Lost(_))), "{r:?}");
     }
     let (now_there, _) = SqliteStore::open(&path, false).await.expect("the file at the path");
+    let now_there = Store::from(now_there);
     assert_eq!(now_there.count_tokens().await.expect("count"), 0, "nothing went into the replacement");
 }
 
 #[tokio::test]
 async fn sqlite_data_survives_reopening() {
     let (dir, s) = sqlite().await;
+    let s = Store::from(s);
     testsuite::records_round_trip(&s).await;
     s.close().await;
     drop(s);
     let (again, created) = SqliteStore::open(&dir.path().join("data/narrowgate.db"), false).await.expect("reopen");
     assert!(!created);
+    let again = Store::from(again);
     assert_eq!(again.count_tokens().await.expect("count"), 3);
     assert!(again.token_by_name("first").await.expect("get").is_some());
 }
@@ -141,7 +144,7 @@ async fn revocations_reach_every_replica() {
     let a = postgres().await;
     let (b, created) = PgStore::open(a.url(), false, Duration::from_secs(5)).await.expect("second replica");
     assert!(!created);
-    testsuite::records_round_trip(&a).await;
+    testsuite::records_round_trip(&Store::from(a.clone())).await;
     let mirror = Arc::new(Revocations::default());
     let follower = b.follow(Arc::new(narrowgate::store::Mirror::new(mirror.clone())), Duration::from_millis(300));
 
@@ -153,21 +156,20 @@ async fn revocations_reach_every_replica() {
         .expect("update");
     // Give the follower its LISTEN before the revocation is made; wait on
     // state, not time: the resync has run once the set reflects the store.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while !mirror.is_revoked("u1") {
-            a.revoke("u1", narrowgate::time::UnixTime::EPOCH).await.expect("revoke u1");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    // (The follower is up within 5 s.)
+    support::eventually_async(Duration::from_secs(5), || async {
+        if mirror.is_revoked("u1") {
+            return Some(());
         }
+        Store::from(a.clone()).revoke("u1", narrowgate::time::UnixTime::EPOCH).await.expect("revoke u1");
+        None
     })
-    .await
-    .expect("follower came up");
+    .await;
 
     let start = Instant::now();
-    assert!(a.revoke("t1", narrowgate::time::UnixTime::EPOCH).await.expect("revoke"));
-    while !mirror.is_revoked("t1") {
-        assert!(start.elapsed() < Duration::from_secs(1), "revocation not propagated within 1 s");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    assert!(Store::from(a.clone()).revoke("t1", narrowgate::time::UnixTime::EPOCH).await.expect("revoke"));
+    support::eventually(Duration::from_secs(5), || mirror.is_revoked("t1").then_some(())).await;
+    assert!(start.elapsed() < Duration::from_secs(1), "revocation not propagated within 1 s: {:?}", start.elapsed());
     eprintln!("revocation propagated in {:?}", start.elapsed());
 
     // A revocation written without NOTIFY (a missed notification) heals on
@@ -177,11 +179,8 @@ async fn revocations_reach_every_replica() {
         .execute(&sqlx::AnyPool::connect(a.url()).await.expect("pool"))
         .await
         .expect("update");
-    let start = Instant::now();
-    while !mirror.is_revoked("u2") {
-        assert!(start.elapsed() < Duration::from_secs(2), "resync did not heal a missed notification");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Healed within 2 s (the resync runs every 300 ms).
+    support::eventually(Duration::from_secs(2), || mirror.is_revoked("u2").then_some(())).await;
     follower.abort();
 }
 
@@ -214,6 +213,7 @@ async fn a_store_of_the_previous_schema_upgrades_with_its_data() {
     }
     let (s, created) = SqliteStore::open(&path, false).await.expect("upgrade");
     assert!(!created);
+    let s = Store::from(s);
     assert_eq!(s.token("t1").await.expect("get").and_then(|t| t.name).as_deref(), Some("device"));
     assert_eq!(s.revoked_ids().await.expect("ids"), [("t0".to_string(), None)]);
     // The revoked token's name is free again; a live one's is not.

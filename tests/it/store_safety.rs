@@ -8,32 +8,28 @@
 use crate::support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use narrowgate::echo::EchoUpstream;
 use narrowgate::store::SqliteStore;
-use narrowgate::token::now_unix;
-use narrowgate::token::testkit::{payload, rule};
-use serde_json::json;
-use support::{BIN, Harness, eventually_async, process_config, serve_process};
+use support::{BIN, Harness, eventually_async, master, process_config, serve_process};
 
-/// Run the binary to its end (at most 30 s); (success, stdout, stderr).
-fn run(args: &[&str]) -> (bool, String, String) {
-    let mut child =
-        Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn narrowgate");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("narrowgate {args:?} did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+/// Run the binary to its end (at most 30 s; killed then); (success,
+/// stdout, stderr). Its output is read while it runs, so a child that
+/// writes more than a pipe holds does not stall.
+async fn run(args: &[&str]) -> (bool, String, String) {
+    let child = tokio::process::Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn narrowgate");
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("narrowgate {args:?} did not exit within 30 s"))
+        .expect("output");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -57,20 +53,20 @@ async fn a_store_is_created_only_when_the_operator_asks_and_only_once() {
     let db = dir.path().join("data/ng.db");
 
     // An ordinary start on a store that never existed: refused, nothing made.
-    let (ok, _, err) = run(&["serve", "--config", cfg]);
+    let (ok, _, err) = run(&["serve", "--config", cfg]).await;
     assert!(!ok, "serve started on a missing store");
     assert!(err.contains("no store at") && err.contains("narrowgate store init"), "{err}");
     assert!(!dir.path().join("data").exists(), "serve created something");
     // A typo in the path: the same.
     let typo_store = "store:\n  sqlite:\n    path: dta/ng.db\n    bootstrap_token_file: data/admin-token";
     let typo = process_config(dir.path(), "typo", echo.addr, typo_store);
-    let (ok, _, err) = run(&["serve", "--config", typo.to_str().expect("utf8")]);
+    let (ok, _, err) = run(&["serve", "--config", typo.to_str().expect("utf8")]).await;
     assert!(!ok && err.contains("no store at"), "{err}");
     assert!(!dir.path().join("dta").exists());
 
     // `store init` creates it, owner-only, with the bootstrap token once,
     // in its file (stdout is not a terminal here: it is not printed).
-    let (ok, out, err) = run(&["store", "init", "--config", cfg]);
+    let (ok, out, err) = run(&["store", "init", "--config", cfg]).await;
     assert!(ok, "{out}{err}");
     assert!(out.contains("created the store") && out.contains("bootstrap admin token: written to"), "{out}");
     let root = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("token file").trim().to_string();
@@ -78,7 +74,7 @@ async fn a_store_is_created_only_when_the_operator_asks_and_only_once() {
     #[cfg(unix)]
     assert_eq!((mode(&db), mode(&dir.path().join("data"))), (0o600, 0o700));
     // Again: nothing changes, no second admin.
-    let (ok, out, _) = run(&["store", "init", "--config", cfg]);
+    let (ok, out, _) = run(&["store", "init", "--config", cfg]).await;
     assert!(ok && out.contains("exists already") && !out.contains("bootstrap admin token"), "{out}");
 
     // Serve on it: no bootstrap at start; the WAL and shared-memory files
@@ -93,14 +89,6 @@ async fn a_store_is_created_only_when_the_operator_asks_and_only_once() {
     let listed = g.api_call("GET", "/v1/tokens?name=bootstrap-admin", Some(&root), None).await;
     assert_eq!(listed.json()["tokens"].as_array().map(Vec::len), Some(1));
     assert_eq!(std::fs::read_to_string(dir.path().join("data/admin-token")).expect("file").trim(), root);
-}
-
-/// A master token signed by the harness's trusted key.
-fn master(h: &Harness) -> String {
-    let mut p = payload("root", now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
-    p["role"] = json!("admin");
-    p["master"] = json!(true);
-    format!("Bearer {}", h.sign(&p))
 }
 
 /// What happens to the store's files under a running gateway.
@@ -199,7 +187,7 @@ async fn a_gateway_whose_store_was_deleted_does_not_start_on_an_empty_one() {
     let store = "store:\n  sqlite:\n    path: data/ng.db\n    bootstrap_token_file: data/admin-token";
     let config = process_config(dir.path(), "ng", echo.addr, store);
     let cfg = config.to_str().expect("utf8");
-    let (ok, out, err) = run(&["store", "init", "--config", cfg]);
+    let (ok, out, err) = run(&["store", "init", "--config", cfg]).await;
     assert!(ok, "{out}{err}");
     let root = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("file").trim().to_string();
     let mut g = serve_process(&config).await;
@@ -214,7 +202,7 @@ async fn a_gateway_whose_store_was_deleted_does_not_start_on_an_empty_one() {
 
     // Restarted: it refuses to start rather than accept the revoked JWT
     // again on an empty store, and mints no new admin.
-    let (ok, _, err) = run(&["serve", "--config", cfg]);
+    let (ok, _, err) = run(&["serve", "--config", cfg]).await;
     assert!(!ok && err.contains("no store at"), "{err}");
     assert!(!dir.path().join("data/ng.db").exists());
     assert_eq!(std::fs::read_to_string(dir.path().join("data/admin-token")).expect("file").trim(), root);
@@ -229,10 +217,10 @@ async fn a_postgres_database_gets_a_store_only_through_store_init() {
     let store = format!("store:\n  postgres:\n    url: {url}\n    bootstrap_token_file: admin-token");
     let config = process_config(dir.path(), "pg", echo.addr, &store);
     let cfg = config.to_str().expect("utf8");
-    let (ok, _, err) = run(&["serve", "--config", cfg]);
+    let (ok, _, err) = run(&["serve", "--config", cfg]).await;
     assert!(!ok && err.contains("holds no narrowgate store"), "{err}");
     assert!(!err.contains(&url), "the URL (it may hold a password) was printed: {err}");
-    let (ok, out, err) = run(&["store", "init", "--config", cfg]);
+    let (ok, out, err) = run(&["store", "init", "--config", cfg]).await;
     assert!(ok && out.contains("created the store"), "{out}{err}");
     let root = std::fs::read_to_string(dir.path().join("admin-token")).expect("file").trim().to_string();
     let g = serve_process(&config).await;

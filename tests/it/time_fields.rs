@@ -10,19 +10,12 @@ use crate::support;
 use narrowgate::echo::EchoUpstream;
 use narrowgate::token::testkit::{TestKey, payload, rule};
 use serde_json::json;
-use support::{GatewayProcess, Harness, process_config, send_raw, serve_process};
+use support::{GatewayProcess, Harness, master, process_config, send_raw, serve_process};
 
 /// The values every numeric time field is tried with, as JSON.
 const EDGES: [&str; 5] = ["0", "-1", "9007199254740992", "9223372036854775808", "18446744073709551615"];
 /// The last second a time may be (the type says it; never written twice).
 const MAX: u64 = narrowgate::time::UnixTime::MAX.secs();
-
-fn master(h: &Harness) -> String {
-    let mut p = payload("root", narrowgate::token::now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
-    p["role"] = json!("admin");
-    p["master"] = json!(true);
-    format!("Bearer {}", h.sign(&p))
-}
 
 /// A request body with `value` spliced in raw (so 2^64−1 reaches the
 /// server as the client wrote it).
@@ -114,11 +107,7 @@ async fn the_facades_refuse_every_time_out_of_range_naming_the_field() {
         let body = format!(r#"{{"id":"c-{}","application":"x","expiresOn":{v}}}"#, v.len());
         let (api, target) = (h.api, target.clone());
         async move {
-            let req = format!(
-                "POST {target} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            send_raw(api, req.as_bytes()).await
+            send_raw(api, support::raw_body_request("POST", &target, None, "application/json", &body).as_bytes()).await
         }
     };
     let past_9999 = ((MAX + 1) * 1000).to_string();
@@ -148,10 +137,8 @@ async fn the_facades_refuse_every_time_out_of_range_naming_the_field() {
                 (field, value),
             ])
             .finish();
-        let req = format!(
-            "POST /api/token/create HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+        let req =
+            support::raw_body_request("POST", "/api/token/create", None, "application/x-www-form-urlencoded", &body);
         let r = send_raw(h.api, req.as_bytes()).await;
         assert_eq!(r.status, 400, "{field} = {value}: {}", r.body);
         assert!(r.json()["reasons"][field].is_array(), "{field} = {value} is named: {}", r.body);
@@ -196,11 +183,9 @@ async fn what_was_accepted_is_held_across_a_restart_and_what_was_refused_never_s
     let post = |g: &GatewayProcess, path: &'static str, body: String| {
         let (g_api, root) = (g.api.expect("api"), root.clone());
         async move {
-            let req = format!(
-                "POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {root}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            send_raw(g_api, req.as_bytes()).await
+            let auth = format!("Bearer {root}");
+            send_raw(g_api, support::raw_body_request("POST", path, Some(&auth), "application/json", &body).as_bytes())
+                .await
         }
     };
     let held =
@@ -240,7 +225,6 @@ async fn what_was_accepted_is_held_across_a_restart_and_what_was_refused_never_s
 /// meant when it is opened: revocations held, not-before in the future.
 #[tokio::test]
 async fn a_store_with_times_written_by_the_old_cast_is_repaired_when_opened() {
-    use narrowgate::store::TokenStore;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("old.db");
     // The schema before the repair: every migration but the last.
@@ -265,7 +249,8 @@ async fn a_store_with_times_written_by_the_old_cast_is_repaired_when_opened() {
         }
         pool.close().await;
     }
-    let (s, _) = narrowgate::store::SqliteStore::open(&path, false).await.expect("upgrade");
+    let s =
+        narrowgate::store::Store::from(narrowgate::store::SqliteStore::open(&path, false).await.expect("upgrade").0);
     let ids = s.revoked_ids().await.expect("ids");
     assert!(ids.iter().any(|(id, exp)| id == "wrapped" && exp.map(|e| e.secs()) == Some(MAX)), "{ids:?}");
     let late = s.token("t-late").await.expect("read").expect("kept");

@@ -182,7 +182,7 @@ async fn a_101_that_does_not_answer_the_websocket_handshake_is_not_relayed() {
         // what the client sends next is read as HTTP by the gateway (a
         // request without a token: 401), never relayed to the upstream.
         assert_eq!(h.upstream_received().len(), 1, "{name}");
-        let probe = format!("GET {STREAM} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n");
+        let probe = support::build_request("GET", STREAM, &[]);
         stream.write_all(probe.as_bytes()).await.expect("write");
         let mut rest = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))

@@ -5,24 +5,11 @@
 
 use serde_json::{Value, json};
 
-use super::Harness;
+use super::{Harness, web_rules};
 use narrowgate::token::testkit::rule;
 
 fn admin_rules() -> Value {
     json!([rule("*", &["*"], &["*:$USER_ID$:*"])])
-}
-
-/// A web app's token: read account a1, and mt-manager calls on a1 with the
-/// `public` scope only.
-fn web_rules() -> Value {
-    json!([
-        rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"]),
-        {
-            "id": "mt", "application": "mt-manager-api", "service": "*",
-            "methodGroups": [{ "group": "mt-manager", "methods": [{ "method": "*", "scopes": ["public"] }] }],
-            "roles": ["reader", "writer"], "resources": ["account:$USER_ID$:a1"]
-        }
-    ])
 }
 
 fn dealer_rules() -> Value {

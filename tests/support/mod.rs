@@ -12,7 +12,7 @@ use narrowgate::app::{self, Running};
 use narrowgate::config::Config;
 use narrowgate::echo::{EchoUpstream, Received};
 use narrowgate::token::now_unix;
-use narrowgate::token::testkit::{TestKey, payload};
+use narrowgate::token::testkit::{TestKey, payload, rule};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -135,12 +135,11 @@ impl Harness {
 
     /// POST a JSON body to the token service.
     pub async fn api_post(&self, target: &str, headers: &[(&str, &str)], body: &str) -> Response {
-        let mut req = format!("POST {target} HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: application/json\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
-        send_raw(self.api, req.as_bytes()).await
+        let len = body.len().to_string();
+        let mut all = vec![("Host", "gateway.test"), ("Content-Type", "application/json")];
+        all.extend_from_slice(headers);
+        all.extend([("Content-Length", len.as_str()), ("Connection", "close")]);
+        send_raw(self.api, raw_request("POST", target, &all, body).as_bytes()).await
     }
 
     pub async fn admin_get(&self, path: &str) -> Response {
@@ -236,13 +235,83 @@ impl ConfigDoc {
     }
 }
 
+/// `METHOD target` with `Host: gateway.test`, `headers`, and
+/// `Connection: close`; no body.
 pub fn build_request(method: &str, target: &str, headers: &[(&str, &str)]) -> String {
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: gateway.test\r\n");
+    let mut all = vec![("Host", "gateway.test")];
+    all.extend_from_slice(headers);
+    all.push(("Connection", "close"));
+    raw_request(method, target, &all, "")
+}
+
+/// A request as HTTP/1.1 text, exactly as given: the request line
+/// `METHOD target HTTP/1.1`, each header as `name: value` in the order
+/// given, a blank line, then `body`. Nothing is added (no Host,
+/// Content-Length or Connection unless listed) and nothing is checked.
+/// Deliberately malformed requests (two Hosts, smuggling, a head cut
+/// short) are written out by hand in their tests instead, byte by byte.
+pub fn raw_request(method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut req = format!("{method} {target} HTTP/1.1\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    req.push_str("Connection: close\r\n\r\n");
+    req.push_str("\r\n");
+    req.push_str(body);
     req
+}
+
+/// A complete request with `body` of `content_type`, on a connection the
+/// client closes after it: `Host: t`, the bearer `authorization` if any,
+/// the body's type and length, `Connection: close`.
+pub fn raw_body_request(
+    method: &str,
+    target: &str,
+    authorization: Option<&str>,
+    content_type: &str,
+    body: &str,
+) -> String {
+    let len = body.len().to_string();
+    let mut headers = vec![("Host", "t")];
+    headers.extend(authorization.map(|a| ("Authorization", a)));
+    headers.extend([("Content-Type", content_type), ("Content-Length", len.as_str()), ("Connection", "close")]);
+    raw_request(method, target, &headers, body)
+}
+
+/// A web app's token rules: read account a1 of the trading API, and the
+/// `public` scope of the MT manager's methods (any service) on a1.
+pub fn web_rules() -> Value {
+    json!([
+        rule("trading-account-management-api", &["reader"], &["account:$USER_ID$:a1"]),
+        {
+            "id": "mt", "application": "mt-manager-api", "service": "*",
+            "methodGroups": [{ "group": "mt-manager", "methods": [{ "method": "*", "scopes": ["public"] }] }],
+            "roles": ["reader", "writer"], "resources": ["account:$USER_ID$:a1"]
+        }
+    ])
+}
+
+/// The claims of a master admin token: subject `root`, every access rule,
+/// valid for an hour.
+fn master_claims() -> Value {
+    let mut p = payload("root", now_unix(), 3600, json!([rule("*", &["*"], &["*:$USER_ID$:*"])]));
+    p["role"] = json!("admin");
+    p["master"] = json!(true);
+    p
+}
+
+/// A master admin token (subject `root`, every access rule, an hour)
+/// signed by the harness's trusted key, as an `Authorization` value
+/// (`Bearer …`).
+pub fn master(h: &Harness) -> String {
+    format!("Bearer {}", h.sign(&master_claims()))
+}
+
+/// [`master`] with this `jti`, for a test that checks what names its
+/// creator.
+pub fn master_with_jti(h: &Harness, jti: &str) -> String {
+    let mut p = master_claims();
+    p["jti"] = json!(jti);
+    format!("Bearer {}", h.sign(&p))
 }
 
 /// A parsed response.
@@ -512,18 +581,18 @@ pub async fn spawn_serve(config: &std::path::Path) -> (std::process::Child, Addr
         .stderr(err)
         .spawn()
         .expect("spawn narrowgate serve");
-    let start = std::time::Instant::now();
-    let text = loop {
+    // Listening within 20 s, or failing at once if it exits first.
+    let text = eventually(Duration::from_secs(20), || {
         if let Ok(t) = std::fs::read_to_string(&file) {
-            break t;
+            return Some(t);
         }
         if let Ok(Some(status)) = child.try_wait() {
             let err = std::fs::read_to_string(config.with_extension("err")).unwrap_or_default();
             panic!("narrowgate serve exited ({status}) before listening: {err}");
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "narrowgate serve did not listen within 20 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        None
+    })
+    .await;
     let v: Value = serde_json::from_str(&text).expect("addresses JSON");
     let addr = |k: &str| v[k].as_str().map(|a| a.parse().expect("an address"));
     (child, Addresses { proxy: addr("proxy").expect("proxy"), api: addr("api"), admin: addr("admin") })
@@ -539,16 +608,17 @@ impl GatewayProcess {
     /// A request to this process's token service, with an optional token
     /// and JSON body.
     pub async fn api_call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Response {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: t\r\n");
-        if let Some(t) = token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
         let body = body.unwrap_or("");
-        if !body.is_empty() {
-            req.push_str("Content-Type: application/json\r\n");
+        let (auth, len) = (token.map(|t| format!("Bearer {t}")), body.len().to_string());
+        let mut headers = vec![("Host", "t")];
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth.as_str()));
         }
-        req.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
-        send_raw(self.api.expect("an api listener"), req.as_bytes()).await
+        if !body.is_empty() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        headers.extend([("Content-Length", len.as_str()), ("Connection", "close")]);
+        send_raw(self.api.expect("an api listener"), raw_request(method, path, &headers, body).as_bytes()).await
     }
 }
 

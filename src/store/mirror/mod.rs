@@ -10,7 +10,8 @@ use std::sync::Arc;
 pub use crate::revocation::{EXPIRY_GRACE, FeedRefusal, Held, Revocations, SetFull, Staleness};
 pub use references::{ReferenceTokens, grant_of};
 
-use super::{StoreError, TokenStore};
+use super::StoreError;
+use super::sql::SqlCore;
 
 /// What the request path reads instead of the store: revoked ids, and the
 /// live reference tokens by hash.
@@ -37,7 +38,7 @@ impl Mirror {
 
 /// Bring the mirror in line with the store: every revocation (the set only
 /// grows) and every live reference token.
-pub async fn resync<S: TokenStore>(store: &S, mirror: &Mirror) -> Result<usize, StoreError> {
+pub(crate) async fn resync(store: &SqlCore, mirror: &Mirror) -> Result<usize, StoreError> {
     let ids = store.revoked_ids().await?;
     for (id, expires_at) in &ids {
         mirror.revocations.revoke(id, *expires_at);
