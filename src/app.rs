@@ -111,30 +111,37 @@ async fn bind(listener: &'static str, addr: SocketAddr) -> Result<(TcpListener, 
 
 /// The proxy's listening sockets: one, or for several workers one per
 /// worker, all on one address with `SO_REUSEPORT` so the kernel spreads
-/// connections over them. A probe bind without `SO_REUSEPORT` comes first:
-/// a port another process holds — even one sharing it with `SO_REUSEPORT` —
-/// is an error, never a port shared with a stranger.
+/// connections over them. The first is bound *without* `SO_REUSEPORT`, so
+/// a port another process holds — even one sharing it with
+/// `SO_REUSEPORT` — is an error, never a port shared with a stranger;
+/// only then does it allow sharing (before it listens, so it joins the
+/// group), and the others bind beside it. Nothing is bound and released:
+/// the port is held from the first bind on.
 fn bind_workers(addr: SocketAddr, workers: usize) -> Result<(Vec<std::net::TcpListener>, SocketAddr), StartError> {
     let err = |source| StartError::Bind { listener: "proxy", addr, source };
-    let probe = std::net::TcpListener::bind(addr).map_err(err)?;
-    let bound = probe.local_addr().map_err(err)?;
-    drop(probe);
-    let listeners = (0..workers)
-        .map(|_| {
-            let socket = match bound {
-                SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-                SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-            }
-            .map_err(err)?;
-            socket.set_reuseaddr(true).map_err(err)?;
-            socket.set_reuseport(true).map_err(err)?;
-            socket.bind(bound).map_err(err)?;
-            // Listen here (nothing is accepted before the worker runs), then
-            // hand the socket to the worker's runtime.
-            let listener = socket.listen(4096).map_err(err)?;
-            listener.into_std().map_err(err)
-        })
-        .collect::<Result<_, _>>()?;
+    let socket = |reuseport: bool| {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .map_err(err)?;
+        socket.set_reuseaddr(true).map_err(err)?;
+        socket.set_reuseport(reuseport).map_err(err)?;
+        Ok::<_, StartError>(socket)
+    };
+    // Listen here (nothing is accepted before the worker runs), then hand
+    // the socket to the worker's runtime.
+    let listen = |socket: tokio::net::TcpSocket| socket.listen(4096).and_then(|l| l.into_std()).map_err(err);
+    let first = socket(false)?;
+    first.bind(addr).map_err(err)?;
+    let bound = first.local_addr().map_err(err)?;
+    first.set_reuseport(true).map_err(err)?;
+    let mut listeners = vec![listen(first)?];
+    for _ in 1..workers {
+        let next = socket(true)?;
+        next.bind(bound).map_err(err)?;
+        listeners.push(listen(next)?);
+    }
     Ok((listeners, bound))
 }
 

@@ -375,7 +375,7 @@ fn a_missing_store_is_an_error_offline_and_is_never_created() {
 
     // A store that cannot be reached: said, with the way to go on without
     // it, which then says what it could not know.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let (_held, closed) = support::refusing_address();
     let (_dir, _key, config) = demo_config(|doc| {
         doc.merge_yaml(&format!("store:\n  postgres:\n    url: \"postgres://ng@{closed}/ng\"\n    timeout: 200ms"));
     });
@@ -393,8 +393,8 @@ fn a_missing_store_is_an_error_offline_and_is_never_created() {
 #[test]
 fn what_cannot_be_known_offline_is_said_plainly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    // A port that refuses connections.
+    let (_held, closed) = support::refusing_address();
     private_file(&dir.path().join("feed.token"), "feed-reader-token");
     let config = support::enforcer_config(
         dir.path(),

@@ -245,8 +245,8 @@ async fn websocket_upgrades_pass_through() {
 
 #[tokio::test]
 async fn upstream_failures_get_json_502_and_504() {
-    // A port that nothing listens on.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    // A port that refuses connections, held until the test ends.
+    let (_held, free) = support::refusing_address();
     let h = Harness::start_with(|_| {}, |c| c.upstream.addresses = vec![free.to_string().parse().expect("authority")])
         .await;
     let auth = format!("Bearer {}", h.token("web", web_rules()));

@@ -260,6 +260,16 @@ pub fn raw_request(method: &str, target: &str, headers: &[(&str, &str)], body: &
     req
 }
 
+/// An address that refuses connections, without a race: a socket bound
+/// (so nothing else can take the port) but not listening, held as long as
+/// the returned socket lives. Never a port bound, released and hoped free.
+pub fn refusing_address() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let held = tokio::net::TcpSocket::new_v4().expect("socket");
+    held.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = held.local_addr().expect("addr");
+    (held, addr)
+}
+
 /// A complete request with `body` of `content_type`, on a connection the
 /// client closes after it: `Host: t`, the bearer `authorization` if any,
 /// the body's type and length, `Connection: close`.
@@ -471,8 +481,14 @@ pub async fn fresh_postgres_database() -> String {
     let admin = sqlx::AnyPool::connect(&url).await.expect("connect to the test PostgreSQL server");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin).await.expect("create database");
     admin.close().await;
-    let base = url.rsplit_once('/').map(|(b, _)| b).expect("url with a database");
-    format!("{base}/{db}")
+    // `postgres://user@host:port/database?host=<socket directory>`: the
+    // database is the last segment before the query.
+    let (path, query) = url.split_once('?').map_or((url.as_str(), None), |(p, q)| (p, Some(q)));
+    let base = path.rsplit_once('/').map(|(b, _)| b).expect("url with a database");
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
 }
 
 /// Poll an async check until it returns `Some`, failing after `deadline`.
