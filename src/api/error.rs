@@ -15,6 +15,7 @@ use std::fmt::Display;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::MintError;
@@ -125,6 +126,14 @@ impl IntoResponse for ApiError {
             Kind::Credential(reason) => error_response(reason, None, None).into_response(),
             Kind::Api(code) => respond::code_response(code, &self.message).into_response(),
         }
+    }
+}
+
+/// A value as a JSON response.
+pub(crate) fn ok_json<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(b) => json(status, Bytes::from(b)),
+        Err(_) => ApiError::internal("a response could not be serialized").into_response(),
     }
 }
 

@@ -16,9 +16,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         license(name = "Apache-2.0"),
     ),
     paths(
-        super::manifest,
-        super::whoami,
-        super::jwks,
+        super::published::manifest,
+        super::published::whoami,
+        super::published::jwks,
         openapi_json,
         super::narrow::narrow,
         super::narrow::narrow_token,
