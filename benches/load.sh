@@ -13,6 +13,7 @@
 # from /proc/PID/stat. Loopback only; every run is bounded in time.
 #
 #   benches/load.sh [DURATION_SECONDS] [ROUNDS]     (defaults 10 and 1)
+#   NARROWGATE_BIN=path benches/load.sh …           (a given build)
 #
 # The machine is shared and noisy: run several rounds and compare medians.
 set -euo pipefail
@@ -35,8 +36,13 @@ need nginx nginx-light
 need taskset util-linux
 # (optional) apt-get install haproxy: the cold stream's reference.
 
-cargo build --release --quiet
-NG=./target/release/narrowgate
+# NARROWGATE_BIN: measure that binary instead (another commit's build).
+if [ -n "${NARROWGATE_BIN:-}" ]; then
+  NG=$NARROWGATE_BIN
+else
+  cargo build --release --quiet
+  NG=./target/release/narrowgate
+fi
 TICK=$(getconf CLK_TCK)
 
 ORIGIN=127.0.0.1:18080

@@ -261,7 +261,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     shared.clock = clock;
     let runtime = Runtime::new(&config, path, shared);
     // Every token is minted and revoked by the one token service.
-    let service = Arc::new(api::TokenService::new(runtime.clone(), store.clone(), mirror.clone()));
+    let service = Arc::new(crate::service::TokenService::new(runtime.clone(), store.clone(), mirror.clone()));
     let mut bootstrap_token = None;
     let mut crafter_tokens = Vec::new();
     if created {

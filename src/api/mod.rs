@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use crate::config::Facades;
 use crate::runtime::{Runtime, Snapshot};
-pub use crate::service::TokenService;
+use crate::service::TokenService;
 use crate::token::Grant;
 use error::json;
 pub(crate) use error::ok_json;

@@ -80,7 +80,7 @@ fn init(path: PathBuf, print: bool) -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::register(&prometheus::Registry::new())?);
         let shared = Shared::new(metrics, mirror.revocations.clone(), mirror.references.clone());
         let runtime = Runtime::new(&config, None, shared);
-        let service = crate::api::TokenService::new(runtime, Some(store), mirror);
+        let service = crate::service::TokenService::new(runtime, Some(store), mirror);
         let first = crate::service::bootstrap::first_start(&service, &config).await.context("first start")?;
         println!("created the store");
         let made = first.admin_id.is_some();
