@@ -17,8 +17,8 @@
 //!
 //! From the bottom up; a module imports only modules of lower layers
 //! (`tests/it/layers.rs` checks every path in `src/` against this table and
-//! fails on an upward import or an import circle; the breaches left from
-//! before the table are listed there and only shrink):
+//! fails on an upward import or an import circle; none is left, and its
+//! lists of allowed exceptions are empty):
 //!
 //! | layer | modules | what they are |
 //! | --- | --- | --- |
