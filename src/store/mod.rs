@@ -422,8 +422,8 @@ impl Store {
 
     /// Every revoked token id, other issuers' unexpired jtis included: the
     /// mirror's full resync.
-    pub async fn revoked_ids(&self) -> Result<Vec<(String, Option<UnixTime>)>, StoreError> {
-        dispatch!(self, "revoked_ids", s => s.revoked_ids())
+    pub async fn revoked_ids(&self, now: UnixTime) -> Result<Vec<(String, Option<UnixTime>)>, StoreError> {
+        dispatch!(self, "revoked_ids", s => s.revoked_ids(now))
     }
 
     /// Reference tokens with their secret's hash, revoked ones too (so they

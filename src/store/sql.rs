@@ -123,9 +123,9 @@ impl SqlCore {
 
     /// Every revoked id with its token's expiry (`None`: never, or not
     /// known): tokens of this store and other issuers' jtis, not yet past
-    /// their expiry and the grace the revocation set keeps them for.
-    pub async fn revoked_ids(&self) -> Result<Vec<(String, Option<UnixTime>)>, StoreError> {
-        let now = UnixTime::clamped(crate::token::now_unix());
+    /// their expiry (at `now`) and the grace the revocation set keeps them
+    /// for.
+    pub async fn revoked_ids(&self, now: UnixTime) -> Result<Vec<(String, Option<UnixTime>)>, StoreError> {
         let keep_after = now.saturating_sub(crate::revocation::EXPIRY_GRACE).as_i64();
         let rows = sqlx::query(
             "SELECT id, expires_at FROM tokens WHERE revoked_at IS NOT NULL AND (expires_at IS NULL OR expires_at >= $1) \

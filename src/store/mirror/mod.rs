@@ -12,6 +12,7 @@ pub use references::{ReferenceTokens, grant_of};
 
 use super::StoreError;
 use super::sql::SqlCore;
+use crate::time::UnixTime;
 
 /// What the request path reads instead of the store: revoked ids, and the
 /// live reference tokens by hash.
@@ -39,7 +40,9 @@ impl Mirror {
 /// Bring the mirror in line with the store: every revocation (the set only
 /// grows) and every live reference token.
 pub(crate) async fn resync(store: &SqlCore, mirror: &Mirror) -> Result<usize, StoreError> {
-    let ids = store.revoked_ids().await?;
+    // Expired ids are left out by the set's own clock, the one it sweeps by.
+    let now = UnixTime::clamped(mirror.revocations.now_ms() / 1000);
+    let ids = store.revoked_ids(now).await?;
     for (id, expires_at) in &ids {
         mirror.revocations.revoke(id, *expires_at);
     }
