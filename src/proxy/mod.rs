@@ -107,10 +107,24 @@ pub struct Gateway {
     workers: usize,
 }
 
-/// An upstream pool and the snapshot generation it was made for.
+/// The upstream pools and the snapshot generation they were made for:
+/// one per proxy worker (and one for the control runtime), so a worker's
+/// requests touch only its own pool — its connections, its round-robin
+/// counter, its reference count — never a cache line another worker writes.
 struct Pool {
     generation: u64,
-    upstream: Arc<upstream::Upstream>,
+    by_worker: Box<[Arc<upstream::Upstream>]>,
+}
+
+impl Pool {
+    fn new(generation: u64, config: &crate::config::UpstreamConfig, workers: usize) -> Self {
+        Pool { generation, by_worker: (0..=workers).map(|_| Arc::new(upstream::Upstream::new(config, 0))).collect() }
+    }
+
+    /// This thread's pool (see `upstream::set_worker_slot`).
+    fn mine(&self) -> Arc<upstream::Upstream> {
+        self.by_worker[upstream::worker_slot() % self.by_worker.len()].clone()
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -136,10 +150,7 @@ impl Gateway {
         let prefix = crate::token::keys::random_id(4).unwrap_or_else(|_| "ng".into());
         let snap = runtime.snapshot();
         let workers = snap.server.workers();
-        let pool = Pool {
-            generation: snap.upstream_generation,
-            upstream: Arc::new(upstream::Upstream::new(&snap.upstream_config, workers)),
-        };
+        let pool = Pool::new(snap.upstream_generation, &snap.upstream_config, workers);
         Gateway {
             upstream: ArcSwap::from_pointee(pool),
             remaking: std::sync::Mutex::default(),
@@ -157,17 +168,17 @@ impl Gateway {
     fn upstream(&self, snap: &Snapshot) -> Arc<upstream::Upstream> {
         let pool = self.upstream.load();
         if pool.generation >= snap.upstream_generation {
-            return pool.upstream.clone();
+            return pool.mine();
         }
-        // One request makes the new pool; the others wait and take it.
+        // One request makes the new pools; the others wait and take them.
         let _one = self.remaking.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let pool = self.upstream.load();
         if pool.generation >= snap.upstream_generation {
-            return pool.upstream.clone();
+            return pool.mine();
         }
-        let upstream = Arc::new(upstream::Upstream::new(&snap.upstream_config, self.workers));
-        self.upstream.store(Arc::new(Pool { generation: snap.upstream_generation, upstream: upstream.clone() }));
-        upstream
+        let pool = Arc::new(Pool::new(snap.upstream_generation, &snap.upstream_config, self.workers));
+        self.upstream.store(pool.clone());
+        pool.mine()
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {

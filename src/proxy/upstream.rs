@@ -157,6 +157,11 @@ pub fn set_worker_slot(k: usize) {
     WORKER_SLOT.with(|s| s.set(k));
 }
 
+/// This thread's worker slot: 0 for the control runtime, k for worker k.
+pub fn worker_slot() -> usize {
+    WORKER_SLOT.with(std::cell::Cell::get)
+}
+
 impl Upstream {
     /// A pool for `workers` proxy workers (and the control runtime).
     pub fn new(cfg: &UpstreamConfig, workers: usize) -> Self {
