@@ -118,7 +118,7 @@ struct Pool {
 
 impl Pool {
     fn new(generation: u64, config: &crate::config::UpstreamConfig, workers: usize) -> Self {
-        Pool { generation, by_worker: (0..=workers).map(|_| Arc::new(upstream::Upstream::new(config, 0))).collect() }
+        Pool { generation, by_worker: (0..=workers).map(|_| Arc::new(upstream::Upstream::new(config))).collect() }
     }
 
     /// This thread's pool (see `upstream::set_worker_slot`).

@@ -57,19 +57,15 @@ impl UpstreamFailure {
 
 struct Target {
     authority: Authority,
-    /// Per worker slot (see [`set_worker_slot`]).
-    idle: Box<[Mutex<Vec<Idle>>]>,
+    /// Connections at rest (a pool serves one worker: see `proxy::Pool`).
+    idle: Mutex<Vec<Idle>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
 
 impl Target {
-    fn idle(&self) -> &Mutex<Vec<Idle>> {
-        &self.idle[WORKER_SLOT.with(std::cell::Cell::get) % self.idle.len()]
-    }
-
     fn take(&self) -> Option<Sender> {
-        let mut idle = self.idle().lock().ok()?;
+        let mut idle = self.idle.lock().ok()?;
         while let Some(entry) = idle.pop() {
             if entry.since.elapsed() < self.idle_timeout && entry.sender.is_ready() {
                 return Some(entry.sender);
@@ -83,7 +79,7 @@ impl Target {
         if !sender.is_ready() {
             return;
         }
-        if let Ok(mut idle) = self.idle().lock()
+        if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.max_idle
         {
             idle.push(Idle { sender, since: Instant::now() });
@@ -146,13 +142,13 @@ impl Body for UpstreamBody {
 }
 
 thread_local! {
-    /// Which pool slot this thread's connections go to: 0 for the control
+    /// Which pool this thread uses: 0 for the control
     /// runtime (and tests), k for proxy worker k.
     static WORKER_SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Mark this thread as proxy worker `k` (1-based), so it pools its own
-/// upstream connections.
+/// Mark this thread as proxy worker `k` (1-based), so it uses its own
+/// upstream pool.
 pub fn set_worker_slot(k: usize) {
     WORKER_SLOT.with(|s| s.set(k));
 }
@@ -163,15 +159,15 @@ pub fn worker_slot() -> usize {
 }
 
 impl Upstream {
-    /// A pool for `workers` proxy workers (and the control runtime).
-    pub fn new(cfg: &UpstreamConfig, workers: usize) -> Self {
+    /// A pool of connections to `cfg`'s addresses, for one worker.
+    pub fn new(cfg: &UpstreamConfig) -> Self {
         let targets = cfg
             .addresses
             .iter()
             .map(|a| {
                 Arc::new(Target {
                     authority: a.clone(),
-                    idle: (0..=workers).map(|_| Mutex::new(Vec::new())).collect(),
+                    idle: Mutex::new(Vec::new()),
                     max_idle: cfg.pool_max_idle,
                     idle_timeout: cfg.pool_idle_timeout,
                 })
@@ -183,11 +179,6 @@ impl Upstream {
             connect_timeout: cfg.connect_timeout,
             read_timeout: cfg.read_timeout,
         }
-    }
-
-    /// How many proxy workers it keeps connections for.
-    pub fn workers(&self) -> usize {
-        self.targets.first().map_or(1, |t| t.idle.len() - 1)
     }
 
     /// The next upstream, round robin.
