@@ -327,14 +327,16 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
             runtime: runtime.clone(),
             shutdown: Arc::new(shutdown_tx),
         });
-        tasks.push(serve_axum(listener, app, runtime.clone(), admin_drain, stop_rx.clone()));
+        let tls = |s: &crate::runtime::Snapshot| s.tls.admin.clone();
+        tasks.push(serve_axum(listener, app, runtime.clone(), tls, admin_drain, stop_rx.clone()));
     }
     if let Some((listener, _)) = api_listener {
         let console = crate::console::Console::new(runtime.clone(), service.clone());
         background.push(tokio::spawn(console.follow_revocations()));
         let state = api::ApiState::new(runtime.clone(), service).stopping_on(stop_rx.clone());
         let app = api::app(state, crate::console::router(console));
-        tasks.push(serve_axum(listener, app, runtime.clone(), api_drain, stop_rx.clone()));
+        let tls = |s: &crate::runtime::Snapshot| s.tls.api.clone();
+        tasks.push(serve_axum(listener, app, runtime.clone(), tls, api_drain, stop_rx.clone()));
     }
     if runtime.path().is_some() {
         background.push(tokio::spawn(crate::reload::watch(runtime.clone())));
@@ -382,20 +384,24 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
 }
 
 /// Serve an axum app (the api or admin listener) like the proxy: the same
-/// header limits and timeouts, idle timeout and drain.
+/// header limits and timeouts, idle timeout and drain; its TLS is `tls` of
+/// the snapshot in force when a connection is accepted.
 fn serve_axum(
     listener: TcpListener,
     app: axum::Router,
     runtime: Arc<Runtime>,
+    tls: fn(&crate::runtime::Snapshot) -> Option<Arc<rustls::ServerConfig>>,
     drain: server::Drain,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let rt = runtime.clone();
+    let tls = move || tls(&rt.snapshot());
     let limits = move || server::Limits::from(&runtime.snapshot().server);
     tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        server::serve_router(listener, None, limits, app, drain, stopped).await;
+        server::serve_router(listener, tls, limits, app, drain, stopped).await;
     })
 }
 

@@ -35,6 +35,8 @@ pub struct DecisionEvent {
     pub at: SystemTime,
     pub request_id: http::HeaderValue,
     pub client: IpAddr,
+    /// The client certificate its connection presented (mTLS).
+    pub client_certificate: Option<Arc<crate::tls::PeerIdentity>>,
     pub method: http::Method,
     /// Its snapshot's route labels and config hash.
     pub labels: Arc<Labels>,
@@ -408,6 +410,13 @@ fn write_decision(out: &mut Vec<u8>, d: &DecisionEvent, labels: &Labels) {
         line.string("subject", &g.subject);
         line.string("kind", crate::store::kind_str(g.kind));
         line.number("lineage_depth", g.lineage.len() as u64);
+    }
+    if let Some(c) = &d.client_certificate {
+        line.string("client_cert_subject", &c.subject);
+        if let Some(spiffe) = &c.spiffe {
+            line.string("client_spiffe_id", spiffe);
+        }
+        line.string("client_cert_sha256", &c.x5t_s256());
     }
     line.number("status", u64::from(d.status));
     if d.forwarded {

@@ -22,7 +22,7 @@
 //!
 //! | layer | modules | what they are |
 //! | --- | --- | --- |
-//! | 0 | [`time`], [`reason`], [`http_names`], [`telemetry`] | leaves: the checked Unix time, denial reasons, header names, logging |
+//! | 0 | [`time`], [`reason`], [`http_names`], [`telemetry`], [`tls`] | leaves: the checked Unix time, denial reasons, header names, logging, certificates and TLS settings |
 //! | 1 | [`clock`], [`ratelimit`] | the one clock; rate-limit types and limiters |
 //! | 2 | [`policy`] | manifest, routes and router, access rules, narrowing, issuance, the grant |
 //! | 3 | [`token`] | claims, keys, key ring, signing, verification into a grant, cache |
@@ -63,4 +63,5 @@ pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod token;

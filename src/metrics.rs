@@ -108,6 +108,7 @@ pub struct Metrics {
     revocation: RevocationGauges,
     reloads: IntCounterVec,
     last_reload: Gauge,
+    certificate_expiry: prometheus::GaugeVec,
     config_info: IntGaugeVec,
     /// Audit events the full queue refused.
     pub audit_dropped: IntCounter,
@@ -320,6 +321,14 @@ impl Metrics {
             "narrowgate_config_last_reload_success_timestamp_seconds",
             "Unix time the config in force was loaded (at start or by the last successful reload).",
         )?;
+        let certificate_expiry = prometheus::GaugeVec::new(
+            Opts::new(
+                "narrowgate_tls_certificate_expiry_timestamp_seconds",
+                "Unix time a listener's serving certificate expires (its notAfter), by listener and certificate (its first DNS name, else its subject).",
+            ),
+            &["listener", "certificate"],
+        )?;
+        registry.register(Box::new(certificate_expiry.clone()))?;
         let config_info = IntGaugeVec::new(
             Opts::new("narrowgate_config_info", "1, labelled with the SHA-256 of the config in force and its files."),
             &["hash"],
@@ -371,6 +380,7 @@ impl Metrics {
             tunnels,
             reloads,
             last_reload,
+            certificate_expiry,
             config_info,
             audit_dropped,
             would_deny,
@@ -451,6 +461,16 @@ impl Metrics {
         }
         self.config_info.with_label_values(&[hash]).set(1);
         self.last_reload.set(crate::token::now_unix() as f64);
+    }
+
+    /// The serving certificates in force: their expiry, and no other.
+    pub fn certificates(&self, tls: &crate::config::TlsListeners) {
+        self.certificate_expiry.reset();
+        for (listener, t) in tls.each() {
+            for c in &t.certificates {
+                self.certificate_expiry.with_label_values(&[listener, &c.label]).set(c.not_after as f64);
+            }
+        }
     }
 
     /// A reload ended: `success` or `failure`.

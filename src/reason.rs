@@ -57,6 +57,9 @@ pub enum Reason {
     RevocationsUnavailable,
     /// Over a rate limit (per client, token, subject or application).
     RateLimited,
+    /// The token is bound to a client certificate (RFC 8705 `cnf`) and the
+    /// connection did not present that certificate (or none).
+    CertificateMismatch,
 }
 
 impl Reason {
@@ -83,7 +86,8 @@ impl Reason {
             | Reason::NotYetValid
             | Reason::TokenTooLarge
             | Reason::Revoked
-            | Reason::UnknownKey => 401,
+            | Reason::UnknownKey
+            | Reason::CertificateMismatch => 401,
             Reason::ConflictingCredentials
             | Reason::AmbiguousPath
             | Reason::BadRequest

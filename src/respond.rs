@@ -143,6 +143,7 @@ pub fn message(reason: Reason) -> &'static str {
         Reason::TenantNotAllowed => "the token's tenant permissions do not allow this action on this tenant",
         Reason::RevocationsUnavailable => "the gateway cannot confirm which tokens are revoked; try again shortly",
         Reason::RateLimited => "too many requests; retry after the time given",
+        Reason::CertificateMismatch => "the token is bound to a client certificate this connection did not present",
         Reason::Allowed | Reason::Public | Reason::Shadow => "",
     }
 }
@@ -201,6 +202,10 @@ pub fn www_authenticate(reason: Reason, scopes: &[Box<str>]) -> Option<HeaderVal
             r#"Bearer realm="narrowgate", error="invalid_token", error_description="the token has been revoked""#
         }
         Reason::ConflictingCredentials => r#"Bearer realm="narrowgate", error="invalid_request""#,
+        // RFC 8705 §3: a bound token presented without its certificate.
+        Reason::CertificateMismatch => {
+            r#"Bearer realm="narrowgate", error="invalid_token", error_description="the token is bound to another client certificate""#
+        }
         Reason::InsufficientScope => {
             let list: Vec<&str> = scopes.iter().map(|s| &**s).collect();
             return HeaderValue::from_str(&format!(

@@ -61,6 +61,9 @@ pub struct Snapshot {
     pub mode: crate::policy::Mode,
     /// Limits and timeouts of downstream connections accepted from now on.
     pub server: ServerConfig,
+    /// The TLS of connections accepted from now on, per listener (`None`:
+    /// plaintext).
+    pub tls: ListenerTls,
     /// Where requests are forwarded; the proxy keeps the connection pool
     /// (process state) and makes a new one when this changes.
     pub upstream_config: UpstreamConfig,
@@ -103,6 +106,25 @@ pub struct Shared {
     pub clock: Arc<Clock>,
     /// Where decisions and token-service actions are audited.
     pub audit: Arc<crate::audit::Audit>,
+    /// TLS session resumption (ticket keys, session cache), kept across
+    /// reloads.
+    pub resumption: Arc<crate::tls::Resumption>,
+}
+
+/// The listeners' TLS server configs, made from the config's certificates
+/// and the process's session resumption.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerTls {
+    pub proxy: Option<Arc<rustls::ServerConfig>>,
+    pub api: Option<Arc<rustls::ServerConfig>>,
+    pub admin: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl ListenerTls {
+    fn of(tls: &crate::config::TlsListeners, resumption: &crate::tls::Resumption) -> Self {
+        let make = |t: &Option<Arc<crate::tls::ListenerTls>>| t.as_ref().map(|t| t.server_config(resumption));
+        ListenerTls { proxy: make(&tls.proxy), api: make(&tls.api), admin: make(&tls.admin) }
+    }
 }
 
 impl Shared {
@@ -114,7 +136,14 @@ impl Shared {
 
     /// What a gateway's snapshots share, on the system clock.
     pub fn new(metrics: Arc<Metrics>, revocations: Arc<Revocations>, references: Arc<ReferenceTokens>) -> Shared {
-        Shared { metrics, revocations, references, clock: Arc::default(), audit: Arc::default() }
+        Shared {
+            metrics,
+            revocations,
+            references,
+            clock: Arc::default(),
+            audit: Arc::default(),
+            resumption: Arc::default(),
+        }
     }
 }
 
@@ -182,6 +211,7 @@ impl Snapshot {
             unmatched: config.unmatched,
             mode: config.mode,
             server: config.server.clone(),
+            tls: ListenerTls::of(&config.tls, &shared.resumption),
             upstream_config: config.upstream.clone(),
             upstream_generation,
             service: Arc::new(crate::service::Settings {
@@ -365,6 +395,7 @@ impl Runtime {
     pub fn new(config: &Config, path: Option<PathBuf>, shared: Shared) -> Arc<Runtime> {
         let snapshot = Snapshot::compile(config, None, &shared);
         shared.metrics.config_loaded(&snapshot.hash, None);
+        shared.metrics.certificates(&config.tls);
         let runtime = Arc::new(Runtime {
             current: ArcSwap::from_pointee(snapshot),
             sources: std::sync::Mutex::new(watched(path.as_ref(), config)),
@@ -558,6 +589,7 @@ impl Runtime {
             self.start_ring();
         }
         metrics.config_loaded(&hash, Some(&prev.hash));
+        metrics.certificates(&config.tls);
         metrics.reload_result(true);
         tracing::info!(config = %path.display(), hash = %hash, "config reloaded");
         Ok(Reloaded::Applied { hash, needs_restart })

@@ -27,25 +27,44 @@ use hyper::body::Incoming;
 use std::net::{IpAddr, SocketAddr};
 use tokio_rustls::TlsAcceptor;
 
+use crate::tls::PeerIdentity;
+
 use crate::config::ServerConfig;
 
-/// Per-connection facts, computed once per connection.
+/// Per-connection facts, computed once per connection (after the TLS
+/// handshake, when there is one).
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: IpAddr,
     peer_value: HeaderValue,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The client certificate the handshake verified, if any.
+    pub client: Option<Arc<PeerIdentity>>,
 }
 
 impl ConnInfo {
+    /// A plaintext connection from `peer`.
     pub fn new(peer: SocketAddr) -> Self {
         let ip = peer.ip().to_canonical();
         let peer_value = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        ConnInfo { peer: ip, peer_value }
+        ConnInfo { peer: ip, peer_value, tls: false, client: None }
+    }
+
+    /// A TLS connection from `peer`, with the client certificate it
+    /// presented (verified by the handshake).
+    pub fn over_tls(peer: SocketAddr, client: Option<PeerIdentity>) -> Self {
+        ConnInfo { tls: true, client: client.map(Arc::new), ..ConnInfo::new(peer) }
     }
 
     /// The peer's address as a header value (`X-Forwarded-For`).
     pub fn peer_value(&self) -> &HeaderValue {
         &self.peer_value
+    }
+
+    /// `X-Forwarded-Proto`'s value.
+    pub fn proto_value(&self) -> HeaderValue {
+        HeaderValue::from_static(if self.tls { "https" } else { "http" })
     }
 }
 
@@ -269,11 +288,13 @@ impl Drain {
 /// and wait — at most `limits().shutdown_grace` — for requests and
 /// `drain`'s tunnels to finish, then close what is left. With `tls`, each
 /// connection first completes a TLS handshake within the header-read
-/// timeout. Each connection takes its limits from `limits()` when it is
-/// accepted.
+/// timeout. Each connection takes its limits from `limits()` and its TLS
+/// settings from `tls()` (`None`: plaintext) when it is accepted, so a
+/// reload (a new certificate) applies to the connections that follow it
+/// and never ends one already open.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: impl Fn() -> Option<Arc<rustls::ServerConfig>>,
     limits: impl Fn() -> Limits,
     handler: H,
     drain: Drain,
@@ -303,13 +324,9 @@ pub async fn serve<H, F, B>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let connection = Connection {
-            limits: limits(),
-            info: Arc::new(ConnInfo::new(peer)),
-            closing: closing_rx.clone(),
-            _alive: connections.enter(),
-        };
-        let (handler, cut, tls) = (handler.clone(), drain.on_cut(), tls.clone());
+        let connection =
+            Connection { limits: limits(), peer, closing: closing_rx.clone(), _alive: connections.enter() };
+        let (handler, cut, tls) = (handler.clone(), drain.on_cut(), tls().map(TlsAcceptor::from));
         tokio::spawn(async move {
             // Past the grace period the connection is dropped, closing it.
             tokio::select! {
@@ -340,7 +357,7 @@ pub async fn serve<H, F, B>(
 /// as `ConnectInfo<IpAddr>`.
 pub async fn serve_router(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: impl Fn() -> Option<Arc<rustls::ServerConfig>>,
     limits: impl Fn() -> Limits,
     app: axum::Router,
     drain: Drain,
@@ -349,6 +366,9 @@ pub async fn serve_router(
     let service = hyper_util::service::TowerToHyperService::new(app);
     let handler = move |mut req: Request<Incoming>, conn: Arc<ConnInfo>| {
         req.extensions_mut().insert(axum::extract::ConnectInfo(conn.peer));
+        if let Some(client) = &conn.client {
+            req.extensions_mut().insert(client.clone());
+        }
         let call = hyper::service::Service::call(&service, req);
         async move {
             match call.await {
@@ -364,7 +384,7 @@ pub async fn serve_router(
 /// after the current request, and its place in the drain's count.
 struct Connection {
     limits: Limits,
-    info: Arc<ConnInfo>,
+    peer: SocketAddr,
     closing: watch::Receiver<bool>,
     _alive: InFlightGuard,
 }
@@ -381,10 +401,19 @@ impl Connection {
         let activity = Arc::new(Activity::default());
         let tracked = Tracked { inner: stream, activity: activity.clone() };
         match tls {
-            None => self.http(tracked, activity, handler).await,
+            None => {
+                let info = Arc::new(ConnInfo::new(self.peer));
+                self.http(tracked, info, activity, handler).await
+            }
             Some(acceptor) => {
                 match tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(tracked)).await {
-                    Ok(Ok(tls)) => self.http(tls, activity, handler).await,
+                    Ok(Ok(tls)) => {
+                        // The verifier has checked the chain; only the leaf is read.
+                        let client =
+                            tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| PeerIdentity::of(c));
+                        let info = Arc::new(ConnInfo::over_tls(self.peer, client));
+                        self.http(tls, info, activity, handler).await
+                    }
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
@@ -392,7 +421,7 @@ impl Connection {
         }
     }
 
-    async fn http<IO, H, F, B>(mut self, io: IO, activity: Arc<Activity>, handler: H)
+    async fn http<IO, H, F, B>(mut self, io: IO, info: Arc<ConnInfo>, activity: Arc<Activity>, handler: H)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
@@ -410,7 +439,7 @@ impl Connection {
             .max_headers(limits.max_headers)
             .keep_alive(true)
             .writev(false);
-        let (info, act) = (self.info.clone(), activity.clone());
+        let act = activity.clone();
         let svc = service_fn(move |req| {
             let (handler, info, act) = (handler.clone(), info.clone(), act.clone());
             async move {

@@ -82,11 +82,15 @@ fn caller_id(query: Option<&str>, form: Option<&[u8]>) -> Option<String> {
 /// The caller, if its id is a live master token, with the policy in force
 /// that said so; else Crafter's 403.
 #[allow(clippy::result_large_err)]
-async fn master(s: &ApiState, id: Option<String>) -> Result<(Arc<Snapshot>, Arc<Grant>), Response> {
+async fn master(
+    s: &ApiState,
+    id: Option<String>,
+    presented: Option<[u8; 32]>,
+) -> Result<(Arc<Snapshot>, Arc<Grant>), Response> {
     let denied = || error(StatusCode::FORBIDDEN, "ACCESS_DENIED", "a valid access token id is required");
     let id = id.ok_or_else(denied)?;
     let snap = s.snapshot();
-    let grant = snap.auth.authenticate_token_fetching(&id).await.map_err(|_| denied())?;
+    let grant = snap.auth.authenticate_token_fetching(&id, presented.as_ref()).await.map_err(|_| denied())?;
     // Crafter's token API is for master tokens only.
     if issuance::authority(&grant) != Authority::Master {
         return Err(error(StatusCode::FORBIDDEN, "ACTION_DENIED", "only master access tokens manage access tokens"));
@@ -156,7 +160,8 @@ struct CreateBody {
 
 async fn create(State(s): State<ApiState>, req: Request) -> Response {
     let id = caller_id(req.uri().query(), None);
-    if let Err(r) = master(&s, id.clone()).await {
+    let presented = super::presented_certificate(req.extensions());
+    if let Err(r) = master(&s, id.clone(), presented).await {
         return r;
     }
     let body = match super::error::body(req).await {
@@ -165,7 +170,7 @@ async fn create(State(s): State<ApiState>, req: Request) -> Response {
     };
     // Asked again once the body is in: the policy and the caller as they
     // are now decide.
-    let (snap, caller) = match master(&s, id).await {
+    let (snap, caller) = match master(&s, id, presented).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -203,10 +208,11 @@ async fn create_token(s: &ApiState, snap: &Snapshot, caller: Arc<Grant>, body: &
 }
 
 async fn show(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
-    let (_, caller) = match master(&s, caller_id(req.uri().query(), None)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let (_, caller) =
+        match master(&s, caller_id(req.uri().query(), None), super::presented_certificate(req.extensions())).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
     match s.service.external(&caller, Some(strip_json(&id))).await {
         Ok(found) => match found.first() {
             Some(t) => ok_json(StatusCode::OK, &view(t)),
@@ -217,10 +223,11 @@ async fn show(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -
 }
 
 async fn all(State(s): State<ApiState>, req: Request) -> Response {
-    let (_, caller) = match master(&s, caller_id(req.uri().query(), None)).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let (_, caller) =
+        match master(&s, caller_id(req.uri().query(), None), super::presented_certificate(req.extensions())).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
     match s.service.external(&caller, None).await {
         Ok(list) => ok_json(StatusCode::OK, &list.iter().map(view).collect::<Vec<_>>()),
         Err(e) => crafter_error(e),
@@ -231,8 +238,9 @@ async fn all(State(s): State<ApiState>, req: Request) -> Response {
 /// The id is free again afterwards (Crafter re-creates immutable tokens).
 async fn delete(State(s): State<ApiState>, Path(id): Path<String>, req: Request) -> Response {
     let query = req.uri().query().map(str::to_string);
+    let presented = super::presented_certificate(req.extensions());
     let form = axum::body::to_bytes(req.into_body(), 16 * 1024).await.unwrap_or_default();
-    let (snap, caller) = match master(&s, caller_id(query.as_deref(), Some(&form))).await {
+    let (snap, caller) = match master(&s, caller_id(query.as_deref(), Some(&form)), presented).await {
         Ok(c) => c,
         Err(r) => return r,
     };

@@ -172,7 +172,12 @@ pub async fn read_body<T: DeserializeOwned>(req: axum::extract::Request) -> Resu
 
 /// A request's body, at most [`MAX_BODY`].
 pub async fn body(req: axum::extract::Request) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| ApiError::payload_too_large(MAX_BODY))
+    body_bytes(req.into_body()).await
+}
+
+/// [`body`], of a request already taken apart.
+pub async fn body_bytes(body: axum::body::Body) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| ApiError::payload_too_large(MAX_BODY))
 }
 
 /// Parse a request body: a JSON object (never an array read by position),

@@ -74,19 +74,30 @@ impl ApiState {
 
     /// The caller's grant, from a request's credential (its headers and
     /// query: a borrowed request body would not be `Send`).
-    async fn caller(&self, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<Arc<Grant>, ApiError> {
-        Ok(self.authorized(headers, query).await?.1)
+    async fn caller(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query: Option<&str>,
+        extensions: &http::Extensions,
+    ) -> Result<Arc<Grant>, ApiError> {
+        Ok(self.authorized(headers, query, extensions).await?.1)
     }
 
     /// The policy in force and the caller's grant under it: what a call
     /// that acts passes on to the token service, so one policy decides it.
+    /// A token bound to a client certificate only from a connection that
+    /// presented it.
+    /// (The connection's client certificate is in the request's
+    /// `extensions`.)
     async fn authorized(
         &self,
         headers: &axum::http::HeaderMap,
         query: Option<&str>,
+        extensions: &http::Extensions,
     ) -> Result<(Arc<Snapshot>, Arc<Grant>), ApiError> {
         let snap = self.snapshot();
-        match snap.auth.authenticate_fetching(headers, query).await {
+        let presented = presented_certificate(extensions);
+        match snap.auth.authenticate_fetching(headers, query, presented.as_ref()).await {
             Ok(grant) => Ok((snap, grant)),
             Err(reason) => {
                 // A call that acts, refused for its credential: audited.
@@ -109,12 +120,19 @@ impl ApiState {
     /// under the policy in force then: a token revoked or a key withdrawn
     /// while a body trickled in mints nothing.
     async fn authorized_body(&self, req: Request) -> Result<(Arc<Snapshot>, Arc<Grant>, Bytes), ApiError> {
-        let (headers, query) = (req.headers().clone(), req.uri().query().map(str::to_owned));
-        self.caller(&headers, query.as_deref()).await?;
-        let body = error::body(req).await?;
-        let (snap, grant) = self.authorized(&headers, query.as_deref()).await?;
+        let (parts, body) = req.into_parts();
+        let (headers, query, extensions) = (&parts.headers, parts.uri.query(), &parts.extensions);
+        self.authorized(headers, query, extensions).await?;
+        let body = error::body_bytes(body).await?;
+        let (snap, grant) = self.authorized(headers, query, extensions).await?;
         Ok((snap, grant, body))
     }
+}
+
+/// The thumbprint of the client certificate the request's connection
+/// presented and the handshake verified (what a bound token is bound to).
+pub(crate) fn presented_certificate(extensions: &http::Extensions) -> Option<[u8; 32]> {
+    extensions.get::<Arc<crate::tls::PeerIdentity>>().map(|p| p.thumbprint)
 }
 
 /// The token service's router; testable without sockets. The facades'

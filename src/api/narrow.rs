@@ -39,6 +39,10 @@ pub(crate) struct NarrowRequest {
     pub tenant_permissions: Option<Vec<TenantPermission>>,
     #[serde(default)]
     pub validity_in_hours: Option<f64>,
+    /// Bind the child to the client certificate this connection presented
+    /// (RFC 8705); a child of a bound token is bound whatever this says.
+    #[serde(default)]
+    pub bind_to_client_certificate: bool,
 }
 
 /// `validity-in-hours=N` from the query (MetaApi's way of passing it).
@@ -65,6 +69,7 @@ pub(crate) fn request(
     token: Option<String>,
     query: Option<&str>,
     body: &[u8],
+    presented: Option<[u8; 32]>,
 ) -> Result<crate::service::NarrowRequest, ApiError> {
     let query_hours = query_validity(query)?;
     let input: NarrowRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -75,6 +80,7 @@ pub(crate) fn request(
             access_rules: None,
             tenant_permissions: None,
             validity_in_hours: None,
+            bind_to_client_certificate: false,
         }
     } else {
         parse(body)?
@@ -107,7 +113,21 @@ pub(crate) fn request(
             resources: input.resources.map(|rs| rs.into_iter().map(|r| (r.entity, r.id)).collect()),
         }),
     };
-    Ok(crate::service::NarrowRequest { token, narrowing, tenants: input.tenant_permissions, validity_hours })
+    let bind_to = match (input.bind_to_client_certificate, presented) {
+        (false, _) => None,
+        (true, Some(t)) => Some(t),
+        (true, None) => return Err(no_certificate()),
+    };
+    Ok(crate::service::NarrowRequest { token, narrowing, tenants: input.tenant_permissions, validity_hours, bind_to })
+}
+
+/// A binding asked for on a connection without a verified client
+/// certificate.
+pub(crate) fn no_certificate() -> ApiError {
+    ApiError::bad(
+        "bindToClientCertificate",
+        "this connection presented no verified client certificate (the api listener's tls.api.client_certificates)",
+    )
 }
 
 /// Narrow the calling token: a child that allows a subset of what it does,
@@ -164,7 +184,8 @@ pub(crate) async fn narrow_token(
 /// the child's secret and record (for the native reply and MetaApi's).
 pub(crate) async fn mint(s: &ApiState, token: Option<String>, req: Request) -> Result<(String, TokenRecord), ApiError> {
     let query = req.uri().query().map(str::to_string);
+    let presented = super::presented_certificate(req.extensions());
     let (snap, by, body) = s.authorized_body(req).await?;
-    let minted = s.service.narrow(&snap.service, by, request(token, query.as_deref(), &body)?).await?;
+    let minted = s.service.narrow(&snap.service, by, request(token, query.as_deref(), &body, presented)?).await?;
     Ok((minted.secret, minted.record))
 }

@@ -199,7 +199,12 @@ async fn whoami(State(s): State<ApiState>, req: Request) -> Response {
     let Some(token) = value.to_str().ok().and_then(|v| v.split_once(' ')).map(|(_, t)| t.trim()) else {
         return invalid("Expected `Authorization: <scheme> <token>`.");
     };
-    let grant = match s.snapshot().auth.authenticate_token_fetching(token).await {
+    let grant = match s
+        .snapshot()
+        .auth
+        .authenticate_token_fetching(token, super::presented_certificate(req.extensions()).as_ref())
+        .await
+    {
         Ok(g) => g,
         Err(reason) if reason.status() == 503 => {
             let reasons = BTreeMap::from([("token", vec![crate::respond::message(reason).to_string()])]);

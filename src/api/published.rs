@@ -124,7 +124,7 @@ fn whoami_view(g: &Grant, issuer: String) -> WhoAmI<'_> {
         (status = 503, description = "The keys to decide are unavailable (keys_unavailable)", body = ErrorBody),
     ))]
 pub(super) async fn whoami(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
-    let grant = s.caller(req.headers(), req.uri().query()).await?;
+    let grant = s.caller(req.headers(), req.uri().query(), req.extensions()).await?;
     let issuer = s.service.issuer_of(&grant).await;
     Ok(ok_json(StatusCode::OK, &whoami_view(&grant, issuer)))
 }

@@ -100,7 +100,7 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (snap, caller) = s.authorized(req.headers(), req.uri().query()).await?;
+    let (snap, caller) = s.authorized(req.headers(), req.uri().query(), req.extensions()).await?;
     s.service.revoke(&snap.service, &caller, RevokeTarget::Registration(id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

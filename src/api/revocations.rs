@@ -72,7 +72,12 @@ pub(crate) async fn revoke_jti(State(s): State<ApiState>, req: Request) -> Resul
 
 /// Who may read the feed: a feed-reader token (its SHA-256 configured in
 /// `revocation.feed_readers_sha256`), or an admin or master token.
-async fn feed_reader(s: &ApiState, headers: &axum::http::HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
+async fn feed_reader(
+    s: &ApiState,
+    headers: &axum::http::HeaderMap,
+    query: Option<&str>,
+    certificate: Option<[u8; 32]>,
+) -> Result<(), ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -85,7 +90,8 @@ async fn feed_reader(s: &ApiState, headers: &axum::http::HeaderMap, query: Optio
             return Ok(());
         }
     }
-    let grant = snap.auth.authenticate_fetching(headers, query).await.map_err(ApiError::credential)?;
+    let grant =
+        snap.auth.authenticate_fetching(headers, query, certificate.as_ref()).await.map_err(ApiError::credential)?;
     match crate::policy::issuance::authority(&grant) {
         crate::policy::issuance::Authority::None => Err(ApiError::feed_reader_required()),
         _ => Ok(()),
@@ -108,7 +114,8 @@ const REAUTHORIZE: std::time::Duration = std::time::Duration::from_secs(30);
         (status = 403, description = "Not a feed-reader, admin or master token (feed_reader_required)", body = ErrorBody),
     ))]
 pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
-    feed_reader(&s, req.headers(), req.uri().query()).await?;
+    let certificate = super::presented_certificate(req.extensions());
+    feed_reader(&s, req.headers(), req.uri().query(), certificate).await?;
     // The reader is asked again every REAUTHORIZE: a reader token revoked
     // or removed by a reload loses the stream.
     let (headers, query) = (req.headers().clone(), req.uri().query().map(str::to_owned));
@@ -137,6 +144,7 @@ pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Resp
         api: ApiState,
         headers: axum::http::HeaderMap,
         query: Option<String>,
+        certificate: Option<[u8; 32]>,
     }
     let mut heartbeat = tokio::time::interval(feed::HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -155,6 +163,7 @@ pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Resp
         api: s.clone(),
         headers,
         query,
+        certificate,
     };
     let lines = futures_util::stream::unfold(state, |mut st| async move {
         let mut stopping = st.stopping.clone();
@@ -175,7 +184,7 @@ pub(crate) async fn feed(State(s): State<ApiState>, req: Request) -> Result<Resp
                 biased;
                 _ = stopped => return None,
                 _ = st.reauthorize.tick() => {
-                    feed_reader(&st.api, &st.headers, st.query.as_deref()).await.ok()?;
+                    feed_reader(&st.api, &st.headers, st.query.as_deref(), st.certificate).await.ok()?;
                     FeedLine::Heartbeat {
                         cursor: feed::cursor(&st.instance, st.pos),
                         confirmed_at: st.revs.confirmed_ms(),

@@ -102,10 +102,14 @@ fn view(shown: &Shown) -> TokenView<'_> {
         (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
     ))]
 pub(crate) async fn create(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
+    let presented = super::presented_certificate(req.extensions());
     let (snap, caller, body) = s.authorized_body(req).await?;
     s.service.manager(&caller)?;
     let input: CreateRequest = parse(&body)?;
-    let (secret, record) = create_token(&s, &snap, caller, input).await?;
+    if input.binds() && presented.is_none() {
+        return Err(super::narrow::no_certificate());
+    }
+    let (secret, record) = create_token(&s, &snap, caller, input, presented).await?;
     let shown = Shown { record, state: TokenState::Live };
     Ok(ok_json(StatusCode::CREATED, &Created { token: &secret, meta: view(&shown) }))
 }
@@ -117,8 +121,12 @@ pub(crate) async fn create_token(
     snap: &crate::runtime::Snapshot,
     caller: std::sync::Arc<crate::token::Grant>,
     input: CreateRequest,
+    // The client certificate the caller's connection presented.
+    presented: Option<[u8; 32]>,
 ) -> Result<(String, TokenRecord), ApiError> {
-    let token = input.into_new_token(&caller, s.service.now())?;
+    let binds = input.binds();
+    let mut token = input.into_new_token(&caller, s.service.now())?;
+    token.bound_to = presented.filter(|_| binds);
     let minted = s.service.create(&snap.service, caller, token).await?;
     Ok((minted.secret, minted.record))
 }
@@ -164,7 +172,7 @@ fn query_map(req: &Request) -> HashMap<String, String> {
         (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
     ))]
 pub(crate) async fn list(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
-    let caller = s.caller(req.headers(), req.uri().query()).await?;
+    let caller = s.caller(req.headers(), req.uri().query(), req.extensions()).await?;
     let q = query_map(&req);
     let number = |k: &'static str| -> Result<Option<u32>, ApiError> {
         q.get(k).map(|v| v.parse::<u32>().map_err(|_| ApiError::bad(k, "not a whole number"))).transpose()
@@ -203,7 +211,7 @@ pub(crate) async fn show(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let caller = s.caller(req.headers(), req.uri().query()).await?;
+    let caller = s.caller(req.headers(), req.uri().query(), req.extensions()).await?;
     let shown = s.service.show(&caller, &id).await?;
     Ok(ok_json(StatusCode::OK, &view(&shown)))
 }
@@ -225,7 +233,7 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (snap, caller) = s.authorized(req.headers(), req.uri().query()).await?;
+    let (snap, caller) = s.authorized(req.headers(), req.uri().query(), req.extensions()).await?;
     s.service.revoke(&snap.service, &caller, RevokeTarget::Id(id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -243,7 +251,7 @@ pub(crate) async fn revoke(
         (status = 503, description = "The store, keys or signing are unavailable", body = ErrorBody),
     ))]
 pub(crate) async fn revoke_by_name(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
-    let (snap, caller) = s.authorized(req.headers(), req.uri().query()).await?;
+    let (snap, caller) = s.authorized(req.headers(), req.uri().query(), req.extensions()).await?;
     let name = query_map(&req).remove("name").ok_or_else(|| ApiError::bad("name", "DELETE /v1/tokens needs ?name="))?;
     s.service.revoke(&snap.service, &caller, RevokeTarget::Name(name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

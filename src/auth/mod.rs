@@ -137,28 +137,45 @@ impl Authenticator {
     /// gateway does not know but an issuer's JWKS might (a key rotated in),
     /// fetch the keys again (rate-limited) and decide once more. The only
     /// path that may wait on I/O, and only for unknown kids.
-    pub async fn authenticate_fetching(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Arc<Grant>, Reason> {
-        match self.authenticate(headers, query, self.now()) {
+    ///
+    /// `presented`: the thumbprint of the client certificate the caller's
+    /// connection presented; a token bound to another (or to one when none
+    /// was presented) is refused (see [`check_binding`]).
+    pub async fn authenticate_fetching(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        presented: Option<&[u8; 32]>,
+    ) -> Result<Arc<Grant>, Reason> {
+        let grant = match self.authenticate(headers, query, self.now()) {
             Err(r) if self.wants_refetch(r) => {
                 self.keys().refetch().await;
                 self.authenticate(headers, query, self.now())
             }
             other => other,
-        }
+        }?;
+        check_binding(&grant, presented)?;
+        Ok(grant)
     }
 
     /// [`Authenticator::authenticate_token`], fetching keys as
     /// [`Authenticator::authenticate_fetching`] does: for a credential a
     /// facade received in its own place (Crafter's `accessTokenId`, any
     /// `Authorization` scheme word ProdManager's clients send).
-    pub async fn authenticate_token_fetching(&self, token: &str) -> Result<Arc<Grant>, Reason> {
-        match self.authenticate_token(token, self.now()) {
+    pub async fn authenticate_token_fetching(
+        &self,
+        token: &str,
+        presented: Option<&[u8; 32]>,
+    ) -> Result<Arc<Grant>, Reason> {
+        let grant = match self.authenticate_token(token, self.now()) {
             Err(r) if self.wants_refetch(r) => {
                 self.keys().refetch().await;
                 self.authenticate_token(token, self.now())
             }
             other => other,
-        }
+        }?;
+        check_binding(&grant, presented)?;
+        Ok(grant)
     }
 
     /// Whether a refusal for `reason` could change with fresher keys.
@@ -245,6 +262,16 @@ impl Authenticator {
 /// JWT (Crafter's access-token ids).
 pub fn is_reference_form(token: &str) -> bool {
     crate::token::reference::is_reference(token) || !token.contains('.')
+}
+
+/// RFC 8705: a token bound to a client certificate (`cnf.x5t#S256`) is
+/// honoured only from a connection that presented that certificate
+/// (`presented`, its SHA-256 thumbprint); an unbound token from any.
+pub fn check_binding(grant: &Grant, presented: Option<&[u8; 32]>) -> Result<(), Reason> {
+    match &grant.bound_to {
+        Some(bound) if presented != Some(bound) => Err(Reason::CertificateMismatch),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

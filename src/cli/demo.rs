@@ -247,6 +247,7 @@ fn narrowed_rules() -> Vec<AccessRule> {
 fn demo_claims(sub: &str, role: Role, master: bool, rules: Vec<AccessRule>, start: u64, ttl: u64) -> Claims {
     Claims {
         tenant_permissions: vec![],
+        cnf: None,
         extra: Default::default(),
         iss: "narrowgate".into(),
         sub: sub.into(),

@@ -223,6 +223,7 @@ fn claims_from_flags(args: &SignArgs) -> anyhow::Result<Claims> {
     let now = now_unix();
     Ok(Claims {
         tenant_permissions: vec![],
+        cnf: None,
         extra: Default::default(),
         iss: args.iss.clone(),
         sub: sub.clone(),

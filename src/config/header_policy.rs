@@ -72,7 +72,7 @@ impl HeaderPolicy {
             add(name, Class::Policy(*class));
         }
         let id = &fwd.identity;
-        for name in [&id.subject, &id.token_id, &id.application, &id.roles] {
+        for name in id.names() {
             add(name.as_str(), Class::Policy(HeaderClass::Identity));
         }
         add(fwd.request_id.as_str(), Class::Policy(HeaderClass::Forwarding));

@@ -25,6 +25,7 @@ mod preflight;
 mod store;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,7 @@ pub use observe::{AuditConfig, AuditSink, LogConfig, LogFormat};
 pub use preflight::{Dirs, Preflight, Purpose, creatable};
 pub use store::{Bootstrap, DEMO_FEED_TOKEN, FeedFollow, RevocationConfig, StoreBackend, StoreConfig};
 use store::{RevocationFile, StoreFile, build_revocation, build_store};
+pub use tls::TlsListeners;
 
 /// Every problem found in a config file, each prefixed with its path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,8 @@ impl std::error::Error for ConfigErrors {}
 #[derive(Debug)]
 pub struct Config {
     pub listeners: Listeners,
+    /// TLS on the listeners that have it.
+    pub tls: TlsListeners,
     pub upstream: UpstreamConfig,
     pub server: ServerConfig,
     pub trusted_proxies: Vec<IpNet>,
@@ -341,6 +345,13 @@ impl Config {
 
         let listeners = section::<ListenersFile>(&required("listeners", &mut errs), "listeners", &mut errs)
             .and_then(|l| build_listeners(l, &mut errs));
+        let tls = match (get("tls"), &listeners) {
+            (Value::Null, _) => TlsListeners::default(),
+            (v, listeners) => match (section::<tls::TlsFile>(&v, "tls", &mut errs), listeners) {
+                (Some(f), Some(l)) => tls::build_tls(f, [true, l.api.is_some(), l.admin.is_some()], base, &mut errs),
+                _ => TlsListeners::default(),
+            },
+        };
         let upstream = section::<UpstreamFile>(&required("upstream", &mut errs), "upstream", &mut errs)
             .and_then(|u| build_upstream(u, &mut errs));
         let (server, max_token_bytes) = build_server(optional(get("server"), "server", &mut errs), &mut errs);
@@ -459,6 +470,7 @@ impl Config {
                 rate_limits,
                 audit,
                 listeners,
+                tls,
                 upstream,
                 server,
                 trusted_proxies,
@@ -498,6 +510,7 @@ fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
 /// in several sections are all reported.
 const TOP_LEVEL_KEYS: &[&str] = &[
     "listeners",
+    "tls",
     "upstream",
     "server",
     "trusted_proxies",

@@ -83,6 +83,16 @@ pub struct IdentityHeaders {
     pub token_id: HeaderName,
     pub application: HeaderName,
     pub roles: HeaderName,
+    /// The verified client certificate's subject and SPIFFE id (mTLS).
+    pub client_subject: HeaderName,
+    pub client_spiffe: HeaderName,
+}
+
+impl IdentityHeaders {
+    /// Every identity header name.
+    pub fn names(&self) -> [&HeaderName; 6] {
+        [&self.subject, &self.token_id, &self.application, &self.roles, &self.client_subject, &self.client_spiffe]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +190,10 @@ pub(super) struct IdentityHeadersFile {
     pub application: Option<String>,
     #[serde(default)]
     pub roles: Option<String>,
+    #[serde(default)]
+    pub client_subject: Option<String>,
+    #[serde(default)]
+    pub client_spiffe: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -285,6 +299,16 @@ pub(super) fn build_forwarding(f: ForwardingFile, errs: &mut Errors) -> Forwardi
         token_id: name(&ih.token_id, "x-narrowgate-token-id", "forwarding.identity_headers.token_id"),
         application: name(&ih.application, "x-narrowgate-application", "forwarding.identity_headers.application"),
         roles: name(&ih.roles, "x-narrowgate-roles", "forwarding.identity_headers.roles"),
+        client_subject: name(
+            &ih.client_subject,
+            "x-narrowgate-client-subject",
+            "forwarding.identity_headers.client_subject",
+        ),
+        client_spiffe: name(
+            &ih.client_spiffe,
+            "x-narrowgate-client-spiffe",
+            "forwarding.identity_headers.client_spiffe",
+        ),
     };
     let request_id = match &f.request_id_header {
         None => HeaderName::from_static("x-request-id"),

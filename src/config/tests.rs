@@ -412,6 +412,7 @@ fn an_issuers_own_tokens_pass_its_own_checks() {
         access_rules: vec![],
         tenant_permissions: vec![],
         lineage: vec![],
+        cnf: None,
         extra: Default::default(),
     };
     // Minted: iss and aud stamped, so its own verifier accepts it.

@@ -38,7 +38,7 @@ pub(super) async fn signed_in(s: &Console, headers: &HeaderMap) -> Result<Signed
         return Err(Box::new(Redirect::to("/console/sign-in?ended=session").into_response()));
     };
     // The sign-in token, judged again under the policy in force.
-    let grant = match snap.auth.authenticate_fetching(&session.credential, None).await {
+    let grant = match snap.auth.authenticate_fetching(&session.credential, None, None).await {
         Ok(g) if s.service.manager(&g).is_ok() => g,
         _ => {
             s.console.sessions.end(id);

@@ -278,6 +278,8 @@ pub(super) async fn narrow(State(s): State<Console>, Path(id): Path<String>, req
         narrowing: crate::service::Narrowing::Simplified(wanted),
         tenants: None,
         validity_hours: validity,
+        // A bound parent's child stays bound; the console binds nothing new.
+        bind_to: None,
     };
     match s.service.narrow(&signed.snap.service, signed.grant.clone(), request).await {
         Ok(crate::service::MintedToken { secret, record: child }) => page(

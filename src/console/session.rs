@@ -389,6 +389,7 @@ mod tests {
             not_before: None,
             expires_at: exp,
             lineage: lineage.iter().map(|l| (*l).into()).collect(),
+            bound_to: None,
             headers: crate::token::grant::IdentityValues::build(id, id, &[]).expect("headers"),
             may_manage: true,
             extra: Vec::new(),

@@ -92,7 +92,7 @@ pub(super) async fn sign_in(State(s): State<Console>, req: Request) -> Response 
     };
     let mut credential = HeaderMap::new();
     credential.insert(header::AUTHORIZATION, value);
-    let grant = match snap.auth.authenticate_fetching(&credential, None).await {
+    let grant = match snap.auth.authenticate_fetching(&credential, None, None).await {
         Ok(g) => g,
         Err(reason) => {
             let why = format!("the token was refused ({})", reason.code());

@@ -311,7 +311,7 @@ pub async fn serve(
         .with_no_client_auth()
         .with_cert_resolver(certificate.clone());
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let tls = Arc::new(tls);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the webhook listener {}", config.listen))?;
@@ -337,7 +337,7 @@ pub async fn serve(
         shutdown_grace: Duration::from_secs(10),
     };
     let app = router(config.options);
-    server::serve_router(listener, Some(acceptor), limits, app, Drain::default(), stop).await;
+    server::serve_router(listener, move || Some(tls.clone()), limits, app, Drain::default(), stop).await;
     watcher.abort();
     Ok(())
 }

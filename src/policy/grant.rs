@@ -55,6 +55,10 @@ pub struct Grant {
     pub expires_at: Option<u64>,
     /// Ancestor token ids, root first.
     pub lineage: Vec<Box<str>>,
+    /// The SHA-256 thumbprint of the client certificate the token is bound
+    /// to (RFC 8705 `cnf.x5t#S256`): honoured only on a connection that
+    /// presented that certificate.
+    pub bound_to: Option<[u8; 32]>,
     /// Identity header values, built once at verification so a cache hit
     /// injects them without allocating.
     pub headers: IdentityValues,

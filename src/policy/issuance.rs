@@ -320,6 +320,7 @@ mod tests {
             not_before: None,
             expires_at,
             lineage: vec!["root".into()],
+            bound_to: None,
             headers: IdentityValues::build("me", "me", &[]).expect("headers"),
             may_manage,
             extra: vec![],

@@ -123,7 +123,9 @@ impl Decision {
     }
 }
 
-/// Phases 1–6 of a request under `snap`. In shadow mode a denial by the
+/// Phases 1–6 of a request under `snap`. The client certificate its
+/// connection presented, if any, is the request's `Arc<PeerIdentity>`
+/// extension (what a certificate-bound token is checked against). In shadow mode a denial by the
 /// access rules of a verified token on a matched route becomes a forward
 /// that remembers it; nothing else is relaxed — no route, no or a bad
 /// credential, revocation and hygiene are refused in every mode, and a
@@ -208,6 +210,13 @@ fn judge<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
         Ok(g) => g,
         Err(reason) => return deny(decision, reason, None),
     };
+    // A certificate-bound token only on a connection that presented that
+    // certificate: a stolen bound token is useless without its key.
+    let presented = req.extensions().get::<Arc<crate::tls::PeerIdentity>>().map(|p| &p.thumbprint);
+    if let Err(reason) = crate::auth::check_binding(&grant, presented) {
+        decision.grant = Some(grant);
+        return deny(decision, reason, None);
+    }
 
     // Phase 6: evaluate the access rules (and tenant permissions).
     let verdict = evaluate(&grant.rules, &grant.tenants, &facts);

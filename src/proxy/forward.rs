@@ -41,6 +41,16 @@ impl Gateway {
         );
         set_forwarded(h, conn, trusted, host);
         h.insert(snap.forwarding.request_id.clone(), request_id.clone());
+        if let Some(client) = conn.client.as_deref().filter(|_| decision.would_deny().is_none()) {
+            // The verified client certificate (mTLS), whatever the token.
+            let id = &snap.forwarding.identity;
+            if let Some(v) = &client.subject_header {
+                h.insert(id.client_subject.clone(), v.clone());
+            }
+            if let Some(v) = &client.spiffe_header {
+                h.insert(id.client_spiffe.clone(), v.clone());
+            }
+        }
         if let Some(would) = decision.would_deny() {
             // Shadowed: the rules deny it, so it carries no identity an
             // upstream could take for an authenticated caller, only the
@@ -138,7 +148,7 @@ fn set_forwarded(h: &mut http::HeaderMap, conn: &ConnInfo, trusted: bool, host: 
         h.insert(XRI, conn.peer_value().clone());
     }
     if !h.contains_key(&XFP) {
-        h.insert(XFP, HeaderValue::from_static("http"));
+        h.insert(XFP, conn.proto_value());
     }
     if !h.contains_key(&XFH)
         && let Some(host) = host

@@ -197,17 +197,22 @@ impl Gateway {
         stop: impl std::future::Future<Output = ()>,
     ) {
         let (runtime, drain) = (self.runtime.clone(), self.drain.clone());
+        let rt = runtime.clone();
+        let tls = move || rt.snapshot().tls.proxy.clone();
         let limits = move || server::Limits::from(&runtime.snapshot().server);
         let handler = move |req, info: Arc<ConnInfo>| {
             let gw = self.clone();
             async move { gw.handle(req, &info).await }
         };
-        server::serve(listener, None, limits, handler, drain, stop).await;
+        server::serve(listener, tls, limits, handler, drain, stop).await;
     }
 
     /// Handle one request end to end, under one snapshot.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         let snap = self.runtime.snapshot();
+        if let Some(client) = &conn.client {
+            req.extensions_mut().insert(client.clone());
+        }
         let start = Instant::now();
         let trusted = snap.is_trusted(conn.peer);
         let request_id = match req.headers().get(&snap.forwarding.request_id) {

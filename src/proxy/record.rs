@@ -26,15 +26,25 @@ impl Gateway {
         }
         let route = decision.route.and_then(|r| snap.routes.get(r)).map_or("-", |r| &*r.template);
         let request_id = request_id.to_str().unwrap_or("-");
+        // The verified client certificate's SPIFFE id, else its subject.
+        let client_cert = conn.client.as_deref().map(|c| c.spiffe.as_deref().unwrap_or(&c.subject));
         if let Some(would) = decision.would_deny() {
             tracing::info!(
                 would_deny = would.code(),
                 route,
                 request_id,
+                client_cert,
                 "shadow: forwarded a request the policy denies"
             );
         } else if reason.is_allow() {
-            tracing::debug!(reason = reason.code(), route, rule.id = decision.rule_id(), request_id, "allowed");
+            tracing::debug!(
+                reason = reason.code(),
+                route,
+                rule.id = decision.rule_id(),
+                request_id,
+                client_cert,
+                "allowed"
+            );
         } else if let Some(f) = failure.as_ref() {
             tracing::warn!(
                 reason = reason.code(),
@@ -45,7 +55,7 @@ impl Gateway {
                 "upstream failed"
             );
         } else {
-            tracing::info!(reason = reason.code(), route, request_id, status = status.as_u16(), "denied");
+            tracing::info!(reason = reason.code(), route, request_id, client_cert, status = status.as_u16(), "denied");
         }
     }
 
@@ -68,6 +78,7 @@ impl Gateway {
             at: self.runtime.shared().clock.system_time(),
             request_id: outcome.request_id.clone(),
             client: conn.peer,
+            client_certificate: conn.client.clone(),
             method: outcome.method.clone(),
             labels: snap.audit_labels.clone(),
             route: decision.route,

@@ -77,9 +77,19 @@ pub struct CreateRequest {
     /// `jwt` (the default).
     #[serde(default)]
     form: Option<String>,
+    /// Bind the token to the client certificate the caller's connection
+    /// presented (RFC 8705 `cnf.x5t#S256`): the gateway then honours it
+    /// only on connections presenting that certificate.
+    #[serde(default)]
+    bind_to_client_certificate: bool,
 }
 
 impl CreateRequest {
+    /// Whether the token is to be bound to the caller's certificate.
+    pub fn binds(&self) -> bool {
+        self.bind_to_client_certificate
+    }
+
     /// The token this asks for, on `caller`'s behalf (whose rules are the
     /// default).
     pub fn into_new_token(self, caller: &crate::token::Grant, now: UnixTime) -> Result<NewToken, ServiceError> {

@@ -51,6 +51,8 @@ pub struct NewToken {
     pub form: NewForm,
     /// Extra JWT claims a facade's clients read.
     pub extra_claims: serde_json::Map<String, serde_json::Value>,
+    /// The thumbprint of the client certificate it is bound to (RFC 8705).
+    pub bound_to: Option<[u8; 32]>,
 }
 
 impl NewToken {
@@ -70,6 +72,7 @@ impl NewToken {
             expires_at: None,
             form,
             extra_claims: Default::default(),
+            bound_to: None,
         }
     }
 }
@@ -123,6 +126,10 @@ pub struct NarrowRequest {
     /// none.
     pub tenants: Option<Vec<TenantPermission>>,
     pub validity_hours: Option<f64>,
+    /// Bind the child to this client certificate (its thumbprint). A
+    /// child of a bound token is bound to its parent's certificate
+    /// whatever this says: narrowing never drops a binding, nor moves it.
+    pub bind_to: Option<[u8; 32]>,
 }
 
 /// A token minted: its secret, shown this once, and its record.
@@ -322,11 +329,18 @@ impl TokenService {
     ) -> Result<MintedToken, ServiceError> {
         let now = self.now();
         let done = async {
-            let parent = match req.token {
-                Some(id) if id != *by.token_id => self.narrowable(&by, &id, now).await?,
+            let parent = match &req.token {
+                Some(id) if *id != *by.token_id => self.narrowable(&by, id, now).await?,
                 _ => by.clone(),
             };
-            self.narrow_inner(snap, &parent, req.narrowing, req.tenants, req.validity_hours, now).await
+            if parent.bound_to.is_some() && req.bind_to.is_some_and(|b| Some(b) != parent.bound_to) {
+                return Err(ServiceError::bad(
+                    "bindToClientCertificate",
+                    "the token is bound to another certificate; its children stay bound to that one",
+                ));
+            }
+            let req = NarrowRequest { bind_to: parent.bound_to.or(req.bind_to), ..req };
+            self.narrow_inner(snap, &parent, req, now).await
         }
         .await;
         self.audit_mint(Action::Mint, ActionKind::Narrow, Caller::Token(&by), done.as_ref().map(|m| &m.record.id));
@@ -438,11 +452,11 @@ impl TokenService {
         &self,
         snap: &Settings,
         parent: &Grant,
-        narrowing: Narrowing,
-        tenants: Option<Vec<TenantPermission>>,
-        validity_hours: Option<f64>,
+        req: NarrowRequest,
         now: UnixTime,
     ) -> Result<MintedToken, ServiceError> {
+        // `req.token` named the parent; `req.bind_to` is the child's binding.
+        let NarrowRequest { narrowing, tenants, validity_hours, bind_to: bound_to, .. } = req;
         let rules = match &narrowing {
             Narrowing::Simplified(s) => narrow_simplified(&parent.rules, s, &snap.manifest)?,
             Narrowing::Detailed(rules) => narrow_detailed(&parent.rules, rules, &snap.manifest)?,
@@ -461,6 +475,7 @@ impl TokenService {
         token.tenants = tenants;
         token.not_before = now;
         token.expires_at = Some(exp);
+        token.bound_to = bound_to;
         let origin = Origin {
             kind: TokenKind::Narrowed,
             lineage: parent.lineage.iter().map(|l| l.to_string()).chain([parent.token_id.to_string()]).collect(),
@@ -498,7 +513,7 @@ impl TokenService {
             secret_hash: reference::hash(&secret).to_vec(),
             name: r.name,
             role: r.role,
-            grants: encode_grants(&rules, &by.tenants),
+            grants: encode_grants(&rules, &by.tenants, None),
             lifetime_secs: r.lifetime,
             expires_at: bounds.expires_at,
             created_by: Some(by.token_id.to_string()),
@@ -597,6 +612,7 @@ impl TokenService {
             access_rules: t.rules.iter().map(WireRule::from_rule).collect(),
             tenant_permissions: t.tenants,
             lineage: origin.lineage.clone(),
+            cnf: t.bound_to.as_ref().map(crate::token::claims::Confirmation::of),
             extra: t.extra_claims,
         };
         let (secret, secret_hash, form, external_id) = match t.form {
@@ -627,7 +643,7 @@ impl TokenService {
             master: t.master,
             application: t.application,
             subject: t.subject,
-            grants: encode_grants(&claims.access_rules, &claims.tenant_permissions),
+            grants: encode_grants(&claims.access_rules, &claims.tenant_permissions, t.bound_to.as_ref()),
             form,
             secret_hash: secret_hash.map(|h| h.to_vec()),
             not_before: Some(t.not_before),

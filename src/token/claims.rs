@@ -37,25 +37,81 @@ pub struct Claims {
     pub tenant_permissions: Vec<TenantPermission>,
     #[serde(default)]
     pub lineage: Vec<String>,
+    /// The client certificate the token is bound to (RFC 8705), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
     /// Claims a compatibility facade adds for its clients (ProdManager's
     /// `permissions`, say); verification ignores them.
     #[serde(flatten, default)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// RFC 7800's confirmation claim, as RFC 8705 binds a token to a client
+/// certificate: the SHA-256 thumbprint of its DER, base64url. Nothing else
+/// is understood, and a token confirmed by anything else is refused (a
+/// binding the gateway cannot check must not be ignored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirmation {
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
+}
+
+impl Confirmation {
+    /// The binding to the certificate of `thumbprint`.
+    pub fn of(thumbprint: &[u8; 32]) -> Self {
+        Confirmation { x5t_s256: crate::tls::encode_thumbprint(thumbprint) }
+    }
+
+    /// The thumbprint; `None` if it is not a SHA-256 in base64url.
+    pub fn thumbprint(&self) -> Option<[u8; 32]> {
+        crate::tls::decode_thumbprint(&self.x5t_s256)
+    }
+}
+
 /// What a store record says a token grants (its `grants` column): the rules
-/// as a JSON array, or, with tenant permissions, an object holding both.
-pub fn encode_grants(rules: &[WireRule], tenants: &[TenantPermission]) -> String {
-    let v = if tenants.is_empty() {
+/// as a JSON array, or, with tenant permissions or a certificate binding
+/// (`cnf`, which narrowing and reference tokens keep), an object holding
+/// them.
+pub fn encode_grants(rules: &[WireRule], tenants: &[TenantPermission], bound_to: Option<&[u8; 32]>) -> String {
+    let v = if tenants.is_empty() && bound_to.is_none() {
         serde_json::to_string(rules)
     } else {
-        serde_json::to_string(&serde_json::json!({ "accessRules": rules, "tenantPermissions": tenants }))
+        let mut v = serde_json::json!({ "accessRules": rules, "tenantPermissions": tenants });
+        if let Some(t) = bound_to {
+            v["cnf"] = serde_json::json!(Confirmation::of(t));
+        }
+        serde_json::to_string(&v)
     };
     // Plain data always serializes; an empty grant if it somehow did not.
     v.unwrap_or_else(|_| "[]".into())
 }
 
-/// The reverse of [`encode_grants`]; `None` for anything else.
+/// A stored certificate binding that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the stored certificate binding cannot be read")]
+pub struct UnreadableBinding;
+
+/// The certificate binding a store record's grants carry: `Ok(None)`
+/// when there is none, `Err` when there is one that cannot be read (such
+/// a token grants nothing).
+pub fn stored_binding(stored: &str) -> Result<Option<[u8; 32]>, UnreadableBinding> {
+    if !stored.starts_with('{') {
+        return Ok(None);
+    }
+    #[derive(Deserialize)]
+    struct Bound {
+        #[serde(default)]
+        cnf: Option<Confirmation>,
+    }
+    match serde_json::from_str::<Bound>(stored).map_err(|_| UnreadableBinding)?.cnf {
+        None => Ok(None),
+        Some(c) => c.thumbprint().map(Some).ok_or(UnreadableBinding),
+    }
+}
+
+/// The reverse of [`encode_grants`] (the binding aside: see
+/// [`stored_binding`]); `None` for anything else.
 pub fn decode_grants(stored: &str) -> Option<(Vec<WireRule>, Vec<TenantPermission>)> {
     #[derive(Deserialize)]
     #[serde(untagged)]

@@ -122,6 +122,8 @@ struct RawClaims {
     lineage: Option<Vec<String>>,
     #[serde(default, rename = "tenantPermissions")]
     tenant_permissions: Option<Vec<crate::policy::tenant::TenantPermission>>,
+    #[serde(default)]
+    cnf: Option<Value>,
     // The facade claims a grant keeps (`grant::FACADE_CLAIMS`).
     #[serde(default)]
     description: Option<Value>,
@@ -245,6 +247,18 @@ impl Verifier {
             .intern(raw.access_rules.as_deref().unwrap_or_default())
             .ok_or(VerifyError::Claim("accessRules"))?;
         let headers = IdentityValues::with_roles(subject, &token_id, rule_roles).ok_or(VerifyError::Claim("sub"))?;
+        // A binding the gateway cannot read (another confirmation method,
+        // a thumbprint that is not one) refuses the token: ignoring it
+        // would honour a stolen bound token.
+        let bound_to = match raw.cnf {
+            None => None,
+            Some(v) => Some(
+                serde_json::from_value::<super::claims::Confirmation>(v)
+                    .ok()
+                    .and_then(|c| c.thumbprint())
+                    .ok_or(VerifyError::Claim("cnf"))?,
+            ),
+        };
         Ok(Grant {
             token_id: token_id.into(),
             subject: subject.into(),
@@ -260,6 +274,7 @@ impl Verifier {
             not_before: nbf,
             expires_at: exp,
             lineage: raw.lineage.unwrap_or_default().into_iter().map(Into::into).collect(),
+            bound_to,
             headers,
             may_manage: policy.may_manage,
             extra: FACADE_CLAIMS

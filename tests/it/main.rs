@@ -46,6 +46,7 @@ mod shadow;
 mod store;
 mod store_safety;
 mod time_fields;
+mod tls;
 mod upgrades;
 mod vk;
 mod webhook;

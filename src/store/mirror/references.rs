@@ -20,6 +20,7 @@ pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
     let (wire, tenants) = crate::token::claims::decode_grants(&record.grants)?;
     let rules: std::sync::Arc<[_]> = wire.iter().map(WireRule::compile).collect::<Option<_>>()?;
     let headers = IdentityValues::build(&record.subject, &record.id, &rules)?;
+    let bound_to = crate::token::claims::stored_binding(&record.grants).ok()?;
     Some(Grant {
         token_id: record.id.as_str().into(),
         subject: record.subject.as_str().into(),
@@ -35,6 +36,7 @@ pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
         not_before: record.not_before.map(UnixTime::secs),
         expires_at: record.expires_at.map(UnixTime::secs),
         lineage: record.lineage.iter().map(|l| l.as_str().into()).collect(),
+        bound_to,
         headers,
         // This gateway's own store: its tokens' roles are its to give.
         may_manage: true,
