@@ -53,6 +53,7 @@ fn facts_route() -> Route {
             resource: Some(ResourceSpec { entity: "account".into(), param: "accountId".into(), param_index: 0 }),
             tenant: None,
         },
+        upstream: None,
     }
 }
 

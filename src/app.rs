@@ -249,6 +249,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     if let Some(follow) = &config.revocation.follow {
         let source = crate::revocation::feed::Source {
             urls: follow.urls.clone(),
+            ca: follow.ca.clone(),
             token: follow.token.clone(),
             max_ids: follow.max_ids,
         };

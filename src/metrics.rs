@@ -22,15 +22,18 @@ use crate::reason::Reason;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamError {
     Connect,
+    /// The TLS handshake with the upstream failed (its certificate, its
+    /// name, the protocol).
+    Tls,
     Timeout,
     Other,
 }
 
 impl UpstreamError {
-    const ALL: [UpstreamError; 3] = [UpstreamError::Connect, UpstreamError::Timeout, UpstreamError::Other];
     fn label(self) -> &'static str {
         match self {
             UpstreamError::Connect => "connect",
+            UpstreamError::Tls => "tls",
             UpstreamError::Timeout => "timeout",
             UpstreamError::Other => "other",
         }
@@ -50,6 +53,8 @@ pub fn decision_label(reason: Reason) -> &'static str {
     match reason {
         r if r.is_allow() => "allow",
         Reason::UpstreamUnavailable
+        | Reason::UpstreamConnect
+        | Reason::UpstreamTls
         | Reason::UpstreamTimeout
         | Reason::KeysUnavailable
         | Reason::RevocationsUnavailable => "error",
@@ -102,7 +107,7 @@ pub struct Metrics {
     durations: [Histogram; 3],
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
-    upstream_errors: Vec<IntCounter>,
+    upstream_errors: IntCounterVec,
     /// JWKS keys skipped as unusable, by issuer name.
     pub jwks_keys_skipped: IntCounterVec,
     revocation: RevocationGauges,
@@ -256,8 +261,11 @@ impl Metrics {
         )?;
         registry.register(Box::new(cache.clone()))?;
         let upstream_vec = IntCounterVec::new(
-            Opts::new("narrowgate_upstream_errors_total", "Failed upstream exchanges by kind."),
-            &["kind"],
+            Opts::new(
+                "narrowgate_upstream_errors_total",
+                "Failed upstream exchanges by kind (connect, tls, timeout, other) and upstream (default, or its name under upstreams).",
+            ),
+            &["kind", "upstream"],
         )?;
         registry.register(Box::new(upstream_vec.clone()))?;
         let jwks_keys_skipped = IntCounterVec::new(
@@ -392,7 +400,7 @@ impl Metrics {
             durations,
             cache_hits: cache.with_label_values(&["hit"]),
             cache_misses: cache.with_label_values(&["miss"]),
-            upstream_errors: UpstreamError::ALL.iter().map(|k| upstream_vec.with_label_values(&[k.label()])).collect(),
+            upstream_errors: upstream_vec,
         })
     }
 
@@ -485,6 +493,8 @@ impl Metrics {
         let d = match reason {
             r if r.is_allow() => 0,
             Reason::UpstreamUnavailable
+            | Reason::UpstreamConnect
+            | Reason::UpstreamTls
             | Reason::UpstreamTimeout
             | Reason::KeysUnavailable
             | Reason::RevocationsUnavailable => 2,
@@ -512,9 +522,10 @@ impl Metrics {
         }
     }
 
-    pub fn upstream_error(&self, kind: UpstreamError) {
-        let i = UpstreamError::ALL.iter().position(|k| *k == kind).unwrap_or(2);
-        self.upstream_errors[i].inc();
+    /// A failed exchange with `upstream` (its name): the error path only,
+    /// so the label lookup costs nothing on a success.
+    pub fn upstream_error(&self, kind: UpstreamError, upstream: &str) {
+        self.upstream_errors.with_label_values(&[kind.label(), upstream]).inc();
     }
 }
 

@@ -60,6 +60,15 @@ pub enum Reason {
     /// The token is bound to a client certificate (RFC 8705 `cnf`) and the
     /// connection did not present that certificate (or none).
     CertificateMismatch,
+    /// Applications declare the hosts they serve, and none serves the
+    /// request's `Host`: never sent to another application's upstream.
+    UnknownHost,
+    /// No connection to the upstream could be made (refused, unreachable,
+    /// its name not resolved, no connection within the connect timeout).
+    UpstreamConnect,
+    /// The TLS handshake with the upstream failed: its certificate is not
+    /// trusted or not for its name, or the protocol failed.
+    UpstreamTls,
 }
 
 impl Reason {
@@ -102,10 +111,12 @@ impl Reason {
             | Reason::InsufficientRole
             | Reason::InsufficientScope
             | Reason::TenantNotAllowed => 403,
-            Reason::UpstreamUnavailable => 502,
+            Reason::UpstreamUnavailable | Reason::UpstreamConnect | Reason::UpstreamTls => 502,
             Reason::UpstreamTimeout => 504,
             Reason::KeysUnavailable | Reason::RevocationsUnavailable => 503,
             Reason::RateLimited => 429,
+            // RFC 9110 §15.5.20: this server does not answer for that host.
+            Reason::UnknownHost => 421,
         }
     }
 

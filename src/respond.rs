@@ -144,6 +144,9 @@ pub fn message(reason: Reason) -> &'static str {
         Reason::RevocationsUnavailable => "the gateway cannot confirm which tokens are revoked; try again shortly",
         Reason::RateLimited => "too many requests; retry after the time given",
         Reason::CertificateMismatch => "the token is bound to a client certificate this connection did not present",
+        Reason::UnknownHost => "this gateway serves no application at this host",
+        Reason::UpstreamConnect => "the upstream could not be reached",
+        Reason::UpstreamTls => "the upstream's TLS could not be established",
         Reason::Allowed | Reason::Public | Reason::Shadow => "",
     }
 }

@@ -64,11 +64,14 @@ pub struct Snapshot {
     /// The TLS of connections accepted from now on, per listener (`None`:
     /// plaintext).
     pub tls: ListenerTls,
-    /// Where requests are forwarded; the proxy keeps the connection pool
-    /// (process state) and makes a new one when this changes.
-    pub upstream_config: UpstreamConfig,
-    /// Counts the changes of `upstream_config` since the process started,
-    /// so the proxy tells a changed upstream by one compare.
+    /// Where requests are forwarded: the default upstream first, then the
+    /// named ones. The proxy keeps their connection pools (process state)
+    /// and makes new ones when these change.
+    pub upstreams: Arc<[UpstreamConfig]>,
+    /// By route index: the index in `upstreams` its requests go to.
+    pub route_upstream: Vec<usize>,
+    /// Counts the changes of `upstreams` since the process started, so
+    /// the proxy tells changed upstreams by one compare.
     pub upstream_generation: u64,
     // The token service's and the api listener's.
     /// What the token service works by.
@@ -165,8 +168,10 @@ impl Snapshot {
             Some(p) if p.limits.same(&config.rate_limits, &app_limits) => p.limits.clone(),
             _ => Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limits, app_limits)),
         };
+        let upstreams: Arc<[UpstreamConfig]> =
+            std::iter::once(config.upstream.clone()).chain(config.upstreams.iter().cloned()).collect();
         let upstream_generation = match prev {
-            Some(p) if p.upstream_config == config.upstream => p.upstream_generation,
+            Some(p) if p.upstreams == upstreams => p.upstream_generation,
             Some(p) => p.upstream_generation + 1,
             None => 0,
         };
@@ -212,7 +217,17 @@ impl Snapshot {
             mode: config.mode,
             server: config.server.clone(),
             tls: ListenerTls::of(&config.tls, &shared.resumption),
-            upstream_config: config.upstream.clone(),
+            route_upstream: config
+                .manifest
+                .routes
+                .iter()
+                .map(|r| {
+                    // Validated at load: every name is an upstream's.
+                    let name = r.upstream.as_deref().or(config.manifest.applications[r.app_index].upstream.as_deref());
+                    name.and_then(|n| upstreams.iter().position(|u| &*u.name == n)).unwrap_or(0)
+                })
+                .collect(),
+            upstreams,
             upstream_generation,
             service: Arc::new(crate::service::Settings {
                 manifest: Arc::new(config.manifest.clone()),

@@ -287,6 +287,61 @@ impl PeerIdentity {
     }
 }
 
+/// TLS to an upstream: the server's certificate verified against `roots`
+/// (its CA bundle) or, without one, the system's trusted roots, with the
+/// name checked; `client`, when given, presented for mTLS to the
+/// upstream. TLS 1.2 and 1.3, ALPN http/1.1.
+pub fn client_config(
+    roots: Option<RootCertStore>,
+    client: Option<Arc<CertifiedKey>>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Settings(e.to_string()))?;
+    let builder = match roots {
+        Some(roots) => builder.with_root_certificates(roots),
+        None => builder.with_platform_verifier().map_err(|e| TlsError::Settings(e.to_string()))?,
+    };
+    let mut config = match client {
+        Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCert(key))),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The one client certificate an upstream connection presents.
+#[derive(Debug)]
+struct ClientCert(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCert {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// An HTTP client for what the gateway fetches from an issuer (its JWKS,
+/// its revocation feed): no redirects (a redirect could lead a feed's
+/// reader token elsewhere), and with `ca`, a PEM bundle, trusting only
+/// those CAs; else the system's roots.
+pub fn fetch_client(ca: Option<&[u8]>, builder: reqwest::ClientBuilder) -> reqwest::Client {
+    let mut builder = builder.redirect(reqwest::redirect::Policy::none());
+    if let Some(pem) = ca {
+        // Checked when the config was loaded: at least one certificate.
+        let certs = reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default();
+        builder = builder.tls_certs_only(certs);
+    }
+    // Building fails only when the TLS backend cannot start; a client
+    // without configuration still fetches (and an https:// URL fails).
+    builder.build().unwrap_or_default()
+}
+
 /// SHA-256 of a certificate's DER.
 pub fn thumbprint(der: &[u8]) -> [u8; 32] {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);

@@ -42,6 +42,10 @@ pub(super) struct IssuerFile {
     /// An enforce-only gateway fetches this issuer's keys from here.
     #[serde(default)]
     pub jwks_url: Option<String>,
+    /// PEM bundle of the CAs an `https://` `jwks_url`'s certificate must
+    /// chain to (a private PKI); absent: the system's trusted roots.
+    #[serde(default)]
+    pub jwks_ca_file: Option<String>,
     /// How often the JWKS is fetched again (default 5m).
     #[serde(default)]
     pub jwks_refresh: Option<HumanDuration>,
@@ -144,10 +148,11 @@ pub(super) fn build_issuer(
     match &f.jwks_url {
         Some(url) => {
             let upath = format!("{path}.jwks_url");
-            match url.parse::<http::Uri>() {
-                Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
-                _ => errs.push(&upath, "must be an absolute http:// or https:// URL"),
-            }
+            super::check_fetch_url(url, &upath, errs);
+            let ca = f
+                .jwks_ca_file
+                .as_ref()
+                .and_then(|c| super::read_ca_bundle(&base.join(c), &format!("{path}.jwks_ca_file"), errs));
             if refresh < Duration::from_secs(1) {
                 errs.push(&format!("{path}.jwks_refresh"), "must be at least 1s");
             }
@@ -158,13 +163,14 @@ pub(super) fn build_issuer(
                 issuer,
                 name: f.name.clone(),
                 url: url.clone(),
+                ca,
                 algorithms: algorithms.clone(),
                 refresh,
                 min_refetch,
             });
         }
-        None if f.jwks_refresh.is_some() || f.jwks_min_refetch.is_some() => {
-            errs.push(path, "jwks_refresh and jwks_min_refetch need a jwks_url");
+        None if f.jwks_refresh.is_some() || f.jwks_min_refetch.is_some() || f.jwks_ca_file.is_some() => {
+            errs.push(path, "jwks_refresh, jwks_min_refetch and jwks_ca_file need a jwks_url");
         }
         None => {}
     }

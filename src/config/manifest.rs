@@ -34,6 +34,10 @@ pub(super) struct RouteFile {
     pub roles: Vec<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// The upstream this route's requests go to; default: its
+    /// application's.
+    #[serde(default)]
+    pub upstream: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +102,17 @@ pub(super) fn build_manifest(items: &[Value], errs: &mut Errors) -> (Manifest, V
         if app.services.is_empty() {
             errs.push(&format!("{apath}.services"), "at least one service is required");
         }
+        for (hi, host) in app.hosts.iter_mut().enumerate() {
+            // As a Host header names it, without the port: a DNS name or an
+            // IP address, compared in lowercase.
+            let valid = host
+                .parse::<http::uri::Authority>()
+                .is_ok_and(|a| a.port().is_none() && !host.contains('@') && !host.is_empty());
+            if !valid {
+                errs.push(&format!("{apath}.hosts[{hi}]"), format!("{host:?} is not a host name (no port, no scheme)"));
+            }
+            host.make_ascii_lowercase();
+        }
         let app_index = manifest.applications.len();
         for (ri, rv) in routes.iter().enumerate() {
             let rpath = format!("{apath}.routes[{ri}]");
@@ -116,7 +131,8 @@ pub(super) fn build_manifest(items: &[Value], errs: &mut Errors) -> (Manifest, V
 /// The router over the manifest's routes; overlapping routes are reported
 /// at both places they are written.
 pub(super) fn build_router(manifest: &Manifest, paths: &[String], errs: &mut Errors) -> Option<Router> {
-    match Router::build(&manifest.routes) {
+    let hosts: Vec<Vec<String>> = manifest.applications.iter().map(|a| a.hosts.clone()).collect();
+    match Router::build_hosted(&manifest.routes, &hosts) {
         Ok(r) => Some(r),
         Err(list) => {
             for (a, b, msg) in list {
@@ -278,5 +294,35 @@ fn build_route(app: &Application, app_index: usize, f: RouteFile, path: &str, er
         application: app.application.as_str().into(),
         service: service.into(),
         access,
+        upstream: f.upstream.as_deref().map(Into::into),
     })
+}
+
+/// Every upstream an application or route names exists.
+pub(super) fn check_upstreams(
+    manifest: &Manifest,
+    paths: &[String],
+    upstreams: &[super::UpstreamConfig],
+    errs: &mut Errors,
+) {
+    let known = |name: &str| name == super::DEFAULT_UPSTREAM || upstreams.iter().any(|u| &*u.name == name);
+    let names = || {
+        let mut all: Vec<&str> = upstreams.iter().map(|u| &*u.name).collect();
+        all.insert(0, super::DEFAULT_UPSTREAM);
+        all.join(", ")
+    };
+    for (ai, app) in manifest.applications.iter().enumerate() {
+        if let Some(name) = app.upstream.as_deref().filter(|n| !known(n)) {
+            errs.push(
+                &format!("applications[{ai}].upstream"),
+                format!("no upstream {name:?} (upstreams: {})", names()),
+            );
+        }
+    }
+    for (ri, route) in manifest.routes.iter().enumerate() {
+        if let Some(name) = route.upstream.as_deref().filter(|n| !known(n)) {
+            let at = paths.get(ri).map_or_else(|| format!("routes[{ri}]"), Clone::clone);
+            errs.push(&format!("{at}.upstream"), format!("no upstream {name:?} (upstreams: {})", names()));
+        }
+    }
 }

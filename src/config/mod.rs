@@ -26,6 +26,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod upstreams;
 
 use std::path::{Path, PathBuf};
 
@@ -43,19 +44,19 @@ use facades::{FacadesFile, build_facades};
 pub use header_policy::{HeaderPolicy, Scan};
 use issuers::{IssuerFile, build_issuance, build_issuer};
 pub use issuers::{MintError, Signing};
-use manifest::{build_manifest, build_router};
-pub use network::{
-    CacheConfig, CredentialSource, Forwarding, IdentityHeaders, Listeners, ServerConfig, Unmatched, UpstreamConfig,
-};
+use manifest::{build_manifest, build_router, check_upstreams};
+pub use network::{CacheConfig, CredentialSource, Forwarding, IdentityHeaders, Listeners, ServerConfig, Unmatched};
 use network::{
-    CredentialFile, ListenersFile, UpstreamFile, build_cache, build_credentials, build_forwarding, build_listeners,
-    build_server, build_trusted_proxies, build_upstream, default_credentials,
+    CredentialFile, ListenersFile, build_cache, build_credentials, build_forwarding, build_listeners, build_server,
+    build_trusted_proxies, default_credentials,
 };
 pub use observe::{AuditConfig, AuditSink, LogConfig, LogFormat};
 pub use preflight::{Dirs, Preflight, Purpose, creatable};
 pub use store::{Bootstrap, DEMO_FEED_TOKEN, FeedFollow, RevocationConfig, StoreBackend, StoreConfig};
 use store::{RevocationFile, StoreFile, build_revocation, build_store};
 pub use tls::TlsListeners;
+pub use upstreams::{Balance, DEFAULT_UPSTREAM, Ejection, Retries, UpstreamConfig, UpstreamTls};
+use upstreams::{UpstreamFile, build_upstream, build_upstreams};
 
 /// Every problem found in a config file, each prefixed with its path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,10 @@ pub struct Config {
     pub listeners: Listeners,
     /// TLS on the listeners that have it.
     pub tls: TlsListeners,
+    /// The default upstream (`upstream`).
     pub upstream: UpstreamConfig,
+    /// The named ones (`upstreams`), by name.
+    pub upstreams: Vec<UpstreamConfig>,
     pub server: ServerConfig,
     pub trusted_proxies: Vec<IpNet>,
     pub keys: KeySet,
@@ -245,6 +249,43 @@ fn check_private_file(file: &Path, path: &str, errs: &mut Errors) {
     let _ = (file, path, errs);
 }
 
+/// An issuer URL the gateway fetches from (a JWKS, a revocation feed):
+/// absolute `http://` or `https://`. Plain `http://` to anything but
+/// loopback is a warning (`check-config --strict` fails on it): anyone on
+/// the path could swap the keys, or read the feed's reader token.
+fn check_fetch_url(url: &str, path: &str, errs: &mut Errors) {
+    match url.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => {}
+        Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => {
+            let host = u.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                errs.warn(path, "plain http:// to a host that is not loopback: anyone on the path can change what is fetched; use https://");
+            }
+        }
+        _ => errs.push(path, "must be an absolute http:// or https:// URL"),
+    }
+}
+
+/// A PEM bundle of CA certificates the config names, checked (at least
+/// one certificate) and kept as PEM for the HTTP client.
+fn read_ca_bundle(file: &Path, path: &str, errs: &mut Errors) -> Option<Vec<u8>> {
+    match errs.read(file) {
+        Err(e) => {
+            errs.push(path, format!("{}: cannot read: {e}", file.display()));
+            None
+        }
+        Ok(pem) => match crate::tls::ca_bundle(&pem) {
+            Ok(_) => Some(pem),
+            Err(e) => {
+                errs.push(path, format!("{}: {e}", file.display()));
+                None
+            }
+        },
+    }
+}
+
 /// Deserialize one section, reporting a failure with its full path.
 fn section<T: DeserializeOwned>(v: &Value, path: &str, errs: &mut Errors) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(v) {
@@ -353,7 +394,12 @@ impl Config {
             },
         };
         let upstream = section::<UpstreamFile>(&required("upstream", &mut errs), "upstream", &mut errs)
-            .and_then(|u| build_upstream(u, &mut errs));
+            .and_then(|u| build_upstream(u, DEFAULT_UPSTREAM, "upstream", base, &mut errs));
+        let upstreams = build_upstreams(
+            optional::<std::collections::BTreeMap<String, UpstreamFile>>(get("upstreams"), "upstreams", &mut errs),
+            base,
+            &mut errs,
+        );
         let (server, max_token_bytes) = build_server(optional(get("server"), "server", &mut errs), &mut errs);
         let trusted_proxies = build_trusted_proxies(
             &optional::<Vec<String>>(get("trusted_proxies"), "trusted_proxies", &mut errs),
@@ -419,6 +465,7 @@ impl Config {
             }
         };
         let router = build_router(&manifest, &route_paths, &mut errs);
+        check_upstreams(&manifest, &route_paths, &upstreams, &mut errs);
 
         let revocation = match get("revocation") {
             Value::Null => RevocationConfig::default(),
@@ -472,6 +519,7 @@ impl Config {
                 listeners,
                 tls,
                 upstream,
+                upstreams,
                 server,
                 trusted_proxies,
                 keys: keyset,
@@ -512,6 +560,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "listeners",
     "tls",
     "upstream",
+    "upstreams",
     "server",
     "trusted_proxies",
     "issuers",

@@ -1,5 +1,4 @@
-//! Where the gateway listens and what it talks to: listeners, the
-//! upstream, downstream connection limits, trusted proxies, credential
+//! Where the gateway listens and how: listeners, downstream connection limits, trusted proxies, credential
 //! sources, forwarding (identity headers), the grant cache, and what an
 //! unmatched request gets.
 
@@ -7,7 +6,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::HeaderName;
-use http::uri::Authority;
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -21,16 +19,6 @@ pub struct Listeners {
     pub admin: Option<SocketAddr>,
     /// The token service; `None` in enforce-only mode.
     pub api: Option<SocketAddr>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamConfig {
-    pub addresses: Vec<Authority>,
-    pub connect_timeout: Duration,
-    /// Time allowed for the upstream to send its response head.
-    pub read_timeout: Duration,
-    pub pool_idle_timeout: Duration,
-    pub pool_max_idle: usize,
 }
 
 impl ServerConfig {
@@ -120,20 +108,6 @@ pub(super) struct ListenersFile {
     /// The token service; absent in enforce-only mode.
     #[serde(default)]
     pub api: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct UpstreamFile {
-    pub addresses: Vec<String>,
-    #[serde(default)]
-    pub connect_timeout: Option<HumanDuration>,
-    #[serde(default)]
-    pub read_timeout: Option<HumanDuration>,
-    #[serde(default)]
-    pub pool_idle_timeout: Option<HumanDuration>,
-    #[serde(default)]
-    pub pool_max_idle: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,26 +201,6 @@ pub(super) fn build_listeners(f: ListenersFile, errs: &mut Errors) -> Option<Lis
     let admin = f.admin.as_deref().map(|a| socket_addr(a, "listeners.admin", errs));
     let api = f.api.as_deref().map(|a| socket_addr(a, "listeners.api", errs));
     Some(Listeners { proxy: proxy?, admin: admin.flatten(), api: api.flatten() })
-}
-
-pub(super) fn build_upstream(f: UpstreamFile, errs: &mut Errors) -> Option<UpstreamConfig> {
-    if f.addresses.is_empty() {
-        errs.push("upstream.addresses", "at least one address is required");
-    }
-    let mut addresses = Vec::new();
-    for (i, a) in f.addresses.iter().enumerate() {
-        match a.parse::<Authority>() {
-            Ok(auth) if auth.port_u16().is_some() && !a.contains('@') => addresses.push(auth),
-            _ => errs.push(&format!("upstream.addresses[{i}]"), format!("{a:?} is not host:port")),
-        }
-    }
-    Some(UpstreamConfig {
-        addresses,
-        connect_timeout: f.connect_timeout.map_or(Duration::from_secs(2), Duration::from),
-        read_timeout: f.read_timeout.map_or(Duration::from_secs(30), Duration::from),
-        pool_idle_timeout: f.pool_idle_timeout.map_or(Duration::from_secs(90), Duration::from),
-        pool_max_idle: f.pool_max_idle.unwrap_or(256),
-    })
 }
 
 pub(super) fn build_credentials(list: Vec<CredentialFile>, errs: &mut Errors) -> Vec<CredentialSource> {

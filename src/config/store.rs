@@ -97,6 +97,9 @@ pub struct RevocationConfig {
 pub struct FeedFollow {
     /// Tried in turn.
     pub urls: Vec<String>,
+    /// PEM: the CAs an `https://` feed's certificate must chain to (`None`:
+    /// the system's roots).
+    pub ca: Option<Vec<u8>>,
     /// The feed reader token (a secret: never printed).
     pub token: String,
     /// The most ids the followed set holds (beyond it the set goes stale).
@@ -188,6 +191,10 @@ pub(super) struct FollowFile {
     /// stale: `when_stale` decides.
     #[serde(default)]
     pub max_ids: Option<usize>,
+    /// PEM bundle of the CAs the feed's `https://` certificates must chain
+    /// to; absent: the system's trusted roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 pub(super) fn build_store(f: StoreFile, base: &Path, errs: &mut Errors) -> (StoreConfig, Bootstrap) {
@@ -326,11 +333,10 @@ pub(super) fn build_revocation(
             errs.push("revocation.follow.max_ids", "must be at least 1");
         }
         for (i, u) in fw.urls.iter().enumerate() {
-            match u.parse::<http::Uri>() {
-                Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
-                _ => errs.push(&format!("revocation.follow.urls[{i}]"), "must be an absolute http:// or https:// URL"),
-            }
+            super::check_fetch_url(u, &format!("revocation.follow.urls[{i}]"), errs);
         }
+        let ca =
+            fw.ca_file.as_ref().and_then(|c| super::read_ca_bundle(&base.join(c), "revocation.follow.ca_file", errs));
         let file = base.join(&fw.token_file);
         if !fw.demo_token {
             check_private_file(&file, "revocation.follow.token_file", errs);
@@ -346,6 +352,7 @@ pub(super) fn build_revocation(
             }
             Ok(t) if !t.trim().is_empty() => Some(FeedFollow {
                 urls: fw.urls,
+                ca,
                 token: t.trim().to_string(),
                 max_ids: fw.max_ids.unwrap_or(DEFAULT_MAX_IDS),
             }),

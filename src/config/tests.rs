@@ -196,11 +196,32 @@ fn jwks_urls_are_checked() {
             "    jwks_url: http://idp/j\n    jwks_refresh: 1m\n    jwks_min_refetch: 2m\n",
             "issuers[1].jwks_min_refetch: must be at least 100ms and at most jwks_refresh",
         ),
-        ("    keys: []\n    jwks_refresh: 1m\n", "issuers[1]: jwks_refresh and jwks_min_refetch need a jwks_url"),
+        (
+            "    keys: []\n    jwks_refresh: 1m\n",
+            "issuers[1]: jwks_refresh, jwks_min_refetch and jwks_ca_file need a jwks_url",
+        ),
+        (
+            "    keys: []\n    jwks_ca_file: ca.pem\n",
+            "issuers[1]: jwks_refresh, jwks_min_refetch and jwks_ca_file need a jwks_url",
+        ),
+        ("    jwks_url: https://idp.example/jwks\n    jwks_ca_file: missing.pem\n", "issuers[1].jwks_ca_file: "),
         ("", "issuers[1]: needs keys, a jwks_file, a jwks_url or signing_keys"),
     ] {
         let errs = Config::from_yaml(&idp(extra), dir.path()).expect_err(extra).0;
         assert!(errs.iter().any(|e| e.starts_with(expected)), "{extra}: {errs:?}");
+    }
+    // Plain http:// is a warning unless the host is loopback.
+    for (url, warned) in [
+        ("http://idp.example/jwks", true),
+        ("http://10.0.0.7:8080/jwks", true),
+        ("http://127.0.0.1:8080/jwks", false),
+        ("http://[::1]:8080/jwks", false),
+        ("http://localhost:8080/jwks", false),
+        ("https://idp.example/jwks", false),
+    ] {
+        let c = Config::from_yaml(&idp(&format!("    jwks_url: {url}\n")), dir.path()).expect(url);
+        let w = c.warnings.iter().any(|w| w.starts_with("issuers[1].jwks_url: plain http://"));
+        assert_eq!(w, warned, "{url}: {:?}", c.warnings);
     }
 }
 

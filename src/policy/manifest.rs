@@ -49,6 +49,17 @@ pub struct Application {
     /// MetaApi's manifest.
     #[serde(default, skip_serializing)]
     pub rate_limit: Option<crate::ratelimit::Limit>,
+    /// The upstream its requests go to (a name under `upstreams`); default:
+    /// the `upstream` section. Not part of MetaApi's manifest.
+    #[serde(default, skip_serializing)]
+    pub upstream: Option<String>,
+    /// The hosts it serves (`Host` without its port). When any application
+    /// declares hosts, a request is routed among the routes of the
+    /// applications serving its host (and of those declaring none), and a
+    /// host no application declares is refused. Not part of MetaApi's
+    /// manifest.
+    #[serde(default, skip_serializing)]
+    pub hosts: Vec<String>,
 }
 
 /// Whether access-rule denials are enforced or only recorded.
@@ -165,6 +176,9 @@ pub struct Route {
     pub application: Box<str>,
     pub service: Box<str>,
     pub access: RouteAccess,
+    /// The upstream this route's requests go to, when it is not its
+    /// application's.
+    pub upstream: Option<Box<str>>,
 }
 
 impl Route {

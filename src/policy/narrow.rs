@@ -339,6 +339,8 @@ mod tests {
         let app = |name: &str| Application {
             mode: None,
             rate_limit: None,
+            upstream: None,
+            hosts: Vec::new(),
             id: name.into(),
             application: name.into(),
             description: String::new(),

@@ -18,10 +18,14 @@ pub struct RouteMatch<'p> {
     pub tenant: Option<&'p str>,
 }
 
-/// The compiled router.
+/// The compiled router: one, or when applications declare the hosts they
+/// serve, one per host.
 #[derive(Clone, Debug, Default)]
 pub struct Router {
     by_method: Vec<(http::Method, matchit::Router<usize>)>,
+    /// Host (lowercase, no port) → its router; `None` when no application
+    /// declares hosts.
+    by_host: Option<HashMap<Box<str>, Router>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,9 +169,64 @@ impl Router {
     /// Build the router; every pair of routes that could match one request is
     /// reported as `(i, j)`.
     pub fn build(routes: &[Route]) -> Result<Router, Vec<(usize, usize, String)>> {
+        Router::build_only(routes, |_| true)
+    }
+
+    /// Build the routers of several hosts: `app_hosts[a]` are the hosts
+    /// application `a` serves (lowercase, no port; none: every host). Each
+    /// host's router holds the routes of the applications serving it, and
+    /// only those must not overlap: two APIs behind one gateway may both
+    /// have `GET /health`. Without hosts, [`Router::build`].
+    pub fn build_hosted(routes: &[Route], app_hosts: &[Vec<String>]) -> Result<Router, Vec<(usize, usize, String)>> {
+        if app_hosts.iter().all(Vec::is_empty) {
+            return Router::build(routes);
+        }
+        let hosts: std::collections::BTreeSet<&str> = app_hosts.iter().flatten().map(String::as_str).collect();
+        let (mut by_host, mut errors) = (HashMap::new(), Vec::new());
+        for host in hosts {
+            let serves = |i: usize| {
+                let h = app_hosts.get(routes[i].app_index).map_or(&[][..], Vec::as_slice);
+                h.is_empty() || h.iter().any(|x| x == host)
+            };
+            match Router::build_only(routes, serves) {
+                Ok(r) => {
+                    by_host.insert(host.into(), r);
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
+        if !errors.is_empty() {
+            errors.sort();
+            errors.dedup();
+            return Err(errors);
+        }
+        Ok(Router { by_method: Vec::new(), by_host: Some(by_host) })
+    }
+
+    /// Whether requests are routed by their host first.
+    #[inline]
+    pub fn by_host(&self) -> bool {
+        self.by_host.is_some()
+    }
+
+    /// The router for requests to `host` (lowercase, no port): this one
+    /// when no application declares hosts; `None` for a host none does.
+    pub fn for_host(&self, host: &str) -> Option<&Router> {
+        match &self.by_host {
+            None => Some(self),
+            Some(table) => table.get(host),
+        }
+    }
+
+    /// The router of the routes `include` accepts (by index).
+    fn build_only(routes: &[Route], include: impl Fn(usize) -> bool) -> Result<Router, Vec<(usize, usize, String)>> {
         let mut errors = Vec::new();
         let mut patterns = Vec::with_capacity(routes.len());
         for (i, r) in routes.iter().enumerate() {
+            if !include(i) {
+                patterns.push(None);
+                continue;
+            }
             match PathPattern::parse(&r.path) {
                 Ok(p) => patterns.push(Some(p)),
                 Err(e) => {
@@ -230,7 +289,7 @@ impl Router {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Router { by_method })
+        Ok(Router { by_method, by_host: None })
     }
 
     /// Match a canonical path. `HEAD` falls back to `GET` routes. No
@@ -276,6 +335,7 @@ mod tests {
                 resource,
                 tenant: None,
             },
+            upstream: None,
         }
     }
 

@@ -182,8 +182,18 @@ fn judge<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
         d
     };
 
-    // Phase 2: route.
-    let Some(found) = snap.router.at(&snap.routes, req.method(), &canonical) else {
+    // Phase 2: route, among the routes of the applications serving the
+    // request's host when applications declare hosts.
+    let router = if snap.router.by_host() {
+        let host = req.headers().get(header::HOST).and_then(host_name);
+        match host.as_deref().and_then(|h| snap.router.for_host(h)) {
+            Some(r) => r,
+            None => return deny(decision, Reason::UnknownHost, None),
+        }
+    } else {
+        &snap.router
+    };
+    let Some(found) = router.at(&snap.routes, req.method(), &canonical) else {
         let status = (snap.unmatched == Unmatched::NotFound).then_some(StatusCode::NOT_FOUND);
         decision.verdict = Verdict::Deny { reason: Reason::NoMatchingRoute, denial: None, status };
         return decision;
@@ -231,4 +241,14 @@ fn judge<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
             deny(decision, reason, Some(denial))
         }
     }
+}
+
+/// A `Host` header's host, lowercase, without its port (`[::1]` keeps its
+/// brackets); `None` when it is not one.
+fn host_name(v: &http::HeaderValue) -> Option<String> {
+    let authority: http::uri::Authority = v.to_str().ok()?.parse().ok()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    Some(authority.host().to_ascii_lowercase())
 }

@@ -77,7 +77,14 @@ impl Gateway {
             .then(|| req.headers().get("sec-websocket-key").map(|k| headers::websocket_accept(k.as_bytes())));
         let downstream_upgrade = decision.upgrade.then(|| hyper::upgrade::on(&mut req));
 
-        let mut resp = self.upstream(snap).send(req).await?;
+        // The route's upstream (a forwarded request always has a route).
+        let which = decision.route.and_then(|r| snap.route_upstream.get(r)).copied().unwrap_or(0);
+        let pools = self.upstreams(snap);
+        let pool = pools
+            .get(which)
+            .or(pools.first())
+            .ok_or_else(|| UpstreamFailure::unnamed(UpstreamError::Other, "no upstream is configured"))?;
+        let mut resp = pool.send(req).await?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             // Only a 101 that answers the client's WebSocket handshake is

@@ -113,16 +113,23 @@ pub struct Gateway {
 /// counter, its reference count — never a cache line another worker writes.
 struct Pool {
     generation: u64,
-    by_worker: Box<[Arc<upstream::Upstream>]>,
+    /// Per worker: one pool per upstream, in the snapshot's order.
+    by_worker: Box<[Arc<[upstream::Upstream]>]>,
 }
 
 impl Pool {
-    fn new(generation: u64, config: &crate::config::UpstreamConfig, workers: usize) -> Self {
-        Pool { generation, by_worker: (0..=workers).map(|_| Arc::new(upstream::Upstream::new(config))).collect() }
+    fn new(
+        generation: u64,
+        configs: &[crate::config::UpstreamConfig],
+        workers: usize,
+        clock: &Arc<crate::clock::Clock>,
+    ) -> Self {
+        let pools = || configs.iter().map(|c| upstream::Upstream::new(c, clock)).collect::<Arc<[_]>>();
+        Pool { generation, by_worker: (0..=workers).map(|_| pools()).collect() }
     }
 
-    /// This thread's pool (see `upstream::set_worker_slot`).
-    fn mine(&self) -> Arc<upstream::Upstream> {
+    /// This thread's pools (see `upstream::set_worker_slot`).
+    fn mine(&self) -> Arc<[upstream::Upstream]> {
         self.by_worker[upstream::worker_slot() % self.by_worker.len()].clone()
     }
 }
@@ -150,7 +157,7 @@ impl Gateway {
         let prefix = crate::token::keys::random_id(4).unwrap_or_else(|_| "ng".into());
         let snap = runtime.snapshot();
         let workers = snap.server.workers();
-        let pool = Pool::new(snap.upstream_generation, &snap.upstream_config, workers);
+        let pool = Pool::new(snap.upstream_generation, &snap.upstreams, workers, &runtime.shared().clock);
         Gateway {
             upstream: ArcSwap::from_pointee(pool),
             remaking: std::sync::Mutex::default(),
@@ -162,10 +169,10 @@ impl Gateway {
         }
     }
 
-    /// The pool for `snap`'s upstream: the current one, unless a reload
-    /// changed the upstream since it was made. A request decided under an
-    /// older snapshot uses the newer pool (the reload's upstream).
-    fn upstream(&self, snap: &Snapshot) -> Arc<upstream::Upstream> {
+    /// This worker's pools for `snap`'s upstreams: the current ones, unless
+    /// a reload changed the upstreams since they were made. A request
+    /// decided under an older snapshot uses the newer pools (the reload's).
+    fn upstreams(&self, snap: &Snapshot) -> Arc<[upstream::Upstream]> {
         let pool = self.upstream.load();
         if pool.generation >= snap.upstream_generation {
             return pool.mine();
@@ -176,7 +183,8 @@ impl Gateway {
         if pool.generation >= snap.upstream_generation {
             return pool.mine();
         }
-        let pool = Arc::new(Pool::new(snap.upstream_generation, &snap.upstream_config, self.workers));
+        let clock = &self.runtime.shared().clock;
+        let pool = Arc::new(Pool::new(snap.upstream_generation, &snap.upstreams, self.workers, clock));
         self.upstream.store(pool.clone());
         pool.mine()
     }
@@ -302,11 +310,12 @@ impl Gateway {
                 match self.forward(snap, req, decision, conn, trusted, request_id).await {
                     Ok(resp) => (decision.reason(), resp, None),
                     Err(failure) => {
-                        self.metrics.upstream_error(failure.kind);
-                        let r = if failure.kind == UpstreamError::Timeout {
-                            Reason::UpstreamTimeout
-                        } else {
-                            Reason::UpstreamUnavailable
+                        self.metrics.upstream_error(failure.kind, &failure.name);
+                        let r = match failure.kind {
+                            UpstreamError::Timeout => Reason::UpstreamTimeout,
+                            UpstreamError::Connect => Reason::UpstreamConnect,
+                            UpstreamError::Tls => Reason::UpstreamTls,
+                            UpstreamError::Other => Reason::UpstreamUnavailable,
                         };
                         (r, respond::error_response(r, None, None).map(Either::Right), Some(failure))
                     }

@@ -51,6 +51,7 @@ impl Gateway {
                 route,
                 request_id,
                 upstream = f.upstream.as_str(),
+                upstream_name = &*f.name,
                 error = f.cause.as_str(),
                 "upstream failed"
             );

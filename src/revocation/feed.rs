@@ -214,6 +214,8 @@ impl Lines {
 #[derive(Clone)]
 pub struct Source {
     pub urls: Vec<String>,
+    /// PEM: the CAs the feed's certificate must chain to.
+    pub ca: Option<Vec<u8>>,
     pub token: String,
     pub max_ids: usize,
 }
@@ -222,11 +224,8 @@ pub struct Source {
 pub fn follow(source: Source, set: Arc<Revocations>) -> tokio::task::JoinHandle<()> {
     set.follow();
     tokio::spawn(async move {
-        let client = reqwest::Client::builder()
-            .connect_timeout(SILENCE)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let client =
+            crate::tls::fetch_client(source.ca.as_deref(), reqwest::Client::builder().connect_timeout(SILENCE));
         let mut cursor: Option<String> = None;
         let mut reconnect = super::Reconnect::new(&set, "issuer feed");
         for url in source.urls.iter().cycle() {

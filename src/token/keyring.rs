@@ -51,6 +51,9 @@ pub struct JwksSource {
     /// The issuer's name, for logs (the URL could carry credentials).
     pub name: String,
     pub url: String,
+    /// PEM: the CAs an `https://` URL's certificate must chain to (`None`:
+    /// the system's roots).
+    pub ca: Option<Vec<u8>>,
     pub algorithms: Vec<Algorithm>,
     pub refresh: Duration,
     pub min_refetch: Duration,
@@ -73,7 +76,8 @@ pub struct KeyRing {
     state: Mutex<Vec<SourceState>>,
     /// Held while fetching: concurrent refetches wait for the one in flight.
     fetching: tokio::sync::Mutex<Option<Instant>>,
-    client: reqwest::Client,
+    /// By source: its HTTP client (its own CA bundle, if it has one).
+    clients: Vec<reqwest::Client>,
     /// `true` once every source has loaded at least once.
     loaded: watch::Sender<bool>,
     /// Bumped whenever a key is withdrawn: grants cached under an older
@@ -106,13 +110,10 @@ impl KeyRing {
         metrics: Option<JwksMetrics>,
         clock: Arc<Clock>,
     ) -> Arc<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            // Building fails only when the TLS backend cannot start; a client
-            // without configuration still fetches plain http.
-            .unwrap_or_default();
+        let clients = sources
+            .iter()
+            .map(|s| crate::tls::fetch_client(s.ca.as_deref(), reqwest::Client::builder().timeout(FETCH_TIMEOUT)))
+            .collect();
         let state = sources.iter().map(|_| SourceState::default()).collect();
         Arc::new(KeyRing {
             current: ArcSwap::from_pointee(base.clone()),
@@ -121,7 +122,7 @@ impl KeyRing {
             sources,
             state: Mutex::new(state),
             fetching: tokio::sync::Mutex::new(None),
-            client,
+            clients,
             generation: Arc::default(),
             metrics,
             clock,
@@ -294,8 +295,9 @@ impl KeyRing {
     }
 
     async fn fetch_document(&self, source: &JwksSource) -> Result<JwksKeys, String> {
-        let resp =
-            self.client.get(&source.url).send().await.map_err(|e| format!("request failed: {}", e.without_url()))?;
+        let client = self.sources.iter().position(|s| std::ptr::eq(s, source)).and_then(|i| self.clients.get(i));
+        let client = client.ok_or("no client for this source")?;
+        let resp = client.get(&source.url).send().await.map_err(|e| format!("request failed: {}", e.without_url()))?;
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status()));
         }
@@ -376,6 +378,7 @@ mod tests {
                 issuer,
                 name: "idp".into(),
                 url: url.into(),
+                ca: None,
                 algorithms: vec![Algorithm::ES256],
                 refresh: Duration::from_secs(3600),
                 min_refetch,

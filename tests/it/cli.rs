@@ -403,7 +403,7 @@ async fn json_logs_name_a_failed_upstream_and_the_client_is_told_nothing() {
     let g = support::serve_process(&config).await;
     let root = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("token").trim().to_string();
     let r = g.call("GET", "/users/current/accounts/a1", &root).await;
-    assert_eq!((r.status, r.reason().as_str()), (502, "upstream_unavailable"), "{}", r.body);
+    assert_eq!((r.status, r.reason().as_str()), (502, "upstream_connect"), "{}", r.body);
     assert!(!r.body.contains("127.0.0.1:1") && !r.body.contains("refused"), "{}", r.body);
     drop(g);
     let log = std::fs::read_to_string(config.with_extension("err")).expect("stderr");
@@ -413,7 +413,8 @@ async fn json_logs_name_a_failed_upstream_and_the_client_is_told_nothing() {
     let failed = events.iter().find(|e| e["message"] == "upstream failed").unwrap_or_else(|| panic!("{log}"));
     assert_eq!(failed["upstream"], "127.0.0.1:1");
     assert!(failed["error"].as_str().is_some_and(|e| e.contains("refused")), "{failed}");
-    assert_eq!(failed["reason"], "upstream_unavailable");
+    assert_eq!(failed["reason"], "upstream_connect");
+    assert_eq!(failed["upstream_name"], "default");
     let serving = events.iter().find(|e| e["message"] == "narrowgate is serving").expect("start line");
     assert!(serving["admin"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "a value, not Some(…): {serving}");
 }

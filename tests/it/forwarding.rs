@@ -251,11 +251,11 @@ async fn upstream_failures_get_json_502_and_504() {
         .await;
     let auth = format!("Bearer {}", h.token("web", web_rules()));
     let resp = h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await;
-    assert_eq!((resp.status, resp.reason().as_str()), (502, "upstream_unavailable"));
-    assert_eq!(resp.json()["message"], "the upstream is unavailable");
+    assert_eq!((resp.status, resp.reason().as_str()), (502, "upstream_connect"));
+    assert_eq!(resp.json()["message"], "the upstream could not be reached");
     assert!(!resp.body.contains("refused") && !resp.body.contains("127.0.0.1"), "internal text leaked: {}", resp.body);
     let metrics = h.admin_get("/metrics").await.body;
-    assert!(metrics.contains(r#"narrowgate_upstream_errors_total{kind="connect"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"narrowgate_upstream_errors_total{kind="connect",upstream="default"} 1"#), "{metrics}");
     h.shutdown().await;
 
     let h = Harness::start_with(
@@ -269,7 +269,7 @@ async fn upstream_failures_get_json_502_and_504() {
     let resp = h.get("/users/current/accounts/a1", &[("Authorization", &auth), ("x-echo-delay-ms", "2000")]).await;
     assert_eq!((resp.status, resp.reason().as_str()), (504, "upstream_timeout"));
     let metrics = h.admin_get("/metrics").await.body;
-    assert!(metrics.contains(r#"narrowgate_upstream_errors_total{kind="timeout"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"narrowgate_upstream_errors_total{kind="timeout",upstream="default"} 1"#), "{metrics}");
     h.shutdown().await;
 }
 

@@ -48,6 +48,7 @@ mod store_safety;
 mod time_fields;
 mod tls;
 mod upgrades;
+mod upstreams;
 mod vk;
 mod webhook;
 mod workers;

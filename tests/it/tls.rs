@@ -25,21 +25,21 @@ use narrowgate::token::now_unix;
 use narrowgate::token::testkit::payload;
 
 /// A certificate authority of the test's own.
-struct Ca {
+pub(crate) struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    pem: String,
+    pub(crate) pem: String,
 }
 
 /// A certificate and its key, as PEM, and the certificate's DER.
 #[derive(Clone)]
-struct Pair {
-    cert: String,
-    key: String,
-    der: Vec<u8>,
+pub(crate) struct Pair {
+    pub(crate) cert: String,
+    pub(crate) key: String,
+    pub(crate) der: Vec<u8>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -51,7 +51,7 @@ impl Ca {
     }
 
     /// A serving certificate for `names`.
-    fn server(&self, names: &[&str]) -> Pair {
+    pub(crate) fn server(&self, names: &[&str]) -> Pair {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("names");
         params.distinguished_name.push(DnType::CommonName, names[0]);
@@ -60,7 +60,7 @@ impl Ca {
     }
 
     /// A client certificate for `cn`, with a SPIFFE id.
-    fn client(&self, cn: &str) -> Pair {
+    pub(crate) fn client(&self, cn: &str) -> Pair {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, cn);
@@ -78,7 +78,7 @@ impl Ca {
 }
 
 /// Write `pair` as `<name>.pem` and `<name>.key` (mode 600) in `dir`.
-fn write_pair(dir: &Path, name: &str, pair: &Pair) -> (PathBuf, PathBuf) {
+pub(crate) fn write_pair(dir: &Path, name: &str, pair: &Pair) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
     replace_file(&cert, pair.cert.as_bytes());
     replace_file(&key, pair.key.as_bytes());
@@ -87,7 +87,7 @@ fn write_pair(dir: &Path, name: &str, pair: &Pair) -> (PathBuf, PathBuf) {
 }
 
 /// Write a file whole, by rename: a reader sees the old or the new one.
-fn replace_file(path: &Path, contents: &[u8]) {
+pub(crate) fn replace_file(path: &Path, contents: &[u8]) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
@@ -668,4 +668,111 @@ fn broken_tls_settings_are_config_errors_naming_the_file() {
     let key_line = other.key.lines().nth(1).expect("a key line");
     let e = errors(json!({ "proxy": { "certificates": [{ "cert": "mismatch.key", "key": "mismatch.key" }] } }));
     assert!(!e.contains(key_line), "{e}");
+}
+
+/// An enforce-only gateway fetches its issuer's keys and follows its
+/// revocation feed (with the feed's reader token) over HTTPS, trusting
+/// the issuer's private CA from its config; a plain `http://` URL to a
+/// host that is not loopback is a warning `--strict` refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enforcer_follows_its_issuer_over_https_with_its_own_ca_bundle() {
+    let pki = Pki::new();
+    write_pair(pki.dir.path(), "issuer", &pki.ca.server(&["127.0.0.1"]));
+    let dir = pki.dir.path();
+    let echo = narrowgate::echo::EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    let reader = format!("feed-{}", narrowgate::token::keys::random_id(24).expect("random"));
+    let digest: String = narrowgate::store::hash_secret(&reader).iter().map(|b| format!("{b:02x}")).collect();
+    replace_file(&dir.join("feed.token"), reader.as_bytes());
+    set_private(&dir.join("feed.token"));
+    let issuer_extra = format!(
+        "store:\n  sqlite:\n    path: issuer.db\n    bootstrap_token_file: admin-token\n    create_if_missing: true\n\
+         revocation:\n  feed_readers_sha256: [\"{digest}\"]\n\
+         tls:\n  api:\n    certificates: [{{ cert: issuer.pem, key: issuer.key }}]\n"
+    );
+    let issuer = support::serve_process(&support::process_config(dir, "issuer", echo.addr, &issuer_extra)).await;
+    let api = issuer.api.expect("an api listener");
+    let root = std::fs::read_to_string(dir.join("admin-token")).expect("bootstrap token").trim().to_string();
+
+    let jwks = format!("https://{api}/.well-known/jwks.json");
+    let feeds = [format!("https://{api}/v1/revocations")];
+    let trusting = format!(
+        "issuers:\n  - {{ name: narrowgate, issuer: narrowgate, algorithms: [ES256], jwks_url: \"{jwks}\", \
+         jwks_min_refetch: 200ms, jwks_ca_file: ca.pem }}\n\
+         revocation:\n  follow:\n    ca_file: ca.pem\n"
+    );
+    let config = support::enforcer_config(dir, "enforcer", echo.addr, &jwks, &feeds, "feed.token", &trusting);
+    let enforcer = support::serve_process(&config).await;
+
+    // A token the issuer mints is honoured; revoked there, refused here.
+    let admin = format!("Bearer {root}");
+    let body = r#"{"name": "over-https", "lifetime": "1h"}"#;
+    let len = body.len().to_string();
+    let mint = support::raw_request(
+        "POST",
+        "/v1/tokens",
+        &[
+            ("Host", "issuer"),
+            ("Authorization", &admin),
+            ("Content-Type", "application/json"),
+            ("Content-Length", &len),
+            ("Connection", "close"),
+        ],
+        body,
+    );
+    let (created, _) = tls_exchange(api, &connector(&pki, None), "127.0.0.1", mint.as_bytes()).await.expect("minted");
+    assert_eq!(created.status, 201, "{}", created.body);
+    let (token, id) = (
+        created.json()["token"].as_str().expect("token").to_string(),
+        created.json()["id"].as_str().expect("id").to_string(),
+    );
+    assert_eq!(enforcer.call("GET", "/users/current/accounts/a1", &token).await.status, 200);
+    let revoke = build_request("DELETE", &format!("/v1/tokens/{id}"), &[("Authorization", &admin)]);
+    let (revoked, _) =
+        tls_exchange(api, &connector(&pki, None), "127.0.0.1", revoke.as_bytes()).await.expect("revoked");
+    assert!(revoked.status < 300, "{}", revoked.body);
+    eventually_async(Duration::from_secs(10), || async {
+        (enforcer.call("GET", "/users/current/accounts/a1", &token).await.reason() == "revoked").then_some(())
+    })
+    .await;
+    drop(enforcer);
+
+    // Without the CA bundle, the system's roots do not know the issuer's
+    // CA: the keys never load, and nothing is honoured.
+    let untrusting = "issuers:\n  - { name: narrowgate, issuer: narrowgate, algorithms: [ES256], jwks_url: \"JWKS\", jwks_min_refetch: 200ms }\n"
+        .replace("JWKS", &jwks);
+    let config = support::enforcer_config(dir, "stranger", echo.addr, &jwks, &feeds, "feed.token", &untrusting);
+    let (mut child, addrs) = support::spawn_serve(&config).await;
+    let resp = support::send_raw(
+        addrs.proxy,
+        build_request("GET", "/users/current/accounts/a1", &[("Authorization", &format!("Bearer {token}"))]).as_bytes(),
+    )
+    .await;
+    assert_eq!(resp.status, 503, "{}", resp.body);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Plain http:// to a host that is not loopback: a warning, which
+    // --strict turns into a failure.
+    let plain = "issuers:\n  - { name: narrowgate, issuer: narrowgate, algorithms: [ES256], jwks_url: \"http://issuer.example/jwks.json\" }\n";
+    let config = support::enforcer_config(
+        dir,
+        "plain",
+        echo.addr,
+        &jwks,
+        &["http://issuer.example/v1/revocations".into()],
+        "feed.token",
+        plain,
+    );
+    let out = run(tokio::process::Command::new(support::BIN).args([
+        "check-config",
+        "--strict",
+        config.to_str().expect("utf-8"),
+    ]))
+    .await;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("issuers[0].jwks_url") && text.contains("revocation.follow.urls[0]") && text.contains("https://"),
+        "{text}"
+    );
 }

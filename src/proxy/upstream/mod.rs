@@ -1,0 +1,466 @@
+//! The upstream side: a lean pool of HTTP/1.1 connections (plain or TLS)
+//! per upstream address, with connect and response-head timeouts; one
+//! [`Upstream`] per configured upstream. Addresses are chosen by round
+//! robin or the power of two choices among those passive health has not
+//! ejected (`health`), and a request is retried only where that is safe,
+//! within a budget.
+//!
+//! hyper-util's general-purpose client costs a task spawn, a hash map and
+//! two lock round trips per request; a proxy with a handful of fixed
+//! upstreams needs none of that. Here a request takes an idle connection
+//! (or dials one), sends, and the connection goes back to the pool when the
+//! response body has been read to its end — never earlier, so no request
+//! ever waits behind another's body. The pool's lock is held only to push
+//! or pop, never across an await.
+//!
+//! Each proxy worker (a thread with a runtime of its own) keeps its own
+//! idle connections: a connection is driven by the runtime that dialled it,
+//! so a worker only ever reuses its own, and no request crosses threads.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::Authority;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use http_body_util::{Either, Empty};
+use smallvec::SmallVec;
+
+use crate::config::{Balance, Ejection, UpstreamConfig};
+use crate::metrics::UpstreamError;
+
+mod health;
+
+use health::{Budget, Health, now_ms};
+
+/// What is sent upstream: the client's body, or none (a retry of a
+/// bodiless request, rebuilt from its head).
+type ReqBody = Either<Incoming, Empty<Bytes>>;
+type Request = http::Request<ReqBody>;
+type Sender = http1::SendRequest<ReqBody>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// One upstream address and its idle connections.
+/// Why forwarding failed: its kind (for metrics and the 502/504), which
+/// upstream, and the cause (an OS or protocol error) for the log. Never
+/// shown to the client.
+#[derive(Debug, Clone)]
+pub struct UpstreamFailure {
+    pub kind: UpstreamError,
+    /// The upstream's name (`default`, or its name under `upstreams`).
+    pub name: Box<str>,
+    /// `host:port`, or empty when none was chosen.
+    pub upstream: String,
+    pub cause: String,
+}
+
+impl UpstreamFailure {
+    /// A failure before any upstream was chosen.
+    pub fn unnamed(kind: UpstreamError, cause: &str) -> Self {
+        UpstreamFailure { kind, name: "-".into(), upstream: String::new(), cause: cause.to_string() }
+    }
+}
+
+struct Target {
+    authority: Authority,
+    /// The name its TLS certificate must have (TLS upstreams only).
+    server_name: Option<rustls::pki_types::ServerName<'static>>,
+    /// Connections at rest (a pool serves one worker: see `proxy::Pool`).
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    health: Health,
+}
+
+impl Target {
+    fn take(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < self.idle_timeout && entry.sender.is_ready() {
+                return Some(entry.sender);
+            }
+            // Expired or closed: dropping it closes the connection.
+        }
+        None
+    }
+
+    fn give_back(&self, sender: Sender) {
+        if !sender.is_ready() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(Idle { sender, since: Instant::now() });
+        }
+    }
+}
+
+pub struct Upstream {
+    name: Box<str>,
+    targets: Vec<Arc<Target>>,
+    /// `None`: plain HTTP.
+    tls: Option<tokio_rustls::TlsConnector>,
+    next: AtomicUsize,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    balance: Balance,
+    ejection: Ejection,
+    retry_statuses: Vec<u16>,
+    /// Retries per request at most.
+    attempts: u32,
+    budget: Budget,
+    /// What ejections are timed by: the gateway's clock.
+    clock: Arc<crate::clock::Clock>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addrs: Vec<&Authority> = self.targets.iter().map(|t| &t.authority).collect();
+        f.debug_struct("Upstream").field("name", &self.name).field("addresses", &addrs).finish_non_exhaustive()
+    }
+}
+
+/// The upstream's response body; returns its connection to the pool once
+/// read to the end. Dropped early, the connection is closed instead.
+pub struct UpstreamBody {
+    inner: Incoming,
+    give_back: Option<(Sender, Arc<Target>)>,
+    /// The request's place in its address's count in flight.
+    busy: Option<Outstanding>,
+}
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        if let Some((sender, target)) = self.give_back.take() {
+            target.give_back(sender);
+        }
+        self.busy = None;
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
+            // An error means the connection is unusable: drop it.
+            Poll::Ready(Some(Err(_))) => self.give_back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+thread_local! {
+    /// Which pool this thread uses: 0 for the control
+    /// runtime (and tests), k for proxy worker k.
+    static WORKER_SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Mark this thread as proxy worker `k` (1-based), so it uses its own
+/// upstream pool.
+pub fn set_worker_slot(k: usize) {
+    WORKER_SLOT.with(|s| s.set(k));
+}
+
+/// This thread's worker slot: 0 for the control runtime, k for worker k.
+pub fn worker_slot() -> usize {
+    WORKER_SLOT.with(std::cell::Cell::get)
+}
+
+impl Upstream {
+    /// A pool of connections to `cfg`'s addresses, for one worker.
+    pub fn new(cfg: &UpstreamConfig, clock: &Arc<crate::clock::Clock>) -> Self {
+        let targets = cfg
+            .addresses
+            .iter()
+            .map(|a| {
+                let server_name = cfg.tls.as_ref().map(|t| match &t.server_name {
+                    Some(n) => n.clone(),
+                    None => server_name_of(a),
+                });
+                Arc::new(Target {
+                    authority: a.clone(),
+                    server_name,
+                    idle: Mutex::new(Vec::new()),
+                    max_idle: cfg.pool_max_idle,
+                    idle_timeout: cfg.pool_idle_timeout,
+                    health: Health::default(),
+                })
+            })
+            .collect();
+        Upstream {
+            name: cfg.name.clone(),
+            tls: cfg.tls.as_ref().map(|t| tokio_rustls::TlsConnector::from(t.client.clone())),
+            targets,
+            next: AtomicUsize::new(0),
+            connect_timeout: cfg.connect_timeout,
+            read_timeout: cfg.read_timeout,
+            balance: cfg.balance,
+            ejection: cfg.ejection,
+            retry_statuses: cfg.retries.statuses.clone(),
+            attempts: cfg.retries.attempts,
+            budget: Budget::new(&cfg.retries),
+            clock: clock.clone(),
+        }
+    }
+
+    /// The address for the next attempt: among those not ejected and not
+    /// `tried` yet (else those not tried, else any: an upstream whose every
+    /// address is ejected is still tried rather than refused outright), by
+    /// round robin or the less loaded of two drawn at random.
+    fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let n = self.targets.len();
+        if n == 0 {
+            return None;
+        }
+        let now = now_ms(&self.clock);
+        let fresh = |i: &usize| !tried.contains(i);
+        let healthy = |i: &usize| fresh(i) && self.targets[*i].health.available(now);
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let ring = || (0..n).map(move |k| (start + k) % n);
+        let first = ring().find(healthy).or_else(|| ring().find(fresh)).unwrap_or(start % n);
+        if self.balance == Balance::RoundRobin || n == 1 {
+            return Some(first);
+        }
+        // The power of two choices: `first` (a random start, as the counter
+        // is mixed) against one other candidate of the same kind.
+        let mixed = (start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let other = (first + 1 + (mixed as usize) % (n - 1)) % n;
+        let eligible = if healthy(&first) { healthy(&other) } else { fresh(&other) };
+        let load = |i: usize| self.targets[i].health.outstanding.load(Ordering::Relaxed);
+        Some(if eligible && load(other) < load(first) { other } else { first })
+    }
+
+    /// Send `req` (origin-form URI, Host already set) to one of the
+    /// upstream's addresses; wait at most the read timeout for the
+    /// response head. Retried only where safe (see [`Retries`]): never a
+    /// request a byte of which may have gone out, unless it is idempotent,
+    /// bodiless, and answered with a status configured for retries.
+    pub async fn send(&self, req: http::Request<Incoming>) -> Result<http::Response<UpstreamBody>, UpstreamFailure> {
+        self.budget.deposit();
+        // Only an idempotent request without a body can be sent again
+        // after it went out: it is rebuilt from its head.
+        let replay = (!self.retry_statuses.is_empty() && is_idempotent(req.method()) && req.body().is_end_stream())
+            .then(|| head_of(&req));
+        let mut req = req.map(Either::Left);
+        let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
+        loop {
+            let i = self.pick(&tried).ok_or(UpstreamFailure::unnamed(UpstreamError::Connect, "no upstream address"))?;
+            let target = self.targets[i].clone();
+            let fail = |kind, cause: String| UpstreamFailure {
+                kind,
+                name: self.name.clone(),
+                upstream: target.authority.to_string(),
+                cause,
+            };
+            let may_retry = tried.len() < self.attempts as usize;
+            tried.push(i);
+            target.health.outstanding.fetch_add(1, Ordering::Relaxed);
+            let busy = Outstanding(target.clone());
+            let attempt = tokio::time::timeout(self.read_timeout, self.exchange(&target, req)).await;
+            let now = now_ms(&self.clock);
+            match attempt {
+                Err(_) => {
+                    target.health.failed(&self.ejection, now);
+                    return Err(fail(UpstreamError::Timeout, format!("no response within {:?}", self.read_timeout)));
+                }
+                Ok(Err(Failed { kind, cause, unsent })) => {
+                    target.health.failed(&self.ejection, now);
+                    match unsent {
+                        // Not a byte went out: another address may have it.
+                        Some(back) if may_retry && self.budget.withdraw() => {
+                            tracing::debug!(upstream = %self.name, address = %target.authority, error = %cause, "retrying elsewhere: the request was not sent");
+                            req = back;
+                        }
+                        _ => return Err(fail(kind, cause)),
+                    }
+                }
+                Ok(Ok(resp)) => {
+                    let status = resp.status();
+                    if status.is_server_error() {
+                        target.health.failed(&self.ejection, now);
+                    } else {
+                        target.health.succeeded();
+                    }
+                    match &replay {
+                        Some(head)
+                            if may_retry
+                                && self.retry_statuses.contains(&status.as_u16())
+                                && self.budget.withdraw() =>
+                        {
+                            tracing::debug!(upstream = %self.name, address = %target.authority, status = status.as_u16(), "retrying an idempotent request");
+                            // Dropped unread: its connection is closed.
+                            drop(resp);
+                            req = rebuild(head);
+                        }
+                        _ => return Ok(resp.map(|r| UpstreamBody { busy: Some(busy), ..r })),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn exchange(&self, target: &Arc<Target>, mut req: Request) -> Result<http::Response<UpstreamBody>, Failed> {
+        // A pooled connection may have been closed by the upstream while
+        // idle; if the request was not sent on it, try once more on a new one.
+        let mut pooled = target.take();
+        loop {
+            let reused = pooled.is_some();
+            let mut sender = match pooled.take() {
+                Some(s) => s,
+                None => match self.connect(target).await {
+                    Ok(s) => s,
+                    Err((kind, cause)) => return Err(Failed { kind, cause, unsent: Some(req) }),
+                },
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let upgraded = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                    // An upgraded connection belongs to the tunnel now.
+                    let give_back = (!upgraded).then(|| (sender, target.clone()));
+                    return Ok(resp.map(|inner| UpstreamBody { inner, give_back, busy: None }));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    // On a new connection: sent or not, it is not sent again
+                    // unless hyper hands it back whole.
+                    unsent => {
+                        return Err(Failed { kind: UpstreamError::Other, cause: e.into_error().to_string(), unsent });
+                    }
+                },
+            }
+        }
+    }
+
+    async fn connect(&self, target: &Target) -> Result<Sender, (UpstreamError, String)> {
+        // A name is resolved at every new connection: a changed record
+        // applies to the next one, and a failed address is never reused
+        // from a cache.
+        let addr = target.authority.as_str();
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err((UpstreamError::Connect, e.to_string())),
+            Err(_) => return Err((UpstreamError::Connect, format!("no connection within {:?}", self.connect_timeout))),
+        };
+        let _ = stream.set_nodelay(true);
+        match (&self.tls, &target.server_name) {
+            (Some(connector), Some(name)) => {
+                // The handshake within the connect timeout too.
+                let tls = tokio::time::timeout(self.connect_timeout, connector.connect(name.clone(), stream))
+                    .await
+                    .map_err(|_| (UpstreamError::Tls, format!("no TLS handshake within {:?}", self.connect_timeout)))?
+                    .map_err(|e| (UpstreamError::Tls, e.to_string()))?;
+                handshake(TokioIo::new(tls)).await
+            }
+            _ => handshake(TokioIo::new(stream)).await,
+        }
+    }
+}
+
+/// A failed attempt: why, and the request when none of it was sent.
+struct Failed {
+    kind: UpstreamError,
+    cause: String,
+    unsent: Option<Request>,
+}
+
+/// Counts a request in flight to its address until dropped (with the
+/// response's body).
+struct Outstanding(Arc<Target>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.health.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Safe to send twice (RFC 9110 §9.2.2).
+fn is_idempotent(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
+}
+
+/// What a bodiless request is rebuilt from.
+struct Head {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+fn head_of<B>(req: &http::Request<B>) -> Head {
+    Head {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        headers: req.headers().clone(),
+    }
+}
+
+fn rebuild(head: &Head) -> Request {
+    let mut req = http::Request::new(Either::Right(Empty::new()));
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers.clone();
+    req
+}
+
+/// HTTP/1.1 over a connection made: the sender, and the connection driven
+/// on its own task.
+async fn handshake<IO>(io: IO) -> Result<Sender, (UpstreamError, String)>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .writev(false)
+        .handshake::<_, ReqBody>(io)
+        .await
+        .map_err(|e| (UpstreamError::Connect, e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// The name a TLS upstream's certificate must have when none is
+/// configured: the address's host (a DNS name or an IP address).
+fn server_name_of(a: &Authority) -> rustls::pki_types::ServerName<'static> {
+    let host = a.host().trim_start_matches('[').trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(host.to_string())
+        .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into()))
+}

@@ -1,0 +1,461 @@
+//! Several upstreams: applications and routes sent to their own backends,
+//! one gateway fronting several APIs by `Host` (an unknown host refused,
+//! never sent to another's backend), and TLS to an upstream with a private
+//! CA, a wrong name and a client certificate — what the client got and
+//! what each upstream received.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use narrowgate::echo::EchoUpstream;
+use serde_json::json;
+
+use crate::support::{Harness, build_request, web_rules};
+use crate::tls::{Ca, Pair, write_pair};
+
+/// `GET path` with `host` and the token.
+async fn get(h: &Harness, host: &str, path: &str, auth: &str) -> crate::support::Response {
+    h.raw(
+        build_request("GET", path, &[("Authorization", auth)])
+            .replacen("Host: gateway.test", &format!("Host: {host}"), 1)
+            .as_bytes(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn hosts_and_routes_send_each_request_to_its_own_upstream_and_nothing_to_the_others() {
+    let mt = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("second upstream");
+    let h = Harness::start_with(
+        |doc| {
+            doc.set("upstreams", json!({ "mt": { "addresses": [mt.addr.to_string()] } }));
+            doc.set("applications.0.hosts", json!(["trading.test"]));
+            doc.set("applications.1.hosts", json!(["mt.test"]));
+            doc.set("applications.1.upstream", "mt");
+            // A route of an application without hosts, sent elsewhere than
+            // its application's upstream.
+            doc.set("applications.2.routes.0.upstream", "mt");
+        },
+        |_| {},
+    )
+    .await;
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    let (default, mt_seen) = (
+        || h.upstream_received().len(),
+        || {
+            let n = mt.received().len();
+            mt.clear();
+            n
+        },
+    );
+
+    // Each host to its application's upstream (the port and case of Host
+    // do not matter).
+    for host in ["trading.test", "TRADING.test:8443"] {
+        let resp = get(&h, host, "/users/current/accounts/a1", &auth).await;
+        assert_eq!(resp.status, 200, "{host}: {}", resp.body);
+        assert_eq!((default(), mt_seen()), (1, 0), "{host}");
+    }
+    let resp = get(&h, "mt.test", "/mt-manager/accounts/a1/users/7", &auth).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!((default(), mt_seen()), (0, 1));
+
+    // A route of another host's application is not there at this host.
+    let resp = get(&h, "mt.test", "/users/current/accounts/a1", &auth).await;
+    assert_eq!((resp.status, resp.reason().as_str()), (403, "no_matching_route"));
+    let resp = get(&h, "mt.test", "/health", "Bearer -").await;
+    assert_eq!(resp.reason(), "no_matching_route", "trading's public route is trading's alone");
+    // An application without hosts serves every host; its route names
+    // its own upstream.
+    let token = h.token(
+        "web",
+        json!([narrowgate::token::testkit::rule("metastats-api", &["reader"], &["account:$USER_ID$:a1"])]),
+    );
+    let resp =
+        get(&h, "trading.test", "/metastats/users/current/accounts/a1/metrics", &format!("Bearer {token}")).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!((default(), mt_seen()), (0, 1));
+
+    // A host nobody serves: refused, sent nowhere.
+    for host in ["unknown.test", "127.0.0.1", "trading.test.evil"] {
+        let resp = get(&h, host, "/users/current/accounts/a1", &auth).await;
+        assert_eq!((resp.status, resp.reason().as_str()), (421, "unknown_host"), "{host}");
+    }
+    assert_eq!((default(), mt_seen()), (0, 0));
+    h.shutdown().await;
+}
+
+#[test]
+fn an_upstream_nobody_defined_or_routes_that_collide_on_one_host_are_config_errors() {
+    let errors = |edit: &dyn Fn(&mut crate::support::ConfigDoc)| {
+        let mut doc = crate::support::ConfigDoc::demo();
+        edit(&mut doc);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("keys")).expect("mkdir");
+        std::fs::write(dir.path().join("keys/demo.pub.pem"), narrowgate::token::testkit::TestKey::es256("d").public)
+            .expect("key");
+        let text = serde_json::to_string(&doc.0).expect("json");
+        match narrowgate::config::Config::from_yaml(&text, dir.path()) {
+            Ok(_) => String::new(),
+            Err(e) => e.0.join("\n"),
+        }
+    };
+    let e = errors(&|d| {
+        d.set("applications.1.upstream", "nowhere");
+    });
+    assert!(e.contains("applications[1].upstream: no upstream \"nowhere\""), "{e}");
+    let e = errors(&|d| {
+        d.set("applications.0.routes.1.upstream", "nowhere");
+    });
+    assert!(e.contains("applications[0].routes[1].upstream: no upstream"), "{e}");
+    let e = errors(&|d| {
+        d.set("upstreams", json!({ "Bad Name": { "addresses": ["127.0.0.1:1"] } }));
+    });
+    assert!(e.contains("upstreams.Bad Name"), "{e}");
+    let e = errors(&|d| {
+        d.set("upstreams", json!({ "default": { "addresses": ["127.0.0.1:1"] } }));
+    });
+    assert!(e.contains("upstreams.default"), "{e}");
+    let e = errors(&|d| {
+        d.set("applications.0.hosts", json!(["api.test:8443"]));
+    });
+    assert!(e.contains("applications[0].hosts[0]"), "{e}");
+    // Two applications on one host with the same route collide; on two
+    // hosts they do not.
+    let same_route = |d: &mut crate::support::ConfigDoc, hosts: [&str; 2]| {
+        d.set("applications.0.hosts", json!([hosts[0]]));
+        d.set("applications.2.hosts", json!([hosts[1]]));
+        d.set("applications.2.routes.0.route", "GET /users/current/accounts/{accountId}/metrics");
+        d.set("applications.0.routes.1.route", "GET /users/current/accounts/{accountId}/metrics");
+    };
+    let e = errors(&|d| same_route(d, ["one.test", "one.test"]));
+    assert!(e.contains("overlaps"), "{e}");
+    assert_eq!(errors(&|d| same_route(d, ["one.test", "two.test"])), "");
+}
+
+/// A TLS server in front of an echo upstream: what reaches the echo is
+/// what the gateway sent through TLS. Counts the handshakes completed and
+/// the client certificates presented.
+struct TlsFront {
+    addr: SocketAddr,
+    echo: EchoUpstream,
+    handshakes: Arc<AtomicUsize>,
+    client_certificates: Arc<AtomicUsize>,
+}
+
+impl TlsFront {
+    async fn start(pair: &Pair, client_ca: Option<&Ca>) -> TlsFront {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions");
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add_parsable_certificates(
+                    CertificateDer::pem_slice_iter(ca.pem.as_bytes()).filter_map(Result::ok),
+                );
+                builder.with_client_cert_verifier(
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .expect("verifier"),
+                )
+            }
+        };
+        let config = builder
+            .with_single_cert(
+                vec![CertificateDer::from(pair.der.clone())],
+                PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).expect("key"),
+            )
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (handshakes, client_certificates) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (h, c, to) = (handshakes.clone(), client_certificates.clone(), echo.addr);
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (acceptor, h, c) = (acceptor.clone(), h.clone(), c.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    h.fetch_add(1, Ordering::SeqCst);
+                    if tls.get_ref().1.peer_certificates().is_some_and(|p| !p.is_empty()) {
+                        c.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let Ok(mut up) = tokio::net::TcpStream::connect(to).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                });
+            }
+        });
+        TlsFront { addr, echo, handshakes, client_certificates }
+    }
+}
+
+#[tokio::test]
+async fn a_tls_upstream_is_verified_by_its_ca_and_name_and_a_wrong_name_never_sees_the_request() {
+    let ca = Ca::new("upstream CA");
+    let front = TlsFront::start(&ca.server(&["upstream.test"]), None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("upstream-ca.pem"), &ca.pem).expect("write");
+    let ca_file = dir.path().join("upstream-ca.pem").display().to_string();
+    let upstream = |tls: serde_json::Value| json!({ "secure": { "addresses": [front.addr.to_string()], "tls": tls } });
+    let start = |tls: serde_json::Value| {
+        let u = upstream(tls);
+        Harness::start_with(
+            move |doc| {
+                doc.set("upstreams", u);
+                doc.set("applications.0.upstream", "secure");
+            },
+            |_| {},
+        )
+    };
+    // The right CA and name: served, through TLS.
+    let h = start(json!({ "ca": ca_file, "server_name": "upstream.test" })).await;
+    let resp = call(&h).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let seen = front.echo.received();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/users/current/accounts/a1");
+    assert!(h.upstream_received().is_empty(), "the default upstream saw nothing");
+    h.shutdown().await;
+    front.echo.clear();
+
+    // A name the certificate does not have, or the system's roots (which
+    // do not know this CA): 502 upstream_tls, and nothing reaches the
+    // upstream.
+    let before = front.handshakes.load(Ordering::SeqCst);
+    for tls in [json!({ "ca": ca_file, "server_name": "other.test" }), json!({ "server_name": "upstream.test" })] {
+        let h = start(tls.clone()).await;
+        let resp = call(&h).await;
+        assert_eq!((resp.status, resp.reason().as_str()), (502, "upstream_tls"), "{tls}: {}", resp.body);
+        assert!(!resp.body.contains("upstream.test") && !resp.body.contains("certificate"), "{}", resp.body);
+        let metrics = h.admin_get("/metrics").await.body;
+        assert!(metrics.contains(r#"narrowgate_upstream_errors_total{kind="tls",upstream="secure"} 1"#), "{metrics}");
+        h.shutdown().await;
+    }
+    assert_eq!(front.handshakes.load(Ordering::SeqCst), before, "no handshake completed");
+    assert!(front.echo.received().is_empty(), "the upstream never saw a request");
+}
+
+#[tokio::test]
+async fn the_gateway_presents_its_client_certificate_to_an_upstream_that_asks() {
+    let ca = Ca::new("upstream CA");
+    let front = TlsFront::start(&ca.server(&["upstream.test"]), Some(&ca)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("upstream-ca.pem"), &ca.pem).expect("write");
+    let (cert, key) = write_pair(dir.path(), "gateway-client", &ca.client("gateway"));
+    let tls = json!({
+        "ca": dir.path().join("upstream-ca.pem").display().to_string(),
+        "server_name": "upstream.test",
+        "client_certificate": { "cert": cert.display().to_string(), "key": key.display().to_string() },
+    });
+    let h = Harness::start_with(
+        |doc| {
+            doc.set("upstreams", json!({ "secure": { "addresses": [front.addr.to_string()], "tls": tls } }));
+            doc.set("applications.0.upstream", "secure");
+        },
+        |_| {},
+    )
+    .await;
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    let resp = h.get("/users/current/accounts/a1", &[("Authorization", &auth)]).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(front.client_certificates.load(Ordering::SeqCst), 1);
+    assert_eq!(front.echo.received().len(), 1);
+    h.shutdown().await;
+}
+
+/// The web token's request, through `h`.
+async fn call(h: &Harness) -> crate::support::Response {
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    h.raw(build_request("GET", "/users/current/accounts/a1", &[("Authorization", &auth)]).as_bytes()).await
+}
+
+/// A test upstream that counts the requests it reads and answers each as
+/// its `x-mode` header says: `close` (reads it, closes without a word),
+/// `503`, or anything else 200.
+struct Counting {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Counting {
+    async fn start() -> Counting {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let count = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut tcp, _)) = listener.accept().await else { return };
+                let count = count.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // The head, then the body its Content-Length says.
+                    let (head, body_len) = loop {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (head, end + 4 + len);
+                        }
+                    };
+                    while buf.len() < body_len {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let answer: &[u8] = if head.contains("x-mode: close") {
+                        return;
+                    } else if head.contains("x-mode: 503") {
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                    };
+                    let _ = tcp.write_all(answer).await;
+                });
+            }
+        });
+        Counting { addr, requests }
+    }
+
+    fn take(&self) -> usize {
+        self.requests.swap(0, Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn only_what_is_safe_is_retried_and_never_a_request_that_went_out() {
+    let counting = Counting::start().await;
+    let (_refusing, refused) = crate::support::refusing_address();
+    // The refusing address first: round robin starts there.
+    let upstream = json!({ "addresses": [refused.to_string(), counting.addr.to_string()],
+        "retries": { "attempts": 1, "statuses": [503] }, "ejection": { "consecutive_failures": 0 } });
+    let h = Harness::start_with(
+        |doc| {
+            doc.set("upstreams", json!({ "flaky": upstream }));
+            doc.set("applications.0.upstream", "flaky");
+        },
+        |_| {},
+    )
+    .await;
+    let writer = json!([narrowgate::token::testkit::rule(
+        "trading-account-management-api",
+        &["writer"],
+        &["account:$USER_ID$:a1"]
+    )]);
+    let deployer = format!("Bearer {}", h.token("web", writer));
+    let post = |mode: &'static str| {
+        let req = crate::support::raw_body_request(
+            "POST",
+            "/users/current/accounts/a1/deploy",
+            Some(&deployer),
+            "application/json",
+            "{}",
+        );
+        let req = req.replacen("\r\n", &format!("\r\nx-mode: {mode}\r\n"), 1);
+        let h = &h;
+        async move { h.raw(req.as_bytes()).await }
+    };
+
+    // Refused before a byte went out: sent to the other address, whatever
+    // the method (each request starts at the refusing one in turn, or at
+    // the other).
+    for _ in 0..4 {
+        let resp = post("ok").await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+    }
+    assert_eq!(counting.take(), 4, "each request reached the upstream exactly once");
+
+    // Read and not answered: sent, so never sent again (a body went out).
+    for _ in 0..2 {
+        let resp = post("close").await;
+        assert_eq!((resp.status, resp.reason().as_str()), (502, "upstream_unavailable"), "{}", resp.body);
+    }
+    assert_eq!(counting.take(), 2, "one each, never retried");
+    // A 503 to a request with a body: relayed, not retried.
+    for _ in 0..2 {
+        assert_eq!(post("503").await.status, 503);
+    }
+    assert_eq!(counting.take(), 2);
+    h.shutdown().await;
+
+    // A 503 to an idempotent bodiless request: retried once, on the other
+    // address; the client gets the retry's answer.
+    let (one, two) = (Counting::start().await, Counting::start().await);
+    let upstream = json!({ "addresses": [one.addr.to_string(), two.addr.to_string()],
+        "retries": { "attempts": 1, "statuses": [503] }, "ejection": { "consecutive_failures": 0 } });
+    let h = Harness::start_with(
+        |doc| {
+            doc.set("upstreams", json!({ "busy": upstream }));
+            doc.set("applications.0.upstream", "busy");
+        },
+        |_| {},
+    )
+    .await;
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    for _ in 0..3 {
+        let req = build_request("GET", "/users/current/accounts/a1", &[("Authorization", &auth), ("x-mode", "503")]);
+        assert_eq!(h.raw(req.as_bytes()).await.status, 503);
+        assert_eq!((one.take(), two.take()), (1, 1), "sent once to each address");
+    }
+    // Answered well: sent once.
+    let req = build_request("GET", "/users/current/accounts/a1", &[("Authorization", &auth), ("x-mode", "ok")]);
+    assert_eq!(h.raw(req.as_bytes()).await.status, 200);
+    assert_eq!(one.take() + two.take(), 1);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_address_is_ejected_for_a_while_and_tried_again() {
+    let (held, free) = crate::support::refusing_address();
+    let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    let upstream = json!({ "addresses": [free.to_string(), echo.addr.to_string()],
+        "retries": { "attempts": 0 }, "ejection": { "consecutive_failures": 1, "base": "400ms", "max": "1s" } });
+    let h = Harness::start_with(
+        |doc| {
+            doc.set("upstreams", json!({ "pair": upstream }));
+            doc.set("applications.0.upstream", "pair");
+        },
+        |_| {},
+    )
+    .await;
+    let call = || call(&h);
+    // The first request meets the refusing address (no retries here): 502.
+    assert_eq!(call().await.reason(), "upstream_connect");
+    // Ejected: every request now goes to the healthy one.
+    for _ in 0..6 {
+        assert_eq!(call().await.status, 200);
+    }
+    assert_eq!(echo.received().len(), 6);
+    echo.clear();
+
+    // The address comes back; after its ejection it is tried again and
+    // serves its share.
+    drop(held);
+    let back = EchoUpstream::start(free).await.expect("the address serves again");
+    h.advance(std::time::Duration::from_millis(500));
+    for _ in 0..6 {
+        assert_eq!(call().await.status, 200);
+    }
+    assert!(!back.received().is_empty(), "the recovered address was tried again");
+    assert!(!echo.received().is_empty());
+    h.shutdown().await;
+}
