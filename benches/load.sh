@@ -12,8 +12,14 @@
 # Reports req/s, p50/p99 latency and the proxy's CPU time per request, read
 # from /proc/PID/stat. Loopback only; every run is bounded in time.
 #
+# TLS rows beside nginx with the same ECDSA P-256 certificate: kept-alive
+# TLS requests through each (CPU per request), then full and resumed
+# handshakes (`openssl s_time`, pinned to core 1: handshakes per second
+# and the proxy's CPU per handshake).
+#
 #   benches/load.sh [DURATION_SECONDS] [ROUNDS]     (defaults 10 and 1)
 #   NARROWGATE_BIN=path benches/load.sh …           (a given build)
+#   ONLY=plain|cold|tls|cores benches/load.sh …     (one section)
 #
 # The machine is shared and noisy: run several rounds and compare medians.
 set -euo pipefail
@@ -178,7 +184,8 @@ run() { # label url pid lua — env: WRK (the wrk command: pinned to core 1), CO
 PATH_A1=/users/current/accounts/a1
 nginx_proxy_master=$(cat "$work/proxy/nginx.pid")
 WRK="taskset -c 1 wrk -t1"
-for round in $(seq 1 "$ROUNDS"); do
+want() { [ -z "${ONLY:-}" ] || [ "$ONLY" = "$1" ]; }
+want plain && for round in $(seq 1 "$ROUNDS"); do
   # Every proxied run sends the same request bytes, bearer token included,
   # so the rows differ only in what the proxy does with them.
   run "nginx origin, direct"               "http://$ORIGIN$PATH_A1" ""
@@ -189,10 +196,59 @@ for round in $(seq 1 "$ROUNDS"); do
   run "narrowgate enforcing, audit log on" "http://$NG_AUDIT$PATH_A1" "$ng_audit" "$work/one.lua"
 done
 
+# --- TLS: the same ECDSA P-256 certificate for nginx and narrowgate -------
+if want tls; then
+  need openssl openssl
+  mkdir -p "$work/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+  chmod 600 "$work/tls/key.pem"
+  NGINX_TLS=127.0.0.1:18101
+  nginx_conf proxytls "$NGINX_TLS ssl" 'proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";'
+  # TLS 1.2 and 1.3, tickets and a session cache: what narrowgate offers.
+  sed -i -e "s|    keepalive_requests 1000000;|    keepalive_requests 1000000;\n    ssl_certificate $work/tls/cert.pem;\n    ssl_certificate_key $work/tls/key.pem;\n    ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:SSL:10m;\n    ssl_session_tickets on;|" "$work/proxytls/nginx.conf"
+  taskset -c 0 nginx -c "$work/proxytls/nginx.conf" -p "$work/proxytls" & pids+=($!)
+  tls_section="tls: { proxy: { certificates: [{ cert: $work/tls/cert.pem, key: $work/tls/key.pem }] } }"
+  ng_conf "$work/tlsoff.yaml" 127.0.0.1:18102 "        public: true" 127.0.0.1:18103 "$tls_section"
+  ng_conf "$work/tlson.yaml" 127.0.0.1:18104 '        group: account-management
+        method: getAccount
+        resource: { entity: account, id: "{accountId}" }
+        roles: [reader]' 127.0.0.1:18105 "$tls_section"
+  taskset -c 0 $NG serve --config "$work/tlsoff.yaml" 2>"$work/tlsoff.log" & ng_tlsoff=$!; pids+=($ng_tlsoff)
+  taskset -c 0 $NG serve --config "$work/tlson.yaml" 2>"$work/tlson.log" & ng_tlson=$!; pids+=($ng_tlson)
+  for a in 127.0.0.1:18103 127.0.0.1:18105; do wait_up "$a"; done
+  for _ in $(seq 1 100); do curl -sk -o /dev/null "https://$NGINX_TLS/" && break; sleep 0.1; done
+  nginx_tls_master=$(cat "$work/proxytls/nginx.pid")
+  # Handshakes: openssl s_time on core 1 for DUR seconds, the proxy on core 0.
+  handshakes() { # label addr pid new|reuse [s_time options]
+    local before after out n
+    before=$(cpu_ticks "$3")
+    out=$(taskset -c 1 openssl s_time -connect "$2" -"$4" ${5:-} -time "$DUR" 2>/dev/null || true)
+    after=$(cpu_ticks "$3")
+    n=$(echo "$out" | awk '/connections in/ && /real/{print $1; exit}')
+    [ -n "$n" ] && [ "$n" -gt 0 ] || { printf '| %-34s | %9s |\n' "$1" "failed"; return; }
+    printf '| %-34s | %9s | %8s | %8s | %14s |\n' "$1" "$(awk -v n="$n" -v d="$DUR" 'BEGIN{printf "%.0f/s", n/d}')" "-" "-" \
+      "$(awk -v a="$before" -v b="$after" -v t="$TICK" -v n="$n" 'BEGIN{printf "%.1f us", (b-a)/t*1e6/n}')"
+  }
+  for round in $(seq 1 "$ROUNDS"); do
+    run "TLS: nginx reverse proxy"          "https://$NGINX_TLS$PATH_A1" "$nginx_tls_master" "$work/one.lua"
+    run "TLS: narrowgate, public route"     "https://127.0.0.1:18102$PATH_A1" "$ng_tlsoff" "$work/one.lua"
+    run "TLS: narrowgate enforcing"         "https://127.0.0.1:18104$PATH_A1" "$ng_tlson" "$work/one.lua"
+    handshakes "TLS 1.3 full: nginx"                "$NGINX_TLS" "$nginx_tls_master" new
+    handshakes "TLS 1.3 full: narrowgate"           127.0.0.1:18102 "$ng_tlsoff" new
+    # s_time resumes TLS 1.2 sessions only (it reads no TLS 1.3 ticket).
+    handshakes "TLS 1.2 full: nginx"                    "$NGINX_TLS" "$nginx_tls_master" new -tls1_2
+    handshakes "TLS 1.2 full: narrowgate"               127.0.0.1:18102 "$ng_tlsoff" new -tls1_2
+    handshakes "TLS 1.2 resumed: nginx"                 "$NGINX_TLS" "$nginx_tls_master" reuse -tls1_2
+    handshakes "TLS 1.2 resumed: narrowgate"            127.0.0.1:18102 "$ng_tlsoff" reuse -tls1_2
+  done
+fi
+
 # --- the cold stream: every request a token never seen before ------------
 # (ES256 verified on every request). A pool larger than a run can use up;
 # each run starts where the last one stopped. HAProxy's jwt_verify (ES256,
 # signature only: it reads no claims) on the same stream, when installed.
+if want cold; then
 COLD_N=$((DUR * 15000 * ROUNDS * 2 + 20000))
 echo "minting $COLD_N tokens for the cold stream..." >&2
 $NG token sign --key "$work/keys/$kid.pem" --kid "$kid" --sub cold --ttl 2h --count "$COLD_N" \
@@ -241,8 +297,11 @@ for round in $(seq 1 "$ROUNDS"); do
   WARM=0 run "narrowgate enforcing, cold stream" "http://$NG_ON$PATH_A1" "$ng_on" "$work/cold.lua"
   [ -z "$ha_pid" ] || WARM=0 run "HAProxy jwt_verify, cold stream" "http://$HAPROXY$PATH_A1" "$ha_pid" "$work/cold.lua"
 done
+[ "$(cat "$work/cold.next")" -le "$COLD_N" ] || echo "the cold stream ran out of tokens and repeated some" >&2
+fi
 
 # --- two cores, 256 connections, nothing pinned ----------------------------
+if want cores; then
 # nginx with 1 and 2 workers, narrowgate enforcing with 1 and 2 threads,
 # before an origin of 2 workers; wrk with 2 threads shares the cores.
 ORIGIN2=127.0.0.1:18088
@@ -267,7 +326,8 @@ for round in $(seq 1 "$ROUNDS"); do
   WRK="wrk -t2" CONNS=256 run "2 cores: narrowgate, 1 thread"   "http://127.0.0.1:18086$PATH_A1" "$ng_t1" "$work/one.lua"
   WRK="wrk -t2" CONNS=256 run "2 cores: narrowgate, 2 threads"  "http://127.0.0.1:18087$PATH_A1" "$ng_t2" "$work/one.lua"
 done
-[ "$(cat "$work/cold.next")" -le "$COLD_N" ] || echo "the cold stream ran out of tokens and repeated some" >&2
+fi
 echo
 echo "enforcing gateway's token cache: $(curl -s http://127.0.0.1:18093/metrics | grep '^narrowgate_token_cache_total' | tr '\n' ' ')"
+want plain || exit 0
 echo "audit log: $(wc -l < "$work/log/audit.jsonl") events written; $(curl -s http://127.0.0.1:18094/metrics | grep '^narrowgate_audit_events_dropped_total')"

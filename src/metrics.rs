@@ -48,6 +48,13 @@ fn counters_for(vec: &IntCounterVec, app: &str, route: &str) -> RouteCounters {
     }
 }
 
+/// An upstream's retry and ejection counters.
+#[derive(Clone, Debug)]
+pub struct UpstreamCounters {
+    pub retries: IntCounter,
+    pub ejections: IntCounter,
+}
+
 /// The decision label a reason falls under.
 pub fn decision_label(reason: Reason) -> &'static str {
     match reason {
@@ -108,6 +115,8 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     upstream_errors: IntCounterVec,
+    upstream_retries: IntCounterVec,
+    upstream_ejections: IntCounterVec,
     /// JWKS keys skipped as unusable, by issuer name.
     pub jwks_keys_skipped: IntCounterVec,
     revocation: RevocationGauges,
@@ -268,6 +277,22 @@ impl Metrics {
             &["kind", "upstream"],
         )?;
         registry.register(Box::new(upstream_vec.clone()))?;
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "narrowgate_upstream_retries_total",
+                "Requests sent to an upstream once more (not sent at all the first time, or an idempotent request answered with a retried status), by upstream.",
+            ),
+            &["upstream"],
+        )?;
+        registry.register(Box::new(upstream_retries.clone()))?;
+        let upstream_ejections = IntCounterVec::new(
+            Opts::new(
+                "narrowgate_upstream_ejections_total",
+                "Upstream addresses left out by passive health after failures in a row, by upstream.",
+            ),
+            &["upstream"],
+        )?;
+        registry.register(Box::new(upstream_ejections.clone()))?;
         let jwks_keys_skipped = IntCounterVec::new(
             Opts::new(
                 "narrowgate_jwks_keys_skipped_total",
@@ -401,6 +426,8 @@ impl Metrics {
             cache_hits: cache.with_label_values(&["hit"]),
             cache_misses: cache.with_label_values(&["miss"]),
             upstream_errors: upstream_vec,
+            upstream_retries,
+            upstream_ejections,
         })
     }
 
@@ -526,6 +553,15 @@ impl Metrics {
     /// so the label lookup costs nothing on a success.
     pub fn upstream_error(&self, kind: UpstreamError, upstream: &str) {
         self.upstream_errors.with_label_values(&[kind.label(), upstream]).inc();
+    }
+
+    /// One upstream's retry and ejection counters, looked up once when its
+    /// pool is made.
+    pub fn upstream_counters(&self, upstream: &str) -> UpstreamCounters {
+        UpstreamCounters {
+            retries: self.upstream_retries.with_label_values(&[upstream]),
+            ejections: self.upstream_ejections.with_label_values(&[upstream]),
+        }
     }
 }
 

@@ -123,8 +123,14 @@ impl Pool {
         configs: &[crate::config::UpstreamConfig],
         workers: usize,
         clock: &Arc<crate::clock::Clock>,
+        metrics: &Metrics,
     ) -> Self {
-        let pools = || configs.iter().map(|c| upstream::Upstream::new(c, clock)).collect::<Arc<[_]>>();
+        let pools = || {
+            configs
+                .iter()
+                .map(|c| upstream::Upstream::new(c, clock, metrics.upstream_counters(&c.name)))
+                .collect::<Arc<[_]>>()
+        };
         Pool { generation, by_worker: (0..=workers).map(|_| pools()).collect() }
     }
 
@@ -157,7 +163,8 @@ impl Gateway {
         let prefix = crate::token::keys::random_id(4).unwrap_or_else(|_| "ng".into());
         let snap = runtime.snapshot();
         let workers = snap.server.workers();
-        let pool = Pool::new(snap.upstream_generation, &snap.upstreams, workers, &runtime.shared().clock);
+        let shared = runtime.shared();
+        let pool = Pool::new(snap.upstream_generation, &snap.upstreams, workers, &shared.clock, &shared.metrics);
         Gateway {
             upstream: ArcSwap::from_pointee(pool),
             remaking: std::sync::Mutex::default(),
@@ -183,8 +190,14 @@ impl Gateway {
         if pool.generation >= snap.upstream_generation {
             return pool.mine();
         }
-        let clock = &self.runtime.shared().clock;
-        let pool = Arc::new(Pool::new(snap.upstream_generation, &snap.upstreams, self.workers, clock));
+        let shared = self.runtime.shared();
+        let pool = Arc::new(Pool::new(
+            snap.upstream_generation,
+            &snap.upstreams,
+            self.workers,
+            &shared.clock,
+            &shared.metrics,
+        ));
         self.upstream.store(pool.clone());
         pool.mine()
     }

@@ -198,6 +198,12 @@ fn no_kubernetes_step_prints_the_first_admin_token() {
     let key = narrowgate::token::testkit::TestKey::es256("issuer-1");
     std::fs::write(dir.path().join("issuer-1.pem"), &key.private_pem).expect("write");
     doc.set("issuers.0.signing_keys.0.private_key_file", "issuer-1.pem");
+    // The api listener's certificate, as cert-manager's Secret holds it.
+    let names = narrowgate::kube::certs::service_names("narrowgate-issuer", "narrowgate-system");
+    let made = narrowgate::kube::certs::make(&names, 1).expect("a serving certificate");
+    narrowgate::kube::certs::write(&made, &dir.path().join("tls")).expect("write");
+    doc.set("tls.api.certificates.0.cert", "tls/tls.crt");
+    doc.set("tls.api.certificates.0.key", "tls/tls.key");
     let shipped = narrowgate::config::Config::from_yaml(&serde_json::to_string(&doc.0).expect("json"), dir.path());
     let problems = shipped.expect_err("the placeholder is refused").0.join("\n");
     assert!(problems.contains("bootstrap_token_sha256: is the placeholder"), "{problems}");

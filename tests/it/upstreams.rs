@@ -383,6 +383,10 @@ async fn only_what_is_safe_is_retried_and_never_a_request_that_went_out() {
         assert_eq!(resp.status, 200, "{}", resp.body);
     }
     assert_eq!(counting.take(), 4, "each request reached the upstream exactly once");
+    let retried = crate::support::metric(h.admin, r#"narrowgate_upstream_retries_total{upstream="flaky"}"#).await;
+    // Round robin moves on at every attempt, a retry's included: each
+    // request met the refusing address first.
+    assert_eq!(retried, Some(4.0));
 
     // Read and not answered: sent, so never sent again (a body went out).
     for _ in 0..2 {
@@ -416,6 +420,8 @@ async fn only_what_is_safe_is_retried_and_never_a_request_that_went_out() {
         assert_eq!(h.raw(req.as_bytes()).await.status, 503);
         assert_eq!((one.take(), two.take()), (1, 1), "sent once to each address");
     }
+    let retried = crate::support::metric(h.admin, r#"narrowgate_upstream_retries_total{upstream="busy"}"#).await;
+    assert_eq!(retried, Some(3.0));
     // Answered well: sent once.
     let req = build_request("GET", "/users/current/accounts/a1", &[("Authorization", &auth), ("x-mode", "ok")]);
     assert_eq!(h.raw(req.as_bytes()).await.status, 200);
@@ -440,6 +446,8 @@ async fn a_failing_address_is_ejected_for_a_while_and_tried_again() {
     let call = || call(&h);
     // The first request meets the refusing address (no retries here): 502.
     assert_eq!(call().await.reason(), "upstream_connect");
+    let ejected = crate::support::metric(h.admin, r#"narrowgate_upstream_ejections_total{upstream="pair"}"#).await;
+    assert_eq!(ejected, Some(1.0));
     // Ejected: every request now goes to the healthy one.
     for _ in 0..6 {
         assert_eq!(call().await.status, 200);

@@ -34,6 +34,7 @@ use http_body_util::{Either, Empty};
 use smallvec::SmallVec;
 
 use crate::config::{Balance, Ejection, UpstreamConfig};
+use crate::metrics::UpstreamCounters;
 use crate::metrics::UpstreamError;
 
 mod health;
@@ -123,6 +124,7 @@ pub struct Upstream {
     budget: Budget,
     /// What ejections are timed by: the gateway's clock.
     clock: Arc<crate::clock::Clock>,
+    counters: UpstreamCounters,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -194,7 +196,7 @@ pub fn worker_slot() -> usize {
 
 impl Upstream {
     /// A pool of connections to `cfg`'s addresses, for one worker.
-    pub fn new(cfg: &UpstreamConfig, clock: &Arc<crate::clock::Clock>) -> Self {
+    pub fn new(cfg: &UpstreamConfig, clock: &Arc<crate::clock::Clock>, counters: UpstreamCounters) -> Self {
         let targets = cfg
             .addresses
             .iter()
@@ -226,6 +228,7 @@ impl Upstream {
             attempts: cfg.retries.attempts,
             budget: Budget::new(&cfg.retries),
             clock: clock.clone(),
+            counters,
         }
     }
 
@@ -286,14 +289,15 @@ impl Upstream {
             let now = now_ms(&self.clock);
             match attempt {
                 Err(_) => {
-                    target.health.failed(&self.ejection, now);
+                    self.failed(&target, now);
                     return Err(fail(UpstreamError::Timeout, format!("no response within {:?}", self.read_timeout)));
                 }
                 Ok(Err(Failed { kind, cause, unsent })) => {
-                    target.health.failed(&self.ejection, now);
+                    self.failed(&target, now);
                     match unsent {
                         // Not a byte went out: another address may have it.
                         Some(back) if may_retry && self.budget.withdraw() => {
+                            self.counters.retries.inc();
                             tracing::debug!(upstream = %self.name, address = %target.authority, error = %cause, "retrying elsewhere: the request was not sent");
                             req = back;
                         }
@@ -303,7 +307,7 @@ impl Upstream {
                 Ok(Ok(resp)) => {
                     let status = resp.status();
                     if status.is_server_error() {
-                        target.health.failed(&self.ejection, now);
+                        self.failed(&target, now);
                     } else {
                         target.health.succeeded();
                     }
@@ -313,6 +317,7 @@ impl Upstream {
                                 && self.retry_statuses.contains(&status.as_u16())
                                 && self.budget.withdraw() =>
                         {
+                            self.counters.retries.inc();
                             tracing::debug!(upstream = %self.name, address = %target.authority, status = status.as_u16(), "retrying an idempotent request");
                             // Dropped unread: its connection is closed.
                             drop(resp);
@@ -322,6 +327,14 @@ impl Upstream {
                     }
                 }
             }
+        }
+    }
+
+    /// A failure of `target`'s: counted, and logged when it ejects it.
+    fn failed(&self, target: &Target, now: u64) {
+        if target.health.failed(&self.ejection, now) {
+            self.counters.ejections.inc();
+            tracing::warn!(upstream = %self.name, address = %target.authority, "upstream address ejected after failures in a row");
         }
     }
 
