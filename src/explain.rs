@@ -34,6 +34,11 @@ pub struct Question {
     /// would find them).
     #[serde(default)]
     pub headers: Vec<(String, String)>,
+    /// The client certificate the request's connection presents (PEM), as
+    /// if the handshake had verified it: what a certificate-bound token
+    /// is checked against.
+    #[serde(default)]
+    pub client_certificate: Option<String>,
 }
 
 /// The answer.
@@ -291,6 +296,14 @@ fn build(q: &Question) -> Result<http::Request<()>, http::Error> {
     }
     if let Some(t) = &q.token {
         b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if let Some(pem) = &q.client_certificate {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        // Not a certificate: no certificate presented.
+        if let Some(Ok(der)) = CertificateDer::pem_slice_iter(pem.as_bytes()).next() {
+            b = b.extension(std::sync::Arc::new(crate::tls::PeerIdentity::of(&der)));
+        }
     }
     b.body(())
 }

@@ -33,6 +33,10 @@ pub struct ExplainArgs {
     /// cookie…); repeatable.
     #[arg(long = "header", short = 'H')]
     headers: Vec<String>,
+    /// A PEM file: the client certificate the request's connection
+    /// presents (what a certificate-bound token needs).
+    #[arg(long)]
+    client_cert: Option<PathBuf>,
     /// Print the explanation as JSON.
     #[arg(long)]
     json: bool,
@@ -62,7 +66,11 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("--header wants `Name: value`"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let question = Question { method: args.method, path: args.path, token, headers };
+    let client_certificate = match &args.client_cert {
+        None => None,
+        Some(f) => Some(std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?),
+    };
+    let question = Question { method: args.method, path: args.path, token, headers, client_certificate };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let answer = rt.block_on(async {
         let metrics = Arc::new(Metrics::register(&prometheus::Registry::new())?);

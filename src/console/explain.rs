@@ -42,6 +42,7 @@ pub(super) async fn explain(State(s): State<Console>, req: Request) -> Response 
         path: get("path"),
         token: Some(get("token")).filter(|t| !t.is_empty()),
         headers: Vec::new(),
+        client_certificate: None,
     };
     let answer = crate::explain::explain(&signed.snap, &question, s.runtime.shared().clock.now());
     page(

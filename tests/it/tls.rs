@@ -533,6 +533,24 @@ async fn a_bound_token_is_honoured_only_with_its_certificate_and_its_children_st
     assert_eq!(call(&token, &with_mine).await.status, 200);
     assert_eq!(h.upstream_received().len(), 1);
 
+    // `narrowgate explain` says the same, given the certificate or not.
+    let (mine_pem, _) = write_pair(pki.dir.path(), "mine", &mine);
+    let explain = |cert: Option<PathBuf>| {
+        let mut cmd = tokio::process::Command::new(support::BIN);
+        cmd.args(["explain", "--json", "--without-store", "--config"]).arg(&h.config_path).args(["--token", &token]);
+        if let Some(c) = cert {
+            cmd.arg("--client-cert").arg(c);
+        }
+        cmd.args(["GET", "/users/current/accounts/a1"]);
+        async move {
+            let out = run(&mut cmd).await;
+            serde_json::from_slice::<Value>(&out.stdout)
+                .unwrap_or_else(|_| json!({ "stderr": String::from_utf8_lossy(&out.stderr) }))
+        }
+    };
+    assert_eq!(explain(None).await["reason"], "certificate_mismatch");
+    assert_eq!(explain(Some(mine_pem)).await["reason"], "allowed");
+
     // A confirmation the gateway cannot check is refused, never ignored.
     for cnf in [
         json!({ "jkt": "abc" }),
@@ -564,7 +582,7 @@ async fn a_bound_token_is_honoured_only_with_its_certificate_and_its_children_st
         async move { tls_exchange(api, &via, "gateway.test", req.as_bytes()).await.expect("served").0 }
     };
     let narrowed =
-        api_post(&with_mine, "/v1/tokens/narrow", &format!("Bearer {token}"), r#"{"validityInHours": 1}"#).await;
+        api_post(&with_mine, "/v1/tokens/narrow", &format!("Bearer {token}"), r#"{"validityInHours": 0.5}"#).await;
     assert_eq!(narrowed.status, 200, "{}", narrowed.body);
     let child = narrowed.json()["token"].as_str().expect("a token").to_string();
     assert_eq!(claims(&child)["cnf"]["x5t#S256"], json!(x5t(&mine)));
