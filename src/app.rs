@@ -328,7 +328,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
             runtime: runtime.clone(),
             shutdown: Arc::new(shutdown_tx),
         });
-        let tls = |s: &crate::runtime::Snapshot| s.tls.admin.clone();
+        let tls = |s: &crate::runtime::Snapshot| s.tls.admin.as_ref().map(|t| t.config.clone());
         tasks.push(serve_axum(listener, app, runtime.clone(), tls, admin_drain, stop_rx.clone()));
     }
     if let Some((listener, _)) = api_listener {
@@ -336,7 +336,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
         background.push(tokio::spawn(console.follow_revocations()));
         let state = api::ApiState::new(runtime.clone(), service).stopping_on(stop_rx.clone());
         let app = api::app(state, crate::console::router(console));
-        let tls = |s: &crate::runtime::Snapshot| s.tls.api.clone();
+        let tls = |s: &crate::runtime::Snapshot| s.tls.api.as_ref().map(|t| t.config.clone());
         tasks.push(serve_axum(listener, app, runtime.clone(), tls, api_drain, stop_rx.clone()));
     }
     if runtime.path().is_some() {

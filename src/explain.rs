@@ -187,7 +187,7 @@ pub fn explain(snap: &Snapshot, q: &Question, now: u64) -> Explanation {
     let (Ok(req), Some(canonical)) = (&request, &out.canonical_path) else { return out };
     let (source, reference_form) = credential_source(snap.auth.credentials(), req.headers(), req.uri().query());
     out.credential = source;
-    let found = snap.router.at(&snap.routes, req.method(), canonical);
+    let found = crate::proxy::decide::router_for(snap, req).and_then(|r| r.at(&snap.routes, req.method(), canonical));
     let Some(found) = found else {
         out.nearest_routes = nearest(snap, req.method(), canonical);
         return out;
@@ -198,7 +198,11 @@ pub fn explain(snap: &Snapshot, q: &Question, now: u64) -> Explanation {
     let facts = route.facts(resource_id.as_deref(), tenant.as_deref());
     out.route = Some(view(route, facts.as_ref()));
     let Some(facts) = facts else { return out };
-    let grant = snap.auth.authenticate(req.headers(), req.uri().query(), now);
+    let presented = req.extensions().get::<std::sync::Arc<crate::tls::PeerIdentity>>().map(|p| &p.thumbprint);
+    let grant = snap
+        .auth
+        .authenticate(req.headers(), req.uri().query(), now)
+        .and_then(|g| crate::auth::check_binding(&g, presented).map(|()| g));
     out.verification = Some(match &grant {
         Ok(g) => Verification {
             result: "ok",

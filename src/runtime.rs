@@ -109,24 +109,45 @@ pub struct Shared {
     pub clock: Arc<Clock>,
     /// Where decisions and token-service actions are audited.
     pub audit: Arc<crate::audit::Audit>,
-    /// TLS session resumption (ticket keys, session cache), kept across
-    /// reloads.
-    pub resumption: Arc<crate::tls::Resumption>,
 }
 
-/// The listeners' TLS server configs, made from the config's certificates
-/// and the process's session resumption.
+/// One listener's TLS: its server config, and the session resumption it
+/// was made with (see [`crate::tls::Resumption`]).
+#[derive(Clone, Debug)]
+pub struct ServedTls {
+    pub config: Arc<rustls::ServerConfig>,
+    resumption: Arc<crate::tls::Resumption>,
+    /// Who may connect (`tls::ListenerTls::clients`).
+    clients: [u8; 32],
+}
+
+/// The listeners' TLS (`None`: plaintext).
 #[derive(Clone, Debug, Default)]
 pub struct ListenerTls {
-    pub proxy: Option<Arc<rustls::ServerConfig>>,
-    pub api: Option<Arc<rustls::ServerConfig>>,
-    pub admin: Option<Arc<rustls::ServerConfig>>,
+    pub proxy: Option<ServedTls>,
+    pub api: Option<ServedTls>,
+    pub admin: Option<ServedTls>,
 }
 
 impl ListenerTls {
-    fn of(tls: &crate::config::TlsListeners, resumption: &crate::tls::Resumption) -> Self {
-        let make = |t: &Option<Arc<crate::tls::ListenerTls>>| t.as_ref().map(|t| t.server_config(resumption));
-        ListenerTls { proxy: make(&tls.proxy), api: make(&tls.api), admin: make(&tls.admin) }
+    /// The listeners' server configs. Each keeps its listener's session
+    /// resumption from `prev` while who may connect is the same; any other
+    /// change of its client certificates starts a new one, so no session
+    /// resumes past the settings that admitted it.
+    fn of(tls: &crate::config::TlsListeners, prev: Option<&ListenerTls>) -> Self {
+        let make = |t: &Option<Arc<crate::tls::ListenerTls>>, before: Option<&Option<ServedTls>>| {
+            let t = t.as_ref()?;
+            let resumption = match before.and_then(Option::as_ref) {
+                Some(b) if b.clients == t.clients => b.resumption.clone(),
+                _ => Arc::default(),
+            };
+            Some(ServedTls { config: t.server_config(&resumption), resumption, clients: t.clients })
+        };
+        ListenerTls {
+            proxy: make(&tls.proxy, prev.map(|p| &p.proxy)),
+            api: make(&tls.api, prev.map(|p| &p.api)),
+            admin: make(&tls.admin, prev.map(|p| &p.admin)),
+        }
     }
 }
 
@@ -139,14 +160,7 @@ impl Shared {
 
     /// What a gateway's snapshots share, on the system clock.
     pub fn new(metrics: Arc<Metrics>, revocations: Arc<Revocations>, references: Arc<ReferenceTokens>) -> Shared {
-        Shared {
-            metrics,
-            revocations,
-            references,
-            clock: Arc::default(),
-            audit: Arc::default(),
-            resumption: Arc::default(),
-        }
+        Shared { metrics, revocations, references, clock: Arc::default(), audit: Arc::default() }
     }
 }
 
@@ -216,7 +230,7 @@ impl Snapshot {
             unmatched: config.unmatched,
             mode: config.mode,
             server: config.server.clone(),
-            tls: ListenerTls::of(&config.tls, &shared.resumption),
+            tls: ListenerTls::of(&config.tls, prev.map(|p| &p.tls)),
             route_upstream: config
                 .manifest
                 .routes

@@ -61,6 +61,9 @@ pub struct ServingCert {
 pub struct ListenerTls {
     pub certificates: Vec<ServingCert>,
     pub client_auth: ClientAuth,
+    /// SHA-256 of who may connect (the mode and the CA bundle): a session
+    /// resumes only under the same, see [`Resumption`].
+    pub clients: [u8; 32],
     config: Arc<rustls::ServerConfig>,
 }
 
@@ -88,6 +91,8 @@ pub enum TlsError {
     Mismatch(rustls::Error),
     #[error("no CA certificate in it")]
     NoCa,
+    #[error("a certificate in it cannot be read as an X.509 CA certificate")]
+    BadCa,
     #[error("the TLS settings cannot be built: {0}")]
     Settings(String),
 }
@@ -109,11 +114,16 @@ pub fn serving_cert(cert_pem: &[u8], key_pem: &[u8], names: Option<&[String]>) -
     Ok(ServingCert { key: Arc::new(key), names, not_after: facts.not_after, label })
 }
 
-/// The CA certificates in a PEM bundle.
+/// The CA certificates in a PEM bundle: every one of them usable (a
+/// bundle the HTTP client would read otherwise than the listeners is
+/// refused, not half used), and at least one.
 pub fn ca_bundle(pem: &[u8]) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(CertificateDer::pem_slice_iter(pem).filter_map(Result::ok));
-    if added == 0 {
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|_| TlsError::BadCa)?;
+        roots.add(cert).map_err(|_| TlsError::BadCa)?;
+    }
+    if roots.is_empty() {
         return Err(TlsError::NoCa);
     }
     Ok(roots)
@@ -121,12 +131,22 @@ pub fn ca_bundle(pem: &[u8]) -> Result<RootCertStore, TlsError> {
 
 impl ListenerTls {
     /// A listener's settings: `certificates` (at least one; the first is
-    /// the default), and who may connect.
+    /// the default), and who may connect: `client_auth` against the CAs of
+    /// `client_ca` (a PEM bundle).
     pub fn new(
         certificates: Vec<ServingCert>,
         client_auth: ClientAuth,
-        client_roots: Option<RootCertStore>,
+        client_ca: Option<&[u8]>,
     ) -> Result<ListenerTls, TlsError> {
+        let client_roots = client_ca.map(ca_bundle).transpose()?;
+        let clients = {
+            let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+            ctx.update(format!("{client_auth:?}").as_bytes());
+            ctx.update(client_ca.unwrap_or_default());
+            let mut out = [0u8; 32];
+            out.copy_from_slice(ctx.finish().as_ref());
+            out
+        };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -144,7 +164,7 @@ impl ListenerTls {
         let named = certificates.iter().flat_map(|c| c.names.iter().map(|n| (n.clone(), c.key.clone()))).collect();
         let mut config = builder.with_cert_resolver(Arc::new(BySni { named, default }));
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-        Ok(ListenerTls { certificates, client_auth, config: Arc::new(config) })
+        Ok(ListenerTls { certificates, client_auth, clients, config: Arc::new(config) })
     }
 
     /// The server config, resuming sessions by `resumption`.
@@ -161,9 +181,13 @@ impl ListenerTls {
     }
 }
 
-/// Session resumption for the whole process: one ticket key (rotated by
-/// rustls every six hours) and one TLS 1.2 session cache, so sessions
-/// outlive a reload that swaps a certificate.
+/// Session resumption of one listener: a ticket key (rotated by rustls
+/// every six hours) and a TLS 1.2 session cache, kept by a reload that
+/// leaves the listener's client certificates as they were, so sessions
+/// outlive a swapped serving certificate. A resumed handshake asks for no
+/// client certificate (it takes the session's), so a listener never
+/// resumes another's sessions, nor its own from before its client
+/// certificates or CA changed: each gets a new `Resumption` then.
 pub struct Resumption {
     tickets: Option<Arc<dyn rustls::server::ProducesTickets>>,
     sessions: Arc<dyn rustls::server::StoresServerSessions>,
@@ -330,16 +354,20 @@ impl rustls::client::ResolvesClientCert for ClientCert {
 /// its revocation feed): no redirects (a redirect could lead a feed's
 /// reader token elsewhere), and with `ca`, a PEM bundle, trusting only
 /// those CAs; else the system's roots.
-pub fn fetch_client(ca: Option<&[u8]>, builder: reqwest::ClientBuilder) -> reqwest::Client {
+///
+/// `Err` when the client cannot be built as asked (the bundle unreadable,
+/// the TLS backend unable to start): the caller fetches nothing then, and
+/// never falls back to a client that trusts more, or follows redirects.
+pub fn fetch_client(ca: Option<&[u8]>, builder: reqwest::ClientBuilder) -> Result<reqwest::Client, String> {
     let mut builder = builder.redirect(reqwest::redirect::Policy::none());
     if let Some(pem) = ca {
-        // Checked when the config was loaded: at least one certificate.
-        let certs = reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default();
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("the CA bundle: {e}"))?;
+        if certs.is_empty() {
+            return Err("the CA bundle holds no certificate".into());
+        }
         builder = builder.tls_certs_only(certs);
     }
-    // Building fails only when the TLS backend cannot start; a client
-    // without configuration still fetches (and an https:// URL fails).
-    builder.build().unwrap_or_default()
+    builder.build().map_err(|e| format!("the HTTP client: {e}"))
 }
 
 /// SHA-256 of a certificate's DER.
@@ -420,8 +448,18 @@ mod tests {
         let cert = serving_cert(c.as_bytes(), k.as_bytes(), None).expect("loads");
         assert!(ListenerTls::new(vec![cert.clone()], ClientAuth::Required, None).is_err());
         assert!(ListenerTls::new(vec![cert.clone()], ClientAuth::Off, None).is_ok());
-        let roots = ca_bundle(c.as_bytes()).expect("a CA");
-        assert!(ListenerTls::new(vec![cert], ClientAuth::Optional, Some(roots)).is_ok());
+        assert!(ListenerTls::new(vec![cert.clone()], ClientAuth::Optional, Some(c.as_bytes())).is_ok());
+        // Who may connect is what a session resumes under.
+        let off = ListenerTls::new(vec![cert.clone()], ClientAuth::Off, None).expect("off");
+        let optional =
+            ListenerTls::new(vec![cert.clone()], ClientAuth::Optional, Some(c.as_bytes())).expect("optional");
+        let required = ListenerTls::new(vec![cert], ClientAuth::Required, Some(c.as_bytes())).expect("required");
+        assert!(off.clients != optional.clients && optional.clients != required.clients);
+        let broken = format!("{c}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        assert!(
+            matches!(ca_bundle(broken.as_bytes()), Err(TlsError::BadCa)),
+            "one unreadable certificate refuses the bundle"
+        );
         assert!(ListenerTls::new(Vec::new(), ClientAuth::Off, None).is_err());
     }
 }

@@ -119,7 +119,7 @@ fn build_listener(f: ListenerTlsFile, path: &str, base: &Path, errs: &mut Errors
                     None
                 }
                 Ok(pem) => match crate::tls::ca_bundle(&pem) {
-                    Ok(roots) => Some(roots),
+                    Ok(_) => Some(pem),
                     Err(e) => {
                         errs.push(&format!("{path}.client_ca"), format!("{}: {e}", file.display()));
                         None
@@ -142,7 +142,7 @@ fn build_listener(f: ListenerTlsFile, path: &str, base: &Path, errs: &mut Errors
             }
         }
     }
-    match ListenerTls::new(certificates, f.client_certificates, roots) {
+    match ListenerTls::new(certificates, f.client_certificates, roots.as_deref()) {
         Ok(t) => Some(t),
         Err(e) => {
             errs.push(path, e);

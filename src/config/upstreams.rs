@@ -174,7 +174,7 @@ fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// The named upstreams, in the file's order.
+/// The named upstreams, in the order of their names.
 pub(super) fn build_upstreams(
     files: std::collections::BTreeMap<String, UpstreamFile>,
     base: &Path,

@@ -184,14 +184,8 @@ fn judge<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
 
     // Phase 2: route, among the routes of the applications serving the
     // request's host when applications declare hosts.
-    let router = if snap.router.by_host() {
-        let host = req.headers().get(header::HOST).and_then(host_name);
-        match host.as_deref().and_then(|h| snap.router.for_host(h)) {
-            Some(r) => r,
-            None => return deny(decision, Reason::UnknownHost, None),
-        }
-    } else {
-        &snap.router
+    let Some(router) = router_for(snap, req) else {
+        return deny(decision, Reason::UnknownHost, None);
     };
     let Some(found) = router.at(&snap.routes, req.method(), &canonical) else {
         let status = (snap.unmatched == Unmatched::NotFound).then_some(StatusCode::NOT_FOUND);
@@ -241,6 +235,16 @@ fn judge<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
             deny(decision, reason, Some(denial))
         }
     }
+}
+
+/// The router of the request's host: the one router when no application
+/// declares hosts; `None` when applications do and none serves this one.
+pub fn router_for<'s, B>(snap: &'s Snapshot, req: &Request<B>) -> Option<&'s crate::policy::Router> {
+    if !snap.router.by_host() {
+        return Some(&snap.router);
+    }
+    let host = req.headers().get(header::HOST).and_then(host_name)?;
+    snap.router.for_host(&host)
 }
 
 /// A `Host` header's host, lowercase, without its port (`[::1]` keeps its

@@ -77,13 +77,17 @@ impl Gateway {
             .then(|| req.headers().get("sec-websocket-key").map(|k| headers::websocket_accept(k.as_bytes())));
         let downstream_upgrade = decision.upgrade.then(|| hyper::upgrade::on(&mut req));
 
-        // The route's upstream (a forwarded request always has a route).
+        // The route's upstream (a forwarded request always has a route),
+        // by name: the pools may be a newer reload's, in another order.
         let which = decision.route.and_then(|r| snap.route_upstream.get(r)).copied().unwrap_or(0);
+        let wanted = snap.upstreams.get(which).map_or(crate::config::DEFAULT_UPSTREAM, |u| &*u.name);
         let pools = self.upstreams(snap);
-        let pool = pools
-            .get(which)
-            .or(pools.first())
-            .ok_or_else(|| UpstreamFailure::unnamed(UpstreamError::Other, "no upstream is configured"))?;
+        let pool = match pools.get(which).filter(|p| p.name() == wanted) {
+            Some(p) => p,
+            None => pools.iter().find(|p| p.name() == wanted).ok_or_else(|| {
+                UpstreamFailure::unnamed(UpstreamError::Other, "the route's upstream was removed by a reload")
+            })?,
+        };
         let mut resp = pool.send(req).await?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {

@@ -219,7 +219,7 @@ impl Gateway {
     ) {
         let (runtime, drain) = (self.runtime.clone(), self.drain.clone());
         let rt = runtime.clone();
-        let tls = move || rt.snapshot().tls.proxy.clone();
+        let tls = move || rt.snapshot().tls.proxy.as_ref().map(|t| t.config.clone());
         let limits = move || server::Limits::from(&runtime.snapshot().server);
         let handler = move |req, info: Arc<ConnInfo>| {
             let gw = self.clone();

@@ -225,7 +225,15 @@ pub fn follow(source: Source, set: Arc<Revocations>) -> tokio::task::JoinHandle<
     set.follow();
     tokio::spawn(async move {
         let client =
-            crate::tls::fetch_client(source.ca.as_deref(), reqwest::Client::builder().connect_timeout(SILENCE));
+            match crate::tls::fetch_client(source.ca.as_deref(), reqwest::Client::builder().connect_timeout(SILENCE)) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Never followed: the set is never confirmed, and the
+                    // gateway does what `when_stale` says.
+                    tracing::error!(error = %e, "cannot follow the issuer feed");
+                    return;
+                }
+            };
         let mut cursor: Option<String> = None;
         let mut reconnect = super::Reconnect::new(&set, "issuer feed");
         for url in source.urls.iter().cycle() {

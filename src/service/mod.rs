@@ -513,7 +513,8 @@ impl TokenService {
             secret_hash: reference::hash(&secret).to_vec(),
             name: r.name,
             role: r.role,
-            grants: encode_grants(&rules, &by.tenants, None),
+            // The creator's binding too: a registration never drops one.
+            grants: encode_grants(&rules, &by.tenants, by.bound_to.as_ref()),
             lifetime_secs: r.lifetime,
             expires_at: bounds.expires_at,
             created_by: Some(by.token_id.to_string()),

@@ -76,8 +76,9 @@ pub struct KeyRing {
     state: Mutex<Vec<SourceState>>,
     /// Held while fetching: concurrent refetches wait for the one in flight.
     fetching: tokio::sync::Mutex<Option<Instant>>,
-    /// By source: its HTTP client (its own CA bundle, if it has one).
-    clients: Vec<reqwest::Client>,
+    /// By source: its HTTP client (its own CA bundle, if it has one);
+    /// `None` when it could not be built (that source fetches nothing).
+    clients: Vec<Option<reqwest::Client>>,
     /// `true` once every source has loaded at least once.
     loaded: watch::Sender<bool>,
     /// Bumped whenever a key is withdrawn: grants cached under an older
@@ -112,7 +113,11 @@ impl KeyRing {
     ) -> Arc<Self> {
         let clients = sources
             .iter()
-            .map(|s| crate::tls::fetch_client(s.ca.as_deref(), reqwest::Client::builder().timeout(FETCH_TIMEOUT)))
+            .map(|s| {
+                crate::tls::fetch_client(s.ca.as_deref(), reqwest::Client::builder().timeout(FETCH_TIMEOUT))
+                    .inspect_err(|e| tracing::error!(issuer = %s.name, error = %e, "cannot fetch this issuer's JWKS"))
+                    .ok()
+            })
             .collect();
         let state = sources.iter().map(|_| SourceState::default()).collect();
         Arc::new(KeyRing {
@@ -296,7 +301,7 @@ impl KeyRing {
 
     async fn fetch_document(&self, source: &JwksSource) -> Result<JwksKeys, String> {
         let client = self.sources.iter().position(|s| std::ptr::eq(s, source)).and_then(|i| self.clients.get(i));
-        let client = client.ok_or("no client for this source")?;
+        let client = client.and_then(Option::as_ref).ok_or("no HTTP client: its TLS settings could not be used")?;
         let resp = client.get(&source.url).send().await.map_err(|e| format!("request failed: {}", e.without_url()))?;
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status()));

@@ -794,3 +794,51 @@ async fn an_enforcer_follows_its_issuer_over_https_with_its_own_ca_bundle() {
         "{text}"
     );
 }
+
+/// A resumed handshake asks for no client certificate, so sessions never
+/// cross listeners, nor a reload that changes who may connect.
+#[tokio::test]
+async fn a_session_resumes_only_where_the_same_clients_are_admitted() {
+    let pki = Pki::new();
+    write_pair(pki.dir.path(), "gateway", &pki.ca.server(&["gateway.test"]));
+    let api = listener_tls(&pki, &["gateway"], "required");
+    let mut h = tls_harness(&pki, &["gateway"], "off", |doc| {
+        doc.set("tls.api", api);
+    })
+    .await;
+    let resuming = resuming_connector(&pki, None, true);
+    let health = get("/health", &[]);
+    let for_handshakes = resuming.clone();
+    let handshake = move |addr: SocketAddr| {
+        let resuming = for_handshakes.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let mut tls =
+                resuming.connect("gateway.test".try_into().expect("name"), tcp).await.map_err(|e| e.to_string())?;
+            // A refused client certificate shows at the first read (TLS 1.3).
+            tls.write_all(&get("/readyz", &[])).await.map_err(|e| e.to_string())?;
+            let mut buf = Vec::new();
+            tls.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(tls.get_ref().1.handshake_kind())
+        }
+    };
+    // A session of the proxy listener (no client certificates)...
+    tls_exchange(h.proxy, &resuming, "gateway.test", &health).await.expect("the proxy serves");
+    assert_eq!(handshake(h.proxy).await, Ok(Some(rustls::HandshakeKind::Resumed)));
+    // ...does not open the api listener, which requires one.
+    assert!(handshake(h.api).await.is_err(), "a proxy session resumed on the api listener");
+
+    // A reload that starts asking the proxy's clients for certificates
+    // ends its sessions: no certificate, no connection.
+    let required = listener_tls(&pki, &["gateway"], "required");
+    let admin = h.admin;
+    let failures = || metric(admin, "narrowgate_config_reloads_total{result=\"success\"}");
+    let before = failures().await.unwrap_or(0.0);
+    h.rewrite(|doc| {
+        doc.set("tls.proxy", required);
+    });
+    eventually_async(Duration::from_secs(10), || async { (failures().await.unwrap_or(0.0) > before).then_some(()) })
+        .await;
+    assert!(handshake(h.proxy).await.is_err(), "an old session resumed past the new client-certificate rule");
+    h.shutdown().await;
+}

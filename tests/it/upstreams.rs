@@ -77,6 +77,21 @@ async fn hosts_and_routes_send_each_request_to_its_own_upstream_and_nothing_to_t
     assert_eq!(resp.status, 200, "{}", resp.body);
     assert_eq!((default(), mt_seen()), (0, 1));
 
+    // `narrowgate explain` routes by host as the gateway does.
+    for (host, reason) in
+        [("trading.test", "allowed"), ("mt.test", "no_matching_route"), ("unknown.test", "unknown_host")]
+    {
+        let out = std::process::Command::new(crate::support::BIN)
+            .args(["explain", "--json", "--without-store", "--config"])
+            .arg(&h.config_path)
+            .args(["--token", auth.trim_start_matches("Bearer "), "-H", &format!("Host: {host}")])
+            .args(["GET", "/users/current/accounts/a1"])
+            .output()
+            .expect("explain runs");
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(answer["reason"], reason, "{host}: {answer}");
+    }
+
     // A host nobody serves: refused, sent nowhere.
     for host in ["unknown.test", "127.0.0.1", "trading.test.evil"] {
         let resp = get(&h, host, "/users/current/accounts/a1", &auth).await;

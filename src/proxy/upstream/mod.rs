@@ -232,6 +232,11 @@ impl Upstream {
         }
     }
 
+    /// Its name: `default`, or its name under `upstreams`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The address for the next attempt: among those not ejected and not
     /// `tried` yet (else those not tried, else any: an upstream whose every
     /// address is ejected is still tried rather than refused outright), by
