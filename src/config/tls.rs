@@ -98,7 +98,8 @@ fn build_listener(f: ListenerTlsFile, path: &str, base: &Path, errs: &mut Errors
     }
     let mut certificates = Vec::new();
     for (i, c) in f.certificates.iter().enumerate() {
-        if let Some(cert) = load_pair(c, &format!("{path}.certificates[{i}]"), base, errs) {
+        let at = format!("{path}.certificates[{i}]");
+        if let Some(cert) = load_pair((&c.cert, &c.key), c.names.as_deref(), c.example_key, &at, base, errs) {
             certificates.push(cert);
         }
     }
@@ -112,20 +113,7 @@ fn build_listener(f: ListenerTlsFile, path: &str, base: &Path, errs: &mut Errors
             if auth == ClientAuth::Off {
                 errs.warn(&format!("{path}.client_ca"), "is not used: client_certificates is off");
             }
-            let file = base.join(ca);
-            match errs.read(&file) {
-                Err(e) => {
-                    errs.push(&format!("{path}.client_ca"), format!("{}: cannot read: {e}", file.display()));
-                    None
-                }
-                Ok(pem) => match crate::tls::ca_bundle(&pem) {
-                    Ok(_) => Some(pem),
-                    Err(e) => {
-                        errs.push(&format!("{path}.client_ca"), format!("{}: {e}", file.display()));
-                        None
-                    }
-                },
-            }
+            super::read_ca_bundle(&base.join(ca), &format!("{path}.client_ca"), errs)
         }
     };
     if certificates.len() != f.certificates.len() || (f.client_certificates != ClientAuth::Off && roots.is_none()) {
@@ -151,20 +139,30 @@ fn build_listener(f: ListenerTlsFile, path: &str, base: &Path, errs: &mut Errors
     }
 }
 
-/// One certificate and key; an error names the file (never its contents).
-fn load_pair(c: &CertificateFile, path: &str, base: &Path, errs: &mut Errors) -> Option<ServingCert> {
-    let (cert_file, key_file) = (base.join(&c.cert), base.join(&c.key));
+/// One certificate and key (`files`, relative to `base`), served by
+/// `names` (default: its DNS names); an error names the setting at `path`
+/// and the file, never its contents. `example_key`: see
+/// [`CertificateFile::example_key`].
+pub(super) fn load_pair(
+    files: (&str, &str),
+    names: Option<&[String]>,
+    example_key: bool,
+    path: &str,
+    base: &Path,
+    errs: &mut Errors,
+) -> Option<ServingCert> {
+    let (cert_file, key_file) = (base.join(files.0), base.join(files.1));
     let cert = errs.read(&cert_file);
     let key = errs.read(&key_file);
     match &key {
-        Ok(k) if c.example_key && k.trim_ascii() != EXAMPLE_KEY.trim().as_bytes() => {
+        Ok(k) if example_key && k.trim_ascii() != EXAMPLE_KEY.trim().as_bytes() => {
             errs.push(
                 &format!("{path}.example_key"),
                 format!("{} is not the published example key; remove example_key and chmod 600 it", key_file.display()),
             );
             return None;
         }
-        Ok(_) if c.example_key => {}
+        Ok(_) if example_key => {}
         _ => check_private_file(&key_file, &format!("{path}.key"), errs),
     }
     let (cert, key) = match (cert, key) {
@@ -178,7 +176,7 @@ fn load_pair(c: &CertificateFile, path: &str, base: &Path, errs: &mut Errors) ->
             return None;
         }
     };
-    match crate::tls::serving_cert(&cert, &key, c.names.as_deref()) {
+    match crate::tls::serving_cert(&cert, &key, names) {
         Ok(s) => Some(s),
         Err(e @ crate::tls::TlsError::NoKey) => {
             errs.push(&format!("{path}.key"), format!("{}: {e}", key_file.display()));

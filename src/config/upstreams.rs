@@ -11,8 +11,8 @@ use std::time::Duration;
 use http::uri::Authority;
 use serde::Deserialize;
 
+use super::Errors;
 use super::duration::HumanDuration;
-use super::{Errors, check_private_file};
 
 /// The name of the upstream a config's `upstream` section describes.
 pub const DEFAULT_UPSTREAM: &str = "default";
@@ -263,18 +263,9 @@ fn build_tls(f: UpstreamTlsFile, path: &str, base: &Path, errs: &mut Errors) -> 
     let roots = match &f.ca {
         None => None,
         Some(ca) => {
-            let file = base.join(ca);
-            match errs
-                .read(&file)
-                .map_err(|e| format!("cannot read: {e}"))
-                .and_then(|pem| crate::tls::ca_bundle(&pem).map_err(|e| e.to_string()))
-            {
-                Ok(roots) => Some(roots),
-                Err(e) => {
-                    errs.push(&format!("{path}.ca"), format!("{}: {e}", file.display()));
-                    return None;
-                }
-            }
+            let pem = super::read_ca_bundle(&base.join(ca), &format!("{path}.ca"), errs)?;
+            // Read and checked just now: it parses.
+            Some(crate::tls::ca_bundle(&pem).ok()?)
         }
     };
     let server_name = match &f.server_name {
@@ -290,28 +281,8 @@ fn build_tls(f: UpstreamTlsFile, path: &str, base: &Path, errs: &mut Errors) -> 
     let client = match &f.client_certificate {
         None => None,
         Some(c) => {
-            let (cert_file, key_file) = (base.join(&c.cert), base.join(&c.key));
-            let cert = errs.read(&cert_file);
-            let key = errs.read(&key_file);
-            check_private_file(&key_file, &format!("{path}.client_certificate.key"), errs);
-            let loaded = match (cert, key) {
-                (Ok(cert), Ok(key)) => crate::tls::serving_cert(&cert, &key, None)
-                    .map_err(|e| (format!("{path}.client_certificate"), format!("{}: {e}", cert_file.display()))),
-                (Err(e), _) => Err((
-                    format!("{path}.client_certificate.cert"),
-                    format!("{}: cannot read: {e}", cert_file.display()),
-                )),
-                (_, Err(e)) => {
-                    Err((format!("{path}.client_certificate.key"), format!("{}: cannot read: {e}", key_file.display())))
-                }
-            };
-            match loaded {
-                Ok(c) => Some(c.key),
-                Err((at, e)) => {
-                    errs.push(&at, e);
-                    return None;
-                }
-            }
+            let at = format!("{path}.client_certificate");
+            Some(super::tls::load_pair((&c.cert, &c.key), None, false, &at, base, errs)?.key)
         }
     };
     let client = match crate::tls::client_config(roots, client) {

@@ -183,15 +183,16 @@ pub(super) fn create_request(
     Ok(req)
 }
 
+/// A token just minted (created, or narrowed): its secret, shown once.
 #[derive(Template)]
 #[template(path = "console/created.html")]
 pub(super) struct CreatedPage {
-    who: Option<String>,
-    csrf: Option<String>,
-    notice: Option<String>,
-    id: String,
-    name: String,
-    secret: String,
+    pub(super) who: Option<String>,
+    pub(super) csrf: Option<String>,
+    pub(super) notice: Option<String>,
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) secret: String,
 }
 
 pub(super) async fn create(State(s): State<Console>, req: Request) -> Response {

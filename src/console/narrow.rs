@@ -215,17 +215,6 @@ pub(super) fn preview(
     rows
 }
 
-#[derive(Template)]
-#[template(path = "console/created.html")]
-pub(super) struct NarrowedPage {
-    who: Option<String>,
-    csrf: Option<String>,
-    notice: Option<String>,
-    id: String,
-    name: String,
-    secret: String,
-}
-
 pub(super) async fn narrow(State(s): State<Console>, Path(id): Path<String>, req: Request) -> Response {
     let Posted { signed, fields, pairs, .. } = match posted(&s, req).await {
         Ok(p) => p,
@@ -284,7 +273,7 @@ pub(super) async fn narrow(State(s): State<Console>, Path(id): Path<String>, req
     match s.service.narrow(&signed.snap.service, signed.grant.clone(), request).await {
         Ok(crate::service::MintedToken { secret, record: child }) => page(
             StatusCode::CREATED,
-            &NarrowedPage {
+            &super::forms::CreatedPage {
                 who: signed.who(),
                 csrf: signed.csrf(),
                 notice: None,

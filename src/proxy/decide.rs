@@ -239,20 +239,71 @@ fn judge<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
 
 /// The router of the request's host: the one router when no application
 /// declares hosts; `None` when applications do and none serves this one.
+/// No allocation: the host is lowercased on the stack.
 pub fn router_for<'s, B>(snap: &'s Snapshot, req: &Request<B>) -> Option<&'s crate::policy::Router> {
     if !snap.router.by_host() {
         return Some(&snap.router);
     }
-    let host = req.headers().get(header::HOST).and_then(host_name)?;
-    snap.router.for_host(&host)
+    let host = req.headers().get(header::HOST).and_then(|v| host_name(v.as_bytes()))?;
+    let mut buf = [0u8; 255];
+    let lower = buf.get_mut(..host.len())?;
+    lower.copy_from_slice(host);
+    lower.make_ascii_lowercase();
+    snap.router.for_host(std::str::from_utf8(lower).ok()?)
 }
 
-/// A `Host` header's host, lowercase, without its port (`[::1]` keeps its
-/// brackets); `None` when it is not one.
-fn host_name(v: &http::HeaderValue) -> Option<String> {
-    let authority: http::uri::Authority = v.to_str().ok()?.parse().ok()?;
-    if authority.as_str().contains('@') {
-        return None;
+/// A `Host` header's host without its port (`[::1]` keeps its brackets);
+/// `None` unless it is a DNS name, an IPv4 address or a bracketed IPv6
+/// address, with at most a numeric port.
+fn host_name(v: &[u8]) -> Option<&[u8]> {
+    let (host, port) = match v.first() {
+        Some(b'[') => {
+            let end = v.iter().position(|b| *b == b']')?;
+            let (host, rest) = v.split_at(end + 1);
+            (host, rest)
+        }
+        _ => match v.iter().position(|b| *b == b':') {
+            Some(colon) => (&v[..colon], &v[colon..]),
+            None => (v, &[][..]),
+        },
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => !digits.is_empty() && digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    let host_ok = match host {
+        [b'[', inner @ .., b']'] => {
+            !inner.is_empty() && inner.iter().all(|b| b.is_ascii_hexdigit() || b".:".contains(b))
+        }
+        _ => !host.is_empty() && host.iter().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(b)),
+    };
+    (port_ok && host_ok).then_some(host)
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::host_name;
+
+    #[test]
+    fn a_host_header_is_its_host_without_the_port_or_nothing() {
+        for (header, host) in [
+            ("api.example.com", Some("api.example.com")),
+            ("API.Example.com:8443", Some("API.Example.com")),
+            ("127.0.0.1:80", Some("127.0.0.1")),
+            ("[::1]:8443", Some("[::1]")),
+            ("[::1]", Some("[::1]")),
+            ("user@api.example.com", None),
+            ("api.example.com:", None),
+            ("api.example.com:80:80", None),
+            ("api.example.com:http", None),
+            ("[::1", None),
+            ("[]", None),
+            ("", None),
+            ("a b", None),
+            ("a/b", None),
+        ] {
+            assert_eq!(host_name(header.as_bytes()), host.map(str::as_bytes), "{header:?}");
+        }
     }
-    Some(authority.host().to_ascii_lowercase())
 }
