@@ -48,11 +48,14 @@ fn counters_for(vec: &IntCounterVec, app: &str, route: &str) -> RouteCounters {
     }
 }
 
-/// An upstream's retry and ejection counters.
+/// An upstream's retry, ejection and name resolution counters.
 #[derive(Clone, Debug)]
 pub struct UpstreamCounters {
     pub retries: IntCounter,
     pub ejections: IntCounter,
+    /// Resolutions of its DNS names that gave addresses, and that failed.
+    pub resolved: IntCounter,
+    pub unresolved: IntCounter,
 }
 
 /// The decision label a reason falls under.
@@ -117,6 +120,7 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     upstream_retries: IntCounterVec,
     upstream_ejections: IntCounterVec,
+    upstream_resolutions: IntCounterVec,
     /// JWKS keys skipped as unusable, by issuer name.
     pub jwks_keys_skipped: IntCounterVec,
     revocation: RevocationGauges,
@@ -293,6 +297,14 @@ impl Metrics {
             &["upstream"],
         )?;
         registry.register(Box::new(upstream_ejections.clone()))?;
+        let upstream_resolutions = IntCounterVec::new(
+            Opts::new(
+                "narrowgate_upstream_resolutions_total",
+                "Resolutions of upstream addresses given by DNS name, by upstream and result (success, failure).",
+            ),
+            &["upstream", "result"],
+        )?;
+        registry.register(Box::new(upstream_resolutions.clone()))?;
         let jwks_keys_skipped = IntCounterVec::new(
             Opts::new(
                 "narrowgate_jwks_keys_skipped_total",
@@ -428,6 +440,7 @@ impl Metrics {
             upstream_errors: upstream_vec,
             upstream_retries,
             upstream_ejections,
+            upstream_resolutions,
         })
     }
 
@@ -561,6 +574,8 @@ impl Metrics {
         UpstreamCounters {
             retries: self.upstream_retries.with_label_values(&[upstream]),
             ejections: self.upstream_ejections.with_label_values(&[upstream]),
+            resolved: self.upstream_resolutions.with_label_values(&[upstream, "success"]),
+            unresolved: self.upstream_resolutions.with_label_values(&[upstream, "failure"]),
         }
     }
 }

@@ -32,6 +32,21 @@ pub struct UpstreamConfig {
     pub balance: Balance,
     pub ejection: Ejection,
     pub retries: Retries,
+    pub dns: Dns,
+}
+
+/// How an address given by DNS name is resolved: when first dialled,
+/// again every `refresh` (in the background, keeping the last good answer
+/// while resolution fails), and soon after a connection to it fails. A
+/// pooled connection to an address the name no longer resolves to is
+/// closed instead of reused. IP literals are never resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    pub refresh: Duration,
+    /// DNS servers asked directly (UDP, then TCP); empty: the system's
+    /// resolver (`getaddrinfo`: `/etc/hosts`, `/etc/resolv.conf` and its
+    /// search domains, as every other program on the host).
+    pub nameservers: Vec<std::net::SocketAddr>,
 }
 
 /// How a request's address is chosen among an upstream's healthy ones.
@@ -119,6 +134,18 @@ pub(super) struct UpstreamFile {
     pub ejection: Option<EjectionFile>,
     #[serde(default)]
     pub retries: Option<RetriesFile>,
+    #[serde(default)]
+    pub dns: Option<DnsFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DnsFile {
+    #[serde(default)]
+    refresh: Option<HumanDuration>,
+    /// `ip` or `ip:port` (port 53 when absent).
+    #[serde(default)]
+    nameservers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,8 +271,31 @@ pub(super) fn build_upstream(
             errs.push(&format!("{path}.retries.statuses[{i}]"), format!("{s} is not 429 or a 5xx status"));
         }
     }
+    let d = f.dns.unwrap_or_default();
+    let dns = Dns {
+        refresh: d.refresh.map_or(Duration::from_secs(5), Duration::from),
+        nameservers: d
+            .nameservers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| match nameserver(n) {
+                Some(a) => Some(a),
+                None => {
+                    errs.push(
+                        &format!("{path}.dns.nameservers[{i}]"),
+                        format!("{n:?} is not an IP address or ip:port"),
+                    );
+                    None
+                }
+            })
+            .collect(),
+    };
+    if dns.refresh < Duration::from_secs(1) {
+        errs.push(&format!("{path}.dns.refresh"), "at least 1s");
+    }
     Some(UpstreamConfig {
         name: name.into(),
+        dns,
         balance: f.balance,
         ejection,
         retries,
@@ -256,6 +306,11 @@ pub(super) fn build_upstream(
         pool_max_idle: f.pool_max_idle.unwrap_or(256),
         tls,
     })
+}
+
+/// A DNS server's address: `ip`, `ip:port`, or `[ipv6]:port`.
+fn nameserver(s: &str) -> Option<std::net::SocketAddr> {
+    s.parse().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 53).into()))
 }
 
 fn build_tls(f: UpstreamTlsFile, path: &str, base: &Path, errs: &mut Errors) -> Option<UpstreamTls> {

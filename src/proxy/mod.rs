@@ -125,10 +125,15 @@ impl Pool {
         clock: &Arc<crate::clock::Clock>,
         metrics: &Metrics,
     ) -> Self {
+        let counters: Vec<_> = configs.iter().map(|c| metrics.upstream_counters(&c.name)).collect();
+        let addresses: Vec<_> =
+            configs.iter().zip(&counters).map(|(c, n)| upstream::Addresses::new(c, clock, n)).collect();
         let pools = || {
             configs
                 .iter()
-                .map(|c| upstream::Upstream::new(c, clock, metrics.upstream_counters(&c.name)))
+                .zip(&addresses)
+                .zip(&counters)
+                .map(|((c, a), n)| upstream::Upstream::new(c, a, clock, n.clone()))
                 .collect::<Arc<[_]>>()
         };
         Pool { generation, by_worker: (0..=workers).map(|_| pools()).collect() }

@@ -133,6 +133,15 @@ fn an_upstream_nobody_defined_or_routes_that_collide_on_one_host_are_config_erro
     });
     assert!(e.contains("upstreams.default"), "{e}");
     let e = errors(&|d| {
+        d.set(
+            "upstreams",
+            json!({ "named": { "addresses": ["api.test:80"], "dns": { "refresh": "0s", "nameservers": ["10.0.0.1", "[::1]:5353", "dns.test"] } } }),
+        );
+    });
+    assert!(e.contains("upstreams.named.dns.refresh: at least 1s"), "{e}");
+    assert!(e.contains("upstreams.named.dns.nameservers[2]"), "{e}");
+    assert!(!e.contains("nameservers[0]") && !e.contains("nameservers[1]"), "{e}");
+    let e = errors(&|d| {
         d.set("applications.0.hosts", json!(["api.test:8443"]));
     });
     assert!(e.contains("applications[0].hosts[0]"), "{e}");
@@ -480,5 +489,168 @@ async fn a_failing_address_is_ejected_for_a_while_and_tried_again() {
     }
     assert!(!back.received().is_empty(), "the recovered address was tried again");
     assert!(!echo.received().is_empty());
+    h.shutdown().await;
+}
+
+/// A real DNS server (Debian's dnsmasq) answering from a hosts file the
+/// test rewrites; a SIGHUP makes it read the file again.
+struct Dnsmasq {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    hosts: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Dnsmasq {
+    async fn start(name: &str, ip: &str) -> Dnsmasq {
+        use std::os::unix::fs::PermissionsExt;
+        let bin =
+            std::env::var("NG_DNSMASQ").expect("NG_DNSMASQ is not set: scripts/test installs dnsmasq and sets it");
+        let dir = tempfile::tempdir().expect("tempdir");
+        // dnsmasq reads the file after dropping to an unprivileged user.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let hosts = dir.path().join("hosts");
+        // A port free for UDP and TCP alike (dnsmasq serves both).
+        let addr = loop {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+            let addr = udp.local_addr().expect("addr");
+            if std::net::TcpListener::bind(addr).is_ok() {
+                break addr;
+            }
+        };
+        let child = tokio::process::Command::new(bin)
+            .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--cache-size=0"])
+            .arg("--pid-file=")
+            .arg(format!("--listen-address={}", addr.ip()))
+            .arg(format!("--port={}", addr.port()))
+            .arg(format!("--addn-hosts={}", hosts.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let dns = Dnsmasq { child: child.expect("dnsmasq starts"), addr, hosts, _dir: dir };
+        dns.write(name, ip);
+        dns.settle(name, ip).await;
+        dns
+    }
+
+    fn write(&self, name: &str, ip: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&self.hosts, format!("{ip} {name}\n")).expect("hosts");
+        std::fs::set_permissions(&self.hosts, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+
+    /// From now on, `name` is `ip`.
+    async fn answer(&mut self, name: &str, ip: &str) {
+        self.write(name, ip);
+        let pid = self.child.id().expect("dnsmasq runs").to_string();
+        let hup = tokio::process::Command::new("kill").args(["-HUP", &pid]).status().await.expect("kill");
+        assert!(hup.success());
+        self.settle(name, ip).await;
+    }
+
+    /// Wait until the server answers `name` with `ip`.
+    async fn settle(&self, name: &str, ip: &str) {
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+        let servers = vec![NameServerConfig::new(self.addr, hickory_resolver::proto::xfer::Protocol::Udp)];
+        let resolver = hickory_resolver::Resolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], servers),
+            hickory_resolver::name_server::TokioConnectionProvider::default(),
+        )
+        .build();
+        let want: std::net::IpAddr = ip.parse().expect("ip");
+        for _ in 0..200 {
+            if let Ok(found) = resolver.lookup_ip(name).await
+                && found.iter().collect::<Vec<_>>() == [want]
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("dnsmasq did not come to answer {name} with {ip}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs dnsmasq: scripts/test installs it"]
+async fn a_name_is_resolved_again_on_its_interval_and_after_a_failed_connection() {
+    const NAME: &str = "api.upstream.test";
+    // Two upstreams on one port, at two addresses the name will take in turn.
+    let one = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    let port = one.addr.port();
+    // Nothing listens at 127.0.0.2 yet: the name's first answer leads nowhere.
+    let mut dns = Dnsmasq::start(NAME, "127.0.0.2").await;
+    let upstream = json!({ "addresses": [format!("{NAME}:{port}")],
+        "retries": { "attempts": 0 }, "ejection": { "consecutive_failures": 0 },
+        "dns": { "refresh": "1m", "nameservers": [dns.addr.to_string()] } });
+    let h = Harness::start_with(
+        |doc| {
+            doc.set("upstreams", json!({ "named": upstream }));
+            doc.set("applications.0.upstream", "named");
+        },
+        |_| {},
+    )
+    .await;
+    let count = |result: &'static str| {
+        let admin = h.admin;
+        async move {
+            let series = format!(r#"narrowgate_upstream_resolutions_total{{result="{result}",upstream="named"}}"#);
+            crate::support::metric(admin, &series).await.unwrap_or(0.0)
+        }
+    };
+    let settled = |result: &'static str, n: f64| async move {
+        for _ in 0..200 {
+            if count(result).await >= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("no {n} resolutions with result {result}");
+    };
+
+    // Resolved at the first connection: to where nothing listens.
+    assert_eq!(call(&h).await.reason(), "upstream_connect");
+    assert_eq!(count("success").await, 1.0);
+
+    // The record changes. The failed connection makes the name due again
+    // a second later (the refresh interval is a minute): the request
+    // after that second goes where the last answer said and has it asked
+    // again; the next one goes to the new address.
+    dns.answer(NAME, "127.0.0.1").await;
+    h.advance(std::time::Duration::from_secs(2));
+    let _ = call(&h).await;
+    settled("success", 2.0).await;
+    one.clear();
+    let resp = call(&h).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(one.received().len(), 1);
+
+    // The record moves to a live second upstream. Until the interval is
+    // up, the kept-alive connection to the first serves on.
+    let two = EchoUpstream::start(SocketAddr::from(([127, 0, 0, 2], port))).await.expect("second echo");
+    dns.answer(NAME, "127.0.0.2").await;
+    assert_eq!(call(&h).await.status, 200);
+    assert_eq!((one.received().len(), two.received().len()), (2, 0), "re-resolved before its interval");
+    // The interval is up: the name is asked again in the background, and
+    // from then on every request goes to the new address; the pooled
+    // connection to the old one is not reused.
+    h.advance(std::time::Duration::from_secs(61));
+    assert_eq!(call(&h).await.status, 200);
+    settled("success", 3.0).await;
+    one.clear();
+    for _ in 0..4 {
+        assert_eq!(call(&h).await.status, 200);
+    }
+    assert_eq!((one.received().len(), two.received().len()), (0, 4));
+
+    // The DNS server goes away: resolution fails, and the last good
+    // address serves on.
+    drop(dns);
+    h.advance(std::time::Duration::from_secs(61));
+    assert_eq!(call(&h).await.status, 200);
+    settled("failure", 1.0).await;
+    assert_eq!(call(&h).await.status, 200);
+    assert_eq!(two.received().len(), 6);
+    assert_eq!(count("success").await, 3.0);
     h.shutdown().await;
 }

@@ -3,7 +3,8 @@
 //! [`Upstream`] per configured upstream. Addresses are chosen by round
 //! robin or the power of two choices among those passive health has not
 //! ejected (`health`), and a request is retried only where that is safe,
-//! within a budget.
+//! within a budget. An address given by DNS name leads where its latest
+//! resolution says (`resolve`).
 //!
 //! hyper-util's general-purpose client costs a task spawn, a hash map and
 //! two lock round trips per request; a proxy with a handful of fixed
@@ -38,8 +39,10 @@ use crate::metrics::UpstreamCounters;
 use crate::metrics::UpstreamError;
 
 mod health;
+mod resolve;
 
 use health::{Budget, Health, now_ms};
+use resolve::{Lookup, Resolved};
 
 /// What is sent upstream: the client's body, or none (a retry of a
 /// bodiless request, rebuilt from its head).
@@ -50,9 +53,17 @@ type Sender = http1::SendRequest<ReqBody>;
 struct Idle {
     sender: Sender,
     since: Instant,
+    to: Dialled,
 }
 
-/// One upstream address and its idle connections.
+/// Where a connection was made: the address a name gave, at which of the
+/// name's generations.
+#[derive(Clone, Copy)]
+struct Dialled {
+    addr: std::net::SocketAddr,
+    generation: u64,
+}
+
 /// Why forwarding failed: its kind (for metrics and the 502/504), which
 /// upstream, and the cause (an OS or protocol error) for the log. Never
 /// shown to the client.
@@ -73,8 +84,11 @@ impl UpstreamFailure {
     }
 }
 
+/// One upstream address (as configured) and its idle connections.
 struct Target {
     authority: Authority,
+    /// Where it leads now (shared by the workers).
+    resolved: Arc<Resolved>,
     /// The name its TLS certificate must have (TLS upstreams only).
     server_name: Option<rustls::pki_types::ServerName<'static>>,
     /// Connections at rest (a pool serves one worker: see `proxy::Pool`).
@@ -85,25 +99,29 @@ struct Target {
 }
 
 impl Target {
-    fn take(&self) -> Option<Sender> {
+    fn take(&self) -> Option<(Sender, Dialled)> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < self.idle_timeout && entry.sender.is_ready() {
-                return Some(entry.sender);
+            if entry.since.elapsed() < self.idle_timeout
+                && entry.sender.is_ready()
+                && self.resolved.holds(entry.to.addr, entry.to.generation)
+            {
+                return Some((entry.sender, entry.to));
             }
-            // Expired or closed: dropping it closes the connection.
+            // Expired, closed, or to an address its name no longer gives:
+            // dropping it closes the connection.
         }
         None
     }
 
-    fn give_back(&self, sender: Sender) {
-        if !sender.is_ready() {
+    fn give_back(&self, sender: Sender, to: Dialled) {
+        if !sender.is_ready() || !self.resolved.holds(to.addr, to.generation) {
             return;
         }
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < self.max_idle
         {
-            idle.push(Idle { sender, since: Instant::now() });
+            idle.push(Idle { sender, since: Instant::now(), to });
         }
     }
 }
@@ -138,15 +156,15 @@ impl std::fmt::Debug for Upstream {
 /// read to the end. Dropped early, the connection is closed instead.
 pub struct UpstreamBody {
     inner: Incoming,
-    give_back: Option<(Sender, Arc<Target>)>,
+    give_back: Option<(Sender, Dialled, Arc<Target>)>,
     /// The request's place in its address's count in flight.
     busy: Option<Outstanding>,
 }
 
 impl UpstreamBody {
     fn finish(&mut self) {
-        if let Some((sender, target)) = self.give_back.take() {
-            target.give_back(sender);
+        if let Some((sender, to, target)) = self.give_back.take() {
+            target.give_back(sender, to);
         }
         self.busy = None;
     }
@@ -194,19 +212,43 @@ pub fn worker_slot() -> usize {
     WORKER_SLOT.with(std::cell::Cell::get)
 }
 
+/// Where one upstream's configured addresses lead: shared by the pools of
+/// every worker, so each name is resolved once for all of them.
+pub struct Addresses(Box<[Arc<Resolved>]>);
+
+impl Addresses {
+    pub fn new(cfg: &UpstreamConfig, clock: &Arc<crate::clock::Clock>, counters: &UpstreamCounters) -> Self {
+        let lookup = Arc::new(Lookup::new(&cfg.dns));
+        Addresses(
+            cfg.addresses
+                .iter()
+                .map(|a| Arc::new(Resolved::new(a, &cfg.name, &cfg.dns, &lookup, clock, counters.clone())))
+                .collect(),
+        )
+    }
+}
+
 impl Upstream {
-    /// A pool of connections to `cfg`'s addresses, for one worker.
-    pub fn new(cfg: &UpstreamConfig, clock: &Arc<crate::clock::Clock>, counters: UpstreamCounters) -> Self {
+    /// A pool of connections to `cfg`'s addresses (which lead where
+    /// `addresses` says), for one worker.
+    pub fn new(
+        cfg: &UpstreamConfig,
+        addresses: &Addresses,
+        clock: &Arc<crate::clock::Clock>,
+        counters: UpstreamCounters,
+    ) -> Self {
         let targets = cfg
             .addresses
             .iter()
-            .map(|a| {
+            .zip(addresses.0.iter())
+            .map(|(a, resolved)| {
                 let server_name = cfg.tls.as_ref().map(|t| match &t.server_name {
                     Some(n) => n.clone(),
                     None => server_name_of(a),
                 });
                 Arc::new(Target {
                     authority: a.clone(),
+                    resolved: resolved.clone(),
                     server_name,
                     idle: Mutex::new(Vec::new()),
                     max_idle: cfg.pool_max_idle,
@@ -241,12 +283,11 @@ impl Upstream {
     /// `tried` yet (else those not tried, else any: an upstream whose every
     /// address is ejected is still tried rather than refused outright), by
     /// round robin or the less loaded of two drawn at random.
-    fn pick(&self, tried: &[usize]) -> Option<usize> {
+    fn pick(&self, tried: &[usize], now: u64) -> Option<usize> {
         let n = self.targets.len();
         if n == 0 {
             return None;
         }
-        let now = now_ms(&self.clock);
         let fresh = |i: &usize| !tried.contains(i);
         let healthy = |i: &usize| fresh(i) && self.targets[*i].health.available(now);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -278,8 +319,13 @@ impl Upstream {
         let mut req = req.map(Either::Left);
         let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
         loop {
-            let i = self.pick(&tried).ok_or(UpstreamFailure::unnamed(UpstreamError::Connect, "no upstream address"))?;
+            // The one reading of the clock on a request's way when all goes well.
+            let now = now_ms(&self.clock);
+            let i = self
+                .pick(&tried, now)
+                .ok_or(UpstreamFailure::unnamed(UpstreamError::Connect, "no upstream address"))?;
             let target = self.targets[i].clone();
+            target.resolved.refresh_if_due(now);
             let fail = |kind, cause: String| UpstreamFailure {
                 kind,
                 name: self.name.clone(),
@@ -291,14 +337,13 @@ impl Upstream {
             target.health.outstanding.fetch_add(1, Ordering::Relaxed);
             let busy = Outstanding(target.clone());
             let attempt = tokio::time::timeout(self.read_timeout, self.exchange(&target, req)).await;
-            let now = now_ms(&self.clock);
             match attempt {
                 Err(_) => {
-                    self.failed(&target, now);
+                    self.failed(&target);
                     return Err(fail(UpstreamError::Timeout, format!("no response within {:?}", self.read_timeout)));
                 }
                 Ok(Err(Failed { kind, cause, unsent })) => {
-                    self.failed(&target, now);
+                    self.failed(&target);
                     match unsent {
                         // Not a byte went out: another address may have it.
                         Some(back) if may_retry && self.budget.withdraw() => {
@@ -312,7 +357,7 @@ impl Upstream {
                 Ok(Ok(resp)) => {
                     let status = resp.status();
                     if status.is_server_error() {
-                        self.failed(&target, now);
+                        self.failed(&target);
                     } else {
                         target.health.succeeded();
                     }
@@ -336,8 +381,8 @@ impl Upstream {
     }
 
     /// A failure of `target`'s: counted, and logged when it ejects it.
-    fn failed(&self, target: &Target, now: u64) {
-        if target.health.failed(&self.ejection, now) {
+    fn failed(&self, target: &Target) {
+        if target.health.failed(&self.ejection, now_ms(&self.clock)) {
             self.counters.ejections.inc();
             tracing::warn!(upstream = %self.name, address = %target.authority, "upstream address ejected after failures in a row");
         }
@@ -349,7 +394,7 @@ impl Upstream {
         let mut pooled = target.take();
         loop {
             let reused = pooled.is_some();
-            let mut sender = match pooled.take() {
+            let (mut sender, to) = match pooled.take() {
                 Some(s) => s,
                 None => match self.connect(target).await {
                     Ok(s) => s,
@@ -360,7 +405,7 @@ impl Upstream {
                 Ok(resp) => {
                     let upgraded = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
                     // An upgraded connection belongs to the tunnel now.
-                    let give_back = (!upgraded).then(|| (sender, target.clone()));
+                    let give_back = (!upgraded).then(|| (sender, to, target.clone()));
                     return Ok(resp.map(|inner| UpstreamBody { inner, give_back, busy: None }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -375,11 +420,20 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self, target: &Target) -> Result<Sender, (UpstreamError, String)> {
-        // A name is resolved at every new connection: a changed record
-        // applies to the next one, and a failed address is never reused
-        // from a cache.
-        let addr = target.authority.as_str();
+    async fn connect(&self, target: &Target) -> Result<(Sender, Dialled), (UpstreamError, String)> {
+        let (addr, generation) = tokio::time::timeout(self.connect_timeout, target.resolved.dial())
+            .await
+            .map_err(|_| (UpstreamError::Connect, format!("no address within {:?}", self.connect_timeout)))?
+            .map_err(|e| (UpstreamError::Connect, e))?;
+        let made = self.connect_to(addr, target).await;
+        if made.is_err() {
+            // The name may lead elsewhere now.
+            target.resolved.failed();
+        }
+        Ok((made?, Dialled { addr, generation }))
+    }
+
+    async fn connect_to(&self, addr: std::net::SocketAddr, target: &Target) -> Result<Sender, (UpstreamError, String)> {
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err((UpstreamError::Connect, e.to_string())),
