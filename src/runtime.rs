@@ -134,14 +134,14 @@ impl ListenerTls {
     /// resumption from `prev` while who may connect is the same; any other
     /// change of its client certificates starts a new one, so no session
     /// resumes past the settings that admitted it.
-    fn of(tls: &crate::config::TlsListeners, prev: Option<&ListenerTls>) -> Self {
+    fn of(tls: &crate::config::TlsListeners, http2: bool, prev: Option<&ListenerTls>) -> Self {
         let make = |t: &Option<Arc<crate::tls::ListenerTls>>, before: Option<&Option<ServedTls>>| {
             let t = t.as_ref()?;
             let resumption = match before.and_then(Option::as_ref) {
                 Some(b) if b.clients == t.clients => b.resumption.clone(),
                 _ => Arc::default(),
             };
-            Some(ServedTls { config: t.server_config(&resumption), resumption, clients: t.clients })
+            Some(ServedTls { config: t.server_config(&resumption, http2), resumption, clients: t.clients })
         };
         ListenerTls {
             proxy: make(&tls.proxy, prev.map(|p| &p.proxy)),
@@ -230,7 +230,7 @@ impl Snapshot {
             unmatched: config.unmatched,
             mode: config.mode,
             server: config.server.clone(),
-            tls: ListenerTls::of(&config.tls, prev.map(|p| &p.tls)),
+            tls: ListenerTls::of(&config.tls, config.server.http2.enabled, prev.map(|p| &p.tls)),
             route_upstream: config
                 .manifest
                 .routes

@@ -22,8 +22,12 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use serde::Deserialize;
 
-/// What the server offers in ALPN: HTTP/1.1 only, until HTTP/2 lands.
+/// What is offered in ALPN: HTTP/1.1 (a listener adds `h2` in front when
+/// HTTP/2 is on: see [`ListenerTls::server_config`]).
 pub const ALPN: &[&[u8]] = &[b"http/1.1"];
+
+/// A listener's ALPN with HTTP/2, preferred.
+const ALPN_H2: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// How many TLS 1.2 sessions (by id) a process remembers for resumption.
 const SESSION_CACHE: usize = 4096;
@@ -168,8 +172,11 @@ impl ListenerTls {
     }
 
     /// The server config, resuming sessions by `resumption`.
-    pub fn server_config(&self, resumption: &Resumption) -> Arc<rustls::ServerConfig> {
+    pub fn server_config(&self, resumption: &Resumption, http2: bool) -> Arc<rustls::ServerConfig> {
         let mut config = (*self.config).clone();
+        if http2 {
+            config.alpn_protocols = ALPN_H2.iter().map(|p| p.to_vec()).collect();
+        }
         config.session_storage = resumption.sessions.clone();
         if let Some(t) = &resumption.tickets {
             config.ticketer = t.clone();

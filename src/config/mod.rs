@@ -45,7 +45,9 @@ pub use header_policy::{HeaderPolicy, Scan};
 use issuers::{IssuerFile, build_issuance, build_issuer};
 pub use issuers::{MintError, Signing};
 use manifest::{build_manifest, build_router, check_upstreams};
-pub use network::{CacheConfig, CredentialSource, Forwarding, IdentityHeaders, Listeners, ServerConfig, Unmatched};
+pub use network::{
+    CacheConfig, CredentialSource, Forwarding, Http2, IdentityHeaders, Listeners, ServerConfig, Unmatched,
+};
 use network::{
     CredentialFile, ListenersFile, build_cache, build_credentials, build_forwarding, build_listeners, build_server,
     build_trusted_proxies, default_credentials,

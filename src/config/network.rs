@@ -47,6 +47,25 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// Then how long in-flight requests and WebSocket tunnels may take.
     pub shutdown_grace: Duration,
+    pub http2: Http2,
+}
+
+/// HTTP/2 downstream: offered by ALPN on TLS listeners, and spoken with
+/// prior knowledge (h2c) on plaintext ones when `cleartext` says so.
+/// Every stream is decided on its own, like an HTTP/1.1 request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2 {
+    /// `h2` in ALPN on TLS listeners.
+    pub enabled: bool,
+    /// Prior-knowledge HTTP/2 on plaintext listeners (`Upgrade: h2c`
+    /// stays refused).
+    pub cleartext: bool,
+    /// Streams open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Streams a client may cancel before their answer on one connection
+    /// (when they are at least half its streams) before it is closed with
+    /// GOAWAY: what bounds the rapid-reset attack's cost.
+    pub max_cancelled_streams: u32,
 }
 
 /// Where a credential may come from, in the configured order.
@@ -131,6 +150,21 @@ pub(super) struct ServerFile {
     /// Then how long in-flight requests may take (25s).
     #[serde(default)]
     pub shutdown_grace: Option<HumanDuration>,
+    #[serde(default)]
+    pub http2: Http2File,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Http2File {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    cleartext: Option<bool>,
+    #[serde(default)]
+    max_concurrent_streams: Option<u32>,
+    #[serde(default)]
+    max_cancelled_streams: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,7 +317,19 @@ pub(super) fn build_server(f: ServerFile, errs: &mut Errors) -> (ServerConfig, u
         max_headers: f.max_headers.unwrap_or(64),
         drain_delay: f.drain_delay.map_or(Duration::from_secs(5), Duration::from),
         shutdown_grace: f.shutdown_grace.map_or(Duration::from_secs(25), Duration::from),
+        http2: Http2 {
+            enabled: f.http2.enabled.unwrap_or(true),
+            cleartext: f.http2.cleartext.unwrap_or(false),
+            max_concurrent_streams: f.http2.max_concurrent_streams.unwrap_or(100),
+            max_cancelled_streams: f.http2.max_cancelled_streams.unwrap_or(100),
+        },
     };
+    if server.http2.max_concurrent_streams == 0 {
+        errs.push("server.http2.max_concurrent_streams", "must be at least 1");
+    }
+    if server.http2.max_cancelled_streams == 0 {
+        errs.push("server.http2.max_cancelled_streams", "must be at least 1");
+    }
     if server.max_header_bytes < 8192 {
         errs.push("server.max_header_bytes", "must be at least 8192");
     }

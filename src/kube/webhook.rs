@@ -335,6 +335,13 @@ pub async fn serve(
         max_header_bytes: 64 * 1024,
         max_headers: 100,
         shutdown_grace: Duration::from_secs(10),
+        // Its TLS offers HTTP/1.1 alone (the API server speaks it).
+        http2: crate::config::Http2 {
+            enabled: false,
+            cleartext: false,
+            max_concurrent_streams: 100,
+            max_cancelled_streams: 100,
+        },
     };
     let app = router(config.options);
     server::serve_router(listener, move || Some(tls.clone()), limits, app, Drain::default(), stop).await;

@@ -28,6 +28,7 @@ mod explain;
 mod forwarding;
 mod header_policy;
 mod hostile;
+mod http2;
 mod inject;
 mod jwks;
 mod layers;

@@ -100,14 +100,14 @@ fn set_private(path: &Path) {
 
 /// The test's PKI on disk: one CA signs the gateway's certificates and
 /// the clients'; another CA signs a stranger's.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: Ca,
+pub(crate) struct Pki {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) ca: Ca,
     stranger_ca: Ca,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         let pki = Pki {
             dir: tempfile::tempdir().expect("tempdir"),
             ca: Ca::new("test CA"),
@@ -121,7 +121,7 @@ impl Pki {
         self.dir.path().join(name)
     }
 
-    fn s(&self, name: &str) -> String {
+    pub(crate) fn s(&self, name: &str) -> String {
         self.path(name).to_str().expect("utf-8").to_string()
     }
 }
@@ -218,7 +218,7 @@ fn get(path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// A harness whose proxy speaks TLS with `certs`, and `edit` besides.
-async fn tls_harness(
+pub(crate) async fn tls_harness(
     pki: &Pki,
     certs: &[&str],
     client_certificates: &str,
@@ -239,7 +239,7 @@ async fn tls_harness(
 
 /// Run a real client to its end (at most 30 s), without blocking the
 /// runtime the gateway serves on.
-async fn run(cmd: &mut tokio::process::Command) -> std::process::Output {
+pub(crate) async fn run(cmd: &mut tokio::process::Command) -> std::process::Output {
     cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
     match tokio::time::timeout(Duration::from_secs(30), cmd.output()).await {
         Ok(out) => out.unwrap_or_else(|e| panic!("{cmd:?} cannot run: {e}")),
@@ -324,7 +324,7 @@ async fn sni_picks_the_certificate_and_old_protocols_and_weak_suites_are_refused
         r#"
 import socket, ssl
 ctx = ssl.create_default_context(cafile={ca:?})
-ctx.set_alpn_protocols(["h2", "http/1.1"])
+ctx.set_alpn_protocols(["http/1.1"])
 with socket.create_connection(("127.0.0.1", {port})) as raw:
     with ctx.wrap_socket(raw, server_hostname="gateway.test") as s:
         s.sendall(b"GET /health HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n")

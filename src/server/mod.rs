@@ -1,12 +1,16 @@
 //! The one HTTP server loop every listener runs — proxy, api, admin and
 //! the admission webhook: accept (optionally TLS), HTTP/1.1 with
-//! keep-alive, limits on header size and count, a header-read timeout
-//! (which also bounds a TLS handshake), an idle timeout between requests,
+//! keep-alive or HTTP/2 (`http2`: by ALPN, or by its preface where h2c is
+//! on), limits on header size and count, a header-read timeout (which
+//! also bounds a TLS handshake), an idle timeout between requests,
 //! upgrades (and the tunnels they open), and the drain: stop accepting,
 //! close keep-alive connections after their current request, let requests
 //! and tunnels finish within a grace period.
 
+mod http2;
+
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -79,6 +83,7 @@ pub struct Limits {
     pub max_headers: usize,
     /// How long the drain waits for requests and tunnels in flight.
     pub shutdown_grace: Duration,
+    pub http2: crate::config::Http2,
 }
 
 impl From<&ServerConfig> for Limits {
@@ -89,6 +94,7 @@ impl From<&ServerConfig> for Limits {
             max_header_bytes: c.max_header_bytes,
             max_headers: c.max_headers,
             shutdown_grace: c.shutdown_grace,
+            http2: c.http2,
         }
     }
 }
@@ -292,20 +298,14 @@ impl Drain {
 /// settings from `tls()` (`None`: plaintext) when it is accepted, so a
 /// reload (a new certificate) applies to the connections that follow it
 /// and never ends one already open.
-pub async fn serve<H, F, B>(
+pub async fn serve(
     listener: TcpListener,
     tls: impl Fn() -> Option<Arc<rustls::ServerConfig>>,
     limits: impl Fn() -> Limits,
-    handler: H,
+    handler: impl Handler,
     drain: Drain,
     stop: impl std::future::Future<Output = ()>,
-) where
-    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
-    F: std::future::Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) {
     let (closing_tx, closing_rx) = watch::channel(false);
     let connections = drain.connections.clone();
     tokio::pin!(stop);
@@ -380,6 +380,30 @@ pub async fn serve_router(
     serve(listener, tls, limits, handler, drain, stop).await;
 }
 
+/// What a listener hands each request to (with its connection's facts):
+/// any `Fn(Request, Arc<ConnInfo>) -> impl Future<Output = Response>`
+/// that can be shared across connections and tasks.
+pub trait Handler: Clone + Send + Sync + 'static {
+    type Body: hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static;
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> impl Future<Output = Response<Self::Body>> + Send + 'static;
+}
+
+impl<H, F, B> Handler for H
+where
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static,
+{
+    type Body = B;
+    fn call(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> impl Future<Output = Response<B>> + Send + 'static {
+        self(req, conn)
+    }
+}
+
 /// One accepted connection: its limits, its peer, the signal to close
 /// after the current request, and its place in the drain's count.
 struct Connection {
@@ -390,29 +414,33 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<H, F, B>(self, stream: TcpStream, tls: Option<TlsAcceptor>, handler: H)
-    where
-        H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
-        F: std::future::Future<Output = Response<B>> + Send + 'static,
-        B: hyper::body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    async fn run(self, stream: TcpStream, tls: Option<TlsAcceptor>, handler: impl Handler) {
         let activity = Arc::new(Activity::default());
-        let tracked = Tracked { inner: stream, activity: activity.clone() };
         match tls {
             None => {
+                let h2 = self.limits.http2.cleartext
+                    && http2::opens_with_preface(&stream, self.limits.header_read_timeout).await;
                 let info = Arc::new(ConnInfo::new(self.peer));
-                self.http(tracked, info, activity, handler).await
+                let tracked = Tracked { inner: stream, activity: activity.clone() };
+                if h2 {
+                    self.http2(tracked, info, activity, handler).await
+                } else {
+                    self.http1(tracked, info, activity, handler).await
+                }
             }
             Some(acceptor) => {
+                let tracked = Tracked { inner: stream, activity: activity.clone() };
                 match tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(tracked)).await {
                     Ok(Ok(tls)) => {
                         // The verifier has checked the chain; only the leaf is read.
                         let client =
                             tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| PeerIdentity::of(c));
                         let info = Arc::new(ConnInfo::over_tls(self.peer, client));
-                        self.http(tls, info, activity, handler).await
+                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            self.http2(tls, info, activity, handler).await
+                        } else {
+                            self.http1(tls, info, activity, handler).await
+                        }
                     }
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -421,14 +449,9 @@ impl Connection {
         }
     }
 
-    async fn http<IO, H, F, B>(mut self, io: IO, info: Arc<ConnInfo>, activity: Arc<Activity>, handler: H)
+    async fn http1<IO>(mut self, io: IO, info: Arc<ConnInfo>, activity: Arc<Activity>, handler: impl Handler)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
-        F: std::future::Future<Output = Response<B>> + Send + 'static,
-        B: hyper::body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let limits = &self.limits;
         let mut builder = http1::Builder::new();
@@ -444,7 +467,7 @@ impl Connection {
             let (handler, info, act) = (handler.clone(), info.clone(), act.clone());
             async move {
                 act.in_flight.fetch_add(1, Ordering::Relaxed);
-                let resp = handler(req, info).await;
+                let resp = handler.call(req, info).await;
                 act.in_flight.fetch_sub(1, Ordering::Relaxed);
                 act.touch();
                 Ok::<_, Infallible>(resp)
