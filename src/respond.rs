@@ -176,6 +176,78 @@ pub fn error_response(
     resp
 }
 
+/// Whether a request is a gRPC call (`content-type: application/grpc`,
+/// with or without a `+codec`; not gRPC-Web, whose framing differs).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    })
+}
+
+/// The `grpc-status` a refusal answered with `status` has: what a gRPC
+/// client reads where a REST client reads the HTTP status.
+pub fn grpc_status(status: StatusCode) -> u8 {
+    match status.as_u16() {
+        400 => 3,        // INVALID_ARGUMENT
+        401 => 16,       // UNAUTHENTICATED
+        403 => 7,        // PERMISSION_DENIED
+        404 | 421 => 12, // UNIMPLEMENTED: no such method here
+        429 => 8,        // RESOURCE_EXHAUSTED
+        504 => 4,        // DEADLINE_EXCEEDED
+        502 | 503 => 14, // UNAVAILABLE
+        _ => 2,          // UNKNOWN
+    }
+}
+
+/// A refusal in gRPC's own terms: a trailers-only response (HTTP 200,
+/// `content-type: application/grpc`, no body) whose `grpc-status` is what
+/// the REST answer's status maps to and whose `grpc-message` carries the
+/// same reason code, then what was missing (percent-encoded).
+pub fn grpc_error_response(
+    reason: Reason,
+    denial: Option<&Denial>,
+    status_override: Option<StatusCode>,
+) -> Response<Full<Bytes>> {
+    let status =
+        status_override.or_else(|| StatusCode::from_u16(reason.status()).ok()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut message = reason.code().to_string();
+    if let Some(d) = denial {
+        for (what, names) in [("missing roles", &d.missing_roles), ("missing scopes", &d.missing_scopes)] {
+            if !names.is_empty() {
+                message.push_str(&format!("; {what}: {}", names.join(", ")));
+            }
+        }
+    }
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from(u16::from(grpc_status(status))));
+    if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&message)) {
+        h.insert("grpc-message", v);
+    }
+    if let Some(v) = www_authenticate(reason, denial.map_or(&[][..], |d| &d.missing_scopes)) {
+        h.insert(WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// gRPC's percent-encoding of `grpc-message`: every byte outside
+/// printable ASCII, and `%`.
+fn grpc_percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The token service listener's error response: `{"error": code,
 /// "message": …}` with the code's status. `message` is fixed text or names
 /// a field, never a value a client sent.
@@ -220,4 +292,63 @@ pub fn www_authenticate(reason: Reason, scopes: &[Box<str>]) -> Option<HeaderVal
         _ => return None,
     };
     Some(HeaderValue::from_static(fixed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpc_call_is_known_by_its_content_type() {
+        for (ct, grpc) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("Application/GRPC;charset=utf-8", true),
+            ("application/grpc-web", false),
+            ("application/grpc-web+proto", false),
+            ("application/grpcx", false),
+            ("application/json", false),
+            ("", false),
+        ] {
+            let mut h = http::HeaderMap::new();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(is_grpc(&h), grpc, "{ct:?}");
+        }
+        assert!(!is_grpc(&http::HeaderMap::new()));
+    }
+
+    #[test]
+    fn every_refusal_has_its_grpc_status_and_the_reason_code_in_its_message() {
+        for reason in Reason::iter().filter(|r| r.status() >= 400) {
+            let resp = grpc_error_response(reason, None, None);
+            assert_eq!(resp.status(), StatusCode::OK, "{reason:?}: trailers-only responses are 200");
+            let status = resp.headers()["grpc-status"].to_str().unwrap_or("");
+            let want = match reason.status() {
+                401 => "16",
+                403 => "7",
+                429 => "8",
+                502 | 503 => "14",
+                504 => "4",
+                400 => "3",
+                421 => "12",
+                _ => "2",
+            };
+            assert_eq!(status, want, "{reason:?}");
+            assert_eq!(resp.headers()["grpc-message"], reason.code(), "{reason:?}");
+            assert_eq!(resp.headers()[CONTENT_TYPE], "application/grpc");
+        }
+        // What was missing follows the code; bytes outside printable ASCII
+        // (and `%`) are percent-encoded.
+        let denial = Denial {
+            reason: Reason::InsufficientRole,
+            missing_roles: vec!["writer".into(), "ré%".into()],
+            missing_scopes: vec![],
+            closest: None,
+        };
+        let resp = grpc_error_response(Reason::InsufficientRole, Some(&denial), None);
+        assert_eq!(resp.headers()["grpc-message"], "insufficient_role; missing roles: writer, r%C3%A9%25");
+        // A 404 for unmatched routes (if so configured) is UNIMPLEMENTED.
+        let resp = grpc_error_response(Reason::NoMatchingRoute, None, Some(StatusCode::NOT_FOUND));
+        assert_eq!(resp.headers()["grpc-status"], "12");
+    }
 }

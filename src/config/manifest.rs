@@ -148,16 +148,43 @@ pub(super) fn build_router(manifest: &Manifest, paths: &[String], errs: &mut Err
     }
 }
 
-fn build_route(app: &Application, app_index: usize, f: RouteFile, path: &str, errs: &mut Errors) -> Option<Route> {
+fn build_route(app: &Application, app_index: usize, mut f: RouteFile, path: &str, errs: &mut Errors) -> Option<Route> {
     let before = errs.errors.len();
     let Some((method_str, route_path)) = f.route.split_once(' ') else {
         errs.push(&format!("{path}.route"), format!("{:?} must be `METHOD /path`", f.route));
         return None;
     };
+    // `GRPC /package.Service/Method`: a gRPC method (a POST), whose
+    // service and method the rules name as they name a REST route's.
+    let grpc = (method_str == "GRPC").then(|| grpc_method(route_path.trim()));
+    let grpc = match grpc {
+        None => false,
+        Some(Some((service, method))) => {
+            for (field, given, from_path) in [("service", &f.service, service), ("method", &f.method, method)] {
+                if given.as_deref().is_some_and(|g| g != from_path) {
+                    errs.push(
+                        &format!("{path}.{field}"),
+                        format!("a gRPC route's {field} is its path's ({from_path:?}); drop it or make it so"),
+                    );
+                }
+            }
+            f.service = Some(service.to_string());
+            // A public route names no method (it checks no token).
+            if !f.public {
+                f.method = Some(method.to_string());
+            }
+            true
+        }
+        Some(None) => {
+            errs.push(&format!("{path}.route"), "a gRPC route is `GRPC /package.Service/Method`");
+            return None;
+        }
+    };
     let method = match http::Method::from_bytes(method_str.as_bytes()) {
+        _ if grpc => Some(http::Method::POST),
         Ok(m) if method_str.bytes().all(|b| b.is_ascii_uppercase()) => Some(m),
         _ => {
-            errs.push(&format!("{path}.route"), format!("{method_str:?} is not an HTTP method"));
+            errs.push(&format!("{path}.route"), format!("{method_str:?} is not an HTTP method (nor GRPC)"));
             None
         }
     };
@@ -296,6 +323,16 @@ fn build_route(app: &Application, app_index: usize, f: RouteFile, path: &str, er
         access,
         upstream: f.upstream.as_deref().map(Into::into),
     })
+}
+
+/// A gRPC route's path split into its service (`package.Service`) and
+/// method: `/package.Service/Method`, nothing else.
+fn grpc_method(path: &str) -> Option<(&str, &str)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    let name = |s: &str, dots: bool| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || (dots && b == b'.'))
+    };
+    (name(service, true) && name(method, false)).then_some((service, method))
 }
 
 /// Every upstream an application or route names exists.

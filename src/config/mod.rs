@@ -57,7 +57,7 @@ pub use preflight::{Dirs, Preflight, Purpose, creatable};
 pub use store::{Bootstrap, DEMO_FEED_TOKEN, FeedFollow, RevocationConfig, StoreBackend, StoreConfig};
 use store::{RevocationFile, StoreFile, build_revocation, build_store};
 pub use tls::TlsListeners;
-pub use upstreams::{Balance, DEFAULT_UPSTREAM, Dns, Ejection, Retries, UpstreamConfig, UpstreamTls};
+pub use upstreams::{Balance, DEFAULT_UPSTREAM, Dns, Ejection, Protocol, Retries, UpstreamConfig, UpstreamTls};
 use upstreams::{UpstreamFile, build_upstream, build_upstreams};
 
 /// Every problem found in a config file, each prefixed with its path.

@@ -33,6 +33,20 @@ pub struct UpstreamConfig {
     pub ejection: Ejection,
     pub retries: Retries,
     pub dns: Dns,
+    pub protocol: Protocol,
+}
+
+/// What an upstream speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1, a pool of connections per address.
+    #[default]
+    Http1,
+    /// HTTP/2 (`h2` by ALPN over TLS, prior knowledge without): one
+    /// multiplexed connection per address and worker. gRPC upstreams
+    /// need it.
+    Http2,
 }
 
 /// How an address given by DNS name is resolved: when first dialled,
@@ -136,6 +150,8 @@ pub(super) struct UpstreamFile {
     pub retries: Option<RetriesFile>,
     #[serde(default)]
     pub dns: Option<DnsFile>,
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +312,7 @@ pub(super) fn build_upstream(
     Some(UpstreamConfig {
         name: name.into(),
         dns,
+        protocol: f.protocol,
         balance: f.balance,
         ejection,
         retries,

@@ -30,6 +30,9 @@ impl Gateway {
         *req.uri_mut() = upstream_uri(snap, req.uri(), decision)
             .map_err(|_| UpstreamFailure::unnamed(UpstreamError::Other, "the upstream URI could not be built"))?;
         let host = req.headers().get(header::HOST).cloned();
+        // `TE: trailers` (gRPC's) is hop-by-hop, stripped below; an HTTP/2
+        // upstream is told it again.
+        let te_trailers = req.headers().get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         let h = req.headers_mut();
         snap.headers.strip_inbound(
             h,
@@ -88,6 +91,9 @@ impl Gateway {
                 UpstreamFailure::unnamed(UpstreamError::Other, "the route's upstream was removed by a reload")
             })?,
         };
+        if te_trailers && pool.protocol() == crate::config::Protocol::Http2 {
+            req.headers_mut().insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         let mut resp = pool.send(req).await?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {

@@ -315,13 +315,19 @@ impl Gateway {
         trusted: bool,
         request_id: &HeaderValue,
     ) -> (Reason, Response<Body>, Option<UpstreamFailure>) {
+        // A gRPC caller is refused in gRPC's terms: it cannot read a 401.
+        let grpc = respond::is_grpc(req.headers());
+        let refuse = if grpc { respond::grpc_error_response } else { respond::error_response };
         match &decision.verdict {
+            Verdict::Limited(_) if grpc => {
+                (Reason::RateLimited, refuse(Reason::RateLimited, None, None).map(Either::Right), None)
+            }
             Verdict::Limited(l) => {
                 let resp = crate::ratelimit::response(l, self.runtime.shared().clock.system_time());
                 (Reason::RateLimited, resp.map(Either::Right), None)
             }
             Verdict::Deny { reason, denial, status } => {
-                let resp = respond::error_response(*reason, denial.as_ref(), *status).map(Either::Right);
+                let resp = refuse(*reason, denial.as_ref(), *status).map(Either::Right);
                 (*reason, resp, None)
             }
             Verdict::Allow { .. } | Verdict::Shadow { .. } => {
@@ -335,7 +341,7 @@ impl Gateway {
                             UpstreamError::Tls => Reason::UpstreamTls,
                             UpstreamError::Other => Reason::UpstreamUnavailable,
                         };
-                        (r, respond::error_response(r, None, None).map(Either::Right), Some(failure))
+                        (r, refuse(r, None, None).map(Either::Right), Some(failure))
                     }
                 }
             }

@@ -26,6 +26,7 @@ mod drain;
 mod durability;
 mod explain;
 mod forwarding;
+mod grpc;
 mod header_policy;
 mod hostile;
 mod http2;

@@ -103,19 +103,7 @@ async fn hosts_and_routes_send_each_request_to_its_own_upstream_and_nothing_to_t
 
 #[test]
 fn an_upstream_nobody_defined_or_routes_that_collide_on_one_host_are_config_errors() {
-    let errors = |edit: &dyn Fn(&mut crate::support::ConfigDoc)| {
-        let mut doc = crate::support::ConfigDoc::demo();
-        edit(&mut doc);
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("keys")).expect("mkdir");
-        std::fs::write(dir.path().join("keys/demo.pub.pem"), narrowgate::token::testkit::TestKey::es256("d").public)
-            .expect("key");
-        let text = serde_json::to_string(&doc.0).expect("json");
-        match narrowgate::config::Config::from_yaml(&text, dir.path()) {
-            Ok(_) => String::new(),
-            Err(e) => e.0.join("\n"),
-        }
-    };
+    let errors = crate::support::config_errors;
     let e = errors(&|d| {
         d.set("applications.1.upstream", "nowhere");
     });

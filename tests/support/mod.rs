@@ -459,6 +459,22 @@ pub async fn metric_label(admin: SocketAddr, name: &str, label: &str) -> Option<
     Some(line[at..].split('"').next()?.to_string())
 }
 
+/// The errors `Config::from_yaml` reports for the demo config after
+/// `edit` (its keys in a directory of their own), one a line; empty when
+/// it loads.
+pub fn config_errors(edit: &dyn Fn(&mut ConfigDoc)) -> String {
+    let mut doc = ConfigDoc::demo();
+    edit(&mut doc);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("keys")).expect("mkdir");
+    std::fs::write(dir.path().join("keys/demo.pub.pem"), TestKey::es256("d").public).expect("key");
+    let text = serde_json::to_string(&doc.0).expect("json");
+    match Config::from_yaml(&text, dir.path()) {
+        Ok(_) => String::new(),
+        Err(e) => e.0.join("\n"),
+    }
+}
+
 /// Poll `f` until it returns `Some`, failing after `deadline`.
 pub async fn eventually<T>(deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = std::time::Instant::now();

@@ -27,14 +27,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use http_body_util::{Either, Empty};
 use smallvec::SmallVec;
 
-use crate::config::{Balance, Ejection, UpstreamConfig};
+use crate::config::{Balance, Ejection, Protocol, UpstreamConfig};
 use crate::metrics::UpstreamCounters;
 use crate::metrics::UpstreamError;
 
@@ -48,7 +48,35 @@ use resolve::{Lookup, Resolved};
 /// bodiless request, rebuilt from its head).
 type ReqBody = Either<Incoming, Empty<Bytes>>;
 type Request = http::Request<ReqBody>;
-type Sender = http1::SendRequest<ReqBody>;
+
+/// A connection to send on: HTTP/1.1 (one request at a time, pooled when
+/// idle) or HTTP/2 (multiplexed: shared while it lasts).
+enum Sender {
+    H1(http1::SendRequest<ReqBody>),
+    H2(http2::SendRequest<ReqBody>),
+}
+
+impl Sender {
+    fn is_ready(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_ready(),
+            Sender::H2(s) => s.is_ready(),
+        }
+    }
+
+    /// Send `req` (origin-form, with its `Host`); over HTTP/2 its target
+    /// becomes `scheme://host/path` (`:scheme`, `:authority`, `:path`).
+    async fn send(
+        &mut self,
+        req: Request,
+        scheme: &http::uri::Scheme,
+    ) -> Result<http::Response<Incoming>, hyper::client::conn::TrySendError<Request>> {
+        match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(absolute(req, scheme)).await,
+        }
+    }
+}
 
 struct Idle {
     sender: Sender,
@@ -99,21 +127,32 @@ struct Target {
 }
 
 impl Target {
+    /// A connection to send on: an idle HTTP/1.1 one (taken out), or the
+    /// HTTP/2 one (shared: it stays, its idle time starting anew).
     fn take(&self) -> Option<(Sender, Dialled)> {
         let mut idle = self.idle.lock().ok()?;
-        while let Some(entry) = idle.pop() {
+        while let Some(entry) = idle.last_mut() {
             if entry.since.elapsed() < self.idle_timeout
                 && entry.sender.is_ready()
                 && self.resolved.holds(entry.to.addr, entry.to.generation)
             {
+                if let Sender::H2(shared) = &entry.sender {
+                    entry.since = Instant::now();
+                    return Some((Sender::H2(shared.clone()), entry.to));
+                }
+                let entry = idle.pop()?;
                 return Some((entry.sender, entry.to));
             }
             // Expired, closed, or to an address its name no longer gives:
-            // dropping it closes the connection.
+            // dropping it closes the connection (an HTTP/2 one once its
+            // streams in flight end).
+            idle.pop();
         }
         None
     }
 
+    /// Keep a connection for the requests to come: an HTTP/1.1 one whose
+    /// response was read to its end, or a new HTTP/2 one (to share).
     fn give_back(&self, sender: Sender, to: Dialled) {
         if !sender.is_ready() || !self.resolved.holds(to.addr, to.generation) {
             return;
@@ -131,6 +170,9 @@ pub struct Upstream {
     targets: Vec<Arc<Target>>,
     /// `None`: plain HTTP.
     tls: Option<tokio_rustls::TlsConnector>,
+    /// `http` or `https` (an HTTP/2 request's `:scheme`).
+    scheme: http::uri::Scheme,
+    protocol: Protocol,
     next: AtomicUsize,
     connect_timeout: Duration,
     read_timeout: Duration,
@@ -259,7 +301,21 @@ impl Upstream {
             .collect();
         Upstream {
             name: cfg.name.clone(),
-            tls: cfg.tls.as_ref().map(|t| tokio_rustls::TlsConnector::from(t.client.clone())),
+            tls: cfg.tls.as_ref().map(|t| {
+                let client = match cfg.protocol {
+                    Protocol::Http1 => t.client.clone(),
+                    // Offered alone: an upstream configured for HTTP/2 is
+                    // spoken to in HTTP/2.
+                    Protocol::Http2 => {
+                        let mut c = (*t.client).clone();
+                        c.alpn_protocols = vec![b"h2".to_vec()];
+                        Arc::new(c)
+                    }
+                };
+                tokio_rustls::TlsConnector::from(client)
+            }),
+            scheme: if cfg.tls.is_some() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP },
+            protocol: cfg.protocol,
             targets,
             next: AtomicUsize::new(0),
             connect_timeout: cfg.connect_timeout,
@@ -277,6 +333,11 @@ impl Upstream {
     /// Its name: `default`, or its name under `upstreams`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What it speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// The address for the next attempt: among those not ejected and not
@@ -397,15 +458,21 @@ impl Upstream {
             let (mut sender, to) = match pooled.take() {
                 Some(s) => s,
                 None => match self.connect(target).await {
+                    Ok((Sender::H2(shared), to)) => {
+                        target.give_back(Sender::H2(shared.clone()), to);
+                        (Sender::H2(shared), to)
+                    }
                     Ok(s) => s,
                     Err((kind, cause)) => return Err(Failed { kind, cause, unsent: Some(req) }),
                 },
             };
-            match sender.try_send_request(req).await {
+            match sender.send(req, &self.scheme).await {
                 Ok(resp) => {
                     let upgraded = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-                    // An upgraded connection belongs to the tunnel now.
-                    let give_back = (!upgraded).then(|| (sender, to, target.clone()));
+                    // An upgraded connection belongs to the tunnel now; an
+                    // HTTP/2 one stays shared in the pool.
+                    let give_back =
+                        (!upgraded && matches!(sender, Sender::H1(_))).then(|| (sender, to, target.clone()));
                     return Ok(resp.map(|inner| UpstreamBody { inner, give_back, busy: None }));
                 }
                 Err(mut e) => match e.take_message() {
@@ -447,9 +514,9 @@ impl Upstream {
                     .await
                     .map_err(|_| (UpstreamError::Tls, format!("no TLS handshake within {:?}", self.connect_timeout)))?
                     .map_err(|e| (UpstreamError::Tls, e.to_string()))?;
-                handshake(TokioIo::new(tls)).await
+                handshake(TokioIo::new(tls), self.protocol).await
             }
-            _ => handshake(TokioIo::new(stream)).await,
+            _ => handshake(TokioIo::new(stream), self.protocol).await,
         }
     }
 }
@@ -510,23 +577,49 @@ fn rebuild(head: &Head) -> Request {
     req
 }
 
-/// HTTP/1.1 over a connection made: the sender, and the connection driven
-/// on its own task.
-async fn handshake<IO>(io: IO) -> Result<Sender, (UpstreamError, String)>
+/// HTTP/1.1 or HTTP/2 over a connection made: the sender, and the
+/// connection driven on its own task.
+async fn handshake<IO>(io: IO, protocol: Protocol) -> Result<Sender, (UpstreamError, String)>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (sender, conn) = http1::Builder::new()
-        .writev(false)
-        .handshake::<_, ReqBody>(io)
-        .await
-        .map_err(|e| (UpstreamError::Connect, e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
+    let failed = |e: hyper::Error| (UpstreamError::Connect, e.to_string());
+    let ended = |e: hyper::Error| tracing::debug!(error = %e, "upstream connection ended with an error");
+    match protocol {
+        Protocol::Http1 => {
+            let (sender, conn) =
+                http1::Builder::new().writev(false).handshake::<_, ReqBody>(io).await.map_err(failed)?;
+            tokio::spawn(async move { conn.with_upgrades().await.map_err(ended) });
+            Ok(Sender::H1(sender))
         }
-    });
-    Ok(sender)
+        Protocol::Http2 => {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake::<_, ReqBody>(io)
+                .await
+                .map_err(failed)?;
+            tokio::spawn(async move { conn.await.map_err(ended) });
+            Ok(Sender::H2(sender))
+        }
+    }
+}
+
+/// An origin-form request as HTTP/2 sends it: `scheme://host/path`, the
+/// `Host` becoming `:authority`.
+fn absolute(mut req: Request, scheme: &http::uri::Scheme) -> Request {
+    if req.uri().scheme().is_some() {
+        return req;
+    }
+    let host = req.headers_mut().remove(http::header::HOST);
+    let authority = host.and_then(|h| Authority::try_from(h.as_bytes()).ok());
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    if let Some(authority) = authority {
+        parts.scheme = Some(scheme.clone());
+        parts.authority = Some(authority);
+    }
+    *req.uri_mut() = http::Uri::from_parts(parts).unwrap_or_default();
+    *req.version_mut() = http::Version::HTTP_2;
+    req
 }
 
 /// The name a TLS upstream's certificate must have when none is

@@ -1,0 +1,91 @@
+"""A real gRPC server and client (grpcio) for the gateway's gRPC tests.
+The messages are raw bytes (gRPC's framing with an identity codec), so no
+generated code is needed: the service is `narrowgate.test.Echo` with one
+method of each kind.
+
+    grpc_peer.py serve PORT
+        Serves on 127.0.0.1:PORT (plaintext HTTP/2); prints "ready", then
+        one JSON line per call it receives: the method and the metadata
+        the gateway sent (the identity headers, whether a credential came).
+
+    grpc_peer.py call HOST:PORT METHOD [TOKEN]
+        Calls METHOD (Unary, ServerStream, ClientStream, Bidi) through
+        HOST:PORT (plaintext, prior-knowledge HTTP/2); prints one JSON
+        line: the status code's name, its details, the responses.
+"""
+
+import json
+import sys
+from concurrent import futures
+
+import grpc
+
+SERVICE = "narrowgate.test.Echo"
+
+
+def serve(port):
+    def seen(method, context):
+        md = dict(context.invocation_metadata())
+        print(json.dumps({
+            "method": method,
+            "subject": md.get("x-narrowgate-subject"),
+            "authorization": "authorization" in md,
+        }), flush=True)
+
+    def unary(request, context):
+        seen("Unary", context)
+        return b"echo:" + request
+
+    def server_stream(request, context):
+        seen("ServerStream", context)
+        for i in range(3):
+            yield b"%d:" % i + request
+
+    def client_stream(requests, context):
+        seen("ClientStream", context)
+        return b"+".join(requests)
+
+    def bidi(requests, context):
+        seen("Bidi", context)
+        for r in requests:
+            yield b"re:" + r
+
+    handlers = {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+        "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+        "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+    }
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_insecure_port("127.0.0.1:%d" % port)
+    server.start()
+    print("ready", flush=True)
+    server.wait_for_termination()
+
+
+def call(target, method, token):
+    path = "/%s/%s" % (SERVICE, method)
+    metadata = [("authorization", "Bearer " + token)] if token else []
+    with grpc.insecure_channel(target) as channel:
+        try:
+            if method == "Unary":
+                out = [channel.unary_unary(path)(b"one", metadata=metadata, timeout=10)]
+            elif method == "ServerStream":
+                out = list(channel.unary_stream(path)(b"one", metadata=metadata, timeout=10))
+            elif method == "ClientStream":
+                out = [channel.stream_unary(path)(iter([b"a", b"b", b"c"]), metadata=metadata, timeout=10)]
+            elif method == "Bidi":
+                out = list(channel.stream_stream(path)(iter([b"x", b"y"]), metadata=metadata, timeout=10))
+            else:
+                # A method the server does not have, called as a unary one.
+                out = [channel.unary_unary(path)(b"one", metadata=metadata, timeout=10)]
+            print(json.dumps({"code": "OK", "details": "", "responses": [r.decode() for r in out]}))
+        except grpc.RpcError as e:
+            print(json.dumps({"code": e.code().name, "details": e.details() or "", "responses": []}))
+
+
+if sys.argv[1] == "serve":
+    serve(int(sys.argv[2]))
+else:
+    call(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
