@@ -19,7 +19,7 @@
 #
 #   benches/load.sh [DURATION_SECONDS] [ROUNDS]     (defaults 10 and 1)
 #   NARROWGATE_BIN=path benches/load.sh …           (a given build)
-#   ONLY=plain|cold|tls|cores benches/load.sh …     (one section)
+#   ONLY=plain|cold|tls|cores|h2 benches/load.sh …  (one section)
 #
 # The machine is shared and noisy: run several rounds and compare medians.
 set -euo pipefail
@@ -325,6 +325,57 @@ for round in $(seq 1 "$ROUNDS"); do
   WRK="wrk -t2" CONNS=256 run "2 cores: nginx, 2 workers"       "http://127.0.0.1:18090$PATH_A1" "$(cat "$work/proxy2w/nginx.pid")" "$work/one.lua"
   WRK="wrk -t2" CONNS=256 run "2 cores: narrowgate, 1 thread"   "http://127.0.0.1:18086$PATH_A1" "$ng_t1" "$work/one.lua"
   WRK="wrk -t2" CONNS=256 run "2 cores: narrowgate, 2 threads"  "http://127.0.0.1:18087$PATH_A1" "$ng_t2" "$work/one.lua"
+done
+fi
+# --- HTTP/2 and gRPC: h2load, prior-knowledge h2c to both proxies --------
+if want h2; then
+need h2load nghttp2-client
+# An h2c origin (nginx: the gRPC calls' upstream), nginx as an h2c reverse
+# proxy (REST to the HTTP/1.1 origin) and as a gRPC proxy (grpc_pass), and
+# narrowgate enforcing both on one h2c listener.
+ORIGIN_H2=127.0.0.1:18110
+nginx_conf originh2 "$ORIGIN_H2 http2" 'default_type application/grpc; add_header grpc-status 0; return 200 "";'
+nginx_conf proxyh2 "127.0.0.1:18111 http2" 'proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";'
+nginx_conf grpch2 "127.0.0.1:18112 http2" "grpc_pass grpc://$ORIGIN_H2;"
+for n in originh2 proxyh2 grpch2; do taskset -c 0 nginx -c "$work/$n/nginx.conf" -p "$work/$n" & pids+=($!); done
+ng_conf "$work/h2.yaml" 127.0.0.1:18113 '        group: account-management
+        method: getAccount
+        resource: { entity: account, id: "{accountId}" }
+        roles: [reader]
+      - route: GRPC /bench.v1.Svc/Call
+        group: account-management
+        roles: [reader]
+        upstream: grpc' 127.0.0.1:18114 "upstreams: { grpc: { addresses: [\"$ORIGIN_H2\"], protocol: http2 } }"
+sed -i -e 's|server: { worker_threads: 1 }|server: { worker_threads: 1, http2: { cleartext: true } }|' \
+  -e 's|services: \[{ service: rest }\]|services: [{ service: rest }, { service: bench.v1.Svc }]|' \
+  -e 's|methods: \[{ method: getAccount }\]|methods: [{ method: getAccount }, { method: Call }]|' "$work/h2.yaml"
+taskset -c 0 $NG serve --config "$work/h2.yaml" 2>"$work/h2.log" & ng_h2=$!; pids+=($ng_h2)
+wait_up 127.0.0.1:18114
+for _ in $(seq 1 100); do curl -s --http2-prior-knowledge -o /dev/null "http://127.0.0.1:18111/" && break; sleep 0.1; done
+# One gRPC message: the 5-byte frame header and 5 bytes.
+printf '\000\000\000\000\005hello' > "$work/grpc.bin"
+token=$(cat "$work/token")
+h2run() { # label url pid streams [h2load options] — one connection, `streams` at once, DUR seconds
+  local label=$1 url=$2 pid=$3 m=$4; shift 4
+  local args=(-c1 -m"$m" -D"$DUR" --warm-up-time=2 -H "authorization: Bearer $token" "$@")
+  local before after out done rps cpu
+  before=$(cpu_ticks "$pid")
+  out=$(taskset -c 1 h2load "${args[@]}" "$url" 2>&1)
+  after=$(cpu_ticks "$pid")
+  done=$(echo "$out" | awk '/^requests:/{print $8}')
+  rps=$(echo "$out" | awk '/^finished in/{print $4}')
+  if [ -z "$done" ] || [ "$done" = 0 ]; then printf '| %-34s | %9s |\n' "$label" "failed"; echo "$out" | tail -5 >&2; return; fi
+  cpu=$(awk -v a="$before" -v b="$after" -v t="$TICK" -v n="$done" 'BEGIN{printf "%.2f us", (b-a)/t*1e6/n}')
+  printf '| %-34s | %9s | %8s | %8s | %14s |\n' "$label" "$rps" "-" "-" "$cpu"
+}
+grpc=(-d "$work/grpc.bin" -H "content-type: application/grpc" -H "te: trailers")
+for round in $(seq 1 "$ROUNDS"); do
+  for m in 1 100; do
+    h2run "h2 REST, $m streams: nginx"        "http://127.0.0.1:18111$PATH_A1" "$(cat "$work/proxyh2/nginx.pid")" "$m"
+    h2run "h2 REST, $m streams: narrowgate"   "http://127.0.0.1:18113$PATH_A1" "$ng_h2" "$m"
+    h2run "gRPC, $m streams: nginx grpc_pass" "http://127.0.0.1:18112/bench.v1.Svc/Call" "$(cat "$work/grpch2/nginx.pid")" "$m" "${grpc[@]}"
+    h2run "gRPC, $m streams: narrowgate"      "http://127.0.0.1:18113/bench.v1.Svc/Call" "$ng_h2" "$m" "${grpc[@]}"
+  done
 done
 fi
 echo

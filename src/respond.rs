@@ -176,17 +176,6 @@ pub fn error_response(
     resp
 }
 
-/// Whether a request is a gRPC call (`content-type: application/grpc`,
-/// with or without a `+codec`; not gRPC-Web, whose framing differs).
-pub fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers.get(CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.len() >= 16
-            && v[..16].eq_ignore_ascii_case(b"application/grpc")
-            && matches!(v.get(16), None | Some(b'+' | b';'))
-    })
-}
-
 /// The `grpc-status` a refusal answered with `status` has: what a gRPC
 /// client reads where a REST client reads the HTTP status.
 pub fn grpc_status(status: StatusCode) -> u8 {
@@ -297,25 +286,6 @@ pub fn www_authenticate(reason: Reason, scopes: &[Box<str>]) -> Option<HeaderVal
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_grpc_call_is_known_by_its_content_type() {
-        for (ct, grpc) in [
-            ("application/grpc", true),
-            ("application/grpc+proto", true),
-            ("Application/GRPC;charset=utf-8", true),
-            ("application/grpc-web", false),
-            ("application/grpc-web+proto", false),
-            ("application/grpcx", false),
-            ("application/json", false),
-            ("", false),
-        ] {
-            let mut h = http::HeaderMap::new();
-            h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
-            assert_eq!(is_grpc(&h), grpc, "{ct:?}");
-        }
-        assert!(!is_grpc(&http::HeaderMap::new()));
-    }
 
     #[test]
     fn every_refusal_has_its_grpc_status_and_the_reason_code_in_its_message() {

@@ -9,6 +9,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
+use super::grpc::Watched;
 use super::upstream::UpstreamFailure;
 use super::{Body, ConnInfo, Decision, Gateway, Verdict, headers};
 use crate::metrics::UpstreamError;
@@ -94,7 +95,10 @@ impl Gateway {
         if te_trailers && pool.protocol() == crate::config::Protocol::Http2 {
             req.headers_mut().insert(header::TE, HeaderValue::from_static("trailers"));
         }
-        let mut resp = pool.send(req).await?;
+        // A gRPC call's deadline shortens the wait for the answer's head.
+        let grpc = super::grpc::is_grpc(req.headers());
+        let wait = if grpc { super::grpc::timeout(req.headers()) } else { None };
+        let mut resp = pool.send(req, wait).await?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             // Only a 101 that answers the client's WebSocket handshake is
@@ -115,7 +119,14 @@ impl Gateway {
         } else {
             headers::strip_response(resp.headers_mut(), false);
         }
-        Ok(resp.map(Either::Left))
+        // A gRPC call made with a token is ended when the token is revoked.
+        let grant = decision.grant.as_ref().filter(|_| grpc);
+        Ok(resp.map(|body| {
+            Either::Left(match grant {
+                Some(g) => Watched::revocable(body, g.clone(), snap.auth.revocations().clone()),
+                None => Watched::plain(body),
+            })
+        }))
     }
 }
 

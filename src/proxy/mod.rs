@@ -28,6 +28,7 @@
 pub mod canonical;
 pub mod decide;
 mod forward;
+pub mod grpc;
 pub mod headers;
 mod record;
 pub mod upstream;
@@ -55,7 +56,7 @@ pub use decide::{Decision, Verdict, decide};
 use upstream::UpstreamFailure;
 
 /// Response bodies: the upstream's, streamed, or one of ours.
-pub type Body = Either<upstream::UpstreamBody, Full<Bytes>>;
+pub type Body = Either<grpc::Watched, Full<Bytes>>;
 
 /// How a request ended: the reason (an upstream failure replaces an
 /// allow), the status sent, why forwarding failed if it did, and when the
@@ -316,7 +317,7 @@ impl Gateway {
         request_id: &HeaderValue,
     ) -> (Reason, Response<Body>, Option<UpstreamFailure>) {
         // A gRPC caller is refused in gRPC's terms: it cannot read a 401.
-        let grpc = respond::is_grpc(req.headers());
+        let grpc = grpc::is_grpc(req.headers());
         let refuse = if grpc { respond::grpc_error_response } else { respond::error_response };
         match &decision.verdict {
             Verdict::Limited(_) if grpc => {

@@ -143,6 +143,28 @@ async fn every_kind_of_call_is_enforced_and_refused_in_grpc_terms() {
     }
     assert_eq!(server.next_call().await, None);
 
+    // A call's deadline shortens the gateway's wait for the answer (the
+    // upstream's read_timeout is 30 s): it gives up when the caller does.
+    let out = run(tokio::process::Command::new(python()).args([
+        PEER,
+        "call",
+        &h.proxy.to_string(),
+        "Unary",
+        &all,
+        "slow",
+        "0.5",
+    ]))
+    .await;
+    let out: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(out["code"], "DEADLINE_EXCEEDED", "{out}");
+    assert!(server.next_call().await.is_some(), "the slow call was forwarded");
+    let timeouts = r#"narrowgate_upstream_errors_total{kind="timeout",upstream="grpc"}"#;
+    let gave_up = crate::support::eventually_async(Duration::from_secs(2), || async {
+        crate::support::metric(h.admin, timeouts).await.filter(|n| *n == 1.0)
+    })
+    .await;
+    assert_eq!(gave_up, 1.0);
+
     // A method no route names: refused, sent nowhere.
     let out = call(&h, "Missing", &all).await;
     assert_eq!((out["code"].as_str(), out["details"].as_str()), (Some("PERMISSION_DENIED"), Some("no_matching_route")));
@@ -193,4 +215,41 @@ fn a_grpc_route_takes_its_service_and_method_from_its_path_and_anything_else_is_
         doc.set("upstream.protocol", "h3");
     });
     assert!(e.contains("upstream"), "{e}");
+}
+
+#[tokio::test]
+#[ignore = "needs the Python environment (grpcio): scripts/test makes it"]
+async fn an_open_stream_ends_when_its_token_or_an_ancestor_is_revoked() {
+    let mut server = Server::start().await;
+    let h = Harness::start_with(grpc_app(server.port), |_| {}).await;
+    let rule = json!({
+        "id": "echo", "application": "echo-api", "service": "narrowgate.test.Echo",
+        "methodGroups": [{ "group": "echo", "methods": [{ "method": "ServerStream" }] }],
+        "roles": ["caller"], "resources": ["*:*:*"],
+    });
+    let mut child = narrowgate::token::testkit::payload("watcher", narrowgate::token::now_unix(), 3600, json!([rule]));
+    child["jti"] = json!("stream-child");
+    child["kind"] = json!("narrowed");
+    child["lineage"] = json!(["stream-root"]);
+    let token = h.sign(&child);
+
+    // A server stream that would go on for 30 s.
+    let started = std::time::Instant::now();
+    let watch = tokio::process::Command::new(python())
+        .args([PEER, "call", &h.proxy.to_string(), "ServerStream", &token, "forever", "60"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let revoke = async {
+        assert!(server.next_call().await.is_some() || server.next_call().await.is_some(), "the stream began");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Its parent is revoked (as a store or the feed would add it).
+        h.gateway.as_ref().expect("running").revocations.revoke("stream-root", None);
+    };
+    let (out, ()) = tokio::join!(watch, revoke);
+    let out: Value = serde_json::from_slice(&out.expect("the client runs").stdout).expect("JSON");
+    assert_eq!((out["code"].as_str(), out["details"].as_str()), (Some("UNAUTHENTICATED"), Some("revoked")), "{out}");
+    assert!(out["responses"].as_array().is_some_and(|r| !r.is_empty()), "messages flowed before: {out}");
+    assert!(started.elapsed() < Duration::from_secs(10), "ended at the revocation, not the stream's end");
+    h.shutdown().await;
 }

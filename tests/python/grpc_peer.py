@@ -8,14 +8,18 @@ method of each kind.
         one JSON line per call it receives: the method and the metadata
         the gateway sent (the identity headers, whether a credential came).
 
-    grpc_peer.py call HOST:PORT METHOD [TOKEN]
+    grpc_peer.py call HOST:PORT METHOD [TOKEN [PAYLOAD [TIMEOUT]]]
         Calls METHOD (Unary, ServerStream, ClientStream, Bidi) through
-        HOST:PORT (plaintext, prior-knowledge HTTP/2); prints one JSON
-        line: the status code's name, its details, the responses.
+        HOST:PORT (plaintext, prior-knowledge HTTP/2) with PAYLOAD ("one";
+        "slow": the server takes 3 s to answer a unary call; "forever": a
+        server stream that goes on for 30 s) and a
+        deadline of TIMEOUT seconds (10); prints one JSON line: the status
+        code's name, its details, the responses.
 """
 
 import json
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -34,10 +38,20 @@ def serve(port):
 
     def unary(request, context):
         seen("Unary", context)
+        if request == b"slow":
+            time.sleep(3)
         return b"echo:" + request
 
     def server_stream(request, context):
         seen("ServerStream", context)
+        if request == b"forever":
+            # A watch that never ends on its own: a message every 100 ms.
+            for i in range(300):
+                if not context.is_active():
+                    return
+                yield b"%d" % i
+                time.sleep(0.1)
+            return
         for i in range(3):
             yield b"%d:" % i + request
 
@@ -64,22 +78,29 @@ def serve(port):
     server.wait_for_termination()
 
 
-def call(target, method, token):
+def call(target, method, token, payload=b"one", timeout=10.0):
     path = "/%s/%s" % (SERVICE, method)
     metadata = [("authorization", "Bearer " + token)] if token else []
     with grpc.insecure_channel(target) as channel:
         try:
             if method == "Unary":
-                out = [channel.unary_unary(path)(b"one", metadata=metadata, timeout=10)]
+                out = [channel.unary_unary(path)(payload, metadata=metadata, timeout=timeout)]
             elif method == "ServerStream":
-                out = list(channel.unary_stream(path)(b"one", metadata=metadata, timeout=10))
+                out = []
+                try:
+                    for r in channel.unary_stream(path)(payload, metadata=metadata, timeout=timeout):
+                        out.append(r)
+                except grpc.RpcError as e:
+                    print(json.dumps({"code": e.code().name, "details": e.details() or "",
+                                      "responses": [r.decode() for r in out]}))
+                    return
             elif method == "ClientStream":
-                out = [channel.stream_unary(path)(iter([b"a", b"b", b"c"]), metadata=metadata, timeout=10)]
+                out = [channel.stream_unary(path)(iter([b"a", b"b", b"c"]), metadata=metadata, timeout=timeout)]
             elif method == "Bidi":
-                out = list(channel.stream_stream(path)(iter([b"x", b"y"]), metadata=metadata, timeout=10))
+                out = list(channel.stream_stream(path)(iter([b"x", b"y"]), metadata=metadata, timeout=timeout))
             else:
                 # A method the server does not have, called as a unary one.
-                out = [channel.unary_unary(path)(b"one", metadata=metadata, timeout=10)]
+                out = [channel.unary_unary(path)(payload, metadata=metadata, timeout=timeout)]
             print(json.dumps({"code": "OK", "details": "", "responses": [r.decode() for r in out]}))
         except grpc.RpcError as e:
             print(json.dumps({"code": e.code().name, "details": e.details() or "", "responses": []}))
@@ -88,4 +109,5 @@ def call(target, method, token):
 if sys.argv[1] == "serve":
     serve(int(sys.argv[2]))
 else:
-    call(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
+    args = sys.argv[2:] + [""] * 3
+    call(args[0], args[1], args[2], (args[3] or "one").encode(), float(args[4] or 10))

@@ -367,11 +367,16 @@ impl Upstream {
     }
 
     /// Send `req` (origin-form URI, Host already set) to one of the
-    /// upstream's addresses; wait at most the read timeout for the
-    /// response head. Retried only where safe (see [`Retries`]): never a
+    /// upstream's addresses; wait at most the read timeout (or `wait`, if
+    /// shorter: a gRPC call's deadline) for the response head. Retried only where safe (see [`Retries`]): never a
     /// request a byte of which may have gone out, unless it is idempotent,
     /// bodiless, and answered with a status configured for retries.
-    pub async fn send(&self, req: http::Request<Incoming>) -> Result<http::Response<UpstreamBody>, UpstreamFailure> {
+    pub async fn send(
+        &self,
+        req: http::Request<Incoming>,
+        wait: Option<Duration>,
+    ) -> Result<http::Response<UpstreamBody>, UpstreamFailure> {
+        let read_timeout = wait.map_or(self.read_timeout, |w| w.min(self.read_timeout));
         self.budget.deposit();
         // Only an idempotent request without a body can be sent again
         // after it went out: it is rebuilt from its head.
@@ -397,11 +402,11 @@ impl Upstream {
             tried.push(i);
             target.health.outstanding.fetch_add(1, Ordering::Relaxed);
             let busy = Outstanding(target.clone());
-            let attempt = tokio::time::timeout(self.read_timeout, self.exchange(&target, req)).await;
+            let attempt = tokio::time::timeout(read_timeout, self.exchange(&target, req)).await;
             match attempt {
                 Err(_) => {
                     self.failed(&target);
-                    return Err(fail(UpstreamError::Timeout, format!("no response within {:?}", self.read_timeout)));
+                    return Err(fail(UpstreamError::Timeout, format!("no response within {read_timeout:?}")));
                 }
                 Ok(Err(Failed { kind, cause, unsent })) => {
                     self.failed(&target);
