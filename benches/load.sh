@@ -338,7 +338,8 @@ nginx_conf originh2 "$ORIGIN_H2 http2" 'default_type application/grpc; add_heade
 nginx_conf proxyh2 "127.0.0.1:18111 http2" 'proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";'
 nginx_conf grpch2 "127.0.0.1:18112 http2" "grpc_pass grpc://$ORIGIN_H2;"
 for n in originh2 proxyh2 grpch2; do taskset -c 0 nginx -c "$work/$n/nginx.conf" -p "$work/$n" & pids+=($!); done
-ng_conf "$work/h2.yaml" 127.0.0.1:18113 '        group: account-management
+ng_conf "$work/h2.yaml" 127.0.0.1:18113 '        service: rest
+        group: account-management
         method: getAccount
         resource: { entity: account, id: "{accountId}" }
         roles: [reader]
