@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{Activity, ConnInfo, Connection, Handler, idle_watch};
+use super::{Activity, Busy, ConnInfo, Connection, Counted, Handler, idle_watch};
 
 /// The client preface that opens prior-knowledge HTTP/2 (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -89,26 +89,21 @@ struct Cancels {
     over: tokio::sync::Notify,
 }
 
-/// One stream in flight: counted in the connection's activity until it
-/// ends, and as cancelled if it ends before its answer.
+/// One stream, counted as cancelled if it ends before its answer's head.
 struct Stream {
-    activity: Arc<Activity>,
     cancels: Arc<Cancels>,
     answered: bool,
 }
 
 impl Stream {
-    fn open(activity: &Arc<Activity>, cancels: &Arc<Cancels>) -> Self {
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+    fn open(cancels: &Arc<Cancels>) -> Self {
         cancels.streams.fetch_add(1, Ordering::Relaxed);
-        Stream { activity: activity.clone(), cancels: cancels.clone(), answered: false }
+        Stream { cancels: cancels.clone(), answered: false }
     }
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.activity.touch();
         if self.answered {
             return;
         }
@@ -148,14 +143,14 @@ impl Connection {
         let (act, c) = (activity.clone(), cancels.clone());
         let svc = service_fn(move |mut req: Request<Incoming>| {
             let (handler, info) = (handler.clone(), info.clone());
-            let stream = Stream::open(&act, &c);
+            let (stream, busy) = (Stream::open(&c), Busy::enter(&act));
             async move {
                 // Moved in whole: it ends (and counts) with this future.
                 let mut stream = stream;
                 origin_form(&mut req);
                 let resp = handler.call(req, info).await;
                 stream.answered = true;
-                Ok::<_, Infallible>(resp)
+                Ok::<_, Infallible>(resp.map(|body| Counted { inner: body, _busy: busy }))
             }
         });
         let conn = builder.serve_connection(TokioIo::new(io), svc);

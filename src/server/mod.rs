@@ -115,6 +115,51 @@ impl Activity {
     }
 }
 
+/// A request in flight on a connection, from its head until its
+/// response's body has ended (or it is dropped): the idle timer leaves a
+/// connection with one open, however quiet a long response is.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn enter(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// A response body that keeps its request [`Busy`] until it ends.
+struct Counted<B> {
+    inner: B,
+    _busy: Busy,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A stream that records activity on every read and write.
 struct Tracked {
     inner: TcpStream,
@@ -384,7 +429,10 @@ pub async fn serve_router(
 /// any `Fn(Request, Arc<ConnInfo>) -> impl Future<Output = Response>`
 /// that can be shared across connections and tasks.
 pub trait Handler: Clone + Send + Sync + 'static {
-    type Body: hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static;
+    type Body: hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static;
     fn call(
         &self,
         req: Request<Incoming>,
@@ -396,7 +444,7 @@ impl<H, F, B> Handler for H
 where
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + 'static,
+    B: hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static,
 {
     type Body = B;
     fn call(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> impl Future<Output = Response<B>> + Send + 'static {
@@ -466,11 +514,9 @@ impl Connection {
         let svc = service_fn(move |req| {
             let (handler, info, act) = (handler.clone(), info.clone(), act.clone());
             async move {
-                act.in_flight.fetch_add(1, Ordering::Relaxed);
+                let busy = Busy::enter(&act);
                 let resp = handler.call(req, info).await;
-                act.in_flight.fetch_sub(1, Ordering::Relaxed);
-                act.touch();
-                Ok::<_, Infallible>(resp)
+                Ok::<_, Infallible>(resp.map(|body| Counted { inner: body, _busy: busy }))
             }
         });
         let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();

@@ -273,3 +273,31 @@ async fn an_open_stream_ends_when_its_token_or_an_ancestor_is_revoked() {
     assert!(started.elapsed() < Duration::from_secs(10), "ended at the revocation, not the stream's end");
     h.shutdown().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the Python environment (grpcio): scripts/test makes it"]
+async fn a_quiet_stream_keeps_its_connection_past_the_idle_timeout() {
+    let server = Server::start().await;
+    let h = Harness::start_with(
+        |doc| {
+            grpc_app(server.port)(doc);
+            // An open call counts as activity however quiet it is.
+            doc.set("server.idle_timeout", "1s");
+        },
+        |_| {},
+    )
+    .await;
+    let all = token(&h, &METHODS);
+    let out = run(tokio::process::Command::new(python()).args([
+        PEER,
+        "call",
+        &h.proxy.to_string(),
+        "ServerStream",
+        &all,
+        "pause",
+    ]))
+    .await;
+    let out: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!((&out["code"], &out["responses"]), (&json!("OK"), &json!(["0", "1"])), "{out}");
+    h.shutdown().await;
+}

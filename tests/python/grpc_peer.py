@@ -12,7 +12,8 @@ method of each kind.
         Calls METHOD (Unary, ServerStream, ClientStream, Bidi) through
         HOST:PORT (plaintext, prior-knowledge HTTP/2) with PAYLOAD ("one";
         "slow": the server takes 3 s to answer a unary call; "forever": a
-        server stream that goes on for 30 s) and a
+        server stream that goes on for 30 s; "pause": one whose two
+        messages are 2.5 s apart) and a
         deadline of TIMEOUT seconds (10); prints one JSON line: the status
         code's name, its details, the responses.
 """
@@ -51,6 +52,12 @@ def serve(port):
                     return
                 yield b"%d" % i
                 time.sleep(0.1)
+            return
+        if request == b"pause":
+            # Quiet for longer than the gateway's idle timeout in the test.
+            yield b"0"
+            time.sleep(2.5)
+            yield b"1"
             return
         for i in range(3):
             yield b"%d:" % i + request
