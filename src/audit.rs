@@ -51,6 +51,9 @@ pub struct DecisionEvent {
     pub status: u16,
     /// Whether the response came from the upstream.
     pub forwarded: bool,
+    /// A gRPC call's `grpc-status`: the gateway's for a refusal, else the
+    /// one it ended with (the event is written when the call ends).
+    pub grpc_status: Option<u8>,
     pub latency_us: u64,
 }
 
@@ -421,6 +424,9 @@ fn write_decision(out: &mut Vec<u8>, d: &DecisionEvent, labels: &Labels) {
     line.number("status", u64::from(d.status));
     if d.forwarded {
         line.number("upstream_status", u64::from(d.status));
+    }
+    if let Some(code) = d.grpc_status {
+        line.number("grpc_status", u64::from(code));
     }
     line.number("latency_us", d.latency_us);
     line.raw("config_hash", &labels.hash);

@@ -40,11 +40,71 @@ impl UpstreamError {
     }
 }
 
-fn counters_for(vec: &IntCounterVec, app: &str, route: &str) -> RouteCounters {
+fn counters_for(vec: &IntCounterVec, grpc: &IntCounterVec, app: &str, route: &str) -> RouteCounters {
     RouteCounters {
         vec: vec.clone(),
         labels: Arc::new((app.into(), route.into())),
         cells: Arc::new(std::array::from_fn(|_| OnceLock::new())),
+        grpc: grpc_labels(route).map(|(service, method)| GrpcCounters::new(grpc, app, service, method)),
+    }
+}
+
+/// A gRPC route's service and method, from its template
+/// (`GRPC /package.Service/Method`); `None` for any other route.
+fn grpc_labels(template: &str) -> Option<(&str, &str)> {
+    template.strip_prefix("GRPC /")?.split_once('/')
+}
+
+/// gRPC's status codes by number (`grpc-status`), as labels.
+pub const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// One gRPC route's calls by the status they ended with: each series is
+/// made (labels hashed once) the first time it counts.
+#[derive(Clone, Debug)]
+pub struct GrpcCounters {
+    vec: IntCounterVec,
+    /// (application, service, method).
+    labels: Arc<(Box<str>, Box<str>, Box<str>)>,
+    cells: Arc<[OnceLock<IntCounter>; GRPC_CODES.len()]>,
+}
+
+impl GrpcCounters {
+    fn new(vec: &IntCounterVec, app: &str, service: &str, method: &str) -> Self {
+        GrpcCounters {
+            vec: vec.clone(),
+            labels: Arc::new((app.into(), service.into(), method.into())),
+            cells: Arc::new(std::array::from_fn(|_| OnceLock::new())),
+        }
+    }
+
+    /// Count a call that ended with `code` (one outside gRPC's set counts
+    /// as UNKNOWN, as a client reads it).
+    pub fn inc(&self, code: u8) {
+        let i = if usize::from(code) < GRPC_CODES.len() { usize::from(code) } else { 2 };
+        self.cells[i]
+            .get_or_init(|| {
+                let (app, service, method) = &*self.labels;
+                self.vec.with_label_values(&[&**app, service, method, GRPC_CODES[i]])
+            })
+            .inc();
     }
 }
 
@@ -80,6 +140,8 @@ pub struct RouteCounters {
     /// (application, route template).
     labels: Arc<(Box<str>, Box<str>)>,
     cells: Arc<[OnceLock<IntCounter>; Reason::COUNT]>,
+    /// A gRPC route's calls by their `grpc-status`.
+    grpc: Option<GrpcCounters>,
 }
 
 impl RouteCounters {
@@ -98,8 +160,11 @@ impl RouteCounters {
 /// The gateway's metrics.
 pub struct Metrics {
     requests_vec: IntCounterVec,
+    grpc_vec: IntCounterVec,
     /// Requests that matched no route.
     unmatched: RouteCounters,
+    /// gRPC calls that matched no gRPC route.
+    unmatched_grpc: GrpcCounters,
     /// Time spent deciding (phases 1–6).
     decision_seconds: Histogram,
     /// Verified-token cache: entries now, and entries evicted.
@@ -187,7 +252,16 @@ impl Metrics {
             &["decision", "reason", "application", "route"],
         )?;
         registry.register(Box::new(requests_vec.clone()))?;
-        let unmatched = counters_for(&requests_vec, "none", "none");
+        let grpc_vec = IntCounterVec::new(
+            Opts::new(
+                "narrowgate_grpc_calls_total",
+                "gRPC calls by application, service, method and the grpc-status they ended with (the gateway's own for a refused call; none: no gRPC route matched).",
+            ),
+            &["application", "service", "method", "grpc_code"],
+        )?;
+        registry.register(Box::new(grpc_vec.clone()))?;
+        let unmatched = counters_for(&requests_vec, &grpc_vec, "none", "none");
+        let unmatched_grpc = GrpcCounters::new(&grpc_vec, "none", "none", "none");
         let decision_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "narrowgate_decision_duration_seconds",
@@ -415,7 +489,9 @@ impl Metrics {
         };
         Ok(Metrics {
             requests_vec,
+            grpc_vec,
             unmatched,
+            unmatched_grpc,
             decision_seconds,
             cache: cache_counters,
             jwks,
@@ -451,13 +527,28 @@ impl Metrics {
 
     /// The request counters of the route `template` of application `app`.
     pub fn route_counters(&self, app: &str, template: &str) -> RouteCounters {
-        counters_for(&self.requests_vec, app, template)
+        counters_for(&self.requests_vec, &self.grpc_vec, app, template)
+    }
+
+    /// The gRPC counters a call on `route` counts in: the route's when it
+    /// is a gRPC route, the unmatched ones when no route matched, none
+    /// when it matched a REST route.
+    pub fn grpc_counters<'a>(&'a self, route: Option<&'a RouteCounters>) -> Option<&'a GrpcCounters> {
+        match route {
+            Some(r) => r.grpc.as_ref(),
+            None => Some(&self.unmatched_grpc),
+        }
     }
 
     /// A route a reload removed gets no more series.
     pub fn forget_route(&self, app: &str, template: &str) {
         for reason in Reason::iter() {
             let _ = self.requests_vec.remove_label_values(&[decision_label(reason), reason.code(), app, template]);
+        }
+        if let Some((service, method)) = grpc_labels(template) {
+            for code in GRPC_CODES {
+                let _ = self.grpc_vec.remove_label_values(&[app, service, method, code]);
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use super::grpc::Watched;
 use super::upstream::UpstreamFailure;
-use super::{Body, ConnInfo, Decision, Gateway, Verdict, headers};
+use super::{Body, ConnInfo, Decision, Facts, Gateway, Verdict, headers};
 use crate::metrics::UpstreamError;
 use crate::policy::Allowed;
 use crate::runtime::Snapshot;
@@ -25,9 +25,9 @@ impl Gateway {
         mut req: Request<Incoming>,
         decision: &Decision,
         conn: &ConnInfo,
-        trusted: bool,
-        request_id: &HeaderValue,
+        facts: &Facts,
     ) -> Result<Response<Body>, UpstreamFailure> {
+        let Facts { trusted, ref request_id, grpc } = *facts;
         *req.uri_mut() = upstream_uri(snap, req.uri(), decision)
             .map_err(|_| UpstreamFailure::unnamed(UpstreamError::Other, "the upstream URI could not be built"))?;
         let host = req.headers().get(header::HOST).cloned();
@@ -96,7 +96,6 @@ impl Gateway {
             req.headers_mut().insert(header::TE, HeaderValue::from_static("trailers"));
         }
         // A gRPC call's deadline shortens the wait for the answer's head.
-        let grpc = super::grpc::is_grpc(req.headers());
         let wait = if grpc { super::grpc::timeout(req.headers()) } else { None };
         let mut resp = pool.send(req, wait).await?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;

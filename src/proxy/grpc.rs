@@ -1,8 +1,9 @@
 //! What the proxy does for a gRPC call: knows it for one (so a refusal is
 //! answered in gRPC's terms), reads its deadline (`grpc-timeout`, which
 //! shortens the wait for the upstream's answer, never lengthens it past
-//! the upstream's `read_timeout`), and ends its stream when its token is
-//! revoked ([`Watched`]).
+//! the upstream's `read_timeout`), ends its stream when its token is
+//! revoked ([`Watched`]), and reports the `grpc-status` it ended with
+//! ([`Call`]: metrics and the audit event, when the call ends).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,6 +52,62 @@ pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
+/// The `grpc-status` a response head already tells: its own header (a
+/// trailers-only answer), or, for an HTTP status other than 200, what a
+/// gRPC client makes of that status. `None`: it comes in the trailers.
+pub fn status_of_head(status: http::StatusCode, headers: &HeaderMap) -> Option<u8> {
+    if let Some(v) = headers.get(GRPC_STATUS) {
+        return Some(parse_status(v.as_bytes()));
+    }
+    (status != http::StatusCode::OK).then(|| match status.as_u16() {
+        // As gRPC's HTTP-to-gRPC status mapping has it.
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502..=504 => 14,
+        _ => 2,
+    })
+}
+
+/// A `grpc-status` value; anything but a code in gRPC's set is UNKNOWN.
+fn parse_status(v: &[u8]) -> u8 {
+    match v {
+        [d @ b'0'..=b'9'] => d - b'0',
+        [b'1', d @ b'0'..=b'6'] => 10 + (d - b'0'),
+        _ => 2,
+    }
+}
+
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// What is reported of a forwarded gRPC call once it ends, with the
+/// status it ended with: its count by `grpc-status`, and its audit event.
+#[derive(Debug, Default)]
+pub struct Call {
+    pub counters: Option<crate::metrics::GrpcCounters>,
+    pub audit: Option<(std::sync::Arc<crate::audit::Audit>, Box<crate::audit::DecisionEvent>)>,
+}
+
+impl Call {
+    /// Report the call as ended with `code`.
+    pub fn end(self, code: u8) {
+        if let Some(c) = &self.counters {
+            c.inc(code);
+        }
+        if let Some((log, mut event)) = self.audit {
+            event.grpc_status = Some(code);
+            log.record(crate::audit::Event::Decision(event));
+        }
+    }
+}
+
+/// gRPC's codes the gateway ends a call with itself.
+const CANCELLED: u8 = 1;
+pub const INTERNAL: u8 = 13;
+const UNAVAILABLE: u8 = 14;
+const UNAUTHENTICATED: u8 = 16;
+
 /// An allowed gRPC call's response, relayed as it comes, and ended in
 /// gRPC's terms (trailers with `grpc-status` 16, `revoked`) as soon as its
 /// token — or a token it was narrowed from — is revoked: an open stream
@@ -59,6 +116,11 @@ pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
 pub struct Watched {
     inner: super::upstream::UpstreamBody,
     watch: Option<Box<Watch>>,
+    /// Reported when the call ends: with its trailers' `grpc-status`,
+    /// INTERNAL when it ends without one, UNAVAILABLE when the upstream's
+    /// stream breaks, CANCELLED when it is dropped first (the client went
+    /// away), UNAUTHENTICATED when its token is revoked.
+    call: Option<Box<Call>>,
 }
 
 struct Watch {
@@ -73,7 +135,18 @@ struct Watch {
 impl Watched {
     /// `inner` as it is (a REST response, or a call without a token).
     pub fn plain(inner: super::upstream::UpstreamBody) -> Self {
-        Watched { inner, watch: None }
+        Watched { inner, watch: None, call: None }
+    }
+
+    /// Report `call` when this response ends.
+    pub fn report(&mut self, call: Call) {
+        self.call = Some(Box::new(call));
+    }
+
+    fn end(&mut self, code: u8) {
+        if let Some(call) = self.call.take() {
+            call.end(code);
+        }
     }
 
     /// `inner`, ended once `grant` is revoked.
@@ -86,7 +159,7 @@ impl Watched {
         // decision and the answer is not missed.
         let rx = revocations.subscribe();
         let added: Pin<Box<dyn Future<Output = (bool, Receiver)> + Send>> = Box::pin(async move { (true, rx) });
-        Watched { inner, watch: Some(Box::new(Watch { grant, revocations, added, ended: false })) }
+        Watched { inner, watch: Some(Box::new(Watch { grant, revocations, added, ended: false })), call: None }
     }
 }
 
@@ -99,10 +172,31 @@ fn next_addition(mut rx: Receiver) -> Pin<Box<dyn Future<Output = (bool, Receive
     })
 }
 
+impl Watch {
+    /// Whether the call's token (or an ancestor) has been revoked since it
+    /// last looked; once it has, the call is ended.
+    fn revoked(&mut self, cx: &mut Context<'_>) -> bool {
+        while let Poll::Ready((more, rx)) = self.added.as_mut().poll(cx) {
+            if self.revocations.rejects(&self.grant) {
+                self.ended = true;
+                tracing::info!(token_id = %self.grant.token_id, "ended a gRPC stream: its token was revoked");
+                return true;
+            }
+            if !more {
+                // The set is gone: nothing more will be added.
+                self.added = Box::pin(std::future::pending());
+                break;
+            }
+            self.added = next_addition(rx);
+        }
+        false
+    }
+}
+
 /// The trailers that end a call whose token was revoked mid-stream.
 fn revoked_trailers() -> http::HeaderMap {
     let mut t = http::HeaderMap::new();
-    t.insert("grpc-status", http::HeaderValue::from_static("16"));
+    t.insert(GRPC_STATUS, http::HeaderValue::from_static("16"));
     t.insert("grpc-message", http::HeaderValue::from_static("revoked"));
     t
 }
@@ -116,21 +210,25 @@ impl Body for Watched {
             if w.ended {
                 return Poll::Ready(None);
             }
-            while let Poll::Ready((more, rx)) = w.added.as_mut().poll(cx) {
-                if w.revocations.rejects(&w.grant) {
-                    w.ended = true;
-                    tracing::info!(token_id = %w.grant.token_id, "ended a gRPC stream: its token was revoked");
-                    return Poll::Ready(Some(Ok(Frame::trailers(revoked_trailers()))));
-                }
-                if !more {
-                    // The set is gone: nothing more will be added.
-                    w.added = Box::pin(std::future::pending());
-                    break;
-                }
-                w.added = next_addition(rx);
+            if w.revoked(cx) {
+                self.end(UNAUTHENTICATED);
+                return Poll::Ready(Some(Ok(Frame::trailers(revoked_trailers()))));
             }
         }
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if self.call.is_some() {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        self.end(trailers.get(GRPC_STATUS).map_or(INTERNAL, |v| parse_status(v.as_bytes())));
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => self.end(UNAVAILABLE),
+                Poll::Ready(None) => self.end(INTERNAL),
+                Poll::Pending => {}
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -139,6 +237,13 @@ impl Body for Watched {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        // Dropped before it ended: the client is gone (or its connection).
+        self.end(CANCELLED);
     }
 }
 
@@ -164,6 +269,29 @@ mod tests {
             assert_eq!(is_grpc(&h), grpc, "{ct:?}");
         }
         assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_status_is_read_from_the_head_when_it_is_there() {
+        use http::StatusCode;
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(GRPC_STATUS, HeaderValue::from_static(v));
+            h
+        };
+        for (v, code) in [("0", 0), ("7", 7), ("16", 16), ("17", 2), ("99", 2), ("", 2), ("07", 2), ("x", 2)] {
+            assert_eq!(status_of_head(StatusCode::OK, &with(v)), Some(code), "{v:?}");
+        }
+        // The header wins over the HTTP status.
+        assert_eq!(status_of_head(StatusCode::NOT_FOUND, &with("5")), Some(5));
+        // A 200 without one: the status comes in the trailers.
+        assert_eq!(status_of_head(StatusCode::OK, &HeaderMap::new()), None);
+        for (http, code) in
+            [(400, 13), (401, 16), (403, 7), (404, 12), (429, 14), (502, 14), (503, 14), (504, 14), (500, 2)]
+        {
+            let s = StatusCode::from_u16(http).expect("status");
+            assert_eq!(status_of_head(s, &HeaderMap::new()), Some(code), "{http}");
+        }
     }
 
     #[test]

@@ -69,6 +69,20 @@ pub struct Outcome {
     pub start: Instant,
     pub request_id: HeaderValue,
     pub method: http::Method,
+    /// A gRPC call: reported by the `grpc-status` it ends with.
+    pub grpc: bool,
+}
+
+/// What the gateway knows of a request besides the request itself, found
+/// once at its start.
+#[derive(Debug)]
+struct Facts {
+    /// From a trusted proxy (its forwarding headers are kept).
+    trusted: bool,
+    request_id: HeaderValue,
+    /// A gRPC call (`content-type: application/grpc`): refused in gRPC's
+    /// terms, its deadline read, its stream watched.
+    grpc: bool,
 }
 
 /// Unique request ids: a random per-process prefix and a counter.
@@ -246,7 +260,8 @@ impl Gateway {
             Some(v) if trusted => v.clone(),
             _ => self.request_ids.next(),
         };
-        let span = tracing::debug_span!("request", request.id = request_id.to_str().unwrap_or("-"));
+        let facts = Facts { trusted, request_id, grpc: grpc::is_grpc(req.headers()) };
+        let span = tracing::debug_span!("request", request.id = facts.request_id.to_str().unwrap_or("-"));
         async {
             let decision = match Self::admit(&snap, conn) {
                 Err(l) => Decision::limited(l),
@@ -256,10 +271,11 @@ impl Gateway {
                 self.metrics.rate_limited(l.scope);
             }
             let method = req.method().clone();
-            let (reason, mut resp, failure) = self.enforce(&snap, req, &decision, conn, trusted, &request_id).await;
-            resp.headers_mut().insert(snap.forwarding.request_id.clone(), request_id.clone());
-            let outcome = Outcome { reason, status: resp.status(), failure, start, request_id, method };
-            self.record(&snap, &decision, &outcome, conn);
+            let (reason, mut resp, failure) = self.enforce(&snap, req, &decision, conn, &facts).await;
+            resp.headers_mut().insert(snap.forwarding.request_id.clone(), facts.request_id.clone());
+            let Facts { request_id, grpc, .. } = facts;
+            let outcome = Outcome { reason, status: resp.status(), failure, start, request_id, method, grpc };
+            self.record(&snap, &decision, &outcome, conn, &mut resp);
             resp
         }
         .instrument(span)
@@ -313,11 +329,10 @@ impl Gateway {
         req: Request<Incoming>,
         decision: &Decision,
         conn: &ConnInfo,
-        trusted: bool,
-        request_id: &HeaderValue,
+        facts: &Facts,
     ) -> (Reason, Response<Body>, Option<UpstreamFailure>) {
         // A gRPC caller is refused in gRPC's terms: it cannot read a 401.
-        let grpc = grpc::is_grpc(req.headers());
+        let grpc = facts.grpc;
         let refuse = if grpc { respond::grpc_error_response } else { respond::error_response };
         match &decision.verdict {
             Verdict::Limited(_) if grpc => {
@@ -332,7 +347,7 @@ impl Gateway {
                 (*reason, resp, None)
             }
             Verdict::Allow { .. } | Verdict::Shadow { .. } => {
-                match self.forward(snap, req, decision, conn, trusted, request_id).await {
+                match self.forward(snap, req, decision, conn, facts).await {
                     Ok(resp) => (decision.reason(), resp, None),
                     Err(failure) => {
                         self.metrics.upstream_error(failure.kind, &failure.name);

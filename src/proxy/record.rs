@@ -1,17 +1,28 @@
 //! Phase 8: report a decision — one metrics update, one log line in the
 //! request's span, and the audit event when the audit log is on (shared
 //! pointers and numbers; the audit writer makes text of them off the
-//! request path).
+//! request path). A gRPC call whose status comes in its trailers is
+//! counted by `grpc-status`, and audited, when it ends (`grpc::Call`).
 
 use std::sync::Arc;
 
-use super::{ConnInfo, Decision, Gateway, Outcome, Verdict};
+use http::Response;
+use http_body_util::Either;
+
+use super::{Body, ConnInfo, Decision, Gateway, Outcome, Verdict, grpc};
 use crate::runtime::Snapshot;
 
 impl Gateway {
     /// Report a decision: one metrics update, one log line, and the audit
     /// event when the audit log is on.
-    pub(super) fn record(&self, snap: &Arc<Snapshot>, decision: &Decision, outcome: &Outcome, conn: &ConnInfo) {
+    pub(super) fn record(
+        &self,
+        snap: &Arc<Snapshot>,
+        decision: &Decision,
+        outcome: &Outcome,
+        conn: &ConnInfo,
+        resp: &mut Response<Body>,
+    ) {
         let elapsed = outcome.start.elapsed();
         let Outcome { reason, status, failure, request_id, .. } = outcome;
         let reason = *reason;
@@ -21,8 +32,18 @@ impl Gateway {
         if let Some(would) = decision.would_deny() {
             self.metrics.would_deny(would, app.map_or("none", |a| &*a.name));
         }
-        if snap.audit {
-            self.audit(snap, decision, outcome, conn, elapsed);
+        let event = snap.audit.then(|| self.audit_event(decision, outcome, conn, elapsed, snap));
+        let grpc = outcome.grpc.then(|| self.metrics.grpc_counters(counters)).flatten();
+        if outcome.grpc {
+            // A gRPC call is reported with the status it ends with: known
+            // now if the head tells it, else when its trailers come.
+            let call = grpc::Call { counters: grpc.cloned(), audit: event.map(|e| (snap.audit_log.clone(), e)) };
+            match (grpc::status_of_head(resp.status(), resp.headers()), resp.body_mut()) {
+                (None, Either::Left(body)) => body.report(call),
+                (code, _) => call.end(code.unwrap_or(grpc::INTERNAL)),
+            }
+        } else if let Some(e) = event {
+            snap.audit_log.record(crate::audit::Event::Decision(e));
         }
         let route = decision.route.and_then(|r| snap.routes.get(r)).map_or("-", |r| &*r.template);
         let request_id = request_id.to_str().unwrap_or("-");
@@ -62,20 +83,20 @@ impl Gateway {
 
     /// A decision as an audit event: shared pointers and numbers; the audit
     /// writer makes text of it off the request path.
-    fn audit(
+    fn audit_event(
         &self,
-        snap: &Arc<Snapshot>,
         decision: &Decision,
         outcome: &Outcome,
         conn: &ConnInfo,
         elapsed: std::time::Duration,
-    ) {
+        snap: &Snapshot,
+    ) -> Box<crate::audit::DecisionEvent> {
         let (allowed, denial) = match &decision.verdict {
             Verdict::Allow { by, .. } => (*by, None),
             Verdict::Shadow { denial, .. } | Verdict::Deny { denial, .. } => (None, denial.clone()),
             Verdict::Limited(_) => (None, None),
         };
-        let event = crate::audit::DecisionEvent {
+        Box::new(crate::audit::DecisionEvent {
             at: self.runtime.shared().clock.system_time(),
             request_id: outcome.request_id.clone(),
             client: conn.peer,
@@ -92,8 +113,8 @@ impl Gateway {
             grant: decision.grant.clone(),
             status: outcome.status.as_u16(),
             forwarded: decision.is_allow() && outcome.failure.is_none(),
+            grpc_status: None,
             latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        };
-        snap.audit_log.record(crate::audit::Event::Decision(Box::new(event)));
+        })
     }
 }

@@ -16,6 +16,7 @@ use crate::support::Harness;
 use crate::tls::run;
 
 const METHODS: [&str; 4] = ["Unary", "ServerStream", "ClientStream", "Bidi"];
+const REFLECTION: &str = "grpc.reflection.v1alpha.ServerReflection";
 
 fn python() -> String {
     std::env::var("NARROWGATE_TEST_PYTHON")
@@ -69,19 +70,32 @@ fn grpc_app(port: u16) -> impl FnOnce(&mut crate::support::ConfigDoc) {
     move |doc| {
         doc.set("server.http2", json!({ "cleartext": true }));
         doc.set("upstreams", json!({ "grpc": { "addresses": [format!("127.0.0.1:{port}")], "protocol": "http2" } }));
-        let routes: Vec<Value> = METHODS
+        let mut routes: Vec<Value> = METHODS
             .iter()
             .map(
                 |m| json!({ "route": format!("GRPC /narrowgate.test.Echo/{m}"), "group": "echo", "roles": ["caller"] }),
             )
             .collect();
+        // The standard services: health open to all, reflection to
+        // operators.
+        routes.push(json!({ "route": "GRPC /grpc.health.v1.Health/Check", "public": true }));
+        routes.push(json!({ "route": format!("GRPC /{REFLECTION}/ServerReflectionInfo"),
+            "group": "introspection", "roles": ["operator"] }));
         let app = json!({
             "id": "echo-api", "application": "echo-api", "description": "gRPC echo",
             "upstream": "grpc",
-            "services": [{ "service": "narrowgate.test.Echo", "description": "the echo service" }],
-            "method_groups": [{ "group": "echo", "description": "echoing",
-                "methods": METHODS.iter().map(|m| json!({ "method": m, "description": m })).collect::<Vec<_>>() }],
-            "roles": [{ "roles": ["caller"], "description": "may call" }],
+            "services": [
+                { "service": "narrowgate.test.Echo", "description": "the echo service" },
+                { "service": "grpc.health.v1.Health", "description": "health checking" },
+                { "service": REFLECTION, "description": "server reflection" },
+            ],
+            "method_groups": [
+                { "group": "echo", "description": "echoing",
+                  "methods": METHODS.iter().map(|m| json!({ "method": m, "description": m })).collect::<Vec<_>>() },
+                { "group": "introspection", "description": "what the server serves",
+                  "methods": [{ "method": "ServerReflectionInfo", "description": "reflection" }] },
+            ],
+            "roles": [{ "roles": ["caller", "operator"], "description": "may call, may look" }],
             "routes": routes,
         });
         if let Some(apps) = doc.at("applications").as_array_mut() {
@@ -92,12 +106,15 @@ fn grpc_app(port: u16) -> impl FnOnce(&mut crate::support::ConfigDoc) {
 
 /// A token allowed `methods` of the echo service.
 fn token(h: &Harness, methods: &[&str]) -> String {
-    let rule = json!({
+    h.token("grpc-user", json!([echo_rule(methods)]))
+}
+
+fn echo_rule(methods: &[&str]) -> Value {
+    json!({
         "id": "echo", "application": "echo-api", "service": "narrowgate.test.Echo",
         "methodGroups": [{ "group": "echo", "methods": methods.iter().map(|m| json!({ "method": m })).collect::<Vec<_>>() }],
         "roles": ["caller"], "resources": ["*:*:*"],
-    });
-    h.token("grpc-user", json!([rule]))
+    })
 }
 
 #[tokio::test]
@@ -300,4 +317,130 @@ async fn a_quiet_stream_keeps_its_connection_past_the_idle_timeout() {
     let out: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!((&out["code"], &out["responses"]), (&json!("OK"), &json!(["0", "1"])), "{out}");
     h.shutdown().await;
+}
+
+/// `narrowgate_grpc_calls_total` of a method of the echo application.
+async fn calls(h: &Harness, service: &str, method: &str, code: &str) -> f64 {
+    let series = format!(
+        "narrowgate_grpc_calls_total{{application=\"echo-api\",grpc_code=\"{code}\",method=\"{method}\",service=\"{service}\"}}"
+    );
+    crate::support::metric(h.admin, &series).await.unwrap_or(0.0)
+}
+
+#[tokio::test]
+#[ignore = "needs the Python environment (grpcio): scripts/test makes it"]
+async fn calls_are_counted_and_audited_by_the_status_they_end_with_and_the_standard_services_pass() {
+    let mut server = Server::start().await;
+    let h = Harness::start_with(
+        |doc| {
+            grpc_app(server.port)(doc);
+            doc.set("audit", json!({ "sink": { "file": { "path": "audit.jsonl" } } }));
+        },
+        |_| {},
+    )
+    .await;
+    let echo = "narrowgate.test.Echo";
+    let unary_and_stream = token(&h, &["Unary", "ServerStream"]);
+    let call_with = |method: &'static str, token: String, payload: &'static str| {
+        let proxy = h.proxy.to_string();
+        async move {
+            let out =
+                run(tokio::process::Command::new(python()).args([PEER, "call", &proxy, method, &token, payload])).await;
+            let out: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            out
+        }
+    };
+
+    // The upstream's own statuses, wherever they come: OK in the trailers,
+    // NOT_FOUND in a trailers-only answer, ABORTED after a message; and a
+    // stream the client cancels.
+    let ok = call_with("Unary", unary_and_stream.clone(), "one").await;
+    let not_found = call_with("Unary", unary_and_stream.clone(), "fail").await;
+    let aborted = call_with("ServerStream", unary_and_stream.clone(), "fail-late").await;
+    let cancelled = call_with("ServerStream", unary_and_stream.clone(), "cancel").await;
+    for (out, code) in [(&ok, "OK"), (&not_found, "NOT_FOUND"), (&aborted, "ABORTED"), (&cancelled, "CANCELLED")] {
+        assert_eq!(out["code"], code, "{out}");
+    }
+    for _ in 0..4 {
+        assert!(server.next_call().await.is_some(), "each reached the server");
+    }
+    // The gateway's own refusals.
+    let denied = call_with("Bidi", unary_and_stream.clone(), "one").await;
+    let unauthenticated = call_with("Unary", String::new(), "one").await;
+    assert_eq!((&denied["code"], &unauthenticated["code"]), (&json!("PERMISSION_DENIED"), &json!("UNAUTHENTICATED")));
+
+    // The standard services: health checking open to all; reflection to a
+    // token allowed it, refused to one that is not.
+    let health = call_with("Health", String::new(), "").await;
+    assert_eq!((&health["code"], &health["responses"]), (&json!("OK"), &json!(["SERVING"])), "{health}");
+    let refused = call_with("Reflection", unary_and_stream.clone(), "").await;
+    assert_eq!(refused["code"], "PERMISSION_DENIED", "{refused}");
+    let operator = json!({
+        "id": "look", "application": "echo-api", "service": REFLECTION,
+        "methodGroups": [{ "group": "introspection", "methods": [{ "method": "ServerReflectionInfo" }] }],
+        "roles": ["operator"], "resources": ["*:*:*"],
+    });
+    let operator = h.token("operator", json!([echo_rule(&["Unary"]), operator]));
+    let listed = call_with("Reflection", operator, "").await;
+    assert_eq!(listed["code"], "OK", "{listed}");
+    assert!(listed["responses"].as_array().is_some_and(|s| s.contains(&json!(echo))), "{listed}");
+    assert_eq!(server.next_call().await, None, "refused calls and the standard services are not echo calls");
+
+    // Counted by service, method and the status each ended with (the
+    // cancelled stream counts when the gateway sees the reset).
+    crate::support::eventually_async(Duration::from_secs(5), || async {
+        (calls(&h, echo, "ServerStream", "CANCELLED").await == 1.0).then_some(())
+    })
+    .await;
+    for (service, method, code) in [
+        (echo, "Unary", "OK"),
+        (echo, "Unary", "NOT_FOUND"),
+        (echo, "ServerStream", "ABORTED"),
+        (echo, "Bidi", "PERMISSION_DENIED"),
+        (echo, "Unary", "UNAUTHENTICATED"),
+        ("grpc.health.v1.Health", "Check", "OK"),
+        (REFLECTION, "ServerReflectionInfo", "PERMISSION_DENIED"),
+        (REFLECTION, "ServerReflectionInfo", "OK"),
+    ] {
+        assert_eq!(calls(&h, service, method, code).await, 1.0, "{service}/{method} {code}");
+    }
+    assert_eq!(calls(&h, echo, "Unary", "CANCELLED").await, 0.0);
+
+    // Audited with the same status, each once, in the order they ended.
+    let audit = h.dir().join("audit.jsonl");
+    let mut h = h;
+    h.gateway.take().expect("running").shutdown().await;
+    let events: Vec<Value> = std::fs::read_to_string(audit)
+        .expect("audit")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .filter(|e: &Value| e["event"] == "decision")
+        .collect();
+    let seen: Vec<(String, u64)> = events
+        .iter()
+        .map(|e| {
+            let route = e["route"].as_str().unwrap_or("-").to_string();
+            (route, e["grpc_status"].as_u64().unwrap_or(99))
+        })
+        .collect();
+    let route = |m: &str| format!("GRPC /{echo}/{m}");
+    let reflection = format!("GRPC /{REFLECTION}/ServerReflectionInfo");
+    assert_eq!(
+        seen,
+        vec![
+            (route("Unary"), 0),
+            (route("Unary"), 5),
+            (route("ServerStream"), 10),
+            (route("ServerStream"), 1),
+            (route("Bidi"), 7),
+            (route("Unary"), 16),
+            ("GRPC /grpc.health.v1.Health/Check".to_string(), 0),
+            (reflection.clone(), 7),
+            (reflection, 0),
+        ],
+        "{events:#?}"
+    );
+    assert_eq!(events[0]["service"], echo);
+    assert_eq!(events[0]["api_method"], "Unary");
+    assert_eq!(events[0]["upstream_status"], 200);
 }

@@ -11,11 +11,20 @@ method of each kind.
     grpc_peer.py call HOST:PORT METHOD [TOKEN [PAYLOAD [TIMEOUT]]]
         Calls METHOD (Unary, ServerStream, ClientStream, Bidi) through
         HOST:PORT (plaintext, prior-knowledge HTTP/2) with PAYLOAD ("one";
-        "slow": the server takes 3 s to answer a unary call; "forever": a
+        "slow": the server takes 3 s to answer a unary call; "fail": the
+        server refuses it with NOT_FOUND before any message; "forever": a
         server stream that goes on for 30 s; "pause": one whose two
-        messages are 2.5 s apart) and a
-        deadline of TIMEOUT seconds (10); prints one JSON line: the status
-        code's name, its details, the responses.
+        messages are 2.5 s apart; "fail-late": one that ends with ABORTED
+        after a message; "cancel": "forever", which the client cancels
+        after two messages) and a deadline of TIMEOUT seconds (10); prints
+        one JSON line: the status code's name, its details, the responses.
+        METHOD "Health" asks the standard health-checking service about
+        the echo service; "Reflection" lists the server's services through
+        the reflection service.
+
+The server also serves the standard health-checking service
+(grpc.health.v1.Health) and server reflection
+(grpc.reflection.v1alpha.ServerReflection), from grpcio's own packages.
 """
 
 import json
@@ -24,6 +33,8 @@ import time
 from concurrent import futures
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 SERVICE = "narrowgate.test.Echo"
 
@@ -41,6 +52,8 @@ def serve(port):
         seen("Unary", context)
         if request == b"slow":
             time.sleep(3)
+        if request == b"fail":
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
         return b"echo:" + request
 
     def server_stream(request, context):
@@ -53,6 +66,9 @@ def serve(port):
                 yield b"%d" % i
                 time.sleep(0.1)
             return
+        if request == b"fail-late":
+            yield b"0"
+            context.abort(grpc.StatusCode.ABORTED, "gave up")
         if request == b"pause":
             # Quiet for longer than the gateway's idle timeout in the test.
             yield b"0"
@@ -79,6 +95,10 @@ def serve(port):
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    checker = health.HealthServicer()
+    checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     server.add_insecure_port("127.0.0.1:%d" % port)
     server.start()
     print("ready", flush=True)
@@ -92,11 +112,28 @@ def call(target, method, token, payload=b"one", timeout=10.0):
         try:
             if method == "Unary":
                 out = [channel.unary_unary(path)(payload, metadata=metadata, timeout=timeout)]
+            elif method == "Health":
+                stub = health_pb2_grpc.HealthStub(channel)
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), metadata=metadata, timeout=timeout)
+                out = [health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).encode()]
+            elif method == "Reflection":
+                stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+                asked = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+                out = [
+                    s.name.encode()
+                    for reply in stub.ServerReflectionInfo(asked, metadata=metadata, timeout=timeout)
+                    for s in reply.list_services_response.service
+                ]
             elif method == "ServerStream":
                 out = []
+                cancel = payload == b"cancel"
+                stream = channel.unary_stream(path)(b"forever" if cancel else payload, metadata=metadata,
+                                                    timeout=timeout)
                 try:
-                    for r in channel.unary_stream(path)(payload, metadata=metadata, timeout=timeout):
+                    for r in stream:
                         out.append(r)
+                        if cancel and len(out) == 2:
+                            stream.cancel()
                 except grpc.RpcError as e:
                     print(json.dumps({"code": e.code().name, "details": e.details() or "",
                                       "responses": [r.decode() for r in out]}))
