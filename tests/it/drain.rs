@@ -157,6 +157,57 @@ async fn sigterm_drains_requests_and_tunnels_then_exits_zero() {
     assert!(took < Duration::from_secs(1 + 5), "exited {took:?} after SIGTERM, past delay + grace");
 }
 
+/// An HTTP/2 connection is drained as an HTTP/1.1 one is: past the drain
+/// delay it is told GOAWAY (NO_ERROR), its open stream still completes,
+/// and then it is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python environment (h2): scripts/test makes it"]
+async fn an_http2_connection_is_told_goaway_and_its_open_stream_completes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let echo = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    let extra = "store:\n  sqlite:\n    path: data/ng.db\n    bootstrap_token_file: data/admin-token\n    create_if_missing: true\n\
+         server:\n  drain_delay: 500ms\n  shutdown_grace: 10s\n  http2: { cleartext: true }";
+    let mut g = support::serve_process(&process_config(dir.path(), "ng", echo.addr, extra)).await;
+    let root = std::fs::read_to_string(dir.path().join("data/admin-token")).expect("bootstrap file");
+    let python = std::env::var("NARROWGATE_TEST_PYTHON")
+        .expect("NARROWGATE_TEST_PYTHON is not set: scripts/test makes the Python environment and sets it");
+    let client = tokio::process::Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/h2_hostile.py"))
+        .args(["127.0.0.1", &g.proxy.port().to_string(), "slow-through-drain", root.trim()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python");
+    // Its stream (the upstream takes 2.5 s) is at the upstream.
+    eventually(Duration::from_secs(10), || {
+        echo.received().iter().any(|r| r.header("x-echo-delay-ms") == Some("2500")).then_some(())
+    })
+    .await;
+    signal(&g.child, "TERM");
+    let term = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(20), client.wait_with_output())
+        .await
+        .expect("the client ends")
+        .expect("output");
+    let out = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value =
+        serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"));
+    // GOAWAY with NO_ERROR, before the stream's answer; the stream
+    // completes; then the connection is closed.
+    let goaways = result["goaways"].as_array().expect("goaways");
+    assert!(!goaways.is_empty() && goaways.iter().all(|g| g["error_code"] == 0), "{result}");
+    let last = goaways.last().expect("one");
+    assert!(last["last_stream_id"].as_u64() >= Some(1), "its stream is among those it will finish: {result}");
+    assert_eq!(result["status"], 200, "{result}");
+    let (told, ended) = (goaways[0]["at"].as_f64().unwrap_or(99.0), result["ended_at"].as_f64().unwrap_or(0.0));
+    assert!(told < ended, "told before its stream ended: {result}");
+    assert_eq!(result["closed"], true, "the connection is closed once its stream is done: {result}");
+    assert_eq!(echo.received().len(), 1, "nothing else reached the upstream");
+    let (code, at) = exited(&mut g.child, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0));
+    assert!(at - term < Duration::from_secs(5), "exited {:?} after SIGTERM", at - term);
+}
+
 #[tokio::test]
 async fn a_second_sigterm_exits_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");

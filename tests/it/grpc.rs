@@ -34,9 +34,15 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Server::start_with(&[]).await
+    }
+
+    /// A server with `tls`: its certificate and key files.
+    async fn start_with(tls: &[&str]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
         let mut child = tokio::process::Command::new(python())
             .args([PEER, "serve", &port.to_string()])
+            .args(tls)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -443,4 +449,40 @@ async fn calls_are_counted_and_audited_by_the_status_they_end_with_and_the_stand
     assert_eq!(events[0]["service"], echo);
     assert_eq!(events[0]["api_method"], "Unary");
     assert_eq!(events[0]["upstream_status"], 200);
+}
+
+#[tokio::test]
+#[ignore = "needs the Python environment (grpcio): scripts/test makes it"]
+async fn calls_reach_an_upstream_over_tls_by_alpn_h2_and_its_certificate_is_checked() {
+    use crate::tls::{Pki, write_pair};
+    let pki = Pki::new();
+    let (cert, key) = write_pair(pki.dir.path(), "grpc", &pki.ca.server(&["grpc.test"]));
+    let (cert, key) = (cert.to_str().expect("utf-8").to_string(), key.to_str().expect("utf-8").to_string());
+    let mut server = Server::start_with(&[&cert, &key]).await;
+    let port = server.port;
+    let tls = |ca: String| {
+        move |doc: &mut crate::support::ConfigDoc| {
+            grpc_app(port)(doc);
+            doc.set("upstreams.grpc.tls", json!({ "ca": ca, "server_name": "grpc.test" }));
+        }
+    };
+    // grpcio speaks TLS only to a client that offers h2 in ALPN: a call
+    // that goes through is one the gateway made over h2 by ALPN.
+    let h = Harness::start_with(tls(pki.s("ca.pem")), |_| {}).await;
+    let out = call(&h, "Bidi", &token(&h, &METHODS)).await;
+    assert_eq!((&out["code"], &out["responses"]), (&json!("OK"), &json!(["re:x", "re:y"])), "{out}");
+    let seen = server.next_call().await.expect("the server saw the call");
+    assert_eq!(seen, json!({ "method": "Bidi", "subject": "grpc-user", "authorization": false }));
+    h.shutdown().await;
+
+    // A certificate from a CA the upstream's `ca` does not name: refused
+    // before any byte of the call is sent, UNAVAILABLE to the caller.
+    let other = crate::tls::Ca::new("someone else");
+    let stranger = pki.dir.path().join("stranger-ca.pem");
+    std::fs::write(&stranger, other.pem.as_bytes()).expect("write");
+    let h = Harness::start_with(tls(stranger.to_str().expect("utf-8").to_string()), |_| {}).await;
+    let out = call(&h, "Unary", &token(&h, &METHODS)).await;
+    assert_eq!((out["code"].as_str(), out["details"].as_str()), (Some("UNAVAILABLE"), Some("upstream_tls")), "{out}");
+    assert_eq!(server.next_call().await, None);
+    h.shutdown().await;
 }

@@ -3,8 +3,9 @@ The messages are raw bytes (gRPC's framing with an identity codec), so no
 generated code is needed: the service is `narrowgate.test.Echo` with one
 method of each kind.
 
-    grpc_peer.py serve PORT
-        Serves on 127.0.0.1:PORT (plaintext HTTP/2); prints "ready", then
+    grpc_peer.py serve PORT [CERT KEY]
+        Serves on 127.0.0.1:PORT (plaintext HTTP/2; with CERT and KEY, PEM
+        files, over TLS, which grpcio speaks only with ALPN h2); prints "ready", then
         one JSON line per call it receives: the method and the metadata
         the gateway sent (the identity headers, whether a credential came).
 
@@ -39,7 +40,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 SERVICE = "narrowgate.test.Echo"
 
 
-def serve(port):
+def serve(port, cert=None, key=None):
     def seen(method, context):
         md = dict(context.invocation_metadata())
         print(json.dumps({
@@ -99,7 +100,12 @@ def serve(port):
     checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    server.add_insecure_port("127.0.0.1:%d" % port)
+    if cert:
+        with open(cert, "rb") as c, open(key, "rb") as k:
+            credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+        server.add_secure_port("127.0.0.1:%d" % port, credentials)
+    else:
+        server.add_insecure_port("127.0.0.1:%d" % port)
     server.start()
     print("ready", flush=True)
     server.wait_for_termination()
@@ -151,7 +157,7 @@ def call(target, method, token, payload=b"one", timeout=10.0):
 
 
 if sys.argv[1] == "serve":
-    serve(int(sys.argv[2]))
+    serve(int(sys.argv[2]), *sys.argv[3:5])
 else:
     args = sys.argv[2:] + [""] * 3
     call(args[0], args[1], args[2], (args[3] or "one").encode(), float(args[4] or 10))

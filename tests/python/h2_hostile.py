@@ -17,7 +17,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
-from hyperframe.frame import ContinuationFrame, HeadersFrame
+from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame
 
 HOST, PORT, CASE = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 TOKEN = sys.argv[4] if len(sys.argv) > 4 else ""
@@ -179,6 +179,53 @@ def continuation_flood(limit):
     return out
 
 
+def through_drain(delay_ms):
+    """A stream the upstream takes `delay_ms` to answer, open while the
+    gateway drains: prints "sent" once it is sent, then reads frames as
+    they come (h2's state machine ends the connection at the first
+    GOAWAY, so the frames are read raw here, and PINGs acknowledged) until
+    the connection closes: the GOAWAYs, the stream's status and end, and
+    when each came."""
+    sock, conn = connect()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, request_headers("/users/current/accounts/a1", [("x-echo-delay-ms", str(delay_ms))]),
+                      end_stream=True)
+    sock.sendall(conn.data_to_send())
+    print("sent", flush=True)
+    start = time.time()
+    out = {"goaways": [], "status": None, "ended_at": None, "closed": False}
+    buf = b""
+    sock.settimeout(15)
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not data:
+            out["closed"] = True
+            break
+        buf += data
+        while len(buf) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
+            if len(buf) < 9 + length:
+                break
+            frame.parse_body(memoryview(buf[9:9 + length]))
+            buf = buf[9 + length:]
+            at = round(time.time() - start, 3)
+            if isinstance(frame, GoAwayFrame):
+                out["goaways"].append({"error_code": frame.error_code, "last_stream_id": frame.last_stream_id,
+                                       "at": at})
+            elif isinstance(frame, PingFrame) and "ACK" not in frame.flags:
+                ack = PingFrame(0, opaque_data=frame.opaque_data)
+                ack.flags.add("ACK")
+                sock.sendall(ack.serialize())
+            elif isinstance(frame, HeadersFrame) and frame.stream_id == sid:
+                out["status"] = int(dict(conn.decoder.decode(frame.data, raw=True))[b":status"])
+            if frame.stream_id == sid and "END_STREAM" in frame.flags:
+                out["ended_at"] = at
+    return out
+
+
 if CASE == "allowed":
     result = one(request_headers("/users/current/accounts/a1"))
 elif CASE == "dot-segments":
@@ -205,6 +252,8 @@ elif CASE == "reset-after-accept":
     # Each stream forwarded (the upstream is told to take a second) and
     # cancelled while the gateway waits for its answer.
     result = rapid_reset(100000, wait=0.005, extra=[("x-echo-delay-ms", "1000")])
+elif CASE == "slow-through-drain":
+    result = through_drain(2500)
 elif CASE == "continuation-flood":
     result = continuation_flood(100000)
 else:
