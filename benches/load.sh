@@ -341,7 +341,9 @@ need h2load nghttp2-client
 ORIGIN_H2=127.0.0.1:18110
 nginx_conf originh2 "$ORIGIN_H2 http2" 'default_type application/grpc; add_header grpc-status 0; return 200 "";'
 nginx_conf proxyh2 "127.0.0.1:18111 http2" 'proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";'
-nginx_conf grpch2 "127.0.0.1:18112 http2" "grpc_pass grpc://$ORIGIN_H2;"
+# (grpc_pass to an upstream block, so its connections are kept alive as
+# narrowgate's are)
+nginx_conf grpch2 "127.0.0.1:18112 http2" "grpc_pass grpc://origin;" 1 "$ORIGIN_H2"
 for n in originh2 proxyh2 grpch2; do taskset -c 0 nginx -c "$work/$n/nginx.conf" -p "$work/$n" & pids+=($!); done
 ng_conf "$work/h2.yaml" 127.0.0.1:18113 '        service: rest
         group: account-management
@@ -363,10 +365,12 @@ wait_up 127.0.0.1:18114
 ENVOY=${ENVOY:-$(command -v envoy || true)}
 if [ -n "$ENVOY" ]; then
   cluster() { # name port [http2]
+    local h2=""
+    [ -n "${3:-}" ] && h2='typed_extension_protocol_options: { envoy.extensions.upstreams.http.v3.HttpProtocolOptions: { "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: { http2_protocol_options: {} } } }'
     cat <<YAML
   - name: $1
     type: STATIC
-    ${3:+typed_extension_protocol_options: { envoy.extensions.upstreams.http.v3.HttpProtocolOptions: { "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: { http2_protocol_options: {} } } }}
+    $h2
     load_assignment: { cluster_name: $1, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $2 } } } }] }] }
 YAML
   }
