@@ -237,6 +237,14 @@ pub fn explain(snap: &Snapshot, q: &Question, now: u64) -> Explanation {
             }
         })
         .collect();
+    // An identity provider's token: its issuer's mapping rules that
+    // granted it nothing, and why.
+    out.rules.extend(grant.unmapped.iter().map(|(id, why)| RuleCheck {
+        id: id.to_string(),
+        result: format!("not granted by the claim mapping: {why}"),
+        dimension: None,
+        miss: None,
+    }));
     if let Some((name, action)) = facts.tenant {
         out.tenant = Some(match crate::policy::tenant::deciding(&grant.tenants, name) {
             Some(i) if grant.tenants[i].allowed_actions.iter().any(|a| a == "*" || a == action) => {

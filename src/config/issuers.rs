@@ -11,6 +11,7 @@ use super::duration::HumanDuration;
 use super::{Errors, check_private_file};
 use crate::policy::issuance::RegistrationLimits;
 use crate::token::keys::{self, IssuerPolicy, KeySet, VerificationKey, is_hmac, parse_algorithm};
+use crate::token::mapping::{ClaimMapping, Condition, MappingRule};
 pub use crate::token::sign::{MintError, Signing};
 
 #[derive(Debug, Deserialize)]
@@ -20,7 +21,16 @@ pub(super) struct IssuerFile {
     pub issuer: String,
     #[serde(default)]
     pub audience: Vec<String>,
+    /// Required but with `discovery`, where absent means the provider's
+    /// own (`id_token_signing_alg_values_supported`, else each key's
+    /// `alg`).
+    #[serde(default)]
     pub algorithms: Vec<String>,
+    /// OpenID Connect discovery: the keys come from the `jwks_uri` of
+    /// `<issuer>/.well-known/openid-configuration`, whose `issuer` must be
+    /// this one exactly (read again whenever the keys are).
+    #[serde(default)]
+    pub discovery: bool,
     #[serde(default)]
     pub clock_skew: Option<HumanDuration>,
     #[serde(default)]
@@ -60,6 +70,64 @@ pub(super) struct IssuerFile {
     /// The kid new tokens are signed with; default: the first signing key.
     #[serde(default)]
     pub active_signing_key: Option<String>,
+    /// Where an identity provider's tokens carry what the mapping reads.
+    #[serde(default)]
+    pub claims: Option<ClaimsFile>,
+    /// Claim mapping: the access rules its tokens' scopes, roles, groups
+    /// and clients grant.
+    #[serde(default)]
+    pub grants: Option<Vec<GrantFile>>,
+    /// Whether its tokens' own `accessRules` are honoured: by default yes
+    /// without `grants`, no with them.
+    #[serde(default)]
+    pub honour_access_rules: Option<bool>,
+}
+
+/// JSON pointers into a provider's token.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClaimsFile {
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    client: Option<Vec<String>>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+/// One mapping rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GrantFile {
+    id: String,
+    #[serde(default)]
+    when: WhenFile,
+    application: String,
+    #[serde(default)]
+    service: Option<String>,
+    group: String,
+    #[serde(default)]
+    methods: Option<Vec<String>>,
+    roles: Vec<String>,
+    resources: Vec<String>,
+}
+
+/// A mapping rule's conditions (all must hold).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhenFile {
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    client: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,7 +178,7 @@ pub(super) fn build_issuer(
             None => errs.push(&format!("{path}.algorithms[{i}]"), format!("{a:?} is not a supported algorithm")),
         }
     }
-    if f.algorithms.is_empty() {
+    if f.algorithms.is_empty() && !f.discovery {
         errs.push(&format!("{path}.algorithms"), "list the algorithms this issuer signs with");
     }
     if f.issuer.is_empty() {
@@ -130,6 +198,7 @@ pub(super) fn build_issuer(
     if max_lifetime.is_some() && f.allow_missing_exp {
         errs.push(&format!("{path}.max_lifetime"), "cannot bound tokens that may have no exp (allow_missing_exp)");
     }
+    let mapping = build_mapping(&f, path, errs);
     let issuer = keyset.add_issuer(IssuerPolicy {
         name: f.name.clone(),
         issuer: f.issuer.clone(),
@@ -139,15 +208,24 @@ pub(super) fn build_issuer(
         max_lifetime_secs: max_lifetime.map(|d| d.as_secs()),
         // This gateway's own issuer manages; any other only when told so.
         may_manage: f.may_manage.unwrap_or(!f.signing_keys.is_empty()),
+        mapping,
     });
-    if f.keys.is_empty() && f.jwks_file.is_none() && f.jwks_url.is_none() && f.signing_keys.is_empty() {
-        errs.push(path, "needs keys, a jwks_file, a jwks_url or signing_keys");
+    if f.keys.is_empty() && f.jwks_file.is_none() && f.jwks_url.is_none() && f.signing_keys.is_empty() && !f.discovery {
+        errs.push(path, "needs keys, a jwks_file, a jwks_url, signing_keys or discovery");
     }
     let refresh = f.jwks_refresh.map_or(Duration::from_secs(300), Duration::from);
     let min_refetch = f.jwks_min_refetch.map_or(Duration::from_secs(10), Duration::from);
-    match &f.jwks_url {
+    // Discovery: the keys' URL is the discovery document's `jwks_uri`.
+    let discovered = f.discovery.then(|| crate::token::keyring::discovery_url(&f.issuer));
+    if f.discovery && f.jwks_url.is_some() {
+        errs.push(&format!("{path}.jwks_url"), "give the jwks_url or discovery, not both");
+    }
+    if f.discovery && !(f.issuer.starts_with("https://") || f.issuer.starts_with("http://")) {
+        errs.push(&format!("{path}.issuer"), "discovery needs the issuer's URL (https://…)");
+    }
+    match f.jwks_url.as_ref().or(discovered.as_ref()) {
         Some(url) => {
-            let upath = format!("{path}.jwks_url");
+            let upath = if f.discovery { format!("{path}.issuer") } else { format!("{path}.jwks_url") };
             super::check_fetch_url(url, &upath, errs);
             let ca = f
                 .jwks_ca_file
@@ -165,12 +243,13 @@ pub(super) fn build_issuer(
                 url: url.clone(),
                 ca,
                 algorithms: algorithms.clone(),
+                discovery: f.discovery,
                 refresh,
                 min_refetch,
             });
         }
         None if f.jwks_refresh.is_some() || f.jwks_min_refetch.is_some() || f.jwks_ca_file.is_some() => {
-            errs.push(path, "jwks_refresh, jwks_min_refetch and jwks_ca_file need a jwks_url");
+            errs.push(path, "jwks_refresh, jwks_min_refetch and jwks_ca_file need a jwks_url or discovery");
         }
         None => {}
     }
@@ -279,6 +358,131 @@ pub(super) fn build_issuer(
                 }
                 Err(e) => errs.push(&jpath, e),
             },
+        }
+    }
+}
+
+/// An issuer's claim mapping, if it has one (its manifest names are
+/// checked once the manifest is built: [`check_mappings`]).
+fn build_mapping(f: &IssuerFile, path: &str, errs: &mut Errors) -> Option<std::sync::Arc<ClaimMapping>> {
+    if f.grants.is_none() {
+        if f.claims.is_some() {
+            errs.push(&format!("{path}.claims"), "says where claims are, but no grants use them");
+        }
+        if f.honour_access_rules.is_some() {
+            errs.push(
+                &format!("{path}.honour_access_rules"),
+                "applies beside grants (without them, they are honoured)",
+            );
+        }
+        return None;
+    }
+    let claims = f.claims.as_ref();
+    let pointer = |p: &str, at: String, errs: &mut Errors| {
+        if !p.starts_with('/') {
+            errs.push(&at, format!("{p:?} is not a JSON pointer (\"/realm_access/roles\")"));
+        }
+        p.to_string()
+    };
+    let pointers = |list: Option<&Vec<String>>, default: &[&str], key: &str, errs: &mut Errors| match list {
+        Some(list) => {
+            list.iter().enumerate().map(|(i, p)| pointer(p, format!("{path}.claims.{key}[{i}]"), errs)).collect()
+        }
+        None => default.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+    };
+    let subject = claims.and_then(|c| c.subject.as_deref()).unwrap_or("/sub");
+    let subject = pointer(subject, format!("{path}.claims.subject"), errs);
+    let client = pointers(claims.and_then(|c| c.client.as_ref()), &["/azp", "/client_id"], "client", errs);
+    let scopes = pointers(claims.and_then(|c| c.scopes.as_ref()), &["/scope", "/scp"], "scopes", errs);
+    let roles = pointers(claims.map(|c| &c.roles), &[], "roles", errs);
+    let groups = pointers(claims.map(|c| &c.groups), &[], "groups", errs);
+    let mut rules = Vec::new();
+    for (i, g) in f.grants.iter().flatten().enumerate() {
+        let at = format!("{path}.grants[{i}]");
+        if g.id.is_empty() || rules.iter().any(|r: &MappingRule| r.id == g.id) {
+            errs.push(&format!("{at}.id"), "each grant needs an id of its own");
+        }
+        let w = &g.when;
+        let when: Vec<Condition> = [
+            w.scope.clone().map(Condition::Scope),
+            w.role.clone().map(Condition::Role),
+            w.group.clone().map(Condition::Group),
+            w.client.clone().map(Condition::Client),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if when.is_empty() {
+            errs.warn(&format!("{at}.when"), "no condition: every token of this issuer gets this grant");
+        }
+        if g.roles.is_empty() {
+            errs.push(&format!("{at}.roles"), "list the roles it grants");
+        }
+        if g.resources.is_empty() {
+            errs.push(&format!("{at}.resources"), "list the resources it grants (\"*:*:*\" for all)");
+        }
+        rules.push(MappingRule {
+            id: g.id.clone(),
+            when,
+            application: g.application.clone(),
+            service: g.service.clone().unwrap_or_else(|| "*".into()),
+            group: g.group.clone(),
+            methods: g.methods.clone().unwrap_or_else(|| vec!["*".into()]),
+            roles: g.roles.clone(),
+            resources: g.resources.clone(),
+        });
+    }
+    Some(std::sync::Arc::new(ClaimMapping {
+        subject,
+        client,
+        scopes,
+        roles,
+        groups,
+        rules,
+        access_rules: f.honour_access_rules.unwrap_or(false),
+        at: path.to_string(),
+    }))
+}
+
+/// Every name a claim mapping grants is the manifest's: its application,
+/// service, method group, methods, roles and resource entities.
+pub(super) fn check_mappings(keys: &KeySet, manifest: &crate::policy::Manifest, errs: &mut Errors) {
+    for m in keys.issuers.iter().filter_map(|i| i.mapping.as_deref()) {
+        for (i, r) in m.rules.iter().enumerate() {
+            let at = format!("{}.grants[{i}]", m.at);
+            let Some(app) = manifest.applications.iter().find(|a| a.application == r.application) else {
+                errs.push(&format!("{at}.application"), format!("unknown application {:?}", r.application));
+                continue;
+            };
+            if r.service != "*" && !app.services.iter().any(|s| s.service == r.service) {
+                errs.push(&format!("{at}.service"), format!("unknown service {:?}", r.service));
+            }
+            match app.method_groups.iter().find(|g| g.group == r.group) {
+                None => errs.push(&format!("{at}.group"), format!("unknown method group {:?}", r.group)),
+                Some(g) => {
+                    for (j, m) in r.methods.iter().enumerate() {
+                        if m != "*" && !g.methods.iter().any(|d| d.method == *m) {
+                            errs.push(&format!("{at}.methods[{j}]"), format!("unknown method {m:?}"));
+                        }
+                    }
+                }
+            }
+            for (j, role) in r.roles.iter().enumerate() {
+                if role != "*" && !app.roles.iter().any(|set| set.roles.iter().any(|x| x == role)) {
+                    errs.push(&format!("{at}.roles[{j}]"), format!("unknown role {role:?}"));
+                }
+            }
+            for (j, res) in r.resources.iter().enumerate() {
+                let entity = res.split(':').next().unwrap_or_default();
+                if !crate::token::mapping::is_resource_template(res) {
+                    errs.push(
+                        &format!("{at}.resources[{j}]"),
+                        "is not entity:owner:id (with ${claim:/pointer} for a claim's value)",
+                    );
+                } else if entity != "*" && !app.entities.iter().any(|e| e.entity == entity) {
+                    errs.push(&format!("{at}.resources[{j}]"), format!("unknown entity {entity:?}"));
+                }
+            }
         }
     }
 }

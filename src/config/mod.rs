@@ -467,6 +467,7 @@ impl Config {
             }
         };
         let router = build_router(&manifest, &route_paths, &mut errs);
+        issuers::check_mappings(&keyset, &manifest, &mut errs);
         check_upstreams(&manifest, &route_paths, &upstreams, &mut errs);
 
         let revocation = match get("revocation") {

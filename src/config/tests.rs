@@ -205,7 +205,7 @@ fn jwks_urls_are_checked() {
             "issuers[1]: jwks_refresh, jwks_min_refetch and jwks_ca_file need a jwks_url",
         ),
         ("    jwks_url: https://idp.example/jwks\n    jwks_ca_file: missing.pem\n", "issuers[1].jwks_ca_file: "),
-        ("", "issuers[1]: needs keys, a jwks_file, a jwks_url or signing_keys"),
+        ("", "issuers[1]: needs keys, a jwks_file, a jwks_url, signing_keys or discovery"),
     ] {
         let errs = Config::from_yaml(&idp(extra), dir.path()).expect_err(extra).0;
         assert!(errs.iter().any(|e| e.starts_with(expected)), "{extra}: {errs:?}");

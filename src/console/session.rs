@@ -393,6 +393,7 @@ mod tests {
             headers: crate::token::grant::IdentityValues::build(id, id, &[]).expect("headers"),
             may_manage: true,
             extra: Vec::new(),
+            unmapped: Vec::new(),
         }
     }
 

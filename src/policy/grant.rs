@@ -69,6 +69,9 @@ pub struct Grant {
     /// `description`, `permissions`, `version`), kept so the facade shows
     /// them without decoding the token a second time.
     pub extra: Vec<(&'static str, serde_json::Value)>,
+    /// Its issuer's claim-mapping rules that granted it nothing, and why
+    /// (for explain); the ones that did are among `rules`, by their ids.
+    pub unmapped: Vec<(Box<str>, Box<str>)>,
 }
 
 /// The claims [`Grant::extra`] keeps.

@@ -324,6 +324,7 @@ mod tests {
             headers: IdentityValues::build("me", "me", &[]).expect("headers"),
             may_manage,
             extra: vec![],
+            unmapped: Vec::new(),
         }
     }
 

@@ -54,9 +54,81 @@ pub struct JwksSource {
     /// PEM: the CAs an `https://` URL's certificate must chain to (`None`:
     /// the system's roots).
     pub ca: Option<Vec<u8>>,
+    /// Empty with `discovery`: the provider's own.
     pub algorithms: Vec<Algorithm>,
+    /// `url` is an OpenID Connect discovery document, whose `jwks_uri`
+    /// holds the keys (and whose `issuer` must be the issuer's own).
+    pub discovery: bool,
     pub refresh: Duration,
     pub min_refetch: Duration,
+}
+
+/// Where an issuer's OpenID Connect discovery document is (OpenID Connect
+/// Discovery 1.0 §4: a trailing `/` of the issuer is dropped first).
+pub fn discovery_url(issuer: &str) -> String {
+    format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
+}
+
+/// The algorithms a provider's keys may be used with when the config
+/// names none and its discovery document none either: every asymmetric
+/// one narrowgate verifies (each key then by its own `alg`).
+const ASYMMETRIC: [Algorithm; 9] = [
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+
+/// What the gateway reads of a discovery document.
+#[derive(serde::Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+    #[serde(default)]
+    id_token_signing_alg_values_supported: Option<Vec<String>>,
+}
+
+impl Discovery {
+    /// The document at `url`, checked against the configured `issuer`:
+    /// the same issuer exactly (a provider naming another is the mix-up
+    /// attack, or a misconfiguration: either way its keys are not this
+    /// issuer's), a `jwks_uri` no less secure than the document's own URL.
+    fn read(body: &[u8], url: &str, issuer: &str) -> Result<Discovery, String> {
+        let doc: Discovery =
+            super::encoding::from_object(body).map_err(|_| "not an OpenID discovery document".to_string())?;
+        if doc.issuer != issuer {
+            return Err("the discovery document names another issuer".into());
+        }
+        let secure = doc.jwks_uri.starts_with("https://");
+        if !(secure || url.starts_with("http://") && doc.jwks_uri.starts_with("http://")) {
+            return Err("the discovery document's jwks_uri is not an https:// URL".into());
+        }
+        Ok(doc)
+    }
+
+    /// The algorithms keys may be used with: the configured ones the
+    /// provider also lists, else the provider's (asymmetric) ones, else
+    /// any asymmetric one by the key's own `alg`.
+    fn algorithms(&self, configured: &[Algorithm]) -> Result<Vec<Algorithm>, String> {
+        let listed: Option<Vec<Algorithm>> = self.id_token_signing_alg_values_supported.as_ref().map(|names| {
+            names.iter().filter_map(|n| super::keys::parse_algorithm(n)).filter(|a| !super::keys::is_hmac(*a)).collect()
+        });
+        let algorithms = match (configured.is_empty(), listed) {
+            (true, None) => ASYMMETRIC.to_vec(),
+            (true, Some(listed)) => listed,
+            (false, None) => configured.to_vec(),
+            (false, Some(listed)) => configured.iter().copied().filter(|a| listed.contains(a)).collect(),
+        };
+        if algorithms.is_empty() {
+            return Err("none of the algorithms allowed is among those the provider signs with".into());
+        }
+        Ok(algorithms)
+    }
 }
 
 #[derive(Default)]
@@ -244,6 +316,7 @@ impl KeyRing {
             let iss = self.base.issuers.get(source.issuer).map(|i| &i.issuer);
             let same = prev.sources.iter().zip(before.iter()).find(|(p, _)| {
                 p.url == source.url
+                    && p.discovery == source.discovery
                     && p.algorithms == source.algorithms
                     && prev.base.issuers.get(p.issuer).map(|i| &i.issuer) == iss
             });
@@ -299,27 +372,43 @@ impl KeyRing {
         Ok(keys)
     }
 
+    /// A source's keys: its JWKS, or (discovery) the discovery document
+    /// read afresh, then the JWKS it names.
     async fn fetch_document(&self, source: &JwksSource) -> Result<JwksKeys, String> {
         let client = self.sources.iter().position(|s| std::ptr::eq(s, source)).and_then(|i| self.clients.get(i));
         let client = client.and_then(Option::as_ref).ok_or("no HTTP client: its TLS settings could not be used")?;
-        let resp = client.get(&source.url).send().await.map_err(|e| format!("request failed: {}", e.without_url()))?;
-        if !resp.status().is_success() {
-            return Err(format!("status {}", resp.status()));
-        }
-        if resp.content_length().is_some_and(|l| l > MAX_JWKS_BYTES as u64) {
+        let body = get(client, &source.url).await?;
+        let (body, algorithms) = if source.discovery {
+            let issuer = self.base.issuers.get(source.issuer).map_or("", |i| &*i.issuer);
+            let doc = Discovery::read(&body, &source.url, issuer)?;
+            let algorithms = doc.algorithms(&source.algorithms)?;
+            (get(client, &doc.jwks_uri).await.map_err(|e| format!("jwks_uri: {e}"))?, algorithms)
+        } else {
+            (body, source.algorithms.clone())
+        };
+        let text = std::str::from_utf8(&body).map_err(|_| "document is not UTF-8".to_string())?;
+        keys_from_jwks(text, &algorithms, source.issuer).map_err(|e| e.to_string())
+    }
+}
+
+/// A document of at most [`MAX_JWKS_BYTES`] from `url` (which is never
+/// logged or returned: it could carry credentials).
+async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let mut resp = client.get(url).send().await.map_err(|e| format!("request failed: {}", e.without_url()))?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    if resp.content_length().is_some_and(|l| l > MAX_JWKS_BYTES as u64) {
+        return Err("document too large".into());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("body failed: {}", e.without_url()))? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
             return Err("document too large".into());
         }
-        let mut resp = resp;
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("body failed: {}", e.without_url()))? {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err("document too large".into());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let text = std::str::from_utf8(&body).map_err(|_| "document is not UTF-8".to_string())?;
-        keys_from_jwks(text, &source.algorithms, source.issuer).map_err(|e| e.to_string())
+        body.extend_from_slice(&chunk);
     }
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -385,6 +474,7 @@ mod tests {
                 url: url.into(),
                 ca: None,
                 algorithms: vec![Algorithm::ES256],
+                discovery: false,
                 refresh: Duration::from_secs(3600),
                 min_refetch,
             }],

@@ -13,6 +13,7 @@ pub mod grant;
 pub mod jwks;
 pub mod keyring;
 pub mod keys;
+pub mod mapping;
 pub mod reference;
 pub mod sign;
 #[doc(hidden)]

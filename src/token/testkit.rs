@@ -136,6 +136,7 @@ pub fn issuer_policy() -> IssuerPolicy {
         allow_missing_exp: false,
         max_lifetime_secs: None,
         may_manage: true,
+        mapping: None,
     }
 }
 

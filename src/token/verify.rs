@@ -50,6 +50,9 @@ pub enum VerifyError {
     Claim(&'static str),
     #[error("no verification keys are loaded")]
     NoKeys,
+    /// Its issuer's claim mapping cannot read it.
+    #[error(transparent)]
+    Mapping(#[from] super::mapping::MappingError),
 }
 
 impl VerifyError {
@@ -232,7 +235,21 @@ impl Verifier {
                 _ => return Err(VerifyError::Lifetime),
             }
         }
-        let subject = string_claim(&raw.sub, "sub")?.ok_or(VerifyError::Claim("sub"))?;
+        // An identity provider's token: its claims mapped to access rules
+        // by its issuer's mapping (the payload read once more, whole: the
+        // mapping's pointers may name any claim).
+        let mapped = match &policy.mapping {
+            Some(m) => {
+                let claims: Value = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
+                Some(m.apply(&claims)?)
+            }
+            None => None,
+        };
+        let honour_own = policy.mapping.as_ref().is_none_or(|m| m.access_rules);
+        let subject = match &mapped {
+            Some(m) => m.subject.as_str(),
+            None => string_claim(&raw.sub, "sub")?.ok_or(VerifyError::Claim("sub"))?,
+        };
         let token_id = match string_claim(&raw.jti, "jti")? {
             Some(jti) if !jti.is_empty() && jti.len() <= super::MAX_JTI => jti.to_string(),
             // Empty, or longer than any revocation may name: refused, so
@@ -242,10 +259,13 @@ impl Verifier {
             // the signature, which ECDSA lets an attacker re-encode).
             None => fingerprint(signing_input),
         };
-        let (rules, rule_roles) = self
-            .rule_sets
-            .intern(raw.access_rules.as_deref().unwrap_or_default())
-            .ok_or(VerifyError::Claim("accessRules"))?;
+        let own = raw.access_rules.as_deref().filter(|_| honour_own).unwrap_or_default();
+        let wire = match &mapped {
+            Some(m) if own.is_empty() => std::borrow::Cow::Borrowed(m.rules.as_slice()),
+            Some(m) => std::borrow::Cow::Owned([m.rules.as_slice(), own].concat()),
+            None => std::borrow::Cow::Borrowed(own),
+        };
+        let (rules, rule_roles) = self.rule_sets.intern(&wire).ok_or(VerifyError::Claim("accessRules"))?;
         let headers = IdentityValues::with_roles(subject, &token_id, rule_roles).ok_or(VerifyError::Claim("sub"))?;
         // A binding the gateway cannot read (another confirmation method,
         // a thumbprint that is not one) refuses the token: ignoring it
@@ -269,7 +289,7 @@ impl Verifier {
             role: raw.role.unwrap_or_default(),
             master: raw.master.unwrap_or(false),
             rules,
-            tenants: raw.tenant_permissions.unwrap_or_default(),
+            tenants: raw.tenant_permissions.filter(|_| honour_own).unwrap_or_default(),
             issued_at: iat,
             not_before: nbf,
             expires_at: exp,
@@ -282,6 +302,9 @@ impl Verifier {
                 .zip([raw.description, raw.permissions, raw.version])
                 .filter_map(|(name, v)| v.map(|v| (name, v)))
                 .collect(),
+            unmapped: mapped
+                .map(|m| m.unmet.into_iter().map(|(id, why)| (id.into(), why.into())).collect())
+                .unwrap_or_default(),
         })
     }
 }

@@ -69,6 +69,7 @@ fn external_issuer(may_manage: bool) -> (TestKey, impl Fn(&mut narrowgate::confi
             allow_missing_exp: false,
             max_lifetime_secs: None,
             may_manage,
+            mapping: None,
         });
         let mut k = vk.clone();
         k.issuer = issuer;

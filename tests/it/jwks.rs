@@ -221,6 +221,7 @@ async fn an_unusable_key_in_a_jwks_is_skipped_and_a_key_rotated_in_beside_it_wor
                 url: url.clone(),
                 ca: None,
                 algorithms: vec![jsonwebtoken::Algorithm::ES256],
+                discovery: false,
                 refresh: Duration::from_secs(3600),
                 min_refetch: Duration::from_millis(100),
             }]

@@ -35,6 +35,7 @@ mod jwks;
 mod layers;
 mod metaapi;
 mod narrow_property;
+mod oidc;
 mod openapi;
 mod pg_outage;
 mod prodmanager;

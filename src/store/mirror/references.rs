@@ -41,6 +41,7 @@ pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
         // This gateway's own store: its tokens' roles are its to give.
         may_manage: true,
         extra: Vec::new(),
+        unmapped: Vec::new(),
     })
 }
 
