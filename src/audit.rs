@@ -102,6 +102,7 @@ names! {
     pub enum ActionKind {
         Create => "create",
         Narrow => "narrow",
+        Exchange => "exchange",
         Registration => "registration",
         Application => "application",
         FirstStart => "first_start",

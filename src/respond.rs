@@ -55,6 +55,8 @@ closed_set! {
         FeedReaderRequired => ("feed_reader_required", 403),
         /// More than the caller may give; the message names the field.
         WouldWiden => ("would_widen", 403),
+        /// A token its issuer does not let be exchanged (RFC 8693).
+        NotExchangeable => ("not_exchangeable", 403),
         NotFound => ("not_found", 404),
         Conflict => ("conflict", 409),
         AlreadyRedeemed => ("already_redeemed", 409),
@@ -85,6 +87,7 @@ impl From<ErrorKind> for ApiCode {
             ErrorKind::AdminRequired => ApiCode::AdminRequired,
             ErrorKind::MasterRequired => ApiCode::MasterRequired,
             ErrorKind::WouldWiden => ApiCode::WouldWiden,
+            ErrorKind::NotExchangeable => ApiCode::NotExchangeable,
             ErrorKind::NotFound => ApiCode::NotFound,
             ErrorKind::Conflict => ApiCode::Conflict,
             ErrorKind::AlreadyRedeemed => ApiCode::AlreadyRedeemed,

@@ -26,6 +26,7 @@ use published::{jwks, manifest, whoami};
 
 mod crafter;
 pub mod error;
+mod exchange;
 mod metaapi;
 mod narrow;
 pub mod openapi;
@@ -145,6 +146,7 @@ pub fn app(state: ApiState, beside: Router) -> Router {
         .route("/v1/manifest", get(manifest))
         .route("/v1/whoami", get(whoami))
         .route("/v1/tokens/narrow", axum::routing::post(narrow::narrow))
+        .route("/v1/oauth/token", axum::routing::post(exchange::exchange))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/openapi.json", get(|State(s): State<ApiState>| async move { json(StatusCode::OK, s.openapi_json) }))
         .route("/v1/tokens", get(tokens::list).post(tokens::create).delete(tokens::revoke_by_name))

@@ -22,6 +22,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         openapi_json,
         super::narrow::narrow,
         super::narrow::narrow_token,
+        super::exchange::exchange,
         super::tokens::create,
         super::tokens::list,
         super::tokens::show,

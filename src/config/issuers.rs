@@ -81,6 +81,19 @@ pub(super) struct IssuerFile {
     /// without `grants`, no with them.
     #[serde(default)]
     pub honour_access_rules: Option<bool>,
+    /// Whether its tokens may be exchanged (RFC 8693) for narrowgate
+    /// tokens, and by which clients; absent: none may.
+    #[serde(default)]
+    pub exchange: Option<ExchangeFile>,
+}
+
+/// Who may exchange an issuer's tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExchangeFile {
+    /// The clients (`azp`, `client_id`, or where `claims.client` says)
+    /// whose tokens may be exchanged; `"*"`: any token of the issuer.
+    clients: Vec<String>,
 }
 
 /// JSON pointers into a provider's token.
@@ -209,7 +222,11 @@ pub(super) fn build_issuer(
         // This gateway's own issuer manages; any other only when told so.
         may_manage: f.may_manage.unwrap_or(!f.signing_keys.is_empty()),
         mapping,
+        exchange: f.exchange.as_ref().map(|e| e.clients.clone()),
     });
+    if f.exchange.as_ref().is_some_and(|e| e.clients.is_empty()) {
+        errs.push(&format!("{path}.exchange.clients"), "list the clients whose tokens may be exchanged (\"*\": any)");
+    }
     if f.keys.is_empty() && f.jwks_file.is_none() && f.jwks_url.is_none() && f.signing_keys.is_empty() && !f.discovery {
         errs.push(path, "needs keys, a jwks_file, a jwks_url, signing_keys or discovery");
     }

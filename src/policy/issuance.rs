@@ -71,10 +71,23 @@ pub enum IssuanceError {
     OutOfBounds { field: &'static str, what: &'static str },
     #[error("the token would be larger than the {limit}-byte limit (server.max_token_bytes)")]
     TooLarge { limit: usize },
+    /// Its issuer does not let its tokens, or its client's, be exchanged.
+    #[error("this token's issuer does not let it be exchanged")]
+    NotExchangeable,
 }
 
 fn widen(field: impl Into<String>, what: &'static str) -> IssuanceError {
     IssuanceError::WouldWiden { field: field.into(), what }
+}
+
+/// Whether a token may be exchanged for a narrowgate token (RFC 8693):
+/// its issuer must list the client it was issued to (`clients`, `"*"`:
+/// any); an issuer that lists none lets no token be exchanged.
+pub fn may_exchange(clients: Option<&[String]>, client: Option<&str>) -> Result<(), IssuanceError> {
+    match clients {
+        Some(c) if c.iter().any(|x| x == "*" || Some(x.as_str()) == client) => Ok(()),
+        _ => Err(IssuanceError::NotExchangeable),
+    }
 }
 
 /// The caller's management authority, or [`IssuanceError::AdminRequired`].

@@ -26,6 +26,8 @@ pub enum ErrorKind {
     MasterRequired,
     /// More than the caller may give; the message names the field.
     WouldWiden,
+    /// A token its issuer does not let be exchanged (RFC 8693).
+    NotExchangeable,
     NotFound,
     /// Taken: a live token has this name or id already.
     Conflict,
@@ -49,6 +51,7 @@ impl ErrorKind {
         ErrorKind::AdminRequired,
         ErrorKind::MasterRequired,
         ErrorKind::WouldWiden,
+        ErrorKind::NotExchangeable,
         ErrorKind::NotFound,
         ErrorKind::Conflict,
         ErrorKind::AlreadyRedeemed,
@@ -69,6 +72,7 @@ impl ErrorKind {
             ErrorKind::AdminRequired => "admin_required",
             ErrorKind::MasterRequired => "master_required",
             ErrorKind::WouldWiden => "would_widen",
+            ErrorKind::NotExchangeable => "not_exchangeable",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::AlreadyRedeemed => "already_redeemed",
@@ -191,6 +195,7 @@ impl From<IssuanceError> for ServiceError {
             IssuanceError::WouldWiden { field, what } => ServiceError::widen(field, what),
             IssuanceError::OutOfBounds { field, what } => ServiceError::bad(field, what),
             IssuanceError::TooLarge { .. } => Self::new(ErrorKind::TokenTooLarge, e.to_string()),
+            IssuanceError::NotExchangeable => Self::new(ErrorKind::NotExchangeable, e.to_string()),
         }
     }
 }

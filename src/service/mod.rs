@@ -102,6 +102,17 @@ pub enum Narrowing {
     Detailed(Vec<AccessRule>),
 }
 
+/// What a token exchange may do, as the subject token's issuer says: the
+/// clients whose tokens may be exchanged (`None`: none), the subject's
+/// client, and the ids of the subject's rules to keep (its `scope`;
+/// `None`: all).
+#[derive(Clone, Copy, Debug)]
+pub struct Exchange<'a> {
+    pub clients: Option<&'a [String]>,
+    pub client: Option<&'a str>,
+    pub keep: Option<&'a [String]>,
+}
+
 /// A registration token to hand out.
 #[derive(Clone, Debug)]
 pub struct NewRegistration {
@@ -344,6 +355,52 @@ impl TokenService {
         }
         .await;
         self.audit_mint(Action::Mint, ActionKind::Narrow, Caller::Token(&by), done.as_ref().map(|m| &m.record.id));
+        done
+    }
+
+    /// An RFC 8693 token exchange: `subject` — a verified token of any
+    /// issuer the gateway trusts, an identity provider's included — cut
+    /// into a narrowgate token as `req` asks, never wider than it (nor
+    /// than the rules `exchange.keep` names), never outliving it, and in
+    /// its lineage, so revoking its `jti` revokes what it was exchanged
+    /// for. Only if its issuer lets its client's tokens be exchanged.
+    pub async fn exchange(
+        &self,
+        snap: &Settings,
+        subject: Arc<Grant>,
+        exchange: Exchange<'_>,
+        req: NarrowRequest,
+    ) -> Result<MintedToken, ServiceError> {
+        let now = self.now();
+        let done = async {
+            issuance::may_exchange(exchange.clients, exchange.client)?;
+            let parent = match exchange.keep {
+                None => subject.clone(),
+                Some(ids) => {
+                    let rules: Arc<[AccessRule]> =
+                        subject.rules.iter().filter(|r| ids.iter().any(|id| **id == *r.id)).cloned().collect();
+                    if rules.is_empty() {
+                        return Err(ServiceError::widen("scope", "the token holds none of these scopes' grants"));
+                    }
+                    Arc::new(Grant { rules, ..(*subject).clone() })
+                }
+            };
+            if parent.bound_to.is_some() && req.bind_to.is_some_and(|b| Some(b) != parent.bound_to) {
+                return Err(ServiceError::bad(
+                    "bindToClientCertificate",
+                    "the token is bound to another certificate; what it is exchanged for stays bound to that one",
+                ));
+            }
+            let req = NarrowRequest { token: None, bind_to: parent.bound_to.or(req.bind_to), ..req };
+            self.narrow_inner(snap, &parent, req, now).await
+        }
+        .await;
+        self.audit_mint(
+            Action::Mint,
+            ActionKind::Exchange,
+            Caller::Token(&subject),
+            done.as_ref().map(|m| &m.record.id),
+        );
         done
     }
 

@@ -48,6 +48,9 @@ pub struct IssuerPolicy {
     /// How its tokens' claims map to access rules (an identity provider's
     /// tokens); `None`: they carry narrowgate's `accessRules`.
     pub mapping: Option<std::sync::Arc<super::mapping::ClaimMapping>>,
+    /// The clients whose tokens may be exchanged for narrowgate tokens
+    /// (RFC 8693; `"*"`: any); `None`: no token of it may be.
+    pub exchange: Option<Vec<String>>,
 }
 
 /// One verification key.

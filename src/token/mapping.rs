@@ -94,10 +94,35 @@ pub enum MappingError {
     WrongType(String),
 }
 
+/// Where a token's client is when its issuer's mapping does not say.
+pub const DEFAULT_CLIENT: [&str; 2] = ["/azp", "/client_id"];
+
+/// The client a token was issued to: the first string at `pointers`.
+pub fn client_of<'a>(claims: &'a Value, pointers: &[&str]) -> Option<&'a str> {
+    pointers.iter().find_map(|p| claims.pointer(p)).and_then(Value::as_str)
+}
+
+/// A JWT's payload, as JSON; `None` if it is not one. Read only of a
+/// token already verified.
+pub fn payload_of(token: &str) -> Option<Value> {
+    let payload = token.split('.').nth(1)?;
+    serde_json::from_slice(&super::encoding::b64_decode(payload)?).ok()
+}
+
 /// The longest value a `${claim:…}` may put in a resource.
 const MAX_CLAIM_IN_RESOURCE: usize = 128;
 
 impl ClaimMapping {
+    /// The ids of the rules that grant for one of `scopes` (a token
+    /// exchanged for those scopes keeps these rules alone).
+    pub fn rules_for_scopes(&self, scopes: &[&str]) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter(|r| r.when.iter().any(|c| matches!(c, Condition::Scope(s) if scopes.contains(&s.as_str()))))
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
     /// Map `claims` (the token's payload).
     pub fn apply(&self, claims: &Value) -> Result<Mapped, MappingError> {
         let subject = match claims.pointer(&self.subject) {

@@ -137,6 +137,7 @@ pub fn issuer_policy() -> IssuerPolicy {
         max_lifetime_secs: None,
         may_manage: true,
         mapping: None,
+        exchange: None,
     }
 }
 

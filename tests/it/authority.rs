@@ -70,6 +70,7 @@ fn external_issuer(may_manage: bool) -> (TestKey, impl Fn(&mut narrowgate::confi
             max_lifetime_secs: None,
             may_manage,
             mapping: None,
+            exchange: None,
         });
         let mut k = vk.clone();
         k.issuer = issuer;

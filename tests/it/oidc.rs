@@ -107,6 +107,18 @@ async fn gateway(pki: &Pki, url: &str) -> Harness {
 
 /// [`gateway`], the issuer's entry extended by `more` (a claim mapping).
 async fn mapped_gateway(pki: &Pki, url: &str, more: Value) -> Harness {
+    provider_gateway(pki, url, more, |_| {}, |_| {}).await
+}
+
+/// The demo gateway trusting the provider at `url` (its entry extended by
+/// `more`), the config then edited by `edit_doc` and `edit_config`.
+async fn provider_gateway(
+    pki: &Pki,
+    url: &str,
+    more: Value,
+    edit_doc: impl FnOnce(&mut crate::support::ConfigDoc),
+    edit_config: impl FnOnce(&mut narrowgate::config::Config),
+) -> Harness {
     let (url, ca) = (url.to_string(), pki.s("ca.pem"));
     Harness::start_with(
         move |doc| {
@@ -120,8 +132,9 @@ async fn mapped_gateway(pki: &Pki, url: &str, more: Value) -> Harness {
             if let Some(issuers) = doc.at("issuers").as_array_mut() {
                 issuers.push(issuer);
             }
+            edit_doc(doc);
         },
-        |_| {},
+        edit_config,
     )
     .await
 }
@@ -342,6 +355,7 @@ fn discovery_and_claim_mapping_mistakes_are_config_errors_with_their_paths() {
             "issuers[1].claims: says where claims are, but no grants use them",
         ),
         (json!({ "honour_access_rules": true }), "issuers[1].honour_access_rules: applies beside grants"),
+        (json!({ "exchange": { "clients": [] } }), "issuers[1].exchange.clients: list the clients"),
         (
             json!({ "claims": { "roles": ["realm_access.roles"] }, "grants": [] }),
             "issuers[1].claims.roles[0]: \"realm_access.roles\" is not a JSON pointer",
@@ -353,4 +367,155 @@ fn discovery_and_claim_mapping_mistakes_are_config_errors_with_their_paths() {
     // Without discovery the algorithms must be listed.
     let e = errors(json!({ "name": "idp", "issuer": "https://idp.example", "jwks_url": "https://idp.example/jwks" }));
     assert!(e.contains("issuers[1].algorithms: list the algorithms"), "{e}");
+}
+
+/// `POST /v1/oauth/token` with `form` (`application/x-www-form-urlencoded`
+/// unless `content_type` says otherwise): the status and the JSON body.
+async fn exchange(h: &Harness, form: &[(&str, &str)], content_type: &str) -> (u16, Value, String) {
+    let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let len = body.len().to_string();
+    let headers = [
+        ("Host", "gateway.test"),
+        ("Content-Type", content_type),
+        ("Content-Length", len.as_str()),
+        ("Connection", "close"),
+    ];
+    let r = send_raw(h.api, crate::support::raw_request("POST", "/v1/oauth/token", &headers, &body).as_bytes()).await;
+    let json = r.json();
+    (r.status, json, r.body)
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const GRANT: (&str, &str) = ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange");
+const JWT_TYPE: (&str, &str) = ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt");
+
+#[tokio::test]
+#[ignore = "needs the OpenID provider (oidc-provider from npm): scripts/test installs it"]
+async fn a_providers_token_is_exchanged_for_a_narrower_token_that_dies_with_it() {
+    let pki = Pki::new();
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let clients = [
+        ("reader", json!({ "account_id": "a1" })),
+        ("admin", json!({ "account_id": "a1", "realm_access": { "roles": ["admin"] } })),
+        ("stranger", json!({ "account_id": "a1" })),
+    ];
+    let provider = Provider::with_clients(&pki, port, &url, &["k1"], &clients).await;
+    let mut more = mapping();
+    more["exchange"] = json!({ "clients": ["reader", "admin"] });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = provider_gateway(
+        &pki,
+        &url,
+        more,
+        // narrowgate's own tokens may be exchanged too (by anyone).
+        |doc| {
+            doc.set("issuers.0.exchange", json!({ "clients": ["*"] }));
+        },
+        crate::support::sqlite_store(dir.path().join("ng.db")),
+    )
+    .await;
+    eventually_async(Duration::from_secs(10), || async { (h.admin_get("/readyz").await.status == 200).then_some(()) })
+        .await;
+    let token = |client: &'static str| provider.token_for(&pki, client, "accounts:read");
+    let (reader, admin, stranger) = (token("reader").await, token("admin").await, token("stranger").await);
+    let account = |id: &str| format!("/users/current/accounts/{id}");
+
+    // The admin's provider token deletes; exchanged for scope
+    // accounts:read alone, it only reads.
+    assert_eq!(send(&h, "DELETE", &account("a2"), &admin).await.0, 200);
+    let (status, body, _) =
+        exchange(&h, &[GRANT, ("subject_token", &admin), JWT_TYPE, ("scope", "accounts:read")], FORM).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["token_type"], &body["issued_token_type"]),
+        (&json!("Bearer"), &json!("urn:ietf:params:oauth:token-type:jwt"))
+    );
+    let reading = body["access_token"].as_str().expect("a token").to_string();
+    assert_eq!(send(&h, "GET", &account("a1"), &reading).await.0, 200);
+    assert_eq!(send(&h, "DELETE", &account("a2"), &reading).await.1, "method_not_granted");
+
+    // The reader's, for the trading API, for six minutes (within the
+    // provider token's ten: asked for longer, it is refused), acting as
+    // its subject.
+    let long = json!({ "validityInHours": 0.5 }).to_string();
+    let (status, body, _) =
+        exchange(&h, &[GRANT, ("subject_token", &reader), JWT_TYPE, ("narrowing", &long)], FORM).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_target")), "{body}");
+    let narrowing = json!({ "validityInHours": 0.1 }).to_string();
+    let (status, body, _) = exchange(
+        &h,
+        &[
+            GRANT,
+            ("subject_token", &reader),
+            JWT_TYPE,
+            ("resource", "trading-account-management-api"),
+            ("narrowing", &narrowing),
+        ],
+        FORM,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["expires_in"].as_u64().is_some_and(|s| s > 300 && s <= 360), "{body}");
+    let child = body["access_token"].as_str().expect("a token").to_string();
+    h.upstream_received();
+    assert_eq!(send(&h, "GET", &account("a1"), &child).await.0, 200);
+    let got = h.upstream_received();
+    assert_eq!(got[0].header("x-narrowgate-subject"), Some("reader"));
+
+    // The child cannot be widened by exchanging it again.
+    for wider in [json!({ "roles": ["writer"] }), json!({ "applications": ["mt-manager-api"] })] {
+        let wider = wider.to_string();
+        let (status, body, _) =
+            exchange(&h, &[GRANT, ("subject_token", &child), JWT_TYPE, ("narrowing", &wider)], FORM).await;
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_target")), "{wider}: {body}");
+    }
+    // Narrower, it can.
+    let (status, body, _) = exchange(
+        &h,
+        &[GRANT, ("subject_token", &child), JWT_TYPE, ("narrowing", r#"{"validityInHours": 0.05}"#)],
+        FORM,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let grandchild = body["access_token"].as_str().expect("a token").to_string();
+
+    // Revoking the provider token's jti kills what it was exchanged for,
+    // and what that was exchanged for.
+    let claims = narrowgate::token::mapping::payload_of(&reader).expect("a JWT");
+    let jti = claims["jti"].as_str().expect("jti").to_string();
+    let revoke = json!({ "jti": jti, "issuer": url }).to_string();
+    let r = h.api_post("/v1/revocations", &[("Authorization", &crate::support::master(&h))], &revoke).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    for t in [&child, &grandchild] {
+        assert_eq!(send(&h, "GET", &account("a1"), t).await, (401, "revoked".to_string()));
+    }
+
+    // RFC 6749 §5.2 errors, none of which holds the token sent.
+    for (form, content_type, status, error) in [
+        (
+            vec![("grant_type", "client_credentials"), ("subject_token", &*reader), JWT_TYPE],
+            FORM,
+            400,
+            "unsupported_grant_type",
+        ),
+        (vec![GRANT, JWT_TYPE], FORM, 400, "invalid_request"),
+        (vec![GRANT, ("subject_token", &*admin), ("subject_token_type", "urn:x")], FORM, 400, "invalid_request"),
+        (vec![GRANT, ("subject_token", &*admin), JWT_TYPE, JWT_TYPE], FORM, 400, "invalid_request"),
+        (vec![GRANT, ("subject_token", &*admin), JWT_TYPE, ("actor_token", &*admin)], FORM, 400, "invalid_request"),
+        (vec![GRANT, ("subject_token", &*admin), JWT_TYPE], "application/json", 400, "invalid_request"),
+        (vec![GRANT, ("subject_token", "not.a.token"), JWT_TYPE], FORM, 400, "invalid_grant"),
+        (vec![GRANT, ("subject_token", &*reader), JWT_TYPE], FORM, 400, "invalid_grant"),
+        (vec![GRANT, ("subject_token", &*stranger), JWT_TYPE], FORM, 400, "unauthorized_client"),
+        (vec![GRANT, ("subject_token", &*admin), JWT_TYPE, ("scope", "other")], FORM, 400, "invalid_scope"),
+        (vec![GRANT, ("subject_token", &*child), JWT_TYPE, ("scope", "accounts:read")], FORM, 400, "invalid_grant"),
+    ] {
+        let (got, body, raw) = exchange(&h, &form, content_type).await;
+        assert_eq!((got, body["error"].as_str()), (status, Some(error)), "{form:?}: {body}");
+        assert!(body["error_description"].is_string(), "{body}");
+        for (_, v) in &form {
+            assert!(v.len() < 40 || !raw.contains(v), "{error}: the answer holds what was sent");
+        }
+    }
+    h.shutdown().await;
 }

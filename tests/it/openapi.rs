@@ -41,7 +41,7 @@ async fn the_served_document_is_complete_and_every_operation_is_routed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 16, "every operation of the token service is documented");
+    assert_eq!(operations, 17, "every operation of the token service is documented");
     // Both ways of presenting a token are declared.
     let schemes = doc["components"]["securitySchemes"].as_object().expect("security schemes");
     assert!(schemes.contains_key("bearer") && schemes.contains_key("auth-token"));
