@@ -391,7 +391,7 @@ const JWT_TYPE: (&str, &str) = ("subject_token_type", "urn:ietf:params:oauth:tok
 
 #[tokio::test]
 #[ignore = "needs the OpenID provider (oidc-provider from npm): scripts/test installs it"]
-async fn a_providers_token_is_exchanged_for_a_narrower_token_that_dies_with_it() {
+async fn a_providers_token_is_exchanged_for_a_narrower_token_that_dies_with_it_on_every_gateway() {
     let pki = Pki::new();
     let port = free_port();
     let url = format!("https://127.0.0.1:{port}");
@@ -404,13 +404,25 @@ async fn a_providers_token_is_exchanged_for_a_narrower_token_that_dies_with_it()
     let mut more = mapping();
     more["exchange"] = json!({ "clients": ["reader", "admin"] });
     let dir = tempfile::tempdir().expect("tempdir");
+    // The feed reader token an enforce-only sidecar follows the feed with.
+    let feed_token = format!("feed-{}", narrowgate::token::keys::random_id(24).expect("random"));
+    let reader_digest: String =
+        narrowgate::store::hash_secret(&feed_token).iter().map(|b| format!("{b:02x}")).collect();
+    let token_file = dir.path().join("feed.token");
+    std::fs::write(&token_file, &feed_token).expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
     let h = provider_gateway(
         &pki,
         &url,
         more,
-        // narrowgate's own tokens may be exchanged too (by anyone).
+        // narrowgate's own tokens may be exchanged too (by anyone); a
+        // sidecar reads its revocation feed.
         |doc| {
             doc.set("issuers.0.exchange", json!({ "clients": ["*"] }));
+            doc.merge_yaml(&format!("revocation:\n  feed_readers_sha256: [\"{reader_digest}\"]"));
         },
         crate::support::sqlite_store(dir.path().join("ng.db")),
     )
@@ -480,8 +492,24 @@ async fn a_providers_token_is_exchanged_for_a_narrower_token_that_dies_with_it()
     assert_eq!(status, 200, "{body}");
     let grandchild = body["access_token"].as_str().expect("a token").to_string();
 
+    // An enforce-only sidecar (its own process: the issuer's keys by URL,
+    // its revocations by the feed) honours the exchanged tokens…
+    let sidecar = crate::support::serve_process(&crate::support::enforcer_config(
+        dir.path(),
+        "sidecar",
+        h.echo.addr,
+        &format!("http://{}/.well-known/jwks.json", h.api),
+        &[format!("http://{}/v1/revocations", h.api)],
+        "feed.token",
+        "",
+    ))
+    .await;
+    for t in [&child, &grandchild] {
+        assert_eq!(sidecar.call("GET", &account("a1"), t).await.status, 200);
+    }
+
     // Revoking the provider token's jti kills what it was exchanged for,
-    // and what that was exchanged for.
+    // and what that was exchanged for, here and on the sidecar.
     let claims = narrowgate::token::mapping::payload_of(&reader).expect("a JWT");
     let jti = claims["jti"].as_str().expect("jti").to_string();
     let revoke = json!({ "jti": jti, "issuer": url }).to_string();
@@ -490,6 +518,12 @@ async fn a_providers_token_is_exchanged_for_a_narrower_token_that_dies_with_it()
     for t in [&child, &grandchild] {
         assert_eq!(send(&h, "GET", &account("a1"), t).await, (401, "revoked".to_string()));
     }
+    crate::support::eventually_async(Duration::from_secs(5), || async {
+        let (c, g) =
+            (sidecar.call("GET", &account("a1"), &child).await, sidecar.call("GET", &account("a1"), &grandchild).await);
+        (c.status == 401 && g.status == 401 && c.reason() == "revoked").then_some(())
+    })
+    .await;
 
     // RFC 6749 §5.2 errors, none of which holds the token sent.
     for (form, content_type, status, error) in [
