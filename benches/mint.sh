@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The token service under load: wrk posts to the api listener at 64
-# connections — narrowing the bootstrap token (`POST /v1/tokens/narrow`)
-# and creating tokens (`POST /v1/tokens`) — against a store on disk:
+# connections — narrowing the bootstrap token (`POST /v1/tokens/narrow`),
+# creating tokens (`POST /v1/tokens`) and exchanging the bootstrap token
+# (RFC 8693, `POST /v1/oauth/token`) — against a store on disk:
 # SQLite (WAL, synchronous=FULL) and a private PostgreSQL server with
-# fsync on (synchronous_commit on). Each 201 is a token signed, stored and
-# durable. The gateway is pinned to core 0 (its store's PostgreSQL server
-# too), wrk to core 1.
-# Reports tokens/s (201s only), failed requests (any other status), p50/p99
-# latency and the gateway's CPU time per request.
+# fsync on (synchronous_commit on). Each 201 (200 for an exchange) is a
+# token signed, stored and durable. The gateway is pinned to core 0 (its
+# store's PostgreSQL server too), wrk to core 1.
+# Reports tokens/s (successes only), failed requests (any other status),
+# p50/p99 latency and the gateway's CPU time per request.
 #
 #   benches/mint.sh [DURATION_SECONDS] [sqlite|postgres|both]   (defaults 10, both)
 set -euo pipefail
@@ -47,8 +48,8 @@ config() { # file, store section
   cat >> "$1" <<CONF
 $2
 CONF
-  # the signing key beside the verifying one
-  sed -i "s|^    keys:|    signing_keys: [{ kid: \"$kid\", private_key_file: keys/$kid.pem }]\n    keys:|" "$1"
+  # the signing key beside the verifying one; its tokens may be exchanged
+  sed -i "s|^    keys:|    signing_keys: [{ kid: \"$kid\", private_key_file: keys/$kid.pem }]\n    exchange: { clients: [\"*\"] }\n    keys:|" "$1"
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -56,18 +57,19 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 printf '| %-30s | %9s | %6s | %8s | %8s | %13s |\n' "store, operation" "tokens/s" "failed" "p50" "p99" "CPU per request"
 printf '|%s|%s|%s|%s|%s|%s|\n' "--------------------------------" "-----------" "--------" "----------" "----------" "---------------"
 
-bench() { # label path body pid — NAME in the body becomes a name used once
+bench() { # label path body pid — NAME in the body becomes a name used once, ROOT the bootstrap token; env CT
   local label=$1 path=$2 body=$3 pid=$4
   cat > "$work/post.lua" <<LUA
+local root = io.open("$work/root"):read("*l")
 local headers = {
-  ["Content-Type"] = "application/json",
-  ["Authorization"] = "Bearer " .. io.open("$work/root"):read("*l"),
+  ["Content-Type"] = "${CT:-application/json}",
+  ["Authorization"] = "Bearer " .. root,
 }
 local prefix, i = "", 0
 init = function(args) prefix = args[1] end
 request = function()
   i = i + 1
-  return wrk.format("POST", nil, headers, (string.gsub('$body', "NAME", prefix .. i)))
+  return wrk.format("POST", nil, headers, (string.gsub(string.gsub('$body', "NAME", prefix .. i), "ROOT", root)))
 end
 LUA
   taskset -c 1 wrk -t1 -c"$CONNS" -d2s -s "$work/post.lua" "http://$API$path" -- warm > /dev/null 2>&1 || true
@@ -91,6 +93,9 @@ run_store() { # name, store section
   bench "$1, narrow" /v1/tokens/narrow \
     '{"applications":["trading-account-management-api"],"validityInHours":1}' "$pid"
   bench "$1, create" /v1/tokens '{"name":"bench-NAME","lifetime":"1h","role":"User"}' "$pid"
+  # RFC 8693: the bootstrap token exchanged for one application, an hour.
+  CT=application/x-www-form-urlencoded bench "$1, exchange" /v1/oauth/token \
+    'grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=ROOT&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token&resource=trading-account-management-api&narrowing=%7B%22validityInHours%22%3A1%7D' "$pid"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -f "$work/root"
 }
