@@ -69,21 +69,6 @@ pub fn discovery_url(issuer: &str) -> String {
     format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
 }
 
-/// The algorithms a provider's keys may be used with when the config
-/// names none and its discovery document none either: every asymmetric
-/// one narrowgate verifies (each key then by its own `alg`).
-const ASYMMETRIC: [Algorithm; 9] = [
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-];
-
 /// What the gateway reads of a discovery document.
 #[derive(serde::Deserialize)]
 struct Discovery {
@@ -119,7 +104,9 @@ impl Discovery {
             names.iter().filter_map(|n| super::keys::parse_algorithm(n)).filter(|a| !super::keys::is_hmac(*a)).collect()
         });
         let algorithms = match (configured.is_empty(), listed) {
-            (true, None) => ASYMMETRIC.to_vec(),
+            // Named nowhere: every asymmetric one narrowgate verifies (each
+            // key then by its own `alg`).
+            (true, None) => super::keys::ASYMMETRIC.to_vec(),
             (true, Some(listed)) => listed,
             (false, None) => configured.to_vec(),
             (false, Some(listed)) => configured.iter().copied().filter(|a| listed.contains(a)).collect(),

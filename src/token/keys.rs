@@ -204,6 +204,14 @@ pub struct JwksKeys {
 /// The smallest RSA modulus accepted, in bits.
 const MIN_RSA_BITS: usize = 2048;
 
+/// The RSA algorithms narrowgate verifies (an RSA key fits each).
+const RSA: [Algorithm; 6] =
+    [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
+
+/// Every asymmetric algorithm narrowgate verifies.
+pub(crate) const ASYMMETRIC: [Algorithm; 9] =
+    [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA, RSA[0], RSA[1], RSA[2], RSA[3], RSA[4], RSA[5]];
+
 /// Keys of a JWKS document. A key is used only for what it is published
 /// for and only as what it is: it needs a `kid`; a `use`, if given, of
 /// `sig`; `key_ops`, if given, including `verify`; a public key type
@@ -264,14 +272,7 @@ fn usable_key(value: &serde_json::Value, allowed: &[Algorithm], issuer: usize) -
             if rsa_bits(&rsa.n).is_none_or(|bits| bits < MIN_RSA_BITS) {
                 return Err(format!("an RSA key shorter than {MIN_RSA_BITS} bits"));
             }
-            &[
-                Algorithm::RS256,
-                Algorithm::RS384,
-                Algorithm::RS512,
-                Algorithm::PS256,
-                Algorithm::PS384,
-                Algorithm::PS512,
-            ]
+            &RSA
         }
         AlgorithmParameters::OctetKey(_) => return Err("a symmetric key; a JWKS may only hold public keys".into()),
         _ => return Err("a key type narrowgate does not verify".into()),
