@@ -15,14 +15,10 @@
 #   NARROWGATE_BIN=target/release/narrowgate benches/h2_hostile.sh [CONNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 NG=${NARROWGATE_BIN:-./target/release/narrowgate}
 PY=${NARROWGATE_TEST_PYTHON:-target/pyenv/bin/python}
 CONNS=${1:-50}
-TICK=$(getconf CLK_TCK)
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
 
 # An upstream that takes connections and never answers.
 python3 -c '
@@ -33,44 +29,23 @@ while True:
     held.append(s.accept()[0])
 ' & pids+=($!)
 
-kid=$($NG keys generate --alg es256 --out "$work/keys" | awk '/^kid:/{print $2}')
-cat > "$work/h2.yaml" <<CONF
-listeners: { proxy: "127.0.0.1:18121", admin: "127.0.0.1:18122" }
-upstream: { addresses: ["127.0.0.1:18120"], read_timeout: 60s }
-server: { worker_threads: 1, http2: { cleartext: true } }
-issuers:
-  - name: bench
-    issuer: narrowgate
-    algorithms: [ES256]
-    keys: [{ kid: "$kid", algorithm: ES256, public_key_file: keys/$kid.pub.pem }]
-applications:
-  - application: trading-account-management-api
-    services: [{ service: rest }]
-    method_groups: [{ group: account-management, methods: [{ method: getAccount }] }]
-    roles: [{ roles: [reader] }]
-    entities: [{ entity: account }]
-    routes:
-      - route: GET /users/current/accounts/{accountId}
-        group: account-management
-        method: getAccount
-        resource: { entity: account, id: "{accountId}" }
-        roles: [reader]
-CONF
-token=$($NG token sign --key "$work/keys/$kid.pem" --kid "$kid" --sub hostile --ttl 2h \
-  --application trading-account-management-api --grant-role reader --resource account:a1)
+bench_keys
+bench_narrowgate "$work/h2.yaml" 'proxy: "127.0.0.1:18121", admin: "127.0.0.1:18122"' "" \
+  'upstream: { addresses: ["127.0.0.1:18120"], read_timeout: 60s }
+server: { worker_threads: 1, http2: { cleartext: true } }'
+token=$(bench_sign hostile)
 taskset -c 0 "$NG" serve --config "$work/h2.yaml" 2>"$work/ng.log" & ng=$!; pids+=($ng)
-for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:18122/healthz && break; sleep 0.1; done
+wait_up http://127.0.0.1:18122/healthz
 
-ticks() { awk '{print $14 + $15}' "/proc/$ng/stat"; }
 printf '| %-20s | %11s | %15s | %13s | %13s |\n' "kind" "connections" "streams/conn" "CPU/conn" "CPU/stream"
 printf '|%s|%s|%s|%s|%s|\n' "----------------------" "-------------" "-----------------" "---------------" "---------------"
 for kind in rapid-reset reset-after-accept; do
-  before=$(ticks)
+  before=$(cpu_ticks "$ng")
   for _ in $(seq 1 "$CONNS"); do
     taskset -c 1 "$PY" tests/python/h2_hostile.py 127.0.0.1 18121 "$kind" "$token"
   done > "$work/$kind.jsonl"
   sleep 1.5   # the closing connections' last streams end
-  after=$(ticks)
+  after=$(cpu_ticks "$ng")
   streams=$(python3 -c 'import json,sys; print(sum(json.loads(l)["opened"] for l in open(sys.argv[1])))' "$work/$kind.jsonl")
   awk -v k="$kind" -v c="$CONNS" -v s="$streams" -v a="$before" -v b="$after" -v t="$TICK" 'BEGIN {
     cpu = (b - a) / t * 1e6

