@@ -203,9 +203,12 @@ fn revoked_trailers() -> http::HeaderMap {
 
 impl Body for Watched {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = super::upstream::BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, super::upstream::BodyError>>> {
         if let Some(w) = self.watch.as_deref_mut() {
             if w.ended {
                 return Poll::Ready(None);

@@ -166,10 +166,42 @@ async fn every_kind_of_call_is_enforced_and_refused_in_grpc_terms() {
     }
     assert_eq!(server.next_call().await, None);
 
-    // A call's deadline shortens the gateway's wait for the answer (the
-    // upstream's read_timeout is 30 s): past it, the gateway answers 4
-    // DEADLINE_EXCEEDED itself. (curl, which does not cancel the call at
-    // its deadline as a gRPC client would, so the gateway's answer is seen.)
+    // A method no route names: refused, sent nowhere.
+    let out = call(&h, "Missing", &all).await;
+    assert_eq!((out["code"].as_str(), out["details"].as_str()), (Some("PERMISSION_DENIED"), Some("no_matching_route")));
+    assert_eq!(server.next_call().await, None);
+    h.shutdown().await;
+}
+
+/// A call's deadline shortens the gateway's wait for the answer (the
+/// upstream's read_timeout is 30 s): past it, the gateway answers 4
+/// DEADLINE_EXCEEDED itself. The upstream takes the connection and the
+/// call and never answers (a gRPC server would enforce the deadline too,
+/// and race the gateway to answer). The client is curl, which does not
+/// cancel the call at its deadline as a gRPC client would, so the
+/// gateway's answer is seen.
+#[tokio::test]
+async fn a_calls_deadline_bounds_the_wait_for_an_upstream_that_never_answers() {
+    use tokio::io::AsyncReadExt;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let (forwarded, was_forwarded) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut conn, _) = silent.accept().await.expect("accept");
+        let (mut buf, mut got, mut forwarded) = (vec![0u8; 65536], Vec::new(), Some(forwarded));
+        while let Ok(n @ 1..) = conn.read(&mut buf).await {
+            got.extend_from_slice(&buf[..n]);
+            // The message's bytes: the call itself came, not only the
+            // connection's preface.
+            if got.windows(4).any(|w| w == b"slow")
+                && let Some(tx) = forwarded.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let h = Harness::start_with(grpc_app(port), |_| {}).await;
+    let all = token(&h, &METHODS);
     let dir = tempfile::tempdir().expect("tempdir");
     let message = dir.path().join("slow.bin");
     std::fs::write(&message, b"\x00\x00\x00\x00\x04slow").expect("message");
@@ -197,13 +229,29 @@ async fn every_kind_of_call_is_enforced_and_refused_in_grpc_terms() {
     .await;
     let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
     assert!(head.contains("grpc-status: 4") && head.contains("grpc-message: upstream_timeout"), "{head}");
-    assert!(started.elapsed() < Duration::from_secs(2), "answered at the deadline, not the upstream's 3 s");
-    assert!(server.next_call().await.is_some(), "the slow call was forwarded");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered at the deadline, not the upstream's 30 s");
+    assert!(tokio::time::timeout(Duration::from_secs(1), was_forwarded).await.is_ok(), "the call was forwarded");
+    h.shutdown().await;
+}
 
-    // A method no route names: refused, sent nowhere.
-    let out = call(&h, "Missing", &all).await;
-    assert_eq!((out["code"].as_str(), out["details"].as_str()), (Some("PERMISSION_DENIED"), Some("no_matching_route")));
-    assert_eq!(server.next_call().await, None);
+/// Messages larger than every flow-control window on the way (the
+/// client's, the gateway's, the server's) cross whole, one way and the
+/// other: the gateway's upstream stream waits for the server's window
+/// before sending more, and gives back its own as it reads.
+#[tokio::test]
+#[ignore = "needs the Python environment (grpcio): scripts/test makes it"]
+async fn messages_larger_than_every_window_cross_whole_both_ways() {
+    let mut server = Server::start().await;
+    let h = Harness::start_with(grpc_app(server.port), |_| {}).await;
+    let all = token(&h, &METHODS);
+    let proxy = h.proxy.to_string();
+    for (method, echoed) in [("Unary", 3 * 1024 * 1024 + 5), ("ClientStream", 3 * 1024 * 1024 + 30)] {
+        let out = run(tokio::process::Command::new(python()).args([PEER, "call", &proxy, method, &all, "big"])).await;
+        let out: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+        assert_eq!(out["code"], "OK", "{method}: {out}");
+        assert_eq!(out["responses"], json!([format!("big:{echoed}:intact")]), "{method}");
+        assert!(server.next_call().await.is_some(), "{method}: the server saw no call");
+    }
     h.shutdown().await;
 }
 

@@ -12,13 +12,16 @@ method of each kind.
     grpc_peer.py call HOST:PORT METHOD [TOKEN [PAYLOAD [TIMEOUT]]]
         Calls METHOD (Unary, ServerStream, ClientStream, Bidi) through
         HOST:PORT (plaintext, prior-knowledge HTTP/2) with PAYLOAD ("one";
-        "slow": the server takes 3 s to answer a unary call; "fail": the
+        "fail": the
         server refuses it with NOT_FOUND before any message; "forever": a
         server stream that goes on for 30 s; "pause": one whose two
         messages are 2.5 s apart; "fail-late": one that ends with ABORTED
         after a message; "cancel": "forever", which the client cancels
-        after two messages) and a deadline of TIMEOUT seconds (10); prints
-        one JSON line: the status code's name, its details, the responses.
+        after two messages; "big": 3 MiB of every byte value, as one
+        message to Unary, as 100 KiB messages to ClientStream) and a
+        deadline of TIMEOUT seconds (10); prints one JSON line: the status
+        code's name, its details, the responses (for "big", each as
+        "big:LENGTH:intact" when it is the echo expected, else "corrupted").
         METHOD "Health" asks the standard health-checking service about
         the echo service; "Reflection" lists the server's services through
         the reflection service.
@@ -38,6 +41,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 SERVICE = "narrowgate.test.Echo"
+BIG = bytes(range(256)) * (3 * 1024 * 4)
 
 
 def serve(port, cert=None, key=None):
@@ -51,8 +55,6 @@ def serve(port, cert=None, key=None):
 
     def unary(request, context):
         seen("Unary", context)
-        if request == b"slow":
-            time.sleep(3)
         if request == b"fail":
             context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
         return b"echo:" + request
@@ -114,10 +116,12 @@ def serve(port, cert=None, key=None):
 def call(target, method, token, payload=b"one", timeout=10.0):
     path = "/%s/%s" % (SERVICE, method)
     metadata = [("authorization", "Bearer " + token)] if token else []
+    big = payload == b"big"
+    pieces = [BIG[i:i + 102400] for i in range(0, len(BIG), 102400)]
     with grpc.insecure_channel(target) as channel:
         try:
             if method == "Unary":
-                out = [channel.unary_unary(path)(payload, metadata=metadata, timeout=timeout)]
+                out = [channel.unary_unary(path)(BIG if big else payload, metadata=metadata, timeout=timeout)]
             elif method == "Health":
                 stub = health_pb2_grpc.HealthStub(channel)
                 reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), metadata=metadata, timeout=timeout)
@@ -145,12 +149,16 @@ def call(target, method, token, payload=b"one", timeout=10.0):
                                       "responses": [r.decode() for r in out]}))
                     return
             elif method == "ClientStream":
-                out = [channel.stream_unary(path)(iter([b"a", b"b", b"c"]), metadata=metadata, timeout=timeout)]
+                sent = pieces if big else [b"a", b"b", b"c"]
+                out = [channel.stream_unary(path)(iter(sent), metadata=metadata, timeout=timeout)]
             elif method == "Bidi":
                 out = list(channel.stream_stream(path)(iter([b"x", b"y"]), metadata=metadata, timeout=timeout))
             else:
                 # A method the server does not have, called as a unary one.
                 out = [channel.unary_unary(path)(payload, metadata=metadata, timeout=timeout)]
+            if big:
+                whole = (b"echo:" + BIG, b"+".join(pieces))
+                out = [b"big:%d:%s" % (len(r), b"intact" if r in whole else b"corrupted") for r in out]
             print(json.dumps({"code": "OK", "details": "", "responses": [r.decode() for r in out]}))
         except grpc.RpcError as e:
             print(json.dumps({"code": e.code().name, "details": e.details() or "", "responses": []}))

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use http_body_util::{Either, Empty};
@@ -38,6 +38,7 @@ use crate::config::{Balance, Ejection, Protocol, UpstreamConfig};
 use crate::metrics::UpstreamCounters;
 use crate::metrics::UpstreamError;
 
+mod h2_client;
 mod health;
 mod resolve;
 
@@ -53,7 +54,7 @@ type Request = http::Request<ReqBody>;
 /// idle) or HTTP/2 (multiplexed: shared while it lasts).
 enum Sender {
     H1(http1::SendRequest<ReqBody>),
-    H2(http2::SendRequest<ReqBody>),
+    H2(h2_client::Sender),
 }
 
 impl Sender {
@@ -66,16 +67,31 @@ impl Sender {
 
     /// Send `req` (origin-form, with its `Host`); over HTTP/2 its target
     /// becomes `scheme://host/path` (`:scheme`, `:authority`, `:path`).
-    async fn send(
-        &mut self,
-        req: Request,
-        scheme: &http::uri::Scheme,
-    ) -> Result<http::Response<Incoming>, hyper::client::conn::TrySendError<Request>> {
+    async fn send(&mut self, req: Request, scheme: &http::uri::Scheme) -> Result<http::Response<Inner>, Unsent> {
         match self {
-            Sender::H1(s) => s.try_send_request(req).await,
-            Sender::H2(s) => s.try_send_request(absolute(req, scheme)).await,
+            Sender::H1(s) => match s.try_send_request(req).await {
+                Ok(resp) => Ok(resp.map(Inner::H1)),
+                Err(mut e) => Err(Unsent { request: e.take_message(), cause: e.into_error().to_string() }),
+            },
+            Sender::H2(s) => match s.send(absolute(req, scheme)).await {
+                Ok(resp) => Ok(resp.map(Inner::H2)),
+                Err(e) => Err(Unsent { request: e.request, cause: e.cause }),
+            },
         }
     }
+}
+
+/// Why a request could not be sent, and the request when none of it went
+/// out.
+struct Unsent {
+    cause: String,
+    request: Option<Request>,
+}
+
+/// A response body as its connection's protocol delivers it.
+enum Inner {
+    H1(Incoming),
+    H2(h2_client::Recv),
 }
 
 struct Idle {
@@ -197,7 +213,7 @@ impl std::fmt::Debug for Upstream {
 /// The upstream's response body; returns its connection to the pool once
 /// read to the end. Dropped early, the connection is closed instead.
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Inner,
     give_back: Option<(Sender, Dialled, Arc<Target>)>,
     /// The request's place in its address's count in flight.
     busy: Option<Outstanding>,
@@ -212,15 +228,21 @@ impl UpstreamBody {
     }
 }
 
+/// What reading an upstream's response body failed with.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled: Poll<Option<Result<Frame<Bytes>, BodyError>>> = match &mut self.inner {
+            Inner::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        };
         match &polled {
             Poll::Ready(None) => self.finish(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
+            Poll::Ready(Some(Ok(_))) if self.is_end_stream() => self.finish(),
             // An error means the connection is unusable: drop it.
             Poll::Ready(Some(Err(_))) => self.give_back = None,
             _ => {}
@@ -229,11 +251,17 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::H1(b) => b.is_end_stream(),
+            Inner::H2(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::H1(b) => b.size_hint(),
+            Inner::H2(b) => b.size_hint(),
+        }
     }
 }
 
@@ -462,7 +490,10 @@ impl Upstream {
             let reused = pooled.is_some();
             let (mut sender, to) = match pooled.take() {
                 Some(s) => s,
-                None => match self.connect(target).await {
+                // (Boxed: a new connection's TLS and HTTP/2 handshakes are
+                // kilobytes of state that every request's future would
+                // carry, and move, if they were inline.)
+                None => match Box::pin(self.connect(target)).await {
                     Ok((Sender::H2(shared), to)) => {
                         target.give_back(Sender::H2(shared.clone()), to);
                         (Sender::H2(shared), to)
@@ -480,13 +511,11 @@ impl Upstream {
                         (!upgraded && matches!(sender, Sender::H1(_))).then(|| (sender, to, target.clone()));
                     return Ok(resp.map(|inner| UpstreamBody { inner, give_back, busy: None }));
                 }
-                Err(mut e) => match e.take_message() {
+                Err(Unsent { cause, request }) => match request {
                     Some(unsent) if reused => req = unsent,
                     // On a new connection: sent or not, it is not sent again
-                    // unless hyper hands it back whole.
-                    unsent => {
-                        return Err(Failed { kind: UpstreamError::Other, cause: e.into_error().to_string(), unsent });
-                    }
+                    // unless it was handed back whole.
+                    unsent => return Err(Failed { kind: UpstreamError::Other, cause, unsent }),
                 },
             }
         }
@@ -519,9 +548,9 @@ impl Upstream {
                     .await
                     .map_err(|_| (UpstreamError::Tls, format!("no TLS handshake within {:?}", self.connect_timeout)))?
                     .map_err(|e| (UpstreamError::Tls, e.to_string()))?;
-                handshake(TokioIo::new(tls), self.protocol).await
+                handshake(tls, self.protocol).await
             }
-            _ => handshake(TokioIo::new(stream), self.protocol).await,
+            _ => handshake(stream, self.protocol).await,
         }
     }
 }
@@ -586,25 +615,24 @@ fn rebuild(head: &Head) -> Request {
 /// connection driven on its own task.
 async fn handshake<IO>(io: IO, protocol: Protocol) -> Result<Sender, (UpstreamError, String)>
 where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let failed = |e: hyper::Error| (UpstreamError::Connect, e.to_string());
-    let ended = |e: hyper::Error| tracing::debug!(error = %e, "upstream connection ended with an error");
     match protocol {
         Protocol::Http1 => {
-            let (sender, conn) =
-                http1::Builder::new().writev(false).handshake::<_, ReqBody>(io).await.map_err(failed)?;
-            tokio::spawn(async move { conn.with_upgrades().await.map_err(ended) });
+            let (sender, conn) = http1::Builder::new()
+                .writev(false)
+                .handshake::<_, ReqBody>(TokioIo::new(io))
+                .await
+                .map_err(|e| (UpstreamError::Connect, e.to_string()))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+            });
             Ok(Sender::H1(sender))
         }
         Protocol::Http2 => {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake::<_, ReqBody>(io)
-                .await
-                .map_err(failed)?;
-            tokio::spawn(async move { conn.await.map_err(ended) });
-            Ok(Sender::H2(sender))
+            h2_client::Sender::handshake(io).await.map(Sender::H2).map_err(|e| (UpstreamError::Connect, e.to_string()))
         }
     }
 }
@@ -614,6 +642,11 @@ where
 fn absolute(mut req: Request, scheme: &http::uri::Scheme) -> Request {
     if req.uri().scheme().is_some() {
         return req;
+    }
+    // Connection-specific headers have no place in HTTP/2 (RFC 9113
+    // §8.2.2): a WebSocket handshake's are dropped, as hyper's client did.
+    for name in [http::header::CONNECTION, http::header::UPGRADE, http::header::TRANSFER_ENCODING] {
+        req.headers_mut().remove(name);
     }
     let host = req.headers_mut().remove(http::header::HOST);
     let authority = host.and_then(|h| Authority::try_from(h.as_bytes()).ok());
