@@ -1,5 +1,7 @@
-//! The upstream side: a lean pool of HTTP/1.1 connections (plain or TLS)
-//! per upstream address, with connect and response-head timeouts; one
+//! The upstream side: a lean pool of connections (plain or TLS) per
+//! upstream address — HTTP/1.1, one request at a time, or HTTP/2 on the
+//! `h2` crate, multiplexed (`h2_client`) — with connect and response-head
+//! timeouts; one
 //! [`Upstream`] per configured upstream. Addresses are chosen by round
 //! robin or the power of two choices among those passive health has not
 //! ejected (`health`), and a request is retried only where that is safe,
