@@ -45,8 +45,7 @@ struct Revoked<'a> {
 /// Revoke a token by `jti`, whoever issued it: a configured external
 /// issuer's token (which has no record here) or one of this gateway's. In
 /// force on every replica and every gateway following the revocation feed,
-/// with everything narrowed or exchanged from it; another issuer's token
-/// with the same `jti` is untouched.
+/// with everything narrowed from it.
 #[utoipa::path(post, path = "/v1/revocations", tag = "tokens", request_body = RevokeJti,
     security(("bearer" = []), ("auth-token" = [])),
     responses(

@@ -58,8 +58,6 @@ pub struct Session {
     pub label: String,
     /// The sign-in token's id (`jti`).
     token: Box<str>,
-    /// Its jti as its issuer's (`Grant::revocation_id`).
-    revocation_id: Box<str>,
     /// Its ancestors, root first: revoking any of them ends the session.
     lineage: Vec<Box<str>>,
     /// When the sign-in token expires (Unix seconds; `None`: never).
@@ -81,9 +79,7 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// Whether its sign-in token or an ancestor has been revoked.
     fn revoked(&self, revocations: &Revocations) -> bool {
-        revocations.is_revoked(&self.token)
-            || revocations.is_revoked(&self.revocation_id)
-            || self.lineage.iter().any(|id| revocations.is_revoked(id))
+        revocations.is_revoked(&self.token) || self.lineage.iter().any(|id| revocations.is_revoked(id))
     }
 
     /// Whether it is still open at `now`.
@@ -229,7 +225,6 @@ impl Sessions {
             csrf,
             label: grant.name.as_deref().unwrap_or(&grant.subject).to_string(),
             token: grant.token_id.clone(),
-            revocation_id: grant.revocation_id.clone(),
             lineage: grant.lineage.clone(),
             expires_at: grant.expires_at,
             created: now,
@@ -381,7 +376,6 @@ mod tests {
     fn grant(id: &str, lineage: &[&str], exp: Option<u64>) -> Grant {
         Grant {
             token_id: id.into(),
-            revocation_id: format!("narrowgate#{id}").into(),
             subject: id.into(),
             issuer: "narrowgate".into(),
             kid: None,

@@ -36,10 +36,6 @@ pub enum Role {
 #[derive(Clone, Debug)]
 pub struct Grant {
     pub token_id: Box<str>,
-    /// Its jti qualified by its issuer (`token::revocation_id`): what a
-    /// revocation of its issuer's jti names it by, and what a token
-    /// exchanged from another issuer's names it by in its lineage.
-    pub revocation_id: Box<str>,
     pub subject: Box<str>,
     /// The `iss` of the token.
     pub issuer: Box<str>,
@@ -57,8 +53,7 @@ pub struct Grant {
     pub not_before: Option<u64>,
     /// `None` only for issuers that accept tokens without `exp`.
     pub expires_at: Option<u64>,
-    /// Ancestor token ids, root first (another issuer's ancestor by its
-    /// `revocation_id`).
+    /// Ancestor token ids, root first.
     pub lineage: Vec<Box<str>>,
     /// The SHA-256 thumbprint of the client certificate the token is bound
     /// to (RFC 8705 `cnf.x5t#S256`): honoured only on a connection that

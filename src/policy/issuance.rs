@@ -320,7 +320,6 @@ mod tests {
     fn grant(role: Role, master: bool, may_manage: bool, expires_at: Option<u64>) -> Grant {
         Grant {
             token_id: "me".into(),
-            revocation_id: "narrowgate#me".into(),
             subject: "me".into(),
             issuer: "narrowgate".into(),
             kid: None,

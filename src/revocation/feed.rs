@@ -43,9 +43,9 @@ pub const SILENCE: Duration = Duration::from_secs(1);
 /// The largest line a subscriber accepts: a snapshot of about a million
 /// ids with their expiries.
 pub const MAX_LINE: usize = 64 * 1024 * 1024;
-/// The longest id a subscriber accepts: the longest jti a token may carry,
-/// qualified by the longest issuer (`iss#jti`).
-pub const MAX_ID: usize = crate::token::MAX_REVOCATION_ID;
+/// The longest id a subscriber accepts: the longest jti a token may carry
+/// (and the issuer revokes).
+pub const MAX_ID: usize = crate::token::MAX_JTI;
 
 /// One line of the feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -211,15 +211,12 @@ impl Revocations {
         self.len.load(Ordering::Acquire) != 0 && self.ids.contains_key(token_id)
     }
 
-    /// Whether the grant or any ancestor has been revoked: by its id, or by
-    /// its jti as its issuer's.
+    /// Whether the grant or any ancestor has been revoked.
     pub fn rejects(&self, grant: &Grant) -> bool {
         if self.len.load(Ordering::Acquire) == 0 {
             return false;
         }
-        self.ids.contains_key(&*grant.token_id)
-            || self.ids.contains_key(&*grant.revocation_id)
-            || grant.lineage.iter().any(|id| self.ids.contains_key(&**id))
+        self.ids.contains_key(&*grant.token_id) || grant.lineage.iter().any(|id| self.ids.contains_key(&**id))
     }
 
     /// How many ids are revoked.

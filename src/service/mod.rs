@@ -533,14 +533,11 @@ impl TokenService {
         token.not_before = now;
         token.expires_at = Some(exp);
         token.bound_to = bound_to;
-        // The parent as its lineage names it: one of this gateway's tokens
-        // by its id, another issuer's by its jti as that issuer's.
-        let parent_id = if self.mirror.is_own(&parent.issuer) { &parent.token_id } else { &parent.revocation_id };
         let origin = Origin {
             kind: TokenKind::Narrowed,
-            lineage: parent.lineage.iter().map(|l| l.to_string()).chain([parent_id.to_string()]).collect(),
-            parent_id: Some(parent_id.to_string()),
-            created_by: Some(parent_id.to_string()),
+            lineage: parent.lineage.iter().map(|l| l.to_string()).chain([parent.token_id.to_string()]).collect(),
+            parent_id: Some(parent.token_id.to_string()),
+            created_by: Some(parent.token_id.to_string()),
         };
         self.issue(snap, token, origin, now).await
     }
@@ -789,10 +786,7 @@ impl TokenService {
                 if !snap.issuers.contains(issuer) {
                     return Err(ServiceError::bad("issuer", "not the iss of any issuer this gateway trusts"));
                 }
-                // A jti of this gateway's own issuer may be a token of this
-                // store's; any other issuer's never is.
-                let own = self.mirror.is_own(issuer);
-                match if own { store.token(jti).await? } else { None } {
+                match store.token(jti).await? {
                     Some(own) => Some(own),
                     None => {
                         // A token this store has no record of is in no
@@ -808,7 +802,7 @@ impl TokenService {
                             revoked_by: Some(by.token_id.to_string()),
                         };
                         let newly = store.revoke_jti(&r).await?;
-                        self.mirror.revocations.revoke(&self.mirror.held_id(issuer, jti), *expires_at);
+                        self.mirror.revocations.revoke(jti, *expires_at);
                         tracing::info!(token.jti = %jti, "revoked another issuer's token");
                         return Ok(Revoked { id: jti.clone(), newly });
                     }

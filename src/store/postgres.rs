@@ -188,7 +188,7 @@ impl PgStore {
                     } else {
                         // The notification names the id only: held until
                         // the next resync tells its expiry.
-                        mirror.revocations.revoke(&mirror.held(n.payload()), None);
+                        mirror.revocations.revoke(n.payload(), None);
                     }
                     mirror.revocations.confirm();
                 }

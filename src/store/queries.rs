@@ -143,7 +143,7 @@ where
 {
     let done = sqlx::query(
         "INSERT INTO revoked_jtis (jti, issuer, expires_at, revoked_at, revoked_by) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (issuer, jti) DO NOTHING",
+         ON CONFLICT (jti) DO NOTHING",
     )
     .bind(&r.jti)
     .bind(&r.issuer)

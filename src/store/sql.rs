@@ -129,7 +129,7 @@ impl SqlCore {
         let keep_after = now.saturating_sub(crate::revocation::EXPIRY_GRACE).as_i64();
         let rows = sqlx::query(
             "SELECT id, expires_at FROM tokens WHERE revoked_at IS NOT NULL AND (expires_at IS NULL OR expires_at >= $1) \
-             UNION SELECT issuer || '#' || jti AS id, expires_at FROM revoked_jtis WHERE expires_at IS NULL OR expires_at >= $1",
+             UNION SELECT jti AS id, expires_at FROM revoked_jtis WHERE expires_at IS NULL OR expires_at >= $1",
         )
         .bind(keep_after)
         .fetch_all(&self.pool)

@@ -161,7 +161,7 @@ async fn apply(pool: &AnyPool, writes: &[&Write], options: &WriterOptions) -> Re
             Write::RevokeJti(r) => {
                 let revoked = super::queries::revoke_jti_in(&mut *tx, r).await?;
                 if revoked {
-                    announce(&mut tx, options, &crate::token::revocation_id(&r.issuer, &r.jti)).await?;
+                    announce(&mut tx, options, &r.jti).await?;
                 }
                 Ok(revoked)
             }

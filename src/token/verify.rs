@@ -280,7 +280,6 @@ impl Verifier {
             ),
         };
         Ok(Grant {
-            revocation_id: super::revocation_id(iss, &token_id).into(),
             token_id: token_id.into(),
             subject: subject.into(),
             issuer: iss.into(),

@@ -351,11 +351,6 @@ fn discovery_and_claim_mapping_mistakes_are_config_errors_with_their_paths() {
         ),
         (json!({ "issuer": "idp" }), "issuers[1].issuer: discovery needs the issuer's URL"),
         (
-            json!({ "issuer": format!("https://idp.example/{}", "r".repeat(500)) }),
-            "issuers[1].issuer: must be at most 512 bytes",
-        ),
-        (json!({ "issuer": "https://idp.example/#x" }), "issuers[1].issuer: must not contain #"),
-        (
             json!({ "claims": { "roles": ["/roles"] } }),
             "issuers[1].claims: says where claims are, but no grants use them",
         ),
@@ -513,28 +508,14 @@ async fn a_providers_token_is_exchanged_for_a_narrower_token_that_dies_with_it_o
         assert_eq!(sidecar.call("GET", &account("a1"), t).await.status, 200);
     }
 
-    // Their lineage names the provider token by its issuer and jti: the
-    // same jti revoked as another issuer's (this gateway's own) leaves
-    // them be.
-    let claims = narrowgate::token::mapping::payload_of(&reader).expect("a JWT");
-    let jti = claims["jti"].as_str().expect("jti").to_string();
-    let lineage = |t: &str| narrowgate::token::mapping::payload_of(t).expect("a JWT")["lineage"].clone();
-    let child_id = narrowgate::token::mapping::payload_of(&child).expect("a JWT")["jti"].clone();
-    assert_eq!(lineage(&child), json!([format!("{url}#{jti}")]));
-    assert_eq!(lineage(&grandchild), json!([format!("{url}#{jti}"), child_id]));
-    let master = crate::support::master(&h);
-    let revoke = |issuer: &str| json!({ "jti": jti, "issuer": issuer }).to_string();
-    let r = h.api_post("/v1/revocations", &[("Authorization", &master)], &revoke("narrowgate")).await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    for t in [&child, &grandchild] {
-        assert_eq!(send(&h, "GET", &account("a1"), t).await.0, 200);
-    }
-
     // Revoking the provider token's jti kills what it was exchanged for,
     // and what that was exchanged for, here and on the sidecar.
-    let r = h.api_post("/v1/revocations", &[("Authorization", &master)], &revoke(&url)).await;
+    let claims = narrowgate::token::mapping::payload_of(&reader).expect("a JWT");
+    let jti = claims["jti"].as_str().expect("jti").to_string();
+    let revoke = json!({ "jti": jti, "issuer": url }).to_string();
+    let r = h.api_post("/v1/revocations", &[("Authorization", &crate::support::master(&h))], &revoke).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    for t in [&reader, &child, &grandchild] {
+    for t in [&child, &grandchild] {
         assert_eq!(send(&h, "GET", &account("a1"), t).await, (401, "revoked".to_string()));
     }
     crate::support::eventually_async(Duration::from_secs(5), || async {

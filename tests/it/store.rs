@@ -185,10 +185,9 @@ async fn revocations_reach_every_replica() {
 }
 
 /// A SQLite store made by the previous schema (migrations up to 0004), with
-/// a redeemed registration token referencing its token and another
-/// issuer's revoked jti, upgrades in place: the data stays (the jti revoked
-/// as that issuer's), a revoked token's name is free again, two issuers'
-/// equal jtis are two revocations, and foreign keys still hold.
+/// a redeemed registration token referencing its token, upgrades in place:
+/// the data stays, a revoked token's name is free again, and foreign keys
+/// still hold.
 #[tokio::test]
 async fn a_store_of_the_previous_schema_upgrades_with_its_data() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -207,7 +206,6 @@ async fn a_store_of_the_previous_schema_upgrades_with_its_data() {
             "INSERT INTO tokens (id, name, kind, role, subject, grants, form, created_at, revoked_at) VALUES ('t0', 'reports', 'access', 'user', 's', '[]', 'jwt', 1, 5)",
             "INSERT INTO tokens (id, name, kind, role, subject, grants, form, created_at) VALUES ('t1', 'device', 'access', 'user', 's', '[]', 'reference', 2)",
             "INSERT INTO registration_tokens (id, secret_hash, name, role, expires_at, created_at, used_at, redeemed_token) VALUES ('r1', x'00', 'device', 'user', 9, 1, 2, 't1')",
-            "INSERT INTO revoked_jtis (jti, issuer, revoked_at) VALUES ('j1', 'https://idp.example', 3)",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(stmt)).execute(&pool).await.expect("old data");
         }
@@ -217,20 +215,10 @@ async fn a_store_of_the_previous_schema_upgrades_with_its_data() {
     assert!(!created);
     let s = Store::from(s);
     assert_eq!(s.token("t1").await.expect("get").and_then(|t| t.name).as_deref(), Some("device"));
-    let mut revoked =
-        s.revoked_ids(narrowgate::time::UnixTime::clamped(narrowgate::clock::now_unix())).await.expect("ids");
-    revoked.sort();
-    assert_eq!(revoked, [("https://idp.example#j1".to_string(), None), ("t0".to_string(), None)]);
-    // A jti is its issuer's: another issuer's equal jti is revoked apart.
-    let other = narrowgate::store::JtiRevocation {
-        jti: "j1".into(),
-        issuer: "https://other.example".into(),
-        expires_at: None,
-        revoked_at: narrowgate::time::UnixTime::clamped(4),
-        revoked_by: None,
-    };
-    assert!(s.revoke_jti(&other).await.expect("revoke"), "a second issuer's j1 is a new revocation");
-    assert!(!s.revoke_jti(&other).await.expect("revoke"), "and only once");
+    assert_eq!(
+        s.revoked_ids(narrowgate::time::UnixTime::clamped(narrowgate::clock::now_unix())).await.expect("ids"),
+        [("t0".to_string(), None)]
+    );
     // The revoked token's name is free again; a live one's is not.
     let mut again = s.token("t1").await.expect("get").expect("t1");
     again.id = "t2".into();

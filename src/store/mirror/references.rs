@@ -22,7 +22,6 @@ pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
     let headers = IdentityValues::build(&record.subject, &record.id, &rules)?;
     let bound_to = crate::token::claims::stored_binding(&record.grants).ok()?;
     Some(Grant {
-        revocation_id: crate::token::revocation_id(issuer, &record.id).into(),
         token_id: record.id.as_str().into(),
         subject: record.subject.as_str().into(),
         issuer: issuer.into(),
