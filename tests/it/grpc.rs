@@ -230,7 +230,65 @@ async fn a_calls_deadline_bounds_the_wait_for_an_upstream_that_never_answers() {
     let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
     assert!(head.contains("grpc-status: 4") && head.contains("grpc-message: upstream_timeout"), "{head}");
     assert!(started.elapsed() < Duration::from_secs(2), "answered at the deadline, not the upstream's 30 s");
-    assert!(tokio::time::timeout(Duration::from_secs(1), was_forwarded).await.is_ok(), "the call was forwarded");
+    let forwarded = tokio::time::timeout(Duration::from_secs(1), was_forwarded).await;
+    assert!(matches!(forwarded, Ok(Ok(()))), "the call was forwarded: {forwarded:?}");
+    h.shutdown().await;
+}
+
+/// A call the gateway gives up on while its client is still sending (here
+/// at its deadline, with no answer from the upstream) has its upstream
+/// stream reset, not left open and fed. The client and the upstream speak
+/// HTTP/2 through the `h2` crate, so the test sees the frames: the
+/// client's stream stays open, and the upstream's request body ends in
+/// RST_STREAM(CANCEL).
+#[tokio::test]
+async fn an_abandoned_call_with_its_body_still_coming_is_reset_upstream() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = upstream.local_addr().expect("addr").port();
+    let (ended, how_ended) = tokio::sync::oneshot::channel::<Option<h2::Reason>>();
+    tokio::spawn(async move {
+        let (tcp, _) = upstream.accept().await.expect("accept");
+        let mut conn = h2::server::handshake(tcp).await.expect("h2 handshake");
+        let Some(Ok((request, _respond))) = conn.accept().await else { return };
+        // Drive the connection while the call's body is read; never answer.
+        tokio::spawn(async move { while conn.accept().await.is_some() {} });
+        let mut body = request.into_body();
+        let outcome = loop {
+            match body.data().await {
+                Some(Ok(chunk)) => {
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+                Some(Err(e)) => break e.reason(),
+                None => break None,
+            }
+        };
+        let _ = ended.send(outcome);
+    });
+    let h = Harness::start_with(grpc_app(port), |_| {}).await;
+    let all = token(&h, &METHODS);
+
+    let tcp = tokio::net::TcpStream::connect(h.proxy).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let request = http::Request::post(format!("http://{}/narrowgate.test.Echo/ClientStream", h.proxy))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "300m")
+        .header("authorization", format!("Bearer {all}"))
+        .body(())
+        .expect("request");
+    let mut client = client.ready().await.expect("ready");
+    let (response, mut sending) = client.send_request(request, false).expect("sent");
+    sending.send_data(bytes::Bytes::from_static(b"\x00\x00\x00\x00\x01a"), false).expect("a message");
+    // The gateway answers at the deadline, its own DEADLINE_EXCEEDED…
+    let response = tokio::time::timeout(Duration::from_secs(5), response).await.expect("answered").expect("head");
+    let status = response.headers().get("grpc-status").map(|v| v.as_bytes().to_vec());
+    assert_eq!(status.as_deref(), Some(&b"4"[..]), "{:?}", response.headers());
+    // …and the upstream's stream is cancelled, though the client's is
+    // still open.
+    let outcome = tokio::time::timeout(Duration::from_secs(2), how_ended).await;
+    assert!(matches!(outcome, Ok(Ok(Some(h2::Reason::CANCEL)))), "{outcome:?}");
+    drop(sending);
     h.shutdown().await;
 }
 

@@ -21,6 +21,7 @@ use h2::client::SendRequest;
 use h2::{RecvStream, SendStream};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 
 /// hyper's HTTP/2 client's windows and buffer, kept so this client
 /// transfers as fast as the one it replaces.
@@ -28,7 +29,10 @@ const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
 /// The largest response header list accepted (hyper's default).
-const MAX_HEADER_LIST: u32 = 16 * 1024 * 1024;
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Streams opened before the upstream's SETTINGS say how many it takes
+/// (hyper's default, the number RFC 9113 recommends as the least).
+const INITIAL_MAX_STREAMS: usize = 100;
 
 /// A multiplexed connection's handle: cloned for each request.
 #[derive(Clone)]
@@ -57,6 +61,8 @@ impl Sender {
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_send_buffer_size(MAX_SEND_BUFFER)
             .max_header_list_size(MAX_HEADER_LIST)
+            .initial_max_send_streams(INITIAL_MAX_STREAMS)
+            .enable_push(false)
             .handshake::<_, Bytes>(io)
             .await?;
         let closed = Arc::new(AtomicBool::new(false));
@@ -84,31 +90,61 @@ impl Sender {
     {
         let mut send = match self.send.clone().ready().await {
             Ok(s) => s,
-            // The connection is gone: nothing was sent.
-            Err(e) => return Err(Unsent { cause: e.to_string(), request: Some(req) }),
+            // The connection is gone (closed, or going away): nothing was
+            // sent, and nothing more will be on it.
+            Err(e) => {
+                self.closed.store(true, Ordering::Release);
+                return Err(Unsent { cause: e.to_string(), request: Some(req) });
+            }
         };
         let (head, body) = req.into_parts();
         let end = body.is_end_stream();
         let (response, stream) = send
             .send_request(http::Request::from_parts(head, ()), end)
             .map_err(|e| Unsent { cause: e.to_string(), request: None })?;
+        let mut abandon = None;
         if !end {
-            let mut pipe = Pipe { body, stream, held: None, sent_any: false };
+            let mut pipe = Pipe { body, stream, held: None, sent_any: false, abandoned: None };
             // What the body has at hand goes out with the head; the rest
-            // from a task of its own.
+            // from a task of its own, which resets the stream if the
+            // request is abandoned (the wait for the answer given up, or the
+            // answer dropped before its end: a timeout, a deadline, a
+            // client gone, a revocation) rather than keep feeding it.
             if std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut pipe).poll(cx))).await.is_pending() {
+                let (tx, rx) = oneshot::channel();
+                pipe.abandoned = Some(rx);
+                abandon = Some(Abandon(Some(tx)));
                 tokio::spawn(pipe);
             }
         }
         let response = response.await.map_err(|e| Unsent { cause: e.to_string(), request: None })?;
         let length = content_length(response.headers());
-        Ok(response.map(|stream| Recv { stream, length, data_done: false, done: false }))
+        Ok(response.map(|stream| Recv { stream, length, data_done: false, done: false, abandon }))
     }
 }
 
 /// The declared length of a response body, for its size hint.
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Tells a request's pipe, when dropped armed, that the request was
+/// abandoned; disarmed once its response has ended.
+struct Abandon(Option<oneshot::Sender<()>>);
+
+impl Abandon {
+    fn disarm(mut self) {
+        // Dropped unsent: the pipe hears the channel close, not a cancel.
+        self.0.take();
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 /// A request body on its way to an upstream stream.
@@ -120,6 +156,8 @@ struct Pipe<B> {
     /// Whether a chunk went out already: the first does at once (h2 holds
     /// it until the stream opens); each later one waits for capacity.
     sent_any: bool,
+    /// Resolves with `Ok` if the request was abandoned (see [`Abandon`]).
+    abandoned: Option<oneshot::Receiver<()>>,
 }
 
 impl<B> Future for Pipe<B>
@@ -131,6 +169,15 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let me = &mut *self;
+        if let Some(rx) = me.abandoned.as_mut()
+            && let Poll::Ready(abandoned) = Pin::new(rx).poll(cx)
+        {
+            me.abandoned = None;
+            if abandoned.is_ok() {
+                me.stream.send_reset(h2::Reason::CANCEL);
+                return Poll::Ready(());
+            }
+        }
         loop {
             // The upstream reset the stream: nothing more is wanted.
             if me.stream.poll_reset(cx).is_ready() {
@@ -201,6 +248,17 @@ pub struct Recv {
     length: Option<u64>,
     data_done: bool,
     done: bool,
+    /// The request's pipe's cancel, while it is still piping.
+    abandon: Option<Abandon>,
+}
+
+impl Recv {
+    fn end(&mut self) {
+        self.done = true;
+        if let Some(a) = self.abandon.take() {
+            a.disarm();
+        }
+    }
 }
 
 impl Body for Recv {
@@ -219,14 +277,14 @@ impl Body for Recv {
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 Some(Err(e)) => {
-                    self.done = true;
+                    self.end();
                     return Poll::Ready(Some(Err(e)));
                 }
                 None => self.data_done = true,
             }
         }
         let trailers = ready!(self.stream.poll_trailers(cx));
-        self.done = true;
+        self.end();
         match trailers {
             Ok(Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
             Ok(None) => Poll::Ready(None),
