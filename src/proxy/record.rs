@@ -34,9 +34,10 @@ impl Gateway {
         }
         let event = snap.audit.then(|| self.audit_event(decision, outcome, conn, elapsed, snap));
         let grpc = outcome.grpc.then(|| self.metrics.grpc_counters(counters)).flatten();
-        if outcome.grpc {
+        if outcome.grpc && (grpc.is_some() || event.is_some()) {
             // A gRPC call is reported with the status it ends with: known
             // now if the head tells it, else when its trailers come.
+            // (With nothing to count or audit, nothing is carried.)
             let call = grpc::Call { counters: grpc.cloned(), audit: event.map(|e| (snap.audit_log.clone(), e)) };
             match (grpc::status_of_head(resp.status(), resp.headers()), resp.body_mut()) {
                 (None, Either::Left(body)) => body.report(call),
