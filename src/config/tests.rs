@@ -259,10 +259,12 @@ fn signing_keys_are_loaded_and_their_public_halves_trusted() {
         std::fs::write(dir.path().join(format!("{}.pem", g.kid)), &g.private_pem).expect("write");
         kids.push(g.kid);
     }
+    // (Quoted: a generated kid may be all digits, which YAML reads as a
+    // number.)
     let text = GOOD.replace("algorithms: [ES256]", "algorithms: [ES256, EdDSA]").replace(
             "    keys: [{ kid: k1, algorithm: ES256, public_key_file: k.pub.pem }]",
             &format!(
-                "    keys: [{{ kid: k1, algorithm: ES256, public_key_file: k.pub.pem }}]\n    signing_keys:\n      - {{ kid: {a}, private_key_file: {a}.pem }}\n      - {{ kid: {b}, private_key_file: {b}.pem }}\n    active_signing_key: {b}",
+                "    keys: [{{ kid: k1, algorithm: ES256, public_key_file: k.pub.pem }}]\n    signing_keys:\n      - {{ kid: \"{a}\", private_key_file: \"{a}.pem\" }}\n      - {{ kid: \"{b}\", private_key_file: \"{b}.pem\" }}\n    active_signing_key: \"{b}\"",
                 a = kids[0],
                 b = kids[1]
             ),
@@ -279,7 +281,7 @@ fn signing_keys_are_loaded_and_their_public_halves_trusted() {
             .expect("sign");
         assert!(verifier.verify(&t, now).is_ok(), "{}", key.kid);
     }
-    let bad = text.replace(&format!("active_signing_key: {}", kids[1]), "active_signing_key: nope");
+    let bad = text.replace(&format!("active_signing_key: \"{}\"", kids[1]), "active_signing_key: nope");
     let errs = Config::from_yaml(&bad, dir.path()).expect_err("unknown active").0;
     assert!(errs.iter().any(|e| e.starts_with("issuers[0].active_signing_key")), "{errs:?}");
     let es_only = text.replace("algorithms: [ES256, EdDSA]", "algorithms: [ES256]");
