@@ -75,20 +75,14 @@ impl Sender {
                 Ok(resp) => Ok(resp.map(Inner::H1)),
                 Err(mut e) => Err(Unsent { request: e.take_message(), cause: e.into_error().to_string() }),
             },
-            Sender::H2(s) => match s.send(absolute(req, scheme)).await {
-                Ok(resp) => Ok(resp.map(Inner::H2)),
-                Err(e) => Err(Unsent { request: e.request, cause: e.cause }),
-            },
+            Sender::H2(s) => s.send(absolute(req, scheme)).await.map(|resp| resp.map(Inner::H2)),
         }
     }
 }
 
 /// Why a request could not be sent, and the request when none of it went
-/// out.
-struct Unsent {
-    cause: String,
-    request: Option<Request>,
-}
+/// out (either protocol's).
+type Unsent = h2_client::Unsent<ReqBody>;
 
 /// A response body as its connection's protocol delivers it.
 enum Inner {
