@@ -196,6 +196,10 @@ pub(super) fn build_issuer(
     }
     if f.issuer.is_empty() {
         errs.push(&format!("{path}.issuer"), "must not be empty");
+    } else if f.issuer.contains('#') {
+        // A lineage names another issuer's token `iss#jti`: the first `#`
+        // must end the issuer. (An issuer's URL has no fragment anyway.)
+        errs.push(&format!("{path}.issuer"), "must not hold a '#'");
     }
     let skew = f.clock_skew.map_or(Duration::from_secs(30), Duration::from);
     if skew > Duration::from_secs(300) {
@@ -221,6 +225,7 @@ pub(super) fn build_issuer(
         max_lifetime_secs: max_lifetime.map(|d| d.as_secs()),
         // This gateway's own issuer manages; any other only when told so.
         may_manage: f.may_manage.unwrap_or(!f.signing_keys.is_empty()),
+        minted_here: !f.signing_keys.is_empty(),
         mapping,
         exchange: f.exchange.as_ref().map(|e| e.clients.clone()),
     });

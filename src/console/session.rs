@@ -374,27 +374,7 @@ mod tests {
 
     /// A sign-in token: `id`, under `lineage` (root first), expiring at `exp`.
     fn grant(id: &str, lineage: &[&str], exp: Option<u64>) -> Grant {
-        Grant {
-            token_id: id.into(),
-            subject: id.into(),
-            issuer: "narrowgate".into(),
-            kid: None,
-            name: None,
-            kind: crate::token::TokenKind::Access,
-            role: crate::token::Role::Admin,
-            master: false,
-            rules: Arc::default(),
-            tenants: Vec::new(),
-            issued_at: None,
-            not_before: None,
-            expires_at: exp,
-            lineage: lineage.iter().map(|l| (*l).into()).collect(),
-            bound_to: None,
-            headers: crate::token::grant::IdentityValues::build(id, id, &[]).expect("headers"),
-            may_manage: true,
-            extra: Vec::new(),
-            unmapped: Vec::new(),
-        }
+        Grant { role: crate::token::Role::Admin, expires_at: exp, ..crate::token::testkit::grant(id, lineage) }
     }
 
     fn table() -> Sessions {

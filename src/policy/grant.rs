@@ -65,6 +65,10 @@ pub struct Grant {
     /// Whether its issuer may confer management authority (admin, master):
     /// this gateway's own tokens, or an issuer configured `may_manage`.
     pub may_manage: bool,
+    /// Whether its issuer is this gateway's own (one whose signing keys it
+    /// holds). A lineage names such a token by its id, and any other by
+    /// its issuer and id ([`Grant::lineage_id`]).
+    pub minted_here: bool,
     /// Claims a compatibility facade wrote for its clients (ProdManager's
     /// `description`, `permissions`, `version`), kept so the facade shows
     /// them without decoding the token a second time.
@@ -78,6 +82,19 @@ pub struct Grant {
 pub const FACADE_CLAIMS: [&str; 3] = ["description", "permissions", "version"];
 
 impl Grant {
+    /// How the lineage of a token minted, narrowed or exchanged from this
+    /// one names it: its id if this gateway minted it, else `iss#jti`, so
+    /// that another issuer's `jti` never stands for a token of this one
+    /// (or of a third). Revoking a bare `jti` still reaches `iss#jti`
+    /// entries (`RevocationSet::is_revoked`); an issuer holds no `#`.
+    pub fn lineage_id(&self) -> std::borrow::Cow<'_, str> {
+        if self.minted_here {
+            std::borrow::Cow::Borrowed(&self.token_id)
+        } else {
+            std::borrow::Cow::Owned(format!("{}#{}", self.issuer, self.token_id))
+        }
+    }
+
     /// A facade claim, if the token carries it.
     pub fn extra(&self, name: &str) -> Option<&serde_json::Value> {
         self.extra.iter().find(|(n, _)| *n == name).map(|(_, v)| v)

@@ -99,12 +99,25 @@ pub fn manager(by: &Grant) -> Result<Authority, IssuanceError> {
 }
 
 /// The lineage a token minted by `by` gets: a non-master's own lineage and
-/// id (revoking it revokes the token), nothing under a master.
+/// name in it (revoking it revokes the token), nothing under a master.
 fn lineage_under(by: &Grant, a: Authority) -> Vec<String> {
     if a == Authority::Master {
         return Vec::new();
     }
-    by.lineage.iter().map(|l| l.to_string()).chain([by.token_id.to_string()]).collect()
+    descent(by)
+}
+
+/// The lineage of a token made from `parent`: `parent`'s, then `parent`
+/// as a lineage names it ([`Grant::lineage_id`]).
+pub fn descent(parent: &Grant) -> Vec<String> {
+    parent.lineage.iter().map(|l| l.to_string()).chain([parent.lineage_id().into_owned()]).collect()
+}
+
+/// Whether `by` is the token whose record is `id`: only a token of this
+/// gateway's own issuer has a record (another issuer's `jti` may spell
+/// any id).
+pub fn is_record(by: &Grant, id: &str) -> bool {
+    by.minted_here && *by.token_id == *id
 }
 
 /// A non-master's tokens end no later than it does.
@@ -182,18 +195,19 @@ pub fn may_act_on(by: &Grant, target: &Target<'_>) -> Result<Authority, Issuance
     if target.master {
         return Err(IssuanceError::MasterRequired);
     }
-    if target.id == &*by.token_id || target.lineage.iter().any(|ancestor| ancestor == &*by.token_id) {
+    let name = by.lineage_id();
+    if is_record(by, target.id) || target.lineage.iter().any(|ancestor| *ancestor == *name) {
         return Ok(a);
     }
     Err(IssuanceError::OutOfReach)
 }
 
 /// Which tokens `by` may list: `None` every token (a master), else the
-/// id whose lineage bounds them (itself and its descendants).
-pub fn visible_lineage(by: &Grant) -> Result<Option<&str>, IssuanceError> {
+/// lineage name that bounds them (itself and its descendants).
+pub fn visible_lineage(by: &Grant) -> Result<Option<std::borrow::Cow<'_, str>>, IssuanceError> {
     match manager(by)? {
         Authority::Master => Ok(None),
-        _ => Ok(Some(&by.token_id)),
+        _ => Ok(Some(by.lineage_id())),
     }
 }
 
@@ -201,7 +215,7 @@ pub fn visible_lineage(by: &Grant) -> Result<Option<&str>, IssuanceError> {
 /// and a token holds what it holds); another token only on the terms of
 /// [`may_act_on`].
 pub fn may_narrow(by: &Grant, target: &Target<'_>) -> Result<(), IssuanceError> {
-    if target.id == &*by.token_id {
+    if is_record(by, target.id) {
         return Ok(());
     }
     may_act_on(by, target).map(|_| ())
@@ -336,6 +350,7 @@ mod tests {
             bound_to: None,
             headers: IdentityValues::build("me", "me", &[]).expect("headers"),
             may_manage,
+            minted_here: true,
             extra: vec![],
             unmapped: Vec::new(),
         }
@@ -550,8 +565,31 @@ mod tests {
             assert_eq!(may_narrow(&user, &t), narrow_user, "user narrows {}", c.name);
             assert_eq!(may_narrow(&admin, &t), c.admin, "admin narrows {}", c.name);
         }
-        assert_eq!(visible_lineage(&admin), Ok(Some("me")));
+        assert_eq!(visible_lineage(&admin), Ok(Some("me".into())));
         assert_eq!(visible_lineage(&master), Ok(None));
+
+        // Another issuer's admin (trusted to manage) whose jti spells this
+        // gateway's "me": its reach is what names it with its issuer, never
+        // what names the token "me" of this gateway.
+        let foreign =
+            Grant { issuer: "https://idp.example".into(), minted_here: false, ..grant(Role::Admin, false, true, None) };
+        let its = "https://idp.example#me";
+        assert_eq!(descent(&foreign), vec!["root".to_string(), its.into()]);
+        assert_eq!(visible_lineage(&foreign), Ok(Some(its.into())));
+        for (id, ancestors, reach) in [
+            ("me", &["root"][..], Err(IssuanceError::OutOfReach)),
+            ("t1", &["root", "me"], Err(IssuanceError::OutOfReach)),
+            ("t4", &["root", its], Ok(())),
+            ("t5", &["root", its, "t4"], Ok(())),
+            ("t6", &["root", "https://other.example#me"], Err(IssuanceError::OutOfReach)),
+        ] {
+            let lineage = lineage(ancestors);
+            let t = Target { id, master: false, lineage: &lineage };
+            assert_eq!(may_act_on(&foreign, &t).map(|_| ()), reach, "the foreign admin on {id}");
+            assert_eq!(may_narrow(&foreign, &t), reach, "the foreign admin narrows {id}");
+            let own = if ancestors.contains(&"me") { Ok(()) } else { Err(IssuanceError::OutOfReach) };
+            assert_eq!(may_act_on(&admin, &t).map(|_| ()), if id == "me" { Ok(()) } else { own }, "admin on {id}");
+        }
         assert_eq!(visible_lineage(&user), Err(IssuanceError::AdminRequired));
     }
 

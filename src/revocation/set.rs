@@ -207,8 +207,18 @@ impl Revocations {
         self.refused[why as usize].load(Ordering::Relaxed)
     }
 
-    pub fn is_revoked(&self, token_id: &str) -> bool {
-        self.len.load(Ordering::Acquire) != 0 && self.ids.contains_key(token_id)
+    /// Whether `id` — a token id, or a lineage's name for a token — has
+    /// been revoked. Another issuer's token is named `iss#jti` in a
+    /// lineage and revoked by its bare `jti` (`POST /v1/revocations`), so
+    /// the part after the first `#` is looked up too: an issuer holds no
+    /// `#`, so that part is the whole `jti`. (A bare id holding a `#` may
+    /// then be revoked by its tail as well: more, never less.)
+    pub fn is_revoked(&self, id: &str) -> bool {
+        self.len.load(Ordering::Acquire) != 0 && self.holds(id)
+    }
+
+    fn holds(&self, id: &str) -> bool {
+        self.ids.contains_key(id) || id.split_once('#').is_some_and(|(_, jti)| self.ids.contains_key(jti))
     }
 
     /// Whether the grant or any ancestor has been revoked.
@@ -216,7 +226,7 @@ impl Revocations {
         if self.len.load(Ordering::Acquire) == 0 {
             return false;
         }
-        self.ids.contains_key(&*grant.token_id) || grant.lineage.iter().any(|id| self.ids.contains_key(&**id))
+        self.ids.contains_key(&*grant.token_id) || grant.lineage.iter().any(|id| self.holds(id))
     }
 
     /// How many ids are revoked.
@@ -380,6 +390,26 @@ mod tests {
         assert!(refuse.is_stale() && refuse.refuses());
         refuse.confirm();
         assert!(!refuse.refuses());
+    }
+
+    #[test]
+    fn another_issuers_jti_revoked_bare_reaches_the_lineage_entries_naming_it_with_its_issuer() {
+        let grant = |lineage: &[&str]| crate::token::testkit::grant("child", lineage);
+        let r = Revocations::default();
+        r.revoke("unrelated", None);
+        let child = grant(&["root", "https://idp.example#j1"]);
+        assert!(!r.rejects(&child) && !r.is_revoked("https://idp.example#j1"));
+        r.revoke("j1", None);
+        assert!(r.rejects(&child) && r.is_revoked("https://idp.example#j1"), "the bare jti");
+        // Only the whole jti after the issuer: not a prefix or a part of it.
+        for other in [&["https://idp.example#j10"][..], &["https://idp.example#x#j1"], &["j1x"], &["#j"]] {
+            assert!(!r.rejects(&grant(other)), "{other:?}");
+        }
+        // A jti holding a `#` is revoked whole, and an entry naming it too.
+        r.revoke("a#b", None);
+        assert!(r.rejects(&grant(&["https://idp.example#a#b"])) && r.rejects(&grant(&["a#b"])));
+        // The token itself is matched by its id alone.
+        assert!(!r.rejects(&crate::token::testkit::grant("x#j1", &[])), "a token's own id is its id");
     }
 
     #[test]

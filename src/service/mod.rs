@@ -341,7 +341,7 @@ impl TokenService {
         let now = self.now();
         let done = async {
             let parent = match &req.token {
-                Some(id) if *id != *by.token_id => self.narrowable(&by, id, now).await?,
+                Some(id) if !issuance::is_record(&by, id) => self.narrowable(&by, id, now).await?,
                 _ => by.clone(),
             };
             if parent.bound_to.is_some() && req.bind_to.is_some_and(|b| Some(b) != parent.bound_to) {
@@ -487,7 +487,7 @@ impl TokenService {
             kind: TokenKind::Access,
             lineage: bounds.lineage,
             parent_id: None,
-            created_by: Some(by.token_id.to_string()),
+            created_by: Some(by.lineage_id().into_owned()),
         };
         self.issue(snap, token, origin, self.now()).await
     }
@@ -535,9 +535,9 @@ impl TokenService {
         token.bound_to = bound_to;
         let origin = Origin {
             kind: TokenKind::Narrowed,
-            lineage: parent.lineage.iter().map(|l| l.to_string()).chain([parent.token_id.to_string()]).collect(),
-            parent_id: Some(parent.token_id.to_string()),
-            created_by: Some(parent.token_id.to_string()),
+            lineage: issuance::descent(parent),
+            parent_id: Some(parent.lineage_id().into_owned()),
+            created_by: Some(parent.lineage_id().into_owned()),
         };
         self.issue(snap, token, origin, now).await
     }
@@ -574,7 +574,7 @@ impl TokenService {
             grants: encode_grants(&rules, &by.tenants, by.bound_to.as_ref()),
             lifetime_secs: r.lifetime,
             expires_at: bounds.expires_at,
-            created_by: Some(by.token_id.to_string()),
+            created_by: Some(by.lineage_id().into_owned()),
             created_at: now,
             used_at: None,
             redeemed_token: None,
@@ -845,7 +845,7 @@ impl TokenService {
     /// state.
     pub async fn list(&self, by: &Grant, filter: &TokenFilter) -> Result<Vec<Shown>, ServiceError> {
         self.manager_for(Action::List, by)?;
-        let within = issuance::visible_lineage(by)?.map(str::to_string);
+        let within = issuance::visible_lineage(by)?.map(std::borrow::Cow::into_owned);
         let filter = TokenFilter { within_lineage_of: within, ..filter.clone() };
         let records = self.store()?.list_tokens(&filter).await?;
         Ok(self.shown(records).await)
@@ -914,7 +914,7 @@ impl TokenService {
     /// Who issued `grant`: its creator's name (or id) as the store records
     /// it, else the token's `iss`.
     pub async fn issuer_of(&self, grant: &Grant) -> String {
-        let Some(store) = &self.store else { return grant.issuer.to_string() };
+        let Some(store) = self.store.as_ref().filter(|_| grant.minted_here) else { return grant.issuer.to_string() };
         let creator = match store.token(&grant.token_id).await {
             Ok(Some(record)) => record.created_by,
             Ok(None) => None,

@@ -45,6 +45,8 @@ pub struct IssuerPolicy {
     /// Whether its tokens may carry management authority (admin, master):
     /// this gateway's own issuer, or one the config explicitly trusts so.
     pub may_manage: bool,
+    /// Whether this gateway mints its tokens (holds its signing keys).
+    pub minted_here: bool,
     /// How its tokens' claims map to access rules (an identity provider's
     /// tokens); `None`: they carry narrowgate's `accessRules`.
     pub mapping: Option<std::sync::Arc<super::mapping::ClaimMapping>>,

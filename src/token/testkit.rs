@@ -126,6 +126,33 @@ pub fn unsigned(header: &Value, payload: &Value) -> String {
     )
 }
 
+/// A grant of this gateway's own issuer for token `id` under `lineage`
+/// (root first): no rules, no expiry, a user's.
+pub fn grant(id: &str, lineage: &[&str]) -> crate::policy::grant::Grant {
+    crate::policy::grant::Grant {
+        token_id: id.into(),
+        subject: id.into(),
+        issuer: "narrowgate".into(),
+        kid: None,
+        name: None,
+        kind: crate::policy::grant::TokenKind::Access,
+        role: crate::policy::grant::Role::User,
+        master: false,
+        rules: std::sync::Arc::default(),
+        tenants: Vec::new(),
+        issued_at: None,
+        not_before: None,
+        expires_at: None,
+        lineage: lineage.iter().map(|l| (*l).into()).collect(),
+        bound_to: None,
+        headers: crate::policy::grant::IdentityValues::build(id, id, &[]).expect("headers"),
+        may_manage: true,
+        minted_here: true,
+        extra: Vec::new(),
+        unmapped: Vec::new(),
+    }
+}
+
 /// The default test issuer: `iss` "narrowgate", 30 s skew, `exp` required.
 pub fn issuer_policy() -> IssuerPolicy {
     IssuerPolicy {
@@ -136,6 +163,7 @@ pub fn issuer_policy() -> IssuerPolicy {
         allow_missing_exp: false,
         max_lifetime_secs: None,
         may_manage: true,
+        minted_here: true,
         mapping: None,
         exchange: None,
     }

@@ -297,6 +297,7 @@ impl Verifier {
             bound_to,
             headers,
             may_manage: policy.may_manage,
+            minted_here: policy.minted_here,
             extra: FACADE_CLAIMS
                 .into_iter()
                 .zip([raw.description, raw.permissions, raw.version])

@@ -69,6 +69,7 @@ fn external_issuer(may_manage: bool) -> (TestKey, impl Fn(&mut narrowgate::confi
             allow_missing_exp: false,
             max_lifetime_secs: None,
             may_manage,
+            minted_here: false,
             mapping: None,
             exchange: None,
         });
@@ -126,8 +127,47 @@ async fn management_authority_comes_only_from_this_gateways_issuer() {
     let (key, trust_admins) = external_issuer(true);
     let (_dir, h) = with_store_and(&trust_admins).await;
     let ext_admin = idp_token(&key, "admin", false);
-    let r = h.api_post("/v1/tokens", &[("Authorization", &ext_admin)], r#"{"name":"made","lifetime":"30m"}"#).await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    let (made, made_id) = created(
+        &h.api_post("/v1/tokens", &[("Authorization", &ext_admin)], r#"{"name":"made","lifetime":"30m"}"#).await,
+    );
+    // What it mints names it by its issuer and jti, and it sees and acts on that.
+    let ext_jti =
+        narrowgate::token::mapping::payload_of(ext_admin.trim_start_matches("Bearer ")).expect("a JWT")["jti"]
+            .as_str()
+            .expect("jti")
+            .to_string();
+    let hr = &h;
+    let whoami = move |t: String| async move { hr.api_request("GET", "/v1/whoami", &[("Authorization", &t)]).await };
+    let made = bearer(&made);
+    assert_eq!(whoami(made.clone()).await.json()["lineage"], json!([format!("https://idp.example#{ext_jti}")]));
+    let listed = h.api_request("GET", "/v1/tokens", &[("Authorization", &ext_admin)]).await;
+    assert!(listed.body.contains(&made_id), "{}", listed.body);
+
+    // Another of its admins whose jti spells an admin of this gateway
+    // reaches nothing of that admin's.
+    let master = own(&h, "root", "admin", true, 3600);
+    let (ops, ops_id) = created(
+        &h.api_post("/v1/tokens", &[("Authorization", &master)], r#"{"name":"ops","role":"admin","lifetime":"1h"}"#)
+            .await,
+    );
+    let (_, minted_id) = created(
+        &h.api_post("/v1/tokens", &[("Authorization", &bearer(&ops))], r#"{"name":"opsc","lifetime":"30m"}"#).await,
+    );
+    let mut p = payload("idp-admin", now_unix(), 3600, everything());
+    (p["iss"], p["role"], p["jti"]) = (json!("https://idp.example"), json!("admin"), json!(ops_id));
+    let impostor = bearer(&key.sign(&p));
+    for id in [&ops_id, &minted_id] {
+        let r = h.api_request("DELETE", &format!("/v1/tokens/{id}"), &[("Authorization", &impostor)]).await;
+        assert_eq!((r.status, r.reason().as_str()), (404, "not_found"), "{id}: {}", r.body);
+    }
+    let listed = h.api_request("GET", "/v1/tokens", &[("Authorization", &impostor)]).await;
+    assert!(!listed.body.contains(&minted_id) && !listed.body.contains(&ops_id), "{}", listed.body);
+    assert_eq!(whoami(bearer(&ops)).await.status, 200);
+
+    // Revoking its admin's jti (the issuer's token) kills what it minted.
+    let revoke = json!({ "jti": ext_jti, "issuer": "https://idp.example" }).to_string();
+    assert_eq!(h.api_post("/v1/revocations", &[("Authorization", &master)], &revoke).await.status, 201);
+    assert_eq!(whoami(made).await.reason(), "revoked");
     h.shutdown().await;
 }
 

@@ -350,6 +350,7 @@ fn discovery_and_claim_mapping_mistakes_are_config_errors_with_their_paths() {
             "issuers[1].jwks_url: give the jwks_url or discovery, not both",
         ),
         (json!({ "issuer": "idp" }), "issuers[1].issuer: discovery needs the issuer's URL"),
+        (json!({ "issuer": "https://idp.example/#x" }), "issuers[1].issuer: must not hold a '#'"),
         (
             json!({ "claims": { "roles": ["/roles"] } }),
             "issuers[1].claims: says where claims are, but no grants use them",
@@ -512,6 +513,10 @@ async fn a_providers_token_is_exchanged_for_a_narrower_token_that_dies_with_it_o
     // and what that was exchanged for, here and on the sidecar.
     let claims = narrowgate::token::mapping::payload_of(&reader).expect("a JWT");
     let jti = claims["jti"].as_str().expect("jti").to_string();
+    // Their lineage names the provider's token by its issuer and jti.
+    let claims_of = |t: &str| narrowgate::token::mapping::payload_of(t).expect("a JWT");
+    assert_eq!(claims_of(&child)["lineage"], json!([format!("{url}#{jti}")]));
+    assert_eq!(claims_of(&grandchild)["lineage"], json!([format!("{url}#{jti}"), claims_of(&child)["jti"]]));
     let revoke = json!({ "jti": jti, "issuer": url }).to_string();
     let r = h.api_post("/v1/revocations", &[("Authorization", &crate::support::master(&h))], &revoke).await;
     assert_eq!(r.status, 201, "{}", r.body);

@@ -40,6 +40,7 @@ pub fn grant_of(record: &TokenRecord, issuer: &str) -> Option<Grant> {
         headers,
         // This gateway's own store: its tokens' roles are its to give.
         may_manage: true,
+        minted_here: true,
         extra: Vec::new(),
         unmapped: Vec::new(),
     })
