@@ -315,11 +315,12 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
             m.observe_revocations(&revs);
             m.observe_limits(&rt.snapshot().limits);
             let (proxy, api, admin) = &drains;
-            m.observe_connections("proxy", proxy.connections.len(), Some(proxy.tunnels.len()));
+            let failed = |d: &server::Drain| d.handshake_failures.load(std::sync::atomic::Ordering::Relaxed);
+            m.observe_connections("proxy", proxy.connections.len(), Some(proxy.tunnels.len()), failed(proxy));
             if has_api {
-                m.observe_connections("api", api.connections.len(), None);
+                m.observe_connections("api", api.connections.len(), None, failed(api));
             }
-            m.observe_connections("admin", admin.connections.len(), None);
+            m.observe_connections("admin", admin.connections.len(), None, failed(admin));
         });
         let app = admin::app(AdminState {
             registry: registry.clone(),

@@ -178,6 +178,10 @@ pub struct Metrics {
     /// Open connections by listener, and WebSocket tunnels.
     connections: IntGaugeVec,
     tunnels: IntGauge,
+    /// Failed TLS handshakes by listener, and each listener's count as last
+    /// observed (the listeners count in atomics; a scrape adds what is new).
+    handshake_failures: IntCounterVec,
+    handshakes_seen: [std::sync::atomic::AtomicU64; 3],
     /// Per decision label: allow, deny, error.
     durations: [Histogram; 3],
     pub cache_hits: IntCounter,
@@ -323,6 +327,14 @@ impl Metrics {
         registry.register(Box::new(connections.clone()))?;
         let tunnels = IntGauge::new("narrowgate_open_tunnels", "Open WebSocket tunnels through the proxy.")?;
         registry.register(Box::new(tunnels.clone()))?;
+        let handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "narrowgate_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out, by listener (proxy, api, admin).",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(handshake_failures.clone()))?;
         let build = IntGaugeVec::new(
             Opts::new("narrowgate_build_info", "1, labelled with the version of the running narrowgate."),
             &["version"],
@@ -499,6 +511,8 @@ impl Metrics {
             operations,
             connections,
             tunnels,
+            handshake_failures,
+            handshakes_seen: Default::default(),
             reloads,
             last_reload,
             certificate_expiry,
@@ -572,12 +586,22 @@ impl Metrics {
             .inc();
     }
 
-    /// Open connections of `listener` and tunnels (called at each scrape).
-    pub fn observe_connections(&self, listener: &str, open: usize, tunnels: Option<usize>) {
+    /// Open connections of `listener` (`proxy`, `api` or `admin`), its
+    /// tunnels, and its failed TLS handshakes so far (called at each scrape).
+    pub fn observe_connections(&self, listener: &str, open: usize, tunnels: Option<usize>, handshake_failures: u64) {
         self.connections.with_label_values(&[listener]).set(i64::try_from(open).unwrap_or(i64::MAX));
         if let Some(t) = tunnels {
             self.tunnels.set(i64::try_from(t).unwrap_or(i64::MAX));
         }
+        let seen = match listener {
+            "proxy" => &self.handshakes_seen[0],
+            "api" => &self.handshakes_seen[1],
+            _ => &self.handshakes_seen[2],
+        };
+        // fetch_max: of two scrapes at once, only the newer count adds.
+        let before = seen.fetch_max(handshake_failures, std::sync::atomic::Ordering::Relaxed);
+        let counter = self.handshake_failures.with_label_values(&[listener]);
+        counter.inc_by(handshake_failures.saturating_sub(before));
     }
 
     /// A request over the `scope` limit (refused).

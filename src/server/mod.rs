@@ -315,6 +315,8 @@ pub struct Drain {
     /// The listener's open connections.
     pub connections: InFlight,
     pub tunnels: InFlight,
+    /// TLS handshakes that failed or timed out on the listener, ever.
+    pub handshake_failures: Arc<AtomicU64>,
     cut: Arc<watch::Sender<bool>>,
 }
 
@@ -369,8 +371,13 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            Connection { limits: limits(), peer, closing: closing_rx.clone(), _alive: connections.enter() };
+        let connection = Connection {
+            limits: limits(),
+            peer,
+            closing: closing_rx.clone(),
+            _alive: connections.enter(),
+            handshake_failures: drain.handshake_failures.clone(),
+        };
         let (handler, cut, tls) = (handler.clone(), drain.on_cut(), tls().map(TlsAcceptor::from));
         tokio::spawn(async move {
             // Past the grace period the connection is dropped, closing it.
@@ -459,6 +466,7 @@ struct Connection {
     peer: SocketAddr,
     closing: watch::Receiver<bool>,
     _alive: InFlightGuard,
+    handshake_failures: Arc<AtomicU64>,
 }
 
 impl Connection {
@@ -490,8 +498,14 @@ impl Connection {
                             self.http1(tls, info, activity, handler).await
                         }
                     }
-                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        self.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        self.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }

@@ -460,6 +460,10 @@ async fn required_client_certificates_refuse_a_client_without_one_or_from_anothe
         "another CA"
     );
     assert!(h.upstream_received().is_empty(), "a refused handshake forwards nothing");
+    let failures = "narrowgate_tls_handshake_failures_total{listener=\"proxy\"}";
+    // Both refused handshakes are counted.
+    eventually_async(Duration::from_secs(5), || async { (metric(h.admin, failures).await == Some(2.0)).then_some(()) })
+        .await;
 
     let (resp, _) = tls_exchange(h.proxy, &connector(&pki, Some(&ours)), "gateway.test", &req).await.expect("served");
     assert_eq!(resp.status, 200, "{}", resp.body);
@@ -485,6 +489,9 @@ async fn required_client_certificates_refuse_a_client_without_one_or_from_anothe
     assert_eq!(curl(vec![]).await, "000", "curl without a certificate");
     let with = vec!["--cert".into(), cert.display().to_string(), "--key".into(), key.display().to_string()];
     assert_eq!(curl(with).await, "200");
+    // curl's refused handshake too, and no served one.
+    eventually_async(Duration::from_secs(5), || async { (metric(h.admin, failures).await == Some(3.0)).then_some(()) })
+        .await;
     h.shutdown().await;
 }
 
