@@ -481,7 +481,8 @@ async fn a_failing_address_is_ejected_for_a_while_and_tried_again() {
 }
 
 /// A real DNS server (Debian's dnsmasq) answering from a hosts file the
-/// test rewrites; a SIGHUP makes it read the file again.
+/// test rewrites; a SIGHUP makes it read the file again. An answer is one
+/// address or several, comma-separated.
 struct Dnsmasq {
     child: tokio::process::Child,
     addr: SocketAddr,
@@ -524,7 +525,8 @@ impl Dnsmasq {
 
     fn write(&self, name: &str, ip: &str) {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::write(&self.hosts, format!("{ip} {name}\n")).expect("hosts");
+        let lines: String = ip.split(',').map(|ip| format!("{ip} {name}\n")).collect();
+        std::fs::write(&self.hosts, lines).expect("hosts");
         std::fs::set_permissions(&self.hosts, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
 
@@ -546,12 +548,15 @@ impl Dnsmasq {
             hickory_resolver::name_server::TokioConnectionProvider::default(),
         )
         .build();
-        let want: std::net::IpAddr = ip.parse().expect("ip");
+        let mut want: Vec<std::net::IpAddr> = ip.split(',').map(|ip| ip.parse().expect("ip")).collect();
+        want.sort_unstable();
         for _ in 0..200 {
-            if let Ok(found) = resolver.lookup_ip(name).await
-                && found.iter().collect::<Vec<_>>() == [want]
-            {
-                return;
+            if let Ok(found) = resolver.lookup_ip(name).await {
+                let mut found: Vec<_> = found.iter().collect();
+                found.sort_unstable();
+                if found == want {
+                    return;
+                }
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -640,5 +645,39 @@ async fn a_name_is_resolved_again_on_its_interval_and_after_a_failed_connection(
     assert_eq!(call(&h).await.status, 200);
     assert_eq!(two.received().len(), 6);
     assert_eq!(count("success").await, 3.0);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs dnsmasq: scripts/test installs it"]
+async fn a_dead_address_among_a_names_several_costs_no_request() {
+    const NAME: &str = "several.upstream.test";
+    // The name gives two addresses; only one of them serves (nothing
+    // listens on the port at 127.0.0.3: a refused connection).
+    let live = EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    let port = live.addr.port();
+    let dns = Dnsmasq::start(NAME, "127.0.0.1,127.0.0.3").await;
+    // No pooled connection is kept, so every request dials the name; and
+    // neither a retry nor the configured address's ejection may hide a
+    // failed request.
+    let upstream = json!({ "addresses": [format!("{NAME}:{port}")], "pool_max_idle": 0,
+        "retries": { "attempts": 0 }, "ejection": { "consecutive_failures": 0 },
+        "dns": { "refresh": "1m", "nameservers": [dns.addr.to_string()] } });
+    let h = Harness::start_with(
+        |doc| {
+            doc.set("upstreams", json!({ "named": upstream }));
+            doc.set("applications.0.upstream", "named");
+        },
+        |_| {},
+    )
+    .await;
+    for i in 0..8 {
+        let resp = call(&h).await;
+        assert_eq!(resp.status, 200, "request {i}: {}", resp.body);
+    }
+    assert_eq!(live.received().len(), 8, "each request reached the live address");
+    let failed =
+        crate::support::metric(h.admin, r#"narrowgate_upstream_errors_total{kind="connect",upstream="named"}"#).await;
+    assert_eq!(failed.unwrap_or(0.0), 0.0, "no request failed");
     h.shutdown().await;
 }

@@ -518,16 +518,35 @@ impl Upstream {
     }
 
     async fn connect(&self, target: &Target) -> Result<(Sender, Dialled), (UpstreamError, String)> {
-        let (addr, generation) = tokio::time::timeout(self.connect_timeout, target.resolved.dial())
-            .await
-            .map_err(|_| (UpstreamError::Connect, format!("no address within {:?}", self.connect_timeout)))?
-            .map_err(|e| (UpstreamError::Connect, e))?;
-        let made = self.connect_to(addr, target).await;
-        if made.is_err() {
-            // The name may lead elsewhere now.
-            target.resolved.failed();
+        let dial = || async {
+            tokio::time::timeout(self.connect_timeout, target.resolved.dial())
+                .await
+                .map_err(|_| (UpstreamError::Connect, format!("no address within {:?}", self.connect_timeout)))?
+                .map_err(|e| (UpstreamError::Connect, e))
+        };
+        let (addr, generation) = dial().await?;
+        let failure = match self.connect_to(addr, target).await {
+            Ok(sender) => {
+                target.resolved.reached(addr);
+                return Ok((sender, Dialled { addr, generation }));
+            }
+            Err(e) => e,
+        };
+        // The name may lead elsewhere now; and while it has another
+        // address, that one is tried at once (nothing was sent).
+        target.resolved.failed(addr);
+        if let Ok((other, generation)) = dial().await
+            && other != addr
+        {
+            match self.connect_to(other, target).await {
+                Ok(sender) => {
+                    target.resolved.reached(other);
+                    return Ok((sender, Dialled { addr: other, generation }));
+                }
+                Err(_) => target.resolved.failed(other),
+            }
         }
-        Ok((made?, Dialled { addr, generation }))
+        Err(failure)
     }
 
     async fn connect_to(&self, addr: std::net::SocketAddr, target: &Target) -> Result<Sender, (UpstreamError, String)> {

@@ -9,6 +9,11 @@
 //! many workers dial it. Each connection remembers the address it was made
 //! to; a pooled one whose address the name no longer gives is closed
 //! rather than reused (see `Target::take`).
+//!
+//! Passive health is kept per configured address; within a name, an
+//! address a connection failed to is passed over for [`PASS_OVER`] while
+//! the name has others, so one dead address among a name's several costs
+//! one failed connection, not every other one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +31,10 @@ use super::health::{millis, now_ms};
 /// After a failed connection or resolution, the name is asked again, but
 /// not sooner than this after the last time.
 const RETRY_GAP: Duration = Duration::from_secs(1);
+
+/// How long an address of a name that a connection failed to is passed
+/// over for the name's other addresses.
+pub(super) const PASS_OVER: Duration = Duration::from_secs(10);
 
 /// A resolution that takes longer has failed.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,6 +107,9 @@ pub(super) struct Resolved {
     resolving: AtomicBool,
     /// The next address to dial, in turn.
     next: AtomicUsize,
+    /// Addresses a connection failed to, and until when (ms) they are
+    /// passed over. Touched only when a connection is made.
+    unreachable: std::sync::Mutex<Vec<(SocketAddr, u64)>>,
     refresh: Duration,
     /// The upstream's name, for the log.
     upstream: Box<str>,
@@ -130,6 +142,7 @@ impl Resolved {
             asked: AtomicU64::new(0),
             resolving: AtomicBool::new(false),
             next: AtomicUsize::new(0),
+            unreachable: std::sync::Mutex::default(),
             refresh: dns.refresh,
             upstream: upstream.into(),
             clock: clock.clone(),
@@ -177,15 +190,37 @@ impl Resolved {
             addrs = self.addrs.load_full();
         }
         // Never empty once resolved: an answer without addresses fails.
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % addrs.len().max(1);
-        addrs.get(i).map(|a| (*a, generation)).ok_or_else(|| "the name has no address".to_string())
+        let n = addrs.len().max(1);
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms(&self.clock);
+        let passed_over = self.unreachable.lock().map(|u| u.clone()).unwrap_or_default();
+        let reachable = |a: &&SocketAddr| !passed_over.iter().any(|(u, until)| u == *a && *until > now);
+        // In turn, passing over the unreachable; if every one is, in turn.
+        let pick = (0..n).filter_map(|k| addrs.get((start + k) % n)).find(reachable).or_else(|| addrs.get(start % n));
+        pick.map(|a| (*a, generation)).ok_or_else(|| "the name has no address".to_string())
     }
 
-    /// A connection to it failed: ask the name again soon.
-    pub(super) fn failed(&self) {
+    /// A connection to `addr` failed: ask the name again soon, and pass
+    /// `addr` over for a while.
+    pub(super) fn failed(&self, addr: SocketAddr) {
         if self.name.is_some() {
             let soon = self.asked.load(Ordering::Relaxed).saturating_add(millis(RETRY_GAP));
             self.due.fetch_min(soon, Ordering::Relaxed);
+            let now = now_ms(&self.clock);
+            if let Ok(mut u) = self.unreachable.lock() {
+                u.retain(|(a, until)| *a != addr && *until > now);
+                u.push((addr, now.saturating_add(millis(PASS_OVER))));
+            }
+        }
+    }
+
+    /// A connection to `addr` was made: it is not passed over any longer.
+    pub(super) fn reached(&self, addr: SocketAddr) {
+        if self.name.is_some()
+            && let Ok(mut u) = self.unreachable.lock()
+            && !u.is_empty()
+        {
+            u.retain(|(a, _)| *a != addr);
         }
     }
 
