@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use narrowgate::echo::EchoUpstream;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{Harness, build_request, web_rules};
 use crate::tls::{Ca, Pair, write_pair};
@@ -564,6 +564,26 @@ impl Dnsmasq {
     }
 }
 
+/// A gateway whose application's upstream `named` is `name:port`, asked
+/// of `dns`, with neither retries nor ejection (so no failure is hidden),
+/// and `more` settings.
+async fn named_upstream_gateway(name: &str, port: u16, dns: &Dnsmasq, more: Value) -> Harness {
+    let mut upstream = json!({ "addresses": [format!("{name}:{port}")],
+        "retries": { "attempts": 0 }, "ejection": { "consecutive_failures": 0 },
+        "dns": { "refresh": "1m", "nameservers": [dns.addr.to_string()] } });
+    if let (Some(u), Some(more)) = (upstream.as_object_mut(), more.as_object()) {
+        u.extend(more.clone());
+    }
+    Harness::start_with(
+        |doc| {
+            doc.set("upstreams", json!({ "named": upstream.clone() }));
+            doc.set("applications.0.upstream", "named");
+        },
+        |_| {},
+    )
+    .await
+}
+
 #[tokio::test]
 #[ignore = "needs dnsmasq: scripts/test installs it"]
 async fn a_name_is_resolved_again_on_its_interval_and_after_a_failed_connection() {
@@ -573,17 +593,7 @@ async fn a_name_is_resolved_again_on_its_interval_and_after_a_failed_connection(
     let port = one.addr.port();
     // Nothing listens at 127.0.0.2 yet: the name's first answer leads nowhere.
     let mut dns = Dnsmasq::start(NAME, "127.0.0.2").await;
-    let upstream = json!({ "addresses": [format!("{NAME}:{port}")],
-        "retries": { "attempts": 0 }, "ejection": { "consecutive_failures": 0 },
-        "dns": { "refresh": "1m", "nameservers": [dns.addr.to_string()] } });
-    let h = Harness::start_with(
-        |doc| {
-            doc.set("upstreams", json!({ "named": upstream }));
-            doc.set("applications.0.upstream", "named");
-        },
-        |_| {},
-    )
-    .await;
+    let h = named_upstream_gateway(NAME, port, &dns, json!({})).await;
     let count = |result: &'static str| {
         let admin = h.admin;
         async move {
@@ -660,17 +670,7 @@ async fn a_dead_address_among_a_names_several_costs_no_request() {
     // No pooled connection is kept, so every request dials the name; and
     // neither a retry nor the configured address's ejection may hide a
     // failed request.
-    let upstream = json!({ "addresses": [format!("{NAME}:{port}")], "pool_max_idle": 0,
-        "retries": { "attempts": 0 }, "ejection": { "consecutive_failures": 0 },
-        "dns": { "refresh": "1m", "nameservers": [dns.addr.to_string()] } });
-    let h = Harness::start_with(
-        |doc| {
-            doc.set("upstreams", json!({ "named": upstream }));
-            doc.set("applications.0.upstream", "named");
-        },
-        |_| {},
-    )
-    .await;
+    let h = named_upstream_gateway(NAME, port, &dns, json!({ "pool_max_idle": 0 })).await;
     for i in 0..8 {
         let resp = call(&h).await;
         assert_eq!(resp.status, 200, "request {i}: {}", resp.body);
