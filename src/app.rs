@@ -32,6 +32,8 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub api_addr: Option<SocketAddr>,
+    /// The decision listener's address, when it is on.
+    pub decision_addr: Option<SocketAddr>,
     pub registry: Registry,
     pub revocations: Arc<Revocations>,
     pub store: Option<Store>,
@@ -213,8 +215,13 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
         Some(a) => Some(bind("api", a).await?),
         None => None,
     };
+    let decision_listener = match config.listeners.decision {
+        Some(a) => Some(bind("decision", a).await?),
+        None => None,
+    };
     let admin_addr = admin_listener.as_ref().map(|(_, a)| *a);
     let api_addr = api_listener.as_ref().map(|(_, a)| *a);
+    let decision_addr = decision_listener.as_ref().map(|(_, a)| *a);
 
     let registry = Registry::new();
     let metrics = Arc::new(Metrics::register(&registry)?);
@@ -277,8 +284,15 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     }
 
     let gateway = Arc::new(Gateway::on(runtime.clone()));
-    let (proxy_drain, api_drain, admin_drain) =
-        (gateway.drain().clone(), server::Drain::default(), server::Drain::default());
+    let (proxy_drain, api_drain, admin_drain, decision_drain) =
+        (gateway.drain().clone(), server::Drain::default(), server::Drain::default(), server::Drain::default());
+    if let Some((listener, _)) = decision_listener {
+        let mut rx = stop_rx.clone();
+        let stopped = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        tasks.push(tokio::spawn(gateway.clone().serve_decisions(listener, decision_drain.clone(), stopped)));
+    }
     match proxy_listener {
         Ok(listener) => {
             let mut rx = stop_rx.clone();
@@ -309,18 +323,21 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
             Ok(())
         });
         let (m, revs, rt) = (metrics.clone(), revocations.clone(), runtime.clone());
-        let drains = (proxy_drain.clone(), api_drain.clone(), admin_drain.clone());
-        let has_api = api_listener.is_some();
+        let drains = (proxy_drain.clone(), api_drain.clone(), admin_drain.clone(), decision_drain.clone());
+        let (has_api, has_decision) = (api_listener.is_some(), decision_addr.is_some());
         let before_scrape: admin::BeforeScrape = Arc::new(move || {
             m.observe_revocations(&revs);
             m.observe_limits(&rt.snapshot().limits);
-            let (proxy, api, admin) = &drains;
+            let (proxy, api, admin, decision) = &drains;
             let failed = |d: &server::Drain| d.handshake_failures.load(std::sync::atomic::Ordering::Relaxed);
             m.observe_connections("proxy", proxy.connections.len(), Some(proxy.tunnels.len()), failed(proxy));
             if has_api {
                 m.observe_connections("api", api.connections.len(), None, failed(api));
             }
             m.observe_connections("admin", admin.connections.len(), None, failed(admin));
+            if has_decision {
+                m.observe_connections("decision", decision.connections.len(), None, failed(decision));
+            }
         });
         let app = admin::app(AdminState {
             registry: registry.clone(),
@@ -365,12 +382,14 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
         proxy = %proxy_addr,
         admin = %admin_addr.map_or("-".into(), |a| a.to_string()),
         api = %api_addr.map_or("-".into(), |a| a.to_string()),
+        decision = %decision_addr.map_or("-".into(), |a| a.to_string()),
         "narrowgate is serving"
     );
     Ok(Running {
         proxy_addr,
         admin_addr,
         api_addr,
+        decision_addr,
         registry,
         revocations,
         store,

@@ -181,7 +181,7 @@ pub struct Metrics {
     /// Failed TLS handshakes by listener, and each listener's count as last
     /// observed (the listeners count in atomics; a scrape adds what is new).
     handshake_failures: IntCounterVec,
-    handshakes_seen: [std::sync::atomic::AtomicU64; 3],
+    handshakes_seen: [std::sync::atomic::AtomicU64; 4],
     /// Per decision label: allow, deny, error.
     durations: [Histogram; 3],
     pub cache_hits: IntCounter,
@@ -321,7 +321,10 @@ impl Metrics {
         )?;
         registry.register(Box::new(operations.clone()))?;
         let connections = IntGaugeVec::new(
-            Opts::new("narrowgate_open_connections", "Open client connections by listener (proxy, api, admin)."),
+            Opts::new(
+                "narrowgate_open_connections",
+                "Open client connections by listener (proxy, api, admin, decision).",
+            ),
             &["listener"],
         )?;
         registry.register(Box::new(connections.clone()))?;
@@ -586,7 +589,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Open connections of `listener` (`proxy`, `api` or `admin`), its
+    /// Open connections of `listener` (`proxy`, `api`, `admin`, `decision`), its
     /// tunnels, and its failed TLS handshakes so far (called at each scrape).
     pub fn observe_connections(&self, listener: &str, open: usize, tunnels: Option<usize>, handshake_failures: u64) {
         self.connections.with_label_values(&[listener]).set(i64::try_from(open).unwrap_or(i64::MAX));
@@ -596,7 +599,8 @@ impl Metrics {
         let seen = match listener {
             "proxy" => &self.handshakes_seen[0],
             "api" => &self.handshakes_seen[1],
-            _ => &self.handshakes_seen[2],
+            "admin" => &self.handshakes_seen[2],
+            _ => &self.handshakes_seen[3],
         };
         // fetch_max: of two scrapes at once, only the newer count adds.
         let before = seen.fetch_max(handshake_failures, std::sync::atomic::Ordering::Relaxed);

@@ -69,6 +69,9 @@ pub enum Reason {
     /// The TLS handshake with the upstream failed: its certificate is not
     /// trusted or not for its name, or the protocol failed.
     UpstreamTls,
+    /// The decision listener was asked about a request by an address that
+    /// is not one of `decision.peers`: its description is not believed.
+    UntrustedPeer,
 }
 
 impl Reason {
@@ -110,7 +113,8 @@ impl Reason {
             | Reason::ResourceNotAllowed
             | Reason::InsufficientRole
             | Reason::InsufficientScope
-            | Reason::TenantNotAllowed => 403,
+            | Reason::TenantNotAllowed
+            | Reason::UntrustedPeer => 403,
             Reason::UpstreamUnavailable | Reason::UpstreamConnect | Reason::UpstreamTls => 502,
             Reason::UpstreamTimeout => 504,
             Reason::KeysUnavailable | Reason::RevocationsUnavailable => 503,

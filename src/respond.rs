@@ -150,6 +150,7 @@ pub fn message(reason: Reason) -> &'static str {
         Reason::UnknownHost => "this gateway serves no application at this host",
         Reason::UpstreamConnect => "the upstream could not be reached",
         Reason::UpstreamTls => "the upstream's TLS could not be established",
+        Reason::UntrustedPeer => "this address may not ask for decisions",
         Reason::Allowed | Reason::Public | Reason::Shadow => "",
     }
 }

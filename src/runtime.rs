@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub forwarding: Forwarding,
     pub headers: HeaderPolicy,
     pub trusted_proxies: Vec<IpNet>,
+    /// The proxies the decision listener believes.
+    pub decision_peers: Vec<IpNet>,
     pub unmatched: Unmatched,
     /// The gateway's mode; each application's is in its [`AppSlot`].
     pub mode: crate::policy::Mode,
@@ -227,6 +229,7 @@ impl Snapshot {
             headers: HeaderPolicy::new(&config.forwarding, &config.credentials),
             forwarding: config.forwarding.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            decision_peers: config.decision_peers.clone(),
             unmatched: config.unmatched,
             mode: config.mode,
             server: config.server.clone(),
@@ -272,6 +275,11 @@ impl Snapshot {
     #[inline]
     pub fn is_trusted(&self, peer: std::net::IpAddr) -> bool {
         !self.trusted_proxies.is_empty() && self.trusted_proxies.iter().any(|n| n.contains(&peer))
+    }
+
+    /// Whether `peer` may describe a request to the decision listener.
+    pub fn is_decision_peer(&self, peer: std::net::IpAddr) -> bool {
+        self.decision_peers.iter().any(|n| n.contains(&peer))
     }
 }
 

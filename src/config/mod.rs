@@ -49,8 +49,8 @@ pub use network::{
     CacheConfig, CredentialSource, Forwarding, Http2, IdentityHeaders, Listeners, ServerConfig, Unmatched,
 };
 use network::{
-    CredentialFile, ListenersFile, build_cache, build_credentials, build_forwarding, build_listeners, build_server,
-    build_trusted_proxies, default_credentials,
+    CredentialFile, DecisionFile, ListenersFile, build_cache, build_credentials, build_decision_peers,
+    build_forwarding, build_listeners, build_server, build_trusted_proxies, default_credentials,
 };
 pub use observe::{AuditConfig, AuditSink, LogConfig, LogFormat};
 pub use preflight::{Dirs, Preflight, Purpose, creatable};
@@ -88,6 +88,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub server: ServerConfig,
     pub trusted_proxies: Vec<IpNet>,
+    /// The proxies the decision listener believes (`decision.peers`).
+    pub decision_peers: Vec<IpNet>,
     pub keys: KeySet,
     /// Issuers whose keys are fetched from a JWKS URL (enforce-only gateways).
     pub jwks_sources: Vec<crate::token::JwksSource>,
@@ -407,6 +409,11 @@ impl Config {
             &optional::<Vec<String>>(get("trusted_proxies"), "trusted_proxies", &mut errs),
             &mut errs,
         );
+        let decision_peers = build_decision_peers(
+            optional::<Option<DecisionFile>>(get("decision"), "decision", &mut errs),
+            listeners.as_ref().is_some_and(|l| l.decision.is_some()),
+            &mut errs,
+        );
 
         let issuer_files_from = errs.files.len();
         let mut keyset = KeySet::default();
@@ -525,6 +532,7 @@ impl Config {
                 upstreams,
                 server,
                 trusted_proxies,
+                decision_peers,
                 keys: keyset,
                 jwks_sources,
                 signing,
@@ -566,6 +574,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "upstreams",
     "server",
     "trusted_proxies",
+    "decision",
     "issuers",
     "credentials",
     "forwarding",

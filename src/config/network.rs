@@ -19,6 +19,9 @@ pub struct Listeners {
     pub admin: Option<SocketAddr>,
     /// The token service; `None` in enforce-only mode.
     pub api: Option<SocketAddr>,
+    /// Decisions for other proxies (Envoy's `ext_authz`, nginx's
+    /// `auth_request`, forward auth); `None`: off.
+    pub decision: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -127,6 +130,17 @@ pub(super) struct ListenersFile {
     /// The token service; absent in enforce-only mode.
     #[serde(default)]
     pub api: Option<String>,
+    #[serde(default)]
+    pub decision: Option<String>,
+}
+
+/// `decision`: who may ask the decision listener about a request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DecisionFile {
+    /// The front proxies' addresses (CIDRs): only they describe requests.
+    #[serde(default)]
+    pub peers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,7 +248,31 @@ pub(super) fn build_listeners(f: ListenersFile, errs: &mut Errors) -> Option<Lis
     let proxy = socket_addr(&f.proxy, "listeners.proxy", errs);
     let admin = f.admin.as_deref().map(|a| socket_addr(a, "listeners.admin", errs));
     let api = f.api.as_deref().map(|a| socket_addr(a, "listeners.api", errs));
-    Some(Listeners { proxy: proxy?, admin: admin.flatten(), api: api.flatten() })
+    let decision = f.decision.as_deref().map(|a| socket_addr(a, "listeners.decision", errs));
+    Some(Listeners { proxy: proxy?, admin: admin.flatten(), api: api.flatten(), decision: decision.flatten() })
+}
+
+/// The peers the decision listener believes (`decision.peers`): required
+/// with the listener, since a request's description is only as true as
+/// whoever sent it.
+pub(super) fn build_decision_peers(f: Option<DecisionFile>, listening: bool, errs: &mut Errors) -> Vec<IpNet> {
+    let Some(f) = f else {
+        if listening {
+            errs.push("decision.peers", "list the proxies that may ask for decisions (listeners.decision is set)");
+        }
+        return Vec::new();
+    };
+    if !listening {
+        errs.push("decision", "applies only with listeners.decision");
+    }
+    if f.peers.is_empty() && listening {
+        errs.push("decision.peers", "list the proxies that may ask for decisions (listeners.decision is set)");
+    }
+    f.peers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| parse_cidr(s).map_err(|e| errs.push(&format!("decision.peers[{i}]"), e)).ok())
+        .collect()
 }
 
 pub(super) fn build_credentials(list: Vec<CredentialFile>, errs: &mut Errors) -> Vec<CredentialSource> {

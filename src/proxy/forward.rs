@@ -35,46 +35,8 @@ impl Gateway {
         // upstream is told it again.
         let te_trailers = req.headers().get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         let h = req.headers_mut();
-        snap.headers.strip_inbound(
-            h,
-            &decision.headers,
-            &snap.forwarding,
-            snap.auth.credentials(),
-            trusted,
-            decision.upgrade,
-        );
+        upstream_headers(snap, h, decision, conn, trusted, request_id);
         set_forwarded(h, conn, trusted, host);
-        h.insert(snap.forwarding.request_id.clone(), request_id.clone());
-        if let Some(client) = conn.client.as_deref().filter(|_| decision.would_deny().is_none()) {
-            // The verified client certificate (mTLS), whatever the token.
-            let id = &snap.forwarding.identity;
-            if let Some(v) = &client.subject_header {
-                h.insert(id.client_subject.clone(), v.clone());
-            }
-            if let Some(v) = &client.spiffe_header {
-                h.insert(id.client_spiffe.clone(), v.clone());
-            }
-        }
-        if let Some(would) = decision.would_deny() {
-            // Shadowed: the rules deny it, so it carries no identity an
-            // upstream could take for an authenticated caller, only the
-            // reason it would have been refused for.
-            h.insert(headers::WOULD_DENY, HeaderValue::from_static(would.code()));
-        } else if let Some(grant) = &decision.grant {
-            let id = &snap.forwarding.identity;
-            h.insert(id.subject.clone(), grant.headers.subject.clone());
-            h.insert(id.token_id.clone(), grant.headers.token_id.clone());
-            // The roles of the rule that allowed it (none when tenant
-            // permissions did).
-            if let Verdict::Allow { by: Some(Allowed::Rule(i)), .. } = decision.verdict
-                && let Some(v) = grant.headers.rule_roles.get(i)
-            {
-                h.insert(id.roles.clone(), v.clone());
-            }
-            if let Some(app) = decision.app.and_then(|a| snap.apps.get(a)) {
-                h.insert(id.application.clone(), app.header.clone());
-            }
-        }
         // What a genuine answer to this WebSocket handshake carries.
         let expected_accept = decision
             .upgrade
@@ -126,6 +88,60 @@ impl Gateway {
                 None => Watched::plain(body),
             })
         }))
+    }
+}
+
+/// The request's headers as its upstream gets them: the client's stripped
+/// by the header policy (`trusted`: the peer's forwarding headers kept),
+/// the request id, and the identity — the client certificate's and the
+/// token's — or, shadowed, only the reason it would be denied for. (The
+/// `Forwarded` facts are the proxy's own: `set_forwarded`.)
+pub(super) fn upstream_headers(
+    snap: &Snapshot,
+    h: &mut http::HeaderMap,
+    decision: &Decision,
+    conn: &ConnInfo,
+    trusted: bool,
+    request_id: &HeaderValue,
+) {
+    snap.headers.strip_inbound(
+        h,
+        &decision.headers,
+        &snap.forwarding,
+        snap.auth.credentials(),
+        trusted,
+        decision.upgrade,
+    );
+    h.insert(snap.forwarding.request_id.clone(), request_id.clone());
+    if let Some(client) = conn.client.as_deref().filter(|_| decision.would_deny().is_none()) {
+        // The verified client certificate (mTLS), whatever the token.
+        let id = &snap.forwarding.identity;
+        if let Some(v) = &client.subject_header {
+            h.insert(id.client_subject.clone(), v.clone());
+        }
+        if let Some(v) = &client.spiffe_header {
+            h.insert(id.client_spiffe.clone(), v.clone());
+        }
+    }
+    if let Some(would) = decision.would_deny() {
+        // Shadowed: the rules deny it, so it carries no identity an
+        // upstream could take for an authenticated caller, only the
+        // reason it would have been refused for.
+        h.insert(headers::WOULD_DENY, HeaderValue::from_static(would.code()));
+    } else if let Some(grant) = &decision.grant {
+        let id = &snap.forwarding.identity;
+        h.insert(id.subject.clone(), grant.headers.subject.clone());
+        h.insert(id.token_id.clone(), grant.headers.token_id.clone());
+        // The roles of the rule that allowed it (none when tenant
+        // permissions did).
+        if let Verdict::Allow { by: Some(Allowed::Rule(i)), .. } = decision.verdict
+            && let Some(v) = grant.headers.rule_roles.get(i)
+        {
+            h.insert(id.roles.clone(), v.clone());
+        }
+        if let Some(app) = decision.app.and_then(|a| snap.apps.get(a)) {
+            h.insert(id.application.clone(), app.header.clone());
+        }
     }
 }
 

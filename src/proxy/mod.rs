@@ -25,6 +25,7 @@
 //! `decide` is synchronous, free of I/O and locks, so nothing is held
 //! across an await. Only the key refetch and forwarding await.
 
+pub mod authz;
 pub mod canonical;
 pub mod decide;
 mod forward;

@@ -22,6 +22,7 @@ mod cli;
 mod console;
 mod console_browser;
 mod crafter;
+mod decision;
 mod drain;
 mod durability;
 mod explain;

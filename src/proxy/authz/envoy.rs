@@ -1,0 +1,212 @@
+//! Envoy's (and Istio's) external authorization over gRPC:
+//! `envoy.service.auth.v3.Authorization/Check`, with the protos of the
+//! `envoy-types` crate served by tonic.
+//!
+//! The request comes from `CheckRequest.attributes`: `request.http`'s
+//! method, path (with its query), host and headers (`headers`, or the raw
+//! `header_map` when Envoy sends `encode_raw_headers`; pseudo-headers are
+//! not headers here), and `source.address` as the client. An allow is
+//! `OK` with the headers to set upstream (replacing the client's), the
+//! ones to remove and the credential query parameters to drop; a denial
+//! is `UNAUTHENTICATED` (a 401) or `PERMISSION_DENIED` (anything else)
+//! with the status, headers and JSON body the proxy would have sent.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Address, Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue as EnvoyHeader, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc;
+use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use hyper::body::Incoming;
+
+use super::{Checked, ConnInfo, Described, Gateway, Undescribed};
+
+/// The method's path: what Envoy's gRPC client asks for.
+const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+/// The largest `CheckRequest` read (headers, and a body if Envoy is told
+/// to send one): more is refused by tonic before it is decoded.
+const MAX_CHECK_BYTES: usize = 1024 * 1024;
+
+/// Whether `req` calls `Check`.
+pub(super) fn is_check<B>(req: &Request<B>) -> bool {
+    req.uri().path() == CHECK
+}
+
+/// The gRPC service, made once per listener.
+pub(super) fn service(gateway: Arc<Gateway>) -> AuthorizationServer<Checker> {
+    AuthorizationServer::new(Checker(gateway)).max_decoding_message_size(MAX_CHECK_BYTES)
+}
+
+/// Call `Check` with `req`, whose connection is `info` (the peer the
+/// description is believed from, or not).
+pub(super) async fn call(
+    mut service: AuthorizationServer<Checker>,
+    mut req: Request<Incoming>,
+    info: Arc<ConnInfo>,
+) -> Response<tonic::body::Body> {
+    use tonic::codegen::Service;
+    req.extensions_mut().insert(info);
+    match service.call(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+}
+
+/// The `Authorization` service over the gateway.
+#[derive(Debug)]
+pub(super) struct Checker(Arc<Gateway>);
+
+#[tonic::async_trait]
+impl Authorization for Checker {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        let Some(peer) = request.extensions().get::<Arc<ConnInfo>>().cloned() else {
+            return Err(tonic::Status::internal("no connection"));
+        };
+        let described = describe(request.get_ref(), &peer);
+        let checked = self.0.check(&peer, described).await;
+        Ok(tonic::Response::new(answer(checked)))
+    }
+}
+
+/// The request `check` describes.
+fn describe(check: &CheckRequest, peer: &ConnInfo) -> Result<Described, Undescribed> {
+    let attributes = check.attributes.as_ref();
+    let http = attributes.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
+    let Some(http) = http else { return Err(Undescribed::bad(None)) };
+    let method = Method::from_bytes(http.method.as_bytes()).ok();
+    let Some(method) = method.filter(|_| !http.method.is_empty()) else { return Err(Undescribed::bad(None)) };
+    let bad = || Undescribed::bad(Some(method.clone()));
+    // Origin-form only: what a client sends an origin server.
+    let uri: Uri = http.path.parse().map_err(|_| bad())?;
+    if uri.scheme().is_some() || !http.path.starts_with('/') {
+        return Err(bad());
+    }
+    let mut headers = HeaderMap::new();
+    let raw = http.header_map.as_ref().map(|m| m.headers.as_slice()).unwrap_or_default();
+    let pairs: Box<dyn Iterator<Item = (&str, &[u8])>> = if raw.is_empty() {
+        Box::new(http.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
+    } else {
+        Box::new(
+            raw.iter()
+                .map(|h| (h.key.as_str(), if h.raw_value.is_empty() { h.value.as_bytes() } else { &h.raw_value })),
+        )
+    };
+    for (name, value) in pairs {
+        if name.starts_with(':') {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+        let value = HeaderValue::from_bytes(value).map_err(|_| bad())?;
+        headers.append(name, value);
+    }
+    // The host Envoy routed by, whatever a header says.
+    if !http.host.is_empty() {
+        headers.insert(HOST, HeaderValue::from_str(&http.host).map_err(|_| bad())?);
+    }
+    let mut request = Request::builder().method(method.clone()).uri(uri).body(()).map_err(|_| bad())?;
+    *request.headers_mut() = headers;
+    let client = attributes.and_then(|a| a.source.as_ref()).and_then(|s| s.address.as_ref()).and_then(|a| {
+        let Some(Address::SocketAddress(s)) = &a.address else { return None };
+        let ip: IpAddr = s.address.parse().ok()?;
+        let port = match s.port_specifier {
+            Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => p,
+            _ => 0,
+        };
+        Some(SocketAddr::new(ip, u16::try_from(port).unwrap_or(0)))
+    });
+    // Without the client's address, the front proxy is the client.
+    let client = client.map_or_else(|| ConnInfo::clone(peer), ConnInfo::new);
+    Ok(Described { request, client })
+}
+
+/// `checked` in Envoy's terms.
+fn answer(checked: Checked) -> CheckResponse {
+    let header = |name: &HeaderName, value: &HeaderValue, action: HeaderAppendAction| {
+        #[allow(deprecated)]
+        HeaderValueOption {
+            // Envoy takes `value` where it can (text), else `raw_value`.
+            header: Some(match value.to_str() {
+                Ok(text) => {
+                    EnvoyHeader { key: name.as_str().to_string(), value: text.to_string(), raw_value: Vec::new() }
+                }
+                Err(_) => EnvoyHeader {
+                    key: name.as_str().to_string(),
+                    value: String::new(),
+                    raw_value: value.as_bytes().to_vec(),
+                },
+            }),
+            append: None,
+            append_action: action.into(),
+            keep_empty_value: false,
+        }
+    };
+    if checked.allowed() {
+        // A name's first value replaces the client's, any further ones
+        // are added to it.
+        let mut headers = Vec::with_capacity(checked.set.len());
+        let mut previous: Option<&HeaderName> = None;
+        for (name, value) in &checked.set {
+            let action = if previous == Some(name) {
+                HeaderAppendAction::AppendIfExistsOrAdd
+            } else {
+                HeaderAppendAction::OverwriteIfExistsOrAdd
+            };
+            headers.push(header(name, value, action));
+            previous = Some(name);
+        }
+        let ok = OkHttpResponse {
+            headers,
+            headers_to_remove: checked.remove.iter().map(|n| n.as_str().to_string()).collect(),
+            query_parameters_to_remove: checked.remove_query,
+            ..OkHttpResponse::default()
+        };
+        return CheckResponse {
+            status: Some(rpc::Status { code: tonic::Code::Ok as i32, message: String::new(), details: Vec::new() }),
+            http_response: Some(HttpResponse::OkResponse(ok)),
+            ..CheckResponse::default()
+        };
+    }
+    let (parts, body) = checked.response.into_parts();
+    let body = body_text(body);
+    let code = if parts.status == http::StatusCode::UNAUTHORIZED {
+        tonic::Code::Unauthenticated
+    } else {
+        tonic::Code::PermissionDenied
+    };
+    let headers = parts.headers.iter().map(|(n, v)| header(n, v, HeaderAppendAction::OverwriteIfExistsOrAdd)).collect();
+    let denied =
+        DeniedHttpResponse { status: Some(HttpStatus { code: i32::from(parts.status.as_u16()) }), headers, body };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: code as i32,
+            message: checked.reason.code().to_string(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(denied)),
+        ..CheckResponse::default()
+    }
+}
+
+/// A denial's body (our own JSON, always whole and UTF-8).
+fn body_text(body: http_body_util::Full<bytes::Bytes>) -> String {
+    use hyper::body::Body;
+    // A `Full` body is ready at once: its one frame, without waiting.
+    let mut body = std::pin::pin!(body);
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut text = String::new();
+    while let std::task::Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) {
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    text
+}

@@ -1,0 +1,305 @@
+//! The decision listener's HTTP endpoints, one per kind of front proxy:
+//!
+//! - `/envoy/…`: Envoy's `ext_authz` HTTP service with `path_prefix:
+//!   /envoy`. The method, the path after the prefix with its query, the
+//!   `Host` and the headers Envoy lets through are the request's.
+//! - `/nginx`: nginx's `auth_request` (and ingress-nginx's `auth-url`).
+//!   `X-Original-Method`, and `X-Original-URI` with the `Host`, or
+//!   `X-Original-URL` (absolute, as ingress-nginx sends it), never both:
+//!   nginx passes the client's headers into the subrequest, so the one
+//!   the front proxy did not set would be the client's word (a host, a
+//!   target). The client is `X-Real-IP`.
+//! - `/forward-auth`: Traefik's `forwardAuth` and Caddy's `forward_auth`.
+//!   `X-Forwarded-Method`, `X-Forwarded-Uri` and `X-Forwarded-Host`.
+//!
+//! Each endpoint reads its own description headers, each at most once (a
+//! second copy — the client's, passed through — refuses the request),
+//! and decides the rest as the request's headers: any other endpoint's
+//! description headers among them are the client's, and are judged as
+//! the proxy judges them (`X-Original-URI` is a target rewrite). Without
+//! `X-Real-IP` (nginx), the client is the last `X-Forwarded-For` entry, the
+//! one the front proxy added; without that, the front proxy itself.
+//!
+//! An allow is 200 with the headers the upstream request gets (for
+//! nginx's `auth_request_set`, Envoy's `allowed_upstream_headers`, the
+//! forward-auth `authResponseHeaders` / `copy_headers`); Envoy also reads
+//! the headers to remove from `x-envoy-auth-headers-to-remove`. A denial
+//! is the proxy's own answer. Both carry `x-narrowgate-reason`.
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::{Checked, ConnInfo, Described, Gateway, Undescribed};
+use crate::reason::Reason;
+use crate::respond;
+
+/// The reason code of every answer, for the front proxy's logs (and
+/// nginx's `auth_request_set`).
+const REASON: HeaderName = HeaderName::from_static("x-narrowgate-reason");
+/// The headers Envoy's HTTP `ext_authz` removes from the upstream request.
+const ENVOY_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
+
+/// Which front proxy is asking, by the endpoint it calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Envoy,
+    Nginx,
+    Forward,
+}
+
+/// The path Envoy is told to put before the original path.
+const ENVOY_PREFIX: &str = "/envoy";
+
+impl Mode {
+    fn of(path: &str) -> Option<Mode> {
+        match path {
+            "/nginx" => Some(Mode::Nginx),
+            "/forward-auth" => Some(Mode::Forward),
+            p if p.strip_prefix(ENVOY_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) => {
+                Some(Mode::Envoy)
+            }
+            _ => None,
+        }
+    }
+
+    /// The headers that describe the request: read, then never decided
+    /// as the request's own.
+    fn description(self) -> &'static [&'static str] {
+        match self {
+            Mode::Envoy => &[],
+            Mode::Nginx => &["x-original-method", "x-original-uri", "x-original-url"],
+            Mode::Forward => &["x-forwarded-method", "x-forwarded-uri", "x-forwarded-host", "x-forwarded-proto"],
+        }
+    }
+}
+
+/// Answer one request to the decision listener's HTTP side.
+pub(super) async fn answer(gateway: &Gateway, req: Request<Incoming>, peer: &ConnInfo) -> Response<Full<Bytes>> {
+    let Some(mode) = Mode::of(req.uri().path()) else {
+        return respond::error_response(Reason::NoMatchingRoute, None, Some(http::StatusCode::NOT_FOUND));
+    };
+    // The body (Envoy may be told to send it) is not looked at.
+    let (parts, _) = req.into_parts();
+    let described = describe(mode, parts, peer);
+    render(mode, gateway.check(peer, described).await)
+}
+
+/// The value of `name` if `h` has at most one; `Err` for two or more.
+fn one<'h>(h: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderValue>, ()> {
+    let mut all = h.get_all(name).iter();
+    let first = all.next();
+    if all.next().is_some() { Err(()) } else { Ok(first) }
+}
+
+/// The request `parts` describe, in `mode`.
+fn describe(mode: Mode, parts: http::request::Parts, peer: &ConnInfo) -> Result<Described, Undescribed> {
+    let mut headers = parts.headers;
+    let read = |name: &str| one(&headers, name).map(|v| v.cloned());
+    let named = |name: &str| read(name).ok().flatten().and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+    let method = match mode {
+        Mode::Envoy => Some(parts.method),
+        Mode::Nginx => named("x-original-method"),
+        Mode::Forward => named("x-forwarded-method"),
+    };
+    let Some(method) = method else { return Err(Undescribed::bad(None)) };
+    let bad = || Undescribed::bad(Some(method.clone()));
+    let (target, host) = match mode {
+        Mode::Envoy => {
+            let rest = parts.uri.path().strip_prefix(ENVOY_PREFIX).unwrap_or_default();
+            let path = if rest.is_empty() { "/" } else { rest };
+            let target = match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            };
+            let host = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            (target, host.or_else(|| headers.get(HOST).cloned()))
+        }
+        Mode::Nginx => {
+            let uri = read("x-original-uri").map_err(|_| bad())?;
+            let url = read("x-original-url").map_err(|_| bad())?;
+            match (uri, url) {
+                // Neither, or both: one of them is not the front proxy's.
+                (None, None) | (Some(_), Some(_)) => return Err(bad()),
+                (Some(uri), None) => (text(&uri).ok_or_else(bad)?.to_string(), headers.get(HOST).cloned()),
+                (None, Some(url)) => {
+                    let url: Uri = text(&url).and_then(|u| u.parse().ok()).ok_or_else(bad)?;
+                    let (Some(authority), Some(target)) = (url.authority(), url.path_and_query()) else {
+                        return Err(bad());
+                    };
+                    (target.to_string(), HeaderValue::from_str(authority.as_str()).ok())
+                }
+            }
+        }
+        Mode::Forward => {
+            let uri = read("x-forwarded-uri").map_err(|_| bad())?.ok_or_else(bad)?;
+            let host = read("x-forwarded-host").map_err(|_| bad())?;
+            read("x-forwarded-proto").map_err(|_| bad())?;
+            (text(&uri).ok_or_else(bad)?.to_string(), host.or_else(|| headers.get(HOST).cloned()))
+        }
+    };
+    // Origin-form only: what a client sends an origin server.
+    if !target.starts_with('/') {
+        return Err(bad());
+    }
+    let target = PathAndQuery::try_from(target).map_err(|_| bad())?;
+    let client = client_address(mode, &headers).map_or_else(|| peer.clone(), |ip| ConnInfo::new((ip, 0).into()));
+    for name in mode.description() {
+        headers.remove(*name);
+    }
+    match host {
+        Some(h) => {
+            headers.insert(HOST, h);
+        }
+        None => {
+            headers.remove(HOST);
+        }
+    }
+    let mut request = Request::builder().method(method.clone()).uri(target).body(()).map_err(|_| bad())?;
+    *request.headers_mut() = headers;
+    Ok(Described { request, client })
+}
+
+/// A header value as text, if it is visible ASCII.
+fn text(v: &HeaderValue) -> Option<&str> {
+    v.to_str().ok()
+}
+
+/// The client's address, as the front proxy tells it: nginx's
+/// `X-Real-IP`, else the last `X-Forwarded-For` entry (the one the front
+/// proxy added; any before it are the client's own word).
+fn client_address(mode: Mode, headers: &HeaderMap) -> Option<std::net::IpAddr> {
+    if mode == Mode::Nginx
+        && let Ok(Some(ip)) = one(headers, "x-real-ip").map(|v| v.and_then(|v| text(v)?.trim().parse().ok()))
+    {
+        return Some(ip);
+    }
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    text(last)?.rsplit(',').next()?.trim().parse().ok()
+}
+
+/// `checked` as the front proxy in `mode` reads it.
+fn render(mode: Mode, checked: Checked) -> Response<Full<Bytes>> {
+    let code = HeaderValue::from_static(checked.reason.code());
+    if !checked.allowed() {
+        let mut resp = checked.response;
+        resp.headers_mut().insert(REASON, code);
+        return resp;
+    }
+    let mut resp = Response::new(Full::default());
+    let h = resp.headers_mut();
+    for (name, value) in checked.set {
+        h.append(name, value);
+    }
+    if mode == Mode::Envoy && !checked.remove.is_empty() {
+        let names: Vec<&str> = checked.remove.iter().map(HeaderName::as_str).collect();
+        if let Ok(v) = HeaderValue::from_str(&names.join(",")) {
+            h.insert(ENVOY_REMOVE, v);
+        }
+    }
+    h.insert(REASON, code);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(path: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = Request::builder().method("GET").uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    fn peer() -> ConnInfo {
+        ConnInfo::new(([10, 0, 0, 1], 1).into())
+    }
+
+    /// The method, target and Host described, or the reason it is not.
+    fn seen(mode: Mode, path: &str, headers: &[(&str, &str)]) -> Result<(String, String, String, String), Reason> {
+        let d = describe(mode, parts(path, headers), &peer()).map_err(|u| u.reason)?;
+        let host = d.request.headers().get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("-").to_string();
+        Ok((d.request.method().to_string(), d.request.uri().to_string(), host, d.client.peer.to_string()))
+    }
+
+    fn ok(m: &str, t: &str, h: &str, c: &str) -> Result<(String, String, String, String), Reason> {
+        Ok((m.into(), t.into(), h.into(), c.into()))
+    }
+
+    #[test]
+    fn each_mode_reads_its_own_description() {
+        assert_eq!(Mode::of("/envoy/a"), Some(Mode::Envoy));
+        assert_eq!(Mode::of("/envoy"), Some(Mode::Envoy));
+        assert_eq!(Mode::of("/envoyx/a"), None);
+        assert_eq!(Mode::of("/nginx/x"), None);
+        assert_eq!(
+            seen(Mode::Envoy, "/envoy/users/1?a=b", &[("host", "api.test"), ("x-forwarded-for", "1.1.1.1, 2.2.2.2")]),
+            ok("GET", "/users/1?a=b", "api.test", "2.2.2.2")
+        );
+        assert_eq!(seen(Mode::Envoy, "/envoy", &[]), ok("GET", "/", "-", "10.0.0.1"));
+        let nginx = [("x-original-method", "DELETE"), ("x-original-uri", "/a/b?c"), ("host", "api.test")];
+        assert_eq!(seen(Mode::Nginx, "/nginx", &nginx), ok("DELETE", "/a/b?c", "api.test", "10.0.0.1"));
+        let ingress = [("x-original-method", "PUT"), ("x-original-url", "https://api.test:8443/a?x"), ("host", "ng")];
+        assert_eq!(seen(Mode::Nginx, "/nginx", &ingress), ok("PUT", "/a?x", "api.test:8443", "10.0.0.1"));
+        let real = [("x-original-method", "GET"), ("x-original-uri", "/a"), ("x-real-ip", "3.3.3.3")];
+        assert_eq!(seen(Mode::Nginx, "/nginx", &real), ok("GET", "/a", "-", "3.3.3.3"));
+        let fwd = [
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-uri", "/o?p=1"),
+            ("x-forwarded-host", "shop.test"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-for", "4.4.4.4"),
+            ("host", "narrowgate"),
+        ];
+        assert_eq!(seen(Mode::Forward, "/forward-auth", &fwd), ok("POST", "/o?p=1", "shop.test", "4.4.4.4"));
+        // The description headers are not the request's.
+        let d = describe(Mode::Forward, parts("/forward-auth", &fwd), &peer()).expect("described");
+        assert!(
+            !d.request.headers().contains_key("x-forwarded-uri") && d.request.headers().contains_key("x-forwarded-for")
+        );
+    }
+
+    #[test]
+    fn a_description_that_does_not_hold_together_is_refused() {
+        let bad = Err(Reason::BadRequest);
+        for (mode, headers) in [
+            (Mode::Nginx, vec![("x-original-uri", "/a")]),
+            (Mode::Nginx, vec![("x-original-method", "GET")]),
+            (
+                Mode::Nginx,
+                vec![("x-original-method", "GET"), ("x-original-method", "DELETE"), ("x-original-uri", "/a")],
+            ),
+            (Mode::Nginx, vec![("x-original-method", "GET"), ("x-original-uri", "/a"), ("x-original-uri", "/admin")]),
+            (
+                Mode::Nginx,
+                vec![("x-original-method", "GET"), ("x-original-uri", "/a"), ("x-original-url", "http://h/b")],
+            ),
+            (
+                Mode::Nginx,
+                vec![("x-original-method", "GET"), ("x-original-uri", "/a"), ("x-original-url", "http://h/a")],
+            ),
+            (Mode::Nginx, vec![("x-original-method", "GET"), ("x-original-uri", "http://h/a")]),
+            (Mode::Nginx, vec![("x-original-method", "GET"), ("x-original-uri", "*")]),
+            (Mode::Nginx, vec![("x-original-method", "GET"), ("x-original-url", "/relative")]),
+            (Mode::Nginx, vec![("x-original-method", "G ET"), ("x-original-uri", "/a")]),
+            (Mode::Forward, vec![("x-forwarded-method", "GET")]),
+            (Mode::Forward, vec![("x-forwarded-method", "GET"), ("x-forwarded-uri", "/a"), ("x-forwarded-uri", "/b")]),
+            (
+                Mode::Forward,
+                vec![
+                    ("x-forwarded-method", "GET"),
+                    ("x-forwarded-uri", "/a"),
+                    ("x-forwarded-host", "a"),
+                    ("x-forwarded-host", "b"),
+                ],
+            ),
+        ] {
+            assert_eq!(seen(mode, "/x", &headers), bad, "{mode:?} {headers:?}");
+        }
+    }
+}
