@@ -72,6 +72,9 @@ pub enum Reason {
     /// The decision listener was asked about a request by an address that
     /// is not one of `decision.peers`: its description is not believed.
     UntrustedPeer,
+    /// The credential is in the query, and the front proxy asking the
+    /// decision listener cannot remove it before the upstream sees it.
+    CredentialInQuery,
 }
 
 impl Reason {
@@ -105,7 +108,8 @@ impl Reason {
             | Reason::BadRequest
             | Reason::MethodOverride
             | Reason::TargetRewrite
-            | Reason::UpgradeNotAllowed => 400,
+            | Reason::UpgradeNotAllowed
+            | Reason::CredentialInQuery => 400,
             Reason::NoMatchingRoute
             | Reason::ApplicationNotAllowed
             | Reason::ServiceNotAllowed

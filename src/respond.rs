@@ -151,6 +151,7 @@ pub fn message(reason: Reason) -> &'static str {
         Reason::UpstreamConnect => "the upstream could not be reached",
         Reason::UpstreamTls => "the upstream's TLS could not be established",
         Reason::UntrustedPeer => "this address may not ask for decisions",
+        Reason::CredentialInQuery => "the credential must not be sent in the query here: send it in a header",
         Reason::Allowed | Reason::Public | Reason::Shadow => "",
     }
 }

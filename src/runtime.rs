@@ -56,8 +56,8 @@ pub struct Snapshot {
     pub forwarding: Forwarding,
     pub headers: HeaderPolicy,
     pub trusted_proxies: Vec<IpNet>,
-    /// The proxies the decision listener believes.
-    pub decision_peers: Vec<IpNet>,
+    /// The decision listener's peers and paths.
+    pub decision: crate::config::DecisionConfig,
     pub unmatched: Unmatched,
     /// The gateway's mode; each application's is in its [`AppSlot`].
     pub mode: crate::policy::Mode,
@@ -229,7 +229,7 @@ impl Snapshot {
             headers: HeaderPolicy::new(&config.forwarding, &config.credentials),
             forwarding: config.forwarding.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
-            decision_peers: config.decision_peers.clone(),
+            decision: config.decision.clone(),
             unmatched: config.unmatched,
             mode: config.mode,
             server: config.server.clone(),
@@ -279,7 +279,7 @@ impl Snapshot {
 
     /// Whether `peer` may describe a request to the decision listener.
     pub fn is_decision_peer(&self, peer: std::net::IpAddr) -> bool {
-        self.decision_peers.iter().any(|n| n.contains(&peer))
+        self.decision.peers.iter().any(|n| n.contains(&peer))
     }
 }
 

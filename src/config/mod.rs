@@ -46,11 +46,12 @@ use issuers::{IssuerFile, build_issuance, build_issuer};
 pub use issuers::{MintError, Signing};
 use manifest::{build_manifest, build_router, check_upstreams};
 pub use network::{
-    CacheConfig, CredentialSource, Forwarding, Http2, IdentityHeaders, Listeners, ServerConfig, Unmatched,
+    CacheConfig, CredentialSource, DecisionConfig, Forwarding, Http2, IdentityHeaders, Listeners, ServerConfig,
+    Unmatched,
 };
 use network::{
-    CredentialFile, DecisionFile, ListenersFile, build_cache, build_credentials, build_decision_peers,
-    build_forwarding, build_listeners, build_server, build_trusted_proxies, default_credentials,
+    CredentialFile, DecisionFile, ListenersFile, build_cache, build_credentials, build_decision, build_forwarding,
+    build_listeners, build_server, build_trusted_proxies, default_credentials,
 };
 pub use observe::{AuditConfig, AuditSink, LogConfig, LogFormat};
 pub use preflight::{Dirs, Preflight, Purpose, creatable};
@@ -88,8 +89,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub server: ServerConfig,
     pub trusted_proxies: Vec<IpNet>,
-    /// The proxies the decision listener believes (`decision.peers`).
-    pub decision_peers: Vec<IpNet>,
+    /// The decision listener's peers and paths (`decision`).
+    pub decision: DecisionConfig,
     pub keys: KeySet,
     /// Issuers whose keys are fetched from a JWKS URL (enforce-only gateways).
     pub jwks_sources: Vec<crate::token::JwksSource>,
@@ -409,7 +410,7 @@ impl Config {
             &optional::<Vec<String>>(get("trusted_proxies"), "trusted_proxies", &mut errs),
             &mut errs,
         );
-        let decision_peers = build_decision_peers(
+        let decision = build_decision(
             optional::<Option<DecisionFile>>(get("decision"), "decision", &mut errs),
             listeners.as_ref().is_some_and(|l| l.decision.is_some()),
             &mut errs,
@@ -532,7 +533,7 @@ impl Config {
                 upstreams,
                 server,
                 trusted_proxies,
-                decision_peers,
+                decision,
                 keys: keyset,
                 jwks_sources,
                 signing,

@@ -134,13 +134,32 @@ pub(super) struct ListenersFile {
     pub decision: Option<String>,
 }
 
-/// `decision`: who may ask the decision listener about a request.
+/// `decision`: who may ask the decision listener about a request, and how.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DecisionFile {
     /// The front proxies' addresses (CIDRs): only they describe requests.
     #[serde(default)]
     pub peers: Vec<String>,
+    /// The path Envoy's HTTP `ext_authz` puts before the original path
+    /// (its `path_prefix`).
+    #[serde(default)]
+    pub envoy_path_prefix: Option<String>,
+}
+
+/// The decision listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionConfig {
+    /// The proxies whose descriptions are believed.
+    pub peers: Vec<IpNet>,
+    /// Envoy's HTTP `path_prefix`: `/` and more, no `/` at the end.
+    pub envoy_path_prefix: String,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        DecisionConfig { peers: Vec::new(), envoy_path_prefix: "/envoy".into() }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,15 +271,15 @@ pub(super) fn build_listeners(f: ListenersFile, errs: &mut Errors) -> Option<Lis
     Some(Listeners { proxy: proxy?, admin: admin.flatten(), api: api.flatten(), decision: decision.flatten() })
 }
 
-/// The peers the decision listener believes (`decision.peers`): required
-/// with the listener, since a request's description is only as true as
-/// whoever sent it.
-pub(super) fn build_decision_peers(f: Option<DecisionFile>, listening: bool, errs: &mut Errors) -> Vec<IpNet> {
+/// The decision listener's settings (`decision`). Its peers are required
+/// with the listener: a request's description is only as true as whoever
+/// sent it.
+pub(super) fn build_decision(f: Option<DecisionFile>, listening: bool, errs: &mut Errors) -> DecisionConfig {
     let Some(f) = f else {
         if listening {
             errs.push("decision.peers", "list the proxies that may ask for decisions (listeners.decision is set)");
         }
-        return Vec::new();
+        return DecisionConfig::default();
     };
     if !listening {
         errs.push("decision", "applies only with listeners.decision");
@@ -268,11 +287,21 @@ pub(super) fn build_decision_peers(f: Option<DecisionFile>, listening: bool, err
     if f.peers.is_empty() && listening {
         errs.push("decision.peers", "list the proxies that may ask for decisions (listeners.decision is set)");
     }
-    f.peers
+    let peers = f
+        .peers
         .iter()
         .enumerate()
         .filter_map(|(i, s)| parse_cidr(s).map_err(|e| errs.push(&format!("decision.peers[{i}]"), e)).ok())
-        .collect()
+        .collect();
+    let envoy_path_prefix = match f.envoy_path_prefix {
+        None => DecisionConfig::default().envoy_path_prefix,
+        Some(p) if p.len() > 1 && p.starts_with('/') && !p.ends_with('/') && !p.contains(['?', '#', '%']) => p,
+        Some(_) => {
+            errs.push("decision.envoy_path_prefix", "a path: '/' and more, without a '/' at its end, '?', '#' or '%'");
+            DecisionConfig::default().envoy_path_prefix
+        }
+    };
+    DecisionConfig { peers, envoy_path_prefix }
 }
 
 pub(super) fn build_credentials(list: Vec<CredentialFile>, errs: &mut Errors) -> Vec<CredentialSource> {

@@ -176,13 +176,28 @@ pub fn strip_query_param(query: &str, params: &[String]) -> Option<String> {
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| {
-            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            let hit = params.iter().any(|p| crate::auth::credential::is_param(key, p));
+            let hit = is_credential_key(key_of(pair), params);
             changed |= hit;
             !hit
         })
         .collect();
     changed.then(|| kept.join("&"))
+}
+
+/// The keys of `query` that carry a credential, as spelled there.
+pub fn credential_keys<'q>(query: &'q str, params: &'q [String]) -> impl Iterator<Item = &'q str> {
+    query.split('&').map(key_of).filter(move |k| is_credential_key(k, params))
+}
+
+/// A query pair's key (the whole pair when it has no `=`).
+fn key_of(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(k, _)| k)
+}
+
+/// Whether a query key names a credential parameter, in any spelling the
+/// extractor accepts.
+fn is_credential_key(key: &str, params: &[String]) -> bool {
+    params.iter().any(|p| crate::auth::credential::is_param(key, p))
 }
 
 /// Remove hop-by-hop headers from an upstream response (keeping the

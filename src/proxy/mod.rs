@@ -86,6 +86,9 @@ struct Facts {
     grpc: bool,
 }
 
+/// The longest request id taken from a peer; a longer one is replaced.
+const MAX_REQUEST_ID: usize = 128;
+
 /// Unique request ids: a random per-process prefix and a counter.
 #[derive(Debug)]
 struct RequestIds {
@@ -261,20 +264,11 @@ impl Gateway {
         }
         let start = Instant::now();
         let trusted = snap.is_trusted(conn.peer);
-        let request_id = match req.headers().get(&snap.forwarding.request_id) {
-            Some(v) if trusted => v.clone(),
-            _ => self.request_ids.next(),
-        };
+        let request_id = self.request_id(&snap, req.headers(), trusted);
         let facts = Facts { trusted, request_id, grpc: grpc::is_grpc(req.headers()) };
         let span = tracing::debug_span!("request", request.id = facts.request_id.to_str().unwrap_or("-"));
         async {
-            let decision = match Self::admit(&snap, conn) {
-                Err(l) => Decision::limited(l),
-                Ok(()) => Self::limit(&snap, self.decide_refetching(&snap, &req).await),
-            };
-            if let Verdict::Limited(l) = &decision.verdict {
-                self.metrics.rate_limited(l.scope);
-            }
+            let decision = self.decide_admitted(&snap, conn, &req).await;
             let method = req.method().clone();
             let (reason, mut resp, failure) = self.enforce(&snap, req, &decision, conn, &facts).await;
             resp.headers_mut().insert(snap.forwarding.request_id.clone(), facts.request_id.clone());
@@ -285,6 +279,29 @@ impl Gateway {
         }
         .instrument(span)
         .await
+    }
+
+    /// The request's id: the one a trusted peer gave (if it is of a sane
+    /// length), else a new one.
+    fn request_id(&self, snap: &Snapshot, headers: &http::HeaderMap, trusted: bool) -> HeaderValue {
+        match headers.get(&snap.forwarding.request_id) {
+            Some(v) if trusted && v.len() <= MAX_REQUEST_ID => v.clone(),
+            _ => self.request_ids.next(),
+        }
+    }
+
+    /// Phases 0–6 and the request's own limits: the client's rate, the
+    /// decision, the token's and application's rates (a refusal for a rate
+    /// counted).
+    async fn decide_admitted<B>(&self, snap: &Snapshot, conn: &ConnInfo, req: &Request<B>) -> Decision {
+        let decision = match Self::admit(snap, conn) {
+            Err(l) => Decision::limited(l),
+            Ok(()) => Self::limit(snap, self.decide_refetching(snap, req).await),
+        };
+        if let Verdict::Limited(l) = &decision.verdict {
+            self.metrics.rate_limited(l.scope);
+        }
+        decision
     }
 
     /// Phase 0: the client's rate first, so a flood costs no token

@@ -10,9 +10,20 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{self, Harness, Response, build_request, send_raw, web_rules};
+use crate::support::{self, Harness, Response, build_request, matrix, send_raw, web_rules};
 
 const A1: &str = "/users/current/accounts/a1";
+
+/// Every identity header an answer states (the demo config's names).
+const IDENTITY: [&str; 7] = [
+    "x-narrowgate-subject",
+    "x-narrowgate-token-id",
+    "x-narrowgate-application",
+    "x-narrowgate-roles",
+    "x-narrowgate-client-subject",
+    "x-narrowgate-client-spiffe",
+    "x-narrowgate-would-deny",
+];
 
 /// The demo gateway with the decision listener on, believing 127.0.0.1.
 async fn decision_gateway() -> (Harness, SocketAddr) {
@@ -81,54 +92,155 @@ impl Front {
     }
 }
 
-/// How a front proxy shows a denial to its client.
+/// Which front proxy asks, and what its model can carry out.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Shows {
-    /// The gateway's own answer: its status and JSON body.
-    Answer,
-    /// nginx: 401 and 403 as they are, any other denial as its 500 (the
-    /// reason in `X-Narrowgate-Reason`, set from `auth_request_set`).
+enum Proxy {
+    EnvoyGrpc,
+    EnvoyHttp,
+    /// Shows a denial's 401 and 403 as they are, any other as its own 500
+    /// (the reason in `X-Narrowgate-Reason`, set from `auth_request_set`).
     Nginx,
-    /// The gateway's own answer, through Caddy before 2.9, whose
-    /// `copy_headers` sets a header the decision did not send to its
-    /// placeholder's text (caddyserver/caddy#6610).
-    Caddy26,
+    /// Caddy's `forward_auth`: the gateway's answer, the identity copied.
+    Caddy,
 }
 
-/// Through `front`, what narrowgate's proxy would do: the identity
-/// upstream and no credential, forged identity headers gone, and each
-/// denial answered as the proxy answers it, reaching nothing.
-async fn enforces_like_the_proxy(h: &Harness, front: &Front, shows: Shows) {
-    let auth = format!("Bearer {}", h.token("web", web_rules()));
+impl Proxy {
+    /// The status an answer of `status` reaches the client with.
+    fn shown(self, status: u16) -> u16 {
+        match (self, status) {
+            (Proxy::Nginx, 200 | 401 | 403) | (Proxy::EnvoyGrpc | Proxy::EnvoyHttp | Proxy::Caddy, _) => status,
+            (Proxy::Nginx, _) => 500,
+        }
+    }
+
+    /// The reason code the client can read.
+    fn reason(self, r: &Response) -> String {
+        match self {
+            Proxy::Nginx => r.header("x-narrowgate-reason").unwrap_or("").to_string(),
+            _ => r.reason(),
+        }
+    }
+
+    /// Whether it can drop a credential from the query (Envoy's gRPC
+    /// answer has `query_parameters_to_remove`; the others nothing).
+    fn strips_query(self) -> bool {
+        self == Proxy::EnvoyGrpc
+    }
+}
+
+/// Through `front`, what narrowgate's proxy would do: the matrix of
+/// `tests/it/proxy_matrix.rs` (every allowed request reaches the upstream
+/// with the identity and without the credential, every denial is
+/// answered with the proxy's status and reason and reaches nothing),
+/// forged identity headers, hygiene, and hostile descriptions.
+async fn enforces_like_the_proxy(h: &Harness, front: &Front, proxy: Proxy) {
+    let tokens = matrix::tokens(h);
     h.upstream_received();
+    for c in &matrix::cases() {
+        let token = c.token(&tokens);
+        let (target, headers) = c.request(&tokens);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = front.send(c.method, &target, &headers).await;
+        let seen = h.upstream_received();
+        let name = c.name;
+        // A credential in the query reaches the upstream through a front
+        // proxy that cannot drop it: refused there instead.
+        let in_query = matches!(c.token, Some((_, matrix::Via::Query(_))));
+        let (status, reason) = if in_query && c.status == 200 && !proxy.strips_query() {
+            (400, "credential_in_query")
+        } else {
+            (c.status, c.reason)
+        };
+        assert_eq!(r.status, proxy.shown(status), "{name}: {} {}", r.body, front.log());
+        if status != 200 {
+            assert_eq!(proxy.reason(&r), reason, "{name}: {}", r.body);
+            assert!(seen.is_empty(), "{name}: the upstream received {seen:?}");
+            if proxy != Proxy::Nginx {
+                let body = r.json();
+                let list = |k: &str| -> Vec<String> {
+                    body[k]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                        .unwrap_or_default()
+                };
+                let (scopes, roles) =
+                    if status == c.status { (c.missing_scopes, c.missing_roles) } else { (&[][..], &[][..]) };
+                assert_eq!(
+                    (list("missing_scopes"), list("missing_roles")),
+                    (scopes.iter().map(|s| s.to_string()).collect(), roles.iter().map(|s| s.to_string()).collect()),
+                    "{name}"
+                );
+                if status == 401 {
+                    assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")), "{name}");
+                }
+            }
+            if let Some(t) = token {
+                assert!(!r.body.contains(t), "{name}: the token leaked into the body");
+            }
+            continue;
+        }
+        assert_eq!(seen.len(), 1, "{name}: {}", front.log());
+        let got = &seen[0];
+        assert_eq!(got.method, c.method, "{name}");
+        // Exactly the target without the credential, wherever it was.
+        assert_eq!(got.target, c.target, "{name}");
+        assert_eq!(got.header("authorization"), None, "{name}: credential forwarded");
+        assert_eq!(got.header("auth-token"), None, "{name}: credential forwarded");
+        match c.token {
+            None => {
+                for hdr in IDENTITY {
+                    // Absent, or empty where the front proxy copies what the
+                    // answer says (forward auth).
+                    assert!(
+                        got.header(hdr).is_none_or(str::is_empty),
+                        "{name}: {hdr} on a public route: {:?}",
+                        got.headers
+                    );
+                }
+            }
+            Some((who, _)) => {
+                assert_eq!(got.header("x-narrowgate-subject"), Some(who), "{name}");
+                assert!(
+                    got.header("x-narrowgate-token-id").is_some_and(|v| v.starts_with(&format!("jti-{who}-"))),
+                    "{name}"
+                );
+                assert_eq!(got.header("x-narrowgate-application"), Some(c.reason), "{name}");
+                assert_eq!(got.header("x-narrowgate-roles"), Some(c.roles), "{name}");
+            }
+        }
+    }
+
+    // Identity headers a client forges never pass: replaced on an allow.
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
     let forged = [("X-Narrowgate-Subject", "forged"), ("X-Narrowgate-Roles", "admin")];
     let r = front.send("GET", A1, &[&[("Authorization", auth.as_str())][..], &forged].concat()).await;
-    assert_eq!(r.status, 200, "{} {}", r.body, front.log());
+    assert_eq!(r.status, 200, "{}", r.body);
     let got = h.upstream_received();
-    assert_eq!(got.len(), 1, "{:?} {} {}", r.headers, r.body, front.log());
-    assert_eq!(got[0].target, A1);
-    assert_eq!(got[0].header("x-narrowgate-subject"), Some("web"));
-    assert_eq!(got[0].header("x-narrowgate-roles"), Some("reader"));
-    assert_eq!(got[0].header("x-narrowgate-application"), Some("trading-account-management-api"));
-    assert!(got[0].header("authorization").is_none(), "the credential is not forwarded");
-
-    // A public route: no identity, and the forged one gone too.
+    assert_eq!(
+        (got[0].header("x-narrowgate-subject"), got[0].header("x-narrowgate-roles")),
+        (Some("web"), Some("reader"))
+    );
+    // And on a public route, where the answer has no identity, every one a
+    // client sends is gone (or empty).
+    let forged: Vec<(&str, &str)> = IDENTITY.iter().map(|h| (*h, "forged")).collect();
     let r = front.send("GET", "/health", &forged).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let got = h.upstream_received();
-    assert_eq!(got.len(), 1);
-    for name in ["x-narrowgate-subject", "x-narrowgate-roles"] {
-        let placeholder = |v: &str| shows == Shows::Caddy26 && v.starts_with("{http.reverse_proxy.header.");
-        assert!(got[0].header(name).is_none_or(placeholder), "{name}: {:?}", got[0].headers);
+    for hdr in IDENTITY {
+        assert!(got[0].header(hdr).is_none_or(str::is_empty), "{hdr}: {:?}", got[0].headers);
     }
 
-    let bad = "Bearer not.a.token";
+    // Hygiene, and a client describing another request than it sends:
+    // an allowed read in the description headers of each kind of proxy
+    // while it asks to delete; a separator encoded into a segment.
+    let describing = [
+        ("Authorization", auth.as_str()),
+        ("X-Original-URI", A1),
+        ("X-Original-Method", "GET"),
+        ("X-Forwarded-Uri", A1),
+        ("X-Forwarded-Method", "GET"),
+    ];
     for (method, target, headers, status, reason) in [
-        ("GET", A1, vec![], 401, "missing_token"),
-        ("GET", A1, vec![("Authorization", bad)], 401, "invalid_token"),
-        ("DELETE", A1, vec![("Authorization", auth.as_str())], 403, "insufficient_role"),
-        ("GET", "/users/current/accounts/a2", vec![("Authorization", auth.as_str())], 403, "resource_not_allowed"),
-        ("GET", "/nowhere", vec![("Authorization", auth.as_str())], 403, "no_matching_route"),
         (
             "GET",
             A1,
@@ -136,31 +248,60 @@ async fn enforces_like_the_proxy(h: &Harness, front: &Front, shows: Shows) {
             400,
             "method_override_rejected",
         ),
-        // A target rewrite a client sends: never the described request
-        // (beside nginx's own description, two descriptions).
+        // Beside nginx's own description: two descriptions.
         (
             "GET",
             A1,
             vec![("Authorization", auth.as_str()), ("X-Original-URL", "/admin")],
             400,
-            if shows == Shows::Nginx { "bad_request" } else { "target_rewrite_rejected" },
+            if proxy == Proxy::Nginx { "bad_request" } else { "target_rewrite_rejected" },
         ),
+        ("DELETE", A1, describing.to_vec(), 0, ""),
+        ("GET", "/users/current/accounts%2Fa1", vec![("Authorization", auth.as_str())], 400, "ambiguous_path"),
+        // A gRPC request is refused like any other: never with a 2xx a
+        // front proxy would take for an allow.
+        ("GET", A1, vec![("Content-Type", "application/grpc")], 0, ""),
+        ("DELETE", A1, vec![("Authorization", auth.as_str()), ("Content-Type", "application/grpc+proto")], 0, ""),
     ] {
         let r = front.send(method, target, &headers).await;
-        let shown = match (shows, status) {
-            (Shows::Nginx, 401 | 403) | (Shows::Answer | Shows::Caddy26, _) => status,
-            (Shows::Nginx, _) => 500,
-        };
-        assert_eq!(r.status, shown, "{method} {target} {headers:?}: {}", r.body);
-        match shows {
-            Shows::Answer | Shows::Caddy26 => assert_eq!(r.reason(), reason, "{method} {target}: {}", r.body),
-            Shows::Nginx => assert_eq!(r.header("x-narrowgate-reason"), Some(reason), "{method} {target}"),
-        }
-        if status == 401 && shows != Shows::Nginx {
-            assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")), "{:?}", r.headers);
+        // Envoy answers a gRPC client's refusal in gRPC's terms: a 200
+        // whose grpc-status is not OK.
+        let refused = r.status != 200 || r.header("grpc-status").is_some_and(|s| s != "0");
+        assert!(refused, "{method} {target} {headers:?}: allowed: {:?}", r.headers);
+        if status != 0 {
+            assert_eq!(
+                (r.status, proxy.reason(&r)),
+                (proxy.shown(status), reason.to_string()),
+                "{method} {target}: {}",
+                r.body
+            );
         }
     }
     assert!(h.upstream_received().is_empty(), "a denied request reaches nothing");
+
+    // A dot segment: the proxy would forward the canonical path. Through a
+    // front proxy that forwards it as sent, refused; one that resolves it
+    // first is asked about, and forwards, the canonical path.
+    let r = front.send("GET", "/users/current/./accounts/a1", &[("Authorization", auth.as_str())]).await;
+    let seen = h.upstream_received();
+    if r.status == 200 {
+        assert_eq!(seen.iter().map(|g| g.target.as_str()).collect::<Vec<_>>(), [A1]);
+    } else {
+        assert_eq!((r.status, proxy.reason(&r)), (proxy.shown(400), "ambiguous_path".to_string()), "{}", r.body);
+        assert!(seen.is_empty());
+    }
+}
+
+/// With narrowgate gone, `front` refuses what it would have allowed: the
+/// setting the README names makes each proxy fail closed.
+async fn fails_closed_without_narrowgate(mut h: Harness, front: &Front) {
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    if let Some(g) = h.gateway.take() {
+        g.shutdown().await;
+    }
+    let r = front.send("GET", A1, &[("Authorization", auth.as_str())]).await;
+    assert!(r.status >= 400, "{}: {}", r.status, r.body);
+    assert!(h.upstream_received().is_empty(), "nothing passes without a decision");
 }
 
 /// Envoy with one listener on `port` in front of `upstream`, asking
@@ -200,6 +341,7 @@ fn envoy_config(port: u16, upstream: SocketAddr, decision: SocketAddr, filter: &
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: front
+          use_remote_address: true
           route_config:
             virtual_hosts:
             - name: all
@@ -244,7 +386,7 @@ async fn envoy_asks_over_grpc_and_its_clients_get_what_the_proxy_would_answer() 
                 envoy_grpc: { cluster_name: narrowgate }
                 timeout: 5s"#;
     let front = envoy(envoy_config(port, h.echo.addr, decision, filter, true), port).await;
-    enforces_like_the_proxy(&h, &front, Shows::Answer).await;
+    enforces_like_the_proxy(&h, &front, Proxy::EnvoyGrpc).await;
     // Each was decided, and counted, like a request to the proxy.
     let metrics = h.admin_get("/metrics").await.body;
     let denied = metrics
@@ -253,7 +395,7 @@ async fn envoy_asks_over_grpc_and_its_clients_get_what_the_proxy_would_answer() 
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum::<f64>();
     assert!(denied >= 1.0, "{metrics}");
-    h.shutdown().await;
+    fails_closed_without_narrowgate(h, &front).await;
 }
 
 #[tokio::test]
@@ -270,11 +412,12 @@ async fn envoy_asks_over_http_and_its_clients_get_what_the_proxy_would_answer() 
                 authorization_request:
                   allowed_headers: {{ patterns: [{{ safe_regex: {{ regex: ".*" }} }}] }}
                 authorization_response:
-                  allowed_upstream_headers: {{ patterns: [{{ prefix: "x-narrowgate-" }}, {{ exact: x-request-id }}] }}"#
+                  allowed_upstream_headers: {{ patterns: [{exact}, {{ exact: x-request-id }}] }}"#,
+        exact = IDENTITY.map(|h| format!("{{ exact: {h} }}")).join(", ")
     );
     let front = envoy(envoy_config(port, h.echo.addr, decision, &filter, false), port).await;
-    enforces_like_the_proxy(&h, &front, Shows::Answer).await;
-    h.shutdown().await;
+    enforces_like_the_proxy(&h, &front, Proxy::EnvoyHttp).await;
+    fails_closed_without_narrowgate(h, &front).await;
 }
 
 #[tokio::test]
@@ -282,13 +425,10 @@ async fn envoy_asks_over_http_and_its_clients_get_what_the_proxy_would_answer() 
 async fn nginx_auth_request_asks_and_its_clients_get_what_the_proxy_would_answer() {
     let (h, decision) = decision_gateway().await;
     let port = free_port();
-    let identity = ["subject", "token_id", "application", "roles"]
-        .map(|n| {
-            let header = format!("x-narrowgate-{}", n.replace('_', "-"));
-            format!(
-                "auth_request_set $ng_{n} $upstream_http_{var};\n            proxy_set_header {header} $ng_{n};\n            ",
-                var = header.replace('-', "_")
-            )
+    let identity = IDENTITY
+        .map(|header| {
+            let var = header.replace('-', "_");
+            format!("auth_request_set ${var} $upstream_http_{var};\n            proxy_set_header {header} ${var};\n            ")
         })
         .concat();
     let config = format!(
@@ -308,6 +448,7 @@ http {{
             auth_request_set $ng_reason $upstream_http_x_narrowgate_reason;
             add_header X-Narrowgate-Reason $ng_reason always;
             {identity}proxy_set_header Authorization "";
+            proxy_set_header auth-token "";
             proxy_pass http://{upstream};
         }}
         location = /_narrowgate {{
@@ -327,8 +468,8 @@ http {{
     );
     let front =
         Front::start("NG_NGINX", port, &config, |path| vec!["-c".into(), path.into(), "-p".into(), "/".into()]).await;
-    enforces_like_the_proxy(&h, &front, Shows::Nginx).await;
-    h.shutdown().await;
+    enforces_like_the_proxy(&h, &front, Proxy::Nginx).await;
+    fails_closed_without_narrowgate(h, &front).await;
 }
 
 #[tokio::test]
@@ -336,6 +477,8 @@ http {{
 async fn caddy_forward_auth_asks_and_its_clients_get_what_the_proxy_would_answer() {
     let (h, decision) = decision_gateway().await;
     let port = free_port();
+    let deletes = IDENTITY.map(|h| format!("request_header -{h}")).join("\n        ");
+    let copies = IDENTITY.join(" ");
     let config = format!(
         r#"{{
     admin off
@@ -346,15 +489,13 @@ http://:{port} {{
     # In this order: the client's identity headers go, the decision's
     # come, then the credential goes.
     route {{
-        request_header -X-Narrowgate-Subject
-        request_header -X-Narrowgate-Token-Id
-        request_header -X-Narrowgate-Application
-        request_header -X-Narrowgate-Roles
+        {deletes}
         forward_auth {decision} {{
             uri /forward-auth
-            copy_headers X-Narrowgate-Subject X-Narrowgate-Token-Id X-Narrowgate-Application X-Narrowgate-Roles
+            copy_headers {copies}
         }}
         request_header -Authorization
+        request_header -auth-token
         reverse_proxy {upstream}
     }}
 }}
@@ -365,8 +506,8 @@ http://:{port} {{
         ["run", "--config", path, "--adapter", "caddyfile"].map(String::from).to_vec()
     })
     .await;
-    enforces_like_the_proxy(&h, &front, Shows::Caddy26).await;
-    h.shutdown().await;
+    enforces_like_the_proxy(&h, &front, Proxy::Caddy).await;
+    fails_closed_without_narrowgate(h, &front).await;
 }
 
 #[tokio::test]
@@ -377,12 +518,21 @@ async fn a_description_is_believed_only_from_a_peer() {
         build_request(
             "GET",
             "/nginx",
-            &[("X-Original-Method", "GET"), ("X-Original-URI", A1), ("Authorization", &auth), ("X-Real-IP", host)],
+            &[
+                ("X-Original-Method", "GET"),
+                ("X-Original-URI", A1),
+                ("Authorization", &auth),
+                ("X-Real-IP", host),
+                ("X-Request-Id", "chosen-by-the-client"),
+            ],
         )
     };
     let from_peer = support::send_raw_from([127, 0, 0, 1].into(), decision, nginx("1.2.3.4").as_bytes()).await;
     assert_eq!(from_peer.status, 200, "{}", from_peer.body);
     assert_eq!(from_peer.header("x-narrowgate-subject"), Some("web"));
+    // nginx passes the client's request id: a new one is made.
+    let id = from_peer.header("x-request-id").unwrap_or("");
+    assert!(!id.is_empty() && id != "chosen-by-the-client", "{id}");
     // Anyone else: refused whatever it describes.
     let stranger = support::send_raw_from([127, 0, 0, 2].into(), decision, nginx("1.2.3.4").as_bytes()).await;
     assert_eq!((stranger.status, stranger.reason().as_str()), (403, "untrusted_peer"), "{}", stranger.body);
@@ -415,4 +565,11 @@ fn the_decision_listener_needs_its_peers_and_they_need_it() {
     assert!(errors(true, Some(json!([]))).contains("decision.peers: list the proxies"));
     assert!(errors(true, Some(json!(["nope"]))).contains("decision.peers[0]"));
     assert!(errors(false, Some(json!(["10.0.0.0/8"]))).contains("decision: applies only with listeners.decision"));
+    for prefix in ["envoy", "/", "/envoy/", "/a?b"] {
+        let e = support::config_errors(&move |doc| {
+            doc.set("listeners.decision", "127.0.0.1:0");
+            doc.set("decision", json!({ "peers": ["10.0.0.0/8"], "envoy_path_prefix": prefix }));
+        });
+        assert!(e.contains("decision.envoy_path_prefix: a path"), "{prefix}: {e}");
+    }
 }

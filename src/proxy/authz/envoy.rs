@@ -23,7 +23,12 @@ use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
-use super::{Checked, ConnInfo, Described, Gateway, Undescribed};
+use super::{Caller, Checked, ConnInfo, Described, Gateway, Undescribed};
+use crate::runtime::Snapshot;
+
+/// Envoy drops the query parameters an allow names, and sets the request
+/// id it describes.
+const ENVOY: Caller = Caller { strips_query: true, sets_request_id: true };
 
 /// The method's path: what Envoy's gRPC client asks for.
 const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -70,14 +75,13 @@ impl Authorization for Checker {
         let Some(peer) = request.extensions().get::<Arc<ConnInfo>>().cloned() else {
             return Err(tonic::Status::internal("no connection"));
         };
-        let described = describe(request.get_ref(), &peer);
-        let checked = self.0.check(&peer, described).await;
+        let checked = self.0.check(&peer, ENVOY, |snap| describe(request.get_ref(), &peer, snap)).await;
         Ok(tonic::Response::new(answer(checked)))
     }
 }
 
-/// The request `check` describes.
-fn describe(check: &CheckRequest, peer: &ConnInfo) -> Result<Described, Undescribed> {
+/// The request `check` describes, within the server's header limits.
+fn describe(check: &CheckRequest, peer: &ConnInfo, snap: &Snapshot) -> Result<Described, Undescribed> {
     let attributes = check.attributes.as_ref();
     let http = attributes.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
     let Some(http) = http else { return Err(Undescribed::bad(None)) };
@@ -89,23 +93,35 @@ fn describe(check: &CheckRequest, peer: &ConnInfo) -> Result<Described, Undescri
     if uri.scheme().is_some() || !http.path.starts_with('/') {
         return Err(bad());
     }
+    // The header section as the proxy would have read it: no more
+    // headers, nor bytes, than its limits allow.
+    let (max_headers, max_bytes) = (snap.server.max_headers, snap.server.max_header_bytes);
     let mut headers = HeaderMap::new();
-    let raw = http.header_map.as_ref().map(|m| m.headers.as_slice()).unwrap_or_default();
-    let pairs: Box<dyn Iterator<Item = (&str, &[u8])>> = if raw.is_empty() {
-        Box::new(http.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
-    } else {
-        Box::new(
-            raw.iter()
-                .map(|h| (h.key.as_str(), if h.raw_value.is_empty() { h.value.as_bytes() } else { &h.raw_value })),
-        )
-    };
-    for (name, value) in pairs {
+    let mut bytes = 0usize;
+    let mut add = |name: &str, value: &[u8]| -> Result<(), Undescribed> {
         if name.starts_with(':') {
-            continue;
+            return Ok(());
+        }
+        bytes = bytes.saturating_add(name.len() + value.len() + 4);
+        if headers.len() >= max_headers || bytes > max_bytes {
+            return Err(bad());
         }
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
         let value = HeaderValue::from_bytes(value).map_err(|_| bad())?;
-        headers.append(name, value);
+        headers.try_append(name, value).map_err(|_| bad())?;
+        Ok(())
+    };
+    match http.header_map.as_ref().filter(|m| !m.headers.is_empty()) {
+        Some(raw) => {
+            for h in &raw.headers {
+                add(&h.key, if h.raw_value.is_empty() { h.value.as_bytes() } else { &h.raw_value })?;
+            }
+        }
+        None => {
+            for (k, v) in &http.headers {
+                add(k, v.as_bytes())?;
+            }
+        }
     }
     // The host Envoy routed by, whatever a header says.
     if !http.host.is_empty() {
@@ -150,10 +166,11 @@ fn answer(checked: Checked) -> CheckResponse {
     };
     if checked.allowed() {
         // A name's first value replaces the client's, any further ones
-        // are added to it.
-        let mut headers = Vec::with_capacity(checked.set.len());
+        // are added to it; an identity header without a value here goes.
+        let given = checked.identity.iter().filter_map(|(n, v)| Some((n, v.as_ref()?)));
+        let mut headers = Vec::with_capacity(checked.set.len() + checked.identity.len());
         let mut previous: Option<&HeaderName> = None;
-        for (name, value) in &checked.set {
+        for (name, value) in checked.set.iter().map(|(n, v)| (n, v)).chain(given) {
             let action = if previous == Some(name) {
                 HeaderAppendAction::AppendIfExistsOrAdd
             } else {
@@ -162,9 +179,10 @@ fn answer(checked: Checked) -> CheckResponse {
             headers.push(header(name, value, action));
             previous = Some(name);
         }
+        let gone = checked.identity.iter().filter(|(_, v)| v.is_none()).map(|(n, _)| n);
         let ok = OkHttpResponse {
             headers,
-            headers_to_remove: checked.remove.iter().map(|n| n.as_str().to_string()).collect(),
+            headers_to_remove: checked.remove.iter().chain(gone).map(|n| n.as_str().to_string()).collect(),
             query_parameters_to_remove: checked.remove_query,
             ..OkHttpResponse::default()
         };

@@ -33,13 +33,10 @@ use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::{Checked, ConnInfo, Described, Gateway, Undescribed};
+use super::{Caller, Checked, ConnInfo, Described, Gateway, REASON, Undescribed};
 use crate::reason::Reason;
 use crate::respond;
 
-/// The reason code of every answer, for the front proxy's logs (and
-/// nginx's `auth_request_set`).
-const REASON: HeaderName = HeaderName::from_static("x-narrowgate-reason");
 /// The headers Envoy's HTTP `ext_authz` removes from the upstream request.
 const ENVOY_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
 
@@ -51,19 +48,24 @@ enum Mode {
     Forward,
 }
 
-/// The path Envoy is told to put before the original path.
-const ENVOY_PREFIX: &str = "/envoy";
-
 impl Mode {
-    fn of(path: &str) -> Option<Mode> {
+    /// The mode of a call to `path`, Envoy's under `envoy_prefix`.
+    fn of(path: &str, envoy_prefix: &str) -> Option<Mode> {
         match path {
             "/nginx" => Some(Mode::Nginx),
             "/forward-auth" => Some(Mode::Forward),
-            p if p.strip_prefix(ENVOY_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) => {
+            p if p.strip_prefix(envoy_prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) => {
                 Some(Mode::Envoy)
             }
             _ => None,
         }
+    }
+
+    /// What the front proxy carries out: none drops a query parameter;
+    /// Envoy sets the request id it describes, the others pass the
+    /// client's.
+    fn caller(self) -> Caller {
+        Caller { strips_query: false, sets_request_id: self == Mode::Envoy }
     }
 
     /// The headers that describe the request: read, then never decided
@@ -79,13 +81,13 @@ impl Mode {
 
 /// Answer one request to the decision listener's HTTP side.
 pub(super) async fn answer(gateway: &Gateway, req: Request<Incoming>, peer: &ConnInfo) -> Response<Full<Bytes>> {
-    let Some(mode) = Mode::of(req.uri().path()) else {
+    let Some(mode) = Mode::of(req.uri().path(), &gateway.runtime.snapshot().decision.envoy_path_prefix) else {
         return respond::error_response(Reason::NoMatchingRoute, None, Some(http::StatusCode::NOT_FOUND));
     };
     // The body (Envoy may be told to send it) is not looked at.
     let (parts, _) = req.into_parts();
-    let described = describe(mode, parts, peer);
-    render(mode, gateway.check(peer, described).await)
+    let read = |snap: &crate::runtime::Snapshot| describe(mode, parts, peer, &snap.decision.envoy_path_prefix);
+    render(mode, gateway.check(peer, mode.caller(), read).await)
 }
 
 /// The value of `name` if `h` has at most one; `Err` for two or more.
@@ -96,7 +98,7 @@ fn one<'h>(h: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderValue>, ()> 
 }
 
 /// The request `parts` describe, in `mode`.
-fn describe(mode: Mode, parts: http::request::Parts, peer: &ConnInfo) -> Result<Described, Undescribed> {
+fn describe(mode: Mode, parts: http::request::Parts, peer: &ConnInfo, prefix: &str) -> Result<Described, Undescribed> {
     let mut headers = parts.headers;
     let read = |name: &str| one(&headers, name).map(|v| v.cloned());
     let named = |name: &str| read(name).ok().flatten().and_then(|m| Method::from_bytes(m.as_bytes()).ok());
@@ -109,7 +111,7 @@ fn describe(mode: Mode, parts: http::request::Parts, peer: &ConnInfo) -> Result<
     let bad = || Undescribed::bad(Some(method.clone()));
     let (target, host) = match mode {
         Mode::Envoy => {
-            let rest = parts.uri.path().strip_prefix(ENVOY_PREFIX).unwrap_or_default();
+            let rest = parts.uri.path().strip_prefix(prefix).unwrap_or_default();
             let path = if rest.is_empty() { "/" } else { rest };
             let target = match parts.uri.query() {
                 Some(q) => format!("{path}?{q}"),
@@ -169,13 +171,13 @@ fn text(v: &HeaderValue) -> Option<&str> {
 }
 
 /// The client's address, as the front proxy tells it: nginx's
-/// `X-Real-IP`, else the last `X-Forwarded-For` entry (the one the front
-/// proxy added; any before it are the client's own word).
+/// `X-Real-IP` (its config sets it; `X-Forwarded-For` there is the
+/// client's word), the others' last `X-Forwarded-For` entry (the one they
+/// add; any before it are the client's). `None`: the front proxy is the
+/// client.
 fn client_address(mode: Mode, headers: &HeaderMap) -> Option<std::net::IpAddr> {
-    if mode == Mode::Nginx
-        && let Ok(Some(ip)) = one(headers, "x-real-ip").map(|v| v.and_then(|v| text(v)?.trim().parse().ok()))
-    {
-        return Some(ip);
+    if mode == Mode::Nginx {
+        return one(headers, "x-real-ip").ok().flatten().and_then(|v| text(v)?.trim().parse().ok());
     }
     let last = headers.get_all("x-forwarded-for").iter().next_back()?;
     text(last)?.rsplit(',').next()?.trim().parse().ok()
@@ -183,10 +185,12 @@ fn client_address(mode: Mode, headers: &HeaderMap) -> Option<std::net::IpAddr> {
 
 /// `checked` as the front proxy in `mode` reads it.
 fn render(mode: Mode, checked: Checked) -> Response<Full<Bytes>> {
-    let code = HeaderValue::from_static(checked.reason.code());
     if !checked.allowed() {
         let mut resp = checked.response;
-        resp.headers_mut().insert(REASON, code);
+        // Every one of these proxies takes a 2xx for an allow.
+        if resp.status().is_success() {
+            *resp.status_mut() = http::StatusCode::FORBIDDEN;
+        }
         return resp;
     }
     let mut resp = Response::new(Full::default());
@@ -194,13 +198,29 @@ fn render(mode: Mode, checked: Checked) -> Response<Full<Bytes>> {
     for (name, value) in checked.set {
         h.append(name, value);
     }
-    if mode == Mode::Envoy && !checked.remove.is_empty() {
-        let names: Vec<&str> = checked.remove.iter().map(HeaderName::as_str).collect();
-        if let Ok(v) = HeaderValue::from_str(&names.join(",")) {
-            h.insert(ENVOY_REMOVE, v);
+    let mut gone: Vec<&str> = checked.remove.iter().map(HeaderName::as_str).collect();
+    for (name, value) in &checked.identity {
+        match (value, mode) {
+            (Some(v), _) => {
+                h.insert(name.clone(), v.clone());
+            }
+            // Envoy removes what it is told to.
+            (None, Mode::Envoy) => gone.push(name.as_str()),
+            // nginx sets the header from the answer, and drops an empty
+            // one; forward auth copies it: an empty value, never the
+            // client's.
+            (None, _) => {
+                h.insert(name.clone(), HeaderValue::from_static(""));
+            }
         }
     }
-    h.insert(REASON, code);
+    if mode == Mode::Envoy
+        && !gone.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&gone.join(","))
+    {
+        h.insert(ENVOY_REMOVE, v);
+    }
+    h.insert(REASON, HeaderValue::from_static(checked.reason.code()));
     resp
 }
 
@@ -222,7 +242,7 @@ mod tests {
 
     /// The method, target and Host described, or the reason it is not.
     fn seen(mode: Mode, path: &str, headers: &[(&str, &str)]) -> Result<(String, String, String, String), Reason> {
-        let d = describe(mode, parts(path, headers), &peer()).map_err(|u| u.reason)?;
+        let d = describe(mode, parts(path, headers), &peer(), "/envoy").map_err(|u| u.reason)?;
         let host = d.request.headers().get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("-").to_string();
         Ok((d.request.method().to_string(), d.request.uri().to_string(), host, d.client.peer.to_string()))
     }
@@ -233,10 +253,10 @@ mod tests {
 
     #[test]
     fn each_mode_reads_its_own_description() {
-        assert_eq!(Mode::of("/envoy/a"), Some(Mode::Envoy));
-        assert_eq!(Mode::of("/envoy"), Some(Mode::Envoy));
-        assert_eq!(Mode::of("/envoyx/a"), None);
-        assert_eq!(Mode::of("/nginx/x"), None);
+        assert_eq!(Mode::of("/envoy/a", "/envoy"), Some(Mode::Envoy));
+        assert_eq!(Mode::of("/envoy", "/envoy"), Some(Mode::Envoy));
+        assert_eq!(Mode::of("/envoyx/a", "/envoy"), None);
+        assert_eq!(Mode::of("/nginx/x", "/envoy"), None);
         assert_eq!(
             seen(Mode::Envoy, "/envoy/users/1?a=b", &[("host", "api.test"), ("x-forwarded-for", "1.1.1.1, 2.2.2.2")]),
             ok("GET", "/users/1?a=b", "api.test", "2.2.2.2")
@@ -258,7 +278,7 @@ mod tests {
         ];
         assert_eq!(seen(Mode::Forward, "/forward-auth", &fwd), ok("POST", "/o?p=1", "shop.test", "4.4.4.4"));
         // The description headers are not the request's.
-        let d = describe(Mode::Forward, parts("/forward-auth", &fwd), &peer()).expect("described");
+        let d = describe(Mode::Forward, parts("/forward-auth", &fwd), &peer(), "/envoy").expect("described");
         assert!(
             !d.request.headers().contains_key("x-forwarded-uri") && d.request.headers().contains_key("x-forwarded-for")
         );

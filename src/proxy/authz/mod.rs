@@ -34,7 +34,12 @@ use ::http::{Method, Request, Response};
 
 use super::{Body, ConnInfo, Decision, Gateway, Outcome, Verdict, grpc};
 use crate::reason::Reason;
+use crate::runtime::Snapshot;
 use crate::{respond, server};
+
+/// The reason code of every denial and every HTTP answer, for the front
+/// proxy's logs (and nginx's `auth_request_set`).
+const REASON: HeaderName = HeaderName::from_static("x-narrowgate-reason");
 
 /// A request as a front proxy describes it.
 #[derive(Debug)]
@@ -46,15 +51,29 @@ pub struct Described {
     pub client: ConnInfo,
 }
 
+/// What the front proxy that asks can carry out, and what it answers for.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    /// It drops the query parameters the answer names (Envoy over gRPC);
+    /// without that, a credential in the query is refused.
+    pub strips_query: bool,
+    /// It sets the request id it describes (Envoy); any other's is the
+    /// client's word, and a new one is made.
+    pub sets_request_id: bool,
+}
+
 /// What the gateway says of a described request.
 #[derive(Debug)]
 pub struct Checked {
     pub reason: Reason,
     /// A denial as the proxy would have answered it (status, headers,
-    /// body); 200 and empty for an allow.
+    /// body; never 2xx); 200 and empty for an allow.
     pub response: Response<Full<Bytes>>,
-    /// Allowed: the headers the upstream request gets (replacing the
-    /// client's), and the client's it loses.
+    /// Allowed: every identity header the upstream request may carry,
+    /// with this request's value, or `None` (the client's copy goes).
+    pub identity: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// Allowed: the other headers the upstream request gets (replacing
+    /// the client's), and the client's it loses.
     pub set: Vec<(HeaderName, HeaderValue)>,
     pub remove: Vec<HeaderName>,
     /// Allowed: the query parameters it loses (a credential in the query).
@@ -69,7 +88,7 @@ impl Checked {
 }
 
 /// A description that does not hold together: refused for `reason`
-/// (`bad_request`, `ambiguous_path`), its method if it was readable.
+/// (`bad_request`, `untrusted_peer`), its method if it was readable.
 #[derive(Debug)]
 pub struct Undescribed {
     pub reason: Reason,
@@ -113,13 +132,19 @@ impl Gateway {
         server::serve(listener, || None, limits, handler, drain, stop).await;
     }
 
-    /// Decide what `peer` describes, as the proxy would decide the request
-    /// itself, and report it like one.
-    pub async fn check(&self, peer: &ConnInfo, described: Result<Described, Undescribed>) -> Checked {
+    /// Decide the request `describe` reads from what `peer` sent — only if
+    /// `peer` is one of `decision.peers` — as the proxy would decide it,
+    /// and report it like one.
+    pub async fn check(
+        &self,
+        peer: &ConnInfo,
+        caller: Caller,
+        describe: impl FnOnce(&Snapshot) -> Result<Described, Undescribed>,
+    ) -> Checked {
         let snap = self.runtime.snapshot();
         let start = Instant::now();
         let described = if snap.is_decision_peer(peer.peer) {
-            described
+            describe(&snap)
         } else {
             Err(Undescribed { reason: Reason::UntrustedPeer, method: None })
         };
@@ -132,49 +157,70 @@ impl Gateway {
                 if let Some(cert) = &client.client {
                     request.extensions_mut().insert(cert.clone());
                 }
-                let mut decision = match Self::admit(&snap, &client) {
-                    Err(l) => Decision::limited(l),
-                    Ok(()) => Self::limit(&snap, self.decide_refetching(&snap, &request).await),
-                };
-                if decision.is_allow() && decision.rewritten_path.is_some() {
+                let mut decision = self.decide_admitted(&snap, &client, &request).await;
+                let unforwardable = if !decision.is_allow() {
+                    None
+                } else if decision.rewritten_path.is_some() {
                     // The proxy would forward the canonical path; the front
                     // proxy forwards the one it was sent.
-                    decision.verdict = Verdict::Deny { reason: Reason::AmbiguousPath, denial: None, status: None };
+                    Some(Reason::AmbiguousPath)
+                } else if !caller.strips_query
+                    && !snap.forwarding.forward_credential
+                    && !credential_params(request.uri().query(), &snap.query_credentials).is_empty()
+                {
+                    // The front proxy would hand the credential on.
+                    Some(Reason::CredentialInQuery)
+                } else {
+                    None
+                };
+                if let Some(reason) = unforwardable {
+                    decision.verdict = Verdict::Deny { reason, denial: None, status: None };
                 }
                 (request, client, decision)
             }
         };
-        if let Verdict::Limited(l) = &decision.verdict {
-            self.metrics.rate_limited(l.scope);
-        }
-        let request_id = match request.headers().get(&snap.forwarding.request_id) {
-            Some(v) => v.clone(),
-            None => self.request_ids.next(),
-        };
-        // A gRPC call is refused in gRPC's terms: the front proxy sends the
-        // denial's head as it is, a trailers-only response.
-        let grpc = grpc::is_grpc(request.headers());
-        let refuse = if grpc { respond::grpc_error_response } else { respond::error_response };
+        let request_id = self.request_id(&snap, request.headers(), caller.sets_request_id);
+        // A denial is the REST answer, whatever the request: a gRPC
+        // trailers-only refusal is HTTP 200, which every front proxy takes
+        // for an allow. (Envoy answers a gRPC client in gRPC's terms
+        // itself, from the status.)
         let (reason, mut response) = match &decision.verdict {
-            Verdict::Limited(_) if grpc => (Reason::RateLimited, refuse(Reason::RateLimited, None, None)),
             Verdict::Limited(l) => {
                 (Reason::RateLimited, crate::ratelimit::response(l, self.runtime.shared().clock.system_time()))
             }
-            Verdict::Deny { reason, denial, status } => (*reason, refuse(*reason, denial.as_ref(), *status)),
+            Verdict::Deny { reason, denial, status } => {
+                (*reason, respond::error_response(*reason, denial.as_ref(), *status))
+            }
             Verdict::Allow { .. } | Verdict::Shadow { .. } => (decision.reason(), Response::new(Full::default())),
         };
         response.headers_mut().insert(snap.forwarding.request_id.clone(), request_id.clone());
-        let mut checked = Checked { reason, response, set: Vec::new(), remove: Vec::new(), remove_query: Vec::new() };
+        if !reason.is_allow() {
+            response.headers_mut().insert(REASON, HeaderValue::from_static(reason.code()));
+        }
+        let mut checked = Checked {
+            reason,
+            response,
+            identity: Vec::new(),
+            set: Vec::new(),
+            remove: Vec::new(),
+            remove_query: Vec::new(),
+        };
         if checked.allowed() {
             let mut upstream = request.headers().clone();
             // The front proxy answers for its forwarding headers: it is a
             // peer the description is believed from.
             super::forward::upstream_headers(&snap, &mut upstream, &decision, &client, true, &request_id);
-            (checked.set, checked.remove) = changes(request.headers(), &upstream);
+            let names = identity_names(&snap.forwarding.identity);
+            checked.identity = names.iter().map(|n| (n.clone(), upstream.get(n).cloned())).collect();
+            let (set, remove) = changes(request.headers(), &upstream);
+            let other = |n: &HeaderName| !names.contains(n) && !super::headers::is_hop_by_hop(n.as_str());
+            checked.set = set.into_iter().filter(|(n, _)| other(n)).collect();
+            checked.remove = remove.into_iter().filter(other).collect();
             if !snap.forwarding.forward_credential {
                 checked.remove_query = credential_params(request.uri().query(), &snap.query_credentials);
             }
         }
+        let grpc = grpc::is_grpc(request.headers());
         let outcome = Outcome {
             reason,
             status: checked.response.status(),
@@ -196,6 +242,20 @@ impl Gateway {
     }
 }
 
+/// Every identity header name an upstream request may carry: the token's,
+/// the client certificate's, and a shadowed request's would-be denial.
+fn identity_names(id: &crate::config::IdentityHeaders) -> [HeaderName; 7] {
+    [
+        id.subject.clone(),
+        id.token_id.clone(),
+        id.application.clone(),
+        id.roles.clone(),
+        id.client_subject.clone(),
+        id.client_spiffe.clone(),
+        super::headers::WOULD_DENY,
+    ]
+}
+
 /// What turns `before` into `after`: the names (with every value) that
 /// changed or are new, and the names that are gone.
 fn changes(before: &HeaderMap, after: &HeaderMap) -> (Vec<(HeaderName, HeaderValue)>, Vec<HeaderName>) {
@@ -210,12 +270,7 @@ fn changes(before: &HeaderMap, after: &HeaderMap) -> (Vec<(HeaderName, HeaderVal
 
 /// The keys of `query` that carry a credential, as spelled there.
 fn credential_params(query: Option<&str>, params: &[String]) -> Vec<String> {
-    let Some(q) = query.filter(|_| !params.is_empty()) else { return Vec::new() };
-    q.split('&')
-        .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
-        .filter(|k| params.iter().any(|p| crate::auth::credential::is_param(k, p)))
-        .map(str::to_string)
-        .collect()
+    query.map(|q| super::headers::credential_keys(q, params).map(str::to_string).collect()).unwrap_or_default()
 }
 
 #[cfg(test)]
