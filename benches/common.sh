@@ -90,3 +90,21 @@ applications:
 ${3:-$BENCH_READER}
 CONF
 }
+
+# An nginx origin (one worker) on ADDR answering 200 with a small JSON body,
+# started in the background: bench_origin ADDR [taskset prefix…].
+bench_origin() {
+  local addr=$1
+  shift
+  mkdir -p "$work/origin"
+  cat > "$work/origin/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/origin/nginx.pid;
+error_log $work/origin/error.log crit;
+events { worker_connections 4096; }
+http { access_log off; server { listen $addr; keepalive_requests 1000000;
+  location / { default_type application/json; return 200 "{\"ok\":true}\n"; } } }
+CONF
+  "$@" nginx -c "$work/origin/nginx.conf" -p "$work/origin" & pids+=($!)
+}

@@ -21,17 +21,7 @@ ORIGIN=127.0.0.1:18180
 PROXY=127.0.0.1:18181
 ADMIN=127.0.0.1:18191
 
-mkdir -p "$work/origin"
-cat > "$work/origin/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/origin/nginx.pid;
-error_log $work/origin/error.log crit;
-events { worker_connections 4096; }
-http { access_log off; server { listen $ORIGIN; keepalive_requests 1000000;
-  location / { default_type application/json; return 200 "{\"ok\":true}\n"; } } }
-CONF
-nginx -c "$work/origin/nginx.conf" -p "$work/origin" & pids+=($!)
+bench_origin "$ORIGIN"
 bench_keys
 
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
