@@ -72,9 +72,12 @@ pub enum Reason {
     /// The decision listener was asked about a request by an address that
     /// is not one of `decision.peers`: its description is not believed.
     UntrustedPeer,
-    /// The credential is in the query, and the front proxy asking the
-    /// decision listener cannot remove it before the upstream sees it.
-    CredentialInQuery,
+    /// The request carries something the gateway would remove before the
+    /// upstream sees it — a credential in the query or among other
+    /// cookies, an identity or credential header in another spelling —
+    /// and the front proxy asking the decision listener cannot remove it.
+    #[strum(serialize = "cannot_remove")]
+    CannotRemove,
 }
 
 impl Reason {
@@ -109,7 +112,7 @@ impl Reason {
             | Reason::MethodOverride
             | Reason::TargetRewrite
             | Reason::UpgradeNotAllowed
-            | Reason::CredentialInQuery => 400,
+            | Reason::CannotRemove => 400,
             Reason::NoMatchingRoute
             | Reason::ApplicationNotAllowed
             | Reason::ServiceNotAllowed

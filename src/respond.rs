@@ -151,7 +151,9 @@ pub fn message(reason: Reason) -> &'static str {
         Reason::UpstreamConnect => "the upstream could not be reached",
         Reason::UpstreamTls => "the upstream's TLS could not be established",
         Reason::UntrustedPeer => "this address may not ask for decisions",
-        Reason::CredentialInQuery => "the credential must not be sent in the query here: send it in a header",
+        Reason::CannotRemove => {
+            "the request carries what must not reach the upstream (a credential in the query or a cookie, a header in an identity's or credential's name), and it cannot be removed here"
+        }
         Reason::Allowed | Reason::Public | Reason::Shadow => "",
     }
 }

@@ -26,9 +26,9 @@ use hyper::body::Incoming;
 use super::{Caller, Checked, ConnInfo, Described, Gateway, Undescribed};
 use crate::runtime::Snapshot;
 
-/// Envoy drops the query parameters an allow names, and sets the request
-/// id it describes.
-const ENVOY: Caller = Caller { strips_query: true, sets_request_id: true };
+/// Envoy drops the query parameters an allow names, removes the headers it
+/// names, and sets the request id it describes.
+const ENVOY: Caller = Caller { strips_query: true, removes_headers: true, sets_request_id: true };
 
 /// The method's path: what Envoy's gRPC client asks for.
 const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -75,13 +75,19 @@ impl Authorization for Checker {
         let Some(peer) = request.extensions().get::<Arc<ConnInfo>>().cloned() else {
             return Err(tonic::Status::internal("no connection"));
         };
-        let checked = self.0.check(&peer, ENVOY, |snap| describe(request.get_ref(), &peer, snap)).await;
+        let limits = |snap: &Snapshot| (snap.server.max_headers, snap.server.max_header_bytes);
+        let checked = self.0.check(&peer, ENVOY, |snap| describe(request.get_ref(), &peer, limits(snap))).await;
         Ok(tonic::Response::new(answer(checked)))
     }
 }
 
-/// The request `check` describes, within the server's header limits.
-fn describe(check: &CheckRequest, peer: &ConnInfo, snap: &Snapshot) -> Result<Described, Undescribed> {
+/// The request `check` describes, within the server's header limits
+/// (`max_headers`, `max_header_bytes`).
+fn describe(
+    check: &CheckRequest,
+    peer: &ConnInfo,
+    (max_headers, max_bytes): (usize, usize),
+) -> Result<Described, Undescribed> {
     let attributes = check.attributes.as_ref();
     let http = attributes.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
     let Some(http) = http else { return Err(Undescribed::bad(None)) };
@@ -95,7 +101,6 @@ fn describe(check: &CheckRequest, peer: &ConnInfo, snap: &Snapshot) -> Result<De
     }
     // The header section as the proxy would have read it: no more
     // headers, nor bytes, than its limits allow.
-    let (max_headers, max_bytes) = (snap.server.max_headers, snap.server.max_header_bytes);
     let mut headers = HeaderMap::new();
     let mut bytes = 0usize;
     let mut add = |name: &str, value: &[u8]| -> Result<(), Undescribed> {
@@ -227,4 +232,65 @@ fn body_text(body: http_body_util::Full<bytes::Bytes>) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reason::Reason;
+    use envoy_types::pb::envoy::config::core::v3::{SocketAddress, socket_address::PortSpecifier};
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+
+    /// A `Check` for `method path` at `host` with `headers`, from `client`.
+    fn check(method: &str, path: &str, headers: &[(&str, &str)], client: Option<&str>) -> CheckRequest {
+        let http = attribute_context::HttpRequest {
+            method: method.into(),
+            path: path.into(),
+            host: "api.test".into(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        };
+        let source = client.map(|a| attribute_context::Peer {
+            address: Some(envoy_types::pb::envoy::config::core::v3::Address {
+                address: Some(Address::SocketAddress(SocketAddress {
+                    address: a.into(),
+                    port_specifier: Some(PortSpecifier::PortValue(4711)),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        });
+        let request = attribute_context::Request { http: Some(http), ..Default::default() };
+        CheckRequest { attributes: Some(AttributeContext { source, request: Some(request), ..Default::default() }) }
+    }
+
+    fn peer() -> ConnInfo {
+        ConnInfo::new(([10, 0, 0, 1], 1).into())
+    }
+
+    #[test]
+    fn a_check_describes_its_request_within_the_header_limits() {
+        let c = check("DELETE", "/a/b?c=d", &[(":authority", "x"), ("x-a", "1"), ("host", "forged")], Some("1.2.3.4"));
+        let d = describe(&c, &peer(), (64, 16 * 1024)).expect("described");
+        assert_eq!((d.request.method().as_str(), d.request.uri().to_string()), ("DELETE", "/a/b?c=d".to_string()));
+        assert_eq!(d.request.headers().get(HOST).and_then(|h| h.to_str().ok()), Some("api.test"), "Envoy's host");
+        assert!(!d.request.headers().keys().any(|k| k.as_str().starts_with(':')), "no pseudo-header is a header");
+        assert_eq!(d.client.peer.to_string(), "1.2.3.4");
+        assert_eq!(describe(&check("GET", "/", &[], None), &peer(), (64, 1024)).expect("ok").client.peer, peer().peer);
+
+        let bad = |c: &CheckRequest, limits| describe(c, &peer(), limits).err().map(|u| u.reason);
+        // Past the limits, a bad request, never a panic: 30,000 names are
+        // more than a header map holds.
+        let many: Vec<(String, String)> = (0..30_000).map(|i| (format!("x-{i}"), "v".into())).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(bad(&check("GET", "/", &many, None), (usize::MAX, usize::MAX)), Some(Reason::BadRequest));
+        assert_eq!(bad(&check("GET", "/", &many[..65], None), (64, usize::MAX)), Some(Reason::BadRequest));
+        assert_eq!(
+            bad(&check("GET", "/", &[("x-big", &"v".repeat(2000))], None), (64, 1024)),
+            Some(Reason::BadRequest)
+        );
+        for (method, path) in [("", "/"), ("G ET", "/"), ("GET", "http://h/a"), ("GET", "*"), ("GET", "a")] {
+            assert_eq!(bad(&check(method, path, &[], None), (64, 1024)), Some(Reason::BadRequest), "{method} {path}");
+        }
+    }
 }

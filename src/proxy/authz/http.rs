@@ -1,30 +1,32 @@
 //! The decision listener's HTTP endpoints, one per kind of front proxy:
 //!
-//! - `/envoy/…`: Envoy's `ext_authz` HTTP service with `path_prefix:
-//!   /envoy`. The method, the path after the prefix with its query, the
-//!   `Host` and the headers Envoy lets through are the request's.
+//! - `/envoy/…` (`decision.envoy_path_prefix`): Envoy's `ext_authz` HTTP
+//!   service with that `path_prefix`. The method, the path after the
+//!   prefix with its query, the `Host` and the headers Envoy lets through
+//!   are the request's; the client is the last `X-Forwarded-For` entry
+//!   (Envoy's own with `use_remote_address`).
 //! - `/nginx`: nginx's `auth_request` (and ingress-nginx's `auth-url`).
 //!   `X-Original-Method`, and `X-Original-URI` with the `Host`, or
 //!   `X-Original-URL` (absolute, as ingress-nginx sends it), never both:
 //!   nginx passes the client's headers into the subrequest, so the one
 //!   the front proxy did not set would be the client's word (a host, a
-//!   target). The client is `X-Real-IP`.
+//!   target). The client is `X-Real-IP`, else nginx itself.
 //! - `/forward-auth`: Traefik's `forwardAuth` and Caddy's `forward_auth`.
-//!   `X-Forwarded-Method`, `X-Forwarded-Uri` and `X-Forwarded-Host`.
+//!   `X-Forwarded-Method`, `X-Forwarded-Uri` and `X-Forwarded-Host`; the
+//!   client is the last `X-Forwarded-For` entry.
 //!
 //! Each endpoint reads its own description headers, each at most once (a
 //! second copy — the client's, passed through — refuses the request),
 //! and decides the rest as the request's headers: any other endpoint's
 //! description headers among them are the client's, and are judged as
-//! the proxy judges them (`X-Original-URI` is a target rewrite). Without
-//! `X-Real-IP` (nginx), the client is the last `X-Forwarded-For` entry, the
-//! one the front proxy added; without that, the front proxy itself.
+//! the proxy judges them (`X-Original-URI` is a target rewrite).
 //!
 //! An allow is 200 with the headers the upstream request gets (for
 //! nginx's `auth_request_set`, Envoy's `allowed_upstream_headers`, the
-//! forward-auth `authResponseHeaders` / `copy_headers`); Envoy also reads
-//! the headers to remove from `x-envoy-auth-headers-to-remove`. A denial
-//! is the proxy's own answer. Both carry `x-narrowgate-reason`.
+//! forward-auth `authResponseHeaders` / `copy_headers`): every identity
+//! header, its value or, where it has none, removed (Envoy reads
+//! `x-envoy-auth-headers-to-remove`) or empty. A denial is the proxy's own
+//! answer, with `x-narrowgate-reason`, and never a 2xx.
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
@@ -33,7 +35,7 @@ use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::{Caller, Checked, ConnInfo, Described, Gateway, REASON, Undescribed};
+use super::{Caller, Checked, ConnInfo, Described, Gateway, Undescribed};
 use crate::reason::Reason;
 use crate::respond;
 
@@ -62,10 +64,11 @@ impl Mode {
     }
 
     /// What the front proxy carries out: none drops a query parameter;
-    /// Envoy sets the request id it describes, the others pass the
-    /// client's.
+    /// Envoy removes headers and sets the request id it describes, the
+    /// others only copy what the answer states, and pass the client's id.
     fn caller(self) -> Caller {
-        Caller { strips_query: false, sets_request_id: self == Mode::Envoy }
+        let envoy = self == Mode::Envoy;
+        Caller { strips_query: false, removes_headers: envoy, sets_request_id: envoy }
     }
 
     /// The headers that describe the request: read, then never decided
@@ -111,7 +114,9 @@ fn describe(mode: Mode, parts: http::request::Parts, peer: &ConnInfo, prefix: &s
     let bad = || Undescribed::bad(Some(method.clone()));
     let (target, host) = match mode {
         Mode::Envoy => {
-            let rest = parts.uri.path().strip_prefix(prefix).unwrap_or_default();
+            // The prefix in force now (a reload may have changed it since
+            // the call was routed here): another path is no description.
+            let rest = parts.uri.path().strip_prefix(prefix).ok_or_else(bad)?;
             let path = if rest.is_empty() { "/" } else { rest };
             let target = match parts.uri.query() {
                 Some(q) => format!("{path}?{q}"),
@@ -220,7 +225,6 @@ fn render(mode: Mode, checked: Checked) -> Response<Full<Bytes>> {
     {
         h.insert(ENVOY_REMOVE, v);
     }
-    h.insert(REASON, HeaderValue::from_static(checked.reason.code()));
     resp
 }
 

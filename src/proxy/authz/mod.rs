@@ -33,12 +33,13 @@ use ::http::header::{HeaderMap, HeaderName, HeaderValue};
 use ::http::{Method, Request, Response};
 
 use super::{Body, ConnInfo, Decision, Gateway, Outcome, Verdict, grpc};
+use crate::config::CredentialSource;
 use crate::reason::Reason;
 use crate::runtime::Snapshot;
 use crate::{respond, server};
 
-/// The reason code of every denial and every HTTP answer, for the front
-/// proxy's logs (and nginx's `auth_request_set`).
+/// The reason code of every denial, for the front proxy's logs (and
+/// nginx's `auth_request_set`).
 const REASON: HeaderName = HeaderName::from_static("x-narrowgate-reason");
 
 /// A request as a front proxy describes it.
@@ -57,8 +58,13 @@ pub struct Caller {
     /// It drops the query parameters the answer names (Envoy over gRPC);
     /// without that, a credential in the query is refused.
     pub strips_query: bool,
-    /// It sets the request id it describes (Envoy); any other's is the
-    /// client's word, and a new one is made.
+    /// It removes the headers the answer names and replaces the ones it
+    /// sets (Envoy); without that, a request the proxy would forward only
+    /// after removing a header (other than the credential in its own
+    /// name, which the front proxy's config clears) is refused.
+    pub removes_headers: bool,
+    /// It sets the request id it describes (Envoy's `x-request-id`); any
+    /// other's is the client's word, and a new one is made.
     pub sets_request_id: bool,
 }
 
@@ -148,7 +154,7 @@ impl Gateway {
         } else {
             Err(Undescribed { reason: Reason::UntrustedPeer, method: None })
         };
-        let (request, client, decision) = match described {
+        let (request, client, mut decision) = match described {
             Err(Undescribed { reason, method }) => {
                 let request = Request::builder().method(method.unwrap_or(Method::GET)).body(()).unwrap_or_default();
                 (request, peer.clone(), Decision::deny(reason))
@@ -169,7 +175,7 @@ impl Gateway {
                     && !credential_params(request.uri().query(), &snap.query_credentials).is_empty()
                 {
                     // The front proxy would hand the credential on.
-                    Some(Reason::CredentialInQuery)
+                    Some(Reason::CannotRemove)
                 } else {
                     None
                 };
@@ -179,7 +185,39 @@ impl Gateway {
                 (request, client, decision)
             }
         };
-        let request_id = self.request_id(&snap, request.headers(), caller.sets_request_id);
+        // Envoy sets (or checks) `x-request-id`; under any other name, the
+        // id it describes is the client's.
+        let envoys = caller.sets_request_id && snap.forwarding.request_id == "x-request-id";
+        let request_id = self.request_id(&snap, request.headers(), envoys);
+        // What the upstream request gets and loses, if it is forwarded;
+        // refused where the front proxy cannot carry it out.
+        let names = identity_names(&snap.forwarding.identity);
+        let mut edits = None;
+        if decision.is_allow() {
+            let mut upstream = request.headers().clone();
+            // The front proxy answers for its forwarding headers: it is a
+            // peer the description is believed from.
+            super::forward::upstream_headers(&snap, &mut upstream, &decision, &client, true, &request_id);
+            let (set, remove) = changes(request.headers(), &upstream);
+            let other = |n: &HeaderName| !names.contains(n) && !super::headers::is_hop_by_hop(n.as_str());
+            let set: Vec<_> = set.into_iter().filter(|(n, _)| other(n)).collect();
+            let remove: Vec<_> = remove.into_iter().filter(other).collect();
+            let own_credential = |n: &HeaderName| {
+                *n == ::http::header::AUTHORIZATION
+                    || snap.auth.credentials().iter().any(|c| matches!(c, CredentialSource::Header(h) if h == n))
+            };
+            // A cookie rewritten (the credential among others), or a header
+            // removed that is not the credential in its own name (an
+            // identity's or a credential's other spelling).
+            let unremovable =
+                set.iter().any(|(n, _)| *n == ::http::header::COOKIE) || remove.iter().any(|n| !own_credential(n));
+            if unremovable && !caller.removes_headers {
+                decision.verdict = Verdict::Deny { reason: Reason::CannotRemove, denial: None, status: None };
+            } else {
+                let identity = names.iter().map(|n| (n.clone(), upstream.get(n).cloned())).collect();
+                edits = Some((identity, set, remove));
+            }
+        }
         // A denial is the REST answer, whatever the request: a gRPC
         // trailers-only refusal is HTTP 200, which every front proxy takes
         // for an allow. (Envoy answers a gRPC client in gRPC's terms
@@ -205,17 +243,8 @@ impl Gateway {
             remove: Vec::new(),
             remove_query: Vec::new(),
         };
-        if checked.allowed() {
-            let mut upstream = request.headers().clone();
-            // The front proxy answers for its forwarding headers: it is a
-            // peer the description is believed from.
-            super::forward::upstream_headers(&snap, &mut upstream, &decision, &client, true, &request_id);
-            let names = identity_names(&snap.forwarding.identity);
-            checked.identity = names.iter().map(|n| (n.clone(), upstream.get(n).cloned())).collect();
-            let (set, remove) = changes(request.headers(), &upstream);
-            let other = |n: &HeaderName| !names.contains(n) && !super::headers::is_hop_by_hop(n.as_str());
-            checked.set = set.into_iter().filter(|(n, _)| other(n)).collect();
-            checked.remove = remove.into_iter().filter(other).collect();
+        if let Some((identity, set, remove)) = edits.filter(|_| checked.allowed()) {
+            (checked.identity, checked.set, checked.remove) = (identity, set, remove);
             if !snap.forwarding.forward_credential {
                 checked.remove_query = credential_params(request.uri().query(), &snap.query_credentials);
             }
