@@ -549,6 +549,20 @@ async fn a_description_is_believed_only_from_a_peer() {
     let stranger = support::send_raw_from([127, 0, 0, 2].into(), decision, nginx("1.2.3.4").as_bytes()).await;
     assert_eq!((stranger.status, stranger.reason().as_str()), (403, "untrusted_peer"), "{}", stranger.body);
     assert!(stranger.header("x-narrowgate-subject").is_none());
+    // A gRPC Check from anyone else is refused before its message is read
+    // (this one, with no message at all, would fail to decode if it were
+    // read; no body, so the refusal cannot race its sending).
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-", "--http2-prior-knowledge", "--interface", "127.0.0.2"])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers", "--data-binary", ""])
+        .arg(format!("http://{decision}/envoy.service.auth.v3.Authorization/Check"))
+        .output()
+        .await
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(head.contains("grpc-status: 7") && head.contains("untrusted_peer"), "{head} {err}");
+
     // An endpoint that does not exist, and a description that does not
     // hold together.
     let r = send_raw(decision, build_request("GET", "/elsewhere", &[]).as_bytes()).await;

@@ -14,6 +14,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::{
     Address, Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
     HeaderValue as EnvoyHeader, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
@@ -21,6 +22,7 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::google::rpc;
 use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use super::{Caller, Checked, ConnInfo, Described, Gateway, Undescribed};
@@ -47,17 +49,24 @@ pub(super) fn service(gateway: Arc<Gateway>) -> AuthorizationServer<Checker> {
     AuthorizationServer::new(Checker(gateway)).max_decoding_message_size(MAX_CHECK_BYTES)
 }
 
-/// Call `Check` with `req`, whose connection is `info` (the peer the
-/// description is believed from, or not).
+/// Call `Check` with `req`, whose connection is `info`. A caller that is
+/// not one of `decision.peers` is refused before its message is read:
+/// recorded as `untrusted_peer`, and answered `PERMISSION_DENIED` (Envoy
+/// denies a request whose check fails).
 pub(super) async fn call(
+    gateway: &Gateway,
     mut service: AuthorizationServer<Checker>,
     mut req: Request<Incoming>,
     info: Arc<ConnInfo>,
-) -> Response<tonic::body::Body> {
+) -> Response<Either<tonic::body::Body, Full<Bytes>>> {
     use tonic::codegen::Service;
+    if !gateway.runtime.snapshot().is_decision_peer(info.peer) {
+        let checked = gateway.check(&info, ENVOY, |_| Err(Undescribed::bad(None))).await;
+        return crate::respond::grpc_error_response(checked.reason, None, None).map(Either::Right);
+    }
     req.extensions_mut().insert(info);
     match service.call(req).await {
-        Ok(resp) => resp,
+        Ok(resp) => resp.map(Either::Left),
         Err(never) => match never {},
     }
 }

@@ -129,7 +129,7 @@ impl Gateway {
             let (gw, check) = (self.clone(), check.clone());
             Box::pin(async move {
                 if envoy::is_check(&req) {
-                    envoy::call(check, req, info).await.map(Either::Left)
+                    envoy::call(&gw, check, req, info).await
                 } else {
                     http::answer(&gw, req, &info).await.map(Either::Right)
                 }
