@@ -574,6 +574,45 @@ async fn a_description_is_believed_only_from_a_peer() {
     h.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_decision_that_cannot_be_confirmed_current_is_a_denial() {
+    // A gateway following a revocation feed that never answers, and told
+    // to refuse when its revocations are stale: every token-checked
+    // decision is a denial; a public route is still allowed.
+    let (_held, nowhere) = support::refusing_address();
+    let token_file = format!("{}/config/keys/demo-feed.token", env!("CARGO_MANIFEST_DIR"));
+    let h = Harness::start_with(
+        |doc| {
+            doc.set("listeners.decision", "127.0.0.1:0");
+            doc.set("decision", json!({ "peers": ["127.0.0.1/32"] }));
+            doc.set(
+                "revocation",
+                json!({
+                    "follow": { "urls": [format!("http://{nowhere}/v1/revocations")], "token_file": token_file, "demo_token": true },
+                    "max_staleness": "1s",
+                    "when_stale": "refuse",
+                }),
+            );
+        },
+        |_| {},
+    )
+    .await;
+    let decision = h.gateway.as_ref().and_then(|g| g.decision_addr).expect("the decision listener");
+    let auth = format!("Bearer {}", h.token("web", web_rules()));
+    let ask = |target: &str, headers: &[(&str, &str)]| {
+        let mut all = vec![("X-Original-Method", "GET"), ("X-Original-URI", target)];
+        all.extend_from_slice(headers);
+        build_request("GET", "/nginx", &all)
+    };
+    let r = send_raw(decision, ask(A1, &[("Authorization", &auth)]).as_bytes()).await;
+    assert_eq!((r.status, r.reason().as_str()), (503, "revocations_unavailable"), "{}", r.body);
+    assert_eq!(r.header("x-narrowgate-reason"), Some("revocations_unavailable"));
+    let public = send_raw(decision, ask("/health", &[]).as_bytes()).await;
+    assert_eq!(public.status, 200, "{}", public.body);
+    assert!(h.upstream_received().is_empty(), "a decision forwards nothing");
+    h.shutdown().await;
+}
+
 #[test]
 fn the_decision_listener_needs_its_peers_and_they_need_it() {
     let errors = |listener: bool, peers: Option<serde_json::Value>| {
