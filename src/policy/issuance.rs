@@ -108,9 +108,16 @@ fn lineage_under(by: &Grant, a: Authority) -> Vec<String> {
 }
 
 /// The lineage of a token made from `parent`: `parent`'s, then `parent`
-/// as a lineage names it ([`Grant::lineage_id`]).
+/// as a lineage names it ([`Grant::lineage_id`]). Another issuer's
+/// lineage is its word about its own tokens: a bare entry in it is named
+/// with that issuer too, so it never spells one of this gateway's ids
+/// (revoking the bare id still reaches it).
 pub fn descent(parent: &Grant) -> Vec<String> {
-    parent.lineage.iter().map(|l| l.to_string()).chain([parent.lineage_id().into_owned()]).collect()
+    let inherited = parent
+        .lineage
+        .iter()
+        .map(|l| if parent.minted_here || l.contains('#') { l.to_string() } else { format!("{}#{l}", parent.issuer) });
+    inherited.chain([parent.lineage_id().into_owned()]).collect()
 }
 
 /// Whether `by` is the token whose record is `id`: only a token of this
@@ -574,7 +581,11 @@ mod tests {
         let foreign =
             Grant { issuer: "https://idp.example".into(), minted_here: false, ..grant(Role::Admin, false, true, None) };
         let its = "https://idp.example#me";
-        assert_eq!(descent(&foreign), vec!["root".to_string(), its.into()]);
+        // Its issuer's bare "root" is that issuer's, never this gateway's.
+        assert_eq!(descent(&foreign), vec!["https://idp.example#root".to_string(), its.into()]);
+        let forged = Grant { lineage: vec!["other#x".into(), "t1".into()], ..foreign.clone() };
+        assert_eq!(descent(&forged), vec!["other#x".to_string(), "https://idp.example#t1".into(), its.into()]);
+        assert_eq!(descent(&admin), vec!["root".to_string(), "me".into()], "this gateway's own: as they are");
         assert_eq!(visible_lineage(&foreign), Ok(Some(its.into())));
         for (id, ancestors, reach) in [
             ("me", &["root"][..], Err(IssuanceError::OutOfReach)),
