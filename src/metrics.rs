@@ -27,6 +27,11 @@ pub enum UpstreamError {
     Tls,
     Timeout,
     Other,
+    /// The response failed after its head was relayed: the connection was
+    /// reset or closed early, or the body's framing was broken.
+    Body,
+    /// The upstream went silent mid-body past `body_idle_timeout`.
+    BodyTimeout,
 }
 
 impl UpstreamError {
@@ -36,6 +41,8 @@ impl UpstreamError {
             UpstreamError::Tls => "tls",
             UpstreamError::Timeout => "timeout",
             UpstreamError::Other => "other",
+            UpstreamError::Body => "body",
+            UpstreamError::BodyTimeout => "body_timeout",
         }
     }
 }
@@ -116,6 +123,9 @@ pub struct UpstreamCounters {
     /// Resolutions of its DNS names that gave addresses, and that failed.
     pub resolved: IntCounter,
     pub unresolved: IntCounter,
+    /// Responses that failed after their head, and that stalled.
+    pub body_failed: IntCounter,
+    pub body_stalled: IntCounter,
 }
 
 /// The decision label a reason falls under.
@@ -365,7 +375,7 @@ impl Metrics {
         let upstream_vec = IntCounterVec::new(
             Opts::new(
                 "narrowgate_upstream_errors_total",
-                "Failed upstream exchanges by kind (connect, tls, timeout, other) and upstream (default, or its name under upstreams).",
+                "Failed upstream exchanges by kind (connect, tls, timeout, other; body, body_timeout: after the response head) and upstream (default, or its name under upstreams).",
             ),
             &["kind", "upstream"],
         )?;
@@ -695,6 +705,8 @@ impl Metrics {
             ejections: self.upstream_ejections.with_label_values(&[upstream]),
             resolved: self.upstream_resolutions.with_label_values(&[upstream, "success"]),
             unresolved: self.upstream_resolutions.with_label_values(&[upstream, "failure"]),
+            body_failed: self.upstream_errors.with_label_values(&[UpstreamError::Body.label(), upstream]),
+            body_stalled: self.upstream_errors.with_label_values(&[UpstreamError::BodyTimeout.label(), upstream]),
         }
     }
 }

@@ -531,3 +531,18 @@ fn a_file_that_is_not_the_config_is_never_quoted() {
         }
     }
 }
+
+#[test]
+fn a_body_idle_timeout_is_five_minutes_unless_set_and_never_zero() {
+    let dir = key_dir();
+    let c = Config::from_yaml(GOOD, dir.path()).expect("valid");
+    assert_eq!(c.upstream.body_idle_timeout, std::time::Duration::from_secs(300));
+    let set = GOOD
+        .replace(r#"addresses: ["127.0.0.1:3000"] }"#, r#"addresses: ["127.0.0.1:3000"], body_idle_timeout: 90s }"#);
+    let c = Config::from_yaml(&set, dir.path()).expect("valid");
+    assert_eq!(c.upstream.body_idle_timeout, std::time::Duration::from_secs(90));
+    let zero =
+        GOOD.replace(r#"addresses: ["127.0.0.1:3000"] }"#, r#"addresses: ["127.0.0.1:3000"], body_idle_timeout: 0s }"#);
+    let errs = Config::from_yaml(&zero, dir.path()).expect_err("zero").0;
+    assert!(errs.iter().any(|e| e.to_string().contains("upstream.body_idle_timeout")), "{errs:?}");
+}

@@ -25,6 +25,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Time allowed for the upstream to send its response head.
     pub read_timeout: Duration,
+    /// The longest the upstream may go silent in the middle of a response
+    /// body before the response is cut off.
+    pub body_idle_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
     /// `None`: plain HTTP.
@@ -136,6 +139,8 @@ pub(super) struct UpstreamFile {
     pub connect_timeout: Option<HumanDuration>,
     #[serde(default)]
     pub read_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub body_idle_timeout: Option<HumanDuration>,
     #[serde(default)]
     pub pool_idle_timeout: Option<HumanDuration>,
     #[serde(default)]
@@ -309,6 +314,13 @@ pub(super) fn build_upstream(
     if dns.refresh < Duration::from_secs(1) {
         errs.push(&format!("{path}.dns.refresh"), "at least 1s");
     }
+    // Envoy's stream idle timeout: long enough for a quiet stream (a gRPC
+    // watch, server-sent events), short enough that a stalled upstream
+    // does not hold a client and two connections for ever.
+    let body_idle_timeout = f.body_idle_timeout.map_or(Duration::from_secs(300), Duration::from);
+    if body_idle_timeout.is_zero() {
+        errs.push(&format!("{path}.body_idle_timeout"), "must be more than 0s");
+    }
     Some(UpstreamConfig {
         name: name.into(),
         dns,
@@ -319,6 +331,7 @@ pub(super) fn build_upstream(
         addresses,
         connect_timeout: f.connect_timeout.map_or(Duration::from_secs(2), Duration::from),
         read_timeout: f.read_timeout.map_or(Duration::from_secs(30), Duration::from),
+        body_idle_timeout,
         pool_idle_timeout: f.pool_idle_timeout.map_or(Duration::from_secs(90), Duration::from),
         pool_max_idle: f.pool_max_idle.unwrap_or(256),
         tls,

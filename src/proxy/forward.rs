@@ -85,7 +85,7 @@ impl Gateway {
         Ok(resp.map(|body| {
             Either::Left(match grant {
                 Some(g) => Watched::revocable(body, g.clone(), snap.auth.revocations().clone()),
-                None => Watched::plain(body),
+                None => Watched::plain(body, grpc),
             })
         }))
     }

@@ -121,6 +121,11 @@ pub struct Watched {
     /// stream breaks, CANCELLED when it is dropped first (the client went
     /// away), UNAUTHENTICATED when its token is revoked.
     call: Option<Box<Call>>,
+    /// A gRPC call's response: a failure of its upstream's is answered
+    /// with trailers.
+    grpc: bool,
+    /// Ended with such trailers.
+    failed: bool,
 }
 
 struct Watch {
@@ -134,8 +139,8 @@ struct Watch {
 
 impl Watched {
     /// `inner` as it is (a REST response, or a call without a token).
-    pub fn plain(inner: super::upstream::UpstreamBody) -> Self {
-        Watched { inner, watch: None, call: None }
+    pub fn plain(inner: super::upstream::UpstreamBody, grpc: bool) -> Self {
+        Watched { inner, watch: None, call: None, grpc, failed: false }
     }
 
     /// Report `call` when this response ends.
@@ -159,7 +164,8 @@ impl Watched {
         // decision and the answer is not missed.
         let rx = revocations.subscribe();
         let added: Pin<Box<dyn Future<Output = (bool, Receiver)> + Send>> = Box::pin(async move { (true, rx) });
-        Watched { inner, watch: Some(Box::new(Watch { grant, revocations, added, ended: false })), call: None }
+        let watch = Some(Box::new(Watch { grant, revocations, added, ended: false }));
+        Watched { inner, watch, call: None, grpc: true, failed: false }
     }
 }
 
@@ -193,6 +199,14 @@ impl Watch {
     }
 }
 
+/// The trailers that end a call whose upstream failed mid-stream.
+fn failed_trailers(reason: crate::reason::Reason) -> http::HeaderMap {
+    let mut t = http::HeaderMap::new();
+    t.insert(GRPC_STATUS, http::HeaderValue::from_static("14"));
+    t.insert("grpc-message", http::HeaderValue::from_static(reason.code()));
+    t
+}
+
 /// The trailers that end a call whose token was revoked mid-stream.
 fn revoked_trailers() -> http::HeaderMap {
     let mut t = http::HeaderMap::new();
@@ -209,6 +223,9 @@ impl Body for Watched {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, super::upstream::BodyError>>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
         if let Some(w) = self.watch.as_deref_mut() {
             if w.ended {
                 return Poll::Ready(None);
@@ -231,11 +248,25 @@ impl Body for Watched {
                 Poll::Pending => {}
             }
         }
-        polled
+        match polled {
+            // A call whose upstream failed mid-stream is ended in gRPC's
+            // terms, with the reason, as a refusal would be: a reset
+            // stream tells its client nothing.
+            Poll::Ready(Some(Err(e))) if self.grpc => {
+                self.failed = true;
+                let reason = if e.is::<super::upstream::Stalled>() {
+                    crate::reason::Reason::UpstreamTimeout
+                } else {
+                    crate::reason::Reason::UpstreamUnavailable
+                };
+                Poll::Ready(Some(Ok(Frame::trailers(failed_trailers(reason)))))
+            }
+            polled => polled,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.watch.as_ref().is_some_and(|w| w.ended) || self.inner.is_end_stream()
+        self.failed || self.watch.as_ref().is_some_and(|w| w.ended) || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

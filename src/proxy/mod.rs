@@ -374,10 +374,10 @@ impl Gateway {
                     Err(failure) => {
                         self.metrics.upstream_error(failure.kind, &failure.name);
                         let r = match failure.kind {
-                            UpstreamError::Timeout => Reason::UpstreamTimeout,
+                            UpstreamError::Timeout | UpstreamError::BodyTimeout => Reason::UpstreamTimeout,
                             UpstreamError::Connect => Reason::UpstreamConnect,
                             UpstreamError::Tls => Reason::UpstreamTls,
-                            UpstreamError::Other => Reason::UpstreamUnavailable,
+                            UpstreamError::Other | UpstreamError::Body => Reason::UpstreamUnavailable,
                         };
                         (r, refuse(r, None, None).map(Either::Right), Some(failure))
                     }

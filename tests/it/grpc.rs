@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::support::Harness;
 use crate::tls::run;
 
-const METHODS: [&str; 4] = ["Unary", "ServerStream", "ClientStream", "Bidi"];
+pub(crate) const METHODS: [&str; 4] = ["Unary", "ServerStream", "ClientStream", "Bidi"];
 const REFLECTION: &str = "grpc.reflection.v1alpha.ServerReflection";
 
 fn python() -> String {
@@ -72,7 +72,7 @@ async fn call(h: &Harness, method: &str, token: &str) -> Value {
 
 /// The demo config, with h2c on the proxy and an application whose gRPC
 /// service's methods are routed to `port` (an HTTP/2 upstream).
-fn grpc_app(port: u16) -> impl FnOnce(&mut crate::support::ConfigDoc) {
+pub(crate) fn grpc_app(port: u16) -> impl FnOnce(&mut crate::support::ConfigDoc) {
     move |doc| {
         doc.set("server.http2", json!({ "cleartext": true }));
         doc.set("upstreams", json!({ "grpc": { "addresses": [format!("127.0.0.1:{port}")], "protocol": "http2" } }));
@@ -111,7 +111,7 @@ fn grpc_app(port: u16) -> impl FnOnce(&mut crate::support::ConfigDoc) {
 }
 
 /// A token allowed `methods` of the echo service.
-fn token(h: &Harness, methods: &[&str]) -> String {
+pub(crate) fn token(h: &Harness, methods: &[&str]) -> String {
     h.token("grpc-user", json!([echo_rule(methods)]))
 }
 

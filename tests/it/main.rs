@@ -26,6 +26,7 @@ mod decision;
 mod drain;
 mod durability;
 mod explain;
+mod faults;
 mod forwarding;
 mod grpc;
 mod header_policy;

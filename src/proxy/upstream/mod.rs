@@ -188,6 +188,7 @@ pub struct Upstream {
     next: AtomicUsize,
     connect_timeout: Duration,
     read_timeout: Duration,
+    body_faults: Arc<BodyFaults>,
     balance: Balance,
     ejection: Ejection,
     retry_statuses: Vec<u16>,
@@ -213,7 +214,60 @@ pub struct UpstreamBody {
     give_back: Option<(Sender, Dialled, Arc<Target>)>,
     /// The request's place in its address's count in flight.
     busy: Option<Outstanding>,
+    /// How long the upstream may go quiet, and where a failure is counted.
+    watch: Option<BodyWatch>,
 }
+
+/// What watches a response body once its head has been relayed.
+struct BodyWatch {
+    faults: Arc<BodyFaults>,
+    /// Armed while the upstream is quiet: when it has been quiet too long.
+    /// (Made the first time a read has to wait: a body at hand costs no
+    /// timer.)
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame came since `stall` was armed.
+    moved: bool,
+}
+
+/// One upstream's body timeout and the counters of its bodies' failures.
+struct BodyFaults {
+    name: Box<str>,
+    idle: Duration,
+    failed: prometheus::IntCounter,
+    stalled: prometheus::IntCounter,
+}
+
+impl BodyWatch {
+    /// Whether the upstream, which has nothing more for now, has been
+    /// quiet past the limit (and if not, to be woken when it will have).
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let idle = self.faults.idle;
+        let sleep = match &mut self.stall {
+            Some(s) => {
+                if self.moved {
+                    s.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+                s
+            }
+            None => self.stall.insert(Box::pin(tokio::time::sleep(idle))),
+        };
+        self.moved = false;
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// A response body cut off because its upstream went quiet for longer
+/// than `body_idle_timeout`.
+#[derive(Debug)]
+pub struct Stalled;
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the upstream went quiet in the middle of the response body")
+    }
+}
+
+impl std::error::Error for Stalled {}
 
 impl UpstreamBody {
     fn finish(&mut self) {
@@ -221,6 +275,23 @@ impl UpstreamBody {
             target.give_back(sender, to);
         }
         self.busy = None;
+    }
+
+    /// The body failed after its head was relayed: its connection is not
+    /// reused, and the failure is counted and logged (the client's
+    /// response is cut off, or a gRPC call ended, by the layers above).
+    fn fail(&mut self, kind: UpstreamError, cause: &dyn std::fmt::Display) {
+        self.give_back = None;
+        let address = self.busy.as_ref().map(|b| b.0.authority.to_string()).unwrap_or_default();
+        self.busy = None;
+        if let Some(w) = &self.watch {
+            let f = &w.faults;
+            match kind {
+                UpstreamError::BodyTimeout => f.stalled.inc(),
+                _ => f.failed.inc(),
+            }
+            tracing::warn!(upstream = %f.name, address, error = %cause, "the upstream's response failed after its head was relayed");
+        }
     }
 }
 
@@ -238,10 +309,25 @@ impl Body for UpstreamBody {
         };
         match &polled {
             Poll::Ready(None) => self.finish(),
-            Poll::Ready(Some(Ok(_))) if self.is_end_stream() => self.finish(),
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(w) = &mut self.watch {
+                    w.moved = true;
+                }
+                if self.is_end_stream() {
+                    self.finish();
+                }
+            }
             // An error means the connection is unusable: drop it.
-            Poll::Ready(Some(Err(_))) => self.give_back = None,
-            _ => {}
+            Poll::Ready(Some(Err(e))) => {
+                let cause = e.to_string();
+                self.fail(UpstreamError::Body, &cause);
+            }
+            Poll::Pending => {
+                if self.watch.as_mut().is_some_and(|w| w.stalled(cx)) {
+                    self.fail(UpstreamError::BodyTimeout, &Stalled);
+                    return Poll::Ready(Some(Err(Box::new(Stalled))));
+                }
+            }
         }
         polled
     }
@@ -344,6 +430,12 @@ impl Upstream {
             next: AtomicUsize::new(0),
             connect_timeout: cfg.connect_timeout,
             read_timeout: cfg.read_timeout,
+            body_faults: Arc::new(BodyFaults {
+                name: cfg.name.clone(),
+                idle: cfg.body_idle_timeout,
+                failed: counters.body_failed.clone(),
+                stalled: counters.body_stalled.clone(),
+            }),
             balance: cfg.balance,
             ejection: cfg.ejection,
             retry_statuses: cfg.retries.statuses.clone(),
@@ -463,7 +555,10 @@ impl Upstream {
                             drop(resp);
                             req = rebuild(head);
                         }
-                        _ => return Ok(resp.map(|r| UpstreamBody { busy: Some(busy), ..r })),
+                        _ => {
+                            let watch = BodyWatch { faults: self.body_faults.clone(), stall: None, moved: false };
+                            return Ok(resp.map(|r| UpstreamBody { busy: Some(busy), watch: Some(watch), ..r }));
+                        }
                     }
                 }
             }
@@ -505,7 +600,7 @@ impl Upstream {
                     // HTTP/2 one stays shared in the pool.
                     let give_back =
                         (!upgraded && matches!(sender, Sender::H1(_))).then(|| (sender, to, target.clone()));
-                    return Ok(resp.map(|inner| UpstreamBody { inner, give_back, busy: None }));
+                    return Ok(resp.map(|inner| UpstreamBody { inner, give_back, busy: None, watch: None }));
                 }
                 Err(Unsent { cause, request }) => match request {
                     Some(unsent) if reused => req = unsent,
