@@ -328,6 +328,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
         let before_scrape: admin::BeforeScrape = Arc::new(move || {
             m.observe_revocations(&revs);
             m.observe_limits(&rt.snapshot().limits);
+            m.observe_clock(&rt.shared().clock);
             let (proxy, api, admin, decision) = &drains;
             let failed = |d: &server::Drain| d.handshake_failures.load(std::sync::atomic::Ordering::Relaxed);
             m.observe_connections("proxy", proxy.connections.len(), Some(proxy.tunnels.len()), failed(proxy));

@@ -207,7 +207,8 @@ impl Audit {
 
     /// Start writing events to `config`'s sink, on a thread of its own
     /// (file writes never stall the data plane's threads); the thread ends
-    /// when every sender is gone. `dropped` counts what the queue refused.
+    /// when every sender is gone. `dropped` counts what the queue refused,
+    /// and what could not be written (a full disk).
     pub fn start(config: &AuditConfig, dropped: prometheus::IntCounter) -> Result<Audit, AuditError> {
         if config.sink == AuditSink::Off {
             return Ok(Audit::off());
@@ -217,7 +218,10 @@ impl Audit {
         let sink = config.sink.clone();
         std::thread::Builder::new()
             .name("audit".into())
-            .spawn(move || write(rx, out, sink))
+            .spawn({
+                let dropped = dropped.clone();
+                move || write(rx, out, sink, dropped)
+            })
             .map_err(AuditError::Thread)?;
         Ok(Audit { tx: Some(tx), dropped: Some(dropped) })
     }
@@ -257,6 +261,9 @@ impl Output {
         }
     }
 
+    /// Write whole lines, or none: a file a write failed part way into
+    /// (its disk full) is cut back to where it was, so a reader never
+    /// meets half a line.
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         if buf.is_empty() {
             return Ok(());
@@ -267,25 +274,50 @@ impl Output {
                 out.write_all(buf)?;
                 out.flush()
             }
-            Output::File(f) => f.write_all(buf),
+            Output::File(f) => {
+                let before = f.metadata()?.len();
+                f.write_all(buf).inspect_err(|_| {
+                    let _ = f.set_len(before);
+                })
+            }
         }
     }
 }
 
 /// The writer thread: wait for an event, let more gather, make lines of
 /// them, write them at once.
-fn write(mut rx: mpsc::Receiver<Event>, mut out: Output, sink: AuditSink) {
+fn write(mut rx: mpsc::Receiver<Event>, mut out: Output, sink: AuditSink, dropped: prometheus::IntCounter) {
     let mut batch = Vec::with_capacity(256);
     let mut buf = Vec::with_capacity(64 * 1024);
     let to = match &sink {
         AuditSink::File { path } => path.display().to_string(),
         _ => "stdout".to_string(),
     };
-    let emit = |out: &mut Output, buf: &mut Vec<u8>| {
-        if let Err(e) = out.write_all(buf) {
-            tracing::warn!(error = %e, to = %to, "audit events could not be written");
+    // The lines in `buf`, and those lost since writing began to fail
+    // (`None`: it has not).
+    let mut lines = 0u64;
+    let mut failing: Option<u64> = None;
+    let mut emit = |out: &mut Output, buf: &mut Vec<u8>, lines: &mut u64| {
+        match out.write_all(buf) {
+            Ok(()) => {
+                if let Some(lost) = failing.take() {
+                    tracing::warn!(to = %to, lost, "audit events are written again");
+                }
+            }
+            Err(e) => {
+                dropped.inc_by(*lines);
+                // Said once per failing spell, not once per batch.
+                match &mut failing {
+                    Some(lost) => *lost += *lines,
+                    None => {
+                        tracing::error!(error = %e, to = %to, "audit events cannot be written; they are dropped and counted until they can");
+                        failing = Some(*lines);
+                    }
+                }
+            }
         }
         buf.clear();
+        *lines = 0;
     };
     loop {
         match rx.blocking_recv() {
@@ -311,7 +343,7 @@ fn write(mut rx: mpsc::Receiver<Event>, mut out: Output, sink: AuditSink) {
                 }
                 Event::Reopen => {
                     // What came before goes to the old file.
-                    emit(&mut out, &mut buf);
+                    emit(&mut out, &mut buf, &mut lines);
                     match Output::open(&sink) {
                         Ok(o) => out = o,
                         Err(e) => tracing::warn!(
@@ -323,16 +355,17 @@ fn write(mut rx: mpsc::Receiver<Event>, mut out: Output, sink: AuditSink) {
                     continue;
                 }
                 Event::Flushed(done) => {
-                    emit(&mut out, &mut buf);
+                    emit(&mut out, &mut buf, &mut lines);
                     let _ = done.send(());
                     continue;
                 }
             };
             if written.is_ok() {
                 buf.push(b'\n');
+                lines += 1;
             }
         }
-        emit(&mut out, &mut buf);
+        emit(&mut out, &mut buf, &mut lines);
     }
 }
 

@@ -205,6 +205,7 @@ pub struct Metrics {
     revocation: RevocationGauges,
     reloads: IntCounterVec,
     last_reload: Gauge,
+    clock_held_ahead: Gauge,
     certificate_expiry: prometheus::GaugeVec,
     config_info: IntGaugeVec,
     /// Audit events the full queue refused.
@@ -465,6 +466,10 @@ impl Metrics {
             "narrowgate_config_last_reload_success_timestamp_seconds",
             "Unix time the config in force was loaded (at start or by the last successful reload).",
         )?;
+        let clock_held_ahead = gauge(
+            "narrowgate_clock_held_ahead_seconds",
+            "How far ahead of the system's time the gateway keeps its own, after the system clock was stepped back (0 otherwise): tokens and cached grants are judged by the gateway's.",
+        )?;
         let certificate_expiry = prometheus::GaugeVec::new(
             Opts::new(
                 "narrowgate_tls_certificate_expiry_timestamp_seconds",
@@ -480,7 +485,7 @@ impl Metrics {
         registry.register(Box::new(config_info.clone()))?;
         let audit_dropped = IntCounter::new(
             "narrowgate_audit_events_dropped_total",
-            "Audit events dropped because the audit queue was full (the request path never waits for it).",
+            "Audit events dropped because the audit queue was full (the request path never waits for it) or they could not be written (a full disk).",
         )?;
         registry.register(Box::new(audit_dropped.clone()))?;
         let would_deny = IntCounterVec::new(
@@ -528,6 +533,7 @@ impl Metrics {
             handshakes_seen: Default::default(),
             reloads,
             last_reload,
+            clock_held_ahead,
             certificate_expiry,
             config_info,
             audit_dropped,
@@ -674,6 +680,12 @@ impl Metrics {
 
     /// Bring the revocation gauges up to date (called at each scrape).
     /// Bring the rate-limit gauge up to date (called at each scrape).
+    /// How far ahead of the system's time the clock is held (at each
+    /// scrape).
+    pub fn observe_clock(&self, clock: &crate::clock::Clock) {
+        self.clock_held_ahead.set(clock.held_ahead_ms() as f64 / 1000.0);
+    }
+
     pub fn observe_limits(&self, l: &crate::ratelimit::RateLimits) {
         self.rate_limit_untracked.set(i64::try_from(l.untracked()).unwrap_or(i64::MAX));
     }

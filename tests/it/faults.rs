@@ -6,7 +6,8 @@
 //! reason; after it, the response it was getting is cut off (its
 //! connection closed, its HTTP/2 stream reset, a gRPC call ended with
 //! status 14 and the reason), and the failure is counted. Either way the
-//! pool serves the next request, and no descriptor is left behind.
+//! pool serves the next request, and no descriptor is left behind. And the
+//! system clock stepped forward and back by an hour lengthens no token.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -155,10 +156,10 @@ fn sockets(open: &[String]) -> Vec<String> {
     open.iter()
         .filter_map(|l| l.strip_prefix("socket:[")?.strip_suffix(']'))
         .map(|inode| {
-            table
-                .lines()
-                .find(|row| row.split_whitespace().nth(9) == Some(inode))
-                .map_or_else(|| format!("socket {inode}"), |row| row.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+            table.lines().find(|row| row.split_whitespace().nth(9) == Some(inode)).map_or_else(
+                || format!("socket {inode}"),
+                |row| row.split_whitespace().take(4).collect::<Vec<_>>().join(" "),
+            )
         })
         .collect()
 }
@@ -374,5 +375,37 @@ async fn a_grpc_call_whose_upstream_fails_mid_stream_ends_with_unavailable_and_t
         let series = format!(r#"narrowgate_upstream_errors_total{{kind="{kind}",upstream="grpc"}}"#);
         assert_eq!(support::metric(h.admin, &series).await, Some(1.0), "{fault}");
     }
+    h.shutdown().await;
+}
+
+/// The system clock stepped forward an hour, then back: a token that
+/// expired meanwhile stays expired — served neither from the grant cache
+/// nor by the time going back — and one with time left is unaffected.
+#[tokio::test]
+async fn the_system_clock_stepped_forward_and_back_an_hour_lengthens_no_token() {
+    let h = support::Harness::start().await;
+    let now = h.now();
+    let short = h.sign(&payload("short", now, 1800, web_rules()));
+    let long = h.sign(&payload("long", now, 3 * 3600, web_rules()));
+    let status = |token: &str| {
+        let auth = format!("Bearer {token}");
+        let h = &h;
+        async move {
+            let r = h.get(ROUTE, &[("Authorization", &auth)]).await;
+            (r.status, r.reason())
+        }
+    };
+    // Both verified, and cached.
+    for t in [&short, &long, &short, &long] {
+        assert_eq!(status(t).await.0, 200);
+    }
+    h.step_clock(3_600_000);
+    assert_eq!(status(&short).await, (401, "expired".to_string()), "served past its exp (from the cache?)");
+    assert_eq!(status(&long).await.0, 200);
+    h.step_clock(-3_600_000);
+    assert_eq!(status(&short).await, (401, "expired".to_string()), "alive again when the clock went back");
+    assert_eq!(status(&long).await.0, 200);
+    let held = support::metric(h.admin, "narrowgate_clock_held_ahead_seconds").await.expect("the gauge");
+    assert!((3590.0..=3600.5).contains(&held), "held ahead by {held}");
     h.shutdown().await;
 }

@@ -23,6 +23,7 @@ mod console;
 mod console_browser;
 mod crafter;
 mod decision;
+mod disk_full;
 mod drain;
 mod durability;
 mod explain;

@@ -85,6 +85,12 @@ impl Harness {
         self.running().runtime.shared().clock.advance(by);
     }
 
+    /// Step the system's time as the gateway reads it, forward or back
+    /// (time itself passes no faster).
+    pub fn step_clock(&self, by_ms: i64) {
+        self.running().runtime.shared().clock.step_system(by_ms);
+    }
+
     /// The gateway's time.
     pub fn now(&self) -> u64 {
         self.running().runtime.shared().clock.now()
