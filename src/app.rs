@@ -156,11 +156,13 @@ fn spawn_workers(
     listeners: Vec<std::net::TcpListener>,
     gateway: &Arc<Gateway>,
     stop: &watch::Receiver<bool>,
+    runtimes: &mut Vec<tokio::runtime::Handle>,
 ) -> Result<Vec<JoinHandle<()>>, StartError> {
     let mut tasks = Vec::new();
     for (k, listener) in listeners.into_iter().enumerate() {
         let addr = listener.local_addr().map_err(StartError::Worker)?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Worker)?;
+        runtimes.push(rt.handle().clone());
         let (gateway, mut stop) = (gateway.clone(), stop.clone());
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -293,6 +295,8 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
         };
         tasks.push(tokio::spawn(gateway.clone().serve_decisions(listener, decision_drain.clone(), stopped)));
     }
+    // The proxy workers' runtimes, whose tasks a scrape counts.
+    let mut workers = Vec::new();
     match proxy_listener {
         Ok(listener) => {
             let mut rx = stop_rx.clone();
@@ -300,7 +304,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
                 let _ = rx.wait_for(|s| *s).await;
             })));
         }
-        Err(listeners) => tasks.extend(spawn_workers(listeners, &gateway, &stop_rx)?),
+        Err(listeners) => tasks.extend(spawn_workers(listeners, &gateway, &stop_rx, &mut workers)?),
     }
 
     let draining = Arc::new(AtomicBool::new(false));
@@ -329,6 +333,8 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
             m.observe_revocations(&revs);
             m.observe_limits(&rt.snapshot().limits);
             m.observe_clock(&rt.shared().clock);
+            let control = tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks());
+            m.observe_tasks(control, workers.iter().map(|h| h.metrics().num_alive_tasks()).sum());
             let (proxy, api, admin, decision) = &drains;
             let failed = |d: &server::Drain| d.handshake_failures.load(std::sync::atomic::Ordering::Relaxed);
             m.observe_connections("proxy", proxy.connections.len(), Some(proxy.tunnels.len()), failed(proxy));

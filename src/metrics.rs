@@ -206,6 +206,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     last_reload: Gauge,
     clock_held_ahead: Gauge,
+    tasks: IntGaugeVec,
     certificate_expiry: prometheus::GaugeVec,
     config_info: IntGaugeVec,
     /// Audit events the full queue refused.
@@ -470,6 +471,14 @@ impl Metrics {
             "narrowgate_clock_held_ahead_seconds",
             "How far ahead of the system's time the gateway keeps its own, after the system clock was stepped back (0 otherwise): tokens and cached grants are judged by the gateway's.",
         )?;
+        let tasks = IntGaugeVec::new(
+            Opts::new(
+                "narrowgate_runtime_tasks",
+                "Tasks alive on the gateway's runtimes: control (listeners but the proxy's, the token service, background work) and proxy (every proxy worker's).",
+            ),
+            &["runtime"],
+        )?;
+        registry.register(Box::new(tasks.clone()))?;
         let certificate_expiry = prometheus::GaugeVec::new(
             Opts::new(
                 "narrowgate_tls_certificate_expiry_timestamp_seconds",
@@ -534,6 +543,7 @@ impl Metrics {
             reloads,
             last_reload,
             clock_held_ahead,
+            tasks,
             certificate_expiry,
             config_info,
             audit_dropped,
@@ -684,6 +694,14 @@ impl Metrics {
     /// scrape).
     pub fn observe_clock(&self, clock: &crate::clock::Clock) {
         self.clock_held_ahead.set(clock.held_ahead_ms() as f64 / 1000.0);
+    }
+
+    /// The tasks alive on the control runtime and the proxy workers' (at
+    /// each scrape).
+    pub fn observe_tasks(&self, control: usize, proxy: usize) {
+        for (runtime, n) in [("control", control), ("proxy", proxy)] {
+            self.tasks.with_label_values(&[runtime]).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn observe_limits(&self, l: &crate::ratelimit::RateLimits) {
