@@ -243,7 +243,12 @@ pub enum AuditError {
 
 enum Output {
     Stdout,
-    File(std::fs::File),
+    /// `torn`: the file may end in part of a line (a write failed part way
+    /// and could not be taken back): the next write starts a new line.
+    File {
+        file: std::fs::File,
+        torn: bool,
+    },
 }
 
 impl Output {
@@ -255,7 +260,7 @@ impl Output {
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
                 let file = options.open(path).map_err(|source| AuditError::Open { path: path.clone(), source })?;
-                Ok(Output::File(file))
+                Ok(Output::File { file, torn: false })
             }
             _ => Ok(Output::Stdout),
         }
@@ -274,10 +279,19 @@ impl Output {
                 out.write_all(buf)?;
                 out.flush()
             }
-            Output::File(f) => {
-                let before = f.metadata()?.len();
-                f.write_all(buf).inspect_err(|_| {
-                    let _ = f.set_len(before);
+            Output::File { file, torn } => {
+                if *torn {
+                    file.write_all(b"\n")?;
+                    *torn = false;
+                }
+                let before = file.metadata()?.len();
+                file.write_all(buf).inspect_err(|_| {
+                    // Cut back only what this write added (between the two
+                    // lengths the file is this writer's alone); else, or if
+                    // the cut fails, the next write starts a line of its own.
+                    let after = file.metadata().map_or(u64::MAX, |m| m.len());
+                    let ours = after > before && after - before < buf.len() as u64;
+                    *torn = after != before && !(ours && file.set_len(before).is_ok());
                 })
             }
         }

@@ -62,13 +62,14 @@ impl Clock {
     /// was stepped back (then where this clock was, moved on since).
     #[inline]
     pub fn now_ms(&self) -> u64 {
-        let mono = i64::try_from(self.base.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let system =
-            i64::try_from(now_unix_ms()).unwrap_or(i64::MAX).saturating_add(self.stepped_ms.load(Ordering::Relaxed));
+        let (system, mono) = self.readings();
         let ahead = system.saturating_sub(mono);
         let held = self.ahead_ms.load(Ordering::Relaxed);
         let ahead = if ahead > held {
-            self.ahead_ms.fetch_max(ahead, Ordering::Relaxed).max(ahead)
+            let before = self.ahead_ms.fetch_max(ahead, Ordering::Relaxed);
+            // A step back from here on is news again.
+            self.warned_ms.fetch_max(ahead, Ordering::Relaxed);
+            before.max(ahead)
         } else {
             if held - ahead > STEP_WARNING_MS {
                 self.stepped_back(held, ahead);
@@ -79,12 +80,39 @@ impl Clock {
         u64::try_from(now).unwrap_or(0)
     }
 
+    /// The system's time, then the monotonic clock's milliseconds since
+    /// `base`, in that order: a pause between the two readings makes the
+    /// system look behind, never ahead, so it cannot ratchet this clock
+    /// forward.
+    #[inline]
+    fn readings(&self) -> (i64, i64) {
+        let system =
+            i64::try_from(now_unix_ms()).unwrap_or(i64::MAX).saturating_add(self.stepped_ms.load(Ordering::Relaxed));
+        let mono = i64::try_from(self.base.elapsed().as_millis()).unwrap_or(i64::MAX);
+        (system, mono)
+    }
+
+    /// The system's own time (Unix milliseconds, with a test's offsets),
+    /// for comparing with another machine's timestamps: those are on its
+    /// clock, not on this one's held time.
+    pub fn system_ms(&self) -> u64 {
+        let (system, _) = self.readings();
+        u64::try_from(system.saturating_add(self.offset_ms.load(Ordering::Relaxed))).unwrap_or(0)
+    }
+
+    /// Milliseconds on the monotonic clock (from an arbitrary start, far
+    /// enough back that any age can be taken from a reading; moved forward
+    /// with the clock by a test): for ages no step of the system's time may
+    /// change.
+    pub fn mono_ms(&self) -> u64 {
+        let mono = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        mono.saturating_add(MONO_ORIGIN_MS).saturating_add_signed(self.offset_ms.load(Ordering::Relaxed))
+    }
+
     /// How far ahead of the system's time this clock is held (after a step
     /// back), in milliseconds.
     pub fn held_ahead_ms(&self) -> u64 {
-        let mono = i64::try_from(self.base.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let system =
-            i64::try_from(now_unix_ms()).unwrap_or(i64::MAX).saturating_add(self.stepped_ms.load(Ordering::Relaxed));
+        let (system, mono) = self.readings();
         let held = self.ahead_ms.load(Ordering::Relaxed);
         u64::try_from(held.saturating_sub(system.saturating_sub(mono))).unwrap_or(0)
     }
@@ -93,7 +121,7 @@ impl Clock {
     #[cold]
     fn stepped_back(&self, held: i64, ahead: i64) {
         let warned = self.warned_ms.load(Ordering::Relaxed);
-        if (warned - ahead).abs() > STEP_WARNING_MS
+        if warned - ahead > STEP_WARNING_MS
             && self.warned_ms.compare_exchange(warned, ahead, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
             tracing::warn!(
@@ -130,6 +158,9 @@ impl Clock {
         self.stepped_ms.fetch_add(by_ms, Ordering::Relaxed);
     }
 }
+
+/// Where [`Clock::mono_ms`] starts: about 35 years of milliseconds.
+const MONO_ORIGIN_MS: u64 = 1 << 40;
 
 /// Steps back smaller than this (NTP's corrections) are held without a
 /// warning.

@@ -22,8 +22,8 @@
 //!
 //! | layer | modules | what they are |
 //! | --- | --- | --- |
-//! | 0 | [`time`], [`reason`], [`http_names`], [`telemetry`], [`tls`] | leaves: the checked Unix time, denial reasons, header names, logging, certificates and TLS settings |
-//! | 1 | [`clock`], [`ratelimit`] | the one clock; rate-limit types and limiters |
+//! | 0 | [`time`], [`clock`], [`reason`], [`http_names`], [`telemetry`] | leaves: the checked Unix time, the one clock, denial reasons, header names, logging |
+//! | 1 | [`tls`], [`ratelimit`] | certificates and TLS settings (judged by the clock's time); rate-limit types and limiters |
 //! | 2 | [`policy`] | manifest, routes and router, access rules, narrowing, issuance, the grant |
 //! | 3 | [`token`] | claims, keys, key ring, signing, verification into a grant, cache |
 //! | 4 | [`revocation`] | the revocation set and the feeds that fill it |

@@ -152,7 +152,7 @@ impl ListenerTls {
             out
         };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        let builder = rustls::ServerConfig::builder_with_details(provider.clone(), held_time())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Settings(e.to_string()))?;
         let builder = match (client_auth, client_roots) {
@@ -318,6 +318,25 @@ impl PeerIdentity {
     }
 }
 
+/// The time certificates are judged by: the system's, held from going
+/// back as the gateway's own clock is ([`crate::clock`]), so a step back of
+/// the system clock never makes an expired client or upstream certificate
+/// valid again.
+#[derive(Debug)]
+struct HeldTime;
+
+static HELD: std::sync::LazyLock<crate::clock::Clock> = std::sync::LazyLock::new(crate::clock::Clock::default);
+
+impl rustls::time_provider::TimeProvider for HeldTime {
+    fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+        Some(rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_millis(HELD.now_ms())))
+    }
+}
+
+fn held_time() -> Arc<dyn rustls::time_provider::TimeProvider> {
+    Arc::new(HeldTime)
+}
+
 /// TLS to an upstream: the server's certificate verified against `roots`
 /// (its CA bundle) or, without one, the system's trusted roots, with the
 /// name checked; `client`, when given, presented for mTLS to the
@@ -328,7 +347,7 @@ pub fn client_config(
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_details(provider, held_time())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Settings(e.to_string()))?;
     let builder = match roots {

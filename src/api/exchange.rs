@@ -262,7 +262,7 @@ async fn exchanged(s: &ApiState, req: Request) -> Result<Response, OAuthError> {
         .exchange(&snap.service, grant, exchange, req)
         .await
         .map_err(|e| OAuthError::from(ApiError::from(e)))?;
-    let now = crate::token::now_unix();
+    let now = s.service.now().secs();
     let expires_in = minted.record.expires_at.map_or(0, |t| t.secs().saturating_sub(now));
     Ok(no_store(
         StatusCode::OK,

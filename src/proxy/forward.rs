@@ -28,6 +28,9 @@ impl Gateway {
         facts: &Facts,
     ) -> Result<Response<Body>, UpstreamFailure> {
         let Facts { trusted, ref request_id, grpc } = *facts;
+        // Only an HTTP/2 client can be sent trailers that end a failed call
+        // (HTTP/1.1 would drop them and end the body cleanly).
+        let trailers_reach = grpc && req.version() == http::Version::HTTP_2;
         *req.uri_mut() = upstream_uri(snap, req.uri(), decision)
             .map_err(|_| UpstreamFailure::unnamed(UpstreamError::Other, "the upstream URI could not be built"))?;
         let host = req.headers().get(header::HOST).cloned();
@@ -84,8 +87,8 @@ impl Gateway {
         let grant = decision.grant.as_ref().filter(|_| grpc);
         Ok(resp.map(|body| {
             Either::Left(match grant {
-                Some(g) => Watched::revocable(body, g.clone(), snap.auth.revocations().clone()),
-                None => Watched::plain(body, grpc),
+                Some(g) => Watched::revocable(body, g.clone(), snap.auth.revocations().clone(), trailers_reach),
+                None => Watched::plain(body, trailers_reach),
             })
         }))
     }

@@ -121,8 +121,8 @@ pub struct Watched {
     /// stream breaks, CANCELLED when it is dropped first (the client went
     /// away), UNAUTHENTICATED when its token is revoked.
     call: Option<Box<Call>>,
-    /// A gRPC call's response: a failure of its upstream's is answered
-    /// with trailers.
+    /// A gRPC call's response to an HTTP/2 client: a failure of its
+    /// upstream's is answered with trailers.
     grpc: bool,
     /// Ended with such trailers.
     failed: bool,
@@ -159,13 +159,14 @@ impl Watched {
         inner: super::upstream::UpstreamBody,
         grant: std::sync::Arc<crate::token::Grant>,
         revocations: std::sync::Arc<crate::store::Revocations>,
+        grpc: bool,
     ) -> Self {
         // Looked at once at the start too: a revocation between the
         // decision and the answer is not missed.
         let rx = revocations.subscribe();
         let added: Pin<Box<dyn Future<Output = (bool, Receiver)> + Send>> = Box::pin(async move { (true, rx) });
         let watch = Some(Box::new(Watch { grant, revocations, added, ended: false }));
-        Watched { inner, watch, call: None, grpc: true, failed: false }
+        Watched { inner, watch, call: None, grpc, failed: false }
     }
 }
 
@@ -232,6 +233,10 @@ impl Body for Watched {
             }
             if w.revoked(cx) {
                 self.end(UNAUTHENTICATED);
+                if !self.grpc {
+                    // Trailers would not reach this client: cut it off.
+                    return Poll::Ready(Some(Err("the call's token was revoked".into())));
+                }
                 return Poll::Ready(Some(Ok(Frame::trailers(revoked_trailers()))));
             }
         }

@@ -91,6 +91,11 @@ pub struct Revocations {
     up: AtomicBool,
     /// Unix milliseconds of the last confirmation; 0: never.
     confirmed_ms: AtomicU64,
+    /// When, on the monotonic clock, the set was known complete: the
+    /// confirmation's arrival, less how old it was then by the system's
+    /// time. Staleness is aged from it, so no step of either machine's
+    /// clock makes the set look fresher or staler than it is.
+    fresh_mono_ms: AtomicU64,
     /// Set while the set is past `max` staleness, so the crossing is logged
     /// once each way.
     stale_logged: AtomicBool,
@@ -121,6 +126,7 @@ impl Revocations {
             followed: AtomicBool::new(false),
             up: AtomicBool::new(false),
             confirmed_ms: AtomicU64::new(0),
+            fresh_mono_ms: AtomicU64::new(0),
             stale_logged: AtomicBool::new(false),
             connects: AtomicU64::new(0),
             refused: Default::default(),
@@ -272,6 +278,8 @@ impl Revocations {
     /// The set was complete at `ms` (Unix milliseconds): a source's own
     /// confirmation time, relayed.
     pub fn confirm_at(&self, ms: u64) {
+        let age = self.clock.system_ms().saturating_sub(ms);
+        self.fresh_mono_ms.fetch_max(self.clock.mono_ms().saturating_sub(age), Ordering::AcqRel);
         self.confirmed_ms.fetch_max(ms, Ordering::AcqRel);
         self.up.store(true, Ordering::Release);
         if self.stale_logged.swap(false, Ordering::AcqRel) {
@@ -330,7 +338,10 @@ impl Revocations {
         if !self.is_followed() {
             return Duration::ZERO;
         }
-        Duration::from_millis(self.now_ms().saturating_sub(self.confirmed_ms.load(Ordering::Acquire)))
+        if self.confirmed_ms.load(Ordering::Acquire) == 0 {
+            return Duration::from_millis(self.now_ms());
+        }
+        Duration::from_millis(self.clock.mono_ms().saturating_sub(self.fresh_mono_ms.load(Ordering::Acquire)))
     }
 
     /// The set's time, in Unix milliseconds.
@@ -390,6 +401,31 @@ mod tests {
         assert!(refuse.is_stale() && refuse.refuses());
         refuse.confirm();
         assert!(!refuse.refuses());
+    }
+
+    #[test]
+    fn staleness_is_the_confirmations_age_whatever_the_system_clock_does() {
+        let clock = Arc::new(Clock::default());
+        let r = Revocations::new(Staleness { max: Duration::from_secs(5), refuse: true }, clock.clone());
+        r.follow();
+        // A source's confirmation, 2 s old by the system's time when it came.
+        r.confirm_at(clock.system_ms() - 2_000);
+        assert!((Duration::from_millis(1_990)..Duration::from_millis(2_500)).contains(&r.staleness()));
+        // The system's clock stepped back an hour (this machine's gateway
+        // is held ahead meanwhile), then forward two: the set is as old as
+        // it was.
+        for step in [-3_600_000, 7_200_000] {
+            clock.step_system(step);
+            assert!(!r.is_stale(), "stale after a step of {step} ms: {:?}", r.staleness());
+        }
+        // One that came 10 s old is stale at once, even at the start.
+        let fresh = Revocations::new(Staleness { max: Duration::from_secs(5), refuse: true }, clock.clone());
+        fresh.follow();
+        fresh.confirm_at(clock.system_ms() - 10_000);
+        assert!(fresh.refuses());
+        // Time passing ages it.
+        clock.advance(Duration::from_secs(4));
+        assert!(r.is_stale());
     }
 
     #[test]

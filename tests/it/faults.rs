@@ -58,7 +58,9 @@ async fn serve(mut s: TcpStream) {
             "reset-before-head" => return reset(s),
             "reset-mid-body" => {
                 let _ = s.write_all(PART).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // (A reset can discard what the gateway has not read yet:
+                // time enough to read the head first.)
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 return reset(s);
             }
             "close-mid-body" => {
@@ -183,7 +185,7 @@ async fn an_upstream_failing_before_or_after_its_head_gets_a_clear_answer_and_le
         dir.path(),
         "faults",
         upstream,
-        "upstream:\n  read_timeout: 300ms\n  body_idle_timeout: 300ms\nserver:\n  http2:\n    cleartext: true",
+        "upstream:\n  read_timeout: 1s\n  body_idle_timeout: 1s\nserver:\n  http2:\n    cleartext: true",
     );
     // The gateway trusts a key of this test's.
     let key = TestKey::es256("demo");
@@ -242,7 +244,8 @@ async fn an_upstream_failing_before_or_after_its_head_gets_a_clear_answer_and_le
         let (got, _) = fetch(g.proxy, &token, fault).await;
         let (status, length, body) = parse(&got);
         assert_eq!((status, length, body.as_slice()), (200, Some(5), &b"hello"[..]), "{fault}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // (After the late bytes came: the pooled connection has seen them.)
+        tokio::time::sleep(Duration::from_millis(500)).await;
         for _ in 0..3 {
             ok_after(&g, &token, fault).await;
         }
@@ -314,6 +317,20 @@ async fn a_grpc_call_whose_upstream_fails_mid_stream_ends_with_unavailable_and_t
                     let Ok(mut send) = respond.send_response(head, false) else { continue };
                     // A message declaring 10 bytes, and 2 of them.
                     let _ = send.send_data(bytes::Bytes::from_static(b"\x00\x00\x00\x00\x0a01"), false);
+                    if fault == b"slow-upload" {
+                        // Silent while the client sends, then the answer.
+                        tokio::spawn(async move {
+                            let mut body = request.into_body();
+                            while let Some(Ok(chunk)) = body.data().await {
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                            }
+                            let _ = send.send_data(bytes::Bytes::from_static(b"23456789"), false);
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            let _ = send.send_trailers(trailers);
+                        });
+                        continue;
+                    }
                     if fault == b"reset" {
                         tokio::spawn(async move {
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -342,6 +359,30 @@ async fn a_grpc_call_whose_upstream_fails_mid_stream_ends_with_unavailable_and_t
     let tcp = TcpStream::connect(h.proxy).await.expect("connect");
     let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
     tokio::spawn(conn);
+    // A client still sending keeps a quiet response alive (a
+    // client-streaming call the server answers at its end).
+    let mut sender = client.clone().ready().await.expect("ready");
+    let request = http::Request::post(format!("http://{}/narrowgate.test.Echo/ClientStream", h.proxy))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-fault", "slow-upload")
+        .body(())
+        .expect("request");
+    let (response, mut sending) = sender.send_request(request, false).expect("sent");
+    let response = tokio::time::timeout(Duration::from_secs(5), response).await.expect("in time").expect("head");
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sending.send_data(bytes::Bytes::from_static(b"\x00\x00\x00\x00\x01a"), false).expect("a message");
+    }
+    sending.send_data(bytes::Bytes::new(), true).expect("the end");
+    let mut body = response.into_body();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(5), body.data()).await.expect("in time") {
+        chunk.expect("a quiet response to a client still sending was cut off");
+    }
+    let trailers = body.trailers().await.expect("trailers").expect("trailers");
+    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]), "{trailers:?}");
+
     for (fault, reason, kind) in
         [("reset", "upstream_unavailable", "body"), ("stall", "upstream_timeout", "body_timeout")]
     {
@@ -375,6 +416,21 @@ async fn a_grpc_call_whose_upstream_fails_mid_stream_ends_with_unavailable_and_t
         let series = format!(r#"narrowgate_upstream_errors_total{{kind="{kind}",upstream="grpc"}}"#);
         assert_eq!(support::metric(h.admin, &series).await, Some(1.0), "{fault}");
     }
+
+    // Over HTTP/1.1 trailers would be dropped and the body end cleanly: the
+    // response is cut off instead.
+    let mut tcp = TcpStream::connect(h.proxy).await.expect("connect");
+    let head = format!(
+        "POST /narrowgate.test.Echo/Unary HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc\r\nTE: trailers\r\n\
+         Authorization: Bearer {token}\r\nx-fault: reset\r\nContent-Length: 6\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    tcp.write_all(b"\x00\x00\x00\x00\x01a").await.expect("write");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got)).await.expect("closed in time");
+    let (status, _, body) = parse(&got);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&got));
+    assert!(!body.ends_with(b"0\r\n\r\n"), "a failed call ended cleanly over HTTP/1.1");
     h.shutdown().await;
 }
 

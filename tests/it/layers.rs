@@ -29,8 +29,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("reason", 0),
     ("http_names", 0),
     ("telemetry", 0),
-    ("tls", 0),
-    ("clock", 1),
+    ("clock", 0),
+    ("tls", 1),
     ("ratelimit", 1),
     // Access rules and grants, then tokens (which verify into grants).
     ("policy", 2),

@@ -21,7 +21,7 @@
 //! so a worker only ever reuses its own, and no request crosses threads.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -49,7 +49,7 @@ use resolve::{Lookup, Resolved};
 
 /// What is sent upstream: the client's body, or none (a retry of a
 /// bodiless request, rebuilt from its head).
-type ReqBody = Either<Incoming, Empty<Bytes>>;
+type ReqBody = Either<Sending, Empty<Bytes>>;
 type Request = http::Request<ReqBody>;
 
 /// A connection to send on: HTTP/1.1 (one request at a time, pooled when
@@ -227,6 +227,50 @@ struct BodyWatch {
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A frame came since `stall` was armed.
     moved: bool,
+    /// Set while the client's body is still on its way (`None`: it had
+    /// none).
+    request_open: Option<Arc<AtomicBool>>,
+}
+
+/// The client's body on its way upstream, saying when it has ended.
+pub struct Sending {
+    inner: Incoming,
+    open: Option<Arc<AtomicBool>>,
+}
+
+impl Body for Sending {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            Poll::Pending => false,
+        };
+        if ended && let Some(open) = self.open.take() {
+            open.store(false, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        // Dropped (sent, or given up): nothing more of it will come.
+        if let Some(open) = self.open.take() {
+            open.store(false, Ordering::Release);
+        }
+    }
 }
 
 /// One upstream's body timeout and the counters of its bodies' failures.
@@ -252,7 +296,15 @@ impl BodyWatch {
             None => self.stall.insert(Box::pin(tokio::time::sleep(idle))),
         };
         self.moved = false;
-        sleep.as_mut().poll(cx).is_ready()
+        if sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if self.request_open.as_ref().is_some_and(|o| o.load(Ordering::Acquire)) {
+            // The client is still sending: looked at again a period on.
+            sleep.as_mut().reset(tokio::time::Instant::now() + idle);
+            return sleep.as_mut().poll(cx).is_ready();
+        }
+        true
     }
 }
 
@@ -498,7 +550,12 @@ impl Upstream {
         // after it went out: it is rebuilt from its head.
         let replay = (!self.retry_statuses.is_empty() && is_idempotent(req.method()) && req.body().is_end_stream())
             .then(|| head_of(&req));
-        let mut req = req.map(Either::Left);
+        // Until the client's body has ended, a quiet response is no stall
+        // (a client-streaming call, an upload the upstream answers at its
+        // end).
+        let request_open = (!req.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(true)));
+        let open = request_open.clone();
+        let mut req = req.map(|inner| Either::Left(Sending { inner, open }));
         let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
         loop {
             // The one reading of the clock on a request's way when all goes well.
@@ -556,7 +613,12 @@ impl Upstream {
                             req = rebuild(head);
                         }
                         _ => {
-                            let watch = BodyWatch { faults: self.body_faults.clone(), stall: None, moved: false };
+                            let watch = BodyWatch {
+                                faults: self.body_faults.clone(),
+                                stall: None,
+                                moved: false,
+                                request_open: request_open.clone(),
+                            };
                             return Ok(resp.map(|r| UpstreamBody { busy: Some(busy), watch: Some(watch), ..r }));
                         }
                     }
