@@ -40,6 +40,7 @@ mod metaapi;
 mod narrow_property;
 mod oidc;
 mod openapi;
+mod pg_failover;
 mod pg_outage;
 mod prodmanager;
 mod proxy_matrix;

@@ -668,6 +668,8 @@ pub struct PrivatePostgres {
     dir: tempfile::TempDir,
     bin: std::path::PathBuf,
     pub port: u16,
+    /// More server settings (`-c name=value …`), at every start.
+    settings: String,
 }
 
 fn running_as_root() -> bool {
@@ -683,6 +685,45 @@ fn running_as_root() -> bool {
 impl PrivatePostgres {
     /// initdb and start a server on a free port.
     pub fn start() -> PrivatePostgres {
+        PrivatePostgres::start_with("")
+    }
+
+    /// [`PrivatePostgres::start`], with more server settings (`-c name=value …`).
+    pub fn start_with(settings: &str) -> PrivatePostgres {
+        let pg = PrivatePostgres::empty(settings);
+        let data = pg.data();
+        pg.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8"]);
+        pg.start_again();
+        pg
+    }
+
+    /// A streaming standby of `primary` (a base backup of it, following its
+    /// WAL), started on a socket of its own.
+    pub fn standby_of(primary: &PrivatePostgres) -> PrivatePostgres {
+        let pg = PrivatePostgres::empty("");
+        let data = pg.data();
+        let from = primary.dir.path().to_str().expect("utf8").to_string();
+        pg.run("pg_basebackup", &["-D", &data, "-h", &from, "-p", "5432", "-U", "postgres", "-R", "-X", "stream"]);
+        pg.start_again();
+        pg
+    }
+
+    /// Make this standby the primary; returns once it is.
+    pub fn promote(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-w", "promote"]);
+    }
+
+    /// Stop it as a crash would (immediate: no checkpoint, sessions cut).
+    pub fn crash(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+    }
+
+    /// The directory its Unix socket is in.
+    pub fn socket_dir(&self) -> std::path::PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    fn empty(settings: &str) -> PrivatePostgres {
         let bin = std::path::PathBuf::from(
             std::env::var("NARROWGATE_TEST_PG_BIN")
                 .expect("NARROWGATE_TEST_PG_BIN is not set: scripts/test finds PostgreSQL and sets it"),
@@ -697,11 +738,7 @@ impl PrivatePostgres {
             assert!(ok.success());
         }
         // Its own socket directory and no TCP: nothing to collide with.
-        let pg = PrivatePostgres { dir, bin, port: 5432 };
-        let data = pg.data();
-        pg.run("initdb", &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8"]);
-        pg.start_again();
-        pg
+        PrivatePostgres { dir, bin, port: 5432, settings: settings.to_string() }
     }
 
     fn data(&self) -> String {
@@ -739,7 +776,10 @@ impl PrivatePostgres {
     pub fn start_again(&self) {
         let socket_dir = self.dir.path().to_str().expect("utf8").to_string();
         let log = self.dir.path().join("server.log");
-        let opts = format!("-p {} -k {socket_dir} -c listen_addresses= -c fsync=off -c max_connections=100", self.port);
+        let opts = format!(
+            "-p {} -k {socket_dir} -c listen_addresses= -c fsync=off -c max_connections=100 {}",
+            self.port, self.settings
+        );
         self.run(
             "pg_ctl",
             &["-D", &self.data(), "-l", log.to_str().expect("utf8"), "-w", "-t", "60", "-o", &opts, "start"],
