@@ -718,6 +718,18 @@ impl PrivatePostgres {
         self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
     }
 
+    /// One SQL query's result, as psql prints it unaligned (`-At`).
+    pub fn query(&self, sql: &str) -> String {
+        let socket_dir = self.dir.path().to_str().expect("utf8").to_string();
+        let out = self
+            .command("psql")
+            .args(["-h", &socket_dir, "-p", &self.port.to_string(), "-U", "postgres", "-At", "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// The directory its Unix socket is in.
     pub fn socket_dir(&self) -> std::path::PathBuf {
         self.dir.path().to_path_buf()
