@@ -121,11 +121,13 @@ pub struct Watched {
     /// stream breaks, CANCELLED when it is dropped first (the client went
     /// away), UNAUTHENTICATED when its token is revoked.
     call: Option<Box<Call>>,
-    /// A gRPC call's response to an HTTP/2 client: a failure of its
-    /// upstream's is answered with trailers.
-    grpc: bool,
-    /// Ended with such trailers.
-    failed: bool,
+    /// A gRPC call's response to an HTTP/2 client, which trailers reach:
+    /// a revocation or a failure of the upstream's ends it with them (else
+    /// the response is cut off).
+    trailers: bool,
+    /// Ended by the gateway (revoked, or its upstream failed): nothing
+    /// more is read.
+    ended: bool,
 }
 
 struct Watch {
@@ -134,13 +136,12 @@ struct Watch {
     /// Resolves when an id is added to the set (`false`: it never will),
     /// handing back the receiver to wait for the next.
     added: Pin<Box<dyn Future<Output = (bool, Receiver)> + Send>>,
-    ended: bool,
 }
 
 impl Watched {
     /// `inner` as it is (a REST response, or a call without a token).
-    pub fn plain(inner: super::upstream::UpstreamBody, grpc: bool) -> Self {
-        Watched { inner, watch: None, call: None, grpc, failed: false }
+    pub fn plain(inner: super::upstream::UpstreamBody, trailers: bool) -> Self {
+        Watched { inner, watch: None, call: None, trailers, ended: false }
     }
 
     /// Report `call` when this response ends.
@@ -159,14 +160,14 @@ impl Watched {
         inner: super::upstream::UpstreamBody,
         grant: std::sync::Arc<crate::token::Grant>,
         revocations: std::sync::Arc<crate::store::Revocations>,
-        grpc: bool,
+        trailers: bool,
     ) -> Self {
         // Looked at once at the start too: a revocation between the
         // decision and the answer is not missed.
         let rx = revocations.subscribe();
         let added: Pin<Box<dyn Future<Output = (bool, Receiver)> + Send>> = Box::pin(async move { (true, rx) });
-        let watch = Some(Box::new(Watch { grant, revocations, added, ended: false }));
-        Watched { inner, watch, call: None, grpc, failed: false }
+        let watch = Some(Box::new(Watch { grant, revocations, added }));
+        Watched { inner, watch, call: None, trailers, ended: false }
     }
 }
 
@@ -185,7 +186,6 @@ impl Watch {
     fn revoked(&mut self, cx: &mut Context<'_>) -> bool {
         while let Poll::Ready((more, rx)) = self.added.as_mut().poll(cx) {
             if self.revocations.rejects(&self.grant) {
-                self.ended = true;
                 tracing::info!(token_id = %self.grant.token_id, "ended a gRPC stream: its token was revoked");
                 return true;
             }
@@ -224,21 +224,17 @@ impl Body for Watched {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, super::upstream::BodyError>>> {
-        if self.failed {
+        if self.ended {
             return Poll::Ready(None);
         }
-        if let Some(w) = self.watch.as_deref_mut() {
-            if w.ended {
-                return Poll::Ready(None);
+        if self.watch.as_deref_mut().is_some_and(|w| w.revoked(cx)) {
+            self.ended = true;
+            self.end(UNAUTHENTICATED);
+            if !self.trailers {
+                // Trailers would not reach this client: cut it off.
+                return Poll::Ready(Some(Err("the call's token was revoked".into())));
             }
-            if w.revoked(cx) {
-                self.end(UNAUTHENTICATED);
-                if !self.grpc {
-                    // Trailers would not reach this client: cut it off.
-                    return Poll::Ready(Some(Err("the call's token was revoked".into())));
-                }
-                return Poll::Ready(Some(Ok(Frame::trailers(revoked_trailers()))));
-            }
+            return Poll::Ready(Some(Ok(Frame::trailers(revoked_trailers()))));
         }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if self.call.is_some() {
@@ -257,8 +253,8 @@ impl Body for Watched {
             // A call whose upstream failed mid-stream is ended in gRPC's
             // terms, with the reason, as a refusal would be: a reset
             // stream tells its client nothing.
-            Poll::Ready(Some(Err(e))) if self.grpc => {
-                self.failed = true;
+            Poll::Ready(Some(Err(e))) if self.trailers => {
+                self.ended = true;
                 let reason = if e.is::<super::upstream::Stalled>() {
                     crate::reason::Reason::UpstreamTimeout
                 } else {
@@ -271,7 +267,7 @@ impl Body for Watched {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.failed || self.watch.as_ref().is_some_and(|w| w.ended) || self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
