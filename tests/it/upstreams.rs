@@ -492,6 +492,19 @@ struct Dnsmasq {
 
 impl Dnsmasq {
     async fn start(name: &str, ip: &str) -> Dnsmasq {
+        // On a busy machine the port found free can be taken before
+        // dnsmasq binds it: then it exits, and another port is tried.
+        for _ in 0..3 {
+            let dns = Dnsmasq::spawn();
+            dns.write(name, ip);
+            if dns.settle(name, ip).await {
+                return dns;
+            }
+        }
+        panic!("dnsmasq did not come to answer {name} with {ip}");
+    }
+
+    fn spawn() -> Dnsmasq {
         use std::os::unix::fs::PermissionsExt;
         let bin =
             std::env::var("NG_DNSMASQ").expect("NG_DNSMASQ is not set: scripts/test installs dnsmasq and sets it");
@@ -517,10 +530,7 @@ impl Dnsmasq {
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn();
-        let dns = Dnsmasq { child: child.expect("dnsmasq starts"), addr, hosts, _dir: dir };
-        dns.write(name, ip);
-        dns.settle(name, ip).await;
-        dns
+        Dnsmasq { child: child.expect("dnsmasq starts"), addr, hosts, _dir: dir }
     }
 
     fn write(&self, name: &str, ip: &str) {
@@ -533,14 +543,21 @@ impl Dnsmasq {
     /// From now on, `name` is `ip`.
     async fn answer(&mut self, name: &str, ip: &str) {
         self.write(name, ip);
-        let pid = self.child.id().expect("dnsmasq runs").to_string();
-        let hup = tokio::process::Command::new("kill").args(["-HUP", &pid]).status().await.expect("kill");
-        assert!(hup.success());
-        self.settle(name, ip).await;
+        // (A SIGHUP is asked again if the answer has not changed after a
+        // few seconds: on a busy machine one was seen to go unheeded.)
+        for _ in 0..3 {
+            let pid = self.child.id().expect("dnsmasq runs").to_string();
+            let hup = tokio::process::Command::new("kill").args(["-HUP", &pid]).status().await.expect("kill");
+            assert!(hup.success());
+            if self.settle(name, ip).await {
+                return;
+            }
+        }
+        panic!("dnsmasq did not come to answer {name} with {ip}");
     }
 
-    /// Wait until the server answers `name` with `ip`.
-    async fn settle(&self, name: &str, ip: &str) {
+    /// Wait (5 s at most) until the server answers `name` with `ip`.
+    async fn settle(&self, name: &str, ip: &str) -> bool {
         use hickory_resolver::config::{NameServerConfig, ResolverConfig};
         let servers = vec![NameServerConfig::new(self.addr, hickory_resolver::proto::xfer::Protocol::Udp)];
         let resolver = hickory_resolver::Resolver::builder_with_config(
@@ -550,17 +567,18 @@ impl Dnsmasq {
         .build();
         let mut want: Vec<std::net::IpAddr> = ip.split(',').map(|ip| ip.parse().expect("ip")).collect();
         want.sort_unstable();
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
             if let Ok(found) = resolver.lookup_ip(name).await {
                 let mut found: Vec<_> = found.iter().collect();
                 found.sort_unstable();
                 if found == want {
-                    return;
+                    return true;
                 }
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("dnsmasq did not come to answer {name} with {ip}");
+        false
     }
 }
 
