@@ -1,6 +1,7 @@
 //! Criterion benches of the request path's pieces: verification per
 //! algorithm, the cache-hit path, rule evaluation by rule count, route
-//! matching by route count, and all decision phases together.
+//! matching by route count, all decision phases together, and what
+//! tracing adds to a request at each sampling ratio.
 //! Results and the machine are recorded in benches/README.md.
 
 use std::hint::black_box;
@@ -214,5 +215,78 @@ fn bench_decide(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_verify, bench_cache_hit, bench_evaluate, bench_route_match, bench_decide);
+/// Takes every batch and does nothing with it: what tracing costs the
+/// request path, not the collector.
+#[derive(Debug)]
+struct NullExporter;
+
+impl opentelemetry_sdk::trace::SpanExporter for NullExporter {
+    async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        black_box(batch);
+        Ok(())
+    }
+}
+
+/// What tracing adds to one request, as the proxy does it: the trace
+/// begun (or continued from a `traceparent`), the `traceparent` written
+/// for the upstream and, when sampled, the request's span with its
+/// attributes and the upstream call's span made and queued for export.
+fn bench_trace(c: &mut Criterion) {
+    use narrowgate::trace::{ContinueFrom, SpanCounters, TraceProtocol, Tracing, TracingConfig};
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::SpanKind;
+    let mut group = c.benchmark_group("trace");
+    let counter = |n: &str| prometheus::IntCounter::new(n, n).expect("counter");
+    for (name, ratio) in [("unsampled", 0.0), ("sampled_1_percent", 0.01), ("sampled_all", 1.0)] {
+        let config = TracingConfig {
+            endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            protocol: TraceProtocol::Http,
+            sample_ratio: ratio,
+            continue_from: ContinueFrom::Trusted,
+            service_name: "bench".into(),
+            queue: 1 << 20,
+            batch: 512,
+            flush_interval: std::time::Duration::from_millis(100),
+            export_timeout: std::time::Duration::from_secs(1),
+        };
+        let counters = SpanCounters { exported: counter("e"), queue_full: counter("q"), export_failed: counter("f") };
+        let tracing = Tracing::with_exporter(&config, NullExporter, counters);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("user-agent", http::HeaderValue::from_static("bench"));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let began = std::time::Instant::now();
+                let trace = tracing.begin(black_box(&headers), false);
+                let mut upstream = http::HeaderMap::new();
+                let call = trace.next_span();
+                upstream.insert(narrowgate::trace::TRACEPARENT, trace.traceparent(call));
+                if trace.sampled {
+                    let attributes = vec![
+                        KeyValue::new("http.request.method", "GET".to_owned()),
+                        KeyValue::new("http.response.status_code", 200i64),
+                        KeyValue::new("http.route", "GET /users/current/accounts/{accountId}".to_owned()),
+                        KeyValue::new("narrowgate.decision", "allow"),
+                        KeyValue::new("narrowgate.reason", "allowed"),
+                        KeyValue::new("narrowgate.application", "trading-account-management-api".to_owned()),
+                        KeyValue::new("narrowgate.token_id", "4c0f2a9c1e6b4d8f".to_owned()),
+                        KeyValue::new("narrowgate.rule_id", "trading-account-management-api".to_owned()),
+                        KeyValue::new("narrowgate.request_id", "6f2a9c1e-1b".to_owned()),
+                    ];
+                    let now = std::time::Instant::now();
+                    let attrs = vec![KeyValue::new("narrowgate.upstream", "default".to_owned())];
+                    if let Some(s) = trace.child(call, "upstream", SpanKind::Client, (began, now), attrs, None) {
+                        tracing.export(s);
+                    }
+                    if let Some(s) = trace.request_span(began, attributes, None) {
+                        tracing.export(s);
+                    }
+                }
+                black_box(upstream)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_verify, bench_cache_hit, bench_evaluate, bench_route_match, bench_decide, bench_trace);
 criterion_main!(benches);

@@ -24,7 +24,7 @@
 #
 #   benches/load.sh [DURATION_SECONDS] [ROUNDS]     (defaults 10 and 1)
 #   NARROWGATE_BIN=path benches/load.sh …           (a given build)
-#   ONLY=plain|cold|tls|cores|h2 benches/load.sh …  (one section)
+#   ONLY=plain|cold|tls|cores|h2|trace benches/load.sh …  (one section)
 #
 # The machine is shared and noisy: run several rounds and compare medians.
 set -euo pipefail
@@ -379,6 +379,31 @@ for round in $(seq 1 "$ROUNDS"); do
     TOKEN=$grpc_token h2run "gRPC, $m streams: narrowgate"      "http://127.0.0.1:18113/bench.v1.Svc/Call" "$ng_h2" "$m" "${grpc[@]}"
   done
 done
+fi
+# --- Tracing: the enforcing row again, tracing at 1 % and at every request,
+# exporting over OTLP/HTTP to a receiver on the collector's own protobuf
+# definitions (tests/python/otlp_receiver.py, accepting and dropping).
+if want trace; then
+  PY=${NARROWGATE_TEST_PYTHON:-target/pyenv/bin/python}
+  [ -x "$PY" ] || { echo "the trace rows need the Python environment: . .ci/pyenv.sh" >&2; exit 1; }
+  taskset -c 1 "$PY" tests/python/otlp_receiver.py 18120 18121 quiet >/dev/null 2>&1 & pids+=($!)
+  trace_conf() { # file listen admin ratio
+    ng_conf "$1" "$2" "$BENCH_READER" "$3" \
+      "tracing: { endpoint: \"http://127.0.0.1:18120\", sample_ratio: $4, flush_interval: 200ms, queue: 65536 }"
+  }
+  trace_conf "$work/trace1.yaml" 127.0.0.1:18122 127.0.0.1:18132 0.01
+  trace_conf "$work/trace100.yaml" 127.0.0.1:18123 127.0.0.1:18133 1
+  taskset -c 0 $NG serve --config "$work/trace1.yaml" 2>"$work/trace1.log" & ng_trace1=$!; pids+=($ng_trace1)
+  taskset -c 0 $NG serve --config "$work/trace100.yaml" 2>"$work/trace100.log" & ng_trace100=$!; pids+=($ng_trace100)
+  for a in 127.0.0.1:18122 127.0.0.1:18123; do wait_up "http://$a/"; done
+  for round in $(seq 1 "$ROUNDS"); do
+    run "narrowgate enforcing, tracing off"  "http://$NG_ON$PATH_A1" "$ng_on" "$work/one.lua"
+    run "narrowgate enforcing, tracing 1 %"  "http://127.0.0.1:18122$PATH_A1" "$ng_trace1" "$work/one.lua"
+    run "narrowgate enforcing, tracing all"  "http://127.0.0.1:18123$PATH_A1" "$ng_trace100" "$work/one.lua"
+  done
+  for a in 18132 18133; do
+    echo "tracing (admin $a): $(curl -s "http://127.0.0.1:$a/metrics" | grep '^narrowgate_trace_spans' | tr '\n' ' ')"
+  done
 fi
 echo
 echo "enforcing gateway's token cache: $(curl -s http://127.0.0.1:18093/metrics | grep '^narrowgate_token_cache_total' | tr '\n' ' ')"

@@ -101,6 +101,8 @@ pub enum StartError {
     Bootstrap(#[from] crate::service::bootstrap::BootstrapError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Tracing(#[from] crate::trace::TracingError),
     #[error("a proxy worker could not start")]
     Worker(#[source] std::io::Error),
 }
@@ -235,6 +237,10 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     // The audit log before the store: a store created by this start and
     // then abandoned by a failure would never get its first admin token.
     let audit = Arc::new(crate::audit::Audit::start(&config.audit, metrics.audit_dropped.clone())?);
+    let tracing = match &config.tracing {
+        Some(t) => Some(crate::trace::Tracing::start(t, metrics.trace_spans.clone())?),
+        None => None,
+    };
 
     // The store: a gateway that cannot load its revocations must not serve
     // (fail closed), and readiness means they are loaded.
@@ -268,6 +274,7 @@ pub async fn start_from(config: Config, path: Option<PathBuf>) -> Result<Running
     // The policy in force, swapped by reloads.
     let mut shared = Shared::new(metrics.clone(), revocations.clone(), mirror.references.clone());
     shared.audit = audit;
+    shared.tracing = tracing;
     shared.clock = clock;
     let runtime = Runtime::new(&config, path, shared);
     // Every token is minted and revoked by the one token service.
@@ -486,6 +493,11 @@ impl Running {
         self.runtime.stop();
         // What was decided is written before the process goes.
         self.runtime.shared().audit.flush(std::time::Duration::from_secs(2)).await;
+        // And the spans of it are exported (off the runtime's threads: the
+        // exporter's thread may need this runtime to send them).
+        if let Some(t) = self.runtime.shared().tracing.clone() {
+            let _ = tokio::task::spawn_blocking(move || t.shutdown(std::time::Duration::from_secs(2))).await;
+        }
         drop(self.background);
     }
 }

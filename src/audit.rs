@@ -34,6 +34,8 @@ pub use crate::config::{AuditConfig, AuditSink};
 pub struct DecisionEvent {
     pub at: SystemTime,
     pub request_id: http::HeaderValue,
+    /// The trace it is in (tracing on).
+    pub trace_id: Option<opentelemetry::trace::TraceId>,
     pub client: IpAddr,
     /// The client certificate its connection presented (mTLS).
     pub client_certificate: Option<Arc<crate::tls::PeerIdentity>>,
@@ -414,6 +416,10 @@ fn write_decision(out: &mut Vec<u8>, d: &DecisionEvent, labels: &Labels) {
     );
     line.raw("event", "\"decision\"");
     line.string("request_id", d.request_id.to_str().unwrap_or("-"));
+    if let Some(t) = d.trace_id {
+        line.key("trace_id");
+        let _ = write!(line.out, "\"{t}\"");
+    }
     line.key("client");
     let _ = write!(line.out, "\"{}\"", d.client);
     line.string("method", d.method.as_str());

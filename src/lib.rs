@@ -29,7 +29,7 @@
 //! | 4 | [`revocation`] | the revocation set and the feeds that fill it |
 //! | 5 | [`config`] | YAML → validated [`config::Config`], every problem with its path |
 //! | 6 | [`store`] | token records: models, queries, the writer, SQLite and PostgreSQL |
-//! | 7–10 | [`audit`], [`metrics`], [`auth`], the token service ([`service`], with its first start) | the service layer |
+//! | 7–10 | [`audit`], [`trace`], [`metrics`], [`auth`], the token service ([`service`], with its first start) | the service layer |
 //! | 11 | [`runtime`] | the compiled policy in force, swapped by reloads |
 //! | 12–14 | [`respond`], [`server`] (the one HTTP server loop), the pure decision, [`explain`] | what the front ends share |
 //! | 15 | [`proxy`], [`api`], [`console`], [`kube`], [`admin`], [`reload`], [`echo`] | front ends: thin adapters over the layers below |
@@ -65,3 +65,4 @@ pub mod telemetry;
 pub mod time;
 pub mod tls;
 pub mod token;
+pub mod trace;

@@ -35,7 +35,7 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             UpstreamError::Connect => "connect",
             UpstreamError::Tls => "tls",
@@ -211,6 +211,8 @@ pub struct Metrics {
     config_info: IntGaugeVec,
     /// Audit events the full queue refused.
     pub audit_dropped: IntCounter,
+    /// Spans exported and dropped.
+    pub trace_spans: crate::trace::SpanCounters,
     /// Shadow mode: requests forwarded that the policy denies.
     would_deny: IntCounterVec,
     /// Requests over a rate limit, by the limit.
@@ -497,6 +499,23 @@ impl Metrics {
             "Audit events dropped because the audit queue was full (the request path never waits for it) or they could not be written (a full disk).",
         )?;
         registry.register(Box::new(audit_dropped.clone()))?;
+        let spans_exported =
+            IntCounter::new("narrowgate_trace_spans_exported_total", "Spans the OTLP collector accepted.")?;
+        registry.register(Box::new(spans_exported.clone()))?;
+        let spans_dropped = IntCounterVec::new(
+            Opts::new(
+                "narrowgate_trace_spans_dropped_total",
+                "Spans dropped, by cause: queue_full (the export queue was full; a request never waits for it) \
+                 or export_failed (the collector refused them or could not be reached).",
+            ),
+            &["cause"],
+        )?;
+        registry.register(Box::new(spans_dropped.clone()))?;
+        let trace_spans = crate::trace::SpanCounters {
+            exported: spans_exported,
+            queue_full: spans_dropped.with_label_values(&["queue_full"]),
+            export_failed: spans_dropped.with_label_values(&["export_failed"]),
+        };
         let would_deny = IntCounterVec::new(
             Opts::new(
                 "narrowgate_would_deny_total",
@@ -547,6 +566,7 @@ impl Metrics {
             certificate_expiry,
             config_info,
             audit_dropped,
+            trace_spans,
             would_deny,
             rate_limited,
             rate_limit_untracked,

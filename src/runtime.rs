@@ -111,6 +111,8 @@ pub struct Shared {
     pub clock: Arc<Clock>,
     /// Where decisions and token-service actions are audited.
     pub audit: Arc<crate::audit::Audit>,
+    /// Where spans are exported (`None`: tracing is off).
+    pub tracing: Option<Arc<crate::trace::Tracing>>,
 }
 
 /// One listener's TLS: its server config, and the session resumption it
@@ -162,7 +164,7 @@ impl Shared {
 
     /// What a gateway's snapshots share, on the system clock.
     pub fn new(metrics: Arc<Metrics>, revocations: Arc<Revocations>, references: Arc<ReferenceTokens>) -> Shared {
-        Shared { metrics, revocations, references, clock: Arc::default(), audit: Arc::default() }
+        Shared { metrics, revocations, references, clock: Arc::default(), audit: Arc::default(), tracing: None }
     }
 }
 
@@ -296,6 +298,7 @@ struct ProcessSettings {
     /// reference tokens' grants with it.
     signing_issuer: Option<String>,
     audit: crate::config::AuditConfig,
+    tracing: Option<crate::config::TracingConfig>,
 }
 
 impl ProcessSettings {
@@ -309,6 +312,7 @@ impl ProcessSettings {
             bootstrap: c.bootstrap.clone(),
             signing_issuer: c.signing.as_ref().map(|s| s.issuer.clone()),
             audit: c.audit.clone(),
+            tracing: c.tracing.clone(),
         }
     }
 
@@ -335,6 +339,9 @@ impl ProcessSettings {
         }
         if self.audit != other.audit {
             out.push("audit");
+        }
+        if self.tracing != other.tracing {
+            out.push("tracing");
         }
         if self.signing_issuer != other.signing_issuer {
             out.push("issuers[].issuer (of the issuer with signing_keys)");

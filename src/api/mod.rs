@@ -158,7 +158,8 @@ pub fn app(state: ApiState, beside: Router) -> Router {
         .route("/v1/revocations", get(revocations::feed).post(revocations::revoke_jti))
         .merge(gated(metaapi::routes(Router::new()), &state, |f| f.metaapi))
         .merge(gated(crafter::routes(Router::new()), &state, |f| f.crafter))
-        .merge(gated(prodmanager::routes(Router::new()), &state, |f| f.prodmanager.is_some()));
+        .merge(gated(prodmanager::routes(Router::new()), &state, |f| f.prodmanager.is_some()))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), traced));
     router
         .with_state(state)
         .merge(beside)
@@ -177,6 +178,36 @@ async fn bounded(req: Request, next: axum::middleware::Next) -> Response {
         Ok(resp) => resp,
         Err(_) => ApiError::request_timeout().into_response(),
     }
+}
+
+/// A call's span, when tracing is on and its trace is sampled: its
+/// route's template, its method and its status, with the token
+/// service's spans below it (`trace::child`).
+async fn traced(State(s): State<ApiState>, req: Request, next: axum::middleware::Next) -> Response {
+    let Some(tracing) = s.runtime.shared().tracing.clone() else { return next.run(req).await };
+    let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::IpAddr>>().map(|c| c.0);
+    let trusted = peer.is_some_and(|p| s.snapshot().is_trusted(p));
+    let trace = tracing.begin(req.headers(), trusted);
+    let Some(started) = trace.started else { return next.run(req).await };
+    let began = std::time::Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let active =
+        crate::trace::Active { tracing: tracing.clone(), trace_id: trace.trace_id, span_id: trace.span_id, started };
+    let resp = active.scope(next.run(req)).await;
+    let status = resp.status();
+    let mut attributes = vec![
+        opentelemetry::KeyValue::new("http.request.method", method),
+        opentelemetry::KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+    ];
+    if let Some(route) = route {
+        attributes.push(opentelemetry::KeyValue::new("http.route", route));
+    }
+    let failed = status.is_server_error().then_some("server_error");
+    if let Some(span) = trace.request_span(began, attributes, failed) {
+        tracing.export(span);
+    }
+    resp
 }
 
 /// `router`'s routes, answering only while `enabled` holds for the

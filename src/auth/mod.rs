@@ -6,6 +6,7 @@
 pub mod credential;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::HeaderMap;
 
@@ -185,6 +186,18 @@ impl Authenticator {
 
     /// The grant of the request's credential at `now` (Unix seconds).
     pub fn authenticate(&self, headers: &HeaderMap, query: Option<&str>, now: u64) -> Result<Arc<Grant>, Reason> {
+        self.authenticate_noting(headers, query, now, &mut None)
+    }
+
+    /// [`Self::authenticate`], noting in `verified` when the token was
+    /// verified on a cache miss (the span a trace shows).
+    pub fn authenticate_noting(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        now: u64,
+        verified: &mut Option<Verification>,
+    ) -> Result<Arc<Grant>, Reason> {
         // Phase 3: credential.
         let token = match credential::extract(&self.credentials, headers, query) {
             Ok(Some(t)) => t,
@@ -192,12 +205,21 @@ impl Authenticator {
             Err(CredentialError::Conflict) => return Err(Reason::ConflictingCredentials),
             Err(CredentialError::Malformed) => return Err(Reason::InvalidToken),
         };
-        self.authenticate_token(&token, now)
+        self.authenticate_token_noting(&token, now, verified)
     }
 
     /// The grant of a credential (a JWT or a reference token) at `now`:
     /// phases 4 and 5.
     pub fn authenticate_token(&self, token: &str, now: u64) -> Result<Arc<Grant>, Reason> {
+        self.authenticate_token_noting(token, now, &mut None)
+    }
+
+    fn authenticate_token_noting(
+        &self,
+        token: &str,
+        now: u64,
+        verified: &mut Option<Verification>,
+    ) -> Result<Arc<Grant>, Reason> {
         // Phase 4: verify. A reference token is looked up by hash in the
         // mirror; its expiry is checked here, as a JWT's is by the verifier.
         // Anything without the dots of a JWT is looked up as a reference
@@ -226,7 +248,14 @@ impl Authenticator {
             None => {
                 self.metrics.cache_misses.inc();
                 let generation = self.cache.generation();
-                match self.verifier.verify(token, now) {
+                let from = Instant::now();
+                let checked = self.verifier.verify(token, now);
+                *verified = Some(Verification {
+                    from,
+                    to: Instant::now(),
+                    refused: checked.as_ref().err().map(|e| e.reason()),
+                });
+                match checked {
                     Ok(g) => {
                         let g = Arc::new(g);
                         self.cache.put_verified(token, g.clone(), now, generation);
@@ -255,6 +284,14 @@ impl Authenticator {
         }
         Ok(grant)
     }
+}
+
+/// A token verified on a cache miss: when, and what it was refused for.
+#[derive(Clone, Copy, Debug)]
+pub struct Verification {
+    pub from: Instant,
+    pub to: Instant,
+    pub refused: Option<Reason>,
 }
 
 /// Whether a credential is looked up as a reference token rather than

@@ -53,7 +53,7 @@ use network::{
     CredentialFile, DecisionFile, ListenersFile, build_cache, build_credentials, build_decision, build_forwarding,
     build_listeners, build_server, build_trusted_proxies, default_credentials,
 };
-pub use observe::{AuditConfig, AuditSink, LogConfig, LogFormat};
+pub use observe::{AuditConfig, AuditSink, ContinueFrom, LogConfig, LogFormat, TraceProtocol, TracingConfig};
 pub use preflight::{Dirs, Preflight, Purpose, creatable};
 pub use store::{Bootstrap, DEMO_FEED_TOKEN, FeedFollow, RevocationConfig, StoreBackend, StoreConfig};
 use store::{RevocationFile, StoreFile, build_revocation, build_store};
@@ -120,6 +120,8 @@ pub struct Config {
     pub log: LogConfig,
     pub rate_limits: crate::ratelimit::RateLimitConfig,
     pub audit: AuditConfig,
+    /// Traces exported over OTLP (`None`: no tracing at all).
+    pub tracing: Option<TracingConfig>,
     /// Problems that do not stop the gateway (a secret file others can
     /// read, a JWKS key skipped); `check-config --strict` fails on them.
     pub warnings: Vec<String>,
@@ -493,6 +495,12 @@ impl Config {
             *path = base.join(&*path);
         }
 
+        let tracing = match get("tracing") {
+            Value::Null => None,
+            v => section::<observe::TracingFile>(&v, "tracing", &mut errs)
+                .and_then(|f| observe::build_tracing(f, &mut errs)),
+        };
+
         let facades = match get("facades") {
             Value::Null => Facades::default(),
             v => match section::<FacadesFile>(&v, "facades", &mut errs) {
@@ -527,6 +535,7 @@ impl Config {
                 log,
                 rate_limits,
                 audit,
+                tracing,
                 listeners,
                 tls,
                 upstream,
@@ -589,6 +598,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "issuance",
     "log",
     "audit",
+    "tracing",
     "rate_limits",
     "console",
 ];

@@ -36,6 +36,8 @@ pub struct Decision {
     /// The resource id the request touches, decoded (kept only when the
     /// audit log is on).
     pub resource_id: Option<Box<str>>,
+    /// When its token was verified on a cache miss (a trace's span).
+    pub verified: Option<crate::auth::Verification>,
 }
 
 /// What happens to the request, and why: one value, so no combination of
@@ -77,6 +79,7 @@ impl Decision {
             upgrade: false,
             headers: Scan::default(),
             resource_id: None,
+            verified: None,
         }
     }
 
@@ -210,7 +213,7 @@ fn judge<B>(snap: &Snapshot, req: &Request<B>, now: u64) -> Decision {
     };
 
     // Phases 3–5: credential, verification, revocation.
-    let grant = match snap.auth.authenticate(req.headers(), req.uri().query(), now) {
+    let grant = match snap.auth.authenticate_noting(req.headers(), req.uri().query(), now, &mut decision.verified) {
         Ok(g) => g,
         Err(reason) => return deny(decision, reason, None),
     };

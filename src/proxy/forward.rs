@@ -25,9 +25,9 @@ impl Gateway {
         mut req: Request<Incoming>,
         decision: &Decision,
         conn: &ConnInfo,
-        facts: &Facts,
+        facts: &mut Facts,
     ) -> Result<Response<Body>, UpstreamFailure> {
-        let Facts { trusted, ref request_id, grpc } = *facts;
+        let Facts { trusted, ref request_id, grpc, .. } = *facts;
         // Only an HTTP/2 client can be sent trailers that end a failed call
         // (HTTP/1.1 would drop them and end the body cleanly).
         let trailers_reach = grpc && req.version() == http::Version::HTTP_2;
@@ -40,6 +40,16 @@ impl Gateway {
         let h = req.headers_mut();
         upstream_headers(snap, h, decision, conn, trusted, request_id);
         set_forwarded(h, conn, trusted, host);
+        // Its trace goes on below the gateway's span of the upstream call.
+        let call_span = facts.trace.as_ref().map(|t| {
+            let span = t.next_span();
+            h.insert(crate::trace::TRACEPARENT, t.traceparent(span));
+            match &t.state {
+                Some(state) => h.insert(crate::trace::TRACESTATE, state.clone()),
+                None => h.remove(crate::trace::TRACESTATE),
+            };
+            span
+        });
         // What a genuine answer to this WebSocket handshake carries.
         let expected_accept = decision
             .upgrade
@@ -62,7 +72,13 @@ impl Gateway {
         }
         // A gRPC call's deadline shortens the wait for the answer's head.
         let wait = if grpc { super::grpc::timeout(req.headers()) } else { None };
-        let mut resp = pool.send(req, wait).await?;
+        let from = std::time::Instant::now();
+        let sent = pool.send(req, wait).await;
+        if let Some(span) = call_span.filter(|_| facts.trace.as_ref().is_some_and(|t| t.sampled)) {
+            let to = std::time::Instant::now();
+            facts.upstream_call = Some(super::UpstreamCall { span, from, to, upstream: wanted.into() });
+        }
+        let mut resp = sent?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             // Only a 101 that answers the client's WebSocket handshake is

@@ -72,6 +72,20 @@ pub struct Outcome {
     pub method: http::Method,
     /// A gRPC call: reported by the `grpc-status` it ends with.
     pub grpc: bool,
+    /// Its place in its trace (tracing on).
+    pub trace: Option<crate::trace::Trace>,
+    /// Its upstream call, when its trace is sampled.
+    pub upstream_call: Option<UpstreamCall>,
+}
+
+/// A sampled request's upstream call: its span, from sending the request
+/// to the response's head (or the failure), and the upstream's name.
+#[derive(Debug)]
+pub struct UpstreamCall {
+    pub span: opentelemetry::trace::SpanId,
+    pub from: Instant,
+    pub to: Instant,
+    pub upstream: Box<str>,
 }
 
 /// What the gateway knows of a request besides the request itself, found
@@ -84,6 +98,10 @@ struct Facts {
     /// A gRPC call (`content-type: application/grpc`): refused in gRPC's
     /// terms, its deadline read, its stream watched.
     grpc: bool,
+    /// Its place in its trace (tracing on).
+    trace: Option<crate::trace::Trace>,
+    /// Its upstream call, noted by `forward` when its trace is sampled.
+    upstream_call: Option<UpstreamCall>,
 }
 
 /// The longest request id taken from a peer; a longer one is replaced.
@@ -265,15 +283,17 @@ impl Gateway {
         let start = Instant::now();
         let trusted = snap.is_trusted(conn.peer);
         let request_id = self.request_id(&snap, req.headers(), trusted);
-        let facts = Facts { trusted, request_id, grpc: grpc::is_grpc(req.headers()) };
+        let trace = self.runtime.shared().tracing.as_ref().map(|t| t.begin(req.headers(), trusted));
+        let mut facts = Facts { trusted, request_id, grpc: grpc::is_grpc(req.headers()), trace, upstream_call: None };
         let span = tracing::debug_span!("request", request.id = facts.request_id.to_str().unwrap_or("-"));
         async {
             let decision = self.decide_admitted(&snap, conn, &req).await;
             let method = req.method().clone();
-            let (reason, mut resp, failure) = self.enforce(&snap, req, &decision, conn, &facts).await;
+            let (reason, mut resp, failure) = self.enforce(&snap, req, &decision, conn, &mut facts).await;
             resp.headers_mut().insert(snap.forwarding.request_id.clone(), facts.request_id.clone());
-            let Facts { request_id, grpc, .. } = facts;
-            let outcome = Outcome { reason, status: resp.status(), failure, start, request_id, method, grpc };
+            let Facts { request_id, grpc, trace, upstream_call, .. } = facts;
+            let status = resp.status();
+            let outcome = Outcome { reason, status, failure, start, request_id, method, grpc, trace, upstream_call };
             self.record(&snap, &decision, &outcome, conn, &mut resp);
             resp
         }
@@ -351,7 +371,7 @@ impl Gateway {
         req: Request<Incoming>,
         decision: &Decision,
         conn: &ConnInfo,
-        facts: &Facts,
+        facts: &mut Facts,
     ) -> (Reason, Response<Body>, Option<UpstreamFailure>) {
         // A gRPC caller is refused in gRPC's terms: it cannot read a 401.
         let grpc = facts.grpc;

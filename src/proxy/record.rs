@@ -10,6 +10,7 @@ use http::Response;
 use http_body_util::Either;
 
 use super::{Body, ConnInfo, Decision, Gateway, Outcome, Verdict, grpc};
+use crate::reason::Reason;
 use crate::runtime::Snapshot;
 
 impl Gateway {
@@ -46,8 +47,12 @@ impl Gateway {
         } else if let Some(e) = event {
             snap.audit_log.record(crate::audit::Event::Decision(e));
         }
+        if let Some(trace) = outcome.trace.as_ref().filter(|t| t.sampled) {
+            self.trace(snap, decision, outcome, trace);
+        }
         let route = decision.route.and_then(|r| snap.routes.get(r)).map_or("-", |r| &*r.template);
         let request_id = request_id.to_str().unwrap_or("-");
+        let trace_id = outcome.trace.as_ref().map(|t| tracing::field::display(t.trace_id));
         // The verified client certificate's SPIFFE id, else its subject.
         let client_cert = conn.client.as_deref().map(|c| c.spiffe.as_deref().unwrap_or(&c.subject));
         if let Some(would) = decision.would_deny() {
@@ -55,6 +60,7 @@ impl Gateway {
                 would_deny = would.code(),
                 route,
                 request_id,
+                trace_id,
                 client_cert,
                 "shadow: forwarded a request the policy denies"
             );
@@ -64,6 +70,7 @@ impl Gateway {
                 route,
                 rule.id = decision.rule_id(),
                 request_id,
+                trace_id,
                 client_cert,
                 "allowed"
             );
@@ -72,13 +79,82 @@ impl Gateway {
                 reason = reason.code(),
                 route,
                 request_id,
+                trace_id,
                 upstream = f.upstream.as_str(),
                 upstream_name = &*f.name,
                 error = f.cause.as_str(),
                 "upstream failed"
             );
         } else {
-            tracing::info!(reason = reason.code(), route, request_id, client_cert, status = status.as_u16(), "denied");
+            tracing::info!(
+                reason = reason.code(),
+                route,
+                request_id,
+                trace_id,
+                client_cert,
+                status = status.as_u16(),
+                "denied"
+            );
+        }
+    }
+
+    /// A sampled request's spans: the request's, its token's verification
+    /// on a cache miss, its upstream call. What they hold is closed, as
+    /// the audit event's is: ids, names, codes and the route's template.
+    fn trace(&self, snap: &Snapshot, decision: &Decision, outcome: &Outcome, trace: &crate::trace::Trace) {
+        use opentelemetry::KeyValue;
+        use opentelemetry::trace::SpanKind;
+        let Some(tracing) = &self.runtime.shared().tracing else { return };
+        let mut attributes = Vec::with_capacity(12);
+        attributes.push(KeyValue::new("http.request.method", outcome.method.as_str().to_owned()));
+        attributes.push(KeyValue::new("http.response.status_code", i64::from(outcome.status.as_u16())));
+        if let Some(route) = decision.route.and_then(|r| snap.routes.get(r)) {
+            attributes.push(KeyValue::new("http.route", route.template.to_string()));
+        }
+        let verdict = match &decision.verdict {
+            Verdict::Allow { .. } => "allow",
+            Verdict::Shadow { .. } => "shadow",
+            Verdict::Deny { .. } => "deny",
+            Verdict::Limited(_) => "limited",
+        };
+        attributes.push(KeyValue::new("narrowgate.decision", verdict));
+        attributes.push(KeyValue::new("narrowgate.reason", decision.would_deny().unwrap_or(outcome.reason).code()));
+        if let Some(app) = decision.app.and_then(|a| snap.apps.get(a)) {
+            attributes.push(KeyValue::new("narrowgate.application", app.name.to_string()));
+        }
+        if let Some(g) = &decision.grant {
+            attributes.push(KeyValue::new("narrowgate.token_id", g.token_id.to_string()));
+        }
+        if let Some(rule) = decision.rule_id() {
+            attributes.push(KeyValue::new("narrowgate.rule_id", rule.to_owned()));
+        }
+        if let Ok(id) = outcome.request_id.to_str() {
+            attributes.push(KeyValue::new("narrowgate.request_id", id.to_owned()));
+        }
+        if outcome.grpc {
+            attributes.push(KeyValue::new("rpc.system", "grpc"));
+        }
+        // A server span is in error for what the server failed at (5xx),
+        // not for what it refused.
+        let failed = outcome.status.is_server_error().then(|| outcome.reason.code());
+        if let Some(span) = trace.request_span(outcome.start, attributes, failed) {
+            tracing.export(span);
+        }
+        if let Some(v) = decision.verified {
+            let refused = v.refused.map(Reason::code);
+            let attributes = vec![KeyValue::new("narrowgate.reason", refused.unwrap_or(Reason::Allowed.code()))];
+            let span =
+                trace.child(tracing.span_id(), "verify token", SpanKind::Internal, (v.from, v.to), attributes, refused);
+            span.into_iter().for_each(|s| tracing.export(s));
+        }
+        if let Some(call) = &outcome.upstream_call {
+            let mut attributes = vec![KeyValue::new("narrowgate.upstream", call.upstream.to_string())];
+            let failed = outcome.failure.as_ref().map(|f| f.kind.label());
+            if failed.is_none() {
+                attributes.push(KeyValue::new("http.response.status_code", i64::from(outcome.status.as_u16())));
+            }
+            let span = trace.child(call.span, "upstream", SpanKind::Client, (call.from, call.to), attributes, failed);
+            span.into_iter().for_each(|s| tracing.export(s));
         }
     }
 
@@ -100,6 +176,7 @@ impl Gateway {
         Box::new(crate::audit::DecisionEvent {
             at: self.runtime.shared().clock.system_time(),
             request_id: outcome.request_id.clone(),
+            trace_id: outcome.trace.as_ref().map(|t| t.trace_id),
             client: conn.peer,
             client_certificate: conn.client.clone(),
             method: outcome.method.clone(),

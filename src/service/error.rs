@@ -222,6 +222,18 @@ impl From<MintError> for ServiceError {
     }
 }
 
+impl crate::trace::ErrorCode for ServiceError {
+    fn code(&self) -> &'static str {
+        ServiceError::code(self)
+    }
+}
+
+impl crate::trace::ErrorCode for crate::store::StoreError {
+    fn code(&self) -> &'static str {
+        crate::store::StoreError::code(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,8 @@ pub mod input;
 
 use std::sync::Arc;
 
+use opentelemetry::KeyValue;
+
 pub use error::{ErrorKind, ServiceError};
 
 use crate::audit::{Action, ActionEvent, ActionKind};
@@ -32,6 +34,7 @@ use crate::token::keys::random_id;
 use crate::token::reference;
 use crate::token::sign::Signing;
 use crate::token::{Grant, Role, TokenKind};
+use crate::trace;
 
 /// A new token as every way of creating one describes it.
 #[derive(Clone, Debug)]
@@ -297,6 +300,11 @@ fn random(n: usize) -> Result<String, ServiceError> {
     random_id(n).map_err(|_| ServiceError::internal("no randomness available"))
 }
 
+/// A mint's span says the id of what it minted.
+fn minted(done: &Result<MintedToken, ServiceError>) -> Vec<KeyValue> {
+    done.as_ref().map(|m| vec![KeyValue::new("narrowgate.token_id", m.record.id.clone())]).unwrap_or_default()
+}
+
 impl TokenService {
     /// The service of `host`'s settings, writing to `store` (if any) and
     /// keeping `mirror` — the one the proxy reads — current.
@@ -326,7 +334,7 @@ impl TokenService {
     /// An access token, asked for by a token with management authority
     /// (the native API, Crafter's facade).
     pub async fn create(&self, snap: &Settings, by: Arc<Grant>, token: NewToken) -> Result<MintedToken, ServiceError> {
-        let done = self.create_inner(snap, &by, token).await;
+        let done = trace::child("token.create", self.create_inner(snap, &by, token), minted).await;
         self.audit_mint(Action::Mint, ActionKind::Create, Caller::Token(&by), done.as_ref().map(|m| &m.record.id));
         done
     }
@@ -352,8 +360,8 @@ impl TokenService {
             }
             let req = NarrowRequest { bind_to: parent.bound_to.or(req.bind_to), ..req };
             self.narrow_inner(snap, &parent, req, now).await
-        }
-        .await;
+        };
+        let done = trace::child("token.narrow", done, minted).await;
         self.audit_mint(Action::Mint, ActionKind::Narrow, Caller::Token(&by), done.as_ref().map(|m| &m.record.id));
         done
     }
@@ -393,8 +401,8 @@ impl TokenService {
             }
             let req = NarrowRequest { token: None, bind_to: parent.bound_to.or(req.bind_to), ..req };
             self.narrow_inner(snap, &parent, req, now).await
-        }
-        .await;
+        };
+        let done = trace::child("token.exchange", done, minted).await;
         self.audit_mint(
             Action::Mint,
             ActionKind::Exchange,
@@ -411,7 +419,8 @@ impl TokenService {
         by: Arc<Grant>,
         registration: NewRegistration,
     ) -> Result<MintedRegistration, ServiceError> {
-        let done = self.register(snap, &by, registration, self.now()).await;
+        let done =
+            trace::child("token.register", self.register(snap, &by, registration, self.now()), |_| Vec::new()).await;
         self.audit_mint(
             Action::Mint,
             ActionKind::Registration,
@@ -423,7 +432,7 @@ impl TokenService {
 
     /// The access token a registration token fixed; no other credential.
     pub async fn redeem(&self, secret: &str) -> Result<MintedToken, ServiceError> {
-        let done = self.redeem_inner(secret, self.now()).await;
+        let done = trace::child("token.redeem", self.redeem_inner(secret, self.now()), minted).await;
         self.audit_mint(Action::Redeem, ActionKind::Registration, Caller::None, done.as_ref().map(|m| &m.record.id));
         done
     }
@@ -438,7 +447,7 @@ impl TokenService {
     ) -> Result<MintedToken, ServiceError> {
         let by = format!("prodmanager:{application}");
         let origin = Origin::first(by.clone());
-        let done = self.issue(snap, token, origin, self.now()).await;
+        let done = trace::child("token.create", self.issue(snap, token, origin, self.now()), minted).await;
         self.audit_mint(Action::Mint, ActionKind::Application, Caller::Named(by), done.as_ref().map(|m| &m.record.id));
         done
     }
@@ -582,7 +591,7 @@ impl TokenService {
             expires_cap: bounds.yield_cap,
             revoked_at: None,
         };
-        store.insert_registration(&record).await?;
+        trace::child("store.write", store.insert_registration(&record), |_| Vec::new()).await?;
         tracing::info!(registration.id = %record.id, created_by = %by.token_id, "created a registration token");
         Ok(MintedRegistration { secret, record })
     }
@@ -714,7 +723,7 @@ impl TokenService {
             external_id,
         };
         match (&self.store, origin.kind) {
-            (Some(store), _) => match store.insert_token(&record).await {
+            (Some(store), _) => match trace::child("store.write", store.insert_token(&record), |_| Vec::new()).await {
                 Ok(()) => {}
                 Err(StoreError::Conflict(_)) if record.external_id.is_some() => {
                     return Err(ServiceError::conflict("id"));
@@ -762,7 +771,10 @@ impl TokenService {
             RevokeTarget::Jti { jti, .. } => Some(jti.clone()),
             RevokeTarget::Name(_) | RevokeTarget::ExternalId(_) => None,
         };
-        let revoked = self.revoke_inner(snap, by, target).await;
+        let revoked = trace::child("token.revoke", self.revoke_inner(snap, by, target), |r| {
+            r.as_ref().map(|r| vec![KeyValue::new("narrowgate.token_id", r.id.clone())]).unwrap_or_default()
+        })
+        .await;
         self.audit(ActionEvent {
             action: Action::Revoke,
             kind: Some(kind),
@@ -801,7 +813,7 @@ impl TokenService {
                             revoked_at: now,
                             revoked_by: Some(by.token_id.to_string()),
                         };
-                        let newly = store.revoke_jti(&r).await?;
+                        let newly = trace::child("store.write", store.revoke_jti(&r), |_| Vec::new()).await?;
                         self.mirror.revocations.revoke(jti, *expires_at);
                         tracing::info!(token.jti = %jti, "revoked another issuer's token");
                         return Ok(Revoked { id: jti.clone(), newly });
@@ -816,7 +828,8 @@ impl TokenService {
                 let reach = reg.as_ref().map(|r| {
                     issuance::may_act_on(by, &issuance::Target { id: &r.id, master: false, lineage: &r.lineage })
                 });
-                if !matches!(reach, Some(Ok(_))) || !store.revoke_registration(id, now).await? {
+                let revoke = store.revoke_registration(id, now);
+                if !matches!(reach, Some(Ok(_))) || !trace::child("store.write", revoke, |_| Vec::new()).await? {
                     return Err(ServiceError::not_found("no unredeemed registration token with this id"));
                 }
                 tracing::info!(registration.id = %id, "revoked a registration token");
@@ -830,7 +843,7 @@ impl TokenService {
             ));
         };
         issuance::may_act_on(by, &authority_target(&record))?;
-        let newly = store.revoke(&record.id, now).await?;
+        let newly = trace::child("store.write", store.revoke(&record.id, now), |_| Vec::new()).await?;
         self.mirror.revocations.revoke(&record.id, record.expires_at);
         if matches!(target, RevokeTarget::ExternalId(_)) {
             // Crafter re-creates a deleted token with the same id.

@@ -227,6 +227,14 @@ trait KindLabel {
     fn kind_label(&self) -> &'static str;
 }
 
+impl StoreError {
+    /// The stable code of what went wrong (never the text, which may
+    /// name what the caller sent).
+    pub fn code(&self) -> &'static str {
+        self.kind_label()
+    }
+}
+
 impl KindLabel for StoreError {
     fn kind_label(&self) -> &'static str {
         match self {

@@ -42,6 +42,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("store", 6),
     // The service layer.
     ("audit", 7),
+    ("trace", 7),
     ("metrics", 8),
     ("auth", 9),
     ("service", 10),

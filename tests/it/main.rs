@@ -54,6 +54,7 @@ mod store;
 mod store_safety;
 mod time_fields;
 mod tls;
+mod traces;
 mod upgrades;
 mod upstreams;
 mod vk;

@@ -260,6 +260,10 @@ impl Gateway {
             // A refusal is counted by the status it answered; an allowed
             // call's status is the upstream's, which the front proxy sees.
             grpc: grpc && !checked.allowed(),
+            // The check is a span of the trace the described request is in
+            // (the front proxy's: its peers are trusted).
+            trace: self.runtime.shared().tracing.as_ref().map(|t| t.begin(request.headers(), true)),
+            upstream_call: None,
         };
         let mut reported: Response<Body> = checked.response.map(Either::Right);
         self.record(&snap, &decision, &outcome, &client, &mut reported);
