@@ -249,7 +249,12 @@ fn bench_trace(c: &mut Criterion) {
             flush_interval: std::time::Duration::from_millis(100),
             export_timeout: std::time::Duration::from_secs(1),
         };
-        let counters = SpanCounters { exported: counter("e"), queue_full: counter("q"), export_failed: counter("f") };
+        let counters = SpanCounters {
+            exported: counter("e"),
+            queue_full: counter("q"),
+            export_failed: counter("f"),
+            after_shutdown: counter("s"),
+        };
         let tracing = Tracing::with_exporter(&config, NullExporter, counters);
         let mut headers = http::HeaderMap::new();
         headers.insert("user-agent", http::HeaderValue::from_static("bench"));

@@ -506,7 +506,7 @@ impl Metrics {
             Opts::new(
                 "narrowgate_trace_spans_dropped_total",
                 "Spans dropped, by cause: queue_full (the export queue was full; a request never waits for it) \
-                 or export_failed (the collector refused them or could not be reached).",
+                 export_failed (the collector refused them or could not be reached), or shutdown (ended after the exporter stopped).",
             ),
             &["cause"],
         )?;
@@ -515,6 +515,7 @@ impl Metrics {
             exported: spans_exported,
             queue_full: spans_dropped.with_label_values(&["queue_full"]),
             export_failed: spans_dropped.with_label_values(&["export_failed"]),
+            after_shutdown: spans_dropped.with_label_values(&["shutdown"]),
         };
         let would_deny = IntCounterVec::new(
             Opts::new(

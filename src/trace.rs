@@ -64,13 +64,16 @@ pub struct SpanCounters {
     pub exported: IntCounter,
     pub queue_full: IntCounter,
     pub export_failed: IntCounter,
+    /// Ended after the exporter was shut down (a request still finishing).
+    pub after_shutdown: IntCounter,
 }
 
 /// The process's tracing: how requests are sampled, and where their spans
 /// go. Made once at start (`tracing` is a restart-only setting).
 pub struct Tracing {
-    /// A trace begun here is sampled when the low 63 bits of its id fall
-    /// below this (`TraceIdRatioBased`'s rule).
+    /// A trace begun here is sampled when the low 64 bits of its id,
+    /// shifted right by one, fall below this (the Rust SDK's
+    /// `TraceIdRatioBased` rule).
     sample_below: u64,
     /// Every caller's `traceparent` is continued, not only a trusted one's.
     continue_any: bool,
@@ -142,7 +145,14 @@ impl Tracing {
         Tracing {
             sample_below: if ratio >= 1.0 { u64::MAX } else { (ratio * (1u64 << 63) as f64) as u64 },
             continue_any: config.continue_from == ContinueFrom::Any,
-            processor: Bounded { inner, queued, cap: config.queue, queue_full: counters.queue_full },
+            processor: Bounded {
+                inner,
+                closed: AtomicBool::new(false),
+                after_shutdown: counters.after_shutdown,
+                queued,
+                cap: config.queue,
+                queue_full: counters.queue_full,
+            },
             scope: InstrumentationScope::builder("narrowgate").with_version(env!("CARGO_PKG_VERSION")).build(),
         }
     }
@@ -215,6 +225,7 @@ impl Tracing {
     /// Export what is queued, waiting at most `timeout` (at shutdown).
     /// Blocking: call it off the runtime's threads.
     pub fn shutdown(&self, timeout: Duration) {
+        self.processor.closed.store(true, Ordering::Relaxed);
         if let Err(e) = self.processor.inner.shutdown_with_timeout(timeout) {
             tracing::warn!(error = %e, "tracing: spans still queued at shutdown were not all exported");
         }
@@ -384,11 +395,41 @@ fn hex_u128(s: &[u8]) -> Option<u128> {
     Some(n)
 }
 
-/// The caller's `tracestate`, when it is one header of a sane length.
+/// The caller's `tracestate`: its headers joined by commas (W3C: several
+/// are one list), when the whole is of a sane length (else none is passed
+/// on: a list is never cut mid-entry).
 fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
     let mut all = headers.get_all(TRACESTATE).iter();
-    let v = all.next()?;
-    (all.next().is_none() && v.len() <= MAX_TRACESTATE).then(|| v.clone())
+    let first = all.next()?;
+    let Some(second) = all.next() else {
+        return (first.len() <= MAX_TRACESTATE).then(|| first.clone());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in std::iter::once(second).chain(all) {
+        joined.push(b',');
+        joined.extend_from_slice(v.as_bytes());
+        if joined.len() > MAX_TRACESTATE {
+            return None;
+        }
+    }
+    HeaderValue::from_bytes(&joined).ok()
+}
+
+/// A method as a span names it: one of HTTP's own, else `_OTHER` (an
+/// extension method is the client's to make up).
+pub fn method_name(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::TRACE => "TRACE",
+        http::Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
 }
 
 /// The span current in a token-service call: where its child spans go.
@@ -458,6 +499,9 @@ pub trait ErrorCode {
 #[derive(Debug)]
 struct Bounded {
     inner: BatchSpanProcessor,
+    /// Set at shutdown: a span ending later is dropped, counted.
+    closed: AtomicBool,
+    after_shutdown: IntCounter,
     /// Spans handed to `inner` and not yet taken by an export.
     queued: Arc<AtomicUsize>,
     cap: usize,
@@ -466,6 +510,10 @@ struct Bounded {
 
 impl Bounded {
     fn on_end(&self, span: SpanData) {
+        if self.closed.load(Ordering::Relaxed) {
+            self.after_shutdown.inc();
+            return;
+        }
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.cap {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             self.queue_full.inc();
@@ -581,11 +629,16 @@ mod tests {
 
     fn counters() -> SpanCounters {
         let counter = |n: &str| IntCounter::new(n, n).expect("counter");
-        SpanCounters { exported: counter("e"), queue_full: counter("q"), export_failed: counter("f") }
+        SpanCounters {
+            exported: counter("e"),
+            queue_full: counter("q"),
+            export_failed: counter("f"),
+            after_shutdown: counter("s"),
+        }
     }
 
     fn tracing(ratio: f64, continue_from: ContinueFrom) -> Tracing {
-        Tracing::with_exporter(&config(ratio, continue_from), Slow, counters())
+        Tracing::with_exporter(&config(ratio, continue_from), slow().0, counters())
     }
 
     #[test]
@@ -604,6 +657,17 @@ mod tests {
         assert!(!own.sampled, "ratio 0 for traces begun here");
         let any = tracing(0.0, ContinueFrom::Any).begin(&h, false);
         assert_eq!(any.trace_id, cont.trace_id);
+    }
+
+    #[test]
+    fn several_tracestate_headers_are_one_list_and_a_long_one_is_not_passed_on() {
+        let joined = tracestate(&headers(&[("tracestate", "a=1"), ("tracestate", "b=2,c=3")]));
+        assert_eq!(joined.as_ref().map(|v| v.as_bytes()), Some(&b"a=1,b=2,c=3"[..]));
+        let long = format!("v={}", "x".repeat(600));
+        assert!(tracestate(&headers(&[("tracestate", &long)])).is_none());
+        assert!(tracestate(&headers(&[("tracestate", "a=1"), ("tracestate", &long)])).is_none());
+        assert_eq!(method_name(&http::Method::GET), "GET");
+        assert_eq!(method_name(&http::Method::from_bytes(b"BREW").expect("method")), "_OTHER");
     }
 
     #[test]
@@ -632,31 +696,43 @@ mod tests {
         }
     }
 
-    /// Takes a while over each export, as a slow collector does.
+    /// Holds each export until the test lets it go, as a stuck collector
+    /// does (dropped: every export goes through at once).
     #[derive(Debug)]
-    struct Slow;
+    struct Slow(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
 
     impl SpanExporter for Slow {
         async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
-            std::thread::sleep(Duration::from_millis(200));
+            let _ = self.0.lock().map(|gate| gate.recv());
             Ok(())
         }
+    }
+
+    fn slow() -> (Slow, std::sync::mpsc::Sender<()>) {
+        let (go, gate) = std::sync::mpsc::channel();
+        (Slow(std::sync::Mutex::new(gate)), go)
     }
 
     #[test]
     fn past_the_queue_a_span_is_dropped_and_counted() {
         let config = TracingConfig { queue: 4, batch: 2, ..config(1.0, ContinueFrom::Trusted) };
         let counted = counters();
-        let t = Tracing::with_exporter(&config, Slow, counted.clone());
+        let (exporter, go) = slow();
+        let t = Tracing::with_exporter(&config, exporter, counted.clone());
         let trace = t.begin(&HeaderMap::new(), false);
         for _ in 0..10 {
             t.export(trace.request_span(Instant::now(), Vec::new(), None).expect("sampled"));
         }
+        // The queue (4) and at most the batch held in the stuck export (2)
+        // were taken; the rest dropped.
+        let dropped = counted.queue_full.get();
+        assert!((4..=6).contains(&dropped), "dropped {dropped}");
+        drop(go);
         t.shutdown(Duration::from_secs(5));
-        let (exported, dropped) = (counted.exported.get(), counted.queue_full.get());
-        // At most the queue and the batch being exported were taken.
-        assert!(dropped >= 4, "dropped {dropped}");
-        assert_eq!(exported + dropped, 10, "each span exported or dropped, counted once");
+        assert_eq!(counted.exported.get() + dropped, 10, "each span exported or dropped, counted once");
         assert_eq!(counted.export_failed.get(), 0);
+        // After shutdown, a span is dropped and counted as such.
+        t.export(trace.request_span(Instant::now(), Vec::new(), None).expect("sampled"));
+        assert_eq!(counted.after_shutdown.get(), 1);
     }
 }

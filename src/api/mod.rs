@@ -190,7 +190,7 @@ async fn traced(State(s): State<ApiState>, req: Request, next: axum::middleware:
     let trace = tracing.begin(req.headers(), trusted);
     let Some(started) = trace.started else { return next.run(req).await };
     let began = std::time::Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = crate::trace::method_name(req.method());
     let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
     let active =
         crate::trace::Active { tracing: tracing.clone(), trace_id: trace.trace_id, span_id: trace.span_id, started };

@@ -106,7 +106,7 @@ impl Gateway {
         use opentelemetry::trace::SpanKind;
         let Some(tracing) = &self.runtime.shared().tracing else { return };
         let mut attributes = Vec::with_capacity(12);
-        attributes.push(KeyValue::new("http.request.method", outcome.method.as_str().to_owned()));
+        attributes.push(KeyValue::new("http.request.method", crate::trace::method_name(&outcome.method)));
         attributes.push(KeyValue::new("http.response.status_code", i64::from(outcome.status.as_u16())));
         if let Some(route) = decision.route.and_then(|r| snap.routes.get(r)) {
             attributes.push(KeyValue::new("http.route", route.template.to_string()));

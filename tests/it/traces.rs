@@ -21,10 +21,6 @@ fn python() -> String {
 
 const RECEIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otlp_receiver.py");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
-}
-
 /// The receiver, and the spans it has received (one JSON line each).
 struct Receiver {
     http: u16,
@@ -36,9 +32,8 @@ struct Receiver {
 
 impl Receiver {
     async fn start(mode: &str) -> Receiver {
-        let (http, grpc) = (free_port(), free_port());
         let mut child = tokio::process::Command::new(python())
-            .args([RECEIVER, &http.to_string(), &grpc.to_string(), mode])
+            .args([RECEIVER, "0", "0", mode])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -46,7 +41,9 @@ impl Receiver {
             .expect("the OTLP receiver starts");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
-        assert!(matches!(ready, Ok(Ok(Some(ref l))) if l == "ready"), "{ready:?}");
+        let Ok(Ok(Some(line))) = ready else { panic!("the receiver is not ready: {ready:?}") };
+        let ports: Vec<u16> = line.split(' ').skip(1).filter_map(|p| p.parse().ok()).collect();
+        let [http, grpc] = ports[..] else { panic!("{line}") };
         Receiver { http, grpc, lines, seen: Vec::new(), _child: child }
     }
 
@@ -287,16 +284,19 @@ async fn token_service_operations_are_spans_with_their_store_writes_over_grpc() 
             .unwrap_or_else(|| panic!("{op}'s store write in {spans:#?}"));
         assert_eq!(write["trace_id"], op_span["trace_id"]);
     }
-    let created = minted.json()["token"].as_str().unwrap_or_default().to_string();
+    let created = minted.json()["token"].as_str().expect("the minted token").to_string();
     let text = attribute_text(&spans);
-    assert!(created.is_empty() || !text.contains(&created), "the minted token is in a span");
+    for part in created.split('.') {
+        assert!(!text.contains(part), "a part of the minted token is in a span");
+    }
 }
 
 #[tokio::test]
 async fn a_collector_that_refuses_or_is_gone_costs_no_request_and_is_counted() {
     for gone in [false, true] {
         let mut r = Receiver::start("refuse").await;
-        let port = if gone { free_port() } else { r.http };
+        // Port 1: nothing listens there.
+        let port = if gone { 1 } else { r.http };
         let h = Harness::start_with(traced(format!("http://127.0.0.1:{port}"), "http", 1.0), |_| {}).await;
         let auth = format!("Bearer {}", reader_token(&h));
         for _ in 0..20 {
@@ -310,8 +310,10 @@ async fn a_collector_that_refuses_or_is_gone_costs_no_request_and_is_counted() {
         assert!(failed >= 40.0, "{failed}");
         assert_eq!(support::metric(h.admin, "narrowgate_trace_spans_exported_total").await, Some(0.0));
         if !gone {
-            let refused = r.until(|s| s.iter().filter_map(|l| l["refused"].as_u64()).sum::<u64>() >= 40).await;
-            assert!(refused.iter().all(|l| l.get("refused").is_some()), "nothing printed as accepted");
+            // The receiver saw the exports (the metric alone would also
+            // count exports that never reached it); it accepted none.
+            let seen = r.until(|s| !s.is_empty()).await;
+            assert!(seen.iter().all(|l| l["refused"].as_u64().is_some_and(|n| n > 0)), "{seen:?}");
         }
         h.shutdown().await;
     }

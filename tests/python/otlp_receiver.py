@@ -5,7 +5,8 @@ collector's TraceService over gRPC and POST /v1/traces over HTTP
 
     otlp_receiver.py HTTP_PORT GRPC_PORT [MODE]
 
-Prints "ready", then one JSON line per span received: how it came
+Port 0: any free port. Prints "ready HTTP_PORT GRPC_PORT" (the ports
+bound), then one JSON line per span received: how it came
 ("http" or "grpc"), its resource's attributes, its ids (hex), name, kind
 (the proto's number), times (ns), attributes, status and links. MODE
 "refuse" answers every export with HTTP 503 / gRPC UNAVAILABLE (nothing
@@ -85,7 +86,7 @@ def main():
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
-    server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+    grpc_port = server.add_insecure_port(f"127.0.0.1:{grpc_port}")
     server.start()
 
     class Http(BaseHTTPRequestHandler):
@@ -116,7 +117,7 @@ def main():
             self.wfile.write(out)
 
     httpd = ThreadingHTTPServer(("127.0.0.1", http_port), Http)
-    print("ready", flush=True)
+    print(f"ready {httpd.server_address[1]} {grpc_port}", flush=True)
     httpd.serve_forever()
 
 

@@ -260,9 +260,12 @@ impl Gateway {
             // A refusal is counted by the status it answered; an allowed
             // call's status is the upstream's, which the front proxy sees.
             grpc: grpc && !checked.allowed(),
-            // The check is a span of the trace the described request is in
-            // (the front proxy's: its peers are trusted).
-            trace: self.runtime.shared().tracing.as_ref().map(|t| t.begin(request.headers(), true)),
+            // The check is a span of a trace of its own, linked to the one
+            // the described request names: a front proxy that does not
+            // trace passes the client's `traceparent` on, which must not
+            // choose the trace or its sampling (`continue_from: any` says
+            // otherwise).
+            trace: self.runtime.shared().tracing.as_ref().map(|t| t.begin(request.headers(), false)),
             upstream_call: None,
         };
         let mut reported: Response<Body> = checked.response.map(Either::Right);
