@@ -4,6 +4,7 @@
 //! the client a failed sign-in is counted against.
 
 use super::*;
+use crate::reason::Reason;
 
 /// A signed-in request: its session, the policy in force and the grant
 /// of the token the session was opened with, authenticated again now.
@@ -34,14 +35,22 @@ pub(super) async fn signed_in(s: &Console, headers: &HeaderMap) -> Result<Signed
     };
     // No such session: it was idle or too old, signed out, or ended with
     // its token (revoked, expired) or to make room for a sign-in.
-    let Some(session) = s.console.sessions.get(id, s.service.now().secs(), &snap.console) else {
+    let Some(session) = s.console.sessions.get(id, s.service.now().secs(), &snap.console).await else {
         return Err(Box::new(Redirect::to("/console/sign-in?ended=session").into_response()));
     };
     // The sign-in token, judged again under the policy in force.
     let grant = match snap.auth.authenticate_fetching(&session.credential, None, None).await {
         Ok(g) if s.service.manager(&g).is_ok() => g,
-        _ => {
-            s.console.sessions.end(id);
+        refused => {
+            // Revoked, expired, or no longer an administrator: ended on
+            // every replica. Refused for anything else (a key or reference
+            // token this replica has not caught up with), ended here only.
+            let definitive = matches!(refused, Ok(_) | Err(Reason::Revoked | Reason::Expired));
+            if definitive {
+                s.console.sessions.end(id).await;
+            } else {
+                s.console.sessions.end_here(id);
+            }
             return Err(Box::new(Redirect::to("/console/sign-in?ended=token").into_response()));
         }
     };

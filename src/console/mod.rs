@@ -39,7 +39,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use session::{Session, Sessions};
+use session::{Session, SharedSessions};
 
 use crate::respond::{ApiCode, MAX_BODY};
 use crate::runtime::{Runtime, Snapshot};
@@ -65,7 +65,7 @@ const SCAN: u32 = 10_000;
 /// sign-ins of each client. Both outlive reloads; their bounds are the
 /// policy's in force.
 struct Kept {
-    sessions: Arc<Sessions>,
+    sessions: Arc<SharedSessions>,
     failures: throttle::Throttle,
 }
 
@@ -82,7 +82,8 @@ impl Console {
     /// The console of `runtime`'s policy over `service`; its sessions end
     /// with their tokens' revocation.
     pub fn new(runtime: Arc<Runtime>, service: Arc<TokenService>) -> Self {
-        let sessions = Arc::new(Sessions::new(runtime.shared().revocations.clone()));
+        let store = service.backing_store().cloned();
+        let sessions = Arc::new(SharedSessions::new(runtime.shared().revocations.clone(), store));
         Console { runtime, service, console: Arc::new(Kept { sessions, failures: throttle::Throttle::default() }) }
     }
 

@@ -77,6 +77,21 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    /// A new session for `grant`'s token, presented as `credential`.
+    fn new(credential: HeaderMap, grant: &Grant, now: u64) -> Result<Session, OpenError> {
+        Ok(Session {
+            credential,
+            csrf: random_token()?,
+            label: grant.name.as_deref().unwrap_or(&grant.subject).to_string(),
+            token: grant.token_id.clone(),
+            lineage: grant.lineage.clone(),
+            expires_at: grant.expires_at,
+            created: now,
+            last_seen: AtomicU64::new(now),
+            opened: 0,
+        })
+    }
+
     /// Whether its sign-in token or an ancestor has been revoked.
     fn revoked(&self, revocations: &Revocations) -> bool {
         revocations.is_revoked(&self.token) || self.lineage.iter().any(|id| revocations.is_revoked(id))
@@ -166,6 +181,10 @@ impl Table {
 pub enum OpenError {
     #[error("no randomness")]
     Random,
+    #[error("the session could not be sealed")]
+    Seal,
+    #[error("the store could not keep the session")]
+    Store(#[source] crate::store::StoreError),
 }
 
 fn digest(id: &str) -> Key {
@@ -217,20 +236,17 @@ impl Sessions {
         limits: &ConsoleConfig,
     ) -> Result<(String, Arc<Session>), OpenError> {
         let id = random_token()?;
-        let csrf = random_token()?;
+        let session = Session::new(credential, grant, now)?;
+        Ok((id.clone(), self.admit(&id, session, limits)))
+    }
+
+    /// Take `session` into the table under `id`, making room as the module
+    /// says (never refused for it).
+    fn admit(&self, id: &str, session: Session, limits: &ConsoleConfig) -> Arc<Session> {
+        let now = session.last_seen.load(Ordering::Relaxed);
         let mut table = self.table();
         table.opened += 1;
-        let session = Arc::new(Session {
-            credential,
-            csrf,
-            label: grant.name.as_deref().unwrap_or(&grant.subject).to_string(),
-            token: grant.token_id.clone(),
-            lineage: grant.lineage.clone(),
-            expires_at: grant.expires_at,
-            created: now,
-            last_seen: AtomicU64::new(now),
-            opened: table.opened,
-        });
+        let session = Arc::new(Session { opened: table.opened, ..session });
         // The token's own bound: its least recently used sessions end.
         while let Some(oldest) = table
             .by_token
@@ -249,8 +265,8 @@ impl Sessions {
             let Some(victim) = table.displaced_by(&session.token) else { break };
             table.remove(&victim);
         }
-        table.insert(digest(&id), session.clone());
-        Ok((id, session))
+        table.insert(digest(id), session.clone());
+        session
     }
 
     /// The live session with this id, marked used now; an idle or too old
@@ -280,16 +296,230 @@ impl Sessions {
     }
 }
 
+/// The console's sessions across replicas and restarts: this replica's
+/// table (above) in front of the store's (`console_sessions`).
+///
+/// A session opened here is written to the store; one this table does not
+/// hold — opened on another replica, or before a restart — is read from
+/// the store when its cookie comes, and taken into the table under the
+/// same bounds. The store finds a session by the SHA-256 of its cookie and
+/// holds what it needs sealed (AES-256-GCM) under a key derived from the
+/// cookie by another hash: without the cookie, a row opens nothing and
+/// shows no token. Its use is written back (`last_seen`), so an operator
+/// busy on one replica is not idle on another; sign-out ends it everywhere.
+/// A revoked sign-in token's sessions end on every replica as its
+/// revocation reaches that replica's set: each request authenticates the
+/// token again, and a session read from the store is judged by the set
+/// before it is used.
+pub struct SharedSessions {
+    pub local: Sessions,
+    store: Option<crate::store::Store>,
+}
+
+/// What a stored session holds, sealed.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Sealed {
+    authorization: String,
+    csrf: String,
+    label: String,
+    lineage: Vec<String>,
+    expires_at: Option<u64>,
+}
+
+/// What the sealing of every session is bound to (AES-GCM's associated data).
+const SEALED_FOR: &[u8] = b"narrowgate console session v1";
+
+/// The key a session's contents are sealed under: from its cookie, by a
+/// hash other than the one the store finds it by.
+fn sealing_key(id: &str) -> Option<aws_lc_rs::aead::LessSafeKey> {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(b"narrowgate console session key\0");
+    ctx.update(id.as_bytes());
+    let key = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, ctx.finish().as_ref()).ok()?;
+    Some(aws_lc_rs::aead::LessSafeKey::new(key))
+}
+
+fn seal(id: &str, session: &Session) -> Result<Vec<u8>, OpenError> {
+    use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
+    use aws_lc_rs::rand::SecureRandom;
+    let authorization = session.credential.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let sealed = Sealed {
+        authorization: authorization.unwrap_or_default().to_string(),
+        csrf: session.csrf.clone(),
+        label: session.label.clone(),
+        lineage: session.lineage.iter().map(|l| l.to_string()).collect(),
+        expires_at: session.expires_at,
+    };
+    let mut data = serde_json::to_vec(&sealed).map_err(|_| OpenError::Seal)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut nonce).map_err(|_| OpenError::Random)?;
+    let key = sealing_key(id).ok_or(OpenError::Seal)?;
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(SEALED_FOR), &mut data)
+        .map_err(|_| OpenError::Seal)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
+fn unseal(id: &str, bytes: &[u8]) -> Option<Sealed> {
+    use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
+    let (nonce, data) = bytes.split_at_checked(NONCE_LEN)?;
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut data = data.to_vec();
+    let plain = sealing_key(id)?.open_in_place(nonce, Aad::from(SEALED_FOR), &mut data).ok()?;
+    serde_json::from_slice(plain).ok()
+}
+
+impl SharedSessions {
+    /// Sessions kept in `store` (`None`: this replica's table alone).
+    pub fn new(revocations: Arc<Revocations>, store: Option<crate::store::Store>) -> Self {
+        SharedSessions { local: Sessions::new(revocations), store }
+    }
+
+    fn bounds(now: u64, limits: &ConsoleConfig) -> crate::store::SessionBounds {
+        let before = |d: std::time::Duration| {
+            crate::time::UnixTime::from_i64(i64::try_from(now.saturating_sub(d.as_secs())).unwrap_or(0))
+                .unwrap_or_default()
+        };
+        crate::store::SessionBounds {
+            per_token: limits.max_sessions_per_token,
+            total: limits.max_sessions,
+            idle_before: before(limits.idle_timeout),
+            opened_before: before(limits.max_age),
+        }
+    }
+
+    fn time(t: u64) -> crate::time::UnixTime {
+        crate::time::UnixTime::from_i64(i64::try_from(t).unwrap_or(i64::MAX)).unwrap_or_default()
+    }
+
+    /// Open a session (as [`Sessions::open`]), in the store first: a
+    /// session the store did not take is not opened.
+    pub async fn open(
+        &self,
+        credential: HeaderMap,
+        grant: &Grant,
+        now: u64,
+        limits: &ConsoleConfig,
+    ) -> Result<(String, Arc<Session>), OpenError> {
+        let Some(store) = &self.store else { return self.local.open(credential, grant, now, limits) };
+        let id = random_token()?;
+        let session = Session::new(credential, grant, now)?;
+        let record = crate::store::SessionRecord {
+            key: digest(&id).to_vec(),
+            token_id: grant.token_id.to_string(),
+            sealed: seal(&id, &session)?,
+            created_at: Self::time(now),
+            last_seen: Self::time(now),
+        };
+        store.make_session_room(&grant.token_id, Self::bounds(now, limits)).await.map_err(OpenError::Store)?;
+        store.insert_session(&record).await.map_err(OpenError::Store)?;
+        Ok((id.clone(), self.local.admit(&id, session, limits)))
+    }
+
+    /// The live session with this id, here or in the store, marked used
+    /// now (there too).
+    pub async fn get(&self, id: &str, now: u64, limits: &ConsoleConfig) -> Option<Arc<Session>> {
+        let local = self.local.get(id, now, limits);
+        let Some(store) = &self.store else { return local };
+        let key = digest(id);
+        if let Some(session) = local {
+            return match store.touch_session(&key, Self::time(now)).await {
+                Ok(true) => Some(session),
+                // Ended elsewhere: signed out on another replica, or
+                // displaced there to make room.
+                Ok(false) => {
+                    self.local.end(id);
+                    None
+                }
+                // The store is away: this replica's table still knows the
+                // session (and the token is authenticated again anyway).
+                Err(e) => {
+                    tracing::warn!(error = %e, "console: a session's use could not be written to the store");
+                    Some(session)
+                }
+            };
+        }
+        let row = match store.session(&key).await {
+            Ok(row) => row?,
+            Err(e) => {
+                tracing::warn!(error = %e, "console: the store could not be asked for a session");
+                return None;
+            }
+        };
+        let bounds = Self::bounds(now, limits);
+        let sealed = (row.last_seen > bounds.idle_before && row.created_at > bounds.opened_before)
+            .then(|| unseal(id, &row.sealed))
+            .flatten();
+        let session = sealed.and_then(|s| {
+            let mut credential = HeaderMap::new();
+            credential.insert(axum::http::header::AUTHORIZATION, s.authorization.parse().ok()?);
+            Some(Session {
+                credential,
+                csrf: s.csrf,
+                label: s.label,
+                token: row.token_id.as_str().into(),
+                lineage: s.lineage.into_iter().map(Into::into).collect(),
+                expires_at: s.expires_at,
+                created: u64::try_from(row.created_at.as_i64()).unwrap_or(0),
+                last_seen: AtomicU64::new(now),
+                opened: 0,
+            })
+        });
+        let live = session.filter(|s| s.alive(now, limits) && !s.revoked(&self.local.revocations));
+        match &live {
+            Some(_) => drop(store.touch_session(&key, Self::time(now)).await),
+            // Ended: idle, too old, its token expired or revoked, or not
+            // what its cookie opens.
+            None => drop(store.delete_session(&key).await),
+        }
+        live.map(|s| self.local.admit(id, s, limits))
+    }
+
+    /// End a session on this replica only: its token was refused here for
+    /// what another replica may not refuse it for (yet), such as a key or
+    /// a reference token this replica has not caught up with.
+    pub fn end_here(&self, id: &str) {
+        self.local.end(id);
+    }
+
+    /// End a session here and in the store (sign-out, or its token no
+    /// longer valid).
+    pub async fn end(&self, id: &str) {
+        self.local.end(id);
+        if let Some(store) = &self.store
+            && let Err(e) = store.delete_session(&digest(id)).await
+        {
+            tracing::warn!(error = %e, "console: an ended session could not be deleted from the store");
+        }
+    }
+
+    /// How many sessions are open at `now`, across replicas when they are
+    /// in the store.
+    pub async fn open_count(&self, now: u64, limits: &ConsoleConfig) -> usize {
+        let local = self.local.open_count(now, limits);
+        match &self.store {
+            // (A revoked token's rows stay until its session is next
+            // presented; they are not counted.)
+            Some(store) => match store.live_session_tokens(Self::bounds(now, limits)).await {
+                Ok(tokens) => tokens.iter().filter(|t| !self.local.revocations.is_revoked(t)).count(),
+                Err(_) => local,
+            },
+            None => local,
+        }
+    }
+}
+
 /// End the sessions of every token revoked from now on as soon as the
 /// revocation set holds it, not at their next page: the task a server
 /// runs beside the console (it ends when the table is gone).
-pub fn follow_revocations(sessions: &Arc<Sessions>) -> impl Future<Output = ()> + Send + 'static {
+pub fn follow_revocations(sessions: &Arc<SharedSessions>) -> impl Future<Output = ()> + Send + 'static {
     let table = Arc::downgrade(sessions);
-    let mut added = sessions.revocations.subscribe();
+    let mut added = sessions.local.revocations.subscribe();
     async move {
         while added.changed().await.is_ok() {
             let Some(sessions) = table.upgrade() else { return };
-            drop(sessions.table());
+            drop(sessions.local.table());
         }
     }
 }
@@ -504,16 +734,41 @@ mod tests {
     #[tokio::test]
     async fn a_revocation_frees_the_table_without_waiting_for_a_page() {
         let revocations = Arc::new(Revocations::default());
-        let s = Arc::new(Sessions::new(revocations.clone()));
+        let s = Arc::new(SharedSessions::new(revocations.clone(), None));
         tokio::spawn(follow_revocations(&s));
-        s.open(HeaderMap::new(), &grant("ops", &[], None), 1000, &limits()).expect("open");
+        s.open(HeaderMap::new(), &grant("ops", &[], None), 1000, &limits()).await.expect("open");
         revocations.revoke("ops", None);
         let start = std::time::Instant::now();
         // The table itself, not a count that would apply the revocation.
-        while !s.table.lock().expect("lock").map.is_empty() {
+        while !s.local.table.lock().expect("lock").map.is_empty() {
             assert!(start.elapsed() < std::time::Duration::from_secs(5), "the follower ended the session");
             tokio::task::yield_now().await;
         }
+    }
+
+    #[test]
+    fn a_sealed_session_opens_only_with_its_own_cookie() {
+        let mut credential = HeaderMap::new();
+        credential.insert(axum::http::header::AUTHORIZATION, "Bearer secret.token.here".parse().expect("value"));
+        let session = Session::new(credential, &grant("ops", &["root"], Some(5000)), 1000).expect("session");
+        let id = random_token().expect("id");
+        let sealed = seal(&id, &session).expect("sealed");
+        assert!(!sealed.windows(6).any(|w| w == b"secret"), "the credential is not in the clear");
+        let opened = unseal(&id, &sealed).expect("opens with its cookie");
+        assert_eq!(opened.authorization, "Bearer secret.token.here");
+        assert_eq!(
+            (opened.csrf, opened.lineage, opened.expires_at),
+            (session.csrf.clone(), vec!["root".to_string()], Some(5000))
+        );
+        let other = random_token().expect("id");
+        assert!(unseal(&other, &sealed).is_none(), "another cookie opens nothing");
+        let mut flipped = sealed.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(unseal(&id, &flipped).is_none(), "a changed row opens nothing");
+        assert!(unseal(&id, &sealed[..5]).is_none(), "nor a cut one");
+        // Sealed twice, never alike (a fresh nonce each time).
+        assert_ne!(seal(&id, &session).expect("sealed"), sealed);
     }
 
     #[test]

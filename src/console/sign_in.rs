@@ -103,7 +103,7 @@ pub(super) async fn sign_in(State(s): State<Console>, req: Request) -> Response 
         let why = "the console needs an administrator or master token";
         return failed(StatusCode::FORBIDDEN, why, e.code(), Some(&grant));
     }
-    let (id, _) = match s.console.sessions.open(credential, &grant, s.service.now().secs(), console) {
+    let (id, _) = match s.console.sessions.open(credential, &grant, s.service.now().secs(), console).await {
         Ok(opened) => opened,
         Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     };
@@ -125,7 +125,7 @@ pub(super) async fn sign_out(State(s): State<Console>, req: Request) -> Response
         Err(refused) => return *refused,
     };
     if let Some(id) = session::cookie(&headers) {
-        s.console.sessions.end(id);
+        s.console.sessions.end(id).await;
     }
     let mut resp = Redirect::to("/console/sign-in?ended=out").into_response();
     if let Ok(cookie) = HeaderValue::from_str(&session::clear_cookie(signed.snap.console.secure_cookie)) {

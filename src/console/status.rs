@@ -156,7 +156,7 @@ pub(super) async fn status(State(s): State<Console>, headers: HeaderMap) -> Resp
             store,
             keys,
             key_sources,
-            sessions_open: s.console.sessions.open_count(s.service.now().secs(), &snap.console),
+            sessions_open: s.console.sessions.open_count(s.service.now().secs(), &snap.console).await,
             sessions_max: snap.console.max_sessions,
             sessions_per_token: snap.console.max_sessions_per_token,
             throttled: s.console.failures.waiting(s.service.now().secs(), &snap.console.failed_sign_ins),

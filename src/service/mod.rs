@@ -323,6 +323,12 @@ impl TokenService {
         self.host.settings()
     }
 
+    /// The store it keeps tokens in (what else keeps state beside them,
+    /// the console's sessions, uses it too).
+    pub fn backing_store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
     fn store(&self) -> Result<&Store, ServiceError> {
         self.store.as_ref().ok_or_else(|| StoreError::Unavailable("this gateway has no token store".into()).into())
     }
@@ -828,8 +834,9 @@ impl TokenService {
                 let reach = reg.as_ref().map(|r| {
                     issuance::may_act_on(by, &issuance::Target { id: &r.id, master: false, lineage: &r.lineage })
                 });
-                let revoke = store.revoke_registration(id, now);
-                if !matches!(reach, Some(Ok(_))) || !trace::child("store.write", revoke, |_| Vec::new()).await? {
+                if !matches!(reach, Some(Ok(_)))
+                    || !trace::child("store.write", store.revoke_registration(id, now), |_| Vec::new()).await?
+                {
                     return Err(ServiceError::not_found("no unredeemed registration token with this id"));
                 }
                 tracing::info!(registration.id = %id, "revoked a registration token");

@@ -177,6 +177,30 @@ pub struct JtiRevocation {
     pub revoked_by: Option<String>,
 }
 
+/// A console session as the store keeps it (see
+/// `migrations/*/0007_console_sessions.sql`): found by the SHA-256 of its
+/// cookie, its contents sealed under a key only the cookie gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub key: Vec<u8>,
+    /// The sign-in token's id.
+    pub token_id: String,
+    pub sealed: Vec<u8>,
+    pub created_at: UnixTime,
+    pub last_seen: UnixTime,
+}
+
+/// The bounds a new console session makes room under, and when a session
+/// has ended (idle since before `idle_before`, or opened before
+/// `opened_before`).
+#[derive(Clone, Copy, Debug)]
+pub struct SessionBounds {
+    pub per_token: usize,
+    pub total: usize,
+    pub idle_before: UnixTime,
+    pub opened_before: UnixTime,
+}
+
 /// Which tokens to list, and which page.
 #[derive(Clone, Debug, Default)]
 pub struct TokenFilter {
@@ -426,6 +450,40 @@ impl Store {
 
     pub async fn forget_secret(&self, id: &str) -> Result<(), StoreError> {
         dispatch!(self, "forget_secret", s => s.forget_secret(id))
+    }
+
+    /// Record a console session.
+    pub async fn insert_session(&self, r: &SessionRecord) -> Result<(), StoreError> {
+        dispatch!(self, "insert_session", s => s.insert_session(r))
+    }
+
+    /// The console session stored under `key`.
+    pub async fn session(&self, key: &[u8]) -> Result<Option<SessionRecord>, StoreError> {
+        dispatch!(self, "session", s => s.session(key))
+    }
+
+    /// Mark a console session used at `at` (never earlier than it was);
+    /// `false` when there is no such session (it ended elsewhere).
+    pub async fn touch_session(&self, key: &[u8], at: UnixTime) -> Result<bool, StoreError> {
+        dispatch!(self, "touch_session", s => s.touch_session(key, at))
+    }
+
+    /// End a console session.
+    pub async fn delete_session(&self, key: &[u8]) -> Result<(), StoreError> {
+        dispatch!(self, "delete_session", s => s.delete_session(key))
+    }
+
+    /// Make room for one more session of `token_id` under `bounds`: its own
+    /// least recently used sessions past its bound end; in a full table,
+    /// the ended ones, then the least recently used of the token holding
+    /// the most (its own, when it will be one of the largest).
+    pub async fn make_session_room(&self, token_id: &str, bounds: SessionBounds) -> Result<(), StoreError> {
+        dispatch!(self, "make_session_room", s => s.make_session_room(token_id, bounds))
+    }
+
+    /// The sign-in token of each console session that has not ended.
+    pub async fn live_session_tokens(&self, bounds: SessionBounds) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, "live_session_tokens", s => s.live_session_tokens(bounds))
     }
 
     /// Every revoked token id, other issuers' unexpired jtis included: the

@@ -5,9 +5,12 @@
 use sqlx::AnyPool;
 use sqlx::{Row, Transaction};
 
-use super::queries::{corrupt, insert_token_in, registration_from_row, time_or_null, token_from_row};
+use super::queries::{corrupt, insert_token_in, registration_from_row, time_at, time_or_null, token_from_row};
 use super::writer::{Write, Writer, WriterOptions};
-use super::{JtiRevocation, RedeemError, RegistrationRecord, StoreError, TokenFilter, TokenRecord, kind_str};
+use super::{
+    JtiRevocation, RedeemError, RegistrationRecord, SessionBounds, SessionRecord, StoreError, TokenFilter, TokenRecord,
+    kind_str,
+};
 use crate::time::UnixTime;
 
 /// A `LIKE` pattern (escape `\\`) that finds `id` as one element of a
@@ -185,6 +188,118 @@ impl SqlCore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    pub async fn insert_session(&self, r: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO console_sessions (key, token_id, sealed, created_at, last_seen) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&r.key)
+        .bind(&r.token_id)
+        .bind(&r.sealed)
+        .bind(r.created_at.as_i64())
+        .bind(r.last_seen.as_i64())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn session(&self, key: &[u8]) -> Result<Option<SessionRecord>, StoreError> {
+        let row =
+            sqlx::query("SELECT key, token_id, sealed, created_at, last_seen FROM console_sessions WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(SessionRecord {
+            key: row.try_get("key")?,
+            token_id: row.try_get("token_id")?,
+            sealed: row.try_get("sealed")?,
+            created_at: time_at(&row, "created_at")?,
+            last_seen: time_at(&row, "last_seen")?,
+        }))
+    }
+
+    pub async fn touch_session(&self, key: &[u8], at: UnixTime) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE console_sessions SET last_seen = CASE WHEN last_seen < $1 THEN $1 ELSE last_seen END WHERE key = $2",
+        )
+        .bind(at.as_i64())
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn delete_session(&self, key: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM console_sessions WHERE key = $1").bind(key).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The keys of `token_id`'s sessions, least recently used first.
+    async fn sessions_of(&self, token_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows =
+            sqlx::query("SELECT key FROM console_sessions WHERE token_id = $1 ORDER BY last_seen ASC, opened ASC")
+                .bind(token_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| r.try_get::<Vec<u8>, _>("key").map_err(Into::into)).collect()
+    }
+
+    pub async fn make_session_room(&self, token_id: &str, b: SessionBounds) -> Result<(), StoreError> {
+        // The token's own bound.
+        let own = self.sessions_of(token_id).await?;
+        let over = (own.len() + 1).saturating_sub(b.per_token.max(1));
+        for key in own.iter().take(over) {
+            self.delete_session(key).await?;
+        }
+        // The table's: what has ended first.
+        let total = |core: &SqlCore| {
+            let pool = core.pool.clone();
+            async move {
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM console_sessions").fetch_one(&pool).await?;
+                Ok::<_, StoreError>(usize::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+            }
+        };
+        if total(self).await? < b.total {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM console_sessions WHERE last_seen <= $1 OR created_at <= $2")
+            .bind(b.idle_before.as_i64())
+            .bind(b.opened_before.as_i64())
+            .execute(&self.pool)
+            .await?;
+        // Then the least recently used session of the token holding the
+        // most, the newcomer's own when it will be one of the largest.
+        while total(self).await? >= b.total {
+            let largest = sqlx::query(
+                "SELECT token_id, COUNT(*) AS n FROM console_sessions WHERE token_id <> $1 \
+                 GROUP BY token_id ORDER BY n DESC, token_id ASC LIMIT 1",
+            )
+            .bind(token_id)
+            .fetch_optional(&self.pool)
+            .await?;
+            let own = self.sessions_of(token_id).await?;
+            let victim = match largest {
+                Some(row) if own.is_empty() || row.try_get::<i64, _>("n")? > own.len() as i64 + 1 => {
+                    let other: String = row.try_get("token_id")?;
+                    self.sessions_of(&other).await?
+                }
+                _ => own,
+            };
+            let Some(key) = victim.first() else { break };
+            self.delete_session(key).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn live_session_tokens(&self, b: SessionBounds) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT token_id FROM console_sessions WHERE last_seen > $1 AND created_at > $2")
+            .bind(b.idle_before.as_i64())
+            .bind(b.opened_before.as_i64())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| r.try_get::<String, _>("token_id").map_err(Into::into)).collect()
     }
 
     pub async fn count_tokens(&self) -> Result<i64, StoreError> {

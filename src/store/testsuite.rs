@@ -404,3 +404,63 @@ pub async fn concurrent_writes_get_their_own_outcomes(s: Arc<Store>, n: usize) {
     assert!(s.token("victim").await.expect("get").expect("kept").revoked_at.is_some());
     assert!(!s.revoke("nope", at(300)).await.expect("revoke"), "an unknown token is not revoked");
 }
+
+fn session(key: u8, token: &str, created: i64, seen: i64) -> SessionRecord {
+    SessionRecord {
+        key: vec![key; 32],
+        token_id: token.into(),
+        sealed: vec![key, 0, 1, 2],
+        created_at: at(created),
+        last_seen: at(seen),
+    }
+}
+
+fn bounds(per_token: usize, total: usize, now: i64) -> SessionBounds {
+    SessionBounds { per_token, total, idle_before: at(now - 100), opened_before: at(now - 1000) }
+}
+
+/// Console sessions: found by key, touched, ended, and bounded as the
+/// console's table is (per token, then the table: ended ones first, then
+/// the least recently used of the token holding the most).
+pub async fn console_sessions_are_kept_and_bounded(s: &Store) {
+    let now = 10_000;
+    s.insert_session(&session(1, "t1", now, now)).await.expect("insert");
+    assert_eq!(s.session(&[1; 32]).await.expect("read"), Some(session(1, "t1", now, now)));
+    assert_eq!(s.session(&[9; 32]).await.expect("read"), None);
+    assert!(s.touch_session(&[1; 32], at(now + 5)).await.expect("touch"));
+    assert!(s.touch_session(&[1; 32], at(now + 2)).await.expect("an older touch changes nothing"));
+    assert!(!s.touch_session(&[9; 32], at(now)).await.expect("no such session"));
+    assert_eq!(s.session(&[1; 32]).await.expect("read").map(|r| r.last_seen), Some(at(now + 5)));
+    s.delete_session(&[1; 32]).await.expect("delete");
+    assert_eq!(s.session(&[1; 32]).await.expect("read"), None);
+
+    // The token's own bound: its least recently used go.
+    for k in 1..=3 {
+        s.insert_session(&session(k, "t1", now, now + i64::from(k))).await.expect("insert");
+    }
+    s.make_session_room("t1", bounds(3, 100, now)).await.expect("room");
+    assert_eq!(s.session(&[1; 32]).await.expect("read"), None, "t1's least recently used");
+    assert!(s.session(&[2; 32]).await.expect("read").is_some());
+    assert_eq!(s.live_session_tokens(bounds(3, 100, now)).await.expect("count").len(), 2);
+
+    // A full table: the ended ones first (idle, or too old)…
+    s.insert_session(&session(4, "t2", now, now - 500)).await.expect("insert");
+    s.insert_session(&session(5, "t2", now - 5000, now)).await.expect("insert");
+    assert_eq!(s.live_session_tokens(bounds(3, 100, now)).await.expect("count").len(), 2, "ended ones are not counted");
+    s.make_session_room("t3", bounds(3, 4, now)).await.expect("room");
+    assert_eq!(s.session(&[4; 32]).await.expect("read"), None);
+    assert_eq!(s.session(&[5; 32]).await.expect("read"), None);
+    assert!(s.session(&[2; 32]).await.expect("read").is_some(), "live sessions kept while there is room");
+    // …then the least recently used of the token holding the most.
+    s.insert_session(&session(6, "t3", now, now)).await.expect("insert");
+    s.insert_session(&session(7, "t4", now, now)).await.expect("insert");
+    // t4 would tie t1 with two: its own goes.
+    s.make_session_room("t4", bounds(3, 4, now)).await.expect("room");
+    assert_eq!(s.session(&[7; 32]).await.expect("read"), None, "the newcomer's own on a tie");
+    s.insert_session(&session(7, "t4", now, now)).await.expect("insert");
+    // A token with none: t1's least recently used.
+    s.make_session_room("t5", bounds(3, 4, now)).await.expect("room");
+    assert_eq!(s.session(&[2; 32]).await.expect("read"), None, "t1 holds the most");
+    assert!(s.session(&[3; 32]).await.expect("read").is_some());
+    assert_eq!(s.live_session_tokens(bounds(3, 4, now)).await.expect("count").len(), 3);
+}

@@ -49,16 +49,28 @@ impl Console {
     ) -> Console {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("ng.db");
-        let mut h = Harness::start_with(edit_doc, move |c| {
-            support::sqlite_store(db.clone())(c);
+        std::mem::forget(dir);
+        let mut c = Console::on_store(edit_doc, edit_console, support::sqlite_store(db), None).await;
+        c.admin = c.h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).expect("bootstrapped");
+        c
+    }
+
+    /// The console on a store `store` sets (a new one bootstraps; `admin`
+    /// for one that exists).
+    async fn on_store(
+        edit_doc: impl FnOnce(&mut support::ConfigDoc),
+        edit_console: impl FnOnce(&mut narrowgate::config::ConsoleConfig),
+        store: impl Fn(&mut narrowgate::config::Config),
+        admin: Option<String>,
+    ) -> Console {
+        let h = Harness::start_with(edit_doc, move |c| {
+            store(c);
             c.console.enabled = true;
             edit_console(&mut c.console);
         })
         .await;
-        std::mem::forget(dir);
-        let admin = h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).expect("bootstrapped");
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        Console { h, http, admin }
+        Console { h, http, admin: admin.unwrap_or_default() }
     }
 
     fn url(&self, path: &str) -> String {
@@ -1149,4 +1161,109 @@ async fn every_console_cookie_is_secure_when_secure_cookie_is_set() {
         assert_eq!(elsewhere.status, 403, "secure_cookie {secure}: {other} is another origin");
         c.h.shutdown().await;
     }
+}
+
+/// What a SQLite store's files hold (the database and its write-ahead log).
+fn database_bytes(db: &std::path::Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(db).unwrap_or_default();
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    bytes.extend(std::fs::read(wal).unwrap_or_default());
+    bytes
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn a_session_outlives_a_restart_and_the_store_holds_it_sealed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("ng.db");
+    let mut c = Console::on_store(|_| {}, |_| {}, support::sqlite_store(db.clone()), None).await;
+    let admin = c.h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).expect("bootstrapped");
+    c.admin = admin.clone();
+    let cookie = c.sign_in(&admin).await;
+    assert_eq!(c.get("/console/tokens", Some(&cookie)).await.status, 200);
+    // The store holds neither the sign-in token nor the cookie.
+    let bytes = database_bytes(&db);
+    let id = cookie.split_once('=').expect("name=value").1;
+    assert!(!bytes.is_empty());
+    assert!(!holds(&bytes, &admin), "the sign-in token is in the store");
+    assert!(!holds(&bytes, admin.split('.').next_back().unwrap_or(&admin)), "a part of the token is in the store");
+    assert!(!holds(&bytes, id), "the session's cookie is in the store");
+    c.h.shutdown().await;
+
+    // Restarted on the same store: still signed in, and the same form
+    // token (the session, not a new one).
+    let c = Console::on_store(|_| {}, |_| {}, support::sqlite_store(db.clone()), Some(admin.clone())).await;
+    let page = c.get("/console/tokens", Some(&cookie)).await;
+    assert_eq!(page.status, 200, "{}", page.location());
+    // A cookie the store never saw, or one a byte off, opens nothing.
+    let forged = format!("ng_console={}", "A".repeat(43));
+    assert_eq!(c.get("/console/tokens", Some(&forged)).await.location(), "/console/sign-in?ended=session");
+    // Sign-out ends it in the store too: after another restart it is gone.
+    let form = c.get("/console/tokens", Some(&cookie)).await;
+    let out = c.post("/console/sign-out", Some(&cookie), &[("csrf", &form.csrf())], Some(&c.origin())).await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    c.h.shutdown().await;
+    let c = Console::on_store(|_| {}, |_| {}, support::sqlite_store(db), Some(admin)).await;
+    assert_eq!(c.get("/console/tokens", Some(&cookie)).await.location(), "/console/sign-in?ended=session");
+    c.h.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: scripts/test starts one"]
+async fn two_replicas_share_sessions_and_a_revocation_or_sign_out_ends_them_on_both() {
+    use std::time::Duration;
+    let url = support::fresh_postgres_database().await;
+    let store = move || {
+        let url = url.clone();
+        move |c: &mut narrowgate::config::Config| {
+            c.store = Some(narrowgate::config::StoreConfig {
+                backend: narrowgate::config::StoreBackend::Postgres {
+                    url: url.clone(),
+                    timeout: Duration::from_secs(1),
+                },
+                resync_interval: Duration::from_secs(30),
+                create_if_missing: true,
+            })
+        }
+    };
+    let mut a = Console::on_store(|_| {}, |_| {}, store(), None).await;
+    let root = a.h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).expect("bootstrapped");
+    a.admin = root.clone();
+    let b = Console::on_store(|_| {}, |_| {}, store(), Some(root.clone())).await;
+
+    // An admin token of its own signs in on a; b knows the session. (A
+    // reference token: each test replica signs JWTs with a key of its own.)
+    let made = a.create(r#"{"name": "operator", "role": "admin", "lifetime": "1h", "form": "reference"}"#).await;
+    let operator = made["token"].as_str().expect("token").to_string();
+    let cookie = a.sign_in(&operator).await;
+    assert_eq!(a.get("/console/tokens", Some(&cookie)).await.status, 200);
+    // (Once b's mirror holds the new token: within the revocation bound.)
+    support::eventually_async(Duration::from_secs(5), || async {
+        let page = b.get("/console/tokens", Some(&cookie)).await;
+        assert_ne!(page.location(), "/console/sign-in?ended=session", "the other replica knows it");
+        (page.status == 200).then_some(())
+    })
+    .await;
+
+    // Revoked through a: ended on b within the revocation bound.
+    let id = made["id"].as_str().expect("id");
+    assert!(a.api("DELETE", &format!("/v1/tokens/{id}"), &root, None).await.status < 300);
+    support::eventually_async(Duration::from_secs(5), || async {
+        let page = b.get("/console/tokens", Some(&cookie)).await;
+        page.location().starts_with("/console/sign-in?ended=").then_some(())
+    })
+    .await;
+    assert!(a.get("/console/tokens", Some(&cookie)).await.location().starts_with("/console/sign-in?ended="));
+
+    // Signed out on b: ended on a, which held it in its own table too.
+    let second = b.sign_in(&root).await;
+    assert_eq!(a.get("/console/tokens", Some(&second)).await.status, 200);
+    let form = b.get("/console/tokens", Some(&second)).await;
+    let out = b.post("/console/sign-out", Some(&second), &[("csrf", &form.csrf())], Some(&b.origin())).await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    assert_eq!(a.get("/console/tokens", Some(&second)).await.location(), "/console/sign-in?ended=session");
 }

@@ -53,6 +53,7 @@ macro_rules! suite {
 
 suite!(
     records_round_trip,
+    console_sessions_are_kept_and_bounded,
     external_ids_are_unique_while_live,
     listing_filters_and_pages,
     revocation_is_recorded,
