@@ -47,7 +47,9 @@ pub(super) async fn signed_in(s: &Console, headers: &HeaderMap) -> Result<Signed
             // token this replica has not caught up with), ended here only.
             let definitive = matches!(refused, Ok(_) | Err(Reason::Revoked | Reason::Expired));
             if definitive {
-                s.console.sessions.end(id).await;
+                // (A store that cannot delete it is logged; the token is
+                // refused on every replica anyway.)
+                let _ = s.console.sessions.end(id).await;
             } else {
                 s.console.sessions.end_here(id);
             }

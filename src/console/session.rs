@@ -326,8 +326,17 @@ struct Sealed {
     expires_at: Option<u64>,
 }
 
-/// What the sealing of every session is bound to (AES-GCM's associated data).
+/// What the sealing of every session is bound to (AES-GCM's associated
+/// data), with the row's columns in the clear: a row whose token id or
+/// opening time was changed opens nothing.
 const SEALED_FOR: &[u8] = b"narrowgate console session v1";
+
+fn associated(token_id: &str, created: u64) -> Vec<u8> {
+    let mut aad = SEALED_FOR.to_vec();
+    aad.extend_from_slice(&created.to_be_bytes());
+    aad.extend_from_slice(token_id.as_bytes());
+    aad
+}
 
 /// The key a session's contents are sealed under: from its cookie, by a
 /// hash other than the one the store finds it by.
@@ -354,19 +363,21 @@ fn seal(id: &str, session: &Session) -> Result<Vec<u8>, OpenError> {
     let mut nonce = [0u8; NONCE_LEN];
     aws_lc_rs::rand::SystemRandom::new().fill(&mut nonce).map_err(|_| OpenError::Random)?;
     let key = sealing_key(id).ok_or(OpenError::Seal)?;
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(SEALED_FOR), &mut data)
+    let aad = associated(&session.token, session.created);
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad[..]), &mut data)
         .map_err(|_| OpenError::Seal)?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&data);
     Ok(out)
 }
 
-fn unseal(id: &str, bytes: &[u8]) -> Option<Sealed> {
+fn unseal(id: &str, bytes: &[u8], token_id: &str, created: u64) -> Option<Sealed> {
     use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
     let (nonce, data) = bytes.split_at_checked(NONCE_LEN)?;
     let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
     let mut data = data.to_vec();
-    let plain = sealing_key(id)?.open_in_place(nonce, Aad::from(SEALED_FOR), &mut data).ok()?;
+    let aad = associated(token_id, created);
+    let plain = sealing_key(id)?.open_in_place(nonce, Aad::from(&aad[..]), &mut data).ok()?;
     serde_json::from_slice(plain).ok()
 }
 
@@ -412,7 +423,18 @@ impl SharedSessions {
             created_at: Self::time(now),
             last_seen: Self::time(now),
         };
-        store.make_session_room(&grant.token_id, Self::bounds(now, limits)).await.map_err(OpenError::Store)?;
+        let bounds = Self::bounds(now, limits);
+        // A full table first loses the sessions of tokens revoked since
+        // (their rows stay until presented otherwise).
+        let live = store.live_session_tokens(bounds).await.map_err(OpenError::Store)?;
+        if live.len() >= bounds.total {
+            let mut revoked: Vec<&String> = live.iter().filter(|t| self.local.revocations.is_revoked(t)).collect();
+            revoked.dedup();
+            for token in revoked {
+                store.delete_token_sessions(token).await.map_err(OpenError::Store)?;
+            }
+        }
+        store.make_session_room(&grant.token_id, bounds).await.map_err(OpenError::Store)?;
         store.insert_session(&record).await.map_err(OpenError::Store)?;
         Ok((id.clone(), self.local.admit(&id, session, limits)))
     }
@@ -432,11 +454,12 @@ impl SharedSessions {
                     self.local.end(id);
                     None
                 }
-                // The store is away: this replica's table still knows the
-                // session (and the token is authenticated again anyway).
+                // The store is away: whether the session was ended on
+                // another replica cannot be known, so it is not used now
+                // (fail closed; it is kept for when the store is back).
                 Err(e) => {
                     tracing::warn!(error = %e, "console: a session's use could not be written to the store");
-                    Some(session)
+                    None
                 }
             };
         }
@@ -448,8 +471,9 @@ impl SharedSessions {
             }
         };
         let bounds = Self::bounds(now, limits);
+        let created = u64::try_from(row.created_at.as_i64()).unwrap_or(0);
         let sealed = (row.last_seen > bounds.idle_before && row.created_at > bounds.opened_before)
-            .then(|| unseal(id, &row.sealed))
+            .then(|| unseal(id, &row.sealed, &row.token_id, created))
             .flatten();
         let session = sealed.and_then(|s| {
             let mut credential = HeaderMap::new();
@@ -461,19 +485,29 @@ impl SharedSessions {
                 token: row.token_id.as_str().into(),
                 lineage: s.lineage.into_iter().map(Into::into).collect(),
                 expires_at: s.expires_at,
-                created: u64::try_from(row.created_at.as_i64()).unwrap_or(0),
+                created,
                 last_seen: AtomicU64::new(now),
                 opened: 0,
             })
         });
         let live = session.filter(|s| s.alive(now, limits) && !s.revoked(&self.local.revocations));
-        match &live {
-            Some(_) => drop(store.touch_session(&key, Self::time(now)).await),
+        let Some(live) = live else {
             // Ended: idle, too old, its token expired or revoked, or not
             // what its cookie opens.
-            None => drop(store.delete_session(&key).await),
+            if let Err(e) = store.delete_session(&key).await {
+                tracing::warn!(error = %e, "console: an ended session could not be deleted from the store");
+            }
+            return None;
+        };
+        // Adopted only if it is still there (not ended meanwhile).
+        match store.touch_session(&key, Self::time(now)).await {
+            Ok(true) => Some(self.local.admit(id, live, limits)),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "console: a session's use could not be written to the store");
+                None
+            }
         }
-        live.map(|s| self.local.admit(id, s, limits))
     }
 
     /// End a session on this replica only: its token was refused here for
@@ -484,14 +518,15 @@ impl SharedSessions {
     }
 
     /// End a session here and in the store (sign-out, or its token no
-    /// longer valid).
-    pub async fn end(&self, id: &str) {
+    /// longer valid). `Err` when the store could not delete it: it may
+    /// still be taken up on another replica, or here once the store is
+    /// back, so a sign-out must say it did not happen.
+    pub async fn end(&self, id: &str) -> Result<(), crate::store::StoreError> {
         self.local.end(id);
-        if let Some(store) = &self.store
-            && let Err(e) = store.delete_session(&digest(id)).await
-        {
+        let Some(store) = &self.store else { return Ok(()) };
+        store.delete_session(&digest(id)).await.inspect_err(|e| {
             tracing::warn!(error = %e, "console: an ended session could not be deleted from the store");
-        }
+        })
     }
 
     /// How many sessions are open at `now`, across replicas when they are
@@ -503,7 +538,10 @@ impl SharedSessions {
             // presented; they are not counted.)
             Some(store) => match store.live_session_tokens(Self::bounds(now, limits)).await {
                 Ok(tokens) => tokens.iter().filter(|t| !self.local.revocations.is_revoked(t)).count(),
-                Err(_) => local,
+                Err(e) => {
+                    tracing::warn!(error = %e, "console: the store could not count the sessions; this replica's shown");
+                    local
+                }
             },
             None => local,
         }
@@ -754,19 +792,21 @@ mod tests {
         let id = random_token().expect("id");
         let sealed = seal(&id, &session).expect("sealed");
         assert!(!sealed.windows(6).any(|w| w == b"secret"), "the credential is not in the clear");
-        let opened = unseal(&id, &sealed).expect("opens with its cookie");
+        let opened = unseal(&id, &sealed, "ops", 1000).expect("opens with its cookie");
         assert_eq!(opened.authorization, "Bearer secret.token.here");
         assert_eq!(
             (opened.csrf, opened.lineage, opened.expires_at),
             (session.csrf.clone(), vec!["root".to_string()], Some(5000))
         );
         let other = random_token().expect("id");
-        assert!(unseal(&other, &sealed).is_none(), "another cookie opens nothing");
+        assert!(unseal(&other, &sealed, "ops", 1000).is_none(), "another cookie opens nothing");
+        assert!(unseal(&id, &sealed, "other", 1000).is_none(), "a row whose token id was changed opens nothing");
+        assert!(unseal(&id, &sealed, "ops", 2000).is_none(), "nor one whose opening time was");
         let mut flipped = sealed.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert!(unseal(&id, &flipped).is_none(), "a changed row opens nothing");
-        assert!(unseal(&id, &sealed[..5]).is_none(), "nor a cut one");
+        assert!(unseal(&id, &flipped, "ops", 1000).is_none(), "a changed row opens nothing");
+        assert!(unseal(&id, &sealed[..5], "ops", 1000).is_none(), "nor a cut one");
         // Sealed twice, never alike (a fresh nonce each time).
         assert_ne!(seal(&id, &session).expect("sealed"), sealed);
     }

@@ -105,7 +105,11 @@ pub(super) async fn sign_in(State(s): State<Console>, req: Request) -> Response 
     }
     let (id, _) = match s.console.sessions.open(credential, &grant, s.service.now().secs(), console).await {
         Ok(opened) => opened,
-        Err(e) => return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "console: a sign-in could not open its session");
+            audit("store_unavailable", Some(&grant));
+            return refused(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+        }
     };
     audit("ok", Some(&grant));
     let mut resp = Redirect::to("/console/tokens").into_response();
@@ -124,8 +128,12 @@ pub(super) async fn sign_out(State(s): State<Console>, req: Request) -> Response
         Ok(p) => p,
         Err(refused) => return *refused,
     };
-    if let Some(id) = session::cookie(&headers) {
-        s.console.sessions.end(id).await;
+    if let Some(id) = session::cookie(&headers)
+        && s.console.sessions.end(id).await.is_err()
+    {
+        // Not ended everywhere: it must not look as if it were.
+        let why = "You are not signed out: the store could not be reached to end the session. Try again.";
+        return error_page(StatusCode::SERVICE_UNAVAILABLE, "Not signed out", why, Some(&signed));
     }
     let mut resp = Redirect::to("/console/sign-in?ended=out").into_response();
     if let Ok(cookie) = HeaderValue::from_str(&session::clear_cookie(signed.snap.console.secure_cookie)) {

@@ -481,6 +481,11 @@ impl Store {
         dispatch!(self, "make_session_room", s => s.make_session_room(token_id, bounds))
     }
 
+    /// End every console session of `token_id` (revoked).
+    pub async fn delete_token_sessions(&self, token_id: &str) -> Result<(), StoreError> {
+        dispatch!(self, "delete_token_sessions", s => s.delete_token_sessions(token_id))
+    }
+
     /// The sign-in token of each console session that has not ended.
     pub async fn live_session_tokens(&self, bounds: SessionBounds) -> Result<Vec<String>, StoreError> {
         dispatch!(self, "live_session_tokens", s => s.live_session_tokens(bounds))

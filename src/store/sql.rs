@@ -236,6 +236,11 @@ impl SqlCore {
         Ok(())
     }
 
+    pub async fn delete_token_sessions(&self, token_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM console_sessions WHERE token_id = $1").bind(token_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The keys of `token_id`'s sessions, least recently used first.
     async fn sessions_of(&self, token_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         let rows =
@@ -274,14 +279,17 @@ impl SqlCore {
         while total(self).await? >= b.total {
             let largest = sqlx::query(
                 "SELECT token_id, COUNT(*) AS n FROM console_sessions WHERE token_id <> $1 \
-                 GROUP BY token_id ORDER BY n DESC, token_id ASC LIMIT 1",
+                 GROUP BY token_id ORDER BY n DESC, MIN(opened) ASC LIMIT 1",
             )
             .bind(token_id)
             .fetch_optional(&self.pool)
             .await?;
             let own = self.sessions_of(token_id).await?;
             let victim = match largest {
-                Some(row) if own.is_empty() || row.try_get::<i64, _>("n")? > own.len() as i64 + 1 => {
+                Some(row)
+                    if own.is_empty()
+                        || row.try_get::<i64, _>("n")? > i64::try_from(own.len() + 1).unwrap_or(i64::MAX) =>
+                {
                     let other: String = row.try_get("token_id")?;
                     self.sessions_of(&other).await?
                 }

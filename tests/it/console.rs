@@ -1184,7 +1184,8 @@ async fn a_session_outlives_a_restart_and_the_store_holds_it_sealed() {
     let admin = c.h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).expect("bootstrapped");
     c.admin = admin.clone();
     let cookie = c.sign_in(&admin).await;
-    assert_eq!(c.get("/console/tokens", Some(&cookie)).await.status, 200);
+    let before = c.get("/console/tokens", Some(&cookie)).await;
+    assert_eq!(before.status, 200);
     // The store holds neither the sign-in token nor the cookie.
     let bytes = database_bytes(&db);
     let id = cookie.split_once('=').expect("name=value").1;
@@ -1199,9 +1200,14 @@ async fn a_session_outlives_a_restart_and_the_store_holds_it_sealed() {
     let c = Console::on_store(|_| {}, |_| {}, support::sqlite_store(db.clone()), Some(admin.clone())).await;
     let page = c.get("/console/tokens", Some(&cookie)).await;
     assert_eq!(page.status, 200, "{}", page.location());
-    // A cookie the store never saw, or one a byte off, opens nothing.
+    assert_eq!(page.csrf(), before.csrf(), "the same session, its form token kept");
+    // A cookie the store never saw, or the real one a character off (no
+    // row is found by its hash), opens nothing.
     let forged = format!("ng_console={}", "A".repeat(43));
     assert_eq!(c.get("/console/tokens", Some(&forged)).await.location(), "/console/sign-in?ended=session");
+    let last = id.chars().last().expect("a character");
+    let off = format!("ng_console={}{}", &id[..id.len() - 1], if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(c.get("/console/tokens", Some(&off)).await.location(), "/console/sign-in?ended=session");
     // Sign-out ends it in the store too: after another restart it is gone.
     let form = c.get("/console/tokens", Some(&cookie)).await;
     let out = c.post("/console/sign-out", Some(&cookie), &[("csrf", &form.csrf())], Some(&c.origin())).await;
@@ -1266,4 +1272,44 @@ async fn two_replicas_share_sessions_and_a_revocation_or_sign_out_ends_them_on_b
     let out = b.post("/console/sign-out", Some(&second), &[("csrf", &form.csrf())], Some(&b.origin())).await;
     assert_eq!(out.status, 303, "{}", out.body);
     assert_eq!(a.get("/console/tokens", Some(&second)).await.location(), "/console/sign-in?ended=session");
+    a.h.shutdown().await;
+    b.h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_store_frees_a_revoked_tokens_sessions_before_a_live_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("ng.db");
+    let mut c = Console::on_store(
+        |_| {},
+        |console| {
+            console.max_sessions = 4;
+            console.max_sessions_per_token = 5;
+        },
+        support::sqlite_store(db),
+        None,
+    )
+    .await;
+    c.admin = c.h.gateway.as_mut().and_then(|g| g.bootstrap_token.take()).expect("bootstrapped");
+    let made = |name: &str| format!(r#"{{"name": "{name}", "role": "admin", "lifetime": "1h"}}"#);
+    let a = c.create(&made("a")).await;
+    let b = c.create(&made("b")).await;
+    let (a_token, b_token) = (a["token"].as_str().expect("a"), b["token"].as_str().expect("b"));
+    // b's first: were the revoked rows left, the tie between a and b
+    // (two each) would fall on b, the first opened.
+    let b_sessions = [c.sign_in(b_token).await, c.sign_in(b_token).await];
+    let a_sessions = [c.sign_in(a_token).await, c.sign_in(a_token).await];
+    let revoked = c.api("DELETE", &format!("/v1/tokens/{}", a["id"].as_str().expect("id")), &c.admin, None).await;
+    assert_eq!(revoked.status, 204);
+    // The table is full (four rows); the newcomer takes a revoked token's
+    // room, never a live session's.
+    let master = c.sign_in(&c.admin).await;
+    assert_eq!(c.get("/console/tokens", Some(&master)).await.status, 200);
+    for cookie in &b_sessions {
+        assert_eq!(c.get("/console/tokens", Some(cookie)).await.status, 200, "a live session kept");
+    }
+    for cookie in &a_sessions {
+        assert!(c.get("/console/tokens", Some(cookie)).await.location().starts_with("/console/sign-in?ended="));
+    }
+    c.h.shutdown().await;
 }

@@ -362,3 +362,46 @@ fn a_broken_tracing_section_is_a_config_error_with_its_path() {
         ""
     );
 }
+
+/// The real binary, its log in JSON, exporting over gRPC: the request's
+/// log line carries the trace id, the same the span is exported under;
+/// and at shutdown (SIGTERM) what is queued is still exported.
+#[tokio::test]
+async fn the_binarys_log_line_names_the_trace_and_its_spans_are_exported_at_shutdown() {
+    let mut r = Receiver::start("").await;
+    let echo = narrowgate::echo::EchoUpstream::start("127.0.0.1:0".parse().expect("addr")).await.expect("echo");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A long flush interval: only the shutdown sends the spans.
+    let extra = format!(
+        "log: {{ format: json }}\ntrusted_proxies: [127.0.0.1/32]\n\
+         tracing: {{ endpoint: \"http://127.0.0.1:{}\", protocol: grpc, flush_interval: 1h }}\n",
+        r.grpc
+    );
+    let config = support::process_config(dir.path(), "traced", echo.addr, &extra);
+    let mut g = support::serve_process(&config).await;
+    let parent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let denied = support::send_raw(
+        g.proxy,
+        support::build_request("GET", "/users/current/accounts/a1", &[("traceparent", &parent)]).as_bytes(),
+    )
+    .await;
+    assert_eq!(denied.status, 401);
+    let log = std::fs::read_to_string(config.with_extension("err")).unwrap_or_default();
+    let line: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "denied" || l["message"] == "denied")
+        .unwrap_or_else(|| panic!("no denied line in {log}"));
+    let fields = if line.get("fields").is_some() { &line["fields"] } else { &line };
+    assert_eq!(fields["trace_id"], CLIENT_TRACE, "{line}");
+    assert!(r.settle(Duration::from_millis(300)).await.is_empty(), "nothing exported before the flush");
+
+    // SIGTERM: drained, and the queued span exported on the way out.
+    let pid = i32::try_from(g.child.id()).expect("pid");
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let spans = r.until(|s| s.iter().any(|s| s["name"] == "request")).await;
+    let request = span(&spans, "request");
+    assert_eq!((request["trace_id"].as_str(), request["transport"].as_str()), (Some(CLIENT_TRACE), Some("grpc")));
+    assert_eq!(request["attributes"]["narrowgate.reason"], "missing_token");
+    let _ = g.child.wait();
+}
