@@ -314,6 +314,10 @@ impl Sessions {
 pub struct SharedSessions {
     pub local: Sessions,
     store: Option<crate::store::Store>,
+    /// Held from making room to the insert, so this replica's sign-ins
+    /// keep the bounds among themselves (sign-ins are rare; the proxy
+    /// never takes it).
+    opening: tokio::sync::Mutex<()>,
 }
 
 /// What a stored session holds, sealed.
@@ -384,7 +388,7 @@ fn unseal(id: &str, bytes: &[u8], token_id: &str, created: u64) -> Option<Sealed
 impl SharedSessions {
     /// Sessions kept in `store` (`None`: this replica's table alone).
     pub fn new(revocations: Arc<Revocations>, store: Option<crate::store::Store>) -> Self {
-        SharedSessions { local: Sessions::new(revocations), store }
+        SharedSessions { local: Sessions::new(revocations), store, opening: tokio::sync::Mutex::default() }
     }
 
     fn bounds(now: u64, limits: &ConsoleConfig) -> crate::store::SessionBounds {
@@ -424,6 +428,7 @@ impl SharedSessions {
             last_seen: Self::time(now),
         };
         let bounds = Self::bounds(now, limits);
+        let _one_at_a_time = self.opening.lock().await;
         // A full table first loses the sessions of tokens revoked since
         // (their rows stay until presented otherwise).
         let live = store.live_session_tokens(bounds).await.map_err(OpenError::Store)?;

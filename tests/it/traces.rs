@@ -263,12 +263,29 @@ async fn token_service_operations_are_spans_with_their_store_writes_over_grpc() 
     let minted = h.api_post("/v1/tokens", &[("Authorization", &master(&h))], &body).await;
     assert_eq!(minted.status, 201, "{}", minted.body);
     let id = minted.json()["id"].as_str().expect("id").to_string();
+    // Narrowed by its holder: a span of its own, with its store write.
+    let holder = format!("Bearer {}", minted.json()["token"].as_str().expect("token"));
+    let narrow = r#"{"applications":["trading-account-management-api"],"roles":["reader"],"resources":[{"entity":"account","id":"a1"}],"validityInHours":0.5}"#;
+    let narrowed = h.api_post("/v1/tokens/narrow", &[("Authorization", &holder)], narrow).await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.body);
     let revoked = h.api_request("DELETE", &format!("/v1/tokens/{id}"), &[("Authorization", &master(&h))]).await;
     assert!(revoked.status < 300, "{}", revoked.body);
 
-    r.until(|s| s.iter().filter(|s| s["name"] == "store.write").count() >= 2).await;
+    r.until(|s| s.iter().filter(|s| s["name"] == "store.write").count() >= 3).await;
     let spans = r.settle(Duration::from_millis(300)).await;
     assert!(spans.iter().all(|s| s["transport"] == "grpc"));
+    let narrow_span = span(&spans, "token.narrow");
+    assert!(narrow_span["attributes"]["narrowgate.token_id"].as_str().is_some_and(|t| !t.is_empty() && t != id));
+    let narrow_request = spans.iter().find(|s| s["span_id"] == narrow_span["parent_span_id"]).expect("its request");
+    assert_eq!(narrow_request["attributes"]["http.route"], "/v1/tokens/narrow");
+    assert!(
+        spans.iter().any(|s| s["name"] == "store.write" && s["parent_span_id"] == narrow_span["span_id"]),
+        "the narrowed token's store write"
+    );
+    let child = narrowed.json()["token"].as_str().expect("the narrowed token").to_string();
+    for part in child.split('.') {
+        assert!(!attribute_text(&spans).contains(part), "a part of the narrowed token is in a span");
+    }
     for (op, method) in [("token.create", "POST"), ("token.revoke", "DELETE")] {
         let op_span = span(&spans, op);
         assert_eq!(op_span["attributes"]["narrowgate.token_id"], id.as_str());
