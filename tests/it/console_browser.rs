@@ -5,13 +5,9 @@
 //! `docs/console/` is made); otherwise they go to a temporary directory.
 
 use crate::support;
+use crate::support::python;
 
 use serde_json::{Value, json};
-
-fn python() -> String {
-    std::env::var("NARROWGATE_TEST_PYTHON")
-        .expect("NARROWGATE_TEST_PYTHON is not set: scripts/test makes the Python environment and sets it")
-}
 
 #[tokio::test]
 #[ignore = "needs chromium and Playwright: scripts/test installs them"]

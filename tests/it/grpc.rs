@@ -6,6 +6,7 @@
 //! PERMISSION_DENIED (naming what was missing) for a token lacking the
 //! method — and a refused call never reaches the server.
 
+use crate::support::python;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,11 +18,6 @@ use crate::tls::run;
 
 pub(crate) const METHODS: [&str; 4] = ["Unary", "ServerStream", "ClientStream", "Bidi"];
 const REFLECTION: &str = "grpc.reflection.v1alpha.ServerReflection";
-
-fn python() -> String {
-    std::env::var("NARROWGATE_TEST_PYTHON")
-        .expect("NARROWGATE_TEST_PYTHON is not set: scripts/test makes the Python environment and sets it")
-}
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/grpc_peer.py");
 

@@ -5,17 +5,12 @@
 //! that raises ForbiddenException at once instead of a retry loop.
 
 use crate::support;
+use crate::support::python;
 
 use narrowgate::token::now_unix;
 use narrowgate::token::testkit::{payload, rule};
 use serde_json::{Value, json};
 use support::Harness;
-
-/// The interpreter of the test environment; fails loudly without it.
-fn python() -> String {
-    std::env::var("NARROWGATE_TEST_PYTHON")
-        .expect("NARROWGATE_TEST_PYTHON is not set: scripts/test makes the Python environment and sets it")
-}
 
 #[tokio::test]
 #[ignore = "needs the real Python clients: scripts/test makes their environment"]

@@ -6,6 +6,7 @@
 //! event, sampling at its ratio, and a collector that refuses or is gone
 //! costing no request.
 
+use crate::support::python;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -13,11 +14,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::{self, Harness, master, sqlite_store};
-
-fn python() -> String {
-    std::env::var("NARROWGATE_TEST_PYTHON")
-        .expect("NARROWGATE_TEST_PYTHON is not set: scripts/test makes the Python environment and sets it")
-}
 
 const RECEIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otlp_receiver.py");
 

@@ -842,3 +842,10 @@ pub fn enforcer_config(
     doc.write(&path);
     path
 }
+
+/// The interpreter of the test environment (the real Python clients and
+/// servers); fails loudly without it.
+pub fn python() -> String {
+    std::env::var("NARROWGATE_TEST_PYTHON")
+        .expect("NARROWGATE_TEST_PYTHON is not set: scripts/test makes the Python environment and sets it")
+}
